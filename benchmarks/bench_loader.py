@@ -1,0 +1,157 @@
+"""fastload vs the tutorial's naive generator vs torch's DataLoader, on the same files, in one run.
+
+    python benchmarks/bench_loader.py [--n 1280] [--small-n 8000] [--repeats 5]
+
+Task: RandomResizedCrop + horizontal flip + normalise into float32 NCHW
+batches of 64; 224 px on an ImageNet-like set (JPEG q90, ~460x400), 64 px on a
+64x64 set. fastload and torch both get 2 workers (threads vs processes).
+Targets: >= 2.3x torch on the ImageNet-like set, >= 5x on the 64x64 set.
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import random
+import sys
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(__file__))
+import fastload as fl  # noqa: E402
+from common import MEAN, STD, dataset, epochs_per_second, header, line, peak_rss_mb  # noqa: E402
+
+BATCH = 64
+
+
+def rrc_params(w, h, rng, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3)):
+    """torchvision's RandomResizedCrop.get_params, in plain Python."""
+    area = w * h
+    for _ in range(10):
+        target = area * rng.uniform(*scale)
+        ar = math.exp(rng.uniform(math.log(ratio[0]), math.log(ratio[1])))
+        cw, ch = int(round(math.sqrt(target * ar))), int(round(math.sqrt(target / ar)))
+        if 0 < cw <= w and 0 < ch <= h:
+            return rng.randint(0, w - cw), rng.randint(0, h - ch), cw, ch
+    return 0, 0, w, h
+
+
+def pil_sample(path, size, rng):
+    """Open, convert, random-resized-crop, flip: what a typical PIL pipeline does per image."""
+    from PIL import Image
+    with Image.open(path) as im:
+        im = im.convert("RGB")
+        x, y, cw, ch = rrc_params(im.width, im.height, rng)
+        im = im.resize((size, size), Image.BILINEAR, box=(x, y, x + cw, y + ch))
+        if rng.random() < 0.5:
+            im = im.transpose(Image.FLIP_LEFT_RIGHT)
+        return np.asarray(im)
+
+
+def naive_epoch(source, size):
+    """The classic generator: per-image PIL work, list append, np.stack, NumPy normalise."""
+    rng = random.Random(0)
+    mean = np.array(MEAN, np.float32) * 255
+    std = np.array(STD, np.float32) * 255
+    order = list(range(len(source)))
+    rng.shuffle(order)
+    count = 0
+    for b in range(0, len(order), BATCH):
+        images, labels = [], []
+        for i in order[b:b + BATCH]:
+            path, label = source[i]
+            images.append(pil_sample(path, size, rng))
+            labels.append(label)
+        x = ((np.stack(images).astype(np.float32) - mean) / std).transpose(0, 3, 1, 2)
+        y = np.array(labels)
+        count += len(x)
+    return count
+
+
+class TorchDataset:
+    def __init__(self, source, size):
+        self.source, self.size = source, size
+
+    def __len__(self):
+        return len(self.source)
+
+    def __getitem__(self, i):
+        import torch
+        path, label = self.source[i]
+        rng = random.Random(i * 7919 + torch.initial_seed())
+        x = torch.from_numpy(pil_sample(path, self.size, rng)).permute(2, 0, 1).float().div_(255)
+        mean = torch.tensor(MEAN).view(3, 1, 1)
+        std = torch.tensor(STD).view(3, 1, 1)
+        return x.sub_(mean).div_(std), label
+
+
+def torch_loader(source, size):
+    import torch
+    dl = torch.utils.data.DataLoader(TorchDataset(source, size), batch_size=BATCH, shuffle=True,
+                                     num_workers=2, persistent_workers=True)
+
+    def epoch():
+        n = 0
+        for x, y in dl:
+            n += len(x)
+        return n
+    return epoch
+
+
+def fastload_loader(source, size):
+    loader = fl.Loader(source, batch_size=BATCH, shuffle=True, seed=0, workers=2,
+                       transforms=[fl.RandomResizedCrop(size), fl.RandomHorizontalFlip(),
+                                   fl.Normalize(MEAN, STD)], dtype="float32", layout="NCHW")
+
+    def epoch():
+        n = 0
+        for x, y in loader:
+            n += len(x)
+        return n
+    return epoch
+
+
+def compare(title, path, size, repeats, naive_limit):
+    source = fl.ImageFolder(path)
+    header(f"{title}: {len(source)} images, RandomResizedCrop({size}) + flip + normalise -> "
+           f"float32 NCHW, batch {BATCH}")
+    rate_fl, runs_fl = epochs_per_second(fastload_loader(source, size), len(source), repeats)
+    print(line("fastload (2 threads)", rate_fl, runs_fl))
+    sub = fl.Subset(source, range(min(len(source), naive_limit)))
+    rate_nv, runs_nv = epochs_per_second(lambda: naive_epoch(sub, size), len(sub), max(3, repeats // 2))
+    print(line("naive generator (PIL + np.stack)", rate_nv, runs_nv))
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        print("  torch DataLoader: skipped (torch not installed: pip install 'fastload[torch]')")
+        rate_t = None
+    else:
+        torch.set_num_threads(1)
+        rate_t, runs_t = epochs_per_second(torch_loader(source, size), len(source), repeats)
+        print(line("torch DataLoader (2 processes)", rate_t, runs_t))
+    ratios = f"  ratios: fastload/naive = {rate_fl / rate_nv:.2f}x"
+    if rate_t:
+        ratios += f", fastload/torch = {rate_fl / rate_t:.2f}x, torch/naive = {rate_t / rate_nv:.2f}x"
+    print(ratios)
+    return rate_fl, rate_t
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--n", type=int, default=1280, help="ImageNet-like images")
+    ap.add_argument("--small-n", type=int, default=8000, help="64x64 images")
+    ap.add_argument("--repeats", type=int, default=5)
+    args = ap.parse_args(argv)
+    big = dataset("imagenet", args.n)
+    small = dataset("small", args.small_n)
+    f1, t1 = compare("ImageNet-like (JPEG q90, ~460x400)", big, 224, args.repeats, naive_limit=320)
+    f2, t2 = compare("64x64 JPEGs", small, 64, args.repeats, naive_limit=2000)
+    print("\n== summary")
+    if t1:
+        print(f"  224 px: fastload/torch = {f1 / t1:.2f}x (target >= 2.3x)")
+        print(f"  64 px:  fastload/torch = {f2 / t2:.2f}x (target >= 5x)")
+    print(f"  peak RSS of this process: {peak_rss_mb():.0f} MB")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,59 @@
+"""Shared pieces of the benchmarks: datasets, timing, reporting.
+
+Figures are medians over several timed epochs after a warm-up epoch, and every
+ratio compares runs made in the same process on the same files, because a
+2-core machine is too noisy for absolute times to mean much.
+"""
+from __future__ import annotations
+
+import os
+import resource
+import statistics
+import tempfile
+import time
+
+import fastload as fl
+from fastload.synthetic import make_image_folder
+
+MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+
+
+def dataset(kind: str, n: int, root: str | None = None) -> str:
+    """An image folder of n photo-like JPEGs (q90): 'imagenet' ~460x400, 'small' 64x64. Cached by name."""
+    root = root or os.path.join(tempfile.gettempdir(), "fastload-bench")
+    path = os.path.join(root, f"{kind}-{n}")
+    marker = os.path.join(path, ".complete")
+    if not os.path.exists(marker):
+        classes = 10
+        size, jitter = ((400, 460), 0.15) if kind == "imagenet" else ((64, 64), 0.0)
+        t = time.perf_counter()
+        make_image_folder(path, classes=classes, per_class=n // classes, size=size, jitter=jitter, seed=1)
+        open(marker, "w").close()
+        print(f"  (generated {n} {kind} images in {time.perf_counter() - t:.0f} s under {path})")
+    return path
+
+
+def epochs_per_second(run_epoch, n_images: int, repeats: int) -> tuple[float, list[float]]:
+    """Median images/s over `repeats` timed epochs after one warm-up epoch."""
+    run_epoch()
+    rates = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        count = run_epoch()
+        rates.append((count or n_images) / (time.perf_counter() - t))
+    return statistics.median(rates), rates
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def line(name: str, rate: float, rates: list[float], extra: str = "") -> str:
+    spread = ", ".join(f"{r:.0f}" for r in rates)
+    return f"  {name:<34} {rate:9.0f} img/s   (runs: {spread}){extra}"
+
+
+def header(title: str) -> None:
+    print(f"\n== {title}")
+    print(f"   jpeg: {fl.features()['jpeg_decoder']}; simd: {fl.features()['simd']}; "
+          f"cores: {os.cpu_count()}")

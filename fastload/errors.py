@@ -1,0 +1,35 @@
+"""Errors raised by fastload, and the policy that decides what a bad record does.
+
+Every error names the record it came from (a path, a key or an index) and
+what was wrong, so a user can find the file and fix or exclude it.
+"""
+from __future__ import annotations
+
+__all__ = ["DecodeError", "RecordError", "FastloadError", "StageError"]
+
+
+class FastloadError(Exception):
+    """Base class of fastload's own errors."""
+
+
+class RecordError(FastloadError, ValueError):
+    """A record could not be turned into a training sample."""
+
+    def __init__(self, record, reason: str):
+        self.record = record
+        self.reason = reason
+        super().__init__(f"{record}: {reason}")
+
+
+class DecodeError(RecordError):
+    """An image or other encoded payload could not be decoded."""
+
+
+class StageError(FastloadError, RuntimeError):
+    """A pipeline stage raised; the original exception is the ``__cause__``."""
+
+    def __init__(self, stage: str, record, cause: BaseException):
+        self.stage = stage
+        self.record = record
+        where = f" on record {record!r}" if record is not None else ""
+        super().__init__(f"stage {stage!r} failed{where}: {type(cause).__name__}: {cause}")

@@ -1,0 +1,36 @@
+"""What this build of fastload was compiled with, and which paths it takes at run time."""
+from __future__ import annotations
+
+import importlib.util
+
+__all__ = ["features", "jpeg_path"]
+
+
+def jpeg_path() -> str:
+    """A one-line description of how JPEGs are decoded."""
+    from ._kernels import _batch
+    version = _batch.jpeg_version()
+    if version != "none":
+        return f"{version} (linked; GIL-free, region + DCT-scaled decode)"
+    from PIL import features as pil_features
+    turbo = pil_features.check_feature("libjpeg_turbo")
+    return f"Pillow (bundled libjpeg{'-turbo' if turbo else ''} {pil_features.version('jpg')}; fastload built without libjpeg-turbo)"
+
+
+def features() -> dict:
+    """Decoder path and version, SIMD level, Pillow flavour, optional integrations present."""
+    import PIL
+
+    from . import __version__
+    from ._kernels import _batch
+    jpeg = _batch.jpeg_version()
+    return {
+        "fastload": __version__,
+        "jpeg_decoder": jpeg_path(),
+        "libjpeg_turbo_linked": jpeg != "none",
+        "simd": _batch.simd_level(),
+        "pillow": PIL.__version__,
+        "pillow_simd": ".post" in PIL.__version__,   # pillow-simd versions read like 9.0.0.post1
+        "numba": importlib.util.find_spec("numba") is not None,
+        "torch": importlib.util.find_spec("torch") is not None,
+    }

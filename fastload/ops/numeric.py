@@ -1,0 +1,174 @@
+"""Numeric feature rows: :class:`Numeric` copies them, :class:`Standardize` also scales them.
+
+A row is anything NumPy reads as ``size`` floats (a CSVRows row, a list from
+JSON, a scalar when ``size`` is 1). A row of the wrong length, a non-number, or
+a NaN/inf is reported as a failure of its record rather than written into the
+batch, because one NaN in a batch poisons a whole gradient step.
+
+The work per chunk is a handful of whole-array NumPy operations on the batch
+rows in place (NumPy releases the GIL for them); Python touches single rows
+only when the chunk holds a bad one.
+"""
+from __future__ import annotations
+
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+
+from ..pipeline.fields import ChunkContext, Field, Output
+
+__all__ = ["Numeric", "Standardize"]
+
+_CHUNK = 4096  # rows per step of the statistics pass
+
+
+def _as_row(value: Any, size: int | None) -> np.ndarray | str:
+    """``value`` as a 1-D float row, or the reason it is not one."""
+    try:
+        row = np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError) as e:
+        return f"not a numeric row ({type(value).__name__}): {e}"
+    if row.ndim > 1:
+        return f"expected a 1-D row, got shape {row.shape}"
+    row = row.reshape(-1)
+    if size is not None and row.shape[0] != size:
+        return f"expected {size} values, got {row.shape[0]}"
+    if not np.isfinite(row).all():
+        return "row holds NaN or inf"
+    return row
+
+
+class Numeric(Field):
+    """Float32 rows of ``size`` values, copied as they are.
+
+    ``size`` may be left to :meth:`prepare`, which takes it from the first
+    training row.
+    """
+
+    def __init__(self, size: int | None = None, *, name: str = "number"):
+        self.size = None if size is None else int(size)
+        self.name = name
+
+    def outputs(self) -> list[Output]:
+        if self.size is None:
+            raise RuntimeError(f"{type(self).__name__}({self.name!r}) does not know its row size: "
+                               "pass size= (or mean=) or call prepare() with the training rows")
+        return [Output(self.name, (self.size,), np.dtype(np.float32))]
+
+    def prepare(self, values: Iterable[Any]) -> None:
+        if self.size is None:
+            for v in values:
+                row = _as_row(v, None)
+                if not isinstance(row, str):
+                    self.size = row.shape[0]
+                    return
+            raise ValueError(f"{type(self).__name__}({self.name!r}): no valid numeric row to take the size from")
+
+    def fill(self, values: Sequence[Any], outs: dict[str, np.ndarray],
+             ctx: ChunkContext | None = None) -> dict[int, str]:
+        rows = outs[self.name][: len(values)]
+        if rows.shape[0] < len(values):
+            raise ValueError(f"output {self.name!r} has {rows.shape[0]} rows for {len(values)} values")
+        failures = self._copy(values, rows)
+        self._transform(rows)
+        return failures
+
+    def _copy(self, values: Sequence[Any], rows: np.ndarray) -> dict[int, str]:
+        n, size = rows.shape
+        try:
+            block = np.asarray(values, dtype=np.float32)
+        except (TypeError, ValueError):
+            block = None
+        if block is not None and (block.shape == (n, size) or (size == 1 and block.shape == (n,))):
+            rows[...] = block.reshape(n, size)
+            finite = np.isfinite(rows).all(axis=1)
+            if finite.all():
+                return {}
+            return {int(i): f"field {self.name!r}: row holds NaN or inf" for i in np.flatnonzero(~finite)}
+        failures = {}
+        for i, v in enumerate(values):  # slow path: find the bad rows
+            row = _as_row(v, size)
+            if isinstance(row, str):
+                failures[i] = f"field {self.name!r}: {row}"
+                rows[i] = 0
+            else:
+                rows[i] = row
+        return failures
+
+    def _transform(self, rows: np.ndarray) -> None:
+        """Hook for subclasses: rewrite the copied rows in place."""
+
+
+class Standardize(Numeric):
+    """Float32 rows scaled to ``(x - mean) / (std + eps)`` per column.
+
+    Give ``mean`` and ``std``, or let :meth:`prepare` compute the missing ones
+    from the training rows in one streaming pass (chunks of rows merged with
+    Chan's parallel update of count, mean and sum of squared deviations, so
+    memory stays one chunk however long the data). Rows holding NaN/inf are
+    left out of the statistics. ``std`` is the population standard deviation.
+    """
+
+    def __init__(self, mean=None, std=None, *, eps: float = 1e-8, name: str = "number"):
+        self.mean = None if mean is None else np.atleast_1d(np.asarray(mean, dtype=np.float64))
+        self.std = None if std is None else np.atleast_1d(np.asarray(std, dtype=np.float64))
+        if self.mean is not None and self.std is not None and self.mean.shape != self.std.shape:
+            raise ValueError(f"mean has shape {self.mean.shape} but std has {self.std.shape}")
+        if self.std is not None and (self.std < 0).any():
+            raise ValueError("std must be non-negative")
+        given = self.mean if self.mean is not None else self.std
+        super().__init__(None if given is None else given.shape[0], name=name)
+        self.eps = float(eps)
+        self._set_scale()
+
+    def _set_scale(self) -> None:
+        if self.mean is not None and self.std is not None:
+            self._shift = self.mean.astype(np.float32)
+            self._scale = (1.0 / (self.std + self.eps)).astype(np.float32)
+
+    def prepare(self, values: Iterable[Any]) -> None:
+        if self.mean is not None and self.std is not None:
+            return
+        count, mean, m2 = 0, None, None
+        chunk: list[np.ndarray] = []
+        for v in values:
+            row = _as_row(v, self.size)
+            if isinstance(row, str):
+                continue
+            if self.size is None:
+                self.size = row.shape[0]
+            chunk.append(row)
+            if len(chunk) == _CHUNK:
+                count, mean, m2 = self._merge(count, mean, m2, np.stack(chunk))
+                chunk.clear()
+        if chunk:
+            count, mean, m2 = self._merge(count, mean, m2, np.stack(chunk))
+        if count == 0:
+            raise ValueError(f"Standardize({self.name!r}): no valid numeric rows to compute statistics from")
+        if self.mean is None:
+            self.mean = mean
+        if self.std is None:
+            self.std = np.sqrt(m2 / count)
+        self._set_scale()
+
+    @staticmethod
+    def _merge(count, mean, m2, block: np.ndarray):
+        """Chan et al.'s pairwise update: statistics of (seen rows + block)."""
+        k = block.shape[0]
+        b_mean = block.mean(axis=0)
+        b_m2 = ((block - b_mean) ** 2).sum(axis=0)
+        if count == 0:
+            return k, b_mean, b_m2
+        total = count + k
+        delta = b_mean - mean
+        return total, mean + delta * (k / total), m2 + b_m2 + delta ** 2 * (count * k / total)
+
+    def outputs(self) -> list[Output]:
+        if self.mean is None or self.std is None:
+            raise RuntimeError(f"Standardize({self.name!r}) has no statistics: pass mean= and std= "
+                               "or call prepare() with the training rows")
+        return super().outputs()
+
+    def _transform(self, rows: np.ndarray) -> None:
+        np.subtract(rows, self._shift, out=rows)
+        np.multiply(rows, self._scale, out=rows)

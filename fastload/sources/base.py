@@ -1,0 +1,117 @@
+"""The record-source protocol every loader input follows.
+
+A :class:`Source` is a finite, ordered, random-access sequence of records:
+``len(src)`` and ``src[i]`` are cheap and read no payload (an image source
+returns paths, not pixels). That is what lets a loader shuffle by index, split
+deterministically, and resume mid-epoch from nothing but a position.
+
+Records are plain Python values: a path string, a ``(path, label)`` tuple, or a
+``dict`` of named fields for multi-field sources. ``record_id(i)`` names record
+``i`` in error messages (a path or a key), never its payload.
+
+Streaming stages (``map``, ``filter``, ``batch``, ...) come from
+:class:`fastload.pipeline.fluent.Fluent` and return iterables; they give up
+random access, so a :class:`~fastload.Loader` takes a Source, not a stream.
+"""
+from __future__ import annotations
+
+from typing import Any, Iterator, Sequence
+
+import numpy as np
+
+from ..pipeline.fluent import Fluent
+
+__all__ = ["Source", "Subset", "ListSource"]
+
+
+class Source(Fluent):
+    """Base class: subclasses implement ``__len__`` and ``__getitem__``."""
+
+    #: Names of the fields of a dict record, or None for plain records.
+    fields: tuple[str, ...] | None = None
+
+    def __len__(self) -> int:
+        raise NotImplementedError
+
+    def __getitem__(self, index: int) -> Any:
+        raise NotImplementedError
+
+    def __iter__(self) -> Iterator[Any]:
+        for i in range(len(self)):
+            yield self[i]
+
+    def record_id(self, index: int) -> str:
+        """A short, human-readable name of record ``index`` for error messages."""
+        return f"{type(self).__name__}[{index}]"
+
+    def gather(self, indices: np.ndarray) -> list:
+        """The records at ``indices``; sources override this when a bulk read is cheaper."""
+        return [self[i] for i in indices.tolist()]
+
+    def split(self, test_size=None, train_size=None, seed: int = 0, stratify=None):
+        """Deterministic, disjoint (train, test) subsets covering every record."""
+        from .split import split
+        return split(self, test_size=test_size, train_size=train_size, seed=seed, stratify=stratify)
+
+    def key_by(self, key):
+        """This source keyed by a field name or a function of the record, for :func:`fastload.join`."""
+        from .align import key_by
+        return key_by(self, key)
+
+    def labels(self) -> np.ndarray | None:
+        """Integer label of every record when the source knows them without reading payloads."""
+        return None
+
+    def _check_index(self, index: int) -> int:
+        n = len(self)
+        if index < 0:
+            index += n
+        if not 0 <= index < n:
+            raise IndexError(f"{type(self).__name__} index {index} out of range for {n} records")
+        return index
+
+
+class Subset(Source):
+    """The records of ``source`` at ``indices``, in that order."""
+
+    def __init__(self, source: Source, indices: Sequence[int]):
+        self.source = source
+        self.indices = np.asarray(indices, dtype=np.int64)
+        self.fields = source.fields
+        if len(self.indices) and (self.indices.min() < 0 or self.indices.max() >= len(source)):
+            raise IndexError("Subset indices out of range")
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, index: int):
+        return self.source[int(self.indices[self._check_index(index)])]
+
+    def record_id(self, index: int) -> str:
+        return self.source.record_id(int(self.indices[self._check_index(index)]))
+
+    def labels(self):
+        lab = self.source.labels()
+        return None if lab is None else lab[self.indices]
+
+    def __getattr__(self, name):  # classes, vocabularies, ... of the parent
+        if name in ("source", "indices"):
+            raise AttributeError(name)
+        return getattr(self.source, name)
+
+
+class ListSource(Source):
+    """Records held in a Python sequence."""
+
+    def __init__(self, records: Sequence[Any], name: str = "ListSource"):
+        self.records = records
+        self.name = name
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __getitem__(self, index: int):
+        return self.records[self._check_index(index)]
+
+    def record_id(self, index: int) -> str:
+        return f"{self.name}[{index}]"

@@ -1,0 +1,89 @@
+"""Declares fastload's compiled extensions; all metadata lives in pyproject.toml.
+
+libjpeg-turbo is linked when its headers are found (FASTLOAD_JPEG_PREFIX, pkg-config,
+or the usual prefixes). Without it the build still succeeds: JPEGs then go through
+Pillow's own bundled libjpeg-turbo, and ``fastload.features()`` says so.
+"""
+import os
+import re
+import shlex
+import subprocess
+import sys
+
+import numpy
+from Cython.Build import cythonize
+from setuptools import Extension, setup
+
+
+def find_libjpeg_turbo():
+    """Return (include_dirs, library_dirs, version) or None."""
+    prefixes = []
+    if os.environ.get("FASTLOAD_NO_LIBJPEG"):
+        return None
+    if os.environ.get("FASTLOAD_JPEG_PREFIX"):
+        prefixes.append(os.environ["FASTLOAD_JPEG_PREFIX"])
+    try:
+        cflags = subprocess.run(["pkg-config", "--cflags-only-I", "libjpeg"],
+                                capture_output=True, text=True, check=True).stdout
+        prefixes += [os.path.dirname(f[2:]) for f in shlex.split(cflags) if f.startswith("-I")]
+    except (OSError, subprocess.CalledProcessError):
+        pass
+    prefixes += [sys.prefix, "/usr/local", "/usr", "/opt/libjpeg-turbo"]
+    multiarch = subprocess.run(["gcc", "-print-multiarch"], capture_output=True, text=True).stdout.strip() \
+        if sys.platform.startswith("linux") else ""
+    for prefix in prefixes:
+        inc = os.path.join(prefix, "include")
+        if not os.path.exists(os.path.join(inc, "jpeglib.h")):
+            continue
+        incs = [inc] + ([os.path.join(inc, multiarch)] if multiarch else [])
+        for d in incs:
+            cfg = os.path.join(d, "jconfig.h")
+            if os.path.exists(cfg):
+                m = re.search(r"#define\s+LIBJPEG_TURBO_VERSION\s+(\S+)", open(cfg).read())
+                if m:  # only libjpeg-turbo has the crop/skip API we rely on
+                    libs = [os.path.join(prefix, "lib"), os.path.join(prefix, "lib64")]
+                    if multiarch:
+                        libs.append(os.path.join(prefix, "lib", multiarch))
+                    return incs, [p for p in libs if os.path.isdir(p)], m.group(1)
+    return None
+
+
+jpeg = find_libjpeg_turbo()
+common = dict(
+    include_dirs=["src_c", numpy.get_include()],
+    define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
+    extra_compile_args=["-O3", "-std=c11", "-fno-math-errno", "-Wall", "-Wno-unused-function"],
+)
+
+
+def ext(name, c_sources, use_jpeg=False):
+    kw = {k: list(v) for k, v in common.items()}
+    kw["sources"] = [f"fastload/_kernels/{name}.pyx"] + [f"src_c/{s}.c" for s in c_sources]
+    if use_jpeg:
+        if jpeg:
+            incs, libdirs, version = jpeg
+            default = ("/usr/include", "/usr/lib", "/usr/lib64")   # already searched; -I them breaks #include_next
+            kw["include_dirs"] += [d for d in incs if not d.startswith(default)]
+            kw["library_dirs"] = [d for d in libdirs if not d.startswith(default)]
+            kw["libraries"] = ["jpeg"]
+            kw["define_macros"] += [("FL_HAVE_LIBJPEG_TURBO", "1")]
+        else:
+            kw["define_macros"] += [("FL_HAVE_LIBJPEG_TURBO", "0")]
+    return Extension(f"fastload._kernels.{name}", **kw)
+
+
+extensions = [
+    ext("_decode", ["buffer", "jpeg_decode"], use_jpeg=True),
+    ext("_resample", ["buffer", "resample"]),
+    ext("_augment", ["augment"]),
+    ext("_batch", ["buffer", "cpu", "jpeg_decode", "resample", "augment", "geometry", "sample"], use_jpeg=True),
+    ext("_tokenize", []),
+]
+only = os.environ.get("FASTLOAD_EXTENSIONS")  # development: rebuild a subset, e.g. "_resample,_batch"
+if only:
+    extensions = [e for e in extensions if e.name.rsplit(".", 1)[1] in only.split(",")]
+
+setup(
+    ext_modules=cythonize(extensions, language_level=3, compiler_directives={
+        "boundscheck": False, "wraparound": False, "cdivision": True, "initializedcheck": False}),
+)

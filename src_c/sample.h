@@ -1,0 +1,56 @@
+/* One training sample, end to end: file bytes -> header -> crop plan ->
+ * decode of just the needed region -> antialiased resample -> colour jitter
+ * -> flip/rotate + normalise + convert, written straight into its batch row.
+ *
+ * A fl_worker is one thread's scratch (decoder, tap tables, intermediate
+ * images, file buffer). Its buffers only grow, so a warmed-up worker makes no
+ * allocation per sample. Nothing here touches Python: a whole chunk of
+ * samples runs with the GIL released. */
+#ifndef FL_SAMPLE_H
+#define FL_SAMPLE_H
+
+#include "fl_common.h"
+#include "augment.h"
+#include "geometry.h"
+#include "jpeg_decode.h"
+#include "resample.h"
+
+typedef struct {
+    fl_geom_op ops[FL_GEOM_MAX_OPS];
+    int nops;
+    int out_w, out_h;             /* static output size, checked against every sample's plan */
+    int filter, antialias;
+    int max_denom;                /* 1 disables DCT-domain downscaling */
+    int honour_exif;
+    int64_t max_pixels;           /* 0: no limit */
+    double p_hflip, p_vflip, p_rot90;
+    double brightness, contrast, saturation;   /* jitter strengths; factor ~ U[max(0, 1-s), 1+s] */
+    int dtype, layout;
+    int perm[4];
+    const void *lut;              /* channels x 256 entries of dtype */
+} fl_plan;
+
+typedef struct {
+    fl_jpeg_decoder *jpeg;
+    fl_resampler resampler;
+    fl_buffer resized;
+    fl_buffer file;
+} fl_worker;
+
+int fl_worker_init(fl_worker *w);
+void fl_worker_free(fl_worker *w);
+
+/* Read a whole file into w->file; *size gets its length. */
+int fl_read_file(fl_worker *w, const char *path, size_t *size, char *err);
+
+/* A JPEG sample. FL_NOT_JPEG / FL_UNSUPPORTED ask the caller to decode the
+ * image another way and call fl_process_rgb with the same keys. */
+int fl_process_jpeg(fl_worker *w, const fl_plan *p, const uint8_t *data, size_t size,
+                    uint64_t seed, uint64_t epoch, uint64_t index, void *out, char *err);
+
+/* A sample already decoded to RGB (any other format, or a JPEG that took the
+ * Pillow route). Random draws are the same as fl_process_jpeg's. */
+int fl_process_rgb(fl_worker *w, const fl_plan *p, const fl_view *img,
+                   uint64_t seed, uint64_t epoch, uint64_t index, void *out, char *err);
+
+#endif

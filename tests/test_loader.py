@@ -1,0 +1,294 @@
+"""The Loader against independent references: Pillow for pixels, plain Python for order and geometry."""
+import gc
+import json
+import math
+import os
+import threading
+import tracemalloc
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import fastload as fl
+from fastload._kernels import _batch
+from fastload.image.field import compile_plan
+
+MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+
+
+def fastload_threads():
+    return [t for t in threading.enumerate() if t.name.startswith("fastload")]
+
+
+def pil_rgb(path):
+    with Image.open(path) as im:
+        return im.convert("RGB")
+
+
+def batches(loader):
+    return [tuple(np.array(a) for a in b) for b in loader]
+
+
+def test_image_folder_lists_classes_and_records(image_folder):
+    src = fl.ImageFolder(image_folder)
+    assert src.classes == ["class_000", "class_001", "class_002"]
+    assert len(src) == 24
+    path, label = src[9]
+    assert os.path.basename(os.path.dirname(path)) == src.classes[label] == "class_001"
+    assert src.labels().tolist() == [0] * 8 + [1] * 8 + [2] * 8
+
+
+def test_resize_matches_pillow(image_folder):
+    src = fl.ImageFolder(image_folder)
+    loader = fl.Loader(src, batch_size=5, transforms=[fl.Resize((40, 48))], dtype="uint8",
+                       layout="NHWC", dct_scale=False, workers=2)
+    images, labels = next(iter(loader))
+    assert images.shape == (5, 40, 48, 3) and images.dtype == np.uint8
+    assert labels.dtype == np.int64 and labels.tolist() == [0] * 5
+    for i in range(5):
+        ref = np.asarray(pil_rgb(src[i][0]).resize((48, 40), Image.BILINEAR), dtype=np.int16)
+        diff = np.abs(images[i].astype(np.int16) - ref)
+        assert diff.mean() <= 1.0, f"sample {i}: mean abs diff {diff.mean():.3f}"
+
+
+def reference_sample(path, plan, seed, epoch, index, size, p_flip):
+    """Pillow: resample the plan's box, then flip per the sample's own draw."""
+    im = pil_rgb(path)
+    box, out = plan.box(im.width, im.height, seed, epoch, index)
+    assert out == size
+    ref = np.asarray(im.resize((size[1], size[0]), Image.BILINEAR, box=box))
+    if _batch.uniform(seed, epoch, index, 512) < p_flip:
+        ref = ref[:, ::-1]
+    return ref
+
+
+def test_random_resized_crop_and_flip_match_pillow(image_folder):
+    src = fl.ImageFolder(image_folder)
+    tr = [fl.RandomResizedCrop(32), fl.RandomHorizontalFlip(0.5)]
+    loader = fl.Loader(src, batch_size=8, shuffle=True, seed=7, transforms=tr, dtype="uint8",
+                       layout="NHWC", dct_scale=False)
+    plan, _ = compile_plan(tr, dtype="uint8", layout="NHWC")
+    order = loader.order(0)
+    images, _ = next(iter(loader))
+    flipped = 0
+    for pos in range(8):
+        index = int(order[pos])
+        ref = reference_sample(src[index][0], plan, 7, 0, index, (32, 32), 0.5)
+        flipped += _batch.uniform(7, 0, index, 512) < 0.5
+        diff = np.abs(images[pos].astype(np.int16) - ref)
+        assert diff.mean() <= 1.0, f"record {index}: mean abs diff {diff.mean():.3f}"
+    assert 0 < flipped < 8   # both branches exercised with this seed
+
+
+def test_geometry_follows_torchvision_rules():
+    """RandomResizedCrop boxes stay inside the image, within scale/ratio bounds when a try succeeds."""
+    plan, _ = compile_plan([fl.RandomResizedCrop(16, scale=(0.2, 0.9), ratio=(0.5, 2.0))])
+    for index in range(300):
+        (x0, y0, x1, y1), size = plan.box(200, 120, 1, 0, index)
+        assert size == (16, 16)
+        assert 0 <= x0 < x1 <= 200 and 0 <= y0 < y1 <= 120
+        w, h = x1 - x0, y1 - y0
+        assert w == int(w) and h == int(h)
+        if not (w == 200 and h == 120):
+            assert 0.2 * 24000 - 300 <= w * h <= 0.9 * 24000 + 300
+            assert 0.5 - 0.02 <= w / h <= 2.0 + 0.02
+    # Resize(shorter side) then CenterCrop: torchvision's arithmetic
+    plan, _ = compile_plan([fl.Resize(64), fl.CenterCrop(56)])
+    (x0, y0, x1, y1), size = plan.box(200, 100, 0, 0, 0)
+    scale = 100 / 64                        # shorter side 100 -> 64, longer 200 -> 128
+    assert size == (56, 56)
+    assert (x0, y0) == pytest.approx((36 * scale, 4 * scale))
+    assert (x1 - x0, y1 - y0) == pytest.approx((56 * scale, 56 * scale))
+
+
+def test_tiny_and_extreme_aspect_images_fall_back(tmp_path):
+    for name, (h, w) in {"dot": (1, 1), "strip": (3, 400), "pole": (300, 2)}.items():
+        Image.fromarray(np.full((h, w, 3), 200, np.uint8)).save(tmp_path / f"{name}.jpg", quality=95)
+    loader = fl.Loader(fl.ImageFiles(tmp_path), batch_size=3, dtype="uint8", layout="NHWC",
+                       transforms=[fl.RandomResizedCrop(24)])
+    images = next(iter(loader))
+    assert images.shape == (3, 24, 24, 3)
+    assert np.abs(images.astype(int) - 200).max() <= 3
+
+
+def test_normalize_float_layouts_are_exact_functions_of_uint8(image_folder):
+    src = fl.ImageFolder(image_folder)
+    common = dict(batch_size=6, shuffle=True, seed=3, workers=2)
+    tr = [fl.RandomResizedCrop(24), fl.RandomHorizontalFlip()]
+    u8, _ = next(iter(fl.Loader(src, transforms=tr, dtype="uint8", layout="NHWC", **common)))
+    f32, _ = next(iter(fl.Loader(src, transforms=tr + [fl.Normalize(MEAN, STD)], dtype="float32",
+                                 layout="NCHW", **common)))
+    ref = ((u8.astype(np.float32) / np.float32(255) - np.float32(MEAN)) / np.float32(STD)).transpose(0, 3, 1, 2)
+    np.testing.assert_allclose(f32, ref, rtol=0, atol=1e-6)
+    f16, _ = next(iter(fl.Loader(src, transforms=tr + [fl.Normalize(MEAN, STD)], dtype="float16",
+                                 layout="NHWC", **common)))
+    assert f16.dtype == np.float16
+    np.testing.assert_array_equal(f16, f32.transpose(0, 2, 3, 1).astype(np.float16))
+    caffe, _ = next(iter(fl.Loader(src, transforms=tr + [fl.Normalize([103.939, 116.779, 123.68],
+                                                                      max_value=1.0, order="BGR")],
+                                   dtype="float32", layout="NHWC", **common)))
+    np.testing.assert_allclose(caffe, u8[..., ::-1].astype(np.float32) - np.float32([103.939, 116.779, 123.68]),
+                               rtol=0, atol=1e-4)
+
+
+@pytest.mark.parametrize("workers", [1, 2, 4])
+def test_identical_batches_for_any_worker_count(image_folder, workers):
+    src = fl.ImageFolder(image_folder)
+    tr = [fl.RandomResizedCrop(20), fl.RandomHorizontalFlip(), fl.RandomVerticalFlip(0.3),
+          fl.RandomRotate90(0.5), fl.ColorJitter(0.4, 0.4, 0.4), fl.Normalize(MEAN, STD)]
+    reference = batches(fl.Loader(src, batch_size=7, shuffle=True, seed=11, transforms=tr, workers=0))
+    got = batches(fl.Loader(src, batch_size=7, shuffle=True, seed=11, transforms=tr, workers=workers))
+    assert len(got) == len(reference) == 4
+    for (x, y), (rx, ry) in zip(got, reference):
+        np.testing.assert_array_equal(x, rx)
+        np.testing.assert_array_equal(y, ry)
+
+
+def test_shuffle_is_a_permutation_per_epoch_and_labels_follow_records(image_folder):
+    src = fl.ImageFolder(image_folder)
+    loader = fl.Loader(src, batch_size=10, shuffle=True, seed=5, transforms=[fl.Resize((8, 8))],
+                       dtype="uint8")
+    assert len(loader) == 3
+    orders = [loader.order(e) for e in range(3)]
+    for o in orders:
+        assert sorted(o.tolist()) == list(range(24))
+    assert orders[0].tolist() != orders[1].tolist()
+    for epoch in range(2):
+        labels = np.concatenate([y for _, y in loader])
+        np.testing.assert_array_equal(labels, src.labels()[orders[epoch].astype(np.int64)])
+    loader.set_epoch(1)
+    np.testing.assert_array_equal(np.concatenate([y for _, y in loader]),
+                                  src.labels()[orders[1].astype(np.int64)])
+
+
+def test_drop_last_and_onehot(image_folder):
+    src = fl.ImageFolder(image_folder)
+    loader = fl.Loader(src, batch_size=10, drop_last=True, labels="onehot", transforms=[fl.CenterCrop(16)])
+    got = list(loader)
+    assert len(loader) == len(got) == 2
+    _, y = got[1]
+    assert y.shape == (10, 3) and y.dtype == np.float32
+    np.testing.assert_array_equal(y.argmax(1), src.labels()[10:20])
+    assert (y.sum(1) == 1).all()
+
+
+def test_buffers_are_reused_not_reallocated(image_folder):
+    src = fl.ImageFolder(image_folder)
+    loader = fl.Loader(src, batch_size=4, shuffle=True, prefetch=2,
+                       transforms=[fl.RandomResizedCrop(16), fl.Normalize(MEAN, STD)])
+    addresses = set()
+    for _ in range(2):
+        for x, _ in loader:
+            addresses.add(x.__array_interface__["data"][0])
+    assert len(addresses) == loader.prefetch + 2
+    tracemalloc.start()
+    before = tracemalloc.take_snapshot()
+    for x, _ in loader:
+        pass
+    grown = sum(s.size_diff for s in tracemalloc.take_snapshot().compare_to(before, "filename") if s.size_diff > 0)
+    tracemalloc.stop()
+    assert grown < x.nbytes, f"an epoch allocated {grown} bytes; one batch is {x.nbytes}"
+
+
+def test_copy_gives_owned_batches(image_folder):
+    loader = fl.Loader(fl.ImageFolder(image_folder), batch_size=4, copy=True, transforms=[fl.CenterCrop(8)])
+    first = [x for x, _ in loader]
+    assert len({x.__array_interface__["data"][0] for x in first}) == len(first)
+    assert all(x.base is None or x.flags.owndata for x in first)
+
+
+def test_early_break_and_garbage_collection_stop_all_threads(image_folder):
+    loader = fl.Loader(fl.ImageFolder(image_folder), batch_size=2, workers=2, transforms=[fl.CenterCrop(8)])
+    for _ in loader:
+        break
+    assert fastload_threads() == []
+    it = iter(loader)
+    next(it)
+    assert fastload_threads()
+    del it
+    gc.collect()
+    assert fastload_threads() == []
+
+
+def test_two_loaders_at_once_and_reuse_across_epochs(image_folder):
+    src = fl.ImageFolder(image_folder)
+    a = fl.Loader(src, batch_size=3, shuffle=True, seed=1, transforms=[fl.RandomResizedCrop(12)])
+    b = fl.Loader(src, batch_size=3, shuffle=True, seed=1, transforms=[fl.RandomResizedCrop(12)])
+    for epoch in range(3):
+        for (xa, ya), (xb, yb) in zip(a, b):
+            np.testing.assert_array_equal(xa, xb)
+            np.testing.assert_array_equal(ya, yb)
+    assert a.state_dict()["epoch"] == 3
+
+
+def test_bad_file_raises_decode_error_naming_it(image_folder, tmp_path):
+    root = tmp_path / "data"
+    (root / "a").mkdir(parents=True)
+    good = fl.ImageFolder(image_folder)[0][0]
+    for i in range(5):
+        (root / "a" / f"{i}.jpg").write_bytes(open(good, "rb").read())
+    (root / "a" / "2.jpg").write_bytes(b"this is not an image")
+    loader = fl.Loader(fl.ImageFolder(root), batch_size=5, transforms=[fl.CenterCrop(8)])
+    with pytest.raises(fl.DecodeError) as e:
+        next(iter(loader))
+    assert "2.jpg" in str(e.value)
+    assert fastload_threads() == []
+
+    loader = fl.Loader(fl.ImageFolder(root), batch_size=5, transforms=[fl.CenterCrop(8)], on_error="skip")
+    with pytest.warns(RuntimeWarning, match="skipping"):
+        (x, y), = list(loader)
+    assert len(x) == len(y) == 4
+    failures = loader.stats()["failures"]
+    assert len(failures) == 1 and failures[0][0].endswith("2.jpg")
+    with pytest.raises(fl.RecordError, match="max_failures"):
+        list(fl.Loader(fl.ImageFolder(root), batch_size=5, transforms=[fl.CenterCrop(8)], max_failures=0))
+
+
+def test_resume_mid_epoch_with_other_worker_count(image_folder):
+    src = fl.ImageFolder(image_folder)
+    tr = [fl.RandomResizedCrop(16), fl.RandomHorizontalFlip(), fl.ColorJitter(0.3, 0.3, 0.3)]
+    full = fl.Loader(src, batch_size=5, shuffle=True, seed=9, transforms=tr, workers=2)
+    full.set_epoch(2)
+    expected = batches(full)
+    for cut in range(len(expected) + 1):
+        first = fl.Loader(src, batch_size=5, shuffle=True, seed=9, transforms=tr, workers=2)
+        first.set_epoch(2)
+        it = iter(first)
+        for _ in range(cut):
+            next(it)
+        state = json.loads(json.dumps(first.state_dict()))
+        del it
+        resumed = fl.Loader(src, batch_size=5, shuffle=True, seed=9, transforms=tr, workers=1)
+        rest = batches(resumed.load_state_dict(state))
+        assert len(rest) == len(expected) - cut
+        for (x, y), (ex, ey) in zip(rest, expected[cut:]):
+            np.testing.assert_array_equal(x, ex)
+            np.testing.assert_array_equal(y, ey)
+
+
+def test_torch_output_is_zero_copy_tensors(image_folder):
+    torch = pytest.importorskip("torch")
+    loader = fl.Loader(fl.ImageFolder(image_folder), batch_size=4, output="torch",
+                       transforms=[fl.CenterCrop(8), fl.Normalize(MEAN, STD)])
+    x, y = next(iter(loader))
+    assert isinstance(x, torch.Tensor) and x.dtype == torch.float32 and tuple(x.shape) == (4, 3, 8, 8)
+    assert y.dtype == torch.int64
+
+
+def test_invalid_transform_lists_are_rejected():
+    with pytest.raises(ValueError, match="fixed output size"):
+        compile_plan([fl.Resize(32)])
+    with pytest.raises(ValueError, match="last"):
+        compile_plan([fl.CenterCrop(8), fl.Normalize(MEAN, STD), fl.RandomHorizontalFlip()])
+    with pytest.raises(ValueError, match="square"):
+        compile_plan([fl.Resize((8, 16)), fl.RandomRotate90()])
+    with pytest.raises(ValueError, match="scale"):
+        fl.RandomResizedCrop(8, scale=(0.5, 0.1))
+
+
+def test_features_report_the_build():
+    f = fl.features()
+    assert f["jpeg_decoder"]
+    assert f["simd"] in ("avx512", "avx2", "sse4.1", "sse2", "neon", "generic")
+    assert isinstance(f["numba"], bool)
