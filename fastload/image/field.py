@@ -68,8 +68,11 @@ def compile_plan(transforms: Sequence, *, dtype: str = "float32", layout: str = 
     resampling = [g for g in geometry if g.interpolation is not None]
     interp = resampling[-1].interpolation if resampling else "bilinear"
     antialias = resampling[-1].antialias if resampling else True
-    n = normalize or Normalize(max_value=1.0)   # no Normalize: raw pixel values in the output dtype
-    lut, perm = make_lut(mean=n.mean, std=n.std, max_value=n.max_value, dtype=dtype, order=n.order)
+    if normalize is None:   # raw pixel values in the output dtype
+        lut, perm = make_lut(dtype=dtype)
+    else:
+        lut, perm = make_lut(mean=normalize.mean, std=normalize.std, max_value=normalize.max_value,
+                             dtype=dtype, order=normalize.order)
     if dtype == "float16":
         lut = lut.view(np.uint16)
     plan = _batch.Plan(

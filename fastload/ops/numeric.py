@@ -5,9 +5,9 @@ JSON, a scalar when ``size`` is 1). A row of the wrong length, a non-number, or
 a NaN/inf is reported as a failure of its record rather than written into the
 batch, because one NaN in a batch poisons a whole gradient step.
 
-The work per chunk is a handful of whole-array NumPy operations on the batch
-rows in place (NumPy releases the GIL for them); Python touches single rows
-only when the chunk holds a bad one.
+The work per chunk is a handful of whole-array NumPy operations in float64
+(NumPy releases the GIL for them), then one cast into the float32 batch rows;
+Python touches single rows only when the chunk holds a bad one.
 """
 from __future__ import annotations
 
@@ -69,34 +69,37 @@ class Numeric(Field):
         rows = outs[self.name][: len(values)]
         if rows.shape[0] < len(values):
             raise ValueError(f"output {self.name!r} has {rows.shape[0]} rows for {len(values)} values")
-        failures = self._copy(values, rows)
-        self._transform(rows)
+        block, failures = self._read(values, rows.shape[1])
+        rows[...] = self._transform(block)
         return failures
 
-    def _copy(self, values: Sequence[Any], rows: np.ndarray) -> dict[int, str]:
-        n, size = rows.shape
+    def _read(self, values: Sequence[Any], size: int) -> tuple[np.ndarray, dict[int, str]]:
+        """The rows as one float64 block (bad rows zeroed) and {i: reason} for the bad ones."""
+        n = len(values)
         try:
-            block = np.asarray(values, dtype=np.float32)
+            block = np.asarray(values, dtype=np.float64)
         except (TypeError, ValueError):
             block = None
         if block is not None and (block.shape == (n, size) or (size == 1 and block.shape == (n,))):
-            rows[...] = block.reshape(n, size)
-            finite = np.isfinite(rows).all(axis=1)
+            block = block.reshape(n, size)
+            finite = np.isfinite(block).all(axis=1)
             if finite.all():
-                return {}
-            return {int(i): f"field {self.name!r}: row holds NaN or inf" for i in np.flatnonzero(~finite)}
+                return block, {}
+            block[~finite] = 0
+            return block, {int(i): f"field {self.name!r}: row holds NaN or inf" for i in np.flatnonzero(~finite)}
+        block = np.zeros((n, size))
         failures = {}
         for i, v in enumerate(values):  # slow path: find the bad rows
             row = _as_row(v, size)
             if isinstance(row, str):
                 failures[i] = f"field {self.name!r}: {row}"
-                rows[i] = 0
             else:
-                rows[i] = row
-        return failures
+                block[i] = row
+        return block, failures
 
-    def _transform(self, rows: np.ndarray) -> None:
-        """Hook for subclasses: rewrite the copied rows in place."""
+    def _transform(self, block: np.ndarray) -> np.ndarray:
+        """Hook for subclasses: the values to write, from the float64 block."""
+        return block
 
 
 class Standardize(Numeric):
@@ -123,8 +126,7 @@ class Standardize(Numeric):
 
     def _set_scale(self) -> None:
         if self.mean is not None and self.std is not None:
-            self._shift = self.mean.astype(np.float32)
-            self._scale = (1.0 / (self.std + self.eps)).astype(np.float32)
+            self._scale = 1.0 / (self.std + self.eps)
 
     def prepare(self, values: Iterable[Any]) -> None:
         if self.mean is not None and self.std is not None:
@@ -169,6 +171,7 @@ class Standardize(Numeric):
                                "or call prepare() with the training rows")
         return super().outputs()
 
-    def _transform(self, rows: np.ndarray) -> None:
-        np.subtract(rows, self._shift, out=rows)
-        np.multiply(rows, self._scale, out=rows)
+    def _transform(self, block: np.ndarray) -> np.ndarray:
+        block -= self.mean        # in float64: a float32 x - mean loses digits when std << |mean|
+        block *= self._scale
+        return block

@@ -20,6 +20,7 @@ skipping never changes the composition of other batches or the resume point.
 from __future__ import annotations
 
 import collections
+import itertools
 import logging
 import math
 import os
@@ -83,9 +84,14 @@ class Loader:
                  output: str = "numpy", device=None, copy: bool = False, on_error: str | None = None,
                  max_failures: int | float | None = None, as_tuple: bool | None = None, collate=None,
                  exif: bool = True, max_pixels: int = DEFAULT_MAX_PIXELS, dct_scale: bool = True):
-        if not (hasattr(source, "__len__") and hasattr(source, "__getitem__")):
-            raise TypeError(f"Loader needs a sized, random-access source, got {type(source).__name__}; "
-                            "stream it through fl.GeneratorPipeline or the fluent .batch() instead")
+        self._random_access = hasattr(source, "__len__") and hasattr(source, "__getitem__")
+        if not self._random_access and not hasattr(source, "__iter__"):
+            raise TypeError(f"Loader needs a Source or an iterable of records, got {type(source).__name__}")
+        if not self._random_access and iter(source) is source:
+            raise TypeError("Loader needs a re-iterable stream (each epoch iterates it again), got a one-shot "
+                            "iterator: wrap its factory, e.g. fl.IterableRecords(lambda: cursor_rows())")
+        if not self._random_access and shuffle:
+            raise ValueError("a stream cannot be shuffled by index: shuffle it with .shuffle(buffer_size, seed) first")
         if batch_size < 1:
             raise ValueError("batch_size must be >= 1")
         if workers < 0 or prefetch < 1:
@@ -96,7 +102,7 @@ class Loader:
             on_error = "skip" if max_failures is not None else "raise"
         if on_error not in ("raise", "skip"):
             raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
-        if len(source) == 0:
+        if self._random_access and len(source) == 0:
             raise ValueError("the source has no records")
         self.source, self.batch_size, self.shuffle, self.seed = source, batch_size, shuffle, int(seed)
         self.drop_last, self.workers, self.prefetch = drop_last, workers, prefetch
@@ -106,10 +112,7 @@ class Loader:
         self._bindings, self._raw, self._shape = self._bind(source, transforms, fields, labels, image_kw)
         if as_tuple is not None:
             self._shape = "tuple" if as_tuple else "dict"
-        self._outputs = [o for b in self._bindings for o in b.field.outputs()]
-        names = [o.name for o in self._outputs] + list(self._raw)
-        if len(set(names)) != len(names):
-            raise ValueError(f"two fields write the same output name: {names}")
+        self._outputs = None   # declared by the fields once they are prepared
         self._ring = None
         self._next_epoch, self._resume_batch = 0, 0
         self._position = (0, 0)
@@ -117,7 +120,6 @@ class Loader:
         self._failures: list[tuple[str, str]] = []
         self._warned = False
         self._stats = collections.Counter()
-        self._prepared = False
 
     # -- construction ---------------------------------------------------------------
     @staticmethod
@@ -126,7 +128,7 @@ class Loader:
         if fields is None:
             if transforms is None:
                 raise ValueError("give transforms=[...] for image records, or fields={...}")
-            first = source[0]
+            first = source[0] if hasattr(source, "__getitem__") else next(iter(source))
             if isinstance(first, dict):
                 raise ValueError("records are dicts: say what to do with each field through fields={...}")
             image = ImageField(transforms, name="image", **image_kw)
@@ -155,7 +157,7 @@ class Loader:
 
     # -- sizes and order ------------------------------------------------------------
     def __len__(self) -> int:
-        n = len(self.source)
+        n = len(self.source)   # a stream without a length raises TypeError here
         return n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
 
     def order(self, epoch: int) -> np.ndarray:
@@ -176,23 +178,31 @@ class Loader:
         """Where the consumer is: the next batch to be yielded. Small and JSON-serialisable."""
         epoch, batch = self._position
         return {"version": _STATE_VERSION, "epoch": epoch, "batch": batch, "seed": self.seed,
-                "shuffle": self.shuffle, "batch_size": self.batch_size, "num_records": len(self.source)}
+                "shuffle": self.shuffle, "batch_size": self.batch_size, "num_records": self._num_records()}
 
     def load_state_dict(self, state: dict) -> "Loader":
         """Continue exactly where ``state`` was taken: the next iteration yields the remaining batches."""
         if state.get("version") != _STATE_VERSION:
             raise ValueError(f"unknown loader state version {state.get('version')!r}")
         for key, mine in (("seed", self.seed), ("shuffle", self.shuffle), ("batch_size", self.batch_size),
-                          ("num_records", len(self.source))):
+                          ("num_records", self._num_records())):
             if state[key] != mine:
                 raise ValueError(f"state was saved with {key}={state[key]!r}, this loader has {mine!r}")
         epoch, batch = int(state["epoch"]), int(state["batch"])
-        if not 0 <= batch <= len(self):
-            raise ValueError(f"state batch {batch} outside [0, {len(self)}]")
-        if batch == len(self):
+        total = len(self) if self._num_records() is not None else None
+        if batch < 0 or (total is not None and batch > total):
+            raise ValueError(f"state batch {batch} outside [0, {total}]")
+        if batch == total:
             epoch, batch = epoch + 1, 0
         self._next_epoch, self._resume_batch, self._position = epoch, batch, (epoch, batch)
         return self
+
+    def _num_records(self):
+        return len(self.source) if hasattr(self.source, "__len__") else None
+
+    def _record_id(self, index: int) -> str:
+        name = getattr(self.source, "record_id", None)
+        return name(index) if name is not None and self._random_access else f"record {index}"
 
     # -- statistics -----------------------------------------------------------------
     def stats(self) -> dict:
@@ -213,67 +223,98 @@ class Loader:
         return self._run(epoch, start)
 
     def _prepare(self):
-        if self._prepared:
+        """Statistics passes some fields need (Standardize, a vocabulary), then the output declaration."""
+        if self._outputs is not None:
             return
-        for b in self._bindings:   # optional statistics passes (e.g. Standardize)
-            if type(b.field).prepare is not Field.prepare:
-                b.field.prepare(b.values(self.source.gather(np.arange(len(self.source)))))
-        self._prepared = True
+        needy = [b for b in self._bindings if type(b.field).prepare is not Field.prepare]
+        if needy:   # one read of the records serves every field that needs a pass
+            records = self.source.gather(np.arange(len(self.source), dtype=np.int64)) \
+                if self._random_access else list(self.source)
+            for b in needy:
+                b.field.prepare(b.values(records))
+        outputs = [o for b in self._bindings for o in b.field.outputs()]
+        names = [o.name for o in outputs] + list(self._raw)
+        if len(set(names)) != len(names):
+            raise ValueError(f"two fields write the same output name: {names}")
+        self._outputs = outputs
 
     def _slots(self) -> BatchRing:
+        self._prepare()
         if self._ring is None:
             pin = self.output == "torch" and _cuda_available()
             self._ring = BatchRing(self._outputs, self.batch_size, self.prefetch + 2, pin=pin)
         return self._ring
 
+    def _plan(self, epoch: int, start: int):
+        """(batch number, record indices, records or None) for each batch of the epoch from `start`."""
+        B = self.batch_size
+        if self._random_access:
+            order = self.order(epoch)
+            for b in range(start, len(self)):
+                yield b, order[b * B:(b + 1) * B], None
+            return
+        # A stream: records in iteration order, indexed by position; resuming re-reads and skips.
+        it = iter(self.source)
+        for _ in itertools.islice(it, start * B):
+            pass
+        for b in itertools.count(start):
+            records = list(itertools.islice(it, B))
+            if not records or (self.drop_last and len(records) < B):
+                return
+            yield b, np.arange(b * B, b * B + len(records), dtype=np.uint64), records
+
     def _run(self, epoch: int, start: int):
         self._prepare()
-        ring, order, nb = self._slots(), self.order(epoch), len(self)
+        ring = self._slots()
+        plan = self._plan(epoch, start)
         pool = ThreadPoolExecutor(self.workers, thread_name_prefix="fastload") if self.workers else None
         pending = collections.deque()
-        nxt = start
         self._position = (epoch, start)
+        finished = False
         t0 = time.perf_counter()
         try:
-            for b in range(start, nb):
-                # Batch b + prefetch reuses the slot of b - 2, which the consumer has released.
-                while nxt < nb and nxt <= b + self.prefetch:
-                    pending.append(self._submit(pool, ring, order, nxt, epoch))
-                    nxt += 1
-                slot, futures, raw = pending.popleft()
+            while True:
+                # Up to `prefetch` batches ahead of the one consumed; batch b + prefetch
+                # reuses the slot of b - 2, which the consumer has released.
+                while len(pending) <= self.prefetch:
+                    nxt = next(plan, None)
+                    if nxt is None:
+                        break
+                    pending.append(self._submit(pool, ring, epoch, *nxt))
+                if not pending:
+                    finished = True
+                    break
+                b, slot, futures, raw, n = pending.popleft()
                 tw = time.perf_counter()
                 failures = {}
                 for f in futures:
                     failures.update(f.result())
                 self._stats["wait_s"] += time.perf_counter() - tw
-                n = min(self.batch_size, len(order) - b * self.batch_size)
                 if failures:
                     n = self._apply_policy(slot, raw, n, failures)
                 self._stats["batches"] += 1
                 self._stats["samples"] += n
                 self._position = (epoch, b + 1)
                 self._stats["wall_s"] += time.perf_counter() - t0
-                batch = self._present(ring, b, slot, raw, n)
-                yield batch
+                yield self._present(ring, b, slot, raw, n)
                 t0 = time.perf_counter()
         finally:
-            for _, futures, _ in pending:
+            for *_, futures, _, _ in pending:
                 for f in futures:
                     f.cancel()
             if pool is not None:
                 pool.shutdown(wait=True)   # no thread writes into a slot after this returns
-        if self._position == (epoch, nb):
+            plan.close()
+        if finished:
             self._position = (epoch + 1, 0)
 
-    def _submit(self, pool, ring, order, b, epoch):
-        B = self.batch_size
-        idx = order[b * B:(b + 1) * B]
+    def _submit(self, pool, ring, epoch, b, idx, records):
         slot = ring.acquire(b)
         raw = {name: [None] * len(idx) for name in self._raw}
         step = max(1, math.ceil(len(idx) / max(self.workers, 1)))
         futures = []
         for lo in range(0, len(idx), step):
-            args = (slot, raw, lo, idx[lo:lo + step], epoch)
+            args = (slot, raw, lo, idx[lo:lo + step], None if records is None else records[lo:lo + step], epoch)
             if pool is None:
                 f = Future()
                 try:
@@ -283,14 +324,15 @@ class Loader:
             else:
                 f = pool.submit(self._fill_chunk, *args)
             futures.append(f)
-        return slot, futures, raw
+        return b, slot, futures, raw, len(idx)
 
-    def _fill_chunk(self, slot, raw, lo, idx, epoch):
+    def _fill_chunk(self, slot, raw, lo, idx, records, epoch):
         """Runs on a worker thread: fetch a chunk's records, fill every field's rows. Returns {batch pos: (field, reason)}."""
         t = time.perf_counter()
         failures = {}
         try:
-            records = self.source.gather(idx)
+            if records is None:
+                records = self.source.gather(idx)
         except RecordError:   # one bad record: fetch one at a time to find it
             records = []
             for j, i in enumerate(idx.tolist()):
@@ -317,24 +359,25 @@ class Loader:
         if self.on_error == "raise":
             cls = getattr(field, "error_class", RecordError)
             where = f"field {field.name!r}: " if field is not None and len(self._bindings) > 1 else ""
-            raise cls(self.source.record_id(index), where + reason)
+            raise cls(self._record_id(index), where + reason)
         for pos in sorted(failures):
             field, reason, index = failures[pos]
-            rid = self.source.record_id(index)
+            rid = self._record_id(index)
             self._failures.append((rid, reason))
             log.info("fastload: skipped %s: %s", rid, reason)
         self._stats["skipped"] += len(failures)
-        if not self._warned:
-            self._warned = True
-            warnings.warn(f"fastload: skipping records that fail ({self.source.record_id(index)}: {reason}); "
-                          "loader.stats()['failures'] lists them all", RuntimeWarning, stacklevel=3)
         budget = self.max_failures
         if budget is not None:
-            allowed = budget if isinstance(budget, int) else math.floor(budget * len(self.source))
+            total = self._num_records() or self._stats["samples"] + len(self._failures)
+            allowed = budget if isinstance(budget, int) else math.floor(budget * total)
             if len(self._failures) > allowed:
-                raise RecordError(self.source.record_id(index),
+                raise RecordError(self._record_id(index),
                                   f"{len(self._failures)} records failed, over max_failures={budget} "
                                   f"(last: {reason})")
+        if not self._warned:
+            self._warned = True
+            warnings.warn(f"fastload: skipping records that fail ({self._record_id(index)}: {reason}); "
+                          "loader.stats()['failures'] lists them all", RuntimeWarning, stacklevel=3)
         keep = np.array([i for i in range(n) if i not in failures], dtype=np.intp)
         for arr in slot.values():
             arr[:len(keep)] = arr[keep]

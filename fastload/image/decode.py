@@ -1,0 +1,208 @@
+"""Reading one image into an HxWx3 uint8 RGB array.
+
+JPEGs go through the compiled libjpeg-turbo kernel, one decoder per thread.
+Everything else, and the JPEGs that kernel hands back (CMYK/YCCK, an EXIF
+orientation to apply, a build without libjpeg-turbo), goes through Pillow.
+Both routes give what ``ImageOps.exif_transpose(im).convert("RGB")`` gives,
+except for the high-bit-depth modes, where Pillow's conversion clips at 255:
+
+* ``I;16`` (and ``I;16B``/``I;16L``/``I;16N``): ``v / 257`` rounded, mapping
+  0..65535 onto 0..255.
+* ``I`` (32-bit integers): taken to hold 16-bit samples, as 16-bit PNG and TIFF
+  give: clipped to 0..65535, then as ``I;16``.
+* ``F`` (float): Pillow's own 0..255 scale (``L`` converts to ``F`` unchanged):
+  rounded and clipped to 0..255, NaN as 0.
+
+Alpha is dropped, not composited (as ``convert("RGB")``); animated GIF/WebP/PNG
+give their first frame. Every failure raises :class:`~fastload.errors.DecodeError`
+naming the file: unreadable, empty, truncated, corrupt, not an image, or over
+the pixel limit. Pillow's global settings (``MAX_IMAGE_PIXELS``,
+``LOAD_TRUNCATED_IMAGES``) are read, never changed.
+"""
+from __future__ import annotations
+
+import io
+import os
+import threading
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from fastload._kernels import _decode
+from fastload.errors import DecodeError
+
+__all__ = ["DEFAULT_MAX_PIXELS", "image_size", "pillow_decode", "read_image"]
+
+#: Images with more pixels are refused: twice Pillow's default
+#: ``MAX_IMAGE_PIXELS``, the size at which Pillow itself raises
+#: ``DecompressionBombError``. Pillow's own limit still applies on its route.
+DEFAULT_MAX_PIXELS = 178_956_970
+
+_ORIENTATION_TAG = 0x0112
+_TRANSPOSE = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM, 5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE, 8: Image.Transpose.ROTATE_90,
+}
+_SWAPS_AXES = (5, 6, 7, 8)
+_HEADER_BYTES = 1 << 16   # enough for most JPEG headers; image_size reads on if not
+_local = threading.local()
+
+
+def read_image(src, *, exif: bool = True, max_pixels: int | None = DEFAULT_MAX_PIXELS,
+               draft: tuple[int, int] | None = None, name: str | None = None) -> np.ndarray:
+    """Decode ``src`` (a path, or bytes-like encoded data) to a new HxWx3 uint8 array.
+
+    ``exif`` applies the EXIF orientation. ``max_pixels`` (None or 0: no
+    limit) refuses larger images. ``draft=(w, h)`` lets JPEGs decode at 1/2,
+    1/4 or 1/8 scale while staying at least w x h (as ``Image.draft``); the
+    array's size tells the scale. ``name`` labels bytes in errors.
+    """
+    data, name = _read(src, name)
+    if _is_jpeg(data) and _decode.HAVE_LIBJPEG_TURBO:
+        min_size, max_denom = ((0, 0), 1) if draft is None else (_min_size(draft), 8)
+        try:
+            return _decoder().decode(data, min_size=min_size, max_denom=max_denom, exif=exif,
+                                     max_pixels=max_pixels or 0, name=name)[0]
+        except _decode.Unsupported:
+            pass   # CMYK, or an orientation to apply: Pillow's job
+    if draft is None:
+        return pillow_decode(data, name, exif=exif, max_pixels=max_pixels)
+    return pillow_decode(data, name, exif=exif, max_pixels=max_pixels, draft_size=draft)[0]
+
+
+def pillow_decode(data, name: str, *, exif: bool = True, max_pixels: int | None = DEFAULT_MAX_PIXELS,
+                  draft_size: tuple[int, int] | None = None):
+    """Decode bytes-like ``data`` through Pillow; ``name`` labels errors.
+
+    Returns a new HxWx3 uint8 array. With ``draft_size=(w, h)`` (in oriented
+    pixels) JPEGs use ``Image.draft`` to decode at the smallest DCT scale
+    keeping them at least w x h, and the result is ``(array, scale_x,
+    scale_y)``: an oriented full-resolution coordinate X maps to ``X *
+    scale_x`` in the array (1.0 for formats without draft mode).
+    """
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            _check_pixels(im.size, max_pixels, name)
+            orientation = _orientation(im) if exif else 1
+            full = im.size
+            if draft_size is not None:
+                w, h = _min_size(draft_size)
+                im.draft(None, (h, w) if orientation in _SWAPS_AXES else (w, h))
+            im.load()
+            scale = im.size[0] / full[0], im.size[1] / full[1]
+            if orientation in _TRANSPOSE:
+                im = im.transpose(_TRANSPOSE[orientation])
+            pixels = _to_rgb(im)
+    except (DecodeError, MemoryError):
+        raise
+    except Exception as e:   # Pillow's plugins raise many types on malformed data
+        raise _pillow_failed(e, data, name) from e
+    if draft_size is None:
+        return pixels
+    return (pixels, *(scale[::-1] if orientation in _SWAPS_AXES else scale))
+
+
+def image_size(src, *, exif: bool = True, name: str | None = None) -> tuple[int, int]:
+    """(width, height) of ``src`` after EXIF orientation (when ``exif``), from its headers."""
+    if isinstance(src, (str, os.PathLike)):
+        path = os.fspath(src)
+        try:
+            with open(path, "rb") as f:
+                return _size_from(f, exif, path)
+        except OSError as e:
+            raise DecodeError(path, f"cannot read file: {e.strerror or e}") from e
+    data, name = _read(src, name)
+    return _size_from(io.BytesIO(data), exif, name)
+
+
+def _size_from(f, exif: bool, name: str) -> tuple[int, int]:
+    head = f.read(_HEADER_BYTES)
+    if not head:
+        raise DecodeError(name, "empty file")
+    if _is_jpeg(head) and _decode.HAVE_LIBJPEG_TURBO:
+        try:
+            info = _decoder().info(head, name)
+        except DecodeError:   # the header may go on past what was read
+            rest = f.read()
+            if not rest:
+                raise
+            info = _decoder().info(head + rest, name)
+        w, h, orientation = info["width"], info["height"], info["orientation"]
+    else:
+        f.seek(0)
+        try:
+            with Image.open(f) as im:
+                (w, h), orientation = im.size, _orientation(im) if exif else 1
+        except MemoryError:
+            raise
+        except Exception as e:
+            raise _pillow_failed(e, head, name) from e
+    return (h, w) if exif and orientation in _SWAPS_AXES else (w, h)
+
+
+def _decoder() -> _decode.JpegDecoder:
+    d = getattr(_local, "jpeg", None)
+    if d is None:
+        d = _local.jpeg = _decode.JpegDecoder()
+    return d
+
+
+def _read(src, name):
+    """(bytes-like data, name for errors) from a path or a bytes-like object."""
+    if isinstance(src, (str, os.PathLike)):
+        path = os.fspath(src)
+        try:
+            with open(path, "rb") as f:
+                data = f.read()
+        except OSError as e:
+            raise DecodeError(path, f"cannot read file: {e.strerror or e}") from e
+        name = path
+    else:
+        try:
+            data = memoryview(src).cast("B")
+        except TypeError:
+            raise TypeError(f"expected a path or a bytes-like object, got {type(src).__name__}") from None
+        name = name or "<bytes>"
+    if len(data) == 0:
+        raise DecodeError(name, "empty file")
+    return data, name
+
+
+def _is_jpeg(data) -> bool:
+    return bytes(data[:3]) == b"\xff\xd8\xff"
+
+
+def _min_size(size) -> tuple[int, int]:
+    w, h = size
+    return max(1, int(w)), max(1, int(h))
+
+
+def _check_pixels(size, max_pixels, name):
+    w, h = size
+    if max_pixels and w * h > max_pixels:
+        raise DecodeError(name, f"image is {w}x{h} = {w * h} pixels, over the limit of {max_pixels}")
+
+
+def _pillow_failed(e: Exception, data, name) -> DecodeError:
+    if isinstance(e, UnidentifiedImageError):   # its message names a BytesIO, not the file
+        return DecodeError(name, f"not an image format Pillow reads (starts with {bytes(data[:8])!r})")
+    return DecodeError(name, f"{type(e).__name__}: {e}")
+
+
+def _orientation(im) -> int:
+    value = im.getexif().get(_ORIENTATION_TAG, 1)
+    return value if isinstance(value, int) else 1
+
+
+def _to_rgb(im) -> np.ndarray:
+    if im.mode.startswith("I"):
+        a = np.asarray(im)
+        if im.mode == "I":
+            a = np.clip(a, 0, 65535)
+        gray = ((a.astype(np.uint32) + 128) // 257).astype(np.uint8)
+    elif im.mode == "F":
+        gray = np.clip(np.rint(np.nan_to_num(np.asarray(im))), 0, 255).astype(np.uint8)
+    else:
+        return np.array(im if im.mode == "RGB" else im.convert("RGB"))
+    return np.repeat(gray[:, :, None], 3, axis=2)

@@ -1,0 +1,427 @@
+"""Streaming composition: ``source.map(f).filter(p).batch(32).prefetch(2)``.
+
+Every method returns a :class:`Stream`: a re-iterable description of the work.
+Nothing runs until it is iterated, and each ``iter()`` starts a fresh pass over
+the upstream. Streams give up random access, so a Loader takes a Source, not a
+stream.
+
+Threads. Only two operations start threads, and they belong to the iterator of
+one pass, never to the Stream:
+
+* ``map(fn, workers=N)`` (N > 1) submits from the consumer's thread to a pool
+  of N threads, with at most ``2 * N`` records in flight, yielding in input
+  order unless ``ordered=False``;
+* ``prefetch(n)`` runs the upstream in one producer thread feeding a queue of
+  ``n`` items (see :mod:`fastload.pipeline.channel`).
+
+Shutdown. Each pass is a generator whose ``finally`` stops and joins the
+threads it started and closes its upstream iterator. It runs when the pass is
+exhausted, when the consumer calls ``close()``, and when the iterator is
+garbage collected, which is what happens on leaving a ``for`` loop early. A
+thread that is inside a user function finishes that call first.
+
+Errors. An exception raised by a user function surfaces in the consumer's
+thread as :class:`fastload.errors.StageError` naming the function and the
+record (its position in the stream and a truncated repr), with the original
+exception as ``__cause__``.
+"""
+from __future__ import annotations
+
+import collections
+import concurrent.futures as cf
+import itertools
+import math
+import random
+import threading
+from typing import Any, Callable, Iterable, Iterator, Sequence
+
+import numpy as np
+
+from ..errors import StageError
+from .channel import END, STOPPED, Channel, Failure
+
+__all__ = ["Fluent", "Stream", "mix", "stage_name", "record_context", "close_iterator"]
+
+_JOIN_S = 10.0   # how long a closing pass waits for a thread stuck in user code
+
+
+def stage_name(fn: Any) -> str:
+    """The name a stage is reported under: a Stage's ``name``, else the function's ``__name__``."""
+    name = getattr(fn, "name", None)
+    if isinstance(name, str):
+        return name
+    inner = getattr(fn, "func", None)          # functools.partial
+    if inner is not None and callable(inner):
+        return stage_name(inner)
+    return getattr(fn, "__name__", None) or type(fn).__name__
+
+
+def record_context(index: int, record: Any, width: int = 100) -> str:
+    """``"#index <repr>"`` with the repr cut to ``width`` characters, for error messages."""
+    try:
+        text = repr(record)
+    except Exception:   # a broken __repr__ must not hide the real error
+        text = f"<{type(record).__name__}>"
+    if len(text) > width:
+        text = text[: width - 3] + "..."
+    return f"#{index} {text}"
+
+
+def close_iterator(it: Any) -> None:
+    """Close a generator (or any iterator with ``close``); a no-op for others."""
+    close = getattr(it, "close", None)
+    if close is not None:
+        close()
+
+
+def _wrap(fn: Any, index: int, record: Any, exc: BaseException) -> StageError:
+    err = StageError(stage_name(fn), record_context(index, record), exc)
+    err.__cause__ = exc
+    return err
+
+
+class Fluent:
+    """Mixin giving sources, loaders and streams their streaming methods."""
+
+    def map(self, fn: Callable[[Any], Any], workers: int = 0, ordered: bool = True) -> "Stream":
+        """``fn(record)`` for every record; with ``workers > 1`` in a thread pool."""
+        if workers > 1:
+            return Stream(lambda: _map_threaded(self, fn, workers, ordered), _length(self), self, f"map({stage_name(fn)})")
+        return Stream(lambda: _map(self, fn), _length(self), self, f"map({stage_name(fn)})")
+
+    def filter(self, pred: Callable[[Any], bool]) -> "Stream":
+        """The records for which ``pred(record)`` is true."""
+        return Stream(lambda: _filter(self, pred), None, self, f"filter({stage_name(pred)})")
+
+    def batch(self, n: int, drop_last: bool = False) -> "Stream":
+        """Lists of ``n`` consecutive records; the last one shorter unless ``drop_last``."""
+        _positive("batch size", n)
+        length = _length(self)
+        if length is not None:
+            length = length // n if drop_last else math.ceil(length / n)
+        return Stream(lambda: _batch(iter(self), n, drop_last), length, self, f"batch({n})")
+
+    def unbatch(self) -> "Stream":
+        """The elements of each batch; a tuple batch ``(xs, ys)`` yields ``(x, y)`` pairs."""
+        return Stream(lambda: _unbatch(self), None, self, "unbatch()")
+
+    def shuffle(self, buffer_size: int, seed: int = 0) -> "Stream":
+        """Shuffle through a buffer of ``buffer_size`` records; the same order on every pass."""
+        _positive("buffer_size", buffer_size)
+        return Stream(lambda: _shuffle(self, buffer_size, seed), _length(self), self, f"shuffle({buffer_size})")
+
+    def take(self, n: int) -> "Stream":
+        """The first ``n`` records."""
+        length = _length(self)
+        return Stream(lambda: _take(self, n), n if length is None else min(n, length), self, f"take({n})")
+
+    def skip(self, n: int) -> "Stream":
+        """All records but the first ``n``."""
+        length = _length(self)
+        return Stream(lambda: _skip(self, n), None if length is None else max(length - n, 0), self, f"skip({n})")
+
+    def prefetch(self, n: int = 2) -> "Stream":
+        """Produce up to ``n`` records ahead in a background thread."""
+        _positive("prefetch depth", n)
+        return Stream(lambda: _prefetch(self, n), _length(self), self, f"prefetch({n})")
+
+    def batches(self, batch_size: int, labels: str = "index", shuffle: bool = False, seed: int = 0,
+                drop_last: bool = False, num_classes: int | None = None) -> "Stream":
+        """``(list of paths, labels)`` batches from ``(path, label)`` records.
+
+        ``labels="index"`` gives int64 labels of shape (N,); ``"onehot"`` float32 of
+        shape (N, num_classes), with num_classes taken from ``self.classes`` unless
+        given. ``shuffle`` permutes a random-access source by index (seeded).
+        """
+        _positive("batch_size", batch_size)
+        if labels not in ("index", "onehot"):
+            raise ValueError(f"labels must be 'index' or 'onehot', got {labels!r}")
+        if labels == "onehot" and num_classes is None:
+            classes = getattr(self, "classes", None)
+            if classes is None:
+                raise ValueError("labels='onehot' needs num_classes= (this source has no .classes)")
+            num_classes = len(classes)
+        if shuffle and not (hasattr(self, "__getitem__") and _length(self) is not None):
+            raise ValueError("shuffle=True needs a random-access source; use .shuffle(buffer_size) on a stream")
+        length = _length(self)
+        if length is not None:
+            length = length // batch_size if drop_last else math.ceil(length / batch_size)
+
+        def records():
+            if shuffle:
+                order = np.random.default_rng(seed).permutation(len(self))
+                return (self[int(i)] for i in order)
+            return iter(self)
+
+        depth = num_classes if labels == "onehot" else None
+        return Stream(lambda: _label_batches(records(), batch_size, drop_last, depth),
+                      length, self, f"batches({batch_size}, {labels!r})")
+
+
+class Stream(Fluent):
+    """A re-iterable stream: ``iter()`` calls ``make_iter`` for a fresh pass."""
+
+    def __init__(self, make_iter: Callable[[], Iterator[Any]], length: int | None = None,
+                 upstream: Any = None, name: str = "stream"):
+        self._make_iter = make_iter
+        self._length = length
+        self._upstream = upstream
+        self.name = name
+
+    def __iter__(self) -> Iterator[Any]:
+        return self._make_iter()
+
+    def __len__(self) -> int:
+        if self._length is None:
+            raise TypeError(f"the length of {self.name} is not known in advance")
+        return self._length
+
+    @property
+    def classes(self):
+        """The upstream source's class names, when it has them."""
+        return getattr(self._upstream, "classes", None)
+
+    def __repr__(self) -> str:
+        return f"<Stream {self.name}>"
+
+
+def mix(streams: Sequence[Iterable[Any]], weights: Sequence[float] | None = None, seed: int = 0,
+        stop: str = "first") -> Stream:
+    """Interleave ``streams``, drawing the next record from stream i with probability
+    proportional to ``weights[i]`` (equal by default), deterministically from ``seed``.
+
+    ``stop="first"`` ends the mix when any stream is exhausted, so the proportions
+    hold to the end; ``stop="all"`` drops exhausted streams and renormalises the
+    remaining weights until every stream is exhausted.
+    """
+    if not streams:
+        raise ValueError("mix needs at least one stream")
+    w = np.ones(len(streams)) if weights is None else np.asarray(weights, dtype=np.float64)
+    if w.shape != (len(streams),) or (w < 0).any() or w.sum() <= 0:
+        raise ValueError(f"weights must be {len(streams)} non-negative numbers with a positive sum")
+    if stop not in ("first", "all"):
+        raise ValueError(f"stop must be 'first' or 'all', got {stop!r}")
+    return Stream(lambda: _mix(list(streams), w, seed, stop), None, None, f"mix({len(streams)})")
+
+
+# ---------------------------------------------------------------- passes
+
+
+def _length(it: Any) -> int | None:
+    try:
+        return len(it)
+    except TypeError:
+        return None
+
+
+def _positive(what: str, n: int) -> None:
+    if n < 1:
+        raise ValueError(f"{what} must be >= 1, got {n}")
+
+
+def _map(upstream, fn) -> Iterator[Any]:
+    it = iter(upstream)
+    try:
+        for i, rec in enumerate(it):
+            try:
+                out = fn(rec)
+            except Exception as e:
+                raise _wrap(fn, i, rec, e) from e
+            yield out
+    finally:
+        close_iterator(it)
+
+
+def _map_threaded(upstream, fn, workers: int, ordered: bool) -> Iterator[Any]:
+    it = iter(upstream)
+    pool = cf.ThreadPoolExecutor(workers, thread_name_prefix=f"fastload-map-{stage_name(fn)}")
+    pending: collections.deque = collections.deque()     # (index, record, future), submission order
+    limit = 2 * workers
+    try:
+        index, exhausted = 0, False
+        while True:
+            while not exhausted and len(pending) < limit:
+                try:
+                    rec = next(it)
+                except StopIteration:
+                    exhausted = True
+                    break
+                pending.append((index, rec, pool.submit(fn, rec)))
+                index += 1
+            if not pending:
+                return
+            if ordered:
+                i, rec, fut = pending.popleft()
+            else:
+                done, _ = cf.wait([p[2] for p in pending], return_when=cf.FIRST_COMPLETED)
+                entry = next(p for p in pending if p[2] in done)
+                pending.remove(entry)
+                i, rec, fut = entry
+            try:
+                out = fut.result()
+            except Exception as e:
+                raise _wrap(fn, i, rec, e) from e
+            del rec
+            yield out
+    finally:
+        for _, _, fut in pending:
+            fut.cancel()
+        pending.clear()
+        pool.shutdown(wait=True, cancel_futures=True)
+        close_iterator(it)
+
+
+def _filter(upstream, pred) -> Iterator[Any]:
+    it = iter(upstream)
+    try:
+        for i, rec in enumerate(it):
+            try:
+                keep = pred(rec)
+            except Exception as e:
+                raise _wrap(pred, i, rec, e) from e
+            if keep:
+                yield rec
+    finally:
+        close_iterator(it)
+
+
+def _batch(it: Iterator[Any], n: int, drop_last: bool) -> Iterator[list]:
+    try:
+        while True:
+            chunk = list(itertools.islice(it, n))
+            if not chunk or (drop_last and len(chunk) < n):
+                return
+            yield chunk
+    finally:
+        close_iterator(it)
+
+
+def _unbatch(upstream) -> Iterator[Any]:
+    it = iter(upstream)
+    try:
+        for b in it:
+            yield from (zip(*b) if isinstance(b, tuple) else b)
+    finally:
+        close_iterator(it)
+
+
+def _shuffle(upstream, size: int, seed: int) -> Iterator[Any]:
+    rng = random.Random(seed)
+    buf: list = []
+    it = iter(upstream)
+    try:
+        for rec in it:
+            if len(buf) < size:
+                buf.append(rec)
+                continue
+            j = rng.randrange(size)
+            out, buf[j] = buf[j], rec
+            yield out
+        rng.shuffle(buf)
+        while buf:
+            yield buf.pop()
+    finally:
+        close_iterator(it)
+
+
+def _take(upstream, n: int) -> Iterator[Any]:
+    if n <= 0:
+        return
+    it = iter(upstream)
+    try:
+        for i, rec in enumerate(it, 1):
+            yield rec
+            if i >= n:
+                return
+    finally:
+        close_iterator(it)
+
+
+def _skip(upstream, n: int) -> Iterator[Any]:
+    it = iter(upstream)
+    try:
+        for _ in itertools.islice(it, n):
+            pass
+        yield from it
+    finally:
+        close_iterator(it)
+
+
+def _produce(upstream, chan: Channel, stop: threading.Event) -> None:
+    """Producer thread of prefetch: owns the upstream iterator from creation to close."""
+    it = None
+    try:
+        it = iter(upstream)
+        for rec in it:
+            if not chan.put(rec):
+                return
+        chan.put(END)
+    except BaseException as e:  # handed to the consumer, which re-raises it
+        chan.put(Failure(e))
+    finally:
+        close_iterator(it)
+
+
+def _prefetch(upstream, n: int) -> Iterator[Any]:
+    stop = threading.Event()
+    chan = Channel(n, stop)
+    t = threading.Thread(target=_produce, args=(upstream, chan, stop), daemon=True,
+                         name=f"fastload-prefetch-{getattr(upstream, 'name', type(upstream).__name__)}")
+    t.start()
+    try:
+        while True:
+            msg = chan.get(t.is_alive)
+            if msg is END or msg is STOPPED:
+                return
+            if isinstance(msg, Failure):
+                raise msg.error
+            yield msg
+    finally:
+        stop.set()
+        chan.drain()
+        if t is not threading.current_thread():
+            t.join(_JOIN_S)
+
+
+def _label_batches(records: Iterator[Any], size: int, drop_last: bool, num_classes: int | None):
+    try:
+        while True:
+            chunk = list(itertools.islice(records, size))
+            if not chunk or (drop_last and len(chunk) < size):
+                return
+            paths = [r[0] for r in chunk]
+            idx = np.fromiter((r[1] for r in chunk), dtype=np.int64, count=len(chunk))
+            if num_classes is None:
+                yield paths, idx
+                continue
+            if len(idx) and (idx.min() < 0 or idx.max() >= num_classes):
+                raise ValueError(f"label out of range for {num_classes} classes in batch starting at {paths[0]!r}")
+            onehot = np.zeros((len(idx), num_classes), dtype=np.float32)
+            onehot[np.arange(len(idx)), idx] = 1.0
+            yield paths, onehot
+    finally:
+        close_iterator(records)
+
+
+def _mix(streams: list, weights: np.ndarray, seed: int, stop: str) -> Iterator[Any]:
+    rng = np.random.default_rng(seed)
+    its = [iter(s) for s in streams]
+    active = list(range(len(its)))
+    try:
+        while active:
+            p = weights[active]
+            if p.sum() <= 0:
+                return
+            for k in rng.choice(len(active), size=1024, p=p / p.sum()):
+                src = active[k]
+                try:
+                    rec = next(its[src])
+                except StopIteration:
+                    if stop == "first":
+                        return
+                    active.remove(src)
+                    break   # redraw with the remaining weights
+                yield rec
+    finally:
+        for it in its:
+            close_iterator(it)

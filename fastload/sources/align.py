@@ -1,0 +1,243 @@
+"""Combining sources into multi-field records, by position (:func:`zip`) or by key (:func:`join`).
+
+Both fix the pairing once, before any payload is read, as index arrays. A
+record that later fails to decode therefore drops *the whole record*, and every
+other record keeps its own caption and numbers: the failure mode of zipping
+three generators (one bad image shifts every later pairing) cannot happen.
+
+Neither silently loses records: unequal lengths are an error (or a warning
+with ``strict=False``), and keys missing from a side of a join are counted and
+named in a warning.
+"""
+from __future__ import annotations
+
+import os
+import warnings
+from typing import Any, Callable, Hashable
+
+import numpy as np
+
+from ..pipeline.fluent import Fluent
+from .base import ListSource, Source
+
+__all__ = ["zip", "join", "stem", "key_by", "KeyedSource", "ZippedSource", "JoinedSource"]
+
+_SHOW = 5  # keys quoted in a warning
+
+
+def _as_source(name: str, obj) -> Source:
+    if isinstance(obj, Source):
+        return obj
+    if isinstance(obj, Fluent) or not hasattr(obj, "__getitem__") or not hasattr(obj, "__len__"):
+        raise TypeError(f"source {name!r} ({type(obj).__name__}) is not random-access; "
+                        "zip and join need sources with len() and indexing")
+    return ListSource(obj, name=name)
+
+
+def _single_labels(parts: dict[str, Source], rows: dict[str, np.ndarray]) -> np.ndarray | None:
+    """Labels of the one part that has them, gathered at ``rows``; None if zero or several parts do."""
+    found = [(name, lab) for name, lab in ((n, p.labels()) for n, p in parts.items()) if lab is not None]
+    if len(found) != 1:
+        return None
+    name, lab = found[0]
+    idx = rows[name]
+    return None if (idx < 0).any() else np.asarray(lab)[idx]
+
+
+class ZippedSource(Source):
+    """Record ``i`` is ``{name: part[i]}`` for every named part."""
+
+    def __init__(self, parts: dict[str, Source], length: int):
+        self.parts = parts
+        self._n = length
+        self.fields = tuple(parts)
+
+    def __len__(self) -> int:
+        return self._n
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        index = self._check_index(index)
+        return {name: part[index] for name, part in self.parts.items()}
+
+    def gather(self, indices: np.ndarray) -> list[dict[str, Any]]:
+        """Bulk read: each part fetches its rows with its own (possibly faster) ``gather``."""
+        columns = {name: part.gather(indices) for name, part in self.parts.items()}
+        return [{name: col[j] for name, col in columns.items()} for j in range(len(indices))]
+
+    def record_id(self, index: int) -> str:
+        index = self._check_index(index)
+        return " | ".join(f"{name}={part.record_id(index)}" for name, part in self.parts.items())
+
+    def labels(self) -> np.ndarray | None:
+        rows = np.arange(self._n)
+        return _single_labels(self.parts, {name: rows for name in self.parts})
+
+
+def zip(*sources, strict: bool = True, **named) -> ZippedSource:  # noqa: A001 - fl.zip mirrors builtins.zip
+    """Pair records by position into dict records; positional sources are named "0", "1", ...
+
+    With ``strict=True`` (the default) sources of unequal length are an error
+    naming every source and its length. ``strict=False`` truncates to the
+    shortest and warns how many records each longer source loses.
+    """
+    parts = {str(i): s for i, s in enumerate(sources)}
+    for name in named:
+        if name in parts:
+            raise TypeError(f"zip: field name {name!r} given twice")
+    parts.update(named)
+    if not parts:
+        raise TypeError("zip needs at least one source")
+    parts = {name: _as_source(name, s) for name, s in parts.items()}
+    lengths = {name: len(s) for name, s in parts.items()}
+    shortest = min(lengths.values())
+    if len(set(lengths.values())) > 1:
+        desc = ", ".join(f"{name}: {n}" for name, n in lengths.items())
+        if strict:
+            raise ValueError(f"zip: sources have different lengths ({desc}); "
+                             "fix the data, use join() to align by key, or pass strict=False to truncate")
+        lost = ", ".join(f"{name} loses {n - shortest}" for name, n in lengths.items() if n > shortest)
+        warnings.warn(f"zip(strict=False): truncating to the shortest source ({shortest} records; {desc}); {lost}",
+                      stacklevel=2)
+    return ZippedSource(parts, shortest)
+
+
+def stem(path_or_record) -> str:
+    """The file name without directory or extension: ``"a/b/cat_01.jpg"`` -> ``"cat_01"``.
+
+    Accepts a path, a ``(path, label)`` tuple, or a dict record with a "path" field,
+    so it can key an image source directly.
+    """
+    value = path_or_record
+    if isinstance(value, (tuple, list)) and value:
+        value = value[0]
+    elif isinstance(value, dict) and "path" in value:
+        value = value["path"]
+    if not isinstance(value, (str, os.PathLike)):
+        raise TypeError(f"stem() needs a path, a (path, label) record or a dict with 'path'; got {type(value).__name__}")
+    return os.path.splitext(os.path.basename(os.fspath(value)))[0]
+
+
+class KeyedSource(Source):
+    """A source whose records each carry a join key: ``key(record)`` or ``record[key]``.
+
+    Keys are computed on first use (which reads every record once: for a JSON
+    Lines source that parses every line) and cached.
+    """
+
+    def __init__(self, source: Source, key: Callable[[Any], Hashable] | str):
+        self.source = _as_source("keyed", source)
+        self.key = key
+        self.fields = self.source.fields
+        self._keys: list[Hashable] | None = None
+
+    def __len__(self) -> int:
+        return len(self.source)
+
+    def __getitem__(self, index: int) -> Any:
+        return self.source[index]
+
+    def record_id(self, index: int) -> str:
+        return self.source.record_id(index)
+
+    def labels(self) -> np.ndarray | None:
+        return self.source.labels()
+
+    def keys(self) -> list[Hashable]:
+        """The key of every record, in order."""
+        if self._keys is None:
+            key = self.key
+            get = key if callable(key) else (lambda record: record[key])
+            self._keys = [get(self.source[i]) for i in range(len(self.source))]
+        return self._keys
+
+
+def key_by(source: Source, key: Callable[[Any], Hashable] | str) -> KeyedSource:
+    """Attach a join key to ``source``: a function of the record, or the name of a dict field."""
+    return KeyedSource(source, key)
+
+
+def _key_index(name: str, src: KeyedSource) -> dict[Hashable, int]:
+    index: dict[Hashable, int] = {}
+    for i, k in enumerate(src.keys()):
+        j = index.setdefault(k, i)
+        if j != i:
+            raise ValueError(f"join: duplicate key {k!r} in source {name!r} "
+                             f"({src.record_id(j)} and {src.record_id(i)})")
+    return index
+
+
+class JoinedSource(Source):
+    """Record ``i`` is ``{name: part[rows[name][i]]}``; a row of -1 (left join) gives None."""
+
+    def __init__(self, parts: dict[str, Source], rows: dict[str, np.ndarray], keys: list[Hashable]):
+        self.parts = parts
+        self.rows = rows
+        self.keys = keys
+        self.fields = tuple(parts)
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        index = self._check_index(index)
+        out = {}
+        for name, part in self.parts.items():
+            row = int(self.rows[name][index])
+            out[name] = None if row < 0 else part[row]
+        return out
+
+    def record_id(self, index: int) -> str:
+        index = self._check_index(index)
+        where = ", ".join(f"{name}={part.record_id(int(self.rows[name][index]))}"
+                          for name, part in self.parts.items() if self.rows[name][index] >= 0)
+        return f"key {self.keys[index]!r} ({where})"
+
+    def labels(self) -> np.ndarray | None:
+        return _single_labels(self.parts, self.rows)
+
+
+def join(how: str = "inner", **named: KeyedSource) -> JoinedSource:
+    """Align keyed sources by key into dict records, in the key order of the first source.
+
+    ``how="inner"`` keeps keys present in every source. ``how="left"`` keeps
+    every record of the first source and puts None in the fields of sources
+    that lack its key (a field then reports that record as failed, so a skip
+    policy drops it). Either way, keys missing from any source are counted and
+    the first few named in a warning; a key repeated within a source is an error.
+    """
+    if how not in ("inner", "left"):
+        raise ValueError(f"join: how must be 'inner' or 'left', got {how!r}")
+    if not named:
+        raise TypeError("join needs at least one keyed source, e.g. join(image=key_by(images, stem), ...)")
+    for name, src in named.items():
+        if not isinstance(src, KeyedSource):
+            raise TypeError(f"join: source {name!r} has no key; wrap it with key_by(source, key)")
+    indexes = {name: _key_index(name, src) for name, src in named.items()}
+    first = next(iter(named))
+    every = list(indexes[first])
+    seen = set(every)
+    for name, index in indexes.items():
+        for k in index:
+            if k not in seen:
+                seen.add(k)
+                every.append(k)
+    missing = {name: [k for k in every if k not in index] for name, index in indexes.items()}
+    if how == "inner":
+        keys = [k for k in indexes[first] if all(k in index for index in indexes.values())]
+    else:
+        keys = list(indexes[first])
+    if any(missing.values()):
+        desc = "; ".join(f"missing from {name!r}: {len(ks)} (first: {', '.join(map(repr, ks[:_SHOW]))})"
+                         for name, ks in missing.items() if ks)
+        if how == "inner":
+            what = f"{len(every) - len(keys)} of {len(every)} keys are not in every source and were dropped"
+        else:
+            filled = sum(1 for k in keys if any(k not in index for index in indexes.values()))
+            what = (f"{len(every) - len(keys)} of {len(every)} keys are not in the first source {first!r} and "
+                    f"were dropped; {filled} records are kept with None in their missing fields")
+        warnings.warn(f"join(how={how!r}): {what}. {desc}", stacklevel=2)
+    rows = {name: np.fromiter((index.get(k, -1) for k in keys), dtype=np.int64, count=len(keys))
+            for name, index in indexes.items()}
+    parts = {name: src.source for name, src in named.items()}
+    return JoinedSource(parts, rows, keys)
+

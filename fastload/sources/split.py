@@ -1,0 +1,119 @@
+"""Deterministic train/test splits of any random-access source.
+
+The split is a pure function of ``(len(source), sizes, seed, labels)``: it
+draws from its own ``np.random.Generator(PCG64(seed))``, never the global
+NumPy state, so the same call gives the same split on every machine and run.
+Both halves are :class:`~fastload.sources.base.Subset` views in source order
+(sorted indices keep file reads sequential; the loader shuffles per epoch).
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Sequence
+
+import numpy as np
+
+from .base import Source, Subset
+
+__all__ = ["split"]
+
+
+def _count(size: float | int | None, n: int, what: str, round_up: bool) -> int | None:
+    if size is None:
+        return None
+    if isinstance(size, (bool, np.bool_)):
+        raise TypeError(f"{what} must be an int or a fraction, got {size!r}")
+    if isinstance(size, (int, np.integer)):
+        if not 0 <= size <= n:
+            raise ValueError(f"{what}={size} is outside [0, {n}] for {n} records")
+        return int(size)
+    if not 0.0 <= size <= 1.0:
+        raise ValueError(f"{what}={size} must be a fraction in [0, 1] or a record count")
+    exact = size * n
+    return min(n, math.ceil(exact - 1e-9) if round_up else math.floor(exact + 1e-9))
+
+
+def _labels(source: Source, stratify: Any) -> np.ndarray:
+    """Class codes 0..C-1 of every record, from an array, ``source.labels()`` or a dict field."""
+    n = len(source)
+    if isinstance(stratify, str):
+        values = source.labels() if stratify == "label" else None
+        if values is None:
+            values = []
+            for i in range(n):
+                record = source[i]
+                if not isinstance(record, dict) or stratify not in record:
+                    raise ValueError(f"split: cannot stratify on {stratify!r}: record {source.record_id(i)} "
+                                     "has no such field and the source reports no labels")
+                values.append(record[stratify])
+    else:
+        values = stratify
+    if len(values) != n:
+        raise ValueError(f"split: stratify has {len(values)} labels for {n} records")
+    codes: dict[Any, int] = {}
+    return np.fromiter((codes.setdefault(v, len(codes)) for v in values), dtype=np.int64, count=n)
+
+
+def _stratified_counts(class_sizes: np.ndarray, n_test: int, rng: np.random.Generator) -> np.ndarray:
+    """Test records per class: proportional, each within 1 of exact, summing to ``n_test``.
+
+    Each class gets the floor of its exact share; the remaining records go to
+    the classes with the largest fractional parts, ties broken at random.
+    """
+    n = int(class_sizes.sum())
+    if n == 0:
+        return np.zeros_like(class_sizes)
+    exact = class_sizes * (n_test / n)
+    counts = np.floor(exact).astype(np.int64)
+    short = n_test - int(counts.sum())
+    if short:
+        frac = exact - counts
+        order = np.lexsort((rng.random(len(frac)), -frac))
+        counts[order[:short]] += 1
+    return counts
+
+
+def split(source: Source, test_size: float | int | None = None, train_size: float | int | None = None,
+          seed: int = 0, stratify: str | Sequence[Any] | np.ndarray | None = None) -> tuple[Subset, Subset]:
+    """Split ``source`` into disjoint ``(train, test)`` subsets.
+
+    Args:
+        test_size, train_size: a record count (int) or a fraction of the
+            source. A fractional test size rounds up and a fractional train
+            size rounds down. Give either; the other half gets the rest. With
+            neither, the test set is 25%. Giving both may leave records in
+            neither half when they sum to less than the whole.
+        seed: the split is a pure function of the seed.
+        stratify: keep class proportions in both halves. ``"label"`` uses
+            ``source.labels()`` (or a "label" field of dict records); another
+            string names a field of dict records; or pass one label per record.
+            Each class is split with counts within 1 of its exact share, and
+            the totals are exactly the requested sizes.
+    """
+    n = len(source)
+    n_test = _count(test_size, n, "test_size", round_up=True)
+    n_train = _count(train_size, n, "train_size", round_up=False)
+    if n_test is None and n_train is None:
+        n_test = math.ceil(0.25 * n)
+    if n_test is None:
+        n_test = n - n_train
+    if n_train is None:
+        n_train = n - n_test
+    if n_train + n_test > n:
+        raise ValueError(f"split: train ({n_train}) + test ({n_test}) exceeds the {n} records")
+    rng = np.random.Generator(np.random.PCG64(seed))
+    if stratify is None:
+        perm = rng.permutation(n)
+        test, train = perm[:n_test], perm[n_test:n_test + n_train]
+    else:
+        codes = _labels(source, stratify)
+        sizes = np.bincount(codes)
+        test_counts = _stratified_counts(sizes, n_test, rng)
+        train_counts = _stratified_counts(sizes - test_counts, n_train, rng)
+        test_parts, train_parts = [], []
+        for c in range(len(sizes)):
+            members = rng.permutation(np.flatnonzero(codes == c))
+            test_parts.append(members[:test_counts[c]])
+            train_parts.append(members[test_counts[c]:test_counts[c] + train_counts[c]])
+        test, train = np.concatenate(test_parts), np.concatenate(train_parts)
+    return Subset(source, np.sort(train)), Subset(source, np.sort(test))

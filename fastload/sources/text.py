@@ -1,0 +1,182 @@
+"""Records from a JSON file: a JSON array, or JSON Lines streamed line by line.
+
+JSON Lines is the format to use for anything large. Opening one reads the file
+once, in fixed-size chunks, to index the byte offset of every non-blank line
+(about 24 bytes of index per record); ``src[i]`` then reads that one line with
+``os.pread`` and parses it. The file is never held in memory, and ``pread``
+carries its own offset, so worker threads share one descriptor without a lock.
+
+A JSON array cannot be cut into records without parsing it, so it is loaded
+whole with the :mod:`json` module: fine for thousands of captions, wrong for a
+multi-gigabyte corpus (convert that to JSON Lines).
+"""
+from __future__ import annotations
+
+import json
+import os
+import threading
+from typing import Any
+
+import numpy as np
+
+from ..errors import RecordError
+from .base import Source
+
+__all__ = ["JSONRecords"]
+
+_CHUNK = 1 << 20
+_DECODER = json.JSONDecoder()
+_BLANK = np.zeros(256, dtype=bool)
+_BLANK[[9, 10, 13, 32]] = True  # JSON's whitespace
+
+
+def _first_char(path: str) -> str:
+    """The first non-whitespace character of the file ('' when there is none)."""
+    with open(path, "rb") as f:
+        while chunk := f.read(4096):
+            stripped = chunk.lstrip()
+            if stripped:
+                return chr(stripped[0])
+    return ""
+
+
+def _index_lines(path: str, chunk_size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(start, end, line number) of every non-blank line, reading ``chunk_size`` bytes at a time.
+
+    A line is blank when it holds only JSON whitespace. To tell without keeping
+    line text, each newline records the running count of non-blank bytes before
+    it; a line is non-blank when that count grew since the previous newline.
+    """
+    newlines, counts = [], []
+    buf = bytearray(chunk_size)
+    base = 0
+    seen = 0  # non-blank bytes so far
+    with open(path, "rb", buffering=0) as f:
+        while n := f.readinto(buf):
+            arr = np.frombuffer(buf, dtype=np.uint8, count=n)
+            nonblank = np.cumsum(~_BLANK[arr], dtype=np.int64)
+            nl = np.flatnonzero(arr == 10)
+            newlines.append(nl + base)
+            counts.append(nonblank[nl] + seen)
+            seen += int(nonblank[-1])
+            base += n
+    newline_at = np.concatenate(newlines) if newlines else np.zeros(0, np.int64)
+    count_at = np.concatenate(counts) if counts else np.zeros(0, np.int64)
+    # Line k runs from just after newline k-1 to newline k; the last line may end at EOF.
+    starts = np.concatenate([[0], newline_at + 1])
+    ends = np.concatenate([newline_at, [base]])
+    cum = np.concatenate([[0], count_at, [seen]])
+    keep = np.diff(cum) > 0
+    lineno = np.arange(1, len(starts) + 1, dtype=np.int64)
+    return starts[keep].astype(np.int64), ends[keep].astype(np.int64), lineno[keep]
+
+
+class JSONRecords(Source):
+    """One record per JSON Lines line or JSON array element.
+
+    Args:
+        path: the file.
+        field: return ``record[field]`` instead of the whole object; a record
+            that is not an object or lacks the key raises :class:`RecordError`.
+        lines: True for JSON Lines, False for a JSON array, None to decide from
+            the extension (``.jsonl``/``.ndjson``) or else the first
+            non-whitespace character (``[`` means an array).
+        chunk_size: bytes read at a time while indexing JSON Lines.
+
+    A malformed line raises :class:`RecordError` naming ``path:line N`` when it
+    is read, so a loader's error policy can skip just that record. Blank lines
+    are not records.
+    """
+
+    def __init__(self, path: str | os.PathLike, field: str | None = None, *,
+                 lines: bool | None = None, chunk_size: int = _CHUNK):
+        self.path = os.fspath(path)
+        self.field = field
+        if lines is None:
+            ext = os.path.splitext(self.path)[1].lower()
+            lines = ext in (".jsonl", ".ndjson") or _first_char(self.path) != "["
+        self.lines = bool(lines)
+        self._fd = None
+        self._fd_lock = threading.Lock()
+        if self.lines:
+            self._starts, self._ends, self._lineno = _index_lines(self.path, chunk_size)
+            self._items = None
+        else:
+            with open(self.path, "rb") as f:
+                try:
+                    items = json.load(f)
+                except json.JSONDecodeError as e:
+                    raise RecordError(f"{self.path}:line {e.lineno}", f"malformed JSON: {e.msg}") from e
+            if not isinstance(items, list):
+                raise RecordError(self.path, f"expected a JSON array, found {type(items).__name__}")
+            self._items = items
+
+    def __len__(self) -> int:
+        return len(self._starts) if self.lines else len(self._items)
+
+    def record_id(self, index: int) -> str:
+        index = self._check_index(index)
+        if self.lines:
+            return f"{self.path}:line {self._lineno[index]}"
+        return f"{self.path}[{index}]"
+
+    def __getitem__(self, index: int) -> Any:
+        index = self._check_index(index)
+        if not self.lines:
+            return self._select(self._items[index], index)
+        start, end = int(self._starts[index]), int(self._ends[index])
+        return self._parse(os.pread(self._descriptor(), end - start, start), index)
+
+    def gather(self, indices: np.ndarray) -> list:
+        """Bulk read for a loader chunk: one ``pread`` and one parse per line, no per-record Python indexing."""
+        if not self.lines:
+            return [self[i] for i in indices.tolist()]
+        idx = np.asarray(indices, dtype=np.int64)
+        if len(idx) and (idx.min() < 0 or idx.max() >= len(self)):
+            raise IndexError(f"JSONRecords indices out of range for {len(self)} records")
+        fd, starts, ends = self._descriptor(), self._starts[idx].tolist(), self._ends[idx].tolist()
+        return [self._parse(os.pread(fd, e - s, s), i) for i, s, e in zip(idx.tolist(), starts, ends)]
+
+    def _parse(self, raw: bytes, index: int) -> Any:
+        # raw_decode on a str skips json.loads' encoding sniffing and whitespace regex: ~2x faster per line
+        try:
+            text = raw.decode("utf-8").strip()
+            value, end = _DECODER.raw_decode(text)
+            if end != len(text):
+                raise json.JSONDecodeError("extra data after the value", text, end)
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise RecordError(self.record_id(index), f"malformed JSON: {e}") from e
+        return self._select(value, index)
+
+    def _select(self, value: Any, index: int) -> Any:
+        if self.field is None:
+            return value
+        if not isinstance(value, dict) or self.field not in value:
+            raise RecordError(self.record_id(index), f"no field {self.field!r} in {type(value).__name__} record")
+        return value[self.field]
+
+    def _descriptor(self) -> int:
+        if self._fd is None:
+            with self._fd_lock:
+                if self._fd is None:
+                    self._fd = os.open(self.path, os.O_RDONLY | getattr(os, "O_BINARY", 0))
+        return self._fd
+
+    def __getstate__(self):  # a descriptor does not cross a process boundary; reopen lazily
+        state = self.__dict__.copy()
+        state["_fd"] = None
+        del state["_fd_lock"]
+        return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self._fd_lock = threading.Lock()
+
+    def __del__(self):
+        if getattr(self, "_fd", None) is not None:
+            os.close(self._fd)
+            self._fd = None
+
+    def __repr__(self) -> str:
+        kind = "JSON Lines" if self.lines else "JSON array"
+        return f"JSONRecords({self.path!r}, field={self.field!r}, {kind}, {len(self)} records)"

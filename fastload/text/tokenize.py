@@ -1,0 +1,218 @@
+"""Text to fixed-length int32 id rows: the :class:`Tokenize` field.
+
+Per chunk of records, Python does what Python's string methods do best and
+nothing else: lower-case, strip punctuation, encode to UTF-8 (an ASCII text
+takes a ``bytes.translate`` fast path). The compiled kernel
+(:mod:`fastload._kernels._tokenize`) then splits, looks every word up in a C
+hash table, truncates, pads and writes the mask straight into the batch rows,
+with the GIL released. Byte level skips the lookup: ids are bytes plus an offset.
+
+Id conventions (all ids are int32):
+
+* ``pad_id`` (default 0) fills the row after the text; ``text_mask`` is 0 there.
+* ``unk_id`` (default 1) stands for a word not in the vocabulary.
+* ``bos_id`` / ``eos_id`` (default none) open and close every row; ``eos`` is
+  kept when a long text is truncated.
+* A vocabulary *file* or *list* holds one token per line; token ids are line
+  indices. If the file already carries its special tokens (``<pad>``/``[PAD]``
+  at line ``pad_id`` and ``<unk>``/``[UNK]`` at line ``unk_id``, as a BERT
+  vocabulary does with ``unk_id=100``) ids are exactly the line indices.
+  Otherwise the file is a plain word list and its ids start after the
+  reserved ids: line 0 gets ``1 + max(pad_id, unk_id, bos_id, eos_id)``
+  (2 by default).
+* A *dict* vocabulary is used verbatim.
+* ``vocab=None`` at word level builds the vocabulary in :meth:`prepare` from
+  the training texts: every word, most frequent first (ties alphabetical),
+  numbered after the reserved ids.
+* Byte level: the id of UTF-8 byte ``b`` is ``b + 1 + max(reserved ids)``
+  (``b + 2`` by default), so ids stay clear of pad and unk.
+"""
+from __future__ import annotations
+
+import os
+import string
+from collections import Counter
+from typing import Any, Sequence
+
+import numpy as np
+
+from .._kernels import _tokenize
+from ..pipeline.fields import ChunkContext, Field, Output
+
+__all__ = ["Tokenize"]
+
+_PAD_TOKENS = ("<pad>", "[PAD]")
+_UNK_TOKENS = ("<unk>", "[UNK]")
+_PUNCT = string.punctuation
+# str.split() also splits on these; mapping them to a space lets the kernel split on ASCII only.
+_UNICODE_SPACES = {c: " " for c in range(0x80, 0x3001) if chr(c).isspace()}
+
+
+def _read_vocab_file(path: str) -> list[str]:
+    with open(path, encoding="utf-8") as f:
+        return [line.rstrip("\r\n") for line in f]
+
+
+class Tokenize(Field):
+    """A text field: ``name`` (max_length,) int32 ids, ``name_length`` () int32, ``name_mask`` (max_length,) uint8.
+
+    Args:
+        vocab: path of a one-token-per-line file, a list of tokens, a dict
+            token -> id, or None (built from training texts in :meth:`prepare`).
+        max_length: row width, bos/eos included.
+        lower: lower-case before splitting (``str.lower``).
+        strip: delete ASCII punctuation (``string.punctuation``) before splitting.
+        level: ``"word"`` (split on whitespace, look words up) or ``"byte"``
+            (UTF-8 bytes; no vocabulary).
+        tokenizer: a Hugging Face ``tokenizers.Tokenizer`` (or the path of its
+            JSON file) to use instead: its ``encode_batch`` ids are truncated
+            and padded here, and its own normaliser replaces lower/strip.
+        pad_id, unk_id, bos_id, eos_id: see the module docstring.
+        name: output name prefix; a loader sets it to the field's key.
+
+    A value that is not a ``str`` is reported as a failure of its record.
+    """
+
+    def __init__(self, vocab: str | os.PathLike | Sequence[str] | dict[str, int] | None = None, *,
+                 max_length: int = 64, lower: bool = True, strip: bool = True, level: str = "word",
+                 tokenizer: Any = None, pad_id: int = 0, unk_id: int = 1,
+                 bos_id: int | None = None, eos_id: int | None = None, name: str = "text"):
+        if level not in ("word", "byte"):
+            raise ValueError(f"Tokenize level must be 'word' or 'byte', got {level!r}")
+        specials = [i for i in (pad_id, unk_id, bos_id, eos_id) if i is not None]
+        if any(not isinstance(i, (int, np.integer)) or i < 0 for i in specials):
+            raise ValueError(f"special ids must be non-negative ints, got {specials}")
+        if len({pad_id, bos_id, eos_id} - {None}) != 1 + (bos_id is not None) + (eos_id is not None):
+            raise ValueError("pad_id, bos_id and eos_id must differ")
+        n_specials = (bos_id is not None) + (eos_id is not None)
+        if max_length < 1 + n_specials:
+            raise ValueError(f"max_length={max_length} leaves no room for text after bos/eos")
+        if tokenizer is not None and (vocab is not None or level != "word" or n_specials):
+            raise ValueError("tokenizer= brings its own vocabulary and special tokens; "
+                             "do not combine it with vocab, level='byte', bos_id or eos_id")
+        if level == "byte" and vocab is not None:
+            raise ValueError("level='byte' needs no vocab")
+        self.name = name
+        self.max_length = int(max_length)
+        self.lower, self.strip, self.level = bool(lower), bool(strip), level
+        self.pad_id, self.unk_id = int(pad_id), int(unk_id)
+        self.bos_id = -1 if bos_id is None else int(bos_id)
+        self.eos_id = -1 if eos_id is None else int(eos_id)
+        self._first_id = 1 + max(specials)
+        self._tokenizer = tokenizer
+        self._delete = _PUNCT.encode() if strip else b""
+        self._str_table = dict(_UNICODE_SPACES) if level == "word" else {}
+        if strip:
+            self._str_table.update({ord(c): None for c in _PUNCT})
+        self.vocab: dict[str, int] | None = None
+        self._table = None
+        if vocab is not None:
+            self._set_vocab(self._load_vocab(vocab))
+
+    # -- vocabulary -------------------------------------------------------
+    def _load_vocab(self, vocab) -> dict[str, int]:
+        if isinstance(vocab, dict):
+            return {str(t): int(i) for t, i in vocab.items()}
+        tokens = _read_vocab_file(os.fspath(vocab)) if isinstance(vocab, (str, os.PathLike)) else list(vocab)
+        has_specials = (len(tokens) > max(self.pad_id, self.unk_id)
+                        and tokens[self.pad_id] in _PAD_TOKENS and tokens[self.unk_id] in _UNK_TOKENS)
+        offset = 0 if has_specials else self._first_id
+        where = f" in {os.fspath(vocab)}" if isinstance(vocab, (str, os.PathLike)) else ""
+        out: dict[str, int] = {}
+        for line, token in enumerate(tokens):
+            if not token:
+                continue  # a blank line keeps its id but can never match a word
+            if token in out:
+                raise ValueError(f"duplicate vocabulary token {token!r}{where} "
+                                 f"(lines {out[token] - offset + 1} and {line + 1})")
+            out[token] = line + offset
+        return out
+
+    def _set_vocab(self, vocab: dict[str, int]) -> None:
+        self.vocab = vocab
+        self._table = _tokenize.WordTable([t.encode() for t in vocab], np.fromiter(vocab.values(), np.int32,
+                                                                                     len(vocab)))
+
+    @property
+    def vocab_size(self) -> int:
+        """One more than the largest id this field can emit (the embedding table size)."""
+        if self._tokenizer is not None:
+            return int(self._hf().get_vocab_size())
+        if self.level == "byte":
+            return self._first_id + 256
+        if self.vocab is None:
+            raise RuntimeError("vocabulary not built yet: call prepare(training texts) or pass vocab=")
+        return 1 + max([self._first_id - 1, *self.vocab.values()])
+
+    def prepare(self, values) -> None:
+        """Build the vocabulary from the training texts when none was given."""
+        if self.level != "word" or self._tokenizer is not None or self.vocab is not None:
+            return
+        counts = Counter(w for v in values if isinstance(v, str) for w in self.normalise(v).split())
+        ranked = sorted(counts, key=lambda w: (-counts[w], w))
+        self._set_vocab({w: self._first_id + i for i, w in enumerate(ranked)})
+
+    # -- text -> ids --------------------------------------------------------
+    def normalise(self, text: str) -> str:
+        """The text as the kernel sees it: lower-cased, punctuation deleted, other whitespace as spaces."""
+        if self.lower:
+            text = text.lower()
+        return text.translate(self._str_table)
+
+    def _encode(self, text: str) -> bytes:
+        if self.lower:
+            text = text.lower()
+        if text.isascii():
+            return text.encode("ascii").translate(None, self._delete)
+        return text.translate(self._str_table).encode("utf-8")
+
+    def outputs(self) -> list[Output]:
+        return [Output(self.name, (self.max_length,), np.dtype(np.int32)),
+                Output(f"{self.name}_length", (), np.dtype(np.int32)),
+                Output(f"{self.name}_mask", (self.max_length,), np.dtype(np.uint8))]
+
+    def fill(self, values: Sequence[Any], outs: dict[str, np.ndarray], ctx: ChunkContext | None = None) -> dict[int, str]:
+        ids, length, mask = outs[self.name], outs[f"{self.name}_length"], outs[f"{self.name}_mask"]
+        failures: dict[int, str] = {}
+        texts = []
+        for i, v in enumerate(values):
+            if isinstance(v, str):
+                texts.append(v)
+            else:
+                failures[i] = f"field {self.name!r}: expected a string, got {type(v).__name__}"
+                texts.append("")
+        if self._tokenizer is not None:
+            self._fill_hf(texts, ids, length, mask)
+            return failures
+        encoded = [self._encode(t) for t in texts]
+        data = b"".join(encoded)
+        lengths = np.fromiter(map(len, encoded), dtype=np.int64, count=len(encoded))
+        if self.level == "byte":
+            _tokenize.encode_bytes(data, lengths, ids, length, mask, self._first_id, self.pad_id,
+                                   self.bos_id, self.eos_id)
+        else:
+            if self._table is None:
+                raise RuntimeError(f"Tokenize({self.name!r}) has no vocabulary: pass vocab= or call prepare()")
+            _tokenize.encode_words(data, lengths, self._table, ids, length, mask, self.pad_id, self.unk_id,
+                                   self.bos_id, self.eos_id)
+        return failures
+
+    # -- Hugging Face adapter -------------------------------------------------
+    def _hf(self):
+        if isinstance(self._tokenizer, (str, os.PathLike)):
+            from tokenizers import Tokenizer  # optional dependency, imported only when used
+            self._tokenizer = Tokenizer.from_file(os.fspath(self._tokenizer))
+        return self._tokenizer
+
+    def _fill_hf(self, texts: list[str], ids: np.ndarray, length: np.ndarray, mask: np.ndarray) -> None:
+        n = len(texts)
+        if ids.shape[0] < n or length.shape[0] < n or mask.shape[0] < n:
+            raise ValueError(f"output rows too few for {n} texts")
+        ids[:n] = self.pad_id
+        mask[:n] = 0
+        for r, enc in enumerate(self._hf().encode_batch(texts)):
+            row = enc.ids[: self.max_length]
+            k = len(row)
+            ids[r, :k] = row
+            mask[r, :k] = 1
+            length[r] = k

@@ -1,0 +1,469 @@
+/* libjpeg-turbo glue: see jpeg_decode.h for the contract.
+ *
+ * One jpeg_decompress_struct per decoder, created once and returned to its
+ * start state with jpeg_abort_decompress after every image, so a worker does
+ * not rebuild libjpeg's tables and pools per sample. libjpeg reports fatal
+ * errors through error_exit, which here longjmps back to the public function
+ * that called into it; those functions keep no locals live across setjmp. */
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include "jpeg_decode.h"
+
+#ifndef FL_HAVE_LIBJPEG_TURBO
+#define FL_HAVE_LIBJPEG_TURBO 1
+#endif
+
+static void set_err(char *err, const char *fmt, ...)
+{
+    if (!err)
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err, FL_ERRLEN, fmt, ap);
+    va_end(ap);
+}
+
+#if FL_HAVE_LIBJPEG_TURBO
+
+#include <setjmp.h>
+#include <jpeglib.h>
+#include <jerror.h>
+
+#ifndef LIBJPEG_TURBO_VERSION
+#error "fastload needs libjpeg-turbo (jpeg_crop_scanline / jpeg_skip_scanlines)"
+#endif
+
+#define FL_STR_(x) #x
+#define FL_STR(x) FL_STR_(x)
+
+typedef struct {
+    struct jpeg_error_mgr pub;
+    jmp_buf jump;
+} fl_jerr;
+
+struct fl_jpeg_decoder {
+    struct jpeg_decompress_struct cinfo;
+    fl_jerr jerr;
+    fl_buffer pixels;
+};
+
+static void on_error_exit(j_common_ptr cinfo)
+{
+    longjmp(((fl_jerr *)cinfo->err)->jump, 1);
+}
+
+/* Warnings that mean the pixels would be invented rather than decoded: a
+ * stream that ends early (libjpeg pads it with grey) or entropy-coded data
+ * that cannot be valid. Pillow refuses the first by default; for the others
+ * it hands back grey or smeared blocks, which a training set should not
+ * silently contain. Everything else (extraneous bytes before a marker, odd
+ * ICC or Adobe markers, data after the image) is harmless and ignored. */
+static void on_emit_message(j_common_ptr cinfo, int level)
+{
+    if (level >= 0)
+        return;   /* trace messages */
+    switch (cinfo->err->msg_code) {
+    case JWRN_JPEG_EOF:
+    case JWRN_HIT_MARKER:
+    case JWRN_HUFF_BAD_CODE:
+    case JWRN_ARITH_BAD_CODE:
+        on_error_exit(cinfo);
+        break;
+    default:
+        break;
+    }
+}
+
+static void on_output_message(j_common_ptr cinfo)
+{
+    (void)cinfo;   /* never print to stderr */
+}
+
+/* FL_OK, or FL_ERR_NOMEM when libjpeg cannot allocate its object. */
+static int create(fl_jpeg_decoder *d)
+{
+    d->cinfo.err = jpeg_std_error(&d->jerr.pub);
+    d->jerr.pub.error_exit = on_error_exit;
+    d->jerr.pub.emit_message = on_emit_message;
+    d->jerr.pub.output_message = on_output_message;
+    if (setjmp(d->jerr.jump)) {
+        jpeg_destroy_decompress(&d->cinfo);
+        return FL_ERR_NOMEM;
+    }
+    jpeg_create_decompress(&d->cinfo);
+    /* APP1 holds EXIF; the orientation tag decides the route. The setting
+     * lives in the object: jpeg_abort drops saved markers, not this. */
+    jpeg_save_markers(&d->cinfo, JPEG_APP0 + 1, 0xFFFF);
+    return FL_OK;
+}
+
+fl_jpeg_decoder *fl_jpeg_decoder_new(void)
+{
+    fl_jpeg_decoder *d = (fl_jpeg_decoder *)calloc(1, sizeof *d);
+    if (d && create(d) != FL_OK) {
+        free(d);
+        d = NULL;
+    }
+    return d;
+}
+
+void fl_jpeg_decoder_free(fl_jpeg_decoder *d)
+{
+    if (!d)
+        return;
+    jpeg_destroy_decompress(&d->cinfo);
+    fl_buffer_free(&d->pixels);
+    free(d);
+}
+
+const char *fl_jpeg_version(void)
+{
+    return "libjpeg-turbo " FL_STR(LIBJPEG_TURBO_VERSION);
+}
+
+/* ---- EXIF orientation ------------------------------------------------- */
+
+static unsigned rd16(const uint8_t *p, int le)
+{
+    return le ? (unsigned)p[0] | (unsigned)p[1] << 8 : (unsigned)p[0] << 8 | (unsigned)p[1];
+}
+
+static uint32_t rd32(const uint8_t *p, int le)
+{
+    return le ? (uint32_t)rd16(p, 1) | (uint32_t)rd16(p + 2, 1) << 16
+              : (uint32_t)rd16(p, 0) << 16 | (uint32_t)rd16(p + 2, 0);
+}
+
+/* The Orientation tag (0x0112) of IFD0 in an APP1 "Exif" payload: 1..8, or
+ * 0 when absent or malformed (as Pillow's exif_transpose, which then leaves
+ * the image alone). Every offset comes from the file, so each is checked. */
+static int exif_orientation(const uint8_t *p, size_t n)
+{
+    if (n < 6 + 8 || memcmp(p, "Exif\0\0", 6) != 0)
+        return 0;
+    p += 6;
+    n -= 6;
+    int le;
+    if (p[0] == 'I' && p[1] == 'I')
+        le = 1;
+    else if (p[0] == 'M' && p[1] == 'M')
+        le = 0;
+    else
+        return 0;
+    if (rd16(p + 2, le) != 42)
+        return 0;
+    uint32_t ifd = rd32(p + 4, le);
+    if (ifd > n || n - ifd < 2)
+        return 0;
+    size_t count = rd16(p + ifd, le), room = (n - ifd - 2) / 12;
+    if (count > room)
+        count = room;
+    for (size_t i = 0; i < count; i++) {
+        const uint8_t *e = p + ifd + 2 + 12 * i;
+        if (rd16(e, le) != 0x0112)
+            continue;
+        unsigned type = rd16(e + 2, le);
+        uint32_t v = type == 3 ? rd16(e + 8, le) : type == 4 ? rd32(e + 8, le) : 0;
+        return rd32(e + 4, le) == 1 && v >= 1 && v <= 8 ? (int)v : 0;
+    }
+    return 0;
+}
+
+static int saved_orientation(j_decompress_ptr cinfo)
+{
+    for (jpeg_saved_marker_ptr m = cinfo->marker_list; m; m = m->next)
+        if (m->marker == JPEG_APP0 + 1 && m->data_length >= 6 && memcmp(m->data, "Exif\0\0", 6) == 0)
+            return exif_orientation(m->data, m->data_length);   /* the first one, as Pillow */
+    return 0;
+}
+
+/* ---- header ----------------------------------------------------------- */
+
+static int colorspace_of(J_COLOR_SPACE cs)
+{
+    switch (cs) {
+    case JCS_GRAYSCALE: return FL_CS_GRAY;
+    case JCS_YCbCr: return FL_CS_YCC;
+    case JCS_RGB: return FL_CS_RGB;
+    case JCS_CMYK: return FL_CS_CMYK;
+    case JCS_YCCK: return FL_CS_YCCK;
+    default: return FL_CS_OTHER;
+    }
+}
+
+/* jpeg_mem_src refuses empty input by error_exit; the SOI check also keeps
+ * non-JPEG data away from libjpeg's messages. */
+static int is_jpeg(const uint8_t *data, size_t size)
+{
+    return size >= 3 && data[0] == 0xFF && data[1] == 0xD8 && data[2] == 0xFF;
+}
+
+/* May longjmp: only called under a public function's setjmp. */
+static void read_header(fl_jpeg_decoder *d, const uint8_t *data, size_t size, fl_jpeg_info *info)
+{
+    j_decompress_ptr c = &d->cinfo;
+    jpeg_mem_src(c, data, (unsigned long)size);
+    jpeg_read_header(c, TRUE);
+    info->width = (int)c->image_width;
+    info->height = (int)c->image_height;
+    info->components = c->num_components;
+    info->colorspace = colorspace_of(c->jpeg_color_space);
+    info->orientation = saved_orientation(c);
+    info->progressive = c->progressive_mode ? 1 : 0;
+}
+
+/* A libjpeg error: its own message, and the object back at its start state. */
+static int libjpeg_failed(fl_jpeg_decoder *d, char *err)
+{
+    char msg[JMSG_LENGTH_MAX];
+    d->jerr.pub.format_message((j_common_ptr)&d->cinfo, msg);
+    set_err(err, "%s", msg);
+    jpeg_abort_decompress(&d->cinfo);
+    return FL_ERR_DECODE;
+}
+
+int fl_jpeg_read_info(fl_jpeg_decoder *d, const uint8_t *data, size_t size,
+                      fl_jpeg_info *info, char *err)
+{
+    if (!is_jpeg(data, size)) {
+        set_err(err, "not a JPEG stream (no SOI marker)");
+        return FL_NOT_JPEG;
+    }
+    if (setjmp(d->jerr.jump))
+        return libjpeg_failed(d, err);
+    read_header(d, data, size, info);
+    jpeg_abort_decompress(&d->cinfo);
+    return FL_OK;
+}
+
+/* ---- region planning -------------------------------------------------- */
+
+static int64_t clamp64(int64_t v, int64_t lo, int64_t hi)
+{
+    return v < lo ? lo : v > hi ? hi : v;
+}
+
+/* Largest 1/denom (denom <= max_denom) keeping a w x h rectangle at least
+ * min_w x min_h pixels. */
+static int choose_denom(int64_t w, int64_t h, int min_w, int min_h, int max_denom)
+{
+    for (int denom = 8; denom > 1; denom /= 2)
+        if (denom <= max_denom && w >= (int64_t)min_w * denom && h >= (int64_t)min_h * denom)
+            return denom;
+    return 1;
+}
+
+/* Scaled [floor(a * s / full), ceil(b * s / full)): the pixels covering the
+ * full-resolution span [a, b). All values are below 2^16, so no overflow. */
+static void scale_span(int64_t a, int64_t b, int64_t s, int64_t full, int *sa, int *sb)
+{
+    *sa = (int)(a * s / full);
+    *sb = (int)((b * s + full - 1) / full);
+}
+
+/* Decide everything decode_region will do, from the header alone. */
+static int plan(const fl_jpeg_info *info, int x0, int y0, int x1, int y1,
+                int min_w, int min_h, int max_denom, int honour_exif, int64_t max_pixels,
+                fl_view *out, fl_jpeg_region *r, char *err)
+{
+    int64_t w = info->width, h = info->height;
+    if (max_pixels > 0 && w * h > max_pixels) {
+        set_err(err, "image is %lldx%lld = %lld pixels, over the limit of %lld",
+                (long long)w, (long long)h, (long long)(w * h), (long long)max_pixels);
+        return FL_ERR_TOO_LARGE;
+    }
+    if (info->colorspace != FL_CS_GRAY && info->colorspace != FL_CS_YCC && info->colorspace != FL_CS_RGB) {
+        set_err(err, "JPEG colour space %d (%d components) is not decoded here", info->colorspace,
+                info->components);
+        return FL_UNSUPPORTED;
+    }
+    if (honour_exif && info->orientation > 1) {
+        set_err(err, "EXIF orientation %d needs a transpose", info->orientation);
+        return FL_UNSUPPORTED;
+    }
+    int64_t rx0 = clamp64(x0, 0, w), rx1 = clamp64(x1, 0, w);
+    int64_t ry0 = clamp64(y0, 0, h), ry1 = clamp64(y1, 0, h);
+    if (rx1 <= rx0 || ry1 <= ry0 || min_w < 0 || min_h < 0 || max_denom < 1) {
+        set_err(err, "empty region [%d, %d) x [%d, %d) of a %lldx%lld image, or bad min size/denom",
+                x0, x1, y0, y1, (long long)w, (long long)h);
+        return FL_ERR_ARG;
+    }
+    int denom = choose_denom(rx1 - rx0, ry1 - ry0, min_w, min_h, max_denom);
+    r->width = (int)w;
+    r->height = (int)h;
+    r->scaled_width = (int)((w + denom - 1) / denom);   /* as jpeg_calc_output_dimensions */
+    r->scaled_height = (int)((h + denom - 1) / denom);
+    r->denom = denom;
+    int sx1, sy1;
+    scale_span(rx0, rx1, r->scaled_width, w, &r->off_x, &sx1);
+    scale_span(ry0, ry1, r->scaled_height, h, &r->off_y, &sy1);
+    out->data = NULL;
+    out->width = sx1 - r->off_x;
+    out->height = sy1 - r->off_y;
+    out->channels = 3;
+    out->stride = (ptrdiff_t)out->width * 3;
+    return FL_OK;
+}
+
+int fl_jpeg_plan_region(fl_jpeg_decoder *d, const uint8_t *data, size_t size,
+                        int x0, int y0, int x1, int y1,
+                        int min_w, int min_h, int max_denom,
+                        int honour_exif, int64_t max_pixels,
+                        fl_view *out, fl_jpeg_region *region, char *err)
+{
+    fl_jpeg_info info;
+    int rc = fl_jpeg_read_info(d, data, size, &info, err);
+    if (rc != FL_OK)
+        return rc;
+    return plan(&info, x0, y0, x1, y1, min_w, min_h, max_denom, honour_exif, max_pixels,
+                out, region, err);
+}
+
+/* ---- decoding --------------------------------------------------------- */
+
+/* Decode the planned rectangle into d->pixels; out gets the view of exactly
+ * the planned columns. May longjmp: only called under decode_region's setjmp. */
+static int decode_planned(fl_jpeg_decoder *d, fl_view *out, const fl_jpeg_region *r, char *err)
+{
+    j_decompress_ptr c = &d->cinfo;
+    c->scale_num = 1;
+    c->scale_denom = (unsigned)r->denom;
+    c->out_color_space = JCS_RGB;   /* libjpeg-turbo also expands grayscale */
+    jpeg_start_decompress(c);
+    if ((int)c->output_width != r->scaled_width || (int)c->output_height != r->scaled_height ||
+        c->output_components != 3) {
+        set_err(err, "libjpeg scaled %dx%d to %ux%u, expected %dx%d", r->width, r->height,
+                c->output_width, c->output_height, r->scaled_width, r->scaled_height);
+        jpeg_abort_decompress(c);
+        return FL_ERR_DECODE;
+    }
+
+    /* Columns: libjpeg-turbo moves the start left to an iMCU boundary and
+     * upsamples chroma as if the cropped columns were the whole image, so the
+     * outermost decoded columns differ from a full decode. One more column on
+     * each side keeps those out of the view (fancy upsampling reaches one
+     * chroma sample, i.e. two pixels at most, and h2 covers this). */
+    JDIMENSION xoff = (JDIMENSION)(r->off_x > 0 ? r->off_x - 1 : 0);
+    JDIMENSION xend = (JDIMENSION)r->off_x + (JDIMENSION)out->width + 1;
+    if (xend > c->output_width)
+        xend = c->output_width;
+    JDIMENSION cols = xend - xoff;
+    if (cols < c->output_width)
+        jpeg_crop_scanline(c, &xoff, &cols);
+    size_t row_bytes = (size_t)cols * 3, rows = (size_t)out->height;
+    if (rows > ((size_t)-1) / row_bytes || fl_buffer_reserve(&d->pixels, row_bytes * rows) != FL_OK) {
+        set_err(err, "cannot allocate %zu x %zu bytes for decoded pixels", rows, row_bytes);
+        jpeg_abort_decompress(c);
+        return FL_ERR_NOMEM;
+    }
+
+    /* Rows: skip to the first needed one, read only those needed. */
+    JDIMENSION first = (JDIMENSION)r->off_y, end = first + (JDIMENSION)rows;
+    if (first > 0 && jpeg_skip_scanlines(c, first) != first) {
+        set_err(err, "could not skip to row %u", first);
+        jpeg_abort_decompress(c);
+        return FL_ERR_DECODE;
+    }
+    JSAMPROW ptrs[16];
+    while (c->output_scanline < end) {
+        JDIMENSION n = end - c->output_scanline;
+        if (n > 16)
+            n = 16;
+        for (JDIMENSION i = 0; i < n; i++)
+            ptrs[i] = d->pixels.data + (size_t)(c->output_scanline - first + i) * row_bytes;
+        if (jpeg_read_scanlines(c, ptrs, n) == 0) {   /* cannot suspend on a memory source */
+            set_err(err, "libjpeg returned no rows at row %u", c->output_scanline);
+            jpeg_abort_decompress(c);
+            return FL_ERR_DECODE;
+        }
+    }
+
+    /* The whole height was read: check the stream really ends (EOI), as
+     * Pillow does. Otherwise stop here without decoding the rest. */
+    if (c->output_scanline == c->output_height)
+        jpeg_finish_decompress(c);
+    else
+        jpeg_abort_decompress(c);
+
+    out->data = d->pixels.data + (size_t)(r->off_x - (int)xoff) * 3;
+    out->stride = (ptrdiff_t)row_bytes;
+    return FL_OK;
+}
+
+int fl_jpeg_decode_region(fl_jpeg_decoder *d, const uint8_t *data, size_t size,
+                          int x0, int y0, int x1, int y1,
+                          int min_w, int min_h, int max_denom,
+                          int honour_exif, int64_t max_pixels,
+                          fl_view *out, fl_jpeg_region *region, char *err)
+{
+    if (!is_jpeg(data, size)) {
+        set_err(err, "not a JPEG stream (no SOI marker)");
+        return FL_NOT_JPEG;
+    }
+    if (setjmp(d->jerr.jump))
+        return libjpeg_failed(d, err);
+    fl_jpeg_info info;
+    read_header(d, data, size, &info);
+    int rc = plan(&info, x0, y0, x1, y1, min_w, min_h, max_denom, honour_exif, max_pixels,
+                  out, region, err);
+    if (rc != FL_OK) {
+        jpeg_abort_decompress(&d->cinfo);
+        return rc;
+    }
+    return decode_planned(d, out, region, err);
+}
+
+#else /* !FL_HAVE_LIBJPEG_TURBO: every call asks for the Pillow route. */
+
+struct fl_jpeg_decoder {
+    int unused;
+};
+
+fl_jpeg_decoder *fl_jpeg_decoder_new(void)
+{
+    return (fl_jpeg_decoder *)calloc(1, sizeof(fl_jpeg_decoder));
+}
+
+void fl_jpeg_decoder_free(fl_jpeg_decoder *d)
+{
+    free(d);
+}
+
+const char *fl_jpeg_version(void)
+{
+    return "none";
+}
+
+int fl_jpeg_read_info(fl_jpeg_decoder *d, const uint8_t *data, size_t size,
+                      fl_jpeg_info *info, char *err)
+{
+    (void)d, (void)data, (void)size, (void)info;
+    set_err(err, "built without libjpeg-turbo");
+    return FL_UNSUPPORTED;
+}
+
+int fl_jpeg_plan_region(fl_jpeg_decoder *d, const uint8_t *data, size_t size,
+                        int x0, int y0, int x1, int y1,
+                        int min_w, int min_h, int max_denom,
+                        int honour_exif, int64_t max_pixels,
+                        fl_view *out, fl_jpeg_region *region, char *err)
+{
+    (void)d, (void)data, (void)size, (void)x0, (void)y0, (void)x1, (void)y1, (void)min_w;
+    (void)min_h, (void)max_denom, (void)honour_exif, (void)max_pixels, (void)out, (void)region;
+    set_err(err, "built without libjpeg-turbo");
+    return FL_UNSUPPORTED;
+}
+
+int fl_jpeg_decode_region(fl_jpeg_decoder *d, const uint8_t *data, size_t size,
+                          int x0, int y0, int x1, int y1,
+                          int min_w, int min_h, int max_denom,
+                          int honour_exif, int64_t max_pixels,
+                          fl_view *out, fl_jpeg_region *region, char *err)
+{
+    return fl_jpeg_plan_region(d, data, size, x0, y0, x1, y1, min_w, min_h, max_denom,
+                               honour_exif, max_pixels, out, region, err);
+}
+
+#endif

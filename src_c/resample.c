@@ -1,0 +1,528 @@
+/* Separable fixed-point resampling (see resample.h).
+ *
+ * Per call: tap tables for both axes are computed once into r->taps; the
+ * horizontal pass runs only over the source rows the vertical taps touch and
+ * writes the uint8 intermediate into r->tmp; the vertical pass writes dst.
+ * An axis whose scale is exactly 1 on an integer-aligned box is an identity
+ * and its pass is skipped (the taps would be a single weight of 1.0).
+ *
+ * Arithmetic follows Pillow's definition so results are bit-identical: weights
+ * filter((i + 0.5 - center) / fscale) in double, normalised to sum 1, rounded
+ * to 22-bit fixed point; accumulators start at 0.5 (1 << 21) and are shifted
+ * down and clamped to uint8 after each pass. With 22-bit weights and uint8
+ * inputs the int32 accumulator peaks near 255 * 2^22 < 2^31. */
+#include <math.h>
+#include <string.h>
+#include "resample.h"
+
+#if (defined(__x86_64__) || defined(__i386__)) && defined(__GNUC__)
+#define FL_X86_DISPATCH 1
+#include <immintrin.h>
+#define FL_AVX2 __attribute__((target("avx2")))
+#else
+#define FL_X86_DISPATCH 0
+#endif
+
+#define PREC 22
+#define HALF (1 << (PREC - 1))
+#define BOX_EPS 1e-3
+
+static int force_portable = 0;
+
+void fl_resample_force_portable(int on) { force_portable = on != 0; }
+
+int fl_resample_simd_level(void)
+{
+#if FL_X86_DISPATCH
+    if (!force_portable && __builtin_cpu_supports("avx2"))
+        return 2;
+#endif
+    return 0;
+}
+
+void fl_resampler_free(fl_resampler *r)
+{
+    fl_buffer_free(&r->taps);
+    fl_buffer_free(&r->tmp);
+}
+
+static inline uint8_t clip8(int32_t acc)
+{
+    acc >>= PREC;
+    return (uint8_t)(acc < 0 ? 0 : acc > 255 ? 255 : acc);
+}
+
+/* ---- tap tables -------------------------------------------------------- */
+
+static double tri_filter(double x)
+{
+    x = fabs(x);
+    return x < 1.0 ? 1.0 - x : 0.0;
+}
+
+/* Half-open on the left so that an integer downscale gives every source pixel
+ * to exactly one output pixel (the same convention as Pillow's BOX). */
+static double box_filter(double x)
+{
+    return (x > -0.5 && x <= 0.5) ? 1.0 : 0.0;
+}
+
+/* One axis. bounds[2*i] = first source index, bounds[2*i+1] = tap count;
+ * k[i*stride + t] = fixed-point weight of tap t; w = ksize doubles of scratch. */
+typedef struct {
+    int ksize;       /* taps per output index (row stride of k) */
+    double scale;    /* source pixels per output pixel */
+    double support;  /* half-width of the filter in source pixels */
+    double fscale;   /* support widening factor (>= 1) */
+} axis_plan;
+
+static axis_plan plan_axis(int in_size, float in0, float in1, int out_size,
+                           int filter, int antialias)
+{
+    axis_plan p;
+    double base = filter == FL_AREA ? 0.5 : 1.0;
+    p.scale = (double)(in1 - in0) / out_size;   /* float difference, as Pillow */
+    p.fscale = (antialias || filter == FL_AREA) && p.scale > 1.0 ? p.scale : 1.0;
+    p.support = base * p.fscale;
+    double ks = ceil(p.support) * 2.0 + 1.0;
+    /* A window never holds more than the whole source axis. */
+    p.ksize = ks > (double)in_size ? in_size : (int)ks;
+    return p;
+}
+
+static void fill_axis(const axis_plan *p, int in_size, float in0, int out_size,
+                      int filter, int32_t *bounds, int32_t *k, double *w)
+{
+    double (*f)(double) = filter == FL_AREA ? box_filter : tri_filter;
+    double inv = 1.0 / p->fscale;
+    for (int i = 0; i < out_size; i++) {
+        double center = in0 + (i + 0.5) * p->scale;
+        int lo = (int)(center - p->support + 0.5);
+        int hi = (int)(center + p->support + 0.5);
+        if (lo < 0) lo = 0;
+        if (hi > in_size) hi = in_size;
+        int n = hi - lo;
+        if (n > p->ksize) n = p->ksize;
+        double sum = 0.0;
+        for (int t = 0; t < n; t++) {
+            w[t] = f(((double)(t + lo) - center + 0.5) * inv);
+            sum += w[t];
+        }
+        int32_t *kk = k + (size_t)i * p->ksize;
+        if (n <= 0 || sum == 0.0) {
+            /* Degenerate window (a sliver of a box at the border): take the
+             * pixel under the centre rather than emit black. */
+            int c = (int)center;
+            lo = c < 0 ? 0 : c >= in_size ? in_size - 1 : c;
+            n = 1;
+            kk[0] = 1 << PREC;
+        } else {
+            for (int t = 0; t < n; t++) {
+                double v = w[t] / sum * (double)(1 << PREC);
+                kk[t] = (int32_t)(v < 0 ? v - 0.5 : v + 0.5);
+            }
+        }
+        bounds[2 * i] = lo;
+        bounds[2 * i + 1] = n;
+    }
+}
+
+/* Carve aligned pieces out of one scratch buffer. */
+static size_t align_up(size_t n) { return (n + 63) & ~(size_t)63; }
+
+/* ---- portable loops ---------------------------------------------------- */
+
+static void hpass_pixel(const uint8_t *in, int ch, int lo, int n, const int32_t *k, uint8_t *out)
+{
+    const uint8_t *p = in + (size_t)lo * ch;
+    if (ch == 3) {
+        int32_t a0 = HALF, a1 = HALF, a2 = HALF;
+        for (int t = 0; t < n; t++, p += 3) {
+            a0 += p[0] * k[t];
+            a1 += p[1] * k[t];
+            a2 += p[2] * k[t];
+        }
+        out[0] = clip8(a0); out[1] = clip8(a1); out[2] = clip8(a2);
+        return;
+    }
+    for (int c = 0; c < ch; c++) {
+        int32_t a = HALF;
+        for (int t = 0; t < n; t++)
+            a += p[t * ch + c] * k[t];
+        out[c] = clip8(a);
+    }
+}
+
+static void hpass_portable(const uint8_t *in, ptrdiff_t in_stride, int rows, int ch,
+                           uint8_t *out, ptrdiff_t out_stride, int out_w,
+                           const int32_t *bounds, const int32_t *k, int ksize)
+{
+    for (int y = 0; y < rows; y++) {
+        const uint8_t *row = in + y * in_stride;
+        uint8_t *o = out + y * out_stride;
+        for (int x = 0; x < out_w; x++)
+            hpass_pixel(row, ch, bounds[2 * x], bounds[2 * x + 1], k + (size_t)x * ksize, o + x * ch);
+    }
+}
+
+static void vpass_portable(const uint8_t *in, ptrdiff_t in_stride, int rowbytes,
+                           uint8_t *out, ptrdiff_t out_stride, int out_h,
+                           const int32_t *bounds, const int32_t *k, int ksize)
+{
+    for (int y = 0; y < out_h; y++) {
+        const int32_t *kk = k + (size_t)y * ksize;
+        const uint8_t *base = in + bounds[2 * y] * in_stride;
+        int n = bounds[2 * y + 1];
+        uint8_t *o = out + y * out_stride;
+        for (int x = 0; x < rowbytes; x++) {
+            int32_t a = HALF;
+            for (int t = 0; t < n; t++)
+                a += base[t * in_stride + x] * kk[t];
+            o[x] = clip8(a);
+        }
+    }
+}
+
+/* ---- AVX2 loops -------------------------------------------------------- */
+#if FL_X86_DISPATCH
+
+/* Horizontal taps for AVX2: each 8-byte load of the source is widened to
+ * eight int32 lanes and multiplied by a matching row of 8 weights. For 3 and
+ * 4 channels a load covers two whole pixels (lanes 6-7 unused for RGB), for 1
+ * channel eight taps; the lanes of one channel are summed at the end. */
+static int taps_per_load(int ch) { return ch == 1 ? 8 : 2; }
+
+static void expand_htaps(int ch, int out_w, const int32_t *bounds, const int32_t *k, int ksize,
+                         int nload, int32_t *vk)
+{
+    int per = taps_per_load(ch);
+    for (int x = 0; x < out_w; x++) {
+        int32_t *v = vk + (size_t)x * nload * 8;
+        memset(v, 0, (size_t)nload * 8 * sizeof(int32_t));
+        int n = bounds[2 * x + 1];
+        const int32_t *kk = k + (size_t)x * ksize;
+        for (int t = 0; t < n; t++) {
+            int j = t / per, s = t % per;
+            if (ch == 1)
+                v[j * 8 + s] = kk[t];
+            else
+                for (int c = 0; c < ch; c++)
+                    v[j * 8 + s * ch + c] = kk[t];
+        }
+    }
+}
+
+/* Output pixels [0, end) can use nload 8-byte loads from their first tap
+ * without leaving the row; window starts only move right, so the rest of the
+ * row is a suffix handled by the portable code. */
+static int hsafe_end(int ch, int in_w, int out_w, const int32_t *bounds, int nload)
+{
+    size_t reach = (size_t)(nload - 1) * taps_per_load(ch) * ch + 8;
+    int end = out_w;
+    while (end > 0 && (size_t)bounds[2 * (end - 1)] * ch + reach > (size_t)in_w * ch)
+        end--;
+    return end;
+}
+
+/* Every pixel runs the same number of loads (zero weights pad the short
+ * windows): a fixed trip count keeps the branch predictor out of the loop,
+ * which costs more than the wasted multiplies when windows alternate 2/3. */
+__attribute__((always_inline))
+FL_AVX2 static inline void hpass_avx2_ch(const int ch, const uint8_t *in, ptrdiff_t in_stride, int rows,
+                                         int in_w, uint8_t *out, ptrdiff_t out_stride, int out_w,
+                                         const int32_t *bounds, const int32_t *k, int ksize,
+                                         const int32_t *vk, const int nload)
+{
+    const int step = taps_per_load(ch) * ch;
+    const __m128i half = _mm_set1_epi32(HALF);
+    const int safe_end = hsafe_end(ch, in_w, out_w, bounds, nload);
+    for (int y = 0; y < rows; y++) {
+        const uint8_t *row = in + y * in_stride;
+        uint8_t *o = out + y * out_stride;
+        const __m256i *v = (const __m256i *)vk;
+        int x = 0;
+        for (; x < safe_end; x++, v += nload) {
+            const uint8_t *p = row + (size_t)bounds[2 * x] * ch;
+            __m256i acc = _mm256_mullo_epi32(
+                _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)p)), _mm256_load_si256(v));
+            for (int j = 1; j < nload; j++) {
+                __m256i px = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(p + j * step)));
+                acc = _mm256_add_epi32(acc, _mm256_mullo_epi32(px, _mm256_load_si256(v + j)));
+            }
+            __m128i lo4 = _mm256_castsi256_si128(acc), hi4 = _mm256_extracti128_si256(acc, 1);
+            __m128i s;
+            if (ch == 3)        /* lanes: R0 G0 B0 R1 | G1 B1 - -  ->  R1 G1 B1 - */
+                s = _mm_add_epi32(lo4, _mm_alignr_epi8(hi4, lo4, 12));
+            else                /* 4 channels: two pixels; 1 channel: eight taps */
+                s = _mm_add_epi32(lo4, hi4);
+            if (ch == 1) {
+                s = _mm_add_epi32(s, _mm_shuffle_epi32(s, _MM_SHUFFLE(1, 0, 3, 2)));
+                s = _mm_add_epi32(s, _mm_shuffle_epi32(s, _MM_SHUFFLE(2, 3, 0, 1)));
+            }
+            s = _mm_srai_epi32(_mm_add_epi32(s, half), PREC);
+            s = _mm_packus_epi16(_mm_packs_epi32(s, s), s);
+            uint32_t px4 = (uint32_t)_mm_cvtsi128_si32(s);
+            if (ch == 1)
+                o[x] = (uint8_t)px4;
+            else if (ch == 4 || x + 1 < out_w)   /* RGB: the 4th byte is rewritten by pixel x+1 */
+                memcpy(o + x * ch, &px4, 4);
+            else
+                memcpy(o + x * ch, &px4, 3);
+        }
+        for (; x < out_w; x++)
+            hpass_pixel(row, ch, bounds[2 * x], bounds[2 * x + 1], k + (size_t)x * ksize, o + x * ch);
+    }
+}
+
+FL_AVX2 static void hpass_avx2(const uint8_t *in, ptrdiff_t in_stride, int rows, int ch, int in_w,
+                               uint8_t *out, ptrdiff_t out_stride, int out_w,
+                               const int32_t *bounds, const int32_t *k, int ksize,
+                               const int32_t *vk, int nload)
+{
+    /* Constant channel counts (and the common one- and two-load windows)
+     * let the compiler drop the inner loop. */
+#define HPASS(C, N) hpass_avx2_ch(C, in, in_stride, rows, in_w, out, out_stride, out_w, bounds, k, ksize, vk, N)
+    if (ch == 3) {
+        if (nload == 1) HPASS(3, 1); else if (nload == 2) HPASS(3, 2); else HPASS(3, nload);
+    } else if (ch == 4) {
+        if (nload == 1) HPASS(4, 1); else if (nload == 2) HPASS(4, 2); else HPASS(4, nload);
+    } else {
+        HPASS(1, nload);
+    }
+#undef HPASS
+}
+
+/* Eight int32 accumulators -> eight bytes, in order. */
+FL_AVX2 static inline __m128i pack8(__m256i a)
+{
+    a = _mm256_srai_epi32(a, PREC);
+    __m128i w = _mm_packs_epi32(_mm256_castsi256_si128(a), _mm256_extracti128_si256(a, 1));
+    return _mm_packus_epi16(w, w);
+}
+
+FL_AVX2 static void vpass_avx2(const uint8_t *in, ptrdiff_t in_stride, int rowbytes,
+                               uint8_t *out, ptrdiff_t out_stride, int out_h,
+                               const int32_t *bounds, const int32_t *k, int ksize)
+{
+    const __m256i half = _mm256_set1_epi32(HALF);
+    const __m256i order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+    for (int y = 0; y < out_h; y++) {
+        const int32_t *kk = k + (size_t)y * ksize;
+        const uint8_t *base = in + bounds[2 * y] * in_stride;
+        int n = bounds[2 * y + 1];
+        uint8_t *o = out + y * out_stride;
+        int x = 0;
+        for (; x + 32 <= rowbytes; x += 32) {
+            __m256i a0 = half, a1 = half, a2 = half, a3 = half;
+            const uint8_t *p = base + x;
+            for (int t = 0; t < n; t++, p += in_stride) {
+                __m256i c = _mm256_set1_epi32(kk[t]);
+                a0 = _mm256_add_epi32(a0, _mm256_mullo_epi32(_mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)p)), c));
+                a1 = _mm256_add_epi32(a1, _mm256_mullo_epi32(_mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(p + 8))), c));
+                a2 = _mm256_add_epi32(a2, _mm256_mullo_epi32(_mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(p + 16))), c));
+                a3 = _mm256_add_epi32(a3, _mm256_mullo_epi32(_mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(p + 24))), c));
+            }
+            /* packs work within 128-bit lanes; vpermd restores byte order. */
+            a0 = _mm256_srai_epi32(a0, PREC); a1 = _mm256_srai_epi32(a1, PREC);
+            a2 = _mm256_srai_epi32(a2, PREC); a3 = _mm256_srai_epi32(a3, PREC);
+            __m256i b = _mm256_packus_epi16(_mm256_packs_epi32(a0, a1), _mm256_packs_epi32(a2, a3));
+            _mm256_storeu_si256((__m256i *)(o + x), _mm256_permutevar8x32_epi32(b, order));
+        }
+        for (; x + 8 <= rowbytes; x += 8) {
+            __m256i a = half;
+            const uint8_t *p = base + x;
+            for (int t = 0; t < n; t++, p += in_stride)
+                a = _mm256_add_epi32(a, _mm256_mullo_epi32(
+                        _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)p)), _mm256_set1_epi32(kk[t])));
+            _mm_storel_epi64((__m128i *)(o + x), pack8(a));
+        }
+        for (; x < rowbytes; x++) {
+            int32_t a = HALF;
+            for (int t = 0; t < n; t++)
+                a += base[t * in_stride + x] * kk[t];
+            o[x] = clip8(a);
+        }
+    }
+}
+#endif /* FL_X86_DISPATCH */
+
+/* ---- nearest ----------------------------------------------------------- */
+
+static void nearest_index(int in_size, double in0, double in1, int out_size, int32_t *idx)
+{
+    double scale = (in1 - in0) / out_size;
+    for (int i = 0; i < out_size; i++) {
+        double c = floor(in0 + (i + 0.5) * scale);
+        idx[i] = c < 0 ? 0 : c >= in_size ? in_size - 1 : (int32_t)c;
+    }
+}
+
+static void nearest(const fl_view *src, fl_view *dst, const int32_t *xi, const int32_t *yi)
+{
+    int ch = src->channels;
+    for (int y = 0; y < dst->height; y++) {
+        const uint8_t *row = src->data + yi[y] * src->stride;
+        uint8_t *o = dst->data + y * dst->stride;
+        if (ch == 3) {
+            for (int x = 0; x < dst->width; x++, o += 3) {
+                const uint8_t *p = row + (size_t)xi[x] * 3;
+                o[0] = p[0]; o[1] = p[1]; o[2] = p[2];
+            }
+        } else if (ch == 4) {
+            for (int x = 0; x < dst->width; x++)
+                memcpy(o + (size_t)x * 4, row + (size_t)xi[x] * 4, 4);
+        } else {
+            for (int x = 0; x < dst->width; x++)
+                o[x] = row[xi[x]];
+        }
+    }
+}
+
+/* ---- driver ------------------------------------------------------------ */
+
+static int valid_view(const fl_view *v)
+{
+    return v && v->data && v->width > 0 && v->height > 0 &&
+           (v->channels == 1 || v->channels == 3 || v->channels == 4) &&
+           v->stride >= (ptrdiff_t)v->width * v->channels;
+}
+
+/* Snap a coordinate that is within BOX_EPS of the image border onto it. */
+static int clamp_box(double *a0, double *a1, int size)
+{
+    if (!(*a0 >= -BOX_EPS) || !(*a1 <= size + BOX_EPS) || !(*a1 > *a0))
+        return 0;
+    if (*a0 < 0) *a0 = 0;
+    if (*a1 > size) *a1 = size;
+    return *a1 > *a0;
+}
+
+/* The axis is a plain copy of source indices [*first, *first + out). */
+static int is_identity(double a0, double a1, int out, int *first)
+{
+    if (a1 - a0 != (double)out || a0 != floor(a0))
+        return 0;
+    *first = (int)a0;
+    return 1;
+}
+
+int fl_resample(fl_resampler *r, const fl_view *src, fl_rect box,
+                int filter, int antialias, fl_view *dst)
+{
+    if (!r || !valid_view(src) || !valid_view(dst) || dst->channels != src->channels)
+        return FL_ERR_ARG;
+    if (filter != FL_NEAREST && filter != FL_BILINEAR && filter != FL_AREA)
+        return FL_ERR_ARG;
+    if (!clamp_box(&box.x0, &box.x1, src->width) || !clamp_box(&box.y0, &box.y1, src->height))
+        return FL_ERR_ARG;
+    /* Pillow takes the box as float; rounding it the same way keeps the tap
+     * positions, and so the pixels, identical (and costs < 1e-4 px). */
+    const float bx0 = (float)box.x0, bx1 = (float)box.x1, by0 = (float)box.y0, by1 = (float)box.y1;
+
+    const int ch = src->channels, ow = dst->width, oh = dst->height;
+    const int iw = src->width, ih = src->height;
+
+    if (filter == FL_NEAREST) {
+        if (fl_buffer_reserve(&r->taps, ((size_t)ow + oh) * sizeof(int32_t)))
+            return FL_ERR_NOMEM;
+        int32_t *xi = (int32_t *)r->taps.data, *yi = xi + ow;
+        nearest_index(iw, box.x0, box.x1, ow, xi);
+        nearest_index(ih, box.y0, box.y1, oh, yi);
+        nearest(src, dst, xi, yi);
+        return FL_OK;
+    }
+
+    int x_first, y_first;
+    int need_h = !is_identity(bx0, bx1, ow, &x_first);
+    int need_v = !is_identity(by0, by1, oh, &y_first);
+    int simd = fl_resample_simd_level();
+
+    axis_plan ph = plan_axis(iw, bx0, bx1, ow, filter, antialias);
+    axis_plan pv = plan_axis(ih, by0, by1, oh, filter, antialias);
+    int nload = 0;   /* 8-byte loads per output pixel in the AVX2 horizontal pass */
+#if FL_X86_DISPATCH
+    if (simd && need_h)
+        nload = (ph.ksize + taps_per_load(ch) - 1) / taps_per_load(ch);   /* upper bound for sizing */
+#endif
+    size_t kmax = (size_t)(ph.ksize > pv.ksize ? ph.ksize : pv.ksize);
+    size_t sz_hb = align_up((size_t)ow * 2 * sizeof(int32_t));
+    size_t sz_hk = align_up((size_t)ow * ph.ksize * sizeof(int32_t));
+    size_t sz_vk8 = align_up((size_t)ow * nload * 8 * sizeof(int32_t));
+    size_t sz_vb = align_up((size_t)oh * 2 * sizeof(int32_t));
+    size_t sz_vk = align_up((size_t)oh * pv.ksize * sizeof(int32_t));
+    size_t sz_w = align_up(kmax * sizeof(double));
+    if (fl_buffer_reserve(&r->taps, sz_hb + sz_hk + sz_vk8 + sz_vb + sz_vk + sz_w + 64))
+        return FL_ERR_NOMEM;
+    uint8_t *base = (uint8_t *)align_up((size_t)r->taps.data);
+    int32_t *hb = (int32_t *)base;
+    int32_t *hk = (int32_t *)(base + sz_hb);
+    int32_t *hv = (int32_t *)(base + sz_hb + sz_hk);
+    int32_t *vb = (int32_t *)(base + sz_hb + sz_hk + sz_vk8);
+    int32_t *vk = (int32_t *)(base + sz_hb + sz_hk + sz_vk8 + sz_vb);
+    double *w = (double *)(base + sz_hb + sz_hk + sz_vk8 + sz_vb + sz_vk);
+
+    /* Source rows the vertical pass reads (the horizontal pass makes these). */
+    int row0, nrows;
+    if (need_v) {
+        fill_axis(&pv, ih, by0, oh, filter, vb, vk, w);
+        int last = 0;
+        row0 = vb[0];
+        for (int y = 0; y < oh; y++) {
+            if (vb[2 * y] < row0) row0 = vb[2 * y];
+            if (vb[2 * y] + vb[2 * y + 1] > last) last = vb[2 * y] + vb[2 * y + 1];
+        }
+        for (int y = 0; y < oh; y++)
+            vb[2 * y] -= row0;
+        nrows = last - row0;
+    } else {
+        row0 = y_first;
+        nrows = oh;
+    }
+
+    const uint8_t *vin;      /* input of the vertical pass */
+    ptrdiff_t vin_stride;
+    if (need_h) {
+        fill_axis(&ph, iw, bx0, ow, filter, hb, hk, w);
+        uint8_t *hout;
+        ptrdiff_t hout_stride;
+        if (need_v) {
+            hout_stride = (ptrdiff_t)ow * ch;
+            if (fl_buffer_reserve(&r->tmp, (size_t)nrows * hout_stride))
+                return FL_ERR_NOMEM;
+            hout = r->tmp.data;
+        } else {
+            hout = dst->data;
+            hout_stride = dst->stride;
+        }
+        const uint8_t *hin = src->data + row0 * src->stride;
+#if FL_X86_DISPATCH
+        if (simd) {
+            int maxn = 1;
+            for (int x = 0; x < ow; x++)
+                if (hb[2 * x + 1] > maxn) maxn = hb[2 * x + 1];
+            nload = (maxn + taps_per_load(ch) - 1) / taps_per_load(ch);
+            expand_htaps(ch, ow, hb, hk, ph.ksize, nload, hv);
+            hpass_avx2(hin, src->stride, nrows, ch, iw, hout, hout_stride, ow, hb, hk, ph.ksize, hv, nload);
+        } else
+#endif
+            hpass_portable(hin, src->stride, nrows, ch, hout, hout_stride, ow, hb, hk, ph.ksize);
+        vin = hout;
+        vin_stride = hout_stride;
+    } else {
+        vin = src->data + row0 * src->stride + (size_t)x_first * ch;
+        vin_stride = src->stride;
+    }
+
+    if (need_v) {
+#if FL_X86_DISPATCH
+        if (simd)
+            vpass_avx2(vin, vin_stride, ow * ch, dst->data, dst->stride, oh, vb, vk, pv.ksize);
+        else
+#endif
+            vpass_portable(vin, vin_stride, ow * ch, dst->data, dst->stride, oh, vb, vk, pv.ksize);
+    } else if (!need_h) {
+        for (int y = 0; y < oh; y++)
+            memcpy(dst->data + y * dst->stride, vin + y * vin_stride, (size_t)ow * ch);
+    }
+    return FL_OK;
+}

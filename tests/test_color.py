@@ -1,0 +1,185 @@
+"""color_jitter, make_lut and write_sample against NumPy references."""
+import itertools
+import threading
+
+import numpy as np
+import pytest
+
+from fastload.image.color import color_jitter, make_lut, output_shape, write_sample
+
+from _pixels import photo_like
+
+LUMA = np.array([0.299, 0.587, 0.114])
+
+
+def jitter_ref(img, b, c, s):
+    x = np.clip(img.astype(np.float64) * b, 0, 255)
+    if c != 1:
+        m = (x[..., :3] @ LUMA).mean() if img.shape[2] >= 3 else x[..., 0].mean()
+        x = np.clip(x * c + m * (1 - c), 0, 255)
+    if s != 1 and img.shape[2] >= 3:
+        lum = (x[..., :3] @ LUMA)[..., None]
+        x[..., :3] = np.clip(x[..., :3] * s + lum * (1 - s), 0, 255)
+    if img.shape[2] in (2, 4):
+        x[..., -1] = img[..., -1]
+    return np.floor(x + 0.5)
+
+
+@pytest.mark.parametrize("c", [1, 3, 4])
+def test_color_jitter_matches_numpy(c):
+    rng = np.random.default_rng(3)
+    for i in range(40):
+        img = photo_like(int(rng.integers(1, 60)), int(rng.integers(1, 60)), c, seed=i)
+        b, k, s = rng.uniform(0.3, 1.7, 3)
+        if i % 4 == 1:
+            k = 1.0
+        if i % 4 == 2:
+            s = 1.0
+        got = color_jitter(img, b, k, s)
+        assert np.abs(got - jitter_ref(img, b, k, s)).max() <= 1, (c, b, k, s)
+        if c == 4:
+            np.testing.assert_array_equal(got[..., 3], img[..., 3])
+
+
+def test_color_jitter_identity_and_in_place():
+    img = photo_like(30, 40, 3, seed=1)
+    np.testing.assert_array_equal(color_jitter(img), img)
+    buf = img.copy()
+    assert color_jitter(buf, 1.2, 0.8, 1.3, out=buf) is buf
+    np.testing.assert_array_equal(buf, color_jitter(img, 1.2, 0.8, 1.3))
+    # saturation 0 gives grey pixels
+    grey = color_jitter(img, saturation=0.0)
+    assert np.abs(grey.astype(int) - grey[..., :1]).max() <= 1
+
+
+def test_color_jitter_rejects_bad_arguments():
+    img = photo_like(10, 10, 3)
+    with pytest.raises(ValueError, match=r"\(10, 10, 3\)"):
+        color_jitter(img, 1.1, out=np.zeros((9, 10, 3), np.uint8))
+    with pytest.raises(ValueError):
+        color_jitter(img, -1.0)
+    with pytest.raises(ValueError):
+        color_jitter(img.astype(np.float32), 1.1)
+
+
+def write_ref(img, rot90, hflip, vflip, lut, perm, layout):
+    x = np.rot90(img, rot90)
+    if hflip:
+        x = x[:, ::-1]
+    if vflip:
+        x = x[::-1]
+    x = np.stack([lut[c][x[..., p]] for c, p in enumerate(perm)], axis=-1)
+    return np.ascontiguousarray(x.transpose(2, 0, 1) if layout == "NCHW" else x)
+
+
+@pytest.mark.parametrize("dtype", ["uint8", "float16", "float32"])
+@pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
+def test_write_sample_matches_numpy_exactly(dtype, layout):
+    img = photo_like(13, 21, 3, seed=5)
+    if dtype == "uint8":
+        lut, perm = make_lut(dtype=dtype)
+        lut = lut.copy()
+        lut[1] = 255 - lut[1]                 # a non-identity table too
+    else:
+        lut, perm = make_lut(mean=[0.485, 0.456, 0.406], std=[0.229, 0.224, 0.225], dtype=dtype)
+    for order in ("RGB", "BGR"):
+        p = perm if order == "RGB" else perm[::-1].copy()
+        for rot90, hflip, vflip in itertools.product(range(-1, 5), (False, True), (False, True)):
+            out = np.full(output_shape(img.shape, rot90=rot90, layout=layout), 7, lut.dtype)
+            write_sample(img, out, rot90=rot90, hflip=hflip, vflip=vflip, lut=lut, perm=p, layout=layout)
+            ref = write_ref(img, rot90, hflip, vflip, lut, p, layout)
+            assert out.dtype == ref.dtype
+            np.testing.assert_array_equal(out, ref, err_msg=str((rot90, hflip, vflip, order)))
+
+
+@pytest.mark.parametrize("shape", [(1, 1, 3), (1, 9, 3), (9, 1, 3), (5, 7, 1), (6, 4, 4)])
+def test_write_sample_odd_shapes(shape):
+    img = photo_like(*shape, seed=2)
+    c = shape[2]
+    lut = np.tile(np.arange(256, dtype=np.float32) * 2, (c, 1))
+    perm = np.arange(c, dtype=np.int32)[::-1].copy()
+    for rot90, hflip, vflip in itertools.product(range(4), (False, True), (False, True)):
+        for layout in ("NCHW", "NHWC"):
+            out = np.empty(output_shape(shape, rot90=rot90, channels=c, layout=layout), np.float32)
+            write_sample(img, out, rot90=rot90, hflip=hflip, vflip=vflip, lut=lut, perm=perm, layout=layout)
+            np.testing.assert_array_equal(out, write_ref(img, rot90, hflip, vflip, lut, perm, layout))
+
+
+def test_grey_to_three_channels():
+    img = photo_like(8, 9, 1, seed=3)
+    lut, _ = make_lut()
+    out = np.empty((3, 8, 9), np.float32)
+    write_sample(img, out, lut=lut, perm=[0, 0, 0])
+    np.testing.assert_array_equal(out, np.repeat(img.transpose(2, 0, 1), 3, 0).astype(np.float32))
+
+
+def test_make_lut_semantics():
+    lut, perm = make_lut()
+    assert lut.dtype == np.float32 and lut.shape == (3, 256)
+    np.testing.assert_array_equal(lut, np.tile(np.arange(256, dtype=np.float32), (3, 1)))
+    np.testing.assert_array_equal(perm, [0, 1, 2])
+    lut, _ = make_lut(mean=[0.5, 0.25, 0.0], std=[0.5, 0.25, 2.0])
+    v = np.arange(256) / 255.0
+    np.testing.assert_allclose(lut[1], ((v - 0.25) / 0.25).astype(np.float32), rtol=1e-6)
+    lut16, _ = make_lut(mean=0.5, std=0.5, dtype="float16")
+    assert lut16.dtype == np.float16
+    np.testing.assert_array_equal(lut16[2], ((v - 0.5) / 0.5).astype(np.float16))
+    lut8, _ = make_lut(dtype=np.uint8)
+    assert lut8.dtype == np.uint8 and lut8[0, 200] == 200
+    with pytest.raises(ValueError):
+        make_lut(mean=0.5, dtype="uint8")
+    with pytest.raises(ValueError):
+        make_lut(std=[1, 0, 1])
+    with pytest.raises(ValueError):
+        make_lut(order="RBG")
+
+
+def test_caffe_bgr_mean_subtraction_is_exact():
+    img = photo_like(24, 32, 3, seed=9)
+    mean = [103.939, 116.779, 123.68]
+    lut, perm = make_lut(mean=mean, max_value=1.0, order="BGR")
+    np.testing.assert_array_equal(perm, [2, 1, 0])
+    out = np.empty((3, 24, 32), np.float32)
+    write_sample(img, out, lut=lut, perm=perm)
+    ref = (img[..., ::-1].astype(np.float64) - np.array(mean)).astype(np.float32).transpose(2, 0, 1)
+    np.testing.assert_array_equal(out, ref)
+
+
+def test_write_sample_rejects_bad_out():
+    img = photo_like(10, 12, 3)
+    lut, perm = make_lut()
+    with pytest.raises(ValueError, match=r"\(3, 10, 12\)"):
+        write_sample(img, np.empty((3, 10, 11), np.float32), lut=lut, perm=perm)
+    with pytest.raises(ValueError, match=r"\(3, 12, 10\)"):
+        write_sample(img, np.empty((3, 10, 12), np.float32), rot90=1, lut=lut, perm=perm)
+    with pytest.raises(ValueError, match=r"float32"):
+        write_sample(img, np.empty((3, 10, 12), np.float16), lut=lut, perm=perm)
+    with pytest.raises(ValueError):
+        write_sample(img, np.empty((10, 12, 3), np.float32)[:, ::-1], lut=lut, perm=perm, layout="NHWC")
+    with pytest.raises(ValueError):
+        write_sample(img, np.empty((3, 10, 12), np.float32), lut=lut, perm=[0, 1, 3])
+    with pytest.raises(ValueError):
+        write_sample(img, np.empty((3, 10, 12), np.float32), lut=lut, perm=perm, layout="CHW")
+
+
+def test_write_sample_threads_into_one_batch():
+    """Threads writing disjoint slots of one batch buffer give the serial result."""
+    imgs = [photo_like(40, 50, 3, seed=i) for i in range(16)]
+    lut, perm = make_lut(mean=[0.485, 0.456, 0.406], std=[0.229, 0.224, 0.225])
+    serial = np.empty((16, 3, 40, 50), np.float32)
+    for i, im in enumerate(imgs):
+        write_sample(im, serial[i], hflip=bool(i % 2), lut=lut, perm=perm)
+    batch = np.empty_like(serial)
+
+    def work(t):
+        for _ in range(20):
+            for i in range(t, 16, 4):
+                write_sample(imgs[i], batch[i], hflip=bool(i % 2), lut=lut, perm=perm)
+                color_jitter(imgs[i], 1.1, 0.9, 1.2)
+
+    threads = [threading.Thread(target=work, args=(t,)) for t in range(4)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    np.testing.assert_array_equal(batch, serial)

@@ -1,0 +1,196 @@
+"""Fluent streams: map/filter/batch/unbatch/shuffle/take/skip/prefetch/batches and mix."""
+import collections
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from fastload.errors import StageError
+from fastload.pipeline.fluent import Stream, mix
+from fastload.sources.base import ListSource
+
+
+def stream(n):
+    return ListSource(list(range(n)))
+
+
+def new_threads(before, timeout=5.0):
+    """Threads started since ``before`` that are still alive after up to ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        extra = [t for t in threading.enumerate() if t not in before and t.is_alive()]
+        if not extra or time.monotonic() > deadline:
+            return extra
+        time.sleep(0.01)
+
+
+def test_map_sequential_and_length():
+    s = stream(10).map(lambda x: x * 2)
+    assert isinstance(s, Stream) and len(s) == 10
+    assert list(s) == [2 * i for i in range(10)]
+    assert list(s) == list(s)          # re-iterable: each iter() is a fresh pass
+
+
+def test_map_workers_keeps_order():
+    def slow(x):
+        time.sleep(0.001 * (x % 5))     # finish out of order
+        return x * x
+    assert list(stream(200).map(slow, workers=4)) == [i * i for i in range(200)]
+
+
+def test_map_unordered_yields_everything():
+    def slow(x):
+        time.sleep(0.002 * (x % 3))
+        return x
+    out = list(stream(100).map(slow, workers=4, ordered=False))
+    assert sorted(out) == list(range(100))
+
+
+def test_map_error_names_stage_and_record():
+    def explode(x):
+        if x == 7:
+            raise KeyError("bad key")
+        return x
+    for workers in (0, 4):
+        with pytest.raises(StageError) as info:
+            list(stream(20).map(explode, workers=workers))
+        msg = str(info.value)
+        assert "explode" in msg and "#7" in msg and "bad key" in msg
+        assert isinstance(info.value.__cause__, KeyError)
+
+
+def test_map_workers_early_break_stops_pool():
+    before = threading.enumerate()
+    for i, _ in enumerate(stream(10_000).map(lambda x: x, workers=4)):
+        if i == 5:
+            break
+    assert new_threads(before) == []
+
+
+def test_filter_take_skip_exact():
+    assert list(stream(20).filter(lambda x: x % 3 == 0)) == [0, 3, 6, 9, 12, 15, 18]
+    assert list(stream(20).take(5)) == [0, 1, 2, 3, 4]
+    assert len(stream(20).take(5)) == 5 and len(stream(3).take(5)) == 3
+    assert list(stream(20).skip(17)) == [17, 18, 19]
+    assert len(stream(20).skip(17)) == 3 and len(stream(3).skip(5)) == 0
+    assert list(stream(20).skip(5).take(3)) == [5, 6, 7]
+    assert list(stream(5).take(0)) == []
+
+
+def test_batch_and_unbatch_exact():
+    assert list(stream(7).batch(3)) == [[0, 1, 2], [3, 4, 5], [6]]
+    assert list(stream(7).batch(3, drop_last=True)) == [[0, 1, 2], [3, 4, 5]]
+    assert len(stream(7).batch(3)) == 3 and len(stream(7).batch(3, drop_last=True)) == 2
+    assert list(stream(7).batch(3).unbatch()) == list(range(7))
+    pairs = Stream(lambda: iter([(np.arange(3), ["a", "b", "c"]), (np.arange(3, 5), ["d", "e"])]))
+    assert [(int(x), y) for x, y in pairs.unbatch()] == [(0, "a"), (1, "b"), (2, "c"), (3, "d"), (4, "e")]
+    with pytest.raises(ValueError):
+        stream(3).batch(0)
+
+
+def test_shuffle_is_a_deterministic_permutation():
+    a = list(stream(1000).shuffle(64, seed=1))
+    assert sorted(a) == list(range(1000))
+    assert a != list(range(1000))
+    assert a == list(stream(1000).shuffle(64, seed=1))
+    assert a != list(stream(1000).shuffle(64, seed=2))
+    assert sorted(stream(10).shuffle(64, seed=0)) == list(range(10))   # buffer larger than the stream
+
+
+def test_prefetch_yields_in_order_and_stops_cleanly():
+    before = threading.enumerate()
+    assert list(stream(500).prefetch(4)) == list(range(500))
+    assert new_threads(before) == []
+    it = iter(stream(10_000).map(lambda x: x).prefetch(2))
+    assert next(it) == 0
+    time.sleep(0.05)                     # let the producer fill its queue and block on it
+    it.close()
+    assert new_threads(before) == []
+
+
+def test_prefetch_break_and_gc_stop_the_producer():
+    before = threading.enumerate()
+    for x in stream(10_000).prefetch(2):
+        if x == 3:
+            break
+    assert new_threads(before) == []
+    it = iter(stream(10_000).prefetch(2))
+    next(it)
+    del it
+    assert new_threads(before) == []
+
+
+def test_prefetch_closes_upstream_generator():
+    closed = threading.Event()
+
+    def gen():
+        try:
+            yield from range(10_000)
+        finally:
+            closed.set()
+    for x in Stream(gen).prefetch(2):
+        if x == 2:
+            break
+    assert closed.wait(5)
+
+
+def test_prefetch_propagates_errors():
+    def boom(x):
+        if x == 50:
+            raise RuntimeError("no")
+        return x
+    got = []
+    with pytest.raises(StageError, match="boom"):
+        for x in stream(100).map(boom).prefetch(3):
+            got.append(x)
+    assert got == list(range(50))
+
+
+def test_mix_proportions_and_determinism():
+    a = Stream(lambda: (("a", i) for i in range(100_000)))
+    b = Stream(lambda: (("b", i) for i in range(100_000)))
+    m = mix([a, b], weights=[3, 1], seed=0).take(10_000)
+    out = list(m)
+    counts = collections.Counter(tag for tag, _ in out)
+    assert len(out) == 10_000
+    assert abs(counts["a"] / 10_000 - 0.75) < 0.02
+    assert [i for tag, i in out if tag == "a"] == list(range(counts["a"]))     # each source stays in order
+    assert out == list(mix([a, b], weights=[3, 1], seed=0).take(10_000))
+    assert out != list(mix([a, b], weights=[3, 1], seed=1).take(10_000))
+
+
+def test_mix_stop_policies():
+    short = ListSource([("s", i) for i in range(10)])
+    long = ListSource([("l", i) for i in range(1000)])
+    first = list(mix([short, long], seed=0))
+    assert [r for r in first if r[0] == "s"] == list(short)       # ends when `short` runs out
+    assert len(first) < 100
+    every = list(mix([short, long], seed=0, stop="all"))
+    assert sorted(every) == sorted(list(short) + list(long))
+    with pytest.raises(ValueError):
+        mix([short, long], weights=[1, -1])
+
+
+class Labelled(ListSource):
+    classes = ["cat", "dog", "eel"]
+
+
+def test_batches_index_and_onehot():
+    recs = [(f"img{i}.jpg", i % 3) for i in range(7)]
+    src = Labelled(recs)
+    b = list(src.batches(3))
+    assert len(src.batches(3)) == 3 and [len(p) for p, _ in b] == [3, 3, 1]
+    assert b[0][0] == ["img0.jpg", "img1.jpg", "img2.jpg"]
+    assert b[0][1].dtype == np.int64 and b[0][1].tolist() == [0, 1, 2]
+    paths, onehot = next(iter(src.batches(4, labels="onehot")))
+    assert onehot.dtype == np.float32 and onehot.shape == (4, 3)
+    np.testing.assert_array_equal(onehot, np.eye(3, dtype=np.float32)[[0, 1, 2, 0]])
+    shuffled = [p for ps, _ in src.batches(3, shuffle=True, seed=5) for p in ps]
+    assert sorted(shuffled) == sorted(r[0] for r in recs) and shuffled != [r[0] for r in recs]
+    assert shuffled == [p for ps, _ in src.batches(3, shuffle=True, seed=5) for p in ps]
+    assert src.map(lambda r: r).classes == src.classes          # streams keep the source's classes
+    with pytest.raises(ValueError, match="num_classes"):
+        ListSource(recs).batches(2, labels="onehot")
+    with pytest.raises(ValueError, match="random-access"):
+        src.map(lambda r: r).batches(2, shuffle=True)

@@ -1,0 +1,397 @@
+"""GeneratorPipeline: the classic generator tutorial, run unchanged with Python and compiled stages."""
+import gc
+import threading
+import time
+
+import numpy as np
+import pytest
+from imgutil import write_image_folder
+from PIL import Image
+
+from fastload import stages
+from fastload.errors import StageError
+from fastload.pipeline.generators import GeneratorPipeline
+from fastload.sources.folders import ImageFolder
+
+SIZE = (32, 32)
+MEAN = [103.939, 116.779, 123.68]
+
+
+def new_threads(before, timeout=5.0):
+    """Threads started since ``before`` that are still alive after up to ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        extra = [t for t in threading.enumerate() if t not in before and t.is_alive()]
+        if not extra or time.monotonic() > deadline:
+            return extra
+        time.sleep(0.01)
+
+
+def finishes(fn, timeout=20.0):
+    """Run ``fn`` in a thread; fail (instead of hanging the suite) if it takes longer than ``timeout``."""
+    result = {}
+
+    def run():
+        try:
+            result["value"] = fn()
+        except BaseException as e:
+            result["error"] = e
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    t.join(timeout)
+    assert not t.is_alive(), f"still running after {timeout}s: the pipeline hung"
+    if "error" in result:
+        raise result["error"]
+    return result.get("value")
+
+
+# ------------------------------------------------------- the tutorial, in Python
+
+def py_read_images(target_size):
+    """A plain callable: paths -> float32 images, through Pillow."""
+    h, w = target_size
+
+    def read_images(batch):
+        paths, labels = batch
+        x = np.stack([np.asarray(Image.open(p).convert("RGB").resize((w, h), Image.BILINEAR), dtype=np.float32)
+                      for p in paths])
+        return x, labels
+    return read_images
+
+
+def py_augment(rotate90=True, flip=True, seed=0):
+    """A coroutine stage, written the classic way (same draws as stages.augment)."""
+    i = 0
+    while True:
+        images, labels = yield
+        rng = np.random.default_rng([seed, i])
+        i += 1
+        k = rng.integers(0, 4, len(images))
+        flips = rng.random(len(images)) < 0.5
+        images = np.stack([np.fliplr(np.rot90(im, kk)) if f else np.rot90(im, kk)
+                           for im, kk, f in zip(images, k, flips)])
+        yield images, labels
+
+
+def py_rescale(mean):
+    mean = np.asarray(mean, dtype=np.float32)
+    while True:
+        images, labels = yield
+        yield images[..., ::-1] - mean, labels
+
+
+def add_noise(batches):
+    """A generator-function stage; deterministic noise."""
+    rng = np.random.default_rng(1234)
+    for x, y in batches:
+        yield x + rng.standard_normal(x.shape, dtype=np.float32), y
+
+
+def py_shuffle(seed=0):
+    i = 0
+    while True:
+        x, y = yield
+        perm = np.random.default_rng([seed, i]).permutation(len(x))
+        i += 1
+        yield x[perm], y[perm]
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    root = tmp_path_factory.mktemp("train")
+    write_image_folder(root, ["ant", "bee", "cow"], per_class=9, size_range=(40, 90), seed=3, quality=90)
+    return str(root)
+
+
+def tutorial(folder, read_images, augment, rescale, shuffle_samples):
+    return GeneratorPipeline(
+        ImageFolder(folder).batches(8, labels="onehot"),
+        read_images(SIZE),
+        augment(rotate90=True),
+        rescale(mean=MEAN),
+        add_noise,
+        shuffle_samples(seed=0),
+    )
+
+
+def test_tutorial_python_and_compiled_agree(folder):
+    py = finishes(lambda: list(tutorial(folder, py_read_images, py_augment, py_rescale, py_shuffle)))
+    fast_pipeline = tutorial(folder, stages.read_images, stages.augment, stages.rescale, stages.shuffle_samples)
+    assert len(fast_pipeline) == 4
+    fast = finishes(lambda: list(fast_pipeline))    # all batches held at once: no buffer may be reused
+    assert len(py) == len(fast) == 4
+    for (xp, yp), (xf, yf) in zip(py, fast):
+        assert xf.shape == xp.shape == (len(yp), *SIZE, 3) and xf.dtype == np.float32
+        np.testing.assert_array_equal(yf, yp)
+        assert np.abs(xf - xp).mean() <= 1.0        # decoder + resampler rounding only
+
+
+def test_read_images_matches_pillow(folder):
+    paths = ImageFolder(folder).paths[:10]
+    stage = stages.read_images((24, 40), workers=2)
+    try:
+        x, tag = stage((paths, "tag"))
+        assert tag == "tag" and x.shape == (10, 24, 40, 3) and x.dtype == np.float32
+        for p, got in zip(paths, x):
+            ref = np.asarray(Image.open(p).convert("RGB").resize((40, 24), Image.BILINEAR), dtype=np.float32)
+            assert np.abs(got - ref).mean() <= 1.0
+        held = x
+        x2 = stage(paths)
+        assert x2 is not held                        # a batch still referenced is never overwritten
+        np.testing.assert_array_equal(x2, held)
+        del held, x, x2
+    finally:
+        stage.close()
+
+
+def test_read_images_bad_file_names_it(tmp_path, folder):
+    bad = tmp_path / "broken.jpg"
+    bad.write_bytes(b"\xff\xd8\xff not a jpeg")
+    stage = stages.read_images(SIZE)
+    p = GeneratorPipeline([[ImageFolder(folder).paths[0], str(bad)]], stage)
+    with pytest.raises(StageError, match="read_images") as info:
+        finishes(lambda: list(p))
+    assert "broken.jpg" in str(info.value)
+
+
+def test_compiled_augment_rescale_shuffle_match_numpy():
+    rng = np.random.default_rng(0)
+    x = rng.uniform(0, 255, (6, 5, 5, 3)).astype(np.float32)
+    y = np.arange(6)
+    co = py_augment(seed=4)
+    next(co)
+    aug = stages.augment(seed=4)
+    for _ in range(3):                               # successive batches get new draws, in step
+        ref = co.send((x, y))
+        next(co)
+        got = aug((x, y))
+        np.testing.assert_array_equal(got[0], ref[0])
+        assert got[1] is y
+    np.testing.assert_array_equal(stages.rescale(MEAN)(x), x[..., ::-1] - np.float32(MEAN))
+    np.testing.assert_allclose(stages.rescale([1, 2, 3], std=[2, 4, 8], order="RGB")(x),
+                               (x - np.float32([1, 2, 3])) / np.float32([2, 4, 8]), rtol=1e-6)
+    u8 = x.astype(np.uint8)
+    assert stages.rescale(MEAN)(u8).dtype == np.float32
+    paths = [f"p{i}" for i in range(6)]
+    xs, ys, ps = stages.shuffle_samples(seed=9)((x, y, paths))
+    perm = np.random.default_rng([9, 0]).permutation(6)
+    np.testing.assert_array_equal(xs, x[perm])
+    np.testing.assert_array_equal(ys, y[perm])
+    assert ps == [paths[i] for i in perm]
+    with pytest.raises(ValueError, match="square"):
+        stages.augment()(np.zeros((2, 4, 5, 3), np.float32))
+
+
+# ------------------------------------------------------------- step kinds
+
+def test_coroutine_is_primed_and_may_be_primed_already():
+    def double():
+        while True:
+            x = yield
+            yield 2 * x
+    primed = double()
+    next(primed)
+    assert list(GeneratorPipeline(range(5), double())) == [0, 2, 4, 6, 8]
+    assert list(GeneratorPipeline(range(5), primed)) == [0, 2, 4, 6, 8]
+
+
+def test_coroutine_may_drop_or_repeat_and_may_return():
+    def odd_twice():
+        while True:
+            x = yield
+            if x % 2 == 0:
+                continue                 # back to the receiving yield: nothing emitted
+            yield x
+            yield -x                     # a second emission before the next receive
+
+    def first_three():
+        for _ in range(3):
+            x = yield
+            yield x
+    assert list(GeneratorPipeline(range(6), odd_twice())) == [1, -1, 3, -3, 5, -5]
+    assert list(GeneratorPipeline(range(100), first_three())) == [0, 1, 2]
+
+
+def test_generator_function_and_plain_callable_steps():
+    def pairs(items):
+        buf = []
+        for x in items:
+            buf.append(x)
+            if len(buf) == 2:
+                yield tuple(buf)
+                buf = []
+        if buf:
+            yield tuple(buf)
+    p = GeneratorPipeline(iter(range(5)), lambda x: x + 10, pairs, sum)
+    assert list(p) == [21, 25, 14]
+
+
+def test_len_comes_from_the_source():
+    assert len(GeneratorPipeline(range(7), lambda x: x)) == 7
+    with pytest.raises(TypeError):
+        len(GeneratorPipeline(iter(range(7)), lambda x: x))
+    with pytest.raises(TypeError, match="not a coroutine"):
+        GeneratorPipeline(range(3), 42)
+
+
+# --------------------------------------------------------------- shutdown
+
+def test_early_break_stops_every_thread():
+    before = threading.enumerate()
+    for i, x in enumerate(GeneratorPipeline(range(100_000), py_passthrough(), add_one, lambda v: v)):
+        if i == 3:
+            break
+    assert new_threads(before) == []
+
+
+def test_compiled_stage_threads_stop_on_break(folder):
+    before = threading.enumerate()
+    src = ImageFolder(folder).batches(4)
+    for i, _ in enumerate(GeneratorPipeline(src, stages.read_images(SIZE, workers=2), stages.rescale())):
+        if i == 1:
+            break
+    assert new_threads(before) == []
+
+
+def py_passthrough():
+    while True:
+        x = yield
+        yield x
+
+
+def add_one(items):
+    for x in items:
+        yield x + 1
+
+
+def test_close_runs_user_finally_blocks():
+    closed = []
+
+    def co():
+        try:
+            while True:
+                x = yield
+                yield x
+        finally:
+            closed.append("co")
+
+    def gen(items):
+        try:
+            for x in items:
+                yield x
+        finally:
+            closed.append("gen")
+    before = threading.enumerate()
+    p = GeneratorPipeline(range(100_000), co(), gen)
+    assert next(p) == 0
+    time.sleep(0.05)                       # let every queue fill and every thread block
+    p.close()
+    assert sorted(closed) == ["co", "gen"]
+    assert new_threads(before) == []
+    with pytest.raises(StopIteration):
+        next(p)
+
+
+def test_close_before_running_closes_primed_coroutines():
+    closed = []
+
+    def co():
+        try:
+            while True:
+                x = yield
+                yield x
+        finally:
+            closed.append(True)
+    c = co()
+    next(c)
+    GeneratorPipeline(range(3), c).close()
+    assert closed == [True]
+
+
+def test_garbage_collection_stops_threads():
+    before = threading.enumerate()
+    p = GeneratorPipeline(range(100_000), add_one)
+    next(p)
+    del p
+    gc.collect()
+    assert new_threads(before) == []
+
+
+def test_end_of_stream_stops_threads():
+    before = threading.enumerate()
+    p = GeneratorPipeline(range(50), add_one, py_passthrough())
+    assert list(p) == list(range(1, 51))
+    assert new_threads(before) == []
+
+
+# ----------------------------------------------------------------- errors
+
+def test_failing_callable_raises_stage_error_without_hanging():
+    def explode(batch):
+        if batch == 13:
+            raise ZeroDivisionError("division by zero in my stage")
+        return batch
+    got = []
+
+    def consume():
+        for x in GeneratorPipeline(range(1000), add_one, explode, py_passthrough()):
+            got.append(x)
+    before = threading.enumerate()
+    with pytest.raises(StageError) as info:
+        finishes(consume)
+    err = info.value
+    assert err.stage == "explode" and "explode" in str(err) and "#12 13" in str(err)
+    assert isinstance(err.__cause__, ZeroDivisionError)
+    assert got == list(range(1, 13))       # everything before the failure was delivered
+    assert new_threads(before) == []
+
+
+def test_failing_coroutine_and_generator_function_name_themselves():
+    def fragile():
+        while True:
+            x = yield
+            yield 1 / (x - 3)
+
+    def fragile_gen(items):
+        for x in items:
+            yield [0][x]
+    with pytest.raises(StageError, match=r"'fragile'.*#3 3") as info:
+        finishes(lambda: list(GeneratorPipeline(range(10), fragile())))
+    assert isinstance(info.value.__cause__, ZeroDivisionError)
+    with pytest.raises(StageError, match=r"'fragile_gen'.*#1 1"):
+        finishes(lambda: list(GeneratorPipeline(range(10), fragile_gen)))
+
+
+def test_failing_source_is_reported():
+    def source():
+        yield 1
+        raise OSError("disk gone")
+    with pytest.raises(StageError, match="disk gone") as info:
+        finishes(lambda: list(GeneratorPipeline(source(), add_one)))
+    assert isinstance(info.value.__cause__, OSError)
+
+
+# ------------------------------------------------------------------ stats
+
+def test_stats_name_the_slow_python_stage():
+    def slow_python_stage(x):
+        time.sleep(0.01)
+        return x
+    p = GeneratorPipeline(range(40), add_one, slow_python_stage)
+    assert finishes(lambda: list(p)) == list(range(1, 41))
+    st = p.stats()
+    figures = st.as_dict()
+    assert list(figures) == ["range", "add_one", "slow_python_stage", "consumer"]
+    assert all(f["items"] == 40 for f in figures.values())
+    assert figures["slow_python_stage"]["busy_s"] >= 0.35
+    assert figures["add_one"]["wait_out_s"] > figures["add_one"]["busy_s"]
+    assert "your Python stage 'slow_python_stage' limits throughput" in st.bottleneck()
+    table = str(st)
+    assert "slow_python_stage" in table and "items/s" in table
+
+
+def test_stats_blame_the_consumer_when_the_pipeline_keeps_up():
+    p = GeneratorPipeline(range(20), add_one)
+    for _ in p:
+        time.sleep(0.01)
+    assert "training loop is the bottleneck" in p.stats().bottleneck()

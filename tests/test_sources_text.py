@@ -1,0 +1,246 @@
+"""JSONRecords, CSVRows, ArrayRecords, IterableRecords: on files and arrays made by the tests."""
+import json
+import os
+import pickle
+import threading
+import tracemalloc
+
+import numpy as np
+import pytest
+
+from fastload.errors import RecordError
+from fastload.sources.arrays import ArrayRecords, IterableRecords
+from fastload.sources.tabular import CSVRows
+from fastload.sources.text import JSONRecords
+
+
+def write(path, text):
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+# -- JSON ------------------------------------------------------------------------------
+
+def test_json_array_and_field(tmp_path):
+    p = write(tmp_path / "t.json", json.dumps([{"text": "a"}, {"text": "b"}, {"text": "c"}]))
+    src = JSONRecords(p, field="text")
+    assert not src.lines and len(src) == 3
+    assert [src[i] for i in range(3)] == ["a", "b", "c"] and src[-1] == "c"
+    assert JSONRecords(p)[1] == {"text": "b"}
+    assert src.record_id(2) == f"{p}[2]"
+
+
+def test_jsonl_lines_blank_lines_and_record_ids(tmp_path):
+    p = write(tmp_path / "t.jsonl", '{"text": "a"}\n\n  \n{"text": "é ü"}\r\n{"text": "c"}')
+    src = JSONRecords(p, field="text")
+    assert src.lines and len(src) == 3
+    assert [src[i] for i in range(3)] == ["a", "é ü", "c"]
+    assert src.record_id(1) == f"{p}:line 4" and src.record_id(2) == f"{p}:line 5"
+
+
+def test_autodetect_by_first_character(tmp_path):
+    arr = write(tmp_path / "a.txt", '  \n [1, 2, 3]')
+    lines = write(tmp_path / "b.json", '{"x": 1}\n{"x": 2}\n')
+    assert not JSONRecords(arr).lines and len(JSONRecords(arr)) == 3
+    assert JSONRecords(lines).lines and JSONRecords(lines, field="x")[1] == 2
+    assert len(JSONRecords(write(tmp_path / "empty.jsonl", "\n\n"))) == 0
+
+
+def test_malformed_line_and_missing_field_name_file_and_line(tmp_path):
+    p = write(tmp_path / "t.jsonl", '{"text": "a"}\n{"text": oops}\n{"other": 1}\n[1]\n')
+    src = JSONRecords(p, field="text")
+    assert src[0] == "a"
+    with pytest.raises(RecordError, match=r"t\.jsonl:line 2: malformed JSON"):
+        src[1]
+    with pytest.raises(RecordError, match=r"t\.jsonl:line 3: no field 'text'"):
+        src[2]
+    with pytest.raises(RecordError, match=r"line 4: no field 'text' in list"):
+        src[3]
+    with pytest.raises(IndexError):
+        src[4]
+
+
+def test_malformed_json_array_is_an_error_naming_the_line(tmp_path):
+    p = write(tmp_path / "t.json", '[\n{"a": 1},\n{"a": }\n]')
+    with pytest.raises(RecordError, match=r"t\.json:line 3"):
+        JSONRecords(p)
+
+
+def test_jsonl_index_is_built_in_chunks_not_from_the_whole_file(tmp_path):
+    p = tmp_path / "big.jsonl"
+    line = json.dumps({"text": "x" * 2000}) + "\n"
+    with open(p, "w") as f:
+        for i in range(10_000):
+            f.write(line if i % 1000 else "\n")   # some blank lines too
+    size = os.path.getsize(p)                      # ~20 MB
+    tracemalloc.start()
+    try:
+        src = JSONRecords(p, field="text", chunk_size=1 << 16)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert len(src) == 10_000 - 10
+    # the index (~24 bytes a line) plus a few 64 KiB chunks, nowhere near the file
+    assert peak < size / 10, f"indexing peaked at {peak} bytes for a {size}-byte file"
+    assert src[5432] == "x" * 2000
+
+
+def test_getitem_reads_exactly_one_line(tmp_path, monkeypatch):
+    lines = [json.dumps({"i": i, "pad": "y" * (i % 7)}) for i in range(200)]
+    p = write(tmp_path / "t.jsonl", "\n".join(lines) + "\n")
+    src = JSONRecords(p)
+    calls = []
+    real = os.pread
+
+    def spy(fd, n, offset):
+        calls.append((n, offset))
+        return real(fd, n, offset)
+
+    monkeypatch.setattr(os, "pread", spy)
+    assert src[137] == {"i": 137, "pad": "y" * (137 % 7)}
+    start = sum(len(x) + 1 for x in lines[:137])
+    assert calls == [(len(lines[137].encode()), start)]
+
+
+def test_jsonl_threads_share_the_file_and_pickle_reopens(tmp_path):
+    p = write(tmp_path / "t.jsonl", "".join(json.dumps({"i": i}) + "\n" for i in range(1000)))
+    src = JSONRecords(p, field="i")
+    errors = []
+
+    def read(offset):
+        try:
+            for i in range(offset, 1000, 4):
+                assert src[i] == i
+        except AssertionError as e:
+            errors.append(e)
+
+    threads = [threading.Thread(target=read, args=(k,)) for k in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    clone = pickle.loads(pickle.dumps(src))
+    assert clone[999] == 999 and len(clone) == 1000
+
+
+# -- CSV -------------------------------------------------------------------------------
+
+def test_csv_header_detected(tmp_path):
+    p = write(tmp_path / "n.csv", "a,b,c\n1,2,3\n4.5,-5,6e1\n")
+    src = CSVRows(p)
+    assert src.columns == ("a", "b", "c") and len(src) == 2
+    np.testing.assert_array_equal(src[1], np.array([4.5, -5, 60], np.float32))
+    assert src[0].dtype == np.float32 and not src[0].flags.writeable
+    assert src.record_id(1) == f"{p}:line 3"
+
+
+def test_csv_without_header_detected(tmp_path):
+    p = write(tmp_path / "n.csv", "1,2\n3,4\n")
+    src = CSVRows(p)
+    assert src.columns == ("0", "1") and len(src) == 2
+    np.testing.assert_array_equal(src[0], [1, 2])
+
+
+def test_csv_mixed_first_row_asks_for_header(tmp_path):
+    p = write(tmp_path / "n.csv", "id,2020\n1,2\n")
+    with pytest.raises(ValueError, match="header=True or header=False"):
+        CSVRows(p)
+    assert CSVRows(p, header=True).columns == ("id", "2020")
+
+
+def test_csv_explicit_header_names_columns_and_dtype(tmp_path):
+    p = write(tmp_path / "n.csv", "1;2;3\n4;5;6\n")
+    src = CSVRows(p, header=["x", "y", "z"], columns=["z", 0], delimiter=";", dtype="float64")
+    assert src.columns == ("z", "x") and len(src) == 2 and src[1].dtype == np.float64
+    np.testing.assert_array_equal(src[1], [6, 4])
+    with pytest.raises(KeyError, match="no column 'w'"):
+        CSVRows(p, header=["x", "y", "z"], columns=["w"], delimiter=";")
+
+
+def test_csv_malformed_rows_fail_alone_with_file_and_line(tmp_path):
+    p = write(tmp_path / "n.csv", "a,b\n1,2\n3\n\n5,x\n7,8\n")
+    src = CSVRows(p)
+    assert len(src) == 4
+    np.testing.assert_array_equal(src[3], [7, 8])
+    with pytest.raises(RecordError, match=r"n\.csv:line 3: expected 2 fields, found 1"):
+        src[1]
+    with pytest.raises(RecordError, match=r"n\.csv:line 5: column 1: not a number: 'x'"):
+        src[2]
+    assert sorted(src.errors) == [1, 2]
+
+
+def test_csv_many_rows_with_one_bad_row_in_a_later_block(tmp_path):
+    rows = [f"{i},{i * 2}" for i in range(10_000)]
+    rows[9000] = "bad,row"
+    p = write(tmp_path / "n.csv", "\n".join(rows) + "\n")
+    src = CSVRows(p, header=False)
+    assert len(src) == 10_000 and list(src.errors) == [9000]
+    np.testing.assert_array_equal(src[9999], [9999, 19998])
+    assert src.record_id(9000) == f"{p}:line 9001"
+
+
+# -- arrays ----------------------------------------------------------------------------
+
+def test_array_records_plain_tuple_and_named(tmp_path):
+    x = np.arange(12, dtype=np.float32).reshape(4, 3)
+    y = np.array([0, 1, 0, 1])
+    np.testing.assert_array_equal(ArrayRecords(x)[2], x[2])
+    a, b = ArrayRecords(x, y)[3]
+    assert b == 1 and a.tolist() == x[3].tolist()
+    named = ArrayRecords(features=x, label=y)
+    assert named.fields == ("features", "label") and named[1]["label"] == 1
+    np.testing.assert_array_equal(named.labels(), y)
+    assert ArrayRecords(x).labels() is None
+
+
+def test_array_records_length_mismatch_names_arrays():
+    with pytest.raises(ValueError, match="x: 4, y: 3"):
+        ArrayRecords(x=np.zeros(4), y=np.zeros(3))
+
+
+def test_array_records_over_memmap(tmp_path):
+    path = tmp_path / "m.dat"
+    mm = np.memmap(path, dtype=np.float32, mode="w+", shape=(1000, 8))
+    mm[:] = np.arange(8000, dtype=np.float32).reshape(1000, 8)
+    mm.flush()
+    del mm
+    src = ArrayRecords(np.memmap(path, dtype=np.float32, mode="r", shape=(1000, 8)))
+    assert len(src) == 1000
+    np.testing.assert_array_equal(src[999], np.arange(7992, 8000, dtype=np.float32))
+
+
+def test_iterable_records_factory_reiterates():
+    calls = []
+
+    def cursor():
+        calls.append(1)
+        return iter(range(5))
+
+    src = IterableRecords(cursor, length=5)
+    assert list(src) == list(range(5)) and list(src) == list(range(5))
+    assert len(calls) == 2 and len(src) == 5
+
+
+def test_iterable_records_one_shot_and_length_checks():
+    once = IterableRecords(iter([1, 2, 3]))
+    assert list(once) == [1, 2, 3]
+    with pytest.raises(RuntimeError, match="one-shot"):
+        list(once)
+    with pytest.raises(TypeError, match="no length"):
+        len(once)
+    assert list(IterableRecords([1, 2])) == [1, 2]
+    with pytest.raises(ValueError, match="yielded 2 records, declared length 3"):
+        list(IterableRecords([1, 2], length=3))
+    with pytest.raises(ValueError, match="more than its declared length 1"):
+        list(IterableRecords([1, 2], length=1))
+
+
+def test_jsonl_gather_matches_getitem_and_names_bad_lines(tmp_path):
+    p = write(tmp_path / "t.jsonl", '{"t": "a"}\n {"t": "b"} \n{"t": "c"} {"t": "d"}\n{"t": "e"}\n')
+    src = JSONRecords(p, field="t")
+    assert src.gather(np.array([3, 0, 1], np.uint64)) == ["e", "a", "b"]
+    with pytest.raises(RecordError, match=r"t\.jsonl:line 3: malformed JSON: extra data"):
+        src.gather(np.array([0, 2]))
+    with pytest.raises(IndexError):
+        src.gather(np.array([4]))
