@@ -45,7 +45,7 @@ def pil_sample(path, size, rng):
         im = im.resize((size, size), Image.BILINEAR, box=(x, y, x + cw, y + ch))
         if rng.random() < 0.5:
             im = im.transpose(Image.FLIP_LEFT_RIGHT)
-        return np.asarray(im)
+        return np.array(im)   # a writable copy, as torchvision's ToTensor makes
 
 
 def naive_epoch(source, size):

@@ -14,6 +14,8 @@ from .ops.labels import Labels
 from .ops.normalize import Normalize
 from .ops.numeric import Numeric, Standardize
 from .pipeline.fields import Field, Output
+from .pipeline.fluent import Stream, mix
+from .pipeline.generators import GeneratorPipeline
 from .pipeline.loader import Loader
 from .sources.arrays import ArrayRecords, IterableRecords
 from .sources.base import ListSource, Source, Subset
@@ -21,12 +23,14 @@ from .sources.folders import ImageFiles, ImageFolder
 from .sources.split import split
 from .sources.tabular import CSVRows
 from .sources.text import JSONRecords
+from .stages import augment, read_images, rescale, shuffle_samples
 from .text.tokenize import Tokenize
 from .sources.align import join, key_by, stem, zip  # noqa: A004 (fastload.zip is the strict one)
 
 __all__ = sorted([
     "ArrayRecords", "CSVRows", "IterableRecords", "JSONRecords", "Numeric", "Standardize", "Tokenize",
     "join", "key_by", "split", "stem", "zip",
+    "GeneratorPipeline", "Stream", "augment", "mix", "read_images", "rescale", "shuffle_samples",
     "CenterCrop", "ColorJitter", "DecodeError", "FastloadError", "Field", "ImageFiles", "ImageFolder",
     "Labels", "ListSource", "Loader", "Normalize", "Output", "RandomCrop", "RandomHorizontalFlip",
     "RandomResizedCrop", "RandomRotate90", "RandomVerticalFlip", "RecordError", "Resize", "Source",

@@ -30,7 +30,8 @@ def doctor(path: str | os.PathLike, seconds: float = 5.0, out: Callable[[str], o
     source = ImageFolder(path)
     out(f"fastload doctor: {source!r}, {os.cpu_count()} CPU cores, batches of {batch_size} at {size[0]}x{size[1]}")
     epochs = Stream(lambda: itertools.chain.from_iterable(
-        source.batches(batch_size, shuffle=True, seed=epoch) for epoch in itertools.count()))
+        source.batches(batch_size, shuffle=True, seed=epoch) for epoch in itertools.count()),
+        name=f"{type(source).__name__}.batches({batch_size})")
     decode = read_images(size, workers=workers)
     pipeline = GeneratorPipeline(epochs, decode, augment(), rescale(), shuffle_samples())
     images = 0

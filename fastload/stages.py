@@ -38,6 +38,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from .errors import DecodeError
+from .pipeline.fields import ChunkContext
 
 __all__ = ["Stage", "read_images", "augment", "rescale", "shuffle_samples"]
 
@@ -166,7 +167,6 @@ class read_images(Stage):
         return _join(out, rest)
 
     def _fill(self, paths, out, a, b) -> None:
-        from .pipeline.fields import ChunkContext
         chunk = paths[a:b]
         ctx = ChunkContext(seed=0, epoch=0, indices=np.arange(a, b, dtype=np.uint64),
                            record_ids=lambda i: str(chunk[i]))
