@@ -64,6 +64,265 @@ static void saturate_rgb(const fl_view *img, const float *lut, float s)
     }
 }
 
+/* ---- AVX2 path for 3-channel images --------------------------------------
+ * The same float operations as the tables above, in the same order, on 8
+ * values (or 8 pixels) at a time, chosen at run time. Instead of one pass per
+ * step there are at most two: one that only reads (the per-channel sums of
+ * the brightness-adjusted values, for the contrast mean) and one that applies
+ * brightness, contrast, saturation and the rounding and writes in place.
+ *
+ * Results equal the scalar path bit for bit:
+ *  - The sums are accumulated in double. Every value is a float in [0, 255],
+ *    so while a channel's sum stays below 2^24 (images up to 2^16 pixels) and
+ *    no non-zero value is below 2^-6, every partial sum is exact, in any
+ *    order, like the histogram dot product.
+ *  - A clamp between two steps is left out only when it cannot change any of
+ *    the 256 values that step can produce (checked on the tables).
+ *  - The clamp after the last step is done by the saturating packs: with
+ *    |y| < 2^30, trunc(y + 0.5) saturated to [0, 255] equals
+ *    trunc(clamp(y, 0, 255) + 0.5) (y > 255 gives >= 255, y < 0 gives <= 0). */
+#if defined(__x86_64__) && defined(__GNUC__)
+#define FL_JITTER_AVX2 1
+#include <immintrin.h>
+#define FL_AVX2 __attribute__((target("avx2")))
+#define FL_AVX2_INLINE __attribute__((target("avx2"), always_inline)) inline
+
+/* Largest factor magnitude taken by this path (keeps |y| < 2^30). */
+#define JIT_MAX_FACTOR 1e6f
+
+/* Which operations the second pass does: brightness (and its upper clamp),
+ * contrast (and its lower and upper clamps). Only the valid combinations are
+ * instantiated. */
+enum { JB = 1, JB_MIN = 2, JC = 4, JC_MAX = 8, JC_MIN = 16 };
+
+typedef struct {
+    __m256 b, c, m, s, t, lo, hi, half, w0, w1, w2;
+} jit_vec;
+
+static FL_AVX2_INLINE __m256 jit_bc(__m256 x, const jit_vec *k, int f)
+{
+    if (f & JB) {
+        x = _mm256_mul_ps(x, k->b);               /* b >= 0: no lower clamp */
+        if (f & JB_MIN)
+            x = _mm256_min_ps(x, k->hi);
+    }
+    if (f & JC) {
+        x = _mm256_add_ps(_mm256_mul_ps(x, k->c), k->m);
+        if (f & JC_MAX)
+            x = _mm256_max_ps(x, k->lo);
+        if (f & JC_MIN)
+            x = _mm256_min_ps(x, k->hi);
+    }
+    return x;
+}
+
+static FL_AVX2_INLINE __m256i jit_round(__m256 x, const jit_vec *k)
+{
+    return _mm256_cvttps_epi32(_mm256_add_ps(x, k->half));
+}
+
+/* Mean luma of clamp255(v * b) over the image. */
+static FL_AVX2_INLINE double jit_mean_body(const fl_view *img, float b, const float *lut, int clamp)
+{
+    const __m256 vb = _mm256_set1_ps(b), hi = _mm256_set1_ps(255.f);
+    __m256d acc[6];
+    for (int k = 0; k < 6; k++)
+        acc[k] = _mm256_setzero_pd();
+    double s[3] = {0.0, 0.0, 0.0};
+    const int n = img->width * 3;
+    for (int y = 0; y < img->height; y++) {
+        const uint8_t *p = img->data + (ptrdiff_t)y * img->stride;
+        int i = 0;
+        for (; i + 24 <= n; i += 24)
+            for (int k = 0; k < 3; k++) {
+                __m128i u = _mm_loadl_epi64((const __m128i *)(p + i + 8 * k));
+                __m256 x = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(u)), vb);
+                if (clamp)
+                    x = _mm256_min_ps(x, hi);
+                acc[2 * k] = _mm256_add_pd(acc[2 * k], _mm256_cvtps_pd(_mm256_castps256_ps128(x)));
+                acc[2 * k + 1] = _mm256_add_pd(acc[2 * k + 1], _mm256_cvtps_pd(_mm256_extractf128_ps(x, 1)));
+            }
+        for (; i < n; i += 3) {
+            s[0] += lut[p[i]];
+            s[1] += lut[p[i + 1]];
+            s[2] += lut[p[i + 2]];
+        }
+    }
+    for (int k = 0; k < 6; k++) {
+        double lanes[4];
+        _mm256_storeu_pd(lanes, acc[k]);
+        for (int j = 0; j < 4; j++)
+            s[(4 * k + j) % 3] += lanes[j];   /* byte 8 * (k / 2) + 4 * (k % 2) + j */
+    }
+    double sum = 0.0;
+    sum += 0.299 * s[0];
+    sum += 0.587 * s[1];
+    sum += 0.114 * s[2];
+    return sum / ((double)img->width * img->height);
+}
+
+FL_AVX2 static double jit_mean_avx2(const fl_view *img, float b, const float *lut, int clamp)
+{
+    return clamp ? jit_mean_body(img, b, lut, 1) : jit_mean_body(img, b, lut, 0);
+}
+
+/* No saturation: every value independently, 32 at a time; the last step's
+ * clamp is the packs'. */
+static FL_AVX2_INLINE void jit_values_body(const fl_view *img, const jit_vec *k,
+                                           const uint8_t *lut8, int f)
+{
+    const __m256i order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+    const int n = img->width * 3;
+    for (int y = 0; y < img->height; y++) {
+        uint8_t *p = img->data + (ptrdiff_t)y * img->stride;
+        int i = 0;
+        for (; i + 32 <= n; i += 32) {
+            __m256i q[4];
+            for (int j = 0; j < 4; j++) {
+                __m128i u = _mm_loadl_epi64((const __m128i *)(p + i + 8 * j));
+                __m256 x = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(u));
+                q[j] = jit_round(jit_bc(x, k, f), k);
+            }
+            __m256i o = _mm256_packus_epi16(_mm256_packs_epi32(q[0], q[1]),
+                                            _mm256_packs_epi32(q[2], q[3]));
+            _mm256_storeu_si256((__m256i *)(p + i), _mm256_permutevar8x32_epi32(o, order));
+        }
+        for (; i < n; i++)
+            p[i] = lut8[p[i]];
+    }
+}
+
+FL_AVX2 static void jit_values_avx2(const fl_view *img, const jit_vec *k, const uint8_t *lut8, int f)
+{
+    switch (f) {
+    case JB:              jit_values_body(img, k, lut8, JB); break;
+    case JB | JC:         jit_values_body(img, k, lut8, JB | JC); break;
+    case JB | JB_MIN | JC: jit_values_body(img, k, lut8, JB | JB_MIN | JC); break;
+    default:              jit_values_body(img, k, lut8, JC); break;
+    }
+}
+
+#define FL_SHUF(i) ((int)(0x80808000u | (unsigned)(i)))
+
+/* With saturation, 8 pixels at a time: the 24 bytes are split into R, G and
+ * B lanes of 8 int32 by byte shuffles (low half from p[0..15], high half
+ * from p[8..23]) and packed back the same way. */
+static FL_AVX2_INLINE void jit_rgb_body(const fl_view *img, const jit_vec *k, const float *lut,
+                                        float s, int f)
+{
+    const __m256i mr = _mm256_setr_epi32(FL_SHUF(0), FL_SHUF(3), FL_SHUF(6), FL_SHUF(9),
+                                         FL_SHUF(4), FL_SHUF(7), FL_SHUF(10), FL_SHUF(13));
+    const __m256i mg = _mm256_setr_epi32(FL_SHUF(1), FL_SHUF(4), FL_SHUF(7), FL_SHUF(10),
+                                         FL_SHUF(5), FL_SHUF(8), FL_SHUF(11), FL_SHUF(14));
+    const __m256i mb = _mm256_setr_epi32(FL_SHUF(2), FL_SHUF(5), FL_SHUF(8), FL_SHUF(11),
+                                         FL_SHUF(6), FL_SHUF(9), FL_SHUF(12), FL_SHUF(15));
+    /* each 128-bit lane after packing: r0..r3 g0..g3 b0..b3 b0..b3 */
+    const __m256i inter = _mm256_setr_epi8(0, 4, 8, 1, 5, 9, 2, 6, 10, 3, 7, 11, 12, 13, 14, 15,
+                                           0, 4, 8, 1, 5, 9, 2, 6, 10, 3, 7, 11, 12, 13, 14, 15);
+    const __m256i order = _mm256_setr_epi32(0, 1, 2, 4, 5, 6, 3, 7);
+    const float t = 1.f - s;
+    const int w = img->width;
+    for (int y = 0; y < img->height; y++) {
+        uint8_t *p = img->data + (ptrdiff_t)y * img->stride;
+        int x = 0;
+        for (; x + 8 <= w; x += 8, p += 24) {
+            __m256i v = _mm256_inserti128_si256(
+                _mm256_castsi128_si256(_mm_loadu_si128((const __m128i *)p)),
+                _mm_loadu_si128((const __m128i *)(p + 8)), 1);
+            __m256 r = jit_bc(_mm256_cvtepi32_ps(_mm256_shuffle_epi8(v, mr)), k, f);
+            __m256 g = jit_bc(_mm256_cvtepi32_ps(_mm256_shuffle_epi8(v, mg)), k, f);
+            __m256 b = jit_bc(_mm256_cvtepi32_ps(_mm256_shuffle_epi8(v, mb)), k, f);
+            __m256 l = _mm256_add_ps(_mm256_add_ps(_mm256_mul_ps(k->w0, r), _mm256_mul_ps(k->w1, g)),
+                                     _mm256_mul_ps(k->w2, b));
+            l = _mm256_mul_ps(l, k->t);
+            __m256i bi = jit_round(_mm256_add_ps(_mm256_mul_ps(b, k->s), l), k);
+            __m256i o = _mm256_packus_epi16(
+                _mm256_packs_epi32(jit_round(_mm256_add_ps(_mm256_mul_ps(r, k->s), l), k),
+                                   jit_round(_mm256_add_ps(_mm256_mul_ps(g, k->s), l), k)),
+                _mm256_packs_epi32(bi, bi));
+            o = _mm256_permutevar8x32_epi32(_mm256_shuffle_epi8(o, inter), order);
+            _mm_storeu_si128((__m128i *)p, _mm256_castsi256_si128(o));
+            _mm_storel_epi64((__m128i *)(p + 16), _mm256_extracti128_si256(o, 1));
+        }
+        for (; x < w; x++, p += 3) {
+            float r = lut[p[0]], g = lut[p[1]], b = lut[p[2]];
+            float l = (0.299f * r + 0.587f * g + 0.114f * b) * t;
+            p[0] = to_u8(clamp255(r * s + l));
+            p[1] = to_u8(clamp255(g * s + l));
+            p[2] = to_u8(clamp255(b * s + l));
+        }
+    }
+}
+
+#define JIT_RGB_CASE(F) case (F): jit_rgb_body(img, k, lut, s, (F)); break;
+#define JIT_RGB_CCASES(B) \
+    JIT_RGB_CASE(B) JIT_RGB_CASE((B) | JC) JIT_RGB_CASE((B) | JC | JC_MAX) \
+    JIT_RGB_CASE((B) | JC | JC_MIN) JIT_RGB_CASE((B) | JC | JC_MAX | JC_MIN)
+
+FL_AVX2 static void jit_rgb_avx2(const fl_view *img, const jit_vec *k, const float *lut, float s, int f)
+{
+    switch (f) {
+    JIT_RGB_CCASES(0)
+    JIT_RGB_CCASES(JB)
+    JIT_RGB_CCASES(JB | JB_MIN)
+    default: break;
+    }
+}
+
+/* Whole jitter of a 3-channel image with 0 <= brightness and all factors
+ * finite and at most JIT_MAX_FACTOR in magnitude. */
+FL_AVX2 static void color_jitter_avx2(fl_view *img, float brightness, float contrast, float saturation)
+{
+    const int do_b = brightness != 1.f, do_c = contrast != 1.f, do_s = saturation != 1.f;
+    float lut[256];
+    int bmin = 0;
+    for (int v = 0; v < 256; v++) {
+        float x = (float)v * brightness;
+        bmin |= x > 255.f;
+        lut[v] = clamp255(x);
+    }
+    float m = 0.f;
+    int cmax = 0, cmin = 0;
+    if (do_c) {
+        m = (float)jit_mean_avx2(img, brightness, lut, bmin) * (1.f - contrast);
+        for (int v = 0; v < 256; v++) {
+            float x = lut[v] * contrast + m;
+            cmax |= x < 0.f;
+            cmin |= x > 255.f;
+            lut[v] = clamp255(x);
+        }
+    }
+    jit_vec k;
+    k.b = _mm256_set1_ps(brightness);
+    k.c = _mm256_set1_ps(contrast);
+    k.m = _mm256_set1_ps(m);
+    k.s = _mm256_set1_ps(saturation);
+    k.t = _mm256_set1_ps(1.f - saturation);
+    k.lo = _mm256_setzero_ps();
+    k.hi = _mm256_set1_ps(255.f);
+    k.half = _mm256_set1_ps(0.5f);
+    k.w0 = _mm256_set1_ps(0.299f);
+    k.w1 = _mm256_set1_ps(0.587f);
+    k.w2 = _mm256_set1_ps(0.114f);
+    int f = (do_b ? JB : 0) | (do_c ? JC : 0);
+    if (do_s) {
+        /* every clamp before the last step that can bite */
+        f |= (do_b && bmin ? JB_MIN : 0) | (cmax ? JC_MAX : 0) | (cmin ? JC_MIN : 0);
+        jit_rgb_avx2(img, &k, lut, saturation, f);
+    } else {
+        /* contrast (or brightness alone) is the last step */
+        f |= (do_b && do_c && bmin ? JB_MIN : 0);
+        uint8_t lut8[256];
+        for (int v = 0; v < 256; v++)
+            lut8[v] = to_u8(lut[v]);
+        jit_values_avx2(img, &k, lut8, f);
+    }
+}
+#else
+#define FL_JITTER_AVX2 0
+#endif
+
+
 void fl_color_jitter(fl_view *img, float brightness, float contrast, float saturation)
 {
     if (!img || !img->data || img->width <= 0 || img->height <= 0 || img->channels <= 0)
@@ -73,6 +332,17 @@ void fl_color_jitter(fl_view *img, float brightness, float contrast, float satur
     const int do_sat = saturation != 1.f && ncolor == 3;
     if (brightness == 1.f && contrast == 1.f && !do_sat)
         return;
+#if FL_JITTER_AVX2
+    /* 3-channel fast path; needs brightness >= 0 (no lower clamp after it)
+     * and bounded factors (NaN fails the comparisons), else the tables below. */
+    if (img->channels == 3 && brightness >= 0.f && brightness <= JIT_MAX_FACTOR
+        && contrast >= -JIT_MAX_FACTOR && contrast <= JIT_MAX_FACTOR
+        && saturation >= -JIT_MAX_FACTOR && saturation <= JIT_MAX_FACTOR
+        && __builtin_cpu_supports("avx2")) {
+        color_jitter_avx2(img, brightness, contrast, saturation);
+        return;
+    }
+#endif
 
     /* Brightness and contrast act on each value independently: one float
      * table of 256 entries holds both (clamped after each step). */

@@ -27,7 +27,9 @@ void fl_worker_free(fl_worker *w)
 
 int fl_read_file(fl_worker *w, const char *path, size_t *size, char *err)
 {
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    /* O_NONBLOCK: a FIFO or device named like an image must not block the
+     * worker in open(); only regular files are read, where it has no effect. */
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
     if (fd < 0) {
         snprintf(err, FL_ERRLEN, "cannot open: %s", strerror(errno));
         return FL_ERR_IO;

@@ -81,6 +81,8 @@ def pillow_decode(data, name: str, *, exif: bool = True, max_pixels: int | None 
     scale_y)``: an oriented full-resolution coordinate X maps to ``X *
     scale_x`` in the array (1.0 for formats without draft mode).
     """
+    if len(data) == 0:
+        raise DecodeError(name, "empty file")
     try:
         with Image.open(io.BytesIO(data)) as im:
             _check_pixels(im.size, max_pixels, name)
@@ -184,9 +186,19 @@ def _check_pixels(size, max_pixels, name):
         raise DecodeError(name, f"image is {w}x{h} = {w * h} pixels, over the limit of {max_pixels}")
 
 
+_SIGNATURES = ((b"\x89PNG\r\n\x1a\n", "PNG"), (b"GIF8", "GIF"), (b"\xff\xd8\xff", "JPEG"), (b"BM", "BMP"),
+               (b"II*\0", "TIFF"), (b"MM\0*", "TIFF"))
+
+
 def _pillow_failed(e: Exception, data, name) -> DecodeError:
     if isinstance(e, UnidentifiedImageError):   # its message names a BytesIO, not the file
-        return DecodeError(name, f"not an image format Pillow reads (starts with {bytes(data[:8])!r})")
+        head = bytes(data[:12])
+        fmt = next((f for sig, f in _SIGNATURES if head.startswith(sig)), None)
+        if fmt is None and head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+            fmt = "WebP"
+        if fmt is not None:   # the plugin rejected its own header (bad CRC, bad size fields)
+            return DecodeError(name, f"corrupt or truncated {fmt} header: Pillow cannot identify it")
+        return DecodeError(name, f"not an image format Pillow reads (starts with {head[:8]!r})")
     return DecodeError(name, f"{type(e).__name__}: {e}")
 
 
@@ -204,5 +216,7 @@ def _to_rgb(im) -> np.ndarray:
     elif im.mode == "F":
         gray = np.clip(np.rint(np.nan_to_num(np.asarray(im))), 0, 255).astype(np.uint8)
     else:
+        if isinstance(im.info.get("transparency"), bytes):   # per-entry palette alpha: convert("RGB")
+            im = im.convert("RGBA")                           # would warn; the colours are the same
         return np.array(im if im.mode == "RGB" else im.convert("RGB"))
     return np.repeat(gray[:, :, None], 3, axis=2)

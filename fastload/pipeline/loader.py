@@ -31,7 +31,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 
 import numpy as np
 
-from ..errors import RecordError
+from ..errors import RecordError, StageError
 from ..image.decode import DEFAULT_MAX_PIXELS
 from ..image.field import ImageField
 from ..memory.ring import BatchRing
@@ -341,17 +341,29 @@ class Loader:
                 except RecordError as e:
                     records.append(None)
                     failures[lo + j] = (None, e.reason)
+        except Exception as e:   # a bug or an outage, not a bad record: stop, saying where
+            raise StageError("source", self._chunk_ids(idx), e) from e
         ctx = ChunkContext(self.seed, epoch, idx, None)
         hi = lo + len(idx)
         for b in self._bindings:
             outs = {o.name: slot[o.name][lo:hi] for o in b.field.outputs()}
-            for j, reason in b.field.fill(b.values(records), outs, ctx).items():
+            try:
+                bad = b.field.fill(b.values(records), outs, ctx)
+            except Exception as e:
+                raise StageError(f"field {b.field.name}", self._chunk_ids(idx), e) from e
+            for j, reason in bad.items():
                 failures.setdefault(lo + j, (b.field, reason))
         for name in self._raw:
             raw[name][lo:hi] = _Binding(name, None).values(records)
         with self._lock:
             self._stats["busy_s"] += time.perf_counter() - t
         return {pos: (field, reason, int(idx[pos - lo])) for pos, (field, reason) in failures.items()}
+
+    def _chunk_ids(self, idx) -> str:
+        """The records of a chunk, for an error that cannot be pinned on one of them."""
+        ids = [self._record_id(int(i)) for i in idx[:3]]
+        return ids[0] if len(idx) == 1 else f"one of {len(idx)} records: {', '.join(ids)}" + (
+            ", ..." if len(idx) > 3 else "")
 
     def _apply_policy(self, slot, raw, n, failures) -> int:
         first = min(failures)
