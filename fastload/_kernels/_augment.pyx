@@ -5,43 +5,15 @@ what would make the C code read or write out of bounds.
 """
 from cpython.buffer cimport (PyObject_GetBuffer, PyBuffer_Release, PyBUF_ANY_CONTIGUOUS,
                              PyBUF_C_CONTIGUOUS, PyBUF_FORMAT, PyBUF_WRITABLE, PyBUF_ND)
+from fastload._kernels.fl_c cimport *
 from libc.stdint cimport uint8_t, int32_t
 
-cdef extern from "fl_common.h" nogil:
-    enum:
-        FL_OK, FL_ERR_ARG
-    ctypedef struct fl_view:
-        uint8_t *data
-        int width, height, channels
-        Py_ssize_t stride
 
-cdef extern from "augment.h" nogil:
-    enum:
-        FL_U8, FL_F16, FL_F32
-        FL_NCHW, FL_NHWC
-    ctypedef struct fl_out:
-        void *data
-        int dtype, layout
-        int height, width, channels
-    void fl_color_jitter(fl_view *img, float brightness, float contrast, float saturation)
-    int fl_write_sample(const fl_view *src, int rot90, int hflip, int vflip,
-                        const int *perm, const void *lut, fl_out *out)
 
 NCHW = FL_NCHW
 NHWC = FL_NHWC
 
 
-cdef int _view(const uint8_t[:, :, :] a, fl_view *v, str name) except -1:
-    if a.shape[0] == 0 or a.shape[1] == 0 or a.shape[2] == 0:
-        raise ValueError(f"{name} is empty")
-    if (a.strides[2] != 1 and a.shape[2] != 1) or a.strides[1] != a.shape[2] or a.strides[0] < a.shape[1] * a.shape[2]:
-        raise ValueError(f"{name} must have contiguous pixels (strides (row, channels, 1))")
-    v.data = <uint8_t *>&a[0, 0, 0]
-    v.height = <int>a.shape[0]
-    v.width = <int>a.shape[1]
-    v.channels = <int>a.shape[2]
-    v.stride = a.strides[0]
-    return 0
 
 
 cdef int _dtype_code(const char *fmt, Py_ssize_t itemsize) except -1:
@@ -60,7 +32,7 @@ cdef int _dtype_code(const char *fmt, Py_ssize_t itemsize) except -1:
 def color_jitter(uint8_t[:, :, :] img not None, float brightness, float contrast, float saturation):
     """Brightness, contrast, saturation in place on an HxWxC uint8 image."""
     cdef fl_view v
-    _view(img, &v, "img")
+    view_of(img, &v, "img")
     with nogil:
         fl_color_jitter(&v, brightness, contrast, saturation)
 
@@ -72,7 +44,7 @@ def write_sample(const uint8_t[:, :, :] src not None, out, int rot90, bint hflip
     cdef fl_out o
     cdef Py_buffer ob, lb
     cdef int rc, oc, lc
-    _view(src, &s, "src")
+    view_of(src, &s, "src")
     if layout != FL_NCHW and layout != FL_NHWC:
         raise ValueError("layout must be NCHW or NHWC")
     PyObject_GetBuffer(out, &ob, PyBUF_WRITABLE | PyBUF_C_CONTIGUOUS | PyBUF_FORMAT)

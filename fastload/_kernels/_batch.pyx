@@ -153,9 +153,7 @@ cdef class Worker:
         if not out_row.flags.c_contiguous:
             raise ValueError("out_row must be C-contiguous")
         cdef fl_view v
-        v.data = <uint8_t *>&img[0, 0, 0]
-        v.height, v.width, v.channels = img.shape[0], img.shape[1], 3
-        v.stride = img.strides[0]
+        view_of(img, &v, "img")
         cdef char err[256]
         cdef void *dst = cnp.PyArray_DATA(out_row)
         cdef int rc

@@ -10,31 +10,9 @@ from libc.stdint cimport uint8_t, int64_t
 from libc.string cimport memcpy
 import numpy as np
 
-from fastload._kernels.fl_c cimport (
-    fl_view, FL_OK, FL_NOT_JPEG, FL_UNSUPPORTED, FL_ERR_NOMEM, FL_ERR_ARG, FL_ERRLEN)
+from fastload._kernels.fl_c cimport *
 from fastload.errors import DecodeError
 
-# To be merged into fl_c.pxd once the other kernels need more than the version.
-cdef extern from "jpeg_decode.h" nogil:
-    ctypedef struct fl_jpeg_info:
-        int width, height, components, colorspace, orientation, progressive
-    ctypedef struct fl_jpeg_region:
-        int width, height, scaled_width, scaled_height, off_x, off_y, denom
-    ctypedef struct fl_jpeg_decoder:
-        pass
-    fl_jpeg_decoder *fl_jpeg_decoder_new()
-    void fl_jpeg_decoder_free(fl_jpeg_decoder *d)
-    const char *fl_jpeg_version()
-    int fl_jpeg_read_info(fl_jpeg_decoder *d, const uint8_t *data, size_t size,
-                          fl_jpeg_info *info, char *err)
-    int fl_jpeg_decode_region(fl_jpeg_decoder *d, const uint8_t *data, size_t size,
-                              int x0, int y0, int x1, int y1, int min_w, int min_h, int max_denom,
-                              int honour_exif, int64_t max_pixels,
-                              fl_view *out, fl_jpeg_region *region, char *err)
-    int fl_jpeg_plan_region(fl_jpeg_decoder *d, const uint8_t *data, size_t size,
-                            int x0, int y0, int x1, int y1, int min_w, int min_h, int max_denom,
-                            int honour_exif, int64_t max_pixels,
-                            fl_view *out, fl_jpeg_region *region, char *err)
 
 _COLORSPACES = {0: "other", 1: "gray", 3: "ycc", 4: "rgb", 5: "cmyk", 6: "ycck"}
 _INT_MAX = 2**31 - 1

@@ -3,33 +3,11 @@
 Validation with readable messages lives in fastload.image.resize; this layer
 only refuses what would make the C code read or write out of bounds.
 """
+from fastload._kernels.fl_c cimport *
 from libc.stdint cimport uint8_t
 from libc.string cimport memset
 
-cdef extern from "fl_common.h" nogil:
-    enum:
-        FL_OK, FL_ERR_NOMEM, FL_ERR_ARG
-    ctypedef struct fl_view:
-        uint8_t *data
-        int width, height, channels
-        Py_ssize_t stride
-    ctypedef struct fl_buffer:
-        uint8_t *data
-        size_t capacity
-    ctypedef struct fl_rect:
-        double x0, y0, x1, y1
 
-cdef extern from "resample.h" nogil:
-    enum:
-        FL_NEAREST, FL_BILINEAR, FL_AREA
-    ctypedef struct fl_resampler:
-        fl_buffer taps
-        fl_buffer tmp
-    void fl_resampler_free(fl_resampler *r)
-    int fl_resample(fl_resampler *r, const fl_view *src, fl_rect box,
-                    int filter, int antialias, fl_view *dst)
-    int fl_resample_simd_level()
-    void fl_resample_force_portable(int on)
 
 NEAREST = FL_NEAREST
 BILINEAR = FL_BILINEAR
@@ -46,15 +24,6 @@ def force_portable(bint on):
     fl_resample_force_portable(on)
 
 
-cdef int _view(const uint8_t[:, :, :] a, fl_view *v, str name) except -1:
-    if (a.strides[2] != 1 and a.shape[2] != 1) or a.strides[1] != a.shape[2] or a.strides[0] < a.shape[1] * a.shape[2]:
-        raise ValueError(f"{name} must have contiguous pixels (strides (row, channels, 1))")
-    v.data = <uint8_t *>&a[0, 0, 0]
-    v.height = <int>a.shape[0]
-    v.width = <int>a.shape[1]
-    v.channels = <int>a.shape[2]
-    v.stride = a.strides[0]
-    return 0
 
 
 cdef class Resampler:
@@ -81,8 +50,8 @@ cdef class Resampler:
         cdef int rc
         if src.shape[0] == 0 or src.shape[1] == 0 or out.shape[0] == 0 or out.shape[1] == 0:
             raise ValueError("empty image")
-        _view(src, &s, "src")
-        _view(out, &d, "out")
+        view_of(src, &s, "src")
+        view_of(out, &d, "out")
         b.x0, b.y0, b.x1, b.y1 = box
         if self.busy:
             raise RuntimeError("Resampler is in use by another thread; use one per thread")

@@ -1,4 +1,5 @@
-# Declarations of the plain-C kernels in src_c/, shared by the Cython wrappers.
+# Declarations of the plain-C kernels in src_c/, shared by every Cython wrapper,
+# plus the one helper they all need: viewing a NumPy image as an fl_view.
 from libc.stdint cimport uint8_t, uint64_t, int64_t
 
 cdef extern from "fl_common.h" nogil:
@@ -34,7 +35,49 @@ cdef extern from "geometry.h" nogil:
                      const fl_rng *rng, fl_rect *box, int *out_w, int *out_h)
 
 cdef extern from "jpeg_decode.h" nogil:
+    ctypedef struct fl_jpeg_info:
+        int width, height, components, colorspace, orientation, progressive
+    ctypedef struct fl_jpeg_region:
+        int width, height, scaled_width, scaled_height, off_x, off_y, denom
+    ctypedef struct fl_jpeg_decoder:
+        pass
+    fl_jpeg_decoder *fl_jpeg_decoder_new()
+    void fl_jpeg_decoder_free(fl_jpeg_decoder *d)
     const char *fl_jpeg_version()
+    int fl_jpeg_read_info(fl_jpeg_decoder *d, const uint8_t *data, size_t size,
+                          fl_jpeg_info *info, char *err)
+    int fl_jpeg_decode_region(fl_jpeg_decoder *d, const uint8_t *data, size_t size,
+                              int x0, int y0, int x1, int y1, int min_w, int min_h, int max_denom,
+                              int honour_exif, int64_t max_pixels,
+                              fl_view *out, fl_jpeg_region *region, char *err)
+    int fl_jpeg_plan_region(fl_jpeg_decoder *d, const uint8_t *data, size_t size,
+                            int x0, int y0, int x1, int y1, int min_w, int min_h, int max_denom,
+                            int honour_exif, int64_t max_pixels,
+                            fl_view *out, fl_jpeg_region *region, char *err)
+
+cdef extern from "resample.h" nogil:
+    enum:
+        FL_NEAREST, FL_BILINEAR, FL_AREA
+    ctypedef struct fl_resampler:
+        fl_buffer taps
+        fl_buffer tmp
+    void fl_resampler_free(fl_resampler *r)
+    int fl_resample(fl_resampler *r, const fl_view *src, fl_rect box,
+                    int filter, int antialias, fl_view *dst)
+    int fl_resample_simd_level()
+    void fl_resample_force_portable(int on)
+
+cdef extern from "augment.h" nogil:
+    enum:
+        FL_U8, FL_F16, FL_F32
+        FL_NCHW, FL_NHWC
+    ctypedef struct fl_out:
+        void *data
+        int dtype, layout
+        int height, width, channels
+    void fl_color_jitter(fl_view *img, float brightness, float contrast, float saturation)
+    int fl_write_sample(const fl_view *src, int rot90, int hflip, int vflip,
+                        const int *perm, const void *lut, fl_out *out)
 
 cdef extern from "sample.h" nogil:
     ctypedef struct fl_plan:
@@ -57,3 +100,17 @@ cdef extern from "sample.h" nogil:
 
 cdef extern from "cpu.h" nogil:
     const char *fl_simd_level()
+
+
+cdef inline int view_of(const uint8_t[:, :, :] a, fl_view *v, str name) except -1:
+    """Point v at an HxWxC uint8 array whose pixels are contiguous (rows may be strided)."""
+    if a.shape[0] == 0 or a.shape[1] == 0 or a.shape[2] == 0:
+        raise ValueError(f"{name} is empty")
+    if (a.strides[2] != 1 and a.shape[2] != 1) or a.strides[1] != a.shape[2] or a.strides[0] < a.shape[1] * a.shape[2]:
+        raise ValueError(f"{name} must have contiguous pixels (strides (row, channels, 1))")
+    v.data = <uint8_t *>&a[0, 0, 0]
+    v.height = <int>a.shape[0]
+    v.width = <int>a.shape[1]
+    v.channels = <int>a.shape[2]
+    v.stride = a.strides[0]
+    return 0
