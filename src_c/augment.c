@@ -1,5 +1,6 @@
 /* Colour jitter and the final write of a sample into its batch slot
  * (see augment.h). */
+#include <math.h>
 #include <string.h>
 #include "augment.h"
 
@@ -72,10 +73,11 @@ static void saturate_rgb(const fl_view *img, const float *lut, float s)
  * brightness, contrast, saturation and the rounding and writes in place.
  *
  * Results equal the scalar path bit for bit:
- *  - The sums are accumulated in double. Every value is a float in [0, 255],
- *    so while a channel's sum stays below 2^24 (images up to 2^16 pixels) and
- *    no non-zero value is below 2^-6, every partial sum is exact, in any
- *    order, like the histogram dot product.
+ *  - The channel sums are exact: in integers (each table value times a power
+ *    of two is an integer, see jit_mean_avx2) or, for tables where that
+ *    fails, in double, exact while a channel's sum stays below 2^24 and no
+ *    non-zero value is below 2^-6. The histogram dot product is exact under
+ *    the same conditions (e.g. 224 x 224), so the means agree bit for bit.
  *  - A clamp between two steps is left out only when it cannot change any of
  *    the 256 values that step can produce (checked on the tables).
  *  - The clamp after the last step is done by the saturating packs: with
@@ -121,7 +123,149 @@ static FL_AVX2_INLINE __m256i jit_round(__m256 x, const jit_vec *k)
     return _mm256_cvttps_epi32(_mm256_add_ps(x, k->half));
 }
 
-/* Mean luma of clamp255(v * b) over the image. */
+/* Sum of the per-channel sums with the luma weights, as mean_luma. */
+static double luma_of_sums(const double *s, const fl_view *img)
+{
+    double sum = 0.0;
+    sum += 0.299 * s[0];
+    sum += 0.587 * s[1];
+    sum += 0.114 * s[2];
+    return sum / ((double)img->width * img->height);
+}
+
+/* Mean luma of clamp255(v * b), exactly, in integers: every table value is
+ * an integer multiple of 2^-K below 2^(31-K) (checked by the caller), so
+ * A = value * 2^K is an exact int32 (computed as v * (b 2^K), clamped to
+ * 255 2^K: scaling by a power of two commutes with the rounding). Each lane
+ * sums A modulo 2^32 in int32 and approximately in float; every JIT_FLUSH
+ * chunks the float sum (off by less than 2^26 there) supplies the multiple
+ * of 2^32 the integer sum lost, and the exact lane sum goes into int64. */
+#define JIT_FLUSH 1024
+
+FL_AVX2 static void jit_flush(const __m256i *li, const __m256 *fa, uint64_t *st)
+{
+    for (int k = 0; k < 3; k++) {
+        uint32_t l[8];
+        float f[8];
+        _mm256_storeu_si256((__m256i *)l, li[k]);
+        _mm256_storeu_ps(f, fa[k]);
+        for (int j = 0; j < 8; j++) {
+            double q = nearbyint(((double)f[j] - (double)l[j]) * 0x1p-32);
+            st[(8 * k + j) % 3] += (uint64_t)l[j] + ((uint64_t)q << 32);
+        }
+    }
+}
+
+static FL_AVX2_INLINE double jit_mean_int_body(const fl_view *img, float b, int K,
+                                               const uint32_t *tab, int clamp)
+{
+    const __m256 vb = _mm256_set1_ps(ldexpf(b, K)), hi = _mm256_set1_ps(ldexpf(255.f, K));
+    __m256i li[3];
+    __m256 fa[3];
+    for (int k = 0; k < 3; k++) {
+        li[k] = _mm256_setzero_si256();
+        fa[k] = _mm256_setzero_ps();
+    }
+    uint64_t st[3] = {0, 0, 0};
+    const int n = img->width * 3;
+    int count = 0;
+    for (int y = 0; y < img->height; y++) {
+        const uint8_t *p = img->data + (ptrdiff_t)y * img->stride;
+        int i = 0;
+        for (; i + 24 <= n; i += 24) {
+            for (int k = 0; k < 3; k++) {
+                __m128i u = _mm_loadl_epi64((const __m128i *)(p + i + 8 * k));
+                __m256 x = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(u)), vb);
+                if (clamp)
+                    x = _mm256_min_ps(x, hi);
+                li[k] = _mm256_add_epi32(li[k], _mm256_cvtps_epi32(x));
+                fa[k] = _mm256_add_ps(fa[k], x);
+            }
+            if (++count == JIT_FLUSH) {
+                jit_flush(li, fa, st);
+                for (int k = 0; k < 3; k++) {
+                    li[k] = _mm256_setzero_si256();
+                    fa[k] = _mm256_setzero_ps();
+                }
+                count = 0;
+            }
+        }
+        for (; i < n; i += 3) {
+            st[0] += tab[p[i]];
+            st[1] += tab[p[i + 1]];
+            st[2] += tab[p[i + 2]];
+        }
+    }
+    jit_flush(li, fa, st);
+    double s[3];
+    for (int c = 0; c < 3; c++)
+        s[c] = ldexp((double)st[c], -K);
+    return luma_of_sums(s, img);
+}
+
+/* |R| < 2^16 and v < 2^8: int32 lanes take JIT_FLUSH more of each. */
+static FL_AVX2_INLINE void jit_flush_res(__m256i *sv, __m256i *sr, int64_t *tv, int64_t *tr)
+{
+    for (int k = 0; k < 3; k++) {
+        int32_t a[8], c[8];
+        _mm256_storeu_si256((__m256i *)a, sv[k]);
+        _mm256_storeu_si256((__m256i *)c, sr[k]);
+        for (int j = 0; j < 8; j++) {
+            tv[(8 * k + j) % 3] += a[j];
+            tr[(8 * k + j) % 3] += c[j];
+        }
+        sv[k] = sr[k] = _mm256_setzero_si256();
+    }
+}
+
+/* Without the clamp, as residuals: with M = b 2^K a 24-bit integer and
+ * Mt = M with its low 8 bits cleared, v Mt is exact in float and
+ * R = fl(v M) - v Mt is an exact integer below 2^16 in magnitude, so
+ * sum(A) = Mt sum(v) + sum(R) with both sums in int32 lanes. */
+static FL_AVX2_INLINE double jit_mean_res_body(const fl_view *img, float b, int K, const uint32_t *tab)
+{
+    const float mf = ldexpf(b, K);
+    const uint32_t mt = (uint32_t)mf & ~0xffu;
+    const __m256 vm = _mm256_set1_ps(mf), vmt = _mm256_set1_ps((float)mt);
+    __m256i sv[3], sr[3];
+    for (int k = 0; k < 3; k++)
+        sv[k] = sr[k] = _mm256_setzero_si256();
+    int64_t tv[3] = {0, 0, 0}, tr[3] = {0, 0, 0};
+    uint64_t st[3] = {0, 0, 0};
+    const int n = img->width * 3;
+    int count = 0;
+    for (int y = 0; y < img->height; y++) {
+        const uint8_t *p = img->data + (ptrdiff_t)y * img->stride;
+        int i = 0;
+        for (; i + 24 <= n; i += 24) {
+            for (int k = 0; k < 3; k++) {
+                __m256i vi = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(p + i + 8 * k)));
+                __m256 v = _mm256_cvtepi32_ps(vi);
+                __m256 r = _mm256_sub_ps(_mm256_mul_ps(v, vm), _mm256_mul_ps(v, vmt));
+                sr[k] = _mm256_add_epi32(sr[k], _mm256_cvtps_epi32(r));
+                sv[k] = _mm256_add_epi32(sv[k], vi);
+            }
+            if (++count == JIT_FLUSH) {
+                jit_flush_res(sv, sr, tv, tr);
+                count = 0;
+            }
+        }
+        for (; i < n; i += 3) {
+            st[0] += tab[p[i]];
+            st[1] += tab[p[i + 1]];
+            st[2] += tab[p[i + 2]];
+        }
+    }
+    jit_flush_res(sv, sr, tv, tr);
+    double s[3];
+    for (int c = 0; c < 3; c++)
+        s[c] = ldexp((double)(st[c] + (uint64_t)((int64_t)mt * tv[c] + tr[c])), -K);
+    return luma_of_sums(s, img);
+}
+
+/* The same in double, for tables the integer form cannot hold: every value
+ * is a float in [0, 255], so while a channel's sum stays below 2^24 and no
+ * non-zero value is below 2^-6 each partial sum is exact, in any order. */
 static FL_AVX2_INLINE double jit_mean_body(const fl_view *img, float b, const float *lut, int clamp)
 {
     const __m256 vb = _mm256_set1_ps(b), hi = _mm256_set1_ps(255.f);
@@ -154,15 +298,33 @@ static FL_AVX2_INLINE double jit_mean_body(const fl_view *img, float b, const fl
         for (int j = 0; j < 4; j++)
             s[(4 * k + j) % 3] += lanes[j];   /* byte 8 * (k / 2) + 4 * (k % 2) + j */
     }
-    double sum = 0.0;
-    sum += 0.299 * s[0];
-    sum += 0.587 * s[1];
-    sum += 0.114 * s[2];
-    return sum / ((double)img->width * img->height);
+    return luma_of_sums(s, img);
 }
 
+/* Mean luma of lut[img] where lut[v] = clamp255(v * b). */
 FL_AVX2 static double jit_mean_avx2(const fl_view *img, float b, const float *lut, int clamp)
 {
+    /* K makes b 2^K an integer in [2^23, 2^24); every other value's steps are
+     * at least as coarse, so each lut[v] 2^K is an integer below 2^32 (below
+     * 2^31 with the clamp, which needs b > 1). Checked on the table all the
+     * same; anything else (tiny b) takes the double sums. */
+    int e = 0, K = 0, ok = b > 0.f;
+    if (ok) {
+        frexpf(b, &e);
+        K = 24 - e;
+        ok = K > -100 && K < 100;
+    }
+    uint32_t tab[256];
+    const double lim = clamp ? 2147483648.0 : 4294967296.0;
+    for (int v = 0; v < 256 && ok; v++) {
+        double a = ldexp((double)lut[v], K);
+        ok = a == floor(a) && a < lim;
+        tab[v] = ok ? (uint32_t)a : 0;
+    }
+    if (ok && clamp)
+        return jit_mean_int_body(img, b, K, tab, 1);
+    if (ok)
+        return jit_mean_res_body(img, b, K, tab);
     return clamp ? jit_mean_body(img, b, lut, 1) : jit_mean_body(img, b, lut, 0);
 }
 

@@ -183,3 +183,19 @@ def test_write_sample_threads_into_one_batch():
     for th in threads:
         th.join()
     np.testing.assert_array_equal(batch, serial)
+
+
+@pytest.mark.parametrize("bcs", [(1.2, 1, 1), (0.8, 0.8, 1), (1.3, 1.4, 0.6), (0.7, 0.6, 1.4),
+                                 (1, 1, 0), (2.5, 0.5, 1.5), (0.01, 3, 1)])
+def test_color_jitter_large_and_strided(bcs):
+    """Sizes that run the vector loops (with row tails), and a padded row stride."""
+    for h, w in [(224, 224), (37, 203)]:
+        img = photo_like(h, w, 3, seed=h + w)
+        got = color_jitter(img, *bcs)
+        assert np.abs(got - jitter_ref(img, *bcs)).max() <= 1, bcs
+        padded = np.zeros((h, w + 5, 3), np.uint8)
+        padded[:, :w] = img
+        view = padded[:, :w]
+        color_jitter(view, *bcs, out=view)
+        np.testing.assert_array_equal(view, got)
+        assert not padded[:, w:].any()
