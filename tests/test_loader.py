@@ -181,7 +181,7 @@ def test_buffers_are_reused_not_reallocated(image_folder):
     for _ in range(2):
         for x, _ in loader:
             addresses.add(x.__array_interface__["data"][0])
-    assert len(addresses) == loader.prefetch + 2
+    assert len(addresses) == loader.prefetch_depth + 2
     tracemalloc.start()
     before = tracemalloc.take_snapshot()
     for x, _ in loader:
@@ -299,3 +299,18 @@ def test_features_report_the_build():
     assert f["jpeg_decoder"]
     assert f["simd"] in ("avx512", "avx2", "sse4.1", "sse2", "neon", "generic")
     assert isinstance(f["numba"], bool)
+
+
+def test_fluent_methods_on_batches(image_folder):
+    src = fl.ImageFolder(image_folder)
+    loader = fl.Loader(src, batch_size=5, transforms=[fl.CenterCrop(8)], dtype="uint8")
+    sums = list(loader.map(lambda b: int(b[1].sum())).take(3))
+    assert sums == [int(src.labels()[i * 5:(i + 1) * 5].sum()) for i in range(3)]
+    with pytest.raises(ValueError, match="copy=True"):
+        loader.prefetch(2)
+    owned = fl.Loader(src, batch_size=5, transforms=[fl.CenterCrop(8)], dtype="uint8", copy=True)
+    kept = list(owned.prefetch(3))
+    reference = batches(fl.Loader(src, batch_size=5, transforms=[fl.CenterCrop(8)], dtype="uint8"))
+    for (x, y), (rx, ry) in zip(kept, reference):
+        np.testing.assert_array_equal(x, rx)
+        np.testing.assert_array_equal(y, ry)

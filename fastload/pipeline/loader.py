@@ -37,6 +37,7 @@ from ..image.field import ImageField
 from ..memory.ring import BatchRing
 from ..ops.labels import Labels
 from .fields import ChunkContext, Field
+from .fluent import Fluent
 
 __all__ = ["Loader"]
 
@@ -64,7 +65,7 @@ class _Binding:
         return out
 
 
-class Loader:
+class Loader(Fluent):
     """Batches of training samples from a random-access :class:`~fastload.Source`.
 
     ``for images, labels in Loader(fl.ImageFolder(root), batch_size=64, transforms=[...])``
@@ -76,6 +77,10 @@ class Loader:
     spec is a list of image transforms, a :class:`~fastload.pipeline.fields.Field`
     (``fl.Tokenize``, ``fl.Standardize``, ...), ``"index"``/``"onehot"`` for labels, or
     ``None`` to pass the raw values through as a list.
+
+    Fluent methods (``.map``, ``.filter``, ``.take``, ...) apply to batches. Those
+    that hold several batches at once (``.prefetch``, ``.shuffle``, ``.batch``,
+    threaded ``.map``) need ``copy=True``, since buffered views would be overwritten.
     """
 
     def __init__(self, source, batch_size: int = 64, *, shuffle: bool = False, seed: int = 0,
@@ -105,7 +110,7 @@ class Loader:
         if self._random_access and len(source) == 0:
             raise ValueError("the source has no records")
         self.source, self.batch_size, self.shuffle, self.seed = source, batch_size, shuffle, int(seed)
-        self.drop_last, self.workers, self.prefetch = drop_last, workers, prefetch
+        self.drop_last, self.workers, self.prefetch_depth = drop_last, workers, prefetch
         self.output, self.device, self.copy, self.collate = output, device, copy, collate
         self.on_error, self.max_failures = on_error, max_failures
         image_kw = dict(dtype=dtype, layout=layout, exif=exif, max_pixels=max_pixels, dct_scale=dct_scale)
@@ -216,6 +221,29 @@ class Loader:
         s["buffer_bytes"] = self._ring.nbytes() if self._ring else 0
         return s
 
+    # -- fluent methods that buffer batches -------------------------------------------
+    def _buffering(self, what: str) -> None:
+        if not self.copy:
+            raise ValueError(f"{what} holds several batches at once, but batches are views of reused "
+                             "buffers: create the Loader with copy=True")
+
+    def prefetch(self, n: int = 2):
+        self._buffering(".prefetch()")
+        return super().prefetch(n)
+
+    def shuffle(self, buffer_size: int, seed: int = 0):
+        self._buffering(".shuffle()")
+        return super().shuffle(buffer_size, seed)
+
+    def batch(self, n: int, drop_last: bool = False):
+        self._buffering(".batch()")
+        return super().batch(n, drop_last)
+
+    def map(self, fn, workers: int = 0, ordered: bool = True):
+        if workers > 1:
+            self._buffering("a threaded .map()")
+        return super().map(fn, workers, ordered)
+
     # -- iteration ------------------------------------------------------------------
     def __iter__(self):
         epoch, start = self._next_epoch, self._resume_batch
@@ -242,7 +270,7 @@ class Loader:
         self._prepare()
         if self._ring is None:
             pin = self.output == "torch" and _cuda_available()
-            self._ring = BatchRing(self._outputs, self.batch_size, self.prefetch + 2, pin=pin)
+            self._ring = BatchRing(self._outputs, self.batch_size, self.prefetch_depth + 2, pin=pin)
         return self._ring
 
     def _plan(self, epoch: int, start: int):
@@ -276,7 +304,7 @@ class Loader:
             while True:
                 # Up to `prefetch` batches ahead of the one consumed; batch b + prefetch
                 # reuses the slot of b - 2, which the consumer has released.
-                while len(pending) <= self.prefetch:
+                while len(pending) <= self.prefetch_depth:
                     nxt = next(plan, None)
                     if nxt is None:
                         break
