@@ -26,11 +26,11 @@ import tempfile
 import time
 
 import numpy as np
-from PIL import Image
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path[:0] = [ROOT, os.path.join(ROOT, "tests")]      # run from a checkout: the package and tests/imgutil
+sys.path[:0] = [ROOT, os.path.join(ROOT, "tests")]      # run from a checkout: the package, tests/imgutil, tests/tutorial
 from imgutil import encode, photo_like  # noqa: E402
+from tutorial import add_noise, drive, py_augment, py_read_images, py_rescale, py_shuffle  # noqa: E402
 
 from fastload import stages  # noqa: E402
 from fastload.pipeline.generators import GeneratorPipeline  # noqa: E402
@@ -48,62 +48,6 @@ def write_folder(root: str, n: int, classes: int = 10, seed: int = 0) -> None:
         h, w = int(rng.integers(360, 440)), int(rng.integers(420, 500))
         with open(os.path.join(d, f"{i:05d}.jpg"), "wb") as f:
             f.write(encode(photo_like(h, w, seed=i), quality=90))
-
-
-# ---------------------------------------------------------- the tutorial's stages
-
-def py_read_images(target_size):
-    h, w = target_size
-
-    def read_images(batch):
-        paths, labels = batch
-        return np.stack([np.asarray(Image.open(p).convert("RGB").resize((w, h), Image.BILINEAR), np.float32)
-                         for p in paths]), labels
-    return read_images
-
-
-def py_augment(rotate90=True, seed=0):
-    i = 0
-    while True:
-        images, labels = yield
-        rng = np.random.default_rng([seed, i])
-        i += 1
-        k = rng.integers(0, 4, len(images))
-        flips = rng.random(len(images)) < 0.5
-        images = np.stack([np.fliplr(np.rot90(im, kk)) if f else np.rot90(im, kk)
-                           for im, kk, f in zip(images, k, flips)])
-        yield images, labels
-
-
-def py_rescale(mean):
-    mean = np.asarray(mean, np.float32)
-    while True:
-        images, labels = yield
-        yield images[..., ::-1] - mean, labels
-
-
-def add_noise(batches):
-    rng = np.random.default_rng(0)
-    for x, y in batches:
-        yield x + rng.standard_normal(x.shape, dtype=np.float32), y
-
-
-def py_shuffle(seed=0):
-    i = 0
-    while True:
-        x, y = yield
-        perm = np.random.default_rng([seed, i]).permutation(len(x))
-        i += 1
-        yield x[perm], y[perm]
-
-
-def drive(coro, items):
-    """The hand-driven coroutine loop of the tutorial."""
-    next(coro)
-    for item in items:
-        out = coro.send(item)
-        next(coro)
-        yield out
 
 
 # ----------------------------------------------------------------- variants

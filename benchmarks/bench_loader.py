@@ -85,30 +85,29 @@ class TorchDataset:
         return x.sub_(mean).div_(std), label
 
 
-def torch_loader(source, size):
-    import torch
-    dl = torch.utils.data.DataLoader(TorchDataset(source, size), batch_size=BATCH, shuffle=True,
-                                     num_workers=2, persistent_workers=True)
-
-    def epoch():
-        n = 0
-        for x, y in dl:
-            n += len(x)
-        return n
-    return epoch
-
-
-def fastload_loader(source, size):
-    loader = fl.Loader(source, batch_size=BATCH, shuffle=True, seed=0, workers=2,
-                       transforms=[fl.RandomResizedCrop(size), fl.RandomHorizontalFlip(),
-                                   fl.Normalize(MEAN, STD)], dtype="float32", layout="NCHW")
-
+def counting_epoch(loader):
+    """An epoch function for ``epochs_per_second``: one pass over ``loader``'s (x, y) batches,
+    returning the number of samples."""
     def epoch():
         n = 0
         for x, y in loader:
             n += len(x)
         return n
     return epoch
+
+
+def torch_loader(source, size):
+    import torch
+    dl = torch.utils.data.DataLoader(TorchDataset(source, size), batch_size=BATCH, shuffle=True,
+                                     num_workers=2, persistent_workers=True)
+    return counting_epoch(dl)
+
+
+def fastload_loader(source, size):
+    loader = fl.Loader(source, batch_size=BATCH, shuffle=True, seed=0, workers=2,
+                       transforms=[fl.RandomResizedCrop(size), fl.RandomHorizontalFlip(),
+                                   fl.Normalize(MEAN, STD)], dtype="float32", layout="NCHW")
+    return counting_epoch(loader)
 
 
 def compare(title, path, size, repeats, naive_limit):

@@ -5,6 +5,7 @@ import time
 
 import numpy as np
 import pytest
+from threadutil import new_threads
 
 from fastload.errors import StageError
 from fastload.pipeline.fluent import Stream, mix
@@ -13,16 +14,6 @@ from fastload.sources.base import ListSource
 
 def stream(n):
     return ListSource(list(range(n)))
-
-
-def new_threads(before, timeout=5.0):
-    """Threads started since ``before`` that are still alive after up to ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        extra = [t for t in threading.enumerate() if t not in before and t.is_alive()]
-        if not extra or time.monotonic() > deadline:
-            return extra
-        time.sleep(0.01)
 
 
 def test_map_sequential_and_length():

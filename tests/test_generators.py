@@ -1,4 +1,5 @@
 """GeneratorPipeline: the classic generator tutorial, run unchanged with Python and compiled stages."""
+import functools
 import gc
 import threading
 import time
@@ -7,6 +8,8 @@ import numpy as np
 import pytest
 from imgutil import write_image_folder
 from PIL import Image
+from threadutil import finishes, new_threads
+from tutorial import add_noise, py_augment, py_read_images, py_rescale, py_shuffle
 
 from fastload import stages
 from fastload.errors import StageError
@@ -15,85 +18,6 @@ from fastload.sources.folders import ImageFolder
 
 SIZE = (32, 32)
 MEAN = [103.939, 116.779, 123.68]
-
-
-def new_threads(before, timeout=5.0):
-    """Threads started since ``before`` that are still alive after up to ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        extra = [t for t in threading.enumerate() if t not in before and t.is_alive()]
-        if not extra or time.monotonic() > deadline:
-            return extra
-        time.sleep(0.01)
-
-
-def finishes(fn, timeout=20.0):
-    """Run ``fn`` in a thread; fail (instead of hanging the suite) if it takes longer than ``timeout``."""
-    result = {}
-
-    def run():
-        try:
-            result["value"] = fn()
-        except BaseException as e:
-            result["error"] = e
-    t = threading.Thread(target=run, daemon=True)
-    t.start()
-    t.join(timeout)
-    assert not t.is_alive(), f"still running after {timeout}s: the pipeline hung"
-    if "error" in result:
-        raise result["error"]
-    return result.get("value")
-
-
-# ------------------------------------------------------- the tutorial, in Python
-
-def py_read_images(target_size):
-    """A plain callable: paths -> float32 images, through Pillow."""
-    h, w = target_size
-
-    def read_images(batch):
-        paths, labels = batch
-        x = np.stack([np.asarray(Image.open(p).convert("RGB").resize((w, h), Image.BILINEAR), dtype=np.float32)
-                      for p in paths])
-        return x, labels
-    return read_images
-
-
-def py_augment(rotate90=True, flip=True, seed=0):
-    """A coroutine stage, written the classic way (same draws as stages.augment)."""
-    i = 0
-    while True:
-        images, labels = yield
-        rng = np.random.default_rng([seed, i])
-        i += 1
-        k = rng.integers(0, 4, len(images))
-        flips = rng.random(len(images)) < 0.5
-        images = np.stack([np.fliplr(np.rot90(im, kk)) if f else np.rot90(im, kk)
-                           for im, kk, f in zip(images, k, flips)])
-        yield images, labels
-
-
-def py_rescale(mean):
-    mean = np.asarray(mean, dtype=np.float32)
-    while True:
-        images, labels = yield
-        yield images[..., ::-1] - mean, labels
-
-
-def add_noise(batches):
-    """A generator-function stage; deterministic noise."""
-    rng = np.random.default_rng(1234)
-    for x, y in batches:
-        yield x + rng.standard_normal(x.shape, dtype=np.float32), y
-
-
-def py_shuffle(seed=0):
-    i = 0
-    while True:
-        x, y = yield
-        perm = np.random.default_rng([seed, i]).permutation(len(x))
-        i += 1
-        yield x[perm], y[perm]
 
 
 @pytest.fixture(scope="module")
@@ -109,7 +33,7 @@ def tutorial(folder, read_images, augment, rescale, shuffle_samples):
         read_images(SIZE),
         augment(rotate90=True),
         rescale(mean=MEAN),
-        add_noise,
+        functools.partial(add_noise, seed=1234),     # a generator-function stage; deterministic noise
         shuffle_samples(seed=0),
     )
 

@@ -47,7 +47,7 @@ cdef dict region_dict(const fl_jpeg_region *r):
 
 
 cdef class _Call:
-    """The C arguments shared by decode and decoded_shape."""
+    """The C arguments of region_call, shared by decode and decoded_shape."""
     cdef int x0, y0, x1, y1, min_w, min_h, max_denom, exif
     cdef int64_t max_pixels
 
@@ -100,28 +100,46 @@ cdef class JpegDecoder:
                 "colorspace": _COLORSPACES.get(info.colorspace, "other"),
                 "orientation": info.orientation, "progressive": bool(info.progressive)}
 
-    def decoded_shape(self, data, region=None, min_size=(0, 0), max_denom=1, exif=True,
-                      max_pixels=0, name="<bytes>"):
-        """The (height, width, 3) that :meth:`decode` would return, and its region dict,
-        from the header alone."""
+    cdef int region_call(self, bint decode, data, region, min_size, max_denom, exif, max_pixels, name,
+                         fl_view *view, fl_jpeg_region *r) except -1:
+        """Plan (``decode`` false) or decode ``region`` of ``data`` into *view and *r.
+
+        The argument handling shared by decoded_shape and decode. On success the
+        decoder is left busy, because ``view.data`` points into its memory: the
+        caller reads what it needs, then clears ``self.busy``. On error it is
+        cleared here and the error raised.
+        """
         cdef const uint8_t[::1] buf = data
         cdef size_t n = buf.shape[0]
         cdef const uint8_t *p = &buf[0] if n else NULL
         cdef _Call a = _Call(region, min_size, max_denom, exif, max_pixels)
-        cdef fl_view view
-        cdef fl_jpeg_region r
         cdef char err[FL_ERRLEN]
         cdef int rc
         err[0] = 0
         self.enter()
         try:
             with nogil:
-                rc = fl_jpeg_plan_region(self.d, p, n, a.x0, a.y0, a.x1, a.y1, a.min_w, a.min_h,
-                                         a.max_denom, a.exif, a.max_pixels, &view, &r, err)
-        finally:
+                if decode:
+                    rc = fl_jpeg_decode_region(self.d, p, n, a.x0, a.y0, a.x1, a.y1, a.min_w, a.min_h,
+                                               a.max_denom, a.exif, a.max_pixels, view, r, err)
+                else:
+                    rc = fl_jpeg_plan_region(self.d, p, n, a.x0, a.y0, a.x1, a.y1, a.min_w, a.min_h,
+                                             a.max_denom, a.exif, a.max_pixels, view, r, err)
+            if rc != FL_OK:
+                raise_for(rc, err, name)
+        except BaseException:
             self.busy = False
-        if rc != FL_OK:
-            raise_for(rc, err, name)
+            raise
+        return 0
+
+    def decoded_shape(self, data, region=None, min_size=(0, 0), max_denom=1, exif=True,
+                      max_pixels=0, name="<bytes>"):
+        """The (height, width, 3) that :meth:`decode` would return, and its region dict,
+        from the header alone."""
+        cdef fl_view view
+        cdef fl_jpeg_region r
+        self.region_call(False, data, region, min_size, max_denom, exif, max_pixels, name, &view, &r)
+        self.busy = False
         return (view.height, view.width, 3), region_dict(&r)
 
     def decode(self, data, region=None, min_size=(0, 0), max_denom=1, exif=True, max_pixels=0,
@@ -137,24 +155,12 @@ cdef class JpegDecoder:
         DecodeError (bad data, over ``max_pixels``), ValueError (bad arguments)
         or MemoryError.
         """
-        cdef const uint8_t[::1] buf = data
-        cdef size_t n = buf.shape[0]
-        cdef const uint8_t *p = &buf[0] if n else NULL
-        cdef _Call a = _Call(region, min_size, max_denom, exif, max_pixels)
         cdef fl_view view
         cdef fl_jpeg_region r
-        cdef char err[FL_ERRLEN]
-        cdef int rc
         cdef uint8_t[:, :, :] dst   # rows may be strided (a corner of a larger out)
         cdef Py_ssize_t y, row_bytes
-        err[0] = 0
-        self.enter()
-        try:
-            with nogil:
-                rc = fl_jpeg_decode_region(self.d, p, n, a.x0, a.y0, a.x1, a.y1, a.min_w, a.min_h,
-                                           a.max_denom, a.exif, a.max_pixels, &view, &r, err)
-            if rc != FL_OK:
-                raise_for(rc, err, name)
+        self.region_call(True, data, region, min_size, max_denom, exif, max_pixels, name, &view, &r)
+        try:                        # the decoder stays busy until its pixels are copied out
             result = np.empty((view.height, view.width, 3), np.uint8) if out is None \
                 else _checked_out(out, view.height, view.width)
             dst = result

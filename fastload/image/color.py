@@ -13,6 +13,7 @@ import math
 import numpy as np
 
 from .._kernels import _augment
+from ._checks import uint8_hwc
 
 __all__ = ["color_jitter", "make_lut", "output_shape", "write_sample"]
 
@@ -21,12 +22,7 @@ _LAYOUTS = {"NCHW": _augment.NCHW, "NHWC": _augment.NHWC}
 
 
 def _check_img(img, name="img") -> np.ndarray:
-    if not isinstance(img, np.ndarray):
-        raise TypeError(f"{name} must be a numpy array, not {type(img).__name__}")
-    if img.dtype != np.uint8:
-        raise ValueError(f"{name} must be uint8, got {img.dtype}")
-    if img.ndim == 2:
-        img = img[:, :, None]
+    img = uint8_hwc(img, name)
     if img.ndim != 3 or img.shape[0] == 0 or img.shape[1] == 0 or img.shape[2] == 0:
         raise ValueError(f"{name} must be a non-empty HxW or HxWxC array, got shape {img.shape}")
     return img

@@ -18,6 +18,7 @@ import threading
 import numpy as np
 
 from .._kernels import _resample
+from ._checks import uint8_hwc
 
 __all__ = ["FILTERS", "resize"]
 
@@ -34,12 +35,7 @@ def _resampler() -> _resample.Resampler:
 
 
 def _as_hwc(img, name: str) -> np.ndarray:
-    if not isinstance(img, np.ndarray):
-        raise TypeError(f"{name} must be a numpy array, not {type(img).__name__}")
-    if img.dtype != np.uint8:
-        raise ValueError(f"{name} must be uint8, got {img.dtype}")
-    if img.ndim == 2:
-        img = img[:, :, None]
+    img = uint8_hwc(img, name)
     if img.ndim != 3 or img.shape[2] not in (1, 3, 4):
         raise ValueError(f"{name} must be HxW or HxWxC with C in (1, 3, 4), got shape {img.shape}")
     return img
