@@ -33,7 +33,7 @@ def main(argv=None):
     tr = [fl.RandomResizedCrop(224), fl.RandomHorizontalFlip(), fl.ColorJitter(0.2, 0.2, 0.2),
           fl.Normalize(MEAN, STD)]
     a = fl.Loader(src, batch_size=64, shuffle=True, workers=2, transforms=tr)
-    b = fl.Loader(src, batch_size=32, shuffle=True, workers=2, transforms=tr, dtype="uint8")
+    b = fl.Loader(src, batch_size=32, shuffle=True, workers=2, transforms=tr[:-1], dtype="uint8")
     history = []
     for epoch in range(args.epochs):
         for i, _ in enumerate(a):

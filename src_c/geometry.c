@@ -92,12 +92,14 @@ int fl_geom_plan(const fl_geom_op *ops, int nops, int src_w, int src_h,
             if (op->h < 1 || op->w < 1)
                 return FL_ERR_ARG;
             crop(&v, (int)rint((v.vw - w) / 2.0), (int)rint((v.vh - h) / 2.0), w, h);
+            resize_to(&v, op->w, op->h);   /* no-op unless the image was smaller than the crop */
             break;
         case FL_GEOM_RANDOM_CROP:
             if (op->h < 1 || op->w < 1)
                 return FL_ERR_ARG;
             crop(&v, (int)(fl_rng_uniform(rng, slot + 1) * (v.vw - w + 1)),
                  (int)(fl_rng_uniform(rng, slot) * (v.vh - h + 1)), w, h);
+            resize_to(&v, op->w, op->h);
             break;
         case FL_GEOM_RANDOM_RESIZED_CROP:
             random_resized_crop(&v, op, rng, slot);

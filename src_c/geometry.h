@@ -26,10 +26,10 @@ typedef struct {
     double log_ratio_lo, log_ratio_hi;   /* RandomResizedCrop: log of w/h */
 } fl_geom_op;
 
-/* Run ops on a src_w x src_h image. Writes the source rectangle to sample
+/* Run ops on a src_w x src_h image. Writes the source rectangle to `box`
  * and the output size. A crop larger than the image it applies to takes the
- * whole image along that axis (and is stretched by the next resize) rather
- * than reading outside the image. FL_OK or FL_ERR_ARG. */
+ * whole image along that axis, stretched to the crop's size, rather than
+ * reading outside the image. FL_OK or FL_ERR_ARG. */
 int fl_geom_plan(const fl_geom_op *ops, int nops, int src_w, int src_h,
                  const fl_rng *rng, fl_rect *box, int *out_w, int *out_h);
 

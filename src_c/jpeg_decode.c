@@ -201,6 +201,19 @@ static int is_jpeg(const uint8_t *data, size_t size)
 }
 
 /* May longjmp: only called under a public function's setjmp. */
+/* Does the stream end with an EOI marker (allowing a little trailing padding)?
+ * A truncated download does not; such a file is decoded to its last row even
+ * when the crop needs fewer, so it fails every time rather than only for the
+ * crops that happen to reach the missing rows. */
+static int ends_with_eoi(const uint8_t *data, size_t size)
+{
+    size_t from = size > 64 ? size - 64 : 0;
+    for (size_t i = size; i-- > from + 1;)
+        if (data[i - 1] == 0xFF && data[i] == 0xD9)
+            return 1;
+    return 0;
+}
+
 static void read_header(fl_jpeg_decoder *d, const uint8_t *data, size_t size, fl_jpeg_info *info)
 {
     j_decompress_ptr c = &d->cinfo;
@@ -325,7 +338,8 @@ int fl_jpeg_plan_region(fl_jpeg_decoder *d, const uint8_t *data, size_t size,
 
 /* Decode the planned rectangle into d->pixels; out gets the view of exactly
  * the planned columns. May longjmp: only called under decode_region's setjmp. */
-static int decode_planned(fl_jpeg_decoder *d, fl_view *out, const fl_jpeg_region *r, char *err)
+static int decode_planned(fl_jpeg_decoder *d, fl_view *out, const fl_jpeg_region *r,
+                          int complete, char *err)
 {
     j_decompress_ptr c = &d->cinfo;
     c->scale_num = 1;
@@ -380,6 +394,10 @@ static int decode_planned(fl_jpeg_decoder *d, fl_view *out, const fl_jpeg_region
         }
     }
 
+    /* A stream without its EOI marker is entropy-decoded to the end, which
+     * raises the premature-end error a truncated file deserves. */
+    if (!complete && c->output_scanline < c->output_height)
+        jpeg_skip_scanlines(c, c->output_height - c->output_scanline);
     /* The whole height was read: check the stream really ends (EOI), as
      * Pillow does. Otherwise stop here without decoding the rest. */
     if (c->output_scanline == c->output_height)
@@ -412,7 +430,7 @@ int fl_jpeg_decode_region(fl_jpeg_decoder *d, const uint8_t *data, size_t size,
         jpeg_abort_decompress(&d->cinfo);
         return rc;
     }
-    return decode_planned(d, out, region, err);
+    return decode_planned(d, out, region, ends_with_eoi(data, size), err);
 }
 
 #else /* !FL_HAVE_LIBJPEG_TURBO: every call asks for the Pillow route. */

@@ -314,3 +314,20 @@ def test_fluent_methods_on_batches(image_folder):
     for (x, y), (rx, ry) in zip(kept, reference):
         np.testing.assert_array_equal(x, rx)
         np.testing.assert_array_equal(y, ry)
+
+
+def test_truncated_jpeg_fails_whatever_the_crop(image_folder, tmp_path):
+    with open(fl.ImageFolder(image_folder)[0][0], "rb") as f:
+        data = f.read()
+    (tmp_path / "cut.jpg").write_bytes(data[: len(data) * 2 // 3])
+    for tr in ([fl.CenterCrop(4)], [fl.Resize((16, 16))]):
+        loader = fl.Loader(fl.ImageFiles(tmp_path), batch_size=1, transforms=tr)
+        with pytest.raises(fl.DecodeError, match="cut.jpg"):
+            next(iter(loader))
+
+
+def test_crop_larger_than_image_stretches(tmp_path):
+    Image.fromarray(np.full((5, 6, 3), 77, np.uint8)).save(tmp_path / "small.png")
+    images = next(iter(fl.Loader(fl.ImageFiles(tmp_path), batch_size=1, dtype="uint8", layout="NHWC",
+                                 transforms=[fl.CenterCrop(8)])))
+    assert images.shape == (1, 8, 8, 3) and (images == 77).all()

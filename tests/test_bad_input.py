@@ -1,0 +1,440 @@
+"""Every kind of file a real dataset holds, through the Loader: decoded as Pillow decodes it, or
+rejected naming the file and the reason; and the error policy (raise / skip / max_failures) on
+single-field and multi-field records. Every fixture is made here (Pillow, truncation, garbage)."""
+import io
+import os
+import re
+import shutil
+import struct
+import subprocess
+import threading
+import warnings
+import zlib
+
+import numpy as np
+import pytest
+from PIL import Image, ImageOps
+
+import fastload as fl
+from fastload._kernels import _decode
+from fastload.pipeline.fields import Field, Output
+from imgutil import encode, photo_like
+
+H, W = 24, 20     # output size of every comparison
+SRC_H, SRC_W = 45, 58
+
+
+def fastload_threads():
+    return [t for t in threading.enumerate() if t.name.startswith("fastload")]
+
+
+def reference(data, size=(H, W), exif=True, high_bit=False):
+    """Pillow's answer: exif_transpose + convert("RGB"), then a bilinear resize."""
+    with Image.open(io.BytesIO(data)) as im:
+        im = ImageOps.exif_transpose(im) if exif else im
+        if high_bit:   # fastload maps 16-bit samples onto 0..255 (v / 257); Pillow clips them
+            a = np.clip(np.asarray(im).astype(np.int64), 0, 65535)
+            im = Image.fromarray(((a + 128) // 257).astype(np.uint8)).convert("RGB")
+        else:
+            with warnings.catch_warnings():   # Pillow warns on palette transparency given as bytes
+                warnings.simplefilter("ignore")
+                im = im.convert("RGB")
+        return np.asarray(im.resize((size[1], size[0]), Image.BILINEAR))
+
+
+def load(items, **kw):
+    """All images of a loader over `items` (paths or bytes), NHWC uint8, unshuffled, one batch."""
+    kw.setdefault("transforms", [fl.Resize((H, W))])
+    loader = fl.Loader(fl.ListSource(list(items), "files"), batch_size=len(items), dtype="uint8",
+                       layout="NHWC", dct_scale=False, **kw)
+    return np.array(next(iter(loader)))
+
+
+def assert_close(got, ref, what):
+    assert got.shape == ref.shape, what
+    diff = np.abs(got.astype(np.int16) - ref.astype(np.int16))
+    assert diff.mean() <= 1.0, f"{what}: mean abs diff {diff.mean():.3f} (max {diff.max()})"
+
+
+def exif_bytes(orientation):
+    e = Image.Exif()
+    e[0x0112] = orientation
+    return e.tobytes()
+
+
+PHOTO = photo_like(SRC_H, SRC_W, seed=11)
+
+
+def good_files():
+    """name -> (encoded bytes, extension, reference kwargs): every decodable kind."""
+    img, im = PHOTO, Image.fromarray(PHOTO)
+    rgba = np.dstack([img, np.linspace(0, 255, SRC_W, dtype=np.uint8)[None, :].repeat(SRC_H, 0)])
+    frames = [Image.fromarray(np.roll(img, 9 * k, axis=1)) for k in range(3)]
+    quant = Image.fromarray(rgba).quantize(32)   # a palette with an alpha per entry: tRNS as bytes
+    cmyk = encode(im.convert("CMYK"), quality=92)
+    adobe = cmyk.index(b"Adobe")   # APP14 "Adobe" + version(2) flags0(2) flags1(2) transform(1)
+    ycck = cmyk[:adobe + 11] + b"\x02" + cmyk[adobe + 12:]
+    i16 = (np.arange(SRC_H * SRC_W, dtype=np.uint32).reshape(SRC_H, SRC_W) * 31 % 65536).astype(np.uint16)
+    f32 = (photo_like(SRC_H, SRC_W, seed=12)[..., 0].astype(np.float32) * 0.9 + 0.3)
+    out = {
+        "jpeg-420": (encode(img, quality=90), "jpg", {}),
+        "jpeg-444": (encode(img, quality=95, subsampling=0), "jpg", {}),
+        "jpeg-422": (encode(img, quality=85, subsampling=1), "jpg", {}),
+        "jpeg-progressive": (encode(img, quality=90, progressive=True), "jpg", {}),
+        "jpeg-gray": (encode(img[..., 1], quality=90), "jpg", {}),
+        "jpeg-restart": (encode(img, quality=90, restart_marker_blocks=2), "jpg", {}),
+        "jpeg-cmyk": (cmyk, "jpg", {}),
+        "jpeg-ycck": (ycck, "jpg", {}),
+        "png-rgb": (encode(img, "PNG"), "png", {}),
+        "png-rgba": (encode(rgba, "PNG"), "png", {}),
+        "png-la": (encode(Image.fromarray(rgba).convert("LA"), "PNG"), "png", {}),
+        "png-gray": (encode(img[..., 2], "PNG"), "png", {}),
+        "png-1bit": (encode(Image.fromarray(img[..., 0]).convert("1"), "PNG"), "png", {}),
+        "png-palette-trns-index": (encode(im.quantize(16), "PNG", transparency=3), "png", {}),
+        "png-palette-trns-bytes": (encode(quant, "PNG"), "png", {}),
+        "png-16bit": (encode(Image.fromarray(i16), "PNG"), "png", {"high_bit": True}),
+        "tiff-16bit": (encode(Image.fromarray(i16), "TIFF"), "tif", {"high_bit": True}),
+        "tiff-float": (encode(Image.fromarray(f32), "TIFF"), "tif", {}),
+        "gif-transparent": (encode(im.quantize(64), "GIF", transparency=5), "gif", {}),
+        "gif-animated": (encode(frames[0].quantize(64), "GIF", save_all=True,
+                                append_images=[f.quantize(64) for f in frames[1:]], duration=40), "gif", {}),
+        "webp-animated": (encode(frames[0], "WEBP", save_all=True, append_images=frames[1:],
+                                 lossless=True), "webp", {}),
+        "png-animated": (encode(frames[0], "PNG", save_all=True, append_images=frames[1:]), "png", {}),
+        "webp-rgba": (encode(rgba, "WEBP", lossless=True), "webp", {}),
+        "bmp": (encode(img, "BMP"), "bmp", {}),
+        "tiff-cmyk": (encode(im.convert("CMYK"), "TIFF"), "tif", {}),
+    }
+    for o in range(1, 9):
+        out[f"jpeg-exif{o}"] = (encode(img, quality=90, exif=exif_bytes(o)), "jpg", {})
+    out["png-exif6"] = (encode(img, "PNG", exif=exif_bytes(6)), "png", {})
+    out["webp-exif8"] = (encode(img, "WEBP", lossless=True, exif=exif_bytes(8)), "webp", {})
+    return out
+
+
+GOOD = good_files()
+
+
+def test_fixtures_are_what_they_claim():
+    def mode(name):
+        with Image.open(io.BytesIO(GOOD[name][0])) as im:
+            return im.mode, getattr(im, "n_frames", 1), im.info.get("transparency")
+    assert mode("jpeg-cmyk")[0] == mode("jpeg-ycck")[0] == "CMYK"
+    if _decode.HAVE_LIBJPEG_TURBO:
+        info = _decode.JpegDecoder().info
+        assert info(GOOD["jpeg-ycck"][0])["colorspace"] == "ycck" and info(GOOD["jpeg-cmyk"][0])["colorspace"] == "cmyk"
+        assert info(GOOD["jpeg-progressive"][0])["progressive"]
+    assert mode("png-16bit")[0].startswith("I") and mode("tiff-float")[0] == "F"
+    assert mode("png-la")[0] == "LA" and mode("png-rgba")[0] == "RGBA"
+    assert mode("png-palette-trns-bytes")[0] == "P" and isinstance(mode("png-palette-trns-bytes")[2], bytes)
+    assert mode("gif-animated")[1] == mode("webp-animated")[1] == mode("png-animated")[1] == 3
+
+
+@pytest.mark.parametrize("route", ["path", "bytes"])
+def test_every_decodable_kind_matches_pillow(tmp_path, route):
+    names = sorted(GOOD)
+    items = []
+    for name in names:
+        data, ext, _ = GOOD[name]
+        if route == "path":
+            (tmp_path / f"{name}.{ext}").write_bytes(data)
+            items.append(str(tmp_path / f"{name}.{ext}"))
+        else:
+            items.append(data)
+    images = load(items, workers=2)
+    for name, got in zip(names, images):
+        data, _, kw = GOOD[name]
+        assert_close(got, reference(data, **kw), name)
+
+
+ORIENT = {1: lambda a: a, 2: lambda a: a[:, ::-1], 3: lambda a: a[::-1, ::-1], 4: lambda a: a[::-1],
+          5: lambda a: a.transpose(1, 0, 2), 6: lambda a: np.rot90(a, -1),
+          7: lambda a: np.rot90(a.transpose(1, 0, 2), 2), 8: lambda a: np.rot90(a, 1)}
+
+
+def test_exif_orientation_applied_by_default_and_raw_with_exif_false():
+    names = [f"jpeg-exif{o}" for o in range(1, 9)] + ["png-exif6", "webp-exif8"]
+    data = [GOOD[n][0] for n in names]
+    raw = load(data, exif=False, transforms=[fl.Resize((SRC_H, SRC_W))])
+    turned = load(data, transforms=[fl.Resize((30, 30))])
+    for name, d, r, t in zip(names, data, raw, turned):
+        o = int(name[-1])
+        assert_close(r, reference(d, size=(SRC_H, SRC_W), exif=False), name + " raw")
+        assert_close(t, reference(d, size=(30, 30)), name + " oriented")
+        size = (SRC_W, SRC_H) if o >= 5 else (SRC_H, SRC_W)
+        upright = load([d], transforms=[fl.Resize(size)])[0]
+        assert_close(upright, ORIENT[o](r), name + " is the raw pixels turned")
+
+
+def test_arithmetic_coded_jpeg(tmp_path):
+    jpegtran = shutil.which("jpegtran")
+    if jpegtran is None:
+        pytest.skip("jpegtran not installed (Debian: apt-get install libjpeg-turbo-progs)")
+    src = tmp_path / "huffman.jpg"
+    src.write_bytes(GOOD["jpeg-420"][0])
+    for flags, name in ((["-arithmetic"], "arith.jpg"), (["-arithmetic", "-progressive"], "arith-prog.jpg")):
+        subprocess.run([jpegtran, *flags, "-outfile", str(tmp_path / name), str(src)], check=True)
+        data = (tmp_path / name).read_bytes()
+        assert b"\xff\xc9" in data or b"\xff\xca" in data   # SOF9 / SOF10: arithmetic coding
+        got = load([str(tmp_path / name)])[0]
+        assert_close(got, reference(data), name)
+        np.testing.assert_array_equal(got, load([str(src)])[0])   # lossless transcode: same pixels
+
+
+@pytest.mark.parametrize("h, w", [(1, 1), (1, 300), (300, 1), (2, 1000), (700, 3)])
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG"])
+def test_tiny_and_extreme_aspect_ratios(h, w, fmt):
+    data = encode(photo_like(h, w, seed=h + w), fmt, **({"quality": 95} if fmt == "JPEG" else {}))
+    for tr, size in (([fl.Resize((H, W))], (H, W)), ([fl.Resize(16), fl.CenterCrop(16)], None),
+                     ([fl.RandomResizedCrop(16), fl.RandomHorizontalFlip()], None)):
+        got = load([data], transforms=tr)
+        assert got.shape[1:] == ((16, 16, 3) if size is None else (H, W, 3))
+        if size is not None:
+            assert_close(got[0], reference(data), f"{fmt} {h}x{w}")
+
+
+# -- files that must be rejected ---------------------------------------------------------
+
+def png_chunk(kind: bytes, body: bytes) -> bytes:
+    return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+
+def huge_png(w, h):
+    ihdr = png_chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0))
+    return b"\x89PNG\r\n\x1a\n" + ihdr + png_chunk(b"IDAT", zlib.compress(b"\0" * 64)) + png_chunk(b"IEND", b"")
+
+
+def huge_jpeg(w, h):
+    data = GOOD["jpeg-420"][0]
+    i = data.index(b"\xff\xc0")
+    return data[:i + 5] + struct.pack(">HH", h, w) + data[i + 9:]
+
+
+def bad_files():
+    """name -> (bytes, extension, regex the reason must match)."""
+    jpg, png, prog = GOOD["jpeg-420"][0], GOOD["png-rgb"][0], GOOD["jpeg-progressive"][0]
+    sos = jpg.index(b"\xff\xda")
+    corrupt_scan = bytearray(jpg)
+    corrupt_scan[sos + 40:sos + 44] = b"\xff\xd0\xff\xd3"   # restart markers where none belong
+    return {
+        "zero-bytes": (b"", "jpg", "empty"),
+        "text-as-jpg": (b"this is a README, not a photo\n" * 3, "jpg", "not an image"),
+        "html-as-png": (b"<!DOCTYPE html><html><body>404 Not Found</body></html>", "png", "not an image"),
+        "soi-then-garbage": (b"\xff\xd8\xff" + bytes(range(256)) * 4, "jpg", "JPEG|marker|Bogus|Unsupported"),
+        "jpeg-header-only": (jpg[:sos], "jpg", "JPEG|premature|end"),
+        "jpeg-half": (jpg[:len(jpg) // 2], "jpg", "premature|end|truncated"),
+        "jpeg-no-eoi-tail": (jpg[:-40], "jpg", "premature|end|truncated"),
+        "jpeg-progressive-half": (prog[:len(prog) // 2], "jpg", "premature|end|truncated"),
+        "jpeg-corrupt-scan": (bytes(corrupt_scan), "jpg", "marker|Corrupt|RST"),
+        "jpeg-3-bytes": (jpg[:3], "jpg", "JPEG|empty|premature|end"),
+        "png-half": (png[:len(png) // 2], "png", "truncated|OSError|SyntaxError|error"),
+        "png-signature-only": (png[:8], "png", "truncated PNG header"),
+        "png-bad-crc": (png[:30] + bytes([png[30] ^ 0xFF]) + png[31:], "png", "corrupt or truncated PNG header"),
+        "png-corrupt-zlib": (png[:60] + b"\x00" * 40 + png[100:], "png", "error|Error|truncated"),
+        "gif-truncated": (GOOD["gif-animated"][0][:40], "gif", "truncated GIF header"),
+        "jpeg-bomb": (huge_jpeg(60000, 60000), "jpg", "over the limit"),
+        "png-bomb": (huge_png(100_000, 100_000), "png", "over the limit|DecompressionBomb"),
+    }
+
+
+BAD = bad_files()
+
+
+def write_dataset(root, bad_names, n_good=8):
+    """A flat folder: n_good photo JPEGs with the named bad files interleaved."""
+    root.mkdir(parents=True, exist_ok=True)
+    for i in range(n_good):
+        (root / f"good{i:02d}.jpg").write_bytes(encode(photo_like(30 + i, 40, seed=i), quality=90))
+    for name in bad_names:
+        data, ext, _ = BAD[name]
+        (root / f"{name}.{ext}").write_bytes(data)
+    return fl.ImageFiles(root)
+
+
+@pytest.mark.parametrize("name", sorted(BAD))
+def test_bad_file_raises_decode_error_naming_it(tmp_path, name):
+    data, ext, reason = BAD[name]
+    path = tmp_path / f"{name}.{ext}"
+    path.write_bytes(data)
+    for item in (str(path), data):
+        loader = fl.Loader(fl.ListSource([item], "files"), batch_size=1, transforms=[fl.Resize((H, W))])
+        with pytest.raises(fl.DecodeError, match=reason) as e:
+            next(iter(loader))
+        assert e.value.record == "files[0]"
+        assert str(e.value).startswith("files[0]: ") and e.value.reason
+    loader = fl.Loader(fl.ImageFiles([path]), batch_size=1, transforms=[fl.Resize((H, W))])
+    with pytest.raises(fl.DecodeError) as e:
+        next(iter(loader))
+    assert e.value.record == str(path) and str(path) in str(e.value)
+    assert fastload_threads() == []
+
+
+def test_max_pixels_is_checked_before_memory_is_spent():
+    small = GOOD["jpeg-420"][0]
+    for data in (small, GOOD["png-rgb"][0], GOOD["jpeg-exif6"][0]):
+        with pytest.raises(fl.DecodeError, match=f"{SRC_W}x{SRC_H} = {SRC_W * SRC_H} pixels, over the limit of 1000"):
+            load([data], max_pixels=1000)
+        load([data], max_pixels=SRC_W * SRC_H)   # at the limit: fine
+    with pytest.raises(fl.DecodeError, match="60000x60000"):
+        load([huge_jpeg(60000, 60000)])
+
+
+def test_skip_drops_counts_and_reports_every_bad_file_once(tmp_path, capfd):
+    src = write_dataset(tmp_path / "data", sorted(BAD))
+    kw = dict(batch_size=5, transforms=[fl.Resize((H, W))], dtype="uint8", layout="NHWC", dct_scale=False)
+    with pytest.warns(RuntimeWarning, match="skipping records") as rec:
+        loader = fl.Loader(src, on_error="skip", workers=2, **kw)
+        epochs = [[np.array(x) for x in loader] for _ in range(2)]
+    assert len(rec) == 1   # once per loader, not per file or per epoch
+    assert capfd.readouterr() == ("", "")   # nothing printed, not even by libjpeg
+    bad_paths = sorted(p for p in src.paths if not os.path.basename(p).startswith("good"))
+    failures = loader.stats()["failures"]
+    assert sorted(p for p, _ in failures) == sorted(bad_paths * 2)
+    for path, reason in failures:
+        name = os.path.basename(path).rsplit(".", 1)[0]
+        assert reason and re.search(BAD[name][2], reason), (name, reason)
+    assert loader.stats()["skipped"] == 2 * len(BAD)
+    good = [p for p in src.paths if os.path.basename(p).startswith("good")]
+    for batches in epochs:
+        images = np.concatenate(batches)
+        assert len(images) == len(good)
+        for path, got in zip(good, images):   # survivors keep their order and their own pixels
+            with open(path, "rb") as f:
+                assert_close(got, reference(f.read()), path)
+
+
+def test_max_failures_count_and_fraction(tmp_path):
+    src = write_dataset(tmp_path / "data", ["zero-bytes", "text-as-jpg", "jpeg-half"], n_good=17)
+    assert len(src) == 20
+    kw = dict(batch_size=4, transforms=[fl.CenterCrop(8)])
+    with pytest.warns(RuntimeWarning):
+        assert sum(len(x) for x in fl.Loader(src, max_failures=3, **kw)) == 17
+        assert sum(len(x) for x in fl.Loader(src, max_failures=0.15, **kw)) == 17   # floor(0.15 * 20) = 3
+    for budget in (2, 0.1):
+        with pytest.raises(fl.RecordError, match=f"3 records failed, over max_failures={budget}"):
+            list(fl.Loader(src, max_failures=budget, **kw))
+        assert fastload_threads() == []
+    with pytest.raises(fl.DecodeError):   # the default is raise
+        list(fl.Loader(src, **kw))
+
+
+def test_unreadable_paths(tmp_path):
+    good = tmp_path / "good.jpg"
+    good.write_bytes(GOOD["jpeg-420"][0])
+    (tmp_path / "dir.jpg").mkdir()
+    os.symlink(tmp_path / "nowhere.jpg", tmp_path / "dangling.jpg")
+    os.mkfifo(tmp_path / "fifo.jpg")   # opening a FIFO for reading blocks unless told not to
+    paths = [str(tmp_path / n) for n in ("good.jpg", "dir.jpg", "dangling.jpg", "missing.jpg", "fifo.jpg")]
+    result = {}
+
+    def run():
+        loader = fl.Loader(fl.ImageFiles(paths), batch_size=5, transforms=[fl.Resize((H, W))], on_error="skip",
+                           workers=0)
+        with warnings.catch_warnings(record=True):
+            warnings.simplefilter("always")
+            result["n"] = len(next(iter(loader)))
+        result["failures"] = dict(loader.stats()["failures"])
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    t.join(10)
+    assert not t.is_alive(), "the loader hung on a special file"
+    assert result["n"] == 1
+    f = result["failures"]
+    assert f[paths[1]] == "not a regular file" and f[paths[4]] == "not a regular file"
+    assert "No such file" in f[paths[2]] and "No such file" in f[paths[3]]
+
+
+def test_files_deleted_mid_epoch(tmp_path):
+    src = write_dataset(tmp_path / "data", [], n_good=12)
+    kw = dict(batch_size=2, transforms=[fl.CenterCrop(8)], prefetch=1, workers=1)
+    victims = src.paths[8], src.paths[11]   # batches 4 and 5: beyond what is in flight after batch 0
+    loader = fl.Loader(src, on_error="skip", **kw)
+    it = iter(loader)
+    next(it)
+    for v in victims:
+        os.remove(v)
+    with pytest.warns(RuntimeWarning, match="skipping"):
+        sizes = [len(x) for x in it]
+    assert sizes == [2, 2, 2, 1, 1]
+    assert [p for p, _ in loader.stats()["failures"]] == list(victims)
+    assert all("No such file" in r for _, r in loader.stats()["failures"])
+    with pytest.raises(fl.DecodeError, match="good08.jpg: cannot open: No such file"):
+        list(fl.Loader(src, **kw))
+
+
+# -- multi-field records ------------------------------------------------------------------
+
+class Caption(Field):
+    """A text field that fails on captions containing 'BAD' (as a tokenizer might on bad UTF-8)."""
+
+    def __init__(self):
+        self.name = "caption"
+
+    def outputs(self):
+        return [Output(self.name, (1,), np.dtype(np.int64))]
+
+    def fill(self, values, outs, ctx):
+        failures = {}
+        for i, v in enumerate(values):
+            if "BAD" in v:
+                failures[i] = "caption marked BAD"
+            else:
+                outs[self.name][i, 0] = int(v.split()[-1])
+        return failures
+
+
+def gray(i):
+    return 10 + (i * 23) % 230
+
+
+def multi_field_records(tmp_path, n=30, bad_images=(4, 17), bad_captions=(9, 21)):
+    (tmp_path / "img").mkdir(parents=True)
+    paths = []
+    for i in range(n):
+        p = tmp_path / "img" / f"{i:03d}.png"
+        if i in bad_images:
+            p.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 20)
+        else:
+            Image.fromarray(np.full((12 + i % 5, 16, 3), gray(i), np.uint8)).save(p)
+        paths.append(str(p))
+    captions = [("BAD " if i in bad_captions else "") + f"caption {i}" for i in range(n)]
+    return fl.zip(image=fl.ImageFiles(paths), text=fl.ListSource(captions, "captions"),
+                  number=fl.ListSource(captions, "numbers"))
+
+
+@pytest.mark.parametrize("workers", [0, 3])
+def test_multi_field_skip_drops_whole_records_never_misaligned(tmp_path, workers):
+    records = multi_field_records(tmp_path)
+    loader = fl.Loader(records, batch_size=7, shuffle=True, seed=2, workers=workers, on_error="skip",
+                       dtype="uint8", layout="NHWC",
+                       fields={"image": [fl.Resize((6, 6))], "number": Caption(), "text": None})
+    seen = []
+    with pytest.warns(RuntimeWarning) as rec:
+        for batch in loader:
+            assert len(batch["image"]) == len(batch["number"]) == len(batch["text"])
+            for img, num, text in zip(batch["image"], batch["number"][:, 0], batch["text"]):
+                assert text == f"caption {num}"
+                assert np.abs(img.astype(int) - gray(num)).max() <= 1
+                seen.append(int(num))
+    assert len(rec) == 1
+    assert sorted(seen) == [i for i in range(30) if i not in (4, 17, 9, 21)]
+    failures = dict(loader.stats()["failures"])
+    assert sorted(failures) == sorted(records.record_id(i) for i in (4, 17, 9, 21))
+    assert failures[records.record_id(9)] == "caption marked BAD"
+    assert "000" not in "".join(failures) and "004.png" in records.record_id(4)
+
+
+def test_multi_field_raise_names_the_record_and_field(tmp_path):
+    records = multi_field_records(tmp_path, bad_captions=())
+    loader = fl.Loader(records, batch_size=8, fields={"image": [fl.Resize((6, 6))], "number": Caption(),
+                                                      "text": None})
+    with pytest.raises(fl.DecodeError) as e:
+        list(loader)
+    assert e.value.record == records.record_id(4) and "004.png" in str(e.value)
+    assert e.value.reason.startswith("field 'image': ")
+    records = multi_field_records(tmp_path / "b", bad_images=())
+    loader = fl.Loader(records, batch_size=8, fields={"image": [fl.Resize((6, 6))], "number": Caption()})
+    with pytest.raises(fl.RecordError, match="field 'number': caption marked BAD") as e:
+        list(loader)
+    assert e.value.record == records.record_id(9) and not isinstance(e.value, fl.DecodeError)
+    assert fastload_threads() == []

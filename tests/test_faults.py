@@ -1,0 +1,214 @@
+"""Faults inside the Loader's stages and workers, interrupts, and concurrent loaders: errors reach
+the consumer saying where they came from, and no fastload thread outlives its iteration."""
+import _thread
+import threading
+import time
+
+import numpy as np
+import pytest
+
+import fastload as fl
+from fastload.pipeline.fields import Field, Output
+
+
+def fastload_threads():
+    return [t for t in threading.enumerate() if t.name.startswith("fastload")]
+
+
+def wait_for_no_threads(limit=1.0):
+    t0 = time.monotonic()
+    while fastload_threads() and time.monotonic() - t0 < limit:
+        time.sleep(0.005)
+    return fastload_threads()
+
+
+class Number(Field):
+    """Writes int(value); raises `error` on the value `explode_at` (as a buggy user field would);
+    sleeps `delay` seconds per chunk with the GIL released, like a compiled kernel."""
+
+    def __init__(self, explode_at=None, error=ValueError("boom"), delay=0.0, times=None):
+        self.name, self.explode_at, self.error, self.delay, self.times = "n", explode_at, error, delay, times
+
+    def outputs(self):
+        return [Output(self.name, (), np.dtype(np.int64))]
+
+    def fill(self, values, outs, ctx):
+        time.sleep(self.delay)
+        for i, v in enumerate(values):
+            if v == self.explode_at and (self.times is None or self.times > 0):
+                if self.times is not None:
+                    self.times -= 1
+                raise self.error
+            outs[self.name][i] = v
+        return {}
+
+
+def records(image_folder, n=24):
+    src = fl.ImageFolder(image_folder)
+    return fl.zip(image=fl.ImageFiles(src.paths[:n]), n=fl.ListSource(list(range(n)), "numbers"))
+
+
+@pytest.mark.parametrize("workers", [0, 1, 3])
+def test_exception_in_a_field_reaches_the_consumer_with_context(image_folder, workers):
+    recs = records(image_folder)
+    loader = fl.Loader(recs, batch_size=4, workers=workers,
+                       fields={"image": [fl.CenterCrop(8)], "n": Number(explode_at=13)})
+    seen = []
+    with pytest.raises(fl.StageError) as e:
+        for batch in loader:
+            seen += batch["n"].tolist()
+    assert seen == list(range(12))   # every batch before the failing one, in order
+    assert "stage 'field n' failed" in str(e.value) and "ValueError: boom" in str(e.value)
+    assert recs.record_id(12) in str(e.value) or recs.record_id(13) in str(e.value)
+    assert isinstance(e.value.__cause__, ValueError)
+    assert fastload_threads() == []
+
+
+@pytest.mark.parametrize("on_error", ["raise", "skip"])
+def test_unexpected_exception_is_not_a_bad_record_even_under_skip(image_folder, on_error):
+    loader = fl.Loader(records(image_folder), batch_size=4, workers=2, on_error=on_error,
+                       fields={"image": [fl.CenterCrop(8)], "n": Number(explode_at=5, error=KeyError("k"))})
+    with pytest.raises(fl.StageError, match="KeyError"):
+        list(loader)
+    assert loader.stats()["failures"] == [] and fastload_threads() == []
+
+
+class FlakySource(fl.Source):
+    """A source whose bulk read raises an unexpected error (a network share going away) for one chunk,
+    and whose record `bad` is a RecordError (a missing row)."""
+
+    def __init__(self, paths, outage_at=None, bad=None):
+        self.paths, self.outage_at, self.bad = paths, outage_at, bad
+
+    def __len__(self):
+        return len(self.paths)
+
+    def __getitem__(self, i):
+        if i == self.bad:
+            raise fl.RecordError(f"row {i}", "row missing from the index")
+        return self.paths[i]
+
+    def gather(self, indices):
+        if self.outage_at in indices.tolist():
+            raise ConnectionError("share went away")
+        return [self[i] for i in indices.tolist()]
+
+    def record_id(self, i):
+        return f"row {i}"
+
+
+def test_exception_in_the_source_reaches_the_consumer_with_context(image_folder):
+    paths = fl.ImageFolder(image_folder).paths
+    loader = fl.Loader(FlakySource(paths, outage_at=9), batch_size=4, workers=2, transforms=[fl.CenterCrop(8)])
+    with pytest.raises(fl.StageError, match=r"stage 'source' failed on record .*row 8.*ConnectionError: share went away"):
+        list(loader)
+    assert fastload_threads() == []
+    # A RecordError from the source is a bad record: the policy applies.
+    loader = fl.Loader(FlakySource(paths, bad=6), batch_size=4, workers=2, transforms=[fl.CenterCrop(8)],
+                       on_error="skip")
+    with pytest.warns(RuntimeWarning, match="row missing"):
+        assert [len(x) for x in loader] == [4, 3, 4, 4, 4, 4]
+    assert loader.stats()["failures"] == [("row 6", "row missing from the index")]
+    with pytest.raises(fl.RecordError, match="row 6: row missing"):
+        list(fl.Loader(FlakySource(paths, bad=6), batch_size=4, transforms=[fl.CenterCrop(8)]))
+
+
+def test_loader_is_reusable_after_a_failure(image_folder):
+    field = Number(explode_at=7, times=1)   # fails in the first epoch only
+    loader = fl.Loader(records(image_folder), batch_size=5, workers=2, shuffle=True, seed=4,
+                       fields={"image": [fl.CenterCrop(8)], "n": field})
+    with pytest.raises(fl.StageError):
+        list(loader)
+    assert fastload_threads() == []
+    epoch1 = [b["n"].tolist() for b in loader]
+    assert sorted(sum(epoch1, [])) == list(range(24))
+    assert sum(epoch1, []) == loader.order(1).tolist()
+
+
+def test_exception_in_the_consumer_stops_the_workers(image_folder):
+    loader = fl.Loader(fl.ImageFolder(image_folder), batch_size=2, workers=3, transforms=[fl.CenterCrop(8)])
+
+    def train():
+        for i, _ in enumerate(loader):
+            if i == 3:
+                raise RuntimeError("NaN loss")
+    with pytest.raises(RuntimeError, match="NaN loss"):
+        train()
+    assert wait_for_no_threads() == []
+
+
+@pytest.mark.parametrize("where", ["waiting", "training"])
+def test_keyboard_interrupt_stops_every_thread_within_a_second(image_folder, where):
+    # "waiting": the consumer mostly waits on slow workers; "training": on its own loop body.
+    slow_fill, slow_body = (0.02, 0.0) if where == "waiting" else (0.0, 0.02)
+    loader = fl.Loader(records(image_folder), batch_size=4, workers=3, prefetch=3,
+                       fields={"image": [fl.RandomResizedCrop(16)], "n": Number(delay=slow_fill)})
+    seen = []
+
+    def train():
+        for epoch in range(10_000):
+            for batch in loader:
+                seen.append(len(batch["n"]))
+                time.sleep(slow_body)
+    timer = threading.Timer(0.3, _thread.interrupt_main)
+    timer.start()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            train()
+        t0 = time.monotonic()
+        assert wait_for_no_threads(1.0) == []
+        assert time.monotonic() - t0 < 1.0
+    finally:
+        timer.cancel()
+    assert seen   # it was running when interrupted
+    assert [len(b["n"]) for b in loader] == [4] * 6   # and runs again afterwards
+
+
+def test_two_loaders_interleaved_and_reused_across_epochs(image_folder):
+    src = fl.ImageFolder(image_folder)
+    tr = [fl.RandomResizedCrop(16), fl.RandomHorizontalFlip()]
+    kw_a = dict(batch_size=5, shuffle=True, seed=3, transforms=tr)
+    kw_b = dict(batch_size=7, shuffle=True, seed=8, transforms=tr, dtype="uint8")
+    a, b = fl.Loader(src, workers=2, **kw_a), fl.Loader(src, workers=1, **kw_b)
+    for epoch in range(3):
+        got_a, got_b = [], []
+        ia, ib = iter(a), iter(b)
+        for (y, _), (x, _) in zip(ib, ia):   # both in flight at once (b is the shorter one)
+            got_a.append(x.copy())
+            got_b.append(y.copy())
+        got_a += [x.copy() for x, _ in ia]
+        for kw, got in ((kw_a, got_a), (kw_b, got_b)):
+            ref = fl.Loader(src, workers=0, **kw)
+            ref.set_epoch(epoch)
+            np.testing.assert_array_equal(np.concatenate(got), np.concatenate([x.copy() for x, _ in ref]))
+    assert a.state_dict()["epoch"] == 3 and b.state_dict()["epoch"] == 3
+    assert wait_for_no_threads() == []
+
+
+def test_four_loaders_in_four_threads_equal_serial(image_folder):
+    src = fl.ImageFolder(image_folder)
+    tr = [fl.RandomResizedCrop(20), fl.RandomHorizontalFlip(), fl.ColorJitter(0.2, 0.2, 0.2)]
+
+    def run(seed, workers):
+        loader = fl.Loader(src, batch_size=4, shuffle=True, seed=seed, transforms=tr, workers=workers,
+                           dtype="uint8", layout="NHWC")
+        return [np.concatenate([x.copy() for x, _ in loader]) for _ in range(2)]
+    serial = {seed: run(seed, 0) for seed in range(4)}
+    results, errors = {}, []
+
+    def worker(seed):
+        try:
+            results[seed] = run(seed, 1 + seed % 3)
+        except BaseException as e:   # surfaced below
+            errors.append(e)
+    threads = [threading.Thread(target=worker, args=(s,)) for s in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not errors and sorted(results) == [0, 1, 2, 3]
+    for seed in range(4):
+        for got, want in zip(results[seed], serial[seed]):
+            np.testing.assert_array_equal(got, want)
+    assert not np.array_equal(serial[0][0], serial[1][0])
+    assert wait_for_no_threads() == []

@@ -1,0 +1,148 @@
+"""Byte-mutation fuzzing of the decode kernel, the sample kernel and the image field, over valid
+JPEG/PNG seeds made here. Deterministic (derandomized Hypothesis), bounded for CI; the long run is
+``python tools/fuzz.py``. A crash kills the test process, which fails the run."""
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings, strategies as st
+from PIL import Image
+
+import fastload as fl
+from fastload._kernels import _batch, _decode
+from fastload.image.field import ImageField, compile_plan
+from fastload.pipeline.fields import ChunkContext
+from imgutil import encode, photo_like
+
+pytestmark = pytest.mark.skipif(not _decode.HAVE_LIBJPEG_TURBO, reason="the C JPEG path is not built")
+
+
+def _exif6():
+    e = Image.Exif()
+    e[0x0112] = 6
+    return e.tobytes()
+
+
+_IMG = photo_like(40, 56, seed=21)
+SEEDS = {
+    "baseline-420": encode(_IMG, quality=80),
+    "progressive-444": encode(_IMG, quality=80, progressive=True, subsampling=0),
+    "gray-restart": encode(_IMG[..., 0], quality=80, restart_marker_blocks=1),
+    "exif6-422": encode(_IMG, quality=80, subsampling=1, exif=_exif6()),
+    "cmyk": encode(Image.fromarray(_IMG).convert("CMYK"), quality=80),
+    "png": encode(_IMG, "PNG"),
+    "png-palette": encode(Image.fromarray(_IMG).quantize(16), "PNG", transparency=2),
+}
+JPEG_SEEDS = sorted(k for k in SEEDS if not k.startswith("png"))
+
+position = st.one_of(st.integers(0, 700), st.integers(0, 1 << 16))   # headers are near the start
+mutation = st.one_of(
+    st.tuples(st.just("flip"), position, st.integers(0, 7)),
+    st.tuples(st.just("set"), position, st.sampled_from([0x00, 0xFF, 0x01, 0x7F, 0x80, 0xC0, 0xD9, 0xDA])),
+    st.tuples(st.just("truncate"), position, st.just(0)),
+    st.tuples(st.just("insert"), position, st.binary(min_size=1, max_size=12)),
+    st.tuples(st.just("delete"), position, st.integers(1, 64)),
+    st.tuples(st.just("duplicate"), position, st.integers(1, 200)),
+)
+
+
+def mutate(data: bytes, ops) -> bytes:
+    b = bytearray(data)
+    for op, pos, arg in ops:
+        pos %= max(len(b), 1)
+        if op == "flip" and b:
+            b[pos] ^= 1 << arg
+        elif op == "set" and b:
+            b[pos] = arg
+        elif op == "truncate":
+            del b[pos:]
+        elif op == "insert":
+            b[pos:pos] = arg
+        elif op == "delete":
+            del b[pos:pos + arg]
+        elif op == "duplicate":
+            b[pos:pos] = b[pos:pos + arg]
+    return bytes(b)
+
+
+def fuzzed(seeds):
+    return st.builds(lambda name, ops: mutate(SEEDS[name], ops), st.sampled_from(seeds),
+                     st.lists(mutation, min_size=1, max_size=4))
+
+
+FUZZ = settings(max_examples=500, deadline=None, derandomize=True, database=None,
+                suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+MAX_PIXELS = (10_000_000, 1500)   # bounded: a mutated header may declare 65535 x 65535
+
+
+@FUZZ
+@given(data=fuzzed(JPEG_SEEDS), region=st.one_of(st.none(), st.tuples(*[st.integers(-8, 80)] * 4)),
+       min_size=st.tuples(st.integers(0, 64), st.integers(0, 64)), max_denom=st.sampled_from([1, 2, 4, 8]),
+       exif=st.booleans(), max_pixels=st.sampled_from(MAX_PIXELS))
+def test_decode_kernel_survives_mutations(data, region, min_size, max_denom, exif, max_pixels):
+    d = _decode.JpegDecoder()
+    kw = dict(region=region, min_size=min_size, max_denom=max_denom, exif=exif, max_pixels=max_pixels)
+    try:
+        shape, info = d.decoded_shape(data, **kw)
+    except (_decode.Unsupported, fl.DecodeError, ValueError) as e:
+        assert str(e)
+        shape = None
+    try:
+        pixels, region_info = d.decode(data, **kw)
+    except (_decode.Unsupported, fl.DecodeError, ValueError) as e:
+        assert str(e)
+        return
+    assert shape is not None and pixels.shape == shape and region_info == info
+    assert pixels.dtype == np.uint8 and pixels.size > 0
+    ok = encode(_IMG[:8, :8], quality=90)   # the decoder is still usable afterwards
+    assert d.decode(ok)[0].shape == (8, 8, 3)
+
+
+TRANSFORMS = [
+    [fl.Resize((16, 12))],
+    [fl.RandomResizedCrop(16), fl.RandomHorizontalFlip(), fl.RandomRotate90()],
+    [fl.Resize(20), fl.CenterCrop(16), fl.ColorJitter(0.4, 0.4, 0.4), fl.Normalize([0.5] * 3, [0.25] * 3)],
+    [fl.RandomCrop(24), fl.Resize((8, 8), interpolation="nearest"), fl.RandomVerticalFlip()],
+    [fl.Resize((9, 33), interpolation="area")],
+]
+plans = st.builds(lambda t, dtype, layout, exif, dct, mp: (t, dict(
+                      dtype="float32" if t == 2 and dtype == "uint8" else dtype,   # Normalize needs floats
+                      layout=layout, exif=exif, dct_scale=dct, max_pixels=mp)),
+                  st.sampled_from(range(len(TRANSFORMS))), st.sampled_from(["uint8", "float16", "float32"]),
+                  st.sampled_from(["NCHW", "NHWC"]), st.booleans(), st.booleans(), st.sampled_from(MAX_PIXELS))
+# Never "arg" (a plan or geometry bug), "nomem" or "io" on in-memory bytes.
+ALLOWED = {code for code, name in _batch.FL_STATUS.items() if name in ("ok", "not_jpeg", "unsupported", "decode", "too_large")}
+
+
+def output_shape(size, layout):
+    return (3, *size) if layout == "NCHW" else (*size, 3)
+
+
+@FUZZ
+@given(items=st.lists(fuzzed(JPEG_SEEDS), min_size=1, max_size=3), plan=plans, seed=st.integers(0, 2**32),
+       epoch=st.integers(0, 3))
+def test_sample_kernel_survives_mutations(items, plan, seed, epoch):
+    t, kw = plan
+    p, size = compile_plan(TRANSFORMS[t], **kw)
+    out = np.full((len(items), *output_shape(size, kw["layout"])), 7, dtype=kw["dtype"])
+    status = np.empty(len(items), np.int32)
+    indices = np.arange(len(items), dtype=np.uint64)
+    failed = _batch.Worker().run_chunk(p, items, False, indices, seed, epoch, out, status)
+    assert set(status.tolist()) <= ALLOWED, (status, failed)
+    assert sorted(failed) == [i for i in range(len(items)) if status[i] < 0]
+    assert all(failed.values())
+    if kw["dtype"] != "uint8":
+        assert np.isfinite(out[status == _batch.OK]).all()
+
+
+@FUZZ
+@given(items=st.lists(fuzzed(sorted(SEEDS)), min_size=1, max_size=3), plan=plans, seed=st.integers(0, 2**32))
+def test_image_field_survives_mutations_on_both_routes(items, plan, seed):
+    t, kw = plan
+    field = ImageField(TRANSFORMS[t], **kw)
+    (o,) = field.outputs()
+    out = np.zeros((len(items), *o.shape), o.dtype)
+    ctx = ChunkContext(seed, 0, np.arange(len(items), dtype=np.uint64), None)
+    failures = field.fill(items, {o.name: out}, ctx)
+    assert set(failures) <= set(range(len(items))) and all(isinstance(r, str) and r for r in failures.values())
+    if kw["dtype"] != "uint8":
+        ok = [i for i in range(len(items)) if i not in failures]
+        assert np.isfinite(out[ok]).all()

@@ -1,0 +1,247 @@
+"""Determinism and exact resume.
+
+For a seed, every batch (order and augmented pixels) is bit-identical for any worker count and
+across processes; ``state_dict()`` taken anywhere and loaded by a fresh Loader in a fresh process
+yields exactly the remaining batches, with any worker count, also after a restore and with a
+corrupt file skipped."""
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings, strategies as st
+from PIL import Image
+
+import fastload as fl
+from imgutil import encode, photo_like
+
+MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+BATCH = 3
+
+
+def make_dataset(root, corrupt=False):
+    """17 images over 2 classes, through both decode routes: JPEGs (the C path), PNGs, CMYK and
+    EXIF-rotated JPEGs (Pillow); with `corrupt`, one truncated JPEG too."""
+    rng = np.random.default_rng(5)
+    for c in ("a", "b"):
+        os.makedirs(os.path.join(root, c), exist_ok=True)
+    for i in range(17):
+        h, w = (int(v) for v in rng.integers(36, 80, 2))
+        img = photo_like(h, w, seed=i)
+        kind = i % 5
+        if kind == 3:
+            data, ext = encode(img, "PNG"), "png"
+        elif kind == 4:
+            exif = Image.Exif()
+            exif[0x0112] = 6 if i % 2 else 8
+            data, ext = encode(img, quality=90, exif=exif.tobytes()), "jpg"
+        elif i == 7:
+            data, ext = encode(Image.fromarray(img).convert("CMYK"), quality=90), "jpg"
+        else:
+            data, ext = encode(img, quality=88, progressive=i % 2 == 0), "jpg"
+        with open(os.path.join(root, "ab"[i % 2], f"{i:02d}.{ext}"), "wb") as f:
+            f.write(data)
+    if corrupt:
+        with open(os.path.join(root, "b", "11.jpg"), "rb") as f:
+            data = f.read()
+        with open(os.path.join(root, "b", "11.jpg"), "wb") as f:
+            f.write(data[:len(data) // 2])
+    return root
+
+
+# The loader both processes build: shared as source text so the child runs exactly this.
+LOADER_SRC = '''
+import fastload as fl
+MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+
+def make_loader(root, workers, on_error="raise"):
+    tr = [fl.RandomResizedCrop(24, scale=(0.2, 1.0)), fl.RandomHorizontalFlip(), fl.RandomVerticalFlip(0.3),
+          fl.RandomRotate90(0.5), fl.ColorJitter(0.4, 0.4, 0.4), fl.Normalize(MEAN, STD)]
+    return fl.Loader(fl.ImageFolder(root), batch_size=3, shuffle=True, seed=1234, transforms=tr,
+                     workers=workers, prefetch=2, on_error=on_error)
+
+def digest(batch):
+    import hashlib
+    x, y = batch
+    h = hashlib.sha256(repr((x.shape, str(x.dtype), y.shape)).encode())
+    h.update(x.tobytes())
+    h.update(y.tobytes())
+    return h.hexdigest()[:16]
+'''
+_ns = {}
+exec(compile(LOADER_SRC, "<loader>", "exec"), _ns)
+make_loader, digest = _ns["make_loader"], _ns["digest"]
+
+CHILD = LOADER_SRC + '''
+import json, sys, warnings
+warnings.simplefilter("ignore")   # skip's warning; the parent checks failures itself
+job = json.loads(sys.stdin.read())
+out = []
+if job["mode"] == "hash_epochs":
+    loader = make_loader(job["root"], job["workers"], job["on_error"])
+    out = [[digest(b) for b in loader] for _ in range(job["epochs"])]
+else:   # resume: a fresh Loader per saved state; the rest of that state's epoch
+    for state, workers in job["states"]:
+        loader = make_loader(job["root"], workers, job["on_error"]).load_state_dict(state)
+        out.append([digest(b) for b in loader])
+print(json.dumps(out))
+'''
+
+
+def child(job):
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (os.getcwd(), os.environ.get("PYTHONPATH")) if p))
+    r = subprocess.run([sys.executable, "-c", CHILD], input=json.dumps(job), capture_output=True, text=True,
+                       timeout=120, env=env, cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    assert r.returncode == 0, r.stderr
+    return json.loads(r.stdout)
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory):
+    return make_dataset(str(tmp_path_factory.mktemp("resume") / "data"))
+
+
+@pytest.fixture(scope="module")
+def corrupt_root(tmp_path_factory):
+    return make_dataset(str(tmp_path_factory.mktemp("resume_bad") / "data"), corrupt=True)
+
+
+def epochs(root, workers, n=2, on_error="raise"):
+    loader = make_loader(root, workers, on_error)
+    return [[digest(b) for b in loader] for _ in range(n)]
+
+
+@pytest.fixture(scope="module")
+def reference(root):
+    return epochs(root, 1)
+
+
+def test_bit_identical_for_any_worker_count_and_across_processes(root, reference):
+    assert len(reference[0]) == 6 and reference[0] != reference[1]   # 17 records / 3; epochs differ
+    for workers in (0, 2, 4):
+        assert epochs(root, workers) == reference, f"workers={workers}"
+    job = {"mode": "hash_epochs", "root": root, "workers": 4, "epochs": 2, "on_error": "raise"}
+    assert child(job) == reference
+    assert child(job) == reference
+
+
+def test_the_batches_hashed_are_augmented_and_use_both_routes(root):
+    loader = make_loader(root, 2)
+    x, y = next(iter(loader))
+    assert x.shape == (BATCH, 3, 24, 24) and x.dtype == np.float32
+    paths = fl.ImageFolder(root).paths
+    routes = {os.path.splitext(paths[i])[1] for i in loader.order(0)}
+    assert routes == {".jpg", ".png"}
+    loader2 = make_loader(root, 2)
+    loader2.set_epoch(1)
+    x2, _ = next(iter(loader2))
+    assert not np.array_equal(x, x2)
+
+
+def cut(loader, k):
+    """Consume k batches of the loader's next epoch, return its state through JSON."""
+    it = iter(loader)
+    for _ in range(k):
+        next(it)
+    state = json.loads(json.dumps(loader.state_dict()))
+    del it
+    return state
+
+
+def expected_rest(reference, state):
+    epoch, batch = state["epoch"], state["batch"]
+    if batch == len(reference[0]):
+        epoch, batch = epoch + 1, 0
+    return reference[epoch][batch:]
+
+
+def test_exact_resume_in_a_fresh_process_at_every_cut(root, reference):
+    states = []
+    for epoch in (0, 1):
+        for k in range(len(reference[epoch]) + 1):
+            loader = make_loader(root, 2)
+            loader.set_epoch(epoch)
+            state = cut(loader, k)
+            assert len(json.dumps(state)) < 200 and (state["epoch"], state["batch"]) == (epoch, k)
+            states.append(state)
+    # restore, consume more, save again (also right after a restore), restore again
+    for k1, k2 in ((2, 0), (2, 3), (0, 6), (5, 1)):
+        first = make_loader(root, 1).load_state_dict(states[k1])
+        states.append(cut(first, k2))
+        assert (states[-1]["epoch"], states[-1]["batch"]) == (0, k1 + k2)
+    jobs = [[s, (0, 1, 2, 4)[i % 4]] for i, s in enumerate(states)]
+    rests = child({"mode": "resume", "root": root, "states": jobs, "on_error": "raise"})
+    for state, rest in zip(states, rests):
+        if state["epoch"] == 1 and state["batch"] == 6:   # epoch 1 used up: the child ran epoch 2
+            assert len(rest) == 6 and rest != reference[1]
+            continue
+        assert rest == expected_rest(reference, state), state
+
+
+@settings(max_examples=25, deadline=None, derandomize=True, database=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(epoch=st.integers(0, 1), k1=st.integers(0, 6), k2=st.integers(0, 6),
+       workers=st.tuples(st.sampled_from([0, 1, 2, 4]), st.sampled_from([0, 1, 2, 4]), st.sampled_from([1, 3])))
+def test_resume_property_restore_consume_save_restore(root, reference, epoch, k1, k2, workers):
+    a = make_loader(root, workers[0])
+    a.set_epoch(epoch)
+    s1 = cut(a, k1)
+    b = make_loader(root, workers[1]).load_state_dict(s1)
+    e1, b1 = (epoch, k1) if k1 < 6 else (epoch + 1, 0)
+    assert (b.state_dict()["epoch"], b.state_dict()["batch"]) == (e1, b1)   # saving right after a restore
+    k2 = min(k2, 6 - b1)
+    s2 = cut(b, k2)
+    c = make_loader(root, workers[2]).load_state_dict(s2)
+    e2, b2 = (e1, b1 + k2) if b1 + k2 < 6 else (e1 + 1, 0)
+    rest = [digest(x) for x in c]
+    want = reference[e2][b2:] if e2 < 2 else epochs(root, 1, 3)[2]
+    assert rest == want
+
+
+def test_resume_with_a_corrupt_file_skipped(corrupt_root):
+    with pytest.warns(RuntimeWarning, match="11.jpg"):
+        ref = epochs(corrupt_root, 2, on_error="skip")
+    sizes = [len(h) for h in ref]
+    assert sizes == [6, 6]
+    full = make_loader(corrupt_root, 2, "skip")
+    with pytest.warns(RuntimeWarning):
+        shapes = [len(x) for x, _ in full]
+    bad = [i for i, p in enumerate(fl.ImageFolder(corrupt_root).paths) if p.endswith("11.jpg")][0]
+    short = full.order(0).tolist().index(bad) // BATCH
+    assert short < 5 and shapes == [3 - (b == short) for b in range(5)] + [2]   # its batch is one short
+    states = []
+    for k in range(7):
+        loader = make_loader(corrupt_root, 1, "skip")
+        with pytest.warns(RuntimeWarning) if k > short else _no_warning():
+            states.append(cut(loader, k))
+    rests = child({"mode": "resume", "root": corrupt_root, "on_error": "skip",
+                   "states": [[s, (4, 2, 0)[i % 3]] for i, s in enumerate(states)]})
+    for k, rest in enumerate(rests[:6]):
+        assert rest == ref[0][k:], k
+    for k in range(7):   # in process too, with the failures counted only for what was loaded
+        loader = make_loader(corrupt_root, 3, "skip").load_state_dict(states[k])
+        with pytest.warns(RuntimeWarning) if k <= short or k == 6 else _no_warning():
+            rest = [digest(b) for b in loader]
+        assert rest == (ref[0][k:] if k < 6 else ref[1])
+        assert len(loader.stats()["failures"]) == (1 if k <= short or k == 6 else 0)
+
+
+class _no_warning:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+def test_state_is_checked_against_the_loader(root):
+    state = cut(make_loader(root, 1), 2)
+    other = fl.Loader(fl.ImageFolder(root), batch_size=4, shuffle=True, seed=1234, transforms=[fl.CenterCrop(8)])
+    with pytest.raises(ValueError, match="batch_size"):
+        other.load_state_dict(state)
+    with pytest.raises(ValueError, match="version"):
+        make_loader(root, 1).load_state_dict({**state, "version": 99})
+    with pytest.raises(ValueError, match="outside"):
+        make_loader(root, 1).load_state_dict({**state, "batch": 7})
