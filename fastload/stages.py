@@ -168,8 +168,7 @@ class read_images(Stage):
 
     def _fill(self, paths, out, a, b) -> None:
         chunk = paths[a:b]
-        ctx = ChunkContext(seed=0, epoch=0, indices=np.arange(a, b, dtype=np.uint64),
-                           record_ids=lambda i: str(chunk[i]))
+        ctx = ChunkContext(seed=0, epoch=0, indices=np.arange(a, b, dtype=np.uint64))
         failures = self._field.fill(chunk, {self._field.name: out[a:b]}, ctx)
         if failures:
             i, reason = min(failures.items())

@@ -311,7 +311,7 @@ def test_max_failures_count_and_fraction(tmp_path):
         assert sum(len(x) for x in fl.Loader(src, max_failures=3, **kw)) == 17
         assert sum(len(x) for x in fl.Loader(src, max_failures=0.15, **kw)) == 17   # floor(0.15 * 20) = 3
     for budget in (2, 0.1):
-        with pytest.raises(fl.RecordError, match=f"3 records failed, over max_failures={budget}"):
+        with pytest.raises(fl.RecordError, match=f"3 records failed this epoch, over max_failures={budget}"):
             list(fl.Loader(src, max_failures=budget, **kw))
         assert fastload_threads() == []
     with pytest.raises(fl.DecodeError):   # the default is raise

@@ -140,7 +140,7 @@ def test_image_field_survives_mutations_on_both_routes(items, plan, seed):
     field = ImageField(TRANSFORMS[t], **kw)
     (o,) = field.outputs()
     out = np.zeros((len(items), *o.shape), o.dtype)
-    ctx = ChunkContext(seed, 0, np.arange(len(items), dtype=np.uint64), None)
+    ctx = ChunkContext(seed, 0, np.arange(len(items), dtype=np.uint64))
     failures = field.fill(items, {o.name: out}, ctx)
     assert set(failures) <= set(range(len(items))) and all(isinstance(r, str) and r for r in failures.values())
     if kw["dtype"] != "uint8":

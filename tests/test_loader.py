@@ -331,3 +331,13 @@ def test_crop_larger_than_image_stretches(tmp_path):
     images = next(iter(fl.Loader(fl.ImageFiles(tmp_path), batch_size=1, dtype="uint8", layout="NHWC",
                                  transforms=[fl.CenterCrop(8)])))
     assert images.shape == (1, 8, 8, 3) and (images == 77).all()
+
+
+def test_failure_budget_is_per_epoch(tmp_path):
+    Image.fromarray(np.full((9, 9, 3), 50, np.uint8)).save(tmp_path / "ok.png")
+    (tmp_path / "bad.jpg").write_bytes(b"\xff\xd8\xff garbage")
+    loader = fl.Loader(fl.ImageFiles(tmp_path), batch_size=2, transforms=[fl.CenterCrop(4)], max_failures=1)
+    with pytest.warns(RuntimeWarning, match="skipping"):
+        sizes = [len(x) for _ in range(3) for x in loader]
+    assert sizes == [1, 1, 1]
+    assert len(loader.stats()["failures"]) == 3

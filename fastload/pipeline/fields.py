@@ -35,7 +35,6 @@ class ChunkContext:
     seed: int
     epoch: int
     indices: np.ndarray      # uint64 positions of the records in the source
-    record_ids: Any          # callable(i) -> str naming the i-th record of the chunk
 
 
 class Field:

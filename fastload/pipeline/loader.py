@@ -292,8 +292,8 @@ class Loader(Fluent):
             yield b, np.arange(b * B, b * B + len(records), dtype=np.uint64), records
 
     def _run(self, epoch: int, start: int):
-        self._prepare()
         ring = self._slots()
+        self._epoch_failures = 0
         plan = self._plan(epoch, start)
         pool = ThreadPoolExecutor(self.workers, thread_name_prefix="fastload") if self.workers else None
         pending = collections.deque()
@@ -371,7 +371,7 @@ class Loader(Fluent):
                     failures[lo + j] = (None, e.reason)
         except Exception as e:   # a bug or an outage, not a bad record: stop, saying where
             raise StageError("source", self._chunk_ids(idx), e) from e
-        ctx = ChunkContext(self.seed, epoch, idx, None)
+        ctx = ChunkContext(self.seed, epoch, idx)
         hi = lo + len(idx)
         for b in self._bindings:
             outs = {o.name: slot[o.name][lo:hi] for o in b.field.outputs()}
@@ -406,14 +406,15 @@ class Loader(Fluent):
             self._failures.append((rid, reason))
             log.info("fastload: skipped %s: %s", rid, reason)
         self._stats["skipped"] += len(failures)
+        self._epoch_failures += len(failures)
         budget = self.max_failures
-        if budget is not None:
-            total = self._num_records() or self._stats["samples"] + len(self._failures)
+        if budget is not None:   # per epoch: a fraction is of the epoch's records (or those seen, for a stream)
+            total = self._num_records() or self._stats["samples"] + self._epoch_failures
             allowed = budget if isinstance(budget, int) else math.floor(budget * total)
-            if len(self._failures) > allowed:
+            if self._epoch_failures > allowed:
                 raise RecordError(self._record_id(index),
-                                  f"{len(self._failures)} records failed, over max_failures={budget} "
-                                  f"(last: {reason})")
+                                  f"{self._epoch_failures} records failed this epoch, over "
+                                  f"max_failures={budget} (last: {reason})")
         if not self._warned:
             self._warned = True
             warnings.warn(f"fastload: skipping records that fail ({self._record_id(index)}: {reason}); "
