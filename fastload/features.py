@@ -13,8 +13,9 @@ def jpeg_path() -> str:
     if version != "none":
         return f"{version} (linked; GIL-free, region + DCT-scaled decode)"
     from PIL import features as pil_features
-    turbo = pil_features.check_feature("libjpeg_turbo")
-    return f"Pillow (bundled libjpeg{'-turbo' if turbo else ''} {pil_features.version('jpg')}; fastload built without libjpeg-turbo)"
+    turbo = pil_features.version_feature("libjpeg_turbo")
+    lib = f"libjpeg-turbo {turbo}" if turbo else f"libjpeg {pil_features.version('jpg')}"
+    return f"Pillow's {lib} (fastload was built without libjpeg-turbo)"
 
 
 def features() -> dict:

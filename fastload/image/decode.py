@@ -98,6 +98,8 @@ def pillow_decode(data, name: str, *, exif: bool = True, max_pixels: int | None 
             pixels = _to_rgb(im)
     except (DecodeError, MemoryError):
         raise
+    except Image.DecompressionBombError as e:   # Pillow's own, stricter guard fired first
+        raise DecodeError(name, f"over the limit of Pillow's decompression-bomb guard: {e}") from e
     except Exception as e:   # Pillow's plugins raise many types on malformed data
         raise _pillow_failed(e, data, name) from e
     if draft_size is None:
