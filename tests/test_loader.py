@@ -341,3 +341,14 @@ def test_failure_budget_is_per_epoch(tmp_path):
         sizes = [len(x) for _ in range(3) for x in loader]
     assert sizes == [1, 1, 1]
     assert len(loader.stats()["failures"]) == 3
+
+
+def test_stats_count_batches_samples_and_time(image_folder):
+    loader = fl.Loader(fl.ImageFolder(image_folder), batch_size=5, transforms=[fl.CenterCrop(8)])
+    for _ in loader:
+        pass
+    s = loader.stats()
+    assert s["batches"] == 5 and s["samples"] == 24 and s["failures"] == []
+    assert s["busy_s"] > 0 and s["wall_s"] >= s["wait_s"] >= 0
+    assert 0 <= s["ready_fraction"] <= 1 and 0 < s["worker_utilisation"]
+    assert s["buffer_bytes"] == (loader.prefetch_depth + 2) * 5 * (3 * 8 * 8 * 4 + 8)
