@@ -13,7 +13,9 @@ import argparse
 import math
 import os
 import random
+import statistics
 import sys
+import time
 
 import numpy as np
 
@@ -96,25 +98,35 @@ def counting_epoch(loader):
     return epoch
 
 
-def torch_loader(source, size):
+def make_torch_loader(source, size):
     import torch
-    dl = torch.utils.data.DataLoader(TorchDataset(source, size), batch_size=BATCH, shuffle=True,
-                                     num_workers=2, persistent_workers=True)
-    return counting_epoch(dl)
+    return torch.utils.data.DataLoader(TorchDataset(source, size), batch_size=BATCH, shuffle=True,
+                                       num_workers=2, persistent_workers=True)
 
 
-def fastload_loader(source, size):
-    loader = fl.Loader(source, batch_size=BATCH, shuffle=True, seed=0, workers=2,
-                       transforms=[fl.RandomResizedCrop(size), fl.RandomHorizontalFlip(),
-                                   fl.Normalize(MEAN, STD)], dtype="float32", layout="NCHW")
-    return counting_epoch(loader)
+def make_fastload_loader(source, size):
+    return fl.Loader(source, batch_size=BATCH, shuffle=True, seed=0, workers=2,
+                     transforms=[fl.RandomResizedCrop(size), fl.RandomHorizontalFlip(),
+                                 fl.Normalize(MEAN, STD)], dtype="float32", layout="NCHW")
+
+
+def first_batch_seconds(make, source, size):
+    """From constructing a loader to holding its first batch (median of 3)."""
+    times = []
+    for _ in range(3):
+        t = time.perf_counter()
+        it = iter(make(source, size))
+        next(it)
+        times.append(time.perf_counter() - t)
+        del it
+    return statistics.median(times)
 
 
 def compare(title, path, size, repeats, naive_limit):
     source = fl.ImageFolder(path)
     header(f"{title}: {len(source)} images, RandomResizedCrop({size}) + flip + normalise -> "
            f"float32 NCHW, batch {BATCH}")
-    rate_fl, runs_fl = epochs_per_second(fastload_loader(source, size), len(source), repeats)
+    rate_fl, runs_fl = epochs_per_second(counting_epoch(make_fastload_loader(source, size)), len(source), repeats)
     print(line("fastload (2 threads)", rate_fl, runs_fl))
     sub = fl.Subset(source, range(min(len(source), naive_limit)))
     rate_nv, runs_nv = epochs_per_second(lambda: naive_epoch(sub, size), len(sub), max(3, repeats // 2))
@@ -126,8 +138,10 @@ def compare(title, path, size, repeats, naive_limit):
         rate_t = None
     else:
         torch.set_num_threads(1)
-        rate_t, runs_t = epochs_per_second(torch_loader(source, size), len(source), repeats)
+        rate_t, runs_t = epochs_per_second(counting_epoch(make_torch_loader(source, size)), len(source), repeats)
         print(line("torch DataLoader (2 processes)", rate_t, runs_t))
+        print(f"  time to first batch: fastload {first_batch_seconds(make_fastload_loader, source, size):.3f} s, "
+              f"torch {first_batch_seconds(make_torch_loader, source, size):.3f} s")
     ratios = f"  ratios: fastload/naive = {rate_fl / rate_nv:.2f}x"
     if rate_t:
         ratios += f", fastload/torch = {rate_fl / rate_t:.2f}x, torch/naive = {rate_t / rate_nv:.2f}x"

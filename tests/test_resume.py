@@ -91,9 +91,12 @@ print(json.dumps(out))
 
 
 def child(job):
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (os.getcwd(), os.environ.get("PYTHONPATH")) if p))
+    # The child imports the fastload this process imported (installed or built in place), from a
+    # neutral directory so that a source checkout without compiled kernels is never picked up.
+    home = os.path.dirname(os.path.dirname(os.path.abspath(fl.__file__)))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (home, os.environ.get("PYTHONPATH")) if p))
     r = subprocess.run([sys.executable, "-c", CHILD], input=json.dumps(job), capture_output=True, text=True,
-                       timeout=120, env=env, cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+                       timeout=120, env=env, cwd=os.path.dirname(home) or "/")
     assert r.returncode == 0, r.stderr
     return json.loads(r.stdout)
 
