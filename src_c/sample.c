@@ -72,17 +72,53 @@ static double filter_support(int filter)
     return filter == FL_BILINEAR ? 1.0 : 0.5;
 }
 
-/* Resample box of img into the worker's `resized` image, jitter it, and
- * write it into `out` through the plan's flips and lookup table. */
-static int finish(fl_worker *w, const fl_plan *p, const fl_view *img, fl_rect box,
-                  const fl_rng *rng, void *out, char *err)
+/* An EXIF orientation as an element of the dihedral group, in the form
+ * fl_write_sample applies: displayed = fliplr^hflip(np.rot90(stored, rot90)).
+ * Checked against PIL.ImageOps.exif_transpose: 2 FLIP_LEFT_RIGHT, 3
+ * ROTATE_180, 4 FLIP_TOP_BOTTOM (= fliplr of rot 180), 5 TRANSPOSE (= fliplr
+ * of rot 270), 6 ROTATE_270, 7 TRANSVERSE (= fliplr of rot 90), 8 ROTATE_90.
+ * Orientations 0 (no tag) and 1 are the identity. */
+typedef struct { int rot90, hflip; } fl_orient;
+
+static fl_orient orient_of(int orientation)
 {
-    size_t n = (size_t)p->out_w * p->out_h * 3;
+    static const fl_orient table[9] = {{0, 0}, {0, 0}, {0, 1}, {2, 0}, {2, 1},
+                                       {3, 1}, {3, 0}, {1, 1}, {1, 0}};
+    return orientation >= 1 && orientation <= 8 ? table[orientation] : table[0];
+}
+
+/* The displayed-coordinate rectangle `b` of an image stored as sw x sh and
+ * shown through orientation `o`, in stored coordinates (the inverse map;
+ * for odd rotations the axes swap). */
+static fl_rect stored_box(int orientation, fl_rect b, int sw, int sh)
+{
+    fl_rect r;
+    switch (orientation) {
+    case 2: r = (fl_rect){sw - b.x1, b.y0, sw - b.x0, b.y1}; break;            /* mirror left-right */
+    case 3: r = (fl_rect){sw - b.x1, sh - b.y1, sw - b.x0, sh - b.y0}; break;  /* rotate 180 */
+    case 4: r = (fl_rect){b.x0, sh - b.y1, b.x1, sh - b.y0}; break;            /* mirror top-bottom */
+    case 5: r = (fl_rect){b.y0, b.x0, b.y1, b.x1}; break;                      /* transpose */
+    case 6: r = (fl_rect){b.y0, sh - b.x1, b.y1, sh - b.x0}; break;            /* shown rotated clockwise */
+    case 7: r = (fl_rect){sw - b.y1, sh - b.x1, sw - b.y0, sh - b.x0}; break;  /* transverse */
+    case 8: r = (fl_rect){sw - b.y1, b.x0, sw - b.y0, b.x1}; break;            /* shown rotated counter-clockwise */
+    default: r = b;
+    }
+    return r;
+}
+
+/* Resample box of img into the worker's `resized` image (rw x rh, in the
+ * image's stored orientation), jitter it, and write it into `out` through
+ * the stored-to-displayed orientation `o` composed with the plan's random
+ * rotation and flips, and the lookup table. */
+static int finish(fl_worker *w, const fl_plan *p, const fl_view *img, fl_rect box, int rw, int rh,
+                  fl_orient o, const fl_rng *rng, void *out, char *err)
+{
+    size_t n = (size_t)rw * rh * 3;
     if (fl_buffer_reserve(&w->resized, n) != FL_OK) {
         snprintf(err, FL_ERRLEN, "out of memory");
         return FL_ERR_NOMEM;
     }
-    fl_view dst = {w->resized.data, p->out_w, p->out_h, 3, (ptrdiff_t)p->out_w * 3};
+    fl_view dst = {w->resized.data, rw, rh, 3, (ptrdiff_t)rw * 3};
     int rc = fl_resample(&w->resampler, img, box, p->filter, p->antialias, &dst);
     if (rc != FL_OK) {
         snprintf(err, FL_ERRLEN, rc == FL_ERR_NOMEM ? "out of memory" :
@@ -103,8 +139,14 @@ static int finish(fl_worker *w, const fl_plan *p, const fl_view *img, fl_rect bo
         rot = 1 + (int)(fl_rng_uniform(rng, FL_SLOT_ROT90 + 1) * 3);
     int hflip = p->p_hflip > 0 && fl_rng_uniform(rng, FL_SLOT_HFLIP) < p->p_hflip;
     int vflip = p->p_vflip > 0 && fl_rng_uniform(rng, FL_SLOT_VFLIP) < p->p_vflip;
-    fl_out o = {out, p->dtype, p->layout, p->out_h, p->out_w, 3};
-    return fl_write_sample(&dst, rot, hflip, vflip, p->perm, p->lut, &o);
+    /* The augmentation A = vflip^v . hflip^h . rot^k acts on the displayed
+     * image O(stored), O = hflip^ho . rot^ko. With rot^k . hflip = hflip .
+     * rot^-k and vflip = hflip . rot^2 (rot^2 is central):
+     * A . O = hflip^(h ^ ho ^ v) . rot^(ko + (ho ? -k : k) + 2v). */
+    int k = (o.rot90 + (o.hflip ? -rot : rot) + 2 * vflip) & 3;
+    int h = hflip ^ o.hflip ^ vflip;
+    fl_out dest = {out, p->dtype, p->layout, p->out_h, p->out_w, 3};
+    return fl_write_sample(&dst, k, h, 0, p->perm, p->lut, &dest);
 }
 
 static int plan_box(const fl_plan *p, int w, int h, const fl_rng *rng, fl_rect *box, char *err)
@@ -130,17 +172,29 @@ int fl_process_jpeg(fl_worker *w, const fl_plan *p, const uint8_t *data, size_t 
                  info.width, info.height, (long long)info.width * info.height, (long long)p->max_pixels);
         return FL_ERR_TOO_LARGE;
     }
-    if (info.colorspace == FL_CS_CMYK || info.colorspace == FL_CS_YCCK ||
-        (p->honour_exif && info.orientation > 1))
-        return FL_UNSUPPORTED;   /* the oriented geometry is the Pillow route's job */
+    if (info.colorspace == FL_CS_CMYK || info.colorspace == FL_CS_YCCK)
+        return FL_UNSUPPORTED;   /* colour conversion is the Pillow route's job */
+
+    /* Plan in displayed coordinates (what the Pillow route sees after
+     * exif_transpose), then work on the stored image: decode and resample the
+     * matching stored rectangle to the output size in stored orientation, and
+     * let the final write apply the orientation along with the random flips.
+     * Resampling commutes with flips and transposes (the filter is symmetric
+     * and separable), so this matches transpose-then-resize up to rounding. */
+    int orientation = p->honour_exif ? info.orientation : 0;
+    fl_orient orient = orient_of(orientation);
+    int swap = orient.rot90 & 1;
+    int disp_w = swap ? info.height : info.width, disp_h = swap ? info.width : info.height;
+    int rw = swap ? p->out_h : p->out_w, rh = swap ? p->out_w : p->out_h;
 
     fl_rng rng = fl_rng_for(seed, epoch, index);
-    fl_rect box;
-    if ((rc = plan_box(p, info.width, info.height, &rng, &box, err)) != FL_OK)
+    fl_rect dbox;
+    if ((rc = plan_box(p, disp_w, disp_h, &rng, &dbox, err)) != FL_OK)
         return rc;
+    fl_rect box = stored_box(orientation, dbox, info.width, info.height);
 
     /* Decode the box plus the resampling filter's reach around it. */
-    double sx = (box.x1 - box.x0) / p->out_w, sy = (box.y1 - box.y0) / p->out_h;
+    double sx = (box.x1 - box.x0) / rw, sy = (box.y1 - box.y0) / rh;
     double sup = filter_support(p->antialias ? p->filter : FL_NEAREST);
     int mx = (int)ceil(sup * (sx > 1 ? sx : 1)) + 1, my = (int)ceil(sup * (sy > 1 ? sy : 1)) + 1;
     int x0 = (int)floor(box.x0) - mx, y0 = (int)floor(box.y0) - my;
@@ -149,13 +203,13 @@ int fl_process_jpeg(fl_worker *w, const fl_plan *p, const uint8_t *data, size_t 
     if (y0 < 0) y0 = 0;
     if (x1 > info.width) x1 = info.width;
     if (y1 > info.height) y1 = info.height;
-    int min_w = (int)ceil(p->out_w * (double)(x1 - x0) / (box.x1 - box.x0));
-    int min_h = (int)ceil(p->out_h * (double)(y1 - y0) / (box.y1 - box.y0));
+    int min_w = (int)ceil(rw * (double)(x1 - x0) / (box.x1 - box.x0));
+    int min_h = (int)ceil(rh * (double)(y1 - y0) / (box.y1 - box.y0));
 
     fl_view img;
     fl_jpeg_region reg;
     rc = fl_jpeg_decode_region(w->jpeg, data, size, x0, y0, x1, y1, min_w, min_h, p->max_denom,
-                               p->honour_exif, p->max_pixels, &img, &reg, err);
+                               0, p->max_pixels, &img, &reg, err);
     if (rc != FL_OK)
         return rc;
 
@@ -167,7 +221,7 @@ int fl_process_jpeg(fl_worker *w, const fl_plan *p, const uint8_t *data, size_t 
     if (b.y0 < 0) b.y0 = 0;
     if (b.x1 > img.width) b.x1 = img.width;
     if (b.y1 > img.height) b.y1 = img.height;
-    return finish(w, p, &img, b, &rng, out, err);
+    return finish(w, p, &img, b, rw, rh, orient, &rng, out, err);
 }
 
 int fl_process_rgb(fl_worker *w, const fl_plan *p, const fl_view *img,
@@ -181,5 +235,5 @@ int fl_process_rgb(fl_worker *w, const fl_plan *p, const fl_view *img,
     fl_rng rng = fl_rng_for(seed, epoch, index);
     fl_rect box;
     int rc = plan_box(p, img->width, img->height, &rng, &box, err);
-    return rc != FL_OK ? rc : finish(w, p, img, box, &rng, out, err);
+    return rc != FL_OK ? rc : finish(w, p, img, box, p->out_w, p->out_h, orient_of(1), &rng, out, err);
 }

@@ -43,8 +43,14 @@ void fl_worker_free(fl_worker *w);
 /* Read a whole file into w->file; *size gets its length. */
 int fl_read_file(fl_worker *w, const char *path, size_t *size, char *err);
 
-/* A JPEG sample. FL_NOT_JPEG / FL_UNSUPPORTED ask the caller to decode the
- * image another way and call fl_process_rgb with the same keys. */
+/* A JPEG sample. With p->honour_exif, an EXIF orientation (2..8) is applied
+ * here: the crop is planned on the displayed image (width and height swapped
+ * for 5..8), the matching stored rectangle is decoded and resampled, and the
+ * final write turns it upright together with the random rotation and flips,
+ * so the sample matches the Pillow route's (exif_transpose first) up to
+ * rounding. FL_NOT_JPEG / FL_UNSUPPORTED (CMYK/YCCK, no libjpeg-turbo) ask
+ * the caller to decode the image another way and call fl_process_rgb with
+ * the same keys. */
 int fl_process_jpeg(fl_worker *w, const fl_plan *p, const uint8_t *data, size_t size,
                     uint64_t seed, uint64_t epoch, uint64_t index, void *out, char *err);
 
