@@ -3,8 +3,9 @@
 ``ImageField.fill`` is the loader's hot path. It hands a whole chunk of paths
 to :meth:`fastload._kernels._batch.Worker.run_chunk`, which reads, decodes
 (only the crop's region, DCT-scaled where possible), resamples, augments and
-writes each sample into its batch row with the GIL released. Samples the C
-route declines (PNG, WebP, CMYK, EXIF-rotated photos, ...) are decoded through
+writes each sample into its batch row with the GIL released (EXIF-rotated
+JPEGs included: the orientation is folded into the final write). Samples the C
+route declines (PNG, WebP, CMYK JPEGs, ...) are decoded through
 Pillow and finished by the same kernel with the same random draws, so the
 route a file takes never changes what the sample looks like beyond decoder
 rounding.
