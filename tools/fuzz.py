@@ -201,7 +201,7 @@ def child(seed: int, start: int, stop: int) -> None:
         (o,) = field.outputs()
         out = np.zeros((1, *o.shape), o.dtype)
         failures = field.fill([data], {o.name: out}, ChunkContext(int(rng.integers(1 << 31)), 0,
-                                                                   np.zeros(1, np.uint64), None))
+                                                                   np.zeros(1, np.uint64)))
         if failures:
             return "too_large" if "over the limit" in failures[0] else "decode"
         if kw["dtype"] != "uint8" and not np.isfinite(out).all():
