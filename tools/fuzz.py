@@ -1,5 +1,8 @@
 """Long-running byte-mutation fuzzer for fastload's decode and sample kernels.
 
+Run it against an installed fastload (pip install .), or an in-place build with
+PYTHONPATH set to the checkout.
+
     python tools/fuzz.py --n 200000              # this many inputs
     python tools/fuzz.py --seconds 600           # or for this long
     python tools/fuzz.py --write-corpus DIR --n 2000   # seeds, mutants and bad inputs as files (tools/asan.sh)
@@ -35,7 +38,6 @@ import zlib
 
 import numpy as np
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EXPECTED = {"ok", "not_jpeg", "unsupported", "decode", "too_large", "value_error", "geometry"}
 
 
@@ -126,7 +128,6 @@ def nth_input(seed: int, i: int, corpus_names: list[str], corpus: dict[str, byte
 def child(seed: int, start: int, stop: int) -> None:
     import warnings
 
-    sys.path.insert(0, ROOT)
     import fastload as fl
     from fastload._kernels import _batch, _decode
     from fastload.image.field import ImageField, compile_plan
