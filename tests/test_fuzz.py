@@ -146,3 +146,19 @@ def test_image_field_survives_mutations_on_both_routes(items, plan, seed):
     if kw["dtype"] != "uint8":
         ok = [i for i in range(len(items)) if i not in failures]
         assert np.isfinite(out[ok]).all()
+
+
+def test_the_long_fuzzer_runs_and_finds_nothing_in_a_short_run(tmp_path):
+    """tools/fuzz.py itself works (the long runs are reported from it), here for 40 inputs."""
+    import os
+    import subprocess
+    import sys
+
+    import fastload
+    tool = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tools", "fuzz.py")
+    home = os.path.dirname(os.path.dirname(os.path.abspath(fastload.__file__)))
+    env = dict(os.environ, PYTHONPATH=home)
+    r = subprocess.run([sys.executable, tool, "--n", "40", "--seed", "3", "--crash-dir", str(tmp_path)],
+                       capture_output=True, text=True, timeout=300, env=env, cwd=str(tmp_path))
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    assert "crashes: 0, hangs: 0, unexpected: 0" in r.stdout
