@@ -66,7 +66,7 @@ def naive_epoch(source, size):
             labels.append(label)
         x = ((np.stack(images).astype(np.float32) - mean) / std).transpose(0, 3, 1, 2)
         y = np.array(labels)
-        count += len(x)
+        count += min(len(x), len(y))
     return count
 
 

@@ -27,12 +27,12 @@ from .stages import augment, read_images, rescale, shuffle_samples
 from .text.tokenize import Tokenize
 from .sources.align import join, key_by, stem, zip  # noqa: A004 (fastload.zip is the strict one)
 
-__all__ = sorted([
-    "ArrayRecords", "CSVRows", "IterableRecords", "JSONRecords", "Numeric", "Standardize", "Tokenize",
-    "join", "key_by", "split", "stem", "zip",
-    "GeneratorPipeline", "Stream", "augment", "mix", "read_images", "rescale", "shuffle_samples",
-    "CenterCrop", "ColorJitter", "DecodeError", "FastloadError", "Field", "ImageFiles", "ImageFolder",
-    "Labels", "ListSource", "Loader", "Normalize", "Output", "RandomCrop", "RandomHorizontalFlip",
-    "RandomResizedCrop", "RandomRotate90", "RandomVerticalFlip", "RecordError", "Resize", "Source",
-    "StageError", "Subset", "features",
-])
+__all__ = [
+    "ArrayRecords", "augment", "CenterCrop", "ColorJitter", "CSVRows", "DecodeError",
+    "FastloadError", "features", "Field", "GeneratorPipeline", "ImageFiles", "ImageFolder",
+    "IterableRecords", "join", "JSONRecords", "key_by", "Labels", "ListSource", "Loader", "mix",
+    "Normalize", "Numeric", "Output", "RandomCrop", "RandomHorizontalFlip", "RandomResizedCrop",
+    "RandomRotate90", "RandomVerticalFlip", "read_images", "RecordError", "rescale", "Resize",
+    "shuffle_samples", "Source", "split", "StageError", "Standardize", "stem", "Stream", "Subset",
+    "Tokenize", "zip",
+]

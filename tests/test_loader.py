@@ -1,7 +1,6 @@
 """The Loader against independent references: Pillow for pixels, plain Python for order and geometry."""
 import gc
 import json
-import math
 import os
 import threading
 import tracemalloc

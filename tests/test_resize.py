@@ -262,7 +262,7 @@ def test_one_resampler_refuses_concurrent_use():
     r = _resample.Resampler()
     big = photo_like(1500, 1500, 3)
     out = np.empty((1400, 1400, 3), np.uint8)
-    errors, done = [], threading.Event()
+    done = threading.Event()
 
     def hog():
         ok = 0

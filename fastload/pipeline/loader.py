@@ -23,7 +23,6 @@ import collections
 import itertools
 import logging
 import math
-import os
 import threading
 import time
 import warnings
