@@ -11,13 +11,14 @@ through unchanged, except in :func:`shuffle_samples`, which permutes them all.
 * ``augment``, ``rescale``, ``shuffle_samples``: NumPy copy and ufunc loops
   with ``out=``, which run in C with the GIL released.
 
-Buffers. Every output array comes from the stage's :class:`_Ring`: it is
-reused once nothing else references it, so a batch still queued downstream,
-viewed (``np.rot90`` returns views) or kept by the training loop is never
+Buffers. Every output array comes from the stage's
+:class:`~fastload.memory.pool.ArrayPool` and holds a lease on its buffer: it is
+reused once nothing references it, so a batch still queued downstream, viewed
+(``np.rot90`` returns views) or kept by the training loop is never
 overwritten, and in steady state no stage allocates.
 
 Randomness. ``augment`` and ``shuffle_samples`` draw batch ``i``'s parameters
-from ``np.random.default_rng([seed, i])``, where ``i`` counts the batches this
+from ``fastload.pipeline.rng.generator(seed, STAGE, i)``, where ``i`` counts the batches this
 stage object has processed, so the output depends only on the seed and the
 order of batches, never on threads. Reusing a stage object for another epoch
 continues the count (a new epoch gets new draws); make a new one to replay.
@@ -31,53 +32,17 @@ from __future__ import annotations
 import concurrent.futures as cf
 import math
 import os
-import sys
 import threading
 from typing import Any, Sequence
 
 import numpy as np
 
 from .errors import DecodeError
+from .memory.pool import ArrayPool
+from .pipeline import rng
 from .pipeline.fields import ChunkContext
 
 __all__ = ["Stage", "read_images", "augment", "rescale", "shuffle_samples"]
-
-
-class _Ring:
-    """Output arrays of one stage, reused when free.
-
-    Protocol: ``get(shape, dtype)`` returns a slot of that shape that nobody
-    outside the ring references (CPython reference count; a NumPy view or a
-    torch tensor made with ``from_numpy`` holds a reference to its base). If
-    none is free it allocates one and keeps it, replacing a free slot of another
-    shape once the ring holds ``limit`` slots. So the ring grows to the number
-    of batches actually in flight; past ``limit`` live slots it hands out
-    untracked arrays.
-    """
-
-    def __init__(self, limit: int = 16):
-        self._slots: list[np.ndarray] = []
-        self._limit = limit
-        self._lock = threading.Lock()
-
-    def _free(self, i: int) -> bool:
-        return sys.getrefcount(self._slots[i]) == 2    # the list and getrefcount's argument
-
-    def get(self, shape: tuple[int, ...], dtype) -> np.ndarray:
-        dtype = np.dtype(dtype)
-        with self._lock:
-            slots = self._slots
-            for i in range(len(slots)):
-                if slots[i].shape == shape and slots[i].dtype == dtype and self._free(i):
-                    return slots[i]
-            a = np.empty(shape, dtype)
-            if len(slots) < self._limit:
-                slots.append(a)
-            else:
-                spare = next((i for i in range(len(slots)) if self._free(i)), None)
-                if spare is not None:
-                    slots[spare] = a
-            return a
 
 
 class Stage:
@@ -87,7 +52,7 @@ class Stage:
     compiled = True
 
     def __init__(self):
-        self._ring = _Ring()
+        self._ring = ArrayPool()
         self._count = 0
         self._count_lock = threading.Lock()
 
@@ -193,7 +158,7 @@ class read_images(Stage):
 class augment(Stage):
     """Per sample, rotate by 90°·k then flip left-right, on square (N, S, S, C) images.
 
-    Batch ``i`` (counted by this stage) draws, with ``rng = np.random.default_rng([seed, i])``:
+    Batch ``i`` (counted by this stage) draws, with ``rng = fastload.pipeline.rng.generator(seed, STAGE, i)``:
     ``k = rng.integers(0, 4, n)`` if ``rotate90`` else zeros, then
     ``flips = rng.random(n) < 0.5`` if ``flip`` else all False; sample j becomes
     ``np.fliplr(np.rot90(x[j], k[j])) if flips[j] else np.rot90(x[j], k[j])``.
@@ -207,9 +172,9 @@ class augment(Stage):
 
     def params(self, batch_index: int, n: int) -> tuple[np.ndarray, np.ndarray]:
         """The (k, flips) arrays batch ``batch_index`` of ``n`` samples gets."""
-        rng = np.random.default_rng([self.seed, batch_index])
-        k = rng.integers(0, 4, n) if self.rotate90 else np.zeros(n, np.int64)
-        flips = rng.random(n) < 0.5 if self.flip else np.zeros(n, bool)
+        gen = rng.generator(self.seed, rng.STAGE, batch_index)
+        k = gen.integers(0, 4, n) if self.rotate90 else np.zeros(n, np.int64)
+        flips = gen.random(n) < 0.5 if self.flip else np.zeros(n, bool)
         return k, flips
 
     def __call__(self, batch):
@@ -281,7 +246,7 @@ class rescale(Stage):
 class shuffle_samples(Stage):
     """Apply one permutation to every element of a batch (images, labels, paths...).
 
-    Batch ``i`` (counted by this stage) uses ``np.random.default_rng([seed, i]).permutation(n)``.
+    Batch ``i`` (counted by this stage) uses ``fastload.pipeline.rng.generator(seed, STAGE, i).permutation(n)``.
     Arrays are gathered with ``np.take(..., out=)``; other sequences become lists.
     """
 
@@ -296,7 +261,7 @@ class shuffle_samples(Stage):
         n = len(parts[0])
         if any(len(p) != n for p in parts):
             raise ValueError(f"batch elements differ in length: {[len(p) for p in parts]}")
-        perm = np.random.default_rng([self.seed, self._next_index()]).permutation(n)
+        perm = rng.generator(self.seed, rng.STAGE, self._next_index()).permutation(n)
         out = tuple(np.take(p, perm, axis=0, mode="clip", out=self._ring.get(p.shape, p.dtype))
                     if isinstance(p, np.ndarray) else [p[i] for i in perm] for p in parts)
         return out if isinstance(batch, tuple) else out[0]

@@ -120,6 +120,9 @@ def test_loader_is_reusable_after_a_failure(image_folder):
     with pytest.raises(fl.StageError):
         list(loader)
     assert fastload_threads() == []
+    assert loader.state_dict()["batch"] == 1        # the batch that failed is where it stands
+    rest = [b["n"].tolist() for b in loader]        # so the next loop retries it and ends epoch 0
+    assert sum(rest, []) == loader.order(0).tolist()[5:]
     epoch1 = [b["n"].tolist() for b in loader]
     assert sorted(sum(epoch1, [])) == list(range(24))
     assert sum(epoch1, []) == loader.order(1).tolist()
@@ -161,6 +164,7 @@ def test_keyboard_interrupt_stops_every_thread_within_a_second(image_folder, whe
     finally:
         timer.cancel()
     assert seen   # it was running when interrupted
+    loader.set_epoch(0)
     assert [len(b["n"]) for b in loader] == [4] * 6   # and runs again afterwards
 
 

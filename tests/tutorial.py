@@ -14,6 +14,8 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
+from fastload.pipeline import rng as flrng
+
 __all__ = ["add_noise", "drive", "py_augment", "py_read_images", "py_rescale", "py_shuffle"]
 
 
@@ -34,7 +36,7 @@ def py_augment(rotate90=True, flip=True, seed=0):
     i = 0
     while True:
         images, labels = yield
-        rng = np.random.default_rng([seed, i])
+        rng = flrng.generator(seed, flrng.STAGE, i)
         i += 1
         k = rng.integers(0, 4, len(images))
         flips = rng.random(len(images)) < 0.5
@@ -63,7 +65,7 @@ def py_shuffle(seed=0):
     i = 0
     while True:
         x, y = yield
-        perm = np.random.default_rng([seed, i]).permutation(len(x))
+        perm = flrng.generator(seed, flrng.STAGE, i).permutation(len(x))
         i += 1
         yield x[perm], y[perm]
 

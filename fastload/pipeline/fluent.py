@@ -6,19 +6,16 @@ the upstream. Streams give up random access, so a Loader takes a Source, not a
 stream.
 
 Threads. Only two operations start threads, and they belong to the iterator of
-one pass, never to the Stream:
+one pass, never to the Stream; both are nodes of :mod:`fastload.pipeline.node`:
 
-* ``map(fn, workers=N)`` (N > 1) submits from the consumer's thread to a pool
-  of N threads, with at most ``2 * N`` records in flight, yielding in input
-  order unless ``ordered=False``;
-* ``prefetch(n)`` runs the upstream in one producer thread feeding a queue of
-  ``n`` items (see :mod:`fastload.pipeline.channel`).
+* ``map(fn, workers=N)`` (N > 1) is a :class:`~fastload.pipeline.node.ThreadMap`
+  with at most ``2 * N`` records in flight, in input order unless ``ordered=False``;
+* ``prefetch(n)`` is a :class:`~fastload.pipeline.node.Prefetcher`: the upstream
+  runs in one producer thread feeding a queue of ``n`` items.
 
-Shutdown. Each pass is a generator whose ``finally`` stops and joins the
-threads it started and closes its upstream iterator. It runs when the pass is
-exhausted, when the consumer calls ``close()``, and when the iterator is
-garbage collected, which is what happens on leaving a ``for`` loop early. A
-thread that is inside a user function finishes that call first.
+Shutdown. Each pass closes the threads it started and its upstream iterator
+when it is exhausted, when the consumer calls ``close()``, and when it is
+garbage collected, which is what happens on leaving a ``for`` loop early.
 
 Errors. An exception raised by a user function surfaces in the consumer's
 thread as :class:`fastload.errors.StageError` naming the function and the
@@ -27,23 +24,17 @@ exception as ``__cause__``.
 """
 from __future__ import annotations
 
-import collections
-import concurrent.futures as cf
 import itertools
 import math
-import random
-import threading
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
 from ..errors import StageError
-from .channel import END, STOPPED, Channel, Failure
+from . import rng
+from .node import Prefetcher, ThreadMap, close_iterator
 
 __all__ = ["Fluent", "Stream", "mix", "stage_name", "record_context", "close_iterator"]
-
-_JOIN_S = 10.0   # how long a closing pass waits for a thread stuck in user code
-
 
 def stage_name(fn: Any) -> str:
     """The name a stage is reported under: a Stage's ``name``, else the function's ``__name__``."""
@@ -65,13 +56,6 @@ def record_context(index: int, record: Any, width: int = 100) -> str:
     if len(text) > width:
         text = text[: width - 3] + "..."
     return f"#{index} {text}"
-
-
-def close_iterator(it: Any) -> None:
-    """Close a generator (or any iterator with ``close``); a no-op for others."""
-    close = getattr(it, "close", None)
-    if close is not None:
-        close()
 
 
 def _wrap(fn: Any, index: int, record: Any, exc: BaseException) -> StageError:
@@ -106,9 +90,16 @@ class Fluent:
         return Stream(lambda: _unbatch(self), None, self, "unbatch()")
 
     def shuffle(self, buffer_size: int, seed: int = 0) -> "Stream":
-        """Shuffle through a buffer of ``buffer_size`` records; the same order on every pass."""
+        """Shuffle through a buffer of ``buffer_size`` records.
+
+        Pass ``k`` over the stream (its k-th ``iter()``) draws from ``(seed, k)``: each
+        pass differs, and the same seed replays the same sequence of passes.
+        """
         _positive("buffer_size", buffer_size)
-        return Stream(lambda: _shuffle(self, buffer_size, seed), _length(self), self, f"shuffle({buffer_size})")
+        seed = rng.check_seed(seed)
+        passes = itertools.count()
+        return Stream(lambda: _shuffle(self, buffer_size, seed, next(passes)), _length(self), self,
+                      f"shuffle({buffer_size})")
 
     def take(self, n: int) -> "Stream":
         """The first ``n`` records."""
@@ -149,7 +140,7 @@ class Fluent:
 
         def records():
             if shuffle:
-                order = np.random.default_rng(seed).permutation(len(self))
+                order = rng.generator(seed, rng.SHUFFLE).permutation(len(self))
                 return (self[int(i)] for i in order)
             return iter(self)
 
@@ -233,42 +224,8 @@ def _map(upstream, fn) -> Iterator[Any]:
 
 
 def _map_threaded(upstream, fn, workers: int, ordered: bool) -> Iterator[Any]:
-    it = iter(upstream)
-    pool = cf.ThreadPoolExecutor(workers, thread_name_prefix=f"fastload-map-{stage_name(fn)}")
-    pending: collections.deque = collections.deque()     # (index, record, future), submission order
-    limit = 2 * workers
-    try:
-        index, exhausted = 0, False
-        while True:
-            while not exhausted and len(pending) < limit:
-                try:
-                    rec = next(it)
-                except StopIteration:
-                    exhausted = True
-                    break
-                pending.append((index, rec, pool.submit(fn, rec)))
-                index += 1
-            if not pending:
-                return
-            if ordered:
-                i, rec, fut = pending.popleft()
-            else:
-                done, _ = cf.wait([p[2] for p in pending], return_when=cf.FIRST_COMPLETED)
-                entry = next(p for p in pending if p[2] in done)
-                pending.remove(entry)
-                i, rec, fut = entry
-            try:
-                out = fut.result()
-            except Exception as e:
-                raise _wrap(fn, i, rec, e) from e
-            del rec
-            yield out
-    finally:
-        for _, _, fut in pending:
-            fut.cancel()
-        pending.clear()
-        pool.shutdown(wait=True, cancel_futures=True)
-        close_iterator(it)
+    return ThreadMap(upstream, fn, workers, window=2 * workers, ordered=ordered, name=f"map-{stage_name(fn)}",
+                     wrap=lambda i, rec, e: _wrap(fn, i, rec, e))
 
 
 def _filter(upstream, pred) -> Iterator[Any]:
@@ -305,8 +262,8 @@ def _unbatch(upstream) -> Iterator[Any]:
         close_iterator(it)
 
 
-def _shuffle(upstream, size: int, seed: int) -> Iterator[Any]:
-    rng = random.Random(seed)
+def _shuffle(upstream, size: int, seed: int, pass_: int) -> Iterator[Any]:
+    gen = rng.generator(seed, rng.SHUFFLE, pass_)
     buf: list = []
     it = iter(upstream)
     try:
@@ -314,12 +271,11 @@ def _shuffle(upstream, size: int, seed: int) -> Iterator[Any]:
             if len(buf) < size:
                 buf.append(rec)
                 continue
-            j = rng.randrange(size)
+            j = int(gen.integers(size))
             out, buf[j] = buf[j], rec
             yield out
-        rng.shuffle(buf)
-        while buf:
-            yield buf.pop()
+        for j in gen.permutation(len(buf)).tolist():
+            yield buf[j]
     finally:
         close_iterator(it)
 
@@ -347,40 +303,8 @@ def _skip(upstream, n: int) -> Iterator[Any]:
         close_iterator(it)
 
 
-def _produce(upstream, chan: Channel, stop: threading.Event) -> None:
-    """Producer thread of prefetch: owns the upstream iterator from creation to close."""
-    it = None
-    try:
-        it = iter(upstream)
-        for rec in it:
-            if not chan.put(rec):
-                return
-        chan.put(END)
-    except BaseException as e:  # handed to the consumer, which re-raises it
-        chan.put(Failure(e))
-    finally:
-        close_iterator(it)
-
-
 def _prefetch(upstream, n: int) -> Iterator[Any]:
-    stop = threading.Event()
-    chan = Channel(n, stop)
-    t = threading.Thread(target=_produce, args=(upstream, chan, stop), daemon=True,
-                         name=f"fastload-prefetch-{getattr(upstream, 'name', type(upstream).__name__)}")
-    t.start()
-    try:
-        while True:
-            msg = chan.get(t.is_alive)
-            if msg is END or msg is STOPPED:
-                return
-            if isinstance(msg, Failure):
-                raise msg.error
-            yield msg
-    finally:
-        stop.set()
-        chan.drain()
-        if t is not threading.current_thread():
-            t.join(_JOIN_S)
+    return Prefetcher(lambda: upstream, n, name=f"prefetch-{getattr(upstream, 'name', type(upstream).__name__)}")
 
 
 def _label_batches(records: Iterator[Any], size: int, drop_last: bool, num_classes: int | None):
@@ -404,7 +328,7 @@ def _label_batches(records: Iterator[Any], size: int, drop_last: bool, num_class
 
 
 def _mix(streams: list, weights: np.ndarray, seed: int, stop: str) -> Iterator[Any]:
-    rng = np.random.default_rng(seed)
+    gen = rng.generator(seed, rng.MIX)
     its = [iter(s) for s in streams]
     active = list(range(len(its)))
     try:
@@ -412,7 +336,7 @@ def _mix(streams: list, weights: np.ndarray, seed: int, stop: str) -> Iterator[A
             p = weights[active]
             if p.sum() <= 0:
                 return
-            for k in rng.choice(len(active), size=1024, p=p / p.sum()):
+            for k in gen.choice(len(active), size=1024, p=p / p.sum()):
                 src = active[k]
                 try:
                     rec = next(its[src])

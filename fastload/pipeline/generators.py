@@ -25,19 +25,26 @@ write. Each step is one of:
 * a **compiled stage** from :mod:`fastload.stages` (a callable that does its
   work in GIL-free code and owns a pool of worker threads).
 
-Threads. Iteration starts one thread for the source and one per step, linked
-by bounded :class:`~fastload.pipeline.channel.Channel` queues (``queue_size``
-items each), so a Python stage holding the GIL never stalls a compiled stage
-that has released it, and at most a few items are in flight per link. A
-pipeline's threads reference only their own stage, channels and a shared stop
-event, never the pipeline object, so it can be garbage collected while they run.
+Threads. Iteration starts one :class:`~fastload.pipeline.node.Prefetcher` node
+for the source and one per step, each a thread feeding a bounded queue
+(``queue_size`` items), so a Python stage holding the GIL never stalls a
+compiled stage that has released it, and at most a few items are in flight per
+link. The nodes never reference the pipeline object, so it can be garbage
+collected while they run.
 
 Shutdown. ``close()``, leaving a ``for`` loop early (the loop's iterator is
-closed when dropped), garbage collection, or reaching the end: the stop event
-is set, every thread leaves its queue wait within ``POLL_S``, closes its own
-generators (so their ``finally`` runs in the thread that drove them) and
-compiled stages, and exits; ``close()`` joins them all. ``close()`` on a
-pipeline that never ran closes the given generators directly.
+closed when dropped), garbage collection, or reaching the end: every node's
+stop event is set, every thread leaves its queue wait within ``POLL_S``,
+closes its own generators (so their ``finally`` runs in the thread that drove
+them) and exits; ``close()`` waits for them all within one second and warns,
+naming it, about a stage stuck in user code. It then closes coroutine steps
+and compiled stages.
+
+Running again. Reaching the end leaves coroutine steps open (waiting at their
+receiving yield), so iterating the pipeline again over a re-iterable source
+runs it again: ``for epoch in range(3): for x in pipeline: ...``. A pipeline
+that was closed early, or whose source is a one-shot iterator already used,
+says so instead of silently yielding nothing.
 
 Errors. A step that raises ends its thread; downstream threads pass the
 failure along after the items before it, and the consumer raises it as
@@ -48,19 +55,15 @@ in the stage's input and a truncated repr), with the original exception as
 from __future__ import annotations
 
 import inspect
-import threading
 import time
-import warnings
 from typing import Any, Iterator
 
 from ..errors import StageError
-from .channel import END, STOPPED, Channel, Failure
-from .fluent import close_iterator, record_context, stage_name
+from .fluent import record_context, stage_name
+from .node import Prefetcher, close_iterator, join_threads
 from .stats import StageStats, Stats
 
 __all__ = ["GeneratorPipeline"]
-
-_JOIN_S = 10.0   # how long close() waits for a thread stuck inside a user call
 
 
 class GeneratorPipeline:
@@ -75,20 +78,33 @@ class GeneratorPipeline:
         self._stage_stats = ([StageStats(_source_name(source), "source")]
                              + [StageStats(s.name, s.kind) for s in self._steps]
                              + [StageStats("consumer", "consumer")])
-        self._stop = threading.Event()
-        self._threads: list[threading.Thread] = []
-        self._channels: list[Channel] = []
+        self._nodes: list[Prefetcher] = []
+        self._runs = 0
         self._started: float | None = None
         self._ended: float | None = None
         self._last_return: float | None = None
-        self._closed = False
+        self._closed = False       # the current run is over
+        self._broken = False       # closed before its end: coroutine steps are closed for good
 
     def __len__(self) -> int:
         """The source's length (every step is taken to emit one item per input)."""
         return len(self._source)
 
     def __iter__(self) -> Iterator[Any]:
+        if self._closed:
+            self._restart()
         return self._loop()
+
+    def _restart(self) -> None:
+        if self._broken:
+            coros = [s.name for s in self._steps if s.mode == "coroutine"]
+            if coros:
+                raise RuntimeError(f"this pipeline was closed before its end, which closed its coroutine "
+                                   f"step(s) {coros}; build a new pipeline to run again")
+        if iter(self._source) is self._source:
+            raise RuntimeError("the pipeline's source is a one-shot iterator, already used; give a re-iterable "
+                               "source (a list, a Source, a Stream) to iterate the pipeline again")
+        self._nodes, self._closed, self._last_return = [], False, None
 
     def _loop(self) -> Iterator[Any]:
         try:
@@ -104,62 +120,71 @@ class GeneratorPipeline:
     def __next__(self) -> Any:
         if self._closed:
             raise StopIteration
-        if not self._threads:
+        if not self._nodes:
             self._start()
         consumer = self._stage_stats[-1]
-        out = self._channels[-1]
+        out = self._nodes[-1]
         t0 = time.perf_counter()
         if self._last_return is not None:
             consumer.add(busy=t0 - self._last_return)
         consumer.sample_queue(out.qsize(), out.capacity)
-        msg = out.get(self._threads[-1].is_alive)
+        try:
+            msg = next(out)
+        except StopIteration:
+            self._finish(broken=False)
+            raise
+        except BaseException:
+            self.close()
+            raise
         t1 = time.perf_counter()
-        consumer.add(wait_in=t1 - t0)
-        if msg is END or msg is STOPPED:
-            self.close()
-            raise StopIteration
-        if isinstance(msg, Failure):
-            self.close()
-            raise msg.error
-        consumer.add(items=1)
+        consumer.add(wait_in=t1 - t0, items=1)
         self._last_return = t1
         return msg
 
     def _start(self) -> None:
-        self._started = time.perf_counter()
-        stop = self._stop
-        chans = [Channel(self._queue_size, stop) for _ in range(len(self._steps) + 1)]
-        self._channels = chans
-        threads = [threading.Thread(target=_run_source, args=(self._source, chans[0], self._stage_stats[0], stop),
-                                    name=f"fastload-0-{self._stage_stats[0].name}", daemon=True)]
+        self._runs += 1
+        if self._started is None:
+            self._started = time.perf_counter()
+        stats = self._stage_stats
+        node = Prefetcher(_bind(_source_items, self._source, stats[0].name), self._queue_size,
+                          name=f"{self._runs}-0-{stats[0].name}", kind="source", stats=stats[0])
+        nodes = [node]
         for i, step in enumerate(self._steps, 1):
-            threads.append(threading.Thread(
-                target=_run_step, args=(step, chans[i - 1], threads[i - 1].is_alive, chans[i], self._stage_stats[i], stop),
-                name=f"fastload-{i}-{step.name}", daemon=True))
-        self._threads = threads
-        for t in threads:
-            t.start()
+            inputs = _Inputs(node, stats[i])
+            node = Prefetcher(_bind(_step_items, step, inputs), self._queue_size,
+                              name=f"{self._runs}-{i}-{step.name}", kind=step.kind, stats=stats[i],
+                              waited=inputs.waited_s)
+            nodes.append(node)
+        self._nodes = nodes
+        for n in nodes:
+            n.start()
 
-    def close(self) -> None:
-        """Stop every thread, close every stage, and wait for them (idempotent)."""
+    def _finish(self, broken: bool) -> None:
         if self._closed:
             return
         self._closed = True
-        self._stop.set()
-        me = threading.current_thread()
-        for t in self._threads:
-            if t is not me:
-                t.join(_JOIN_S)
-                if t.is_alive():
-                    warnings.warn(f"fastload stage thread {t.name!r} is still inside a user call after "
-                                  f"{_JOIN_S:.0f}s; it will exit when that call returns", ResourceWarning)
-        if not self._threads:      # never ran: close the stages from here
+        self._broken = self._broken or broken
+        nodes, self._nodes = self._nodes, []
+        for n in nodes:              # every thread sees its stop before anyone waits
+            n.request_stop()
+        join_threads([n.thread for n in nodes if n.thread is not None], "pipeline stage")
+        for n in nodes:
+            n.close()
+        if broken or not nodes:
             for step in self._steps:
                 step.close()
-        for ch in self._channels:
-            ch.drain()
-        self._channels = []
         self._ended = time.perf_counter()
+
+    def close(self) -> None:
+        """Stop every thread, close every stage, and wait for them (idempotent)."""
+        if self._closed and self._broken:
+            return
+        if self._closed:             # ended normally earlier: now close the coroutine steps too
+            self._broken = True
+            for step in self._steps:
+                step.close()
+            return
+        self._finish(broken=True)
 
     def __enter__(self) -> "GeneratorPipeline":
         return self
@@ -168,19 +193,23 @@ class GeneratorPipeline:
         self.close()
 
     def __del__(self) -> None:
-        if not getattr(self, "_closed", True):
+        if not getattr(self, "_broken", True):
             self.close()
 
     def stats(self) -> Stats:
         """Per-stage figures so far (source, each step, then the consuming loop)."""
         snap = Stats.snapshot(self._stage_stats, self._started)
-        if self._ended is not None and self._started is not None:
+        if self._closed and self._ended is not None and self._started is not None:
             snap.elapsed_s = self._ended - self._started
         return snap
 
     def __repr__(self) -> str:
         names = " -> ".join(s.name for s in self._stage_stats[:-1])
         return f"<GeneratorPipeline {names}>"
+
+
+def _bind(fn, *args):
+    return lambda: fn(*args)
 
 
 class _Step:
@@ -214,9 +243,17 @@ class _Step:
 
 
 def _drive(coro, inputs: Iterator[Any]) -> Iterator[Any]:
-    """Drive a two-yield coroutine over ``inputs`` (protocol in the module docstring)."""
+    """Drive a two-yield coroutine over ``inputs`` (protocol in the module docstring).
+
+    At the end of the inputs the coroutine stays open at its receiving yield, so
+    another run can drive it again; any other exit closes it.
+    """
+    ended = False
     try:
-        out = next(coro) if inspect.getgeneratorstate(coro) == inspect.GEN_CREATED else None
+        state = inspect.getgeneratorstate(coro)
+        if state == inspect.GEN_CLOSED:
+            return
+        out = next(coro) if state == inspect.GEN_CREATED else None
         while True:
             while out is not None:
                 yield out
@@ -224,28 +261,32 @@ def _drive(coro, inputs: Iterator[Any]) -> Iterator[Any]:
             try:
                 item = next(inputs)
             except StopIteration:
+                ended = True
                 return
             out = coro.send(item)
     except StopIteration:   # the coroutine returned
         return
     finally:
-        coro.close()
+        if not ended:
+            coro.close()
 
 
 class _Inputs:
-    """A step's view of its input channel: an iterator that ends on END, a
-    failure upstream (kept in ``failure``) or a stop, and remembers the last item
-    for error messages."""
+    """A step's view of the node before it: an iterator that ends on its end, its
+    failure (kept in ``failure``, raised after this step's own outputs) or a stop,
+    and remembers the last item for error messages."""
 
-    def __init__(self, chan: Channel, producer_alive, stats: StageStats):
-        self._chan = chan
-        self._alive = producer_alive
+    def __init__(self, upstream: Prefetcher, stats: StageStats):
+        self._up = upstream
         self._stats = stats
         self.index = -1
         self.last: Any = None
-        self.failure: Failure | None = None
+        self.failure: BaseException | None = None
         self.waited = 0.0
         self._done = False
+
+    def waited_s(self) -> float:
+        return self.waited
 
     def __iter__(self) -> "_Inputs":
         return self
@@ -253,91 +294,74 @@ class _Inputs:
     def __next__(self) -> Any:
         if self._done:
             raise StopIteration
-        self._stats.sample_queue(self._chan.qsize(), self._chan.capacity)
+        self._stats.sample_queue(self._up.qsize(), self._up.capacity)
         t0 = time.perf_counter()
-        msg = self._chan.get(self._alive)
-        dt = time.perf_counter() - t0
-        self.waited += dt
-        self._stats.add(wait_in=dt)
-        if msg is END or msg is STOPPED or isinstance(msg, Failure):
-            self.failure = msg if isinstance(msg, Failure) else None
-            self._done = True
-            self.last = None
-            raise StopIteration
+        try:
+            msg = self._up.__next__()
+        except StopIteration:
+            self._end(None)
+            raise
+        except BaseException as e:
+            self._end(e)
+            raise StopIteration from None
+        finally:
+            dt = time.perf_counter() - t0
+            self.waited += dt
+            self._stats.add(wait_in=dt)
         self.index += 1
         self.last = msg
         return msg
+
+    def _end(self, failure: BaseException | None) -> None:
+        self.failure, self._done, self.last = failure, True, None
 
     def context(self) -> str | None:
         return None if self.index < 0 else record_context(self.index, self.last)
 
 
-def _error(name: str, where: str | None, exc: BaseException) -> Failure:
+def _stage_error(name: str, where: str | None, exc: BaseException) -> BaseException:
     if isinstance(exc, StageError):     # already names its stage (a nested pipeline)
-        return Failure(exc)
+        return exc
     err = StageError(name, where, exc)
     err.__cause__ = exc
-    return Failure(err)
+    return err
 
 
-def _pump(outputs: Iterator[Any], out: Channel, stats: StageStats, stop: threading.Event,
-          inputs: _Inputs | None, name: str) -> Any:
-    """Move ``outputs`` into ``out`` until done; return the terminal message."""
-    waited = 0.0
-    count = 0
-    while not stop.is_set():
-        t0 = time.perf_counter()
-        try:
-            item = next(outputs)
-        except StopIteration:
-            break
-        except BaseException as e:
-            where = inputs.context() if inputs is not None else f"#{count} (while producing it)"
-            return _error(name, where, e)
-        t1 = time.perf_counter()
-        if inputs is not None:
-            stats.add(items=1, busy=t1 - t0 - (inputs.waited - waited))
-            waited = inputs.waited
-            if inputs.failure is not None:
-                break
-        else:
-            stats.add(items=1, busy=t1 - t0)
-        count += 1
-        if not out.put(item):
-            break
-        del item
-        stats.add(wait_out=time.perf_counter() - t1)
-    return inputs.failure if inputs is not None and inputs.failure is not None else END
-
-
-def _run_source(source: Any, out: Channel, stats: StageStats, stop: threading.Event) -> None:
+def _source_items(source: Any, name: str) -> Iterator[Any]:
     it = None
+    count = 0
     try:
         it = iter(source)
-        end = _pump(it, out, stats, stop, None, stats.name)
-    except BaseException as e:
-        end = _error(stats.name, None, e)
+        for item in it:
+            yield item
+            count += 1
+    except Exception as e:
+        raise _stage_error(name, None, e) from e
     finally:
         close_iterator(it)
-    out.put(end)
 
 
-def _run_step(step: _Step, inp: Channel, producer_alive, out: Channel, stats: StageStats,
-              stop: threading.Event) -> None:
-    inputs = _Inputs(inp, producer_alive, stats)
+def _step_items(step: _Step, inputs: _Inputs) -> Iterator[Any]:
+    """The step's outputs; its errors name it and the input they came from; an upstream failure follows them."""
     outputs = None
     try:
         outputs = step.transform(inputs)
-        end = _pump(outputs, out, stats, stop, inputs, step.name)
-    except BaseException as e:   # a generator function that failed when called
-        end = _error(step.name, None, e)
-    try:
+        while True:
+            try:
+                item = next(outputs)
+            except StopIteration:
+                break
+            yield item
+            if inputs.failure is not None:
+                break
+    except GeneratorExit:
+        raise
+    except Exception as e:
+        raise _stage_error(step.name, inputs.context(), e) from e
+    finally:
         close_iterator(outputs)
-        step.close()
-    except BaseException as e:
-        if end is END:
-            end = _error(step.name, "(while closing)", e)
-    out.put(end)
+    if inputs.failure is not None:
+        raise inputs.failure
 
 
 def _source_name(source: Any) -> str:

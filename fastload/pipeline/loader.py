@@ -1,47 +1,61 @@
-"""The Loader: records in, preallocated batches out, with threads doing the work.
+"""The Loader: a builder of nodes that turn records into leased batch slots.
 
-Orchestration is plain Python in the consumer's thread. For each batch it
-splits the batch's records into chunks, one task per chunk on a small thread
-pool; each task runs every field's compiled ``fill`` straight into its rows of
-a slot of the :class:`~fastload.memory.ring.BatchRing`. At most ``prefetch``
-batches are in flight ahead of the one being consumed.
+For each ``iter(loader)`` it composes (files in ``fastload/pipeline/``)::
+
+    Sampler (sampler.py)        this rank's record indices per batch, from one global order
+      -> _chunks (here)         a leased slot per batch (memory/pool.py), split into chunk tasks
+      -> ThreadMap (node.py)    worker threads run each field's compiled fill into its rows
+      -> _LoaderIter (here)     gathers a batch's chunks, applies the error policy, presents it
+
+At most ``prefetch`` batches are in flight ahead of the consumer. Each yielded
+batch holds a lease on its slot (see :mod:`fastload.memory.pool`), so it stays
+valid for as long as anyone references it; a synchronous loop cycles through
+``prefetch + 2`` slots without copying.
 
 Everything random is a pure function of ``(seed, epoch, record index)``: the
-shuffle order (a NumPy Generator seeded with ``[seed, epoch]``) and each
-sample's augmentation (a counter-based stream in the kernels). Batches are
-therefore identical for any number of workers, and a position
-``(epoch, batch)`` is all the state needed to resume exactly.
+order (:mod:`fastload.pipeline.rng`) and every augmentation (counter-based in
+the kernels). Batches are identical for any number of workers and, for the
+same global batch, any world size; ``state_dict()`` is an (epoch, global
+sample offset) position that resumes exactly, at any worker count or world size.
 
-Batch ``b`` always holds the records at positions ``[b*B, (b+1)*B)`` of the
-epoch's order; under ``on_error="skip"`` a failed record is dropped from its
-batch (which comes out shorter) rather than replaced by a later record, so
-skipping never changes the composition of other batches or the resume point.
+Batch ``b`` holds the records at its positions of the epoch's order; under
+``on_error="skip"`` a failed record is dropped from its batch (which comes out
+shorter), never replaced, so skipping changes neither other batches nor the
+resume point. A batch whose records all failed is not yielded.
 """
 from __future__ import annotations
 
 import collections
+import functools
 import itertools
 import logging
 import math
+import numbers
 import threading
 import time
 import warnings
-from concurrent.futures import Future, ThreadPoolExecutor
 
 import numpy as np
 
 from ..errors import RecordError, StageError
-from ..image.decode import DEFAULT_MAX_PIXELS
 from ..image.field import ImageField
-from ..memory.ring import BatchRing
+from ..memory.pool import SlotPool
 from ..ops.labels import Labels
+from . import rng
+from .collate import collate_values
 from .fields import ChunkContext, Field
 from .fluent import Fluent
+from .node import Node, ThreadMap
+from .sampler import Sampler, distributed_world, epoch_order
 
 __all__ = ["Loader"]
 
 log = logging.getLogger("fastload")
-_STATE_VERSION = 1
+_STATE_VERSION = 2
+_IMAGE_OPTIONS = ("dtype", "layout", "exif", "max_pixels", "dct_scale")
+_OUTPUTS = ("numpy", "torch", "jax")
+_MAX_FAILURES_KEPT = 1000          # failures listed per epoch; the totals count every one
+_PREPARE_CHUNK = 2048              # records per read of a preparation pass
 
 
 class _Binding:
@@ -65,29 +79,43 @@ class _Binding:
 
 
 class Loader(Fluent):
-    """Batches of training samples from a random-access :class:`~fastload.Source`.
+    """Batches of training samples from a :class:`~fastload.Source` (or a re-iterable stream of records).
 
     ``for images, labels in Loader(fl.ImageFolder(root), batch_size=64, transforms=[...])``
-    yields NumPy arrays (or torch tensors with ``output="torch"``) that are views of
-    reused buffers: a batch stays valid until the batch after the next one is
-    requested. ``copy=True`` yields arrays the caller owns.
+    yields NumPy arrays (torch tensors with ``output="torch"``, JAX arrays with
+    ``output="jax"``) that are views of reused buffers, each holding a lease on
+    its buffer: a batch stays valid for as long as it is referenced. ``copy=True``
+    yields arrays the caller owns outright.
 
-    Multi-field records (``fl.zip``/``fl.join``) take ``fields={name: spec}`` where a
-    spec is a list of image transforms, a :class:`~fastload.pipeline.fields.Field`
-    (``fl.Tokenize``, ``fl.Standardize``, ...), ``"index"``/``"onehot"`` for labels, or
-    ``None`` to pass the raw values through as a list.
+    Records with several fields (``fl.zip``/``fl.join``, dicts) take
+    ``fields={name: spec}``: a list of image transforms, a :class:`Field`
+    (``fl.Image``, ``fl.Tokenize``, ``fl.Standardize``, ...), ``"index"``/``"onehot"``
+    for labels, or ``None`` for the raw values as a list. Fields not named pass
+    through collated (numbers and equal-shape arrays stacked, others as lists).
 
-    Fluent methods (``.map``, ``.filter``, ``.take``, ...) apply to batches. Those
-    that hold several batches at once (``.prefetch``, ``.shuffle``, ``.batch``,
-    threaded ``.map``) need ``copy=True``, since buffered views would be overwritten.
+    ``transforms=[...]`` is the short form for image records, with the image
+    options ``dtype``, ``layout`` (``"auto"``: NHWC for JAX output, else NCHW),
+    ``exif``, ``max_pixels`` and ``dct_scale`` as keywords.
+
+    Under ``torchrun`` (or with ``rank=``/``world_size=``) each rank yields its
+    part of every global step; see :mod:`fastload.pipeline.sampler`.
     """
 
     def __init__(self, source, batch_size: int = 64, *, shuffle: bool = False, seed: int = 0,
-                 drop_last: bool = False, transforms=None, fields=None, dtype: str = "float32",
-                 layout: str = "NCHW", labels: str = "index", workers: int = 2, prefetch: int = 2,
-                 output: str = "numpy", device=None, copy: bool = False, on_error: str | None = None,
-                 max_failures: int | float | None = None, as_tuple: bool | None = None, collate=None,
-                 exif: bool = True, max_pixels: int = DEFAULT_MAX_PIXELS, dct_scale: bool = True):
+                 drop_last: bool = False, transforms=None, fields=None, labels: str = "index",
+                 workers: int = 2, prefetch: int = 2, output: str = "numpy", device=None,
+                 copy: bool = False, on_error: str | None = None, max_failures=None,
+                 as_tuple: bool | None = None, collate=None, rank: int | None = None,
+                 world_size: int | None = None, max_memory: int | None = None, pin_memory: bool | None = None,
+                 **image_options):
+        self._init = dict(source=source, batch_size=batch_size, shuffle=shuffle, seed=seed, drop_last=drop_last,
+                          transforms=transforms, fields=fields, labels=labels, workers=workers, prefetch=prefetch,
+                          output=output, device=device, copy=copy, on_error=on_error, max_failures=max_failures,
+                          as_tuple=as_tuple, collate=collate, rank=rank, world_size=world_size,
+                          max_memory=max_memory, pin_memory=pin_memory, **image_options)
+        unknown = set(image_options) - set(_IMAGE_OPTIONS)
+        if unknown:
+            raise TypeError(f"Loader got unexpected keyword argument(s) {sorted(unknown)}")
         self._random_access = hasattr(source, "__len__") and hasattr(source, "__getitem__")
         if not self._random_access and not hasattr(source, "__iter__"):
             raise TypeError(f"Loader needs a Source or an iterable of records, got {type(source).__name__}")
@@ -96,46 +124,55 @@ class Loader(Fluent):
                             "iterator: wrap its factory, e.g. fl.IterableRecords(lambda: cursor_rows())")
         if not self._random_access and shuffle:
             raise ValueError("a stream cannot be shuffled by index: shuffle it with .shuffle(buffer_size, seed) first")
-        if batch_size < 1:
-            raise ValueError("batch_size must be >= 1")
-        if workers < 0 or prefetch < 1:
-            raise ValueError("workers must be >= 0 and prefetch >= 1")
-        if output not in ("numpy", "torch"):
-            raise ValueError(f"output must be 'numpy' or 'torch', got {output!r}")
+        _check_int("batch_size", batch_size, 1)
+        _check_int("workers", workers, 0)
+        _check_int("prefetch", prefetch, 1)
+        if output not in _OUTPUTS:
+            raise ValueError(f"output must be one of {list(_OUTPUTS)}, got {output!r}")
         if on_error is None:
             on_error = "skip" if max_failures is not None else "raise"
         if on_error not in ("raise", "skip"):
             raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
         if self._random_access and len(source) == 0:
             raise ValueError("the source has no records")
-        self.source, self.batch_size, self.shuffle, self.seed = source, batch_size, shuffle, int(seed)
-        self.drop_last, self.workers, self.prefetch_depth = drop_last, workers, prefetch
-        self.output, self.device, self.copy, self.collate = output, device, copy, collate
-        self.on_error, self.max_failures = on_error, max_failures
-        image_kw = dict(dtype=dtype, layout=layout, exif=exif, max_pixels=max_pixels, dct_scale=dct_scale)
-        self._bindings, self._raw, self._shape = self._bind(source, transforms, fields, labels, image_kw)
+        self.source, self.batch_size, self.seed = source, batch_size, rng.check_seed(seed)
+        self.shuffled, self.drop_last, self.workers, self.prefetch_depth = bool(shuffle), drop_last, workers, prefetch
+        self.output, self.copy, self.collate = output, copy, collate
+        self.on_error, self.max_failures = on_error, _check_budget(max_failures)
+        self.rank, self.world_size = distributed_world(rank, world_size)
+        self.max_memory = max_memory
+        from .device import DeviceTransfer       # validates device= and pin_memory= now, imports nothing heavy
+        self._device = DeviceTransfer.create(device, output, pin_memory)
+        if image_options.get("layout", "auto") == "auto":
+            image_options["layout"] = "NHWC" if output == "jax" else "NCHW"
+        self._bindings, self._raw, self._shape = self._bind(source, transforms, fields, labels, image_options)
         if as_tuple is not None:
             self._shape = "tuple" if as_tuple else "dict"
+        self._sampler = Sampler(len(source) if self._random_access else 0, batch_size, drop_last,
+                                self.rank, self.world_size)
         self._outputs = None   # declared by the fields once they are prepared
-        self._ring = None
-        self._next_epoch, self._resume_batch = 0, 0
-        self._position = (0, 0)
+        self._pool: SlotPool | None = None
+        self._position = (0, 0)          # (epoch, global sample offset) of the next batch
         self._lock = threading.Lock()
-        self._failures: list[tuple[str, str]] = []
+        self._failures: dict[str, str] = {}     # this epoch's, by record, capped
+        self._failures_epoch = None
         self._warned = False
         self._stats = collections.Counter()
 
+    def __reduce__(self):
+        """Pickles as its arguments and position (the compiled plan is rebuilt), e.g. across spawn."""
+        return _rebuild, (self._init, self._position)
+
     # -- construction ---------------------------------------------------------------
-    @staticmethod
-    def _bind(source, transforms, fields, labels, image_kw):
+    def _bind(self, source, transforms, fields, labels, image_options):
         num_classes = len(getattr(source, "classes", ()) or ()) or getattr(source, "num_classes", None)
         if fields is None:
             if transforms is None:
                 raise ValueError("give transforms=[...] for image records, or fields={...}")
-            first = source[0] if hasattr(source, "__getitem__") else next(iter(source))
+            first = self._first_record()
             if isinstance(first, dict):
                 raise ValueError("records are dicts: say what to do with each field through fields={...}")
-            image = ImageField(transforms, name="image", **image_kw)
+            image = self._image_field("image", transforms, image_options)
             if isinstance(first, tuple) and len(first) == 2:
                 return [_Binding(0, image), _Binding(1, Labels(num_classes, labels, name="label"))], [], "tuple"
             return [_Binding(None, image)], [], "single"
@@ -152,57 +189,87 @@ class Loader(Fluent):
                 field = spec
                 field.name = name
             elif isinstance(spec, (list, tuple)):
-                field = ImageField(spec, name=name, **image_kw)
+                field = self._image_field(name, spec, image_options)
             else:
                 raise TypeError(f"fields[{name!r}]: expected a transform list, a Field, "
                                 f"'index'/'onehot' or None, got {type(spec).__name__}")
             bindings.append(_Binding(name, field))
+        declared = set(fields)
+        record_fields = getattr(source, "fields", None)
+        if not record_fields:
+            first = self._first_record()
+            record_fields = tuple(first) if isinstance(first, dict) else ()
+        self._passthrough = [k for k in record_fields if k not in declared]
         return bindings, raw, "dict"
+
+    def _image_field(self, name, transforms, options):
+        transforms = list(transforms)
+        if self._device is not None:
+            transforms, options = self._device.device_image(name, transforms, options)
+        return ImageField(transforms, name=name, **options)
+
+    def _first_record(self):
+        return self.source[0] if self._random_access else next(iter(self.source))
 
     # -- sizes and order ------------------------------------------------------------
     def __len__(self) -> int:
-        n = len(self.source)   # a stream without a length raises TypeError here
-        return n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
+        """Batches this rank yields in a whole epoch."""
+        if not self._random_access:
+            raise TypeError(f"a stream has no length known in advance ({type(self.source).__name__})")
+        return self._sampler.steps(0)
 
     def order(self, epoch: int) -> np.ndarray:
-        """The record indices of ``epoch`` in the order they are batched."""
-        n = len(self.source)
-        if not self.shuffle:
-            return np.arange(n, dtype=np.uint64)
-        rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence([self.seed, int(epoch)])))
-        return rng.permutation(n).astype(np.uint64)
+        """The record indices of ``epoch`` in the global order they are batched."""
+        return epoch_order(len(self.source), self.shuffled, self.seed, _check_epoch(epoch))
 
     def set_epoch(self, epoch: int) -> None:
-        """The epoch the next iteration runs (epochs also advance on their own)."""
-        self._next_epoch, self._resume_batch = int(epoch), 0
-        self._position = (int(epoch), 0)
+        """Start the next iteration at the beginning of ``epoch``.
+
+        Without it a Loader continues where its last iterator stopped: the rest
+        of an epoch left early, else the next epoch.
+        """
+        self._position = (_check_epoch(epoch), 0)
 
     # -- resumable state ------------------------------------------------------------
     def state_dict(self) -> dict:
         """Where the consumer is: the next batch to be yielded. Small and JSON-serialisable."""
-        epoch, batch = self._position
-        return {"version": _STATE_VERSION, "epoch": epoch, "batch": batch, "seed": self.seed,
-                "shuffle": self.shuffle, "batch_size": self.batch_size, "num_records": self._num_records()}
+        epoch, offset = self._position
+        return {"version": _STATE_VERSION, "epoch": epoch, "batch": self._batches_done(offset), "offset": offset,
+                "seed": self.seed, "shuffle": self.shuffled, "batch_size": self.batch_size,
+                "world_size": self.world_size, "num_records": self._num_records()}
 
     def load_state_dict(self, state: dict) -> "Loader":
-        """Continue exactly where ``state`` was taken: the next iteration yields the remaining batches."""
-        if state.get("version") != _STATE_VERSION:
+        """Continue exactly where ``state`` was taken (at any worker count or world size)."""
+        if not isinstance(state, dict):
+            raise TypeError(f"load_state_dict needs the dict state_dict() returned, got {type(state).__name__}")
+        if state.get("version") not in (1, _STATE_VERSION):
             raise ValueError(f"unknown loader state version {state.get('version')!r}")
-        for key, mine in (("seed", self.seed), ("shuffle", self.shuffle), ("batch_size", self.batch_size),
+        needed = ("epoch", "batch", "seed", "shuffle", "batch_size", "num_records")
+        missing = [k for k in needed if k not in state]
+        if missing:
+            raise ValueError(f"loader state lacks {missing}; pass what state_dict() returned")
+        for key, mine in (("seed", self.seed), ("shuffle", self.shuffled), ("batch_size", self.batch_size),
                           ("num_records", self._num_records())):
             if state[key] != mine:
                 raise ValueError(f"state was saved with {key}={state[key]!r}, this loader has {mine!r}")
-        epoch, batch = int(state["epoch"]), int(state["batch"])
-        total = len(self) if self._num_records() is not None else None
-        if batch < 0 or (total is not None and batch > total):
-            raise ValueError(f"state batch {batch} outside [0, {total}]")
-        if batch == total:
-            epoch, batch = epoch + 1, 0
-        self._next_epoch, self._resume_batch, self._position = epoch, batch, (epoch, batch)
+        epoch, batch = _check_epoch(state["epoch"]), state["batch"]
+        saved = Sampler(self._sampler.n, self.batch_size, self.drop_last, 0, int(state.get("world_size", 1)))
+        total = saved.steps(0) if self._random_access else None
+        if not isinstance(batch, numbers.Integral) or batch < 0 or (total is not None and batch > total):
+            raise ValueError(f"state batch {batch!r} outside [0, {total}]")
+        offset = batch * saved.global_batch
+        if self._random_access:
+            offset = saved.offset_after(0, batch)
+        if "offset" in state and state["offset"] != offset:
+            raise ValueError(f"state offset {state['offset']!r} does not match batch {batch}")
+        self._position = (epoch, offset)
         return self
 
     def _num_records(self):
-        return len(self.source) if hasattr(self.source, "__len__") else None
+        return len(self.source) if self._random_access else None
+
+    def _batches_done(self, offset: int) -> int:
+        return math.ceil(offset / self._sampler.global_batch)
 
     def _record_id(self, index: int) -> str:
         name = getattr(self.source, "record_id", None)
@@ -210,13 +277,16 @@ class Loader(Fluent):
 
     # -- statistics -----------------------------------------------------------------
     def stats(self) -> dict:
-        """Counters of the work so far, and every record skipped with its reason.
+        """Counters of the work so far, and this epoch's skipped records with their reasons.
 
         ``wall_s`` is time spent inside the loader (not in the training step),
         ``wait_s`` the part of it spent waiting for workers, ``busy_s`` the
-        workers' summed busy time.
+        workers' summed busy time. ``skipped`` counts every skip since creation;
+        ``failures`` lists this epoch's, one per record, at most 1000.
         """
-        s = dict(self._stats)
+        with self._lock:
+            s = dict(self._stats)
+            s["failures"] = list(self._failures.items())
         busy, wait, wall = s.get("busy_s", 0.0), s.get("wait_s", 0.0), s.get("wall_s", 0.0)
         s["samples_per_s"] = s.get("samples", 0) / wall if wall else 0.0
         s["consumer_wait_fraction"] = wait / wall if wall else 0.0
@@ -224,151 +294,96 @@ class Loader(Fluent):
         # Batches already complete when asked for: near 1, the training step is the bottleneck;
         # near 0 with high worker utilisation, the loader is (more workers or lighter transforms).
         s["ready_fraction"] = s.get("ready_batches", 0) / s["batches"] if s.get("batches") else 0.0
-        s["failures"] = list(self._failures)
-        s["buffer_bytes"] = self._ring.nbytes() if self._ring else 0
+        s["buffer_bytes"] = self._pool.nbytes() if self._pool else 0
+        s["buffer_slots"] = len(self._pool) if self._pool else 0
         return s
-
-    # -- fluent methods that buffer batches -------------------------------------------
-    def _buffering(self, what: str) -> None:
-        if not self.copy:
-            raise ValueError(f"{what} holds several batches at once, but batches are views of reused "
-                             "buffers: create the Loader with copy=True")
-
-    def prefetch(self, n: int = 2):
-        self._buffering(".prefetch()")
-        return super().prefetch(n)
-
-    def shuffle(self, buffer_size: int, seed: int = 0):
-        self._buffering(".shuffle()")
-        return super().shuffle(buffer_size, seed)
-
-    def batch(self, n: int, drop_last: bool = False):
-        self._buffering(".batch()")
-        return super().batch(n, drop_last)
-
-    def map(self, fn, workers: int = 0, ordered: bool = True):
-        if workers > 1:
-            self._buffering("a threaded .map()")
-        return super().map(fn, workers, ordered)
 
     # -- iteration ------------------------------------------------------------------
     def __iter__(self):
-        epoch, start = self._next_epoch, self._resume_batch
-        self._next_epoch, self._resume_batch = epoch + 1, 0
-        return self._run(epoch, start)
+        epoch, offset = self._position
+        if self._random_access and offset >= self._sampler.n:
+            epoch, offset = epoch + 1, 0
+        return _LoaderIter(self, epoch, offset)
 
+    def batch_at(self, b: int, epoch: int | None = None):
+        """Batch ``b`` of ``epoch`` (default: the current one), computed in the calling thread.
+
+        A pure function of ``(seed, epoch, b)``: the same batch iteration yields, so
+        frameworks can fetch batches by index from their own threads. Under
+        ``on_error="skip"`` a batch whose every record failed raises RecordError.
+        """
+        if not self._random_access:
+            raise TypeError("batch_at needs a random-access source")
+        epoch = self._position[0] if epoch is None else _check_epoch(epoch)
+        steps = self._sampler.steps(0)
+        if not 0 <= b < steps:
+            raise IndexError(f"batch {b} out of range for {steps} batches per epoch")
+        idx = self.order(epoch)[self._sampler.positions(0, b)]
+        pool = self._slots()
+        job = _Job(self, pool, epoch, b, idx, None)
+        failures = {}
+        for chunk in job.chunks():
+            failures.update(self._fill_chunk(chunk))
+        batch = self._finish(job, failures)
+        if batch is None:
+            raise RecordError(self._chunk_ids(idx), f"every record of batch {b} failed")
+        return batch
+
+    # -- preparation ------------------------------------------------------------------
     def _prepare(self):
         """Statistics passes some fields need (Standardize, a vocabulary), then the output declaration."""
         if self._outputs is not None:
             return
-        needy = [b for b in self._bindings if type(b.field).prepare is not Field.prepare]
-        if needy:   # one read of the records serves every field that needs a pass
-            records = self.source.gather(np.arange(len(self.source), dtype=np.int64)) \
-                if self._random_access else list(self.source)
-            for b in needy:
-                b.field.prepare(b.values(records))
+        for b in self._bindings:
+            f = b.field
+            needs = getattr(f, "needs_prepare", type(f).prepare is not Field.prepare)
+            if not needs:
+                continue
+            chunks = (b.values(records) for records in self._prepare_records())
+            if hasattr(f, "prepare_chunks"):
+                f.prepare_chunks(chunks)
+            else:   # a field that needs every value at once
+                f.prepare([v for chunk in chunks for v in chunk])
         outputs = [o for b in self._bindings for o in b.field.outputs()]
-        names = [o.name for o in outputs] + list(self._raw)
+        names = [o.name for o in outputs] + list(self._raw) + list(getattr(self, "_passthrough", ()))
         if len(set(names)) != len(names):
             raise ValueError(f"two fields write the same output name: {names}")
         self._outputs = outputs
 
-    def _slots(self) -> BatchRing:
-        self._prepare()
-        if self._ring is None:
-            pin = self.output == "torch" and _cuda_available()
-            self._ring = BatchRing(self._outputs, self.batch_size, self.prefetch_depth + 2, pin=pin)
-        return self._ring
-
-    def _plan(self, epoch: int, start: int):
-        """(batch number, record indices, records or None) for each batch of the epoch from `start`."""
-        B = self.batch_size
-        if self._random_access:
-            order = self.order(epoch)
-            for b in range(start, len(self)):
-                yield b, order[b * B:(b + 1) * B], None
-            return
-        # A stream: records in iteration order, indexed by position; resuming re-reads and skips.
-        it = iter(self.source)
-        for _ in itertools.islice(it, start * B):
-            pass
-        for b in itertools.count(start):
-            records = list(itertools.islice(it, B))
-            if not records or (self.drop_last and len(records) < B):
-                return
-            yield b, np.arange(b * B, b * B + len(records), dtype=np.uint64), records
-
-    def _run(self, epoch: int, start: int):
-        ring = self._slots()
-        self._epoch_failures = 0
-        plan = self._plan(epoch, start)
-        pool = ThreadPoolExecutor(self.workers, thread_name_prefix="fastload") if self.workers else None
-        pending = collections.deque()
-        self._position = (epoch, start)
-        finished = False
-        t0 = time.perf_counter()
-        try:
+    def _prepare_records(self):
+        """The records in chunks, for a preparation pass; unreadable ones follow the error policy (None)."""
+        if not self._random_access:
+            it = iter(self.source)
             while True:
-                # Up to `prefetch` batches ahead of the one consumed; batch b + prefetch
-                # reuses the slot of b - 2, which the consumer has released.
-                while len(pending) <= self.prefetch_depth:
-                    nxt = next(plan, None)
-                    if nxt is None:
-                        break
-                    pending.append(self._submit(pool, ring, epoch, *nxt))
-                if not pending:
-                    finished = True
-                    break
-                b, slot, futures, raw, n = pending.popleft()
-                self._stats["ready_batches"] += all(f.done() for f in futures)
-                tw = time.perf_counter()
-                failures = {}
-                for f in futures:
-                    failures.update(f.result())
-                self._stats["wait_s"] += time.perf_counter() - tw
-                if failures:
-                    n = self._apply_policy(slot, raw, n, failures)
-                self._stats["batches"] += 1
-                self._stats["samples"] += n
-                self._position = (epoch, b + 1)
-                self._stats["wall_s"] += time.perf_counter() - t0
-                yield self._present(ring, b, slot, raw, n)
-                t0 = time.perf_counter()
-        finally:
-            for *_, futures, _, _ in pending:
-                for f in futures:
-                    f.cancel()
-            if pool is not None:
-                pool.shutdown(wait=True)   # no thread writes into a slot after this returns
-            plan.close()
-        if finished:
-            self._position = (epoch + 1, 0)
+                chunk = list(itertools.islice(it, _PREPARE_CHUNK))
+                if not chunk:
+                    return
+                yield chunk
+        n = len(self.source)
+        for lo in range(0, n, _PREPARE_CHUNK):
+            idx = np.arange(lo, min(lo + _PREPARE_CHUNK, n), dtype=np.int64)
+            records, failures = self._read(idx)
+            for j, reason in failures.items():
+                if self.on_error == "raise":
+                    raise RecordError(self._record_id(int(idx[j])), reason)
+            yield records
 
-    def _submit(self, pool, ring, epoch, b, idx, records):
-        slot = ring.acquire(b)
-        raw = {name: [None] * len(idx) for name in self._raw}
-        step = max(1, math.ceil(len(idx) / max(self.workers, 1)))
-        futures = []
-        for lo in range(0, len(idx), step):
-            args = (slot, raw, lo, idx[lo:lo + step], None if records is None else records[lo:lo + step], epoch)
-            if pool is None:
-                f = Future()
-                try:
-                    f.set_result(self._fill_chunk(*args))
-                except BaseException as e:  # surfaced by f.result() like a worker's error
-                    f.set_exception(e)
-            else:
-                f = pool.submit(self._fill_chunk, *args)
-            futures.append(f)
-        return b, slot, futures, raw, len(idx)
+    def _slots(self) -> SlotPool:
+        with self._lock:
+            if self._pool is None:
+                self._prepare()
+                self._pool = SlotPool(self._outputs, self.batch_size, self.prefetch_depth + 2,
+                                      pin=bool(self._device and self._device.pin),
+                                      max_bytes=self.max_memory,
+                                      guard_release=self._device.guard_release if self._device else None)
+            return self._pool
 
-    def _fill_chunk(self, slot, raw, lo, idx, records, epoch):
-        """Runs on a worker thread: fetch a chunk's records, fill every field's rows. Returns {batch pos: (field, reason)}."""
-        t = time.perf_counter()
+    # -- work on worker threads -------------------------------------------------------
+    def _read(self, idx):
+        """The records at ``idx`` and {position: reason} for those that could not be read."""
         failures = {}
         try:
-            if records is None:
-                records = self.source.gather(idx)
+            return self.source.gather(idx), failures
         except RecordError:   # one bad record: fetch one at a time to find it
             records = []
             for j, i in enumerate(idx.tolist()):
@@ -376,24 +391,37 @@ class Loader(Fluent):
                     records.append(self.source[i])
                 except RecordError as e:
                     records.append(None)
-                    failures[lo + j] = (None, e.reason)
+                    failures[j] = e.reason
+            return records, failures
         except Exception as e:   # a bug or an outage, not a bad record: stop, saying where
             raise StageError("source", self._chunk_ids(idx), e) from e
-        ctx = ChunkContext(self.seed, epoch, idx)
+
+    def _fill_chunk(self, chunk, stop=None):
+        """Fetch a chunk's records, fill every field's rows. Returns {batch position: (field, reason, index)}."""
+        job, lo, idx, records = chunk
+        t = time.perf_counter()
+        failures = {}
+        if records is None:
+            records, bad = self._read(idx)
+            failures = {j: (None, reason) for j, reason in bad.items()}
+        ctx = ChunkContext(self.seed, job.epoch, idx.astype(np.uint64, copy=False))
         hi = lo + len(idx)
+        slot = job.lease.arrays
         for b in self._bindings:
+            if stop is not None and stop.is_set():
+                break
             outs = {o.name: slot[o.name][lo:hi] for o in b.field.outputs()}
             try:
                 bad = b.field.fill(b.values(records), outs, ctx)
             except Exception as e:
                 raise StageError(f"field {b.field.name}", self._chunk_ids(idx), e) from e
             for j, reason in bad.items():
-                failures.setdefault(lo + j, (b.field, reason))
-        for name in self._raw:
-            raw[name][lo:hi] = _Binding(name, None).values(records)
+                failures.setdefault(j, (b.field, reason))
+        for name in job.extra:
+            job.extra[name][lo:hi] = _Binding(name, None).values(records)
         with self._lock:
             self._stats["busy_s"] += time.perf_counter() - t
-        return {pos: (field, reason, int(idx[pos - lo])) for pos, (field, reason) in failures.items()}
+        return {lo + j: (field, reason, int(idx[j])) for j, (field, reason) in failures.items()}
 
     def _chunk_ids(self, idx) -> str:
         """The records of a chunk, for an error that cannot be pinned on one of them."""
@@ -401,47 +429,72 @@ class Loader(Fluent):
         return ids[0] if len(idx) == 1 else f"one of {len(idx)} records: {', '.join(ids)}" + (
             ", ..." if len(idx) > 3 else "")
 
-    def _apply_policy(self, slot, raw, n, failures) -> int:
+    # -- the error policy and presentation ----------------------------------------------
+    def _finish(self, job, failures):
+        """The batch to yield for a filled job, or None when every record of it failed."""
+        n = job.n
+        if failures:
+            n = job.kept = self._apply_policy(job, failures)
+        if n == 0:
+            return None
+        return self._present(job, n)
+
+    def _apply_policy(self, job, failures) -> int:
         first = min(failures)
         field, reason, index = failures[first]
         if self.on_error == "raise":
             cls = getattr(field, "error_class", RecordError)
             where = f"field {field.name!r}: " if field is not None and len(self._bindings) > 1 else ""
             raise cls(self._record_id(index), where + reason)
-        for pos in sorted(failures):
-            field, reason, index = failures[pos]
-            rid = self._record_id(index)
-            self._failures.append((rid, reason))
-            log.info("fastload: skipped %s: %s", rid, reason)
-        self._stats["skipped"] += len(failures)
-        self._epoch_failures += len(failures)
+        with self._lock:
+            if self._failures_epoch != job.epoch:
+                self._failures_epoch, self._failures = job.epoch, {}
+                self._stats["failed_this_epoch"] = 0
+            for pos in sorted(failures):
+                field, reason, index = failures[pos]
+                rid = self._record_id(index)
+                if len(self._failures) < _MAX_FAILURES_KEPT:
+                    self._failures.setdefault(rid, reason)
+                log.info("fastload: skipped %s: %s", rid, reason)
+            self._stats["skipped"] += len(failures)
+            self._stats["failed_this_epoch"] += len(failures)
+            failed = self._stats["failed_this_epoch"]
         budget = self.max_failures
         if budget is not None:   # per epoch: a fraction is of the epoch's records (or those seen, for a stream)
-            total = self._num_records() or self._stats["samples"] + self._epoch_failures
+            total = self._num_records() or self._stats["samples"] + failed
             allowed = budget if isinstance(budget, int) else math.floor(budget * total)
-            if self._epoch_failures > allowed:
-                raise RecordError(self._record_id(index),
-                                  f"{self._epoch_failures} records failed this epoch, over "
+            if failed > allowed:
+                raise RecordError(self._record_id(index), f"{failed} records failed this epoch, over "
                                   f"max_failures={budget} (last: {reason})")
         if not self._warned:
             self._warned = True
             warnings.warn(f"fastload: skipping records that fail ({self._record_id(index)}: {reason}); "
-                          "loader.stats()['failures'] lists them all", RuntimeWarning, stacklevel=3)
-        keep = np.array([i for i in range(n) if i not in failures], dtype=np.intp)
-        for arr in slot.values():
+                          "loader.stats()['failures'] lists them", RuntimeWarning, stacklevel=4)
+        keep = np.array([i for i in range(job.n) if i not in failures], dtype=np.intp)
+        for arr in job.lease.arrays.values():
             arr[:len(keep)] = arr[keep]
-        for name, values in raw.items():
-            raw[name][:] = [values[i] for i in keep] + [None] * (len(values) - len(keep))
+        for name, values in job.extra.items():
+            values[:] = [values[i] for i in keep] + [None] * (len(values) - len(keep))
         return len(keep)
 
-    def _present(self, ring, b, slot, raw, n):
-        arrays = {o.name: slot[o.name][:n] for o in self._outputs}
+    def _present(self, job, n):
+        lease = job.lease
         if self.copy:
-            arrays = {k: v.copy() for k, v in arrays.items()}
-        if self.output == "torch":
-            arrays = _to_torch(arrays, self.device, ring, b, self.copy)
+            arrays = {o.name: lease.arrays[o.name][:n].copy() for o in self._pool.outputs}
+        else:
+            arrays = {o.name: lease.view(o.name, n) for o in self._pool.outputs}
+        if self._device is not None:
+            arrays = self._device.transfer(arrays, lease)
+        elif self.output == "torch":
+            import torch
+            arrays = {k: torch.from_numpy(v) for k, v in arrays.items()}
+        elif self.output == "jax":
+            import jax
+            arrays = {k: jax.device_put(v if v.dtype != np.int64 else v.astype(np.int32)) for k, v in arrays.items()}
         for name in self._raw:
-            arrays[name] = raw[name][:n]
+            arrays[name] = job.extra[name][:n]
+        for name in getattr(self, "_passthrough", ()):
+            arrays[name] = collate_values(job.extra[name][:n], name)
         if self._shape == "single":
             batch = arrays[self._outputs[0].name]
         elif self._shape == "tuple":
@@ -451,23 +504,161 @@ class Loader(Fluent):
         return self.collate(batch) if self.collate is not None else batch
 
 
-def _cuda_available() -> bool:
+class _Job:
+    """One batch being filled: its lease, record indices and the raw values collected alongside."""
+    __slots__ = ("epoch", "step", "idx", "records", "lease", "extra", "n", "kept", "workers")
+
+    def __init__(self, loader, pool, epoch, step, idx, records):
+        self.epoch, self.step, self.idx, self.records = epoch, step, idx, records
+        self.lease = pool.acquire()
+        self.n = self.kept = len(idx)
+        names = list(loader._raw) + list(getattr(loader, "_passthrough", ()))
+        self.extra = {name: [None] * self.n for name in names}
+        self.workers = max(loader.workers, 1)
+
+    def chunks(self):
+        """(job, first row, indices, records) per chunk: one chunk per worker."""
+        step = max(1, math.ceil(self.n / self.workers))
+        for lo in range(0, self.n, step):
+            yield self, lo, self.idx[lo:lo + step], None if self.records is None else self.records[lo:lo + step]
+
+
+def _fill(loader, stop, chunk):
+    """A worker's task: (job, rows, failures) of one chunk."""
+    return chunk[0], len(chunk[2]), loader._fill_chunk(chunk, stop)
+
+
+def _plan(L, pool, epoch, offset):
+    """The jobs (leased slot + record indices) of an epoch from ``offset``."""
+    if L._random_access:
+        order = L.order(epoch)
+        for step, idx in L._sampler.batches(order, offset):
+            yield _Job(L, pool, epoch, step, idx, None)
+        return
+    # A stream: records in iteration order, numbered by position; resuming re-reads and skips.
+    it = iter(L.source)
     try:
-        import torch
-    except ImportError:
-        return False
-    return torch.cuda.is_available()
+        G, B, r = L._sampler.global_batch, L.batch_size, L.rank
+        for _ in itertools.islice(it, offset):
+            pass
+        for step in itertools.count():
+            records = list(itertools.islice(it, G))
+            if not records or (L.drop_last and len(records) < G):
+                return
+            pos = np.arange(r * B, r * B + B)
+            pos = pos[pos < len(records)] if L.world_size == 1 else pos % len(records)
+            start = offset + step * G
+            yield _Job(L, pool, epoch, step, (start + pos).astype(np.uint64), [records[p] for p in pos])
+    finally:
+        close = getattr(it, "close", None)
+        if close is not None:
+            close()
 
 
-def _to_torch(arrays, device, ring, b, owned):
-    import torch
-    out = {k: torch.from_numpy(v) for k, v in arrays.items()}
-    if device is not None and torch.device(device).type != "cpu":
-        out = {k: v.to(device, non_blocking=True) for k, v in out.items()}
-        if not owned and torch.device(device).type == "cuda":
-            ev = torch.cuda.Event()
-            ev.record()
-            ring.guard(b, ev)   # the slot is refilled only after this copy has read it
-    elif device is not None:
-        out = {k: v.to(device) for k, v in out.items()}
-    return out
+class _LoaderIter(Node):
+    """One pass of a Loader from (epoch, offset) to the end of that epoch."""
+
+    def __init__(self, loader: Loader, epoch: int, offset: int):
+        self.loader, self.epoch, self.offset = loader, epoch, offset
+        self.name = "loader"
+        pool = loader._slots()
+        loader._position = (epoch, offset)
+        # Nothing the threads or the job generator hold refers back to this iterator, so
+        # dropping it (leaving a for loop early) closes it at once.
+        self._jobs = _plan(loader, pool, epoch, offset)
+        chunks = (c for job in self._jobs for c in job.chunks())
+        per_batch = math.ceil(loader.batch_size / max(loader.workers, 1))
+        per_batch = math.ceil(loader.batch_size / per_batch)
+        stop = threading.Event()
+        self.upstream = ThreadMap(chunks, functools.partial(_fill, loader, stop), loader.workers,
+                                  window=(loader.prefetch_depth + 1) * per_batch, name="fill", kind="compiled",
+                                  stop=stop)
+        self._yielded = self.failed = 0
+        self._closed = False
+
+    def __next__(self):
+        L = self.loader
+        if self._closed:
+            raise StopIteration
+        t0 = time.perf_counter()
+        try:
+            while True:
+                ready = self.upstream.ready()
+                tw = time.perf_counter()
+                job, rows, failures = None, 0, {}
+                while job is None or rows < job.n:     # the chunks of one job arrive together, in order
+                    # Top up only at a batch's first chunk: batch b + prefetch starts while the consumer
+                    # still holds b - 1, so a synchronous loop needs prefetch + 2 slots, no more.
+                    job, n, bad = next(self.upstream) if job is None else self.upstream.take()
+                    rows += n
+                    failures.update(bad)
+                L._stats["wait_s"] += time.perf_counter() - tw
+                L._stats["ready_batches"] += ready
+                batch = L._finish(job, failures)
+                self.failed += bool(failures)
+                self.offset = L._sampler.offset_after(self.offset, 1) if L._random_access else \
+                    self.offset + L._sampler.global_batch
+                L._position = (self.epoch, self.offset)
+                if batch is None:   # every record failed: nothing to yield
+                    continue
+                L._stats["batches"] += 1
+                L._stats["samples"] += job.kept
+                self._yielded += 1
+                L._stats["wall_s"] += time.perf_counter() - t0
+                return batch
+        except StopIteration:
+            self.close()
+            L._position = (self.epoch + 1, 0)
+            if self._yielded == 0 and self.failed:
+                raise RecordError(f"epoch {self.epoch}", "every record failed; loader.stats()['failures'] "
+                                  "lists them") from None
+            raise
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self):
+        if self._closed:
+            return
+        self._closed = True
+        self.upstream.close()
+        self._jobs.close()
+
+
+def _rebuild(init: dict, position: tuple) -> Loader:
+    loader = Loader(**init)
+    loader._position = tuple(position)
+    return loader
+
+
+def _check_int(name: str, value, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an integer, got {type(value).__name__} {value!r}")
+    if value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value}")
+    return int(value)
+
+
+def _check_epoch(epoch) -> int:
+    if isinstance(epoch, bool) or not isinstance(epoch, numbers.Integral):
+        raise TypeError(f"epoch must be an integer, got {type(epoch).__name__} {epoch!r}")
+    if not 0 <= epoch < 2**32:
+        raise ValueError(f"epoch must be in [0, 2**32), got {epoch}")
+    return int(epoch)
+
+
+def _check_budget(max_failures):
+    """A count (any integer >= 0) or a fraction of the epoch's records in (0, 1]."""
+    if max_failures is None:
+        return None
+    if isinstance(max_failures, bool):
+        raise TypeError("max_failures must be a count or a fraction, got a bool")
+    if isinstance(max_failures, numbers.Integral):
+        return _check_int("max_failures", max_failures, 0)
+    if isinstance(max_failures, numbers.Real):
+        f = float(max_failures)
+        if not 0 < f <= 1:
+            raise ValueError(f"max_failures as a fraction must be in (0, 1], got {max_failures!r}; "
+                             "give an integer for a count")
+        return f
+    raise TypeError(f"max_failures must be a count or a fraction, got {type(max_failures).__name__}")

@@ -1,0 +1,150 @@
+"""Feeding an accelerator: pinned slots, copies on a side stream, normalisation on the device.
+
+With ``device="cuda"`` a Loader's slots are page-locked host memory allocated
+once. Each filled slot is copied on a dedicated copy stream; an event recorded
+after the copy is attached to the slot's lease (``Lease.release_after``), so
+the slot is refilled only once the copy has read it, and the consumer's
+current stream waits on that event, never the whole device. Images travel as
+uint8 NHWC (a quarter of float32's bytes); conversion to float, normalisation
+and NHWC -> NCHW then run on the device in one fused multiply-add.
+
+Without ``device=`` but with torch output on a CUDA machine, slots are pinned
+too, and releasing a batch records an event on the releasing thread's current
+stream (``guard_release``): a user's own ``batch.to("cuda", non_blocking=True)``
+has finished reading the slot before it is refilled.
+
+The logic talks to a backend (:class:`CudaBackend`): copy asynchronously,
+record an event on the current stream, make the current stream wait. Tests
+run it without a GPU through a stand-in backend with host copies and events
+they complete by hand.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = ["DeviceTransfer", "CudaBackend", "cuda_available"]
+
+
+def cuda_available() -> bool:
+    """Whether torch is importable and sees a CUDA device (imports torch only when asked)."""
+    try:
+        import torch
+    except ImportError:
+        return False
+    return bool(torch.cuda.is_available())
+
+
+class CudaBackend:
+    """torch.cuda: one side stream for host-to-device copies."""
+
+    def __init__(self, device):
+        import torch
+        self.torch, self.device = torch, torch.device(device)
+        self.stream = torch.cuda.Stream(device=self.device)
+
+    def copy_async(self, host: np.ndarray):
+        """The device copy of ``host`` (pinned) and the event that completes with it."""
+        torch = self.torch
+        src = torch.from_numpy(host)
+        with torch.cuda.stream(self.stream):
+            dst = torch.empty(src.shape, dtype=src.dtype, device=self.device)
+            dst.copy_(src, non_blocking=True)
+            event = torch.cuda.Event()
+            event.record(self.stream)
+        return dst, event
+
+    def wait(self, event, tensors) -> None:
+        """The consumer's current stream waits for ``event``; the tensors are then in use on it."""
+        cur = self.torch.cuda.current_stream(self.device)
+        cur.wait_event(event)
+        for t in tensors:
+            t.record_stream(cur)
+
+    def current_event(self):
+        event = self.torch.cuda.Event()
+        event.record()
+        return event
+
+    def normalize(self, x, dtype: str, layout: str, scale, bias):
+        """uint8 NHWC -> ``dtype`` in ``layout``, ``x * scale + bias`` per channel, on the device."""
+        torch = self.torch
+        if layout == "NCHW":
+            x = x.permute(0, 3, 1, 2)
+            shape = (1, 3, 1, 1)
+        else:
+            shape = (1, 1, 1, 3)
+        s = torch.as_tensor(scale, dtype=torch.float32, device=self.device).view(shape)
+        b = torch.as_tensor(bias, dtype=torch.float32, device=self.device).view(shape)
+        out = torch.addcmul(b, x.to(torch.float32), s)
+        return out.to(getattr(torch, dtype)).contiguous(memory_format=torch.contiguous_format)
+
+
+class DeviceTransfer:
+    """What a Loader does with a filled slot on its way to ``device`` (see the module docstring)."""
+
+    def __init__(self, backend, pin: bool, to_device: bool):
+        self.backend, self.pin, self.to_device = backend, pin, to_device
+        self._image_ops: dict[str, tuple] = {}    # output name -> (dtype, layout, perm, scale, bias)
+
+    @classmethod
+    def create(cls, device, output: str, pin_memory: bool | None):
+        """The transfer for ``device=`` (None when batches stay in pageable host memory)."""
+        if device is None or str(device) == "cpu":
+            if pin_memory and not cuda_available():
+                raise RuntimeError("pin_memory=True needs torch with a CUDA device, and none is available")
+            if output == "torch" and pin_memory is not False and cuda_available():
+                return cls(CudaBackend("cuda"), pin=True, to_device=False)
+            return None
+        try:
+            import torch
+        except ImportError as e:
+            raise RuntimeError(f"device={device!r} needs torch (pip install torch)") from e
+        dev = torch.device(device)
+        if dev.type != "cuda":
+            raise ValueError(f"device must be 'cpu', 'cuda' or 'cuda:N', got {device!r}")
+        if not torch.cuda.is_available():
+            raise RuntimeError(f"device={device!r} but torch sees no CUDA device "
+                               f"(torch {torch.__version__}, built with CUDA {torch.version.cuda})")
+        if output != "torch":
+            raise ValueError(f"device={device!r} gives torch tensors: use output='torch' (got {output!r})")
+        return cls(CudaBackend(dev), pin=pin_memory is not False, to_device=True)
+
+    # -- images cross as uint8 and are normalised on the device -------------------------
+    def device_image(self, name: str, transforms: list, options: dict):
+        """Host-side (transforms, options) for image field ``name``; records the device op."""
+        from ..ops.normalize import Normalize
+        dtype = options.get("dtype", "float32")
+        if not self.to_device or dtype == "uint8":
+            return transforms, options
+        norm = transforms[-1] if transforms and isinstance(transforms[-1], Normalize) else None
+        mean = np.asarray(norm.mean if norm else (0.0,) * 3, np.float64)
+        std = np.asarray(norm.std if norm else (1.0,) * 3, np.float64)
+        max_value = norm.max_value if norm else 255.0
+        perm = [2, 1, 0] if norm is not None and norm.order == "BGR" else [0, 1, 2]
+        self._image_ops[name] = (str(np.dtype(dtype)), options.get("layout", "NCHW"), perm,
+                                 1.0 / (max_value * std), -mean / std)
+        host = dict(options, dtype="uint8", layout="NHWC")
+        return [t for t in transforms if t is not norm], host
+
+    # -- slots ---------------------------------------------------------------------------
+    def guard_release(self):
+        """On release of a pinned slot: an event on the releasing thread's current stream."""
+        return None if self.to_device else self.backend.current_event()
+
+    def transfer(self, arrays: dict, lease) -> dict:
+        """Host slot views -> what the consumer gets (device tensors, or pinned host tensors)."""
+        if not self.to_device:
+            import torch
+            return {k: torch.from_numpy(v) for k, v in arrays.items()}
+        out, last = {}, None
+        for k, v in arrays.items():
+            out[k], last = self.backend.copy_async(np.ascontiguousarray(v))
+        if last is not None:
+            lease.release_after(last)    # the copy stream finishes in order: the last event covers all
+            self.backend.wait(last, list(out.values()))
+        for k, (dtype, layout, perm, scale, bias) in self._image_ops.items():
+            x = out[k]
+            if perm != [0, 1, 2]:
+                x = x[..., perm]
+            out[k] = self.backend.normalize(x, dtype, layout, scale, bias)
+        return out

@@ -1,0 +1,366 @@
+"""The node protocol every pipeline piece speaks.
+
+A :class:`Node` is an iterator with three more duties:
+
+* ``state_dict()`` / ``load_state_dict(state)``: where it is, small and
+  JSON-safe, so a pipeline resumes exactly (nodes that only pass items on
+  delegate to their upstream);
+* ``stats()``: a list of :class:`~fastload.pipeline.stats.StageStats`, its
+  upstream's first, for ``stats()`` reports and ``fastload doctor``;
+* ``close()``: stop the threads it started, close its upstream, idempotent;
+  called on exhaustion, on error, by ``with``, and when the node is collected
+  (leaving a ``for`` loop early drops the iterator).
+
+Three nodes own all the threading of fastload:
+
+* :class:`IterNode` runs a generator function in the caller's thread;
+* :class:`Prefetcher` runs its upstream in one producer thread feeding a
+  bounded :class:`~fastload.pipeline.channel.Channel` (a generator stage, a
+  ``.prefetch``);
+* :class:`ThreadMap` applies a function on a pool of worker threads with a
+  bounded window of items in flight, in order (the Loader's chunk fills, a
+  threaded ``.map``).
+
+Errors keep their order: items before a failure are delivered first, then the
+failure is raised. A worker's exception is passed to the node's ``wrap``
+callback, which turns it into the error the user sees (naming the stage and
+the record); an upstream's exception passes through unchanged.
+
+Shutdown is bounded: closing sets a stop event that every blocking wait and
+every chunk of compiled work checks, cancels queued tasks, and waits at most
+``JOIN_S`` in total for threads; a thread still inside a user call after that
+is named in a :class:`RuntimeWarning` and exits when the call returns.
+"""
+from __future__ import annotations
+
+import collections
+import concurrent.futures as cf
+import threading
+import time
+import warnings
+from typing import Any, Callable, Iterator
+
+from .channel import END, STOPPED, Channel, Failure
+from .stats import StageStats
+
+__all__ = ["Node", "IterNode", "Prefetcher", "ThreadMap", "join_threads", "close_iterator", "JOIN_S"]
+
+JOIN_S = 1.0   # how long closing waits, in total, for threads to leave user code
+
+
+def close_iterator(it: Any) -> None:
+    """Close a node, a generator or any iterator with ``close``; a no-op for others."""
+    close = getattr(it, "close", None)
+    if close is not None:
+        close()
+
+
+def join_threads(threads, what: str) -> None:
+    """Join ``threads`` within one shared deadline; warn visibly about any that will not stop."""
+    deadline = time.monotonic() + JOIN_S
+    me = threading.current_thread()
+    stuck = []
+    for t in threads:
+        if t is me:
+            continue
+        t.join(max(0.0, deadline - time.monotonic()))
+        if t.is_alive():
+            stuck.append(t.name)
+    if stuck:
+        warnings.warn(f"fastload: {what} thread(s) {', '.join(stuck)} still inside a user call "
+                      f"{JOIN_S:.0f}s after the stop; each exits when its call returns", RuntimeWarning, stacklevel=3)
+
+
+class Node:
+    """Base of pipeline nodes: an iterator that saves its position and closes what it started."""
+
+    name = "node"
+    kind = "python"
+    upstream: Any = None
+
+    def __iter__(self) -> "Node":
+        return self
+
+    def __next__(self) -> Any:
+        raise NotImplementedError
+
+    def state_dict(self) -> dict:
+        up = self.upstream
+        return up.state_dict() if isinstance(up, Node) else {}
+
+    def load_state_dict(self, state: dict) -> None:
+        up = self.upstream
+        if isinstance(up, Node):
+            up.load_state_dict(state)
+
+    def stats(self) -> list[StageStats]:
+        up = self.upstream
+        mine = getattr(self, "_stats", None)
+        return (up.stats() if isinstance(up, Node) else []) + ([mine] if mine is not None else [])
+
+    def close(self) -> None:
+        close_iterator(self.upstream)
+
+    def __enter__(self) -> "Node":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:   # interpreter shutdown or a half-built node: nothing left to stop
+            pass
+
+
+class IterNode(Node):
+    """Items of ``make_iter()`` (called on first use), driven in the caller's thread."""
+
+    def __init__(self, make_iter: Callable[[], Iterator[Any]], name: str = "stage", kind: str = "python",
+                 upstream: Any = None):
+        self._make_iter, self.name, self.kind, self.upstream = make_iter, name, kind, upstream
+        self._it: Iterator[Any] | None = None
+        self._stats = StageStats(name, kind)
+        self._closed = False
+
+    def __next__(self) -> Any:
+        if self._closed:
+            raise StopIteration
+        if self._it is None:
+            self._it = iter(self._make_iter())
+        t0 = time.perf_counter()
+        try:
+            item = next(self._it)
+        except StopIteration:
+            self.close()
+            raise
+        except BaseException:
+            self.close()
+            raise
+        self._stats.add(items=1, busy=time.perf_counter() - t0)
+        return item
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        it, self._it = self._it, None
+        close_iterator(it)
+        super().close()
+
+
+class Prefetcher(Node):
+    """Runs ``upstream`` (an iterable, made by ``make_upstream`` in the producer thread) ``capacity`` items ahead.
+
+    The producer thread owns the upstream iterator from creation to close, so a
+    generator's ``finally`` runs in the thread that drove it. ``busy_s`` of the
+    stage's stats is time spent producing, ``wait_out_s`` time blocked on a full
+    queue; the consumer's wait is ``wait_in_s`` of whoever reads this node.
+    """
+
+    def __init__(self, make_upstream: Callable[[], Any], capacity: int = 2, name: str = "prefetch",
+                 kind: str = "python", stats: StageStats | None = None, upstream: Any = None,
+                 waited: Callable[[], float] | None = None):
+        if capacity < 1:
+            raise ValueError(f"prefetch depth must be >= 1, got {capacity}")
+        self._make_upstream, self.capacity, self.name, self.kind = make_upstream, capacity, name, kind
+        self.upstream = upstream
+        self._stats = stats if stats is not None else StageStats(name, kind)
+        self._stop = threading.Event()
+        self._chan = Channel(capacity, self._stop)
+        self._waited = waited           # the upstream's input wait so far, not counted as busy
+        self.thread: threading.Thread | None = None
+        self._done = False
+
+    def start(self) -> "Prefetcher":
+        if self.thread is None and not self._done:
+            # The thread holds only what it needs, never the node, so dropping the node closes it.
+            self.thread = threading.Thread(target=_produce, name=f"fastload-{self.name}", daemon=True,
+                                           args=(self._make_upstream, self._chan, self._stop, self._stats,
+                                                 self._waited or (lambda: 0.0)))
+            self.thread.start()
+        return self
+
+    def request_stop(self) -> None:
+        """Ask the producer to stop without waiting for it (``close`` waits)."""
+        self._stop.set()
+
+    def qsize(self) -> int:
+        return self._chan.qsize()
+
+    def __next__(self) -> Any:
+        if self._done:
+            raise StopIteration
+        self.start()
+        msg = self._chan.get(self.thread.is_alive)
+        if msg is END or msg is STOPPED:
+            self.close()
+            raise StopIteration
+        if isinstance(msg, Failure):
+            self.close()
+            raise msg.error
+        return msg
+
+    def close(self) -> None:
+        if self._done:
+            return
+        self._done = True
+        self._stop.set()
+        if self.thread is not None:
+            join_threads([self.thread], self.name)
+        self._chan.drain()
+
+
+def _produce(make_upstream, chan: Channel, stop: threading.Event, stats: StageStats, waited) -> None:
+    """A Prefetcher's thread: owns the upstream iterator from creation to close."""
+    it = None
+    end: Any = END
+    try:
+        it = iter(make_upstream())
+        while not stop.is_set():
+            t0, w0 = time.perf_counter(), waited()
+            try:
+                item = next(it)
+            except StopIteration:
+                break
+            t1 = time.perf_counter()
+            stats.add(items=1, busy=t1 - t0 - (waited() - w0))
+            if not chan.put(item):
+                break
+            del item
+            stats.add(wait_out=time.perf_counter() - t1)
+    except BaseException as e:   # handed to the consumer, which raises it after the items before it
+        end = Failure(e)
+    try:
+        close_iterator(it)
+    except BaseException as e:
+        if end is END:
+            end = Failure(e)
+    chan.put(end)
+
+
+class ThreadMap(Node):
+    """``fn(item)`` for the items of ``upstream`` on ``workers`` threads, at most ``window`` in flight.
+
+    Yields in input order (or as completed with ``ordered=False``). ``workers=0``
+    runs ``fn`` in the caller's thread as items are taken. ``fn`` may accept a
+    keyword ``stop`` (a ``threading.Event`` set on close) to leave long work early.
+    """
+
+    def __init__(self, upstream: Any, fn: Callable[[Any], Any], workers: int, window: int | None = None,
+                 ordered: bool = True, name: str = "map", kind: str = "python",
+                 wrap: Callable[[int, Any, BaseException], BaseException] | None = None,
+                 stop: threading.Event | None = None):
+        self.upstream, self._fn, self.workers, self.ordered = upstream, fn, workers, ordered
+        self.window = window or max(2 * workers, 1)
+        self.name, self.kind, self._wrap = name, kind, wrap
+        self._stats = StageStats(name, kind, max(workers, 1))
+        self._it: Iterator[Any] | None = None
+        self._pool: cf.ThreadPoolExecutor | None = None
+        self._pending: collections.deque = collections.deque()   # (index, item, future)
+        self._index = 0
+        self._exhausted = False
+        self._upstream_error: BaseException | None = None
+        self._closed = False
+        self.stop = stop if stop is not None else threading.Event()
+
+    def _submit(self, item) -> cf.Future:
+        if self.workers == 0:
+            f: cf.Future = cf.Future()
+            try:
+                f.set_result(_timed(self._fn, self._stats, item))
+            except BaseException as e:   # surfaced by result(), in order, like a worker's error
+                f.set_exception(e)
+            return f
+        if self._pool is None:
+            self._pool = cf.ThreadPoolExecutor(self.workers, thread_name_prefix=f"fastload-{self.name}")
+        return self._pool.submit(_timed, self._fn, self._stats, item)   # tasks never hold the node
+
+    def _fill(self) -> None:
+        if self._it is None:
+            self._it = iter(self.upstream)
+        while not self._exhausted and len(self._pending) < self.window:
+            try:
+                item = next(self._it)
+            except StopIteration:
+                self._exhausted = True
+                break
+            except Exception as e:   # raised after the items already in flight
+                self._exhausted, self._upstream_error = True, e
+                break
+            self._pending.append((self._index, item, self._submit(item)))
+            self._index += 1
+
+    def ready(self) -> bool:
+        """Whether the next item is already computed (nothing to wait for)."""
+        return bool(self._pending) and self._pending[0][2].done()
+
+    def __next__(self) -> Any:
+        if self._closed:
+            raise StopIteration
+        try:
+            self._fill()
+            return self._take()
+        except BaseException:
+            self.close()
+            raise
+
+    def take(self) -> Any:
+        """The next result without topping the window up first (to pace what is started)."""
+        if self._closed:
+            raise StopIteration
+        try:
+            if not self._pending:
+                self._fill()
+            return self._take()
+        except BaseException:
+            self.close()
+            raise
+
+    def _take(self) -> Any:
+        if not self._pending:
+            err, self._upstream_error = self._upstream_error, None
+            if err is not None:
+                raise err
+            raise StopIteration
+        if self.ordered:
+            index, item, fut = self._pending.popleft()
+        else:
+            done, _ = cf.wait([p[2] for p in self._pending], return_when=cf.FIRST_COMPLETED)
+            entry = next(p for p in self._pending if p[2] in done)
+            self._pending.remove(entry)
+            index, item, fut = entry
+        t0 = time.perf_counter()
+        try:
+            return fut.result()
+        except Exception as e:
+            if self._wrap is None:
+                raise
+            raise self._wrap(index, item, e) from e
+        finally:
+            self._stats.add(wait_out=time.perf_counter() - t0)
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self.stop.set()
+        for *_, fut in self._pending:
+            fut.cancel()
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=False, cancel_futures=True)
+            join_threads(list(getattr(pool, "_threads", ())), self.name)
+        self._pending.clear()
+        it, self._it = self._it, None
+        close_iterator(it)
+        super().close()
+
+
+def _timed(fn, stats: StageStats, item):
+    t0 = time.perf_counter()
+    try:
+        return fn(item)
+    finally:
+        stats.add(items=1, busy=time.perf_counter() - t0)

@@ -1,0 +1,42 @@
+"""The one randomness convention: every random decision is a pure function of (seed, key...).
+
+Python-side decisions (an epoch's order, a split, a shuffle buffer's pass,
+mixing, a compiled stage's batch) draw from :func:`generator` keyed by the
+user's seed, a domain naming the decision, and the epoch, pass or position.
+Per-sample augmentation in the C kernels uses the same rule through a
+counter-based stream keyed by ``(seed, epoch, record index)`` (``src_c/rng.h``).
+Nothing reads global state, so results never depend on threads, worker count
+or world size.
+"""
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+
+__all__ = ["generator", "check_seed", "ORDER", "SPLIT", "SHUFFLE", "MIX", "STAGE"]
+
+# Domains: the same seed gives unrelated streams for unrelated decisions.
+ORDER = ()              # an epoch's record order: [seed, epoch] (kept short: it defines resumable state)
+SPLIT = (0x5B117,)
+SHUFFLE = (0x5D0FF,)
+MIX = (0x313C5,)
+STAGE = (0x57A6E,)
+
+_U64 = 1 << 64
+
+
+def check_seed(seed, name: str = "seed") -> int:
+    """``seed`` as an int in [0, 2**64), or a ValueError/TypeError naming the argument."""
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
+        raise TypeError(f"{name} must be an integer, got {type(seed).__name__} {seed!r}")
+    seed = int(seed)
+    if not 0 <= seed < _U64:
+        raise ValueError(f"{name} must be in [0, 2**64), got {seed}")
+    return seed
+
+
+def generator(seed: int, domain: tuple = ORDER, *key: int) -> np.random.Generator:
+    """A NumPy Generator that depends only on ``seed``, ``domain`` and ``key`` (epoch, pass, position)."""
+    entropy = [int(seed), *domain, *(int(k) for k in key)]
+    return np.random.Generator(np.random.PCG64(np.random.SeedSequence(entropy)))
