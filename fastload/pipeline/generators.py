@@ -115,7 +115,8 @@ class GeneratorPipeline:
                     return
                 yield item
         finally:
-            self.close()
+            if not self._closed:     # left early: stop everything (a normal end already stopped the threads)
+                self.close()
 
     def __next__(self) -> Any:
         if self._closed:

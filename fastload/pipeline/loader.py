@@ -56,6 +56,7 @@ _IMAGE_OPTIONS = ("dtype", "layout", "exif", "max_pixels", "dct_scale")
 _OUTPUTS = ("numpy", "torch", "jax")
 _MAX_FAILURES_KEPT = 1000          # failures listed per epoch; the totals count every one
 _PREPARE_CHUNK = 2048              # records per read of a preparation pass
+_STOP_S = 0.05                     # a worker looks at the stop flag about this often
 
 
 class _Binding:
@@ -158,6 +159,7 @@ class Loader(Fluent):
         self._failures_epoch = None
         self._warned = False
         self._stats = collections.Counter()
+        self._per_sample_s = 0.0         # running mean fill time of one sample (sizes sub-chunks)
 
     def __reduce__(self):
         """Pickles as its arguments and position (the compiled plan is rebuilt), e.g. across spawn."""
@@ -342,8 +344,8 @@ class Loader(Fluent):
             chunks = (b.values(records) for records in self._prepare_records())
             if hasattr(f, "prepare_chunks"):
                 f.prepare_chunks(chunks)
-            else:   # a field that needs every value at once
-                f.prepare([v for chunk in chunks for v in chunk])
+            else:   # an iterable of values, read lazily: a field may stop early
+                f.prepare(v for chunk in chunks for v in chunk)
         outputs = [o for b in self._bindings for o in b.field.outputs()]
         names = [o.name for o in outputs] + list(self._raw) + list(getattr(self, "_passthrough", ()))
         if len(set(names)) != len(names):
@@ -404,19 +406,31 @@ class Loader(Fluent):
         if records is None:
             records, bad = self._read(idx)
             failures = {j: (None, reason) for j, reason in bad.items()}
-        ctx = ChunkContext(self.seed, job.epoch, idx.astype(np.uint64, copy=False))
-        hi = lo + len(idx)
+        indices = idx.astype(np.uint64, copy=False)
         slot = job.lease.arrays
-        for b in self._bindings:
+        # Sub-chunks sized to take about _STOP_S each: a stop (close, Ctrl-C) is seen between them,
+        # so a chunk of large images never holds shutdown up, and small images still go 64 at a time.
+        a = 0
+        while a < len(idx):
             if stop is not None and stop.is_set():
-                break
-            outs = {o.name: slot[o.name][lo:hi] for o in b.field.outputs()}
-            try:
-                bad = b.field.fill(b.values(records), outs, ctx)
-            except Exception as e:
-                raise StageError(f"field {b.field.name}", self._chunk_ids(idx), e) from e
-            for j, reason in bad.items():
-                failures.setdefault(j, (b.field, reason))
+                return {}
+            n = max(1, min(64, int(_STOP_S / self._per_sample_s))) if self._per_sample_s else 1
+            b_ = min(a + n, len(idx))
+            ctx = ChunkContext(self.seed, job.epoch, indices[a:b_])
+            part = records[a:b_]
+            t_sub = time.perf_counter()
+            for b in self._bindings:
+                outs = {o.name: slot[o.name][lo + a:lo + b_] for o in b.field.outputs()}
+                try:
+                    bad = b.field.fill(b.values(part), outs, ctx)
+                except Exception as e:
+                    raise StageError(f"field {b.field.name}", self._chunk_ids(idx[a:b_]), e) from e
+                for j, reason in bad.items():
+                    failures.setdefault(a + j, (b.field, reason))
+            per = (time.perf_counter() - t_sub) / (b_ - a)
+            self._per_sample_s = per if not self._per_sample_s else 0.8 * self._per_sample_s + 0.2 * per
+            a = b_
+        hi = lo + len(idx)
         for name in job.extra:
             job.extra[name][lo:hi] = _Binding(name, None).values(records)
         with self._lock:
@@ -592,6 +606,8 @@ class _LoaderIter(Node):
                     job, n, bad = next(self.upstream) if job is None else self.upstream.take()
                     rows += n
                     failures.update(bad)
+                if self._closed:        # closed from another thread meanwhile: the slot is incomplete
+                    raise StopIteration
                 L._stats["wait_s"] += time.perf_counter() - tw
                 L._stats["ready_batches"] += ready
                 batch = L._finish(job, failures)

@@ -1,0 +1,343 @@
+"""The pipeline core: resumable position, streams, re-running pipelines, pickling, preparation
+passes, fields that pass through, one randomness convention, the skip policy's edges, argument
+and state checks, and bounded shutdown."""
+import concurrent.futures as cf
+import json
+import multiprocessing
+import os
+import pickle
+import signal
+import threading
+import time
+import tracemalloc
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import fastload as fl
+from fastload.pipeline import rng
+from fastload.pipeline.generators import GeneratorPipeline
+
+
+def image_loader(image_folder, **kw):
+    args = dict(batch_size=5, shuffle=True, seed=3, transforms=[fl.RandomResizedCrop(12), fl.RandomHorizontalFlip()])
+    args.update(kw)
+    return fl.Loader(fl.ImageFolder(image_folder), **args)
+
+
+def as_lists(batches):
+    return [tuple(np.array(a) for a in b) for b in batches]
+
+
+def assert_equal_batches(a, b):
+    assert len(a) == len(b)
+    for i, (x, y) in enumerate(zip(a, b)):
+        assert len(x) == len(y)
+        for u, v in zip(x, y):
+            assert u.shape == v.shape and u.dtype == v.dtype, i
+            np.testing.assert_array_equal(u, v, err_msg=f"batch {i}")
+
+
+# ------------------------------------------------------------ the position
+
+def test_the_same_loader_continues_where_its_state_says(image_folder):
+    loader = image_loader(image_folder)
+    full = as_lists(image_loader(image_folder, copy=True))
+    seen = []
+    for i, b in enumerate(loader):
+        seen.append(tuple(np.array(a) for a in b))
+        if i == 2:
+            break
+    assert loader.state_dict()["epoch"] == 0 and loader.state_dict()["batch"] == 3
+    seen += as_lists(loader)                       # the next loop finishes epoch 0
+    assert_equal_batches(seen, full)
+    assert loader.state_dict()["epoch"] == 1 and loader.state_dict()["batch"] == 0
+    loader.set_epoch(0)                             # set_epoch moves it explicitly
+    assert_equal_batches(as_lists(loader), full)
+
+
+def test_state_of_a_stream_resumes_it():
+    rows = np.arange(23 * 2, dtype=np.float32).reshape(23, 2)
+
+    def make():
+        return fl.Loader(fl.IterableRecords(lambda: ({"x": r} for r in rows)), batch_size=4,
+                         fields={"x": fl.Numeric()})
+    a = make()
+    it = iter(a)
+    first = [next(it)["x"].copy() for _ in range(2)]
+    state = json.loads(json.dumps(a.state_dict()))
+    del it
+    assert state["batch"] == 2 and state["num_records"] is None
+    rest = [b["x"] for b in make().load_state_dict(state)]
+    np.testing.assert_array_equal(np.concatenate(first + rest), rows)
+    assert [len(b) for b in rest] == [4, 4, 4, 3]
+
+
+def test_a_failing_stream_delivers_the_batches_before_the_failure():
+    def records():
+        for i in range(30):
+            if i == 13:
+                raise OSError("connection reset")
+            yield {"x": np.float32([i])}
+    loader = fl.Loader(fl.IterableRecords(records), batch_size=4, prefetch=4, workers=2,
+                       fields={"x": fl.Numeric(size=1)})
+    got = []
+    with pytest.raises(OSError, match="connection reset"):
+        for b in loader:
+            got.append(b["x"][:, 0].tolist())
+    assert got == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9, 10, 11]]
+
+
+def test_generator_pipeline_runs_again_over_a_reiterable_source():
+    def double():
+        while True:
+            x = yield
+            yield 2 * x
+    p = GeneratorPipeline(range(5), double(), lambda v: v + 1)
+    assert list(p) == [1, 3, 5, 7, 9]
+    assert list(p) == [1, 3, 5, 7, 9]              # a second epoch, same coroutine object
+    one_shot = GeneratorPipeline(iter(range(3)), lambda v: v)
+    assert list(one_shot) == [0, 1, 2]
+    with pytest.raises(RuntimeError, match="one-shot"):
+        list(one_shot)
+    broken = GeneratorPipeline(range(100), double())
+    for _ in broken:
+        break
+    with pytest.raises(RuntimeError, match="closed before its end"):
+        list(broken)
+
+
+def test_loader_pickles_and_runs_across_spawn(image_folder):
+    loader = image_loader(image_folder)
+    it = iter(loader)
+    next(it)
+    next(it)
+    clone = pickle.loads(pickle.dumps(loader))
+    assert clone.state_dict() == loader.state_dict()
+    expected = as_lists(it)
+    assert_equal_batches(as_lists(clone), expected)
+    loader.set_epoch(1)
+    with cf.ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as ex:
+        got = ex.submit(list, loader).result(timeout=120)
+    assert_equal_batches(as_lists(got), as_lists(_epoch(image_folder, 1)))
+
+
+def _epoch(image_folder, epoch):
+    ref = image_loader(image_folder, copy=True)
+    ref.set_epoch(epoch)
+    return list(ref)
+
+
+# ------------------------------------------------------------ preparation and fields
+
+def test_preparation_is_streamed_and_follows_the_skip_policy(tmp_path):
+    lines = [json.dumps({"v": [float(i), 2.0 * i]}) for i in range(5000)]
+    lines[1234] = "{not json"
+    (tmp_path / "rows.jsonl").write_text("\n".join(lines) + "\n")
+    src = fl.JSONRecords(str(tmp_path / "rows.jsonl"))
+    with pytest.warns(RuntimeWarning, match="skipping"):
+        loader = fl.Loader(src, batch_size=1000, on_error="skip", fields={"v": fl.Standardize()})
+        batches = list(loader)
+    good = np.array([[i, 2.0 * i] for i in range(5000) if i != 1234])
+    field = loader._bindings[0].field
+    np.testing.assert_allclose(field.mean, good.mean(0), rtol=1e-9)
+    np.testing.assert_allclose(field.std, good.std(0), rtol=1e-9)
+    assert sum(len(b["v"]) for b in batches) == 4999
+    with pytest.raises(fl.RecordError, match="rows.jsonl"):
+        list(fl.Loader(src, batch_size=1000, fields={"v": fl.Standardize()}))
+
+
+def test_given_statistics_need_no_pass():
+    reads = []
+
+    class Counting(fl.ListSource):
+        def gather(self, idx):
+            reads.append(len(idx))
+            return super().gather(idx)
+    src = Counting([{"v": np.float32([i, i])} for i in range(100)])
+    loader = fl.Loader(src, batch_size=50, workers=0, fields={"v": fl.Standardize(mean=[0, 0], std=[1, 1])})
+    list(loader)
+    assert reads == [50, 50]          # the two batches, no statistics pass
+
+
+def test_undeclared_fields_pass_through_collated():
+    recs = [{"x": np.float32([i]), "n": i, "f": i / 2, "s": f"r{i}", "a": np.full(3, i, np.int16),
+             "ragged": np.zeros(i % 2 + 1), "d": {"k": i}} for i in range(6)]
+    loader = fl.Loader(fl.ListSource(recs), batch_size=4, fields={"x": fl.Numeric()})
+    b = next(iter(loader))
+    assert b["n"].dtype == np.int64 and b["n"].tolist() == [0, 1, 2, 3]
+    assert b["f"].dtype == np.float64 and b["f"].tolist() == [0, 0.5, 1, 1.5]
+    assert b["s"] == ["r0", "r1", "r2", "r3"]
+    assert b["a"].shape == (4, 3) and b["a"].dtype == np.int16 and b["a"][:, 0].tolist() == [0, 1, 2, 3]
+    assert isinstance(b["ragged"], list) and [len(r) for r in b["ragged"]] == [1, 2, 1, 2]
+    assert b["d"]["k"].tolist() == [0, 1, 2, 3]
+    assert b["x"].shape == (4, 1)
+
+
+def test_loader_fluent_shuffle_is_the_method_not_an_attribute(image_folder):
+    loader = image_loader(image_folder, copy=True, shuffle=False)
+    out = list(loader.shuffle(3, seed=1))
+    assert len(out) == len(loader)
+
+
+def test_an_image_field_object_owns_its_options(image_folder):
+    image = fl.Image([fl.CenterCrop(8)], dtype="uint8", layout="NHWC") if hasattr(fl, "Image") else None
+    if image is None:
+        pytest.fail("fl.Image is missing")
+    loader = fl.Loader(fl.ImageFolder(image_folder), batch_size=4, as_tuple=True,
+                       fields={0: image, 1: "index"})
+    x, y = next(iter(loader))
+    short = next(iter(fl.Loader(fl.ImageFolder(image_folder), batch_size=4, transforms=[fl.CenterCrop(8)],
+                                dtype="uint8", layout="NHWC")))
+    assert x.shape == (4, 8, 8, 3) and x.dtype == np.uint8
+    np.testing.assert_array_equal(x, short[0])
+    np.testing.assert_array_equal(y, short[1])
+
+
+# ------------------------------------------------------------ randomness
+
+def test_one_randomness_convention():
+    stream = fl.IterableRecords(lambda: iter(range(200)))
+    shuffled = stream.shuffle(16, seed=4)
+    passes = [list(shuffled) for _ in range(3)]
+    assert all(sorted(p) == list(range(200)) for p in passes)
+    assert passes[0] != passes[1] != passes[2]                       # each pass differs ...
+    again = stream.shuffle(16, seed=4)
+    assert [list(again) for _ in range(3)] == passes                  # ... reproducibly from the seed
+    order = fl.Loader(fl.ListSource(list(range(50))), batch_size=5, shuffle=True, seed=9, fields={}).order(2)
+    expected = rng.generator(9, rng.ORDER, 2).permutation(50)
+    np.testing.assert_array_equal(order, expected)
+
+
+# ------------------------------------------------------------ the skip policy's edges
+
+def _write(path, ok):
+    if ok:
+        Image.fromarray(np.full((9, 9, 3), 50, np.uint8)).save(path)
+    else:
+        path.write_bytes(b"\xff\xd8\xff garbage")
+
+
+def test_no_empty_batch_is_ever_yielded(tmp_path):
+    for i in range(12):
+        _write(tmp_path / f"{i:02d}{'.png' if i >= 8 else '.jpg'}", ok=i >= 8)   # 8 bad, then 4 good
+    loader = fl.Loader(fl.ImageFiles(tmp_path), batch_size=4, transforms=[fl.CenterCrop(4)], on_error="skip")
+    with pytest.warns(RuntimeWarning, match="skipping"):
+        sizes = [len(x) for x in loader]
+    assert sizes == [4]                                        # two all-bad batches were not yielded
+    assert loader.stats()["skipped"] == 8
+
+
+def test_an_epoch_where_everything_fails_raises(tmp_path):
+    for i in range(5):
+        _write(tmp_path / f"{i}.jpg", ok=False)
+    loader = fl.Loader(fl.ImageFiles(tmp_path), batch_size=2, transforms=[fl.CenterCrop(4)], on_error="skip")
+    with pytest.warns(RuntimeWarning, match="skipping"), pytest.raises(fl.RecordError, match="every record"):
+        list(loader)
+
+
+def test_failures_are_per_epoch_deduplicated_and_bounded(tmp_path):
+    for i in range(40):
+        _write(tmp_path / f"{i:02d}.{'png' if i % 2 else 'jpg'}", ok=i % 2 == 1)
+    loader = fl.Loader(fl.ImageFiles(tmp_path), batch_size=8, transforms=[fl.CenterCrop(4)], on_error="skip")
+    with pytest.warns(RuntimeWarning, match="skipping"):
+        list(loader)
+    tracemalloc.start()
+    before = tracemalloc.get_traced_memory()[0]
+    for _ in range(30):
+        list(loader)
+    grown = tracemalloc.get_traced_memory()[0] - before
+    tracemalloc.stop()
+    s = loader.stats()
+    assert len(s["failures"]) == 20 and len({r for r, _ in s["failures"]}) == 20
+    assert s["skipped"] == 31 * 20
+    assert grown < 200_000, grown
+
+
+@pytest.mark.parametrize("budget, allowed", [(np.int64(3), 3), (3, 3), (0.25, 0.25), (1, 1)])
+def test_max_failures_accepts_counts_and_fractions(image_folder, budget, allowed):
+    loader = image_loader(image_folder, max_failures=budget)
+    assert loader.max_failures == allowed and type(loader.max_failures) is type(allowed)
+
+
+@pytest.mark.parametrize("budget", [1.5, 0.0, -1, "3", True])
+def test_max_failures_rejects_what_is_neither(image_folder, budget):
+    with pytest.raises((ValueError, TypeError), match="max_failures"):
+        image_loader(image_folder, max_failures=budget)
+
+
+# ------------------------------------------------------------ arguments and state
+
+@pytest.mark.parametrize("seed", [-1, 2**64, 1.5, "0"])
+def test_bad_seeds_fail_where_given(image_folder, seed):
+    with pytest.raises((ValueError, TypeError), match="seed"):
+        image_loader(image_folder, seed=seed)
+
+
+def test_largest_seed_works(image_folder):
+    x, _ = next(iter(image_loader(image_folder, seed=2**64 - 1)))
+    assert x.shape == (5, 3, 12, 12)
+
+
+@pytest.mark.parametrize("kw, match", [(dict(batch_size=0), "batch_size"), (dict(batch_size=2.5), "batch_size"),
+                                       (dict(workers=-1), "workers"), (dict(prefetch=0), "prefetch"),
+                                       (dict(output="tf"), "output"), (dict(colour=1), "colour")])
+def test_bad_arguments_name_themselves(image_folder, kw, match):
+    with pytest.raises((ValueError, TypeError), match=match):
+        image_loader(image_folder, **kw)
+
+
+def test_bad_states_fail_where_loaded(image_folder):
+    loader = image_loader(image_folder)
+    state = loader.state_dict()
+    with pytest.raises(TypeError, match="state_dict"):
+        loader.load_state_dict(None)
+    with pytest.raises(ValueError, match="lacks"):
+        loader.load_state_dict({k: v for k, v in state.items() if k != "epoch"})
+    with pytest.raises(ValueError, match="epoch"):
+        loader.load_state_dict({**state, "epoch": -1})
+    with pytest.raises(ValueError, match="epoch"):
+        loader.load_state_dict({**state, "epoch": 2**40})
+    with pytest.raises(ValueError, match="epoch"):
+        loader.set_epoch(-3)
+
+
+# ------------------------------------------------------------ bounded shutdown
+
+def test_a_stage_stuck_in_user_code_is_named_within_a_second():
+    release = threading.Event()
+
+    def stuck(x):
+        release.wait(10)
+        return x
+    p = GeneratorPipeline(range(10), stuck)
+    consumer = threading.Thread(target=lambda: list(p), daemon=True)
+    consumer.start()
+    time.sleep(0.2)                   # the stage is inside `stuck`
+    t0 = time.monotonic()
+    with pytest.warns(RuntimeWarning, match=r"still inside a user call"):
+        p.close()
+    assert time.monotonic() - t0 < 1.5
+    release.set()
+    consumer.join(2)
+    assert not consumer.is_alive()
+
+
+def test_ctrl_c_mid_chunk_stops_within_a_second(tmp_path):
+    big = np.random.default_rng(0).integers(0, 255, (2000, 3000, 3), dtype=np.uint8)
+    Image.fromarray(big).save(tmp_path / "0.jpg", quality=95)
+    for i in range(1, 32):
+        os.link(tmp_path / "0.jpg", tmp_path / f"{i}.jpg")
+    loader = fl.Loader(fl.ImageFiles(tmp_path), batch_size=32, workers=1, transforms=[fl.Resize((64, 64))],
+                       dct_scale=False)
+    # A real SIGINT to the main thread, as Ctrl-C sends, while one chunk of 32 large images (seconds) runs.
+    timer = threading.Timer(0.5, signal.pthread_kill, (threading.main_thread().ident, signal.SIGINT))
+    timer.start()
+    t0 = time.monotonic()
+    with pytest.raises(KeyboardInterrupt):
+        next(iter(loader))
+    stopped = time.monotonic() - t0
+    timer.join()
+    assert stopped < 1.5, stopped              # within a second of the interrupt
+    assert [t for t in threading.enumerate() if t.name.startswith("fastload")] == []

@@ -1,0 +1,224 @@
+"""A batch stays valid for as long as anyone holds it: lists, epoch boundaries, two iterators,
+threads, JAX's asynchronous dispatch, Keras's own workers. The reference is always a
+``copy=True`` Loader, whose arrays are owned outright."""
+import gc
+import os
+import threading
+
+import numpy as np
+import pytest
+
+import fastload as fl
+from fastload.memory.pool import SlotPool
+from fastload.pipeline.fields import Output
+
+TR = [fl.RandomResizedCrop(16), fl.RandomHorizontalFlip(), fl.ColorJitter(0.3, 0.3, 0.3)]
+
+
+def make(image_folder, **kw):
+    args = dict(batch_size=4, shuffle=True, seed=5, transforms=TR, workers=2)
+    args.update(kw)
+    return fl.Loader(fl.ImageFolder(image_folder), **args)
+
+
+def owned(image_folder, epoch, **kw):
+    ref = make(image_folder, copy=True, **kw)
+    ref.set_epoch(epoch)
+    return [tuple(np.array(a) for a in b) for b in ref]
+
+
+def assert_same(got, expected):
+    assert len(got) == len(expected), (len(got), len(expected))
+    for i, ((x, y), (ex, ey)) in enumerate(zip(got, expected)):
+        assert x.shape == ex.shape and x.dtype == ex.dtype, i
+        np.testing.assert_array_equal(np.asarray(x), ex, err_msg=f"batch {i}")
+        np.testing.assert_array_equal(np.asarray(y), ey, err_msg=f"labels of batch {i}")
+
+
+def test_list_of_batches_without_copy(image_folder):
+    loader = make(image_folder)
+    kept = list(loader)
+    assert_same(kept, owned(image_folder, 0))
+    assert len({x.__array_interface__["data"][0] for x, _ in kept}) == len(kept)   # the pool grew
+    assert all(not x.flags.owndata for x, _ in kept)                                # still zero-copy views
+
+
+def test_last_batch_survives_the_next_epoch(image_folder):
+    loader = make(image_folder)
+    *_, last = loader
+    last_copy = [a.copy() for a in last]
+    first_of_next = next(iter(loader))             # epoch 1 starts while `last` is held
+    for a, b in zip(last, last_copy):
+        np.testing.assert_array_equal(a, b)
+    assert_same([first_of_next], owned(image_folder, 1)[:1])
+
+
+def test_two_iterators_over_one_loader_are_independent(image_folder):
+    loader = make(image_folder)
+    pairs = list(zip(iter(loader), iter(loader)))
+    ref = owned(image_folder, 0)
+    assert_same([a for a, _ in pairs], ref)
+    assert_same([b for _, b in pairs], ref)
+
+
+def test_two_threads_iterating_one_loader(image_folder):
+    loader = make(image_folder, workers=1)
+    its = [iter(loader), iter(loader)]      # both start at epoch 0
+    results, errors = {}, []
+
+    def run(k):
+        try:
+            results[k] = list(its[k])
+        except Exception as e:    # surfaced below
+            errors.append(e)
+    threads = [threading.Thread(target=run, args=(k,)) for k in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    ref = owned(image_folder, 0)
+    assert_same(results[0], ref)
+    assert_same(results[1], ref)
+
+
+def test_batch_at_is_what_iteration_yields(image_folder):
+    loader = make(image_folder)
+    ref = owned(image_folder, 2)
+    got = [loader.batch_at(b, epoch=2) for b in reversed(range(len(loader)))][::-1]
+    assert_same(got, ref)
+    with pytest.raises(IndexError):
+        loader.batch_at(len(loader), epoch=2)
+
+
+def test_synchronous_loop_keeps_prefetch_plus_two_slots(image_folder):
+    loader = make(image_folder, prefetch=3)
+    for _ in range(2):
+        for x, y in loader:
+            pass
+    assert loader.stats()["buffer_slots"] == 3 + 2
+
+
+def test_slot_returns_when_the_last_view_is_dropped():
+    pool = SlotPool([Output("x", (2,), np.dtype(np.float32))], batch_size=3, slots=1)
+    lease = pool.acquire()
+    first = lease.arrays["x"]
+    view = lease.view("x", 3)
+    sub = view[1:]                 # a view of the view keeps the lease too
+    del lease, view
+    gc.collect()
+    second = pool.acquire()        # the only slot is still held by `sub`: the pool grows
+    assert second.arrays["x"] is not first and len(pool) == 2
+    del sub
+    third = pool.acquire()         # released the moment `sub` went: reused, no new slot
+    assert third.arrays["x"] is first and len(pool) == 2
+    del second, third
+
+
+class _ManualEvent:
+    """A stand-in for a CUDA event: completes when the test says so."""
+
+    def __init__(self):
+        self.done = False
+        self.waited = False
+
+    def query(self):
+        return self.done
+
+    def synchronize(self):
+        self.waited = True
+        self.done = True
+
+
+def test_slot_read_by_an_async_copy_is_reused_only_after_its_event():
+    pool = SlotPool([Output("x", (4,), np.dtype(np.uint8))], batch_size=2, slots=1, max_bytes=16)
+    lease = pool.acquire()
+    first = lease.arrays["x"]
+    ev = _ManualEvent()
+    lease.release_after(ev)
+    del lease                      # dropped, but the copy has not finished
+    other = pool.acquire()         # at its bound (two slots): grows once rather than wait
+    assert other.arrays["x"] is not first
+    third = pool.acquire()         # at the bound: waits for the oldest event, then reuses that slot
+    assert ev.waited and third.arrays["x"] is first
+    del other, third
+
+
+def test_release_guard_records_an_event_for_a_users_own_copy():
+    events = []
+
+    def guard():
+        events.append(_ManualEvent())
+        return events[-1]
+    pool = SlotPool([Output("x", (4,), np.dtype(np.uint8))], batch_size=2, slots=1, guard_release=guard)
+    lease = pool.acquire()
+    first = lease.arrays["x"]
+    del lease                      # the user dropped the batch: an event on the current stream
+    assert len(events) == 1
+    again = pool.acquire()
+    assert again.arrays["x"] is not first      # not reused before that event completed
+    events[0].done = True
+    third = pool.acquire()
+    assert third.arrays["x"] is first          # completed: reused
+    del again, third
+
+
+def test_pool_past_its_bound_hands_out_buffers_of_their_own():
+    pool = SlotPool([Output("x", (1024,), np.dtype(np.uint8))], batch_size=1, slots=2, max_bytes=2048)
+    held = [pool.acquire() for _ in range(2)]
+    with pytest.warns(RuntimeWarning, match="buffers of their own"):
+        extra = pool.acquire()
+    assert len(pool) == 2 and pool.untracked == 1
+    extra.arrays["x"][:] = 7                    # usable, just not kept
+    del held, extra
+
+
+def test_ring_larger_than_memory_fails_clearly(image_folder):
+    loader = make(image_folder, batch_size=9000, transforms=[fl.Resize((224, 224))], max_memory=2**30)
+    with pytest.raises(MemoryError, match="max_memory"):
+        next(iter(loader))
+
+
+def test_jax_device_put_with_async_dispatch_sees_every_batch(image_folder):
+    jax = pytest.importorskip("jax")
+    loader = make(image_folder, layout="NHWC")
+    step = jax.jit(lambda x: (x * 2.0).sum(axis=(1, 2, 3)))
+    outs = [step(jax.device_put(x)) for x, _ in loader]   # dispatched asynchronously, buffers aliased
+    ref = owned(image_folder, 0, layout="NHWC")
+    for out, (x, _) in zip(outs, ref):
+        np.testing.assert_allclose(np.asarray(out), (x * 2.0).sum(axis=(1, 2, 3)), rtol=1e-5)
+
+
+def test_jax_output_is_nhwc_with_int32_labels(image_folder):
+    pytest.importorskip("jax")
+    loader = make(image_folder, output="jax")
+    x, y = next(iter(loader))
+    assert x.shape == (4, 16, 16, 3) and str(y.dtype) == "int32"
+    assert_same([(np.asarray(x), np.asarray(y))], owned(image_folder, 0, layout="NHWC")[:1])
+
+
+def test_keras_pydataset_with_workers_sees_the_reference_batches(image_folder):
+    pytest.importorskip("torch")
+    os.environ.setdefault("KERAS_BACKEND", "torch")
+    keras = pytest.importorskip("keras")
+    loader = make(image_folder, layout="NHWC")
+    seen, lock = {}, threading.Lock()
+
+    class Batches(keras.utils.PyDataset):
+        def __len__(self):
+            return len(loader)
+
+        def __getitem__(self, i):
+            x, y = loader.batch_at(i, epoch=0)
+            with lock:
+                seen.setdefault(i, []).append((x, y))     # kept: Keras may hold it in its queue too
+            return x, y
+    ds = Batches(workers=2, use_multiprocessing=False, max_queue_size=4)
+    model = keras.Sequential([keras.Input((16, 16, 3)), keras.layers.GlobalAveragePooling2D(), keras.layers.Dense(3)])
+    model.compile(loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), optimizer="sgd")
+    model.fit(ds, epochs=2, verbose=0)
+    ref = owned(image_folder, 0, layout="NHWC")
+    assert sorted(seen) == list(range(len(loader)))
+    for i, got in seen.items():
+        for x, y in got:
+            assert_same([(x, y)], ref[i:i + 1])
