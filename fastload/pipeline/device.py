@@ -88,7 +88,13 @@ class DeviceTransfer:
 
     @classmethod
     def create(cls, device, output: str, pin_memory: bool | None):
-        """The transfer for ``device=`` (None when batches stay in pageable host memory)."""
+        """The transfer for ``device=`` (None when batches stay in pageable host memory).
+
+        ``device`` may also be a backend object with :class:`CudaBackend`'s methods,
+        which is how the slot and event logic is tested without a GPU.
+        """
+        if hasattr(device, "copy_async"):
+            return cls(device, pin=False, to_device=True)
         if device is None or str(device) == "cpu":
             if pin_memory and not cuda_available():
                 raise RuntimeError("pin_memory=True needs torch with a CUDA device, and none is available")

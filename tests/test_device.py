@@ -1,0 +1,98 @@
+"""The device path without a GPU: a stand-in backend with host copies and events completed by
+hand exercises the same slot, event and normalisation logic CUDA runs (tests/test_gpu.py runs the
+real thing where a GPU is present)."""
+import numpy as np
+import pytest
+
+import fastload as fl
+
+MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+
+
+class Event:
+    def __init__(self):
+        self.done = False
+
+    def query(self):
+        return self.done
+
+    def synchronize(self):
+        self.done = True
+
+
+class StandIn:
+    """Copies are host copies; each records an Event the test completes; normalise in float32."""
+
+    def __init__(self):
+        self.copies, self.waited = [], []
+
+    def copy_async(self, host):
+        ev = Event()
+        self.copies.append((host.__array_interface__["data"][0], host.dtype, host.shape, ev))
+        return host.copy(), ev
+
+    def wait(self, event, tensors):
+        self.waited.append(event)
+
+    def current_event(self):
+        return Event()
+
+    def normalize(self, x, dtype, layout, scale, bias):
+        if layout == "NCHW":
+            x = x.transpose(0, 3, 1, 2)
+            shape = (1, 3, 1, 1)
+        else:
+            shape = (1, 1, 1, 3)
+        out = x.astype(np.float32) * np.float32(scale).reshape(shape) + np.float32(bias).reshape(shape)
+        return np.ascontiguousarray(out.astype(dtype))
+
+
+def loader(image_folder, device, **kw):
+    return fl.Loader(fl.ImageFolder(image_folder), batch_size=4, shuffle=True, seed=1, device=device,
+                     transforms=[fl.RandomResizedCrop(16), fl.RandomHorizontalFlip(), fl.Normalize(MEAN, STD)],
+                     output="torch" if isinstance(device, str) else "numpy", **kw)
+
+
+@pytest.mark.parametrize("dtype, layout, tol", [("float32", "NCHW", 2e-6), ("float16", "NCHW", 2e-3),
+                                                ("float32", "NHWC", 2e-6)])
+def test_images_cross_as_uint8_and_are_normalised_on_the_device(image_folder, dtype, layout, tol):
+    backend = StandIn()
+    got = [tuple(np.asarray(a) for a in b) for b in loader(image_folder, backend, dtype=dtype, layout=layout)]
+    host = [tuple(np.array(a) for a in b) for b in
+            fl.Loader(fl.ImageFolder(image_folder), batch_size=4, shuffle=True, seed=1, dtype=dtype, layout=layout,
+                      transforms=[fl.RandomResizedCrop(16), fl.RandomHorizontalFlip(), fl.Normalize(MEAN, STD)])]
+    assert len(got) == len(host)
+    for (x, y), (hx, hy) in zip(got, host):
+        assert x.shape == hx.shape and x.dtype == hx.dtype
+        np.testing.assert_allclose(x.astype(np.float32), hx.astype(np.float32), atol=tol * 4, rtol=tol)
+        np.testing.assert_array_equal(y, hy)
+    images = [c for c in backend.copies if c[1] == np.uint8]
+    assert len(images) == len(got) and all(c[2][-1] == 3 for c in images)   # uint8 NHWC over the link
+    assert len(backend.waited) == len(got)                                  # the consumer's stream waited
+
+
+def test_a_slot_is_refilled_only_after_its_copy_completed(image_folder):
+    backend = StandIn()
+    it = iter(loader(image_folder, backend, prefetch=1))
+    for _ in range(4):
+        next(it)
+    # Every batch's copy is still "in flight" (no event completed): no slot was reused.
+    addresses = [c[0] for c in backend.copies if c[1] == np.uint8]
+    assert len(set(addresses)) == len(addresses)
+    for c in backend.copies:
+        c[3].done = True
+    next(it)                                       # (its slot was taken before the copies completed)
+    next(it)                                       # copies done: slots come back
+    assert [c[0] for c in backend.copies if c[1] == np.uint8][-1] in addresses
+
+
+def test_cuda_without_a_gpu_is_a_clear_error(image_folder):
+    torch = pytest.importorskip("torch")
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present: tests/test_gpu.py covers it")
+    with pytest.raises(RuntimeError, match="no CUDA device"):
+        loader(image_folder, "cuda")
+    with pytest.raises(RuntimeError, match="pin_memory=True"):
+        loader(image_folder, None, pin_memory=True)
+    with pytest.raises(ValueError, match="device must be"):
+        loader(image_folder, "mps")

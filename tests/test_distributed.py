@@ -1,0 +1,125 @@
+"""Sharding under torchrun: one global order per epoch, cut into global steps; ranks take disjoint
+parts that cover it, yield equal numbers of batches, and a checkpoint resumes at another world size
+with exactly the remaining samples and identical pixels. Real processes: torchrun, gloo, CPU."""
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import fastload as fl
+from fastload.pipeline.sampler import Sampler
+
+torch = pytest.importorskip("torch")
+HERE = os.path.dirname(os.path.abspath(__file__))
+N, B = 23, 3                 # 23 records: no world size below divides it
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory):
+    from fastload.synthetic import make_image_folder
+    return make_image_folder(str(tmp_path_factory.mktemp("dist") / "d"), classes=1, per_class=N, size=(40, 48))
+
+
+def torchrun(nproc, root, out, batch, state="-", checkpoint_after=None):
+    os.makedirs(out, exist_ok=True)
+    home = os.path.dirname(os.path.dirname(fl.__file__))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (home, os.environ.get("PYTHONPATH")) if p),
+               OMP_NUM_THREADS="1")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
+           os.path.join(HERE, "dist", "worker.py"), root, out, str(batch), state]
+    if checkpoint_after is not None:
+        cmd.append(str(checkpoint_after))
+    r = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    return [json.load(open(os.path.join(out, f"rank{k}.json"))) for k in range(nproc)]
+
+
+def in_process(root, world_size, rank, batch, state=None):
+    sys.path.insert(0, os.path.join(HERE, "dist"))
+    try:
+        from worker import make_loader, run
+    finally:
+        sys.path.pop(0)
+    loader = make_loader(root, batch)
+    loader = fl.Loader(**{**loader._init, "rank": rank, "world_size": world_size})
+    if state is not None:
+        loader.load_state_dict(state)
+    return run(loader)[0], loader
+
+
+@pytest.fixture(scope="module")
+def reference(root):
+    """One process, global batch 2 * B: sample id -> pixel hash, and the epoch's order."""
+    batches, loader = in_process(root, 1, 0, 2 * B)
+    pixels = {i: h for b in batches for i, h in zip(b["ids"], b["hashes"])}
+    assert sorted(pixels) == list(range(N))
+    return pixels, loader.order(0).tolist()
+
+
+def test_sampler_cuts_one_global_order_for_any_world_size():
+    order = np.random.default_rng(0).permutation(N)
+    for g in (1, 2, 3, 6):                          # a global batch of 6: world sizes 1, 2, 3, 6
+        samplers = [Sampler(N, 6 // g, drop_last=False, rank=r, world_size=g) for r in range(g)]
+        steps = {s.steps() for s in samplers}
+        assert steps == {4}                          # every rank the same count
+        for k in range(3):                           # full global steps: the same records whatever g
+            got = np.concatenate([order[s.positions(0, k)] for s in samplers])
+            np.testing.assert_array_equal(got, order[6 * k:6 * k + 6])
+    drop = Sampler(N, 3, drop_last=True, rank=1, world_size=2)
+    assert drop.steps() == 3 and drop.steps(offset=12) == 1
+
+
+def test_world_from_the_environment(monkeypatch, root):
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("WORLD_SIZE", "3")
+    loader = fl.Loader(fl.ImageFolder(root), batch_size=2, transforms=[fl.CenterCrop(8)])
+    assert (loader.rank, loader.world_size) == (1, 3)
+    assert len(loader) == 4                          # ceil(23 / 6)
+    with pytest.raises(ValueError, match="rank"):
+        fl.Loader(fl.ImageFolder(root), batch_size=2, transforms=[fl.CenterCrop(8)], rank=3, world_size=3)
+
+
+def test_two_ranks_cover_the_epoch_and_resume_on_one_and_three(root, reference, tmp_path):
+    pixels, order = reference
+    ranks = torchrun(2, root, str(tmp_path / "w2"), B, checkpoint_after=2)
+    assert [len(r["batches"]) for r in ranks] == [4, 4]                    # ceil(23 / 6) each
+    seen = [i for r in ranks for b in r["batches"] for i in b["ids"]]
+    assert len(seen) == 24 and sorted(set(seen)) == list(range(N))          # all, one repeated as padding
+    assert sorted(seen) == sorted(list(range(N)) + order[:1])
+    for k in range(4):                                                      # global step k = positions 6k..6k+5
+        step = ranks[0]["batches"][k]["ids"] + ranks[1]["batches"][k]["ids"]
+        assert step == [order[p % N] for p in range(6 * k, 6 * k + 6)]
+    for r in ranks:                                                         # identical pixels at any world size
+        for b in r["batches"]:
+            assert [pixels[i] for i in b["ids"]] == b["hashes"]
+
+    state = ranks[0]["state"]                                               # taken at world size 2 after 2 steps
+    assert state["world_size"] == 2 and state["offset"] == 12
+    rest, _ = in_process(root, 1, 0, B, state=json.loads(json.dumps(state)))
+    ids = [i for b in rest for i in b["ids"]]
+    assert ids == order[12:]                                                # exactly the remaining samples, once
+    assert [h for b in rest for h in b["hashes"]] == [pixels[i] for i in ids]
+
+    one, loader1 = in_process(root, 1, 0, B)                                # 1 -> 3
+    it = iter(loader1)
+    for _ in range(3):
+        next(it)
+    state1 = loader1.state_dict()
+    assert state1["offset"] == 9
+    three = torchrun(3, root, str(tmp_path / "w3"), B, state=_save(tmp_path, state1))
+    assert [len(r["batches"]) for r in three] == [2, 2, 2]                  # ceil(14 / 9)
+    got = [i for k in range(2) for r in three for i in r["batches"][k]["ids"]]
+    assert got == [order[9 + p] if 9 + p < N else order[(9 + p) % N] for p in range(18)]
+    assert sorted(set(got)) == sorted(order[9:])
+    for r in three:
+        for b in r["batches"]:
+            assert [pixels[i] for i in b["ids"]] == b["hashes"]
+
+
+def _save(tmp_path, state):
+    path = tmp_path / "state.json"
+    path.write_text(json.dumps(state))
+    return str(path)
