@@ -52,7 +52,7 @@ class Stage:
     compiled = True
 
     def __init__(self):
-        self._ring = ArrayPool()
+        self._buffers = ArrayPool()
         self._count = 0
         self._count_lock = threading.Lock()
 
@@ -117,7 +117,7 @@ class read_images(Stage):
         paths, rest = _split(batch)
         paths = list(paths)
         n = len(paths)
-        out = self._ring.get((n, *self.target_size, 3), self.dtype)
+        out = self._buffers.get((n, *self.target_size, 3), self.dtype)
         step = max(1, math.ceil(n / (2 * self.workers)))     # two chunks per worker evens out slow files
         spans = [(a, min(a + step, n)) for a in range(0, n, step)]
         if len(spans) <= 1 or self.workers == 1:
@@ -183,7 +183,7 @@ class augment(Stage):
         if x.ndim < 3 or (self.rotate90 and x.shape[1] != x.shape[2]):
             raise ValueError(f"augment needs a batch of square images, got shape {x.shape}")
         k, flips = self.params(self._next_index(), len(x))
-        out = self._ring.get(x.shape, x.dtype)
+        out = self._buffers.get(x.shape, x.dtype)
         for j in range(len(x)):
             v = np.rot90(x[j], int(k[j]))
             if flips[j]:
@@ -226,7 +226,7 @@ class rescale(Stage):
         x, rest = _split(batch)
         x = np.asarray(x)
         dtype = x.dtype if x.dtype.kind == "f" else np.dtype(np.float32)
-        out = self._ring.get(x.shape, dtype)
+        out = self._buffers.get(x.shape, dtype)
         channels = x.shape[-1]
         mean = np.broadcast_to(self.mean, (channels,))
         std = None if self.std is None else np.broadcast_to(self.std, (channels,))
@@ -262,7 +262,7 @@ class shuffle_samples(Stage):
         if any(len(p) != n for p in parts):
             raise ValueError(f"batch elements differ in length: {[len(p) for p in parts]}")
         perm = rng.generator(self.seed, rng.STAGE, self._next_index()).permutation(n)
-        out = tuple(np.take(p, perm, axis=0, mode="clip", out=self._ring.get(p.shape, p.dtype))
+        out = tuple(np.take(p, perm, axis=0, mode="clip", out=self._buffers.get(p.shape, p.dtype))
                     if isinstance(p, np.ndarray) else [p[i] for i in perm] for p in parts)
         return out if isinstance(batch, tuple) else out[0]
 

@@ -109,9 +109,10 @@ class Lease:
         self._slot.event = event
 
     def __del__(self):
-        pool = self._pool
-        if pool is not None:
-            pool._release(self._slot)
+        try:
+            self._pool._release(self._slot)
+        except Exception:   # interpreter shutdown: nothing is left to reuse the slot
+            pass
 
 
 class SlotPool:

@@ -146,6 +146,7 @@ class Loader(Fluent):
         self._device = DeviceTransfer.create(device, output, pin_memory)
         if image_options.get("layout", "auto") == "auto":
             image_options["layout"] = "NHWC" if output == "jax" else "NCHW"
+        self._passthrough: list[str] = []      # record fields that no spec names: collated as they are
         self._bindings, self._raw, self._shape = self._bind(source, transforms, fields, labels, image_options)
         if as_tuple is not None:
             self._shape = "tuple" if as_tuple else "dict"
@@ -347,7 +348,7 @@ class Loader(Fluent):
             else:   # an iterable of values, read lazily: a field may stop early
                 f.prepare(v for chunk in chunks for v in chunk)
         outputs = [o for b in self._bindings for o in b.field.outputs()]
-        names = [o.name for o in outputs] + list(self._raw) + list(getattr(self, "_passthrough", ()))
+        names = [o.name for o in outputs] + list(self._raw) + list(self._passthrough)
         if len(set(names)) != len(names):
             raise ValueError(f"two fields write the same output name: {names}")
         self._outputs = outputs
@@ -507,7 +508,7 @@ class Loader(Fluent):
             arrays = {k: jax.device_put(v if v.dtype != np.int64 else v.astype(np.int32)) for k, v in arrays.items()}
         for name in self._raw:
             arrays[name] = job.extra[name][:n]
-        for name in getattr(self, "_passthrough", ()):
+        for name in self._passthrough:
             arrays[name] = collate_values(job.extra[name][:n], name)
         if self._shape == "single":
             batch = arrays[self._outputs[0].name]
@@ -526,7 +527,7 @@ class _Job:
         self.epoch, self.step, self.idx, self.records = epoch, step, idx, records
         self.lease = pool.acquire()
         self.n = self.kept = len(idx)
-        names = list(loader._raw) + list(getattr(loader, "_passthrough", ()))
+        names = list(loader._raw) + list(loader._passthrough)
         self.extra = {name: [None] * self.n for name in names}
         self.workers = max(loader.workers, 1)
 
