@@ -25,7 +25,20 @@ void fl_worker_free(fl_worker *w)
     memset(w, 0, sizeof(*w));
 }
 
-int fl_read_file(fl_worker *w, const char *path, size_t *size, char *err)
+static int read_all(int fd, uint8_t *buf, size_t n, size_t *got)
+{
+    while (*got < n) {
+        ssize_t r = read(fd, buf + *got, n - *got);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r <= 0)
+            return r < 0 ? errno : -1;
+        *got += (size_t)r;
+    }
+    return 0;
+}
+
+int fl_read_file(fl_worker *w, const char *path, int jpeg_only, size_t *size, char *err)
 {
     /* O_NONBLOCK: a FIFO or device named like an image must not block the
      * worker in open(); only regular files are read, where it has no effect. */
@@ -46,17 +59,23 @@ int fl_read_file(fl_worker *w, const char *path, size_t *size, char *err)
         snprintf(err, FL_ERRLEN, "out of memory reading %zu bytes", n);
         return FL_ERR_NOMEM;
     }
-    while (got < n) {
-        ssize_t r = read(fd, w->file.data + got, n - got);
-        if (r < 0 && errno == EINTR)
-            continue;
-        if (r <= 0) {
-            snprintf(err, FL_ERRLEN, "read failed after %zu of %zu bytes: %s", got, n,
-                     r < 0 ? strerror(errno) : "file shrank while reading");
+    static const uint8_t soi[3] = {0xFF, 0xD8, 0xFF};
+    int e = 0;
+    if (jpeg_only && n >= 3) {
+        e = read_all(fd, w->file.data, 3, &got);
+        if (!e && memcmp(w->file.data, soi, 3) != 0) {
             close(fd);
-            return FL_ERR_IO;
+            snprintf(err, FL_ERRLEN, "not a JPEG stream (no SOI marker)");
+            return FL_NOT_JPEG;
         }
-        got += (size_t)r;
+    }
+    if (!e)
+        e = read_all(fd, w->file.data, n, &got);
+    if (e) {
+        snprintf(err, FL_ERRLEN, "read failed after %zu of %zu bytes: %s", got, n,
+                 e > 0 ? strerror(e) : "file shrank while reading");
+        close(fd);
+        return FL_ERR_IO;
     }
     close(fd);
     if (n == 0) {
@@ -160,20 +179,38 @@ static int plan_box(const fl_plan *p, int w, int h, const fl_rng *rng, fl_rect *
     return FL_OK;
 }
 
+static int process_begun(fl_worker *w, const fl_plan *p, const uint8_t *data, size_t size,
+                         const fl_jpeg_info *info, uint64_t seed, uint64_t epoch, uint64_t index,
+                         void *out, char *err);
+
 int fl_process_jpeg(fl_worker *w, const fl_plan *p, const uint8_t *data, size_t size,
                     uint64_t seed, uint64_t epoch, uint64_t index, void *out, char *err)
 {
     fl_jpeg_info info;
-    int rc = fl_jpeg_read_info(w->jpeg, data, size, &info, err);
+    int rc = fl_jpeg_begin(w->jpeg, data, size, &info, err);   /* the header, parsed once */
     if (rc != FL_OK)
         return rc;
+    return process_begun(w, p, data, size, &info, seed, epoch, index, out, err);
+}
+
+/* fl_process_jpeg once the header is read: every return before the decode
+ * hands the decoder back with fl_jpeg_abort. */
+static int process_begun(fl_worker *w, const fl_plan *p, const uint8_t *data, size_t size,
+                         const fl_jpeg_info *pinfo, uint64_t seed, uint64_t epoch, uint64_t index,
+                         void *out, char *err)
+{
+    const fl_jpeg_info info = *pinfo;
+    int rc;
     if (p->max_pixels > 0 && (int64_t)info.width * info.height > p->max_pixels) {
+        fl_jpeg_abort(w->jpeg);
         snprintf(err, FL_ERRLEN, "image is %dx%d = %lld pixels, over the limit of %lld",
                  info.width, info.height, (long long)info.width * info.height, (long long)p->max_pixels);
         return FL_ERR_TOO_LARGE;
     }
-    if (info.colorspace == FL_CS_CMYK || info.colorspace == FL_CS_YCCK)
+    if (info.colorspace == FL_CS_CMYK || info.colorspace == FL_CS_YCCK) {
+        fl_jpeg_abort(w->jpeg);
         return FL_UNSUPPORTED;   /* colour conversion is the Pillow route's job */
+    }
 
     /* Plan in displayed coordinates (what the Pillow route sees after
      * exif_transpose), then work on the stored image: decode and resample the
@@ -189,8 +226,10 @@ int fl_process_jpeg(fl_worker *w, const fl_plan *p, const uint8_t *data, size_t 
 
     fl_rng rng = fl_rng_for(seed, epoch, index);
     fl_rect dbox;
-    if ((rc = plan_box(p, disp_w, disp_h, &rng, &dbox, err)) != FL_OK)
+    if ((rc = plan_box(p, disp_w, disp_h, &rng, &dbox, err)) != FL_OK) {
+        fl_jpeg_abort(w->jpeg);
         return rc;
+    }
     fl_rect box = stored_box(orientation, dbox, info.width, info.height);
 
     /* Decode the box plus the resampling filter's reach around it. */
@@ -203,13 +242,16 @@ int fl_process_jpeg(fl_worker *w, const fl_plan *p, const uint8_t *data, size_t 
     if (y0 < 0) y0 = 0;
     if (x1 > info.width) x1 = info.width;
     if (y1 > info.height) y1 = info.height;
-    int min_w = (int)ceil(rw * (double)(x1 - x0) / (box.x1 - box.x0));
-    int min_h = (int)ceil(rh * (double)(y1 - y0) / (box.y1 - box.y0));
+    /* DCT scaling keeps the decoded crop at least reducing_gap x the output,
+     * as Pillow's thumbnail(reducing_gap=...) does with draft(). */
+    double gap = p->reducing_gap > 1 ? p->reducing_gap : 1;
+    int min_w = (int)ceil(gap * rw * (double)(x1 - x0) / (box.x1 - box.x0));
+    int min_h = (int)ceil(gap * rh * (double)(y1 - y0) / (box.y1 - box.y0));
 
     fl_view img;
     fl_jpeg_region reg;
-    rc = fl_jpeg_decode_region(w->jpeg, data, size, x0, y0, x1, y1, min_w, min_h, p->max_denom,
-                               0, p->max_pixels, &img, &reg, err);
+    rc = fl_jpeg_decode_begun(w->jpeg, data, size, &info, x0, y0, x1, y1, min_w, min_h, p->max_denom,
+                              0, p->max_pixels, &img, &reg, err);
     if (rc != FL_OK)
         return rc;
 
@@ -224,7 +266,7 @@ int fl_process_jpeg(fl_worker *w, const fl_plan *p, const uint8_t *data, size_t 
     return finish(w, p, &img, b, rw, rh, orient, &rng, out, err);
 }
 
-int fl_process_rgb(fl_worker *w, const fl_plan *p, const fl_view *img,
+int fl_process_rgb(fl_worker *w, const fl_plan *p, const fl_view *img, int full_w, int full_h,
                    uint64_t seed, uint64_t epoch, uint64_t index, void *out, char *err)
 {
     if (img->channels != 3 || img->width < 1 || img->height < 1) {
@@ -232,8 +274,18 @@ int fl_process_rgb(fl_worker *w, const fl_plan *p, const fl_view *img,
                  img->channels, img->width, img->height);
         return FL_ERR_ARG;
     }
+    if (full_w <= 0 || full_h <= 0) {
+        full_w = img->width;
+        full_h = img->height;
+    }
     fl_rng rng = fl_rng_for(seed, epoch, index);
     fl_rect box;
-    int rc = plan_box(p, img->width, img->height, &rng, &box, err);
-    return rc != FL_OK ? rc : finish(w, p, img, box, p->out_w, p->out_h, orient_of(1), &rng, out, err);
+    int rc = plan_box(p, full_w, full_h, &rng, &box, err);
+    if (rc != FL_OK)
+        return rc;
+    double kx = (double)img->width / full_w, ky = (double)img->height / full_h;
+    box = (fl_rect){box.x0 * kx, box.y0 * ky, box.x1 * kx, box.y1 * ky};
+    if (box.x1 > img->width) box.x1 = img->width;
+    if (box.y1 > img->height) box.y1 = img->height;
+    return finish(w, p, img, box, p->out_w, p->out_h, orient_of(1), &rng, out, err);
 }

@@ -64,8 +64,6 @@ cdef extern from "resample.h" nogil:
     void fl_resampler_free(fl_resampler *r)
     int fl_resample(fl_resampler *r, const fl_view *src, fl_rect box,
                     int filter, int antialias, fl_view *dst)
-    int fl_resample_simd_level()
-    void fl_resample_force_portable(int on)
 
 cdef extern from "augment.h" nogil:
     enum:
@@ -83,6 +81,7 @@ cdef extern from "sample.h" nogil:
     ctypedef struct fl_plan:
         fl_geom_op ops[8]
         int nops, out_w, out_h, filter, antialias, max_denom, honour_exif
+        double reducing_gap
         int64_t max_pixels
         double p_hflip, p_vflip, p_rot90, brightness, contrast, saturation
         int dtype, layout
@@ -92,14 +91,20 @@ cdef extern from "sample.h" nogil:
         fl_buffer file
     int fl_worker_init(fl_worker *w)
     void fl_worker_free(fl_worker *w)
-    int fl_read_file(fl_worker *w, const char *path, size_t *size, char *err)
+    int fl_read_file(fl_worker *w, const char *path, int jpeg_only, size_t *size, char *err)
     int fl_process_jpeg(fl_worker *w, const fl_plan *p, const uint8_t *data, size_t size,
                         uint64_t seed, uint64_t epoch, uint64_t index, void *out, char *err)
-    int fl_process_rgb(fl_worker *w, const fl_plan *p, const fl_view *img,
+    int fl_process_rgb(fl_worker *w, const fl_plan *p, const fl_view *img, int full_w, int full_h,
                        uint64_t seed, uint64_t epoch, uint64_t index, void *out, char *err)
 
 cdef extern from "cpu.h" nogil:
-    const char *fl_simd_level()
+    enum:
+        FL_SIMD_PORTABLE, FL_SIMD_SSE41, FL_SIMD_AVX2, FL_SIMD_NEON, FL_SIMD_COUNT
+    int fl_simd
+    int fl_simd_init()
+    int fl_simd_supported(int path)
+    int fl_simd_set(int path)
+    const char *fl_simd_name(int path)
 
 
 cdef inline int view_of(const uint8_t[:, :, :] a, fl_view *v, str name) except -1:

@@ -28,7 +28,7 @@ import threading
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from fastload._kernels import _decode
+from fastload._kernels import _batch
 from fastload.errors import DecodeError
 
 __all__ = ["DEFAULT_MAX_PIXELS", "image_size", "pillow_decode", "read_image"]
@@ -59,12 +59,12 @@ def read_image(src, *, exif: bool = True, max_pixels: int | None = DEFAULT_MAX_P
     array's size tells the scale. ``name`` labels bytes in errors.
     """
     data, name = _read(src, name)
-    if _is_jpeg(data) and _decode.HAVE_LIBJPEG_TURBO:
+    if _is_jpeg(data) and _batch.HAVE_LIBJPEG_TURBO:
         min_size, max_denom = ((0, 0), 1) if draft is None else (_min_size(draft), 8)
         try:
             return _decoder().decode(data, min_size=min_size, max_denom=max_denom, exif=exif,
                                      max_pixels=max_pixels or 0, name=name)[0]
-        except _decode.Unsupported:
+        except _batch.Unsupported:
             pass   # CMYK, or an orientation to apply: Pillow's job
     if draft is None:
         return pillow_decode(data, name, exif=exif, max_pixels=max_pixels)
@@ -72,14 +72,19 @@ def read_image(src, *, exif: bool = True, max_pixels: int | None = DEFAULT_MAX_P
 
 
 def pillow_decode(data, name: str, *, exif: bool = True, max_pixels: int | None = DEFAULT_MAX_PIXELS,
-                  draft_size: tuple[int, int] | None = None):
+                  draft_size=None):
     """Decode bytes-like ``data`` through Pillow; ``name`` labels errors.
 
     Returns a new HxWx3 uint8 array. With ``draft_size=(w, h)`` (in oriented
-    pixels) JPEGs use ``Image.draft`` to decode at the smallest DCT scale
+    pixels), or a function of the oriented (width, height) returning that
+    (or None), JPEGs use ``Image.draft`` to decode at the smallest DCT scale
     keeping them at least w x h, and the result is ``(array, scale_x,
     scale_y)``: an oriented full-resolution coordinate X maps to ``X *
     scale_x`` in the array (1.0 for formats without draft mode).
+
+    The orientation is read after loading: Pillow's TIFF plugin applies the
+    TIFF orientation tag itself on load (and drops the tag), so it is applied
+    exactly once whatever the format.
     """
     if len(data) == 0:
         raise DecodeError(name, "empty file")
@@ -88,10 +93,15 @@ def pillow_decode(data, name: str, *, exif: bool = True, max_pixels: int | None 
             _check_pixels(im.size, max_pixels, name)
             orientation = _orientation(im) if exif else 1
             full = im.size
-            if draft_size is not None:
-                w, h = _min_size(draft_size)
+            want = draft_size(*(full[::-1] if orientation in _SWAPS_AXES else full)) \
+                if callable(draft_size) else draft_size
+            if want is not None and im.format == "JPEG":
+                w, h = _min_size(want)
                 im.draft(None, (h, w) if orientation in _SWAPS_AXES else (w, h))
             im.load()
+            if exif and im.format == "TIFF":
+                orientation = _orientation(im)   # 1 once Pillow has applied it
+                full = im.size
             scale = im.size[0] / full[0], im.size[1] / full[1]
             if orientation in _TRANSPOSE:
                 im = im.transpose(_TRANSPOSE[orientation])
@@ -124,7 +134,7 @@ def _size_from(f, exif: bool, name: str) -> tuple[int, int]:
     head = f.read(_HEADER_BYTES)
     if not head:
         raise DecodeError(name, "empty file")
-    if _is_jpeg(head) and _decode.HAVE_LIBJPEG_TURBO:
+    if _is_jpeg(head) and _batch.HAVE_LIBJPEG_TURBO:
         try:
             info = _decoder().info(head, name)
         except DecodeError:   # the header may go on past what was read
@@ -145,10 +155,10 @@ def _size_from(f, exif: bool, name: str) -> tuple[int, int]:
     return (h, w) if exif and orientation in _SWAPS_AXES else (w, h)
 
 
-def _decoder() -> _decode.JpegDecoder:
+def _decoder() -> _batch.JpegDecoder:
     d = getattr(_local, "jpeg", None)
     if d is None:
-        d = _local.jpeg = _decode.JpegDecoder()
+        d = _local.jpeg = _batch.JpegDecoder()
     return d
 
 
