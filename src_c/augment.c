@@ -598,6 +598,44 @@ void fl_color_jitter(fl_view *img, float brightness, float contrast, float satur
     }
 }
 
+/* ---- hue ----------------------------------------------------------------- */
+
+void fl_adjust_hue(fl_view *img, float factor)
+{
+    if (!img || !img->data || img->channels < 3 || factor == 0.f)
+        return;
+    const int ch = img->channels;
+    for (int y = 0; y < img->height; y++) {
+        uint8_t *p = img->data + y * img->stride;
+        for (int x = 0; x < img->width; x++, p += ch) {
+            float r = p[0] / 255.f, g = p[1] / 255.f, b = p[2] / 255.f;
+            float maxc = fmaxf(r, fmaxf(g, b)), minc = fminf(r, fminf(g, b));
+            if (maxc == minc)
+                continue;   /* grey: no hue to turn */
+            float cr = maxc - minc, s = cr / maxc;
+            float rc = (maxc - r) / cr, gc = (maxc - g) / cr, bc = (maxc - b) / cr;
+            float h = maxc == r ? bc - gc : maxc == g ? 2.f + rc - bc : 4.f + gc - rc;
+            h = fmodf(h / 6.f + 1.f, 1.f);
+            h = fmodf(h + factor + 1.f, 1.f);
+            float i = floorf(h * 6.f), f = h * 6.f - i, v = maxc;
+            float pp = fminf(fmaxf(v * (1.f - s), 0.f), 1.f);
+            float q = fminf(fmaxf(v * (1.f - s * f), 0.f), 1.f);
+            float t = fminf(fmaxf(v * (1.f - s * (1.f - f)), 0.f), 1.f);
+            float o[3];
+            switch ((int)i % 6) {
+            case 0: o[0] = v; o[1] = t; o[2] = pp; break;
+            case 1: o[0] = q; o[1] = v; o[2] = pp; break;
+            case 2: o[0] = pp; o[1] = v; o[2] = t; break;
+            case 3: o[0] = pp; o[1] = q; o[2] = v; break;
+            case 4: o[0] = t; o[1] = pp; o[2] = v; break;
+            default: o[0] = v; o[1] = pp; o[2] = q; break;
+            }
+            for (int c = 0; c < 3; c++)
+                p[c] = to_u8(clamp255(o[c] * 255.f));
+        }
+    }
+}
+
 /* ---- write into the batch slot ------------------------------------------ */
 
 /* Output pixel (i, j) reads source pixel at byte offset o00 + i*di + j*dj:

@@ -25,7 +25,8 @@ typedef struct {
     int honour_exif;
     int64_t max_pixels;           /* 0: no limit */
     double p_hflip, p_vflip, p_rot90;
-    double brightness, contrast, saturation;   /* jitter strengths; factor ~ U[max(0, 1-s), 1+s] */
+    double jitter[4][2];          /* brightness, contrast, saturation, hue: factor ~ U[lo, hi];
+                                   * lo == hi draws nothing (1, 1, 1, 0: unchanged) */
     int dtype, layout;
     int perm[4];
     const void *lut;              /* channels x 256 entries of dtype */

@@ -109,7 +109,7 @@ plans = st.builds(lambda t, dtype, layout, exif, dct, mp: (t, dict(
                   st.sampled_from(range(len(TRANSFORMS))), st.sampled_from(["uint8", "float16", "float32"]),
                   st.sampled_from(["NCHW", "NHWC"]), st.booleans(), st.booleans(), st.sampled_from(MAX_PIXELS))
 # Never "arg" (a plan or geometry bug), "nomem" or "io" on in-memory bytes.
-ALLOWED = {code for code, name in _batch.FL_STATUS.items() if name in ("ok", "not_jpeg", "unsupported", "decode", "too_large")}
+ALLOWED = {code for code, name in _batch.FL_STATUS.items() if name in ("ok", "not_jpeg", "unsupported", "decode", "too_large", "crop")}
 
 
 def output_shape(size, layout):

@@ -67,7 +67,9 @@ static void make_plans(void)
     plans[1].nops = 1, plans[1].out_w = 16, plans[1].out_h = 16;
     plans[1].filter = FL_BILINEAR, plans[1].antialias = 1, plans[1].max_denom = 8;
     plans[1].p_hflip = 0.5, plans[1].p_vflip = 0.5, plans[1].p_rot90 = 0.5;
-    plans[1].brightness = plans[1].contrast = plans[1].saturation = 0.4;
+    for (int j = 0; j < 3; j++)
+        plans[1].jitter[j][0] = 0.6, plans[1].jitter[j][1] = 1.4;
+    plans[1].jitter[3][0] = -0.2, plans[1].jitter[3][1] = 0.2;
     plans[1].dtype = FL_F32, plans[1].layout = FL_NCHW, plans[1].lut = lut_f32;
     /* 2: Resize(20) + CenterCrop(16), nearest, float16 NHWC, no DCT scaling */
     plans[2].ops[0] = op(FL_GEOM_RESIZE, 20, 0, 0, 0, 0);
@@ -181,6 +183,12 @@ static void run_rgb(fl_worker *w)
 int main(int argc, char **argv)
 {
     make_plans();
+    plans[2].ops[1].pad = 1;   /* CenterCrop pads an image smaller than the crop */
+    plans[2].ops[1].fill[0] = 10, plans[2].ops[1].fill[1] = 20, plans[2].ops[1].fill[2] = 30;
+    for (int i = 0; i < NPLANS; i++)   /* unset jitter ranges: factor 1, hue 0 */
+        for (int j = 0; j < 3; j++)
+            if (plans[i].jitter[j][0] == 0 && plans[i].jitter[j][1] == 0)
+                plans[i].jitter[j][0] = plans[i].jitter[j][1] = 1;
     fl_worker w;
     if (fl_worker_init(&w) != FL_OK)
         return 2;

@@ -38,7 +38,7 @@ import zlib
 
 import numpy as np
 
-EXPECTED = {"ok", "not_jpeg", "unsupported", "decode", "too_large", "value_error", "geometry"}
+EXPECTED = {"ok", "not_jpeg", "unsupported", "decode", "too_large", "value_error", "geometry", "crop"}
 
 
 # -- seeds and mutations ----------------------------------------------------------------------

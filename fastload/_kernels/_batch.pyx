@@ -30,7 +30,7 @@ fl_simd_init()
 
 FL_STATUS = {FL_OK: "ok", FL_NOT_JPEG: "not_jpeg", FL_UNSUPPORTED: "unsupported",
              FL_ERR_DECODE: "decode", FL_ERR_NOMEM: "nomem", FL_ERR_TOO_LARGE: "too_large",
-             FL_ERR_IO: "io", FL_ERR_ARG: "arg"}
+             FL_ERR_IO: "io", FL_ERR_ARG: "arg", FL_ERR_CROP: "crop"}
 OK = FL_OK
 NOT_JPEG = FL_NOT_JPEG
 UNSUPPORTED = FL_UNSUPPORTED
@@ -55,8 +55,11 @@ cdef class Plan:
         if len(ops) > FL_GEOM_MAX_OPS:
             raise ValueError(f"at most {FL_GEOM_MAX_OPS} geometric transforms")
         memset(&self.p, 0, sizeof(fl_plan))
-        for i, (kind, h, w, max_size, slo, shi, rlo, rhi) in enumerate(ops):
+        for i, (kind, h, w, max_size, slo, shi, rlo, rhi, pad, fill) in enumerate(ops):
             self.p.ops[i].kind = kind
+            self.p.ops[i].pad = pad
+            for c in range(3):
+                self.p.ops[i].fill[c] = fill[c]
             self.p.ops[i].h = h
             self.p.ops[i].w = w
             self.p.ops[i].max_size = max_size
@@ -70,7 +73,8 @@ cdef class Plan:
         self.p.reducing_gap = reducing_gap
         self.p.honour_exif, self.p.max_pixels = exif, max_pixels
         self.p.p_hflip, self.p.p_vflip, self.p.p_rot90 = p_hflip, p_vflip, p_rot90
-        self.p.brightness, self.p.contrast, self.p.saturation = jitter
+        for i, (lo, hi) in enumerate(jitter):   # brightness, contrast, saturation, hue
+            self.p.jitter[i][0], self.p.jitter[i][1] = lo, hi
         self.p.dtype, self.p.layout = dtype, layout
         for c in range(3):
             self.p.perm[c] = perm[c]
@@ -80,11 +84,15 @@ cdef class Plan:
         self.p.lut = cnp.PyArray_DATA(self.lut)
 
     def box(self, int width, int height, uint64_t seed, uint64_t epoch, uint64_t index):
-        """The source rectangle and output size this plan picks for one sample (for tests)."""
+        """The source rectangle (of the part not padded) and output size this plan picks for one sample."""
         cdef fl_rng rng = fl_rng_for(seed, epoch, index)
         cdef fl_rect b
+        cdef fl_pad pad
         cdef int ow, oh
-        if fl_geom_plan(self.p.ops, self.p.nops, width, height, &rng, &b, &ow, &oh) != FL_OK:
+        cdef int rc = fl_geom_plan(self.p.ops, self.p.nops, width, height, &rng, &b, &ow, &oh, &pad)
+        if rc == FL_ERR_CROP:
+            raise ValueError(f"the {width}x{height} image is smaller than the crop")
+        if rc != FL_OK:
             raise ValueError("invalid geometry")
         return (b.x0, b.y0, b.x1, b.y1), (oh, ow)
 
@@ -286,12 +294,14 @@ cdef int _dtype_code(const char *fmt, Py_ssize_t itemsize) except -1:
     raise ValueError(f"unsupported output dtype (format {fmt.decode()!r}); use uint8, float16 or float32")
 
 
-def color_jitter(uint8_t[:, :, :] img not None, float brightness, float contrast, float saturation):
-    """Brightness, contrast, saturation in place on an HxWxC uint8 image."""
+def color_jitter(uint8_t[:, :, :] img not None, float brightness, float contrast, float saturation,
+                 float hue=0):
+    """Brightness, contrast, saturation, then hue, in place on an HxWxC uint8 image."""
     cdef fl_view v
     view_of(img, &v, "img")
     with nogil:
         fl_color_jitter(&v, brightness, contrast, saturation)
+        fl_adjust_hue(&v, hue)
 
 
 def write_sample(const uint8_t[:, :, :] src not None, out, int rot90, bint hflip, bint vflip,

@@ -5,7 +5,7 @@ from libc.stdint cimport uint8_t, uint64_t, int64_t
 cdef extern from "fl_common.h" nogil:
     enum:
         FL_OK, FL_NOT_JPEG, FL_UNSUPPORTED, FL_ERR_DECODE, FL_ERR_NOMEM,
-        FL_ERR_TOO_LARGE, FL_ERR_IO, FL_ERR_ARG, FL_ERRLEN
+        FL_ERR_TOO_LARGE, FL_ERR_IO, FL_ERR_ARG, FL_ERR_CROP, FL_ERRLEN
     ctypedef struct fl_view:
         uint8_t *data
         int width, height, channels
@@ -29,10 +29,14 @@ cdef extern from "geometry.h" nogil:
         FL_GEOM_RESIZE, FL_GEOM_CENTER_CROP, FL_GEOM_RANDOM_CROP,
         FL_GEOM_RANDOM_RESIZED_CROP, FL_GEOM_MAX_OPS
     ctypedef struct fl_geom_op:
-        int kind, h, w, max_size
+        int kind, h, w, max_size, pad
+        uint8_t fill[3]
         double scale_lo, scale_hi, log_ratio_lo, log_ratio_hi
+    ctypedef struct fl_pad:
+        int x0, y0, x1, y1
+        uint8_t fill[3]
     int fl_geom_plan(const fl_geom_op *ops, int nops, int src_w, int src_h,
-                     const fl_rng *rng, fl_rect *box, int *out_w, int *out_h)
+                     const fl_rng *rng, fl_rect *box, int *out_w, int *out_h, fl_pad *pad)
 
 cdef extern from "jpeg_decode.h" nogil:
     ctypedef struct fl_jpeg_info:
@@ -74,6 +78,7 @@ cdef extern from "augment.h" nogil:
         int dtype, layout
         int height, width, channels
     void fl_color_jitter(fl_view *img, float brightness, float contrast, float saturation)
+    void fl_adjust_hue(fl_view *img, float factor)
     int fl_write_sample(const fl_view *src, int rot90, int hflip, int vflip,
                         const int *perm, const void *lut, fl_out *out)
 
@@ -83,7 +88,8 @@ cdef extern from "sample.h" nogil:
         int nops, out_w, out_h, filter, antialias, max_denom, honour_exif
         double reducing_gap
         int64_t max_pixels
-        double p_hflip, p_vflip, p_rot90, brightness, contrast, saturation
+        double p_hflip, p_vflip, p_rot90
+        double jitter[4][2]
         int dtype, layout
         int perm[4]
         const void *lut

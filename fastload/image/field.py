@@ -72,7 +72,7 @@ def compile_plan(transforms: Sequence, *, dtype="float32", layout: str = "NCHW",
         raise ValueError(f"reducing_gap must be a number >= 1, got {reducing_gap!r}")
     if interpolation is not None and interpolation not in INTERPOLATIONS:
         raise ValueError(f"interpolation must be one of {sorted(INTERPOLATIONS)}, got {interpolation!r}")
-    geometry, flips, jitter, normalize, size = [], {}, (0.0, 0.0, 0.0), None, None
+    geometry, flips, jitter, normalize, size = [], {}, ColorJitter().ranges(), None, None
     seen_pixel_op = False
     for t in transforms:
         if normalize is not None:
@@ -86,7 +86,7 @@ def compile_plan(transforms: Sequence, *, dtype="float32", layout: str = "NCHW",
         elif isinstance(t, PixelOp):
             seen_pixel_op = True
             if isinstance(t, ColorJitter):
-                jitter = (t.brightness, t.contrast, t.saturation)
+                jitter = t.ranges()
             else:
                 flips[type(t)] = t.p
         elif isinstance(t, Normalize):
@@ -96,9 +96,6 @@ def compile_plan(transforms: Sequence, *, dtype="float32", layout: str = "NCHW",
     if size is None:
         raise ValueError("the transforms must end with a fixed output size (Resize((h, w)), a crop, "
                          "or RandomResizedCrop) so that samples can be batched")
-    pads = [g for g in geometry if getattr(g, "pads", False)]
-    if pads and pads[-1] is not geometry[-1]:
-        raise ValueError(f"{pads[-1]!r} may pad the image: it must be the last geometric transform")
     if flips.get(RandomRotate90, 0) > 0 and size[0] != size[1]:
         raise ValueError(f"RandomRotate90 needs a square output, got {size}")
     resampling = [g for g in geometry if g.interpolation is not None]
