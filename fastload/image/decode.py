@@ -45,8 +45,21 @@ _TRANSPOSE = {
     6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE, 8: Image.Transpose.ROTATE_90,
 }
 _SWAPS_AXES = (5, 6, 7, 8)
+_INVERSE = {2: 2, 3: 3, 4: 4, 5: 5, 6: 8, 7: 7, 8: 6}   # the transpose that undoes each orientation
 _HEADER_BYTES = 1 << 16   # enough for most JPEG headers; image_size reads on if not
 _local = threading.local()
+
+
+def _pillow_orients_tiff() -> bool:
+    """Whether this Pillow applies a TIFF's orientation tag itself (Pillow >= 8.2 does, on open:
+    ``size`` is already the displayed one, and ``load`` transposes the pixels)."""
+    buf = io.BytesIO()
+    Image.new("L", (2, 1)).save(buf, "TIFF", tiffinfo={_ORIENTATION_TAG: 6})
+    with Image.open(buf) as im:
+        return im.size == (1, 2)
+
+
+_PILLOW_ORIENTS_TIFF = _pillow_orients_tiff()
 
 
 def read_image(src, *, exif: bool = True, max_pixels: int | None = DEFAULT_MAX_PIXELS,
@@ -82,9 +95,9 @@ def pillow_decode(data, name: str, *, exif: bool = True, max_pixels: int | None 
     scale_y)``: an oriented full-resolution coordinate X maps to ``X *
     scale_x`` in the array (1.0 for formats without draft mode).
 
-    The orientation is read after loading: Pillow's TIFF plugin applies the
-    TIFF orientation tag itself on load (and drops the tag), so it is applied
-    exactly once whatever the format.
+    Pillow's TIFF plugin applies the TIFF orientation tag itself, so for TIFF
+    it is not applied again: exactly once whatever the format (and undone with
+    ``exif=False``).
     """
     if len(data) == 0:
         raise DecodeError(name, "empty file")
@@ -92,6 +105,11 @@ def pillow_decode(data, name: str, *, exif: bool = True, max_pixels: int | None 
         with Image.open(io.BytesIO(data)) as im:
             _check_pixels(im.size, max_pixels, name)
             orientation = _orientation(im) if exif else 1
+            if im.format == "TIFF" and _PILLOW_ORIENTS_TIFF:
+                if not exif:   # undo Pillow's turn: the stored pixels were asked for
+                    orientation = _INVERSE.get(_orientation(im), 1)
+                else:
+                    orientation = 1
             full = im.size
             want = draft_size(*(full[::-1] if orientation in _SWAPS_AXES else full)) \
                 if callable(draft_size) else draft_size
@@ -99,9 +117,6 @@ def pillow_decode(data, name: str, *, exif: bool = True, max_pixels: int | None 
                 w, h = _min_size(want)
                 im.draft(None, (h, w) if orientation in _SWAPS_AXES else (w, h))
             im.load()
-            if exif and im.format == "TIFF":
-                orientation = _orientation(im)   # 1 once Pillow has applied it
-                full = im.size
             scale = im.size[0] / full[0], im.size[1] / full[1]
             if orientation in _TRANSPOSE:
                 im = im.transpose(_TRANSPOSE[orientation])
@@ -142,17 +157,21 @@ def _size_from(f, exif: bool, name: str) -> tuple[int, int]:
             if not rest:
                 raise
             info = _decoder().info(head + rest, name)
-        w, h, orientation = info["width"], info["height"], info["orientation"]
+        w, h, orientation = info["width"], info["height"], info["orientation"] if exif else 1
     else:
         f.seek(0)
         try:
             with Image.open(f) as im:
-                (w, h), orientation = im.size, _orientation(im) if exif else 1
+                (w, h), orientation = im.size, _orientation(im)
+                if im.format == "TIFF" and _PILLOW_ORIENTS_TIFF:   # size is already the displayed one
+                    orientation = 1 if exif else _INVERSE.get(orientation, 1)
+                elif not exif:
+                    orientation = 1
         except MemoryError:
             raise
         except Exception as e:
             raise _pillow_failed(e, head, name) from e
-    return (h, w) if exif and orientation in _SWAPS_AXES else (w, h)
+    return (h, w) if orientation in _SWAPS_AXES else (w, h)
 
 
 def _decoder() -> _batch.JpegDecoder:

@@ -112,7 +112,9 @@ def compile_plan(transforms: Sequence, *, dtype="float32", layout: str = "NCHW",
         lut = lut.view(np.uint16)
     plan = _batch.Plan(
         [g.op() for g in geometry], size[1], size[0],
-        filter=INTERPOLATIONS[interp], antialias=antialias, max_denom=8 if dct_scale else 1,
+        # nearest returns source pixels: a DCT-scaled decode has none to return
+        filter=INTERPOLATIONS[interp], antialias=antialias,
+        max_denom=8 if dct_scale and interp != "nearest" else 1,
         reducing_gap=float(reducing_gap),
         exif=exif, max_pixels=max_pixels or 0,
         p_hflip=flips.get(RandomHorizontalFlip, 0.0), p_vflip=flips.get(RandomVerticalFlip, 0.0),
