@@ -581,7 +581,9 @@ int fl_resample(fl_resampler *r, const fl_view *src, fl_rect box,
     int x_first = 0, y_first = 0;
     int need_h = !is_identity(bx0, bx1, ow, &x_first);
     int need_v = !is_identity(by0, by1, oh, &y_first);
+#if FL_X86_DISPATCH
     const int simd = fl_simd == FL_SIMD_AVX2;   /* the AVX2 horizontal pass needs expanded taps */
+#endif
 
     axis_plan ph = plan_axis(iw, bx0, bx1, ow, filter, antialias);
     axis_plan pv = plan_axis(ih, by0, by1, oh, filter, antialias);
@@ -602,7 +604,9 @@ int fl_resample(fl_resampler *r, const fl_view *src, fl_rect box,
     uint8_t *base = (uint8_t *)align_up((size_t)r->taps.data);
     int32_t *hb = (int32_t *)base;
     int32_t *hk = (int32_t *)(base + sz_hb);
+#if FL_X86_DISPATCH
     int32_t *hv = (int32_t *)(base + sz_hb + sz_hk);
+#endif
     int32_t *vb = (int32_t *)(base + sz_hb + sz_hk + sz_vk8);
     int32_t *vk = (int32_t *)(base + sz_hb + sz_hk + sz_vk8 + sz_vb);
     double *w = (double *)(base + sz_hb + sz_hk + sz_vk8 + sz_vb + sz_vk);
