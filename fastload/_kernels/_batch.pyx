@@ -83,6 +83,11 @@ cdef class Plan:
             raise ValueError("lut must be (3, 256)")
         self.p.lut = cnp.PyArray_DATA(self.lut)
 
+    @property
+    def max_denom(self):
+        """The largest DCT scale-down a decoder may use for this plan (1: none)."""
+        return self.p.max_denom
+
     def box(self, int width, int height, uint64_t seed, uint64_t epoch, uint64_t index):
         """The source rectangle (of the part not padded) and output size this plan picks for one sample."""
         cdef fl_rng rng = fl_rng_for(seed, epoch, index)

@@ -140,7 +140,7 @@ class ImageField(Field):
         self.name = name
         self.transforms = list(transforms)
         self.dtype, self.layout, self.exif, self.max_pixels = _dtype_name(dtype), layout, exif, max_pixels
-        self.dct_scale, self.reducing_gap = dct_scale, reducing_gap
+        self.reducing_gap = reducing_gap
         self.plan, self.size = compile_plan(
             self.transforms, dtype=self.dtype, layout=layout, exif=exif, max_pixels=max_pixels,
             dct_scale=dct_scale, reducing_gap=reducing_gap, interpolation=interpolation,
@@ -182,7 +182,7 @@ class ImageField(Field):
     def _pillow_route(self, worker, value, item, index, ctx, out_row):
         """Decode through Pillow (JPEGs DCT-scaled by draft() as far as the plan allows) and finish in C."""
         plan = self.plan
-        gap = self.reducing_gap if self.dct_scale else None
+        gap = self.reducing_gap if plan.max_denom > 1 else None
 
         def draft_size(w, h):
             if gap is None:
