@@ -1,8 +1,12 @@
 """Declares fastload's compiled extensions; all metadata lives in pyproject.toml.
 
+Two extensions: ``_batch``, the whole sample path (decode, resample, augment,
+write), and ``_tokenize``. Each C source is compiled once, and the sources of
+all extensions compile in parallel (one job per CPU, or FASTLOAD_BUILD_JOBS).
+
 libjpeg-turbo is linked when its headers are found (FASTLOAD_JPEG_PREFIX, pkg-config,
-or the usual prefixes). Without it the build still succeeds: JPEGs then go through
-Pillow's own bundled libjpeg-turbo, and ``fastload.features()`` says so.
+or the usual prefixes). Without it (or with FASTLOAD_NO_LIBJPEG=1) the build still
+succeeds: JPEGs then go through Pillow, and ``fastload.features()`` says so.
 """
 import os
 import re
@@ -10,9 +14,12 @@ import shlex
 import subprocess
 import sys
 
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy
 from Cython.Build import cythonize
 from setuptools import Extension, setup
+from setuptools.command.build_ext import build_ext
 
 
 def find_libjpeg_turbo():
@@ -73,17 +80,48 @@ def ext(name, c_sources, use_jpeg=False):
 
 
 extensions = [
-    ext("_decode", ["buffer", "jpeg_decode"], use_jpeg=True),
-    ext("_resample", ["buffer", "resample"]),
-    ext("_augment", ["augment"]),
     ext("_batch", ["buffer", "cpu", "jpeg_decode", "resample", "augment", "geometry", "sample"], use_jpeg=True),
     ext("_tokenize", []),
 ]
-only = os.environ.get("FASTLOAD_EXTENSIONS")  # development: rebuild a subset, e.g. "_resample,_batch"
+only = os.environ.get("FASTLOAD_EXTENSIONS")  # development: rebuild a subset, e.g. "_batch"
 if only:
     extensions = [e for e in extensions if e.name.rsplit(".", 1)[1] in only.split(",")]
+
+
+class ParallelBuildExt(build_ext):
+    """Compile every source of every extension at once, then link each extension.
+
+    setuptools compiles one extension's sources one after another; here all of
+    them go through a thread pool (the compiler is a subprocess, so threads
+    suffice) and each extension is then linked from those objects.
+    """
+
+    def build_extensions(self):
+        self.check_extensions_list(self.extensions)
+        jobs = int(os.environ.get("FASTLOAD_BUILD_JOBS") or self.parallel or os.cpu_count() or 1)
+        compile_one = self.compiler.compile
+
+        def compile_source(ext, src):
+            return compile_one([src], output_dir=self.build_temp, include_dirs=ext.include_dirs,
+                               macros=list(ext.define_macros) + [(u,) for u in ext.undef_macros],
+                               debug=self.debug, extra_postargs=ext.extra_compile_args or [],
+                               depends=ext.depends)
+
+        work = [(ext, src) for ext in self.extensions for src in ext.sources]
+        with ThreadPoolExecutor(max(1, jobs)) as pool:
+            objects = dict(zip([(ext.name, src) for ext, src in work],
+                               pool.map(lambda w: compile_source(*w), work)))
+        for ext in self.extensions:
+            self.compiler.compile = lambda sources, *a, _n=ext.name, **k: \
+                [o for src in sources for o in objects[(_n, src)]]
+            try:
+                self.build_extension(ext)
+            finally:
+                self.compiler.compile = compile_one
+
 
 setup(
     ext_modules=cythonize(extensions, language_level=3, compiler_directives={
         "boundscheck": False, "wraparound": False, "cdivision": True, "initializedcheck": False}),
+    cmdclass={"build_ext": ParallelBuildExt},
 )

@@ -8,6 +8,7 @@ __version__ = "0.1.0"
 
 from .errors import DecodeError, FastloadError, RecordError, StageError
 from .features import features
+from .image.field import Image
 from .ops.augment import ColorJitter, RandomHorizontalFlip, RandomRotate90, RandomVerticalFlip
 from .ops.geometry import CenterCrop, RandomCrop, RandomResizedCrop, Resize
 from .ops.labels import Labels
@@ -29,7 +30,7 @@ from .sources.align import join, key_by, stem, zip  # noqa: A004 (fastload.zip i
 
 __all__ = [
     "ArrayRecords", "augment", "CenterCrop", "ColorJitter", "CSVRows", "DecodeError",
-    "FastloadError", "features", "Field", "GeneratorPipeline", "ImageFiles", "ImageFolder",
+    "FastloadError", "features", "Field", "GeneratorPipeline", "Image", "ImageFiles", "ImageFolder",
     "IterableRecords", "join", "JSONRecords", "key_by", "Labels", "ListSource", "Loader", "mix",
     "Normalize", "Numeric", "Output", "RandomCrop", "RandomHorizontalFlip", "RandomResizedCrop",
     "RandomRotate90", "RandomVerticalFlip", "read_images", "RecordError", "rescale", "Resize",

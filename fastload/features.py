@@ -15,11 +15,13 @@ def jpeg_path() -> str:
     from PIL import features as pil_features
     turbo = pil_features.version_feature("libjpeg_turbo")
     lib = f"libjpeg-turbo {turbo}" if turbo else f"libjpeg {pil_features.version('jpg')}"
-    return f"Pillow's {lib} (fastload was built without libjpeg-turbo)"
+    return (f"Pillow's {lib}, DCT-scaled by draft() (fastload was built without libjpeg-turbo; for the "
+            f"linked route install its headers, e.g. apt install libjpeg62-turbo-dev or brew install "
+            f"jpeg-turbo, then pip install --force-reinstall --no-binary fastload fastload)")
 
 
 def features() -> dict:
-    """Decoder path and version, SIMD level, Pillow flavour, optional integrations present."""
+    """Decoder path and version, SIMD path, Pillow flavour, optional integrations present."""
     import PIL
 
     from . import __version__
@@ -29,7 +31,8 @@ def features() -> dict:
         "fastload": __version__,
         "jpeg_decoder": jpeg_path(),
         "libjpeg_turbo_linked": jpeg != "none",
-        "simd": _batch.simd_level(),
+        "simd": _batch.simd(),               # the path the kernels run
+        "simd_paths": _batch.simd_paths(),   # every path this CPU can run (tests force each)
         "pillow": PIL.__version__,
         "pillow_simd": ".post" in PIL.__version__,   # pillow-simd versions read like 9.0.0.post1
         "numba": importlib.util.find_spec("numba") is not None,

@@ -16,6 +16,11 @@ enum { FL_NCHW = 0, FL_NHWC = 1 };
  * step); saturation blends each pixel towards its own luma. */
 void fl_color_jitter(fl_view *img, float brightness, float contrast, float saturation);
 
+/* Shift the hue of an RGB image in place by `factor` turns (-0.5..0.5), as
+ * torchvision's adjust_hue: RGB in [0, 1] to HSV, h = (h + factor) mod 1,
+ * back to RGB, in float; rounded to nearest at the end. */
+void fl_adjust_hue(fl_view *img, float factor);
+
 /* Destination of one sample inside a batch buffer. */
 typedef struct {
     void *data;          /* first element of this sample */

@@ -1,9 +1,38 @@
-/* Which SIMD instruction sets this CPU offers, decided at run time so one
- * wheel runs everywhere and still uses the wide paths where they exist. */
+/* The one SIMD dispatch of the compiled kernels. Every kernel with a vector
+ * path (resampling, colour jitter) reads fl_simd and runs that path; all
+ * paths give the portable loops' results bit for bit. The path is chosen
+ * once, when the extension is imported (fl_simd_init), from what the CPU
+ * offers, so one wheel runs everywhere and uses the widest path it has. */
 #ifndef FL_CPU_H
 #define FL_CPU_H
 
-/* "avx512", "avx2", "sse4.1", "sse2", "neon" or "generic"; static storage. */
-const char *fl_simd_level(void);
+enum { FL_SIMD_PORTABLE = 0, FL_SIMD_SSE41 = 1, FL_SIMD_AVX2 = 2, FL_SIMD_NEON = 3, FL_SIMD_COUNT = 4 };
+
+/* The path the kernels run now (FL_SIMD_*). */
+extern int fl_simd;
+
+/* Choose the widest path this CPU and build support; returns it. */
+int fl_simd_init(void);
+
+/* Whether this build has `path` and this CPU can run it. */
+int fl_simd_supported(int path);
+
+/* Pin `path` process-wide (tests and benchmarks; not while other threads run
+ * kernels). FL_OK, or FL_ERR_ARG when unsupported. */
+int fl_simd_set(int path);
+
+/* "portable", "sse4.1", "avx2", "neon"; static storage. */
+const char *fl_simd_name(int path);
+
+#if (defined(__x86_64__) || defined(__i386__)) && defined(__GNUC__)
+#define FL_X86 1
+#else
+#define FL_X86 0
+#endif
+#if defined(__aarch64__) && defined(__ARM_NEON)
+#define FL_NEON 1
+#else
+#define FL_NEON 0
+#endif
 
 #endif

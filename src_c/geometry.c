@@ -69,16 +69,58 @@ static void random_resized_crop(vimage *v, const fl_geom_op *op, const fl_rng *r
     crop(v, (v->vw - w) / 2, (v->vh - h) / 2, w, h);
 }
 
+/* Where a crop of `c` pixels starts on an axis of `n` when it is larger:
+ * torchvision pads first, so the start is negative. */
+static int center_pad_start(int n, int c) { return -((c - n) / 2); }
+
 int fl_geom_plan(const fl_geom_op *ops, int nops, int src_w, int src_h,
-                 const fl_rng *rng, fl_rect *box, int *out_w, int *out_h)
+                 const fl_rng *rng, fl_rect *box, int *out_w, int *out_h, fl_pad *pad)
 {
     if (src_w < 1 || src_h < 1 || nops < 0 || nops > FL_GEOM_MAX_OPS)
         return FL_ERR_ARG;
     vimage v = {src_w, src_h, 0.0, 0.0, 1.0, 1.0};
+    const uint8_t *fill = NULL;
     for (int i = 0; i < nops; i++) {
         const fl_geom_op *op = &ops[i];
         uint64_t slot = FL_SLOT_GEOMETRY + 64 * (uint64_t)i;
         int w = op->w < v.vw ? op->w : v.vw, h = op->h < v.vh ? op->h : v.vh;
+        int larger = op->w > v.vw || op->h > v.vh;
+        if ((op->kind == FL_GEOM_CENTER_CROP || op->kind == FL_GEOM_RANDOM_CROP) && larger) {
+            if (!op->pad)
+                return FL_ERR_CROP;
+            if (i != nops - 1)
+                return FL_ERR_CROP;   /* padding is one resample: only the last op may pad */
+            int left, top;
+            if (op->kind == FL_GEOM_CENTER_CROP) {
+                left = op->w > v.vw ? center_pad_start(v.vw, op->w) : (int)rint((v.vw - op->w) / 2.0);
+                top = op->h > v.vh ? center_pad_start(v.vh, op->h) : (int)rint((v.vh - op->h) / 2.0);
+            } else {   /* padded by (crop - size) on both sides of a short axis, then a random crop */
+                int px = op->w > v.vw ? op->w - v.vw : 0, py = op->h > v.vh ? op->h - v.vh : 0;
+                top = (int)(fl_rng_uniform(rng, slot) * (v.vh + 2 * py - op->h + 1)) - py;
+                left = (int)(fl_rng_uniform(rng, slot + 1) * (v.vw + 2 * px - op->w + 1)) - px;
+            }
+            fill = op->fill;
+            int iw = v.vw, ih = v.vh;   /* the image's extent in the crop: [-left, iw - left) */
+            crop(&v, left, top, op->w, op->h);
+            int x0 = -left > 0 ? -left : 0, y0 = -top > 0 ? -top : 0;
+            int x1 = iw - left < op->w ? iw - left : op->w, y1 = ih - top < op->h ? ih - top : op->h;
+            if (x1 <= x0 || y1 <= y0)
+                return FL_ERR_ARG;
+            box->x0 = v.ox + x0 * v.sx;
+            box->y0 = v.oy + y0 * v.sy;
+            box->x1 = v.ox + x1 * v.sx;
+            box->y1 = v.oy + y1 * v.sy;
+            if (box->x0 < 0) box->x0 = 0;
+            if (box->y0 < 0) box->y0 = 0;
+            if (box->x1 > src_w) box->x1 = src_w;
+            if (box->y1 > src_h) box->y1 = src_h;
+            if (pad) {
+                *pad = (fl_pad){x0, y0, x1, y1, {fill[0], fill[1], fill[2]}};
+            }
+            *out_w = v.vw;
+            *out_h = v.vh;
+            return pad ? FL_OK : FL_ERR_ARG;
+        }
         switch (op->kind) {
         case FL_GEOM_RESIZE:
             if (op->h < 1 || op->w < 0)
@@ -118,5 +160,7 @@ int fl_geom_plan(const fl_geom_op *ops, int nops, int src_w, int src_h,
     if (box->y1 > src_h) box->y1 = src_h;
     *out_w = v.vw;
     *out_h = v.vh;
+    if (pad)
+        *pad = (fl_pad){0, 0, v.vw, v.vh, {0, 0, 0}};
     return FL_OK;
 }

@@ -22,15 +22,27 @@ typedef struct {
     int kind;
     int h, w;
     int max_size;
+    int pad;                             /* crops: pad an image smaller than the crop (else an error) */
+    uint8_t fill[3];                     /* crops: the RGB value of the padding */
     double scale_lo, scale_hi;           /* RandomResizedCrop: fraction of the area */
     double log_ratio_lo, log_ratio_hi;   /* RandomResizedCrop: log of w/h */
 } fl_geom_op;
 
-/* Run ops on a src_w x src_h image. Writes the source rectangle to `box`
- * and the output size. A crop larger than the image it applies to takes the
- * whole image along that axis, stretched to the crop's size, rather than
- * reading outside the image. FL_OK or FL_ERR_ARG. */
+/* Which output pixels show the image when a crop padded it (torchvision's
+ * convention: CenterCrop pads (crop - size) // 2 on the left/top with zeros;
+ * RandomCrop(pad_if_needed) pads crop - size on both sides and then crops at
+ * random). Output pixels outside [x0, x1) x [y0, y1) take `fill`. Only the
+ * last geometric op may pad, so the shown part is one resample of the source. */
+typedef struct {
+    int x0, y0, x1, y1;
+    uint8_t fill[3];
+} fl_pad;
+
+/* Run ops on a src_w x src_h image. Writes the source rectangle of the shown
+ * part to `box`, the output size, and (if pad is not NULL) the part of the
+ * output it fills. FL_OK, FL_ERR_CROP (a crop without padding larger than
+ * the image) or FL_ERR_ARG. */
 int fl_geom_plan(const fl_geom_op *ops, int nops, int src_w, int src_h,
-                 const fl_rng *rng, fl_rect *box, int *out_w, int *out_h);
+                 const fl_rng *rng, fl_rect *box, int *out_w, int *out_h, fl_pad *pad);
 
 #endif

@@ -240,15 +240,10 @@ static int libjpeg_failed(fl_jpeg_decoder *d, char *err)
 int fl_jpeg_read_info(fl_jpeg_decoder *d, const uint8_t *data, size_t size,
                       fl_jpeg_info *info, char *err)
 {
-    if (!is_jpeg(data, size)) {
-        set_err(err, "not a JPEG stream (no SOI marker)");
-        return FL_NOT_JPEG;
-    }
-    if (setjmp(d->jerr.jump))
-        return libjpeg_failed(d, err);
-    read_header(d, data, size, info);
-    jpeg_abort_decompress(&d->cinfo);
-    return FL_OK;
+    int rc = fl_jpeg_begin(d, data, size, info, err);
+    if (rc == FL_OK)
+        jpeg_abort_decompress(&d->cinfo);
+    return rc;
 }
 
 /* ---- region planning -------------------------------------------------- */
@@ -410,11 +405,7 @@ static int decode_planned(fl_jpeg_decoder *d, fl_view *out, const fl_jpeg_region
     return FL_OK;
 }
 
-int fl_jpeg_decode_region(fl_jpeg_decoder *d, const uint8_t *data, size_t size,
-                          int x0, int y0, int x1, int y1,
-                          int min_w, int min_h, int max_denom,
-                          int honour_exif, int64_t max_pixels,
-                          fl_view *out, fl_jpeg_region *region, char *err)
+int fl_jpeg_begin(fl_jpeg_decoder *d, const uint8_t *data, size_t size, fl_jpeg_info *info, char *err)
 {
     if (!is_jpeg(data, size)) {
         set_err(err, "not a JPEG stream (no SOI marker)");
@@ -422,15 +413,44 @@ int fl_jpeg_decode_region(fl_jpeg_decoder *d, const uint8_t *data, size_t size,
     }
     if (setjmp(d->jerr.jump))
         return libjpeg_failed(d, err);
-    fl_jpeg_info info;
-    read_header(d, data, size, &info);
-    int rc = plan(&info, x0, y0, x1, y1, min_w, min_h, max_denom, honour_exif, max_pixels,
+    read_header(d, data, size, info);
+    return FL_OK;
+}
+
+void fl_jpeg_abort(fl_jpeg_decoder *d)
+{
+    jpeg_abort_decompress(&d->cinfo);
+}
+
+int fl_jpeg_decode_begun(fl_jpeg_decoder *d, const uint8_t *data, size_t size, const fl_jpeg_info *info,
+                         int x0, int y0, int x1, int y1,
+                         int min_w, int min_h, int max_denom,
+                         int honour_exif, int64_t max_pixels,
+                         fl_view *out, fl_jpeg_region *region, char *err)
+{
+    int rc = plan(info, x0, y0, x1, y1, min_w, min_h, max_denom, honour_exif, max_pixels,
                   out, region, err);
     if (rc != FL_OK) {
         jpeg_abort_decompress(&d->cinfo);
         return rc;
     }
+    if (setjmp(d->jerr.jump))
+        return libjpeg_failed(d, err);
     return decode_planned(d, out, region, ends_with_eoi(data, size), err);
+}
+
+int fl_jpeg_decode_region(fl_jpeg_decoder *d, const uint8_t *data, size_t size,
+                          int x0, int y0, int x1, int y1,
+                          int min_w, int min_h, int max_denom,
+                          int honour_exif, int64_t max_pixels,
+                          fl_view *out, fl_jpeg_region *region, char *err)
+{
+    fl_jpeg_info info;
+    int rc = fl_jpeg_begin(d, data, size, &info, err);
+    if (rc != FL_OK)
+        return rc;
+    return fl_jpeg_decode_begun(d, data, size, &info, x0, y0, x1, y1, min_w, min_h, max_denom,
+                                honour_exif, max_pixels, out, region, err);
 }
 
 #else /* !FL_HAVE_LIBJPEG_TURBO: every call asks for the Pillow route. */
@@ -460,6 +480,27 @@ int fl_jpeg_read_info(fl_jpeg_decoder *d, const uint8_t *data, size_t size,
     (void)d, (void)data, (void)size, (void)info;
     set_err(err, "built without libjpeg-turbo");
     return FL_UNSUPPORTED;
+}
+
+int fl_jpeg_begin(fl_jpeg_decoder *d, const uint8_t *data, size_t size, fl_jpeg_info *info, char *err)
+{
+    return fl_jpeg_read_info(d, data, size, info, err);
+}
+
+void fl_jpeg_abort(fl_jpeg_decoder *d)
+{
+    (void)d;
+}
+
+int fl_jpeg_decode_begun(fl_jpeg_decoder *d, const uint8_t *data, size_t size, const fl_jpeg_info *info,
+                         int x0, int y0, int x1, int y1,
+                         int min_w, int min_h, int max_denom,
+                         int honour_exif, int64_t max_pixels,
+                         fl_view *out, fl_jpeg_region *region, char *err)
+{
+    (void)info;
+    return fl_jpeg_plan_region(d, data, size, x0, y0, x1, y1, min_w, min_h, max_denom,
+                               honour_exif, max_pixels, out, region, err);
 }
 
 int fl_jpeg_plan_region(fl_jpeg_decoder *d, const uint8_t *data, size_t size,

@@ -68,6 +68,19 @@ int fl_jpeg_decode_region(fl_jpeg_decoder *d, const uint8_t *data, size_t size,
                           int honour_exif, int64_t max_pixels,
                           fl_view *out, fl_jpeg_region *region, char *err);
 
+/* The same decode in two steps, so that a caller who needs the header to
+ * plan the region parses it only once: fl_jpeg_begin reads the header (as
+ * fl_jpeg_read_info) and leaves the decoder holding it; then exactly one of
+ * fl_jpeg_decode_begun (same `data`, the `info` begin filled) or
+ * fl_jpeg_abort must follow. */
+int fl_jpeg_begin(fl_jpeg_decoder *d, const uint8_t *data, size_t size, fl_jpeg_info *info, char *err);
+int fl_jpeg_decode_begun(fl_jpeg_decoder *d, const uint8_t *data, size_t size, const fl_jpeg_info *info,
+                         int x0, int y0, int x1, int y1,
+                         int min_w, int min_h, int max_denom,
+                         int honour_exif, int64_t max_pixels,
+                         fl_view *out, fl_jpeg_region *region, char *err);
+void fl_jpeg_abort(fl_jpeg_decoder *d);
+
 /* What fl_jpeg_decode_region would return for the same arguments, from the
  * header alone: `region`, and `out` with its size (data = NULL). Lets a
  * caller size its destination before decoding. Same status codes, except

@@ -13,32 +13,24 @@
  * inputs the int32 accumulator peaks near 255 * 2^22 < 2^31. */
 #include <math.h>
 #include <string.h>
+#include "cpu.h"
 #include "resample.h"
 
-#if (defined(__x86_64__) || defined(__i386__)) && defined(__GNUC__)
+#if FL_X86
 #define FL_X86_DISPATCH 1
 #include <immintrin.h>
 #define FL_AVX2 __attribute__((target("avx2")))
+#define FL_SSE41 __attribute__((target("sse4.1")))
 #else
 #define FL_X86_DISPATCH 0
+#endif
+#if FL_NEON
+#include <arm_neon.h>
 #endif
 
 #define PREC 22
 #define HALF (1 << (PREC - 1))
 #define BOX_EPS 1e-3
-
-static int force_portable = 0;
-
-void fl_resample_force_portable(int on) { force_portable = on != 0; }
-
-int fl_resample_simd_level(void)
-{
-#if FL_X86_DISPATCH
-    if (!force_portable && __builtin_cpu_supports("avx2"))
-        return 2;
-#endif
-    return 0;
-}
 
 void fl_resampler_free(fl_resampler *r)
 {
@@ -346,6 +338,160 @@ FL_AVX2 static void vpass_avx2(const uint8_t *in, ptrdiff_t in_stride, int rowby
 }
 #endif /* FL_X86_DISPATCH */
 
+/* ---- SSE4.1 and NEON loops ----------------------------------------------
+ * Four int32 lanes: one pixel (3 or 4 channels) per horizontal step, sixteen
+ * bytes of a row per vertical step. The same integer sums as the portable
+ * loops, so the same bytes. */
+
+/* A 3-channel pixel is read as 4 bytes: only when that stays inside the row. */
+static inline int hfits(int lo, int n, int ch, int in_w)
+{
+    return (size_t)(lo + n) * ch + (ch == 3) <= (size_t)in_w * ch;
+}
+
+#if FL_X86_DISPATCH
+FL_SSE41 static void hpass_sse41(const uint8_t *in, ptrdiff_t in_stride, int rows, int ch, int in_w,
+                                 uint8_t *out, ptrdiff_t out_stride, int out_w,
+                                 const int32_t *bounds, const int32_t *k, int ksize)
+{
+    if (ch == 1) {
+        hpass_portable(in, in_stride, rows, ch, out, out_stride, out_w, bounds, k, ksize);
+        return;
+    }
+    const __m128i half = _mm_set1_epi32(HALF);
+    for (int y = 0; y < rows; y++) {
+        const uint8_t *row = in + y * in_stride;
+        uint8_t *o = out + y * out_stride;
+        for (int x = 0; x < out_w; x++) {
+            int lo = bounds[2 * x], n = bounds[2 * x + 1];
+            const int32_t *kk = k + (size_t)x * ksize;
+            if (!hfits(lo, n, ch, in_w)) {
+                hpass_pixel(row, ch, lo, n, kk, o + x * ch);
+                continue;
+            }
+            const uint8_t *p = row + (size_t)lo * ch;
+            __m128i acc = half;
+            for (int t = 0; t < n; t++, p += ch) {
+                int32_t v;
+                memcpy(&v, p, 4);
+                acc = _mm_add_epi32(acc, _mm_mullo_epi32(_mm_cvtepu8_epi32(_mm_cvtsi32_si128(v)),
+                                                         _mm_set1_epi32(kk[t])));
+            }
+            acc = _mm_srai_epi32(acc, PREC);
+            acc = _mm_packus_epi16(_mm_packs_epi32(acc, acc), acc);
+            uint32_t px = (uint32_t)_mm_cvtsi128_si32(acc);
+            memcpy(o + x * ch, &px, (size_t)ch);
+        }
+    }
+}
+
+FL_SSE41 static void vpass_sse41(const uint8_t *in, ptrdiff_t in_stride, int rowbytes,
+                                 uint8_t *out, ptrdiff_t out_stride, int out_h,
+                                 const int32_t *bounds, const int32_t *k, int ksize)
+{
+    const __m128i half = _mm_set1_epi32(HALF);
+    for (int y = 0; y < out_h; y++) {
+        const int32_t *kk = k + (size_t)y * ksize;
+        const uint8_t *base = in + bounds[2 * y] * in_stride;
+        int n = bounds[2 * y + 1];
+        uint8_t *o = out + y * out_stride;
+        int x = 0;
+        for (; x + 16 <= rowbytes; x += 16) {
+            __m128i a0 = half, a1 = half, a2 = half, a3 = half;
+            const uint8_t *p = base + x;
+            for (int t = 0; t < n; t++, p += in_stride) {
+                __m128i c = _mm_set1_epi32(kk[t]), v = _mm_loadu_si128((const __m128i *)p);
+                a0 = _mm_add_epi32(a0, _mm_mullo_epi32(_mm_cvtepu8_epi32(v), c));
+                a1 = _mm_add_epi32(a1, _mm_mullo_epi32(_mm_cvtepu8_epi32(_mm_srli_si128(v, 4)), c));
+                a2 = _mm_add_epi32(a2, _mm_mullo_epi32(_mm_cvtepu8_epi32(_mm_srli_si128(v, 8)), c));
+                a3 = _mm_add_epi32(a3, _mm_mullo_epi32(_mm_cvtepu8_epi32(_mm_srli_si128(v, 12)), c));
+            }
+            a0 = _mm_srai_epi32(a0, PREC); a1 = _mm_srai_epi32(a1, PREC);
+            a2 = _mm_srai_epi32(a2, PREC); a3 = _mm_srai_epi32(a3, PREC);
+            _mm_storeu_si128((__m128i *)(o + x),
+                             _mm_packus_epi16(_mm_packs_epi32(a0, a1), _mm_packs_epi32(a2, a3)));
+        }
+        for (; x < rowbytes; x++) {
+            int32_t a = HALF;
+            for (int t = 0; t < n; t++)
+                a += base[t * in_stride + x] * kk[t];
+            o[x] = clip8(a);
+        }
+    }
+}
+#endif /* FL_X86_DISPATCH */
+
+#if FL_NEON
+static inline uint8x8_t narrow8(int32x4_t a, int32x4_t b)
+{
+    return vqmovn_u16(vcombine_u16(vqmovun_s32(vshrq_n_s32(a, PREC)), vqmovun_s32(vshrq_n_s32(b, PREC))));
+}
+
+static void hpass_neon(const uint8_t *in, ptrdiff_t in_stride, int rows, int ch, int in_w,
+                       uint8_t *out, ptrdiff_t out_stride, int out_w,
+                       const int32_t *bounds, const int32_t *k, int ksize)
+{
+    if (ch == 1) {
+        hpass_portable(in, in_stride, rows, ch, out, out_stride, out_w, bounds, k, ksize);
+        return;
+    }
+    for (int y = 0; y < rows; y++) {
+        const uint8_t *row = in + y * in_stride;
+        uint8_t *o = out + y * out_stride;
+        for (int x = 0; x < out_w; x++) {
+            int lo = bounds[2 * x], n = bounds[2 * x + 1];
+            const int32_t *kk = k + (size_t)x * ksize;
+            if (!hfits(lo, n, ch, in_w)) {
+                hpass_pixel(row, ch, lo, n, kk, o + x * ch);
+                continue;
+            }
+            const uint8_t *p = row + (size_t)lo * ch;
+            int32x4_t acc = vdupq_n_s32(HALF);
+            for (int t = 0; t < n; t++, p += ch) {
+                uint32_t v;
+                memcpy(&v, p, 4);
+                uint16x8_t w = vmovl_u8(vreinterpret_u8_u32(vdup_n_u32(v)));
+                acc = vmlaq_n_s32(acc, vreinterpretq_s32_u32(vmovl_u16(vget_low_u16(w))), kk[t]);
+            }
+            uint32_t px = vget_lane_u32(vreinterpret_u32_u8(narrow8(acc, acc)), 0);
+            memcpy(o + x * ch, &px, (size_t)ch);
+        }
+    }
+}
+
+static void vpass_neon(const uint8_t *in, ptrdiff_t in_stride, int rowbytes,
+                       uint8_t *out, ptrdiff_t out_stride, int out_h,
+                       const int32_t *bounds, const int32_t *k, int ksize)
+{
+    for (int y = 0; y < out_h; y++) {
+        const int32_t *kk = k + (size_t)y * ksize;
+        const uint8_t *base = in + bounds[2 * y] * in_stride;
+        int n = bounds[2 * y + 1];
+        uint8_t *o = out + y * out_stride;
+        int x = 0;
+        for (; x + 16 <= rowbytes; x += 16) {
+            int32x4_t a0 = vdupq_n_s32(HALF), a1 = a0, a2 = a0, a3 = a0;
+            const uint8_t *p = base + x;
+            for (int t = 0; t < n; t++, p += in_stride) {
+                uint8x16_t v = vld1q_u8(p);
+                uint16x8_t lo = vmovl_u8(vget_low_u8(v)), hi = vmovl_u8(vget_high_u8(v));
+                a0 = vmlaq_n_s32(a0, vreinterpretq_s32_u32(vmovl_u16(vget_low_u16(lo))), kk[t]);
+                a1 = vmlaq_n_s32(a1, vreinterpretq_s32_u32(vmovl_u16(vget_high_u16(lo))), kk[t]);
+                a2 = vmlaq_n_s32(a2, vreinterpretq_s32_u32(vmovl_u16(vget_low_u16(hi))), kk[t]);
+                a3 = vmlaq_n_s32(a3, vreinterpretq_s32_u32(vmovl_u16(vget_high_u16(hi))), kk[t]);
+            }
+            vst1q_u8(o + x, vcombine_u8(narrow8(a0, a1), narrow8(a2, a3)));
+        }
+        for (; x < rowbytes; x++) {
+            int32_t a = HALF;
+            for (int t = 0; t < n; t++)
+                a += base[t * in_stride + x] * kk[t];
+            o[x] = clip8(a);
+        }
+    }
+}
+#endif /* FL_NEON */
+
 /* ---- nearest ----------------------------------------------------------- */
 
 static void nearest_index(int in_size, double in0, double in1, int out_size, int32_t *idx)
@@ -432,10 +578,12 @@ int fl_resample(fl_resampler *r, const fl_view *src, fl_rect box,
         return FL_OK;
     }
 
-    int x_first, y_first;
+    int x_first = 0, y_first = 0;
     int need_h = !is_identity(bx0, bx1, ow, &x_first);
     int need_v = !is_identity(by0, by1, oh, &y_first);
-    int simd = fl_resample_simd_level();
+#if FL_X86_DISPATCH
+    const int simd = fl_simd == FL_SIMD_AVX2;   /* the AVX2 horizontal pass needs expanded taps */
+#endif
 
     axis_plan ph = plan_axis(iw, bx0, bx1, ow, filter, antialias);
     axis_plan pv = plan_axis(ih, by0, by1, oh, filter, antialias);
@@ -456,7 +604,9 @@ int fl_resample(fl_resampler *r, const fl_view *src, fl_rect box,
     uint8_t *base = (uint8_t *)align_up((size_t)r->taps.data);
     int32_t *hb = (int32_t *)base;
     int32_t *hk = (int32_t *)(base + sz_hb);
+#if FL_X86_DISPATCH
     int32_t *hv = (int32_t *)(base + sz_hb + sz_hk);
+#endif
     int32_t *vb = (int32_t *)(base + sz_hb + sz_hk + sz_vk8);
     int32_t *vk = (int32_t *)(base + sz_hb + sz_hk + sz_vk8 + sz_vb);
     double *w = (double *)(base + sz_hb + sz_hk + sz_vk8 + sz_vb + sz_vk);
@@ -503,7 +653,14 @@ int fl_resample(fl_resampler *r, const fl_view *src, fl_rect box,
             nload = (maxn + taps_per_load(ch) - 1) / taps_per_load(ch);
             expand_htaps(ch, ow, hb, hk, ph.ksize, nload, hv);
             hpass_avx2(hin, src->stride, nrows, ch, iw, hout, hout_stride, ow, hb, hk, ph.ksize, hv, nload);
+        } else if (fl_simd == FL_SIMD_SSE41) {
+            hpass_sse41(hin, src->stride, nrows, ch, iw, hout, hout_stride, ow, hb, hk, ph.ksize);
         } else
+#endif
+#if FL_NEON
+        if (fl_simd == FL_SIMD_NEON)
+            hpass_neon(hin, src->stride, nrows, ch, iw, hout, hout_stride, ow, hb, hk, ph.ksize);
+        else
 #endif
             hpass_portable(hin, src->stride, nrows, ch, hout, hout_stride, ow, hb, hk, ph.ksize);
         vin = hout;
@@ -517,6 +674,13 @@ int fl_resample(fl_resampler *r, const fl_view *src, fl_rect box,
 #if FL_X86_DISPATCH
         if (simd)
             vpass_avx2(vin, vin_stride, ow * ch, dst->data, dst->stride, oh, vb, vk, pv.ksize);
+        else if (fl_simd == FL_SIMD_SSE41)
+            vpass_sse41(vin, vin_stride, ow * ch, dst->data, dst->stride, oh, vb, vk, pv.ksize);
+        else
+#endif
+#if FL_NEON
+        if (fl_simd == FL_SIMD_NEON)
+            vpass_neon(vin, vin_stride, ow * ch, dst->data, dst->stride, oh, vb, vk, pv.ksize);
         else
 #endif
             vpass_portable(vin, vin_stride, ow * ch, dst->data, dst->stride, oh, vb, vk, pv.ksize);

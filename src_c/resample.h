@@ -37,11 +37,7 @@ void fl_resampler_free(fl_resampler *r);
 int fl_resample(fl_resampler *r, const fl_view *src, fl_rect box,
                 int filter, int antialias, fl_view *dst);
 
-/* The inner loops are chosen at run time: 2 = AVX2, 0 = portable C. Both give
- * identical results. fl_resample_force_portable(1) pins the portable loops
- * process-wide (for tests and benchmarks; not meant to be toggled while other
- * threads resample). */
-int fl_resample_simd_level(void);
-void fl_resample_force_portable(int on);
+/* The inner loops follow the process-wide SIMD path (cpu.h): AVX2, SSE4.1,
+ * NEON or portable, all with identical results. */
 
 #endif

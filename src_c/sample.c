@@ -25,7 +25,20 @@ void fl_worker_free(fl_worker *w)
     memset(w, 0, sizeof(*w));
 }
 
-int fl_read_file(fl_worker *w, const char *path, size_t *size, char *err)
+static int read_all(int fd, uint8_t *buf, size_t n, size_t *got)
+{
+    while (*got < n) {
+        ssize_t r = read(fd, buf + *got, n - *got);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r <= 0)
+            return r < 0 ? errno : -1;
+        *got += (size_t)r;
+    }
+    return 0;
+}
+
+int fl_read_file(fl_worker *w, const char *path, int jpeg_only, size_t *size, char *err)
 {
     /* O_NONBLOCK: a FIFO or device named like an image must not block the
      * worker in open(); only regular files are read, where it has no effect. */
@@ -46,17 +59,23 @@ int fl_read_file(fl_worker *w, const char *path, size_t *size, char *err)
         snprintf(err, FL_ERRLEN, "out of memory reading %zu bytes", n);
         return FL_ERR_NOMEM;
     }
-    while (got < n) {
-        ssize_t r = read(fd, w->file.data + got, n - got);
-        if (r < 0 && errno == EINTR)
-            continue;
-        if (r <= 0) {
-            snprintf(err, FL_ERRLEN, "read failed after %zu of %zu bytes: %s", got, n,
-                     r < 0 ? strerror(errno) : "file shrank while reading");
+    static const uint8_t soi[3] = {0xFF, 0xD8, 0xFF};
+    int e = 0;
+    if (jpeg_only && n >= 3) {
+        e = read_all(fd, w->file.data, 3, &got);
+        if (!e && memcmp(w->file.data, soi, 3) != 0) {
             close(fd);
-            return FL_ERR_IO;
+            snprintf(err, FL_ERRLEN, "not a JPEG stream (no SOI marker)");
+            return FL_NOT_JPEG;
         }
-        got += (size_t)r;
+    }
+    if (!e)
+        e = read_all(fd, w->file.data, n, &got);
+    if (e) {
+        snprintf(err, FL_ERRLEN, "read failed after %zu of %zu bytes: %s", got, n,
+                 e > 0 ? strerror(e) : "file shrank while reading");
+        close(fd);
+        return FL_ERR_IO;
     }
     close(fd);
     if (n == 0) {
@@ -107,18 +126,24 @@ static fl_rect stored_box(int orientation, fl_rect b, int sw, int sh)
 }
 
 /* Resample box of img into the worker's `resized` image (rw x rh, in the
- * image's stored orientation), jitter it, and write it into `out` through
- * the stored-to-displayed orientation `o` composed with the plan's random
- * rotation and flips, and the lookup table. */
+ * image's stored orientation; only its part `shown`, the rest is the padding
+ * colour), jitter it, and write it into `out` through the stored-to-displayed
+ * orientation `o` composed with the plan's random rotation and flips, and
+ * the lookup table. */
 static int finish(fl_worker *w, const fl_plan *p, const fl_view *img, fl_rect box, int rw, int rh,
-                  fl_orient o, const fl_rng *rng, void *out, char *err)
+                  fl_rect shown, const uint8_t *fill, fl_orient o, const fl_rng *rng, void *out, char *err)
 {
     size_t n = (size_t)rw * rh * 3;
     if (fl_buffer_reserve(&w->resized, n) != FL_OK) {
         snprintf(err, FL_ERRLEN, "out of memory");
         return FL_ERR_NOMEM;
     }
-    fl_view dst = {w->resized.data, rw, rh, 3, (ptrdiff_t)rw * 3};
+    fl_view all = {w->resized.data, rw, rh, 3, (ptrdiff_t)rw * 3};
+    int sx0 = (int)shown.x0, sy0 = (int)shown.y0, sx1 = (int)shown.x1, sy1 = (int)shown.y1;
+    if (sx0 > 0 || sy0 > 0 || sx1 < rw || sy1 < rh)
+        for (size_t i = 0; i < n; i += 3)
+            memcpy(all.data + i, fill, 3);
+    fl_view dst = {all.data + (ptrdiff_t)sy0 * all.stride + sx0 * 3, sx1 - sx0, sy1 - sy0, 3, all.stride};
     int rc = fl_resample(&w->resampler, img, box, p->filter, p->antialias, &dst);
     if (rc != FL_OK) {
         snprintf(err, FL_ERRLEN, rc == FL_ERR_NOMEM ? "out of memory" :
@@ -126,14 +151,14 @@ static int finish(fl_worker *w, const fl_plan *p, const fl_view *img, fl_rect bo
                  box.x0, box.y0, box.x1, box.y1, img->width, img->height);
         return rc;
     }
-    if (p->brightness > 0 || p->contrast > 0 || p->saturation > 0) {
-        double f[3], s[3] = {p->brightness, p->contrast, p->saturation};
-        for (int i = 0; i < 3; i++) {
-            double lo = s[i] < 1 ? 1 - s[i] : 0;
-            f[i] = s[i] > 0 ? lo + (1 + s[i] - lo) * fl_rng_uniform(rng, FL_SLOT_JITTER + i) : 1.0;
-        }
-        fl_color_jitter(&dst, (float)f[0], (float)f[1], (float)f[2]);
+    double f[4];
+    for (int i = 0; i < 4; i++) {   /* brightness, contrast, saturation, hue */
+        double lo = p->jitter[i][0], hi = p->jitter[i][1];
+        f[i] = lo == hi ? lo : lo + (hi - lo) * fl_rng_uniform(rng, FL_SLOT_JITTER + i);
     }
+    fl_color_jitter(&all, (float)f[0], (float)f[1], (float)f[2]);
+    if (f[3] != 0)
+        fl_adjust_hue(&all, (float)f[3]);
     int rot = 0;
     if (p->p_rot90 > 0 && fl_rng_uniform(rng, FL_SLOT_ROT90) < p->p_rot90)
         rot = 1 + (int)(fl_rng_uniform(rng, FL_SLOT_ROT90 + 1) * 3);
@@ -146,13 +171,21 @@ static int finish(fl_worker *w, const fl_plan *p, const fl_view *img, fl_rect bo
     int k = (o.rot90 + (o.hflip ? -rot : rot) + 2 * vflip) & 3;
     int h = hflip ^ o.hflip ^ vflip;
     fl_out dest = {out, p->dtype, p->layout, p->out_h, p->out_w, 3};
-    return fl_write_sample(&dst, k, h, 0, p->perm, p->lut, &dest);
+    return fl_write_sample(&all, k, h, 0, p->perm, p->lut, &dest);
 }
 
-static int plan_box(const fl_plan *p, int w, int h, const fl_rng *rng, fl_rect *box, char *err)
+/* The source box of the shown part, and that part of the output (in the
+ * displayed orientation). */
+static int plan_box(const fl_plan *p, int w, int h, const fl_rng *rng, fl_rect *box, fl_pad *pad, char *err)
 {
-    int ow, oh;
-    if (fl_geom_plan(p->ops, p->nops, w, h, rng, box, &ow, &oh) != FL_OK || ow != p->out_w || oh != p->out_h) {
+    int ow = 0, oh = 0;
+    int rc = fl_geom_plan(p->ops, p->nops, w, h, rng, box, &ow, &oh, pad);
+    if (rc == FL_ERR_CROP) {
+        snprintf(err, FL_ERRLEN, "the %dx%d image is smaller than the crop (only a crop that is the last "
+                 "geometric transform pads, RandomCrop with pad_if_needed=True)", w, h);
+        return rc;
+    }
+    if (rc != FL_OK || ow != p->out_w || oh != p->out_h) {
         snprintf(err, FL_ERRLEN, "transforms give a %dx%d image from a %dx%d one, batch expects %dx%d",
                  ow, oh, w, h, p->out_w, p->out_h);
         return FL_ERR_ARG;
@@ -160,20 +193,43 @@ static int plan_box(const fl_plan *p, int w, int h, const fl_rng *rng, fl_rect *
     return FL_OK;
 }
 
+static fl_rect rect_of(const fl_pad *pad)
+{
+    return (fl_rect){pad->x0, pad->y0, pad->x1, pad->y1};
+}
+
+static int process_begun(fl_worker *w, const fl_plan *p, const uint8_t *data, size_t size,
+                         const fl_jpeg_info *info, uint64_t seed, uint64_t epoch, uint64_t index,
+                         void *out, char *err);
+
 int fl_process_jpeg(fl_worker *w, const fl_plan *p, const uint8_t *data, size_t size,
                     uint64_t seed, uint64_t epoch, uint64_t index, void *out, char *err)
 {
     fl_jpeg_info info;
-    int rc = fl_jpeg_read_info(w->jpeg, data, size, &info, err);
+    int rc = fl_jpeg_begin(w->jpeg, data, size, &info, err);   /* the header, parsed once */
     if (rc != FL_OK)
         return rc;
+    return process_begun(w, p, data, size, &info, seed, epoch, index, out, err);
+}
+
+/* fl_process_jpeg once the header is read: every return before the decode
+ * hands the decoder back with fl_jpeg_abort. */
+static int process_begun(fl_worker *w, const fl_plan *p, const uint8_t *data, size_t size,
+                         const fl_jpeg_info *pinfo, uint64_t seed, uint64_t epoch, uint64_t index,
+                         void *out, char *err)
+{
+    const fl_jpeg_info info = *pinfo;
+    int rc;
     if (p->max_pixels > 0 && (int64_t)info.width * info.height > p->max_pixels) {
+        fl_jpeg_abort(w->jpeg);
         snprintf(err, FL_ERRLEN, "image is %dx%d = %lld pixels, over the limit of %lld",
                  info.width, info.height, (long long)info.width * info.height, (long long)p->max_pixels);
         return FL_ERR_TOO_LARGE;
     }
-    if (info.colorspace == FL_CS_CMYK || info.colorspace == FL_CS_YCCK)
+    if (info.colorspace == FL_CS_CMYK || info.colorspace == FL_CS_YCCK) {
+        fl_jpeg_abort(w->jpeg);
         return FL_UNSUPPORTED;   /* colour conversion is the Pillow route's job */
+    }
 
     /* Plan in displayed coordinates (what the Pillow route sees after
      * exif_transpose), then work on the stored image: decode and resample the
@@ -189,12 +245,17 @@ int fl_process_jpeg(fl_worker *w, const fl_plan *p, const uint8_t *data, size_t 
 
     fl_rng rng = fl_rng_for(seed, epoch, index);
     fl_rect dbox;
-    if ((rc = plan_box(p, disp_w, disp_h, &rng, &dbox, err)) != FL_OK)
+    fl_pad pad;
+    if ((rc = plan_box(p, disp_w, disp_h, &rng, &dbox, &pad, err)) != FL_OK) {
+        fl_jpeg_abort(w->jpeg);
         return rc;
+    }
     fl_rect box = stored_box(orientation, dbox, info.width, info.height);
+    fl_rect shown = stored_box(orientation, rect_of(&pad), rw, rh);
+    double shown_w = shown.x1 - shown.x0, shown_h = shown.y1 - shown.y0;
 
     /* Decode the box plus the resampling filter's reach around it. */
-    double sx = (box.x1 - box.x0) / rw, sy = (box.y1 - box.y0) / rh;
+    double sx = (box.x1 - box.x0) / shown_w, sy = (box.y1 - box.y0) / shown_h;
     double sup = filter_support(p->antialias ? p->filter : FL_NEAREST);
     int mx = (int)ceil(sup * (sx > 1 ? sx : 1)) + 1, my = (int)ceil(sup * (sy > 1 ? sy : 1)) + 1;
     int x0 = (int)floor(box.x0) - mx, y0 = (int)floor(box.y0) - my;
@@ -203,13 +264,16 @@ int fl_process_jpeg(fl_worker *w, const fl_plan *p, const uint8_t *data, size_t 
     if (y0 < 0) y0 = 0;
     if (x1 > info.width) x1 = info.width;
     if (y1 > info.height) y1 = info.height;
-    int min_w = (int)ceil(rw * (double)(x1 - x0) / (box.x1 - box.x0));
-    int min_h = (int)ceil(rh * (double)(y1 - y0) / (box.y1 - box.y0));
+    /* DCT scaling keeps the decoded crop at least reducing_gap x the output,
+     * as Pillow's thumbnail(reducing_gap=...) does with draft(). */
+    double gap = p->reducing_gap > 1 ? p->reducing_gap : 1;
+    int min_w = (int)ceil(gap * shown_w * (double)(x1 - x0) / (box.x1 - box.x0));
+    int min_h = (int)ceil(gap * shown_h * (double)(y1 - y0) / (box.y1 - box.y0));
 
     fl_view img;
     fl_jpeg_region reg;
-    rc = fl_jpeg_decode_region(w->jpeg, data, size, x0, y0, x1, y1, min_w, min_h, p->max_denom,
-                               0, p->max_pixels, &img, &reg, err);
+    rc = fl_jpeg_decode_begun(w->jpeg, data, size, &info, x0, y0, x1, y1, min_w, min_h, p->max_denom,
+                              0, p->max_pixels, &img, &reg, err);
     if (rc != FL_OK)
         return rc;
 
@@ -221,10 +285,10 @@ int fl_process_jpeg(fl_worker *w, const fl_plan *p, const uint8_t *data, size_t 
     if (b.y0 < 0) b.y0 = 0;
     if (b.x1 > img.width) b.x1 = img.width;
     if (b.y1 > img.height) b.y1 = img.height;
-    return finish(w, p, &img, b, rw, rh, orient, &rng, out, err);
+    return finish(w, p, &img, b, rw, rh, shown, pad.fill, orient, &rng, out, err);
 }
 
-int fl_process_rgb(fl_worker *w, const fl_plan *p, const fl_view *img,
+int fl_process_rgb(fl_worker *w, const fl_plan *p, const fl_view *img, int full_w, int full_h,
                    uint64_t seed, uint64_t epoch, uint64_t index, void *out, char *err)
 {
     if (img->channels != 3 || img->width < 1 || img->height < 1) {
@@ -232,8 +296,19 @@ int fl_process_rgb(fl_worker *w, const fl_plan *p, const fl_view *img,
                  img->channels, img->width, img->height);
         return FL_ERR_ARG;
     }
+    if (full_w <= 0 || full_h <= 0) {
+        full_w = img->width;
+        full_h = img->height;
+    }
     fl_rng rng = fl_rng_for(seed, epoch, index);
     fl_rect box;
-    int rc = plan_box(p, img->width, img->height, &rng, &box, err);
-    return rc != FL_OK ? rc : finish(w, p, img, box, p->out_w, p->out_h, orient_of(1), &rng, out, err);
+    fl_pad pad;
+    int rc = plan_box(p, full_w, full_h, &rng, &box, &pad, err);
+    if (rc != FL_OK)
+        return rc;
+    double kx = (double)img->width / full_w, ky = (double)img->height / full_h;
+    box = (fl_rect){box.x0 * kx, box.y0 * ky, box.x1 * kx, box.y1 * ky};
+    if (box.x1 > img->width) box.x1 = img->width;
+    if (box.y1 > img->height) box.y1 = img->height;
+    return finish(w, p, img, box, p->out_w, p->out_h, rect_of(&pad), pad.fill, orient_of(1), &rng, out, err);
 }

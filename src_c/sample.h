@@ -21,10 +21,12 @@ typedef struct {
     int out_w, out_h;             /* static output size, checked against every sample's plan */
     int filter, antialias;
     int max_denom;                /* 1 disables DCT-domain downscaling */
+    double reducing_gap;          /* DCT-scale only while the decoded crop stays >= gap x the output */
     int honour_exif;
     int64_t max_pixels;           /* 0: no limit */
     double p_hflip, p_vflip, p_rot90;
-    double brightness, contrast, saturation;   /* jitter strengths; factor ~ U[max(0, 1-s), 1+s] */
+    double jitter[4][2];          /* brightness, contrast, saturation, hue: factor ~ U[lo, hi];
+                                   * lo == hi draws nothing (1, 1, 1, 0: unchanged) */
     int dtype, layout;
     int perm[4];
     const void *lut;              /* channels x 256 entries of dtype */
@@ -40,8 +42,10 @@ typedef struct {
 int fl_worker_init(fl_worker *w);
 void fl_worker_free(fl_worker *w);
 
-/* Read a whole file into w->file; *size gets its length. */
-int fl_read_file(fl_worker *w, const char *path, size_t *size, char *err);
+/* Read a whole file into w->file; *size gets its length. With jpeg_only, a
+ * file that does not start like a JPEG is left after its first bytes and
+ * FL_NOT_JPEG returned, so the route that takes it reads it only once. */
+int fl_read_file(fl_worker *w, const char *path, int jpeg_only, size_t *size, char *err);
 
 /* A JPEG sample. With p->honour_exif, an EXIF orientation (2..8) is applied
  * here: the crop is planned on the displayed image (width and height swapped
@@ -55,8 +59,11 @@ int fl_process_jpeg(fl_worker *w, const fl_plan *p, const uint8_t *data, size_t 
                     uint64_t seed, uint64_t epoch, uint64_t index, void *out, char *err);
 
 /* A sample already decoded to RGB (any other format, or a JPEG that took the
- * Pillow route). Random draws are the same as fl_process_jpeg's. */
-int fl_process_rgb(fl_worker *w, const fl_plan *p, const fl_view *img,
+ * Pillow route). Random draws are the same as fl_process_jpeg's. When the
+ * decoder scaled the image down (Pillow's draft), full_w x full_h is its size
+ * before (0: img's own size): the crop is planned on that size and mapped
+ * onto img. */
+int fl_process_rgb(fl_worker *w, const fl_plan *p, const fl_view *img, int full_w, int full_h,
                    uint64_t seed, uint64_t epoch, uint64_t index, void *out, char *err);
 
 #endif

@@ -16,7 +16,7 @@ import pytest
 from PIL import Image, ImageOps
 
 import fastload as fl
-from fastload._kernels import _decode
+from fastload._kernels import _batch
 from fastload.pipeline.fields import Field, Output
 from imgutil import encode, photo_like
 
@@ -120,8 +120,8 @@ def test_fixtures_are_what_they_claim():
         with Image.open(io.BytesIO(GOOD[name][0])) as im:
             return im.mode, getattr(im, "n_frames", 1), im.info.get("transparency")
     assert mode("jpeg-cmyk")[0] == mode("jpeg-ycck")[0] == "CMYK"
-    if _decode.HAVE_LIBJPEG_TURBO:
-        info = _decode.JpegDecoder().info
+    if _batch.HAVE_LIBJPEG_TURBO:
+        info = _batch.JpegDecoder().info
         assert info(GOOD["jpeg-ycck"][0])["colorspace"] == "ycck" and info(GOOD["jpeg-cmyk"][0])["colorspace"] == "cmyk"
         assert info(GOOD["jpeg-progressive"][0])["progressive"]
     assert mode("png-16bit")[0].startswith("I") and mode("tiff-float")[0] == "F"

@@ -1,13 +1,45 @@
-"""color_jitter, make_lut and write_sample against NumPy references."""
+"""The colour-jitter and write kernels the Loader runs (fastload._kernels._batch),
+and make_lut, against NumPy references, through every SIMD path this CPU has."""
 import itertools
 import threading
 
 import numpy as np
 import pytest
 
-from fastload.image.color import color_jitter, make_lut, output_shape, write_sample
+from fastload._kernels import _batch
+from fastload.ops.normalize import make_lut
 
 from _pixels import photo_like
+
+
+@pytest.fixture(params=_batch.simd_paths(), autouse=True)
+def isa(request):
+    """Every test here runs once per SIMD path this CPU offers (portable included)."""
+    default = _batch.simd()
+    _batch.set_simd(request.param)
+    yield request.param
+    _batch.set_simd(default)
+
+
+def color_jitter(img, brightness=1.0, contrast=1.0, saturation=1.0, out=None):
+    """The kernel on a copy of img (or in place on out)."""
+    out = img.copy() if out is None else out
+    _batch.color_jitter(out[:, :, None] if out.ndim == 2 else out, brightness, contrast, saturation)
+    return out
+
+
+def output_shape(img_shape, *, rot90=0, channels=3, layout="NCHW"):
+    h, w = img_shape[:2]
+    if rot90 % 2:
+        h, w = w, h
+    return (channels, h, w) if layout == "NCHW" else (h, w, channels)
+
+
+def write_sample(img, out, *, rot90=0, hflip=False, vflip=False, lut, perm, layout="NCHW"):
+    _batch.write_sample(img[:, :, None] if img.ndim == 2 else img, out, rot90, hflip, vflip,
+                        np.asarray(perm, np.int32), np.ascontiguousarray(lut),
+                        _batch.NCHW if layout == "NCHW" else _batch.NHWC)
+    return out
 
 LUMA = np.array([0.299, 0.587, 0.114])
 
@@ -54,12 +86,10 @@ def test_color_jitter_identity_and_in_place():
 
 def test_color_jitter_rejects_bad_arguments():
     img = photo_like(10, 10, 3)
-    with pytest.raises(ValueError, match=r"\(10, 10, 3\)"):
-        color_jitter(img, 1.1, out=np.zeros((9, 10, 3), np.uint8))
     with pytest.raises(ValueError):
-        color_jitter(img, -1.0)
-    with pytest.raises(ValueError):
-        color_jitter(img.astype(np.float32), 1.1)
+        _batch.color_jitter(img.astype(np.float32), 1.1, 1.0, 1.0)
+    with pytest.raises(ValueError, match="empty"):
+        _batch.color_jitter(np.zeros((0, 4, 3), np.uint8), 1.1, 1.0, 1.0)
 
 
 def write_ref(img, rot90, hflip, vflip, lut, perm, layout):
@@ -148,18 +178,18 @@ def test_caffe_bgr_mean_subtraction_is_exact():
 def test_write_sample_rejects_bad_out():
     img = photo_like(10, 12, 3)
     lut, perm = make_lut()
-    with pytest.raises(ValueError, match=r"\(3, 10, 12\)"):
+    with pytest.raises(ValueError, match="out 10x11x3"):
         write_sample(img, np.empty((3, 10, 11), np.float32), lut=lut, perm=perm)
-    with pytest.raises(ValueError, match=r"\(3, 12, 10\)"):
+    with pytest.raises(ValueError, match="rot90 1"):
         write_sample(img, np.empty((3, 10, 12), np.float32), rot90=1, lut=lut, perm=perm)
-    with pytest.raises(ValueError, match=r"float32"):
+    with pytest.raises(ValueError, match="lut dtype differs"):
         write_sample(img, np.empty((3, 10, 12), np.float16), lut=lut, perm=perm)
     with pytest.raises(ValueError):
         write_sample(img, np.empty((10, 12, 3), np.float32)[:, ::-1], lut=lut, perm=perm, layout="NHWC")
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="perm"):
         write_sample(img, np.empty((3, 10, 12), np.float32), lut=lut, perm=[0, 1, 3])
-    with pytest.raises(ValueError):
-        write_sample(img, np.empty((3, 10, 12), np.float32), lut=lut, perm=perm, layout="CHW")
+    with pytest.raises(ValueError, match="layout"):
+        _batch.write_sample(img, np.empty((3, 10, 12), np.float32), 0, False, False, perm, lut, 7)
 
 
 def test_write_sample_threads_into_one_batch():
@@ -198,4 +228,10 @@ def test_color_jitter_large_and_strided(bcs):
         view = padded[:, :w]
         color_jitter(view, *bcs, out=view)
         np.testing.assert_array_equal(view, got)
+        default = _batch.simd()   # and every path gives the portable bytes
+        try:
+            _batch.set_simd("portable")
+            np.testing.assert_array_equal(color_jitter(img, *bcs), got)
+        finally:
+            _batch.set_simd(default)
         assert not padded[:, w:].any()

@@ -21,12 +21,12 @@ import numpy as np
 import pytest
 from PIL import Image, ImageOps
 
-from fastload._kernels import _decode
+from fastload._kernels import _batch
 from fastload.errors import DecodeError
 from fastload.image.decode import DEFAULT_MAX_PIXELS, image_size, pillow_decode, read_image
 from imgutil import encode, photo_like, write_image_folder
 
-needs_turbo = pytest.mark.skipif(not _decode.HAVE_LIBJPEG_TURBO, reason="built without libjpeg-turbo")
+needs_turbo = pytest.mark.skipif(not _batch.HAVE_LIBJPEG_TURBO, reason="built without libjpeg-turbo")
 
 MAX_DIFF, MEAN_DIFF = 1, 0.01   # full decode vs Pillow, see the module docstring
 JPEG_KINDS = {
@@ -80,7 +80,7 @@ def photo():
 
 @pytest.fixture
 def decoder():
-    return _decode.JpegDecoder()
+    return _batch.JpegDecoder()
 
 
 # ---- the compiled decoder against Pillow ---------------------------------
@@ -109,7 +109,7 @@ def test_grayscale_is_expanded_to_rgb(decoder, photo):
 def test_cmyk_is_left_to_pillow(decoder, photo):
     data = encode(Image.fromarray(photo).convert("CMYK"), quality=90)
     assert decoder.info(data)["colorspace"] == "cmyk"
-    with pytest.raises(_decode.Unsupported, match="colour space"):
+    with pytest.raises(_batch.Unsupported, match="colour space"):
         decoder.decode(data)
     np.testing.assert_array_equal(read_image(data), pil_rgb(data))
 
@@ -223,15 +223,15 @@ def test_any_bytes_like_input(decoder, photo, kind):
 
 
 def test_version():
-    assert _decode.version() == "none" if not _decode.HAVE_LIBJPEG_TURBO \
-        else _decode.version().startswith("libjpeg-turbo ")
+    assert _batch.jpeg_version() == "none" if not _batch.HAVE_LIBJPEG_TURBO \
+        else _batch.jpeg_version().startswith("libjpeg-turbo ")
 
 
-@pytest.mark.skipif(_decode.HAVE_LIBJPEG_TURBO, reason="checks the build without libjpeg-turbo")
+@pytest.mark.skipif(_batch.HAVE_LIBJPEG_TURBO, reason="checks the build without libjpeg-turbo")
 def test_without_libjpeg_turbo_everything_is_unsupported(decoder, photo):
     data = encode(photo, quality=90)
     for call in (decoder.info, decoder.decode, decoder.decoded_shape):
-        with pytest.raises(_decode.Unsupported):
+        with pytest.raises(_batch.Unsupported):
             call(data)
     np.testing.assert_array_equal(read_image(data), pil_rgb(data))
 
@@ -249,11 +249,11 @@ def test_exif_orientation(photo, orientation, big_endian):
     assert image_size(data, exif=False) == (463, 301)
     stored = np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
     assert_close(read_image(data, exif=False), stored)
-    if _decode.HAVE_LIBJPEG_TURBO:
-        d = _decode.JpegDecoder()
+    if _batch.HAVE_LIBJPEG_TURBO:
+        d = _batch.JpegDecoder()
         assert d.info(data)["orientation"] == orientation
         if orientation > 1:   # the kernel leaves transposing to Pillow
-            with pytest.raises(_decode.Unsupported):
+            with pytest.raises(_batch.Unsupported):
                 d.decode(data)
         assert_close(d.decode(data, exif=False)[0], stored)
 
@@ -441,7 +441,7 @@ def test_threads_decode_like_serial():
 
 @needs_turbo
 def test_shared_decoder_refuses_concurrent_use():
-    d = _decode.JpegDecoder()
+    d = _batch.JpegDecoder()
     data = encode(photo_like(1500, 1500), quality=95, progressive=True)
     errors, barrier = [], threading.Barrier(4)
 

@@ -16,13 +16,13 @@ import pytest
 from PIL import Image, ImageOps
 
 import fastload as fl
-from fastload._kernels import _batch, _decode
+from fastload._kernels import _batch
 from fastload.image import field as field_mod
 from fastload.image.decode import pillow_decode
 from fastload.image.field import compile_plan
 from imgutil import encode, photo_like
 
-pytestmark = pytest.mark.skipif(not _decode.HAVE_LIBJPEG_TURBO, reason="the fast path needs libjpeg-turbo")
+pytestmark = pytest.mark.skipif(not _batch.HAVE_LIBJPEG_TURBO, reason="the fast path needs libjpeg-turbo")
 
 SEED, EPOCH = 7, 3
 MAX_DIFF = 2
@@ -82,7 +82,7 @@ def diff_stats(a, b):
 def test_fixtures_carry_their_orientation():
     for o in range(1, 9):
         data = with_orientation(SMALL, o)
-        assert _decode.JpegDecoder().info(data)["orientation"] == o
+        assert _batch.JpegDecoder().info(data)["orientation"] == o
         with Image.open(io.BytesIO(data)) as im:
             shown = np.asarray(ImageOps.exif_transpose(im))
             stored = np.asarray(im)

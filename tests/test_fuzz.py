@@ -7,12 +7,12 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 from PIL import Image
 
 import fastload as fl
-from fastload._kernels import _batch, _decode
+from fastload._kernels import _batch
 from fastload.image.field import ImageField, compile_plan
 from fastload.pipeline.fields import ChunkContext
 from imgutil import encode, photo_like
 
-pytestmark = pytest.mark.skipif(not _decode.HAVE_LIBJPEG_TURBO, reason="the C JPEG path is not built")
+pytestmark = pytest.mark.skipif(not _batch.HAVE_LIBJPEG_TURBO, reason="the C JPEG path is not built")
 
 
 def _exif6():
@@ -78,16 +78,16 @@ MAX_PIXELS = (10_000_000, 1500)   # bounded: a mutated header may declare 65535 
        min_size=st.tuples(st.integers(0, 64), st.integers(0, 64)), max_denom=st.sampled_from([1, 2, 4, 8]),
        exif=st.booleans(), max_pixels=st.sampled_from(MAX_PIXELS))
 def test_decode_kernel_survives_mutations(data, region, min_size, max_denom, exif, max_pixels):
-    d = _decode.JpegDecoder()
+    d = _batch.JpegDecoder()
     kw = dict(region=region, min_size=min_size, max_denom=max_denom, exif=exif, max_pixels=max_pixels)
     try:
         shape, info = d.decoded_shape(data, **kw)
-    except (_decode.Unsupported, fl.DecodeError, ValueError) as e:
+    except (_batch.Unsupported, fl.DecodeError, ValueError) as e:
         assert str(e)
         shape = None
     try:
         pixels, region_info = d.decode(data, **kw)
-    except (_decode.Unsupported, fl.DecodeError, ValueError) as e:
+    except (_batch.Unsupported, fl.DecodeError, ValueError) as e:
         assert str(e)
         return
     assert shape is not None and pixels.shape == shape and region_info == info
@@ -109,7 +109,7 @@ plans = st.builds(lambda t, dtype, layout, exif, dct, mp: (t, dict(
                   st.sampled_from(range(len(TRANSFORMS))), st.sampled_from(["uint8", "float16", "float32"]),
                   st.sampled_from(["NCHW", "NHWC"]), st.booleans(), st.booleans(), st.sampled_from(MAX_PIXELS))
 # Never "arg" (a plan or geometry bug), "nomem" or "io" on in-memory bytes.
-ALLOWED = {code for code, name in _batch.FL_STATUS.items() if name in ("ok", "not_jpeg", "unsupported", "decode", "too_large")}
+ALLOWED = {code for code, name in _batch.FL_STATUS.items() if name in ("ok", "not_jpeg", "unsupported", "decode", "too_large", "crop")}
 
 
 def output_shape(size, layout):

@@ -333,11 +333,14 @@ def test_truncated_jpeg_fails_whatever_the_crop(image_folder, tmp_path):
             next(iter(loader))
 
 
-def test_crop_larger_than_image_stretches(tmp_path):
+def test_crop_larger_than_image_pads_with_zeros(tmp_path):
+    # torchvision's CenterCrop: pad (crop - size) // 2 before, the rest after, with zeros
     Image.fromarray(np.full((5, 6, 3), 77, np.uint8)).save(tmp_path / "small.png")
     images = next(iter(fl.Loader(fl.ImageFiles(tmp_path), batch_size=1, dtype="uint8", layout="NHWC",
                                  transforms=[fl.CenterCrop(8)])))
-    assert images.shape == (1, 8, 8, 3) and (images == 77).all()
+    want = np.zeros((8, 8, 3), np.uint8)
+    want[1:6, 1:7] = 77
+    np.testing.assert_array_equal(images[0], want)
 
 
 def test_failure_budget_is_per_epoch(tmp_path):

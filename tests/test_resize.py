@@ -1,28 +1,43 @@
-"""fastload.image.resize against independent references: Pillow for the
-bilinear and box filters, NumPy for nearest and non-antialiased bilinear."""
+"""The resampling kernel the Loader runs (fastload._kernels._batch) against
+independent references: Pillow for the bilinear and box filters, NumPy for
+nearest and non-antialiased bilinear. Every SIMD path this CPU has runs."""
 import threading
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from fastload._kernels import _resample
-from fastload.image.resize import resize
+from fastload._kernels import _batch
 
 from _pixels import photo_like
 
 MODES = {1: "L", 3: "RGB", 4: "RGBX"}   # RGBX: Pillow would premultiply RGBA
 PIL_FILTERS = {"bilinear": Image.BILINEAR, "area": Image.BOX}
+FILTERS = {"nearest": _batch.NEAREST, "bilinear": _batch.BILINEAR, "area": _batch.AREA}
+_local = threading.local()
 
 
-@pytest.fixture(params=["simd", "portable"])
+@pytest.fixture(params=_batch.simd_paths())
 def isa(request):
-    """Run every kernel test through both the AVX2 and the portable loops."""
-    if request.param == "simd" and _resample.simd_level() == 0:
-        pytest.skip("no AVX2 on this CPU")
-    _resample.force_portable(request.param == "portable")
+    """Run every kernel test through each SIMD path this CPU offers (portable included)."""
+    default = _batch.simd()
+    _batch.set_simd(request.param)
     yield request.param
-    _resample.force_portable(False)
+    _batch.set_simd(default)
+
+
+def resize(img, size, *, box=None, filter="bilinear", antialias=True, out=None):
+    """img[box] resampled to size = (h, w) by the kernel, into out (default a new array)."""
+    src = img[:, :, None] if img.ndim == 2 else img
+    h, w = src.shape[:2]
+    if out is None:
+        out = np.empty(tuple(size) + img.shape[2:], np.uint8)
+    dst = out[:, :, None] if out.ndim == 2 else out
+    box = (0.0, 0.0, float(w), float(h)) if box is None else tuple(float(v) for v in box)
+    r = getattr(_local, "r", None) or _batch.Resampler()
+    _local.r = r
+    r.resize(src, dst, box, FILTERS[filter], antialias)
+    return out
 
 
 def pillow_resize(img, size, box, filt):
@@ -192,42 +207,39 @@ def test_grey_2d_and_strided_out():
 
 def test_rejects_bad_arguments():
     img = photo_like(20, 30, 3)
-    with pytest.raises(ValueError, match=r"\(10, 12, 3\)"):
-        resize(img, (10, 12), out=np.zeros((9, 12, 3), np.uint8))
-    with pytest.raises(ValueError, match=r"\(10, 12, 3\)"):
-        resize(img, (10, 12), out=np.zeros((10, 12, 3), np.float32))
-    with pytest.raises(ValueError, match="inside"):
+    r = _batch.Resampler()
+    with pytest.raises(ValueError, match="box"):
         resize(img, (10, 12), box=(0, 0, 31, 20))
-    with pytest.raises(ValueError, match="inside"):
+    with pytest.raises(ValueError, match="box"):
         resize(img, (10, 12), box=(5, 0, 5, 20))
+    with pytest.raises(ValueError, match="empty"):
+        r.resize(img, np.zeros((0, 12, 3), np.uint8), (0, 0, 30, 20), _batch.BILINEAR, True)
     with pytest.raises(ValueError):
-        resize(img, (0, 12))
+        r.resize(img.astype(np.float32), np.zeros((10, 12, 3), np.uint8), (0, 0, 30, 20), _batch.BILINEAR, True)
+    with pytest.raises(ValueError, match="filter 7"):
+        r.resize(img, np.zeros((10, 12, 3), np.uint8), (0, 0, 30, 20), 7, True)
     with pytest.raises(ValueError):
-        resize(img.astype(np.float32), (10, 12))
-    with pytest.raises(ValueError):
-        resize(img, (10, 12), filter="cubic")
-    with pytest.raises(ValueError):
-        resize(np.zeros((4, 4, 2), np.uint8), (2, 2))
+        r.resize(np.zeros((4, 4, 2), np.uint8), np.zeros((2, 2, 2), np.uint8), (0, 0, 4, 4), _batch.BILINEAR, True)
     # within the 1e-3 tolerance a box edge snaps onto the border
     np.testing.assert_array_equal(resize(img, (10, 12), box=(-1e-4, 0, 30.0001, 20)), resize(img, (10, 12)))
 
 
 def test_kernel_rejects_mismatched_channels():
-    r = _resample.Resampler()
+    r = _batch.Resampler()
     with pytest.raises(ValueError):
-        r.resize(np.zeros((4, 4, 3), np.uint8), np.zeros((2, 2, 4), np.uint8), (0, 0, 4, 4), _resample.BILINEAR, True)
+        r.resize(np.zeros((4, 4, 3), np.uint8), np.zeros((2, 2, 4), np.uint8), (0, 0, 4, 4), _batch.BILINEAR, True)
 
 
 def test_scratch_stops_growing():
     """After warm-up the same sizes resample without touching the allocator
     (observable as identical results from a reused Resampler)."""
-    r = _resample.Resampler()
+    r = _batch.Resampler()
     img = photo_like(120, 100, 3, seed=2)
     out = np.empty((64, 64, 3), np.uint8)
-    first = r.resize(img, out, (3.5, 2.25, 97.0, 118.0), _resample.BILINEAR, True).copy()
+    first = r.resize(img, out, (3.5, 2.25, 97.0, 118.0), _batch.BILINEAR, True).copy()
     for _ in range(3):
-        r.resize(photo_like(30, 30, 3), np.empty((90, 90, 3), np.uint8), (0, 0, 30, 30), _resample.AREA, True)
-        np.testing.assert_array_equal(r.resize(img, out, (3.5, 2.25, 97.0, 118.0), _resample.BILINEAR, True), first)
+        r.resize(photo_like(30, 30, 3), np.empty((90, 90, 3), np.uint8), (0, 0, 30, 30), _batch.AREA, True)
+        np.testing.assert_array_equal(r.resize(img, out, (3.5, 2.25, 97.0, 118.0), _batch.BILINEAR, True), first)
 
 
 def test_threads_match_serial():
@@ -259,7 +271,7 @@ def test_threads_match_serial():
 
 
 def test_one_resampler_refuses_concurrent_use():
-    r = _resample.Resampler()
+    r = _batch.Resampler()
     big = photo_like(1500, 1500, 3)
     out = np.empty((1400, 1400, 3), np.uint8)
     done = threading.Event()
@@ -268,7 +280,7 @@ def test_one_resampler_refuses_concurrent_use():
         ok = 0
         while ok < 3:   # the main thread may hold the scratch between our calls
             try:
-                r.resize(big, out, (0, 0, 1500, 1500), _resample.BILINEAR, True)
+                r.resize(big, out, (0, 0, 1500, 1500), _batch.BILINEAR, True)
                 ok += 1
             except RuntimeError:
                 pass
@@ -279,8 +291,34 @@ def test_one_resampler_refuses_concurrent_use():
     seen_busy = False
     while not done.is_set():
         try:
-            r.resize(big[:10, :10], np.empty((5, 5, 3), np.uint8), (0, 0, 10, 10), _resample.BILINEAR, True)
+            r.resize(big[:10, :10], np.empty((5, 5, 3), np.uint8), (0, 0, 10, 10), _batch.BILINEAR, True)
         except RuntimeError:
             seen_busy = True
     th.join()
     assert seen_busy
+
+
+def test_every_simd_path_matches_portable_bit_for_bit():
+    """Each vector path gives the portable loops' bytes, on odd sizes, all channel counts and both filters."""
+    rng = np.random.default_rng(77)
+    cases = [random_case(rng, i) for i in range(160)]
+    default = _batch.simd()
+    try:
+        _batch.set_simd("portable")
+        want = [[resize(img, size, box=box, filter=f) for f in ("bilinear", "area")] + [
+            resize(img, size, box=box, antialias=False)] for img, size, box in cases]
+        for path in _batch.simd_paths():
+            _batch.set_simd(path)
+            for (img, size, box), ref in zip(cases, want):
+                got = [resize(img, size, box=box, filter=f) for f in ("bilinear", "area")] + [
+                    resize(img, size, box=box, antialias=False)]
+                for g, w in zip(got, ref):
+                    np.testing.assert_array_equal(g, w, err_msg=f"{path} {img.shape} {size} {box}")
+    finally:
+        _batch.set_simd(default)
+
+
+def test_set_simd_rejects_unknown_and_unavailable_paths():
+    with pytest.raises(ValueError, match="unknown SIMD path 'avx512'"):
+        _batch.set_simd("avx512")
+    assert _batch.simd() in _batch.simd_paths() and "portable" in _batch.simd_paths()

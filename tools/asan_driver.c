@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include "cpu.h"
 #include "sample.h"
 
 static long calls, by_status[16];
@@ -59,14 +60,16 @@ static void make_plans(void)
     /* 0: Resize((16, 12)), uint8 NHWC, DCT scaling */
     plans[0].ops[0] = op(FL_GEOM_RESIZE, 16, 12, 0, 0, 0);
     plans[0].nops = 1, plans[0].out_w = 12, plans[0].out_h = 16;
-    plans[0].filter = FL_BILINEAR, plans[0].antialias = 1, plans[0].max_denom = 8;
+    plans[0].filter = FL_BILINEAR, plans[0].antialias = 1, plans[0].max_denom = 8, plans[0].reducing_gap = 2.0;
     plans[0].dtype = FL_U8, plans[0].layout = FL_NHWC, plans[0].lut = lut_u8;
     /* 1: RandomResizedCrop(16) + flips + rot90 + jitter, float32 NCHW */
     plans[1].ops[0] = op(FL_GEOM_RANDOM_RESIZED_CROP, 16, 16, 0, 0.08, 1.0);
     plans[1].nops = 1, plans[1].out_w = 16, plans[1].out_h = 16;
     plans[1].filter = FL_BILINEAR, plans[1].antialias = 1, plans[1].max_denom = 8;
     plans[1].p_hflip = 0.5, plans[1].p_vflip = 0.5, plans[1].p_rot90 = 0.5;
-    plans[1].brightness = plans[1].contrast = plans[1].saturation = 0.4;
+    for (int j = 0; j < 3; j++)
+        plans[1].jitter[j][0] = 0.6, plans[1].jitter[j][1] = 1.4;
+    plans[1].jitter[3][0] = -0.2, plans[1].jitter[3][1] = 0.2;
     plans[1].dtype = FL_F32, plans[1].layout = FL_NCHW, plans[1].lut = lut_f32;
     /* 2: Resize(20) + CenterCrop(16), nearest, float16 NHWC, no DCT scaling */
     plans[2].ops[0] = op(FL_GEOM_RESIZE, 20, 0, 0, 0, 0);
@@ -163,7 +166,9 @@ static void run_rgb(fl_worker *w)
             size_t nb = out_bytes(&plans[i]);
             uint8_t *out = malloc(nb);
             for (uint64_t index = 0; index < 8; index++) {
-                int rc = fl_process_rgb(w, &plans[i], &v, 3, 0, index, out, err);
+                /* full size 0: the image's own; 2x: as after a 1/2-scale Pillow draft */
+                int full = (int)(index & 1) * 2;
+                int rc = fl_process_rgb(w, &plans[i], &v, full * wd, full * h, 3, 0, index, out, err);
                 count(rc);
                 if (rc == FL_OK)
                     for (size_t k = 0; k < nb; k++)
@@ -178,12 +183,21 @@ static void run_rgb(fl_worker *w)
 int main(int argc, char **argv)
 {
     make_plans();
+    plans[2].ops[1].pad = 1;   /* CenterCrop pads an image smaller than the crop */
+    plans[2].ops[1].fill[0] = 10, plans[2].ops[1].fill[1] = 20, plans[2].ops[1].fill[2] = 30;
+    for (int i = 0; i < NPLANS; i++)   /* unset jitter ranges: factor 1, hue 0 */
+        for (int j = 0; j < 3; j++)
+            if (plans[i].jitter[j][0] == 0 && plans[i].jitter[j][1] == 0)
+                plans[i].jitter[j][0] = plans[i].jitter[j][1] = 1;
     fl_worker w;
     if (fl_worker_init(&w) != FL_OK)
         return 2;
     fl_jpeg_decoder *d = fl_jpeg_decoder_new();
     long files = 0;
-    run_rgb(&w);
+    for (int path = 0; path < FL_SIMD_COUNT; path++)   /* every vector path this CPU runs */
+        if (fl_simd_set(path) == FL_OK)
+            run_rgb(&w);
+    fl_simd_init();
     for (int a = 1; a < argc; a++) {
         DIR *dir = opendir(argv[a]);
         if (!dir) {
@@ -198,7 +212,8 @@ int main(int argc, char **argv)
             snprintf(path, sizeof path, "%s/%s", argv[a], e->d_name);
             size_t size = 0;
             char err[FL_ERRLEN];
-            int rc = fl_read_file(&w, path, &size, err);
+            count(fl_read_file(&w, path, 1, &size, err));   /* the sniffing read, then the whole file */
+            int rc = fl_read_file(&w, path, 0, &size, err);
             count(rc);
             if (rc != FL_OK) {   /* empty files: still hand libjpeg a zero-length buffer */
                 run_decoder(d, (const uint8_t *)"", 0);
@@ -208,7 +223,10 @@ int main(int argc, char **argv)
             uint8_t *data = malloc(size);
             memcpy(data, w.file.data, size);
             run_decoder(d, data, size);
-            run_plans(&w, data, size, (uint64_t)files);
+            for (int path = 0; path < FL_SIMD_COUNT; path++)
+                if (fl_simd_set(path) == FL_OK)
+                    run_plans(&w, data, size, (uint64_t)files);
+            fl_simd_init();
             free(data);
             files++;
         }

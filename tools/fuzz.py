@@ -12,7 +12,7 @@ installed), each mutated 1-6 times (mostly once or twice) (bit flips, interestin
 insertion, deletion, duplication, splicing), deterministically from (--seed, input number). Each
 input goes through three targets in a child process:
 
-  decode  fastload._kernels._decode.JpegDecoder: info, decoded_shape, decode of a random region
+  decode  fastload._kernels._batch.JpegDecoder: info, decoded_shape, decode of a random region
   sample  fastload._kernels._batch.Worker.run_chunk with a random plan (compile_plan)
   field   fastload.image.field.ImageField.fill: the Pillow route and process_rgb as well
 
@@ -38,7 +38,7 @@ import zlib
 
 import numpy as np
 
-EXPECTED = {"ok", "not_jpeg", "unsupported", "decode", "too_large", "value_error", "geometry"}
+EXPECTED = {"ok", "not_jpeg", "unsupported", "decode", "too_large", "value_error", "geometry", "crop"}
 
 
 # -- seeds and mutations ----------------------------------------------------------------------
@@ -129,7 +129,7 @@ def child(seed: int, start: int, stop: int) -> None:
     import warnings
 
     import fastload as fl
-    from fastload._kernels import _batch, _decode
+    from fastload._kernels import _batch
     from fastload.image.field import ImageField, compile_plan
     from fastload.pipeline.fields import ChunkContext
 
@@ -144,7 +144,7 @@ def child(seed: int, start: int, stop: int) -> None:
         [fl.Resize(64, max_size=80), fl.CenterCrop(48)],
     ]
     dtypes = ["uint8", "float16", "float32"]
-    decoder, worker = _decode.JpegDecoder(), _batch.Worker()
+    decoder, worker = _batch.JpegDecoder(), _batch.Worker()
     fields, plans = {}, {}
     status_kind = {code: name for code, name in _batch.FL_STATUS.items()}
 
@@ -169,7 +169,7 @@ def child(seed: int, start: int, stop: int) -> None:
             decoder.info(data)
             shape, info = decoder.decoded_shape(data, **kw)
             pixels, info2 = decoder.decode(data, **kw)
-        except _decode.Unsupported:
+        except _batch.Unsupported:
             return "unsupported"
         except fl.DecodeError as e:
             return "too_large" if "over the limit" in e.reason else "decode"

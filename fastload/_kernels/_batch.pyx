@@ -1,26 +1,36 @@
 # cython: language_level=3
-"""Chunk runner: a whole chunk of image samples, file to batch row, in one GIL-free call.
+"""The compiled sample path, in one extension: what the Loader runs is what the tests call.
 
-Python hands over the chunk's paths (or encoded bytes), their record indices
-and the batch rows they own; the C loop reads, decodes, crops, resamples,
-augments and writes every sample without returning to the interpreter. The
-samples it cannot take (non-JPEG formats, CMYK, EXIF-rotated photos) come back
-with a status so the caller can decode them through Pillow and finish them
-with :meth:`Worker.process_rgb`, using the same random draws.
+* :class:`Worker` runs a whole chunk of image samples, file to batch row, in
+  one GIL-free call: read, decode (only the crop's region, DCT-scaled), crop,
+  resample, augment, normalise and write. The samples it cannot take
+  (non-JPEG formats, CMYK, a build without libjpeg-turbo) come back with a
+  status so the caller decodes them through Pillow and finishes them with
+  :meth:`Worker.process_rgb`, with the same random draws.
+* The kernels it is built from, for tests and tools: :class:`Resampler`,
+  :func:`color_jitter`, :func:`write_sample`, :class:`JpegDecoder`.
+* One SIMD dispatch (:func:`simd`, :func:`simd_paths`, :func:`set_simd`),
+  chosen once when this module is imported.
+
+Only argument checks live here: the loops are the plain C of src_c/.
 """
-from libc.stdint cimport uint8_t, uint64_t, int64_t
-from libc.string cimport memset
+from libc.stdint cimport uint8_t, uint64_t, int64_t, int32_t
+from libc.string cimport memset, memcpy
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE
+from cpython.buffer cimport (PyObject_GetBuffer, PyBuffer_Release, PyBUF_C_CONTIGUOUS, PyBUF_FORMAT,
+                             PyBUF_WRITABLE)
 cimport numpy as cnp
 import numpy as np
 
 from fastload._kernels.fl_c cimport *
+from fastload.errors import DecodeError
 
 cnp.import_array()
+fl_simd_init()
 
 FL_STATUS = {FL_OK: "ok", FL_NOT_JPEG: "not_jpeg", FL_UNSUPPORTED: "unsupported",
              FL_ERR_DECODE: "decode", FL_ERR_NOMEM: "nomem", FL_ERR_TOO_LARGE: "too_large",
-             FL_ERR_IO: "io", FL_ERR_ARG: "arg"}
+             FL_ERR_IO: "io", FL_ERR_ARG: "arg", FL_ERR_CROP: "crop"}
 OK = FL_OK
 NOT_JPEG = FL_NOT_JPEG
 UNSUPPORTED = FL_UNSUPPORTED
@@ -39,13 +49,17 @@ cdef class Plan:
     cdef object lut   # keeps the lookup table alive while C holds its pointer
 
     def __init__(self, ops, int out_w, int out_h, *, int filter, bint antialias, int max_denom,
+                 double reducing_gap,
                  bint exif, int64_t max_pixels, double p_hflip, double p_vflip, double p_rot90,
                  jitter, int dtype, int layout, perm, lut):
         if len(ops) > FL_GEOM_MAX_OPS:
             raise ValueError(f"at most {FL_GEOM_MAX_OPS} geometric transforms")
         memset(&self.p, 0, sizeof(fl_plan))
-        for i, (kind, h, w, max_size, slo, shi, rlo, rhi) in enumerate(ops):
+        for i, (kind, h, w, max_size, slo, shi, rlo, rhi, pad, fill) in enumerate(ops):
             self.p.ops[i].kind = kind
+            self.p.ops[i].pad = pad
+            for c in range(3):
+                self.p.ops[i].fill[c] = fill[c]
             self.p.ops[i].h = h
             self.p.ops[i].w = w
             self.p.ops[i].max_size = max_size
@@ -56,9 +70,11 @@ cdef class Plan:
         self.p.nops = len(ops)
         self.p.out_w, self.p.out_h = out_w, out_h
         self.p.filter, self.p.antialias, self.p.max_denom = filter, antialias, max_denom
+        self.p.reducing_gap = reducing_gap
         self.p.honour_exif, self.p.max_pixels = exif, max_pixels
         self.p.p_hflip, self.p.p_vflip, self.p.p_rot90 = p_hflip, p_vflip, p_rot90
-        self.p.brightness, self.p.contrast, self.p.saturation = jitter
+        for i, (lo, hi) in enumerate(jitter):   # brightness, contrast, saturation, hue
+            self.p.jitter[i][0], self.p.jitter[i][1] = lo, hi
         self.p.dtype, self.p.layout = dtype, layout
         for c in range(3):
             self.p.perm[c] = perm[c]
@@ -67,12 +83,21 @@ cdef class Plan:
             raise ValueError("lut must be (3, 256)")
         self.p.lut = cnp.PyArray_DATA(self.lut)
 
+    @property
+    def max_denom(self):
+        """The largest DCT scale-down a decoder may use for this plan (1: none)."""
+        return self.p.max_denom
+
     def box(self, int width, int height, uint64_t seed, uint64_t epoch, uint64_t index):
-        """The source rectangle and output size this plan picks for one sample (for tests)."""
+        """The source rectangle (of the part not padded) and output size this plan picks for one sample."""
         cdef fl_rng rng = fl_rng_for(seed, epoch, index)
         cdef fl_rect b
+        cdef fl_pad pad
         cdef int ow, oh
-        if fl_geom_plan(self.p.ops, self.p.nops, width, height, &rng, &b, &ow, &oh) != FL_OK:
+        cdef int rc = fl_geom_plan(self.p.ops, self.p.nops, width, height, &rng, &b, &ow, &oh, &pad)
+        if rc == FL_ERR_CROP:
+            raise ValueError(f"the {width}x{height} image is smaller than the crop")
+        if rc != FL_OK:
             raise ValueError("invalid geometry")
         return (b.x0, b.y0, b.x1, b.y1), (oh, ow)
 
@@ -129,7 +154,7 @@ cdef class Worker:
             for i in range(n):
                 errs[i * FL_ERRLEN] = 0
                 if paths:
-                    rc = fl_read_file(&self.w, data[i], &size, errs + i * FL_ERRLEN)
+                    rc = fl_read_file(&self.w, data[i], 1, &size, errs + i * FL_ERRLEN)
                     payload = self.w.file.data
                 else:
                     rc = FL_OK
@@ -146,8 +171,15 @@ cdef class Worker:
         return failed
 
     def process_rgb(self, Plan plan, const uint8_t[:, :, ::1] img, uint64_t seed, uint64_t epoch,
-                    uint64_t index, cnp.ndarray out_row):
-        """Finish one already-decoded RGB sample into out_row; returns None or an error message."""
+                    uint64_t index, cnp.ndarray out_row, full_size=None):
+        """Finish one already-decoded RGB sample into out_row; returns None or an error message.
+
+        ``full_size`` = (w, h): the image's size before a DCT-scaled decode (the
+        crop is planned on it, as on the C route); default img's own size.
+        """
+        cdef int full_w = 0, full_h = 0
+        if full_size is not None:
+            full_w, full_h = full_size
         if img.shape[2] != 3:
             raise ValueError("img must be HxWx3 uint8")
         if not out_row.flags.c_contiguous:
@@ -159,7 +191,7 @@ cdef class Worker:
         cdef int rc
         err[0] = 0
         with nogil:
-            rc = fl_process_rgb(&self.w, &plan.p, &v, seed, epoch, index, dst, err)
+            rc = fl_process_rgb(&self.w, &plan.p, &v, full_w, full_h, seed, epoch, index, dst, err)
         return None if rc == FL_OK else err.decode("utf-8", "replace")
 
     def read_file(self, bytes path):
@@ -169,12 +201,316 @@ cdef class Worker:
         cdef const char *p = path
         cdef int rc
         with nogil:
-            rc = fl_read_file(&self.w, p, &size, err)
+            rc = fl_read_file(&self.w, p, 0, &size, err)
         if rc != FL_OK:
             raise OSError(err.decode("utf-8", "replace"))
         return (<char *>self.w.file.data)[:size]
 
 
-def simd_level():
-    """The widest SIMD instruction set this CPU offers (chosen at run time)."""
-    return fl_simd_level().decode()
+# ---- SIMD dispatch -----------------------------------------------------------
+
+def simd():
+    """The SIMD path the kernels run: "avx2", "sse4.1", "neon" or "portable"."""
+    return fl_simd_name(fl_simd).decode()
+
+
+def simd_paths():
+    """Every path this build and CPU can run, widest first; all give the same bytes."""
+    return [fl_simd_name(p).decode() for p in (FL_SIMD_AVX2, FL_SIMD_NEON, FL_SIMD_SSE41, FL_SIMD_PORTABLE)
+            if fl_simd_supported(p)]
+
+
+def set_simd(str name):
+    """Pin the path every kernel runs, process-wide (tests and benchmarks; not while kernels run)."""
+    for p in range(FL_SIMD_COUNT):
+        if fl_simd_name(p).decode() == name:
+            if fl_simd_set(p) != FL_OK:
+                raise ValueError(f"SIMD path {name!r} is not available here; available: {simd_paths()}")
+            return
+    raise ValueError(f"unknown SIMD path {name!r}; available: {simd_paths()}")
+
+
+# ---- resampling ---------------------------------------------------------------
+
+NEAREST = FL_NEAREST
+BILINEAR = FL_BILINEAR
+AREA = FL_AREA
+
+
+cdef class Resampler:
+    """Scratch space for one thread; resize() releases the GIL.
+
+    Concurrent calls on one instance are refused rather than corrupting the
+    shared scratch; use one Resampler per thread.
+    """
+    cdef fl_resampler r
+    cdef bint busy
+
+    def __cinit__(self):
+        memset(&self.r, 0, sizeof(self.r))
+        self.busy = False
+
+    def __dealloc__(self):
+        fl_resampler_free(&self.r)
+
+    def resize(self, const uint8_t[:, :, :] src not None, uint8_t[:, :, :] out not None,
+               tuple box, int filter, bint antialias):
+        """Resample src[box] (x0, y0, x1, y1) into out; same channel count."""
+        cdef fl_view s, d
+        cdef fl_rect b
+        cdef int rc
+        if src.shape[0] == 0 or src.shape[1] == 0 or out.shape[0] == 0 or out.shape[1] == 0:
+            raise ValueError("empty image")
+        view_of(src, &s, "src")
+        view_of(out, &d, "out")
+        b.x0, b.y0, b.x1, b.y1 = box
+        if self.busy:
+            raise RuntimeError("Resampler is in use by another thread; use one per thread")
+        self.busy = True
+        try:
+            with nogil:
+                rc = fl_resample(&self.r, &s, b, filter, antialias, &d)
+        finally:
+            self.busy = False
+        if rc == FL_ERR_NOMEM:
+            raise MemoryError("resample scratch")
+        if rc != FL_OK:
+            raise ValueError(f"invalid resample arguments: src {s.height}x{s.width}x{s.channels}, "
+                             f"out {d.height}x{d.width}x{d.channels}, box {box}, filter {filter}")
+        return out
+
+
+# ---- colour jitter and the write into a batch row ---------------------------------
+
+NCHW = FL_NCHW
+NHWC = FL_NHWC
+
+
+cdef int _dtype_code(const char *fmt, Py_ssize_t itemsize) except -1:
+    # Formats as NumPy exports them; '=' / '<' prefixes mean native here.
+    if fmt[0] == b'=' or fmt[0] == b'<' or fmt[0] == b'@':
+        fmt += 1
+    if fmt[0] == b'B' and itemsize == 1:
+        return FL_U8
+    if fmt[0] == b'e' and itemsize == 2:
+        return FL_F16
+    if fmt[0] == b'f' and itemsize == 4:
+        return FL_F32
+    raise ValueError(f"unsupported output dtype (format {fmt.decode()!r}); use uint8, float16 or float32")
+
+
+def color_jitter(uint8_t[:, :, :] img not None, float brightness, float contrast, float saturation,
+                 float hue=0):
+    """Brightness, contrast, saturation, then hue, in place on an HxWxC uint8 image."""
+    cdef fl_view v
+    view_of(img, &v, "img")
+    with nogil:
+        fl_color_jitter(&v, brightness, contrast, saturation)
+        fl_adjust_hue(&v, hue)
+
+
+def write_sample(const uint8_t[:, :, :] src not None, out, int rot90, bint hflip, bint vflip,
+                 const int32_t[::1] perm not None, lut, int layout):
+    """Rotate/flip src, map channel c through lut[c][src[..., perm[c]]], write C-contiguous out."""
+    cdef fl_view s
+    cdef fl_out o
+    cdef Py_buffer ob, lb
+    cdef int rc, oc, lc
+    view_of(src, &s, "src")
+    if layout != FL_NCHW and layout != FL_NHWC:
+        raise ValueError("layout must be NCHW or NHWC")
+    PyObject_GetBuffer(out, &ob, PyBUF_WRITABLE | PyBUF_C_CONTIGUOUS | PyBUF_FORMAT)
+    try:
+        PyObject_GetBuffer(lut, &lb, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT)
+        try:
+            if ob.ndim != 3:
+                raise ValueError("out must be 3-D")
+            oc = _dtype_code(ob.format, ob.itemsize)
+            lc = _dtype_code(lb.format, lb.itemsize)
+            if oc != lc:
+                raise ValueError("lut dtype differs from out dtype")
+            o.data = ob.buf
+            o.dtype = oc
+            o.layout = layout
+            if layout == FL_NCHW:
+                o.channels, o.height, o.width = ob.shape[0], ob.shape[1], ob.shape[2]
+            else:
+                o.height, o.width, o.channels = ob.shape[0], ob.shape[1], ob.shape[2]
+            if perm.shape[0] != o.channels or lb.len != <Py_ssize_t>o.channels * 256 * lb.itemsize:
+                raise ValueError(f"perm and lut must cover the {o.channels} output channels")
+            with nogil:
+                rc = fl_write_sample(&s, rot90, hflip, vflip, <const int *>&perm[0], lb.buf, &o)
+        finally:
+            PyBuffer_Release(&lb)
+    finally:
+        PyBuffer_Release(&ob)
+    if rc != FL_OK:
+        raise ValueError(f"invalid write_sample arguments: src {s.height}x{s.width}x{s.channels}, "
+                         f"out {o.height}x{o.width}x{o.channels}, rot90 {rot90}, perm {list(perm)}")
+    return out
+
+
+# ---- JPEG decoding ------------------------------------------------------------
+
+_COLORSPACES = {0: "other", 1: "gray", 3: "ycc", 4: "rgb", 5: "cmyk", 6: "ycck"}
+_INT_MAX = 2**31 - 1
+
+
+class Unsupported(Exception):
+    """This decoder does not take the image; decode it another way (Pillow)."""
+
+
+HAVE_LIBJPEG_TURBO = jpeg_version() != "none"
+
+
+cdef raise_for(int rc, char *err, name):
+    msg = err.decode("utf-8", "replace")
+    if rc == FL_NOT_JPEG or rc == FL_UNSUPPORTED:
+        raise Unsupported(msg)
+    if rc == FL_ERR_NOMEM:
+        raise MemoryError(f"{name}: {msg}")
+    if rc == FL_ERR_ARG:
+        raise ValueError(msg)
+    raise DecodeError(name, msg)
+
+
+cdef dict region_dict(const fl_jpeg_region *r):
+    return {"width": r.width, "height": r.height, "scaled_width": r.scaled_width,
+            "scaled_height": r.scaled_height, "off_x": r.off_x, "off_y": r.off_y, "denom": r.denom}
+
+
+cdef class _Call:
+    """The C arguments of region_call, shared by decode and decoded_shape."""
+    cdef int x0, y0, x1, y1, min_w, min_h, max_denom, exif
+    cdef int64_t max_pixels
+
+    def __init__(self, region, min_size, max_denom, exif, max_pixels):
+        self.x0, self.y0, self.x1, self.y1 = (0, 0, _INT_MAX, _INT_MAX) if region is None else region
+        self.min_w, self.min_h = min_size
+        self.max_denom = max_denom
+        self.exif = bool(exif)
+        self.max_pixels = max_pixels or 0
+
+
+cdef class JpegDecoder:
+    """A reusable libjpeg-turbo decoder. Not thread-safe: give each thread its own."""
+    cdef fl_jpeg_decoder *d
+    cdef bint busy   # set while the GIL is released: a second thread gets an error, not a crash
+
+    def __cinit__(self):
+        self.d = fl_jpeg_decoder_new()
+        if self.d is NULL:
+            raise MemoryError("cannot create a JPEG decoder")
+
+    def __dealloc__(self):
+        fl_jpeg_decoder_free(self.d)
+
+    cdef enter(self):
+        if self.busy:
+            raise RuntimeError("JpegDecoder used from two threads at once; create one per thread")
+        self.busy = True
+
+    def info(self, data, name="<bytes>"):
+        """Header facts as a dict, or None when ``data`` is not a JPEG."""
+        cdef const uint8_t[::1] buf = data
+        cdef size_t n = buf.shape[0]
+        cdef const uint8_t *p = &buf[0] if n else NULL
+        cdef fl_jpeg_info info
+        cdef char err[FL_ERRLEN]
+        cdef int rc
+        err[0] = 0
+        self.enter()
+        try:
+            with nogil:
+                rc = fl_jpeg_read_info(self.d, p, n, &info, err)
+        finally:
+            self.busy = False
+        if rc == FL_NOT_JPEG:
+            return None
+        if rc != FL_OK:
+            raise_for(rc, err, name)
+        return {"width": info.width, "height": info.height, "components": info.components,
+                "colorspace": _COLORSPACES.get(info.colorspace, "other"),
+                "orientation": info.orientation, "progressive": bool(info.progressive)}
+
+    cdef int region_call(self, bint decode, data, region, min_size, max_denom, exif, max_pixels, name,
+                         fl_view *view, fl_jpeg_region *r) except -1:
+        """Plan (``decode`` false) or decode ``region`` of ``data`` into *view and *r.
+
+        The argument handling shared by decoded_shape and decode. On success the
+        decoder is left busy, because ``view.data`` points into its memory: the
+        caller reads what it needs, then clears ``self.busy``. On error it is
+        cleared here and the error raised.
+        """
+        cdef const uint8_t[::1] buf = data
+        cdef size_t n = buf.shape[0]
+        cdef const uint8_t *p = &buf[0] if n else NULL
+        cdef _Call a = _Call(region, min_size, max_denom, exif, max_pixels)
+        cdef char err[FL_ERRLEN]
+        cdef int rc
+        err[0] = 0
+        self.enter()
+        try:
+            with nogil:
+                if decode:
+                    rc = fl_jpeg_decode_region(self.d, p, n, a.x0, a.y0, a.x1, a.y1, a.min_w, a.min_h,
+                                               a.max_denom, a.exif, a.max_pixels, view, r, err)
+                else:
+                    rc = fl_jpeg_plan_region(self.d, p, n, a.x0, a.y0, a.x1, a.y1, a.min_w, a.min_h,
+                                             a.max_denom, a.exif, a.max_pixels, view, r, err)
+            if rc != FL_OK:
+                raise_for(rc, err, name)
+        except BaseException:
+            self.busy = False
+            raise
+        return 0
+
+    def decoded_shape(self, data, region=None, min_size=(0, 0), max_denom=1, exif=True,
+                      max_pixels=0, name="<bytes>"):
+        """The (height, width, 3) that :meth:`decode` would return, and its region dict,
+        from the header alone."""
+        cdef fl_view view
+        cdef fl_jpeg_region r
+        self.region_call(False, data, region, min_size, max_denom, exif, max_pixels, name, &view, &r)
+        self.busy = False
+        return (view.height, view.width, 3), region_dict(&r)
+
+    def decode(self, data, region=None, min_size=(0, 0), max_denom=1, exif=True, max_pixels=0,
+               out=None, name="<bytes>"):
+        """Decode ``region`` = (x0, y0, x1, y1) in full-resolution pixels (None: all).
+
+        Returns ``(pixels, region_info)``: an HxWx3 uint8 array covering the
+        region rounded outward at scale 1/denom, and the dict of
+        ``fl_jpeg_region`` (full-res X maps to column
+        ``X * scaled_width / width - off_x``). With ``out`` (uint8, at least
+        HxWx3, pixel rows contiguous) the pixels go there and the result is the
+        view ``out[:H, :W]``; otherwise a new array. Raises Unsupported,
+        DecodeError (bad data, over ``max_pixels``), ValueError (bad arguments)
+        or MemoryError.
+        """
+        cdef fl_view view
+        cdef fl_jpeg_region r
+        cdef uint8_t[:, :, :] dst   # rows may be strided (a corner of a larger out)
+        cdef Py_ssize_t y, row_bytes
+        self.region_call(True, data, region, min_size, max_denom, exif, max_pixels, name, &view, &r)
+        try:                        # the decoder stays busy until its pixels are copied out
+            result = np.empty((view.height, view.width, 3), np.uint8) if out is None \
+                else _checked_out(out, view.height, view.width)
+            dst = result
+            row_bytes = view.width * 3
+            with nogil:
+                for y in range(view.height):
+                    memcpy(&dst[y, 0, 0], view.data + y * view.stride, row_bytes)
+        finally:
+            self.busy = False
+        return result, region_dict(&r)
+
+
+def _checked_out(out, int h, int w):
+    if not isinstance(out, np.ndarray) or out.dtype != np.uint8 or out.ndim != 3 or out.shape[2] != 3:
+        raise ValueError(f"out must be a uint8 array of shape (H, W, 3), got {getattr(out, 'shape', type(out))}")
+    if out.shape[0] < h or out.shape[1] < w:
+        raise ValueError(f"out of shape {out.shape} is smaller than the decoded {h}x{w}x3")
+    if out.strides[1] != 3 or out.strides[2] != 1 or not out.flags.writeable:
+        raise ValueError("out must be writable with each pixel row contiguous")
+    return out[:h, :w]

@@ -5,7 +5,7 @@ from libc.stdint cimport uint8_t, uint64_t, int64_t
 cdef extern from "fl_common.h" nogil:
     enum:
         FL_OK, FL_NOT_JPEG, FL_UNSUPPORTED, FL_ERR_DECODE, FL_ERR_NOMEM,
-        FL_ERR_TOO_LARGE, FL_ERR_IO, FL_ERR_ARG, FL_ERRLEN
+        FL_ERR_TOO_LARGE, FL_ERR_IO, FL_ERR_ARG, FL_ERR_CROP, FL_ERRLEN
     ctypedef struct fl_view:
         uint8_t *data
         int width, height, channels
@@ -29,10 +29,14 @@ cdef extern from "geometry.h" nogil:
         FL_GEOM_RESIZE, FL_GEOM_CENTER_CROP, FL_GEOM_RANDOM_CROP,
         FL_GEOM_RANDOM_RESIZED_CROP, FL_GEOM_MAX_OPS
     ctypedef struct fl_geom_op:
-        int kind, h, w, max_size
+        int kind, h, w, max_size, pad
+        uint8_t fill[3]
         double scale_lo, scale_hi, log_ratio_lo, log_ratio_hi
+    ctypedef struct fl_pad:
+        int x0, y0, x1, y1
+        uint8_t fill[3]
     int fl_geom_plan(const fl_geom_op *ops, int nops, int src_w, int src_h,
-                     const fl_rng *rng, fl_rect *box, int *out_w, int *out_h)
+                     const fl_rng *rng, fl_rect *box, int *out_w, int *out_h, fl_pad *pad)
 
 cdef extern from "jpeg_decode.h" nogil:
     ctypedef struct fl_jpeg_info:
@@ -64,8 +68,6 @@ cdef extern from "resample.h" nogil:
     void fl_resampler_free(fl_resampler *r)
     int fl_resample(fl_resampler *r, const fl_view *src, fl_rect box,
                     int filter, int antialias, fl_view *dst)
-    int fl_resample_simd_level()
-    void fl_resample_force_portable(int on)
 
 cdef extern from "augment.h" nogil:
     enum:
@@ -76,6 +78,7 @@ cdef extern from "augment.h" nogil:
         int dtype, layout
         int height, width, channels
     void fl_color_jitter(fl_view *img, float brightness, float contrast, float saturation)
+    void fl_adjust_hue(fl_view *img, float factor)
     int fl_write_sample(const fl_view *src, int rot90, int hflip, int vflip,
                         const int *perm, const void *lut, fl_out *out)
 
@@ -83,8 +86,10 @@ cdef extern from "sample.h" nogil:
     ctypedef struct fl_plan:
         fl_geom_op ops[8]
         int nops, out_w, out_h, filter, antialias, max_denom, honour_exif
+        double reducing_gap
         int64_t max_pixels
-        double p_hflip, p_vflip, p_rot90, brightness, contrast, saturation
+        double p_hflip, p_vflip, p_rot90
+        double jitter[4][2]
         int dtype, layout
         int perm[4]
         const void *lut
@@ -92,14 +97,20 @@ cdef extern from "sample.h" nogil:
         fl_buffer file
     int fl_worker_init(fl_worker *w)
     void fl_worker_free(fl_worker *w)
-    int fl_read_file(fl_worker *w, const char *path, size_t *size, char *err)
+    int fl_read_file(fl_worker *w, const char *path, int jpeg_only, size_t *size, char *err)
     int fl_process_jpeg(fl_worker *w, const fl_plan *p, const uint8_t *data, size_t size,
                         uint64_t seed, uint64_t epoch, uint64_t index, void *out, char *err)
-    int fl_process_rgb(fl_worker *w, const fl_plan *p, const fl_view *img,
+    int fl_process_rgb(fl_worker *w, const fl_plan *p, const fl_view *img, int full_w, int full_h,
                        uint64_t seed, uint64_t epoch, uint64_t index, void *out, char *err)
 
 cdef extern from "cpu.h" nogil:
-    const char *fl_simd_level()
+    enum:
+        FL_SIMD_PORTABLE, FL_SIMD_SSE41, FL_SIMD_AVX2, FL_SIMD_NEON, FL_SIMD_COUNT
+    int fl_simd
+    int fl_simd_init()
+    int fl_simd_supported(int path)
+    int fl_simd_set(int path)
+    const char *fl_simd_name(int path)
 
 
 cdef inline int view_of(const uint8_t[:, :, :] a, fl_view *v, str name) except -1:

@@ -28,7 +28,7 @@ import threading
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from fastload._kernels import _decode
+from fastload._kernels import _batch
 from fastload.errors import DecodeError
 
 __all__ = ["DEFAULT_MAX_PIXELS", "image_size", "pillow_decode", "read_image"]
@@ -45,8 +45,21 @@ _TRANSPOSE = {
     6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE, 8: Image.Transpose.ROTATE_90,
 }
 _SWAPS_AXES = (5, 6, 7, 8)
+_INVERSE = {2: 2, 3: 3, 4: 4, 5: 5, 6: 8, 7: 7, 8: 6}   # the transpose that undoes each orientation
 _HEADER_BYTES = 1 << 16   # enough for most JPEG headers; image_size reads on if not
 _local = threading.local()
+
+
+def _pillow_orients_tiff() -> bool:
+    """Whether this Pillow applies a TIFF's orientation tag itself (Pillow >= 8.2 does, on open:
+    ``size`` is already the displayed one, and ``load`` transposes the pixels)."""
+    buf = io.BytesIO()
+    Image.new("L", (2, 1)).save(buf, "TIFF", tiffinfo={_ORIENTATION_TAG: 6})
+    with Image.open(buf) as im:
+        return im.size == (1, 2)
+
+
+_PILLOW_ORIENTS_TIFF = _pillow_orients_tiff()
 
 
 def read_image(src, *, exif: bool = True, max_pixels: int | None = DEFAULT_MAX_PIXELS,
@@ -59,12 +72,12 @@ def read_image(src, *, exif: bool = True, max_pixels: int | None = DEFAULT_MAX_P
     array's size tells the scale. ``name`` labels bytes in errors.
     """
     data, name = _read(src, name)
-    if _is_jpeg(data) and _decode.HAVE_LIBJPEG_TURBO:
+    if _is_jpeg(data) and _batch.HAVE_LIBJPEG_TURBO:
         min_size, max_denom = ((0, 0), 1) if draft is None else (_min_size(draft), 8)
         try:
             return _decoder().decode(data, min_size=min_size, max_denom=max_denom, exif=exif,
                                      max_pixels=max_pixels or 0, name=name)[0]
-        except _decode.Unsupported:
+        except _batch.Unsupported:
             pass   # CMYK, or an orientation to apply: Pillow's job
     if draft is None:
         return pillow_decode(data, name, exif=exif, max_pixels=max_pixels)
@@ -72,14 +85,19 @@ def read_image(src, *, exif: bool = True, max_pixels: int | None = DEFAULT_MAX_P
 
 
 def pillow_decode(data, name: str, *, exif: bool = True, max_pixels: int | None = DEFAULT_MAX_PIXELS,
-                  draft_size: tuple[int, int] | None = None):
+                  draft_size=None):
     """Decode bytes-like ``data`` through Pillow; ``name`` labels errors.
 
     Returns a new HxWx3 uint8 array. With ``draft_size=(w, h)`` (in oriented
-    pixels) JPEGs use ``Image.draft`` to decode at the smallest DCT scale
+    pixels), or a function of the oriented (width, height) returning that
+    (or None), JPEGs use ``Image.draft`` to decode at the smallest DCT scale
     keeping them at least w x h, and the result is ``(array, scale_x,
     scale_y)``: an oriented full-resolution coordinate X maps to ``X *
     scale_x`` in the array (1.0 for formats without draft mode).
+
+    Pillow's TIFF plugin applies the TIFF orientation tag itself, so for TIFF
+    it is not applied again: exactly once whatever the format (and undone with
+    ``exif=False``).
     """
     if len(data) == 0:
         raise DecodeError(name, "empty file")
@@ -87,9 +105,16 @@ def pillow_decode(data, name: str, *, exif: bool = True, max_pixels: int | None 
         with Image.open(io.BytesIO(data)) as im:
             _check_pixels(im.size, max_pixels, name)
             orientation = _orientation(im) if exif else 1
+            if im.format == "TIFF" and _PILLOW_ORIENTS_TIFF:
+                if not exif:   # undo Pillow's turn: the stored pixels were asked for
+                    orientation = _INVERSE.get(_orientation(im), 1)
+                else:
+                    orientation = 1
             full = im.size
-            if draft_size is not None:
-                w, h = _min_size(draft_size)
+            want = draft_size(*(full[::-1] if orientation in _SWAPS_AXES else full)) \
+                if callable(draft_size) else draft_size
+            if want is not None and im.format == "JPEG":
+                w, h = _min_size(want)
                 im.draft(None, (h, w) if orientation in _SWAPS_AXES else (w, h))
             im.load()
             scale = im.size[0] / full[0], im.size[1] / full[1]
@@ -124,7 +149,7 @@ def _size_from(f, exif: bool, name: str) -> tuple[int, int]:
     head = f.read(_HEADER_BYTES)
     if not head:
         raise DecodeError(name, "empty file")
-    if _is_jpeg(head) and _decode.HAVE_LIBJPEG_TURBO:
+    if _is_jpeg(head) and _batch.HAVE_LIBJPEG_TURBO:
         try:
             info = _decoder().info(head, name)
         except DecodeError:   # the header may go on past what was read
@@ -132,23 +157,27 @@ def _size_from(f, exif: bool, name: str) -> tuple[int, int]:
             if not rest:
                 raise
             info = _decoder().info(head + rest, name)
-        w, h, orientation = info["width"], info["height"], info["orientation"]
+        w, h, orientation = info["width"], info["height"], info["orientation"] if exif else 1
     else:
         f.seek(0)
         try:
             with Image.open(f) as im:
-                (w, h), orientation = im.size, _orientation(im) if exif else 1
+                (w, h), orientation = im.size, _orientation(im)
+                if im.format == "TIFF" and _PILLOW_ORIENTS_TIFF:   # size is already the displayed one
+                    orientation = 1 if exif else _INVERSE.get(orientation, 1)
+                elif not exif:
+                    orientation = 1
         except MemoryError:
             raise
         except Exception as e:
             raise _pillow_failed(e, head, name) from e
-    return (h, w) if exif and orientation in _SWAPS_AXES else (w, h)
+    return (h, w) if orientation in _SWAPS_AXES else (w, h)
 
 
-def _decoder() -> _decode.JpegDecoder:
+def _decoder() -> _batch.JpegDecoder:
     d = getattr(_local, "jpeg", None)
     if d is None:
-        d = _local.jpeg = _decode.JpegDecoder()
+        d = _local.jpeg = _batch.JpegDecoder()
     return d
 
 

@@ -8,10 +8,21 @@ JPEGs included: the orientation is folded into the final write). Samples the C
 route declines (PNG, WebP, CMYK JPEGs, ...) are decoded through
 Pillow and finished by the same kernel with the same random draws, so the
 route a file takes never changes what the sample looks like beyond decoder
-rounding.
+rounding. On that route JPEGs are DCT-scaled by Pillow's ``draft()`` under the
+same ``reducing_gap`` rule, and Pillow decodes with the GIL released, so it
+too runs in parallel on the worker threads.
+
+Conventions (torchvision's unless said): float output without Normalize is
+pixel / 255 in [0, 1] for :class:`Image` (``ToDtype(float32, scale=True)``);
+``scale=False`` keeps 0..255. JPEGs are DCT-scaled only while the decoded
+crop stays at least ``reducing_gap`` (default 2, as Pillow's ``thumbnail``)
+times the output, then resampled with the antialiasing filter, so samples
+stay within about one grey level of Pillow's ``resize``; ``dct_scale=False``
+never scales.
 """
 from __future__ import annotations
 
+import math
 import os
 import threading
 from typing import Sequence
@@ -24,23 +35,44 @@ from ..ops.augment import ColorJitter, PixelOp, RandomHorizontalFlip, RandomRota
 from ..ops.geometry import INTERPOLATIONS, GeometricOp
 from ..ops.normalize import Normalize
 from ..pipeline.fields import ChunkContext, Field, Output
-from .color import make_lut
+from ..ops.normalize import make_lut
 from .decode import DEFAULT_MAX_PIXELS, pillow_decode
 
-__all__ = ["ImageField", "compile_plan"]
+__all__ = ["Image", "ImageField", "compile_plan"]
 
 DTYPES = {"uint8": 0, "float16": 1, "float32": 2}
 LAYOUTS = {"NCHW": 0, "NHWC": 1}
+DEFAULT_REDUCING_GAP = 2.0
 
 
-def compile_plan(transforms: Sequence, *, dtype: str = "float32", layout: str = "NCHW",
-                 exif: bool = True, max_pixels: int = DEFAULT_MAX_PIXELS, dct_scale: bool = True):
-    """Validate a transform list and build the C plan. Returns (plan, (h, w))."""
-    if dtype not in DTYPES:
-        raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
+def _dtype_name(dtype) -> str:
+    """'uint8', 'float16' or 'float32' from a name, a NumPy type or a dtype."""
+    try:
+        name = np.dtype(dtype).name
+    except TypeError:
+        name = None
+    if name not in DTYPES:
+        raise ValueError(f"dtype must be one of {sorted(DTYPES)} (a name or a NumPy dtype), got {dtype!r}")
+    return name
+
+
+def compile_plan(transforms: Sequence, *, dtype="float32", layout: str = "NCHW",
+                 exif: bool = True, max_pixels: int = DEFAULT_MAX_PIXELS, dct_scale: bool = True,
+                 reducing_gap: float = DEFAULT_REDUCING_GAP, scale: bool = False,
+                 interpolation: str | None = None):
+    """Validate a transform list and build the C plan. Returns (plan, (h, w)).
+
+    ``scale``: without Normalize, float outputs hold pixel / 255 (else 0..255).
+    ``interpolation`` overrides the transforms' own filter.
+    """
+    dtype = _dtype_name(dtype)
     if layout not in LAYOUTS:
         raise ValueError(f"layout must be one of {sorted(LAYOUTS)}, got {layout!r}")
-    geometry, flips, jitter, normalize, size = [], {}, (0.0, 0.0, 0.0), None, None
+    if isinstance(reducing_gap, bool) or not isinstance(reducing_gap, (int, float)) or not reducing_gap >= 1:
+        raise ValueError(f"reducing_gap must be a number >= 1, got {reducing_gap!r}")
+    if interpolation is not None and interpolation not in INTERPOLATIONS:
+        raise ValueError(f"interpolation must be one of {sorted(INTERPOLATIONS)}, got {interpolation!r}")
+    geometry, flips, jitter, normalize, size = [], {}, ColorJitter().ranges(), None, None
     seen_pixel_op = False
     for t in transforms:
         if normalize is not None:
@@ -54,7 +86,7 @@ def compile_plan(transforms: Sequence, *, dtype: str = "float32", layout: str = 
         elif isinstance(t, PixelOp):
             seen_pixel_op = True
             if isinstance(t, ColorJitter):
-                jitter = (t.brightness, t.contrast, t.saturation)
+                jitter = t.ranges()
             else:
                 flips[type(t)] = t.p
         elif isinstance(t, Normalize):
@@ -67,9 +99,11 @@ def compile_plan(transforms: Sequence, *, dtype: str = "float32", layout: str = 
     if flips.get(RandomRotate90, 0) > 0 and size[0] != size[1]:
         raise ValueError(f"RandomRotate90 needs a square output, got {size}")
     resampling = [g for g in geometry if g.interpolation is not None]
-    interp = resampling[-1].interpolation if resampling else "bilinear"
+    interp = interpolation or (resampling[-1].interpolation if resampling else "bilinear")
     antialias = resampling[-1].antialias if resampling else True
-    if normalize is None:   # raw pixel values in the output dtype
+    if normalize is None and scale and dtype != "uint8":   # ToDtype(float, scale=True): [0, 1]
+        lut, perm = make_lut(mean=0.0, std=1.0, dtype=dtype)
+    elif normalize is None:   # raw pixel values in the output dtype
         lut, perm = make_lut(dtype=dtype)
     else:
         lut, perm = make_lut(mean=normalize.mean, std=normalize.std, max_value=normalize.max_value,
@@ -78,7 +112,10 @@ def compile_plan(transforms: Sequence, *, dtype: str = "float32", layout: str = 
         lut = lut.view(np.uint16)
     plan = _batch.Plan(
         [g.op() for g in geometry], size[1], size[0],
-        filter=INTERPOLATIONS[interp], antialias=antialias, max_denom=8 if dct_scale else 1,
+        # nearest returns source pixels: a DCT-scaled decode has none to return
+        filter=INTERPOLATIONS[interp], antialias=antialias,
+        max_denom=8 if dct_scale and interp != "nearest" else 1,
+        reducing_gap=float(reducing_gap),
         exif=exif, max_pixels=max_pixels or 0,
         p_hflip=flips.get(RandomHorizontalFlip, 0.0), p_vflip=flips.get(RandomVerticalFlip, 0.0),
         p_rot90=flips.get(RandomRotate90, 0.0), jitter=jitter,
@@ -87,18 +124,27 @@ def compile_plan(transforms: Sequence, *, dtype: str = "float32", layout: str = 
 
 
 class ImageField(Field):
-    """Decode and transform image paths (or encoded bytes) into a (B, C, H, W) or (B, H, W, C) buffer."""
+    """Decode and transform image paths (or encoded bytes) into a (B, C, H, W) or (B, H, W, C) buffer.
+
+    Float outputs without Normalize hold 0..255 unless ``scale=True``; the
+    public :class:`Image` scales to [0, 1] by default.
+    """
 
     error_class = DecodeError
+    default_scale = False
 
-    def __init__(self, transforms: Sequence, *, dtype: str = "float32", layout: str = "NCHW",
+    def __init__(self, transforms: Sequence, *, dtype="float32", layout: str = "NCHW",
                  exif: bool = True, max_pixels: int = DEFAULT_MAX_PIXELS, dct_scale: bool = True,
-                 name: str = "image"):
+                 reducing_gap: float = DEFAULT_REDUCING_GAP, interpolation: str | None = None,
+                 scale: bool | None = None, name: str = "image"):
         self.name = name
         self.transforms = list(transforms)
-        self.dtype, self.layout, self.exif, self.max_pixels = dtype, layout, exif, max_pixels
-        self.plan, self.size = compile_plan(self.transforms, dtype=dtype, layout=layout, exif=exif,
-                                            max_pixels=max_pixels, dct_scale=dct_scale)
+        self.dtype, self.layout, self.exif, self.max_pixels = _dtype_name(dtype), layout, exif, max_pixels
+        self.reducing_gap = reducing_gap
+        self.plan, self.size = compile_plan(
+            self.transforms, dtype=self.dtype, layout=layout, exif=exif, max_pixels=max_pixels,
+            dct_scale=dct_scale, reducing_gap=reducing_gap, interpolation=interpolation,
+            scale=self.default_scale if scale is None else scale)
         self._local = threading.local()
 
     def outputs(self):
@@ -115,47 +161,80 @@ class ImageField(Field):
     def fill(self, values, outs, ctx: ChunkContext):
         out = outs[self.name]
         worker = self._worker()
-        n = len(values)
+        indices = np.ascontiguousarray(ctx.indices, dtype=np.uint64)
         failures: dict[int, str] = {}
         items, paths = _encode(values, failures)
-        status = np.empty(n, dtype=np.int32)
+        status = np.full(len(values), _batch.OK, dtype=np.int32)
         if paths is None:   # a mix of paths and payloads, or missing values: one sample at a time
-            for i in range(n):
+            for i in range(len(values)):
                 if i not in failures:
-                    sub = status[i:i + 1]
-                    r = worker.run_chunk(self.plan, [items[i]], isinstance(values[i], (str, os.PathLike)),
-                                         ctx.indices[i:i + 1], ctx.seed, ctx.epoch, out[i:i + 1], sub)
-                    failures.update({i: msg for msg in r.values()})
-                else:
-                    status[i] = _batch.OK
+                    failures.update({i: msg for msg in worker.run_chunk(
+                        self.plan, [items[i]], _is_path(values[i]), indices[i:i + 1], ctx.seed, ctx.epoch,
+                        out[i:i + 1], status[i:i + 1]).values()})
         else:
-            failures.update(worker.run_chunk(self.plan, items, paths, ctx.indices, ctx.seed, ctx.epoch, out, status))
+            failures.update(worker.run_chunk(self.plan, items, paths, indices, ctx.seed, ctx.epoch, out, status))
         for i in np.flatnonzero((status == _batch.NOT_JPEG) | (status == _batch.UNSUPPORTED)):
-            reason = self._pillow_route(worker, values[i], items[i], int(ctx.indices[i]), ctx, out[i])
+            reason = self._pillow_route(worker, values[i], items[i], int(indices[i]), ctx, out[i])
             if reason:
                 failures[int(i)] = reason
         return failures
 
     def _pillow_route(self, worker, value, item, index, ctx, out_row):
+        """Decode through Pillow (JPEGs DCT-scaled by draft() as far as the plan allows) and finish in C."""
+        plan = self.plan
+        gap = self.reducing_gap if plan.max_denom > 1 else None
+
+        def draft_size(w, h):
+            if gap is None:
+                return None
+            (x0, y0, x1, y1), (oh, ow) = plan.box(w, h, ctx.seed, ctx.epoch, index)
+            # the whole image scaled so that the crop keeps gap x the output's pixels
+            return (math.ceil(w * gap * ow / max(x1 - x0, 1e-9)), math.ceil(h * gap * oh / max(y1 - y0, 1e-9)))
+
         try:
-            data = worker.read_file(item) if isinstance(value, (str, os.PathLike)) else item
-            img = pillow_decode(data, _name(value), exif=self.exif, max_pixels=self.max_pixels)
+            data = worker.read_file(item) if _is_path(value) else item
+            img, sx, sy = pillow_decode(data, _name(value), exif=self.exif, max_pixels=self.max_pixels,
+                                        draft_size=draft_size)
         except DecodeError as e:
             return e.reason
         except OSError as e:
             return str(e)
-        return worker.process_rgb(self.plan, np.ascontiguousarray(img), ctx.seed, ctx.epoch, index, out_row)
+        full = (round(img.shape[1] / sx), round(img.shape[0] / sy))
+        return worker.process_rgb(plan, np.ascontiguousarray(img), ctx.seed, ctx.epoch, index, out_row,
+                                  full_size=full)
+
+
+class Image(ImageField):
+    """An image field: ``fields={"image": fl.Image([fl.RandomResizedCrop(224)], dtype="uint8")}``.
+
+    ``transforms``: geometric ops, then pixel ops, then an optional Normalize.
+    ``dtype`` ("uint8", "float16", "float32" or the NumPy types): without
+    Normalize, floats hold pixel / 255 in [0, 1] as torchvision's
+    ``ToDtype(float32, scale=True)`` (``scale=False`` keeps 0..255).
+    ``layout`` "NCHW" or "NHWC". ``exif`` applies the EXIF orientation.
+    ``max_pixels`` refuses larger images. ``dct_scale`` lets JPEGs decode at
+    1/2, 1/4 or 1/8 scale while the crop keeps ``reducing_gap`` (default 2,
+    Pillow's ``thumbnail`` rule) times the output's pixels. ``interpolation``
+    ("bilinear", "area" = Pillow's BOX, "nearest" = torchvision's
+    NEAREST_EXACT) overrides the transforms' own.
+    """
+
+    default_scale = True
+
+
+def _is_path(value) -> bool:
+    return isinstance(value, (str, os.PathLike))
 
 
 def _name(value) -> str:
-    return os.fspath(value) if isinstance(value, (str, os.PathLike)) else "<bytes>"
+    return os.fspath(value) if _is_path(value) else "<bytes>"
 
 
 def _encode(values, failures):
     """bytes for the C loop, and whether they are all paths (True), all payloads (False), or mixed (None)."""
     items, kinds = [], set()
     for i, v in enumerate(values):
-        if isinstance(v, (str, os.PathLike)):
+        if _is_path(v):
             items.append(os.fsencode(v))
             kinds.add(True)
         elif isinstance(v, (bytes, bytearray, memoryview, np.ndarray)):

@@ -1,0 +1,291 @@
+"""Image semantics against the references users know: Pillow's decoding and
+resizing, torchvision's documented conventions (written out here: torchvision
+itself is not a test dependency), NumPy. Each test fails on a build that
+deviates from the convention it names."""
+import math
+
+import numpy as np
+import pytest
+from PIL import Image, ImageOps
+
+import fastload as fl
+from fastload._kernels import _batch
+from fastload.image.decode import image_size, pillow_decode
+
+from _pixels import photo_like
+
+
+def first_batch(root, transforms, **kw):
+    kw.setdefault("dtype", "uint8")
+    kw.setdefault("layout", "NHWC")
+    field = fl.Image(transforms, dtype=kw.pop("dtype"), layout=kw.pop("layout"), **kw)
+    records = [{"image": p} for p in sorted(str(p) for p in root.iterdir())]
+    return next(iter(fl.Loader(fl.ListSource(records), batch_size=len(records), fields={"image": field})))["image"]
+
+
+# -- TIFF orientation -------------------------------------------------------------------------
+
+@pytest.mark.parametrize("orientation", [3, 6, 8])
+def test_tiff_orientation_is_applied_once(tmp_path, orientation):
+    stored = photo_like(30, 44, 3, seed=orientation)
+    path = tmp_path / "o.tif"
+    Image.fromarray(stored).save(path, tiffinfo={274: orientation})
+    # EXIF/TIFF orientation: 3 rotate 180, 6 shown rotated 90 clockwise, 8 counter-clockwise
+    shown = {3: np.rot90(stored, 2), 6: np.rot90(stored, -1), 8: np.rot90(stored, 1)}[orientation]
+    np.testing.assert_array_equal(pillow_decode(path.read_bytes(), "o.tif"), shown)
+    np.testing.assert_array_equal(pillow_decode(path.read_bytes(), "o.tif", exif=False), stored)
+    assert image_size(path) == (shown.shape[1], shown.shape[0])
+    assert image_size(path, exif=False) == (stored.shape[1], stored.shape[0])
+    h, w = shown.shape[:2]
+    np.testing.assert_array_equal(first_batch(tmp_path, [fl.CenterCrop((h, w))])[0], shown)
+
+
+# -- DCT scaling within Pillow's reducing_gap ------------------------------------------------
+
+def pil_resize_center_crop(path, short, crop):
+    """torchvision: Resize(short) (shorter side, bilinear + antialias on PIL) then CenterCrop(crop)."""
+    with Image.open(path) as im:
+        im = im.convert("RGB")
+        w, h = im.size
+        nw, nh = (short, int(short * h / w)) if w <= h else (int(short * w / h), short)
+        im = im.resize((nw, nh), Image.BILINEAR)
+        left, top = int(round((nw - crop) / 2.0)), int(round((nh - crop) / 2.0))
+        return np.asarray(im.crop((left, top, left + crop, top + crop)))
+
+
+def test_resize_center_crop_is_within_one_grey_level_of_pillow(tmp_path):
+    """ImageNet-like JPEGs (~ 4x the output): DCT scaling stays >= 2x the output (Pillow's
+    reducing_gap), so the samples stay within a mean of 1 grey level of Pillow's."""
+    paths = []
+    for i in range(6):
+        img = photo_like(700 + 40 * i, 640 - 30 * i, 3, seed=100 + i)
+        img = np.clip(img.astype(int) + np.random.default_rng(i).integers(-40, 40, img.shape), 0, 255)
+        paths.append(tmp_path / f"{i}.jpg")
+        Image.fromarray(img.astype(np.uint8)).save(paths[-1], quality=90)
+    got = first_batch(tmp_path, [fl.Resize(160), fl.CenterCrop(128)])
+    means = []
+    for path, sample in zip(sorted(paths), got):
+        ref = pil_resize_center_crop(path, 160, 128)
+        means.append(float(np.abs(sample.astype(int) - ref).mean()))
+    assert max(means) <= 1.0, means
+
+
+def test_nearest_returns_source_pixels(tmp_path):
+    img = photo_like(256, 320, 3, seed=5)
+    Image.fromarray(img).save(tmp_path / "a.jpg", quality=95)
+    decoded = np.asarray(Image.open(tmp_path / "a.jpg").convert("RGB"))
+    got = first_batch(tmp_path, [fl.Resize((1, 1), interpolation="nearest")])[0, 0, 0]
+    # NEAREST_EXACT: the pixel under the output pixel's centre, floor(0.5 * size)
+    np.testing.assert_array_equal(got, decoded[128, 160])
+
+
+# -- value range ------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("dtype", ["float32", np.float32, "float16"])
+def test_float_without_normalize_is_scaled_to_unit_range(tmp_path, dtype):
+    img = photo_like(16, 16, 3, seed=1)
+    Image.fromarray(img).save(tmp_path / "a.png")
+    got = first_batch(tmp_path, [fl.CenterCrop(16)], dtype=dtype, layout="NCHW")[0]
+    # torchvision ToDtype(torch.float32, scale=True) on uint8: x / 255
+    want = (img.astype(np.float64) / 255).astype(np.dtype(dtype)).transpose(2, 0, 1)
+    assert got.dtype == np.dtype(dtype) and 0 <= got.min() and got.max() <= 1
+    np.testing.assert_array_equal(got, want)
+    raw = first_batch(tmp_path, [fl.CenterCrop(16)], dtype=dtype, layout="NCHW", scale=False)[0]
+    np.testing.assert_array_equal(raw, img.astype(np.dtype(dtype)).transpose(2, 0, 1))
+
+
+# -- crops larger than the image --------------------------------------------------------------
+
+def test_center_crop_pads_like_torchvision(tmp_path):
+    img = photo_like(5, 9, 3, seed=2)
+    Image.fromarray(img).save(tmp_path / "a.png")
+    got = first_batch(tmp_path, [fl.CenterCrop((8, 12))])[0]
+    # torchvision CenterCrop: pad left/top by (crop - size) // 2, right/bottom by the rest, zeros
+    want = np.zeros((8, 12, 3), np.uint8)
+    want[1:6, 1:10] = img
+    np.testing.assert_array_equal(got, want)
+    # a crop taller than the image but narrower: pad rows, crop columns at round((w - c) / 2)
+    got = first_batch(tmp_path, [fl.CenterCrop((7, 4))])[0]
+    want = np.zeros((7, 4, 3), np.uint8)
+    want[1:6] = img[:, 2:6]
+    np.testing.assert_array_equal(got, want)
+
+
+def test_random_crop_raises_unless_pad_if_needed(tmp_path):
+    Image.fromarray(photo_like(5, 9, 3, seed=3)).save(tmp_path / "a.png")
+    with pytest.raises(fl.DecodeError, match="smaller than the crop"):
+        first_batch(tmp_path, [fl.RandomCrop(8)])
+
+
+def test_random_crop_pad_if_needed_places_the_image_like_torchvision(tmp_path):
+    img = photo_like(5, 9, 3, seed=4)
+    for i in range(40):
+        Image.fromarray(img).save(tmp_path / f"{i:02d}.png")
+    fill = (9, 200, 31)
+    got = first_batch(tmp_path, [fl.RandomCrop((8, 12), pad_if_needed=True, fill=fill)])
+    # torchvision: pad by (crop - size) on both sides of each short axis, then a uniform crop,
+    # so the image lands at row offset 0..3 and column offset 0..3 with fill around it
+    offsets = set()
+    for sample in got:
+        hits = [(r, c) for r in range(4) for c in range(4) if (sample[r:r + 5, c:c + 9] == img).all()]
+        assert len(hits) == 1, "image not found whole in the padded crop"
+        (r, c), = hits
+        mask = np.ones((8, 12), bool)
+        mask[r:r + 5, c:c + 9] = False
+        assert (sample[mask] == fill).all()
+        offsets.add((r, c))
+    assert len(offsets) >= 8   # 16 placements, uniformly drawn
+
+
+def test_padding_crop_must_be_last_to_pad(tmp_path):
+    Image.fromarray(photo_like(5, 9, 3, seed=4)).save(tmp_path / "a.png")
+    with pytest.raises(fl.DecodeError, match="smaller than the crop"):
+        first_batch(tmp_path, [fl.CenterCrop(16), fl.Resize((8, 8))])
+    first_batch(tmp_path, [fl.CenterCrop(4), fl.Resize((8, 8))])   # no padding needed: fine
+
+
+# -- ColorJitter ------------------------------------------------------------------------------
+
+def rgb2hsv(x):
+    """torchvision's _rgb2hsv on floats in [0, 1] (last axis RGB)."""
+    r, g, b = x[..., 0], x[..., 1], x[..., 2]
+    maxc, minc = x.max(-1), x.min(-1)
+    eqc = maxc == minc
+    cr = maxc - minc
+    s = cr / np.where(eqc, 1.0, maxc)
+    crd = np.where(eqc, 1.0, cr)
+    rc, gc, bc = (maxc - r) / crd, (maxc - g) / crd, (maxc - b) / crd
+    hr = (maxc == r) * (bc - gc)
+    hg = ((maxc == g) & (maxc != r)) * (2.0 + rc - bc)
+    hb = ((maxc != g) & (maxc != r)) * (4.0 + gc - rc)
+    h = np.fmod((hr + hg + hb) / 6.0 + 1.0, 1.0)
+    return h, s, maxc
+
+
+def hsv2rgb(h, s, v):
+    """torchvision's _hsv2rgb."""
+    i = np.floor(h * 6.0)
+    f = h * 6.0 - i
+    i = i.astype(int) % 6
+    p = np.clip(v * (1.0 - s), 0, 1)
+    q = np.clip(v * (1.0 - s * f), 0, 1)
+    t = np.clip(v * (1.0 - s * (1.0 - f)), 0, 1)
+    table = [(v, t, p), (q, v, p), (p, v, t), (p, q, v), (t, p, v), (v, p, q)]
+    out = np.zeros(h.shape + (3,))
+    for k, (a, b, c) in enumerate(table):
+        out[i == k] = np.stack([a, b, c], -1)[i == k]
+    return out
+
+
+def adjust_hue_ref(img, factor):
+    h, s, v = rgb2hsv(img.astype(np.float64) / 255)
+    return hsv2rgb((h + factor) % 1.0, s, v) * 255
+
+
+@pytest.mark.parametrize("factor", [-0.5, -0.23, 0.1, 0.37])
+def test_hue_matches_torchvision(factor):
+    img = photo_like(37, 41, 3, seed=8)
+    got = img.copy()
+    _batch.color_jitter(got, 1.0, 1.0, 1.0, factor)
+    # torchvision converts back with x * 255.999 truncated; fastload rounds: within one level
+    assert np.abs(got - adjust_hue_ref(img, factor)).max() <= 1.0
+
+
+def test_color_jitter_accepts_ranges_and_hue(tmp_path):
+    img = photo_like(12, 12, 3, seed=9)
+    Image.fromarray(img).save(tmp_path / "a.png")
+    # degenerate ranges fix each factor: brightness 0.5 exactly, hue +0.25
+    got = first_batch(tmp_path, [fl.CenterCrop(12), fl.ColorJitter(brightness=(0.5, 0.5), hue=(0.25, 0.25))])[0]
+    half = np.floor(img * 0.5 + 0.5)
+    assert np.abs(got - adjust_hue_ref(half.astype(np.uint8), 0.25)).max() <= 1.0
+    assert fl.ColorJitter(0.4, (0.5, 1.5), 0, 0.1).ranges() == ((0.6, 1.4), (0.5, 1.5), (1.0, 1.0), (-0.1, 0.1))
+    assert fl.ColorJitter(brightness=2).ranges()[0] == (0.0, 3.0)   # clipped at 0, as torchvision
+
+
+@pytest.mark.parametrize("kw, match", [
+    (dict(brightness=math.nan), "brightness"), (dict(saturation=math.inf), "saturation"),
+    (dict(contrast=-0.1), "contrast"), (dict(hue=0.6), "hue"), (dict(hue=(-0.6, 0.1)), "hue"),
+    (dict(brightness=(1.5, 0.5)), "brightness"), (dict(saturation="1"), "saturation"),
+])
+def test_color_jitter_rejects_bad_values(kw, match):
+    with pytest.raises(ValueError, match=match):
+        fl.ColorJitter(**kw)
+
+
+# -- constructor checks -----------------------------------------------------------------------
+
+@pytest.mark.parametrize("make, match", [
+    (lambda: fl.Resize("22"), "Resize size"),
+    (lambda: fl.CenterCrop("64"), "CenterCrop size"),
+    (lambda: fl.Resize((32.9, 32.9)), r"Resize size\[0\]"),
+    (lambda: fl.Resize(32.0), "Resize size"),
+    (lambda: fl.Resize(0), "Resize size"),
+    (lambda: fl.Resize(64, max_size=10), "max_size"),
+    (lambda: fl.RandomCrop(8, fill=300), "fill"),
+    (lambda: fl.RandomResizedCrop(8, scale=(0.5, 0.1)), "scale"),
+    (lambda: fl.RandomResizedCrop(8, ratio=(math.nan, 1)), "ratio"),
+    (lambda: fl.RandomHorizontalFlip(p=1.5), "p"),
+    (lambda: fl.Normalize(mean=(0, 0, math.nan)), "mean"),
+])
+def test_constructors_name_the_bad_argument(make, match):
+    with pytest.raises((TypeError, ValueError), match=match):
+        make()
+
+
+def test_tiny_std_cannot_put_inf_in_float16():
+    with pytest.raises(ValueError, match="std"):
+        fl.Image([fl.CenterCrop(4), fl.Normalize(std=(1e-6, 1e-6, 1e-6))], dtype="float16")
+    fl.Image([fl.CenterCrop(4), fl.Normalize(std=(1e-6, 1e-6, 1e-6))], dtype="float32")
+
+
+def test_accepted_forms():
+    assert fl.Resize([32]).op()[:3] == fl.Resize(32).op()[:3]
+    assert fl.Resize(np.int64(32)).static_size is None
+    assert fl.Resize((np.int32(5), 7)).static_size == (5, 7)
+    assert fl.Resize(64, max_size=65).max_size == 65
+    assert fl.Image([fl.CenterCrop(4)], dtype=np.float32).outputs()[0].dtype == np.float32
+    assert fl.Image([fl.CenterCrop(4)], dtype=np.dtype("uint8")).outputs()[0].dtype == np.uint8
+
+
+# -- the compiled path the Loader runs ----------------------------------------------------------
+
+def test_every_simd_path_gives_the_same_batches(tmp_path):
+    for i in range(6):
+        Image.fromarray(photo_like(90 + 7 * i, 110 - 5 * i, 3, seed=i)).save(tmp_path / f"{i}.jpg")
+        Image.fromarray(photo_like(50, 60 + i, 3, seed=i)).save(tmp_path / f"{i}.png")
+    transforms = [fl.RandomResizedCrop(40), fl.RandomHorizontalFlip(), fl.ColorJitter(0.4, 0.4, 0.4, 0.1),
+                  fl.Normalize((0.5, 0.4, 0.3), (0.2, 0.25, 0.3))]
+    default = _batch.simd()
+    try:
+        batches = {}
+        for path in _batch.simd_paths():
+            _batch.set_simd(path)
+            batches[path] = first_batch(tmp_path, transforms, dtype="float32", layout="NCHW")
+    finally:
+        _batch.set_simd(default)
+    assert fl.features()["simd"] == default and default in batches
+    for path, b in batches.items():
+        np.testing.assert_array_equal(b, batches["portable"], err_msg=path)
+
+
+def test_a_missing_value_fails_its_record_not_its_chunk(tmp_path):
+    paths = []
+    for i in range(6):
+        paths.append(str(tmp_path / f"{i}.png"))
+        Image.fromarray(np.full((8, 8, 3), 10 * i, np.uint8)).save(paths[-1])
+    records = [{"image": p, "label": i} for i, p in enumerate(paths)]
+    records[2]["image"] = None
+    loader = fl.Loader(fl.ListSource(records), batch_size=6, on_error="skip",
+                       fields={"image": fl.Image([fl.CenterCrop(8)], dtype="uint8", layout="NHWC"),
+                               "label": "index"})
+    with pytest.warns(RuntimeWarning, match=r"ListSource\[2\]: missing image"):
+        batch = next(iter(loader))
+    assert batch["label"].tolist() == [0, 1, 3, 4, 5]
+    assert [int(x[0, 0, 0]) for x in batch["image"]] == [0, 10, 30, 40, 50]
+
+
+def test_features_name_the_path_and_how_to_link():
+    f = fl.features()
+    assert f["simd"] in f["simd_paths"] and f["simd"] != "avx512"
+    if not f["libjpeg_turbo_linked"]:
+        assert "pip install" in f["jpeg_decoder"] and "libjpeg" in f["jpeg_decoder"]
