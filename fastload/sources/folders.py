@@ -64,10 +64,14 @@ class _Walker:
         self.exts, self.on_error, self.owner = exts, on_error, owner
         self.skipped: list[tuple[str, str]] = []   # (directory, why)
 
-    def files(self, root: str) -> list[str]:
-        """Every file under ``root`` with one of the extensions, sorted by path; hidden entries skipped."""
+    def files(self, root: str, within: str | None = None) -> list[str]:
+        """Every file under ``root`` with one of the extensions, sorted by path; hidden entries skipped.
+
+        ``within``: a directory above ``root`` (the dataset root) that a link back to is a loop too.
+        """
         found: list[str] = []
-        self._visit(root, self._identity(root), set(), found)
+        above = {self._identity(within)} - {None} if within is not None else set()
+        self._visit(root, self._identity(root), above, found)
         found.sort()
         return found
 
@@ -155,7 +159,7 @@ class ImageFolder(Source):
         self.class_to_idx = {c: i for i, c in enumerate(self.classes)}
         paths, labels, empty = [], [], []
         for i, c in enumerate(self.classes):
-            files = walker.files(os.path.join(self.root, c))
+            files = walker.files(os.path.join(self.root, c), within=self.root)
             if not files:
                 empty.append(c)
             paths += files
@@ -164,7 +168,7 @@ class ImageFolder(Source):
             flat = walker.images_in(self.root)
             if flat:
                 raise FileNotFoundError(
-                    f"ImageFolder: {printable(self.root)!r} holds {len(flat)} images but no class subfolders; "
+                    f"ImageFolder: {printable(self.root)!r} holds {flat} images but no class subfolders; "
                     "ImageFolder wants root/<class>/<image> (one folder per class). "
                     "For unlabeled images use ImageFiles(root)")
             raise FileNotFoundError(f"ImageFolder: no images with extensions {exts} under {printable(self.root)!r}")
