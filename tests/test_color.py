@@ -7,7 +7,7 @@ import pytest
 
 from fastload.image.color import color_jitter, make_lut, output_shape, write_sample
 
-from _pixels import photo_like
+from helpers import photo_like
 
 LUMA = np.array([0.299, 0.587, 0.114])
 
