@@ -18,6 +18,20 @@ def jpeg_path() -> str:
     return f"Pillow's {lib} (fastload was built without libjpeg-turbo)"
 
 
+def _is_pillow_simd(pil_version: str) -> bool:
+    """Whether the imported PIL is pillow-simd's: its distribution is installed and PIL carries its version.
+
+    pillow-simd installs the same ``PIL`` package as Pillow under its own
+    distribution name, with versions such as ``12.1.1.post0``; comparing the
+    versions tells which of the two a mixed environment imports.
+    """
+    from importlib import metadata
+    try:
+        return metadata.version("pillow-simd") == pil_version
+    except metadata.PackageNotFoundError:
+        return False
+
+
 def features() -> dict:
     """Decoder path and version, SIMD level, Pillow flavour, optional integrations present."""
     import PIL
@@ -31,7 +45,7 @@ def features() -> dict:
         "libjpeg_turbo_linked": jpeg != "none",
         "simd": _batch.simd_level(),
         "pillow": PIL.__version__,
-        "pillow_simd": ".post" in PIL.__version__,   # pillow-simd versions read like 9.0.0.post1
+        "pillow_simd": _is_pillow_simd(PIL.__version__),
         "numba": importlib.util.find_spec("numba") is not None,
         "torch": importlib.util.find_spec("torch") is not None,
     }
