@@ -70,10 +70,40 @@ class _Walker:
         ``within``: a directory above ``root`` (the dataset root) that a link back to is a loop too.
         """
         found: list[str] = []
-        above = {self._identity(within)} - {None} if within is not None else set()
-        self._visit(root, self._identity(root), above, found)
+        above = frozenset({self._identity(within)} - {None}) if within is not None else frozenset()
+        # Each directory carries the (device, inode) of its ancestors: a link to one of them is a
+        # loop, but two links to the same directory elsewhere are both followed, as
+        # os.walk(followlinks=True) would. Iterative, so depth is bounded by paths, not the stack.
+        stack = [(root, self._identity(root), above)]
+        while stack:
+            path, ident, ancestors = stack.pop()
+            if ident is not None:
+                ancestors = ancestors | {ident}
+            for sub in self._scan(path, found):
+                sub_ident = self._identity(sub)
+                if sub_ident is not None and sub_ident in ancestors:
+                    self._skip(sub, f"is a link back to {printable(os.path.realpath(sub))!r} (a loop)", None)
+                else:
+                    stack.append((sub, sub_ident, ancestors))
         found.sort()
         return found
+
+    def _scan(self, path: str, found: list[str]) -> list[str]:
+        """Add the image files directly in ``path`` to ``found``; return its subdirectories."""
+        subdirs = []
+        try:
+            with os.scandir(path) as it:
+                for entry in it:
+                    if entry.name.startswith("."):
+                        continue
+                    if self._is_dir(entry):
+                        subdirs.append(entry.path)
+                    elif os.path.splitext(entry.name)[1].lower() in self.exts:
+                        found.append(entry.path)
+        except OSError as e:
+            self._skip(path, f"cannot be listed ({e.strerror or e})", e)
+            return []
+        return subdirs
 
     def subdirs(self, root: str) -> list[str]:
         """The visible subdirectory names of ``root`` (which must be readable), sorted."""
@@ -103,33 +133,6 @@ class _Walker:
             return entry.is_dir(follow_symlinks=True)
         except OSError:   # e.g. a link to itself (ELOOP): not a directory we can enter
             return False
-
-    def _visit(self, path: str, ident, ancestors: set, found: list[str]) -> None:
-        # Ancestors by (device, inode): a link to a directory above is a loop, but two links to the
-        # same directory elsewhere are both followed, as os.walk(followlinks=True) would.
-        if ident is not None:
-            ancestors.add(ident)
-        try:
-            subdirs = []
-            with os.scandir(path) as it:
-                for entry in it:
-                    if entry.name.startswith("."):
-                        continue
-                    if self._is_dir(entry):
-                        subdirs.append(entry.path)
-                    elif os.path.splitext(entry.name)[1].lower() in self.exts:
-                        found.append(entry.path)
-        except OSError as e:
-            self._skip(path, f"cannot be listed ({e.strerror or e})", e)
-            subdirs = []
-        for sub in subdirs:
-            sub_ident = self._identity(sub)
-            if sub_ident is not None and sub_ident in ancestors:
-                self._skip(sub, f"is a link back to {printable(os.path.realpath(sub))!r} (a loop)", None)
-                continue
-            self._visit(sub, sub_ident, ancestors, found)
-        if ident is not None:
-            ancestors.discard(ident)
 
     def _skip(self, path: str, why: str, error: OSError | None) -> None:
         if error is not None and self.on_error == "raise":
