@@ -52,7 +52,7 @@ def test_symlink_loops_are_skipped_with_a_warning_and_other_links_followed(tmp_p
         assert sorted(ImageFiles(tmp_path / "data").paths) == sorted([a, b, s1, s2])
 
 
-def run_without_read_override(code, *args):
+def run_without_read_override(code, cwd, *args):
     """Run ``code`` in a Python child for which a mode-000 directory is really unreadable.
 
     Root bypasses permission bits through two capabilities; the child drops them
@@ -65,7 +65,8 @@ def run_without_read_override(code, *args):
             pytest.skip("running as root without util-linux setpriv to drop CAP_DAC_OVERRIDE")
         cmd = [setpriv, "--bounding-set=-dac_override,-dac_read_search", "--", *cmd]
     env = dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(os.path.abspath(fl.__file__))))
-    return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=120)
+    # cwd: not the checkout, whose uncompiled package `python -c` would import first
+    return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=120, cwd=cwd)
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="POSIX permission bits")
@@ -96,7 +97,7 @@ def test_an_unreadable_subdirectory_is_reported_not_fatal(tmp_path):
                 ImageFolder(root, on_error="raise")
             except OSError as e:
                 print("raised", type(e).__name__, e.errno, repr(str(e)))
-        """, tmp_path, locked)
+        """, tmp_path, tmp_path, locked)
     finally:
         locked.chmod(0o755)
     assert child.returncode == 0, child.stderr
