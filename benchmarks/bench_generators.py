@@ -28,8 +28,8 @@ import time
 import numpy as np
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(ROOT, "tests"))   # tests/imgutil and tests/tutorial, the reference stages
-from imgutil import encode, photo_like  # noqa: E402
+sys.path.insert(0, os.path.join(ROOT, "tests"))   # tests/tutorial, the reference stages
+from fastload.synthetic import encode, photo_like  # noqa: E402
 from tutorial import add_noise, drive, py_augment, py_read_images, py_rescale, py_shuffle  # noqa: E402
 
 from fastload import stages  # noqa: E402

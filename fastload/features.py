@@ -20,6 +20,20 @@ def jpeg_path() -> str:
             f"jpeg-turbo, then pip install --force-reinstall --no-binary fastload fastload)")
 
 
+def _is_pillow_simd(pil_version: str) -> bool:
+    """Whether the imported PIL is pillow-simd's: its distribution is installed and PIL carries its version.
+
+    pillow-simd installs the same ``PIL`` package as Pillow under its own
+    distribution name, with versions such as ``12.1.1.post0``; comparing the
+    versions tells which of the two a mixed environment imports.
+    """
+    from importlib import metadata
+    try:
+        return metadata.version("pillow-simd") == pil_version
+    except metadata.PackageNotFoundError:
+        return False
+
+
 def features() -> dict:
     """Decoder path and version, SIMD path, Pillow flavour, optional integrations present."""
     import PIL
@@ -34,7 +48,7 @@ def features() -> dict:
         "simd": _batch.simd(),               # the path the kernels run
         "simd_paths": _batch.simd_paths(),   # every path this CPU can run (tests force each)
         "pillow": PIL.__version__,
-        "pillow_simd": ".post" in PIL.__version__,   # pillow-simd versions read like 9.0.0.post1
+        "pillow_simd": _is_pillow_simd(PIL.__version__),
         "numba": importlib.util.find_spec("numba") is not None,
         "torch": importlib.util.find_spec("torch") is not None,
     }

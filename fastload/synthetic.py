@@ -26,8 +26,7 @@ def _smooth(rng, h, w, cells):
     return top * (1 - fy) + bot * fy
 
 
-def photo_like(h: int, w: int, seed: int = 0) -> np.ndarray:
-    """A deterministic HxWx3 uint8 image with gradients, edges, texture and noise."""
+def _rgb(h: int, w: int, seed) -> np.ndarray:
     rng = np.random.default_rng(seed)
     img = _smooth(rng, h, w, 4)
     yy, xx = np.mgrid[0:h, 0:w]
@@ -39,15 +38,33 @@ def photo_like(h: int, w: int, seed: int = 0) -> np.ndarray:
     freq = rng.uniform(0.05, 0.5)
     img += 18 * np.sin(xx * freq + yy * freq * rng.uniform(-1, 1))[..., None]   # texture
     img += rng.normal(0, 10, size=img.shape)   # sensor noise
-    return np.clip(img, 0, 255).astype(np.uint8)
+    return np.ascontiguousarray(np.clip(img, 0, 255).astype(np.uint8))
 
 
-def encode(img: np.ndarray, fmt: str = "JPEG", **save_kwargs) -> bytes:
-    """Encode an array with Pillow (e.g. quality=90, subsampling=..., progressive=True)."""
+def photo_like(h: int, w: int, channels: int = 3, *, seed: int = 0) -> np.ndarray:
+    """A deterministic HxWxC uint8 image with gradients, edges, texture and noise.
+
+    Three channels are one RGB picture; other counts take planes from as many
+    pictures as needed (the first from ``seed``), so 1 is a grey image and 4
+    adds an independent fourth plane.
+    """
+    if channels < 1:
+        raise ValueError(f"channels must be at least 1, got {channels}")
+    planes = [_rgb(h, w, seed if k == 0 else [seed, k]) for k in range(-(-channels // 3))]
+    img = planes[0] if len(planes) == 1 else np.concatenate(planes, axis=-1)
+    return img if channels == 3 else np.ascontiguousarray(img[..., :channels])
+
+
+def encode(img, fmt: str = "JPEG", **save_kwargs) -> bytes:
+    """Encode an HxW or HxWxC uint8 array, or a PIL image, with Pillow's ``save``.
+
+    ``save_kwargs`` go to ``Image.save``, e.g. ``quality=90, subsampling=2``
+    (0 = 4:4:4, 1 = 4:2:2, 2 = 4:2:0), ``progressive=True``, ``exif=...``.
+    """
     from PIL import Image
+    im = img if isinstance(img, Image.Image) else Image.fromarray(np.asarray(img))
     buf = io.BytesIO()
-    mode = "L" if img.ndim == 2 else None
-    Image.fromarray(img, mode).save(buf, format=fmt, **save_kwargs)
+    im.save(buf, format=fmt, **save_kwargs)
     return buf.getvalue()
 
 

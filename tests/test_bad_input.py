@@ -18,7 +18,7 @@ from PIL import Image, ImageOps
 import fastload as fl
 from fastload._kernels import _batch
 from fastload.pipeline.fields import Field, Output
-from imgutil import encode, photo_like
+from helpers import encode, photo_like
 
 H, W = 24, 20     # output size of every comparison
 SRC_H, SRC_W = 45, 58

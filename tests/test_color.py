@@ -9,7 +9,7 @@ import pytest
 from fastload._kernels import _batch
 from fastload.ops.normalize import make_lut
 
-from _pixels import photo_like
+from helpers import photo_like
 
 
 @pytest.fixture(params=_batch.simd_paths(), autouse=True)

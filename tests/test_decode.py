@@ -24,7 +24,7 @@ from PIL import Image, ImageOps
 from fastload._kernels import _batch
 from fastload.errors import DecodeError
 from fastload.image.decode import DEFAULT_MAX_PIXELS, image_size, pillow_decode, read_image
-from imgutil import encode, photo_like, write_image_folder
+from helpers import encode, photo_like, write_image_folder
 
 needs_turbo = pytest.mark.skipif(not _batch.HAVE_LIBJPEG_TURBO, reason="built without libjpeg-turbo")
 

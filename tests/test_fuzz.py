@@ -10,7 +10,7 @@ import fastload as fl
 from fastload._kernels import _batch
 from fastload.image.field import ImageField, compile_plan
 from fastload.pipeline.fields import ChunkContext
-from imgutil import encode, photo_like
+from helpers import encode, photo_like
 
 pytestmark = pytest.mark.skipif(not _batch.HAVE_LIBJPEG_TURBO, reason="the C JPEG path is not built")
 

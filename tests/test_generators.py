@@ -6,7 +6,7 @@ import time
 
 import numpy as np
 import pytest
-from imgutil import write_image_folder
+from helpers import write_image_folder
 from PIL import Image
 from threadutil import finishes, new_threads
 from tutorial import add_noise, py_augment, py_read_images, py_rescale, py_shuffle

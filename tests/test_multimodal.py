@@ -270,3 +270,61 @@ def test_loader_keeps_every_caption_with_its_image_when_one_image_is_corrupt(tmp
                 seen.append(i)
     assert sorted(seen) == [i for i in range(n) if i != bad]
     assert any("017.png" in rid for rid, _ in loader.stats()["failures"])
+
+
+# -- streamed preparation --------------------------------------------------------------
+
+def test_standardize_prepare_chunks_equals_one_pass_and_numpy():
+    rng = np.random.default_rng(7)
+    data = rng.normal([1e6, -2, 0], [0.5, 5, 1e-3], size=(9_001, 3))   # large mean, tiny spread
+    rows = list(data)
+    rows[17] = None                                # a record the loader could not read
+    rows[4000] = [1.0, float("nan"), 2.0]          # an invalid row: left out of the statistics
+    kept = np.delete(data, [17, 4000], axis=0)
+    one = Standardize()
+    one.prepare(rows)
+    streamed = Standardize()
+    assert streamed.needs_prepare
+    sizes = [1, 1000, 4096, 3904]                  # chunks of uneven length, one of a single row
+    bounds = np.cumsum([0] + sizes)
+    streamed.prepare_chunks(rows[a:b] for a, b in zip(bounds[:-1], bounds[1:]))
+    assert not streamed.needs_prepare and streamed.size == 3
+    for f in (one, streamed):
+        np.testing.assert_allclose(f.mean, kept.mean(axis=0), rtol=1e-12)
+        np.testing.assert_allclose(f.std, kept.std(axis=0), rtol=1e-6)
+    np.testing.assert_allclose(streamed.mean, one.mean, rtol=1e-12)
+    np.testing.assert_allclose(streamed.std, one.std, rtol=1e-9)
+
+
+def test_standardize_with_given_statistics_reads_nothing():
+    f = Standardize(mean=[0.0], std=[1.0])
+    assert not f.needs_prepare
+
+    def chunks():
+        raise AssertionError("read although mean and std were given")
+        yield
+
+    f.prepare_chunks(chunks())
+    half = Standardize(mean=[10.0, 20.0])   # std still to compute, around the data's own mean
+    assert half.needs_prepare
+    half.prepare_chunks([[[1, 2], [3, 6]], [None, [5, 10]]])
+    np.testing.assert_allclose(half.std, np.std([[1, 2], [3, 6], [5, 10]], axis=0))
+    np.testing.assert_array_equal(half.mean, [10.0, 20.0])
+
+
+def test_numeric_prepare_chunks_takes_the_size_from_the_first_valid_row():
+    f = Numeric()
+    assert f.needs_prepare
+    seen = []
+
+    def chunks():
+        for chunk in ([None, "x"], [[1, 2, 3], [4, 5, 6]], [[7, 8, 9]]):
+            seen.append(chunk)
+            yield chunk
+
+    f.prepare_chunks(chunks())
+    assert f.size == 3 and not f.needs_prepare and len(seen) == 2   # stops at the row it needed
+    with pytest.raises(ValueError, match="no valid numeric row"):
+        Numeric().prepare_chunks([[None], ["a"]])
+    with pytest.raises(ValueError, match="no valid numeric rows"):
+        Standardize().prepare_chunks([[None, [np.inf]]])

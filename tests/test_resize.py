@@ -9,7 +9,7 @@ from PIL import Image
 
 from fastload._kernels import _batch
 
-from _pixels import photo_like
+from helpers import photo_like
 
 MODES = {1: "L", 3: "RGB", 4: "RGBX"}   # RGBX: Pillow would premultiply RGBA
 PIL_FILTERS = {"bilinear": Image.BILINEAR, "area": Image.BOX}

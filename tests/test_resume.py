@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 from PIL import Image
 
 import fastload as fl
-from imgutil import encode, photo_like
+from helpers import encode, photo_like
 
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 BATCH = 3

@@ -244,3 +244,56 @@ def test_jsonl_gather_matches_getitem_and_names_bad_lines(tmp_path):
         src.gather(np.array([0, 2]))
     with pytest.raises(IndexError):
         src.gather(np.array([4]))
+
+
+# -- byte-order marks ------------------------------------------------------------------
+
+BOM = b"\xef\xbb\xbf"
+
+
+def test_jsonl_with_bom_reads_the_first_record(tmp_path):
+    p = tmp_path / "t.jsonl"
+    p.write_bytes(BOM + b'{"text": "a"}\n{"text": "b"}\n')
+    src = JSONRecords(p, field="text")
+    assert src.lines and len(src) == 2
+    assert [src[i] for i in range(2)] == ["a", "b"]
+    assert src.gather(np.arange(2)) == ["a", "b"]
+    assert src.record_id(0) == f"{p}:line 1"
+
+
+def test_jsonl_whose_first_line_is_only_a_bom_is_blank(tmp_path):
+    p = tmp_path / "t.jsonl"
+    p.write_bytes(BOM + b'\n{"x": 1}\n')
+    src = JSONRecords(p, field="x")
+    assert len(src) == 1 and src[0] == 1 and src.record_id(0) == f"{p}:line 2"
+
+
+def test_pretty_printed_json_array_with_bom_is_an_array(tmp_path):
+    records = [{"id": i, "text": f"t{i}"} for i in range(3)]
+    p = tmp_path / "t.json"
+    p.write_bytes(BOM + json.dumps(records, indent=2).encode())
+    src = JSONRecords(p)
+    assert not src.lines and len(src) == 3
+    assert [src[i] for i in range(3)] == records
+    q = tmp_path / "t.txt"   # no telling extension: detected from the first character after the mark
+    q.write_bytes(p.read_bytes())
+    assert not JSONRecords(q).lines and JSONRecords(q, field="text")[2] == "t2"
+
+
+def test_csv_with_bom_header(tmp_path):
+    p = tmp_path / "t.csv"
+    p.write_bytes(BOM + b"id,value\n1,2.5\n2,3.5\n")
+    src = CSVRows(p)
+    assert src.columns == ("id", "value")
+    np.testing.assert_array_equal(np.stack([src[0], src[1]]), [[1, 2.5], [2, 3.5]])
+    assert CSVRows(p, columns=["id"]).columns == ("id",)
+    q = tmp_path / "n.csv"   # a BOM before a numeric first row: still data
+    q.write_bytes(BOM + b"1,2\n3,4\n")
+    assert len(CSVRows(q)) == 2 and CSVRows(q)[0].tolist() == [1, 2]
+
+
+def test_json_array_that_is_not_utf8_names_the_file(tmp_path):
+    p = tmp_path / "t.json"
+    p.write_bytes(b'["caf\xe9"]')
+    with pytest.raises(RecordError, match=r"t\.json: not UTF-8"):
+        JSONRecords(p)

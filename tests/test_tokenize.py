@@ -1,4 +1,5 @@
 """Tokenize against a pure-Python reference written here, plus the byte level and the kernel's contracts."""
+import json
 import random
 import string
 import threading
@@ -217,3 +218,82 @@ def test_argument_validation():
         Tokenize(WORDS, bos_id=0)
     with pytest.raises(ValueError, match="needs no vocab"):
         Tokenize(WORDS, level="byte")
+
+
+# -- lone surrogates -------------------------------------------------------------------
+
+def test_lone_surrogate_is_replaced_not_fatal():
+    tok = Tokenize({"hello": 2, "world": 3, "\ufffd": 4}, max_length=5)
+    texts = [json.loads('"hello \\ud83d world"'), "hello world", json.loads('"\\ud83d\\ude00 x\\udc00"')]
+    outs = buffers(3, 5)
+    assert tok.fill(texts, outs, None) == {}
+    assert outs["text"][0].tolist() == [2, 4, 3, 0, 0]   # the surrogate became U+FFFD, a word of its own
+    assert outs["text"][1].tolist() == [2, 3, 0, 0, 0]
+    assert outs["text"][2].tolist() == [1, 1, 0, 0, 0]   # "😀" (a valid pair) and "x\ufffd": unknown words
+
+
+def test_lone_surrogate_at_byte_level_is_the_replacement_characters_bytes():
+    tok = Tokenize(level="byte", max_length=6, lower=False, strip=False)
+    outs = buffers(1, 6)
+    assert tok.fill(["a\ud83d"], outs, None) == {}
+    assert outs["text"][0, :4].tolist() == [b + 2 for b in "a\ufffd".encode()]
+
+
+def test_surrogates_in_separate_code_points_are_joined():
+    tok = Tokenize(level="byte", max_length=8, lower=False, strip=False)
+    outs = buffers(1, 8)
+    tok.fill(["\ud83d\ude00"], outs, None)   # a pair as two code points: the one emoji's 4 bytes
+    assert outs["text"][0, :4].tolist() == [b + 2 for b in "\U0001F600".encode()]
+
+
+def test_vocabulary_from_texts_with_lone_surrogates():
+    tok = Tokenize(max_length=4)
+    tok.prepare(["ab\ud800 cd", "cd"])
+    assert tok.vocab == {"cd": 2, "ab\ufffd": 3}
+    outs = buffers(1, 4)
+    assert tok.fill(["AB\udbff cd"], outs, None) == {}
+    assert outs["text"][0].tolist() == [3, 2, 0, 0]
+
+
+def test_lone_surrogate_in_a_jsonl_file_through_the_loader(tmp_path):
+    from fastload.pipeline.loader import Loader
+    from fastload.sources.text import JSONRecords
+
+    p = tmp_path / "t.jsonl"
+    p.write_text('{"text": "good one"}\n{"text": "bad \\ud83d one"}\n{"text": "good two"}\n', encoding="ascii")
+    tok = Tokenize(max_length=4)
+    loader = Loader(JSONRecords(p), batch_size=3, fields={"text": tok})
+    (batch,) = list(loader)
+    assert batch["text_length"].tolist() == [2, 3, 2]
+    v = tok.vocab
+    assert batch["text"].tolist() == [[v["good"], v["one"], 0, 0], [v["bad"], v["\ufffd"], v["one"], 0],
+                                      [v["good"], v["two"], 0, 0]]
+
+
+# -- streamed vocabulary ---------------------------------------------------------------
+
+def test_prepare_chunks_equals_prepare_and_ignores_none():
+    rng = random.Random(4)
+    texts = [" ".join(rng.choice(WORDS + ["Cat!", "THE"]) for _ in range(rng.randint(0, 12))) for _ in range(3000)]
+    one = Tokenize()
+    one.prepare(texts)
+    chunks = [texts[i:i + 1024] + [None] for i in range(0, len(texts), 1024)]
+    streamed = Tokenize()
+    assert streamed.needs_prepare
+    streamed.prepare_chunks(iter(chunks))   # a generator, as a loader passes it
+    assert streamed.vocab == one.vocab and not streamed.needs_prepare
+    counts = {}
+    for t in texts:   # the reference: frequency then alphabetical, after the reserved ids
+        for w in t.lower().translate(str.maketrans("", "", string.punctuation)).split():
+            counts[w] = counts.get(w, 0) + 1
+    ranked = sorted(counts, key=lambda w: (-counts[w], w))
+    assert one.vocab == {w: 2 + i for i, w in enumerate(ranked)}
+
+
+def test_needs_prepare_only_for_a_word_vocabulary_to_build():
+    assert Tokenize().needs_prepare
+    assert not Tokenize(["a"]).needs_prepare
+    assert not Tokenize(level="byte").needs_prepare
+    tok = Tokenize({"a": 5})
+    tok.prepare_chunks([["b c"]])   # nothing to do: the given vocabulary stays
+    assert tok.vocab == {"a": 5}

@@ -11,7 +11,8 @@ Python touches single rows only when the chunk holds a bad one.
 """
 from __future__ import annotations
 
-from typing import Any, Iterable, Sequence
+from itertools import islice
+from typing import Any, Iterable, Iterator, Sequence
 
 import numpy as np
 
@@ -20,6 +21,17 @@ from ..pipeline.fields import ChunkContext, Field, Output
 __all__ = ["Numeric", "Standardize"]
 
 _CHUNK = 4096  # rows per step of the statistics pass
+
+
+def _blocks(chunks: Iterable[Iterable[Any]]) -> Iterator[list]:
+    """The values of ``chunks`` in lists of at most ``_CHUNK``, records the loader skipped (None) left out.
+
+    Bounding the list keeps memory at one block even when one chunk is the whole data set.
+    """
+    for chunk in chunks:
+        it = iter(chunk)
+        while block := [v for v in islice(it, _CHUNK) if v is not None]:
+            yield block
 
 
 def _as_row(value: Any, size: int | None) -> np.ndarray | str:
@@ -55,14 +67,30 @@ class Numeric(Field):
                                "pass size= (or mean=) or call prepare() with the training rows")
         return [Output(self.name, (self.size,), np.dtype(np.float32))]
 
+    @property
+    def needs_prepare(self) -> bool:
+        """True while the row size is unknown (a preparation pass will take it from the data)."""
+        return self.size is None
+
     def prepare(self, values: Iterable[Any]) -> None:
+        """One pass over all training values: ``prepare_chunks([values])``."""
+        self.prepare_chunks([values])
+
+    def prepare_chunks(self, chunks: Iterable[Iterable[Any]]) -> None:
+        """Take the row size from the first valid row; reads no further than that row."""
         if self.size is None:
-            for v in values:
-                row = _as_row(v, None)
-                if not isinstance(row, str):
-                    self.size = row.shape[0]
+            for block in _blocks(chunks):
+                if self._size_from(block):
                     return
             raise ValueError(f"{type(self).__name__}({self.name!r}): no valid numeric row to take the size from")
+
+    def _size_from(self, block: list) -> bool:
+        for v in block:
+            row = _as_row(v, None)
+            if not isinstance(row, str):
+                self.size = row.shape[0]
+                return True
+        return False
 
     def fill(self, values: Sequence[Any], outs: dict[str, np.ndarray],
              ctx: ChunkContext | None = None) -> dict[int, str]:
@@ -128,23 +156,27 @@ class Standardize(Numeric):
         if self.mean is not None and self.std is not None:
             self._scale = 1.0 / (self.std + self.eps)
 
-    def prepare(self, values: Iterable[Any]) -> None:
-        if self.mean is not None and self.std is not None:
+    @property
+    def needs_prepare(self) -> bool:
+        """False when ``mean`` and ``std`` were both given: nothing to compute, no pass over the data."""
+        return self.mean is None or self.std is None
+
+    def prepare_chunks(self, chunks: Iterable[Iterable[Any]]) -> None:
+        """Statistics from chunks of values (any number of lists, any length), one block of rows in memory.
+
+        None values (records a loader could not read) and invalid rows are left out.
+        """
+        if not self.needs_prepare:
             return
         count, mean, m2 = 0, None, None
-        chunk: list[np.ndarray] = []
-        for v in values:
-            row = _as_row(v, self.size)
-            if isinstance(row, str):
+        for values in _blocks(chunks):
+            if self.size is None and not self._size_from(values):
                 continue
-            if self.size is None:
-                self.size = row.shape[0]
-            chunk.append(row)
-            if len(chunk) == _CHUNK:
-                count, mean, m2 = self._merge(count, mean, m2, np.stack(chunk))
-                chunk.clear()
-        if chunk:
-            count, mean, m2 = self._merge(count, mean, m2, np.stack(chunk))
+            block, failures = self._read(values, self.size)
+            if failures:
+                block = np.delete(block, list(failures), axis=0)
+            if len(block):
+                count, mean, m2 = self._merge(count, mean, m2, block)
         if count == 0:
             raise ValueError(f"Standardize({self.name!r}): no valid numeric rows to compute statistics from")
         if self.mean is None:

@@ -2,19 +2,48 @@
 
 Discovery walks directories with ``os.scandir`` and reads no pixels; records
 are ``(path, label)`` tuples (``ImageFolder``) or paths (``ImageFiles``).
+
+What the walk does with a tree that is not clean:
+
+* A directory symbolic link back to one of its own ancestors (a loop) is
+  skipped with a :class:`DiscoveryWarning`; links to elsewhere are followed.
+* A subdirectory that cannot be listed (permissions, a stale mount) is, under
+  ``on_error="skip"`` (the default), left out with a ``DiscoveryWarning``
+  naming it and listed in ``.skipped``; under ``on_error="raise"`` it is an
+  ``OSError`` naming it. The root itself must be readable.
+* An ``ImageFolder`` class folder with no images is an error naming it: its
+  label would be a class no sample carries (delete the folder, or list the
+  files with ``ImageFiles``).
+* File names that are not valid UTF-8 keep their bytes in messages as
+  ``\\xNN`` escapes, so an error about them can always be printed.
 """
 from __future__ import annotations
 
 import os
+import warnings
 from typing import Iterable, Sequence
 
 import numpy as np
 
 from .base import Source
 
-__all__ = ["ImageFolder", "ImageFiles", "IMAGE_EXTENSIONS"]
+__all__ = ["DiscoveryWarning", "ImageFolder", "ImageFiles", "IMAGE_EXTENSIONS"]
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
+_POLICIES = ("skip", "raise")
+
+
+class DiscoveryWarning(UserWarning):
+    """A part of a directory tree was left out while looking for images."""
+
+
+def printable(path: str) -> str:
+    """``path`` as text that always encodes: undecodable file-name bytes shown as ``\\xNN``."""
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:
+        return os.fsencode(path).decode("utf-8", "backslashreplace")
+    return path
 
 
 def _normalise_exts(extensions) -> tuple[str, ...]:
@@ -22,40 +51,135 @@ def _normalise_exts(extensions) -> tuple[str, ...]:
     return tuple(e.lower() if e.startswith(".") else "." + e.lower() for e in exts)
 
 
-def _walk(root: str, exts: tuple[str, ...]) -> list[str]:
-    """Every file under root with one of exts, sorted by path; hidden entries skipped."""
-    found, stack = [], [root]
-    while stack:
-        with os.scandir(stack.pop()) as it:
-            for entry in it:
-                if entry.name.startswith("."):
-                    continue
-                if entry.is_dir(follow_symlinks=True):
-                    stack.append(entry.path)
-                elif os.path.splitext(entry.name)[1].lower() in exts:
-                    found.append(entry.path)
-    found.sort()
-    return found
+def _check_policy(on_error: str) -> str:
+    if on_error not in _POLICIES:
+        raise ValueError(f"on_error must be 'skip' or 'raise', got {on_error!r}")
+    return on_error
+
+
+class _Walker:
+    """Finds image files under directories, collecting what it had to leave out in ``skipped``."""
+
+    def __init__(self, exts: tuple[str, ...], on_error: str, owner: str):
+        self.exts, self.on_error, self.owner = exts, on_error, owner
+        self.skipped: list[tuple[str, str]] = []   # (directory, why)
+
+    def files(self, root: str, within: str | None = None) -> list[str]:
+        """Every file under ``root`` with one of the extensions, sorted by path; hidden entries skipped.
+
+        ``within``: a directory above ``root`` (the dataset root) that a link back to is a loop too.
+        """
+        found: list[str] = []
+        above = frozenset({self._identity(within)} - {None}) if within is not None else frozenset()
+        # Each directory carries the (device, inode) of its ancestors: a link to one of them is a
+        # loop, but two links to the same directory elsewhere are both followed, as
+        # os.walk(followlinks=True) would. Iterative, so depth is bounded by paths, not the stack.
+        stack = [(root, self._identity(root), above)]
+        while stack:
+            path, ident, ancestors = stack.pop()
+            if ident is not None:
+                ancestors = ancestors | {ident}
+            for sub in self._scan(path, found):
+                sub_ident = self._identity(sub)
+                if sub_ident is not None and sub_ident in ancestors:
+                    self._skip(sub, f"is a link back to {printable(os.path.realpath(sub))!r} (a loop)", None)
+                else:
+                    stack.append((sub, sub_ident, ancestors))
+        found.sort()
+        return found
+
+    def _scan(self, path: str, found: list[str]) -> list[str]:
+        """Add the image files directly in ``path`` to ``found``; return its subdirectories."""
+        subdirs = []
+        try:
+            with os.scandir(path) as it:
+                for entry in it:
+                    if entry.name.startswith("."):
+                        continue
+                    if self._is_dir(entry):
+                        subdirs.append(entry.path)
+                    elif os.path.splitext(entry.name)[1].lower() in self.exts:
+                        found.append(entry.path)
+        except OSError as e:
+            self._skip(path, f"cannot be listed ({e.strerror or e})", e)
+            return []
+        return subdirs
+
+    def subdirs(self, root: str) -> list[str]:
+        """The visible subdirectory names of ``root`` (which must be readable), sorted."""
+        try:
+            with os.scandir(root) as it:
+                return sorted(e.name for e in it if not e.name.startswith(".") and self._is_dir(e))
+        except OSError as e:
+            raise OSError(e.errno, f"{self.owner}: cannot list {printable(root)!r}: {e.strerror}") from e
+
+    def images_in(self, directory: str) -> int:
+        """How many image files lie directly in ``directory`` (not below it)."""
+        with os.scandir(directory) as it:
+            return sum(1 for e in it if not e.name.startswith(".") and not self._is_dir(e)
+                       and os.path.splitext(e.name)[1].lower() in self.exts)
+
+    @staticmethod
+    def _identity(path: str) -> tuple[int, int] | None:
+        try:
+            st = os.stat(path)
+        except OSError:
+            return None
+        return st.st_dev, st.st_ino
+
+    @staticmethod
+    def _is_dir(entry: os.DirEntry) -> bool:
+        try:
+            return entry.is_dir(follow_symlinks=True)
+        except OSError:   # e.g. a link to itself (ELOOP): not a directory we can enter
+            return False
+
+    def _skip(self, path: str, why: str, error: OSError | None) -> None:
+        if error is not None and self.on_error == "raise":
+            raise OSError(error.errno, f"{self.owner}: {printable(path)!r} {why}") from error
+        self.skipped.append((path, why))
+        warnings.warn(f"{self.owner}: skipping {printable(path)!r}: it {why}", DiscoveryWarning, stacklevel=2)
 
 
 class ImageFolder(Source):
-    """``root/<class>/**/<image>``: sorted class names in ``.classes``, records ``(path, label)``."""
+    """``root/<class>/**/<image>``: sorted class names in ``.classes``, records ``(path, label)``.
 
-    def __init__(self, root: str | os.PathLike, extensions: Iterable[str] | None = None):
+    Args:
+        root: the directory holding one subfolder per class.
+        extensions: file name endings that count as images (default ``IMAGE_EXTENSIONS``).
+        on_error: what an unreadable subdirectory does: ``"skip"`` (warn, leave it out,
+            list it in ``.skipped``) or ``"raise"``.
+    """
+
+    def __init__(self, root: str | os.PathLike, extensions: Iterable[str] | None = None, *,
+                 on_error: str = "skip"):
         self.root = os.fspath(root)
         if not os.path.isdir(self.root):
-            raise FileNotFoundError(f"ImageFolder: {self.root!r} is not a directory")
+            raise FileNotFoundError(f"ImageFolder: {printable(self.root)!r} is not a directory")
         exts = _normalise_exts(extensions)
-        with os.scandir(self.root) as it:
-            self.classes = sorted(e.name for e in it if e.is_dir(follow_symlinks=True) and not e.name.startswith("."))
+        walker = _Walker(exts, _check_policy(on_error), "ImageFolder")
+        self.classes = walker.subdirs(self.root)
         self.class_to_idx = {c: i for i, c in enumerate(self.classes)}
-        paths, labels = [], []
+        paths, labels, empty = [], [], []
         for i, c in enumerate(self.classes):
-            files = _walk(os.path.join(self.root, c), exts)
+            files = walker.files(os.path.join(self.root, c), within=self.root)
+            if not files:
+                empty.append(c)
             paths += files
             labels += [i] * len(files)
         if not paths:
-            raise FileNotFoundError(f"ImageFolder: no images with extensions {exts} under {self.root!r}")
+            flat = walker.images_in(self.root)
+            if flat:
+                raise FileNotFoundError(
+                    f"ImageFolder: {printable(self.root)!r} holds {flat} images but no class subfolders; "
+                    "ImageFolder wants root/<class>/<image> (one folder per class). "
+                    "For unlabeled images use ImageFiles(root)")
+            raise FileNotFoundError(f"ImageFolder: no images with extensions {exts} under {printable(self.root)!r}")
+        if empty:   # as torchvision's ImageFolder: a class no sample carries is a mistake, not a class
+            raise FileNotFoundError(f"ImageFolder: class folder(s) without images under {printable(self.root)!r}: "
+                             f"{[printable(c) for c in empty]}; each class needs at least one image "
+                             f"(extensions {exts}); remove the empty folders")
+        self.skipped = walker.skipped
         self.paths = paths
         self._labels = np.asarray(labels, dtype=np.int64)
 
@@ -71,27 +195,32 @@ class ImageFolder(Source):
         return [(paths[i], lab) for i, lab in zip(indices.tolist(), labels)]
 
     def record_id(self, index):
-        return self.paths[self._check_index(index)]
+        return printable(self.paths[self._check_index(index)])
 
     def labels(self):
         return self._labels
 
     def __repr__(self):
-        return f"ImageFolder({self.root!r}, {len(self)} images, {len(self.classes)} classes)"
+        return f"ImageFolder({printable(self.root)!r}, {len(self)} images, {len(self.classes)} classes)"
 
 
 class ImageFiles(Source):
-    """Unlabeled images: a directory (searched recursively, sorted by path) or a list of paths."""
+    """Unlabeled images: a directory (searched recursively, sorted by path) or a list of paths.
+
+    ``on_error`` decides what an unreadable subdirectory does, as for :class:`ImageFolder`.
+    """
 
     def __init__(self, dir_or_list: str | os.PathLike | Sequence[str | os.PathLike],
-                 extensions: Iterable[str] | None = None):
+                 extensions: Iterable[str] | None = None, *, on_error: str = "skip"):
+        walker = _Walker(_normalise_exts(extensions), _check_policy(on_error), "ImageFiles")
         if isinstance(dir_or_list, (str, os.PathLike)):
             root = os.fspath(dir_or_list)
             if not os.path.isdir(root):
-                raise FileNotFoundError(f"ImageFiles: {root!r} is not a directory")
-            self.paths = _walk(root, _normalise_exts(extensions))
+                raise FileNotFoundError(f"ImageFiles: {printable(root)!r} is not a directory")
+            self.paths = walker.files(root)
         else:
             self.paths = [os.fspath(p) for p in dir_or_list]
+        self.skipped = walker.skipped
 
     def __len__(self):
         return len(self.paths)
@@ -104,7 +233,7 @@ class ImageFiles(Source):
         return [paths[i] for i in indices.tolist()]
 
     def record_id(self, index):
-        return self.paths[self._check_index(index)]
+        return printable(self.paths[self._check_index(index)])
 
     def __repr__(self):
         return f"ImageFiles({len(self)} images)"

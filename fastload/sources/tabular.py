@@ -72,7 +72,8 @@ class CSVRows(Source):
             raise TypeError(f"CSVRows dtype must be floating, got {self.dtype}")
         if not (header in ("auto", True, False) or isinstance(header, (list, tuple))):
             raise ValueError(f"header must be 'auto', True, False or a list of names, got {header!r}")
-        with open(self.path, newline="", encoding="utf-8") as f:
+        # utf-8-sig: a byte-order mark (Excel writes one) must not become part of the first column's name
+        with open(self.path, newline="", encoding="utf-8-sig") as f:
             reader = csv.reader(f, delimiter=delimiter)
             first = next((r for r in reader if r), None)
             names, first_is_data = self._resolve_header(first, header)

@@ -9,6 +9,10 @@ carries its own offset, so worker threads share one descriptor without a lock.
 A JSON array cannot be cut into records without parsing it, so it is loaded
 whole with the :mod:`json` module: fine for thousands of captions, wrong for a
 multi-gigabyte corpus (convert that to JSON Lines).
+
+A UTF-8 byte-order mark at the start of the file (Windows tools write one) is
+skipped, as ``encoding="utf-8-sig"`` would: it is neither a record nor part of
+the first one.
 """
 from __future__ import annotations
 
@@ -28,11 +32,19 @@ _CHUNK = 1 << 20
 _DECODER = json.JSONDecoder()
 _BLANK = np.zeros(256, dtype=bool)
 _BLANK[[9, 10, 13, 32]] = True  # JSON's whitespace
+_BOM = b"\xef\xbb\xbf"
+
+
+def _has_bom(path: str) -> bool:
+    with open(path, "rb") as f:
+        return f.read(3) == _BOM
 
 
 def _first_char(path: str) -> str:
-    """The first non-whitespace character of the file ('' when there is none)."""
+    """The first non-whitespace character of the file after any byte-order mark ('' when there is none)."""
     with open(path, "rb") as f:
+        skip = len(_BOM) if f.read(3) == _BOM else 0
+        f.seek(skip)
         while chunk := f.read(4096):
             stripped = chunk.lstrip()
             if stripped:
@@ -48,13 +60,17 @@ def _index_lines(path: str, chunk_size: int) -> tuple[np.ndarray, np.ndarray, np
     it; a line is non-blank when that count grew since the previous newline.
     """
     newlines, counts = [], []
-    buf = bytearray(chunk_size)
+    buf = bytearray(max(chunk_size, len(_BOM)))
+    bom = _has_bom(path)
     base = 0
     seen = 0  # non-blank bytes so far
     with open(path, "rb", buffering=0) as f:
         while n := f.readinto(buf):
             arr = np.frombuffer(buf, dtype=np.uint8, count=n)
-            nonblank = np.cumsum(~_BLANK[arr], dtype=np.int64)
+            blank = _BLANK[arr]
+            if bom and base == 0:
+                blank[: len(_BOM)] = True   # the mark is not content: a line of only the mark is blank
+            nonblank = np.cumsum(~blank, dtype=np.int64)
             nl = np.flatnonzero(arr == 10)
             newlines.append(nl + base)
             counts.append(nonblank[nl] + seen)
@@ -63,7 +79,7 @@ def _index_lines(path: str, chunk_size: int) -> tuple[np.ndarray, np.ndarray, np
     newline_at = np.concatenate(newlines) if newlines else np.zeros(0, np.int64)
     count_at = np.concatenate(counts) if counts else np.zeros(0, np.int64)
     # Line k runs from just after newline k-1 to newline k; the last line may end at EOF.
-    starts = np.concatenate([[0], newline_at + 1])
+    starts = np.concatenate([[len(_BOM) if bom else 0], newline_at + 1])
     ends = np.concatenate([newline_at, [base]])
     cum = np.concatenate([[0], count_at, [seen]])
     keep = np.diff(cum) > 0
@@ -102,11 +118,13 @@ class JSONRecords(Source):
             self._starts, self._ends, self._lineno = _index_lines(self.path, chunk_size)
             self._items = None
         else:
-            with open(self.path, "rb") as f:
+            with open(self.path, encoding="utf-8-sig") as f:
                 try:
                     items = json.load(f)
                 except json.JSONDecodeError as e:
                     raise RecordError(f"{self.path}:line {e.lineno}", f"malformed JSON: {e.msg}") from e
+                except UnicodeDecodeError as e:
+                    raise RecordError(self.path, f"not UTF-8 text at byte {e.start}") from e
             if not isinstance(items, list):
                 raise RecordError(self.path, f"expected a JSON array, found {type(items).__name__}")
             self._items = items

@@ -26,6 +26,11 @@ Id conventions (all ids are int32):
   numbered after the reserved ids.
 * Byte level: the id of UTF-8 byte ``b`` is ``b + 1 + max(reserved ids)``
   (``b + 2`` by default), so ids stay clear of pad and unk.
+
+A lone surrogate (valid JSON such as ``"\\ud83d"``, common in scraped text,
+decodes to one) has no UTF-8 encoding. It is replaced by U+FFFD, as a
+browser's ``TextEncoder`` does, so the record keeps its other words instead of
+failing; a surrogate *pair* held as two code points becomes its one character.
 """
 from __future__ import annotations
 
@@ -49,8 +54,17 @@ _UNICODE_SPACES = {c: " " for c in range(0x80, 0x3001) if chr(c).isspace()}
 
 
 def _read_vocab_file(path: str) -> list[str]:
-    with open(path, encoding="utf-8") as f:
+    with open(path, encoding="utf-8-sig") as f:   # a byte-order mark is not part of the first token
         return [line.rstrip("\r\n") for line in f]
+
+
+def _well_formed(text: str) -> str:
+    """``text`` with each lone surrogate replaced by U+FFFD (and surrogate pairs joined)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "replace")
+    return text
 
 
 class Tokenize(Field):
@@ -144,11 +158,26 @@ class Tokenize(Field):
             raise RuntimeError("vocabulary not built yet: call prepare(training texts) or pass vocab=")
         return 1 + max([self._first_id - 1, *self.vocab.values()])
 
+    @property
+    def needs_prepare(self) -> bool:
+        """True when a word-level vocabulary must be built from the training texts."""
+        return self.level == "word" and self._tokenizer is None and self.vocab is None
+
     def prepare(self, values) -> None:
-        """Build the vocabulary from the training texts when none was given."""
-        if self.level != "word" or self._tokenizer is not None or self.vocab is not None:
+        """Build the vocabulary from the training texts when none was given: ``prepare_chunks([values])``."""
+        self.prepare_chunks([values])
+
+    def prepare_chunks(self, chunks) -> None:
+        """Build the vocabulary from chunks of texts, counting words chunk by chunk.
+
+        Values that are not strings (None for a record a loader could not read) are left out.
+        """
+        if not self.needs_prepare:
             return
-        counts = Counter(w for v in values if isinstance(v, str) for w in self.normalise(v).split())
+        counts: Counter[str] = Counter()
+        for chunk in chunks:
+            # one normalise and split per chunk: a space between texts splits exactly as the texts would alone
+            counts.update(self.normalise(" ".join(v for v in chunk if isinstance(v, str))).split())
         ranked = sorted(counts, key=lambda w: (-counts[w], w))
         self._set_vocab({w: self._first_id + i for i, w in enumerate(ranked)})
 
@@ -157,14 +186,19 @@ class Tokenize(Field):
         """The text as the kernel sees it: lower-cased, punctuation deleted, other whitespace as spaces."""
         if self.lower:
             text = text.lower()
-        return text.translate(self._str_table)
+        text = text.translate(self._str_table)
+        return text if text.isascii() else _well_formed(text)
 
     def _encode(self, text: str) -> bytes:
         if self.lower:
             text = text.lower()
         if text.isascii():
             return text.encode("ascii").translate(None, self._delete)
-        return text.translate(self._str_table).encode("utf-8")
+        text = text.translate(self._str_table)
+        try:
+            return text.encode("utf-8")
+        except UnicodeEncodeError:
+            return _well_formed(text).encode("utf-8")
 
     def outputs(self) -> list[Output]:
         return [Output(self.name, (self.max_length,), np.dtype(np.int32)),
@@ -210,7 +244,7 @@ class Tokenize(Field):
             raise ValueError(f"output rows too few for {n} texts")
         ids[:n] = self.pad_id
         mask[:n] = 0
-        for r, enc in enumerate(self._hf().encode_batch(texts)):
+        for r, enc in enumerate(self._hf().encode_batch([_well_formed(t) for t in texts])):
             row = enc.ids[: self.max_length]
             k = len(row)
             ids[r, :k] = row
