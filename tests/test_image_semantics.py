@@ -12,7 +12,7 @@ import fastload as fl
 from fastload._kernels import _batch
 from fastload.image.decode import image_size, pillow_decode
 
-from _pixels import photo_like
+from helpers import photo_like
 
 
 def first_batch(root, transforms, **kw):
