@@ -297,21 +297,17 @@ class ThreadMap(Node):
         return bool(self._pending) and self._pending[0][2].done()
 
     def __next__(self) -> Any:
-        if self._closed:
-            raise StopIteration
-        try:
-            self._fill()
-            return self._take()
-        except BaseException:
-            self.close()
-            raise
+        return self._next(top_up=True)
 
     def take(self) -> Any:
         """The next result without topping the window up first (to pace what is started)."""
+        return self._next(top_up=False)
+
+    def _next(self, top_up: bool) -> Any:
         if self._closed:
             raise StopIteration
         try:
-            if not self._pending:
+            if top_up or not self._pending:
                 self._fill()
             return self._take()
         except BaseException:
