@@ -31,8 +31,15 @@ __all__ = [
     "ArrayRecords", "augment", "CenterCrop", "ColorJitter", "CSVRows", "DecodeError",
     "FastloadError", "features", "Field", "GeneratorPipeline", "ImageFiles", "ImageFolder",
     "IterableRecords", "join", "JSONRecords", "key_by", "Labels", "ListSource", "Loader", "mix",
-    "Normalize", "Numeric", "Output", "RandomCrop", "RandomHorizontalFlip", "RandomResizedCrop",
+    "Normalize", "NumbaOp", "numba_transform", "Numeric", "Output", "RandomCrop", "RandomHorizontalFlip", "RandomResizedCrop",
     "RandomRotate90", "RandomVerticalFlip", "read_images", "RecordError", "rescale", "Resize",
     "shuffle_samples", "Source", "split", "StageError", "Standardize", "stem", "Stream", "Subset",
     "Tokenize", "zip",
 ]
+
+
+def __getattr__(name):   # user kernels import Numba, so only when they are used
+    if name in ("NumbaOp", "numba_transform"):
+        from .ops import numba_ops
+        return getattr(numba_ops, name)
+    raise AttributeError(f"module 'fastload' has no attribute {name!r}")

@@ -32,11 +32,14 @@ def ref_stream(seed, epoch, index):
 
 
 def ref_normals(seed, epoch, index, n):
+    """Marsaglia's polar method over that stream, one normal per accepted pair."""
     draws, out = ref_stream(seed, epoch, index), []
-    for _ in range(n):
-        u1 = 1.0 - (next(draws) >> 11) / 2.0 ** 53
-        u2 = (next(draws) >> 11) / 2.0 ** 53
-        out.append(math.sqrt(-2.0 * math.log(u1)) * math.cos(2.0 * math.pi * u2))
+    while len(out) < n:
+        u = 2.0 * ((next(draws) >> 11) / 2.0 ** 53) - 1.0
+        v = 2.0 * ((next(draws) >> 11) / 2.0 ** 53) - 1.0
+        s = u * u + v * v
+        if 0.0 < s < 1.0:
+            out.append(u * math.sqrt(-2.0 * math.log(s) / s))
     return np.array(out)
 
 

@@ -123,10 +123,13 @@ def integers(rng, low, high):
 
 @_wrapping
 def normal(rng):
-    """A standard normal float64 (Box-Muller)."""
-    u1 = 1.0 - uniform(rng)   # in (0, 1]: log is finite
-    u2 = uniform(rng)
-    return np.sqrt(-2.0 * np.log(u1)) * np.cos(2.0 * np.pi * u2)
+    """A standard normal float64 (Marsaglia's polar method: no trigonometry)."""
+    while True:
+        u = 2.0 * uniform(rng) - 1.0
+        v = 2.0 * uniform(rng) - 1.0
+        s = u * u + v * v
+        if 0.0 < s < 1.0:
+            return u * np.sqrt(-2.0 * np.log(s) / s)
 
 
 # -- ops ------------------------------------------------------------------------------
