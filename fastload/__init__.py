@@ -20,6 +20,7 @@ from .pipeline.loader import Loader
 from .sources.arrays import ArrayRecords, IterableRecords
 from .sources.base import ListSource, Source, Subset
 from .sources.folders import ImageFiles, ImageFolder
+from .sources.hf import HFDataset
 from .sources.split import split
 from .sources.tabular import CSVRows
 from .sources.text import JSONRecords
@@ -29,7 +30,7 @@ from .sources.align import join, key_by, stem, zip  # noqa: A004 (fastload.zip i
 
 __all__ = [
     "ArrayRecords", "augment", "CenterCrop", "ColorJitter", "CSVRows", "DecodeError",
-    "FastloadError", "features", "Field", "GeneratorPipeline", "ImageFiles", "ImageFolder",
+    "FastloadError", "features", "Field", "GeneratorPipeline", "HFDataset", "ImageFiles", "ImageFolder",
     "IterableRecords", "join", "JSONRecords", "key_by", "Labels", "ListSource", "Loader", "mix",
     "Normalize", "NumbaOp", "numba_transform", "Numeric", "Output", "RandomCrop", "RandomHorizontalFlip", "RandomResizedCrop",
     "RandomRotate90", "RandomVerticalFlip", "read_images", "RecordError", "rescale", "Resize",

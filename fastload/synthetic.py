@@ -55,7 +55,7 @@ def photo_like(h: int, w: int, seed: int = 0, tint=None, angle: float | None = N
     freq = rng.uniform(0.05, 0.5)
     slope = rng.uniform(-1, 1) if angle is None else np.tan(angle - np.pi / 2 + 1e-3)
     if tint is not None:
-        img = img * 0.45 + np.asarray(tint, dtype=np.float64) * 0.55
+        img = img * 0.7 + np.asarray(tint, dtype=np.float64) * 0.3
     img += 18 * np.sin(xx * freq + yy * freq * np.clip(slope, -4, 4))[..., None]   # texture
     img += rng.normal(0, 10, size=img.shape)   # sensor noise
     return np.clip(img, 0, 255).astype(np.uint8)
