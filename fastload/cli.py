@@ -99,13 +99,14 @@ def add_parser(subparsers):
     p.set_defaults(run=run)
     f = subparsers.add_parser("features", help="print what this build of fastload contains",
                               description="Print the JPEG decoder, SIMD level and other build facts as JSON.")
-    f.set_defaults(run=lambda args: print(json.dumps(_features(), indent=2)) or 0)
+    f.set_defaults(run=print_features)
     return p
 
 
-def _features():
+def print_features(args) -> int:
     from .features import features
-    return features()
+    print(json.dumps(features(), indent=2))
+    return 0
 
 
 def run(args) -> int:

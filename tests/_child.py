@@ -8,11 +8,11 @@ import fastload as fl
 HOME = os.path.dirname(os.path.dirname(os.path.abspath(fl.__file__)))
 
 
-def run_python(args, *, env=None, timeout=240):
-    """``python ARGS`` from a neutral directory, with this fastload first on the path; returns stdout."""
+def run_python(args, *, env=None, timeout=240, cwd=None):
+    """``python ARGS`` from ``cwd`` (a neutral directory by default), this fastload first on the path; stdout."""
     env = dict(os.environ, **(env or {}))
     env["PYTHONPATH"] = os.pathsep.join(p for p in (HOME, os.environ.get("PYTHONPATH")) if p)
     r = subprocess.run([sys.executable, *args], capture_output=True, text=True, timeout=timeout, env=env,
-                       cwd=os.path.dirname(HOME) or "/")
+                       cwd=cwd or os.path.dirname(HOME) or "/")
     assert r.returncode == 0, f"{args}: exit {r.returncode}\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}"
     return r.stdout

@@ -7,8 +7,8 @@ values are concrete); they must equal, batch for batch, what a ``copy=True``
 loader with the same settings yields, for training (two epochs, the loader's
 worker threads), validation, and a resumed ``fit`` in a fresh loader.
 """
-import os
 import sys
+import warnings
 
 import keras
 import numpy as np
@@ -102,6 +102,21 @@ def main(root):
     model, recording = build(seen2, labels2)
     model.fit(KerasDataset(resumed), initial_epoch=2, epochs=3, shuffle=False, verbose=0, callbacks=[recording])
     check(seen2, labels2, ref[2], "train")
+
+    # Resume mid-epoch: the first Keras epoch is the rest of loader epoch 0 (Keras warns that it
+    # ran out of data early), the next one is the whole of epoch 1.
+    partial = make_loader(root)
+    it = iter(partial)
+    next(it), next(it)
+    state = partial.state_dict()
+    it.close()
+    seen4, labels4 = [], []
+    model, recording = build(seen4, labels4)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "Your input ran out of data")
+        model.fit(KerasDataset(make_loader(root).load_state_dict(state)), epochs=2, shuffle=False, verbose=0,
+                  callbacks=[recording])
+    check(seen4, labels4, ref[0][2:] + ref[1], "train")
 
     # train_on_batch, as the classic tutorial's loop does.
     seen3, labels3 = [], []

@@ -268,10 +268,10 @@ def test_to_image_value_forms(tmp_path):
         assert to_image_value(f) == png
     with open(tmp_path / "c.png", "r", encoding="latin-1") as f, pytest.raises(TypeError, match="binary mode"):
         to_image_value(f)
+    palette, cmyk = Image.fromarray(rgb).convert("P"), Image.fromarray(rgb).convert("CMYK")
     for img, want in [(Image.fromarray(rgb), rgb), (Image.fromarray(rgb[..., 0]), np.repeat(rgb[..., :1], 3, 2)),
                       (Image.fromarray(np.dstack([rgb, rgb[..., :1]])), rgb),
-                      (Image.fromarray(rgb).convert("P"), np.asarray(Image.fromarray(rgb).convert("P").convert("RGB"))),
-                      (Image.fromarray(rgb).convert("CMYK"), np.asarray(Image.fromarray(rgb).convert("CMYK").convert("RGB")))]:
+                      (palette, np.asarray(palette.convert("RGB"))), (cmyk, np.asarray(cmyk.convert("RGB")))]:
         got = to_image_value(img)
         assert got.dtype == np.uint8 and got.shape == (9, 7, 3) and got.flags.c_contiguous
         np.testing.assert_array_equal(got, want)

@@ -5,14 +5,14 @@ yields it (same records, same augmentation draws, same structure), written into
 freshly allocated arrays the caller owns. It is a pure function of
 ``(seed, epoch, b)`` and safe to call from several threads at once, which is
 what lets a framework's own workers (Keras ``PyDataset``) fetch batches by
-index. The Loader is expected to grow ``Loader.batch_at`` with this contract;
-:func:`batch_at_fn` prefers it when it exists.
+index. It is the reference for a ``Loader.batch_at(b, epoch=None)`` method with
+the same contract.
 """
 from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["batch_at", "batch_at_fn", "current_epoch", "image_layouts"]
+__all__ = ["batch_at", "current_epoch", "image_layouts"]
 
 
 def batch_at(loader, b: int, epoch: int | None = None):
@@ -31,14 +31,6 @@ def batch_at(loader, b: int, epoch: int | None = None):
     failures = loader._fill_chunk(slot, raw, 0, idx, None, epoch)
     n = loader._apply_policy(slot, raw, len(idx), failures) if failures else len(idx)
     return loader._present(None, b, slot, raw, n)
-
-
-def batch_at_fn(loader):
-    """``loader.batch_at`` where the Loader has it, else :func:`batch_at` bound to ``loader``."""
-    method = getattr(loader, "batch_at", None)
-    if method is not None:
-        return method
-    return lambda b, epoch=None: batch_at(loader, b, epoch)
 
 
 def current_epoch(loader) -> int:

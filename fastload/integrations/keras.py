@@ -8,15 +8,20 @@ one batch to build the model and then restarts; an epoch counts only when
 Keras has run it to the end, so that extra pull never shifts the epochs::
 
     loader = fl.Loader(fl.ImageFolder(root), batch_size=64, shuffle=True, layout="NHWC", transforms=[...])
-    model.fit(loader.keras(), epochs=5, validation_data=val_loader.keras())
+    model.fit(KerasDataset(loader), epochs=5, validation_data=KerasDataset(val_loader))
     state = loader.state_dict()            # {"epoch": 5, "batch": 0, ...}: save it with the weights
 
     # later, in a new process
     loader.load_state_dict(state)
-    model.fit(loader.keras(), initial_epoch=state["epoch"], epochs=10)
+    model.fit(KerasDataset(loader), initial_epoch=state["epoch"], epochs=10)
 
-``fit(shuffle=...)`` has no effect here (Keras does not reorder an adapter's
-batches): the Loader shuffles, by ``(seed, epoch)``.
+A state saved mid-epoch resumes too: Keras's first epoch is then the rest of
+that loader epoch (Keras warns that the input ran out of data early) and the
+following ones are whole. ``fit(shuffle=...)`` has no effect here (Keras does
+not reorder an adapter's batches): the Loader shuffles, by ``(seed, epoch)``.
+
+The adapter base class lives under ``keras.src`` (Keras 3 exports no public
+name for it); ``get_data_adapter`` takes any instance of it as it is.
 """
 from __future__ import annotations
 
@@ -68,7 +73,8 @@ class KerasDataset(DataAdapter):
 
     @property
     def partial_batch_size(self):
-        return self.loader.batch_size and (self._num_records() or 0) % self.loader.batch_size or None
+        n = self._num_records()
+        return (n % self.loader.batch_size or None) if self.has_partial_batch else None
 
     def get_numpy_iterator(self):
         return data_adapter_utils.get_numpy_iterator(self._batches())
@@ -94,27 +100,27 @@ class KerasDataset(DataAdapter):
             return None
 
     def _batches(self):
-        """One epoch from ``self._start``, which moves on once Keras has had every batch of the epoch."""
+        """One epoch from ``self._start``, which moves on only once the loader has yielded the epoch's last batch."""
         if self._live is not None:   # one Keras abandoned (its build pass), or a finished one
             self.on_epoch_end()
-            self._live[0].close()   # stop its threads
         self.loader.load_state_dict(self._start)
-        it, yielded = iter(self.loader), [0]
-        self._live = it, yielded
+        self._live = it = iter(self.loader)
         owned = getattr(self.loader, "copy", False)
         for batch in it:
-            yielded[0] += 1
             # Keras's JAX backend transfers the next batch while the step runs, and a
             # device_put on CPU keeps the host memory: give it arrays it owns.
             yield self._structure(batch if owned else _copy(batch))
 
     def on_epoch_end(self):
-        if self._live is not None and self._live[1][0] == self.num_batches:
-            # Keras stops asking after the last batch, so the loader's own epoch never
-            # reached its end: close it and move the state to the next epoch's start.
-            self._live[0].close()
-            self._live = None
-            self._start = self.loader.load_state_dict(self.loader.state_dict()).state_dict()
+        if self._live is None:
+            return
+        self._live.close()   # stops its threads
+        self._live = None
+        state = self.loader.state_dict()
+        # Keras stops asking after the last batch, so the loader stands at (epoch, len) rather
+        # than at the next epoch; load_state_dict normalises that to (epoch + 1, 0).
+        if state["epoch"] > self._start["epoch"] or state["batch"] >= len(self.loader):
+            self._start = self.loader.load_state_dict(state).state_dict()
 
     def _structure(self, batch):
         if self.inputs is None:

@@ -14,7 +14,6 @@ uint8 RGB array of pixels already decoded.
 """
 from __future__ import annotations
 
-import io
 import os
 
 import numpy as np
