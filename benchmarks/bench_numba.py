@@ -1,18 +1,20 @@
-"""A user augmentation as a Numba kernel on the worker threads vs the same one as a Python stage.
+"""User augmentations as Numba kernels on the worker threads vs the same ones as Python stages.
 
     python benchmarks/bench_numba.py [--images 1000] [--batch 64] [--runs 3] [--workers 2]
 
-The augmentation is the generator tutorial's ``add_noise`` (Gaussian noise on
-every float). Contenders, on the same 64x64 JPEGs and transforms
-(RandomResizedCrop-56, flip, normalise):
+Two augmentations, on the same 64x64 JPEGs and transforms (RandomResizedCrop-56,
+flip, normalise):
 
-* ``no noise``: the loader alone, the ceiling;
-* ``numba kernel``: ``add_noise`` compiled by Numba, run by the image field on
-  the worker threads right after the fill, GIL released;
-* ``python stage``: the loader, then NumPy noise on each batch in the
-  consumer's thread (``x + rng.standard_normal(x.shape)``), as the tutorial does.
+* Gaussian noise on every float, the generator tutorial's ``add_noise``. As a
+  Python stage it is one vectorised NumPy call per batch
+  (``x + rng.standard_normal(x.shape)``), NumPy at its best;
+* cutout, a random 16x16 square zeroed in each sample. As a Python stage it is
+  a loop over the batch's samples, as such code is usually written.
 
-Prints median images/s and the ratios numba / python and numba / no-noise.
+Each runs as a Numba kernel (on the worker threads right after the fill, GIL
+released) and as a Python stage on the consumer's thread after the loader;
+``no augmentation`` is the loader alone, the ceiling. Prints median images/s
+and the ratios numba / python for each augmentation.
 """
 from __future__ import annotations
 
@@ -25,7 +27,7 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(__file__))
 import fastload as fl  # noqa: E402
 from common import MEAN, STD, dataset, epochs_per_second, header, line  # noqa: E402
-from fastload.ops.numba_ops import KernelField, normal  # noqa: E402
+from fastload.ops.numba_ops import KernelField, integers, normal  # noqa: E402
 
 
 @fl.numba_transform
@@ -33,6 +35,12 @@ def add_noise(img, rng):
     flat = img.reshape(-1)
     for i in range(flat.size):
         flat[i] += np.float32(normal(rng))
+
+
+@fl.numba_transform
+def cutout(img, rng):
+    y, x = integers(rng, 0, img.shape[1] - 15), integers(rng, 0, img.shape[2] - 15)
+    img[:, y:y + 16, x:x + 16] = 0
 
 
 def main():
@@ -45,14 +53,14 @@ def main():
     folder = fl.ImageFolder(dataset("small", args.images))
     records = fl.ListSource([{"image": p, "label": int(y)} for p, y in folder])
     transforms = [fl.RandomResizedCrop(56), fl.RandomHorizontalFlip(), fl.Normalize(MEAN, STD)]
-    header(f"user augmentation (Gaussian noise), {len(records)} 64x64 JPEGs, batch {args.batch}, "
+    header(f"user augmentations, {len(records)} 64x64 JPEGs, batch {args.batch}, "
            f"{args.workers} workers")
 
     def loader(image):
         return fl.Loader(records, batch_size=args.batch, shuffle=True, workers=args.workers,
                          fields={"image": image, "label": "index"}, as_tuple=True)
 
-    plain, numba = loader(transforms), loader(KernelField(transforms, [add_noise]))
+    plain = loader(transforms)
     rng = np.random.default_rng(0)
 
     def run(it, stage=None):
@@ -68,15 +76,25 @@ def main():
     def python_noise(x):
         return x + rng.standard_normal(x.shape, dtype=np.float32)
 
+    def python_cutout(x):
+        x = x.copy()   # the loader's batch buffer is reused
+        for img in x:
+            y0, x0 = rng.integers(0, img.shape[1] - 15), rng.integers(0, img.shape[2] - 15)
+            img[:, y0:y0 + 16, x0:x0 + 16] = 0
+        return x
+
     results = {}
-    for name, fn in (("no noise", run(plain)), ("numba kernel", run(numba)),
-                     ("python stage", run(plain, python_noise))):
+    for name, fn in (("no augmentation", run(plain)),
+                     ("noise: numba kernel", run(loader(KernelField(transforms, [add_noise])))),
+                     ("noise: python stage", run(plain, python_noise)),
+                     ("cutout: numba kernel", run(loader(KernelField(transforms, [cutout])))),
+                     ("cutout: python stage", run(plain, python_cutout))):
         rate, rates = epochs_per_second(fn, len(records), args.runs)
         results[name] = rate
         print(line(name, rate, rates))
-    print(f"  numba kernel / python stage: {results['numba kernel'] / results['python stage']:.2f}x; "
-          f"numba kernel / no noise: {results['numba kernel'] / results['no noise']:.2f}x")
-
+    for aug in ("noise", "cutout"):
+        print(f"  {aug}: numba kernel / python stage: "
+              f"{results[aug + ': numba kernel'] / results[aug + ': python stage']:.2f}x")
 
 if __name__ == "__main__":
     main()
