@@ -17,6 +17,9 @@ __all__ = ["batch_at", "current_epoch", "image_layouts"]
 
 def batch_at(loader, b: int, epoch: int | None = None):
     """Batch ``b`` of ``epoch`` (default: the epoch the loader runs next), in owned arrays."""
+    method = getattr(loader, "batch_at", None)
+    if method is not None:   # the Loader's own, where it has one
+        return method(b, epoch)
     if not getattr(loader, "_random_access", False):
         raise TypeError("random access to batches needs a random-access Source, not a stream")
     total = len(loader)

@@ -117,10 +117,11 @@ class KerasDataset(DataAdapter):
         self._live.close()   # stops its threads
         self._live = None
         state = self.loader.state_dict()
-        # Keras stops asking after the last batch, so the loader stands at (epoch, len) rather
-        # than at the next epoch; load_state_dict normalises that to (epoch + 1, 0).
         if state["epoch"] > self._start["epoch"] or state["batch"] >= len(self.loader):
-            self._start = self.loader.load_state_dict(state).state_dict()
+            # Keras stops asking after the last batch, so the loader may stand at
+            # (epoch, len) rather than at the start of the next epoch: move it there.
+            self.loader.set_epoch(self._start["epoch"] + 1)
+            self._start = self.loader.state_dict()
 
     def _structure(self, batch):
         if self.inputs is None:

@@ -225,6 +225,10 @@ class KernelField(Field):
             self.__class__ = _PreparedKernelField
 
     @property
+    def needs_prepare(self) -> bool:   # whether the loader must give ``prepare`` a pass over the values
+        return getattr(self.inner, "needs_prepare", type(self.inner).prepare is not Field.prepare)
+
+    @property
     def error_class(self):
         return getattr(self.inner, "error_class", RecordError)
 
