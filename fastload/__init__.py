@@ -21,6 +21,7 @@ from .pipeline.loader import Loader
 from .sources.arrays import ArrayRecords, IterableRecords
 from .sources.base import ListSource, Source, Subset
 from .sources.folders import ImageFiles, ImageFolder
+from .sources.hf import HFDataset
 from .sources.split import split
 from .sources.tabular import CSVRows
 from .sources.text import JSONRecords
@@ -29,11 +30,18 @@ from .text.tokenize import Tokenize
 from .sources.align import join, key_by, stem, zip  # noqa: A004 (fastload.zip is the strict one)
 
 __all__ = [
-    "ArrayRecords", "augment", "CenterCrop", "ColorJitter", "CSVRows", "DecodeError",
-    "FastloadError", "features", "Field", "GeneratorPipeline", "Image", "ImageFiles", "ImageFolder",
+    "ArrayRecords", "augment", "CenterCrop", "ColorJitter", "CSVRows", "DecodeError", "FastloadError",
+    "features", "Field", "GeneratorPipeline", "HFDataset", "Image", "ImageFiles", "ImageFolder",
     "IterableRecords", "join", "JSONRecords", "key_by", "Labels", "ListSource", "Loader", "mix",
-    "Normalize", "Numeric", "Output", "RandomCrop", "RandomHorizontalFlip", "RandomResizedCrop",
-    "RandomRotate90", "RandomVerticalFlip", "read_images", "RecordError", "rescale", "Resize",
-    "shuffle_samples", "Source", "split", "StageError", "Standardize", "stem", "Stream", "Subset",
-    "Tokenize", "zip",
+    "Normalize", "NumbaOp", "numba_transform", "Numeric", "Output", "RandomCrop",
+    "RandomHorizontalFlip", "RandomResizedCrop", "RandomRotate90", "RandomVerticalFlip", "read_images",
+    "RecordError", "rescale", "Resize", "shuffle_samples", "Source", "split", "StageError",
+    "Standardize", "stem", "Stream", "Subset", "Tokenize", "zip"
 ]
+
+
+def __getattr__(name):   # user kernels import Numba, so only when they are used
+    if name in ("NumbaOp", "numba_transform"):
+        from .ops import numba_ops
+        return getattr(numba_ops, name)
+    raise AttributeError(f"module 'fastload' has no attribute {name!r}")

@@ -1,73 +1,181 @@
-"""The ``fastload`` command: demo, doctor, features."""
+"""The ``fastload`` command: a small argparse dispatcher.
+
+Each subcommand is a module with ``add_parser(subparsers)`` (returning its
+parser) and ``run(args) -> int``, named in :data:`COMMANDS`; a module that is
+not installed is left out. A user mistake (a missing folder, a folder with no
+images) is raised as :class:`UsageError` and printed as one line.
+"""
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import sys
 import tempfile
 import time
+import warnings
 
-__all__ = ["main"]
+__all__ = ["COMMANDS", "UsageError", "image_folder", "main", "progress"]
+
+#: Subcommand modules, in the order ``fastload --help`` lists them.
+COMMANDS = ("fastload.cli", "fastload.doctor", "fastload.pack", "fastload.bench")
 
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 
-def _progress(done: int, total: int, rate: float, width: int = 30) -> None:
-    filled = int(width * done / total)
-    sys.stderr.write(f"\r[{'#' * filled}{'.' * (width - filled)}] {done}/{total} batches  {rate:8.0f} img/s")
-    sys.stderr.flush()
+class UsageError(Exception):
+    """A mistake in what the user asked for: printed as ``fastload: error: ...``, exit status 2."""
 
 
-def demo(path: str | None, *, epochs: int, batch_size: int, workers: int, size: int) -> int:
+def image_folder(path: str):
+    """``fl.ImageFolder(path)``, or a UsageError saying in one line what is wrong with ``path``."""
     import fastload as fl
+    from .sources.folders import IMAGE_EXTENSIONS
+    if not os.path.exists(path):
+        raise UsageError(f"{path}: no such file or directory")
+    if not os.path.isdir(path):
+        raise UsageError(f"{path}: not a folder (expected a folder with one subfolder per class)")
+    with os.scandir(path) as it:
+        entries = [e for e in it if not e.name.startswith(".")]
+    if not entries:
+        raise UsageError(f"{path}: the folder is empty (expected one subfolder of images per class)")
+    if not any(e.is_dir() for e in entries):
+        images = sum(os.path.splitext(e.name)[1].lower() in IMAGE_EXTENSIONS for e in entries)
+        raise UsageError(f"{path}: no class subfolders; it holds {images} image(s) directly "
+                         f"(expected {os.path.join(path, '<class>', '<image>')})")
+    try:
+        return fl.ImageFolder(path)
+    except FileNotFoundError as e:
+        raise UsageError(f"{path}: no images in its class subfolders "
+                         f"(looked for {', '.join(IMAGE_EXTENSIONS)})") from e
+
+
+class progress:
+    """A progress bar through tqdm when it is installed, else one plain line at the end."""
+
+    def __init__(self, total: int, desc: str, unit: str = "img"):
+        self.total, self.desc, self.unit, self.n, self.t0 = total, desc, unit, 0, time.perf_counter()
+        try:
+            from tqdm import tqdm
+        except ImportError:
+            self.bar = None
+        else:
+            self.bar = tqdm(total=total, desc=desc, unit=unit, unit_scale=True, leave=False, file=sys.stderr)
+
+    def update(self, n: int) -> None:
+        self.n += n
+        if self.bar is not None:
+            self.bar.update(n)
+
+    def close(self) -> float:
+        """Closes the bar; returns the elapsed seconds."""
+        if self.bar is not None:
+            self.bar.close()
+        return time.perf_counter() - self.t0
+
+
+# -- demo and features ------------------------------------------------------------------
+DEMO_HELP = """\
+Run a few epochs of a typical training loader (random resized crop, flip,
+normalise) and print images per second. Without PATH it first writes a small
+dataset of photo-like JPEGs (10 classes x 64 images) to a temporary folder.
+
+examples:
+  fastload demo                       # built-in dataset
+  fastload demo ~/data/train --size 128 --epochs 2
+"""
+
+
+def add_parser(subparsers):
+    p = subparsers.add_parser("demo", help="run a training loader on a folder of images and print its speed",
+                              description=DEMO_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("path", nargs="?", help="a folder with one subfolder of images per class")
+    p.add_argument("--epochs", type=int, default=1, help="epochs to run (default 1)")
+    p.add_argument("--batch-size", type=int, default=64, help="images per batch (default 64)")
+    p.add_argument("--workers", type=int, default=os.cpu_count() or 2,
+                   help="worker threads (default: the number of CPU cores)")
+    p.add_argument("--size", type=int, default=224, help="output images are SIZE x SIZE pixels (default 224)")
+    p.set_defaults(run=run)
+    f = subparsers.add_parser("features", help="print what this build of fastload contains",
+                              description="Print the JPEG decoder, SIMD level and other build facts as JSON.")
+    f.set_defaults(run=print_features)
+    return p
+
+
+def print_features(args) -> int:
+    from .features import features
+    print(json.dumps(features(), indent=2))
+    return 0
+
+
+def run(args) -> int:
+    for name in ("epochs", "batch_size", "size"):
+        if getattr(args, name) < 1:
+            raise UsageError(f"--{name.replace('_', '-')} must be at least 1")
+    if args.workers < 0:
+        raise UsageError("--workers must be 0 or more")
     with tempfile.TemporaryDirectory(prefix="fastload-demo-") as tmp:
+        path = args.path
         if path is None:
             from .synthetic import make_image_folder
-            print(f"creating a demo dataset of 10 classes x 64 photo-like JPEGs in {tmp} ...")
+            print(f"writing a demo dataset of 10 classes x 64 photo-like JPEGs to {tmp} ...")
             path = make_image_folder(os.path.join(tmp, "train"), classes=10, per_class=64)
-        source = fl.ImageFolder(path)
-        print(f"{source}; JPEG decoder: {fl.features()['jpeg_decoder']}")
-        loader = fl.Loader(source, batch_size=batch_size, shuffle=True, seed=0, workers=workers,
-                           transforms=[fl.RandomResizedCrop(size), fl.RandomHorizontalFlip(),
-                                       fl.Normalize(IMAGENET_MEAN, IMAGENET_STD)],
-                           on_error="skip")
-        for epoch in range(epochs):
-            n, t0 = 0, time.perf_counter()
-            for i, (images, labels) in enumerate(loader):
+        return _demo(image_folder(path), args)
+
+
+def _demo(source, args) -> int:
+    import fastload as fl
+    print(f"{len(source)} images in {len(source.classes)} classes under {source.root}; "
+          f"JPEG decoder: {fl.features()['jpeg_decoder']}")
+    loader = fl.Loader(source, batch_size=args.batch_size, shuffle=True, seed=0, workers=args.workers,
+                       transforms=[fl.RandomResizedCrop(args.size), fl.RandomHorizontalFlip(),
+                                   fl.Normalize(IMAGENET_MEAN, IMAGENET_STD)], on_error="skip")
+    shape = None
+    for epoch in range(args.epochs):
+        bar = progress(len(source), f"epoch {epoch}")
+        n = 0
+        with warnings.catch_warnings():   # skipped files are listed at the end instead
+            warnings.filterwarnings("ignore", "fastload: skipping", RuntimeWarning)
+            for images, labels in loader:
+                if shape is None:
+                    shape = f"{tuple(images.shape)} {images.dtype}"
                 n += len(images)
-                _progress(i + 1, len(loader), n / (time.perf_counter() - t0))
-            dt = time.perf_counter() - t0
-            sys.stderr.write("\n")
-            print(f"epoch {epoch}: {n} images in {dt:.2f} s = {n / dt:.0f} images/s "
-                  f"(batches {tuple(images.shape)} {images.dtype}, {workers} worker threads)")
-        skipped = loader.stats().get("skipped", 0)
-        if skipped:
-            print(f"skipped {skipped} unreadable files; see loader.stats()['failures']")
+                bar.update(len(images))
+        dt = bar.close()
+        print(f"epoch {epoch}: {n} images in {dt:.2f} s = {n / dt:.0f} images/s "
+              f"({args.workers} worker threads)")
+    print(f"batches: {shape} (images), batch size {args.batch_size}")
+    failures = loader.stats()["failures"]
+    if failures:
+        print(f"skipped {len(failures)} unreadable file(s):")
+        for rid, reason in failures:
+            print(f"  {rid}: {reason}")
     return 0
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="fastload", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("demo", help="run an epoch on a folder of images (a built-in synthetic one by default)")
-    p.add_argument("path", nargs="?", help="class-per-subfolder image directory")
-    p.add_argument("--epochs", type=int, default=1)
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--workers", type=int, default=os.cpu_count() or 2)
-    p.add_argument("--size", type=int, default=224)
-    p = sub.add_parser("doctor", help="profile a folder and say which stage limits throughput")
-    p.add_argument("path")
-    p.add_argument("--seconds", type=float, default=5.0)
-    sub.add_parser("features", help="print what this build was compiled with")
+    parser = argparse.ArgumentParser(
+        prog="fastload", formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Fast training batches from image folders. Run 'fastload COMMAND --help' for a command's "
+                    "options.",
+        epilog="examples:\n  fastload demo\n  fastload doctor ~/data/train --workers 4 --size 160\n"
+               "  fastload features")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name in COMMANDS:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as e:
+            if e.name == name:   # a command this installation does not have
+                continue
+            raise
+        command = module.add_parser(sub)
+        if command.get_default("run") is None:
+            command.set_defaults(run=module.run)
     args = parser.parse_args(argv)
-    if args.command == "demo":
-        return demo(args.path, epochs=args.epochs, batch_size=args.batch_size, workers=args.workers,
-                    size=args.size)
-    if args.command == "doctor":
-        from .doctor import doctor
-        doctor(args.path, seconds=args.seconds)
-        return 0
-    from .features import features
-    print(json.dumps(features(), indent=2))
-    return 0
+    try:
+        return args.run(args)
+    except UsageError as e:
+        parser.exit(2, f"fastload: error: {e}\n")
+    except KeyboardInterrupt:
+        return 130

@@ -321,13 +321,3 @@ def test_stats_blame_the_consumer_when_the_pipeline_keeps_up():
         time.sleep(0.01)
     assert "training loop is the bottleneck" in p.stats().bottleneck()
 
-
-def test_doctor_reports_stages_and_a_verdict(folder):
-    from fastload.doctor import doctor
-    lines = []
-    before = threading.enumerate()
-    stats = doctor(folder, seconds=0.3, out=lines.append, batch_size=8, size=(32, 32))
-    report = "\n".join(lines)
-    assert "images/s" in report and "read_images" in report and "shuffle_samples" in report
-    assert stats.bottleneck() in report
-    assert new_threads(before) == []

@@ -1,0 +1,67 @@
+"""JAX: batches as ``jax.Array``, placed with ``jax.device_put``, optionally sharded.
+
+Images should be NHWC (``Loader(..., layout="NHWC")``), the layout of
+``flax``/``jax`` convolutions. Integer arrays are int64 on the host; with
+``jax_enable_x64`` off (JAX's default) JAX would narrow them to int32 silently,
+so :func:`device_put` narrows them itself, after checking every value fits,
+and says which array did not.
+
+``jax.device_put`` of a host array may share its memory on the CPU backend and
+copies asynchronously elsewhere, so the host arrays must stay unchanged until
+JAX has read them: give it batches the caller owns (a ``copy=True`` loader, or
+a loader whose batches hold their buffers for as long as any view is alive).
+"""
+from __future__ import annotations
+
+import jax
+import numpy as np
+
+__all__ = ["device_put", "batch_sharding"]
+
+_NARROW = {np.dtype(np.int64): np.dtype(np.int32), np.dtype(np.uint64): np.dtype(np.uint32),
+           np.dtype(np.float64): np.dtype(np.float32)}
+
+
+def _host(name, value):
+    if not isinstance(value, np.ndarray) or jax.config.jax_enable_x64:
+        return value
+    narrow = _NARROW.get(value.dtype)
+    if narrow is None:
+        return value
+    if narrow.kind in "iu" and value.size:
+        info = np.iinfo(narrow)
+        lo, hi = value.min(), value.max()
+        if lo < info.min or hi > info.max:
+            raise OverflowError(f"{name}: values in [{lo}, {hi}] do not fit {narrow} (JAX without "
+                                "jax_enable_x64); enable x64 or give the field a narrower dtype")
+    return value.astype(narrow)
+
+
+def batch_sharding(devices=None, axis: str = "batch"):
+    """A sharding that splits the leading (batch) axis over ``devices`` (default: all local devices)."""
+    from jax.sharding import Mesh, NamedSharding, PartitionSpec
+    devices = np.asarray(jax.local_devices() if devices is None else list(devices))
+    return NamedSharding(Mesh(devices, (axis,)), PartitionSpec(axis))
+
+
+def device_put(batch, device=None, *, sharding=None):
+    """``batch`` (an array, a tuple or a dict of them, as a Loader yields) as ``jax.Array``s.
+
+    ``device`` places every array on one device; ``sharding`` (e.g.
+    :func:`batch_sharding`) splits the batch axis over several, which needs a
+    batch size divisible by the device count. Non-array values (raw fields,
+    lists of strings) pass through unchanged.
+    """
+    if device is not None and sharding is not None:
+        raise ValueError("give device= or sharding=, not both")
+    target = sharding if sharding is not None else device
+
+    def put(name, value):
+        value = _host(name, value)
+        return jax.device_put(value, target) if isinstance(value, np.ndarray) else value
+
+    if isinstance(batch, dict):
+        return {k: put(repr(k), v) for k, v in batch.items()}
+    if isinstance(batch, tuple):
+        return tuple(put(f"batch[{i}]", v) for i, v in enumerate(batch))
+    return put("batch", batch)

@@ -1,0 +1,152 @@
+"""Keras 3: ``model.fit`` on a Loader, on the torch, JAX and TensorFlow backends.
+
+:class:`KerasDataset` is a Keras data adapter (the object ``model.fit`` turns
+every input into, and takes as it is when given one), so Keras iterates the
+Loader itself: its worker threads and prefetching do the work, and the epoch
+Keras trains is the epoch the Loader's resumable state names. Keras first pulls
+one batch to build the model and then restarts; an epoch counts only when
+Keras has run it to the end, so that extra pull never shifts the epochs::
+
+    loader = fl.Loader(fl.ImageFolder(root), batch_size=64, shuffle=True, layout="NHWC", transforms=[...])
+    model.fit(KerasDataset(loader), epochs=5, validation_data=KerasDataset(val_loader))
+    state = loader.state_dict()            # {"epoch": 5, "batch": 0, ...}: save it with the weights
+
+    # later, in a new process
+    loader.load_state_dict(state)
+    model.fit(KerasDataset(loader), initial_epoch=state["epoch"], epochs=10)
+
+A state saved mid-epoch resumes too: Keras's first epoch is then the rest of
+that loader epoch (Keras warns that the input ran out of data early) and the
+following ones are whole. ``fit(shuffle=...)`` has no effect here (Keras does
+not reorder an adapter's batches): the Loader shuffles, by ``(seed, epoch)``.
+
+The adapter base class lives under ``keras.src`` (Keras 3 exports no public
+name for it); ``get_data_adapter`` takes any instance of it as it is.
+"""
+from __future__ import annotations
+
+import keras
+import numpy as np
+from keras.src.trainers.data_adapters import data_adapter_utils
+from keras.src.trainers.data_adapters.data_adapter import DataAdapter
+
+from ._compat import image_layouts
+
+__all__ = ["KerasDataset"]
+
+
+class KerasDataset(DataAdapter):
+    """The Keras view of a :class:`~fastload.Loader`; ``model.fit(KerasDataset(loader))``.
+
+    Batches reach the model as the Loader gives them: ``(inputs, targets)``
+    tuples, or dicts. For a dict batch, ``inputs=``/``targets=`` name the keys
+    to pass as ``x`` and ``y`` (a name, or a tuple of names for several).
+    """
+
+    def __init__(self, loader, *, inputs=None, targets=None):
+        nchw = [name for name, layout in image_layouts(loader).items() if layout == "NCHW"]
+        if nchw and keras.config.image_data_format() == "channels_last":
+            raise ValueError(f"the loader's {', '.join(map(repr, nchw))} images are NCHW but Keras expects "
+                             "channels_last (NHWC): create the Loader with layout='NHWC'")
+        if (inputs is None) != (targets is None):
+            raise ValueError("give both inputs= and targets= (the batch keys for x and y), or neither")
+        self.loader, self.inputs, self.targets = loader, inputs, targets
+        self._start = loader.state_dict()   # where the epoch Keras runs next begins
+        self._live = None
+
+    # -- what Keras reads -------------------------------------------------------------
+    @property
+    def num_batches(self):
+        try:
+            return len(self.loader)
+        except TypeError:   # a stream without a length: Keras runs each epoch until it ends
+            return None
+
+    @property
+    def batch_size(self):
+        return self.loader.batch_size
+
+    @property
+    def has_partial_batch(self):
+        n = self._num_records()
+        return None if n is None else (not self.loader.drop_last and n % self.loader.batch_size != 0)
+
+    @property
+    def partial_batch_size(self):
+        n = self._num_records()
+        return (n % self.loader.batch_size or None) if self.has_partial_batch else None
+
+    def get_numpy_iterator(self):
+        return data_adapter_utils.get_numpy_iterator(self._batches())
+
+    def get_jax_iterator(self):
+        return data_adapter_utils.get_jax_iterator(self._batches())
+
+    def get_torch_dataloader(self):
+        return data_adapter_utils.get_torch_dataloader(self._batches())
+
+    def get_tf_dataset(self):
+        import tensorflow as tf
+        first = self._structure(next(iter(self._batches())))
+        signature = _tf_signature(first, tf)
+        return tf.data.Dataset.from_generator(self.get_numpy_iterator, output_signature=signature) \
+            .prefetch(tf.data.AUTOTUNE)
+
+    # -- iteration ----------------------------------------------------------------------
+    def _num_records(self):
+        try:
+            return len(self.loader.source)
+        except TypeError:
+            return None
+
+    def _batches(self):
+        """One epoch from ``self._start``, which moves on only once the loader has yielded the epoch's last batch."""
+        if self._live is not None:   # one Keras abandoned (its build pass), or a finished one
+            self.on_epoch_end()
+        self.loader.load_state_dict(self._start)
+        self._live = it = iter(self.loader)
+        owned = getattr(self.loader, "copy", False)
+        for batch in it:
+            # Keras's JAX backend transfers the next batch while the step runs, and a
+            # device_put on CPU keeps the host memory: give it arrays it owns.
+            yield self._structure(batch if owned else _copy(batch))
+
+    def on_epoch_end(self):
+        if self._live is None:
+            return
+        self._live.close()   # stops its threads
+        self._live = None
+        state = self.loader.state_dict()
+        if state["epoch"] > self._start["epoch"] or state["batch"] >= len(self.loader):
+            # Keras stops asking after the last batch, so the loader may stand at
+            # (epoch, len) rather than at the start of the next epoch: move it there.
+            self.loader.set_epoch(self._start["epoch"] + 1)
+            self._start = self.loader.state_dict()
+
+    def _structure(self, batch):
+        if self.inputs is None:
+            return batch
+
+        def pick(keys):
+            return batch[keys] if isinstance(keys, str) else {k: batch[k] for k in keys}
+        return pick(self.inputs), pick(self.targets)
+
+
+def _copy(batch):
+    if isinstance(batch, dict):
+        return {k: _copy(v) for k, v in batch.items()}
+    if isinstance(batch, tuple):
+        return tuple(_copy(v) for v in batch)
+    if isinstance(batch, np.ndarray):
+        return batch.copy()
+    clone = getattr(batch, "clone", None)   # a torch tensor
+    return clone() if clone is not None else batch
+
+
+def _tf_signature(batch, tf):
+    if isinstance(batch, dict):
+        return {k: _tf_signature(v, tf) for k, v in batch.items()}
+    if isinstance(batch, tuple):
+        return tuple(_tf_signature(v, tf) for v in batch)
+    arr = np.asarray(batch)
+    return tf.TensorSpec((None, *arr.shape[1:]), tf.as_dtype(arr.dtype))

@@ -1,0 +1,133 @@
+"""Run under a chosen KERAS_BACKEND (in a subprocess): what ``model.fit`` sees equals the copy=True batches.
+
+    KERAS_BACKEND=jax python tests/_keras_fit.py IMAGE_FOLDER
+
+A layer and a loss record every batch Keras hands the model (eagerly, so the
+values are concrete); they must equal, batch for batch, what a ``copy=True``
+loader with the same settings yields, for training (two epochs, the loader's
+worker threads), validation, and a resumed ``fit`` in a fresh loader.
+"""
+import sys
+import warnings
+
+import keras
+import numpy as np
+
+import fastload as fl
+from fastload.integrations.keras import KerasDataset
+
+
+def make_loader(root, **kw):
+    return fl.Loader(fl.ImageFolder(root), batch_size=5, shuffle=True, seed=7, layout="NHWC", workers=2,
+                     transforms=[fl.RandomResizedCrop(24), fl.RandomHorizontalFlip(),
+                                 fl.Normalize([0.5] * 3, [0.25] * 3)], **kw)
+
+
+def reference(root, epochs):
+    loader = make_loader(root, copy=True)
+    return [[(x, y) for x, y in loader] for _ in range(epochs)]
+
+
+class Recorder(keras.layers.Layer):
+    def __init__(self, record, **kw):
+        super().__init__(**kw)
+        self.record = record   # a function: Keras would track (and copy) a list attribute
+
+    def call(self, x, training=None):
+        # Keras also calls the model on symbolic inputs to build it (training=None): not data.
+        if training is not None and not isinstance(x, keras.KerasTensor):
+            self.record("train" if training else "eval", x)
+        return x
+
+
+class Recording(keras.callbacks.Callback):
+    """Records from the first training batch on: ``fit`` first runs one batch to build metrics."""
+
+    def __init__(self, on):
+        super().__init__()
+        self.start = lambda: on.append(True)
+
+    def on_train_begin(self, logs=None):
+        self.start()
+
+
+def build(seen, labels):
+    on = []
+
+    def record(kind, x):
+        if on:
+            seen.append((kind, keras.ops.convert_to_numpy(x).copy()))
+
+    def loss(y_true, y_pred):
+        if on:
+            labels.append(keras.ops.convert_to_numpy(y_true).copy())
+        return keras.losses.sparse_categorical_crossentropy(y_true, y_pred, from_logits=True)
+    model = keras.Sequential([keras.Input((24, 24, 3)), Recorder(record), keras.layers.GlobalAveragePooling2D(),
+                              keras.layers.Dense(3)])
+    model.compile(optimizer="sgd", loss=loss, run_eagerly=True)
+    on_train = Recording(on)
+    return model, on_train
+
+
+def check(seen, labels, expected, kind):
+    got = [x for k, x in seen if k == kind]
+    assert len(got) == len(expected) == len(labels), (kind, len(got), len(expected), len(labels))
+    for i, ((x, y), g, lab) in enumerate(zip(expected, got, labels)):
+        assert g.shape == x.shape and np.array_equal(g, x), f"{kind} batch {i} images differ"
+        assert np.array_equal(np.asarray(lab).reshape(-1).astype(np.int64), y), f"{kind} batch {i} labels differ"
+
+
+def main(root):
+    ref = reference(root, 3)
+    val_ref = [(x, y) for x, y in fl.Loader(fl.ImageFolder(root), batch_size=6, layout="NHWC", copy=True,
+                                            transforms=[fl.Resize((24, 24)), fl.Normalize([0.5] * 3, [0.25] * 3)])]
+    val_loader = fl.Loader(fl.ImageFolder(root), batch_size=6, layout="NHWC",
+                           transforms=[fl.Resize((24, 24)), fl.Normalize([0.5] * 3, [0.25] * 3)])
+
+    seen, labels = [], []
+    loader = make_loader(root)
+    model, recording = build(seen, labels)
+    model.fit(KerasDataset(loader), epochs=2, shuffle=False, verbose=0,
+              validation_data=KerasDataset(val_loader), callbacks=[recording])
+    train_labels = [lab for lab, (k, _) in zip(labels, seen) if k == "train"]
+    val_labels = [lab for lab, (k, _) in zip(labels, seen) if k == "eval"]
+    check(seen, train_labels, ref[0] + ref[1], "train")
+    check(seen, val_labels, val_ref + val_ref, "eval")
+    state = loader.state_dict()
+    assert state["epoch"] == 2 and state["batch"] == 0, state
+
+    # Resume in a fresh loader, as a new process would, and run the third epoch.
+    seen2, labels2 = [], []
+    resumed = make_loader(root).load_state_dict(state)
+    model, recording = build(seen2, labels2)
+    model.fit(KerasDataset(resumed), initial_epoch=2, epochs=3, shuffle=False, verbose=0, callbacks=[recording])
+    check(seen2, labels2, ref[2], "train")
+
+    # Resume mid-epoch: the first Keras epoch is the rest of loader epoch 0 (Keras warns that it
+    # ran out of data early), the next one is the whole of epoch 1.
+    partial = make_loader(root)
+    it = iter(partial)
+    next(it), next(it)
+    state = partial.state_dict()
+    it.close()
+    seen4, labels4 = [], []
+    model, recording = build(seen4, labels4)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "Your input ran out of data")
+        model.fit(KerasDataset(make_loader(root).load_state_dict(state)), epochs=2, shuffle=False, verbose=0,
+                  callbacks=[recording])
+    check(seen4, labels4, ref[0][2:] + ref[1], "train")
+
+    # train_on_batch, as the classic tutorial's loop does.
+    seen3, labels3 = [], []
+    model, recording = build(seen3, labels3)
+    model.train_on_batch(*ref[1][0])   # builds the model (a pass Keras makes once, not data to check)
+    recording.on_train_begin()
+    for x, y in make_loader(root):
+        model.train_on_batch(x, y)
+    check(seen3, labels3, ref[0], "train")
+    print("keras", keras.backend.backend(), "ok")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])

@@ -1,0 +1,158 @@
+"""The fastload command: one-line errors, the demo's and doctor's reports, help text, subcommand registration."""
+import json
+import os
+import sys
+import threading
+
+import pytest
+
+import fastload as fl
+from fastload import cli
+from fastload.synthetic import make_image_folder
+from threadutil import new_threads
+
+
+@pytest.fixture(scope="module")
+def bad_folder(tmp_path_factory):
+    """2 classes x 10 JPEGs, one truncated, plus a file that is not an image."""
+    root = make_image_folder(tmp_path_factory.mktemp("cli") / "train", classes=2, per_class=10, size=(60, 70))
+    broken = os.path.join(root, "class_000", "img_00003.jpg")
+    with open(broken, "rb") as f:
+        data = f.read()
+    with open(broken, "wb") as f:
+        f.write(data[:len(data) // 3])
+    with open(os.path.join(root, "class_001", "zz.jpg"), "wb") as f:
+        f.write(b"not an image")
+    return root, broken, os.path.join(root, "class_001", "zz.jpg")
+
+
+def run(capsys, *argv):
+    code = cli.main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def usage_error(capsys, *argv):
+    with pytest.raises(SystemExit) as e:
+        cli.main(list(argv))
+    out, err = capsys.readouterr()
+    assert e.value.code == 2 and out == ""
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("fastload: error: "), err
+    return lines[0]
+
+
+def test_user_mistakes_are_one_line(tmp_path, capsys, bad_folder):
+    missing = str(tmp_path / "nope")
+    for command in ("demo", "doctor"):
+        assert usage_error(capsys, command, missing) == f"fastload: error: {missing}: no such file or directory"
+    (tmp_path / "file.jpg").write_bytes(b"x")
+    assert "not a folder" in usage_error(capsys, "doctor", str(tmp_path / "file.jpg"))
+    (tmp_path / "empty").mkdir()
+    assert "the folder is empty" in usage_error(capsys, "demo", str(tmp_path / "empty"))
+    flat = tmp_path / "flat"
+    flat.mkdir()
+    for i in range(3):
+        (flat / f"{i}.jpg").write_bytes(b"x")
+    assert "no class subfolders; it holds 3 image(s) directly" in usage_error(capsys, "demo", str(flat))
+    (tmp_path / "noimg" / "cats").mkdir(parents=True)
+    (tmp_path / "noimg" / "cats" / "notes.txt").write_text("x")
+    assert "no images in its class subfolders" in usage_error(capsys, "doctor", str(tmp_path / "noimg"))
+    assert "--size must be at least 1" in usage_error(capsys, "demo", str(tmp_path / "noimg"), "--size", "0")
+    assert "unknown 'blur'" in usage_error(capsys, "doctor", bad_folder[0], "--transforms", "crop,blur")
+    assert "must include crop, resize or center" in usage_error(capsys, "doctor", bad_folder[0], "--transforms",
+                                                                "flip")
+
+
+def test_demo_reports_batch_shape_and_skipped_files(bad_folder, capsys):
+    root, broken, junk = bad_folder
+    code, out, err = run(capsys, "demo", root, "--size", "32", "--batch-size", "8", "--workers", "2")
+    assert code == 0 and "Traceback" not in err and "RuntimeWarning" not in err
+    # 21 files, 2 unreadable: batches of 8, 7 (one dropped), 4 (one dropped): the shape is the full batch's.
+    assert "epoch 0: 19 images" in out
+    assert "batches: (8, 3, 32, 32) float32" in out
+    assert f"skipped 2 unreadable file(s):\n  {broken}: " in out and f"  {junk}: not an image format" in out
+    assert "stats()" not in out
+
+
+def test_doctor_profiles_the_users_configuration(bad_folder, capsys):
+    root, broken, junk = bad_folder
+    code, out, err = run(capsys, "doctor", root, "--seconds", "0.5", "--size", "24", "--batch-size", "4",
+                         "--workers", "1", "--transforms", "resize,flip")
+    assert code == 0 and "Traceback" not in err
+    cores = os.cpu_count()
+    assert f"batches of 4; 1 worker thread(s) on {cores} CPU cores" in out
+    assert "images/s" in out and "ms of CPU per image" in out
+    if cores > 1:
+        assert f"with {cores} workers (one per core):" in out and f"workers={cores} gave" in out
+    assert out.count(broken) == 1 and out.count(junk) == 1   # listed once each, however many epochs ran
+    assert "2 file(s) could not be read and were skipped" in out and "checked 21 of 21 records" in out
+    code, out, _ = run(capsys, "doctor", root, "--seconds", "0.2", "--size", "24", "--workers", str(cores + 2))
+    assert f"{cores + 2} workers on {cores} cores" in out
+
+
+def test_doctor_with_a_loader_file(bad_folder, tmp_path, capsys):
+    root, _, _ = bad_folder
+    config = tmp_path / "my_loader.py"
+    config.write_text("import fastload as fl\n"
+                      "def make_loader(path):\n"
+                      "    return fl.Loader(fl.ImageFolder(path), batch_size=5, workers=1, layout='NHWC',\n"
+                      "                     transforms=[fl.Resize((20, 20))])\n")
+    code, out, _ = run(capsys, "doctor", "--config", str(config), root, "--seconds", "0.3")
+    assert code == 0 and "batches of 5; 1 worker thread(s)" in out and "2 file(s) could not be read" in out
+    config.write_text("loader = 3\n")
+    assert "must define `loader`" in usage_error(capsys, "doctor", "--config", str(config))
+    assert "no such file" in usage_error(capsys, "doctor", "--config", str(tmp_path / "none.py"))
+
+
+def test_doctor_function_returns_figures(bad_folder):
+    from fastload.doctor import doctor
+    root, broken, _ = bad_folder
+    lines, before = [], threading.enumerate()
+    loader = fl.Loader(fl.ImageFolder(root), batch_size=4, workers=1, transforms=[fl.Resize((16, 16))])
+    report = doctor(loader, whole_epoch=True, out=lines.append)
+    assert new_threads(before) == []
+    assert report["images"] == 19 and report["workers"] == 1 and report["images_per_s"] > 0
+    assert len(report["failures"]) == 2 and dict(report["failures"])[broken]   # a reason for each
+    assert any(line.startswith("advice: ") for line in lines)
+
+
+def test_help_is_plain_words_with_examples(capsys):
+    for argv in ([], ["demo"], ["doctor"]):
+        with pytest.raises(SystemExit) as e:
+            cli.main(argv + ["--help"])
+        assert e.value.code == 0
+        out = capsys.readouterr().out
+        assert "examples:" in out and "``" not in out and ":class:" not in out
+
+
+def test_features_prints_json(capsys):
+    code, out, _ = run(capsys, "features")
+    assert code == 0 and json.loads(out) == json.loads(json.dumps(fl.features()))
+
+
+def test_progress_with_and_without_tqdm(monkeypatch, capsys):
+    bar = cli.progress(10, "x")
+    bar.update(4)
+    bar.update(6)
+    assert bar.n == 10 and bar.close() >= 0
+    monkeypatch.setitem(sys.modules, "tqdm", None)   # as if tqdm were not installed
+    bar = cli.progress(10, "x")
+    assert bar.bar is None
+    bar.update(10)
+    assert bar.n == 10 and bar.close() >= 0
+    assert capsys.readouterr().err.count("x") <= 2
+
+
+def test_a_subcommand_registers_in_a_line(tmp_path, monkeypatch, capsys):
+    (tmp_path / "hello_cmd.py").write_text(
+        "def add_parser(subparsers):\n"
+        "    p = subparsers.add_parser('hello', help='say hello')\n"
+        "    p.add_argument('--name', default='world')\n"
+        "    return p\n"
+        "def run(args):\n"
+        "    print('hello', args.name)\n"
+        "    return 0\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(cli, "COMMANDS", cli.COMMANDS + ("hello_cmd", "no_such_module_xyz"))
+    assert run(capsys, "hello", "--name", "you")[:2] == (0, "hello you\n")

@@ -1,0 +1,92 @@
+"""The examples run as written (on a small synthetic dataset) and visibly learn."""
+import importlib.util
+import os
+import re
+
+import pytest
+
+from _child import HOME, run_python
+
+pytestmark = pytest.mark.slow   # each example trains for a few epochs in a child process
+
+EXAMPLES = os.path.join(HOME, "examples")
+SMALL = ["--epochs", "3", "--per-class", "24", "--size", "32"]
+
+
+def epochs(out):
+    """[(loss, accuracy)] from the 'epoch N: loss X, accuracy Y%' lines an example prints."""
+    found = [(float(a), float(b) / 100) for a, b in re.findall(r"epoch \d+: loss ([\d.]+), accuracy ([\d.]+)%", out)]
+    assert found, out
+    return found
+
+
+def needs(*modules):
+    missing = [m for m in modules if importlib.util.find_spec(m) is None]
+    if missing:
+        pytest.skip(f"needs {', '.join(missing)}")
+
+
+def check_learns(out, n_epochs=3):
+    stats = epochs(out)
+    assert len(stats) == n_epochs
+    (first_loss, _), (last_loss, last_acc) = stats[0], stats[-1]
+    assert last_loss < 0.75 * first_loss, stats
+    assert last_acc > 0.6, stats      # 4 classes: chance is 25%
+
+
+def test_train_torch_learns_and_resumes(tmp_path):
+    needs("torch")
+    ckpt = str(tmp_path / "ckpt.pt")
+    out = run_python([os.path.join(EXAMPLES, "train_torch.py"), *SMALL, "--checkpoint", ckpt])
+    check_learns(out)
+    assert "val accuracy" in out
+    more = run_python([os.path.join(EXAMPLES, "train_torch.py"), "--epochs", "1", "--per-class", "24", "--size",
+                       "32", "--checkpoint", ckpt, "--resume"])
+    assert re.search(r"^epoch 3: loss", more, re.M), more   # continues at the saved epoch
+
+
+@pytest.mark.parametrize("backend,loop", [("jax", False), ("torch", True)])
+def test_train_keras_learns(backend, loop):
+    needs("keras", backend)
+    out = run_python([os.path.join(EXAMPLES, "train_keras.py"), *SMALL] + (["--loop"] if loop else []),
+                     env={"KERAS_BACKEND": backend})
+    assert f"on {backend};" in out
+    check_learns(out)
+    assert "'epoch': 3, 'batch': 0" in out
+
+
+def test_train_jax_learns():
+    needs("jax")
+    check_learns(run_python([os.path.join(EXAMPLES, "train_jax.py"), *SMALL]))
+
+
+def test_numba_example_is_the_same_for_any_worker_count():
+    needs("numba")
+    out = run_python([os.path.join(EXAMPLES, "augment_numba.py")])
+    sums = re.findall(r"checksum ([\d.]+)", out)
+    assert len(sums) == 2 and sums[0] == sums[1], out
+    assert "(32, 64, 64, 3) float32" in out
+
+
+def test_multimodal_example_runs():
+    out = run_python([os.path.join(EXAMPLES, "multimodal.py")])
+    assert out.strip()
+
+
+def readme_block(heading):
+    """The first Python code block after ``heading`` in README.md."""
+    with open(os.path.join(HOME, "README.md"), encoding="utf-8") as f:
+        text = f.read()
+    return re.search(r"```python\n(.*?)```", text[text.index(heading):], re.S).group(1)
+
+
+@pytest.mark.parametrize("heading,module", [("## A training loop", "torch"),
+                                            ("**Your own augmentations, compiled with Numba.**", "numba")])
+def test_readme_code_runs_as_written(tmp_path, heading, module):
+    needs(module)
+    from fastload.synthetic import make_image_folder
+    make_image_folder(tmp_path / "data" / "train", classes=3, per_class=8, size=(40, 48))
+    script = tmp_path / "snippet.py"
+    script.write_text(readme_block(heading) + "\nprint('ran', len(list(loader)))\n")
+    out = run_python([str(script)], cwd=str(tmp_path))
+    assert "ran 1" in out

@@ -1,0 +1,307 @@
+"""Framework integrations: what Keras and JAX actually receive equals the copy=True batches."""
+import importlib.util
+import io
+import os
+import pathlib
+import threading
+
+import numpy as np
+import pytest
+
+import fastload as fl
+from _child import run_python
+from fastload.integrations._compat import batch_at
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+TRANSFORMS = [fl.RandomResizedCrop(24), fl.RandomHorizontalFlip(), fl.ColorJitter(0.3, 0.3, 0.3),
+              fl.Normalize([0.5] * 3, [0.25] * 3)]
+
+
+def make_loader(root, **kw):
+    kw = {"batch_size": 5, "shuffle": True, "seed": 11, "workers": 2, "transforms": TRANSFORMS, **kw}
+    return fl.Loader(fl.ImageFolder(root), **kw)
+
+
+def reference(root, epochs, **kw):
+    loader = make_loader(root, copy=True, **kw)
+    return [list(loader) for _ in range(epochs)]
+
+
+def assert_same(got, want):
+    assert type(got) is type(want) and len(got) == len(want)
+    for g, w in zip(got, want):
+        g = np.asarray(g)
+        assert g.shape == w.shape and g.dtype == w.dtype, (g.shape, g.dtype, w.shape, w.dtype)
+        np.testing.assert_array_equal(g, w)
+
+
+def test_batch_at_is_iteration_by_index(image_folder):
+    ref = reference(image_folder, 2)
+    loader = make_loader(image_folder)
+    assert len(ref[0]) == len(loader) == 5   # 24 records: four of 5 and a last one of 4
+    for epoch in (1, 0):
+        for b in reversed(range(len(loader))):
+            assert_same(batch_at(loader, b, epoch), ref[epoch][b])
+    with pytest.raises(IndexError, match="batch 5 outside"):
+        batch_at(loader, 5, 0)
+
+
+def test_batch_at_from_threads(image_folder):
+    ref = reference(image_folder, 2)
+    loader = make_loader(image_folder, workers=0)
+    jobs = [(e, b) for e in (0, 1) for b in range(len(loader))] * 3
+    got, errors = {}, []
+
+    def run(part):
+        try:
+            for e, b in part:
+                got.setdefault((e, b), []).append(batch_at(loader, b, e))
+        except Exception as exc:   # reported below with the thread's failure
+            errors.append(exc)
+    threads = [threading.Thread(target=run, args=(jobs[i::4],)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not errors, errors
+    assert sorted(got) == sorted(set(jobs))
+    for (e, b), batches in got.items():
+        for batch in batches:
+            assert_same(batch, ref[e][b])
+
+
+@pytest.mark.parametrize("backend", ["torch", "jax"])
+def test_keras_fit_sees_the_reference_batches(image_folder, backend):
+    for module in ("keras", backend):   # imported in the child, under the backend chosen there
+        if importlib.util.find_spec(module) is None:
+            pytest.skip(f"{module} is not installed")
+    out = run_python([os.path.join(HERE, "_keras_fit.py"), image_folder], env={"KERAS_BACKEND": backend})
+    assert out.strip().endswith(f"keras {backend} ok")
+
+
+@pytest.fixture(scope="module")
+def keras_torch():
+    pytest.importorskip("torch")
+    os.environ.setdefault("KERAS_BACKEND", "torch")
+    return pytest.importorskip("keras")
+
+
+def test_keras_view_refuses_nchw(image_folder, keras_torch):
+    from fastload.integrations.keras import KerasDataset
+    if keras_torch.config.image_data_format() != "channels_last":
+        pytest.skip("Keras configured for channels_first")
+    with pytest.raises(ValueError, match="layout='NHWC'"):
+        KerasDataset(make_loader(image_folder))
+    view = KerasDataset(make_loader(image_folder, layout="NHWC", drop_last=True))
+    assert (view.num_batches, view.batch_size, view.has_partial_batch) == (4, 5, False)
+
+
+def test_keras_view_of_dict_batches(image_folder, keras_torch):
+    from fastload.integrations.keras import KerasDataset
+    src = fl.ImageFolder(image_folder)
+    records = fl.ListSource([{"img": p, "cls": int(y), "note": "x"} for p, y in
+                             (src[i] for i in range(len(src)))])
+    loader = fl.Loader(records, batch_size=8, layout="NHWC",
+                       fields={"img": [fl.Resize((16, 16))], "cls": "index", "note": None})
+    want = list(fl.Loader(records, batch_size=8, layout="NHWC", copy=True,
+                          fields={"img": [fl.Resize((16, 16))], "cls": "index", "note": None}))
+    view = KerasDataset(loader, inputs="img", targets="cls")
+    got = list(view.get_numpy_iterator())
+    assert len(got) == 3
+    for (x, y), w in zip(got, want):
+        assert_same((x, y), (w["img"], w["cls"]))
+
+
+jax = pytest.importorskip("jax")
+
+
+def test_jax_device_put_matches_reference(image_folder):
+    from fastload.integrations.jax import batch_sharding, device_put
+    ref = reference(image_folder, 1, layout="NHWC")
+    held = [device_put(batch) for batch in make_loader(image_folder, layout="NHWC", copy=True)]
+    assert len(held) == len(ref[0])
+    for (x, y), (rx, ry) in zip(held, ref[0]):
+        assert isinstance(x, jax.Array) and x.shape == rx.shape and x.shape[-1] == 3
+        np.testing.assert_array_equal(np.asarray(x), rx)
+        assert y.dtype == (np.int64 if jax.config.jax_enable_x64 else np.int32)
+        np.testing.assert_array_equal(np.asarray(y), ry)
+    x, y = device_put(ref[0][0], sharding=batch_sharding())
+    assert x.sharding.is_equivalent_to(batch_sharding(), x.ndim)
+    np.testing.assert_array_equal(np.asarray(x), ref[0][0][0])
+
+
+def test_jax_jitted_steps_see_every_batch(image_folder):
+    from fastload.integrations.jax import device_put
+    ref = reference(image_folder, 2, layout="NHWC")
+
+    @jax.jit
+    def step(acc, x, y):   # dispatched asynchronously; results read only at the end
+        return acc + jax.numpy.sum(x * (y[:, None, None, None] + 1))
+    loader = make_loader(image_folder, layout="NHWC", copy=True)
+    acc = jax.numpy.zeros((), jax.numpy.float32)
+    for _ in range(2):
+        for batch in loader:
+            acc = step(acc, *device_put(batch))
+    want = sum(np.sum(x * (y[:, None, None, None] + 1), dtype=np.float32) for e in ref for x, y in e)
+    np.testing.assert_allclose(float(acc), want, rtol=1e-5)
+
+
+def test_jax_labels_narrowed_only_when_they_fit():
+    from fastload.integrations.jax import device_put
+    if jax.config.jax_enable_x64:
+        pytest.skip("x64 keeps int64")
+    y = device_put({"label": np.array([0, 2**31 - 1], dtype=np.int64), "names": ["a", "b"]})
+    assert y["label"].dtype == np.int32 and y["names"] == ["a", "b"]
+    with pytest.raises(OverflowError, match=r"'label': values in \[0, 2147483648\] do not fit int32"):
+        device_put({"label": np.array([0, 2**31], dtype=np.int64)})
+
+
+# -- Hugging Face datasets -------------------------------------------------------------
+datasets = pytest.importorskip("datasets")
+from PIL import Image  # noqa: E402
+
+from fastload.errors import RecordError  # noqa: E402
+from fastload.sources.hf import HFDataset, to_image_value  # noqa: E402
+from fastload.synthetic import encode, photo_like  # noqa: E402
+
+HF_FIELDS = {"image": [fl.RandomResizedCrop(16), fl.RandomHorizontalFlip()], "label": "index"}
+
+
+@pytest.fixture(scope="module")
+def hf_images(tmp_path_factory):
+    """Six photo-like images: as arrays, as JPEG files on disk, and their labels."""
+    root = tmp_path_factory.mktemp("hf")
+    arrays = [photo_like(30 + 3 * i, 40 - 2 * i, seed=i) for i in range(6)]
+    paths = []
+    for i, a in enumerate(arrays):
+        paths.append(str(root / f"{i}.jpg"))
+        with open(paths[-1], "wb") as f:
+            f.write(encode(a, quality=90))
+    return arrays, paths, [i % 3 for i in range(6)]
+
+
+def hf_reference(paths, labels, **kw):
+    records = fl.ListSource([{"image": p, "label": y} for p, y in zip(paths, labels)])
+    return list(fl.Loader(records, batch_size=4, fields=HF_FIELDS, copy=True, **kw))
+
+
+def assert_dict_batches(got, want):
+    assert len(got) == len(want)
+    for g, w in zip(got, want):
+        assert sorted(g) == sorted(w)
+        for k in w:
+            assert_same((g[k],), (w[k],))
+
+
+def test_hf_dataset_image_column_forms(hf_images):
+    arrays, paths, labels = hf_images
+    features = datasets.Features({"image": datasets.Image(), "label": datasets.ClassLabel(names=["a", "b", "c"])})
+    want = hf_reference(paths, labels, shuffle=True, seed=2)
+    jpeg_bytes = [pathlib.Path(p).read_bytes() for p in paths]
+    forms = {
+        "hub dicts": [{"bytes": b, "path": None} for b in jpeg_bytes],
+        "paths": paths,
+        "path dicts": [{"bytes": None, "path": p} for p in paths],
+    }
+    for name, column in forms.items():
+        ds = datasets.Dataset.from_dict({"image": column, "label": labels}, features=features)
+        src = fl.HFDataset(ds)
+        assert src.classes == ["a", "b", "c"] and len(src) == 6 and src.fields == ("image", "label")
+        got = list(fl.Loader(src, batch_size=4, fields=HF_FIELDS, shuffle=True, seed=2))
+        assert_dict_batches(got, want)
+    # PIL images in a column are stored losslessly (PNG): the reference reads the same pixels from PNG files.
+    pngs = []
+    for i, a in enumerate(arrays):
+        pngs.append(paths[i] + ".png")
+        Image.fromarray(a).save(pngs[-1])
+    ds = datasets.Dataset.from_dict({"image": [Image.fromarray(a) for a in arrays], "label": labels},
+                                    features=features)
+    assert_dict_batches(list(fl.Loader(fl.HFDataset(ds), batch_size=4, fields=HF_FIELDS)),
+                        hf_reference(pngs, labels))
+
+
+def test_hf_iterable_dataset_and_columns(hf_images):
+    _, paths, labels = hf_images
+    ds = datasets.Dataset.from_dict({"image": paths, "label": labels, "text": ["x"] * 6},
+                                    features=datasets.Features({"image": datasets.Image(),
+                                                                "label": datasets.Value("int64"),
+                                                                "text": datasets.Value("string")}))
+    stream = fl.HFDataset(ds.to_iterable_dataset(), columns=["image", "label"])
+    assert isinstance(stream, fl.IterableRecords)
+    want = hf_reference(paths, labels)
+    for _ in range(2):   # re-iterable: each epoch reads the stream again
+        assert_dict_batches(list(fl.Loader(stream, batch_size=4, fields=HF_FIELDS)), want)
+    src = fl.HFDataset(ds, columns=["image", "label"])
+    assert src.fields == ("image", "label") and src.classes is None
+    with pytest.raises(KeyError, match="no column 'pixels'"):
+        fl.HFDataset(ds, columns=["pixels"])
+    with pytest.raises(TypeError, match="datasets.Dataset or IterableDataset"):
+        fl.HFDataset([1, 2])
+
+
+def test_hf_bad_image_value_is_a_record_error(hf_images):
+    _, paths, labels = hf_images
+    ds = datasets.Dataset.from_dict({"image": paths, "label": labels},
+                                    features=datasets.Features({"image": datasets.Image(),
+                                                                "label": datasets.Value("int64")}))
+    src = fl.HFDataset(ds)
+    src._images = frozenset({"image", "label"})   # an int where an image belongs
+    with pytest.raises(RecordError, match=r"HFDataset\[0\]: column 'label': expected an image path"):
+        src[0]
+
+
+def test_to_image_value_forms(tmp_path):
+    rgb = photo_like(9, 7, seed=1)
+    png = encode(rgb, "PNG")
+    assert to_image_value(None) is None and to_image_value("a.jpg") == "a.jpg"
+    assert to_image_value(tmp_path / "b.jpg") == str(tmp_path / "b.jpg")
+    assert to_image_value(bytearray(png)) == png and to_image_value(memoryview(png)) == png
+    assert to_image_value({"bytes": png, "path": "x.png"}) == png
+    assert to_image_value({"bytes": None, "path": "x.png"}) == "x.png"
+    assert to_image_value({"bytes": None, "path": None}) is None
+    buf = io.BytesIO(png)
+    buf.read()   # a file object already read to its end still gives the whole image
+    assert to_image_value(buf) == png
+    (tmp_path / "c.png").write_bytes(png)
+    with open(tmp_path / "c.png", "rb") as f:
+        f.read(5)
+        assert to_image_value(f) == png
+    with open(tmp_path / "c.png", "r", encoding="latin-1") as f, pytest.raises(TypeError, match="binary mode"):
+        to_image_value(f)
+    palette, cmyk = Image.fromarray(rgb).convert("P"), Image.fromarray(rgb).convert("CMYK")
+    for img, want in [(Image.fromarray(rgb), rgb), (Image.fromarray(rgb[..., 0]), np.repeat(rgb[..., :1], 3, 2)),
+                      (Image.fromarray(np.dstack([rgb, rgb[..., :1]])), rgb),
+                      (palette, np.asarray(palette.convert("RGB"))), (cmyk, np.asarray(cmyk.convert("RGB")))]:
+        got = to_image_value(img)
+        assert got.dtype == np.uint8 and got.shape == (9, 7, 3) and got.flags.c_contiguous
+        np.testing.assert_array_equal(got, want)
+    np.testing.assert_array_equal(to_image_value(rgb[..., 0]), np.repeat(rgb[..., :1], 3, 2))
+    np.testing.assert_array_equal(to_image_value(rgb[:, :, :1]), np.repeat(rgb[..., :1], 3, 2))
+    np.testing.assert_array_equal(to_image_value(np.dstack([rgb, rgb[..., :1]])), rgb)
+    assert to_image_value(rgb[:, ::-1]).flags.c_contiguous
+    with pytest.raises(ValueError, match="must be uint8, got float32"):
+        to_image_value(rgb.astype(np.float32))
+    with pytest.raises(ValueError, match=r"got shape \(9, 7, 2\)"):
+        to_image_value(rgb[..., :2])
+    with pytest.raises(TypeError, match="got int"):
+        to_image_value(3)
+    with pytest.raises(TypeError, match=r"needs 'bytes' or 'path', got keys \['src'\]"):
+        to_image_value({"src": "a"})
+
+
+def test_array_values_take_the_decoded_route():
+    # What the image field must do with an array value: skip decoding and hand the pixels to
+    # the same kernel that finishes Pillow-decoded samples. The result equals the Loader's
+    # output for a lossless PNG of the same pixels, draws included.
+    from fastload._kernels import _batch
+    from fastload.image.field import ImageField
+    rgb = photo_like(33, 41, seed=5)
+    transforms = [fl.RandomResizedCrop(16), fl.RandomHorizontalFlip(), fl.ColorJitter(0.2, 0.2, 0.2)]
+    want = next(iter(fl.Loader(fl.ListSource([encode(rgb, "PNG")] * 3), batch_size=3, transforms=transforms,
+                               seed=4, copy=True)))
+    field = ImageField(transforms)
+    out = np.empty((3, 3, 16, 16), np.float32)
+    worker = _batch.Worker()
+    for i in range(3):
+        assert worker.process_rgb(field.plan, to_image_value(rgb), 4, 0, i, out[i]) is None
+    np.testing.assert_array_equal(out, want)
