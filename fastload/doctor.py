@@ -112,9 +112,13 @@ def _user_loader(args):
 
 
 def _profile(loader, seconds: float, whole_epoch: bool):
-    """Batches as fast as they come for ``seconds`` (or one whole epoch): (images, elapsed s, stats)."""
+    """Batches as fast as they come for ``seconds`` (or one whole epoch): (images, elapsed s, stats).
+
+    ``stats["failures"]`` gathers every epoch's (the loader lists only the current one's).
+    """
     bar = progress(len(loader.source) if whole_epoch else None, "profiling")
     deadline = time.perf_counter() + seconds
+    failures = {}
     while True:
         it = iter(loader)
         for batch in it:
@@ -122,8 +126,12 @@ def _profile(loader, seconds: float, whole_epoch: bool):
             if not whole_epoch and time.perf_counter() >= deadline:
                 break
         it.close()   # stops the worker threads of an epoch left early
+        stats = loader.stats()
+        for rid, reason in stats["failures"]:
+            failures.setdefault(rid, reason)
         if whole_epoch or time.perf_counter() >= deadline:
-            return bar.n, bar.close(), loader.stats()
+            stats["failures"] = list(failures.items())
+            return bar.n, bar.close(), stats
 
 
 def _count(batch) -> int:
@@ -154,10 +162,7 @@ def doctor(loader, *, seconds: float = 5.0, whole_epoch: bool = False, out: Call
         images, elapsed, stats = _profile(loader, seconds, whole_epoch)
     rate = images / elapsed if elapsed else 0.0
     cpu_ms = 1000 * stats.get("busy_s", 0.0) / max(stats.get("samples", 0) + stats.get("skipped", 0), 1)
-    first = {}   # each file once (every epoch meets it again), with its first reason
-    for rid, reason in stats["failures"]:
-        first.setdefault(rid, reason)
-    failures = list(first.items())
+    failures = stats["failures"]   # each file once, with its first reason
     report = {"images": images, "seconds": elapsed, "images_per_s": rate, "cpu_ms_per_image": cpu_ms,
               "workers": workers, "cores": cores, "batch_size": loader.batch_size, "failures": failures}
     out(f"throughput: {rate:.0f} images/s ({images} images in {elapsed:.1f} s); "

@@ -10,7 +10,6 @@ import pytest
 
 import fastload as fl
 from _child import run_python
-from fastload.integrations._compat import batch_at
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 TRANSFORMS = [fl.RandomResizedCrop(24), fl.RandomHorizontalFlip(), fl.ColorJitter(0.3, 0.3, 0.3),
@@ -41,9 +40,9 @@ def test_batch_at_is_iteration_by_index(image_folder):
     assert len(ref[0]) == len(loader) == 5   # 24 records: four of 5 and a last one of 4
     for epoch in (1, 0):
         for b in reversed(range(len(loader))):
-            assert_same(batch_at(loader, b, epoch), ref[epoch][b])
-    with pytest.raises(IndexError, match="batch 5 outside"):
-        batch_at(loader, 5, 0)
+            assert_same(loader.batch_at(b, epoch), ref[epoch][b])
+    with pytest.raises(IndexError, match="batch 5 out of range"):
+        loader.batch_at(5, 0)
 
 
 def test_batch_at_from_threads(image_folder):
@@ -55,7 +54,7 @@ def test_batch_at_from_threads(image_folder):
     def run(part):
         try:
             for e, b in part:
-                got.setdefault((e, b), []).append(batch_at(loader, b, e))
+                got.setdefault((e, b), []).append(loader.batch_at(b, e))
         except Exception as exc:   # reported below with the thread's failure
             errors.append(exc)
     threads = [threading.Thread(target=run, args=(jobs[i::4],)) for i in range(4)]

@@ -8,8 +8,9 @@ and says which array did not.
 
 ``jax.device_put`` of a host array may share its memory on the CPU backend and
 copies asynchronously elsewhere, so the host arrays must stay unchanged until
-JAX has read them: give it batches the caller owns (a ``copy=True`` loader, or
-a loader whose batches hold their buffers for as long as any view is alive).
+JAX has read them: Loader batches do (each holds its slot's lease for as long as
+any view, JAX's included, is alive). ``Loader(output="jax", device=...)`` calls
+:func:`device_put` itself, with ``device=`` a jax Device or Sharding.
 """
 from __future__ import annotations
 

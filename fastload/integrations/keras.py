@@ -105,11 +105,11 @@ class KerasDataset(DataAdapter):
             self.on_epoch_end()
         self.loader.load_state_dict(self._start)
         self._live = it = iter(self.loader)
-        owned = getattr(self.loader, "copy", False)
+        # Keras's JAX backend transfers the next batch while the step runs, and a device_put
+        # on CPU keeps the host memory: safe without copies, since a batch holds its slot's
+        # lease for as long as anything views it.
         for batch in it:
-            # Keras's JAX backend transfers the next batch while the step runs, and a
-            # device_put on CPU keeps the host memory: give it arrays it owns.
-            yield self._structure(batch if owned else _copy(batch))
+            yield self._structure(batch)
 
     def on_epoch_end(self):
         if self._live is None:
@@ -130,17 +130,6 @@ class KerasDataset(DataAdapter):
         def pick(keys):
             return batch[keys] if isinstance(keys, str) else {k: batch[k] for k in keys}
         return pick(self.inputs), pick(self.targets)
-
-
-def _copy(batch):
-    if isinstance(batch, dict):
-        return {k: _copy(v) for k, v in batch.items()}
-    if isinstance(batch, tuple):
-        return tuple(_copy(v) for v in batch)
-    if isinstance(batch, np.ndarray):
-        return batch.copy()
-    clone = getattr(batch, "clone", None)   # a torch tensor
-    return clone() if clone is not None else batch
 
 
 def _tf_signature(batch, tf):

@@ -143,7 +143,10 @@ class Loader(Fluent):
         self.rank, self.world_size = distributed_world(rank, world_size)
         self.max_memory = max_memory
         from .device import DeviceTransfer       # validates device= and pin_memory= now, imports nothing heavy
-        self._device = DeviceTransfer.create(device, output, pin_memory)
+        # JAX places batches itself: device= is then a jax Device or Sharding (e.g.
+        # fl.integrations.jax.batch_sharding() to split the batch over local devices).
+        self._jax_target = device if output == "jax" else None
+        self._device = None if output == "jax" else DeviceTransfer.create(device, output, pin_memory)
         if image_options.get("layout", "auto") == "auto":
             image_options["layout"] = "NHWC" if output == "jax" else "NCHW"
         self._passthrough: list[str] = []      # record fields that no spec names: collated as they are
@@ -161,6 +164,15 @@ class Loader(Fluent):
         self._warned = False
         self._stats = collections.Counter()
         self._per_sample_s = 0.0         # running mean fill time of one sample (sizes sub-chunks)
+
+    def keras(self, **kwargs):
+        """This loader as a Keras 3 data adapter: ``model.fit(loader.keras(), epochs=...)``.
+
+        Keyword arguments (``inputs=``, ``targets=`` for dict batches) go to
+        :class:`fastload.integrations.keras.KerasDataset`.
+        """
+        from ..integrations.keras import KerasDataset
+        return KerasDataset(self, **kwargs)
 
     def __reduce__(self):
         """Pickles as its arguments and position (the compiled plan is rebuilt), e.g. across spawn."""
@@ -503,9 +515,9 @@ class Loader(Fluent):
         elif self.output == "torch":
             import torch
             arrays = {k: torch.from_numpy(v) for k, v in arrays.items()}
-        elif self.output == "jax":
-            import jax
-            arrays = {k: jax.device_put(v if v.dtype != np.int64 else v.astype(np.int32)) for k, v in arrays.items()}
+        elif self.output == "jax":   # int64 narrowed to int32 only after checking it fits (JAX without x64)
+            from ..integrations.jax import device_put
+            arrays = device_put(arrays, self._jax_target)
         for name in self._raw:
             arrays[name] = job.extra[name][:n]
         for name in self._passthrough:
