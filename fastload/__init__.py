@@ -20,6 +20,8 @@ from .pipeline.loader import Loader
 from .sources.arrays import ArrayRecords, IterableRecords
 from .sources.base import ListSource, Source, Subset
 from .sources.folders import ImageFiles, ImageFolder
+from .sources.packed import PackedDataset
+from .sources.shards import TarShards, TarStream
 from .sources.split import split
 from .sources.tabular import CSVRows
 from .sources.text import JSONRecords
@@ -31,8 +33,8 @@ __all__ = [
     "ArrayRecords", "augment", "CenterCrop", "ColorJitter", "CSVRows", "DecodeError",
     "FastloadError", "features", "Field", "GeneratorPipeline", "ImageFiles", "ImageFolder",
     "IterableRecords", "join", "JSONRecords", "key_by", "Labels", "ListSource", "Loader", "mix",
-    "Normalize", "Numeric", "Output", "RandomCrop", "RandomHorizontalFlip", "RandomResizedCrop",
+    "Normalize", "Numeric", "Output", "PackedDataset", "RandomCrop", "RandomHorizontalFlip", "RandomResizedCrop",
     "RandomRotate90", "RandomVerticalFlip", "read_images", "RecordError", "rescale", "Resize",
     "shuffle_samples", "Source", "split", "StageError", "Standardize", "stem", "Stream", "Subset",
-    "Tokenize", "zip",
+    "TarShards", "TarStream", "Tokenize", "zip",
 ]
