@@ -32,7 +32,7 @@ __all__ = ["pack", "add_parser", "run"]
 
 ALIGN = 4096
 _IMAGE_EXTS = frozenset("jpg jpeg png bmp gif webp tif tiff ppm pgm".split())
-_CHUNK = 64
+_CHUNK = 16
 
 
 def _shape_and_fields(record):
@@ -80,7 +80,7 @@ def _reencode(data: bytes, max_side: int, quality: int) -> bytes:
         if fmt == "JPEG" and im.mode not in ("RGB", "L"):
             im = im.convert("RGB")
         out = io.BytesIO()
-        im.resize(size, Image.LANCZOS, reducing_gap=3.0).save(out, fmt, **({"quality": quality} if fmt == "JPEG" else {}))
+        im.resize(size, Image.LANCZOS).save(out, fmt, **({"quality": quality} if fmt == "JPEG" else {}))
         return out.getvalue()
 
 
@@ -200,25 +200,28 @@ def pack(source, out: str | os.PathLike, *, shard_size: int = 1 << 30, max_side:
                 results.append((i, e))
         return results
 
-    with concurrent.futures.ThreadPoolExecutor(max(1, workers), thread_name_prefix="fastload-pack") as pool:
-        chunks = iter(range(start, n, _CHUNK))
-        pending = [pool.submit(work, lo) for lo, _ in zip(chunks, range(2 * max(1, workers)))]
-        while pending:
-            for i, res in pending.pop(0).result():
-                if isinstance(res, RecordError):
-                    if on_error == "raise":
-                        raise res
-                    skipped += 1
-                    writer.skipped += 1
-                    print(f"fastload pack: skipped {res}", file=sys.stderr)
-                else:
-                    done += writer.add(i, *res)
-                bar.update(1)
-            nxt = next(chunks, None)
-            if nxt is not None:
-                pending.append(pool.submit(work, nxt))
-    done += writer.finish(n)
-    bar.close()
+    try:
+        with concurrent.futures.ThreadPoolExecutor(max(1, workers), thread_name_prefix="fastload-pack") as pool:
+            chunks = iter(range(start, n, _CHUNK))
+            pending = [pool.submit(work, lo) for lo, _ in zip(chunks, range(2 * max(1, workers)))]
+            while pending:
+                for i, res in pending.pop(0).result():
+                    if isinstance(res, RecordError):
+                        if on_error == "raise":
+                            raise res
+                        skipped += 1
+                        writer.skipped += 1
+                        print(f"fastload pack: skipped {res}", file=sys.stderr)
+                    else:
+                        done += writer.add(i, *res)
+                    bar.update(1)
+                nxt = next(chunks, None)
+                if nxt is not None:
+                    pending.append(pool.submit(work, nxt))
+        done += writer.finish(n)
+    finally:
+        writer.abort()
+        bar.close()
 
     index = {"shard": np.concatenate([np.full(len(d["offset"]), s, np.int32) for s, d in enumerate(done)]),
              "offset": np.concatenate([d["offset"] for d in done])}
@@ -301,6 +304,12 @@ class _ShardWriter:
         self.number += 1
         self.skipped = 0
         return [piece]
+
+    def abort(self) -> None:
+        """Close an unfinished shard (its .part file is rewritten when the run resumes)."""
+        if self._f is not None:
+            self._f.close()
+            self._f = None
 
     def finish(self, n) -> list:
         return self._close(n) if self._f is not None else []
