@@ -125,7 +125,7 @@ def test_brace_pattern_and_glob(shards):
     glob = fl.TarShards(os.path.join(d, "*.tar"))
     assert brace.urls == glob.urls == shards
     assert [r["__key__"] for r in brace] == [r["__key__"] for r in glob]
-    with pytest.raises(FileNotFoundError, match=r"7 of 10 shards cannot be read: cannot open .*shard-000003\.tar"
+    with pytest.raises(FileNotFoundError, match=r"7 of 10 shards cannot be read: .*shard-000003\.tar"
                                                 r".* \(and 6 more\)"):
         len(fl.TarShards(os.path.join(d, "shard-{000000..000009}.tar")))
 

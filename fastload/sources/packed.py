@@ -45,8 +45,8 @@ class PackedDataset(Source):
     """The records of a dataset written by ``fastload pack``.
 
     ``root`` is a directory or a URL prefix (``s3://bucket/train-packed``);
-    ``cache_dir``, ``cache_limit``, ``max_in_flight``, ``retries`` and
-    ``storage_options`` say how a URL is read (see
+    ``cache_dir``, ``cache_limit``, ``max_in_flight``, ``retries``, ``backoff``
+    and ``storage_options`` say how a URL is read (see
     :class:`~fastload.sources.remote.Storage`). Records come back in the shape
     they were packed from: ``(image bytes, label)`` for an image folder, the
     image bytes for plain image files, a dict otherwise.
@@ -54,10 +54,10 @@ class PackedDataset(Source):
 
     def __init__(self, root: str | os.PathLike, *, cache_dir: str | os.PathLike | None = None,
                  cache_limit: int | None = None, max_in_flight: int = 16, retries: int = 3,
-                 storage_options: dict | None = None):
+                 backoff: float = 0.05, storage_options: dict | None = None):
         self.root = os.fspath(root).rstrip("/")
         self.storage = Storage(cache_dir=cache_dir, cache_limit=cache_limit, max_in_flight=max_in_flight,
-                               retries=retries, storage_options=storage_options)
+                               retries=retries, backoff=backoff, storage_options=storage_options)
         meta_url, index_url = self._url("meta.json"), self._url("index.npz")
         try:
             meta = json.loads(self.storage.read(meta_url, 0, self.storage.size(meta_url)))

@@ -27,6 +27,7 @@ from __future__ import annotations
 import collections
 import concurrent.futures
 import hashlib
+import io
 import os
 import re
 import threading
@@ -225,16 +226,15 @@ class Storage:
         fs, path = self.filesystem(url)
         self._call(url, lambda: fs.get_file(path, dst))
 
-    def open_stream(self, url: str):
-        """A sequential binary reader of the whole file (for indexing and streaming)."""
+    def open_stream(self, url: str, buffer_size: int = 1 << 22):
+        """A binary file object over ``url``: seekable, read in ``buffer_size`` ranges, each retried."""
         local = self.local_path(url)
         if local is not None:
             try:
                 return open(local, "rb")
             except OSError as e:
                 raise StorageError(url, _describe(e)) from e
-        fs, path = self.filesystem(url)
-        return self._call(url, lambda: fs.open(path, "rb", block_size=1 << 22, cache_type="readahead"))
+        return io.BufferedReader(_RangeReader(self, url), buffer_size)
 
     def read(self, url: str, start: int, end: int) -> bytes:
         """Bytes ``[start, end)`` of ``url``."""
@@ -243,8 +243,11 @@ class Storage:
             return self._pread(url, local, start, end)
         fs, path = self.filesystem(url)
         data = self._call(url, lambda: fs.cat_file(path, start=start, end=end))
+        if len(data) > end - start:
+            raise StorageError(url, f"the server ignored the byte range [{start}, {end}) (sent {len(data)} bytes): "
+                                    "without range requests read shards whole, through cache_dir= or .stream()")
         if len(data) != end - start:
-            raise StorageError(url, f"short read: bytes [{start}, {end}) gave {len(data)} bytes")
+            raise StorageError(url, f"file ends at byte {start + len(data)}, before {end} (truncated?)")
         return data
 
     def read_ranges(self, ranges: Sequence[tuple[str, int, int]]) -> list:
@@ -288,6 +291,36 @@ class Storage:
         if len(data) != end - start:
             raise StorageError(url, f"file ends at byte {start + len(data)}, before {end} (truncated?)")
         return data
+
+
+class _RangeReader(io.RawIOBase):
+    """A remote file as a raw stream: every read is one ranged request through the Storage."""
+
+    def __init__(self, storage: Storage, url: str):
+        self.storage, self.url, self.size, self.pos = storage, url, storage.size(url), 0
+
+    def readable(self):
+        return True
+
+    def seekable(self):
+        return True
+
+    def tell(self):
+        return self.pos
+
+    def seek(self, offset, whence=io.SEEK_SET):
+        self.pos = offset if whence == io.SEEK_SET else self.pos + offset if whence == io.SEEK_CUR \
+            else self.size + offset
+        return self.pos
+
+    def readinto(self, b):
+        end = min(self.pos + len(b), self.size)
+        if end <= self.pos:
+            return 0
+        data = self.storage.read(self.url, self.pos, end)
+        b[:len(data)] = data
+        self.pos += len(data)
+        return len(data)
 
 
 class DiskCache:

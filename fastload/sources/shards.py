@@ -67,7 +67,7 @@ def decode_member(ext: str, data: bytes):
     return data
 
 
-def _damaged_end(tf, size: int, read) -> str | None:
+def _damaged_end(tf, f, size: int) -> str | None:
     """Why the archive ended where tarfile stopped, if that was not its end-of-archive marker.
 
     tarfile takes an unreadable header after the first as the end of the archive;
@@ -75,18 +75,19 @@ def _damaged_end(tf, size: int, read) -> str | None:
     """
     if tf.offset >= size:
         return None
-    block = read(tf.offset, min(tf.offset + tarfile.BLOCKSIZE, size))
+    f.seek(tf.offset)
+    block = f.read(tarfile.BLOCKSIZE)
     return None if not block.strip(b"\0") else f"unreadable tar header at byte {tf.offset}"
 
 
-def _members(fileobj, seekable: bool, size: int, read):
+def _members(fileobj, size: int):
     """``(name, data offset, size, tar error)`` of every regular member, in order.
 
     A tar error ends the listing: the members before it are good; the error
     says at which byte the archive could no longer be read.
     """
     try:
-        tf = tarfile.open(fileobj=fileobj, mode="r:" if seekable else "r|")
+        tf = tarfile.open(fileobj=fileobj, mode="r:")
     except tarfile.TarError as e:
         yield None, 0, 0, f"not a readable tar archive ({e})"
         return
@@ -97,7 +98,7 @@ def _members(fileobj, seekable: bool, size: int, read):
             yield None, tf.offset, 0, f"unreadable tar header at byte {tf.offset} ({e})"
             return
         if ti is None:
-            err = _damaged_end(tf, size, read)
+            err = _damaged_end(tf, fileobj, size)
             if err is not None:
                 yield None, tf.offset, 0, err
             return
@@ -140,7 +141,7 @@ class TarShards(Source):
     ``urls``: a brace pattern (``"s3://bucket/train-{00000..01023}.tar"``), a glob
     (``"data/*.tar"``), a path or URL, or a list of them. ``cache_dir`` holds the
     shard indexes (and, for URLs, whole shards, at most ``cache_limit`` bytes);
-    ``max_in_flight``, ``retries`` and ``storage_options`` say how URLs are read
+    ``max_in_flight``, ``retries``, ``backoff`` and ``storage_options`` say how URLs are read
     (see :class:`~fastload.sources.remote.Storage`).
 
     ``require=("jpg", "cls")`` names members every sample must have: a sample
@@ -151,9 +152,9 @@ class TarShards(Source):
     def __init__(self, urls: str | os.PathLike | Sequence[str | os.PathLike], *,
                  require: Sequence[str] = (), cache_dir: str | os.PathLike | None = None,
                  cache_limit: int | None = None, max_in_flight: int = 16, retries: int = 3,
-                 storage_options: dict | None = None):
+                 backoff: float = 0.05, storage_options: dict | None = None):
         self.storage = Storage(cache_dir=cache_dir, cache_limit=cache_limit, max_in_flight=max_in_flight,
-                               retries=retries, storage_options=storage_options)
+                               retries=retries, backoff=backoff, storage_options=storage_options)
         self.index_dir = None if cache_dir is None else os.fspath(cache_dir)
         self.urls = self._resolve(urls)
         if not self.urls:
@@ -176,8 +177,9 @@ class TarShards(Source):
             failed = [f.exception() for f in futures if f.exception() is not None]
             if failed:
                 more = f" (and {len(failed) - 1} more)" if len(failed) > 1 else ""
-                raise FileNotFoundError(f"TarShards: {len(failed)} of {len(self.urls)} shards cannot be read: "
-                                        f"{failed[0]}{more}") from failed[0]
+                cls = FileNotFoundError if isinstance(failed[0].__cause__, FileNotFoundError) else OSError
+                raise cls(f"TarShards: {len(failed)} of {len(self.urls)} shards cannot be read: "
+                          f"{failed[0]}{more}") from failed[0]
             shards = [f.result() for f in futures]
             counts = np.array([len(s) for _, s in shards], dtype=np.int64)
             self._starts = np.concatenate([[0], np.cumsum(counts)])
@@ -194,10 +196,7 @@ class TarShards(Source):
         return None
 
     def _shard_index(self, url: str):
-        try:
-            size = self.storage.size(url)
-        except StorageError as e:
-            raise FileNotFoundError(f"cannot open {e}") from e
+        size = self.storage.size(url)   # a StorageError names the URL
         stamp = {"version": _INDEX_VERSION, "size": size,
                  "mtime_ns": None if is_url(url) else os.stat(url).st_mtime_ns}
         path = self._index_path(url)
@@ -209,13 +208,8 @@ class TarShards(Source):
                     return size, [_Sample(k, [tuple(m) for m in ms], err) for k, ms, err in saved["samples"]]
             except (OSError, ValueError, KeyError, TypeError):
                 pass   # a stale or damaged index is rebuilt
-        try:
-            local = self.storage.local_path(url)
-            with self.storage.open_stream(url) as f:
-                samples = _group(url, _members(f, local is not None, size,
-                                               lambda lo, hi: self.storage.read(url, lo, hi)), size)
-        except StorageError as e:
-            raise FileNotFoundError(f"cannot read {e}") from e
+        with self.storage.open_stream(url) as f:   # headers only: tarfile seeks past the data
+            samples = _group(url, _members(f, size), size)
         if path is not None:
             try:
                 os.makedirs(os.path.dirname(path), exist_ok=True)
@@ -351,7 +345,7 @@ class TarStream(Fluent):
                 except (tarfile.TarError, EOFError, OSError) as e:
                     raise RecordError(url, f"unreadable tar header at byte {tf.offset} ({e})") from e
                 if ti is None:
-                    err = _damaged_end(tf, self.storage.size(url), lambda lo, hi: self.storage.read(url, lo, hi))
+                    err = _damaged_end(tf, f, self.storage.size(url))
                     if err is not None:
                         raise RecordError(url, err)
                     break
