@@ -36,6 +36,7 @@ from typing import Callable, Iterable, Sequence
 
 __all__ = ["Storage", "StorageError", "expand_urls", "is_url"]
 
+_FAIL_MEMORY_S = 5.0
 _PERMANENT = (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError)
 
 
@@ -115,6 +116,7 @@ class Storage:
         self._sizes = {}       # url -> bytes, filled by directory listings
         self._listed = set()   # directories already listed
         self._fds = {}         # local path -> descriptor
+        self._failed = {}      # url -> (when, why) of its last failure
         self._lock, self._list_lock = threading.Lock(), threading.Lock()
 
     # -- state that does not cross pickling (descriptors, locks, the pool) -----------
@@ -200,17 +202,28 @@ class Storage:
 
     # -- reads ------------------------------------------------------------------------
     def _call(self, url: str, fn: Callable):
-        """fn() inside the in-flight window, retried with back-off when the failure is transient."""
+        """fn() inside the in-flight window, retried with back-off when the failure is transient.
+
+        A URL that has just failed fails again at once for a few seconds, so a
+        dead shard costs its retries once, not once per sample read from it.
+        """
+        recent = self._failed.get(url)
+        if recent is not None and time.monotonic() - recent[0] < _FAIL_MEMORY_S:
+            raise StorageError(url, recent[1])
         for attempt in range(self.retries + 1):
             try:
                 with self._window:
                     return fn()
             except Exception as e:
                 if not _transient(e):
-                    raise StorageError(url, _describe(e)) from e
-                if attempt == self.retries:
-                    raise StorageError(url, f"{_describe(e)} (after {self.retries + 1} tries)") from e
-            time.sleep(self.backoff * 2 ** attempt)
+                    reason = _describe(e)
+                elif attempt == self.retries:
+                    reason = f"{_describe(e)} (after {self.retries + 1} tries)"
+                else:
+                    time.sleep(self.backoff * 2 ** attempt)
+                    continue
+                self._failed[url] = (time.monotonic(), reason)
+                raise StorageError(url, reason) from e
 
     def local_path(self, url: str) -> str | None:
         """A local file holding ``url``'s bytes: the path itself, or its copy in the disk cache."""
@@ -337,7 +350,7 @@ class DiskCache:
             raise ValueError("cache_limit must be positive")
         os.makedirs(self.root, exist_ok=True)
         self._lock = threading.Lock()
-        self._inflight = {}                        # name -> Event while being downloaded
+        self._inflight = {}                        # name -> (Event, size) while being downloaded
         self._lru = collections.OrderedDict()      # name -> size, least recent first
         entries = []
         for e in os.scandir(self.root):
@@ -385,10 +398,10 @@ class DiskCache:
                     return os.path.join(self.root, name)
                 waiting = self._inflight.get(name)
                 if waiting is None:
-                    self._inflight[name] = threading.Event()
                     self._make_room(size)
+                    self._inflight[name] = (threading.Event(), size)
                     break
-            waiting.wait()   # another thread is fetching it; then look again
+            waiting[0].wait()   # another thread is fetching it; then look again
         final = os.path.join(self.root, name)
         tmp = f"{final}.{threading.get_ident()}.part"
         try:
@@ -399,19 +412,18 @@ class DiskCache:
             os.replace(tmp, final)
             with self._lock:
                 self._lru[name] = size
-                self._make_room(0)
         finally:
             if os.path.exists(tmp):
                 os.unlink(tmp)
             with self._lock:
-                self._inflight.pop(name).set()
+                self._inflight.pop(name)[0].set()
         return final
 
     def _make_room(self, incoming: int) -> None:
-        """Evict least-recently-used files until ``incoming`` more bytes fit (lock held)."""
+        """Evict least-recently-used files until ``incoming`` more bytes fit beside the downloads under way (lock held)."""
         if self.limit is None:
             return
-        total = sum(self._lru.values())
+        total = sum(self._lru.values()) + sum(size for _, size in self._inflight.values())
         while self._lru and total + incoming > self.limit:
             name, size = self._lru.popitem(last=False)
             total -= size
