@@ -248,3 +248,17 @@ def test_not_a_tar_and_missing_shard(tmp_path):
         fl.TarShards(str(tmp_path / "*.tar.gz"))
     with pytest.raises(FileNotFoundError, match=r"missing\.tar"):
         len(fl.TarShards(str(tmp_path / "missing.tar")))
+
+
+def test_sources_pickle_without_their_open_files(shards, tmp_path):
+    """Crossing a spawn boundary: descriptors, maps and pools are reopened on the other side."""
+    import pickle
+    from fastload.pack import pack
+    ts = fl.TarShards(shards)
+    first = ts[3]
+    clone = pickle.loads(pickle.dumps(ts))
+    assert clone[3] == first and len(clone) == len(ts)
+    pack(ts, tmp_path / "p", progress=False)
+    ds = fl.PackedDataset(tmp_path / "p")
+    first = ds[5]
+    assert pickle.loads(pickle.dumps(ds))[5] == first

@@ -341,7 +341,9 @@ class DiskCache:
 
     Files are written to a temporary name and renamed into place, so a crash
     leaves no partial shard; a file being evicted while mapped stays readable
-    through the mapping (POSIX unlink semantics).
+    through the mapping (POSIX unlink semantics). Processes sharing a directory
+    (the ranks of one node) reuse each other's files, but each keeps the limit
+    over what it knows of, so give each process a share of the disk.
     """
 
     def __init__(self, root, limit: int | None):
@@ -393,6 +395,8 @@ class DiskCache:
                                     "bytes: raise cache_limit or write smaller shards")
         while True:
             with self._lock:
+                if name not in self._lru and name not in self._inflight and os.path.exists(self.path(url)):
+                    self._lru[name] = size   # put there by another process sharing the directory
                 if name in self._lru:
                     self._lru.move_to_end(name)
                     return os.path.join(self.root, name)
@@ -403,7 +407,7 @@ class DiskCache:
                     break
             waiting[0].wait()   # another thread is fetching it; then look again
         final = os.path.join(self.root, name)
-        tmp = f"{final}.{threading.get_ident()}.part"
+        tmp = f"{final}.{os.getpid()}-{threading.get_ident()}.part"
         try:
             fetch(tmp)
             got = os.path.getsize(tmp)

@@ -165,7 +165,8 @@ class TarShards(Source):
     def _resolve(self, urls) -> list[str]:
         found = []
         for u in expand_urls(urls):
-            found += self.storage.glob(u) if any(c in u.split("://")[-1] for c in "*?[") else [u]
+            web = u.startswith(("http://", "https://"))   # '?' starts a query there, and nothing lists
+            found += self.storage.glob(u) if not web and any(c in u.split("://")[-1] for c in "*?[") else [u]
         return found
 
     # -- the index ------------------------------------------------------------------
