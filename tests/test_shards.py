@@ -3,6 +3,7 @@ fl.TarShards (index) and TarShards.stream (no index), compared with webdataset's
 and with the same images loaded as a folder; then every kind of broken shard."""
 import io
 import os
+import re
 import shutil
 import tarfile
 
@@ -262,3 +263,15 @@ def test_sources_pickle_without_their_open_files(shards, tmp_path):
     ds = fl.PackedDataset(tmp_path / "p")
     first = ds[5]
     assert pickle.loads(pickle.dumps(ds))[5] == first
+
+
+def test_stream_stops_at_a_truncated_shard_naming_it(shards):
+    with tarfile.open(shards[1]) as tf:
+        jpg = [m for m in tf.getmembers() if m.name.endswith(".jpg")][3]
+    with open(shards[1], "r+b") as f:
+        f.truncate(jpg.offset_data + 100)
+    seen = []
+    with pytest.raises(fl.RecordError, match=rf"shard-000001\.tar: member {re.escape(jpg.name)}: .*truncated"):
+        for r in fl.TarShards(shards).stream():
+            seen.append(r["__key__"])
+    assert len(seen) == PER_SHARD + 3   # every whole sample before the cut, none after

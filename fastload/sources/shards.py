@@ -336,7 +336,7 @@ class TarStream(Fluent):
             raise RecordError(url, f"cannot open the shard: {e.reason}") from e
         with f:
             try:
-                tf = tarfile.open(fileobj=f, mode="r|")
+                tf = tarfile.open(fileobj=f, mode="r:")
             except tarfile.TarError as e:
                 raise RecordError(url, f"not a readable tar archive ({e})") from e
             rec = None
