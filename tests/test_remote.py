@@ -3,6 +3,7 @@
 requests and fails on demand (500s, 404s). Records and batches must equal the local ones."""
 import logging
 import os
+import pathlib
 import re
 import shutil
 import socket
@@ -267,3 +268,20 @@ def test_other_fsspec_urls(scheme, local_shards):
                 fs.pipe_file(f"/fastload-test/{os.path.basename(s)}", f.read())
             urls.append(f"memory://fastload-test/{os.path.basename(s)}")
     assert records(fl.TarShards(urls)) == records(fl.TarShards(shards))
+
+
+def test_find_lists_a_tree_once(s3, local_shards):
+    """What an image folder behind a URL needs: one recursive listing, then whole-file reads."""
+    from fastload.sources.remote import Storage
+    folder, _ = local_shards
+    import s3fs
+    fs = s3fs.S3FileSystem(**s3)
+    fs.put(folder, f"{BUCKET}/folder", recursive=True)
+    fs.pipe_file(f"{BUCKET}/folder/class_000/.hidden.jpg", b"x")
+    fs.pipe_file(f"{BUCKET}/folder/class_000/notes.txt", b"x")
+    local = fl.ImageFolder(folder)
+    storage = Storage(storage_options=s3)
+    urls = storage.find(f"s3://{BUCKET}/folder", (".jpg",))
+    assert [u.split("/folder/", 1)[1] for u in urls] == [os.path.relpath(p, folder) for p in local.paths]
+    data = storage.read_ranges([(u, 0, storage.size(u)) for u in urls])
+    assert data == [pathlib.Path(p).read_bytes() for p in local.paths]

@@ -176,6 +176,23 @@ class Storage:
             urls.append(url)
         return urls
 
+    def find(self, root: str, extensions: Sequence[str] = ()) -> list[str]:
+        """Every file under the URL ``root`` (recursively) ending in one of ``extensions``, sorted,
+        from one recursive listing; their sizes are remembered for :meth:`read_ranges`."""
+        fs, path = self.filesystem(root)
+        found = self._call(root, lambda: fs.find(path, detail=True))
+        base, exts = root.rstrip("/"), tuple(e.lower() for e in extensions)
+        urls = []
+        for p, info in sorted(found.items()):
+            rel = p[len(path.rstrip("/")):].lstrip("/") if p.startswith(path.rstrip("/")) else p
+            url = f"{base}/{rel}"
+            if any(part.startswith(".") for part in rel.split("/")) or (exts and not url.lower().endswith(exts)):
+                continue
+            if info.get("size") is not None:
+                self._sizes[url] = int(info["size"])
+            urls.append(url)
+        return urls
+
     def size(self, url: str) -> int:
         """Bytes in ``url``: one listing of its directory serves every file in it."""
         if not is_url(url):
