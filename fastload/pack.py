@@ -91,7 +91,13 @@ class _Encoder:
         self.shape, self.fields, self.max_side, self.quality = shape, fields, max_side, quality
 
     def __call__(self, record, rid):
-        values = _as_dict(record, self.shape, [n for n, _ in self.fields])
+        names = [n for n, _ in self.fields]
+        values = _as_dict(record, self.shape, names)
+        if self.shape == "dict":
+            extra = sorted(set(record) - set(names) - {"__url__"})
+            if extra:   # the fields are the first record's: say so rather than drop data
+                raise RecordError(rid, f"field {extra[0]!r} is not among the packed fields {names} "
+                                       "(taken from the first record)")
         blobs, ints = [], []
         for name, kind in self.fields:
             v = values.get(name)
@@ -144,7 +150,11 @@ def _open_source(src: str):
 
 def pack(source, out: str | os.PathLike, *, shard_size: int = 1 << 30, max_side: int | None = None,
          quality: int = 90, workers: int = 4, on_error: str = "raise", progress: bool = True) -> dict:
-    """Write ``source`` into ``out``; resumes a run that stopped. Returns ``meta.json``'s content plus ``skipped``."""
+    """Write ``source`` into ``out``; resumes a run that stopped.
+
+    Returns ``meta.json``'s content plus ``skipped`` (records left out under
+    ``on_error="skip"``, over all runs) and ``failures`` (this run's, with reasons).
+    """
     if on_error not in ("raise", "skip"):
         raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
     if shard_size < ALIGN:
@@ -182,7 +192,8 @@ def pack(source, out: str | os.PathLike, *, shard_size: int = 1 << 30, max_side:
     start = int(done[-1]["next"]) if done else 0
     encode = _Encoder(shape, fields, max_side, quality)
     writer = _ShardWriter(out, len(done), shard_size, fields)
-    skipped = sum(int(d["skipped"]) for d in done)
+    skipped_before = sum(int(d["skipped"]) for d in done)
+    failures = []   # (record, reason) of the records left out by this run
     bar = _progress(n, start, progress)
 
     def work(lo):
@@ -209,9 +220,8 @@ def pack(source, out: str | os.PathLike, *, shard_size: int = 1 << 30, max_side:
                     if isinstance(res, RecordError):
                         if on_error == "raise":
                             raise res
-                        skipped += 1
+                        failures.append((res.record, res.reason))
                         writer.skipped += 1
-                        print(f"fastload pack: skipped {res}", file=sys.stderr)
                     else:
                         done += writer.add(i, *res)
                     bar.update(1)
@@ -243,7 +253,7 @@ def pack(source, out: str | os.PathLike, *, shard_size: int = 1 << 30, max_side:
     with open(meta_path + ".tmp", "w") as f:
         json.dump(meta, f, indent=1)
     os.replace(meta_path + ".tmp", meta_path)
-    return {**meta, "skipped": skipped}
+    return {**meta, "skipped": skipped_before + len(failures), "failures": failures}
 
 
 class _ShardWriter:
@@ -350,6 +360,8 @@ def run(args) -> int:
     """Run ``fastload pack`` with parsed arguments."""
     meta = pack(_open_source(args.src), args.out, shard_size=args.shard_size, max_side=args.max_side,
                 quality=args.quality, workers=args.workers, on_error=args.on_error, progress=not args.quiet)
+    for record, reason in meta["failures"]:
+        print(f"fastload pack: skipped {record}: {reason}", file=sys.stderr)
     print(f"packed {meta['count']} records into {len(meta['shards'])} shards in {args.out}"
           + (f" ({meta['skipped']} skipped)" if meta["skipped"] else ""))
     return 0

@@ -164,3 +164,18 @@ def test_truncated_packed_shard_and_missing_dataset(image_folder, tmp_path):
     np.testing.assert_array_equal(labels, ds.labels()[:len(labels)])
     with pytest.raises(FileNotFoundError, match="not a finished packed dataset"):
         fl.PackedDataset(tmp_path / "nothing")
+
+
+def test_records_whose_fields_differ_from_the_first(tmp_path):
+    path = str(tmp_path / "mixed.tar")
+    img = encode(photo_like(30, 30, seed=3))
+    with wds.TarWriter(path) as w:
+        w.write({"__key__": "a", "jpg": img, "cls": 0})
+        w.write({"__key__": "b", "jpg": img, "cls": 1, "txt": "extra"})
+        w.write({"__key__": "c", "jpg": img})
+        w.write({"__key__": "d", "jpg": img, "cls": 3})
+    with pytest.raises(fl.RecordError, match=r"mixed\.tar:b: field 'txt' is not among the packed fields"):
+        pack(fl.TarShards(path), tmp_path / "p", progress=False)
+    meta = pack(fl.TarShards(path), tmp_path / "q", progress=False, on_error="skip")
+    assert meta["count"] == 2 and meta["skipped"] == 2
+    assert [r["__key__"] for r in fl.PackedDataset(tmp_path / "q")] == ["a", "d"]
