@@ -32,12 +32,17 @@ import os
 import re
 import threading
 import time
-from typing import Callable, Iterable, Sequence
+from typing import Callable, Sequence
 
-__all__ = ["Storage", "StorageError", "expand_urls", "is_url"]
+__all__ = ["Storage", "StorageError", "cache_name", "expand_urls", "is_url"]
 
 _FAIL_MEMORY_S = 5.0
 _PERMANENT = (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError)
+
+
+def cache_name(url: str) -> str:
+    """A file name for ``url`` in a cache directory: unique, and still readable."""
+    return hashlib.sha1(url.encode()).hexdigest()[:16] + "-" + re.sub(r"[^\w.-]", "_", url.rsplit("/", 1)[-1])[-80:]
 
 
 class StorageError(OSError):
@@ -117,6 +122,7 @@ class Storage:
         self._listed = set()   # directories already listed
         self._fds = {}         # local path -> descriptor
         self._failed = {}      # url -> (when, why) of its last failure
+        self._paths = {}       # url -> local path, or None for a remote URL
         self._lock, self._list_lock = threading.Lock(), threading.Lock()
 
     # -- state that does not cross pickling (descriptors, locks, the pool) -----------
@@ -242,14 +248,20 @@ class Storage:
                 self._failed[url] = (time.monotonic(), reason)
                 raise StorageError(url, reason) from e
 
+    def _direct(self, url: str) -> str | None:
+        """The local path of a plain path or ``file://`` URL (None for remote URLs); remembered."""
+        try:
+            return self._paths[url]
+        except KeyError:
+            path = url if not is_url(url) else url[len("file://"):] if url.startswith("file://") else None
+            self._paths[url] = path
+            return path
+
     def local_path(self, url: str) -> str | None:
         """A local file holding ``url``'s bytes: the path itself, or its copy in the disk cache."""
-        if not is_url(url):
-            return url
-        if url.startswith("file://"):
-            return url[len("file://"):]
-        if self.cache is None:
-            return None
+        path = self._direct(url)
+        if path is not None or self.cache is None:
+            return path
         return self.cache.get(url, self.size(url), lambda dst: self._download(url, dst))
 
     def _download(self, url: str, dst: str) -> None:
@@ -291,7 +303,7 @@ class Storage:
                 return self.read(*r)
             except StorageError as e:
                 return e
-        if len(ranges) <= 1 or not any(is_url(u) and self.local_path_cached(u) is None for u, _, _ in ranges):
+        if len(ranges) <= 1 or all(self.local_path_cached(u) is not None for u, _, _ in ranges):
             return [one(r) for r in ranges]
         with self._lock:
             if self._pool is None:
@@ -302,9 +314,8 @@ class Storage:
 
     def local_path_cached(self, url: str) -> str | None:
         """Like :meth:`local_path` but never downloads (None for a URL not in the cache)."""
-        if not is_url(url) or url.startswith("file://"):
-            return self.local_path(url)
-        return None if self.cache is None else self.cache.peek(url)
+        path = self._direct(url)
+        return path if path is not None or self.cache is None else self.cache.peek(url)
 
     def _pread(self, url: str, path: str, start: int, end: int) -> bytes:
         fd = self._fds.get(path)
@@ -385,19 +396,15 @@ class DiskCache:
     def __setstate__(self, state):
         self.__init__(state["root"], state["limit"])
 
-    @staticmethod
-    def _name(url: str) -> str:
-        return hashlib.sha1(url.encode()).hexdigest()[:16] + "-" + re.sub(r"[^\w.-]", "_", url.rsplit("/", 1)[-1])[-80:]
-
     def path(self, url: str) -> str:
-        return os.path.join(self.root, self._name(url))
+        return os.path.join(self.root, cache_name(url))
 
     def nbytes(self) -> int:
         with self._lock:
             return sum(self._lru.values())
 
     def peek(self, url: str) -> str | None:
-        name = self._name(url)
+        name = cache_name(url)
         with self._lock:
             if name in self._lru:
                 self._lru.move_to_end(name)
@@ -406,7 +413,7 @@ class DiskCache:
 
     def get(self, url: str, size: int, fetch: Callable[[str], None]) -> str:
         """The cached copy of ``url`` (``size`` bytes), calling ``fetch(tmp_path)`` once if absent."""
-        name = self._name(url)
+        name = cache_name(url)
         if self.limit is not None and size > self.limit:
             raise StorageError(url, f"the shard is {size} bytes, larger than the cache limit of {self.limit} "
                                     "bytes: raise cache_limit or write smaller shards")

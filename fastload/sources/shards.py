@@ -25,7 +25,7 @@ a shuffle buffer instead, for storage where building an index is not an option.
 from __future__ import annotations
 
 import concurrent.futures
-import hashlib
+import functools
 import json
 import os
 import re
@@ -37,7 +37,7 @@ import numpy as np
 from ..errors import RecordError
 from ..pipeline.fluent import Fluent
 from .base import Source
-from .remote import Storage, StorageError, expand_urls, is_url
+from .remote import Storage, StorageError, cache_name, expand_urls, is_url
 
 __all__ = ["TarShards", "TarStream", "decode_member", "split_key"]
 
@@ -55,16 +55,25 @@ def split_key(name: str) -> tuple[str | None, str | None]:
     return (m.group(1), m.group(2).lower()) if m else (None, None)
 
 
+def _as_int(data: bytes) -> int:
+    return int(data.decode("ascii").strip())
+
+
+def _as_text(data: bytes) -> str:
+    return data.decode("utf-8")
+
+
+@functools.lru_cache(maxsize=256)
+def _decoder(ext: str):
+    last = ext.rsplit(".", 1)[-1]
+    return _as_int if last in _INT_EXTS else _as_text if last in _TEXT_EXTS else \
+        json.loads if last in _JSON_EXTS else None
+
+
 def decode_member(ext: str, data: bytes):
     """A member's value by the last part of its extension (see the module docstring)."""
-    last = ext.rsplit(".", 1)[-1]
-    if last in _INT_EXTS:
-        return int(data.decode("ascii").strip())
-    if last in _TEXT_EXTS:
-        return data.decode("utf-8")
-    if last in _JSON_EXTS:
-        return json.loads(data)
-    return data
+    decode = _decoder(ext)
+    return data if decode is None else decode(data)
 
 
 def _damaged_end(tf, f, size: int) -> str | None:
@@ -114,7 +123,7 @@ class _Sample:
         self.key, self.members, self.error = key, members, error
 
 
-def _group(url: str, members, size: int) -> list[_Sample]:
+def _group(members, size: int) -> list[_Sample]:
     """Consecutive members with the same key form a sample (WebDataset's group_by_keys)."""
     samples, cur = [], None
     for name, off, n, err in members:
@@ -184,14 +193,19 @@ class TarShards(Source):
             shards = [f.result() for f in futures]
             counts = np.array([len(s) for _, s in shards], dtype=np.int64)
             self._starts = np.concatenate([[0], np.cumsum(counts)])
+            # Flat per-sample tables: a bulk read is a few array lookups, not a search per sample.
+            self._samples = [smp for _, s in shards for smp in s]
+            self._shard_of = np.repeat(np.arange(len(shards), dtype=np.int64), counts)
+            spans = [(min(o for _, o, _ in smp.members), max(o + n for _, o, n in smp.members))
+                     if smp.members else (0, 0) for smp in self._samples]
+            self._span = np.array(spans, dtype=np.int64).reshape(-1, 2)
             self._shards = shards
-            self.fields = tuple(sorted({e for _, s in shards for smp in s for e, _, _ in smp.members}))
+            self.fields = tuple(sorted({e for smp in self._samples for e, _, _ in smp.members}))
         return self._shards
 
     def _index_path(self, url: str) -> str | None:
         if self.index_dir is not None:
-            name = hashlib.sha1(url.encode()).hexdigest()[:16] + "-" + url.rsplit("/", 1)[-1][-80:]
-            return os.path.join(self.index_dir, "index", name + ".idx.json")
+            return os.path.join(self.index_dir, "index", cache_name(url) + ".idx.json")
         if not is_url(url) and os.access(os.path.dirname(os.path.abspath(url)), os.W_OK):
             return url + ".idx.json"
         return None
@@ -210,7 +224,7 @@ class TarShards(Source):
             except (OSError, ValueError, KeyError, TypeError):
                 pass   # a stale or damaged index is rebuilt
         with self.storage.open_stream(url) as f:   # headers only: tarfile seeks past the data
-            samples = _group(url, _members(f, size), size)
+            samples = _group(_members(f, size), size)
         if path is not None:
             try:
                 os.makedirs(os.path.dirname(path), exist_ok=True)
@@ -222,36 +236,35 @@ class TarShards(Source):
                 pass   # an index that cannot be saved is rebuilt next time
         return size, samples
 
-    def _locate(self, index: int):
-        shard = int(np.searchsorted(self._starts, index, side="right")) - 1
-        return shard, index - int(self._starts[shard])
-
     # -- the Source protocol -----------------------------------------------------------
     def __len__(self) -> int:
         self._index()
         return int(self._starts[-1])
 
     def record_id(self, index: int) -> str:
-        shards = self._index()
-        s, j = self._locate(self._check_index(index))
-        return f"{self.urls[s]}:{shards[s][1][j].key}"
+        self._index()
+        index = self._check_index(index)
+        return f"{self.urls[self._shard_of[index]]}:{self._samples[index].key}"
 
-    def _plan(self, index: int):
-        """(url, first byte, end byte, sample) of the one read that fetches a sample."""
-        shards = self._index()
-        s, j = self._locate(self._check_index(index))
-        size, samples = shards[s]
-        smp = samples[j]
-        if smp.error is None:
-            missing = [e for e in self.require if not any(m[0] == e for m in smp.members)]
-            if missing:
-                have = ", ".join("." + m[0] for m in smp.members)
-                smp.error = f"no .{missing[0]} member (the sample has {have})"
-        if smp.error is not None:
-            raise RecordError(f"{self.urls[s]}:{smp.key}", smp.error)
-        lo = min(off for _, off, _ in smp.members)
-        hi = max(off + n for _, off, n in smp.members)
-        return self.urls[s], lo, hi, smp
+    def _plans(self, indices):
+        """(url, first byte, end byte, sample) of the one read that fetches each sample."""
+        self._index()
+        idx = np.asarray(indices, dtype=np.int64)
+        if len(idx) and (idx.min() < 0 or idx.max() >= len(self._samples)):
+            raise IndexError(f"TarShards indices out of range for {len(self._samples)} records")
+        urls, samples = self.urls, self._samples
+        plans = []
+        for i, s, (lo, hi) in zip(idx.tolist(), self._shard_of[idx].tolist(), self._span[idx].tolist()):
+            smp = samples[i]
+            if smp.error is None and self.require:
+                missing = [e for e in self.require if not any(m[0] == e for m in smp.members)]
+                if missing:
+                    have = ", ".join("." + m[0] for m in smp.members)
+                    smp.error = f"no .{missing[0]} member (the sample has {have})"
+            if smp.error is not None:
+                raise RecordError(f"{urls[s]}:{smp.key}", smp.error)
+            plans.append((urls[s], lo, hi, smp))
+        return plans
 
     def _record(self, url: str, lo: int, smp: _Sample, data: bytes) -> dict:
         rec = {"__key__": smp.key, "__url__": url}
@@ -264,15 +277,10 @@ class TarShards(Source):
         return rec
 
     def __getitem__(self, index: int) -> dict:
-        url, lo, hi, smp = self._plan(index)
-        try:
-            data = self.storage.read(url, lo, hi)
-        except StorageError as e:
-            raise RecordError(f"{url}:{smp.key}", f"reading failed: {e.reason}") from e
-        return self._record(url, lo, smp, data)
+        return self.gather([self._check_index(index)])[0]
 
-    def gather(self, indices: np.ndarray) -> list:
-        plans = [self._plan(int(i)) for i in np.asarray(indices).tolist()]
+    def gather(self, indices) -> list:
+        plans = self._plans(indices)
         datas = self.storage.read_ranges([(u, lo, hi) for u, lo, hi, _ in plans])
         out = []
         for (url, lo, _, smp), data in zip(plans, datas):
