@@ -64,6 +64,7 @@ def test_records_equal_webdatasets_own_reader(shards):
     assert [r["__key__"] for r in ts.gather(np.array([23, 0, 9]))] == [ref[23]["__key__"], ref[0]["__key__"],
                                                                        ref[9]["__key__"]]
     assert ts.record_id(10) == f"{shards[1]}:{ref[10]['__key__']}"
+    np.testing.assert_array_equal(ts.labels(), [r["cls"] for r in ref])   # from the index, no reads
 
 
 def test_key_split_follows_webdataset(tmp_path):
@@ -189,6 +190,7 @@ def test_corrupt_member_and_corrupt_label(tmp_path):
         w.write({"__key__": "class_1/c", "jpg": good, "cls": b"one"})
         w.write({"__key__": "class_1/d", "jpg": good, "cls": 1})
     ts = fl.TarShards(path)
+    assert ts.labels() is None   # one label is not a number
     with pytest.raises(fl.RecordError, match=r"bad\.tar:class_1/c.*class_1/c\.cls cannot be decoded as cls"):
         ts[2]
     with pytest.raises(fl.DecodeError, match=r"bad\.tar:class_1/b"):

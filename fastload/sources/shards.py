@@ -41,7 +41,7 @@ from .remote import Storage, StorageError, cache_name, expand_urls, is_url
 
 __all__ = ["TarShards", "TarStream", "decode_member", "split_key"]
 
-_INDEX_VERSION = 1
+_INDEX_VERSION = 2
 _INT_EXTS = frozenset("cls cls2 class count index inx id".split())
 _TEXT_EXTS = frozenset("txt text transcript".split())
 _JSON_EXTS = frozenset("json jsn".split())
@@ -90,10 +90,10 @@ def _damaged_end(tf, f, size: int) -> str | None:
 
 
 def _members(fileobj, size: int):
-    """``(name, data offset, size, tar error)`` of every regular member, in order.
+    """``(name, data offset, size, .cls bytes or None)`` of every regular member, in order.
 
-    A tar error ends the listing: the members before it are good; the error
-    says at which byte the archive could no longer be read.
+    A tar error ends the listing with ``(None, byte offset, 0, error message)``:
+    the members before it are good.
     """
     try:
         tf = tarfile.open(fileobj=fileobj, mode="r:")
@@ -112,23 +112,25 @@ def _members(fileobj, size: int):
                 yield None, tf.offset, 0, err
             return
         if ti.isreg() and not _META.match(ti.name):
-            yield ti.name, ti.offset_data, ti.size, None
+            # A class label is a few bytes: keep it in the index, so labels() needs no reads.
+            label = tf.extractfile(ti).read() if ti.name.endswith(".cls") and ti.size <= 32 else None
+            yield ti.name, ti.offset_data, ti.size, label
 
 
 class _Sample:
-    """One sample of a shard: its key and its members as (extension, data offset, size)."""
-    __slots__ = ("key", "members", "error")
+    """One sample of a shard: its key, its members as (extension, data offset, size), its .cls label."""
+    __slots__ = ("key", "members", "error", "label")
 
-    def __init__(self, key, members, error=None):
-        self.key, self.members, self.error = key, members, error
+    def __init__(self, key, members, error=None, label=None):
+        self.key, self.members, self.error, self.label = key, members, error, label
 
 
 def _group(members, size: int) -> list[_Sample]:
     """Consecutive members with the same key form a sample (WebDataset's group_by_keys)."""
     samples, cur = [], None
-    for name, off, n, err in members:
-        if err is not None:   # the rest of the shard is unreadable: one record says so
-            samples.append(_Sample(f"@{off}", [], f"{err}; the rest of the shard is lost"))
+    for name, off, n, extra in members:
+        if name is None:   # the rest of the shard is unreadable: one record says so
+            samples.append(_Sample(f"@{off}", [], f"{extra}; the rest of the shard is lost"))
             break
         key, ext = split_key(name)
         if key is None:
@@ -139,6 +141,11 @@ def _group(members, size: int) -> list[_Sample]:
         if any(e == ext for e, _, _ in cur.members):
             cur.error = f"two members named {key}.{ext}"
         cur.members.append((ext, off, n))
+        if ext == "cls" and extra is not None:
+            try:
+                cur.label = _as_int(extra)
+            except ValueError:
+                pass   # reading the sample reports it
         if off + n > size and cur.error is None:
             cur.error = f"member {name} ends at byte {off + n}, past the end of the shard ({size} bytes): truncated"
     return samples
@@ -220,7 +227,7 @@ class TarShards(Source):
                 with open(path) as f:
                     saved = json.load(f)
                 if all(saved.get(k) == v for k, v in stamp.items()):
-                    return size, [_Sample(k, [tuple(m) for m in ms], err) for k, ms, err in saved["samples"]]
+                    return size, [_Sample(k, [tuple(m) for m in ms], err, lab) for k, ms, err, lab in saved["samples"]]
             except (OSError, ValueError, KeyError, TypeError):
                 pass   # a stale or damaged index is rebuilt
         with self.storage.open_stream(url) as f:   # headers only: tarfile seeks past the data
@@ -230,7 +237,7 @@ class TarShards(Source):
                 os.makedirs(os.path.dirname(path), exist_ok=True)
                 tmp = f"{path}.{os.getpid()}.tmp"
                 with open(tmp, "w") as f:
-                    json.dump({**stamp, "samples": [[s.key, s.members, s.error] for s in samples]}, f)
+                    json.dump({**stamp, "samples": [[s.key, s.members, s.error, s.label] for s in samples]}, f)
                 os.replace(tmp, path)
             except OSError:
                 pass   # an index that cannot be saved is rebuilt next time
@@ -290,8 +297,10 @@ class TarShards(Source):
         return out
 
     def labels(self):
-        """Not known without reading each sample's ``.cls`` member: None."""
-        return None
+        """The ``.cls`` value of every sample, kept in the index; None unless every sample has one."""
+        self._index()
+        labels = [smp.label for smp in self._samples]
+        return None if any(lab is None for lab in labels) else np.asarray(labels, dtype=np.int64)
 
     def stream(self, shuffle_buffer: int = 0, seed: int = 0) -> "TarStream":
         """The same shards read front to back (no index), shuffled through a buffer of that many samples."""
