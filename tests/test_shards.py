@@ -6,6 +6,7 @@ import os
 import re
 import shutil
 import tarfile
+import threading
 
 import numpy as np
 import pytest
@@ -141,6 +142,11 @@ def test_stream_reads_every_sample_once_shuffled_per_pass(shards):
     assert sorted(p0) == sorted(p1) == sorted(ordered)
     assert p0 != ordered and p0 != p1
     assert [r["__key__"] for r in ts.stream(shuffle_buffer=6, seed=4)] == p0   # a pure function of (seed, pass)
+    for r in ts.stream(shuffle_buffer=6):   # leaving a pass early stops its read-ahead thread
+        break
+    import gc
+    gc.collect()
+    assert not [t for t in threading.enumerate() if t.name == "fastload-tar-stream"]
     loader = fl.Loader(ts.stream(), batch_size=10, fields={"jpg": [fl.CenterCrop(32)], "cls": "index"})
     labels = np.concatenate([b["cls"] for b in loader])
     np.testing.assert_array_equal(labels, [r["cls"] for r in ts])

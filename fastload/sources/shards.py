@@ -28,8 +28,10 @@ import concurrent.futures
 import functools
 import json
 import os
+import queue
 import re
 import tarfile
+import threading
 from typing import Iterator, Sequence
 
 import numpy as np
@@ -331,7 +333,7 @@ class TarStream(Fluent):
         p, self._pass = self._pass, self._pass + 1
         rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence([self.seed, p])))
         urls = [self.urls[i] for i in rng.permutation(len(self.urls))] if self.shuffle_buffer else self.urls
-        records = (r for url in urls for r in self._read(url))
+        records = self._read_ahead(urls)
         if not self.shuffle_buffer:
             yield from records
             return
@@ -345,6 +347,53 @@ class TarStream(Fluent):
             yield r
         while buf:
             yield buf.pop(int(rng.integers(len(buf))))
+
+    def _read_ahead(self, urls: list[str], chunk: int = 32, chunks: int = 8) -> Iterator[dict]:
+        """The records of ``urls`` in order, read and parsed on a thread up to ``chunk * chunks`` ahead.
+
+        Network waits and tar parsing then overlap the consumer; the order is the
+        shards' own, so the pass stays a pure function of (seed, pass).
+        """
+        q, stop = queue.Queue(chunks), threading.Event()
+
+        def put(item) -> bool:
+            while not stop.is_set():
+                try:
+                    q.put(item, timeout=0.1)
+                    return True
+                except queue.Full:
+                    continue
+            return False
+
+        def produce():
+            batch = []
+            try:
+                for url in urls:
+                    for r in self._read(url):
+                        batch.append(r)
+                        if len(batch) == chunk:
+                            if not put(batch):
+                                return
+                            batch = []
+                put(batch)
+                put(None)
+            except BaseException as e:   # handed to the consumer after the records before it
+                if put(batch):
+                    put(e)
+
+        t = threading.Thread(target=produce, name="fastload-tar-stream", daemon=True)
+        t.start()
+        try:
+            while True:
+                item = q.get()
+                if item is None:
+                    return
+                if isinstance(item, BaseException):
+                    raise item
+                yield from item
+        finally:
+            stop.set()
+            t.join()
 
     def _read(self, url: str) -> Iterator[dict]:
         try:
