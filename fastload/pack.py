@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import io
+import itertools
 import json
 import os
 import sys
@@ -214,7 +215,7 @@ def pack(source, out: str | os.PathLike, *, shard_size: int = 1 << 30, max_side:
     try:
         with concurrent.futures.ThreadPoolExecutor(max(1, workers), thread_name_prefix="fastload-pack") as pool:
             chunks = iter(range(start, n, _CHUNK))
-            pending = [pool.submit(work, lo) for lo, _ in zip(chunks, range(2 * max(1, workers)))]
+            pending = [pool.submit(work, lo) for lo in itertools.islice(chunks, 2 * max(1, workers))]
             while pending:
                 for i, res in pending.pop(0).result():
                     if isinstance(res, RecordError):

@@ -179,3 +179,15 @@ def test_records_whose_fields_differ_from_the_first(tmp_path):
     meta = pack(fl.TarShards(path), tmp_path / "q", progress=False, on_error="skip")
     assert meta["count"] == 2 and meta["skipped"] == 2
     assert [r["__key__"] for r in fl.PackedDataset(tmp_path / "q")] == ["a", "d"]
+
+
+@pytest.mark.parametrize("workers", [1, 3])
+def test_many_records_every_one_in_order(tmp_path, workers):
+    """More records than the chunks in flight: each packed once, in source order, whatever the workers."""
+    rng = np.random.default_rng(0)
+    recs = [{"__key__": f"r{i:04d}", "bin": rng.bytes(int(rng.integers(0, 300))), "n": i * 7 - 50,
+             "meta": {"i": i, "tags": ["a"] * (i % 3)}} for i in range(777)]
+    meta = pack(fl.ListSource(recs), tmp_path / "p", shard_size=ALIGN * 50, workers=workers, progress=False)
+    ds = fl.PackedDataset(tmp_path / "p")
+    assert meta["count"] == len(ds) == 777 and len(meta["shards"]) == 16
+    assert [ds[i] for i in range(len(ds))] == recs
