@@ -22,6 +22,8 @@ from .sources.arrays import ArrayRecords, IterableRecords
 from .sources.base import ListSource, Source, Subset
 from .sources.folders import ImageFiles, ImageFolder
 from .sources.hf import HFDataset
+from .sources.packed import PackedDataset
+from .sources.shards import TarShards, TarStream
 from .sources.split import split
 from .sources.tabular import CSVRows
 from .sources.text import JSONRecords
@@ -33,10 +35,10 @@ __all__ = [
     "ArrayRecords", "augment", "CenterCrop", "ColorJitter", "CSVRows", "DecodeError", "FastloadError",
     "features", "Field", "GeneratorPipeline", "HFDataset", "Image", "ImageFiles", "ImageFolder",
     "IterableRecords", "join", "JSONRecords", "key_by", "Labels", "ListSource", "Loader", "mix",
-    "Normalize", "NumbaOp", "numba_transform", "Numeric", "Output", "RandomCrop",
+    "Normalize", "NumbaOp", "numba_transform", "Numeric", "Output", "PackedDataset", "RandomCrop",
     "RandomHorizontalFlip", "RandomResizedCrop", "RandomRotate90", "RandomVerticalFlip", "read_images",
     "RecordError", "rescale", "Resize", "shuffle_samples", "Source", "split", "StageError",
-    "Standardize", "stem", "Stream", "Subset", "Tokenize", "zip"
+    "Standardize", "stem", "Stream", "Subset", "TarShards", "TarStream", "Tokenize", "zip",
 ]
 
 

@@ -1,0 +1,369 @@
+"""``fastload pack SRC OUT``: write any source into page-aligned shards that :class:`~fastload.PackedDataset` reads.
+
+Records are read and encoded on worker threads (Pillow releases the GIL while
+re-encoding) and written in source order by one writer, so the output does not
+depend on the number of workers. Shards are finished one at a time: a shard
+file and its piece of the index are renamed into place together, and a packing
+run that stops part-way resumes after the last finished shard. ``meta.json``
+is written last; its presence means the dataset is complete.
+
+Fields: an image folder's ``(path, label)`` records become ``image`` (the file's
+bytes) and ``label``; a dict record keeps its keys (``"__url__"`` dropped). A
+value of an image field (``image``, ``jpg``, ``png``, ...) that is a path is stored as the file's bytes;
+integers go into the index (so labels are known without reading shards),
+strings as UTF-8, other values as JSON. ``max_side`` re-encodes images larger
+than that (EXIF orientation applied, JPEG stays JPEG at ``quality``, others
+become PNG); smaller images keep their original bytes.
+"""
+from __future__ import annotations
+
+import concurrent.futures
+import io
+import itertools
+import json
+import os
+import sys
+
+import numpy as np
+
+from .errors import RecordError
+from .sources.packed import FORMAT_VERSION
+
+__all__ = ["pack", "add_parser", "run"]
+
+ALIGN = 4096
+_IMAGE_EXTS = frozenset("jpg jpeg png bmp gif webp tif tiff ppm pgm".split())
+_CHUNK = 16
+
+
+def _shape_and_fields(record):
+    """How records look (tuple, single, dict) and their field names in order."""
+    if isinstance(record, dict):
+        return "dict", [k for k in record if k != "__url__"]
+    if isinstance(record, tuple) and len(record) == 2:
+        return "tuple", ["image", "label"]
+    return "single", ["image"]
+
+
+def _as_dict(record, shape, names):
+    if shape == "dict":
+        return {n: record.get(n) for n in names}
+    if shape == "tuple":
+        return dict(zip(names, record))
+    return {names[0]: record}
+
+
+def _kind(name: str, value) -> str:
+    if isinstance(value, (bool, np.bool_)):
+        return "json"
+    if isinstance(value, (int, np.integer)):
+        return "int"
+    if isinstance(value, (bytes, bytearray, memoryview, os.PathLike)) or (isinstance(value, str) and _is_image(name)):
+        return "bytes"
+    if isinstance(value, str):
+        return "str"
+    return "json"
+
+
+def _is_image(name: str) -> bool:
+    return name == "image" or name.rsplit(".", 1)[-1].lower() in _IMAGE_EXTS
+
+
+def _reencode(data: bytes, max_side: int, quality: int) -> bytes:
+    from PIL import Image, ImageOps
+    with Image.open(io.BytesIO(data)) as im:
+        if max(im.size) <= max_side:
+            return data
+        fmt = "JPEG" if im.format == "JPEG" else "PNG"
+        im = ImageOps.exif_transpose(im)
+        scale = max_side / max(im.size)
+        size = (max(1, round(im.width * scale)), max(1, round(im.height * scale)))
+        if fmt == "JPEG" and im.mode not in ("RGB", "L"):
+            im = im.convert("RGB")
+        out = io.BytesIO()
+        im.resize(size, Image.LANCZOS).save(out, fmt, **({"quality": quality} if fmt == "JPEG" else {}))
+        return out.getvalue()
+
+
+class _Encoder:
+    """Turns one record into (blobs, ints) for the declared fields; raises RecordError when it cannot."""
+
+    def __init__(self, shape, fields, max_side, quality):
+        self.shape, self.fields, self.max_side, self.quality = shape, fields, max_side, quality
+
+    def __call__(self, record, rid):
+        names = [n for n, _ in self.fields]
+        values = _as_dict(record, self.shape, names)
+        if self.shape == "dict":
+            extra = sorted(set(record) - set(names) - {"__url__"})
+            if extra:   # the fields are the first record's: say so rather than drop data
+                raise RecordError(rid, f"field {extra[0]!r} is not among the packed fields {names} "
+                                       "(taken from the first record)")
+        blobs, ints = [], []
+        for name, kind in self.fields:
+            v = values.get(name)
+            if v is None:
+                raise RecordError(rid, f"no value for field {name!r}")
+            if kind == "int":
+                try:
+                    ints.append(int(v))
+                except (TypeError, ValueError):
+                    raise RecordError(rid, f"field {name!r}: {v!r} is not an integer") from None
+                continue
+            if kind == "bytes":
+                if isinstance(v, (str, os.PathLike)):
+                    try:
+                        with open(v, "rb") as f:
+                            v = f.read()
+                    except OSError as e:
+                        raise RecordError(rid, f"field {name!r}: cannot read {os.fspath(v)!r}: {e}") from None
+                v = bytes(v)
+                if self.max_side and _is_image(name):
+                    try:
+                        v = _reencode(v, self.max_side, self.quality)
+                    except Exception as e:   # Pillow raises many kinds for a bad image
+                        raise RecordError(rid, f"field {name!r}: cannot re-encode the image: {e}") from None
+            elif kind == "str":
+                v = str(v).encode("utf-8")
+            else:
+                v = json.dumps(v).encode("utf-8")
+            blobs.append(v)
+        return blobs, ints
+
+
+def _open_source(src: str):
+    """A source from the command line: an image folder, tar shards, or ``module:function``."""
+    import fastload as fl
+    if src.endswith(".tar") or ".tar" in src.rsplit("/", 1)[-1] or "{" in src:
+        return fl.TarShards(src)
+    if os.path.isdir(src):
+        with os.scandir(src) as it:
+            has_dirs = any(e.is_dir() and not e.name.startswith(".") for e in it)
+        return fl.ImageFolder(src) if has_dirs else fl.ImageFiles(src)
+    if ":" in src and not os.path.exists(src):
+        import importlib
+        module, _, attr = src.partition(":")
+        obj = getattr(importlib.import_module(module), attr)
+        return obj() if callable(obj) and not hasattr(obj, "__getitem__") else obj
+    raise ValueError(f"cannot tell what kind of source {src!r} is: give a directory, tar shards "
+                     "(a .tar path or brace pattern) or module:function returning a Source")
+
+
+def pack(source, out: str | os.PathLike, *, shard_size: int = 1 << 30, max_side: int | None = None,
+         quality: int = 90, workers: int = 4, on_error: str = "raise", progress: bool = True) -> dict:
+    """Write ``source`` into ``out``; resumes a run that stopped.
+
+    Returns ``meta.json``'s content plus ``skipped`` (records left out under
+    ``on_error="skip"``, over all runs) and ``failures`` (this run's, with reasons).
+    """
+    if on_error not in ("raise", "skip"):
+        raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
+    if shard_size < ALIGN:
+        raise ValueError(f"shard_size must be at least {ALIGN} bytes")
+    out = os.fspath(out)
+    os.makedirs(out, exist_ok=True)
+    n = len(source)
+    if n == 0:
+        raise ValueError("the source has no records")
+    first = source[0]
+    shape, names = _shape_and_fields(first)
+    values = _as_dict(first, shape, names)
+    fields = [(name, _kind(name, values[name])) for name in names]
+    settings = {"version": FORMAT_VERSION, "records": n, "record": shape, "fields": fields,
+                "max_side": max_side, "quality": quality, "shard_size": shard_size, "align": ALIGN}
+    plan_path = os.path.join(out, "pack.json")
+    if os.path.exists(plan_path):
+        with open(plan_path) as f:
+            before = json.load(f)
+        if before != json.loads(json.dumps(settings)):
+            raise ValueError(f"{out} holds a packing run with other settings ({before}); "
+                             "give a new output directory or remove it")
+    else:
+        with open(plan_path, "w") as f:
+            json.dump(settings, f)
+    meta_path = os.path.join(out, "meta.json")
+    if os.path.exists(meta_path):
+        os.unlink(meta_path)   # rewritten below, once every shard is there
+
+    done = []   # finished shards: their index pieces, in order
+    while os.path.exists(os.path.join(out, f"shard-{len(done):05d}.idx.npz")) and \
+            os.path.exists(os.path.join(out, f"shard-{len(done):05d}.bin")):
+        with np.load(os.path.join(out, f"shard-{len(done):05d}.idx.npz")) as z:
+            done.append({k: z[k] for k in z.files})
+    start = int(done[-1]["next"]) if done else 0
+    encode = _Encoder(shape, fields, max_side, quality)
+    writer = _ShardWriter(out, len(done), shard_size, fields)
+    skipped_before = sum(int(d["skipped"]) for d in done)
+    failures = []   # (record, reason) of the records left out by this run
+    bar = _progress(n, start, progress)
+
+    def work(lo):
+        idx = np.arange(lo, min(lo + _CHUNK, n), dtype=np.int64)
+        try:
+            recs = source.gather(idx)
+        except RecordError:
+            recs = [None] * len(idx)   # one bad record: find it below, one at a time
+        results = []
+        for i, r in zip(idx.tolist(), recs):
+            rid = source.record_id(i)
+            try:
+                results.append((i, encode(source[i] if r is None else r, rid)))
+            except RecordError as e:
+                results.append((i, e))
+        return results
+
+    try:
+        with concurrent.futures.ThreadPoolExecutor(max(1, workers), thread_name_prefix="fastload-pack") as pool:
+            chunks = iter(range(start, n, _CHUNK))
+            pending = [pool.submit(work, lo) for lo in itertools.islice(chunks, 2 * max(1, workers))]
+            while pending:
+                for i, res in pending.pop(0).result():
+                    if isinstance(res, RecordError):
+                        if on_error == "raise":
+                            raise res
+                        failures.append((res.record, res.reason))
+                        writer.skipped += 1
+                    else:
+                        done += writer.add(i, *res)
+                    bar.update(1)
+                nxt = next(chunks, None)
+                if nxt is not None:
+                    pending.append(pool.submit(work, nxt))
+        done += writer.finish(n)
+    finally:
+        writer.abort()
+        bar.close()
+
+    index = {"shard": np.concatenate([np.full(len(d["offset"]), s, np.int32) for s, d in enumerate(done)]),
+             "offset": np.concatenate([d["offset"] for d in done])}
+    for name, kind in fields:
+        key = f"int:{name}" if kind == "int" else f"size:{name}"
+        index[key] = np.concatenate([d[key] for d in done])
+    if "__key__" in names:   # record names for error messages, without reading shards
+        index["key"] = np.concatenate([d["key"] for d in done])
+    tmp = os.path.join(out, "index.npz.tmp")
+    with open(tmp, "wb") as f:
+        np.savez(f, **index)
+    os.replace(tmp, os.path.join(out, "index.npz"))
+    classes = getattr(source, "classes", None)
+    meta = {"version": FORMAT_VERSION, "record": shape, "count": len(index["offset"]), "align": ALIGN,
+            "fields": [{"name": nm, "kind": k} for nm, k in fields],
+            "classes": list(classes) if classes is not None else None,
+            "shards": [{"name": f"shard-{s:05d}.bin",
+                        "size": os.path.getsize(os.path.join(out, f"shard-{s:05d}.bin"))} for s in range(len(done))]}
+    with open(meta_path + ".tmp", "w") as f:
+        json.dump(meta, f, indent=1)
+    os.replace(meta_path + ".tmp", meta_path)
+    return {**meta, "skipped": skipped_before + len(failures), "failures": failures}
+
+
+class _ShardWriter:
+    """Appends records at page-aligned offsets; a full shard is renamed into place with its index piece."""
+
+    def __init__(self, out, number, shard_size, fields):
+        self.out, self.number, self.shard_size, self.fields = out, number, shard_size, fields
+        self.skipped = 0
+        self._f = None
+
+    def _open(self):
+        self._f = open(os.path.join(self.out, f"shard-{self.number:05d}.bin.part"), "wb")
+        self._pos = 0
+        self._rows = {"offset": [], "key": [], **{
+            (f"int:{n}" if k == "int" else f"size:{n}"): [] for n, k in self.fields}}
+
+    def add(self, i, blobs, ints) -> list:
+        size = sum(len(b) for b in blobs)
+        finished = []
+        if self._f is not None and self._pos and self._pos + size > self.shard_size:
+            finished = self._close(i)
+        if self._f is None:
+            self._open()
+        self._f.write(b"".join(blobs))
+        rows = self._rows
+        rows["offset"].append(self._pos)
+        bi = ii = 0
+        for name, kind in self.fields:
+            if kind == "int":
+                rows[f"int:{name}"].append(ints[ii])
+                ii += 1
+            else:
+                rows[f"size:{name}"].append(len(blobs[bi]))
+                if name == "__key__":
+                    rows["key"].append(blobs[bi].decode("utf-8"))
+                bi += 1
+        pad = -(self._pos + size) % ALIGN
+        self._f.write(b"\0" * pad)
+        self._pos += size + pad
+        return finished
+
+    def _close(self, next_record: int) -> list:
+        """Finish the open shard; the next one starts at record ``next_record``."""
+        self._f.close()
+        self._f = None
+        base = os.path.join(self.out, f"shard-{self.number:05d}")
+        piece = {"offset": np.asarray(self._rows["offset"], np.int64), "next": np.int64(next_record),
+                 "skipped": np.int64(self.skipped)}
+        for name, kind in self.fields:
+            key = f"int:{name}" if kind == "int" else f"size:{name}"
+            piece[key] = np.asarray(self._rows[key], np.int64)
+        if self._rows["key"]:
+            piece["key"] = np.asarray(self._rows["key"], dtype=str)
+        os.replace(base + ".bin.part", base + ".bin")
+        with open(base + ".idx.npz.tmp", "wb") as f:
+            np.savez(f, **piece)
+        os.replace(base + ".idx.npz.tmp", base + ".idx.npz")
+        self.number += 1
+        self.skipped = 0
+        return [piece]
+
+    def abort(self) -> None:
+        """Close an unfinished shard (its .part file is rewritten when the run resumes)."""
+        if self._f is not None:
+            self._f.close()
+            self._f = None
+
+    def finish(self, n) -> list:
+        return self._close(n) if self._f is not None else []
+
+
+class _NoBar:
+    def update(self, n):
+        pass
+
+    def close(self):
+        pass
+
+
+def _progress(total, initial, enabled):
+    try:
+        from tqdm import tqdm
+    except ImportError:   # tqdm is optional: no bar without it
+        return _NoBar()
+    return tqdm(total=total, initial=initial, unit="rec", desc="packing", disable=not enabled, file=sys.stderr)
+
+
+def add_parser(subparsers):
+    """Register ``fastload pack`` on the ``fastload`` command's subparsers."""
+    p = subparsers.add_parser("pack", help="write a folder, tar shards or any source into packed shards",
+                              description=__doc__.split("\n\n")[0])
+    p.add_argument("src", help="image folder, tar shards (path or brace pattern), or module:function")
+    p.add_argument("out", help="output directory")
+    p.add_argument("--max-side", type=int, default=None, help="re-encode images larger than this many pixels")
+    p.add_argument("--quality", type=int, default=90, help="JPEG quality of re-encoded images")
+    p.add_argument("--shard-size", type=int, default=1 << 30, help="bytes per shard file (default 1 GiB)")
+    p.add_argument("--workers", type=int, default=os.cpu_count() or 2)
+    p.add_argument("--on-error", choices=("raise", "skip"), default="raise",
+                   help="what an unreadable record does: stop, or be left out and reported")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    return p
+
+
+def run(args) -> int:
+    """Run ``fastload pack`` with parsed arguments."""
+    meta = pack(_open_source(args.src), args.out, shard_size=args.shard_size, max_side=args.max_side,
+                quality=args.quality, workers=args.workers, on_error=args.on_error, progress=not args.quiet)
+    for record, reason in meta["failures"]:
+        print(f"fastload pack: skipped {record}: {reason}", file=sys.stderr)
+    print(f"packed {meta['count']} records into {len(meta['shards'])} shards in {args.out}"
+          + (f" ({meta['skipped']} skipped)" if meta["skipped"] else ""))
+    return 0

@@ -1,0 +1,185 @@
+"""Records packed by ``fastload pack`` into page-aligned shard files, read by index.
+
+A packed dataset is a directory (or URL prefix) holding::
+
+    meta.json            version, fields and their kinds, classes, shard names and sizes
+    index.npz            per record: shard number, byte offset, byte size of each blob field,
+                         and the value of each integer field (labels live here, not in the shards)
+    shard-00000.bin ...  record payloads, each starting on a page boundary (4096 bytes)
+
+Blob fields are stored as they were read: encoded images keep their original
+bytes (or a re-encoding at a maximum side, chosen when packing); strings are
+UTF-8 and other values JSON. A record's blobs are contiguous, so reading a
+record is one slice of a memory map (local files, or shards in the disk cache)
+or one ranged request (a URL without a cache).
+"""
+from __future__ import annotations
+
+import io
+import json
+import mmap
+import os
+import threading
+
+import numpy as np
+
+from ..errors import RecordError
+from .base import Source
+from .remote import Storage, StorageError, is_url
+
+__all__ = ["PackedDataset", "FORMAT_VERSION", "decode_field"]
+
+FORMAT_VERSION = 1
+KINDS = ("bytes", "str", "json", "int")
+
+
+def decode_field(kind: str, data: bytes):
+    if kind == "bytes":
+        return data
+    if kind == "str":
+        return data.decode("utf-8")
+    return json.loads(data)
+
+
+class PackedDataset(Source):
+    """The records of a dataset written by ``fastload pack``.
+
+    ``root`` is a directory or a URL prefix (``s3://bucket/train-packed``);
+    ``cache_dir``, ``cache_limit``, ``max_in_flight``, ``retries``, ``backoff``
+    and ``storage_options`` say how a URL is read (see
+    :class:`~fastload.sources.remote.Storage`). Records come back in the shape
+    they were packed from: ``(image bytes, label)`` for an image folder, the
+    image bytes for plain image files, a dict otherwise.
+    """
+
+    def __init__(self, root: str | os.PathLike, *, cache_dir: str | os.PathLike | None = None,
+                 cache_limit: int | None = None, max_in_flight: int = 16, retries: int = 3,
+                 backoff: float = 0.05, storage_options: dict | None = None):
+        self.root = os.fspath(root).rstrip("/")
+        self.storage = Storage(cache_dir=cache_dir, cache_limit=cache_limit, max_in_flight=max_in_flight,
+                               retries=retries, backoff=backoff, storage_options=storage_options)
+        meta_url, index_url = self._url("meta.json"), self._url("index.npz")
+        try:
+            meta = json.loads(self.storage.read(meta_url, 0, self.storage.size(meta_url)))
+            index = np.load(io.BytesIO(self.storage.read(index_url, 0, self.storage.size(index_url))))
+        except StorageError as e:
+            raise FileNotFoundError(f"PackedDataset: {self.root!r} is not a finished packed dataset "
+                                    f"(write one with `fastload pack`): {e}") from e
+        if meta.get("version") != FORMAT_VERSION:
+            raise ValueError(f"PackedDataset: {meta_url} has format version {meta.get('version')!r}, "
+                             f"this fastload reads {FORMAT_VERSION}")
+        self.meta = meta
+        self.classes = meta.get("classes")
+        self._shape = meta["record"]
+        self._fields = [(f["name"], f["kind"]) for f in meta["fields"]]
+        self.fields = tuple(name for name, _ in self._fields)
+        self._shard_urls = [self._url(s["name"]) for s in meta["shards"]]
+        self._shard_sizes = [int(s["size"]) for s in meta["shards"]]
+        self._shard = index["shard"]
+        self._offset = index["offset"]
+        self._sizes = {n: index[f"size:{n}"] for n, k in self._fields if k != "int"}
+        self._ints = {n: index[f"int:{n}"] for n, k in self._fields if k == "int"}
+        self._keys = index["key"] if "key" in index.files else None
+        self._maps = {}
+        self._lock = threading.Lock()
+
+    def _url(self, name: str) -> str:
+        return f"{self.root}/{name}" if is_url(self.root) else os.path.join(self.root, name)
+
+    def __getstate__(self):
+        state = self.__dict__.copy()
+        state["_maps"], state["_lock"] = {}, None
+        return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
+
+    # -- the Source protocol -----------------------------------------------------------
+    def __len__(self) -> int:
+        return len(self._shard)
+
+    def record_id(self, index: int) -> str:
+        index = self._check_index(index)
+        url = self._shard_urls[self._shard[index]]
+        return f"{url}:{self._keys[index]}" if self._keys is not None else f"{url}#{index}"
+
+    def labels(self):
+        for name in ("label", "cls"):
+            if name in self._ints:
+                return self._ints[name]
+        return None
+
+    def _map(self, s: int):
+        """A read-only memory map of shard ``s``, or None when it is read by ranged requests."""
+        m = self._maps.get(s)
+        if m is None:
+            url = self._shard_urls[s]
+            path = self.storage.local_path(url)
+            if path is None:
+                return None
+            with self._lock:
+                m = self._maps.get(s)
+                if m is None:
+                    with open(path, "rb") as f:
+                        m = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) if os.fstat(f.fileno()).st_size \
+                            else b""
+                    self._maps[s] = m
+        return m
+
+    def _span(self, index: int):
+        s = int(self._shard[index])
+        lo = int(self._offset[index])
+        hi = lo + sum(int(v[index]) for v in self._sizes.values())
+        if hi > self._shard_sizes[s]:
+            raise RecordError(self.record_id(index), f"record ends at byte {hi}, past the end of the shard")
+        return s, lo, hi
+
+    def _record(self, index: int, data) -> object:
+        rec, pos = {}, 0
+        for name, kind in self._fields:
+            if kind == "int":
+                rec[name] = int(self._ints[name][index])
+                continue
+            n = int(self._sizes[name][index])
+            try:
+                rec[name] = decode_field(kind, bytes(data[pos:pos + n]))
+            except (ValueError, UnicodeDecodeError) as e:
+                raise RecordError(self.record_id(index), f"field {name!r} cannot be decoded: {e}") from None
+            pos += n
+        if self._shape == "tuple":
+            return tuple(rec.values())
+        if self._shape == "single":
+            return next(iter(rec.values()))
+        return rec
+
+    def __getitem__(self, index: int):
+        return self.gather(np.array([self._check_index(index)]))[0]
+
+    def gather(self, indices: np.ndarray) -> list:
+        spans = [self._span(int(i)) for i in np.asarray(indices).tolist()]
+        datas = [None] * len(spans)
+        remote = []
+        for j, (s, lo, hi) in enumerate(spans):
+            try:
+                m = self._map(s)
+            except StorageError as e:
+                raise RecordError(self.record_id(int(indices[j])), f"reading failed: {e.reason}") from e
+            if m is None:
+                remote.append(j)
+            else:
+                if hi > len(m):
+                    raise RecordError(self.record_id(int(indices[j])),
+                                      f"record ends at byte {hi}, the shard file has {len(m)}: truncated")
+                datas[j] = memoryview(m)[lo:hi]
+        if remote:
+            got = self.storage.read_ranges([(self._shard_urls[spans[j][0]], spans[j][1], spans[j][2])
+                                            for j in remote])
+            for j, d in zip(remote, got):
+                if isinstance(d, StorageError):
+                    raise RecordError(self.record_id(int(indices[j])), f"reading failed: {d.reason}")
+                datas[j] = d
+        return [self._record(int(i), d) for i, d in zip(np.asarray(indices).tolist(), datas)]
+
+    def __repr__(self):
+        return f"PackedDataset({self.root!r}, {len(self)} records, fields {list(self.fields)})"

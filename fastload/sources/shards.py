@@ -1,0 +1,442 @@
+"""Samples stored as tar shards in the WebDataset layout, on disk or behind a URL.
+
+A shard is a plain tar file; the members of one sample are consecutive and
+share a key: ``n01440764_10026.jpg``, ``n01440764_10026.cls``,
+``n01440764_10026.json``. The split follows WebDataset's own rule: the key is
+the member's name up to the first dot of its last path component, the
+extension is the rest, lower-cased (``a/b.seg.png`` is key ``a/b``, extension
+``seg.png``). Names starting and ending with ``__`` and non-regular members
+are skipped, as WebDataset does.
+
+Records are dicts, one entry per member plus ``"__key__"`` and ``"__url__"``.
+Member bytes are decoded by the last part of the extension, as WebDataset's
+``basichandlers`` do: ``cls``/``cls2``/``class``/``count``/``index``/``inx``/``id``
+→ ``int``; ``txt``/``text``/``transcript`` → ``str`` (UTF-8); ``json``/``jsn`` →
+the parsed value; anything else (images included) stays ``bytes``, which the
+loader's image field decodes.
+
+:class:`TarShards` gives random access: on first open each shard is scanned
+once for its member offsets, and the index is kept beside the shard (when
+that directory is writable) or in ``cache_dir``; a sample is then one ranged
+read. Shuffling, splitting, sharding across ranks and resuming work exactly
+as for image folders. :meth:`TarShards.stream` reads shards front to back with
+a shuffle buffer instead, for storage where building an index is not an option.
+"""
+from __future__ import annotations
+
+import concurrent.futures
+import functools
+import json
+import os
+import queue
+import re
+import tarfile
+import threading
+from typing import Iterator, Sequence
+
+import numpy as np
+
+from ..errors import RecordError
+from ..pipeline.fluent import Fluent
+from .base import Source
+from .remote import Storage, StorageError, cache_name, expand_urls, is_url
+
+__all__ = ["TarShards", "TarStream", "decode_member", "split_key"]
+
+_INDEX_VERSION = 2
+_INT_EXTS = frozenset("cls cls2 class count index inx id".split())
+_TEXT_EXTS = frozenset("txt text transcript".split())
+_JSON_EXTS = frozenset("json jsn".split())
+_KEY = re.compile(r"^((?:.*/|)[^.]+)[.]([^/]*)$")   # webdataset.tariterators.base_plus_ext
+_META = re.compile(r"__[^/]*__($|/)")                 # webdataset's skip_meta
+
+
+def split_key(name: str) -> tuple[str | None, str | None]:
+    """``(key, extension)`` of a member name, by WebDataset's rule; ``(None, None)`` if it has no dot."""
+    m = _KEY.match(name)
+    return (m.group(1), m.group(2).lower()) if m else (None, None)
+
+
+def _as_int(data: bytes) -> int:
+    return int(data.decode("ascii").strip())
+
+
+def _as_text(data: bytes) -> str:
+    return data.decode("utf-8")
+
+
+@functools.lru_cache(maxsize=256)
+def _decoder(ext: str):
+    last = ext.rsplit(".", 1)[-1]
+    return _as_int if last in _INT_EXTS else _as_text if last in _TEXT_EXTS else \
+        json.loads if last in _JSON_EXTS else None
+
+
+def decode_member(ext: str, data: bytes):
+    """A member's value by the last part of its extension (see the module docstring)."""
+    decode = _decoder(ext)
+    return data if decode is None else decode(data)
+
+
+def _damaged_end(tf, f, size: int) -> str | None:
+    """Why the archive ended where tarfile stopped, if that was not its end-of-archive marker.
+
+    tarfile takes an unreadable header after the first as the end of the archive;
+    a real end is a zero block (or the end of the file).
+    """
+    if tf.offset >= size:
+        return None
+    f.seek(tf.offset)
+    block = f.read(tarfile.BLOCKSIZE)
+    return None if not block.strip(b"\0") else f"unreadable tar header at byte {tf.offset}"
+
+
+def _members(fileobj, size: int):
+    """``(name, data offset, size, .cls bytes or None)`` of every regular member, in order.
+
+    A tar error ends the listing with ``(None, byte offset, 0, error message)``:
+    the members before it are good.
+    """
+    try:
+        tf = tarfile.open(fileobj=fileobj, mode="r:")
+    except tarfile.TarError as e:
+        yield None, 0, 0, f"not a readable tar archive ({e})"
+        return
+    while True:
+        try:
+            ti = tf.next()
+        except (tarfile.TarError, EOFError, OSError) as e:
+            yield None, tf.offset, 0, f"unreadable tar header at byte {tf.offset} ({e})"
+            return
+        if ti is None:
+            err = _damaged_end(tf, fileobj, size)
+            if err is not None:
+                yield None, tf.offset, 0, err
+            return
+        if ti.isreg() and not _META.match(ti.name):
+            # A class label is a few bytes: keep it in the index, so labels() needs no reads.
+            label = tf.extractfile(ti).read() if ti.name.endswith(".cls") and ti.size <= 32 else None
+            yield ti.name, ti.offset_data, ti.size, label
+
+
+class _Sample:
+    """One sample of a shard: its key, its members as (extension, data offset, size), its .cls label."""
+    __slots__ = ("key", "members", "error", "label")
+
+    def __init__(self, key, members, error=None, label=None):
+        self.key, self.members, self.error, self.label = key, members, error, label
+
+
+def _group(members, size: int) -> list[_Sample]:
+    """Consecutive members with the same key form a sample (WebDataset's group_by_keys)."""
+    samples, cur = [], None
+    for name, off, n, extra in members:
+        if name is None:   # the rest of the shard is unreadable: one record says so
+            samples.append(_Sample(f"@{off}", [], f"{extra}; the rest of the shard is lost"))
+            break
+        key, ext = split_key(name)
+        if key is None:
+            continue
+        if cur is None or key != cur.key:
+            cur = _Sample(key, [])
+            samples.append(cur)
+        if any(e == ext for e, _, _ in cur.members):
+            cur.error = f"two members named {key}.{ext}"
+        cur.members.append((ext, off, n))
+        if ext == "cls" and extra is not None:
+            try:
+                cur.label = _as_int(extra)
+            except ValueError:
+                pass   # reading the sample reports it
+        if off + n > size and cur.error is None:
+            cur.error = f"member {name} ends at byte {off + n}, past the end of the shard ({size} bytes): truncated"
+    return samples
+
+
+class TarShards(Source):
+    """Samples of WebDataset-style tar shards, by index.
+
+    ``urls``: a brace pattern (``"s3://bucket/train-{00000..01023}.tar"``), a glob
+    (``"data/*.tar"``), a path or URL, or a list of them. ``cache_dir`` holds the
+    shard indexes (and, for URLs, whole shards, at most ``cache_limit`` bytes);
+    ``max_in_flight``, ``retries``, ``backoff`` and ``storage_options`` say how URLs are read
+    (see :class:`~fastload.sources.remote.Storage`).
+
+    ``require=("jpg", "cls")`` names members every sample must have: a sample
+    without one fails as a record (an error naming shard and key, or a counted
+    skip under ``on_error="skip"``) instead of reaching a field as a missing value.
+    """
+
+    def __init__(self, urls: str | os.PathLike | Sequence[str | os.PathLike], *,
+                 require: Sequence[str] = (), cache_dir: str | os.PathLike | None = None,
+                 cache_limit: int | None = None, max_in_flight: int = 16, retries: int = 3,
+                 backoff: float = 0.05, storage_options: dict | None = None):
+        self.storage = Storage(cache_dir=cache_dir, cache_limit=cache_limit, max_in_flight=max_in_flight,
+                               retries=retries, backoff=backoff, storage_options=storage_options)
+        self.index_dir = None if cache_dir is None else os.fspath(cache_dir)
+        self.urls = self._resolve(urls)
+        if not self.urls:
+            raise FileNotFoundError(f"TarShards: no shards match {urls!r}")
+        self.require = tuple(e.lstrip(".").lower() for e in require)
+        self._shards = None   # per shard: (size, [_Sample]) once indexed
+
+    def _resolve(self, urls) -> list[str]:
+        found = []
+        for u in expand_urls(urls):
+            web = u.startswith(("http://", "https://"))   # '?' starts a query there, and nothing lists
+            found += self.storage.glob(u) if not web and any(c in u.split("://")[-1] for c in "*?[") else [u]
+        return found
+
+    # -- the index ------------------------------------------------------------------
+    def _index(self):
+        if self._shards is None:
+            workers = min(len(self.urls), self.storage.max_in_flight, 8)
+            with concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix="fastload-index") as pool:
+                futures = [pool.submit(self._shard_index, u) for u in self.urls]
+            failed = [f.exception() for f in futures if f.exception() is not None]
+            if failed:
+                more = f" (and {len(failed) - 1} more)" if len(failed) > 1 else ""
+                cls = FileNotFoundError if isinstance(failed[0].__cause__, FileNotFoundError) else OSError
+                raise cls(f"TarShards: {len(failed)} of {len(self.urls)} shards cannot be read: "
+                          f"{failed[0]}{more}") from failed[0]
+            shards = [f.result() for f in futures]
+            counts = np.array([len(s) for _, s in shards], dtype=np.int64)
+            self._starts = np.concatenate([[0], np.cumsum(counts)])
+            # Flat per-sample tables: a bulk read is a few array lookups, not a search per sample.
+            self._samples = [smp for _, s in shards for smp in s]
+            self._shard_of = np.repeat(np.arange(len(shards), dtype=np.int64), counts)
+            spans = [(min(o for _, o, _ in smp.members), max(o + n for _, o, n in smp.members))
+                     if smp.members else (0, 0) for smp in self._samples]
+            self._span = np.array(spans, dtype=np.int64).reshape(-1, 2)
+            self._shards = shards
+            self.fields = tuple(sorted({e for smp in self._samples for e, _, _ in smp.members}))
+        return self._shards
+
+    def _index_path(self, url: str) -> str | None:
+        if self.index_dir is not None:
+            return os.path.join(self.index_dir, "index", cache_name(url) + ".idx.json")
+        if not is_url(url) and os.access(os.path.dirname(os.path.abspath(url)), os.W_OK):
+            return url + ".idx.json"
+        return None
+
+    def _shard_index(self, url: str):
+        size = self.storage.size(url)   # a StorageError names the URL
+        stamp = {"version": _INDEX_VERSION, "size": size,
+                 "mtime_ns": None if is_url(url) else os.stat(url).st_mtime_ns}
+        path = self._index_path(url)
+        if path is not None and os.path.exists(path):
+            try:
+                with open(path) as f:
+                    saved = json.load(f)
+                if all(saved.get(k) == v for k, v in stamp.items()):
+                    return size, [_Sample(k, [tuple(m) for m in ms], err, lab) for k, ms, err, lab in saved["samples"]]
+            except (OSError, ValueError, KeyError, TypeError):
+                pass   # a stale or damaged index is rebuilt
+        with self.storage.open_stream(url) as f:   # headers only: tarfile seeks past the data
+            samples = _group(_members(f, size), size)
+        if path is not None:
+            try:
+                os.makedirs(os.path.dirname(path), exist_ok=True)
+                tmp = f"{path}.{os.getpid()}.tmp"
+                with open(tmp, "w") as f:
+                    json.dump({**stamp, "samples": [[s.key, s.members, s.error, s.label] for s in samples]}, f)
+                os.replace(tmp, path)
+            except OSError:
+                pass   # an index that cannot be saved is rebuilt next time
+        return size, samples
+
+    # -- the Source protocol -----------------------------------------------------------
+    def __len__(self) -> int:
+        self._index()
+        return int(self._starts[-1])
+
+    def record_id(self, index: int) -> str:
+        self._index()
+        index = self._check_index(index)
+        return f"{self.urls[self._shard_of[index]]}:{self._samples[index].key}"
+
+    def _plans(self, indices):
+        """(url, first byte, end byte, sample) of the one read that fetches each sample."""
+        self._index()
+        idx = np.asarray(indices, dtype=np.int64)
+        if len(idx) and (idx.min() < 0 or idx.max() >= len(self._samples)):
+            raise IndexError(f"TarShards indices out of range for {len(self._samples)} records")
+        urls, samples = self.urls, self._samples
+        plans = []
+        for i, s, (lo, hi) in zip(idx.tolist(), self._shard_of[idx].tolist(), self._span[idx].tolist()):
+            smp = samples[i]
+            if smp.error is None and self.require:
+                missing = [e for e in self.require if not any(m[0] == e for m in smp.members)]
+                if missing:
+                    have = ", ".join("." + m[0] for m in smp.members)
+                    smp.error = f"no .{missing[0]} member (the sample has {have})"
+            if smp.error is not None:
+                raise RecordError(f"{urls[s]}:{smp.key}", smp.error)
+            plans.append((urls[s], lo, hi, smp))
+        return plans
+
+    def _record(self, url: str, lo: int, smp: _Sample, data: bytes) -> dict:
+        rec = {"__key__": smp.key, "__url__": url}
+        for ext, off, n in smp.members:
+            try:
+                rec[ext] = decode_member(ext, data[off - lo:off - lo + n])
+            except (ValueError, UnicodeDecodeError) as e:
+                raise RecordError(f"{url}:{smp.key}", f"member {smp.key}.{ext} cannot be decoded as "
+                                                      f"{ext.rsplit('.', 1)[-1]}: {e}") from None
+        return rec
+
+    def __getitem__(self, index: int) -> dict:
+        return self.gather([self._check_index(index)])[0]
+
+    def gather(self, indices) -> list:
+        plans = self._plans(indices)
+        datas = self.storage.read_ranges([(u, lo, hi) for u, lo, hi, _ in plans])
+        out = []
+        for (url, lo, _, smp), data in zip(plans, datas):
+            if isinstance(data, StorageError):
+                raise RecordError(f"{url}:{smp.key}", f"reading failed: {data.reason}")
+            out.append(self._record(url, lo, smp, data))
+        return out
+
+    def labels(self):
+        """The ``.cls`` value of every sample, kept in the index; None unless every sample has one."""
+        self._index()
+        labels = [smp.label for smp in self._samples]
+        return None if any(lab is None for lab in labels) else np.asarray(labels, dtype=np.int64)
+
+    def stream(self, shuffle_buffer: int = 0, seed: int = 0) -> "TarStream":
+        """The same shards read front to back (no index), shuffled through a buffer of that many samples."""
+        return TarStream(self.urls, self.storage, shuffle_buffer=shuffle_buffer, seed=seed)
+
+    def __repr__(self):
+        n = f"{len(self)} samples" if self._shards is not None else "not indexed yet"
+        return f"TarShards({len(self.urls)} shards, {n})"
+
+
+class TarStream(Fluent):
+    """Samples of tar shards read sequentially, without an index.
+
+    Pass ``p`` reads the shards in an order drawn from ``(seed, p)`` and passes
+    samples through a shuffle buffer drawn from the same stream; ``shuffle_buffer=0``
+    keeps the stored order. A member that cannot be read or decoded ends the pass
+    with a :class:`~fastload.RecordError` naming the shard and member.
+    """
+
+    def __init__(self, urls: Sequence[str], storage: Storage, *, shuffle_buffer: int = 0, seed: int = 0):
+        if shuffle_buffer < 0:
+            raise ValueError("shuffle_buffer must be >= 0")
+        self.urls, self.storage = list(urls), storage
+        self.shuffle_buffer, self.seed = int(shuffle_buffer), int(seed)
+        self._pass = 0
+
+    def __iter__(self) -> Iterator[dict]:
+        p, self._pass = self._pass, self._pass + 1
+        rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence([self.seed, p])))
+        urls = [self.urls[i] for i in rng.permutation(len(self.urls))] if self.shuffle_buffer else self.urls
+        records = self._read_ahead(urls)
+        if not self.shuffle_buffer:
+            yield from records
+            return
+        buf = []
+        for r in records:
+            if len(buf) < self.shuffle_buffer:
+                buf.append(r)
+                continue
+            j = int(rng.integers(len(buf)))
+            buf[j], r = r, buf[j]
+            yield r
+        while buf:
+            yield buf.pop(int(rng.integers(len(buf))))
+
+    def _read_ahead(self, urls: list[str], chunk: int = 32, chunks: int = 8) -> Iterator[dict]:
+        """The records of ``urls`` in order, read and parsed on a thread up to ``chunk * chunks`` ahead.
+
+        Network waits and tar parsing then overlap the consumer; the order is the
+        shards' own, so the pass stays a pure function of (seed, pass).
+        """
+        q, stop = queue.Queue(chunks), threading.Event()
+
+        def put(item) -> bool:
+            while not stop.is_set():
+                try:
+                    q.put(item, timeout=0.1)
+                    return True
+                except queue.Full:
+                    continue
+            return False
+
+        def produce():
+            batch = []
+            try:
+                for url in urls:
+                    for r in self._read(url):
+                        batch.append(r)
+                        if len(batch) == chunk:
+                            if not put(batch):
+                                return
+                            batch = []
+                put(batch)
+                put(None)
+            except BaseException as e:   # handed to the consumer after the records before it
+                if put(batch):
+                    put(e)
+
+        t = threading.Thread(target=produce, name="fastload-tar-stream", daemon=True)
+        t.start()
+        try:
+            while True:
+                item = q.get()
+                if item is None:
+                    return
+                if isinstance(item, BaseException):
+                    raise item
+                yield from item
+        finally:
+            stop.set()
+            t.join()
+
+    def _read(self, url: str) -> Iterator[dict]:
+        try:
+            f = self.storage.open_stream(url)
+        except StorageError as e:
+            raise RecordError(url, f"cannot open the shard: {e.reason}") from e
+        with f:
+            try:
+                tf = tarfile.open(fileobj=f, mode="r:")
+            except tarfile.TarError as e:
+                raise RecordError(url, f"not a readable tar archive ({e})") from e
+            rec = None
+            while True:
+                try:
+                    ti = tf.next()
+                except (tarfile.TarError, EOFError, OSError) as e:
+                    raise RecordError(url, f"unreadable tar header at byte {tf.offset} ({e})") from e
+                if ti is None:
+                    err = _damaged_end(tf, f, self.storage.size(url))
+                    if err is not None:
+                        raise RecordError(url, err)
+                    break
+                if not ti.isreg() or _META.match(ti.name):
+                    continue
+                try:
+                    data = tf.extractfile(ti).read()
+                except (tarfile.TarError, EOFError, OSError) as e:
+                    raise RecordError(url, f"member {ti.name}: unreadable ({e}): truncated shard?") from e
+                if len(data) != ti.size:
+                    raise RecordError(url, f"member {ti.name}: {len(data)} of {ti.size} bytes (truncated shard)")
+                key, ext = split_key(ti.name)
+                if key is None:
+                    continue
+                if rec is not None and rec["__key__"] != key:
+                    yield rec
+                    rec = None
+                if rec is None:
+                    rec = {"__key__": key, "__url__": url}
+                if ext in rec:
+                    raise RecordError(f"{url}:{key}", f"two members named {ti.name}")
+                try:
+                    rec[ext] = decode_member(ext, data)
+                except (ValueError, UnicodeDecodeError) as e:
+                    raise RecordError(f"{url}:{key}", f"member {ti.name} cannot be decoded: {e}") from None
+            if rec is not None:
+                yield rec

@@ -1,0 +1,193 @@
+"""fastload pack and fl.PackedDataset: the bytes that went in come out, records start on page
+boundaries, batches equal the folder's, a stopped run resumes to the same files, --max-side
+re-encodes as Pillow does, and broken inputs and outputs are named."""
+import io
+import os
+import shutil
+
+import numpy as np
+import pytest
+import webdataset as wds
+from PIL import Image, ImageOps
+
+import fastload as fl
+from fastload.cli import main as cli
+from fastload.pack import ALIGN, pack
+from imgutil import encode, photo_like
+
+
+def folder_bytes(src):
+    out = []
+    for path, label in src:
+        with open(path, "rb") as f:
+            out.append((f.read(), label))
+    return out
+
+
+def test_pack_a_folder_keeps_bytes_labels_and_page_alignment(image_folder, tmp_path):
+    src = fl.ImageFolder(image_folder)
+    meta = pack(src, tmp_path / "p", shard_size=64 * 1024, workers=2, progress=False)
+    ds = fl.PackedDataset(tmp_path / "p")
+    assert len(ds) == len(src) == meta["count"] == 24 and len(meta["shards"]) > 1
+    assert [ds[i] for i in range(len(ds))] == folder_bytes(src)
+    assert ds.classes == src.classes and ds.fields == ("image", "label")
+    np.testing.assert_array_equal(ds.labels(), src.labels())
+    assert (ds._offset % ALIGN == 0).all()
+    assert all(s["size"] % ALIGN == 0 for s in meta["shards"])
+    assert ds.gather(np.array([5, 0, 23])) == [ds[5], ds[0], ds[23]]
+
+
+def test_loader_over_packed_equals_loader_over_folder(image_folder, tmp_path):
+    pack(fl.ImageFolder(image_folder), tmp_path / "p", progress=False)
+    kw = dict(batch_size=8, shuffle=True, seed=3, workers=2,
+              transforms=[fl.RandomResizedCrop(48), fl.RandomHorizontalFlip()])
+    n = 0
+    for (a, la), (b, lb) in zip(fl.Loader(fl.PackedDataset(tmp_path / "p"), **kw),
+                                fl.Loader(fl.ImageFolder(image_folder), **kw)):
+        np.testing.assert_array_equal(a, b)
+        np.testing.assert_array_equal(la, lb)
+        n += 1
+    assert n == 3
+
+
+def test_pack_tar_shards_keeps_every_field(image_folder, tmp_path):
+    path = str(tmp_path / "s.tar")
+    with wds.TarWriter(path) as w:
+        for i, (p, label) in enumerate(fl.ImageFolder(image_folder)):
+            with open(p, "rb") as f:
+                w.write({"__key__": f"k{i:03d}", "jpg": f.read(), "cls": label, "json": {"i": i, "ok": True},
+                         "txt": f"caption {i} é"})
+    ts = fl.TarShards(path)
+    pack(ts, tmp_path / "p", progress=False)
+    ds = fl.PackedDataset(tmp_path / "p")
+    want = [{k: v for k, v in ts[i].items() if k != "__url__"} for i in range(len(ts))]
+    assert [ds[i] for i in range(len(ds))] == want
+    assert ds.record_id(7).endswith("shard-00000.bin:k007")
+    np.testing.assert_array_equal(ds.labels(), [r["cls"] for r in want])
+    loader = fl.Loader(ds, batch_size=5, fields={"jpg": [fl.CenterCrop(32)], "cls": "index", "txt": None})
+    batches = list(loader)
+    assert [t for b in batches for t in b["txt"]] == [r["txt"] for r in want]
+
+
+class Interrupted(Exception):
+    pass
+
+
+class StopsAt(fl.Source):
+    """The folder, but reading record `stop` raises (a crash, not a bad record)."""
+
+    def __init__(self, src, stop):
+        self.src, self.stop, self.classes = src, stop, src.classes
+
+    def __len__(self):
+        return len(self.src)
+
+    def __getitem__(self, i):
+        if i == self.stop:
+            raise Interrupted(i)
+        return self.src[i]
+
+    def gather(self, idx):
+        return [self[i] for i in idx.tolist()]
+
+
+def test_a_stopped_run_resumes_to_the_same_files(image_folder, tmp_path):
+    src = fl.ImageFolder(image_folder)
+    pack(src, tmp_path / "clean", shard_size=32 * 1024, workers=1, progress=False)
+    with pytest.raises(Interrupted):
+        pack(StopsAt(src, 20), tmp_path / "resumed", shard_size=32 * 1024, workers=1, progress=False)
+    finished = sorted(f for f in os.listdir(tmp_path / "resumed") if f.endswith(".bin"))
+    assert finished and not os.path.exists(tmp_path / "resumed" / "meta.json")
+    stamps = {f: os.stat(tmp_path / "resumed" / f).st_mtime_ns for f in finished}
+    pack(src, tmp_path / "resumed", shard_size=32 * 1024, workers=2, progress=False)
+    assert {f: os.stat(tmp_path / "resumed" / f).st_mtime_ns for f in finished} == stamps   # not rewritten
+    names = sorted(f for f in os.listdir(tmp_path / "clean") if not f.endswith(".npz"))
+    assert names == sorted(f for f in os.listdir(tmp_path / "resumed") if not f.endswith(".npz"))
+    for name in names:
+        with open(tmp_path / "clean" / name, "rb") as a, open(tmp_path / "resumed" / name, "rb") as b:
+            assert a.read() == b.read(), name
+    with pytest.raises(ValueError, match="other settings"):
+        pack(src, tmp_path / "resumed", shard_size=16 * 1024, progress=False)
+
+
+def test_max_side_reencodes_like_pillow(tmp_path):
+    root = tmp_path / "imgs" / "c"
+    root.mkdir(parents=True)
+    big, small = photo_like(120, 200, seed=1), photo_like(40, 30, seed=2)
+    (root / "big.jpg").write_bytes(encode(big, quality=95))
+    (root / "small.jpg").write_bytes(encode(small, quality=95))
+    pack(fl.ImageFolder(tmp_path / "imgs"), tmp_path / "p", max_side=64, quality=90, progress=False)
+    ds = fl.PackedDataset(tmp_path / "p")
+    got_big, got_small = ds[0][0], ds[1][0]
+    assert got_small == (root / "small.jpg").read_bytes()   # within the limit: the original bytes
+    with Image.open(io.BytesIO(got_big)) as im:
+        assert im.format == "JPEG" and im.size == (64, 38)
+        got = np.asarray(im.convert("RGB"), dtype=np.float32)
+    with Image.open(root / "big.jpg") as im:   # Pillow's own answer: Lanczos, then JPEG at quality 90
+        want = encode(ImageOps.exif_transpose(im).resize((64, 38), Image.LANCZOS), quality=90)
+    with Image.open(io.BytesIO(want)) as im:
+        want = np.asarray(im.convert("RGB"), dtype=np.float32)
+    assert np.abs(got - want).max() <= 1
+
+
+def test_cli_pack_and_bad_records(image_folder, tmp_path, capsys):
+    root = tmp_path / "f"
+    shutil.copytree(image_folder, root)
+    bad = sorted((root / "class_001").iterdir())[2]
+    bad.write_bytes(b"\xff\xd8\xff not a jpeg")
+    assert cli(["pack", str(root), str(tmp_path / "p"), "--quiet", "--workers", "2"]) == 0
+    assert "packed 24 records into 1 shards" in capsys.readouterr().out
+    with pytest.raises(fl.RecordError, match=rf"{bad}: field 'image': cannot re-encode the image"):
+        cli(["pack", str(root), str(tmp_path / "q"), "--quiet", "--max-side", "32"])
+    assert cli(["pack", str(root), str(tmp_path / "r"), "--quiet", "--max-side", "32", "--on-error", "skip"]) == 0
+    out = capsys.readouterr()
+    assert "packed 23 records into 1 shards" in out.out and "(1 skipped)" in out.out
+    assert f"skipped {bad}" in out.err
+    ds = fl.PackedDataset(tmp_path / "r")
+    assert len(ds) == 23 and max(Image.open(io.BytesIO(ds[0][0])).size) == 32
+
+
+def test_truncated_packed_shard_and_missing_dataset(image_folder, tmp_path):
+    pack(fl.ImageFolder(image_folder), tmp_path / "p", progress=False)
+    shard = tmp_path / "p" / "shard-00000.bin"
+    size = os.path.getsize(shard)
+    with open(shard, "r+b") as f:
+        f.truncate(size - 3 * ALIGN)
+    ds = fl.PackedDataset(tmp_path / "p")
+    loader = fl.Loader(ds, batch_size=8, transforms=[fl.CenterCrop(32)])
+    with pytest.raises(fl.RecordError, match=r"shard-00000\.bin#2\d: record ends at byte \d+, the shard file has"):
+        list(loader)
+    loader = fl.Loader(ds, batch_size=8, transforms=[fl.CenterCrop(32)], on_error="skip")
+    with pytest.warns(RuntimeWarning):
+        labels = np.concatenate([lab for _, lab in loader])
+    assert loader.stats()["skipped"] >= 1
+    np.testing.assert_array_equal(labels, ds.labels()[:len(labels)])
+    with pytest.raises(FileNotFoundError, match="not a finished packed dataset"):
+        fl.PackedDataset(tmp_path / "nothing")
+
+
+def test_records_whose_fields_differ_from_the_first(tmp_path):
+    path = str(tmp_path / "mixed.tar")
+    img = encode(photo_like(30, 30, seed=3))
+    with wds.TarWriter(path) as w:
+        w.write({"__key__": "a", "jpg": img, "cls": 0})
+        w.write({"__key__": "b", "jpg": img, "cls": 1, "txt": "extra"})
+        w.write({"__key__": "c", "jpg": img})
+        w.write({"__key__": "d", "jpg": img, "cls": 3})
+    with pytest.raises(fl.RecordError, match=r"mixed\.tar:b: field 'txt' is not among the packed fields"):
+        pack(fl.TarShards(path), tmp_path / "p", progress=False)
+    meta = pack(fl.TarShards(path), tmp_path / "q", progress=False, on_error="skip")
+    assert meta["count"] == 2 and meta["skipped"] == 2
+    assert [r["__key__"] for r in fl.PackedDataset(tmp_path / "q")] == ["a", "d"]
+
+
+@pytest.mark.parametrize("workers", [1, 3])
+def test_many_records_every_one_in_order(tmp_path, workers):
+    """More records than the chunks in flight: each packed once, in source order, whatever the workers."""
+    rng = np.random.default_rng(0)
+    recs = [{"__key__": f"r{i:04d}", "bin": rng.bytes(int(rng.integers(0, 300))), "n": i * 7 - 50,
+             "meta": {"i": i, "tags": ["a"] * (i % 3)}} for i in range(777)]
+    meta = pack(fl.ListSource(recs), tmp_path / "p", shard_size=ALIGN * 50, workers=workers, progress=False)
+    ds = fl.PackedDataset(tmp_path / "p")
+    assert meta["count"] == len(ds) == 777 and len(meta["shards"]) == 16
+    assert [ds[i] for i in range(len(ds))] == recs

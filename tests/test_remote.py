@@ -1,0 +1,287 @@
+"""Shards behind URLs, against real servers started here on loopback: an S3-compatible one
+(moto in server mode, through s3fs) and an HTTP server that honours byte ranges, counts
+requests and fails on demand (500s, 404s). Records and batches must equal the local ones."""
+import logging
+import os
+import pathlib
+import re
+import shutil
+import socket
+import threading
+import time
+import urllib.parse
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import numpy as np
+import pytest
+
+import fastload as fl
+from fastload.pack import pack
+from test_shards import write_shards
+
+BUCKET = "fastload-test"
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def s3():
+    """A moto S3 server on loopback; yields the storage options that reach it."""
+    from moto.server import ThreadedMotoServer
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    opts = {"key": "testing", "secret": "testing", "endpoint_url": f"http://127.0.0.1:{port}",
+            "client_kwargs": {"region_name": "us-east-1"}, "skip_instance_cache": True}
+    import boto3
+    boto3.client("s3", endpoint_url=opts["endpoint_url"], aws_access_key_id="testing",
+                 aws_secret_access_key="testing", region_name="us-east-1").create_bucket(Bucket=BUCKET)
+    yield opts
+    server.stop()
+
+
+def upload(opts, local_dir, prefix):
+    import s3fs
+    fs = s3fs.S3FileSystem(**opts)
+    for name in sorted(os.listdir(local_dir)):
+        if not name.endswith(".idx.json"):
+            fs.put_file(os.path.join(local_dir, name), f"{BUCKET}/{prefix}/{name}")
+    return f"s3://{BUCKET}/{prefix}"
+
+
+class _Handler(BaseHTTPRequestHandler):
+    """Files under server.root with Range support; server.fail[path] GETs answer 500 first."""
+
+    def do_HEAD(self):
+        self._serve(body=False)
+
+    def do_GET(self):
+        self._serve(body=True)
+
+    def _serve(self, body):
+        srv = self.server
+        path = urllib.parse.unquote(self.path.split("?")[0])
+        with srv.lock:
+            srv.requests.append((self.command, path, self.headers.get("Range")))
+            failing = body and srv.fail.get(path, 0) > 0
+            if failing:
+                srv.fail[path] -= 1
+        if failing:
+            self.send_error(500, "injected failure")
+            return
+        full = os.path.join(srv.root, path.lstrip("/"))
+        if not os.path.isfile(full):
+            self.send_error(404)
+            return
+        with open(full, "rb") as f:
+            data = f.read()
+        total, status, rng = len(data), 200, self.headers.get("Range")
+        m = re.fullmatch(r"bytes=(\d+)-(\d*)", rng or "")
+        if m:
+            a, b = int(m.group(1)), int(m.group(2)) if m.group(2) else total - 1
+            data, status = data[a:b + 1], 206
+        self.send_response(status)
+        self.send_header("Content-Length", str(len(data)))
+        self.send_header("Accept-Ranges", "bytes")
+        if status == 206:
+            self.send_header("Content-Range", f"bytes {a}-{a + len(data) - 1}/{total}")
+        self.end_headers()
+        if body:
+            self.wfile.write(data)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def http(tmp_path):
+    root = tmp_path / "www"
+    root.mkdir()
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+    server.daemon_threads = True
+    server.root, server.requests, server.fail, server.lock = str(root), [], {}, threading.Lock()
+    server.url = f"http://127.0.0.1:{server.server_address[1]}"
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture(scope="module")
+def local_shards(tmp_path_factory):
+    from fastload.synthetic import make_image_folder
+    root = tmp_path_factory.mktemp("remote")
+    folder = make_image_folder(os.path.join(root, "train"), classes=3, per_class=8, size=(90, 110),
+                               jitter=0.3, seed=3)
+    return folder, write_shards(folder, os.path.join(root, "shards"), extra=False)
+
+
+def records(src):
+    return [{k: v for k, v in src[i].items() if k != "__url__"} for i in range(len(src))]
+
+
+FIELDS = {"jpg": [fl.RandomResizedCrop(48), fl.RandomHorizontalFlip()], "cls": "index"}
+
+
+def assert_same_batches(a, b):
+    n = 0
+    for x, y in zip(a, b):
+        np.testing.assert_array_equal(x["jpg"], y["jpg"])
+        np.testing.assert_array_equal(x["cls"], y["cls"])
+        n += 1
+    assert n == len(a) == len(b)
+
+
+def test_tar_shards_from_s3_equal_local(s3, local_shards, tmp_path):
+    _, shards = local_shards
+    base = upload(s3, os.path.dirname(shards[0]), "tars")
+    remote = fl.TarShards(base + "/shard-{000000..000002}.tar", storage_options=s3, cache_dir=tmp_path / "c")
+    local = fl.TarShards(shards)
+    assert records(remote) == records(local)
+    assert remote.record_id(3) == f"{base}/shard-000000.tar:{local[3]['__key__']}"
+    globbed = fl.TarShards(base + "/*.tar", storage_options=s3)
+    assert globbed.urls == remote.urls
+    kw = dict(batch_size=8, shuffle=True, seed=2, workers=2, fields=FIELDS)
+    assert_same_batches(fl.Loader(globbed, **kw), fl.Loader(local, **kw))   # ranged reads
+    assert_same_batches(fl.Loader(remote, **kw), fl.Loader(local, **kw))    # through the disk cache
+    assert len([f for f in os.listdir(tmp_path / "c") if f.endswith(".tar")]) == 3
+    assert [r["__key__"] for r in remote.stream()] == [r["__key__"] for r in local]
+
+
+def test_packed_from_s3_equals_local(s3, local_shards, tmp_path):
+    folder, _ = local_shards
+    pack(fl.ImageFolder(folder), tmp_path / "p", shard_size=64 * 1024, progress=False)
+    base = upload(s3, tmp_path / "p", "packed")
+    local = fl.PackedDataset(tmp_path / "p")
+    for kw in ({}, {"cache_dir": tmp_path / "c"}):
+        remote = fl.PackedDataset(base, storage_options=s3, **kw)
+        assert len(remote) == len(local) and remote.classes == local.classes
+        assert [remote[i] for i in range(len(remote))] == [local[i] for i in range(len(local))]
+        args = dict(batch_size=8, shuffle=True, seed=1, transforms=[fl.RandomResizedCrop(40)])
+        for (a, la), (b, lb) in zip(fl.Loader(remote, **args), fl.Loader(local, **args)):
+            np.testing.assert_array_equal(a, b)
+            np.testing.assert_array_equal(la, lb)
+
+
+def test_missing_credentials_fail_at_once_naming_the_url(s3, local_shards, monkeypatch, tmp_path):
+    for var in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    opts = {k: v for k, v in s3.items() if k not in ("key", "secret")}
+    t0 = time.perf_counter()
+    with pytest.raises(OSError, match=rf"s3://{BUCKET}/tars/shard-000000\.tar: NoCredentialsError"):
+        len(fl.TarShards(f"s3://{BUCKET}/tars/shard-000000.tar", storage_options=opts, retries=5, ))
+    assert time.perf_counter() - t0 < 5   # not retried: missing credentials are not transient
+
+
+def serve(http, shards):
+    for s in shards:
+        shutil.copy(s, http.root)
+    return [f"{http.url}/{os.path.basename(s)}" for s in shards]
+
+
+def test_http_listing_once_ranged_reads_and_retries(http, local_shards):
+    _, shards = local_shards
+    urls = serve(http, shards)
+    for u in urls:   # every shard's first read answers 500 twice
+        http.fail["/" + u.rsplit("/", 1)[1]] = 2
+    ts = fl.TarShards(urls, retries=3, backoff=0.01)
+    len(ts)
+    gets = [r for r in http.requests if r[0] == "GET"]
+    assert sum(1 for _, p, _ in gets if p == "/") == 1   # the directory, listed once for the three shards
+    shard_gets = [r for r in gets if r[1].endswith(".tar")]
+    assert len(shard_gets) == 3 * 3 and all(rng for _, _, rng in shard_gets)   # 2 failures + 1 ranged read each
+    del http.requests[:]
+    assert records(ts) == records(fl.TarShards(shards))
+    assert len(http.requests) == len(ts) and all(m == "GET" and rng for m, _, rng in http.requests)
+
+
+def test_http_500_past_the_retries_and_404(http, local_shards):
+    _, shards = local_shards
+    urls = serve(http, shards)
+    ts = fl.TarShards(urls, retries=1, backoff=0.01)
+    len(ts)
+    http.fail["/shard-000001.tar"] = 10 ** 6   # the second shard goes down after indexing
+    loader = fl.Loader(ts, batch_size=8, fields={"jpg": [fl.CenterCrop(32)], "cls": "index"})
+    with pytest.raises(fl.RecordError, match=rf"{re.escape(urls[1])}:.*HTTP 500.*after 2 tries"):
+        list(loader)
+    del http.requests[:]
+    loader = fl.Loader(ts, batch_size=8, fields={"jpg": [fl.CenterCrop(32)], "cls": "index"}, on_error="skip")
+    with pytest.warns(RuntimeWarning, match="skipping"):
+        labels = np.concatenate([b["cls"] for b in loader])
+    assert loader.stats()["skipped"] == 9 and len(labels) == 15
+    # the dead shard's retries were paid once, not once for each of its nine samples
+    assert sum(1 for _, p, _ in http.requests if p == "/shard-000001.tar") <= 2
+    np.testing.assert_array_equal(labels, [r["cls"] for i, r in enumerate(records(fl.TarShards(shards)))
+                                           if not 9 <= i < 18])
+    with pytest.raises(FileNotFoundError, match=rf"{re.escape(http.url)}/missing\.tar.*FileNotFoundError"):
+        len(fl.TarShards(f"{http.url}/missing.tar", backoff=0.01))
+
+
+def test_disk_cache_evicts_least_recently_used(http, local_shards, tmp_path):
+    _, shards = local_shards
+    urls = serve(http, shards)
+    sizes = [os.path.getsize(s) for s in shards]
+    cache = tmp_path / "cache"
+    ts = fl.TarShards(urls, cache_dir=cache, cache_limit=sizes[0] + sizes[1] + sizes[2] // 2,
+                      max_in_flight=1)   # one request at a time: shards are indexed in order
+
+    def cached():
+        return sorted(f.split("-", 1)[1] for f in os.listdir(cache) if f.endswith(".tar"))
+
+    def downloads():
+        return [p for m, p, rng in http.requests if m == "GET" and p.endswith(".tar") and rng is None]
+
+    len(ts)   # indexing reads shards 0, 1, 2 in turn through the cache: 0 is evicted
+    assert len(downloads()) == 3 and cached() == ["shard-000001.tar", "shard-000002.tar"]
+    assert sum(os.path.getsize(os.path.join(cache, f)) for f in os.listdir(cache) if f.endswith(".tar")) \
+        <= ts.storage.cache.limit
+    ts[10]    # shard 1: a hit, now most recent
+    assert len(downloads()) == 3
+    ts[0]     # shard 0 again: downloaded, evicting shard 2 (least recent)
+    assert downloads()[-1] == "/shard-000000.tar" and cached() == ["shard-000000.tar", "shard-000001.tar"]
+    assert records(ts) == records(fl.TarShards(shards))
+    with pytest.raises(OSError, match=rf"{re.escape(urls[0])}: the shard is {sizes[0]} bytes, larger than "
+                                      rf"the cache limit of 1000 bytes"):
+        len(fl.TarShards(urls[0], cache_dir=tmp_path / "small", cache_limit=1000))
+
+
+@pytest.mark.parametrize("scheme", ["file", "memory"])
+def test_other_fsspec_urls(scheme, local_shards):
+    import fsspec
+    _, shards = local_shards
+    if scheme == "file":
+        urls = ["file://" + s for s in shards]
+    else:
+        fs = fsspec.filesystem("memory")
+        urls = []
+        for s in shards:
+            with open(s, "rb") as f:
+                fs.pipe_file(f"/fastload-test/{os.path.basename(s)}", f.read())
+            urls.append(f"memory://fastload-test/{os.path.basename(s)}")
+    assert records(fl.TarShards(urls)) == records(fl.TarShards(shards))
+
+
+def test_find_lists_a_tree_once(s3, local_shards):
+    """What an image folder behind a URL needs: one recursive listing, then whole-file reads."""
+    from fastload.sources.remote import Storage
+    folder, _ = local_shards
+    import s3fs
+    fs = s3fs.S3FileSystem(**s3)
+    fs.put(folder, f"{BUCKET}/folder", recursive=True)
+    fs.pipe_file(f"{BUCKET}/folder/class_000/.hidden.jpg", b"x")
+    fs.pipe_file(f"{BUCKET}/folder/class_000/notes.txt", b"x")
+    local = fl.ImageFolder(folder)
+    storage = Storage(storage_options=s3)
+    urls = storage.find(f"s3://{BUCKET}/folder", (".jpg",))
+    assert [u.split("/folder/", 1)[1] for u in urls] == [os.path.relpath(p, folder) for p in local.paths]
+    data = storage.read_ranges([(u, 0, storage.size(u)) for u in urls])
+    assert data == [pathlib.Path(p).read_bytes() for p in local.paths]

@@ -1,0 +1,285 @@
+"""Tar shards in the WebDataset layout: written by the webdataset library itself, read by
+fl.TarShards (index) and TarShards.stream (no index), compared with webdataset's own reader
+and with the same images loaded as a folder; then every kind of broken shard."""
+import io
+import os
+import re
+import shutil
+import tarfile
+import threading
+
+import numpy as np
+import pytest
+import webdataset as wds
+from webdataset import autodecode, tariterators
+
+import fastload as fl
+from imgutil import encode, photo_like
+
+PER_SHARD = 9
+
+
+def write_shards(folder, out, *, maxcount=PER_SHARD, extra=True):
+    """The folder's images as shards written by webdataset.ShardWriter, in the folder's order."""
+    os.makedirs(out, exist_ok=True)
+    src = fl.ImageFolder(folder)
+    with wds.ShardWriter(os.path.join(out, "shard-%06d.tar"), maxcount=maxcount, verbose=0) as w:
+        for i, (path, label) in enumerate(src):
+            with open(path, "rb") as f:
+                sample = {"__key__": os.path.relpath(path, folder).rsplit(".", 1)[0], "jpg": f.read(), "cls": label}
+            if extra:
+                sample.update({"json": {"i": i, "path": path}, "txt": f"image {i}"})
+            w.write(sample)
+    return sorted(os.path.join(out, f) for f in os.listdir(out) if f.endswith(".tar"))
+
+
+@pytest.fixture
+def shards(image_folder, tmp_path):
+    return write_shards(image_folder, tmp_path / "shards")
+
+
+def webdataset_samples(paths):
+    """webdataset's own grouping (tar_file_iterator + group_by_keys) and decoding (basichandlers)."""
+    out = []
+    for path in paths:
+        with open(path, "rb") as f:
+            for r in tariterators.group_by_keys({**m, "__url__": path} for m in tariterators.tar_file_iterator(f)):
+                out.append({k: (v if k.startswith("__") or autodecode.basichandlers(k, v) is None
+                                else autodecode.basichandlers(k, v)) for k, v in r.items()})
+    return out
+
+
+def plain(record):
+    return {k: v for k, v in record.items() if k not in ("__url__", "__local_path__")}
+
+
+def test_records_equal_webdatasets_own_reader(shards):
+    ts = fl.TarShards(shards)
+    ref = [plain(r) for r in webdataset_samples(shards)]
+    got = [plain(ts[i]) for i in range(len(ts))]
+    assert len(ts) == len(ref) == 24
+    assert got == ref
+    assert isinstance(got[0]["jpg"], bytes) and isinstance(got[0]["cls"], int)
+    assert got[5]["json"]["i"] == 5 and got[5]["txt"] == "image 5"
+    assert ts.fields == ("cls", "jpg", "json", "txt")
+    assert [r["__key__"] for r in ts.gather(np.array([23, 0, 9]))] == [ref[23]["__key__"], ref[0]["__key__"],
+                                                                       ref[9]["__key__"]]
+    assert ts.record_id(10) == f"{shards[1]}:{ref[10]['__key__']}"
+    np.testing.assert_array_equal(ts.labels(), [r["cls"] for r in ref])   # from the index, no reads
+
+
+def test_key_split_follows_webdataset(tmp_path):
+    """Multi-dot extensions, directories in names, upper case, metadata and names without a dot."""
+    names = ["a/b.seg.png", "a/b.JPG", "a/b.cls", "__meta__", "noext", "c.d.e.txt", "c.d.e.cls", "x/.y.txt"]
+    path = str(tmp_path / "t.tar")
+    with tarfile.open(path, "w") as tf:
+        for i, n in enumerate(names):
+            data = str(i).encode()
+            ti = tarfile.TarInfo(n)
+            ti.size = len(data)
+            tf.addfile(ti, io.BytesIO(data))
+        d = tarfile.TarInfo("somedir")
+        d.type = tarfile.DIRTYPE
+        tf.addfile(d)
+    got = list(fl.TarShards(path))
+    assert [plain(r) for r in got] == [plain(r) for r in webdataset_samples([path])]
+    assert [sorted(r) for r in got] == [["__key__", "__url__", "cls", "jpg", "seg.png"],
+                                        ["__key__", "__url__", "d.e.cls", "d.e.txt"], ["__key__", "__url__", "y.txt"]]
+
+
+def test_loader_batches_equal_the_same_images_as_a_folder(image_folder, shards):
+    """Same images, same order, same seed: the same pixels and labels, batch for batch."""
+    tar = fl.Loader(fl.TarShards(shards), batch_size=8, shuffle=True, seed=1, workers=2,
+                    fields={"jpg": [fl.RandomResizedCrop(64), fl.RandomHorizontalFlip()], "cls": "index"})
+    folder = fl.Loader(fl.ImageFolder(image_folder), batch_size=8, shuffle=True, seed=1, workers=2,
+                       transforms=[fl.RandomResizedCrop(64), fl.RandomHorizontalFlip()])
+    for epoch in range(2):
+        n = 0
+        for b, (images, labels) in zip(tar, folder):
+            assert b["jpg"].shape == (8, 3, 64, 64) and b["jpg"].dtype == np.float32
+            np.testing.assert_array_equal(b["jpg"], images)
+            np.testing.assert_array_equal(b["cls"], labels)
+            n += 1
+        assert n == 3
+
+
+def test_index_is_built_once_and_kept_beside_the_shard(shards, tmp_path):
+    fl.TarShards(shards).__len__()
+    idx = [s + ".idx.json" for s in shards]
+    assert all(os.path.exists(p) for p in idx)
+    stamps = [os.stat(p).st_mtime_ns for p in idx]
+    assert len(fl.TarShards(shards)) == 24
+    assert [os.stat(p).st_mtime_ns for p in idx] == stamps   # reused, not rewritten
+    # a shard that changed gets a new index
+    with wds.TarWriter(shards[0]) as w:
+        w.write({"__key__": "only", "cls": 1})
+    ts = fl.TarShards(shards)
+    assert len(ts) == 1 + 2 * PER_SHARD - 3 and ts[0]["__key__"] == "only"
+    # with a cache_dir the index goes there, not beside the shard
+    os.unlink(idx[1])
+    ts = fl.TarShards(shards[1], cache_dir=tmp_path / "cache")
+    assert len(ts) == PER_SHARD and not os.path.exists(idx[1])
+    assert len(os.listdir(tmp_path / "cache" / "index")) == 1
+
+
+def test_brace_pattern_and_glob(shards):
+    d = os.path.dirname(shards[0])
+    brace = fl.TarShards(os.path.join(d, "shard-{000000..000002}.tar"))
+    glob = fl.TarShards(os.path.join(d, "*.tar"))
+    assert brace.urls == glob.urls == shards
+    assert [r["__key__"] for r in brace] == [r["__key__"] for r in glob]
+    with pytest.raises(FileNotFoundError, match=r"7 of 10 shards cannot be read: .*shard-000003\.tar"
+                                                r".* \(and 6 more\)"):
+        len(fl.TarShards(os.path.join(d, "shard-{000000..000009}.tar")))
+
+
+def test_stream_reads_every_sample_once_shuffled_per_pass(shards):
+    ts = fl.TarShards(shards)
+    ordered = [r["__key__"] for r in ts]
+    assert [r["__key__"] for r in ts.stream()] == ordered
+    st = ts.stream(shuffle_buffer=6, seed=4)
+    p0, p1 = [r["__key__"] for r in st], [r["__key__"] for r in st]
+    assert sorted(p0) == sorted(p1) == sorted(ordered)
+    assert p0 != ordered and p0 != p1
+    assert [r["__key__"] for r in ts.stream(shuffle_buffer=6, seed=4)] == p0   # a pure function of (seed, pass)
+    for r in ts.stream(shuffle_buffer=6):   # leaving a pass early stops its read-ahead thread
+        break
+    import gc
+    gc.collect()
+    assert not [t for t in threading.enumerate() if t.name == "fastload-tar-stream"]
+    loader = fl.Loader(ts.stream(), batch_size=10, fields={"jpg": [fl.CenterCrop(32)], "cls": "index"})
+    labels = np.concatenate([b["cls"] for b in loader])
+    np.testing.assert_array_equal(labels, [r["cls"] for r in ts])
+
+
+# -- bad input --------------------------------------------------------------------------
+
+def keyed_loader(ts, **kw):
+    return fl.Loader(ts, batch_size=8, workers=2, fields={"jpg": [fl.CenterCrop(32)], "cls": "index", "__key__": None},
+                     **kw)
+
+
+def assert_aligned(batches):
+    """Every label is the class in the sample's key, so no field slipped against another."""
+    keys = []
+    for b in batches:
+        assert len(b["__key__"]) == len(b["cls"]) == len(b["jpg"])
+        assert [int(k.split("/")[0].split("_")[1]) for k in b["__key__"]] == b["cls"].tolist()
+        keys += b["__key__"]
+    return keys
+
+
+def test_truncated_shard(shards):
+    with tarfile.open(shards[2]) as tf:
+        jpg = [m for m in tf.getmembers() if m.name.endswith(".jpg")][-2]
+    with open(shards[2], "r+b") as f:   # cut into the data of the last image but one
+        f.truncate(jpg.offset_data + jpg.size // 2)
+    ts = fl.TarShards(shards)
+    with tarfile.open(shards[1]) as tf:
+        last_key = tf.getnames()[-1].rsplit(".", 1)[0]
+    with pytest.raises(fl.RecordError, match=r"shard-000002\.tar:.*truncated"):
+        list(keyed_loader(ts))
+    loader = keyed_loader(ts, on_error="skip")
+    with pytest.warns(RuntimeWarning, match="skipping"):
+        keys = assert_aligned(loader)
+    skipped = loader.stats()["skipped"]
+    assert skipped >= 1 and len(keys) + skipped == len(ts)
+    assert last_key in keys and all(shards[2] in rid for rid, _ in loader.stats()["failures"])
+
+
+def test_corrupt_member_and_corrupt_label(tmp_path):
+    good = encode(photo_like(40, 40, seed=1))
+    path = str(tmp_path / "bad.tar")
+    with wds.TarWriter(path) as w:
+        w.write({"__key__": "class_0/a", "jpg": good, "cls": 0})
+        w.write({"__key__": "class_1/b", "jpg": b"\xff\xd8\xff garbage", "cls": 1})
+        w.write({"__key__": "class_1/c", "jpg": good, "cls": b"one"})
+        w.write({"__key__": "class_1/d", "jpg": good, "cls": 1})
+    ts = fl.TarShards(path)
+    assert ts.labels() is None   # one label is not a number
+    with pytest.raises(fl.RecordError, match=r"bad\.tar:class_1/c.*class_1/c\.cls cannot be decoded as cls"):
+        ts[2]
+    with pytest.raises(fl.DecodeError, match=r"bad\.tar:class_1/b"):
+        list(keyed_loader(ts))
+    loader = keyed_loader(ts, on_error="skip")
+    with pytest.warns(RuntimeWarning):
+        keys = assert_aligned(loader)
+    assert keys == ["class_0/a", "class_1/d"] and loader.stats()["skipped"] == 2
+    assert sorted(rid for rid, _ in loader.stats()["failures"]) == [f"{path}:class_1/b", f"{path}:class_1/c"]
+
+
+def test_image_without_its_label(tmp_path):
+    path = str(tmp_path / "partner.tar")
+    img = encode(photo_like(40, 40, seed=2))
+    with wds.TarWriter(path) as w:
+        w.write({"__key__": "class_0/a", "jpg": img, "cls": 0})
+        w.write({"__key__": "class_1/b", "jpg": img})
+        w.write({"__key__": "class_1/c", "cls": 1})
+        w.write({"__key__": "class_1/d", "jpg": img, "cls": 1})
+    with pytest.raises(fl.RecordError, match=r"partner\.tar:class_1/b: no \.cls member \(the sample has \.jpg\)"):
+        list(keyed_loader(fl.TarShards(path, require=("jpg", "cls"))))
+    with pytest.raises(fl.RecordError, match=r"partner\.tar:class_1/b"):   # without require=: the field says so
+        list(keyed_loader(fl.TarShards(path)))
+    loader = keyed_loader(fl.TarShards(path, require=("jpg", "cls")), on_error="skip")
+    with pytest.warns(RuntimeWarning):
+        assert assert_aligned(loader) == ["class_0/a", "class_1/d"]
+    assert [r for r, _ in loader.stats()["failures"]] == [f"{path}:class_1/b", f"{path}:class_1/c"]
+
+
+def test_unreadable_header_mid_shard(shards, tmp_path):
+    path = str(tmp_path / "broken.tar")
+    shutil.copy(shards[0], path)
+    with tarfile.open(path) as tf:
+        members = tf.getmembers()
+    bad_at = members[12].offset   # the header of the fourth sample's first member (4 members a sample)
+    with open(path, "r+b") as f:
+        f.seek(bad_at)
+        f.write(b"\x07" * 512)
+    ts = fl.TarShards(path)
+    assert len(ts) == 3 + 1   # three good samples, and one record standing for the lost rest
+    with pytest.raises(fl.RecordError, match=rf"broken\.tar:@{bad_at}: unreadable tar header at byte {bad_at}"):
+        ts[3]
+    loader = keyed_loader(ts, on_error="skip")
+    with pytest.warns(RuntimeWarning):
+        assert len(assert_aligned(loader)) == 3
+    assert loader.stats()["skipped"] == 1
+    with pytest.raises(fl.RecordError, match=rf"broken\.tar: unreadable tar header at byte {bad_at}"):
+        list(ts.stream())
+
+
+def test_not_a_tar_and_missing_shard(tmp_path):
+    path = tmp_path / "x.tar"
+    path.write_bytes(b"not a tar" * 100)
+    ts = fl.TarShards(str(path))
+    with pytest.raises(fl.RecordError, match=r"x\.tar:@0: not a readable tar archive"):
+        ts[0]
+    with pytest.raises(FileNotFoundError, match=r"no shards match"):
+        fl.TarShards(str(tmp_path / "*.tar.gz"))
+    with pytest.raises(FileNotFoundError, match=r"missing\.tar"):
+        len(fl.TarShards(str(tmp_path / "missing.tar")))
+
+
+def test_sources_pickle_without_their_open_files(shards, tmp_path):
+    """Crossing a spawn boundary: descriptors, maps and pools are reopened on the other side."""
+    import pickle
+    from fastload.pack import pack
+    ts = fl.TarShards(shards)
+    first = ts[3]
+    clone = pickle.loads(pickle.dumps(ts))
+    assert clone[3] == first and len(clone) == len(ts)
+    pack(ts, tmp_path / "p", progress=False)
+    ds = fl.PackedDataset(tmp_path / "p")
+    first = ds[5]
+    assert pickle.loads(pickle.dumps(ds))[5] == first
+
+
+def test_stream_stops_at_a_truncated_shard_naming_it(shards):
+    with tarfile.open(shards[1]) as tf:
+        jpg = [m for m in tf.getmembers() if m.name.endswith(".jpg")][3]
+    with open(shards[1], "r+b") as f:
+        f.truncate(jpg.offset_data + 100)
+    seen = []
+    with pytest.raises(fl.RecordError, match=rf"shard-000001\.tar: member {re.escape(jpg.name)}: .*truncated"):
+        for r in fl.TarShards(shards).stream():
+            seen.append(r["__key__"])
+    assert len(seen) == PER_SHARD + 3   # every whole sample before the cut, none after
