@@ -234,6 +234,8 @@ def _pillow_failed(e: Exception, data, name) -> DecodeError:
 
 
 def _orientation(im) -> int:
+    if im.format in ("JPEG", "PNG", "WEBP") and "exif" not in im.info:
+        return 1   # no EXIF block: skip parsing the metadata (a third of a small JPEG's decode time)
     value = im.getexif().get(_ORIENTATION_TAG, 1)
     return value if isinstance(value, int) else 1
 

@@ -185,8 +185,8 @@ class ImageField(Field):
         gap = self.reducing_gap if plan.max_denom > 1 else None
 
         def draft_size(w, h):
-            if gap is None:
-                return None
+            if gap is None or min(w, h) < 2 * gap * min(self.size):
+                return None   # even the whole image is too small to scale by 1/2
             (x0, y0, x1, y1), (oh, ow) = plan.box(w, h, ctx.seed, ctx.epoch, index)
             # the whole image scaled so that the crop keeps gap x the output's pixels
             return (math.ceil(w * gap * ow / max(x1 - x0, 1e-9)), math.ceil(h * gap * oh / max(y1 - y0, 1e-9)))
