@@ -6,7 +6,7 @@ import math
 
 import numpy as np
 import pytest
-from PIL import Image, ImageOps
+from PIL import Image
 
 import fastload as fl
 from fastload._kernels import _batch

@@ -33,9 +33,8 @@ from .._kernels import _batch
 from ..errors import DecodeError
 from ..ops.augment import ColorJitter, PixelOp, RandomHorizontalFlip, RandomRotate90, RandomVerticalFlip
 from ..ops.geometry import INTERPOLATIONS, GeometricOp
-from ..ops.normalize import Normalize
+from ..ops.normalize import Normalize, make_lut
 from ..pipeline.fields import ChunkContext, Field, Output
-from ..ops.normalize import make_lut
 from .decode import DEFAULT_MAX_PIXELS, pillow_decode
 
 __all__ = ["Image", "ImageField", "compile_plan"]
