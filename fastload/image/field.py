@@ -35,7 +35,7 @@ from ..ops.augment import ColorJitter, PixelOp, RandomHorizontalFlip, RandomRota
 from ..ops.geometry import INTERPOLATIONS, GeometricOp
 from ..ops.normalize import Normalize, make_lut
 from ..pipeline.fields import ChunkContext, Field, Output
-from .decode import DEFAULT_MAX_PIXELS, pillow_decode
+from .decode import DEFAULT_MAX_PIXELS, pillow_decode, pillow_jpeg
 
 __all__ = ["Image", "ImageField", "compile_plan"]
 
@@ -192,8 +192,9 @@ class ImageField(Field):
 
         try:
             data = worker.read_file(item) if _is_path(value) else item
-            img, sx, sy = pillow_decode(data, _name(value), exif=self.exif, max_pixels=self.max_pixels,
-                                        draft_size=draft_size)
+            img, sx, sy = pillow_jpeg(data, _name(value), max_pixels=self.max_pixels, draft_size=draft_size) \
+                or pillow_decode(data, _name(value), exif=self.exif, max_pixels=self.max_pixels,
+                                 draft_size=draft_size)
         except DecodeError as e:
             return e.reason
         except OSError as e:
