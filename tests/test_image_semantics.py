@@ -294,7 +294,7 @@ def test_features_name_the_path_and_how_to_link():
 # -- the JPEG route without libjpeg-turbo --------------------------------------------------------
 
 @pytest.mark.parametrize("kind", ["baseline", "progressive", "grey", "444"])
-@pytest.mark.parametrize("draft", [None, (40, 30), (10, 10)])
+@pytest.mark.parametrize("draft", [None, (40, 30), (10, 10), (500, 20)])
 def test_pillow_jpeg_gives_pillows_pixels(kind, draft):
     import io
     from fastload.image.decode import pillow_jpeg

@@ -158,7 +158,7 @@ def pillow_jpeg(data, name: str, *, max_pixels: int | None = DEFAULT_MAX_PIXELS,
     if want is not None:   # as JpegImageFile.draft
         rw, rh = _min_size(want)
         k = min(w // rw, h // rh)
-        scale = next(s for s in (8, 4, 2, 1) if k >= s)
+        scale = next((s for s in (8, 4, 2) if k >= s), 1)
     sw, sh = -(-w // scale), -(-h // scale)
     mode = "RGB" if components == 3 else "L"
     core = Image.core.new(mode, (sw, sh))
