@@ -224,6 +224,8 @@ int main(int argc, char **argv)
             uint8_t *data = malloc(size);
             memcpy(data, w.file.data, size);
             run_decoder(d, data, size);
+            fl_jpeg_info scanned;   /* the marker scan of the route without libjpeg-turbo */
+            count(fl_jpeg_scan(data, size, &scanned));
             for (int path = 0; path < FL_SIMD_COUNT; path++)
                 if (fl_simd_set(path) == FL_OK)
                     run_plans(&w, data, size, (uint64_t)files);
