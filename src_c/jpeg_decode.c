@@ -25,6 +25,98 @@ static void set_err(char *err, const char *fmt, ...)
     va_end(ap);
 }
 
+/* ---- EXIF orientation ------------------------------------------------- */
+
+static unsigned rd16(const uint8_t *p, int le)
+{
+    return le ? (unsigned)p[0] | (unsigned)p[1] << 8 : (unsigned)p[0] << 8 | (unsigned)p[1];
+}
+
+static uint32_t rd32(const uint8_t *p, int le)
+{
+    return le ? (uint32_t)rd16(p, 1) | (uint32_t)rd16(p + 2, 1) << 16
+              : (uint32_t)rd16(p, 0) << 16 | (uint32_t)rd16(p + 2, 0);
+}
+
+/* The Orientation tag (0x0112) of IFD0 in an APP1 "Exif" payload: 1..8, or
+ * 0 when absent or malformed (as Pillow's exif_transpose, which then leaves
+ * the image alone). Every offset comes from the file, so each is checked. */
+static int exif_orientation(const uint8_t *p, size_t n)
+{
+    if (n < 6 + 8 || memcmp(p, "Exif\0\0", 6) != 0)
+        return 0;
+    p += 6;
+    n -= 6;
+    int le;
+    if (p[0] == 'I' && p[1] == 'I')
+        le = 1;
+    else if (p[0] == 'M' && p[1] == 'M')
+        le = 0;
+    else
+        return 0;
+    if (rd16(p + 2, le) != 42)
+        return 0;
+    uint32_t ifd = rd32(p + 4, le);
+    if (ifd > n || n - ifd < 2)
+        return 0;
+    size_t count = rd16(p + ifd, le), room = (n - ifd - 2) / 12;
+    if (count > room)
+        count = room;
+    for (size_t i = 0; i < count; i++) {
+        const uint8_t *e = p + ifd + 2 + 12 * i;
+        if (rd16(e, le) != 0x0112)
+            continue;
+        unsigned type = rd16(e + 2, le);
+        uint32_t v = type == 3 ? rd16(e + 8, le) : type == 4 ? rd32(e + 8, le) : 0;
+        return rd32(e + 4, le) == 1 && v >= 1 && v <= 8 ? (int)v : 0;
+    }
+    return 0;
+}
+
+/* ---- header scan without libjpeg ------------------------------------- */
+
+int fl_jpeg_scan(const uint8_t *data, size_t size, fl_jpeg_info *info)
+{
+    if (size < 4 || data[0] != 0xFF || data[1] != 0xD8 || data[2] != 0xFF)
+        return FL_NOT_JPEG;
+    memset(info, 0, sizeof *info);
+    size_t i = 2;
+    while (i + 4 <= size) {
+        if (data[i] != 0xFF)
+            return FL_ERR_DECODE;
+        uint8_t m = data[i + 1];
+        if (m == 0xFF) {            /* fill byte */
+            i++;
+            continue;
+        }
+        if (m == 0xD8 || (m >= 0xD0 && m <= 0xD7) || m == 0x01) {   /* markers without a length */
+            i += 2;
+            continue;
+        }
+        size_t len = (size_t)data[i + 2] << 8 | data[i + 3];
+        if (len < 2 || i + 2 + len > size)
+            return FL_ERR_DECODE;
+        const uint8_t *seg = data + i + 4;
+        size_t n = len - 2;
+        if (m == 0xE1 && !info->orientation && n >= 6 && memcmp(seg, "Exif\0\0", 6) == 0)
+            info->orientation = exif_orientation(seg, n);
+        if (m >= 0xC0 && m <= 0xCF && m != 0xC4 && m != 0xC8 && m != 0xCC) {   /* SOFn */
+            if (n < 6)
+                return FL_ERR_DECODE;
+            info->height = seg[1] << 8 | seg[2];
+            info->width = seg[3] << 8 | seg[4];
+            info->components = seg[5];
+            info->progressive = m == 0xC2 || m == 0xC6 || m == 0xCA || m == 0xCE;
+            info->colorspace = info->components == 1 ? FL_CS_GRAY : info->components == 3 ? FL_CS_YCC : FL_CS_OTHER;
+            return info->width > 0 && info->height > 0 ? FL_OK : FL_ERR_DECODE;
+        }
+        if (m == 0xDA || m == 0xD9)   /* scan or end before a frame header */
+            return FL_ERR_DECODE;
+        i += 2 + len;
+    }
+    return FL_ERR_DECODE;
+}
+
 #if FL_HAVE_LIBJPEG_TURBO
 
 #include <setjmp.h>
@@ -121,54 +213,6 @@ void fl_jpeg_decoder_free(fl_jpeg_decoder *d)
 const char *fl_jpeg_version(void)
 {
     return "libjpeg-turbo " FL_STR(LIBJPEG_TURBO_VERSION);
-}
-
-/* ---- EXIF orientation ------------------------------------------------- */
-
-static unsigned rd16(const uint8_t *p, int le)
-{
-    return le ? (unsigned)p[0] | (unsigned)p[1] << 8 : (unsigned)p[0] << 8 | (unsigned)p[1];
-}
-
-static uint32_t rd32(const uint8_t *p, int le)
-{
-    return le ? (uint32_t)rd16(p, 1) | (uint32_t)rd16(p + 2, 1) << 16
-              : (uint32_t)rd16(p, 0) << 16 | (uint32_t)rd16(p + 2, 0);
-}
-
-/* The Orientation tag (0x0112) of IFD0 in an APP1 "Exif" payload: 1..8, or
- * 0 when absent or malformed (as Pillow's exif_transpose, which then leaves
- * the image alone). Every offset comes from the file, so each is checked. */
-static int exif_orientation(const uint8_t *p, size_t n)
-{
-    if (n < 6 + 8 || memcmp(p, "Exif\0\0", 6) != 0)
-        return 0;
-    p += 6;
-    n -= 6;
-    int le;
-    if (p[0] == 'I' && p[1] == 'I')
-        le = 1;
-    else if (p[0] == 'M' && p[1] == 'M')
-        le = 0;
-    else
-        return 0;
-    if (rd16(p + 2, le) != 42)
-        return 0;
-    uint32_t ifd = rd32(p + 4, le);
-    if (ifd > n || n - ifd < 2)
-        return 0;
-    size_t count = rd16(p + ifd, le), room = (n - ifd - 2) / 12;
-    if (count > room)
-        count = room;
-    for (size_t i = 0; i < count; i++) {
-        const uint8_t *e = p + ifd + 2 + 12 * i;
-        if (rd16(e, le) != 0x0112)
-            continue;
-        unsigned type = rd16(e + 2, le);
-        uint32_t v = type == 3 ? rd16(e + 8, le) : type == 4 ? rd32(e + 8, le) : 0;
-        return rd32(e + 4, le) == 1 && v >= 1 && v <= 8 ? (int)v : 0;
-    }
-    return 0;
 }
 
 static int saved_orientation(j_decompress_ptr cinfo)

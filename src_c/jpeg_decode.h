@@ -43,6 +43,13 @@ void fl_jpeg_decoder_free(fl_jpeg_decoder *d);
 /* "libjpeg-turbo 2.1.5" or "none"; static storage. */
 const char *fl_jpeg_version(void);
 
+/* The frame header and EXIF orientation from the JPEG markers alone, without
+ * libjpeg (so also in a build without it): width, height, components,
+ * progressive, orientation; colorspace is a guess from the component count
+ * (1 grey, 3 YCbCr, else other). FL_OK, FL_NOT_JPEG or FL_ERR_DECODE (no
+ * frame header before the scan, or a segment running past the data). */
+int fl_jpeg_scan(const uint8_t *data, size_t size, fl_jpeg_info *info);
+
 /* Read the header only. FL_OK, FL_NOT_JPEG (does not start with FF D8 FF,
  * Pillow's test too), FL_UNSUPPORTED (built without libjpeg-turbo) or
  * FL_ERR_DECODE with `err` filled. */

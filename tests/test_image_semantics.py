@@ -6,7 +6,7 @@ import math
 
 import numpy as np
 import pytest
-from PIL import Image, ImageOps
+from PIL import Image
 
 import fastload as fl
 from fastload._kernels import _batch
@@ -289,3 +289,39 @@ def test_features_name_the_path_and_how_to_link():
     assert f["simd"] in f["simd_paths"] and f["simd"] != "avx512"
     if not f["libjpeg_turbo_linked"]:
         assert "pip install" in f["jpeg_decoder"] and "libjpeg" in f["jpeg_decoder"]
+
+
+# -- the JPEG route without libjpeg-turbo --------------------------------------------------------
+
+@pytest.mark.parametrize("kind", ["baseline", "progressive", "grey", "444"])
+@pytest.mark.parametrize("draft", [None, (40, 30), (10, 10), (500, 20)])
+def test_pillow_jpeg_gives_pillows_pixels(kind, draft):
+    import io
+    from fastload.image.decode import pillow_jpeg
+    img = Image.fromarray(photo_like(97, 131, 3, seed=11))
+    kw = {"progressive": {"progressive": True}, "444": {"subsampling": 0}}.get(kind, {})
+    buf = io.BytesIO()
+    (img.convert("L") if kind == "grey" else img).save(buf, "JPEG", quality=90, **kw)
+    data = buf.getvalue()
+    got = pillow_jpeg(data, "x.jpg", draft_size=draft)
+    want = pillow_decode(data, "x.jpg", draft_size=draft) if draft else (pillow_decode(data, "x.jpg"), 1.0, 1.0)
+    assert got is not None
+    np.testing.assert_array_equal(got[0], want[0])
+    assert got[1:] == pytest.approx(want[1:])
+
+
+def test_pillow_jpeg_hands_everything_else_to_pillow_decode():
+    import io
+    from fastload.image.decode import pillow_jpeg
+    img = Image.fromarray(photo_like(40, 50, 3, seed=12))
+    jpeg, png, cmyk, rotated = io.BytesIO(), io.BytesIO(), io.BytesIO(), io.BytesIO()
+    img.save(jpeg, "JPEG")
+    img.save(png, "PNG")
+    img.convert("CMYK").save(cmyk, "JPEG")
+    exif = Image.Exif()
+    exif[274] = 6
+    img.save(rotated, "JPEG", exif=exif.tobytes())
+    for data in (png.getvalue(), cmyk.getvalue(), rotated.getvalue(), jpeg.getvalue()[:300]):
+        assert pillow_jpeg(data, "x") is None
+    with pytest.raises(fl.DecodeError, match="over the limit"):
+        pillow_jpeg(jpeg.getvalue(), "x", max_pixels=100)

@@ -44,7 +44,8 @@ static float lut_f32[3 * 256];
 
 static fl_geom_op op(int kind, int h, int w, int max_size, double slo, double shi)
 {
-    fl_geom_op o = {kind, h, w, max_size, slo, shi, log(3.0 / 4.0), log(4.0 / 3.0)};
+    fl_geom_op o = {.kind = kind, .h = h, .w = w, .max_size = max_size, .scale_lo = slo, .scale_hi = shi,
+                    .log_ratio_lo = log(3.0 / 4.0), .log_ratio_hi = log(4.0 / 3.0)};
     return o;
 }
 
@@ -223,6 +224,8 @@ int main(int argc, char **argv)
             uint8_t *data = malloc(size);
             memcpy(data, w.file.data, size);
             run_decoder(d, data, size);
+            fl_jpeg_info scanned;   /* the marker scan of the route without libjpeg-turbo */
+            count(fl_jpeg_scan(data, size, &scanned));
             for (int path = 0; path < FL_SIMD_COUNT; path++)
                 if (fl_simd_set(path) == FL_OK)
                     run_plans(&w, data, size, (uint64_t)files);

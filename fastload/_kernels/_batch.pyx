@@ -363,6 +363,20 @@ class Unsupported(Exception):
 HAVE_LIBJPEG_TURBO = jpeg_version() != "none"
 
 
+def jpeg_scan(data):
+    """(width, height, components, orientation) from a JPEG's markers alone (no libjpeg
+    needed), or None when ``data`` is not a JPEG or its header is malformed."""
+    cdef const uint8_t[::1] buf = data
+    cdef size_t n = buf.shape[0]
+    cdef fl_jpeg_info info
+    cdef int rc
+    if n == 0:
+        return None
+    with nogil:
+        rc = fl_jpeg_scan(&buf[0], n, &info)
+    return (info.width, info.height, info.components, info.orientation) if rc == FL_OK else None
+
+
 cdef raise_for(int rc, char *err, name):
     msg = err.decode("utf-8", "replace")
     if rc == FL_NOT_JPEG or rc == FL_UNSUPPORTED:

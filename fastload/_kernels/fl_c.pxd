@@ -50,6 +50,7 @@ cdef extern from "jpeg_decode.h" nogil:
     const char *fl_jpeg_version()
     int fl_jpeg_read_info(fl_jpeg_decoder *d, const uint8_t *data, size_t size,
                           fl_jpeg_info *info, char *err)
+    int fl_jpeg_scan(const uint8_t *data, size_t size, fl_jpeg_info *info)
     int fl_jpeg_decode_region(fl_jpeg_decoder *d, const uint8_t *data, size_t size,
                               int x0, int y0, int x1, int y1, int min_w, int min_h, int max_denom,
                               int honour_exif, int64_t max_pixels,

@@ -31,7 +31,7 @@ from PIL import Image, UnidentifiedImageError
 from fastload._kernels import _batch
 from fastload.errors import DecodeError
 
-__all__ = ["DEFAULT_MAX_PIXELS", "image_size", "pillow_decode", "read_image"]
+__all__ = ["DEFAULT_MAX_PIXELS", "image_size", "pillow_decode", "pillow_jpeg", "read_image"]
 
 #: Images with more pixels are refused: twice Pillow's default
 #: ``MAX_IMAGE_PIXELS``, the size at which Pillow itself raises
@@ -130,6 +130,50 @@ def pillow_decode(data, name: str, *, exif: bool = True, max_pixels: int | None 
     if draft_size is None:
         return pixels
     return (pixels, *(scale[::-1] if orientation in _SWAPS_AXES else scale))
+
+
+def pillow_jpeg(data, name: str, *, max_pixels: int | None = DEFAULT_MAX_PIXELS, draft_size=None):
+    """Pillow's own JPEG decoder, driven without its Python header parser.
+
+    For baseline and progressive grey or YCbCr JPEGs without an EXIF rotation
+    (the common case on the route without libjpeg-turbo): the frame header is
+    read by fastload's C marker scan, and Pillow's decoder (the same one,
+    with the same DCT scale ``draft()`` would pick for ``draft_size``, a size
+    or a function of (width, height)) decodes with the GIL released. Gives
+    ``pillow_decode``'s pixels, as ``(array, scale_x, scale_y)``, or None for
+    anything else (other formats, CMYK, rotations, truncated or corrupt
+    data), which ``pillow_decode`` then handles and explains.
+    """
+    head = _batch.jpeg_scan(data)
+    if head is None:
+        return None
+    w, h, components, orientation = head
+    if components not in (1, 3) or orientation > 1:
+        return None
+    _check_pixels((w, h), max_pixels, name)
+    if Image.MAX_IMAGE_PIXELS and w * h > 2 * Image.MAX_IMAGE_PIXELS:
+        raise DecodeError(name, f"over the limit of Pillow's decompression-bomb guard: {w}x{h} pixels")
+    want = draft_size(w, h) if callable(draft_size) else draft_size
+    scale = 1
+    if want is not None:   # as JpegImageFile.draft
+        rw, rh = _min_size(want)
+        k = min(w // rw, h // rh)
+        scale = next((s for s in (8, 4, 2) if k >= s), 1)
+    sw, sh = -(-w // scale), -(-h // scale)
+    mode = "RGB" if components == 3 else "L"
+    core = Image.core.new(mode, (sw, sh))
+    decoder = Image.core.jpeg_decoder(mode, mode, "", scale, 0)
+    decoder.setimage(core, (0, 0, sw, sh))
+    try:
+        consumed, status = decoder.decode(bytes(data))
+    finally:
+        decoder.cleanup()
+    if consumed >= 0 or status < 0:   # wanted more data, or failed: Pillow's load explains
+        return None
+    pixels = np.asarray(Image.Image()._new(core))
+    if mode == "L":
+        pixels = np.repeat(pixels[:, :, None], 3, axis=2)
+    return pixels, sw / w, sh / h
 
 
 def image_size(src, *, exif: bool = True, name: str | None = None) -> tuple[int, int]:
@@ -234,6 +278,8 @@ def _pillow_failed(e: Exception, data, name) -> DecodeError:
 
 
 def _orientation(im) -> int:
+    if im.format in ("JPEG", "PNG", "WEBP") and "exif" not in im.info:
+        return 1   # no EXIF block: skip parsing the metadata (a third of a small JPEG's decode time)
     value = im.getexif().get(_ORIENTATION_TAG, 1)
     return value if isinstance(value, int) else 1
 

@@ -33,10 +33,9 @@ from .._kernels import _batch
 from ..errors import DecodeError
 from ..ops.augment import ColorJitter, PixelOp, RandomHorizontalFlip, RandomRotate90, RandomVerticalFlip
 from ..ops.geometry import INTERPOLATIONS, GeometricOp
-from ..ops.normalize import Normalize
+from ..ops.normalize import Normalize, make_lut
 from ..pipeline.fields import ChunkContext, Field, Output
-from ..ops.normalize import make_lut
-from .decode import DEFAULT_MAX_PIXELS, pillow_decode
+from .decode import DEFAULT_MAX_PIXELS, pillow_decode, pillow_jpeg
 
 __all__ = ["Image", "ImageField", "compile_plan"]
 
@@ -185,16 +184,17 @@ class ImageField(Field):
         gap = self.reducing_gap if plan.max_denom > 1 else None
 
         def draft_size(w, h):
-            if gap is None:
-                return None
+            if gap is None or min(w, h) < 2 * gap * min(self.size):
+                return None   # even the whole image is too small to scale by 1/2
             (x0, y0, x1, y1), (oh, ow) = plan.box(w, h, ctx.seed, ctx.epoch, index)
             # the whole image scaled so that the crop keeps gap x the output's pixels
             return (math.ceil(w * gap * ow / max(x1 - x0, 1e-9)), math.ceil(h * gap * oh / max(y1 - y0, 1e-9)))
 
         try:
             data = worker.read_file(item) if _is_path(value) else item
-            img, sx, sy = pillow_decode(data, _name(value), exif=self.exif, max_pixels=self.max_pixels,
-                                        draft_size=draft_size)
+            img, sx, sy = pillow_jpeg(data, _name(value), max_pixels=self.max_pixels, draft_size=draft_size) \
+                or pillow_decode(data, _name(value), exif=self.exif, max_pixels=self.max_pixels,
+                                 draft_size=draft_size)
         except DecodeError as e:
             return e.reason
         except OSError as e:
