@@ -160,7 +160,8 @@ datasets = pytest.importorskip("datasets")
 from PIL import Image  # noqa: E402
 
 from fastload.errors import RecordError  # noqa: E402
-from fastload.sources.hf import HFDataset, to_image_value  # noqa: E402
+from fastload.image.values import to_image_value  # noqa: E402
+from fastload.sources.hf import HFDataset  # noqa: E402
 from fastload.synthetic import encode, photo_like  # noqa: E402
 
 HF_FIELDS = {"image": [fl.RandomResizedCrop(16), fl.RandomHorizontalFlip()], "label": "index"}
@@ -289,18 +290,19 @@ def test_to_image_value_forms(tmp_path):
 
 
 def test_array_values_take_the_decoded_route():
-    # What the image field must do with an array value: skip decoding and hand the pixels to
-    # the same kernel that finishes Pillow-decoded samples. The result equals the Loader's
-    # output for a lossless PNG of the same pixels, draws included.
-    from fastload._kernels import _batch
-    from fastload.image.field import ImageField
+    # Pixels already decoded (arrays, PIL images) skip decoding and go to the kernel that finishes
+    # Pillow-decoded samples: the batch equals the one from a lossless PNG of the same pixels.
+    from PIL import Image as PILImage
     rgb = photo_like(33, 41, seed=5)
     transforms = [fl.RandomResizedCrop(16), fl.RandomHorizontalFlip(), fl.ColorJitter(0.2, 0.2, 0.2)]
-    want = next(iter(fl.Loader(fl.ListSource([encode(rgb, "PNG")] * 3), batch_size=3, transforms=transforms,
-                               seed=4, copy=True)))
-    field = ImageField(transforms)
-    out = np.empty((3, 3, 16, 16), np.float32)
-    worker = _batch.Worker()
-    for i in range(3):
-        assert worker.process_rgb(field.plan, to_image_value(rgb), 4, 0, i, out[i]) is None
-    np.testing.assert_array_equal(out, want)
+
+    def batch(values):
+        return next(iter(fl.Loader(fl.ListSource(values), batch_size=len(values), transforms=transforms, seed=4,
+                                   copy=True)))
+    want = batch([encode(rgb, "PNG")] * 4)
+    got = batch([rgb, PILImage.fromarray(rgb), rgb[..., ::-1][..., ::-1], np.dstack([rgb, rgb[..., :1]])])
+    np.testing.assert_array_equal(got, want)
+    with pytest.warns(RuntimeWarning, match="skipping"):
+        short = next(iter(fl.Loader(fl.ListSource([rgb, rgb.astype(np.float32), None, rgb]), batch_size=4,
+                                    transforms=transforms, seed=4, on_error="skip")))
+    assert len(short) == 2

@@ -36,6 +36,7 @@ from ..ops.geometry import INTERPOLATIONS, GeometricOp
 from ..ops.normalize import Normalize, make_lut
 from ..pipeline.fields import ChunkContext, Field, Output
 from .decode import DEFAULT_MAX_PIXELS, pillow_decode, pillow_jpeg
+from .values import to_image_value
 
 __all__ = ["Image", "ImageField", "compile_plan"]
 
@@ -162,11 +163,11 @@ class ImageField(Field):
         worker = self._worker()
         indices = np.ascontiguousarray(ctx.indices, dtype=np.uint64)
         failures: dict[int, str] = {}
-        items, paths = _encode(values, failures)
+        items, paths, arrays = _encode(values, failures)
         status = np.full(len(values), _batch.OK, dtype=np.int32)
         if paths is None:   # a mix of paths and payloads, or missing values: one sample at a time
             for i in range(len(values)):
-                if i not in failures:
+                if i not in failures and i not in arrays:
                     failures.update({i: msg for msg in worker.run_chunk(
                         self.plan, [items[i]], _is_path(values[i]), indices[i:i + 1], ctx.seed, ctx.epoch,
                         out[i:i + 1], status[i:i + 1]).values()})
@@ -176,6 +177,10 @@ class ImageField(Field):
             reason = self._pillow_route(worker, values[i], items[i], int(indices[i]), ctx, out[i])
             if reason:
                 failures[int(i)] = reason
+        for i, rgb in arrays.items():   # pixels already decoded: straight to the resample-and-write kernel
+            reason = worker.process_rgb(self.plan, rgb, ctx.seed, ctx.epoch, int(indices[i]), out[i])
+            if reason:
+                failures[i] = reason
         return failures
 
     def _pillow_route(self, worker, value, item, index, ctx, out_row):
@@ -231,17 +236,29 @@ def _name(value) -> str:
 
 
 def _encode(values, failures):
-    """bytes for the C loop, and whether they are all paths (True), all payloads (False), or mixed (None)."""
-    items, kinds = [], set()
+    """bytes for the C loop; whether they are all paths (True), all payloads (False) or mixed (None);
+    and {i: RGB array} for values that are pixels already."""
+    items, kinds, arrays = [], set(), {}
     for i, v in enumerate(values):
+        if not isinstance(v, (str, bytes)):
+            try:
+                v = to_image_value(v)
+            except (TypeError, ValueError) as e:
+                items.append(b"")
+                failures[i] = str(e)
+                kinds.add(None)
+                continue
         if _is_path(v):
             items.append(os.fsencode(v))
             kinds.add(True)
-        elif isinstance(v, (bytes, bytearray, memoryview, np.ndarray)):
-            items.append(bytes(v))
+        elif isinstance(v, bytes):
+            items.append(v)
             kinds.add(False)
         else:
             items.append(b"")
-            failures[i] = "missing image" if v is None else f"expected a path or bytes, got {type(v).__name__}"
             kinds.add(None)
-    return items, (kinds.pop() if len(kinds) == 1 else None)
+            if v is None:
+                failures[i] = "missing image"
+            else:
+                arrays[i] = v
+    return items, (kinds.pop() if len(kinds) == 1 else None), arrays

@@ -125,7 +125,7 @@ class DeviceTransfer:
         norm = transforms[-1] if transforms and isinstance(transforms[-1], Normalize) else None
         mean = np.asarray(norm.mean if norm else (0.0,) * 3, np.float64)
         std = np.asarray(norm.std if norm else (1.0,) * 3, np.float64)
-        max_value = norm.max_value if norm else 255.0
+        max_value = norm.max_value if norm else (255.0 if options.get("scale", True) else 1.0)
         perm = [2, 1, 0] if norm is not None and norm.order == "BGR" else [0, 1, 2]
         self._image_ops[name] = (str(np.dtype(dtype)), options.get("layout", "NCHW"), perm,
                                  1.0 / (max_value * std), -mean / std)

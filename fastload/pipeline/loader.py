@@ -38,7 +38,7 @@ import warnings
 import numpy as np
 
 from ..errors import RecordError, StageError
-from ..image.field import ImageField
+from ..image.field import Image
 from ..memory.pool import SlotPool
 from ..ops.labels import Labels
 from . import rng
@@ -52,7 +52,7 @@ __all__ = ["Loader"]
 
 log = logging.getLogger("fastload")
 _STATE_VERSION = 2
-_IMAGE_OPTIONS = ("dtype", "layout", "exif", "max_pixels", "dct_scale")
+_IMAGE_OPTIONS = ("dtype", "layout", "exif", "max_pixels", "dct_scale", "reducing_gap", "interpolation", "scale")
 _OUTPUTS = ("numpy", "torch", "jax")
 _MAX_FAILURES_KEPT = 1000          # failures listed per epoch; the totals count every one
 _PREPARE_CHUNK = 2048              # records per read of a preparation pass
@@ -94,9 +94,11 @@ class Loader(Fluent):
     for labels, or ``None`` for the raw values as a list. Fields not named pass
     through collated (numbers and equal-shape arrays stacked, others as lists).
 
-    ``transforms=[...]`` is the short form for image records, with the image
-    options ``dtype``, ``layout`` (``"auto"``: NHWC for JAX output, else NCHW),
-    ``exif``, ``max_pixels`` and ``dct_scale`` as keywords.
+    ``transforms=[...]`` (and a transform list in ``fields=``) is the short form
+    of ``fl.Image([...])``, with the image options it owns (``dtype``,
+    ``layout``, ``exif``, ``max_pixels``, ``dct_scale``, ``reducing_gap``,
+    ``interpolation``, ``scale``) accepted as keywords; ``layout="auto"`` (the
+    default) is NHWC for JAX output, else NCHW.
 
     Under ``torchrun`` (or with ``rank=``/``world_size=``) each rank yields its
     part of every global step; see :mod:`fastload.pipeline.sampler`.
@@ -221,7 +223,7 @@ class Loader(Fluent):
         transforms = list(transforms)
         if self._device is not None:
             transforms, options = self._device.device_image(name, transforms, options)
-        return ImageField(transforms, name=name, **options)
+        return Image(transforms, name=name, **options)
 
     def _first_record(self):
         return self.source[0] if self._random_access else next(iter(self.source))

@@ -8,9 +8,9 @@ bytes or a path, so fastload's own decoder (region- and DCT-scaled for JPEG)
 does the work on its worker threads instead of Pillow in ``datasets``.
 A ``datasets.IterableDataset`` becomes a re-iterable stream of the same records.
 
-:func:`to_image_value` is the one place that turns what users put in an image
-column into what the image field reads: a path, encoded bytes, or an HWC
-uint8 RGB array of pixels already decoded.
+Image values of any form users put in a column (paths, bytes, Hub dicts, PIL
+images, file objects, arrays) are turned into what the image field reads by
+:func:`fastload.image.values.to_image_value`.
 """
 from __future__ import annotations
 
@@ -19,67 +19,11 @@ import os
 import numpy as np
 
 from ..errors import RecordError
+from ..image.values import to_image_value
 from .arrays import IterableRecords
 from .base import Source
 
 __all__ = ["HFDataset", "to_image_value"]
-
-
-def to_image_value(v):
-    """A path (str), encoded bytes, an (H, W, 3) uint8 C-contiguous array, or None for a missing image.
-
-    Accepts paths, bytes-like objects, the Hub's ``{"bytes", "path"}`` dicts,
-    PIL images, binary file-like objects and NumPy arrays (HW grey, HWC with 1,
-    3 or 4 channels, uint8). Raises TypeError or ValueError naming what was wrong.
-    """
-    if v is None or isinstance(v, (str, bytes)):
-        return v
-    if isinstance(v, os.PathLike):
-        return os.fspath(v)
-    if isinstance(v, (bytearray, memoryview)):
-        return bytes(v)
-    if isinstance(v, dict):
-        if not {"bytes", "path"} & v.keys():
-            raise TypeError(f"an image dict needs 'bytes' or 'path', got keys {sorted(v)}")
-        data, path = v.get("bytes"), v.get("path")
-        return bytes(data) if data is not None else (to_image_value(path) if path is not None else None)
-    if isinstance(v, np.ndarray):
-        return _rgb_array(v)
-    if hasattr(v, "getvalue"):   # io.BytesIO: the whole buffer, wherever its position is
-        return v.getvalue()
-    if hasattr(v, "read"):
-        if hasattr(v, "seekable") and v.seekable():
-            v.seek(0)
-        data = v.read()
-        if not isinstance(data, (bytes, bytearray)):
-            raise TypeError(f"an image file object must be opened in binary mode, read gave {type(data).__name__}")
-        return bytes(data)
-    if _is_pil_image(v):
-        return _rgb_array(np.asarray(v.convert("RGB") if v.mode not in ("RGB", "L", "RGBA") else v))
-    raise TypeError(f"expected an image path, bytes, a {{'bytes', 'path'}} dict, a PIL image, a file object "
-                    f"or an HWC uint8 array, got {type(v).__name__}")
-
-
-def _is_pil_image(v) -> bool:
-    try:
-        from PIL import Image
-    except ImportError:   # pragma: no cover - Pillow is a dependency
-        return False
-    return isinstance(v, Image.Image)
-
-
-def _rgb_array(a: np.ndarray) -> np.ndarray:
-    if a.dtype != np.uint8:
-        raise ValueError(f"an image array must be uint8, got {a.dtype}")
-    if a.ndim == 2:
-        a = a[:, :, None]
-    if a.ndim != 3 or a.shape[2] not in (1, 3, 4) or 0 in a.shape:
-        raise ValueError(f"an image array must be (H, W), or (H, W, C) with C in 1, 3, 4; got shape {a.shape}")
-    if a.shape[2] == 1:
-        a = np.repeat(a, 3, axis=2)
-    elif a.shape[2] == 4:
-        a = a[:, :, :3]   # alpha dropped, as a JPEG decoder would see the colour
-    return np.ascontiguousarray(a)
 
 
 class HFDataset(Source):
