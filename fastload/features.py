@@ -12,10 +12,12 @@ def jpeg_path() -> str:
     version = _batch.jpeg_version()
     if version != "none":
         return f"{version} (linked; GIL-free, region + DCT-scaled decode)"
+    import PIL
     from PIL import features as pil_features
     turbo = pil_features.version_feature("libjpeg_turbo")
     lib = f"libjpeg-turbo {turbo}" if turbo else f"libjpeg {pil_features.version('jpg')}"
-    return f"Pillow's {lib} (fastload was built without libjpeg-turbo)"
+    pil = "pillow-simd" if _is_pillow_simd(PIL.__version__) else "Pillow"
+    return f"{pil}'s {lib} (fastload was built without libjpeg-turbo)"
 
 
 def _is_pillow_simd(pil_version: str) -> bool:
