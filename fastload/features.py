@@ -12,10 +12,12 @@ def jpeg_path() -> str:
     version = _batch.jpeg_version()
     if version != "none":
         return f"{version} (linked; GIL-free, region + DCT-scaled decode)"
+    import PIL
     from PIL import features as pil_features
     turbo = pil_features.version_feature("libjpeg_turbo")
     lib = f"libjpeg-turbo {turbo}" if turbo else f"libjpeg {pil_features.version('jpg')}"
-    return (f"Pillow's {lib}, DCT-scaled by draft() (fastload was built without libjpeg-turbo; for the "
+    pil = "pillow-simd" if _is_pillow_simd(PIL.__version__) else "Pillow"
+    return (f"{pil}'s {lib}, DCT-scaled by draft() (fastload was built without libjpeg-turbo; for the "
             f"linked route install its headers, e.g. apt install libjpeg62-turbo-dev or brew install "
             f"jpeg-turbo, then pip install --force-reinstall --no-binary fastload fastload)")
 
@@ -40,6 +42,7 @@ def features() -> dict:
 
     from . import __version__
     from ._kernels import _batch
+    from .pipeline.device import cuda_available
     jpeg = _batch.jpeg_version()
     return {
         "fastload": __version__,
@@ -51,4 +54,5 @@ def features() -> dict:
         "pillow_simd": _is_pillow_simd(PIL.__version__),
         "numba": importlib.util.find_spec("numba") is not None,
         "torch": importlib.util.find_spec("torch") is not None,
+        "cuda": cuda_available(),            # torch sees a GPU: device="cuda" and pinned slots work
     }
