@@ -13,13 +13,14 @@ import re
 import shlex
 import subprocess
 import sys
-
 from concurrent.futures import ThreadPoolExecutor
+from glob import glob
 
 import numpy
 from Cython.Build import cythonize
 from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
+from setuptools.modified import newer_group
 
 
 def find_libjpeg_turbo():
@@ -66,6 +67,7 @@ common = dict(
 def ext(name, c_sources, use_jpeg=False):
     kw = {k: list(v) for k, v in common.items()}
     kw["sources"] = [f"fastload/_kernels/{name}.pyx"] + [f"src_c/{s}.c" for s in c_sources]
+    kw["depends"] = sorted(glob("src_c/*.h")) + ["fastload/_kernels/fl_c.pxd"]
     if use_jpeg:
         if jpeg:
             incs, libdirs, version = jpeg
@@ -88,6 +90,14 @@ if only:
     extensions = [e for e in extensions if e.name.rsplit(".", 1)[1] in only.split(",")]
 
 
+def _read(path):
+    try:
+        with open(path) as f:
+            return f.read()
+    except OSError:
+        return None
+
+
 class ParallelBuildExt(build_ext):
     """Compile every source of every extension at once, then link each extension.
 
@@ -98,6 +108,14 @@ class ParallelBuildExt(build_ext):
 
     def build_extensions(self):
         self.check_extensions_list(self.extensions)
+        # An extension built with the same configuration and newer than all its sources and
+        # headers is kept: a second `pip install -e .` after the first compiles nothing.
+        stamp = os.path.join(self.build_temp, "fastload-build-config")
+        config = repr([(e.name, sorted(e.define_macros), e.libraries, e.library_dirs, numpy.__version__,
+                        sys.version) for e in self.extensions])
+        if not self.force and _read(stamp) == config:
+            self.extensions = [ext for ext in self.extensions if newer_group(
+                list(ext.sources) + list(ext.depends), self.get_ext_fullpath(ext.name), "newer")]
         jobs = int(os.environ.get("FASTLOAD_BUILD_JOBS") or self.parallel or os.cpu_count() or 1)
         compile_one = self.compiler.compile
 
@@ -118,6 +136,9 @@ class ParallelBuildExt(build_ext):
                 self.build_extension(ext)
             finally:
                 self.compiler.compile = compile_one
+        os.makedirs(self.build_temp, exist_ok=True)
+        with open(stamp, "w") as f:
+            f.write(config)
 
 
 setup(
