@@ -20,7 +20,7 @@ from fastload._kernels import _batch
 from fastload.image import field as field_mod
 from fastload.image.decode import pillow_decode
 from fastload.image.field import compile_plan
-from imgutil import encode, photo_like
+from helpers import encode, photo_like
 
 pytestmark = pytest.mark.skipif(not _batch.HAVE_LIBJPEG_TURBO, reason="the fast path needs libjpeg-turbo")
 

@@ -13,7 +13,7 @@ from PIL import Image, ImageOps
 import fastload as fl
 from fastload.cli import main as cli
 from fastload.pack import ALIGN, pack
-from imgutil import encode, photo_like
+from helpers import encode, photo_like
 
 
 def folder_bytes(src):

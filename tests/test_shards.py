@@ -14,7 +14,7 @@ import webdataset as wds
 from webdataset import autodecode, tariterators
 
 import fastload as fl
-from imgutil import encode, photo_like
+from helpers import encode, photo_like
 
 PER_SHARD = 9
 
