@@ -285,3 +285,74 @@ def test_find_lists_a_tree_once(s3, local_shards):
     assert [u.split("/folder/", 1)[1] for u in urls] == [os.path.relpath(p, folder) for p in local.paths]
     data = storage.read_ranges([(u, 0, storage.size(u)) for u in urls])
     assert data == [pathlib.Path(p).read_bytes() for p in local.paths]
+
+
+# ------------------------------------------------------------ image folders behind URLs
+
+def upload_tree(opts, local_root, prefix):
+    import s3fs
+    fs = s3fs.S3FileSystem(**opts)
+    for dirpath, _, files in os.walk(local_root):
+        for name in files:
+            rel = os.path.relpath(os.path.join(dirpath, name), local_root)
+            fs.put_file(os.path.join(dirpath, name), f"{BUCKET}/{prefix}/{rel}")
+    return f"s3://{BUCKET}/{prefix}"
+
+
+def test_image_folder_behind_s3_equals_the_local_folder(s3, local_shards):
+    folder, _ = local_shards
+    url = upload_tree(s3, folder, "folder")
+    remote = fl.ImageFolder(url, storage_options=s3)
+    local = fl.ImageFolder(folder)
+    assert remote.classes == local.classes and len(remote) == len(local)
+    assert [u[len(url) + 1:] for u in remote.paths] == [os.path.relpath(p, folder) for p in local.paths]
+    np.testing.assert_array_equal(remote.labels(), local.labels())
+    kw = dict(batch_size=5, shuffle=True, seed=2, transforms=[fl.RandomResizedCrop(32), fl.RandomHorizontalFlip()])
+    got = [(x.copy(), y.copy()) for x, y in fl.Loader(remote, **kw)]
+    want = [(x.copy(), y.copy()) for x, y in fl.Loader(local, **kw)]
+    assert len(got) == len(want)
+    for (x, y), (wx, wy) in zip(got, want):
+        np.testing.assert_array_equal(x, wx)
+        np.testing.assert_array_equal(y, wy)
+    files = fl.ImageFiles(url + "/" + local.classes[0], storage_options=s3)
+    assert len(files) == int((local.labels() == 0).sum()) and isinstance(files[0], bytes)
+
+
+def test_image_files_over_http_retry_then_fail_by_policy(http, local_shards):
+    folder, _ = local_shards
+    paths = fl.ImageFolder(folder).paths[:6]
+    for p in paths:
+        shutil.copy(p, os.path.join(http.root, os.path.basename(p)))
+    urls = [f"{http.url}/{os.path.basename(p)}" for p in paths]
+    http.fail["/" + os.path.basename(paths[1])] = 1            # one transient 500: retried
+    os.remove(os.path.join(http.root, os.path.basename(paths[4])))   # a 404: fails that record
+    src = fl.ImageFiles(urls, retries=2, backoff=0.01)
+    kw = dict(batch_size=6, transforms=[fl.Resize((24, 24))], dtype="uint8")
+    with pytest.raises(fl.RecordError, match=re.escape(urls[4])):
+        list(fl.Loader(src, **kw))
+    with pytest.warns(RuntimeWarning, match="skipping"):
+        loader = fl.Loader(fl.ImageFiles(urls, retries=2, backoff=0.01), on_error="skip", **kw)
+        (x,) = list(loader)
+    local = next(iter(fl.Loader(fl.ImageFiles([p for i, p in enumerate(paths) if i != 4]), **kw)))
+    np.testing.assert_array_equal(x, local)
+    assert [r for r, _ in loader.stats()["failures"]] == [urls[4]]
+
+
+def test_json_and_csv_sources_behind_urls_equal_the_local_files(s3, http, tmp_path):
+    rows = [{"id": i, "text": f"caption {i}", "v": [i, i / 2]} for i in range(40)]
+    (tmp_path / "meta.jsonl").write_text("".join(__import__("json").dumps(r) + "\n" for r in rows))
+    (tmp_path / "num.csv").write_text("a,b\n" + "".join(f"{i},{i * 3}\n" for i in range(40)))
+    for name in ("meta.jsonl", "num.csv"):
+        shutil.copy(tmp_path / name, os.path.join(http.root, name))
+    import s3fs
+    fs = s3fs.S3FileSystem(**s3)
+    fs.put_file(str(tmp_path / "meta.jsonl"), f"{BUCKET}/text/meta.jsonl")
+    local_json, local_csv = fl.JSONRecords(str(tmp_path / "meta.jsonl")), fl.CSVRows(str(tmp_path / "num.csv"))
+    for src in (fl.JSONRecords(f"{http.url}/meta.jsonl"),
+                fl.JSONRecords(f"s3://{BUCKET}/text/meta.jsonl", storage_options=s3, cache_dir=str(tmp_path / "c"))):
+        assert len(src) == 40 and [src[i] for i in range(40)] == [local_json[i] for i in range(40)]
+        assert src.record_id(3).startswith(src.path) and "://" in src.path      # errors name the URL
+    csv = fl.CSVRows(f"{http.url}/num.csv")
+    np.testing.assert_array_equal(np.stack([csv[i] for i in range(40)]), np.stack([local_csv[i] for i in range(40)]))
+    with pytest.raises(OSError, match="missing.jsonl"):
+        fl.JSONRecords(f"{http.url}/missing.jsonl")

@@ -16,6 +16,14 @@ What the walk does with a tree that is not clean:
   files with ``ImageFiles``).
 * File names that are not valid UTF-8 keep their bytes in messages as
   ``\\xNN`` escapes, so an error about them can always be printed.
+
+Behind a URL (``s3://bucket/train``, ``http(s)://``, anything fsspec knows) the
+tree is listed once, recursively, through a
+:class:`~fastload.sources.remote.Storage` (``storage_options``, ``cache_dir``,
+``cache_limit``, ``max_in_flight``, ``retries``, ``backoff`` go to it); records
+then carry the image's bytes instead of a path, read concurrently within the
+in-flight window and retried, and a read that fails is a
+:class:`~fastload.RecordError` naming the URL, so ``on_error`` applies.
 """
 from __future__ import annotations
 
@@ -25,7 +33,9 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
+from ..errors import RecordError
 from .base import Source
+from .remote import Storage, StorageError, is_url
 
 __all__ = ["DiscoveryWarning", "ImageFolder", "ImageFiles", "IMAGE_EXTENSIONS"]
 
@@ -141,7 +151,37 @@ class _Walker:
         warnings.warn(f"{self.owner}: skipping {printable(path)!r}: it {why}", DiscoveryWarning, stacklevel=2)
 
 
-class ImageFolder(Source):
+class _Remote:
+    """Reading the bytes of URL records (shared by both folder sources)."""
+
+    storage: Storage | None = None
+
+    def _read(self, urls: list[str]) -> list[bytes]:
+        st = self.storage
+        try:
+            ranges = [(u, 0, st.size(u)) for u in urls]
+        except StorageError as e:
+            raise RecordError(e.url, e.reason) from e
+        out = st.read_ranges(ranges)
+        for data in out:
+            if isinstance(data, StorageError):
+                raise RecordError(data.url, data.reason)
+        return out
+
+    def _one(self, url: str) -> bytes:
+        return self._read([url])[0]
+
+
+def _listing(root: str, exts: tuple[str, ...], storage: dict, owner: str) -> tuple[Storage, list[str]]:
+    st = Storage(**storage)
+    try:
+        urls = st.find(root, exts)
+    except StorageError as e:
+        raise FileNotFoundError(f"{owner}: cannot list {root!r}: {e}") from e
+    return st, urls
+
+
+class ImageFolder(_Remote, Source):
     """``root/<class>/**/<image>``: sorted class names in ``.classes``, records ``(path, label)``.
 
     Args:
@@ -152,8 +192,13 @@ class ImageFolder(Source):
     """
 
     def __init__(self, root: str | os.PathLike, extensions: Iterable[str] | None = None, *,
-                 on_error: str = "skip"):
+                 on_error: str = "skip", **storage):
         self.root = os.fspath(root)
+        if is_url(self.root):
+            self._from_url(_normalise_exts(extensions), storage)
+            return
+        if storage:
+            raise TypeError(f"ImageFolder: {sorted(storage)} apply to URLs only")
         if not os.path.isdir(self.root):
             raise FileNotFoundError(f"ImageFolder: {printable(self.root)!r} is not a directory")
         exts = _normalise_exts(extensions)
@@ -183,16 +228,40 @@ class ImageFolder(Source):
         self.paths = paths
         self._labels = np.asarray(labels, dtype=np.int64)
 
+    def _from_url(self, exts, storage):
+        self.storage, urls = _listing(self.root, exts, storage, "ImageFolder")
+        base = self.root.rstrip("/") + "/"
+        by_class: dict[str, list[str]] = {}
+        flat = 0
+        for u in urls:
+            rel = u[len(base):]
+            if "/" not in rel:
+                flat += 1
+                continue
+            by_class.setdefault(rel.split("/", 1)[0], []).append(u)
+        if not by_class:
+            raise FileNotFoundError(
+                f"ImageFolder: no images with extensions {exts} in class folders under {self.root!r}"
+                + (f" ({flat} images directly under it: for unlabeled images use ImageFiles)" if flat else ""))
+        self.classes = sorted(by_class)
+        self.class_to_idx = {c: i for i, c in enumerate(self.classes)}
+        self.paths = [u for c in self.classes for u in by_class[c]]
+        self._labels = np.asarray([i for i, c in enumerate(self.classes) for _ in by_class[c]], dtype=np.int64)
+        self.skipped = []
+
     def __len__(self):
         return len(self.paths)
 
     def __getitem__(self, index):
         index = self._check_index(index)
-        return self.paths[index], int(self._labels[index])
+        path = self.paths[index]
+        return (self._one(path) if self.storage else path), int(self._labels[index])
 
     def gather(self, indices) -> list:
-        paths, labels = self.paths, self._labels[indices].tolist()
-        return [(paths[i], lab) for i, lab in zip(indices.tolist(), labels)]
+        paths, labels = [self.paths[i] for i in indices.tolist()], self._labels[indices].tolist()
+        if self.storage:
+            paths = self._read(paths)
+        return list(zip(paths, labels))
 
     def record_id(self, index):
         return printable(self.paths[self._check_index(index)])
@@ -204,15 +273,26 @@ class ImageFolder(Source):
         return f"ImageFolder({printable(self.root)!r}, {len(self)} images, {len(self.classes)} classes)"
 
 
-class ImageFiles(Source):
+class ImageFiles(_Remote, Source):
     """Unlabeled images: a directory (searched recursively, sorted by path) or a list of paths.
 
     ``on_error`` decides what an unreadable subdirectory does, as for :class:`ImageFolder`.
     """
 
     def __init__(self, dir_or_list: str | os.PathLike | Sequence[str | os.PathLike],
-                 extensions: Iterable[str] | None = None, *, on_error: str = "skip"):
+                 extensions: Iterable[str] | None = None, *, on_error: str = "skip", **storage):
         walker = _Walker(_normalise_exts(extensions), _check_policy(on_error), "ImageFiles")
+        if is_url(dir_or_list):
+            self.storage, self.paths = _listing(dir_or_list, _normalise_exts(extensions), storage, "ImageFiles")
+            if not self.paths:
+                raise FileNotFoundError(f"ImageFiles: no images under {dir_or_list!r}")
+            self.skipped = []
+            return
+        if not isinstance(dir_or_list, (str, os.PathLike)) and any(is_url(p) for p in dir_or_list):
+            self.storage, self.paths, self.skipped = Storage(**storage), list(dir_or_list), []
+            return
+        if storage:
+            raise TypeError(f"ImageFiles: {sorted(storage)} apply to URLs only")
         if isinstance(dir_or_list, (str, os.PathLike)):
             root = os.fspath(dir_or_list)
             if not os.path.isdir(root):
@@ -226,11 +306,12 @@ class ImageFiles(Source):
         return len(self.paths)
 
     def __getitem__(self, index):
-        return self.paths[self._check_index(index)]
+        path = self.paths[self._check_index(index)]
+        return self._one(path) if self.storage else path
 
     def gather(self, indices) -> list:
-        paths = self.paths
-        return [paths[i] for i in indices.tolist()]
+        paths = [self.paths[i] for i in indices.tolist()]
+        return self._read(paths) if self.storage else paths
 
     def record_id(self, index):
         return printable(self.paths[self._check_index(index)])

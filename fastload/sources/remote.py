@@ -34,7 +34,7 @@ import threading
 import time
 from typing import Callable, Sequence
 
-__all__ = ["Storage", "StorageError", "cache_name", "expand_urls", "is_url"]
+__all__ = ["Storage", "StorageError", "cache_name", "expand_urls", "is_url", "local_copy"]
 
 _FAIL_MEMORY_S = 5.0
 _PERMANENT = (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError)
@@ -332,6 +332,32 @@ class Storage:
         if len(data) != end - start:
             raise StorageError(url, f"file ends at byte {start + len(data)}, before {end} (truncated?)")
         return data
+
+
+def local_copy(path_or_url, owner: str, **storage) -> str:
+    """A local file holding ``path_or_url``'s bytes, for sources that index a whole file.
+
+    A plain path (or ``file://``) is itself; a remote URL is downloaded once,
+    through ``storage`` (retried; into ``cache_dir`` when given, else into a
+    temporary folder removed when the process exits).
+    """
+    path = os.fspath(path_or_url)
+    if not is_url(path):
+        if storage:
+            raise TypeError(f"{owner}: {sorted(storage)} apply to URLs only")
+        return path
+    st = Storage(**storage)
+    local = st.local_path(path)
+    if local is not None:
+        return local
+    import atexit
+    import shutil
+    import tempfile
+    folder = tempfile.mkdtemp(prefix="fastload-")
+    atexit.register(shutil.rmtree, folder, True)
+    dst = os.path.join(folder, cache_name(path))
+    st._download(path, dst)
+    return dst
 
 
 class _RangeReader(io.RawIOBase):

@@ -37,6 +37,7 @@ from typing import Iterator, Sequence
 import numpy as np
 
 from ..errors import RecordError
+from ..pipeline import rng as randomness
 from ..pipeline.fluent import Fluent
 from .base import Source
 from .remote import Storage, StorageError, cache_name, expand_urls, is_url
@@ -331,7 +332,7 @@ class TarStream(Fluent):
 
     def __iter__(self) -> Iterator[dict]:
         p, self._pass = self._pass, self._pass + 1
-        rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence([self.seed, p])))
+        rng = randomness.generator(self.seed, randomness.SHUFFLE, p)
         urls = [self.urls[i] for i in rng.permutation(len(self.urls))] if self.shuffle_buffer else self.urls
         records = self._read_ahead(urls)
         if not self.shuffle_buffer:

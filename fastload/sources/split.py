@@ -1,7 +1,7 @@
 """Deterministic train/test splits of any random-access source.
 
 The split is a pure function of ``(len(source), sizes, seed, labels)``: it
-draws from its own ``np.random.Generator(PCG64(seed))``, never the global
+draws from ``fastload.pipeline.rng.generator(seed, SPLIT)``, never the global
 NumPy state, so the same call gives the same split on every machine and run.
 Both halves are :class:`~fastload.sources.base.Subset` views in source order
 (sorted indices keep file reads sequential; the loader shuffles per epoch).
@@ -13,6 +13,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from ..pipeline import rng as randomness
 from .base import Source, Subset
 
 __all__ = ["split"]
@@ -101,7 +102,7 @@ def split(source: Source, test_size: float | int | None = None, train_size: floa
         n_train = n - n_test
     if n_train + n_test > n:
         raise ValueError(f"split: train ({n_train}) + test ({n_test}) exceeds the {n} records")
-    rng = np.random.Generator(np.random.PCG64(seed))
+    rng = randomness.generator(randomness.check_seed(seed), randomness.SPLIT)
     if stratify is None:
         perm = rng.permutation(n)
         test, train = perm[:n_test], perm[n_test:n_test + n_train]

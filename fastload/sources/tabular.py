@@ -22,6 +22,7 @@ import numpy as np
 
 from ..errors import RecordError
 from .base import Source
+from .remote import local_copy
 
 __all__ = ["CSVRows"]
 
@@ -65,15 +66,16 @@ class CSVRows(Source):
     """
 
     def __init__(self, path: str | os.PathLike, *, header: bool | str | Sequence[str] = "auto",
-                 columns: Sequence[str | int] | None = None, dtype="float32", delimiter: str = ","):
-        self.path = os.fspath(path)
+                 columns: Sequence[str | int] | None = None, dtype="float32", delimiter: str = ",",
+                 **storage):
+        self.path = os.fspath(path)          # a URL stays the name rows are reported under
         self.dtype = np.dtype(dtype)
         if self.dtype.kind != "f":
             raise TypeError(f"CSVRows dtype must be floating, got {self.dtype}")
         if not (header in ("auto", True, False) or isinstance(header, (list, tuple))):
             raise ValueError(f"header must be 'auto', True, False or a list of names, got {header!r}")
         # utf-8-sig: a byte-order mark (Excel writes one) must not become part of the first column's name
-        with open(self.path, newline="", encoding="utf-8-sig") as f:
+        with open(local_copy(self.path, "CSVRows", **storage), newline="", encoding="utf-8-sig") as f:
             reader = csv.reader(f, delimiter=delimiter)
             first = next((r for r in reader if r), None)
             names, first_is_data = self._resolve_header(first, header)

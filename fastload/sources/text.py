@@ -25,6 +25,7 @@ import numpy as np
 
 from ..errors import RecordError
 from .base import Source
+from .remote import local_copy
 
 __all__ = ["JSONRecords"]
 
@@ -105,20 +106,21 @@ class JSONRecords(Source):
     """
 
     def __init__(self, path: str | os.PathLike, field: str | None = None, *,
-                 lines: bool | None = None, chunk_size: int = _CHUNK):
-        self.path = os.fspath(path)
+                 lines: bool | None = None, chunk_size: int = _CHUNK, **storage):
+        self.path = os.fspath(path)          # a URL stays the name records are reported under
+        self._local = local_copy(self.path, "JSONRecords", **storage)
         self.field = field
         if lines is None:
             ext = os.path.splitext(self.path)[1].lower()
-            lines = ext in (".jsonl", ".ndjson") or _first_char(self.path) != "["
+            lines = ext in (".jsonl", ".ndjson") or _first_char(self._local) != "["
         self.lines = bool(lines)
         self._fd = None
         self._fd_lock = threading.Lock()
         if self.lines:
-            self._starts, self._ends, self._lineno = _index_lines(self.path, chunk_size)
+            self._starts, self._ends, self._lineno = _index_lines(self._local, chunk_size)
             self._items = None
         else:
-            with open(self.path, encoding="utf-8-sig") as f:
+            with open(self._local, encoding="utf-8-sig") as f:
                 try:
                     items = json.load(f)
                 except json.JSONDecodeError as e:
@@ -177,7 +179,7 @@ class JSONRecords(Source):
         if self._fd is None:
             with self._fd_lock:
                 if self._fd is None:
-                    self._fd = os.open(self.path, os.O_RDONLY | getattr(os, "O_BINARY", 0))
+                    self._fd = os.open(self._local, os.O_RDONLY | getattr(os, "O_BINARY", 0))
         return self._fd
 
     def __getstate__(self):  # a descriptor does not cross a process boundary; reopen lazily
