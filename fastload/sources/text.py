@@ -71,10 +71,10 @@ def _index_lines(path: str, chunk_size: int) -> tuple[np.ndarray, np.ndarray, np
             blank = _BLANK[arr]
             if bom and base == 0:
                 blank[: len(_BOM)] = True   # the mark is not content: a line of only the mark is blank
-            nonblank = np.cumsum(~blank, dtype=np.int64)
+            nonblank = np.cumsum(~blank, dtype=np.int32)   # a chunk is far below 2**31 bytes
             nl = np.flatnonzero(arr == 10)
             newlines.append(nl + base)
-            counts.append(nonblank[nl] + seen)
+            counts.append(nonblank[nl].astype(np.int64) + seen)
             seen += int(nonblank[-1])
             base += n
     newline_at = np.concatenate(newlines) if newlines else np.zeros(0, np.int64)
