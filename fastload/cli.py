@@ -60,7 +60,11 @@ def main(argv=None) -> int:
     p.add_argument("path")
     p.add_argument("--seconds", type=float, default=5.0)
     sub.add_parser("features", help="print what this build was compiled with")
+    from . import bench
+    bench.add_parser(sub)
     args = parser.parse_args(argv)
+    if args.command == "bench":
+        return bench.run(args)
     if args.command == "demo":
         return demo(args.path, epochs=args.epochs, batch_size=args.batch_size, workers=args.workers,
                     size=args.size)
