@@ -47,6 +47,13 @@ def markdown(results: dict) -> str:
             lines.append(f"| *decode only, {k}* ({lim['decoder']}, {lim['threads']} threads) | "
                          f"{lim['rate']:,.0f} |" + " |" * (len(cols) - 2))
         lines.append("")
+    versions = {}
+    for task in results["tasks"]:
+        for name, r in task["results"].items():
+            versions.setdefault(name, r.get("versions"))
+    listed = [f"{name}: " + ", ".join(f"{k} {v}" for k, v in sorted(v.items())) for name, v in versions.items() if v]
+    if listed:
+        lines += ["Versions: " + "; ".join(listed) + ".", ""]
     if results.get("targets"):
         lines += ["**Targets**", "", "| figure | measured | target | met |", "|---|---|---|---|"]
         for t in results["targets"]:

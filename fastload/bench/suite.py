@@ -95,11 +95,7 @@ MODES = {
 def _not_applicable(c: Contender, task: Task) -> str | None:
     if task.transform == "multimodal" and c.builder not in ("fastload", "generator"):
         return "image-only loader: the multi-modal set is compared with the generator baseline"
-    if c.builder == "ffcv" and task.dataset == "png":
-        return "FFCV stores JPEG or raw pixels, so it cannot read the same PNG files"
-    if c.builder == "ffcv" and task.dataset == "user":
-        return None
-    return None
+    return None   # the worker says when a contender cannot read the files (FFCV and PNG)
 
 
 def _gpu_reason() -> str | None:
@@ -144,33 +140,39 @@ def run_worker(python: str, spec: dict, timeout: float) -> dict:
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (_PACKAGE_ROOT, env.get("PYTHONPATH")) if p)
     env.setdefault("OMP_NUM_THREADS", "1")
-    log = os.path.join(spec["cache"], f"worker-{spec['contender']}-{spec['task']['name']}.log")
+    log = os.path.join(spec["cache"], f"worker-{spec['contender']}-{spec['task']['name']}")
     os.makedirs(spec["cache"], exist_ok=True)
-    with open(log, "w") as err:
-        proc = subprocess.Popen([python, _WORKER, json.dumps(spec)], stdout=subprocess.PIPE, stderr=err,
-                                env=env, text=True, cwd=spec["cache"])
+    with open(log + ".out", "w") as out, open(log + ".log", "w") as err, \
+            subprocess.Popen([python, _WORKER, json.dumps(spec)], stdout=out, stderr=err, env=env,
+                             cwd=spec["cache"]) as proc:
         rss = _RssSampler(proc.pid)
         deadline = time.monotonic() + timeout
-        out = []
-        import threading
-        reader = threading.Thread(target=lambda: out.append(proc.stdout.read()), daemon=True)
-        reader.start()
         while proc.poll() is None:
             rss.sample()
             if time.monotonic() > deadline:
                 _kill_tree(proc)
                 return {"ok": False, "status": "failed", "reason": f"timed out after {timeout:.0f} s"}
             time.sleep(0.02)
-        reader.join(5)
-    for line in reversed("".join(out).splitlines()):
+    with open(log + ".out") as f:
+        lines = f.read().splitlines()
+    for line in reversed(lines):
         if line.startswith("@@fastload-bench "):
             result = json.loads(line.split(" ", 1)[1])
             if rss.peak:
                 result["peak_rss_mb"] = rss.peak / 2 ** 20
+            if result.get("status") == "failed":
+                result["reason"] = (result["reason"] + _error_line(log + ".log"))[:500]
             return result
-    with open(log, errors="replace") as f:
+    with open(log + ".log", errors="replace") as f:
         tail = " | ".join(line.strip() for line in f.read().splitlines()[-4:])
     return {"ok": False, "status": "failed", "reason": f"exit status {proc.returncode}: {tail}"[:500]}
+
+
+def _error_line(log: str) -> str:
+    """The last line of a worker's stderr that names an error (libraries often log and go on)."""
+    with open(log, errors="replace") as f:
+        lines = [line.strip() for line in f if "Error" in line or "error:" in line]
+    return f" [log: {lines[-1][:300]}]" if lines else ""
 
 
 def _kill_tree(proc) -> None:
@@ -275,10 +277,10 @@ def run_suite(path: str | None = None, *, mode: str = "quick", out: str = "bench
             for kind, lim in entry["limits"].items():
                 log(f"  decode-only limit ({kind}): {lim['rate']:.0f} img/s [{lim['decoder']}]")
         for c in roster:
-            if only is not None and c.name not in only:
-                res = {"ok": False, "status": "not run", "reason": "not selected (--contenders)"}
-            elif (reason := _not_applicable(c, task)):
+            if (reason := _not_applicable(c, task)):
                 res = {"ok": False, "status": "n/a", "reason": reason}
+            elif only is not None and c.name not in only:
+                res = {"ok": False, "status": "not run", "reason": "not selected (--contenders)"}
             else:
                 if c.name not in interpreters:
                     interpreters[c.name] = _interpreter(c, cache, use_envs, rebuild_envs, log)
