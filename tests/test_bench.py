@@ -14,7 +14,7 @@ from fastload.bench.datasets import dataset, linked_copies
 from fastload.bench.suite import TASKS, contenders, run_suite, run_worker
 
 pytest.importorskip("matplotlib")
-TINY = {"imagenet": 16, "small": 96, "png": 8, "multimodal": 40, "memory": (64, 256), "runs": 3, "cap": 16,
+TINY = {"tasks": tuple(t.name for t in TASKS), "imagenet": 16, "small": 96, "png": 8, "multimodal": 40, "memory": (64, 256), "runs": 3, "cap": 16,
         "timeout": 180}
 RUN = ["fastload", "generator", "torch-0"]   # the environments' contenders are left to `fastload bench`
 

@@ -217,7 +217,7 @@ def _python_multimodal(task):
     return run
 
 
-class _TorchImages:
+class TorchImages:
     def __init__(self, files, transform, size):
         self.files, self.transform, self.size = files, transform, size
 
@@ -238,7 +238,7 @@ def build_torch(files, task, workers, spec):
     """torch DataLoader + PIL (or pillow-simd, in its own environment): worker processes."""
     import torch
     torch.set_num_threads(1)   # the DataLoader's parallelism is its worker processes
-    loader = torch.utils.data.DataLoader(_TorchImages(files, task["transform"], task["size"]),
+    loader = torch.utils.data.DataLoader(TorchImages(files, task["transform"], task["size"]),
                                          batch_size=task["batch"], shuffle=True, num_workers=workers,
                                          persistent_workers=workers > 0)
     return lambda: iter(loader)
@@ -362,8 +362,10 @@ def measure(spec) -> dict:
         count = sum(len(b[0]) for b in start_epoch())
         rates.append(count / (time.perf_counter() - t))
     cpu = tree_cpu_seconds() - cpu0
+    import resource   # the parent samples the whole tree's RSS; this is its fallback (no psutil)
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss + resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     return {"ok": True, "images": n, "rates": rates, "first_batch_s": first_batch,
-            "cpu_s_per_image": cpu / max(1, n * spec["runs"])}
+            "cpu_s_per_image": cpu / max(1, n * spec["runs"]), "peak_rss_mb": rss / 1024}
 
 
 def main() -> None:

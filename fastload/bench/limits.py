@@ -1,8 +1,8 @@
 """The physical limit of a task: decode-only throughput on the same files with the same thread count.
 
-JPEGs go through fastload's own libjpeg-turbo decoder (``_decode.JpegDecoder``,
-one per thread, GIL released), so the figure is what libjpeg-turbo itself
-delivers here. Two limits per JPEG task:
+JPEGs go through fastload's own libjpeg-turbo decoder (``_decode.JpegDecoder``),
+one process per thread of the contenders, so the figure is what libjpeg-turbo
+itself delivers here. Two limits per JPEG task:
 
 * ``full``: every image decoded whole at full scale;
 * ``region``: only the rectangle the task's transform crops (the same boxes the
@@ -10,38 +10,50 @@ delivers here. Two limits per JPEG task:
   (1/2, 1/4, 1/8 while the crop stays at least the output size): the decode
   work the loader cannot avoid.
 
-PNGs go through Pillow's decoder (zlib; it releases the GIL too): ``full`` only.
+PNGs go through Pillow's decoder (zlib): ``full`` only.
 The files are read into memory first: this is decode alone, not file reading.
 """
 from __future__ import annotations
 
 import math
 import statistics
+import multiprocessing
 import threading
 import time
 
 __all__ = ["decode_limits"]
 
 
-def _threaded_rate(work, n: int, threads: int, runs: int) -> tuple[float, list[float]]:
-    """Images/s of ``work(i)`` over range(n) split across ``threads``; median of ``runs`` after a warm-up."""
-    def one_pass():
-        barrier = threading.Barrier(threads + 1)
+_WORK = None   # the decode function the forked processes run
 
-        def loop(t):
-            barrier.wait()
-            for i in range(t, n, threads):
-                work(i)
-        pool = [threading.Thread(target=loop, args=(t,)) for t in range(threads)]
-        for th in pool:
-            th.start()
-        barrier.wait()
+
+def _share(args) -> list[float]:
+    """In a forked process: images/s of this process's share of the files, per pass (warm-up first)."""
+    t, procs, n, passes = args
+    rates = []
+    for _ in range(passes):
         t0 = time.perf_counter()
-        for th in pool:
-            th.join()
-        return n / (time.perf_counter() - t0)
-    one_pass()
-    rates = [one_pass() for _ in range(runs)]
+        for i in range(t, n, procs):
+            _WORK(i)
+        rates.append(len(range(t, n, procs)) / (time.perf_counter() - t0))
+    return rates
+
+
+def _parallel_rate(work, n: int, procs: int, runs: int) -> tuple[float, list[float]]:
+    """Images/s of ``work(i)`` over range(n) split across ``procs`` processes running at once
+    (processes, not threads, so the figure has no GIL hand-offs in it: on 64x64 images those
+    would cost more than the decode); the median of ``runs`` passes after a warm-up pass."""
+    global _WORK
+    _WORK = work
+    try:
+        if procs == 1:
+            per_proc = [_share((0, 1, n, runs + 1))]
+        else:
+            with multiprocessing.get_context("fork").Pool(procs) as pool:
+                per_proc = pool.map(_share, [(t, procs, n, runs + 1) for t in range(procs)])
+    finally:
+        _WORK = None
+    rates = [sum(p[k] for p in per_proc) for k in range(1, runs + 1)]
     return statistics.median(rates), rates
 
 
@@ -101,6 +113,6 @@ def decode_limits(paths: list[str], transforms, threads: int, runs: int = 3) -> 
         decoder = f"Pillow {features.version('pil')} ({'libjpeg-turbo' if jpeg else 'zlib'})"
         kinds = {"full": _pillow_work(blobs)}
     for kind, work in kinds.items():
-        rate, rates = _threaded_rate(work, len(blobs), threads, runs)
+        rate, rates = _parallel_rate(work, len(blobs), threads, runs)
         out[kind] = {"rate": rate, "runs": rates, "threads": threads, "decoder": decoder, "images": len(blobs)}
     return out
