@@ -336,8 +336,35 @@ def build_spdl(files, task, workers, spec):
     return run
 
 
+def build_dali(files, task, workers, spec):
+    """NVIDIA DALI: JPEG decode on the GPU ("mixed"), resize, flip and normalise there too."""
+    from nvidia.dali import fn, pipeline_def, types
+    from nvidia.dali.plugin.pytorch import DALIGenericIterator, LastBatchPolicy
+    size = task["size"]
+
+    @pipeline_def(batch_size=task["batch"], num_threads=max(1, workers), device_id=0, seed=0)
+    def pipe():
+        data, labels = fn.readers.file(files=[p for p, _ in files], labels=[c for _, c in files],
+                                       random_shuffle=True, name="reader")
+        if task["transform"] == "rrc":
+            images = fn.decoders.image_random_crop(data, device="mixed", output_type=types.RGB)
+            mirror = fn.random.coin_flip()
+        else:
+            images = fn.decoders.image(data, device="mixed", output_type=types.RGB)
+            mirror = 0
+        images = fn.resize(images, resize_x=size, resize_y=size)
+        images = fn.crop_mirror_normalize(images, dtype=types.FLOAT, output_layout="CHW", mirror=mirror,
+                                          mean=[m * 255 for m in MEAN], std=[s * 255 for s in STD])
+        return images, labels
+    p = pipe()
+    p.build()
+    it = DALIGenericIterator([p], ["image", "label"], reader_name="reader", auto_reset=True,
+                             last_batch_policy=LastBatchPolicy.PARTIAL)
+    return lambda: ((b[0]["image"],) for b in it)
+
+
 BUILDERS = {"fastload": build_fastload, "generator": build_generator, "torch": build_torch,
-            "ffcv": build_ffcv, "grain": build_grain, "spdl": build_spdl}
+            "ffcv": build_ffcv, "grain": build_grain, "spdl": build_spdl, "dali": build_dali}
 
 
 def measure(spec) -> dict:
@@ -368,6 +395,24 @@ def measure(spec) -> dict:
             "cpu_s_per_image": cpu / max(1, n * spec["runs"]), "peak_rss_mb": rss / 1024}
 
 
+def versions() -> dict:
+    """The installed versions of the packages this process imported (PIL: which Pillow the
+    DataLoader's workers import; pillow-simd's versions end in .postN)."""
+    from importlib import metadata
+    if "torch" in sys.modules:
+        import PIL  # noqa: F401
+    dists = {"fastload": "fastload", "PIL": "PIL", "torch": "torch", "ffcv": "ffcv", "grain": "grain",
+             "spdl": "spdl", "nvidia.dali": "nvidia-dali-cuda120", "numpy": "numpy"}
+    out = {}
+    for module, dist in dists.items():
+        if module in sys.modules:
+            try:
+                out[dist] = sys.modules[module].__version__ if module == "PIL" else metadata.version(dist)
+            except Exception:
+                out[dist] = str(getattr(sys.modules[module], "__version__", "?"))
+    return out
+
+
 def main() -> None:
     spec = json.loads(sys.argv[1])
     try:
@@ -380,9 +425,7 @@ def main() -> None:
         tb = traceback.format_exc().strip().splitlines()
         result = {"ok": False, "status": "failed", "reason": f"{type(e).__name__}: {e}"[:400],
                   "traceback": tb[-6:]}
-    result["versions"] = {name: str(getattr(sys.modules[name], "__version__", "?"))
-                          for name in ("fastload", "PIL", "torch", "ffcv", "grain", "spdl", "numpy")
-                          if name in sys.modules}
+    result["versions"] = versions()
     sys.stdout.flush()
     print("\n@@fastload-bench " + json.dumps(result), flush=True)
     os._exit(0)   # skip interpreter teardown: some loaders' threads and workers end slowly

@@ -30,6 +30,7 @@ ENVS = {
              "apt": ["libopencv-dev", "libturbojpeg0-dev", "pkg-config"]},
     "spdl": {"pip": ["spdl"], "pkg_config": [], "apt": []},
     "grain": {"pip": ["grain"], "pkg_config": [], "apt": []},
+    "dali": {"pip": ["nvidia-dali-cuda120"], "pkg_config": [], "apt": []},
 }
 
 

@@ -25,7 +25,12 @@ def markdown(results: dict) -> str:
              f"{m['features']['jpeg_decoder']}. Load average {m['load_average'][0]:.1f} at the start, "
              f"{meta.get('load_average_end', [0])[0]:.1f} at the end (other work on the machine adds noise: "
              f"compare ratios within one run). Contenders marked * are timed on a fixed subset of "
-             f"{meta['cap']} files.", ""]
+             f"{meta['cap']} files. *fastload ×*: fastload's images/s over the row's. *CPU ms/image*: user + "
+             f"system time of the contender's process tree in the timed epochs. *Peak RSS*: the process tree's "
+             f"resident memory summed over processes (pages they share count in each). *Decode limit*: "
+             f"libjpeg-turbo (Pillow for PNG) decoding the same files from memory in as many processes as "
+             f"contenders get threads; *region*: only each random crop's rectangle, at the DCT scale the "
+             f"crop allows.", ""]
     for task in results["tasks"]:
         lines += [f"**{task['title']}** ({task['samples']} samples)", ""]
         limits = task["limits"]

@@ -76,7 +76,7 @@ def contenders(threads: int) -> list[Contender]:
         Contender("ffcv", f"FFCV (.beton), {threads} workers", "ffcv", env="ffcv"),
         Contender("spdl", f"SPDL (FFmpeg decode), {threads} threads", "spdl", env="spdl", capped=True),
         Contender("grain", f"Grain + PIL, {threads} threads", "grain", env="grain", capped=True),
-        Contender("dali", "NVIDIA DALI (GPU decode)", "dali", gpu=True),
+        Contender("dali", f"NVIDIA DALI (GPU decode), {threads} CPU threads", "dali", env="dali", gpu=True),
     ]
 
 
@@ -99,10 +99,11 @@ def _not_applicable(c: Contender, task: Task) -> str | None:
 
 
 def _gpu_reason() -> str | None:
+    """Why a GPU contender cannot run here, or None."""
     try:
         import torch
         if torch.cuda.is_available():
-            return "DALI is not wired into this suite yet (GPU present)"
+            return None
     except ImportError:
         pass
     return "no CUDA GPU on this machine: DALI decodes and augments on the GPU"
@@ -196,8 +197,7 @@ def _summarise(result: dict) -> dict:
 
 
 def _interpreter(c: Contender, cache: str, use_envs: bool, rebuild: bool, log) -> tuple[str | None, dict | None]:
-    if c.gpu:
-        reason = _gpu_reason()
+    if c.gpu and (reason := _gpu_reason()):
         return None, {"ok": False, "status": "not run", "reason": reason}
     if c.env is None:
         return sys.executable, None
@@ -210,11 +210,7 @@ def _interpreter(c: Contender, cache: str, use_envs: bool, rebuild: bool, log) -
 
 
 def _image_paths(root: str) -> list[str]:
-    sys.path.insert(0, os.path.dirname(_WORKER))
-    try:
-        from _worker import scan_folder
-    finally:
-        sys.path.pop(0)
+    from ._worker import scan_folder
     return [p for p, _ in scan_folder(root)]
 
 
@@ -285,13 +281,11 @@ def run_suite(path: str | None = None, *, mode: str = "quick", out: str = "bench
             else:
                 if c.name not in interpreters:
                     interpreters[c.name] = _interpreter(c, cache, use_envs, rebuild_envs, log)
-                python, res = interpreters[c.name]
+                python, unavailable = interpreters[c.name]
+                res = dict(unavailable or {})
                 if python:
-                    spec = {"contender": c.name, "builder": c.builder,
-                            "task": {"name": task.name, "dataset": task.dataset, "path": root,
-                                     "transform": task.transform, "size": task.size, "batch": task.batch},
-                            "workers": threads if c.workers is None else c.workers, "runs": cfg["runs"],
-                            "max_images": cfg["cap"] if c.capped else 0, "cache": os.path.join(cache, "work")}
+                    spec = _spec(c.name, c.builder, task, root, threads if c.workers is None else c.workers,
+                                 cfg["runs"], cfg["cap"] if c.capped else 0, cache)
                     res = _summarise(run_worker(python, spec, cfg["timeout"]))
             res["label"] = c.label
             _efficiency(res, entry["limits"])
@@ -310,6 +304,15 @@ def run_suite(path: str | None = None, *, mode: str = "quick", out: str = "bench
         json.dump(results, f, indent=1)
     write_report(results, out)
     return results
+
+
+def _spec(name: str, builder: str, task: Task, root: str, workers: int, runs: int, max_images: int,
+          cache: str) -> dict:
+    """The worker's instructions (see _worker's docstring)."""
+    return {"contender": name, "builder": builder, "workers": workers, "runs": runs, "max_images": max_images,
+            "cache": os.path.join(cache, "work"),
+            "task": {"name": task.name, "dataset": task.dataset, "path": root, "transform": task.transform,
+                     "size": task.size, "batch": task.batch}}
 
 
 def _efficiency(res: dict, limits: dict) -> None:
@@ -338,14 +341,11 @@ def _scaling(task: Task, results: dict, threads: int, cfg: dict, cache: str, onl
         out["limit_full"].append(lim["full"]["rate"])
         out["limit_region"].append(lim.get("region", lim["full"])["rate"])
         for name, builder, capped in (("fastload", "fastload", False), ("torch", "torch", True)):
-            if only is not None and f"{name}-{threads}" not in only and name not in only:
+            if only is not None and (f"{name}-{threads}" if name == "torch" else name) not in only:
                 out[name].append(None)
                 continue
-            spec = {"contender": f"{name}-scaling-{t}", "builder": builder,
-                    "task": {"name": task.name, "dataset": task.dataset, "path": root, "transform": task.transform,
-                             "size": task.size, "batch": task.batch},
-                    "workers": t, "runs": cfg["runs"], "max_images": cfg["cap"] if capped else 0,
-                    "cache": os.path.join(cache, "work")}
+            spec = _spec(f"{name}-scaling-{t}", builder, task, root, t, cfg["runs"], cfg["cap"] if capped else 0,
+                         cache)
             res = _summarise(run_worker(sys.executable, spec, cfg["timeout"]))
             out[name].append(res.get("median"))
         log(f"  {t} threads: fastload {out['fastload'][-1] or 0:.0f}, torch {out['torch'][-1] or 0:.0f}, "
@@ -357,7 +357,8 @@ def _memory(cfg: dict, seed: int, cache: str, threads: int, only, log) -> dict:
     """Peak RSS of a full epoch against the number of files (hard links of the 64x64 set)."""
     small, large = cfg["memory"]
     base = dataset("small", small, seed=seed, cache=cache)
-    out = {"task": "rrc64", "files": [small, large], "fastload": [], f"torch-{threads}": []}
+    task = next(t for t in TASKS if t.name == "rrc64")
+    out = {"task": task.name, "files": [small, large], "fastload": [], f"torch-{threads}": []}
     log(f"== memory: peak RSS, {small} vs {large} files")
     for n in (small, large):
         root = base if n == small else linked_copies(base, n, cache=cache)
@@ -365,10 +366,7 @@ def _memory(cfg: dict, seed: int, cache: str, threads: int, only, log) -> dict:
             if only is not None and name not in only:
                 out[name].append(None)
                 continue
-            spec = {"contender": f"{name}-memory-{n}", "builder": builder,
-                    "task": {"name": "rrc64", "dataset": "small", "path": root, "transform": "rrc", "size": 64,
-                             "batch": 64},
-                    "workers": threads, "runs": 1, "max_images": 0, "cache": os.path.join(cache, "work")}
+            spec = _spec(f"{name}-memory-{n}", builder, task, root, threads, 1, 0, cache)
             res = run_worker(sys.executable, spec, cfg["timeout"])
             out[name].append(res.get("peak_rss_mb") if res.get("ok") else None)
         log(f"  {n} files: " + ", ".join(f"{k} {v[-1] or 0:.0f} MB" for k, v in out.items()
