@@ -97,7 +97,7 @@ def test_readme_section_is_replaced_not_duplicated(suite, tmp_path):
     assert cli.main(["bench", "--readme", str(readme), "--out", out]) == 0
     once = readme.read_text()
     assert once.startswith("# project\n\nintro\n") and once.count(report.README_START) == 1
-    assert "ImageNet-like JPEG" in once and "throughput.png" in once
+    assert "| fastload, 2 threads | **" in once and "throughput.png" in once and "results.md" in once
     readme.write_text(once.replace("intro", "intro, edited"))
     assert cli.main(["bench", "--readme", str(readme), "--out", out]) == 0
     twice = readme.read_text()

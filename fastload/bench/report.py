@@ -5,7 +5,7 @@ import json
 import os
 import re
 
-__all__ = ["markdown", "update_readme", "write_report"]
+__all__ = ["markdown", "summary", "update_readme", "write_report"]
 
 README_START, README_END = "<!-- bench:start -->", "<!-- bench:end -->"
 PLOTS = ("throughput.png", "scaling.png", "memory.png")
@@ -62,11 +62,8 @@ def markdown(results: dict) -> str:
     if results.get("targets"):
         lines += ["**Targets**", "", "| figure | measured | target | met |", "|---|---|---|---|"]
         for t in results["targets"]:
-            pct = t["what"].startswith("peak RSS")
-            value = "not measured" if t["value"] is None else (f"{t['value']:+.1%}" if pct else f"{t['value']:.2f}x")
-            target = f"< {t['target']:.0%}" if pct else f">= {t['target']}x"
-            met = {True: "yes", False: "**no**", None: "—"}[t["met"]]
-            lines.append(f"| {t['what']} | {value} | {target} | {met} |")
+            target = f"< {t['target']:.0%}" if t["lower_is_better"] else f">= {t['target']}x"
+            lines.append(f"| {t['what']} | {_measured(t)} | {target} | {_met(t)} |")
         lines.append("")
     sc = results.get("scaling")
     if sc:
@@ -84,6 +81,58 @@ def markdown(results: dict) -> str:
             if isinstance(vals, list) and key != "files":
                 lines.append(f"| {key} | " + " | ".join("—" if v is None else f"{v:.0f}" for v in vals) + " |")
         lines.append("")
+    return "\n".join(lines)
+
+
+def _measured(t: dict) -> str:
+    if t["value"] is None:
+        return "not measured"
+    return f"{t['value']:+.1%}" if t["lower_is_better"] else f"{t['value']:.2f}x"
+
+
+def _met(t: dict) -> str:
+    return {True: "met", False: "**not met**", None: "—"}[t["met"]]
+
+
+def summary(results: dict) -> str:
+    """README's table: one row per contender, one column per task (images/s, and fastload's
+    multiple of it), the decode limits, and the targets."""
+    meta, m = results["meta"], results["meta"]["machine"]
+    tasks = results["tasks"]
+    short = {"rrc224": "RRC-224", "resize224": "resize-224", "rrc64": "64x64 RRC-64", "png224": "PNG RRC-224",
+             "multimodal": "image+text+CSV"}
+    lines = [f"`fastload bench --{meta['mode']}` on {m['cores']} cores ({m['cpu']}, load average "
+             f"{m['load_average'][0]:.1f}: other work shared the machine), {meta['threads']} threads or workers "
+             f"each, images/s (median of {meta['runs']} epochs) and in brackets fastload's multiple of it.", "",
+             "| contender | " + " | ".join(short.get(t["name"], t["name"]) for t in tasks) + " |",
+             "|---|" + "---|" * len(tasks)]
+    for name in tasks[0]["results"]:
+        cells = []
+        for t in tasks:
+            r = t["results"][name]
+            fast = t["results"]["fastload"].get("median")
+            if r.get("status") != "ok":
+                cells.append(r.get("status", ""))
+            elif name == "fastload":
+                cells.append(f"**{r['median']:,.0f}**")
+            else:
+                cells.append(f"{r['median']:,.0f} ({fast / r['median']:.1f}x)" if fast else f"{r['median']:,.0f}")
+        lines.append(f"| {tasks[0]['results'][name].get('label', name)} | " + " | ".join(cells) + " |")
+    for kind in ("full", "region"):
+        cells = [f"*{t['limits'][kind]['rate']:,.0f}*" if kind in t["limits"] else "" for t in tasks]
+        lines.append(f"| *decode only ({kind})* | " + " | ".join(cells) + " |")
+    reasons = {}
+    for t in tasks:
+        for name, r in t["results"].items():
+            if r.get("status") != "ok":
+                where = reasons.setdefault(r["reason"], [])
+                if name not in where:
+                    where.append(name)
+    lines += ["", "Not run: " + "; ".join(f"{', '.join(where)}: {why}" for why, where in reasons.items()) + "."
+              if reasons else "", ""]
+    if results.get("targets"):
+        lines.append("Targets: " + "; ".join(f"{t['what']}: {_measured(t)} ({_met(t)})" for t in results["targets"])
+                     + f". Every figure, CPU time, memory and time to first batch: [results.md]({{results_md}}).")
     return "\n".join(lines)
 
 
@@ -169,9 +218,11 @@ def update_readme(readme: str, results_dir: str) -> None:
         results = json.load(f)
     with open(readme) as f:
         text = f.read()
-    plot = os.path.relpath(os.path.join(results_dir, "throughput.png"), os.path.dirname(os.path.abspath(readme)))
+    here = os.path.dirname(os.path.abspath(readme))
+    plot = os.path.relpath(os.path.join(results_dir, "throughput.png"), here)
+    table = summary(results).replace("{results_md}", os.path.relpath(os.path.join(results_dir, "results.md"), here))
     body = (f"{README_START}\n<!-- written by `fastload bench --readme`; do not edit by hand -->\n\n"
-            f"{markdown(results)}\n![throughput]({plot})\n{README_END}")
+            f"{table}\n\n![throughput]({plot})\n{README_END}")
     if README_START in text and README_END in text:
         text = re.sub(re.escape(README_START) + ".*?" + re.escape(README_END), lambda _: body, text, flags=re.S)
     else:
