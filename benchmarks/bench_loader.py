@@ -10,7 +10,6 @@ Targets: >= 2.3x torch on the ImageNet-like set, >= 5x on the 64x64 set.
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import random
 import statistics
@@ -23,31 +22,9 @@ sys.path.insert(0, os.path.dirname(__file__))
 import fastload as fl  # noqa: E402
 from common import MEAN, STD, dataset, epochs_per_second, header, line, peak_rss_mb  # noqa: E402
 
+from fastload.bench._worker import pil_sample  # noqa: E402   the suite's per-image PIL reference work
+
 BATCH = 64
-
-
-def rrc_params(w, h, rng, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3)):
-    """torchvision's RandomResizedCrop.get_params, in plain Python."""
-    area = w * h
-    for _ in range(10):
-        target = area * rng.uniform(*scale)
-        ar = math.exp(rng.uniform(math.log(ratio[0]), math.log(ratio[1])))
-        cw, ch = int(round(math.sqrt(target * ar))), int(round(math.sqrt(target / ar)))
-        if 0 < cw <= w and 0 < ch <= h:
-            return rng.randint(0, w - cw), rng.randint(0, h - ch), cw, ch
-    return 0, 0, w, h
-
-
-def pil_sample(path, size, rng):
-    """Open, convert, random-resized-crop, flip: what a typical PIL pipeline does per image."""
-    from PIL import Image
-    with Image.open(path) as im:
-        im = im.convert("RGB")
-        x, y, cw, ch = rrc_params(im.width, im.height, rng)
-        im = im.resize((size, size), Image.BILINEAR, box=(x, y, x + cw, y + ch))
-        if rng.random() < 0.5:
-            im = im.transpose(Image.FLIP_LEFT_RIGHT)
-        return np.array(im)   # a writable copy, as torchvision's ToTensor makes
 
 
 def naive_epoch(source, size):
@@ -62,29 +39,12 @@ def naive_epoch(source, size):
         images, labels = [], []
         for i in order[b:b + BATCH]:
             path, label = source[i]
-            images.append(pil_sample(path, size, rng))
+            images.append(pil_sample(path, "rrc", size, rng))
             labels.append(label)
         x = ((np.stack(images).astype(np.float32) - mean) / std).transpose(0, 3, 1, 2)
         y = np.array(labels)
         count += min(len(x), len(y))
     return count
-
-
-class TorchDataset:
-    def __init__(self, source, size):
-        self.source, self.size = source, size
-
-    def __len__(self):
-        return len(self.source)
-
-    def __getitem__(self, i):
-        import torch
-        path, label = self.source[i]
-        rng = random.Random(i * 7919 + torch.initial_seed())
-        x = torch.from_numpy(pil_sample(path, self.size, rng)).permute(2, 0, 1).float().div_(255)
-        mean = torch.tensor(MEAN).view(3, 1, 1)
-        std = torch.tensor(STD).view(3, 1, 1)
-        return x.sub_(mean).div_(std), label
 
 
 def counting_epoch(loader):
@@ -100,7 +60,9 @@ def counting_epoch(loader):
 
 def make_torch_loader(source, size):
     import torch
-    return torch.utils.data.DataLoader(TorchDataset(source, size), batch_size=BATCH, shuffle=True,
+
+    from fastload.bench._worker import TorchImages
+    return torch.utils.data.DataLoader(TorchImages(list(source), "rrc", size), batch_size=BATCH, shuffle=True,
                                        num_workers=2, persistent_workers=True)
 
 

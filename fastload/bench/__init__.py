@@ -1,0 +1,53 @@
+"""``fastload bench``: fastload against its peers on the same files, with the decode-only limit.
+
+    fastload bench [PATH] [--quick | --full] [--out DIR]   # run; writes results.json, results.md, plots
+    fastload bench --readme [--out DIR]                   # put the latest table into README.md
+
+Without PATH the suite generates its data sets (photo-like, deterministic from
+``--seed``; cached under ``$FASTLOAD_BENCH_CACHE`` or ``~/.cache/fastload-bench``):
+ImageNet-like JPEGs, 64x64 JPEGs, PNGs and an image + JSON + CSV set. With PATH
+it measures your class-per-subfolder image folder. Contenders whose packages
+conflict with this environment (pillow-simd, FFCV, SPDL, Grain) run in virtual
+environments built on first use and reused; ``--no-envs`` leaves them out.
+"""
+from __future__ import annotations
+
+import os
+
+__all__ = ["add_parser", "run"]
+
+
+def add_parser(subparsers):
+    """Register ``bench`` on an argparse subparsers object; ``args.func`` runs it."""
+    from .suite import CONTENDERS
+    p = subparsers.add_parser("bench", help="benchmark fastload against its peers (plots and a table)",
+                              description=__doc__.split("\n\n")[0])
+    p.add_argument("path", nargs="?", help="class-per-subfolder image directory (default: generated sets)")
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--quick", dest="mode", action="store_const", const="quick", help="under 3 minutes (default)")
+    mode.add_argument("--full", dest="mode", action="store_const", const="full", help="under 20 minutes")
+    p.set_defaults(mode="quick", func=run)
+    p.add_argument("--out", default=os.path.join("benchmarks", "results"), help="output folder (%(default)s)")
+    p.add_argument("--threads", type=int, default=None, help="threads/workers per contender (default: all cores)")
+    p.add_argument("--contenders", default=None,
+                   help=f"comma-separated subset of: {', '.join(CONTENDERS)} (default: all)")
+    p.add_argument("--no-envs", action="store_true", help="skip the contenders that need their own environment")
+    p.add_argument("--rebuild-envs", action="store_true", help="rebuild those environments (or retry failed ones)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the generated data sets")
+    p.add_argument("--readme", nargs="?", const="README.md", metavar="FILE",
+                   help="do not run: write the table and plot of --out's results into FILE's bench section")
+    return p
+
+
+def run(args) -> int:
+    if args.readme:
+        from .report import update_readme
+        update_readme(args.readme, args.out)
+        print(f"updated {args.readme} from {os.path.join(args.out, 'results.json')}")
+        return 0
+    from .suite import run_suite
+    only = [c.strip() for c in args.contenders.split(",")] if args.contenders else None
+    run_suite(args.path, mode=args.mode, out=args.out, threads=args.threads, only=only,
+              use_envs=not args.no_envs, seed=args.seed, rebuild_envs=args.rebuild_envs)
+    print(f"wrote {', '.join(os.path.join(args.out, n) for n in ('results.json', 'results.md'))} and plots")
+    return 0

@@ -1,0 +1,233 @@
+"""The suite's outputs: a Markdown table, matplotlib plots, and README's benchmark section."""
+from __future__ import annotations
+
+import json
+import os
+import re
+
+__all__ = ["markdown", "summary", "update_readme", "write_report"]
+
+README_START, README_END = "<!-- bench:start -->", "<!-- bench:end -->"
+PLOTS = ("throughput.png", "scaling.png", "memory.png")
+
+
+def _fmt_rate(r: dict) -> str:
+    return f"{r['median']:,.0f} ({r['min']:,.0f}–{r['max']:,.0f})"
+
+
+def markdown(results: dict) -> str:
+    """One table per task (contenders in rows), the targets, and the scaling and memory figures."""
+    meta = results["meta"]
+    m = meta["machine"]
+    lines = [f"`fastload bench --{meta['mode']}`, {meta['date']}: {m['cores']} cores ({m['cpu']}), "
+             f"{meta['threads']} threads/workers per contender, batch {meta['batch']}, images/s as the median "
+             f"(min–max) of {meta['runs']} epochs after a warm-up epoch; JPEG decoder: "
+             f"{m['features']['jpeg_decoder']}. Load average {m['load_average'][0]:.1f} at the start, "
+             f"{meta.get('load_average_end', [0])[0]:.1f} at the end (other work on the machine adds noise: "
+             f"compare ratios within one run). Contenders marked * are timed on a fixed subset of "
+             f"{meta['cap']} files. *fastload ×*: fastload's images/s over the row's. *CPU ms/image*: user + "
+             f"system time of the contender's process tree in the timed epochs. *Peak RSS*: the process tree's "
+             f"resident memory summed over processes (pages they share count in each). *Decode limit*: "
+             f"libjpeg-turbo (Pillow for PNG) decoding the same files from memory in as many processes as "
+             f"contenders get threads; *region*: only each random crop's rectangle, at the DCT scale the "
+             f"crop allows.", ""]
+    for task in results["tasks"]:
+        lines += [f"**{task['title']}** ({task['samples']} samples)", ""]
+        limits = task["limits"]
+        cols = ["contender", "images/s", "fastload ×", "CPU ms/image", "peak RSS MB", "first batch s"]
+        cols += [f"of {k} decode limit" for k in limits]
+        lines += ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+        fast = task["results"].get("fastload", {}).get("median")
+        for name, r in task["results"].items():
+            label = r.get("label", name) + (" *" if r.get("status") == "ok" and r["images"] < task["samples"] else "")
+            if r.get("status") != "ok":
+                lines.append(f"| {label} | {r['status']}: {r['reason']} |" + " |" * (len(cols) - 2))
+                continue
+            ratio = f"{fast / r['median']:.2f}x" if fast else ""
+            row = [label, _fmt_rate(r), ratio, f"{r['cpu_s_per_image'] * 1e3:.2f}",
+                   f"{r.get('peak_rss_mb', 0):.0f}", f"{r['first_batch_s']:.2f}"]
+            row += [f"{r.get(f'efficiency_{k}', 0):.2f}" for k in limits]
+            lines.append("| " + " | ".join(row) + " |")
+        for k, lim in limits.items():
+            lines.append(f"| *decode only, {k}* ({lim['decoder']}, {lim['threads']} threads) | "
+                         f"{lim['rate']:,.0f} |" + " |" * (len(cols) - 2))
+        lines.append("")
+    versions = {}
+    for task in results["tasks"]:
+        for name, r in task["results"].items():
+            versions.setdefault(name, r.get("versions"))
+    listed = [f"{name}: " + ", ".join(f"{k} {v}" for k, v in sorted(v.items())) for name, v in versions.items() if v]
+    if listed:
+        lines += ["Versions: " + "; ".join(listed) + ".", ""]
+    if results.get("targets"):
+        lines += ["**Targets**", "", "| figure | measured | target | met |", "|---|---|---|---|"]
+        for t in results["targets"]:
+            target = f"< {t['target']:.0%}" if t["lower_is_better"] else f">= {t['target']}x"
+            lines.append(f"| {t['what']} | {_measured(t)} | {target} | {_met(t)} |")
+        lines.append("")
+    sc = results.get("scaling")
+    if sc:
+        lines += [f"**Scaling** ({sc['task']}, images/s by thread/worker count)", "",
+                  "| threads | " + " | ".join(str(t) for t in sc["threads"]) + " |",
+                  "|---|" + "---|" * len(sc["threads"])]
+        for key in ("fastload", "torch", "limit_region", "limit_full"):
+            lines.append(f"| {key} | " + " | ".join("—" if v is None else f"{v:,.0f}" for v in sc[key]) + " |")
+        lines.append("")
+    mem = results.get("memory")
+    if mem:
+        lines += [f"**Peak RSS** (MB, one epoch of {mem['task']}, process tree) against file count", "",
+                  "| files | " + " | ".join(f"{n:,}" for n in mem["files"]) + " |", "|---|---|---|"]
+        for key, vals in mem.items():
+            if isinstance(vals, list) and key != "files":
+                lines.append(f"| {key} | " + " | ".join("—" if v is None else f"{v:.0f}" for v in vals) + " |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _measured(t: dict) -> str:
+    if t["value"] is None:
+        return "not measured"
+    return f"{t['value']:+.1%}" if t["lower_is_better"] else f"{t['value']:.2f}x"
+
+
+def _met(t: dict) -> str:
+    return {True: "met", False: "**not met**", None: "—"}[t["met"]]
+
+
+def summary(results: dict) -> str:
+    """README's table: one row per contender, one column per task (images/s, and fastload's
+    multiple of it), the decode limits, and the targets."""
+    meta, m = results["meta"], results["meta"]["machine"]
+    tasks = results["tasks"]
+    short = {"rrc224": "RRC-224", "resize224": "resize-224", "rrc64": "64x64 RRC-64", "png224": "PNG RRC-224",
+             "multimodal": "image+text+CSV"}
+    lines = [f"`fastload bench --{meta['mode']}` on {m['cores']} cores ({m['cpu']}, load average "
+             f"{m['load_average'][0]:.1f}: other work shared the machine), {meta['threads']} threads or workers "
+             f"each, images/s (median of {meta['runs']} epochs) and in brackets fastload's multiple of it.", "",
+             "| contender | " + " | ".join(short.get(t["name"], t["name"]) for t in tasks) + " |",
+             "|---|" + "---|" * len(tasks)]
+    for name in tasks[0]["results"]:
+        cells = []
+        for t in tasks:
+            r = t["results"][name]
+            fast = t["results"]["fastload"].get("median")
+            if r.get("status") != "ok":
+                cells.append(r.get("status", ""))
+            elif name == "fastload":
+                cells.append(f"**{r['median']:,.0f}**")
+            else:
+                cells.append(f"{r['median']:,.0f} ({fast / r['median']:.1f}x)" if fast else f"{r['median']:,.0f}")
+        lines.append(f"| {tasks[0]['results'][name].get('label', name)} | " + " | ".join(cells) + " |")
+    for kind in ("full", "region"):
+        cells = [f"*{t['limits'][kind]['rate']:,.0f}*" if kind in t["limits"] else "" for t in tasks]
+        lines.append(f"| *decode only ({kind})* | " + " | ".join(cells) + " |")
+    reasons = {}
+    for t in tasks:
+        for name, r in t["results"].items():
+            if r.get("status") != "ok":
+                where = reasons.setdefault(r["reason"], [])
+                if name not in where:
+                    where.append(name)
+    lines += ["", "Not run: " + "; ".join(f"{', '.join(where)}: {why}" for why, where in reasons.items()) + "."
+              if reasons else "", ""]
+    if results.get("targets"):
+        lines.append("Targets: " + "; ".join(f"{t['what']}: {_measured(t)} ({_met(t)})" for t in results["targets"])
+                     + f". Every figure, CPU time, memory and time to first batch: [results.md]({{results_md}}).")
+    return "\n".join(lines)
+
+
+def write_report(results: dict, out: str) -> None:
+    with open(os.path.join(out, "results.md"), "w") as f:
+        f.write(markdown(results) + "\n")
+    _plots(results, out)
+
+
+def _plots(results: dict, out: str) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    tasks = results["tasks"]
+    fig, axes = plt.subplots(len(tasks), 1, figsize=(9, 2.2 + 0.45 * 10 * len(tasks) / 2), squeeze=False)
+    for ax, task in zip(axes[:, 0], tasks):
+        ok = [(n, r) for n, r in task["results"].items() if r.get("status") == "ok"]
+        names = [n for n, _ in ok][::-1]
+        rates = [r["median"] for _, r in ok][::-1]
+        errs = [[r["median"] - r["min"] for _, r in ok][::-1], [r["max"] - r["median"] for _, r in ok][::-1]]
+        colors = ["tab:orange" if n == "fastload" else "tab:blue" for n in names]
+        ax.barh(names, rates, xerr=errs, color=colors, capsize=2)
+        fast = task["results"].get("fastload", {}).get("median")
+        for y, (n, v) in enumerate(zip(names, rates)):
+            label = f"{v:,.0f}" + (f"  (fastload {fast / v:.2f}x)" if fast and n != "fastload" else "")
+            ax.text(v, y, " " + label, va="center", fontsize=7)
+        for k, lim in task["limits"].items():
+            ax.axvline(lim["rate"], color="gray" if k == "full" else "black", ls="--", lw=1)
+            ax.text(lim["rate"], len(names) - 0.4, f" {k}-decode limit", fontsize=6, color="gray")
+        missing = [n for n, r in task["results"].items() if r.get("status") != "ok"]
+        ax.set_title(task["title"] + (f"\nnot run: {', '.join(missing)}" if missing else ""), fontsize=8)
+        ax.set_xlabel("images/s" if task["name"] != "multimodal" else "samples/s", fontsize=7)
+        ax.tick_params(labelsize=7)
+        ax.set_xlim(0, max(rates + [lim["rate"] for lim in task["limits"].values()] + [1]) * 1.45)
+    fig.tight_layout()
+    fig.savefig(os.path.join(out, "throughput.png"), dpi=110)
+    plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    sc = results.get("scaling")
+    if sc:
+        for key, style in (("fastload", "o-"), ("torch", "s-"), ("limit_region", "k--"), ("limit_full", "k:")):
+            pts = [(t, v) for t, v in zip(sc["threads"], sc[key]) if v]
+            if pts:
+                ax.plot(*zip(*pts), style, label=key.replace("_", " "))
+        ax.set_xticks(sc["threads"])
+        ax.set_title(f"throughput vs threads ({sc['task']})", fontsize=9)
+        ax.legend(fontsize=8)
+    else:
+        ax.text(0.5, 0.5, "scaling not measured", ha="center")
+    ax.set_xlabel("threads / workers")
+    ax.set_ylabel("images/s")
+    fig.tight_layout()
+    fig.savefig(os.path.join(out, "scaling.png"), dpi=110)
+    plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    mem = results.get("memory")
+    if mem:
+        for key, vals in mem.items():
+            if isinstance(vals, list) and key != "files":
+                pts = [(n, v) for n, v in zip(mem["files"], vals) if v]
+                if pts:
+                    ax.plot(*zip(*pts), "o-", label=key)
+        ax.set_xscale("log")
+        ax.set_ylim(bottom=0)
+        ax.set_title(f"peak RSS vs files ({mem['task']}, one epoch)", fontsize=9)
+        ax.legend(fontsize=8)
+    else:
+        ax.text(0.5, 0.5, "memory curve not measured", ha="center")
+    ax.set_xlabel("files in the data set")
+    ax.set_ylabel("peak RSS of the process tree, MB")
+    fig.tight_layout()
+    fig.savefig(os.path.join(out, "memory.png"), dpi=110)
+    plt.close(fig)
+
+
+def update_readme(readme: str, results_dir: str) -> None:
+    """Put the table of ``results_dir/results.json`` and its throughput plot between README's
+    bench markers (appending the section when they are missing)."""
+    with open(os.path.join(results_dir, "results.json")) as f:
+        results = json.load(f)
+    with open(readme) as f:
+        text = f.read()
+    here = os.path.dirname(os.path.abspath(readme))
+    plot = os.path.relpath(os.path.join(results_dir, "throughput.png"), here)
+    table = summary(results).replace("{results_md}", os.path.relpath(os.path.join(results_dir, "results.md"), here))
+    body = (f"{README_START}\n<!-- written by `fastload bench --readme`; do not edit by hand -->\n\n"
+            f"{table}\n\n![throughput]({plot})\n{README_END}")
+    if README_START in text and README_END in text:
+        text = re.sub(re.escape(README_START) + ".*?" + re.escape(README_END), lambda _: body, text, flags=re.S)
+    else:
+        text = text.rstrip("\n") + "\n\n## Benchmark suite\n\n`fastload bench` runs every contender on the " \
+               "same generated files (`--quick` or `--full`; `fastload bench PATH` on your own folder) and " \
+               "writes JSON, this table and plots to `benchmarks/results/`.\n\n" + body + "\n"
+    with open(readme, "w") as f:
+        f.write(text)

@@ -1,0 +1,409 @@
+"""The benchmark suite: every contender on the same files and transforms, each in its own process.
+
+A contender runs as ``_worker.py`` under the interpreter it needs (the suite's
+own, or a virtual environment built on first use, see ``envs``), while this
+process samples the resident memory of its whole process tree (the DataLoader's
+workers included) and records its peak. The physical limit of each task (see
+``limits``) is measured in the same run, so efficiency is a ratio of figures
+taken minutes apart on the same machine. Nothing is dropped: a contender that
+cannot be installed, does not apply or fails is listed with its reason.
+"""
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+
+from . import envs
+from .datasets import KINDS, cache_dir, dataset, linked_copies
+
+__all__ = ["CONTENDERS", "MODES", "TASKS", "Contender", "Task", "run_suite"]
+
+_WORKER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_worker.py")
+_PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+
+
+@dataclass(frozen=True)
+class Task:
+    name: str
+    dataset: str      # a datasets.KINDS key, or "user" for PATH
+    transform: str    # "rrc", "resize" or "multimodal"
+    size: int
+    title: str
+    batch: int = 64
+
+    def transforms(self):
+        import fastload as fl
+        if self.transform == "rrc":
+            return [fl.RandomResizedCrop(self.size), fl.RandomHorizontalFlip(), fl.Normalize(MEAN, STD)]
+        return [fl.Resize((self.size, self.size)), fl.Normalize(MEAN, STD)]
+
+
+@dataclass(frozen=True)
+class Contender:
+    name: str
+    label: str
+    builder: str                 # the function in _worker.BUILDERS
+    workers: int | None = None   # None: the suite's thread count
+    env: str | None = None       # an envs.ENVS key: runs in that virtual environment
+    capped: bool = False         # slow: timed on a fixed subset of the files (rates stay per image)
+    gpu: bool = False            # runs only where a CUDA GPU is present
+
+
+TASKS = [
+    Task("rrc224", "imagenet", "rrc", 224, "ImageNet-like JPEG -> RandomResizedCrop-224 + flip + normalise"),
+    Task("resize224", "imagenet", "resize", 224, "ImageNet-like JPEG -> resize 224x224 + normalise"),
+    Task("rrc64", "small", "rrc", 64, "64x64 JPEG -> RandomResizedCrop-64 + flip + normalise"),
+    Task("png224", "png", "rrc", 224, "PNG ~256x256 -> RandomResizedCrop-224 + flip + normalise"),
+    Task("multimodal", "multimodal", "multimodal", 64, "image 64x64 + caption tokens + 16 CSV floats", batch=32),
+]
+
+
+def contenders(threads: int) -> list[Contender]:
+    return [
+        Contender("fastload", f"fastload, {threads} threads", "fastload"),
+        Contender("generator", "tutorial generator (PIL, np.stack), 1 thread", "generator", 0, capped=True),
+        *[Contender(f"torch-{w}", f"torch DataLoader + PIL, {w} workers", "torch", w, capped=w < threads)
+          for w in sorted({0, 1, threads})],
+        Contender("pillow-simd", f"torch DataLoader + pillow-simd, {threads} workers", "torch", env="pillow-simd"),
+        Contender("ffcv", f"FFCV (.beton), {threads} workers", "ffcv", env="ffcv"),
+        Contender("spdl", f"SPDL (FFmpeg decode), {threads} threads", "spdl", env="spdl", capped=True),
+        Contender("grain", f"Grain + PIL, {threads} threads", "grain", env="grain", capped=True),
+        Contender("dali", f"NVIDIA DALI (GPU decode), {threads} CPU threads", "dali", env="dali", gpu=True),
+    ]
+
+
+CONTENDERS = [c.name for c in contenders(2)]
+
+#: per mode: the tasks, samples per data set, the memory-curve file counts, timed runs, the cap for slow contenders,
+#: and the seconds a contender may take on one task
+MODES = {
+    "quick": {"tasks": ("rrc224", "rrc64", "png224", "multimodal"), "imagenet": 256, "small": 2048, "png": 96,
+              "multimodal": 1024, "memory": (1000, 10000), "runs": 3, "cap": 96, "timeout": 150},
+    "full": {"tasks": tuple(t.name for t in TASKS), "imagenet": 1024, "small": 8192, "png": 256,
+             "multimodal": 2048, "memory": (3000, 30000), "runs": 3, "cap": 192, "timeout": 420},
+}
+
+
+def _not_applicable(c: Contender, task: Task) -> str | None:
+    if task.transform == "multimodal" and c.builder not in ("fastload", "generator"):
+        return "image-only loader: the multi-modal set is compared with the generator baseline"
+    return None   # the worker says when a contender cannot read the files (FFCV and PNG)
+
+
+def _gpu_reason() -> str | None:
+    """Why a GPU contender cannot run here, or None."""
+    try:
+        import torch
+        if torch.cuda.is_available():
+            return None
+    except ImportError:
+        pass
+    return "no CUDA GPU on this machine: DALI decodes and augments on the GPU"
+
+
+class _RssSampler:
+    """Peak resident memory of a process and its descendants, sampled every 20 ms (with psutil;
+    without it the worker's own getrusage figure stands)."""
+
+    def __init__(self, pid: int):
+        try:
+            import psutil
+            self.root = psutil.Process(pid)
+        except (ImportError, Exception):
+            self.root = None
+        self.peak = 0
+
+    def sample(self) -> None:
+        if self.root is None:
+            return
+        try:
+            procs = [self.root, *self.root.children(recursive=True)]
+            total = 0
+            for p in procs:
+                try:
+                    total += p.memory_info().rss
+                except Exception:
+                    pass
+            self.peak = max(self.peak, total)
+        except Exception:
+            pass
+
+
+def run_worker(python: str, spec: dict, timeout: float) -> dict:
+    """Run one contender in a child process; its JSON answer plus the tree's peak RSS."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (_PACKAGE_ROOT, env.get("PYTHONPATH")) if p)
+    env.setdefault("OMP_NUM_THREADS", "1")
+    log = os.path.join(spec["cache"], f"worker-{spec['contender']}-{spec['task']['name']}")
+    os.makedirs(spec["cache"], exist_ok=True)
+    with open(log + ".out", "w") as out, open(log + ".log", "w") as err, \
+            subprocess.Popen([python, _WORKER, json.dumps(spec)], stdout=out, stderr=err, env=env,
+                             cwd=spec["cache"]) as proc:
+        rss = _RssSampler(proc.pid)
+        deadline = time.monotonic() + timeout
+        while proc.poll() is None:
+            rss.sample()
+            if time.monotonic() > deadline:
+                _kill_tree(proc)
+                return {"ok": False, "status": "failed", "reason": f"timed out after {timeout:.0f} s"}
+            time.sleep(0.02)
+    with open(log + ".out") as f:
+        lines = f.read().splitlines()
+    for line in reversed(lines):
+        if line.startswith("@@fastload-bench "):
+            result = json.loads(line.split(" ", 1)[1])
+            if rss.peak:
+                result["peak_rss_mb"] = rss.peak / 2 ** 20
+            if result.get("status") == "failed":
+                result["reason"] = (result["reason"] + _error_line(log + ".log"))[:500]
+            return result
+    with open(log + ".log", errors="replace") as f:
+        tail = " | ".join(line.strip() for line in f.read().splitlines()[-4:])
+    return {"ok": False, "status": "failed", "reason": f"exit status {proc.returncode}: {tail}"[:500]}
+
+
+def _error_line(log: str) -> str:
+    """The last line of a worker's stderr that names an error (libraries often log and go on)."""
+    with open(log, errors="replace") as f:
+        lines = [line.strip() for line in f if "Error" in line or "error:" in line]
+    return f" [log: {lines[-1][:300]}]" if lines else ""
+
+
+def _kill_tree(proc) -> None:
+    try:
+        import psutil
+        for child in psutil.Process(proc.pid).children(recursive=True):
+            child.kill()
+    except Exception:
+        pass
+    proc.kill()
+    proc.wait()
+
+
+def _summarise(result: dict) -> dict:
+    if not result.get("ok"):
+        return result
+    runs = result["rates"]
+    result.update(status="ok", median=statistics.median(runs), min=min(runs), max=max(runs))
+    return result
+
+
+def _interpreter(c: Contender, cache: str, use_envs: bool, rebuild: bool, log) -> tuple[str | None, dict | None]:
+    if c.gpu and (reason := _gpu_reason()):
+        return None, {"ok": False, "status": "not run", "reason": reason}
+    if c.env is None:
+        return sys.executable, None
+    if not use_envs:
+        return None, {"ok": False, "status": "not run", "reason": "virtual-environment contenders skipped (--no-envs)"}
+    try:
+        return envs.ensure(c.env, cache, rebuild=rebuild, log=log), None
+    except envs.EnvUnavailable as e:
+        return None, {"ok": False, "status": "not installed", "reason": str(e)}
+
+
+def _image_paths(root: str) -> list[str]:
+    from ._worker import scan_folder
+    return [p for p, _ in scan_folder(root)]
+
+
+def _machine() -> dict:
+    cpu = platform.processor()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
+    except OSError:
+        pass
+    import fastload as fl
+    return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(),
+            "load_average": list(os.getloadavg()), "features": fl.features()}
+
+
+def run_suite(path: str | None = None, *, mode: str = "quick", out: str = "benchmarks/results",
+              threads: int | None = None, only: list[str] | None = None, use_envs: bool = True,
+              sizes: dict | None = None, seed: int = 0, cache: str | None = None, rebuild_envs: bool = False,
+              scaling: bool = True, memory: bool = True, log=print) -> dict:
+    """Run the suite and write ``results.json``, ``results.md`` and the plots under ``out``.
+
+    ``path``: measure a class-per-subfolder image directory instead of the generated sets.
+    ``only``: contender names to run (the others are listed as not run). ``sizes`` overrides
+    entries of ``MODES[mode]`` (the tests use tiny sets).
+    """
+    from .limits import decode_limits
+    from .report import write_report
+    cfg = {**MODES[mode], **(sizes or {})}
+    threads = threads or os.cpu_count() or 1
+    cache = cache or cache_dir()
+    t_start = time.perf_counter()
+    if path:
+        tasks = [Task("rrc224", "user", "rrc", 224, f"{path} -> RandomResizedCrop-224 + flip + normalise"),
+                 Task("resize224", "user", "resize", 224, f"{path} -> resize 224x224 + normalise")]
+        memory = False
+    else:
+        tasks = [t for t in TASKS if t.name in cfg["tasks"]]
+    results = {"meta": {"mode": mode, "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+                        "threads": threads, "seed": seed, "batch": 64, "runs": cfg["runs"], "cap": cfg["cap"],
+                        "machine": _machine()},
+               "datasets": {}, "tasks": []}
+    roster = contenders(threads)
+    interpreters = {}
+    for task in tasks:
+        if task.dataset == "user":
+            root = os.path.abspath(path)
+            desc = "your folder"
+        else:
+            t = time.perf_counter()
+            root = dataset(task.dataset, cfg[task.dataset], seed=seed, cache=cache)
+            desc = KINDS[task.dataset][0]
+            if time.perf_counter() - t > 1:
+                log(f"  generated {cfg[task.dataset]} samples of '{task.dataset}' in {time.perf_counter() - t:.0f} s")
+        n = len(os.listdir(os.path.join(root, "images"))) if task.transform == "multimodal" else len(_image_paths(root))
+        results["datasets"][task.dataset] = {"path": root, "samples": n, "description": desc}
+        log(f"== {task.name}: {task.title} ({n} samples, batch {task.batch}, {threads} threads)")
+        entry = {"name": task.name, "title": task.title, "dataset": task.dataset, "samples": n,
+                 "batch": task.batch, "limits": {}, "results": {}}
+        if task.transform != "multimodal":
+            entry["limits"] = decode_limits(_image_paths(root), task.transforms(), threads, runs=cfg["runs"])
+            for kind, lim in entry["limits"].items():
+                log(f"  decode-only limit ({kind}): {lim['rate']:.0f} img/s [{lim['decoder']}]")
+        for c in roster:
+            if (reason := _not_applicable(c, task)):
+                res = {"ok": False, "status": "n/a", "reason": reason}
+            elif only is not None and c.name not in only:
+                res = {"ok": False, "status": "not run", "reason": "not selected (--contenders)"}
+            else:
+                if c.name not in interpreters:
+                    interpreters[c.name] = _interpreter(c, cache, use_envs, rebuild_envs, log)
+                python, unavailable = interpreters[c.name]
+                res = dict(unavailable or {})
+                if python:
+                    spec = _spec(c.name, c.builder, task, root, threads if c.workers is None else c.workers,
+                                 cfg["runs"], cfg["cap"] if c.capped else 0, cache)
+                    res = _summarise(run_worker(python, spec, cfg["timeout"]))
+            res["label"] = c.label
+            _efficiency(res, entry["limits"])
+            entry["results"][c.name] = res
+            log("  " + _line(c.name, res))
+        results["tasks"].append(entry)
+    if scaling and (only is None or "fastload" in only):
+        results["scaling"] = _scaling(tasks[0], results, threads, cfg, cache, only, log)
+    if memory:
+        results["memory"] = _memory(cfg, seed, cache, threads, only, log)
+    results["targets"] = _targets(results)
+    results["meta"]["seconds"] = time.perf_counter() - t_start
+    results["meta"]["load_average_end"] = list(os.getloadavg())
+    os.makedirs(out, exist_ok=True)
+    with open(os.path.join(out, "results.json"), "w") as f:
+        json.dump(results, f, indent=1)
+    write_report(results, out)
+    return results
+
+
+def _spec(name: str, builder: str, task: Task, root: str, workers: int, runs: int, max_images: int,
+          cache: str) -> dict:
+    """The worker's instructions (see _worker's docstring)."""
+    return {"contender": name, "builder": builder, "workers": workers, "runs": runs, "max_images": max_images,
+            "cache": os.path.join(cache, "work"),
+            "task": {"name": task.name, "dataset": task.dataset, "path": root, "transform": task.transform,
+                     "size": task.size, "batch": task.batch}}
+
+
+def _efficiency(res: dict, limits: dict) -> None:
+    if res.get("status") == "ok":
+        for kind, lim in limits.items():
+            res[f"efficiency_{kind}"] = res["median"] / lim["rate"]
+
+
+def _line(name: str, res: dict) -> str:
+    if res.get("status") != "ok":
+        return f"{name:<12} {res['status']}: {res['reason']}"
+    return (f"{name:<12} {res['median']:8.0f} img/s (runs {', '.join(f'{r:.0f}' for r in res['rates'])}; "
+            f"{res['images']} images)  cpu {res['cpu_s_per_image'] * 1e3:.2f} ms/img  "
+            f"rss {res.get('peak_rss_mb', 0):.0f} MB  first batch {res['first_batch_s']:.2f} s")
+
+
+def _scaling(task: Task, results: dict, threads: int, cfg: dict, cache: str, only, log) -> dict:
+    """Throughput against thread count: fastload, torch DataLoader workers, and the decode limit."""
+    from .limits import decode_limits
+    root = results["datasets"][task.dataset]["path"]
+    counts = list(range(1, threads + 1))
+    out = {"task": task.name, "threads": counts, "fastload": [], "torch": [], "limit_region": [], "limit_full": []}
+    log(f"== scaling: {task.name}, 1..{threads} threads")
+    for t in counts:
+        lim = decode_limits(_image_paths(root), task.transforms(), t, runs=cfg["runs"])
+        out["limit_full"].append(lim["full"]["rate"])
+        out["limit_region"].append(lim.get("region", lim["full"])["rate"])
+        for name, builder, capped in (("fastload", "fastload", False), ("torch", "torch", True)):
+            if only is not None and (f"{name}-{threads}" if name == "torch" else name) not in only:
+                out[name].append(None)
+                continue
+            spec = _spec(f"{name}-scaling-{t}", builder, task, root, t, cfg["runs"], cfg["cap"] if capped else 0,
+                         cache)
+            res = _summarise(run_worker(sys.executable, spec, cfg["timeout"]))
+            out[name].append(res.get("median"))
+        log(f"  {t} threads: fastload {out['fastload'][-1] or 0:.0f}, torch {out['torch'][-1] or 0:.0f}, "
+            f"region-decode limit {out['limit_region'][-1]:.0f} img/s")
+    return out
+
+
+def _memory(cfg: dict, seed: int, cache: str, threads: int, only, log) -> dict:
+    """Peak RSS of a full epoch against the number of files (hard links of the 64x64 set)."""
+    small, large = cfg["memory"]
+    base = dataset("small", small, seed=seed, cache=cache)
+    task = next(t for t in TASKS if t.name == "rrc64")
+    out = {"task": task.name, "files": [small, large], "fastload": [], f"torch-{threads}": []}
+    log(f"== memory: peak RSS, {small} vs {large} files")
+    for n in (small, large):
+        root = base if n == small else linked_copies(base, n, cache=cache)
+        for name, builder in (("fastload", "fastload"), (f"torch-{threads}", "torch")):
+            if only is not None and name not in only:
+                out[name].append(None)
+                continue
+            spec = _spec(f"{name}-memory-{n}", builder, task, root, threads, 1, 0, cache)
+            res = run_worker(sys.executable, spec, cfg["timeout"])
+            out[name].append(res.get("peak_rss_mb") if res.get("ok") else None)
+        log(f"  {n} files: " + ", ".join(f"{k} {v[-1] or 0:.0f} MB" for k, v in out.items()
+                                         if isinstance(v, list) and k != "files"))
+    return out
+
+
+def _ratio(a, b):
+    return a / b if a and b else None
+
+
+def _targets(results: dict) -> list[dict]:
+    """The figures the project sets targets on, each with its measured value."""
+    tasks = {t["name"]: t for t in results["tasks"]}
+
+    def med(task, name):
+        r = tasks.get(task, {}).get("results", {}).get(name, {})
+        return r.get("median") if r.get("status") == "ok" else None
+
+    def eff(task, kind):
+        r = tasks.get(task, {}).get("results", {}).get("fastload", {})
+        return r.get(f"efficiency_{kind}")
+    threads = results["meta"]["threads"]
+    rows = [
+        ("RRC-224: fastload / FFCV", _ratio(med("rrc224", "fastload"), med("rrc224", "ffcv")), 2.5),
+        ("RRC-224: fastload / crop-region decode-only limit", eff("rrc224", "region"), 0.95),
+        ("64x64: fastload / FFCV", _ratio(med("rrc64", "fastload"), med("rrc64", "ffcv")), 1.9),
+        ("64x64: fastload / decode-only limit (crop region)", eff("rrc64", "region"), 0.9),
+        ("PNG: fastload / torch DataLoader", _ratio(med("png224", "fastload"), med("png224", f"torch-{threads}")), 3.0),
+    ]
+    mem = results.get("memory")
+    if mem and all(mem["fastload"]):
+        growth = mem["fastload"][1] / mem["fastload"][0] - 1
+        rows.append((f"peak RSS growth {mem['files'][0]} -> {mem['files'][1]} files (fastload)", growth, 0.10))
+    out = []
+    for what, value, target in rows:
+        lower_is_better = what.startswith("peak RSS")
+        met = None if value is None else (value < target if lower_is_better else value >= target)
+        out.append({"what": what, "value": value, "target": target, "lower_is_better": lower_is_better, "met": met})
+    return out

@@ -1,0 +1,154 @@
+"""The benchmark suite end to end on tiny generated sets: what it writes, never how fast anything ran."""
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from fastload import cli
+from fastload.bench import report
+from fastload.bench.datasets import dataset, linked_copies
+from fastload.bench.suite import TASKS, contenders, run_suite, run_worker
+
+pytest.importorskip("matplotlib")
+TINY = {"tasks": tuple(t.name for t in TASKS), "imagenet": 16, "small": 96, "png": 8, "multimodal": 40, "memory": (64, 256), "runs": 3, "cap": 16,
+        "timeout": 180}
+RUN = ["fastload", "generator", "torch-0"]   # the environments' contenders are left to `fastload bench`
+
+
+@pytest.fixture(scope="module")
+def suite(tmp_path_factory):
+    pytest.importorskip("torch")
+    root = tmp_path_factory.mktemp("bench")
+    out = str(root / "results")
+    results = run_suite(mode="quick", out=out, threads=2, only=RUN, sizes=TINY, cache=str(root / "cache"),
+                        log=lambda *a: None)
+    return results, out, root
+
+
+def test_results_json_lists_every_contender_with_figures_or_a_reason(suite):
+    results, out, _ = suite
+    with open(os.path.join(out, "results.json")) as f:
+        saved = json.load(f)
+    assert saved == json.loads(json.dumps(results))
+    assert set(saved) == {"meta", "datasets", "tasks", "scaling", "memory", "targets"}
+    assert saved["meta"]["mode"] == "quick" and saved["meta"]["threads"] == 2 and saved["meta"]["runs"] == 3
+    assert [t["name"] for t in saved["tasks"]] == [t.name for t in TASKS]
+    names = [c.name for c in contenders(2)]
+    for task in saved["tasks"]:
+        assert list(task["results"]) == names        # nobody silently dropped
+        for name, r in task["results"].items():
+            assert r["label"]
+            if task["name"] == "multimodal" and name not in ("fastload", "generator"):
+                assert r["status"] == "n/a" and r["reason"]
+            elif name in RUN:
+                assert r["status"] == "ok", (task["name"], name, r)
+                assert len(r["rates"]) == 3 and r["min"] <= r["median"] <= r["max"]
+                assert r["median"] == sorted(r["rates"])[1]
+                assert r["cpu_s_per_image"] > 0 and r["first_batch_s"] > 0 and r["peak_rss_mb"] > 10
+                capped = name in ("generator", "torch-0") and task["name"] != "multimodal"
+                expected = min(TINY["cap"], task["samples"]) if capped else task["samples"]
+                assert r["images"] == expected
+                for kind, lim in task["limits"].items():
+                    assert r[f"efficiency_{kind}"] == pytest.approx(r["median"] / lim["rate"])
+            else:
+                assert r["status"] == "not run" and r["reason"]
+        if task["name"] == "multimodal":
+            assert task["limits"] == {}
+        elif task["dataset"] == "png":
+            assert list(task["limits"]) == ["full"] and "zlib" in task["limits"]["full"]["decoder"]
+        else:
+            assert list(task["limits"]) == ["full", "region"]
+            assert all(lim["rate"] > 0 and lim["threads"] == 2 and lim["images"] == task["samples"]
+                       for lim in task["limits"].values())
+    assert saved["scaling"]["threads"] == [1, 2]
+    assert all(len(saved["scaling"][k]) == 2 and all(v > 0 for v in saved["scaling"][k])
+               for k in ("fastload", "limit_region", "limit_full"))
+    assert saved["scaling"]["torch"] == [None, None]     # torch-2 not selected
+    assert saved["memory"]["files"] == [64, 256] and all(v > 10 for v in saved["memory"]["fastload"])
+    assert saved["memory"]["torch-2"] == [None, None]
+    ffcv_targets = [t for t in saved["targets"] if "FFCV" in t["what"]]
+    assert ffcv_targets and all(t["value"] is None and t["met"] is None for t in ffcv_targets)
+
+
+def test_table_and_plots(suite):
+    results, out, _ = suite
+    with open(os.path.join(out, "results.md")) as f:
+        table = f.read()
+    for task in results["tasks"]:
+        assert task["title"] in table
+        for r in task["results"].values():
+            assert r["label"] in table
+    assert "not run: not selected (--contenders)" in table and "| **Targets**" not in table
+    for name in report.PLOTS:
+        with Image.open(os.path.join(out, name)) as im:
+            im.load()
+            assert im.format == "PNG" and im.width > 300 and im.height > 200
+            assert np.asarray(im.convert("L")).std() > 1     # something was drawn
+
+
+def test_readme_section_is_replaced_not_duplicated(suite, tmp_path):
+    _, out, _ = suite
+    readme = tmp_path / "README.md"
+    readme.write_text("# project\n\nintro\n")
+    assert cli.main(["bench", "--readme", str(readme), "--out", out]) == 0
+    once = readme.read_text()
+    assert once.startswith("# project\n\nintro\n") and once.count(report.README_START) == 1
+    assert "| fastload, 2 threads | **" in once and "throughput.png" in once and "results.md" in once
+    readme.write_text(once.replace("intro", "intro, edited"))
+    assert cli.main(["bench", "--readme", str(readme), "--out", out]) == 0
+    twice = readme.read_text()
+    assert twice == once.replace("intro", "intro, edited") and twice.count(report.README_END) == 1
+
+
+def test_datasets_are_deterministic_and_exact(tmp_path):
+    a = dataset("imagenet", 13, seed=5, cache=str(tmp_path / "a"))
+    b = dataset("imagenet", 13, seed=5, cache=str(tmp_path / "b"))
+    c = dataset("imagenet", 13, seed=6, cache=str(tmp_path / "c"))
+
+    def files(root):
+        return sorted(os.path.relpath(os.path.join(d, f), root) for d, _, fs in os.walk(root) for f in fs
+                      if not f.startswith("."))
+    assert len(files(a)) == 13 and files(a) == files(b) == files(c)
+    for rel in files(a):
+        with open(os.path.join(a, rel), "rb") as f1, open(os.path.join(b, rel), "rb") as f2:
+            assert f1.read() == f2.read()
+    with open(os.path.join(a, files(a)[0]), "rb") as f1, open(os.path.join(c, files(c)[0]), "rb") as f2:
+        assert f1.read() != f2.read()
+    with Image.open(os.path.join(a, files(a)[0])) as im:
+        assert im.format == "JPEG" and 340 <= im.height <= 460 and 391 <= im.width <= 529
+    links = linked_copies(a, 30, cache=str(tmp_path / "a"))
+    linked = files(links)
+    assert len(linked) == 30
+    assert os.path.samefile(os.path.join(links, linked[13]), os.path.join(a, files(a)[0]))
+    mm = dataset("multimodal", 7, cache=str(tmp_path / "m"))
+    with open(os.path.join(mm, "texts.jsonl")) as f:
+        assert len([json.loads(line)["text"] for line in f]) == 7
+    with open(os.path.join(mm, "numeric.csv")) as f:
+        assert len(f.read().splitlines()) == 8
+    assert len(os.listdir(os.path.join(mm, "images"))) == 7
+
+
+def test_a_contender_that_cannot_run_says_why(tmp_path):
+    png = dataset("png", 4, cache=str(tmp_path))
+    spec = {"contender": "ffcv", "builder": "ffcv", "workers": 1, "runs": 1, "max_images": 0,
+            "cache": str(tmp_path / "work"),
+            "task": {"name": "png224", "dataset": "png", "path": png, "transform": "rrc", "size": 32, "batch": 4}}
+    r = run_worker(sys.executable, spec, timeout=60)
+    assert {k: r[k] for k in ("ok", "status", "reason")} == {
+        "ok": False, "status": "n/a",
+        "reason": "FFCV stores JPEG or raw pixels, so it cannot read the same PNG files"}
+    spec.update(builder="generator", task={**spec["task"], "path": str(tmp_path / "missing")})
+    r = run_worker(sys.executable, spec, timeout=60)
+    assert r["status"] == "failed" and "missing" in r["reason"]
+
+
+def test_command_line_help_lists_the_options():
+    out = subprocess.run([sys.executable, "-m", "fastload", "bench", "--help"], capture_output=True, text=True,
+                         check=True, env={**os.environ, "PYTHONPATH": os.path.dirname(os.path.dirname(
+                             os.path.abspath(cli.__file__)))}).stdout
+    for option in ("--quick", "--full", "--out", "--readme", "--no-envs", "--contenders", "path"):
+        assert option in out
