@@ -73,10 +73,14 @@ def linked_copies(src: str, n: int, *, cache: str | None = None) -> str:
 
 
 def _trim(path: str, n: int) -> None:
-    """Remove the images past the n-th from the last classes (the folder was written in whole classes)."""
+    """Remove the images past the n-th from the last classes (the folder was written in whole classes),
+    and the classes that leaves empty."""
     names = sorted(os.path.join(c, f) for c in sorted(os.listdir(path)) for f in os.listdir(os.path.join(path, c)))
     for name in names[n:]:
         os.remove(os.path.join(path, name))
+    for c in os.listdir(path):   # a class left without images is no class (ImageFolder refuses it)
+        if not os.listdir(os.path.join(path, c)):
+            os.rmdir(os.path.join(path, c))
 
 
 def _multimodal(root: str, n: int, size: tuple[int, int], seed: int) -> None:

@@ -1,6 +1,6 @@
 """The physical limit of a task: decode-only throughput on the same files with the same thread count.
 
-JPEGs go through fastload's own libjpeg-turbo decoder (``_decode.JpegDecoder``),
+JPEGs go through fastload's own libjpeg-turbo decoder (``_batch.JpegDecoder``),
 one process per thread of the contenders, so the figure is what libjpeg-turbo
 itself delivers here. Two limits per JPEG task:
 
@@ -59,11 +59,11 @@ def _parallel_rate(work, n: int, procs: int, runs: int) -> tuple[float, list[flo
 
 def _jpeg_work(blobs, transforms, region: bool):
     from ..image.field import compile_plan
-    from .._kernels import _decode
+    from .._kernels import _batch
     local = threading.local()
     plan, (oh, ow) = compile_plan(transforms) if region else (None, (0, 0))
     calls = []
-    probe = _decode.JpegDecoder()
+    probe = _batch.JpegDecoder()
     for i, data in enumerate(blobs):
         info = probe.info(data)
         if not region:
@@ -78,7 +78,7 @@ def _jpeg_work(blobs, transforms, region: bool):
     def work(i):
         d = getattr(local, "d", None)
         if d is None:
-            d = local.d = _decode.JpegDecoder()
+            d = local.d = _batch.JpegDecoder()
         r, min_size, max_denom = calls[i]
         d.decode(blobs[i], region=r, min_size=min_size, max_denom=max_denom)
     return work
@@ -98,15 +98,15 @@ def _pillow_work(blobs):
 def decode_limits(paths: list[str], transforms, threads: int, runs: int = 3) -> dict:
     """{"full": {...}, "region": {...}} for JPEGs ({"full"} for other formats), each with images/s
     (median and runs), the decoder used and the thread count."""
-    from .._kernels import _decode
+    from .._kernels import _batch
     blobs = []
     for p in paths:
         with open(p, "rb") as f:
             blobs.append(f.read())
     jpeg = all(b[:2] == b"\xff\xd8" for b in blobs)
     out = {}
-    if jpeg and _decode.HAVE_LIBJPEG_TURBO:
-        decoder = f"{_decode.version()} (fastload's decoder)"
+    if jpeg and _batch.HAVE_LIBJPEG_TURBO:
+        decoder = f"{_batch.jpeg_version()} (fastload's decoder)"
         kinds = {"full": _jpeg_work(blobs, transforms, False), "region": _jpeg_work(blobs, transforms, True)}
     else:
         from PIL import features
