@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import importlib.util
+import os
+import sys
 
 __all__ = ["features", "jpeg_path"]
 
@@ -42,7 +44,6 @@ def features() -> dict:
 
     from . import __version__
     from ._kernels import _batch
-    from .pipeline.device import cuda_available
     jpeg = _batch.jpeg_version()
     return {
         "fastload": __version__,
@@ -54,5 +55,14 @@ def features() -> dict:
         "pillow_simd": _is_pillow_simd(PIL.__version__),
         "numba": importlib.util.find_spec("numba") is not None,
         "torch": importlib.util.find_spec("torch") is not None,
-        "cuda": cuda_available(),            # torch sees a GPU: device="cuda" and pinned slots work
+        "cuda": _cuda_device(),              # a GPU for device="cuda" and pinned slots
     }
+
+
+def _cuda_device() -> bool:
+    """torch's answer when torch is imported already; else whether an NVIDIA driver is loaded
+    (features() imports no framework)."""
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        return bool(torch.cuda.is_available())
+    return os.path.exists("/proc/driver/nvidia/version")
