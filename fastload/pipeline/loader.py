@@ -429,7 +429,7 @@ class Loader(Fluent):
         while a < len(idx):
             if stop is not None and stop.is_set():
                 return {}
-            n = max(1, min(64, int(_STOP_S / self._per_sample_s))) if self._per_sample_s else 1
+            n = max(1, min(64, int(_STOP_S / self._per_sample_s))) if self._per_sample_s else 8
             b_ = min(a + n, len(idx))
             ctx = ChunkContext(self.seed, job.epoch, indices[a:b_])
             part = records[a:b_]
