@@ -15,6 +15,7 @@ spent per image in the timed epochs; or ``{"ok": false, "reason": ...}``.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -255,7 +256,8 @@ def build_ffcv(files, task, workers, spec):
     from ffcv.writer import DatasetWriter
     from PIL import Image
 
-    beton = os.path.join(spec["cache"], f"{task['dataset']}-{len(files)}.beton")
+    key = hashlib.sha1(repr((task["path"], files)).encode()).hexdigest()[:12]   # the folder and its files
+    beton = os.path.join(spec["cache"], f"{task['dataset']}-{len(files)}-{key}.beton")
     if not os.path.exists(beton):
         class Images:   # FFCV re-encodes the decoded pixels at the same quality (90)
             def __len__(self):

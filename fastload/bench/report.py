@@ -157,17 +157,17 @@ def _plots(results: dict, out: str) -> None:
         colors = ["tab:orange" if n == "fastload" else "tab:blue" for n in names]
         ax.barh(names, rates, xerr=errs, color=colors, capsize=2)
         fast = task["results"].get("fastload", {}).get("median")
-        for y, (n, v) in enumerate(zip(names, rates)):
+        for y, (n, v, top) in enumerate(zip(names, rates, [r["max"] for _, r in ok][::-1])):
             label = f"{v:,.0f}" + (f"  (fastload {fast / v:.2f}x)" if fast and n != "fastload" else "")
-            ax.text(v, y, " " + label, va="center", fontsize=7)
-        for k, lim in task["limits"].items():
+            ax.text(top, y, "  " + label, va="center", fontsize=7)   # past the error bar
+        for i, (k, lim) in enumerate(task["limits"].items()):
             ax.axvline(lim["rate"], color="gray" if k == "full" else "black", ls="--", lw=1)
-            ax.text(lim["rate"], len(names) - 0.4, f" {k}-decode limit", fontsize=6, color="gray")
+            ax.text(lim["rate"], -0.6 - 0.45 * i, f" {k}-decode limit", fontsize=6, color="dimgray", va="top")
         missing = [n for n, r in task["results"].items() if r.get("status") != "ok"]
         ax.set_title(task["title"] + (f"\nnot run: {', '.join(missing)}" if missing else ""), fontsize=8)
         ax.set_xlabel("images/s" if task["name"] != "multimodal" else "samples/s", fontsize=7)
         ax.tick_params(labelsize=7)
-        ax.set_xlim(0, max(rates + [lim["rate"] for lim in task["limits"].values()] + [1]) * 1.45)
+        ax.set_xlim(0, max([r["max"] for _, r in ok] + [lim["rate"] for lim in task["limits"].values()] + [1]) * 1.45)
     fig.tight_layout()
     fig.savefig(os.path.join(out, "throughput.png"), dpi=110)
     plt.close(fig)
