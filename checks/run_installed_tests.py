@@ -1,7 +1,7 @@
 """Run the whole test suite against the installed fastload, from outside the source tree.
 
-Copies ``tests/`` (with ``tools/``, ``checks/`` and ``pyproject.toml``, which
-tests and pytest's settings use) into a temporary directory, checks that
+Copies ``tests/`` (with ``tools/``, ``checks/``, ``examples/``, ``README.md``
+and ``pyproject.toml``, which tests and pytest's settings use) into a temporary directory, checks that
 ``import fastload`` there finds the installed package and not the checkout,
 runs pytest there with any extra arguments, and removes the copy. A module
 missing from the wheel fails the tests that import it.
@@ -16,7 +16,7 @@ import subprocess
 import sys
 import tempfile
 
-COPIED = ("tests", "tools", "checks", "pyproject.toml")
+COPIED = ("tests", "tools", "checks", "examples", "README.md", "pyproject.toml")
 
 
 def main(argv: list[str]) -> int:

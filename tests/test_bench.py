@@ -147,8 +147,9 @@ def test_a_contender_that_cannot_run_says_why(tmp_path):
 
 
 def test_command_line_help_lists_the_options():
+    home = os.path.dirname(os.path.dirname(os.path.abspath(cli.__file__)))
     out = subprocess.run([sys.executable, "-m", "fastload", "bench", "--help"], capture_output=True, text=True,
-                         check=True, env={**os.environ, "PYTHONPATH": os.path.dirname(os.path.dirname(
-                             os.path.abspath(cli.__file__)))}).stdout
+                         check=True, cwd=os.path.dirname(home) or "/",   # not a checkout's bare sources
+                         env={**os.environ, "PYTHONPATH": home}).stdout
     for option in ("--quick", "--full", "--out", "--readme", "--no-envs", "--contenders", "path"):
         assert option in out

@@ -29,7 +29,7 @@ def torchrun(nproc, root, out, batch, state="-", checkpoint_after=None):
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (home, os.environ.get("PYTHONPATH")) if p),
                OMP_NUM_THREADS="1")
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
-           os.path.join(HERE, "dist", "worker.py"), root, out, str(batch), state]
+           os.path.join(HERE, "_dist_worker.py"), root, out, str(batch), state]
     if checkpoint_after is not None:
         cmd.append(str(checkpoint_after))
     r = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
@@ -42,11 +42,7 @@ def torchrun(nproc, root, out, batch, state="-", checkpoint_after=None):
 
 
 def in_process(root, world_size, rank, batch, state=None):
-    sys.path.insert(0, os.path.join(HERE, "dist"))
-    try:
-        from worker import make_loader, run
-    finally:
-        sys.path.pop(0)
+    from _dist_worker import make_loader, run
     loader = make_loader(root, batch)
     loader = fl.Loader(**{**loader._init, "rank": rank, "world_size": world_size})
     if state is not None:

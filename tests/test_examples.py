@@ -5,11 +5,12 @@ import re
 
 import pytest
 
-from _child import HOME, run_python
+from _child import run_python
 
 pytestmark = pytest.mark.slow   # each example trains for a few epochs in a child process
 
-EXAMPLES = os.path.join(HOME, "examples")
+PROJECT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))   # the checkout, or its copy
+EXAMPLES = os.path.join(PROJECT, "examples")
 SMALL = ["--epochs", "3", "--per-class", "24", "--size", "32"]
 
 
@@ -75,7 +76,7 @@ def test_multimodal_example_runs():
 
 def readme_block(heading):
     """The first Python code block after ``heading`` in README.md."""
-    with open(os.path.join(HOME, "README.md"), encoding="utf-8") as f:
+    with open(os.path.join(PROJECT, "README.md"), encoding="utf-8") as f:
         text = f.read()
     return re.search(r"```python\n(.*?)```", text[text.index(heading):], re.S).group(1)
 

@@ -1,0 +1,58 @@
+"""Run under torchrun (gloo): each rank iterates one epoch of a Loader and writes what it saw.
+
+Usage: torchrun --nproc_per_node=N _dist_worker.py ROOT OUT_DIR BATCH [STATE_JSON] [CHECKPOINT_AFTER]
+Each rank writes OUT_DIR/rank{r}.json: the record ids and a hash of the pixels of every sample of
+every batch, the number of batches, and (rank 0) the loader state after CHECKPOINT_AFTER batches.
+"""
+import hashlib
+import json
+import os
+import sys
+
+import torch.distributed as dist
+
+import fastload as fl
+
+
+def make_loader(root, batch):
+    paths = sorted(os.path.join(dp, f) for dp, _, fs in os.walk(root) for f in fs if f.endswith(".jpg"))
+    src = fl.ListSource([{"image": p, "id": i} for i, p in enumerate(paths)])
+    return fl.Loader(src, batch_size=batch, shuffle=True, seed=11, workers=2, fields={
+        "image": fl.Image([fl.RandomResizedCrop(24), fl.RandomHorizontalFlip()], dtype="uint8", layout="NHWC")})
+
+
+def run(loader, checkpoint_after=None):
+    batches, state = [], None
+    for k, b in enumerate(loader):
+        batches.append({"ids": b["id"].tolist(),
+                        "hashes": [hashlib.sha1(x.tobytes()).hexdigest() for x in b["image"]]})
+        if checkpoint_after is not None and k + 1 == checkpoint_after:
+            state = loader.state_dict()
+    return batches, state
+
+
+def main():
+    root, out, batch = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    state = None
+    if len(sys.argv) > 4 and sys.argv[4] != "-":
+        with open(sys.argv[4]) as f:
+            state = json.load(f)
+    checkpoint_after = int(sys.argv[5]) if len(sys.argv) > 5 else None
+    dist.init_process_group("gloo")
+    loader = make_loader(root, batch)
+    assert (loader.rank, loader.world_size) == (dist.get_rank(), dist.get_world_size())
+    if state is not None:
+        loader.load_state_dict(state)
+    batches, saved = run(loader, checkpoint_after)
+    counts = [None] * dist.get_world_size()
+    dist.all_gather_object(counts, len(batches))
+    assert len(set(counts)) == 1, f"ranks yield different numbers of batches: {counts}"
+    with open(os.path.join(out, f"rank{dist.get_rank()}.json"), "w") as f:
+        json.dump({"batches": batches, "state": saved, "world_size": dist.get_world_size(),
+                   "order": loader.order(0).tolist()}, f)
+    dist.barrier()
+    dist.destroy_process_group()
+
+
+if __name__ == "__main__":
+    main()
