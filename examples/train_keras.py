@@ -19,7 +19,6 @@ if "KERAS_BACKEND" not in os.environ:   # Keras defaults to TensorFlow; use what
 import keras  # noqa: E402
 
 import fastload as fl  # noqa: E402
-from fastload.integrations.keras import KerasDataset  # noqa: E402
 from fastload.synthetic import make_image_folder  # noqa: E402
 
 MEAN, STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
@@ -66,7 +65,7 @@ def main():
                 logs = model.train_on_batch(images, labels, return_dict=True)
             print(f"epoch {epoch}: loss {logs['loss']:.3f}, accuracy {logs['accuracy']:.1%}", flush=True)
     else:
-        model.fit(KerasDataset(loader), epochs=args.epochs, validation_data=KerasDataset(val_loader),
+        model.fit(loader.keras(), epochs=args.epochs, validation_data=val_loader.keras(),
                   verbose=0, callbacks=[Report()])
     print("loader state to save with the weights:", loader.state_dict())
 
