@@ -121,10 +121,9 @@ class GeneratorPipeline:
     def __next__(self) -> Any:
         if self._closed:
             raise StopIteration
-        if not self._nodes:
-            self._start()
+        nodes = self._nodes or self._start()   # a local: close() from another thread may empty the list
         consumer = self._stage_stats[-1]
-        out = self._nodes[-1]
+        out = nodes[-1]
         t0 = time.perf_counter()
         if self._last_return is not None:
             consumer.add(busy=t0 - self._last_return)
@@ -142,7 +141,7 @@ class GeneratorPipeline:
         self._last_return = t1
         return msg
 
-    def _start(self) -> None:
+    def _start(self) -> list[Prefetcher]:
         self._runs += 1
         if self._started is None:
             self._started = time.perf_counter()
@@ -159,6 +158,7 @@ class GeneratorPipeline:
         self._nodes = nodes
         for n in nodes:
             n.start()
+        return nodes
 
     def _finish(self, broken: bool) -> None:
         if self._closed:

@@ -194,7 +194,9 @@ class Prefetcher(Node):
             raise StopIteration
         self.start()
         msg = self._chan.get(self.thread.is_alive)
-        if msg is END or msg is STOPPED:
+        if msg is STOPPED:   # whoever stopped this node waits for its thread; not this consumer
+            raise StopIteration
+        if msg is END:
             self.close()
             raise StopIteration
         if isinstance(msg, Failure):
