@@ -12,8 +12,6 @@ import statistics
 import tempfile
 import time
 
-import numpy as np
-
 
 def median_of(fn, runs):
     return statistics.median(fn() for _ in range(runs))

@@ -161,7 +161,6 @@ from PIL import Image  # noqa: E402
 
 from fastload.errors import RecordError  # noqa: E402
 from fastload.image.values import to_image_value  # noqa: E402
-from fastload.sources.hf import HFDataset  # noqa: E402
 from fastload.synthetic import encode, photo_like  # noqa: E402
 
 HF_FIELDS = {"image": [fl.RandomResizedCrop(16), fl.RandomHorizontalFlip()], "label": "index"}

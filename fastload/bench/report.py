@@ -132,7 +132,7 @@ def summary(results: dict) -> str:
               if reasons else "", ""]
     if results.get("targets"):
         lines.append("Targets: " + "; ".join(f"{t['what']}: {_measured(t)} ({_met(t)})" for t in results["targets"])
-                     + f". Every figure, CPU time, memory and time to first batch: [results.md]({{results_md}}).")
+                     + ". Every figure, CPU time, memory and time to first batch: [results.md]({results_md}).")
     return "\n".join(lines)
 
 
