@@ -14,7 +14,6 @@ images, file objects, arrays) are turned into what the image field reads by
 """
 from __future__ import annotations
 
-
 import numpy as np
 
 from ..errors import RecordError
