@@ -1,6 +1,7 @@
 """Run under torchrun (gloo): each rank iterates one epoch of a Loader and writes what it saw.
 
 Usage: torchrun --nproc_per_node=N _dist_worker.py ROOT OUT_DIR BATCH [STATE_JSON] [CHECKPOINT_AFTER]
+   or: torchrun --nproc_per_node=N _dist_worker.py --list URL OUT_DIR   (each rank lists a folder behind URL)
 Each rank writes OUT_DIR/rank{r}.json: the record ids and a hash of the pixels of every sample of
 every batch, the number of batches, and (rank 0) the loader state after CHECKPOINT_AFTER batches.
 """
@@ -31,7 +32,19 @@ def run(loader, checkpoint_after=None):
     return batches, state
 
 
+def list_url(url, out):
+    """Each rank builds an ImageFolder behind ``url`` and writes the paths it sees."""
+    dist.init_process_group("gloo")
+    src = fl.ImageFolder(url)
+    with open(os.path.join(out, f"rank{dist.get_rank()}.json"), "w") as f:
+        json.dump({"paths": src.paths, "classes": src.classes}, f)
+    dist.barrier()
+    dist.destroy_process_group()
+
+
 def main():
+    if sys.argv[1] == "--list":
+        return list_url(sys.argv[2], sys.argv[3])
     root, out, batch = sys.argv[1], sys.argv[2], int(sys.argv[3])
     state = None
     if len(sys.argv) > 4 and sys.argv[4] != "-":

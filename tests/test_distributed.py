@@ -24,14 +24,17 @@ def root(tmp_path_factory):
 
 
 def torchrun(nproc, root, out, batch, state="-", checkpoint_after=None):
+    args = [root, out, str(batch), state] + ([] if checkpoint_after is None else [str(checkpoint_after)])
+    return launch(nproc, args, out)
+
+
+def launch(nproc, args, out):
     os.makedirs(out, exist_ok=True)
     home = os.path.dirname(os.path.dirname(fl.__file__))
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (home, os.environ.get("PYTHONPATH")) if p),
                OMP_NUM_THREADS="1")
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
-           os.path.join(HERE, "_dist_worker.py"), root, out, str(batch), state]
-    if checkpoint_after is not None:
-        cmd.append(str(checkpoint_after))
+           os.path.join(HERE, "_dist_worker.py"), *args]
     r = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     ranks = []
@@ -124,3 +127,36 @@ def _save(tmp_path, state):
     path = tmp_path / "state.json"
     path.write_text(json.dumps(state))
     return str(path)
+
+
+def test_a_bucket_is_listed_once_for_all_ranks(root, tmp_path):
+    """A folder behind a URL (a real HTTP server serving directory listings) is listed by rank 0 only;
+    every rank gets the same listing."""
+    import functools
+    import threading
+    from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+    listings = []
+
+    class Handler(SimpleHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+        def do_GET(self):
+            if not self.path.lower().endswith(".jpg"):
+                listings.append(self.path)
+            super().do_GET()
+    www = os.path.dirname(root)
+    server = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Handler, directory=www))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/{os.path.basename(root)}"
+        one = fl.ImageFolder(url)
+        per_listing = len(listings)
+        assert per_listing > 0 and len(one) == N
+        listings.clear()
+        ranks = launch(2, ["--list", url, str(tmp_path / "list")], str(tmp_path / "list"))
+        assert len(listings) == per_listing            # rank 0 listed; rank 1 was told
+        assert ranks[0] == ranks[1] == {"paths": one.paths, "classes": one.classes}
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -2,9 +2,11 @@
 
 A :class:`Storage` is the one place file-based sources read bytes through:
 
-* **Listing once.** A glob pattern is listed once per Storage, and a shard's
-  size comes from one listing of its directory, shared by every thread that
-  asks (loaders that list per rank or per thread set off request storms).
+* **Listing once.** A glob pattern or folder is listed once per Storage, and
+  under ``torch.distributed`` once for the whole job (rank 0 lists and
+  broadcasts); a shard's size comes from one listing of its directory, shared
+  by every thread that asks (loaders that list per rank or per thread set off
+  request storms).
 * **A bounded in-flight window.** At most ``max_in_flight`` requests are
   outstanding at any time, however many worker threads read; a bulk read
   (:meth:`Storage.read_ranges`) issues its ranges concurrently inside it.
@@ -30,11 +32,12 @@ import hashlib
 import io
 import os
 import re
+import sys
 import threading
 import time
 from typing import Callable, Sequence
 
-__all__ = ["Storage", "StorageError", "cache_name", "expand_urls", "is_url", "local_copy"]
+__all__ = ["Storage", "StorageError", "cache_name", "expand_urls", "is_url", "listed_once", "local_copy"]
 
 _FAIL_MEMORY_S = 5.0
 _PERMANENT = (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError)
@@ -173,7 +176,7 @@ class Storage:
             return sorted(glob.glob(pattern))
         fs, path = self.filesystem(pattern)
         protocol = pattern.split("://", 1)[0]
-        found = self._call(pattern, lambda: fs.glob(path, detail=True))
+        found = listed_once(pattern, lambda: self._call(pattern, lambda: fs.glob(path, detail=True)))
         urls = []
         for p, info in sorted(found.items()):
             url = p if is_url(p) else f"{protocol}://{p.lstrip('/') if protocol != 'file' else p}"
@@ -186,7 +189,7 @@ class Storage:
         """Every file under the URL ``root`` (recursively) ending in one of ``extensions``, sorted,
         from one recursive listing; their sizes are remembered for :meth:`read_ranges`."""
         fs, path = self.filesystem(root)
-        found = self._call(root, lambda: fs.find(path, detail=True))
+        found = listed_once(root, lambda: self._call(root, lambda: fs.find(path, detail=True)))
         base, exts = root.rstrip("/"), tuple(e.lower() for e in extensions)
         urls = []
         for p, info in sorted(found.items()):
@@ -332,6 +335,31 @@ class Storage:
         if len(data) != end - start:
             raise StorageError(url, f"file ends at byte {start + len(data)}, before {end} (truncated?)")
         return data
+
+
+def listed_once(url: str, listing: Callable[[], dict]) -> dict:
+    """``listing()`` run once for the whole job: under an initialised ``torch.distributed``, rank 0
+    lists and broadcasts the result (a bucket listed by every rank is a request storm); else here.
+
+    Sources list in their constructors, in the same order on every rank and from the
+    main thread, which is what a collective call needs.
+    """
+    dist = sys.modules.get("torch.distributed")   # never imports torch itself
+    if dist is None or not dist.is_available() or not dist.is_initialized() or dist.get_world_size() < 2:
+        return listing()
+    box, error = [None], None
+    if dist.get_rank() == 0:
+        try:
+            box[0] = (True, listing())
+        except Exception as e:   # the other ranks must hear of it, not wait for a broadcast forever
+            error, box[0] = e, (False, str(e))
+    dist.broadcast_object_list(box, src=0)
+    if error is not None:
+        raise error
+    ok, value = box[0]
+    if not ok:
+        raise StorageError(url, f"listing failed on rank 0: {value}")
+    return value
 
 
 def local_copy(path_or_url, owner: str, **storage) -> str:
