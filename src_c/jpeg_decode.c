@@ -117,6 +117,86 @@ int fl_jpeg_scan(const uint8_t *data, size_t size, fl_jpeg_info *info)
     return FL_ERR_DECODE;
 }
 
+/* ---- stream check without libjpeg ------------------------------------ */
+
+/* Walk the segments, and each scan's entropy-coded data up to the marker
+ * that ends it. Segments and scans that run past the data end the walk
+ * (truncated: the decoder reports it); garbage between markers is skipped as
+ * libjpeg skips it. */
+int fl_jpeg_check_stream(const uint8_t *data, size_t size, int *complete, char *err)
+{
+    *complete = 0;
+    if (size < 4 || data[0] != 0xFF || data[1] != 0xD8 || data[2] != 0xFF)
+        return FL_NOT_JPEG;
+    size_t i = 2;
+    unsigned interval = 0;   /* restart interval (DRI) in force */
+    int scans = 0;
+    while (i + 1 < size) {
+        if (data[i] != 0xFF) {
+            const uint8_t *p = memchr(data + i, 0xFF, size - i);
+            if (!p)
+                break;
+            i = (size_t)(p - data);
+            continue;
+        }
+        uint8_t m = data[i + 1];
+        if (m == 0xFF) {   /* fill byte */
+            i++;
+            continue;
+        }
+        if (m == 0xD9) {   /* EOI */
+            *complete = scans > 0;
+            break;
+        }
+        if (m == 0x00 || m == 0x01 || m == 0xD8 || (m >= 0xD0 && m <= 0xD7)) {   /* no length */
+            i += 2;
+            continue;
+        }
+        if (i + 4 > size)
+            break;
+        size_t len = (size_t)data[i + 2] << 8 | data[i + 3];
+        if (len < 2 || len > size - i - 2)
+            break;
+        if (m == 0xDD && len >= 4)
+            interval = (unsigned)data[i + 4] << 8 | data[i + 5];
+        i += 2 + len;
+        if (m != 0xDA)
+            continue;
+        scans++;
+        for (;;) {   /* entropy-coded data: FF 00 is a stuffed byte, RSTn a restart marker */
+            const uint8_t *p = memchr(data + i, 0xFF, size - i);
+            if (!p || (size_t)(p - data) + 1 >= size) {
+                i = size;
+                break;
+            }
+            size_t j = (size_t)(p - data);
+            uint8_t b = data[j + 1];
+            if (b == 0x00 || b == 0xFF) {
+                i = j + 1;
+                continue;
+            }
+            if (b >= 0xD0 && b <= 0xD7) {
+                /* libjpeg's decoder runs into it mid-scan (JWRN_HIT_MARKER) and pads the
+                 * rest of the scan with grey; one that only trails the data is harmless */
+                if (interval == 0 && j + 2 < size && data[j + 2] != 0xFF) {
+                    set_err(err, "Corrupt JPEG data: RST%d marker inside a scan without a restart interval",
+                            b - 0xD0);
+                    return FL_ERR_DECODE;
+                }
+                i = j + 2;
+                continue;
+            }
+            i = j;   /* the marker that ends the scan */
+            break;
+        }
+    }
+    if (scans == 0) {
+        set_err(err, "premature end of JPEG file: no image data (scan) before the end");
+        return FL_ERR_DECODE;
+    }
+    return FL_OK;
+}
+
 #if FL_HAVE_LIBJPEG_TURBO
 
 #include <setjmp.h>

@@ -50,6 +50,15 @@ const char *fl_jpeg_version(void);
  * frame header before the scan, or a segment running past the data). */
 int fl_jpeg_scan(const uint8_t *data, size_t size, fl_jpeg_info *info);
 
+/* What the route through Pillow's decoder, which ignores libjpeg's warnings,
+ * checks itself: the stream holds at least one scan (else FL_ERR_DECODE,
+ * "premature end"), and no scan without a restart interval holds a restart
+ * marker followed by more data (FL_ERR_DECODE, "Corrupt JPEG data": libjpeg
+ * would pad the rest of the scan with grey). *complete is 1 when the walk
+ * through segments and scans ends at an EOI marker, 0 when the data runs
+ * out first (truncated). FL_OK, FL_NOT_JPEG or FL_ERR_DECODE with `err`. */
+int fl_jpeg_check_stream(const uint8_t *data, size_t size, int *complete, char *err);
+
 /* Read the header only. FL_OK, FL_NOT_JPEG (does not start with FF D8 FF,
  * Pillow's test too), FL_UNSUPPORTED (built without libjpeg-turbo) or
  * FL_ERR_DECODE with `err` filled. */

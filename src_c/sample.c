@@ -21,6 +21,7 @@ void fl_worker_free(fl_worker *w)
         fl_jpeg_decoder_free(w->jpeg);
     fl_resampler_free(&w->resampler);
     fl_buffer_free(&w->resized);
+    fl_buffer_free(&w->rgbx);
     fl_buffer_free(&w->file);
     memset(w, 0, sizeof(*w));
 }
@@ -125,6 +126,31 @@ static fl_rect stored_box(int orientation, fl_rect b, int sw, int sh)
     return r;
 }
 
+/* Resample box of a 3-channel RGB or 4-channel RGBX img into the RGB dst.
+ * RGBX is resampled as four channels (each channel is filtered on its own,
+ * so R, G and B come out as from the RGB image) and the fourth dropped. */
+static int resample_rgb(fl_worker *w, const fl_plan *p, const fl_view *img, fl_rect box, fl_view *dst)
+{
+    if (img->channels == 3)
+        return fl_resample(&w->resampler, img, box, p->filter, p->antialias, dst);
+    if (fl_buffer_reserve(&w->rgbx, (size_t)dst->width * dst->height * 4) != FL_OK)
+        return FL_ERR_NOMEM;
+    fl_view tmp = {w->rgbx.data, dst->width, dst->height, 4, (ptrdiff_t)dst->width * 4};
+    int rc = fl_resample(&w->resampler, img, box, p->filter, p->antialias, &tmp);
+    if (rc != FL_OK)
+        return rc;
+    for (int y = 0; y < dst->height; y++) {
+        const uint8_t *s = tmp.data + (ptrdiff_t)y * tmp.stride;
+        uint8_t *d = dst->data + (ptrdiff_t)y * dst->stride;
+        for (int x = 0; x < dst->width; x++, s += 4, d += 3) {
+            d[0] = s[0];
+            d[1] = s[1];
+            d[2] = s[2];
+        }
+    }
+    return FL_OK;
+}
+
 /* Resample box of img into the worker's `resized` image (rw x rh, in the
  * image's stored orientation; only its part `shown`, the rest is the padding
  * colour), jitter it, and write it into `out` through the stored-to-displayed
@@ -144,7 +170,7 @@ static int finish(fl_worker *w, const fl_plan *p, const fl_view *img, fl_rect bo
         for (size_t i = 0; i < n; i += 3)
             memcpy(all.data + i, fill, 3);
     fl_view dst = {all.data + (ptrdiff_t)sy0 * all.stride + sx0 * 3, sx1 - sx0, sy1 - sy0, 3, all.stride};
-    int rc = fl_resample(&w->resampler, img, box, p->filter, p->antialias, &dst);
+    int rc = resample_rgb(w, p, img, box, &dst);
     if (rc != FL_OK) {
         snprintf(err, FL_ERRLEN, rc == FL_ERR_NOMEM ? "out of memory" :
                  "resample rejected box (%.3f, %.3f, %.3f, %.3f) of a %dx%d image",
@@ -288,17 +314,15 @@ static int process_begun(fl_worker *w, const fl_plan *p, const uint8_t *data, si
     return finish(w, p, &img, b, rw, rh, shown, pad.fill, orient, &rng, out, err);
 }
 
-int fl_process_rgb(fl_worker *w, const fl_plan *p, const fl_view *img, int full_w, int full_h,
-                   uint64_t seed, uint64_t epoch, uint64_t index, void *out, char *err)
+int fl_process_decoded(fl_worker *w, const fl_plan *p, const fl_view *img, int img_w, int img_h,
+                       int full_w, int full_h, uint64_t seed, uint64_t epoch, uint64_t index,
+                       void *out, char *err)
 {
-    if (img->channels != 3 || img->width < 1 || img->height < 1) {
-        snprintf(err, FL_ERRLEN, "expected an RGB image, got %d channels %dx%d",
-                 img->channels, img->width, img->height);
+    if ((img->channels != 3 && img->channels != 4) || img->width < 1 || img->height < 1 ||
+        img->width != img_w || img->height > img_h || full_w < 1 || full_h < 1) {
+        snprintf(err, FL_ERRLEN, "expected an RGB image, got %d channels %dx%d (of %dx%d)",
+                 img->channels, img->width, img->height, img_w, img_h);
         return FL_ERR_ARG;
-    }
-    if (full_w <= 0 || full_h <= 0) {
-        full_w = img->width;
-        full_h = img->height;
     }
     fl_rng rng = fl_rng_for(seed, epoch, index);
     fl_rect box;
@@ -306,9 +330,84 @@ int fl_process_rgb(fl_worker *w, const fl_plan *p, const fl_view *img, int full_
     int rc = plan_box(p, full_w, full_h, &rng, &box, &pad, err);
     if (rc != FL_OK)
         return rc;
-    double kx = (double)img->width / full_w, ky = (double)img->height / full_h;
+    double kx = (double)img_w / full_w, ky = (double)img_h / full_h;
     box = (fl_rect){box.x0 * kx, box.y0 * ky, box.x1 * kx, box.y1 * ky};
-    if (box.x1 > img->width) box.x1 = img->width;
-    if (box.y1 > img->height) box.y1 = img->height;
+    if (box.x1 > img_w) box.x1 = img_w;
+    if (box.y1 > img_h) box.y1 = img_h;
     return finish(w, p, img, box, p->out_w, p->out_h, rect_of(&pad), pad.fill, orient_of(1), &rng, out, err);
+}
+
+int fl_process_rgb(fl_worker *w, const fl_plan *p, const fl_view *img, int full_w, int full_h,
+                   uint64_t seed, uint64_t epoch, uint64_t index, void *out, char *err)
+{
+    if (full_w <= 0 || full_h <= 0) {
+        full_w = img->width;
+        full_h = img->height;
+    }
+    return fl_process_decoded(w, p, img, img->width, img->height, full_w, full_h, seed, epoch, index,
+                              out, err);
+}
+
+int fl_pillow_jpeg_plan(const fl_plan *p, const uint8_t *data, size_t size, double bomb_pixels,
+                        uint64_t seed, uint64_t epoch, uint64_t index, fl_pillow_jpeg *r, char *err)
+{
+    fl_jpeg_info info;
+    if (fl_jpeg_scan(data, size, &info) != FL_OK)
+        return FL_UNSUPPORTED;   /* Pillow's reader says what is wrong */
+    if ((info.components != 1 && info.components != 3) || (p->honour_exif && info.orientation > 1))
+        return FL_UNSUPPORTED;
+    int64_t w = info.width, h = info.height;
+    if (p->max_pixels > 0 && w * h > p->max_pixels) {
+        snprintf(err, FL_ERRLEN, "image is %lldx%lld = %lld pixels, over the limit of %lld",
+                 (long long)w, (long long)h, (long long)(w * h), (long long)p->max_pixels);
+        return FL_ERR_TOO_LARGE;
+    }
+    if (bomb_pixels > 0 && (double)(w * h) > 2 * bomb_pixels) {
+        snprintf(err, FL_ERRLEN, "over the limit of Pillow's decompression-bomb guard: %lldx%lld pixels",
+                 (long long)w, (long long)h);
+        return FL_ERR_TOO_LARGE;
+    }
+    int complete;
+    int rc = fl_jpeg_check_stream(data, size, &complete, err);
+    if (rc != FL_OK)
+        return rc;
+
+    fl_rng rng = fl_rng_for(seed, epoch, index);
+    fl_rect box;
+    fl_pad pad;
+    int ow = 0, oh = 0;
+    int planned = fl_geom_plan(p->ops, p->nops, (int)w, (int)h, &rng, &box, &ow, &oh, &pad) == FL_OK;
+    int scale = 1;
+    double gap = p->reducing_gap;
+    int min_out = p->out_w < p->out_h ? p->out_w : p->out_h;
+    if (p->max_denom > 1 && planned && !((double)(w < h ? w : h) < 2 * gap * min_out)) {
+        /* draft(): the whole image scaled so that the crop keeps gap x the output's pixels */
+        double dx = box.x1 - box.x0, dy = box.y1 - box.y0;
+        double want_w = ceil((double)w * gap * ow / (dx > 1e-9 ? dx : 1e-9));
+        double want_h = ceil((double)h * gap * oh / (dy > 1e-9 ? dy : 1e-9));
+        int64_t rw = want_w < 1 ? 1 : want_w > 1e15 ? (int64_t)1e15 : (int64_t)want_w;
+        int64_t rh = want_h < 1 ? 1 : want_h > 1e15 ? (int64_t)1e15 : (int64_t)want_h;
+        int64_t k = w / rw < h / rh ? w / rw : h / rh;
+        scale = k >= 8 ? 8 : k >= 4 ? 4 : k >= 2 ? 2 : 1;
+    }
+    r->width = (int)w;
+    r->height = (int)h;
+    r->scale = scale;
+    r->scaled_width = (int)((w + scale - 1) / scale);   /* as libjpeg's output size */
+    r->scaled_height = (int)((h + scale - 1) / scale);
+    r->rows = r->scaled_height;
+    if (complete && planned) {
+        /* The last row the vertical resampling pass reads: the box's bottom
+         * plus the widest filter support (bilinear, widened by the downscale). */
+        double ky = (double)r->scaled_height / h;
+        double y0 = box.y0 * ky, y1 = box.y1 * ky;
+        if (y1 > r->scaled_height)
+            y1 = r->scaled_height;
+        int shown = pad.y1 - pad.y0;
+        double sy = shown > 0 ? (y1 - y0) / shown : 1.0;
+        double need = ceil(y1 + (sy > 1 ? sy : 1.0)) + 2;
+        if (need < r->rows)
+            r->rows = (int)need;
+    }
+    return FL_OK;
 }

@@ -36,6 +36,7 @@ typedef struct {
     fl_jpeg_decoder *jpeg;
     fl_resampler resampler;
     fl_buffer resized;
+    fl_buffer rgbx;               /* the four-byte resample of an RGBX image (Pillow's RGB layout) */
     fl_buffer file;
 } fl_worker;
 
@@ -59,11 +60,46 @@ int fl_process_jpeg(fl_worker *w, const fl_plan *p, const uint8_t *data, size_t 
                     uint64_t seed, uint64_t epoch, uint64_t index, void *out, char *err);
 
 /* A sample already decoded to RGB (any other format, or a JPEG that took the
- * Pillow route). Random draws are the same as fl_process_jpeg's. When the
- * decoder scaled the image down (Pillow's draft), full_w x full_h is its size
- * before (0: img's own size): the crop is planned on that size and mapped
- * onto img. */
+ * Pillow route): 3 channels, or 4 (RGBX, the fourth byte ignored). Random
+ * draws are the same as fl_process_jpeg's. When the decoder scaled the image
+ * down (Pillow's draft), full_w x full_h is its size before (0: img's own
+ * size): the crop is planned on that size and mapped onto img. */
 int fl_process_rgb(fl_worker *w, const fl_plan *p, const fl_view *img, int full_w, int full_h,
                    uint64_t seed, uint64_t epoch, uint64_t index, void *out, char *err);
+
+/* fl_process_rgb for an image decoded at img_w x img_h of which `img` holds
+ * only the first rows (img->height <= img_h, img->width == img_w): the
+ * crop is planned on full_w x full_h and mapped onto img_w x img_h, and the
+ * rows it reads must be in `img` (fl_pillow_jpeg_plan's `rows`), else
+ * FL_ERR_ARG. */
+int fl_process_decoded(fl_worker *w, const fl_plan *p, const fl_view *img, int img_w, int img_h,
+                       int full_w, int full_h, uint64_t seed, uint64_t epoch, uint64_t index,
+                       void *out, char *err);
+
+/* ---- the JPEG route through Pillow's decoder (no libjpeg-turbo headers) ----
+ *
+ * Pillow's decoder cannot skip rows or columns, but it stops after the rows
+ * its destination holds, so a sample asks for the leading rows its crop
+ * reaches (with the resampling filter's reach) at the DCT scale Pillow's
+ * draft() picks for it: the largest of 1/2, 1/4, 1/8 keeping the whole image
+ * at least (gap * output / crop) times its size, where the plan allows DCT
+ * scaling and the image's short side is at least 2 * gap * the output's.
+ * Rows a decoder returns are final, so they are those of a full decode. */
+typedef struct {
+    int width, height;                /* full-resolution size as stored */
+    int scale;                        /* DCT scale 1/scale: 1, 2, 4 or 8 */
+    int scaled_width, scaled_height;  /* the whole image at that scale */
+    int rows;                         /* leading rows of the scaled image the sample reads */
+} fl_pillow_jpeg;
+
+/* Plan one JPEG from its markers (fl_jpeg_scan, fl_jpeg_check_stream).
+ * FL_OK; FL_UNSUPPORTED for what this route leaves to Pillow's own reader
+ * (no readable frame header, not 1 or 3 components, an EXIF orientation to
+ * apply); FL_ERR_TOO_LARGE over p->max_pixels or over twice bomb_pixels
+ * (Pillow's MAX_IMAGE_PIXELS, 0: none); FL_ERR_DECODE for a stream without a
+ * scan or with misplaced restart markers. A truncated stream (no EOI) is
+ * decoded to its last row, so that it fails every time. */
+int fl_pillow_jpeg_plan(const fl_plan *p, const uint8_t *data, size_t size, double bomb_pixels,
+                        uint64_t seed, uint64_t epoch, uint64_t index, fl_pillow_jpeg *r, char *err);
 
 #endif

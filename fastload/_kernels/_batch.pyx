@@ -18,7 +18,9 @@ from libc.stdint cimport uint8_t, uint64_t, int64_t, int32_t
 from libc.string cimport memset, memcpy
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE
 from cpython.buffer cimport (PyObject_GetBuffer, PyBuffer_Release, PyBUF_C_CONTIGUOUS, PyBUF_FORMAT,
-                             PyBUF_WRITABLE)
+                             PyBUF_READ, PyBUF_WRITABLE)
+from cpython.memoryview cimport PyMemoryView_FromMemory
+from cpython.pycapsule cimport PyCapsule_GetPointer
 cimport numpy as cnp
 import numpy as np
 
@@ -108,11 +110,60 @@ def uniform(uint64_t seed, uint64_t epoch, uint64_t index, uint64_t slot):
     return fl_rng_uniform(&rng, slot)
 
 
+# The Arrow C data interface (a stable ABI): how Pillow (>= 11.2) hands out a pointer to its pixels.
+cdef struct ArrowSchema:
+    const char *format
+    const char *name
+    const char *metadata
+    int64_t flags
+    int64_t n_children
+    ArrowSchema **children
+    ArrowSchema *dictionary
+    void (*release)(ArrowSchema *)
+    void *private_data
+
+cdef struct ArrowArray:
+    int64_t length
+    int64_t null_count
+    int64_t offset
+    int64_t n_buffers
+    int64_t n_children
+    const void **buffers
+    ArrowArray **children
+    ArrowArray *dictionary
+    void (*release)(ArrowArray *)
+    void *private_data
+
+_pil_core = None
+
+
+cdef object _pillow_core():
+    global _pil_core
+    if _pil_core is None:
+        from PIL import Image
+        _pil_core = Image.core
+    return _pil_core
+
+
+def pillow_direct_supported():
+    """Whether this Pillow lets :meth:`Worker.run_chunk_pillow` decode into memory it can read
+    in place: one-block images (``Image.core.new_block``) exported through Arrow (Pillow >= 11.2)."""
+    core = _pillow_core()
+    return hasattr(core, "new_block") and hasattr(core, "jpeg_decoder") and \
+        hasattr(core.new("L", (1, 1)), "__arrow_c_array__")
+
+
 cdef class Worker:
     """One thread's scratch space. Not thread-safe: keep one per thread."""
     cdef fl_worker w
     cdef fl_buffer ptrs
     cdef fl_buffer errs
+    # The Pillow route's destination: a one-block Pillow RGB image (four bytes a pixel) that
+    # Pillow's JPEG decoder writes into, and its Arrow export, which keeps canvas_px valid.
+    cdef object canvas
+    cdef object canvas_export
+    cdef uint8_t *canvas_px
+    cdef int canvas_w, canvas_h
 
     def __cinit__(self):
         memset(&self.ptrs, 0, sizeof(fl_buffer))
@@ -169,6 +220,161 @@ cdef class Worker:
             if status[i] < 0:
                 failed[i] = (<bytes>(errs + i * FL_ERRLEN)).decode("utf-8", "replace")
         return failed
+
+    def run_chunk_pillow(self, Plan plan, list items, bint paths, const uint64_t[::1] indices,
+                         uint64_t seed, uint64_t epoch, cnp.ndarray out, int[::1] status,
+                         double bomb_pixels=0):
+        """run_chunk for a build without libjpeg-turbo: JPEGs are decoded by Pillow's own decoder.
+
+        Per sample, with the GIL released: read the file, plan from the JPEG
+        markers (fl_pillow_jpeg_plan: draft() scale, leading rows needed); then
+        Pillow's decoder (which releases the GIL too) writes those rows into
+        this worker's reused canvas; the next GIL-free stretch resamples and
+        writes that sample into its row while it reads the next file. What
+        this route leaves to Pillow's reader (other formats, CMYK, an EXIF
+        orientation, data Pillow's decoder refuses or that is truncated) comes
+        back as NOT_JPEG or UNSUPPORTED, as from run_chunk. ``bomb_pixels``:
+        Pillow's ``MAX_IMAGE_PIXELS`` (0: none). Needs
+        :func:`pillow_direct_supported`.
+        """
+        cdef Py_ssize_t n = len(items), i = 0, pending = -1
+        if indices.shape[0] != n or status.shape[0] != n or out.shape[0] < n:
+            raise ValueError("items, indices, status and out disagree in length")
+        if not out.flags.c_contiguous and not (out.ndim > 1 and out[0].flags.c_contiguous):
+            raise ValueError("out rows must be C-contiguous")
+        if fl_buffer_reserve(&self.ptrs, n * (sizeof(char *) + sizeof(size_t))) != FL_OK or \
+                fl_buffer_reserve(&self.errs, n * FL_ERRLEN) != FL_OK:
+            raise MemoryError()
+        cdef const char **data = <const char **>self.ptrs.data
+        cdef size_t *sizes = <size_t *>(self.ptrs.data + n * sizeof(char *))
+        cdef char *errs = <char *>self.errs.data
+        cdef char *base = <char *>cnp.PyArray_DATA(out)
+        cdef Py_ssize_t row = out.strides[0]
+        cdef const uint8_t *payload = NULL
+        cdef size_t size = 0
+        cdef int rc = FL_OK
+        cdef fl_pillow_jpeg req, done
+        cdef fl_view view
+        for i in range(n):
+            item = items[i]
+            if type(item) is not bytes:
+                raise TypeError(f"chunk items must be bytes, got {type(item).__name__}")
+            data[i] = PyBytes_AS_STRING(item)
+            sizes[i] = PyBytes_GET_SIZE(item)
+        core = _pillow_core()
+        i = 0
+        while True:
+            with nogil:
+                if pending >= 0:   # the sample decoded last: resample and write it
+                    status[pending] = fl_process_decoded(
+                        &self.w, &plan.p, &view, done.scaled_width, done.scaled_height, done.width,
+                        done.height, seed, epoch, indices[pending], base + pending * row,
+                        errs + pending * FL_ERRLEN)
+                    pending = -1
+                if i < n:
+                    errs[i * FL_ERRLEN] = 0
+                    if paths:
+                        rc = fl_read_file(&self.w, data[i], 1, &size, errs + i * FL_ERRLEN)
+                        payload = self.w.file.data
+                    else:
+                        rc = FL_OK
+                        payload = <const uint8_t *>data[i]
+                        size = sizes[i]
+                    if rc == FL_OK:
+                        rc = fl_pillow_jpeg_plan(&plan.p, payload, size, bomb_pixels, seed, epoch, indices[i],
+                                                 &req, errs + i * FL_ERRLEN)
+                    status[i] = rc
+            if i >= n:
+                break
+            if rc == FL_OK:
+                if self.pillow_decode(core, items[i] if not paths else
+                                      PyMemoryView_FromMemory(<char *>payload, size, PyBUF_READ), &req, &view):
+                    pending = i
+                    done = req
+                else:
+                    status[i] = FL_UNSUPPORTED   # Pillow's reader explains, or decodes what it can
+            i += 1
+        failed = {}
+        for i in range(n):
+            if status[i] < 0:
+                failed[i] = (<bytes>(errs + i * FL_ERRLEN)).decode("utf-8", "replace")
+        return failed
+
+    cdef bint pillow_decode(self, core, buf, const fl_pillow_jpeg *r, fl_view *v) except -1:
+        """Pillow's JPEG decoder writes the first r.rows rows of ``buf`` at scale 1/r.scale into
+        the canvas; *v views them. False when the decoder wanted more data or failed."""
+        cdef Py_ssize_t stride
+        cdef uint8_t *last
+        if r.scaled_width > self.canvas_w or r.rows > self.canvas_h:
+            self.grow_canvas(r.scaled_width, r.rows)
+        stride = <Py_ssize_t>self.canvas_w * 4
+        last = self.canvas_px + (r.rows - 1) * stride + 3   # the padding byte of the last row's first pixel,
+        last[0] = 0                                          # 255 once the decoder has written that row
+        try:
+            decoder = core.jpeg_decoder("RGB", "RGB", "", r.scale, 0)
+            decoder.setimage(self.canvas, (0, 0, r.scaled_width, r.rows))
+            try:
+                consumed, errcode = decoder.decode(buf)
+            finally:
+                decoder.cleanup()
+        except Exception:   # whatever this Pillow objects to, its own reader handles or explains
+            return False
+        if consumed >= 0 or last[0] != 255:   # wanted more data (truncated), or stopped early
+            return False
+        # A decoder that stops short of the image's last row ends in libjpeg's "too few
+        # scanlines" error (IMAGING_CODEC_BROKEN, -2) once every row it was given is written.
+        if errcode != (0 if r.rows == r.scaled_height else -2):
+            return False
+        v.data = self.canvas_px
+        v.width = r.scaled_width
+        v.height = r.rows
+        v.channels = 4
+        v.stride = stride
+        return True
+
+    def decode_pillow(self, data, int scale=1, int rows=0):
+        """The first ``rows`` rows (0: all) of the JPEG ``data`` at scale 1/``scale`` as
+        run_chunk_pillow decodes them, as a new HxWx3 array; None where that route declines."""
+        cdef fl_jpeg_info info
+        cdef fl_pillow_jpeg r
+        cdef fl_view v
+        cdef const uint8_t[::1] buf = data
+        if buf.shape[0] == 0 or fl_jpeg_scan(&buf[0], buf.shape[0], &info) != FL_OK:
+            return None
+        if scale not in (1, 2, 4, 8):
+            raise ValueError(f"scale must be 1, 2, 4 or 8, got {scale}")
+        r.width, r.height, r.scale = info.width, info.height, scale
+        r.scaled_width = (info.width + scale - 1) // scale
+        r.scaled_height = (info.height + scale - 1) // scale
+        r.rows = r.scaled_height if rows <= 0 else min(rows, r.scaled_height)
+        if not self.pillow_decode(_pillow_core(), data, &r, &v):
+            return None
+        pixels = np.empty((v.height, v.width, 4), np.uint8)
+        cdef uint8_t[:, :, ::1] dst = pixels
+        cdef Py_ssize_t y
+        for y in range(v.height):
+            memcpy(&dst[y, 0, 0], v.data + y * v.stride, v.width * 4)
+        return pixels[:, :, :3].copy()
+
+    cdef int grow_canvas(self, int width, int height) except -1:
+        cdef ArrowSchema *schema
+        cdef ArrowArray *array
+        cdef int w = max(width, self.canvas_w), h = max(height, self.canvas_h)
+        self.canvas = self.canvas_export = None
+        self.canvas_px = NULL
+        self.canvas_w = self.canvas_h = 0
+        canvas = _pillow_core().new_block("RGB", (w, h))
+        exported = (canvas.__arrow_c_schema__(), canvas.__arrow_c_array__())
+        schema = <ArrowSchema *>PyCapsule_GetPointer(exported[0], "arrow_schema")
+        array = <ArrowArray *>PyCapsule_GetPointer(exported[1], "arrow_array")
+        if schema.format != b"+w:4" or schema.n_children != 1 or array.n_children != 1 or \
+                array.length != <int64_t>w * h or array.offset != 0 or array.children[0].n_buffers != 2 or \
+                array.children[0].offset != 0 or array.children[0].buffers[1] == NULL:
+            raise RuntimeError("Pillow's Arrow export of an RGB image is not four bytes a pixel in one buffer")
+        self.canvas, self.canvas_export = canvas, exported
+        self.canvas_px = <uint8_t *>array.children[0].buffers[1]
+        self.canvas_w, self.canvas_h = w, h
+        return 0
 
     def process_rgb(self, Plan plan, const uint8_t[:, :, ::1] img, uint64_t seed, uint64_t epoch,
                     uint64_t index, cnp.ndarray out_row, full_size=None):
@@ -361,6 +567,21 @@ class Unsupported(Exception):
 
 
 HAVE_LIBJPEG_TURBO = jpeg_version() != "none"
+
+
+def jpeg_check(data):
+    """None, or why the JPEG ``data`` is corrupt in a way Pillow's decoder lets pass
+    (fl_jpeg_check_stream: no scan, restart markers where none belong)."""
+    cdef const uint8_t[::1] buf = data
+    cdef size_t n = buf.shape[0]
+    cdef int complete, rc
+    cdef char err[FL_ERRLEN]
+    if n == 0:
+        return None
+    err[0] = 0
+    with nogil:
+        rc = fl_jpeg_check_stream(&buf[0], n, &complete, err)
+    return err.decode("utf-8", "replace") if rc == FL_ERR_DECODE else None
 
 
 def jpeg_scan(data):

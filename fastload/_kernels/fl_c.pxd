@@ -51,6 +51,7 @@ cdef extern from "jpeg_decode.h" nogil:
     int fl_jpeg_read_info(fl_jpeg_decoder *d, const uint8_t *data, size_t size,
                           fl_jpeg_info *info, char *err)
     int fl_jpeg_scan(const uint8_t *data, size_t size, fl_jpeg_info *info)
+    int fl_jpeg_check_stream(const uint8_t *data, size_t size, int *complete, char *err)
     int fl_jpeg_decode_region(fl_jpeg_decoder *d, const uint8_t *data, size_t size,
                               int x0, int y0, int x1, int y1, int min_w, int min_h, int max_denom,
                               int honour_exif, int64_t max_pixels,
@@ -103,6 +104,13 @@ cdef extern from "sample.h" nogil:
                         uint64_t seed, uint64_t epoch, uint64_t index, void *out, char *err)
     int fl_process_rgb(fl_worker *w, const fl_plan *p, const fl_view *img, int full_w, int full_h,
                        uint64_t seed, uint64_t epoch, uint64_t index, void *out, char *err)
+    int fl_process_decoded(fl_worker *w, const fl_plan *p, const fl_view *img, int img_w, int img_h,
+                           int full_w, int full_h, uint64_t seed, uint64_t epoch, uint64_t index,
+                           void *out, char *err)
+    ctypedef struct fl_pillow_jpeg:
+        int width, height, scale, scaled_width, scaled_height, rows
+    int fl_pillow_jpeg_plan(const fl_plan *p, const uint8_t *data, size_t size, double bomb_pixels,
+                            uint64_t seed, uint64_t epoch, uint64_t index, fl_pillow_jpeg *r, char *err)
 
 cdef extern from "cpu.h" nogil:
     enum:

@@ -101,6 +101,10 @@ def pillow_decode(data, name: str, *, exif: bool = True, max_pixels: int | None 
     """
     if len(data) == 0:
         raise DecodeError(name, "empty file")
+    if _is_jpeg(data):   # what Pillow's decoder, which ignores libjpeg's warnings, lets pass
+        problem = _batch.jpeg_check(data)
+        if problem:
+            raise DecodeError(name, problem)
     try:
         with Image.open(io.BytesIO(data)) as im:
             _check_pixels(im.size, max_pixels, name)

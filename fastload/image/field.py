@@ -38,7 +38,7 @@ from ..pipeline.fields import ChunkContext, Field, Output
 from .decode import DEFAULT_MAX_PIXELS, pillow_decode, pillow_jpeg
 from .values import to_image_value
 
-__all__ = ["Image", "ImageField", "compile_plan"]
+__all__ = ["Image", "ImageField", "compile_plan", "jpeg_route"]
 
 DTYPES = {"uint8": 0, "float16": 1, "float32": 2}
 LAYOUTS = {"NCHW": 0, "NHWC": 1}
@@ -165,16 +165,27 @@ class ImageField(Field):
         failures: dict[int, str] = {}
         items, paths, arrays = _encode(values, failures)
         status = np.full(len(values), _batch.OK, dtype=np.int32)
+        route = jpeg_route()
+        if route == "pillow":   # JPEGs through Pillow's decoder, driven from the compiled loop
+            from PIL import Image
+            bomb = float(Image.MAX_IMAGE_PIXELS or 0)
+
+            def run(*args):
+                return worker.run_chunk_pillow(self.plan, *args, bomb_pixels=bomb)
+        else:
+            def run(*args):
+                return worker.run_chunk(self.plan, *args)
         if paths is None:   # a mix of paths and payloads, or missing values: one sample at a time
             for i in range(len(values)):
                 if i not in failures and i not in arrays:
-                    failures.update({i: msg for msg in worker.run_chunk(
-                        self.plan, [items[i]], _is_path(values[i]), indices[i:i + 1], ctx.seed, ctx.epoch,
+                    failures.update({i: msg for msg in run(
+                        [items[i]], _is_path(values[i]), indices[i:i + 1], ctx.seed, ctx.epoch,
                         out[i:i + 1], status[i:i + 1]).values()})
         else:
-            failures.update(worker.run_chunk(self.plan, items, paths, indices, ctx.seed, ctx.epoch, out, status))
+            failures.update(run(items, paths, indices, ctx.seed, ctx.epoch, out, status))
         for i in np.flatnonzero((status == _batch.NOT_JPEG) | (status == _batch.UNSUPPORTED)):
-            reason = self._pillow_route(worker, values[i], items[i], int(indices[i]), ctx, out[i])
+            reason = self._pillow_route(worker, values[i], items[i], int(indices[i]), ctx, out[i],
+                                        try_jpeg=route == "pillow-python")
             if reason:
                 failures[int(i)] = reason
         for i, rgb in arrays.items():   # pixels already decoded: straight to the resample-and-write kernel
@@ -183,8 +194,12 @@ class ImageField(Field):
                 failures[i] = reason
         return failures
 
-    def _pillow_route(self, worker, value, item, index, ctx, out_row):
-        """Decode through Pillow (JPEGs DCT-scaled by draft() as far as the plan allows) and finish in C."""
+    def _pillow_route(self, worker, value, item, index, ctx, out_row, try_jpeg=True):
+        """Decode through Pillow (JPEGs DCT-scaled by draft() as far as the plan allows) and finish in C.
+
+        ``try_jpeg``: try :func:`pillow_jpeg` first (a JPEG run_chunk_pillow has
+        declined is left to Pillow's own reader).
+        """
         plan = self.plan
         gap = self.reducing_gap if plan.max_denom > 1 else None
 
@@ -197,7 +212,8 @@ class ImageField(Field):
 
         try:
             data = worker.read_file(item) if _is_path(value) else item
-            img, sx, sy = pillow_jpeg(data, _name(value), max_pixels=self.max_pixels, draft_size=draft_size) \
+            img, sx, sy = try_jpeg and pillow_jpeg(data, _name(value), max_pixels=self.max_pixels,
+                                                   draft_size=draft_size) \
                 or pillow_decode(data, _name(value), exif=self.exif, max_pixels=self.max_pixels,
                                  draft_size=draft_size)
         except DecodeError as e:
@@ -225,6 +241,50 @@ class Image(ImageField):
     """
 
     default_scale = True
+
+
+_ROUTE = None
+
+
+def jpeg_route() -> str:
+    """How JPEGs are decoded: "linked" (libjpeg-turbo compiled in: region and DCT-scaled decode in
+    C); "pillow" (Pillow's decoder driven from the compiled chunk loop, writing in place the rows a
+    crop reaches); "pillow-python" (a Pillow that cannot export its pixels in place: one Python call
+    per JPEG, :func:`~fastload.image.decode.pillow_jpeg`). Decided once per process."""
+    global _ROUTE
+    if _ROUTE is None:
+        _ROUTE = "linked" if _batch.HAVE_LIBJPEG_TURBO else "pillow" if _pillow_direct_works() else "pillow-python"
+    return _ROUTE
+
+
+def _pillow_direct_works() -> bool:
+    """Whether this Pillow supports the "pillow" route and gives, through it, the pixels its own
+    reader gives for a colour and a grey JPEG (whole and cut short, plain and DCT-scaled)."""
+    import io
+
+    from PIL import Image
+
+    from ..synthetic import photo_like
+    try:
+        if not _batch.pillow_direct_supported():
+            return False
+        worker = _batch.Worker()
+        rgb = photo_like(37, 45, seed=3)
+        for pixels in (rgb, rgb[..., 1]):
+            buf = io.BytesIO()
+            Image.fromarray(pixels).save(buf, "JPEG", quality=90)
+            for scale in (1, 2):
+                with Image.open(buf) as im:
+                    im.draft(im.mode, (im.width // scale, im.height // scale))
+                    want = np.asarray(im.convert("RGB"))
+                got = worker.decode_pillow(buf.getvalue(), scale)
+                part = worker.decode_pillow(buf.getvalue(), scale, 5)
+                if got is None or part is None or not np.array_equal(got, want) or \
+                        not np.array_equal(part, want[:5]):
+                    return False
+        return True
+    except Exception:   # an older or different Pillow: the per-JPEG Python route
+        return False
 
 
 def _is_path(value) -> bool:
