@@ -126,8 +126,11 @@ def run(args) -> int:
 
 def _demo(source, args) -> int:
     import fastload as fl
+    features = fl.features()
     print(f"{len(source)} images in {len(source.classes)} classes under {source.root}; "
-          f"JPEG decoder: {fl.features()['jpeg_decoder']}")
+          f"JPEG decoder: {features['jpeg_decoder']}")
+    if features["jpeg_how_to_link"]:
+        print(features["jpeg_how_to_link"])
     loader = fl.Loader(source, batch_size=args.batch_size, shuffle=True, seed=0, workers=args.workers,
                        transforms=[fl.RandomResizedCrop(args.size), fl.RandomHorizontalFlip(),
                                    fl.Normalize(IMAGENET_MEAN, IMAGENET_STD)], on_error="skip")

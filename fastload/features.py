@@ -5,7 +5,7 @@ import importlib.util
 import os
 import sys
 
-__all__ = ["features", "jpeg_path"]
+__all__ = ["features", "how_to_link", "jpeg_path"]
 
 
 def jpeg_path() -> str:
@@ -16,12 +16,85 @@ def jpeg_path() -> str:
         return f"{version} (linked; GIL-free, region + DCT-scaled decode)"
     import PIL
     from PIL import features as pil_features
+
+    from .image.field import jpeg_route
     turbo = pil_features.version_feature("libjpeg_turbo")
     lib = f"libjpeg-turbo {turbo}" if turbo else f"libjpeg {pil_features.version('jpg')}"
     pil = "pillow-simd" if _is_pillow_simd(PIL.__version__) else "Pillow"
-    return (f"{pil}'s {lib}, DCT-scaled by draft() (fastload was built without libjpeg-turbo; for the "
-            f"linked route install its headers, e.g. apt install libjpeg62-turbo-dev or brew install "
-            f"jpeg-turbo, then pip install --force-reinstall --no-binary fastload fastload)")
+    how = "leading rows into reused buffers from the compiled loop" if jpeg_route() == "pillow" else \
+        "one Python call per image (Pillow < 11.2)"
+    return (f"{pil} {PIL.__version__}'s {lib}, DCT-scaled by draft(), {how}; no region decode "
+            f"(fastload was built without libjpeg-turbo's headers)")
+
+
+_REINSTALL = "pip install --force-reinstall --no-deps --no-binary fastload fastload (in a checkout: pip install -e .)"
+
+
+def how_to_link() -> str | None:
+    """One line saying how to get the linked libjpeg-turbo route on this system (None when it is
+    compiled in): the headers to install, then a rebuild of fastload, which finds them through
+    FASTLOAD_JPEG_PREFIX, pkg-config, the environment's prefix or /usr/local, /usr, /opt/libjpeg-turbo."""
+    from ._kernels import _batch
+    if _batch.jpeg_version() != "none":
+        return None
+    found = _jpeg_headers()
+    if found:
+        return (f"for the faster linked JPEG route (libjpeg-turbo's headers are in {found}), rebuild fastload "
+                f"without FASTLOAD_NO_LIBJPEG: {_REINSTALL}")
+    prefix = ""
+    if os.environ.get("CONDA_PREFIX") or os.path.isdir(os.path.join(sys.prefix, "conda-meta")):
+        step = "conda install -c conda-forge libjpeg-turbo"
+    elif sys.platform == "darwin":
+        step = "brew install jpeg-turbo"
+        prefix = 'FASTLOAD_JPEG_PREFIX="$(brew --prefix jpeg-turbo)" '
+    elif sys.platform == "win32":
+        step = "vcpkg install libjpeg-turbo"
+        prefix = "set FASTLOAD_JPEG_PREFIX=<vcpkg>\\installed\\x64-windows, then "
+    else:
+        step = _linux_package_step()
+    return f"for the faster linked JPEG route: {step}, then {prefix}{_REINSTALL}"
+
+
+def _linux_package_step() -> str:
+    import shutil
+    distro = ""
+    try:
+        with open("/etc/os-release") as f:
+            fields = dict(line.rstrip("\n").split("=", 1) for line in f if "=" in line)
+        distro = " ".join((fields.get("ID", ""), fields.get("ID_LIKE", ""))).replace('"', "").lower()
+    except OSError:
+        pass
+    if shutil.which("apt-get"):
+        package = "libjpeg-turbo8-dev" if "ubuntu" in distro else "libjpeg62-turbo-dev"
+        return f"sudo apt-get install {package}"
+    if shutil.which("dnf") or shutil.which("yum"):
+        return f"sudo {'dnf' if shutil.which('dnf') else 'yum'} install libjpeg-turbo-devel"
+    if shutil.which("apk"):
+        return "apk add libjpeg-turbo-dev"
+    if shutil.which("pacman"):
+        return "sudo pacman -S libjpeg-turbo"
+    if shutil.which("zypper"):
+        return "sudo zypper install libjpeg8-devel"
+    return "install libjpeg-turbo's headers (or set FASTLOAD_JPEG_PREFIX to a libjpeg-turbo install)"
+
+
+def _jpeg_headers() -> str | None:
+    """A folder holding libjpeg-turbo's jpeglib.h among those the build looks in, or None."""
+    import sysconfig
+    multiarch = sysconfig.get_config_var("MULTIARCH") or ""
+    prefixes = [os.environ.get("FASTLOAD_JPEG_PREFIX"), sys.prefix, "/usr/local", "/usr", "/opt/libjpeg-turbo"]
+    for prefix in filter(None, prefixes):
+        inc = os.path.join(prefix, "include")
+        if not os.path.exists(os.path.join(inc, "jpeglib.h")):
+            continue
+        for folder in (inc, os.path.join(inc, multiarch)):   # jconfig.h may sit in a multiarch folder
+            try:
+                with open(os.path.join(folder, "jconfig.h")) as f:
+                    if "LIBJPEG_TURBO_VERSION" in f.read():
+                        return inc
+            except OSError:
+                pass
+    return None
 
 
 def _is_pillow_simd(pil_version: str) -> bool:
@@ -49,6 +122,7 @@ def features() -> dict:
         "fastload": __version__,
         "jpeg_decoder": jpeg_path(),
         "libjpeg_turbo_linked": jpeg != "none",
+        "jpeg_how_to_link": how_to_link(),  # one line; None when linked
         "simd": _batch.simd(),               # the path the kernels run
         "simd_paths": _batch.simd_paths(),   # every path this CPU can run (tests force each)
         "pillow": PIL.__version__,

@@ -287,8 +287,12 @@ def test_a_missing_value_fails_its_record_not_its_chunk(tmp_path):
 def test_features_name_the_path_and_how_to_link():
     f = fl.features()
     assert f["simd"] in f["simd_paths"] and f["simd"] != "avx512"
-    if not f["libjpeg_turbo_linked"]:
-        assert "pip install" in f["jpeg_decoder"] and "libjpeg" in f["jpeg_decoder"]
+    if f["libjpeg_turbo_linked"]:
+        assert f["jpeg_how_to_link"] is None
+    else:   # one line: what to install, then how to rebuild
+        how = f["jpeg_how_to_link"]
+        assert "pip install" in how and "libjpeg" in how and "\n" not in how
+        assert "Pillow" in f["jpeg_decoder"] and "without libjpeg-turbo" in f["jpeg_decoder"]
 
 
 # -- the JPEG route without libjpeg-turbo --------------------------------------------------------

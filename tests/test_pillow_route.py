@@ -228,13 +228,29 @@ def test_truncated_files_fail_whatever_the_crop(tmp_path):
         monkeypatch.undo()
 
 
-def test_canvas_grows_and_keeps_serving_smaller_and_narrower_images():
-    datas = [jpeg(40, 30, seed=1), jpeg(500, 900, seed=2), jpeg(700, 60, seed=3), jpeg(33, 47, seed=4),
-             jpeg(1500, 80, "progressive", seed=5)]
-    field = ImageField([fl.Resize((24, 24))], dtype="uint8", dct_scale=False)
-    got, status, _, want = sample_both_ways(field, datas, False)
-    assert status.tolist() == [_batch.OK] * len(datas)
-    np.testing.assert_array_equal(got, want)
+@pytest.mark.parametrize("paths", [False, True])
+def test_groups_canvases_and_files_are_kept_apart(tmp_path, paths):
+    """Samples are decoded in groups, each into its own canvas (grown, or replaced to stay within
+    the group's byte budget), with its own file; a sample over the budget starts the next group.
+    Big and small, wide and tall, in every order: each sample still gets its own pixels."""
+    sizes = [(40, 30), (500, 900), (700, 60), (33, 47), (1500, 80), (600, 700), (20, 20), (640, 480),
+             (650, 500), (31, 1200), (64, 64), (900, 500)] + [(45 + i, 60) for i in range(20)]
+    datas = [jpeg(h, w, sorted(KINDS)[i % len(KINDS)], seed=i) for i, (h, w) in enumerate(sizes)]
+    datas[5] = encode(photo_like(50, 70, seed=5), "PNG")   # left to Pillow's reader, mid-group
+    items = datas
+    if paths:
+        items = []
+        for i, data in enumerate(datas):
+            (tmp_path / f"{i}.jpg").write_bytes(data)
+            items.append(os.fsencode(tmp_path / f"{i}.jpg"))
+    for transforms, dct_scale in (([fl.Resize((24, 24))], False), ([fl.RandomResizedCrop(32)], True)):
+        field = ImageField(transforms, dtype="uint8", dct_scale=dct_scale)
+        got, status, _, want = sample_both_ways(field, items, paths)
+        expected = [_batch.OK] * len(items)
+        expected[5] = _batch.NOT_JPEG if paths else _batch.UNSUPPORTED
+        assert status.tolist() == expected
+        got[5] = want[5]
+        np.testing.assert_array_equal(got, want)
 
 
 def test_threads_give_what_one_thread_gives():
