@@ -292,7 +292,7 @@ def test_features_name_the_path_and_how_to_link():
     else:   # one line: what to install, then how to rebuild
         how = f["jpeg_how_to_link"]
         assert "pip install" in how and "libjpeg" in how and "\n" not in how
-        assert "Pillow" in f["jpeg_decoder"] and "without libjpeg-turbo" in f["jpeg_decoder"]
+        assert "pillow" in f["jpeg_decoder"].lower() and "without libjpeg-turbo" in f["jpeg_decoder"]
 
 
 # -- the JPEG route without libjpeg-turbo --------------------------------------------------------

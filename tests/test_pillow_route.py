@@ -289,3 +289,34 @@ def test_loader_batches_match_the_per_sample_route(monkeypatch, image_folder):
 def test_the_route_is_chosen_once_and_named():
     assert field_mod.jpeg_route() in ("linked", "pillow", "pillow-python")
     assert field_mod.jpeg_route() == ("linked" if _batch.HAVE_LIBJPEG_TURBO else "pillow")
+
+
+# -- mutated inputs ------------------------------------------------------------------------------
+
+from test_fuzz import ALLOWED, FUZZ, JPEG_SEEDS, TRANSFORMS as FUZZ_TRANSFORMS, fuzzed, output_shape, plans  # noqa: E402
+from hypothesis import given, strategies as st  # noqa: E402
+
+
+@FUZZ
+@given(items=st.lists(fuzzed(JPEG_SEEDS), min_size=1, max_size=3), plan=plans, seed=st.integers(0, 2**32))
+def test_chunk_route_survives_mutations_and_agrees_where_pillow_decodes(items, plan, seed):
+    """Never a crash or an out-of-plan status; a sample the route finishes is, wherever Pillow's
+    reader decodes the file too, the per-sample route's (corruption in rows below the crop goes
+    unnoticed here, as on the libjpeg-turbo route)."""
+    t, kw = plan
+    field = ImageField(FUZZ_TRANSFORMS[t], **kw)
+    out = np.zeros((len(items), *output_shape(field.size, kw["layout"])), kw["dtype"])
+    status = np.empty(len(items), np.int32)
+    indices = np.arange(len(items), dtype=np.uint64)
+    failed = _batch.Worker().run_chunk_pillow(field.plan, items, False, indices, seed, 0, out, status,
+                                              bomb_pixels=Image.MAX_IMAGE_PIXELS)
+    assert set(status.tolist()) <= ALLOWED, (status, failed)
+    assert sorted(failed) == [i for i in range(len(items)) if status[i] < 0] and all(failed.values())
+
+    class Ctx:
+        epoch = 0
+    Ctx.seed = seed
+    for i in np.flatnonzero(status == _batch.OK):
+        want = np.zeros_like(out[i])
+        if field._pillow_route(_batch.Worker(), items[i], items[i], int(indices[i]), Ctx, want) is None:
+            np.testing.assert_array_equal(out[i], want)

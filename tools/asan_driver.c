@@ -152,6 +152,52 @@ static void run_decoder(fl_jpeg_decoder *d, const uint8_t *data, size_t size)
             }
 }
 
+/* The route through Pillow's decoder: the plan from the markers, then the sample finished from
+ * a stand-in for Pillow's pixels (four bytes a pixel) holding exactly the planned leading rows,
+ * so that a resample reaching past them is caught. */
+static void run_pillow(fl_worker *w, const uint8_t *data, size_t size, uint64_t index)
+{
+    char err[FL_ERRLEN];
+    int complete = 0;
+    err[0] = 0;
+    int rc = fl_jpeg_check_stream(data, size, &complete, err);
+    count(rc);
+    if (rc < 0 && !err[0])
+        fprintf(stderr, "stream check error %d without a message\n", rc);
+    for (int i = 0; i < NPLANS; i++) {
+        fl_pillow_jpeg r;
+        err[0] = 0;
+        rc = fl_pillow_jpeg_plan(&plans[i], data, size, i & 1 ? 1e4 : 0, 7, 0, index, &r, err);
+        count(rc);
+        if (rc != FL_OK) {
+            if (rc < 0 && !err[0])
+                fprintf(stderr, "pillow plan error %d without a message\n", rc);
+            continue;
+        }
+        if (r.rows < 1 || r.rows > r.scaled_height || r.scaled_width < 1)
+            fprintf(stderr, "pillow plan: %d rows of %dx%d\n", r.rows, r.scaled_width, r.scaled_height);
+        if ((int64_t)r.scaled_width * r.rows > 2000000)
+            continue;
+        size_t n = (size_t)r.scaled_width * r.rows * 4;
+        uint8_t *px = malloc(n);
+        for (size_t k = 0; k < n; k++)
+            px[k] = (uint8_t)(k * 29 + index);
+        fl_view v = {px, r.scaled_width, r.rows, 4, (ptrdiff_t)r.scaled_width * 4};
+        size_t nb = out_bytes(&plans[i]);
+        uint8_t *out = malloc(nb);
+        rc = fl_process_decoded(w, &plans[i], &v, r.scaled_width, r.scaled_height, r.width, r.height, 7, 0,
+                                index, out, err);
+        count(rc);
+        if (rc == FL_ERR_ARG)
+            fprintf(stderr, "pillow route: the planned rows do not cover the crop: %s\n", err);
+        if (rc == FL_OK)
+            for (size_t k = 0; k < nb; k++)
+                checksum += out[k];
+        free(out);
+        free(px);
+    }
+}
+
 static void run_rgb(fl_worker *w)
 {
     static const int shapes[][2] = {{1, 1}, {1, 300}, {300, 1}, {2, 3}, {17, 9}, {64, 48}};
@@ -227,8 +273,10 @@ int main(int argc, char **argv)
             fl_jpeg_info scanned;   /* the marker scan of the route without libjpeg-turbo */
             count(fl_jpeg_scan(data, size, &scanned));
             for (int path = 0; path < FL_SIMD_COUNT; path++)
-                if (fl_simd_set(path) == FL_OK)
+                if (fl_simd_set(path) == FL_OK) {
                     run_plans(&w, data, size, (uint64_t)files);
+                    run_pillow(&w, data, size, (uint64_t)files);
+                }
             fl_simd_init();
             free(data);
             files++;

@@ -3,9 +3,12 @@
 
 * :class:`Worker` runs a whole chunk of image samples, file to batch row, in
   one GIL-free call: read, decode (only the crop's region, DCT-scaled), crop,
-  resample, augment, normalise and write. The samples it cannot take
-  (non-JPEG formats, CMYK, a build without libjpeg-turbo) come back with a
-  status so the caller decodes them through Pillow and finishes them with
+  resample, augment, normalise and write. Built without libjpeg-turbo,
+  :meth:`Worker.run_chunk_pillow` does the same with Pillow's own JPEG decoder
+  (the leading rows the crop needs, at draft()'s scale, straight into reused
+  Pillow images). The samples they cannot take (non-JPEG formats, CMYK, EXIF
+  rotations on the Pillow route) come back with a status so the caller
+  decodes them through Pillow and finishes them with
   :meth:`Worker.process_rgb`, with the same random draws.
 * The kernels it is built from, for tests and tools: :class:`Resampler`,
   :func:`color_jitter`, :func:`write_sample`, :class:`JpegDecoder`.

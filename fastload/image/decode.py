@@ -3,6 +3,9 @@
 JPEGs go through the compiled libjpeg-turbo kernel, one decoder per thread.
 Everything else, and the JPEGs that kernel hands back (CMYK/YCCK, an EXIF
 orientation to apply, a build without libjpeg-turbo), goes through Pillow.
+(In a Loader, a build without libjpeg-turbo drives Pillow's JPEG decoder from
+the compiled loop instead, with the pixels these functions give: see
+``Worker.run_chunk_pillow``.)
 Both routes give what ``ImageOps.exif_transpose(im).convert("RGB")`` gives,
 except for the high-bit-depth modes, where Pillow's conversion clips at 255:
 
@@ -16,7 +19,9 @@ except for the high-bit-depth modes, where Pillow's conversion clips at 255:
 Alpha is dropped, not composited (as ``convert("RGB")``); animated GIF/WebP/PNG
 give their first frame. Every failure raises :class:`~fastload.errors.DecodeError`
 naming the file: unreadable, empty, truncated, corrupt, not an image, or over
-the pixel limit. Pillow's global settings (``MAX_IMAGE_PIXELS``,
+the pixel limit. JPEGs that Pillow's decoder would take although libjpeg warns
+that their pixels are invented (no scan, restart markers where none belong)
+are corrupt, as on the libjpeg-turbo route. Pillow's global settings (``MAX_IMAGE_PIXELS``,
 ``LOAD_TRUNCATED_IMAGES``) are read, never changed.
 """
 from __future__ import annotations

@@ -8,9 +8,11 @@ JPEGs included: the orientation is folded into the final write). Samples the C
 route declines (PNG, WebP, CMYK JPEGs, ...) are decoded through
 Pillow and finished by the same kernel with the same random draws, so the
 route a file takes never changes what the sample looks like beyond decoder
-rounding. On that route JPEGs are DCT-scaled by Pillow's ``draft()`` under the
-same ``reducing_gap`` rule, and Pillow decodes with the GIL released, so it
-too runs in parallel on the worker threads.
+rounding. Built without libjpeg-turbo, JPEGs take :meth:`Worker.run_chunk_pillow`
+(see :func:`jpeg_route`): Pillow's own decoder, driven from the compiled loop,
+DCT-scaled by ``draft()``'s rule under the same ``reducing_gap``, decoding only
+the leading rows the crop reaches with the GIL released, so it too runs in
+parallel on the worker threads, with exactly the pixels of the per-sample route.
 
 Conventions (torchvision's unless said): float output without Normalize is
 pixel / 255 in [0, 1] for :class:`Image` (``ToDtype(float32, scale=True)``);
