@@ -486,7 +486,8 @@ static int decode_planned(fl_jpeg_decoder *d, fl_view *out, const fl_jpeg_region
     if (cols < c->output_width)
         jpeg_crop_scanline(c, &xoff, &cols);
     size_t row_bytes = (size_t)cols * 3, rows = (size_t)out->height;
-    if (rows > ((size_t)-1) / row_bytes || fl_buffer_reserve(&d->pixels, row_bytes * rows) != FL_OK) {
+    /* one row more: scratch for the last row of a stream decoded to its end (below) */
+    if (rows >= ((size_t)-1) / row_bytes || fl_buffer_reserve(&d->pixels, row_bytes * (rows + 1)) != FL_OK) {
         set_err(err, "cannot allocate %zu x %zu bytes for decoded pixels", rows, row_bytes);
         jpeg_abort_decompress(c);
         return FL_ERR_NOMEM;
@@ -514,9 +515,23 @@ static int decode_planned(fl_jpeg_decoder *d, fl_view *out, const fl_jpeg_region
     }
 
     /* A stream without its EOI marker is entropy-decoded to the end, which
-     * raises the premature-end error a truncated file deserves. */
-    if (!complete && c->output_scanline < c->output_height)
-        jpeg_skip_scanlines(c, c->output_height - c->output_scanline);
+     * raises the premature-end error a truncated file deserves. Skipping to
+     * the very end returns without decoding anything, so skip to the last
+     * row and read that one. */
+    if (!complete && c->output_scanline < c->output_height) {
+        JDIMENSION left = c->output_height - c->output_scanline;
+        if (left > 1 && jpeg_skip_scanlines(c, left - 1) != left - 1) {
+            set_err(err, "could not skip to row %u", c->output_height - 1);
+            jpeg_abort_decompress(c);
+            return FL_ERR_DECODE;
+        }
+        JSAMPROW scratch = d->pixels.data + rows * row_bytes;
+        if (jpeg_read_scanlines(c, &scratch, 1) == 0) {
+            set_err(err, "libjpeg returned no rows at row %u", c->output_scanline);
+            jpeg_abort_decompress(c);
+            return FL_ERR_DECODE;
+        }
+    }
     /* The whole height was read: check the stream really ends (EOI), as
      * Pillow does. Otherwise stop here without decoding the rest. */
     if (c->output_scanline == c->output_height)

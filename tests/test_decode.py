@@ -189,6 +189,19 @@ def test_out_receives_the_pixels(decoder, photo):
 
 
 @needs_turbo
+@pytest.mark.parametrize("progressive", [False, True])
+def test_a_truncated_stream_fails_whatever_the_region(decoder, photo, progressive):
+    """Without its EOI marker a stream is decoded to its last row, also when the region ends above
+    the missing data (skipping to the very end would decode nothing)."""
+    data = encode(photo, quality=90, progressive=progressive)[:-300]
+    for region, max_denom in (((10, 10, 40, 30), 1), ((0, 0, 463, 8), 8), (None, 1)):
+        with pytest.raises(DecodeError, match="Premature end"):
+            decoder.decode(data, region, min_size=(4, 4), max_denom=max_denom)
+    full = encode(photo, quality=90, progressive=progressive)
+    assert decoder.decode(full, (10, 10, 40, 30))[0].shape == (20, 30, 3)
+
+
+@needs_turbo
 def test_decoder_reused_across_sizes_and_errors(decoder):
     images = [encode(photo_like(h, w, seed=h), **kw) for h, w, kw in [
         (480, 640, dict(quality=90)), (17, 9, dict(quality=80, subsampling=0)),
