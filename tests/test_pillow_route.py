@@ -229,10 +229,9 @@ def test_truncated_files_fail_whatever_the_crop(monkeypatch):
 
 
 @pytest.mark.parametrize("paths", [False, True])
-def test_groups_canvases_and_files_are_kept_apart(tmp_path, paths):
-    """Samples are decoded in groups, each into its own canvas (grown, or replaced to stay within
-    the group's byte budget), with its own file; a sample over the budget starts the next group.
-    Big and small, wide and tall, in every order: each sample still gets its own pixels."""
+def test_the_canvas_serves_images_of_every_size_in_every_order(tmp_path, paths):
+    """One canvas per worker, grown as needed: big and small, wide and tall, in every order, and a
+    file left to Pillow's reader between them, each sample still gets its own pixels."""
     sizes = [(40, 30), (500, 900), (700, 60), (33, 47), (1500, 80), (600, 700), (20, 20), (640, 480),
              (650, 500), (31, 1200), (64, 64), (900, 500)] + [(45 + i, 60) for i in range(20)]
     datas = [jpeg(h, w, sorted(KINDS)[i % len(KINDS)], seed=i) for i, (h, w) in enumerate(sizes)]

@@ -5,8 +5,8 @@
   one GIL-free call: read, decode (only the crop's region, DCT-scaled), crop,
   resample, augment, normalise and write. Built without libjpeg-turbo,
   :meth:`Worker.run_chunk_pillow` does the same with Pillow's own JPEG decoder
-  (the leading rows the crop needs, at draft()'s scale, straight into reused
-  Pillow images). The samples they cannot take (non-JPEG formats, CMYK, EXIF
+  (the leading rows the crop needs, at draft()'s scale, straight into a reused
+  Pillow image). The samples they cannot take (non-JPEG formats, CMYK, EXIF
   rotations on the Pillow route) come back with a status so the caller
   decodes them through Pillow and finishes them with
   :meth:`Worker.process_rgb`, with the same random draws.
@@ -139,13 +139,6 @@ cdef struct ArrowArray:
 
 _pil_core = None
 
-cdef enum:
-    PILLOW_GROUP = 16   # samples decoded by Pillow between two GIL-free stretches
-
-# ... as long as their decoded pixels (beyond the first sample's) stay within this many bytes, so
-# that they are still in cache when resampled
-cdef int64_t PILLOW_GROUP_BYTES = 1 << 20
-
 
 cdef object _pillow_core():
     global _pil_core
@@ -168,23 +161,16 @@ cdef class Worker:
     cdef fl_worker w
     cdef fl_buffer ptrs
     cdef fl_buffer errs
-    # The Pillow route's destinations, one per sample of a group: one-block Pillow RGB images
-    # (four bytes a pixel) that Pillow's JPEG decoder writes into, their Arrow exports (which
-    # keep canvas_px valid), and the group's file contents.
-    cdef list canvases
-    cdef list exports
-    cdef uint8_t *canvas_px[PILLOW_GROUP]
-    cdef int canvas_w[PILLOW_GROUP]
-    cdef int canvas_h[PILLOW_GROUP]
-    cdef fl_buffer files[PILLOW_GROUP]
+    # The Pillow route's destination: a one-block Pillow RGB image (four bytes a pixel) that
+    # Pillow's JPEG decoder writes into, and its Arrow export, which keeps canvas_px valid.
+    cdef object canvas
+    cdef object canvas_export
+    cdef uint8_t *canvas_px
+    cdef int canvas_w, canvas_h
 
     def __cinit__(self):
         memset(&self.ptrs, 0, sizeof(fl_buffer))
         memset(&self.errs, 0, sizeof(fl_buffer))
-        memset(self.files, 0, sizeof(self.files))
-        memset(self.canvas_px, 0, sizeof(self.canvas_px))
-        memset(self.canvas_w, 0, sizeof(self.canvas_w))
-        memset(self.canvas_h, 0, sizeof(self.canvas_h))
         if fl_worker_init(&self.w) != FL_OK:
             raise MemoryError("cannot create a decoder")
 
@@ -192,8 +178,6 @@ cdef class Worker:
         fl_worker_free(&self.w)
         fl_buffer_free(&self.ptrs)
         fl_buffer_free(&self.errs)
-        for k in range(PILLOW_GROUP):
-            fl_buffer_free(&self.files[k])
 
     def run_chunk(self, Plan plan, list items, bint paths, const uint64_t[::1] indices,
                   uint64_t seed, uint64_t epoch, cnp.ndarray out, int[::1] status):
@@ -245,20 +229,20 @@ cdef class Worker:
                          double bomb_pixels=0):
         """run_chunk for a build without libjpeg-turbo: JPEGs are decoded by Pillow's own decoder.
 
-        Samples go in groups (up to PILLOW_GROUP, their decoded pixels within
-        PILLOW_GROUP_BYTES). With the GIL released: read each file and plan it
-        from its markers (fl_pillow_jpeg_plan: draft() scale, leading rows
-        needed). Then Pillow's decoder (which releases the GIL too) writes
-        each sample's rows into its own reused canvas. The next GIL-free
-        stretch resamples and writes the group's samples into their rows and
-        reads the next group, so a sample costs one GIL hand-over (Pillow's)
-        rather than two. What this route leaves to Pillow's reader (other
-        formats, CMYK, an EXIF orientation, data Pillow's decoder refuses or
-        that is truncated) comes back as NOT_JPEG or UNSUPPORTED, as from
-        run_chunk. ``bomb_pixels``: Pillow's ``MAX_IMAGE_PIXELS`` (0: none).
-        Needs :func:`pillow_direct_supported`.
+        Per sample, with the GIL released: read the file, plan from the JPEG
+        markers (fl_pillow_jpeg_plan: draft() scale, leading rows needed); then
+        Pillow's decoder (which releases the GIL too) writes those rows into
+        this worker's reused canvas; the next GIL-free stretch resamples and
+        writes that sample into its row and reads the next file. (Decoding a
+        group of samples into as many canvases before resampling them saves
+        GIL hand-overs but measured slower, one and two threads alike: the
+        canvases fall out of cache.) What this route leaves to Pillow's reader
+        (other formats, CMYK, an EXIF orientation, data Pillow's decoder
+        refuses or that is truncated) comes back as NOT_JPEG or UNSUPPORTED, as
+        from run_chunk. ``bomb_pixels``: Pillow's ``MAX_IMAGE_PIXELS`` (0:
+        none). Needs :func:`pillow_direct_supported`.
         """
-        cdef Py_ssize_t n = len(items), i = 0, k, ng = 0
+        cdef Py_ssize_t n = len(items), i = 0, pending = -1
         if indices.shape[0] != n or status.shape[0] != n or out.shape[0] < n:
             raise ValueError("items, indices, status and out disagree in length")
         if not out.flags.c_contiguous and not (out.ndim > 1 and out[0].flags.c_contiguous):
@@ -271,21 +255,11 @@ cdef class Worker:
         cdef char *errs = <char *>self.errs.data
         cdef char *base = <char *>cnp.PyArray_DATA(out)
         cdef Py_ssize_t row = out.strides[0]
-        cdef const uint8_t *payload
+        cdef const uint8_t *payload = NULL
         cdef size_t size = 0
-        cdef int rc
-        cdef fl_pillow_jpeg req
-        cdef fl_pillow_jpeg reqs[PILLOW_GROUP]
-        cdef fl_view views[PILLOW_GROUP]
-        cdef Py_ssize_t sample[PILLOW_GROUP]
-        cdef size_t got[PILLOW_GROUP]
-        cdef bint decoded[PILLOW_GROUP]
-        cdef int64_t group_bytes, need
-        cdef fl_buffer swap
-        cdef bint carry = False
-        cdef Py_ssize_t carry_slot = 0
-        cdef fl_pillow_jpeg carried
-        cdef size_t carried_size = 0
+        cdef int rc = FL_OK
+        cdef fl_pillow_jpeg req, done
+        cdef fl_view view
         for i in range(n):
             item = items[i]
             if type(item) is not bytes:
@@ -296,30 +270,17 @@ cdef class Worker:
         i = 0
         while True:
             with nogil:
-                for k in range(ng):   # the group decoded last: resample and write
-                    if decoded[k]:
-                        status[sample[k]] = fl_process_decoded(
-                            &self.w, &plan.p, &views[k], reqs[k].scaled_width, reqs[k].scaled_height,
-                            reqs[k].width, reqs[k].height, seed, epoch, indices[sample[k]],
-                            base + sample[k] * row, errs + sample[k] * FL_ERRLEN)
-                ng = 0
-                group_bytes = 0
-                if carry:   # read and planned last time, beyond that group's bytes: first of this one
-                    swap = self.files[0]
-                    self.files[0] = self.files[carry_slot]
-                    self.files[carry_slot] = swap
-                    reqs[0], sample[0], got[0] = carried, i, carried_size
-                    group_bytes = <int64_t>carried.scaled_width * carried.rows * 4
-                    ng, i, carry = 1, i + 1, False
-                while i < n and ng < PILLOW_GROUP:   # the next group: read and plan
+                if pending >= 0:   # the sample decoded last: resample and write it
+                    status[pending] = fl_process_decoded(
+                        &self.w, &plan.p, &view, done.scaled_width, done.scaled_height, done.width,
+                        done.height, seed, epoch, indices[pending], base + pending * row,
+                        errs + pending * FL_ERRLEN)
+                    pending = -1
+                if i < n:
                     errs[i * FL_ERRLEN] = 0
                     if paths:
-                        swap = self.w.file   # each sample of a group keeps its file until decoded
-                        self.w.file = self.files[ng]
                         rc = fl_read_file(&self.w, data[i], 1, &size, errs + i * FL_ERRLEN)
-                        self.files[ng] = self.w.file
-                        self.w.file = swap
-                        payload = self.files[ng].data
+                        payload = self.w.file.data
                     else:
                         rc = FL_OK
                         payload = <const uint8_t *>data[i]
@@ -328,50 +289,35 @@ cdef class Worker:
                         rc = fl_pillow_jpeg_plan(&plan.p, payload, size, bomb_pixels, seed, epoch, indices[i],
                                                  &req, errs + i * FL_ERRLEN)
                     status[i] = rc
-                    if rc != FL_OK:
-                        i += 1
-                        continue
-                    need = <int64_t>req.scaled_width * req.rows * 4
-                    if ng > 0 and group_bytes + need > PILLOW_GROUP_BYTES:
-                        carry, carry_slot, carried, carried_size = True, ng, req, size
-                        break
-                    group_bytes += need
-                    reqs[ng] = req
-                    sample[ng] = i
-                    got[ng] = size
-                    ng += 1
-                    i += 1
-            if ng == 0:
-                if i >= n and not carry:
-                    break
-                continue
-            for k in range(ng):   # Pillow decodes, releasing the GIL for each image
-                if paths:
-                    buf = PyMemoryView_FromMemory(<char *>self.files[k].data, got[k], PyBUF_READ)
+            if i >= n:
+                break
+            if rc == FL_OK:
+                if self.pillow_decode(core, items[i] if not paths else
+                                      PyMemoryView_FromMemory(<char *>payload, size, PyBUF_READ), &req, &view):
+                    pending = i
+                    done = req
                 else:
-                    buf = items[sample[k]]
-                decoded[k] = self.pillow_decode(k, core, buf, &reqs[k], &views[k])
-                if not decoded[k]:
-                    status[sample[k]] = FL_UNSUPPORTED   # Pillow's reader explains, or decodes what it can
+                    status[i] = FL_UNSUPPORTED   # Pillow's reader explains, or decodes what it can
+            i += 1
         failed = {}
         for i in range(n):
             if status[i] < 0:
                 failed[i] = (<bytes>(errs + i * FL_ERRLEN)).decode("utf-8", "replace")
         return failed
 
-    cdef bint pillow_decode(self, int slot, core, buf, const fl_pillow_jpeg *r, fl_view *v) except -1:
+    cdef bint pillow_decode(self, core, buf, const fl_pillow_jpeg *r, fl_view *v) except -1:
         """Pillow's JPEG decoder writes the first r.rows rows of ``buf`` at scale 1/r.scale into
-        canvas ``slot``; *v views them. False when the decoder wanted more data or failed."""
+        the canvas; *v views them. False when the decoder wanted more data or failed."""
         cdef Py_ssize_t stride
         cdef uint8_t *last
-        if r.scaled_width > self.canvas_w[slot] or r.rows > self.canvas_h[slot]:
-            self.grow_canvas(slot, r.scaled_width, r.rows)
-        stride = <Py_ssize_t>self.canvas_w[slot] * 4
-        last = self.canvas_px[slot] + (r.rows - 1) * stride + 3   # the padding byte of the last row's
-        last[0] = 0                                                # first pixel: 255 once it is written
+        if r.scaled_width > self.canvas_w or r.rows > self.canvas_h:
+            self.grow_canvas(r.scaled_width, r.rows)
+        stride = <Py_ssize_t>self.canvas_w * 4
+        last = self.canvas_px + (r.rows - 1) * stride + 3   # the padding byte of the last row's first pixel,
+        last[0] = 0                                          # 255 once the decoder has written that row
         try:
             decoder = core.jpeg_decoder("RGB", "RGB", "", r.scale, 0)
-            decoder.setimage(self.canvases[slot], (0, 0, r.scaled_width, r.rows))
+            decoder.setimage(self.canvas, (0, 0, r.scaled_width, r.rows))
             try:
                 consumed, errcode = decoder.decode(buf)
             finally:
@@ -384,7 +330,7 @@ cdef class Worker:
         # scanlines" error (IMAGING_CODEC_BROKEN, -2) once every row it was given is written.
         if errcode != (0 if r.rows == r.scaled_height else -2):
             return False
-        v.data = self.canvas_px[slot]
+        v.data = self.canvas_px
         v.width = r.scaled_width
         v.height = r.rows
         v.channels = 4
@@ -406,7 +352,7 @@ cdef class Worker:
         r.scaled_width = (info.width + scale - 1) // scale
         r.scaled_height = (info.height + scale - 1) // scale
         r.rows = r.scaled_height if rows <= 0 else min(rows, r.scaled_height)
-        if not self.pillow_decode(0, _pillow_core(), data, &r, &v):
+        if not self.pillow_decode(_pillow_core(), data, &r, &v):
             return None
         pixels = np.empty((v.height, v.width, 4), np.uint8)
         cdef uint8_t[:, :, ::1] dst = pixels
@@ -415,21 +361,13 @@ cdef class Worker:
             memcpy(&dst[y, 0, 0], v.data + y * v.stride, v.width * 4)
         return pixels[:, :, :3].copy()
 
-    cdef int grow_canvas(self, int slot, int width, int height) except -1:
-        """A canvas at least width x height for ``slot``. Slot 0 only grows; the others (which
-        take only samples within PILLOW_GROUP_BYTES) are replaced at the size asked for when
-        growing both ways would pass that, so that they stay within it."""
+    cdef int grow_canvas(self, int width, int height) except -1:
         cdef ArrowSchema *schema
         cdef ArrowArray *array
-        cdef int w = max(width, self.canvas_w[slot]), h = max(height, self.canvas_h[slot])
-        if slot > 0 and <int64_t>w * h * 4 > PILLOW_GROUP_BYTES:
-            w, h = width, height
-        if self.canvases is None:
-            self.canvases = [None] * PILLOW_GROUP
-            self.exports = [None] * PILLOW_GROUP
-        self.canvases[slot] = self.exports[slot] = None
-        self.canvas_px[slot] = NULL
-        self.canvas_w[slot] = self.canvas_h[slot] = 0
+        cdef int w = max(width, self.canvas_w), h = max(height, self.canvas_h)
+        self.canvas = self.canvas_export = None
+        self.canvas_px = NULL
+        self.canvas_w = self.canvas_h = 0
         canvas = _pillow_core().new_block("RGB", (w, h))
         exported = (canvas.__arrow_c_schema__(), canvas.__arrow_c_array__())
         schema = <ArrowSchema *>PyCapsule_GetPointer(exported[0], "arrow_schema")
@@ -438,9 +376,9 @@ cdef class Worker:
                 array.length != <int64_t>w * h or array.offset != 0 or array.children[0].n_buffers != 2 or \
                 array.children[0].offset != 0 or array.children[0].buffers[1] == NULL:
             raise RuntimeError("Pillow's Arrow export of an RGB image is not four bytes a pixel in one buffer")
-        self.canvases[slot], self.exports[slot] = canvas, exported
-        self.canvas_px[slot] = <uint8_t *>array.children[0].buffers[1]
-        self.canvas_w[slot], self.canvas_h[slot] = w, h
+        self.canvas, self.canvas_export = canvas, exported
+        self.canvas_px = <uint8_t *>array.children[0].buffers[1]
+        self.canvas_w, self.canvas_h = w, h
         return 0
 
     def process_rgb(self, Plan plan, const uint8_t[:, :, ::1] img, uint64_t seed, uint64_t epoch,
