@@ -142,11 +142,10 @@ static int resample_rgb(fl_worker *w, const fl_plan *p, const fl_view *img, fl_r
     for (int y = 0; y < dst->height; y++) {
         const uint8_t *s = tmp.data + (ptrdiff_t)y * tmp.stride;
         uint8_t *d = dst->data + (ptrdiff_t)y * dst->stride;
-        for (int x = 0; x < dst->width; x++, s += 4, d += 3) {
-            d[0] = s[0];
-            d[1] = s[1];
-            d[2] = s[2];
-        }
+        int x = 0;
+        for (; x + 1 < dst->width; x++, s += 4, d += 3)   /* four bytes out, the fourth overwritten next */
+            memcpy(d, s, 4);
+        memcpy(d, s, 3);
     }
     return FL_OK;
 }
