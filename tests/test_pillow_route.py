@@ -319,3 +319,31 @@ def test_chunk_route_survives_mutations_and_agrees_where_pillow_decodes(items, p
         want = np.zeros_like(out[i])
         if field._pillow_route(_batch.Worker(), items[i], items[i], int(indices[i]), Ctx, want) is None:
             np.testing.assert_array_equal(out[i], want)
+
+
+def test_the_plan_asks_for_drafts_scale_and_only_the_rows_the_crop_reaches():
+    """pillow_jpeg_plan's scale is the one draft() picks for the crop under reducing_gap (as the
+    per-sample route computes it in Python), and its rows cover the crop's bottom plus the
+    filter's reach, no more than a few rows beyond; a stream without EOI asks for every row."""
+    import math
+    field = ImageField([fl.RandomResizedCrop(56)], dtype="uint8")
+    data = jpeg(460, 520, seed=9)
+    cut = 0
+    for index in range(60):
+        got = _batch.pillow_jpeg_plan(field.plan, data, 3, 1, index)
+        (x0, y0, x1, y1), (oh, ow) = field.plan.box(520, 460, 3, 1, index)
+        want = None
+        if min(520, 460) >= 2 * 2.0 * 56:
+            want = (math.ceil(520 * 2.0 * ow / max(x1 - x0, 1e-9)), math.ceil(460 * 2.0 * oh / max(y1 - y0, 1e-9)))
+        k = min(520 // want[0], 460 // want[1]) if want else 0
+        scale = next((s for s in (8, 4, 2) if k >= s), 1)
+        assert got["scale"] == scale and got["scaled_height"] == -(-460 // scale)
+        bottom = y1 * got["scaled_height"] / 460
+        reach = max(1.0, (y1 - y0) * got["scaled_height"] / 460 / oh)
+        assert got["rows"] >= min(got["scaled_height"], math.ceil(bottom + reach))
+        assert got["rows"] <= math.ceil(bottom + reach) + 2
+        cut += got["rows"] < got["scaled_height"]
+    assert cut > 20
+    truncated = _batch.pillow_jpeg_plan(field.plan, data[:-100], 3, 1, 0)
+    assert truncated["rows"] == truncated["scaled_height"]
+    assert _batch.pillow_jpeg_plan(field.plan, encode(photo_like(20, 20), "PNG"), 3, 1, 0)[0] == _batch.UNSUPPORTED

@@ -574,6 +574,25 @@ class Unsupported(Exception):
 HAVE_LIBJPEG_TURBO = jpeg_version() != "none"
 
 
+def pillow_jpeg_plan(Plan plan, data, uint64_t seed, uint64_t epoch, uint64_t index, double bomb_pixels=0):
+    """What run_chunk_pillow asks Pillow's decoder for, for one sample: a dict of the stored
+    ``width``/``height``, ``scale`` (1/scale), ``scaled_width``/``scaled_height`` and the leading
+    ``rows`` decoded; or the status code (UNSUPPORTED, or an error) with its message."""
+    cdef const uint8_t[::1] buf = data
+    cdef fl_pillow_jpeg r
+    cdef char err[FL_ERRLEN]
+    cdef int rc
+    if buf.shape[0] == 0:
+        return FL_UNSUPPORTED, ""
+    err[0] = 0
+    with nogil:
+        rc = fl_pillow_jpeg_plan(&plan.p, &buf[0], buf.shape[0], bomb_pixels, seed, epoch, index, &r, err)
+    if rc != FL_OK:
+        return rc, err.decode("utf-8", "replace")
+    return {"width": r.width, "height": r.height, "scale": r.scale, "scaled_width": r.scaled_width,
+            "scaled_height": r.scaled_height, "rows": r.rows}
+
+
 def jpeg_check(data):
     """None, or why the JPEG ``data`` is corrupt in a way Pillow's decoder lets pass
     (fl_jpeg_check_stream: no scan, restart markers where none belong)."""
