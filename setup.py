@@ -3,24 +3,33 @@
 Two extensions: ``_batch``, the whole sample path (decode, resample, augment,
 write), and ``_tokenize``. Each C source is compiled once, and the sources of
 all extensions compile in parallel (one job per CPU, or FASTLOAD_BUILD_JOBS).
+Builds are kept in build/ext-cache, keyed by their inputs, so installing the same
+checkout again (pip builds in the tree) copies them instead of compiling.
 
 libjpeg-turbo is linked when its headers are found (FASTLOAD_JPEG_PREFIX, pkg-config,
 or the usual prefixes). Without it (or with FASTLOAD_NO_LIBJPEG=1) the build still
 succeeds: JPEGs then go through Pillow, and ``fastload.features()`` says so.
 """
+import filecmp
+import hashlib
 import os
 import re
 import shlex
+import shutil
 import subprocess
 import sys
+import sysconfig
 from concurrent.futures import ThreadPoolExecutor
 from glob import glob
 
+import Cython
 import numpy
 from Cython.Build import cythonize
 from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
-from setuptools.modified import newer_group
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+CACHE = os.path.join(HERE, "build", "ext-cache")
 
 
 def find_libjpeg_turbo():
@@ -90,14 +99,6 @@ if only:
     extensions = [e for e in extensions if e.name.rsplit(".", 1)[1] in only.split(",")]
 
 
-def _read(path):
-    try:
-        with open(path) as f:
-            return f.read()
-    except OSError:
-        return None
-
-
 class ParallelBuildExt(build_ext):
     """Compile every source of every extension at once, then link each extension.
 
@@ -108,14 +109,18 @@ class ParallelBuildExt(build_ext):
 
     def build_extensions(self):
         self.check_extensions_list(self.extensions)
-        # An extension built with the same configuration and newer than all its sources and
-        # headers is kept: a second `pip install -e .` after the first compiles nothing.
-        stamp = os.path.join(self.build_temp, "fastload-build-config")
-        config = repr([(e.name, sorted(e.define_macros), e.libraries, e.library_dirs, numpy.__version__,
-                        sys.version) for e in self.extensions])
-        if not self.force and _read(stamp) == config:
-            self.extensions = [ext for ext in self.extensions if newer_group(
-                list(ext.sources) + list(ext.depends), self.get_ext_fullpath(ext.name), "newer")]
+        # A build is kept under build/ext-cache, keyed by everything that goes into it (the
+        # sources' bytes, macros, libraries, flags, numpy and Python): a later `pip install .`
+        # of the same checkout (pip builds in the tree) copies it instead of compiling again.
+        todo = []
+        for ext in self.extensions:
+            cached = os.path.join(CACHE, self._key(ext), os.path.basename(self.get_ext_filename(ext.name)))
+            target = self.get_ext_fullpath(ext.name)
+            if self.force or not os.path.exists(cached):
+                todo.append((ext, cached))
+            elif not (os.path.exists(target) and filecmp.cmp(cached, target, shallow=False)):
+                os.makedirs(os.path.dirname(target), exist_ok=True)
+                shutil.copy2(cached, target)
         jobs = int(os.environ.get("FASTLOAD_BUILD_JOBS") or self.parallel or os.cpu_count() or 1)
         compile_one = self.compiler.compile
 
@@ -125,24 +130,42 @@ class ParallelBuildExt(build_ext):
                                debug=self.debug, extra_postargs=ext.extra_compile_args or [],
                                depends=ext.depends)
 
-        work = [(ext, src) for ext in self.extensions for src in ext.sources]
+        work = [(ext, src) for ext, _ in todo for src in ext.sources]
         with ThreadPoolExecutor(max(1, jobs)) as pool:
             objects = dict(zip([(ext.name, src) for ext, src in work],
                                pool.map(lambda w: compile_source(*w), work)))
-        for ext in self.extensions:
+        for ext, cached in todo:
             self.compiler.compile = lambda sources, *a, _n=ext.name, **k: \
                 [o for src in sources for o in objects[(_n, src)]]
             try:
                 self.build_extension(ext)
             finally:
                 self.compiler.compile = compile_one
-        os.makedirs(self.build_temp, exist_ok=True)
-        with open(stamp, "w") as f:
-            f.write(config)
+            os.makedirs(os.path.dirname(cached), exist_ok=True)
+            shutil.copy2(self.get_ext_fullpath(ext.name), cached + ".tmp")
+            os.replace(cached + ".tmp", cached)
+        for old in sorted(glob(os.path.join(CACHE, "*")), key=os.path.getmtime)[:-8]:   # the 8 newest stay
+            shutil.rmtree(old, ignore_errors=True)
+
+    def _key(self, ext) -> str:
+        h = hashlib.sha256(repr((ext.name, sorted(ext.define_macros), ext.undef_macros, ext.libraries,
+                                 ext.library_dirs, ext.extra_compile_args, ext.extra_link_args,
+                                 [d for d in ext.include_dirs if d != numpy.get_include()],
+                                 numpy.__version__, sys.version, sysconfig.get_config_var("EXT_SUFFIX"),
+                                 self.debug, os.environ.get("CC"), os.environ.get("CFLAGS"),
+                                 os.environ.get("LDFLAGS"))).encode())
+        # Cython's .c output embeds the (temporary) paths of the build environment: hash its .pyx
+        pyx = [p[:-2] + ".pyx" if os.path.exists(p[:-2] + ".pyx") else p for p in ext.sources]
+        h.update(Cython.__version__.encode())
+        for path in sorted(pyx) + sorted(ext.depends):
+            with open(path, "rb") as f:   # headers outside the tree (numpy's) by name: their path is temporary
+                h.update((os.path.basename(path) if os.path.isabs(path) else path).encode() + b"\0" + f.read())
+        return h.hexdigest()[:24]
 
 
 setup(
-    ext_modules=cythonize(extensions, language_level=3, compiler_directives={
-        "boundscheck": False, "wraparound": False, "cdivision": True, "initializedcheck": False}),
+    ext_modules=cythonize(extensions, language_level=3, cache=os.path.join(HERE, "build", "cython-cache"),
+                          compiler_directives={
+            "boundscheck": False, "wraparound": False, "cdivision": True, "initializedcheck": False}),
     cmdclass={"build_ext": ParallelBuildExt},
 )

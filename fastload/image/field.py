@@ -25,6 +25,7 @@ from __future__ import annotations
 import math
 import os
 import threading
+import sys
 from typing import Sequence
 
 import numpy as np
@@ -227,6 +228,9 @@ class Image(ImageField):
     default_scale = True
 
 
+_FS_CODEC = (sys.getfilesystemencoding(), sys.getfilesystemencodeerrors())   # os.fsencode's, without its per-call checks
+
+
 def _is_path(value) -> bool:
     return isinstance(value, (str, os.PathLike))
 
@@ -238,6 +242,8 @@ def _name(value) -> str:
 def _encode(values, failures):
     """bytes for the C loop; whether they are all paths (True), all payloads (False) or mixed (None);
     and {i: RGB array} for values that are pixels already."""
+    if all(type(v) is str for v in values):   # the common chunk: paths from a folder source
+        return [v.encode(*_FS_CODEC) for v in values], True, {}
     items, kinds, arrays = [], set(), {}
     for i, v in enumerate(values):
         if not isinstance(v, (str, bytes)):

@@ -14,11 +14,14 @@ Names are stored with :func:`os.fsencode` and read back with
 from __future__ import annotations
 
 import os
+import sys
 from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 
 __all__ = ["PathTable"]
+
+_FS_CODEC = (sys.getfilesystemencoding(), sys.getfilesystemencodeerrors())   # what os.fsdecode uses
 
 
 class PathTable(Sequence):
@@ -83,8 +86,8 @@ class PathTable(Sequence):
             raise IndexError(f"path indices out of range for {len(self)} paths")
         ends = self._ends[idx]
         starts = np.where(idx > 0, self._ends[np.maximum(idx - 1, 0)], 0)
-        blob, prefix, fsdecode = self._blob, self.prefix, os.fsdecode
-        return [prefix + fsdecode(blob[s:e]) for s, e in zip(starts.tolist(), ends.tolist())]
+        blob, prefix, codec = self._blob, self.prefix, _FS_CODEC
+        return [prefix + blob[s:e].decode(*codec) for s, e in zip(starts.tolist(), ends.tolist())]
 
     def __iter__(self) -> Iterator[str]:
         start, blob, prefix, fsdecode = 0, self._blob, self.prefix, os.fsdecode
