@@ -51,6 +51,7 @@ def features() -> dict:
         "libjpeg_turbo_linked": jpeg != "none",
         "simd": _batch.simd(),               # the path the kernels run
         "simd_paths": _batch.simd_paths(),   # every path this CPU can run (tests force each)
+        "simd_kernels": _batch.simd_kernels(),   # the kernels with a vector path on "simd"
         "pillow": PIL.__version__,
         "pillow_simd": _is_pillow_simd(PIL.__version__),
         "numba": importlib.util.find_spec("numba") is not None,

@@ -9,8 +9,8 @@
   :meth:`Worker.process_rgb`, with the same random draws.
 * The kernels it is built from, for tests and tools: :class:`Resampler`,
   :func:`color_jitter`, :func:`write_sample`, :class:`JpegDecoder`.
-* One SIMD dispatch (:func:`simd`, :func:`simd_paths`, :func:`set_simd`),
-  chosen once when this module is imported.
+* One SIMD dispatch (:func:`simd`, :func:`simd_paths`, :func:`set_simd`,
+  :func:`simd_kernels`), chosen once when this module is imported.
 
 Only argument checks live here: the loops are the plain C of src_c/.
 """
@@ -220,6 +220,14 @@ def simd_paths():
             if fl_simd_supported(p)]
 
 
+def simd_kernels():
+    """The kernels with a vector path on the current path: "resample", "color_jitter" (AVX2; SSE4.1
+    and NEON vectorise its "saturation" step), "write" (the normalise/convert write into the batch
+    slot, for the writes :func:`write_path` names)."""
+    k = fl_simd_kernels(fl_simd).decode()
+    return k.split(",") if k else []
+
+
 def set_simd(str name):
     """Pin the path every kernel runs, process-wide (tests and benchmarks; not while kernels run)."""
     for p in range(FL_SIMD_COUNT):
@@ -312,6 +320,22 @@ def color_jitter(uint8_t[:, :, :] img not None, float brightness, float contrast
 def write_sample(const uint8_t[:, :, :] src not None, out, int rot90, bint hflip, bint vflip,
                  const int32_t[::1] perm not None, lut, int layout):
     """Rotate/flip src, map channel c through lut[c][src[..., perm[c]]], write C-contiguous out."""
+    _write(src, out, rot90, hflip, vflip, perm, lut, layout, True)
+    return out
+
+
+def write_path(const uint8_t[:, :, :] src not None, out, int rot90, bint hflip, bint vflip,
+               const int32_t[::1] perm not None, lut, int layout):
+    """How :func:`write_sample` would write these arguments on the current SIMD path: the path's
+    name (its vector write), "copy" (uint8 NHWC rows as they are) or "portable" (the plain loops).
+    Writes nothing."""
+    route = _write(src, out, rot90, hflip, vflip, perm, lut, layout, False)
+    return fl_simd_name(fl_simd).decode() if route == FL_WRITE_VECTOR else \
+        "copy" if route == FL_WRITE_COPY else "portable"
+
+
+cdef int _write(const uint8_t[:, :, :] src, out, int rot90, bint hflip, bint vflip,
+                const int32_t[::1] perm, lut, int layout, bint run) except -1:
     cdef fl_view s
     cdef fl_out o
     cdef Py_buffer ob, lb
@@ -319,7 +343,7 @@ def write_sample(const uint8_t[:, :, :] src not None, out, int rot90, bint hflip
     view_of(src, &s, "src")
     if layout != FL_NCHW and layout != FL_NHWC:
         raise ValueError("layout must be NCHW or NHWC")
-    PyObject_GetBuffer(out, &ob, PyBUF_WRITABLE | PyBUF_C_CONTIGUOUS | PyBUF_FORMAT)
+    PyObject_GetBuffer(out, &ob, (PyBUF_WRITABLE if run else 0) | PyBUF_C_CONTIGUOUS | PyBUF_FORMAT)
     try:
         PyObject_GetBuffer(lut, &lb, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT)
         try:
@@ -339,15 +363,18 @@ def write_sample(const uint8_t[:, :, :] src not None, out, int rot90, bint hflip
             if perm.shape[0] != o.channels or lb.len != <Py_ssize_t>o.channels * 256 * lb.itemsize:
                 raise ValueError(f"perm and lut must cover the {o.channels} output channels")
             with nogil:
-                rc = fl_write_sample(&s, rot90, hflip, vflip, <const int *>&perm[0], lb.buf, &o)
+                if run:
+                    rc = fl_write_sample(&s, rot90, hflip, vflip, <const int *>&perm[0], lb.buf, &o)
+                else:
+                    rc = fl_write_path(&s, rot90, hflip, vflip, <const int *>&perm[0], lb.buf, &o)
         finally:
             PyBuffer_Release(&lb)
     finally:
         PyBuffer_Release(&ob)
-    if rc != FL_OK:
+    if rc < 0:
         raise ValueError(f"invalid write_sample arguments: src {s.height}x{s.width}x{s.channels}, "
                          f"out {o.height}x{o.width}x{o.channels}, rot90 {rot90}, perm {list(perm)}")
-    return out
+    return rc
 
 
 # ---- JPEG decoding ------------------------------------------------------------

@@ -82,6 +82,10 @@ cdef extern from "augment.h" nogil:
     void fl_adjust_hue(fl_view *img, float factor)
     int fl_write_sample(const fl_view *src, int rot90, int hflip, int vflip,
                         const int *perm, const void *lut, fl_out *out)
+    enum:
+        FL_WRITE_LOOPS, FL_WRITE_COPY, FL_WRITE_VECTOR
+    int fl_write_path(const fl_view *src, int rot90, int hflip, int vflip,
+                      const int *perm, const void *lut, const fl_out *out)
 
 cdef extern from "sample.h" nogil:
     ctypedef struct fl_plan:
@@ -112,6 +116,7 @@ cdef extern from "cpu.h" nogil:
     int fl_simd_supported(int path)
     int fl_simd_set(int path)
     const char *fl_simd_name(int path)
+    const char *fl_simd_kernels(int path)
 
 
 cdef inline int view_of(const uint8_t[:, :, :] a, fl_view *v, str name) except -1:
