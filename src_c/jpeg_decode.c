@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include "exif.h"
 #include "jpeg_decode.h"
 
 #ifndef FL_HAVE_LIBJPEG_TURBO
@@ -27,50 +28,15 @@ static void set_err(char *err, const char *fmt, ...)
 
 /* ---- EXIF orientation ------------------------------------------------- */
 
-static unsigned rd16(const uint8_t *p, int le)
-{
-    return le ? (unsigned)p[0] | (unsigned)p[1] << 8 : (unsigned)p[0] << 8 | (unsigned)p[1];
-}
-
-static uint32_t rd32(const uint8_t *p, int le)
-{
-    return le ? (uint32_t)rd16(p, 1) | (uint32_t)rd16(p + 2, 1) << 16
-              : (uint32_t)rd16(p, 0) << 16 | (uint32_t)rd16(p + 2, 0);
-}
-
-/* The Orientation tag (0x0112) of IFD0 in an APP1 "Exif" payload: 1..8, or
- * 0 when absent or malformed (as Pillow's exif_transpose, which then leaves
- * the image alone). Every offset comes from the file, so each is checked. */
+/* The orientation of an APP1 "Exif" payload (see exif.h): 1..8, or 0 when
+ * it has none or is malformed (as Pillow's exif_transpose, which then leaves
+ * the image alone). */
 static int exif_orientation(const uint8_t *p, size_t n)
 {
     if (n < 6 + 8 || memcmp(p, "Exif\0\0", 6) != 0)
         return 0;
-    p += 6;
-    n -= 6;
-    int le;
-    if (p[0] == 'I' && p[1] == 'I')
-        le = 1;
-    else if (p[0] == 'M' && p[1] == 'M')
-        le = 0;
-    else
-        return 0;
-    if (rd16(p + 2, le) != 42)
-        return 0;
-    uint32_t ifd = rd32(p + 4, le);
-    if (ifd > n || n - ifd < 2)
-        return 0;
-    size_t count = rd16(p + ifd, le), room = (n - ifd - 2) / 12;
-    if (count > room)
-        count = room;
-    for (size_t i = 0; i < count; i++) {
-        const uint8_t *e = p + ifd + 2 + 12 * i;
-        if (rd16(e, le) != 0x0112)
-            continue;
-        unsigned type = rd16(e + 2, le);
-        uint32_t v = type == 3 ? rd16(e + 8, le) : type == 4 ? rd32(e + 8, le) : 0;
-        return rd32(e + 4, le) == 1 && v >= 1 && v <= 8 ? (int)v : 0;
-    }
-    return 0;
+    int o = fl_exif_orientation(p + 6, n - 6);
+    return o > 0 ? o : 0;
 }
 
 /* ---- header scan without libjpeg ------------------------------------- */
