@@ -81,8 +81,9 @@ def decode_only(paths: list[str], rounds: int) -> dict[str, float]:
     return {k: statistics.median(v) for k, v in rates.items()}
 
 
-def loader_rate(home: str, contender: str, builder: str, root: str, threads: int) -> tuple[float, str]:
-    """images/s (median of 3 epochs after a warm-up) of one contender, run by ``home``'s own worker."""
+def loader_rate(home: str, contender: str, builder: str, root: str, threads: int) -> tuple[float, float, str]:
+    """images/s (median of 3 epochs after a warm-up) and CPU seconds per image (the process tree's, in
+    those epochs) of one contender run by ``home``'s own worker, and its PNG decoder."""
     spec = {"contender": contender, "builder": builder, "workers": threads, "runs": 3, "max_images": 0,
             "cache": os.path.join(os.path.expanduser("~"), ".cache", "fastload-bench", "work"),
             "task": {"name": "png224", "dataset": "png", "path": root, "transform": "rrc", "size": 224,
@@ -98,7 +99,7 @@ def loader_rate(home: str, contender: str, builder: str, root: str, threads: int
     probe = subprocess.run([sys.executable, "-c", "import fastload; print(fastload.features().get("
                             "'png_decoder', 'Pillow (before the PNG route)'))"], env=env, capture_output=True,
                            text=True, cwd="/").stdout.strip()
-    return statistics.median(r["rates"]), probe
+    return statistics.median(r["rates"]), r["cpu_s_per_image"], probe
 
 
 def main(argv=None):
@@ -122,20 +123,26 @@ def main(argv=None):
         contenders.append(("fastload (--before)", os.path.abspath(args.before), "fastload", "fastload"))
     contenders.append((f"torch DataLoader + PIL, {args.threads} workers", HERE, f"torch-{args.threads}", "torch"))
     runs = {c[0]: [] for c in contenders}
+    cpu = {c[0]: [] for c in contenders}
     names = {}
     for _ in range(args.rounds):
         for label, home, name, builder in contenders:
-            rate, names[label] = loader_rate(home, name, builder, root, args.threads)
+            rate, cpu_s, names[label] = loader_rate(home, name, builder, root, args.threads)
             runs[label].append(rate)
+            cpu[label].append(cpu_s * 1e3)
     med = {k: statistics.median(v) for k, v in runs.items()}
-    torch_rate = med[contenders[-1][0]]
+    ms = {k: statistics.median(v) for k, v in cpu.items()}
+    first, torch_label = contenders[0][0], contenders[-1][0]
     print(f"\n== loader: RandomResizedCrop-224 + flip + normalise, float32 NCHW, batch 64, {args.threads} threads")
+    print(f"  {'':<34} {'img/s':>7}  {'x torch':>7}  {'CPU ms/img':>10}  runs")
     for label, *_ in contenders:
         spread = ", ".join(f"{r:.0f}" for r in runs[label])
-        print(f"  {label:<34} {med[label]:7.0f} img/s  {med[label] / torch_rate:5.2f}x torch   (runs: {spread})")
+        print(f"  {label:<34} {med[label]:7.0f}  {med[label] / med[torch_label]:6.2f}x  {ms[label]:10.2f}  {spread}")
         if label.startswith("fastload"):
             print(f"      PNG decoder: {names[label][:90]}")
-    print(f"\nPNG: fastload / torch DataLoader = {med[contenders[0][0]] / torch_rate:.2f}x (target >= 3x)")
+    print(f"\nPNG: fastload / torch DataLoader = {med[first] / med[torch_label]:.2f}x in images/s (target >= 3x), "
+          f"{ms[torch_label] / ms[first]:.2f}x in CPU time per image; load average {os.getloadavg()[0]:.1f} "
+          f"on {os.cpu_count()} cores (a busy machine compresses the images/s ratios)")
 
 
 if __name__ == "__main__":
