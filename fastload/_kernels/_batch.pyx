@@ -512,20 +512,24 @@ cdef class JpegDecoder:
         """
         cdef fl_view view
         cdef fl_jpeg_region r
-        cdef uint8_t[:, :, :] dst   # rows may be strided (a corner of a larger out)
-        cdef Py_ssize_t y, row_bytes
         self.region_call(True, data, region, min_size, max_denom, exif, max_pixels, name, &view, &r)
         try:                        # the decoder stays busy until its pixels are copied out
-            result = np.empty((view.height, view.width, 3), np.uint8) if out is None \
-                else _checked_out(out, view.height, view.width)
-            dst = result
-            row_bytes = view.width * 3
-            with nogil:
-                for y in range(view.height):
-                    memcpy(&dst[y, 0, 0], view.data + y * view.stride, row_bytes)
+            result = _copied(&view, out)
         finally:
             self.busy = False
         return result, region_dict(&r)
+
+
+cdef object _copied(const fl_view *view, out):
+    """The pixels a decoder's *view shows, in a new HxWx3 array or in ``out`` (see _checked_out)."""
+    result = np.empty((view.height, view.width, 3), np.uint8) if out is None \
+        else _checked_out(out, view.height, view.width)
+    cdef uint8_t[:, :, :] dst = result   # rows may be strided (a corner of a larger out)
+    cdef Py_ssize_t y, row_bytes = view.width * 3
+    with nogil:
+        for y in range(view.height):
+            memcpy(&dst[y, 0, 0], view.data + y * view.stride, row_bytes)
+    return result
 
 
 def _checked_out(out, int h, int w):
@@ -609,8 +613,6 @@ cdef class PngDecoder:
         cdef fl_view view
         cdef char err[FL_ERRLEN]
         cdef int rc
-        cdef uint8_t[:, :, :] dst
-        cdef Py_ssize_t y, row_bytes
         x0, y0, x1, y1 = (0, 0, _INT_MAX, _INT_MAX) if region is None else region
         err[0] = 0
         self.enter()
@@ -619,13 +621,6 @@ cdef class PngDecoder:
                 rc = fl_png_decode_region(self.d, p, n, x0, y0, x1, y1, honour, limit, &view, err)
             if rc != FL_OK:
                 raise_for(rc, err, name)
-            result = np.empty((view.height, view.width, 3), np.uint8) if out is None \
-                else _checked_out(out, view.height, view.width)
-            dst = result
-            row_bytes = view.width * 3
-            with nogil:
-                for y in range(view.height):
-                    memcpy(&dst[y, 0, 0], view.data + y * view.stride, row_bytes)
+            return _copied(&view, out)   # the decoder stays busy until its pixels are copied out
         finally:
             self.busy = False
-        return result
