@@ -26,67 +26,16 @@ from setuptools.command.build_ext import build_ext
 from setuptools.modified import newer_group
 
 
-def find_libjpeg_turbo():
-    """Return (include_dirs, library_dirs, version) or None."""
-    prefixes = []
-    if os.environ.get("FASTLOAD_NO_LIBJPEG"):
-        return None
-    if os.environ.get("FASTLOAD_JPEG_PREFIX"):
-        prefixes.append(os.environ["FASTLOAD_JPEG_PREFIX"])
+def _prefixes(prefix_env, pkg, extra):
+    """Where to look for a library: the prefix the environment names, pkg-config's, the usual ones."""
+    prefixes = [os.environ[prefix_env]] if os.environ.get(prefix_env) else []
     try:
-        cflags = subprocess.run(["pkg-config", "--cflags-only-I", "libjpeg"],
+        cflags = subprocess.run(["pkg-config", "--cflags-only-I", pkg],
                                 capture_output=True, text=True, check=True).stdout
         prefixes += [os.path.dirname(f[2:]) for f in shlex.split(cflags) if f.startswith("-I")]
     except (OSError, subprocess.CalledProcessError):
         pass
-    prefixes += [sys.prefix, "/usr/local", "/usr", "/opt/libjpeg-turbo"]
-    multiarch = _multiarch()
-    for prefix in prefixes:
-        inc = os.path.join(prefix, "include")
-        if not os.path.exists(os.path.join(inc, "jpeglib.h")):
-            continue
-        incs = [inc] + ([os.path.join(inc, multiarch)] if multiarch else [])
-        for d in incs:
-            cfg = os.path.join(d, "jconfig.h")
-            if os.path.exists(cfg):
-                m = re.search(r"#define\s+LIBJPEG_TURBO_VERSION\s+(\S+)", open(cfg).read())
-                if m:  # only libjpeg-turbo has the crop/skip API we rely on
-                    libs = [os.path.join(prefix, "lib"), os.path.join(prefix, "lib64")]
-                    if multiarch:
-                        libs.append(os.path.join(prefix, "lib", multiarch))
-                    return incs, [p for p in libs if os.path.isdir(p)], m.group(1)
-    return None
-
-
-def find_libspng():
-    """Return (include_dirs, library_dirs, version) or None."""
-    if os.environ.get("FASTLOAD_NO_SPNG"):
-        return None
-    prefixes = []
-    if os.environ.get("FASTLOAD_PNG_PREFIX"):
-        prefixes.append(os.environ["FASTLOAD_PNG_PREFIX"])
-    try:
-        cflags = subprocess.run(["pkg-config", "--cflags-only-I", "spng"],
-                                capture_output=True, text=True, check=True).stdout
-        prefixes += [os.path.dirname(f[2:]) for f in shlex.split(cflags) if f.startswith("-I")]
-    except (OSError, subprocess.CalledProcessError):
-        pass
-    prefixes += [sys.prefix, "/usr/local", "/usr", "/opt/libspng", "/opt/homebrew"]
-    multiarch = _multiarch()
-    for prefix in prefixes:
-        header = os.path.join(prefix, "include", "spng.h")
-        if not os.path.exists(header):
-            continue
-        text = open(header).read()
-        parts = [re.search(rf"#define\s+SPNG_VERSION_{k}\s+(\d+)", text) for k in ("MAJOR", "MINOR", "PATCH")]
-        if not all(parts) or "spng_decode_row" not in text:   # the row-by-row API arrived in 0.6
-            continue
-        libs = [os.path.join(prefix, "lib"), os.path.join(prefix, "lib64")]
-        if multiarch:
-            libs.append(os.path.join(prefix, "lib", multiarch))
-        return [os.path.join(prefix, "include")], [p for p in libs if os.path.isdir(p)], \
-            ".".join(m.group(1) for m in parts)
-    return None
+    return prefixes + [sys.prefix, "/usr/local", "/usr", *extra]
 
 
 def _multiarch():
@@ -96,6 +45,49 @@ def _multiarch():
         return subprocess.run(["gcc", "-print-multiarch"], capture_output=True, text=True).stdout.strip()
     except OSError:
         return ""
+
+
+def _lib_dirs(prefix, multiarch):
+    libs = [os.path.join(prefix, "lib"), os.path.join(prefix, "lib64")]
+    if multiarch:
+        libs.append(os.path.join(prefix, "lib", multiarch))
+    return [p for p in libs if os.path.isdir(p)]
+
+
+def find_libjpeg_turbo():
+    """Return (include_dirs, library_dirs, version) or None."""
+    if os.environ.get("FASTLOAD_NO_LIBJPEG"):
+        return None
+    multiarch = _multiarch()
+    for prefix in _prefixes("FASTLOAD_JPEG_PREFIX", "libjpeg", ["/opt/libjpeg-turbo"]):
+        inc = os.path.join(prefix, "include")
+        if not os.path.exists(os.path.join(inc, "jpeglib.h")):
+            continue
+        incs = [inc] + ([os.path.join(inc, multiarch)] if multiarch else [])
+        for d in incs:
+            cfg = os.path.join(d, "jconfig.h")
+            if os.path.exists(cfg):
+                m = re.search(r"#define\s+LIBJPEG_TURBO_VERSION\s+(\S+)", open(cfg).read())
+                if m:  # only libjpeg-turbo has the crop/skip API we rely on
+                    return incs, _lib_dirs(prefix, multiarch), m.group(1)
+    return None
+
+
+def find_libspng():
+    """Return (include_dirs, library_dirs, version) or None."""
+    if os.environ.get("FASTLOAD_NO_SPNG"):
+        return None
+    multiarch = _multiarch()
+    for prefix in _prefixes("FASTLOAD_PNG_PREFIX", "spng", ["/opt/libspng", "/opt/homebrew"]):
+        header = os.path.join(prefix, "include", "spng.h")
+        if not os.path.exists(header):
+            continue
+        text = open(header).read()
+        parts = [re.search(rf"#define\s+SPNG_VERSION_{k}\s+(\d+)", text) for k in ("MAJOR", "MINOR", "PATCH")]
+        if all(parts) and "spng_decode_row" in text:   # the row-by-row API arrived in 0.6
+            return [os.path.join(prefix, "include")], _lib_dirs(prefix, multiarch), \
+                ".".join(m.group(1) for m in parts)
+    return None
 
 
 jpeg = find_libjpeg_turbo()

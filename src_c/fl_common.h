@@ -41,6 +41,13 @@ typedef struct {
 int fl_buffer_reserve(fl_buffer *b, size_t nbytes);   /* FL_OK or FL_ERR_NOMEM */
 void fl_buffer_free(fl_buffer *b);
 
+/* printf into a caller's FL_ERRLEN error buffer (nothing when err is NULL). */
+void fl_set_err(char *err, const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 2, 3)))
+#endif
+    ;
+
 /* A rectangle in continuous pixel coordinates: pixel i covers [i, i+1). */
 typedef struct {
     double x0, y0, x1, y1;

@@ -4,7 +4,6 @@
  * gets a fresh one (a few small allocations inside libspng and zlib); the
  * decoder's own buffers (one scanline in the PNG's format, the RGB image)
  * only grow, and are reused. */
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -20,16 +19,6 @@ static const uint8_t png_signature[8] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1A, 
 int fl_png_signature(const uint8_t *data, size_t size)
 {
     return size >= 8 && memcmp(data, png_signature, 8) == 0;
-}
-
-static void set_err(char *err, const char *fmt, ...)
-{
-    if (!err)
-        return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, FL_ERRLEN, fmt, ap);
-    va_end(ap);
 }
 
 static uint32_t be32(const uint8_t *p)
@@ -132,7 +121,7 @@ const char *fl_png_version(void)
 
 static int spng_failed(fl_png_decoder *d, int rc, const char *what, char *err)
 {
-    set_err(err, "%s: %s (libspng error %d)", what, spng_strerror(rc), rc);
+    fl_set_err(err, "%s: %s (libspng error %d)", what, spng_strerror(rc), rc);
     fl_png_abort(d);
     return rc == SPNG_EMEM ? FL_ERR_NOMEM : FL_ERR_DECODE;
 }
@@ -142,7 +131,7 @@ static int open_ctx(fl_png_decoder *d, int flags, struct spng_ihdr *ihdr, char *
 {
     d->ctx = spng_ctx_new(flags);
     if (!d->ctx) {
-        set_err(err, "out of memory creating a PNG decoder");
+        fl_set_err(err, "out of memory creating a PNG decoder");
         return FL_ERR_NOMEM;
     }
     int rc = spng_set_chunk_limits(d->ctx, FL_PNG_CHUNK_LIMIT, FL_PNG_CACHE_LIMIT);
@@ -160,7 +149,7 @@ int fl_png_begin(fl_png_decoder *d, const uint8_t *data, size_t size, int want_e
 {
     fl_png_abort(d);
     if (!fl_png_signature(data, size)) {
-        set_err(err, "not a PNG stream (no signature)");
+        fl_set_err(err, "not a PNG stream (no signature)");
         return FL_UNSUPPORTED;
     }
     d->data = data;
@@ -178,7 +167,7 @@ int fl_png_begin(fl_png_decoder *d, const uint8_t *data, size_t size, int want_e
     in->interlaced = ihdr.interlace_method != 0;
     if (want_exif && (in->orientation = png_orientation(data, size)) < 0) {
         fl_png_abort(d);
-        set_err(err, "an eXIf chunk whose orientation only Pillow can read");
+        fl_set_err(err, "an eXIf chunk whose orientation only Pillow can read");
         return FL_UNSUPPORTED;
     }
     *info = *in;
@@ -254,7 +243,7 @@ static void convert_row(const fl_png_decoder *d, const uint8_t *src, int n, uint
 
 static int row_failed(fl_png_decoder *d, int rc, int y, char *err)
 {
-    set_err(err, "corrupt PNG image data in row %d of %d: %s (libspng error %d)", y, d->info.height,
+    fl_set_err(err, "corrupt PNG image data in row %d of %d: %s (libspng error %d)", y, d->info.height,
             spng_strerror(rc), rc);
     fl_png_abort(d);
     return rc == SPNG_EMEM ? FL_ERR_NOMEM : FL_ERR_DECODE;
@@ -264,7 +253,7 @@ int fl_png_decode_begun(fl_png_decoder *d, int x0, int y0, int x1, int y1, fl_vi
                         char *err)
 {
     if (!d->ctx) {
-        set_err(err, "no PNG begun");
+        fl_set_err(err, "no PNG begun");
         return FL_ERR_ARG;
     }
     const fl_png_info info = d->info;
@@ -274,7 +263,7 @@ int fl_png_decode_begun(fl_png_decoder *d, int x0, int y0, int x1, int y1, fl_vi
     if (y1 > info.height) y1 = info.height;
     if (x1 <= x0 || y1 <= y0) {
         fl_png_abort(d);
-        set_err(err, "empty region after clamping to the %dx%d image", info.width, info.height);
+        fl_set_err(err, "empty region after clamping to the %dx%d image", info.width, info.height);
         return FL_ERR_ARG;
     }
     int rc;
@@ -305,7 +294,7 @@ int fl_png_decode_begun(fl_png_decoder *d, int x0, int y0, int x1, int y1, fl_vi
             || fl_buffer_reserve(&d->rgb, stride * (size_t)info.height) != FL_OK
             || fl_buffer_reserve(&d->raw, row_bytes) != FL_OK) {
         fl_png_abort(d);
-        set_err(err, "out of memory for a %dx%d PNG", info.width, info.height);
+        fl_set_err(err, "out of memory for a %dx%d PNG", info.width, info.height);
         return FL_ERR_NOMEM;
     }
     if ((rc = spng_decode_image(d->ctx, NULL, 0, SPNG_FMT_RAW, SPNG_DECODE_PROGRESSIVE)) != 0)
@@ -385,7 +374,7 @@ int fl_png_begin(fl_png_decoder *d, const uint8_t *data, size_t size, int want_e
 {
     (void)d, (void)data, (void)size, (void)want_exif, (void)info;
     (void)png_orientation;
-    set_err(err, "built without libspng");
+    fl_set_err(err, "built without libspng");
     return FL_UNSUPPORTED;
 }
 
@@ -393,7 +382,7 @@ int fl_png_decode_begun(fl_png_decoder *d, int x0, int y0, int x1, int y1, fl_vi
                         char *err)
 {
     (void)d, (void)x0, (void)y0, (void)x1, (void)y1, (void)out, (void)image;
-    set_err(err, "built without libspng");
+    fl_set_err(err, "built without libspng");
     return FL_UNSUPPORTED;
 }
 
@@ -409,13 +398,13 @@ int fl_png_decode_region(fl_png_decoder *d, const uint8_t *data, size_t size,
         return rc;
     if (max_pixels > 0 && (int64_t)info.width * info.height > max_pixels) {
         fl_png_abort(d);
-        set_err(err, "image is %dx%d = %lld pixels, over the limit of %lld", info.width, info.height,
+        fl_set_err(err, "image is %dx%d = %lld pixels, over the limit of %lld", info.width, info.height,
                 (long long)info.width * info.height, (long long)max_pixels);
         return FL_ERR_TOO_LARGE;
     }
     if (honour_exif && info.orientation > 1) {
         fl_png_abort(d);
-        set_err(err, "EXIF orientation %d to apply", info.orientation);
+        fl_set_err(err, "EXIF orientation %d to apply", info.orientation);
         return FL_UNSUPPORTED;
     }
     return fl_png_decode_begun(d, x0, y0, x1, y1, out, NULL, err);

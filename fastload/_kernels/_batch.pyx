@@ -414,10 +414,20 @@ cdef class _Call:
         self.max_pixels = max_pixels or 0
 
 
-cdef class JpegDecoder:
+cdef class _OneThread:
+    """A decoder handle for one thread at a time: busy while a call runs with the GIL released, so
+    a second thread gets an error, not a crash."""
+    cdef bint busy
+
+    cdef enter(self):
+        if self.busy:
+            raise RuntimeError(f"{type(self).__name__} used from two threads at once; create one per thread")
+        self.busy = True
+
+
+cdef class JpegDecoder(_OneThread):
     """A reusable libjpeg-turbo decoder. Not thread-safe: give each thread its own."""
     cdef fl_jpeg_decoder *d
-    cdef bint busy   # set while the GIL is released: a second thread gets an error, not a crash
 
     def __cinit__(self):
         self.d = fl_jpeg_decoder_new()
@@ -426,11 +436,6 @@ cdef class JpegDecoder:
 
     def __dealloc__(self):
         fl_jpeg_decoder_free(self.d)
-
-    cdef enter(self):
-        if self.busy:
-            raise RuntimeError("JpegDecoder used from two threads at once; create one per thread")
-        self.busy = True
 
     def info(self, data, name="<bytes>"):
         """Header facts as a dict, or None when ``data`` is not a JPEG."""
@@ -547,7 +552,7 @@ def _checked_out(out, int h, int w):
 _PNG_COLOR_TYPES = {0: "gray", 2: "rgb", 3: "palette", 4: "gray+alpha", 6: "rgba"}
 
 
-cdef class PngDecoder:
+cdef class PngDecoder(_OneThread):
     """A reusable libspng decoder. Not thread-safe: give each thread its own.
 
     Decodes to RGB exactly as Pillow's ``convert("RGB")`` of the opened PNG
@@ -555,7 +560,6 @@ cdef class PngDecoder:
     the decode after its last row.
     """
     cdef fl_png_decoder *d
-    cdef bint busy   # set while the GIL is released: a second thread gets an error, not a crash
 
     def __cinit__(self):
         self.d = fl_png_decoder_new()
@@ -564,11 +568,6 @@ cdef class PngDecoder:
 
     def __dealloc__(self):
         fl_png_decoder_free(self.d)
-
-    cdef enter(self):
-        if self.busy:
-            raise RuntimeError("PngDecoder used from two threads at once; create one per thread")
-        self.busy = True
 
     def info(self, data, exif=True, name="<bytes>"):
         """Header facts as a dict, or None when ``data`` is not a PNG. ``orientation`` is the
