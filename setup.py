@@ -152,6 +152,8 @@ class ParallelBuildExt(build_ext):
         if not self.force and _read(stamp) == config:
             self.extensions = [ext for ext in self.extensions if newer_group(
                 list(ext.sources) + list(ext.depends), self.get_ext_fullpath(ext.name), "newer")]
+        else:   # another configuration (FASTLOAD_NO_SPNG=1, ...): relink even a module newer than its sources
+            self.force = True
         jobs = int(os.environ.get("FASTLOAD_BUILD_JOBS") or self.parallel or os.cpu_count() or 1)
         compile_one = self.compiler.compile
 
