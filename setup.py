@@ -8,7 +8,10 @@ checkout again (pip builds in the tree) copies them instead of compiling.
 
 libjpeg-turbo is linked when its headers are found (FASTLOAD_JPEG_PREFIX, pkg-config,
 or the usual prefixes). Without it (or with FASTLOAD_NO_LIBJPEG=1) the build still
-succeeds: JPEGs then go through Pillow, and ``fastload.features()`` says so.
+succeeds: JPEGs then go through Pillow, and ``fastload.features()`` says so. libspng
+(the GIL-free PNG route) is found the same way (FASTLOAD_PNG_PREFIX, pkg-config
+``spng``, the usual prefixes) and left out with FASTLOAD_NO_SPNG=1: PNGs then go
+through Pillow.
 """
 import filecmp
 import hashlib
@@ -32,23 +35,40 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 CACHE = os.path.join(HERE, "build", "ext-cache")
 
 
-def find_libjpeg_turbo():
-    """Return (include_dirs, library_dirs, version) or None."""
-    prefixes = []
-    if os.environ.get("FASTLOAD_NO_LIBJPEG"):
-        return None
-    if os.environ.get("FASTLOAD_JPEG_PREFIX"):
-        prefixes.append(os.environ["FASTLOAD_JPEG_PREFIX"])
+def _prefixes(prefix_env, pkg, extra):
+    """Where to look for a library: the prefix the environment names, pkg-config's, the usual ones."""
+    prefixes = [os.environ[prefix_env]] if os.environ.get(prefix_env) else []
     try:
-        cflags = subprocess.run(["pkg-config", "--cflags-only-I", "libjpeg"],
+        cflags = subprocess.run(["pkg-config", "--cflags-only-I", pkg],
                                 capture_output=True, text=True, check=True).stdout
         prefixes += [os.path.dirname(f[2:]) for f in shlex.split(cflags) if f.startswith("-I")]
     except (OSError, subprocess.CalledProcessError):
         pass
-    prefixes += [sys.prefix, "/usr/local", "/usr", "/opt/libjpeg-turbo"]
-    multiarch = subprocess.run(["gcc", "-print-multiarch"], capture_output=True, text=True).stdout.strip() \
-        if sys.platform.startswith("linux") else ""
-    for prefix in prefixes:
+    return prefixes + [sys.prefix, "/usr/local", "/usr", *extra]
+
+
+def _multiarch():
+    if not sys.platform.startswith("linux"):
+        return ""
+    try:
+        return subprocess.run(["gcc", "-print-multiarch"], capture_output=True, text=True).stdout.strip()
+    except OSError:
+        return ""
+
+
+def _lib_dirs(prefix, multiarch):
+    libs = [os.path.join(prefix, "lib"), os.path.join(prefix, "lib64")]
+    if multiarch:
+        libs.append(os.path.join(prefix, "lib", multiarch))
+    return [p for p in libs if os.path.isdir(p)]
+
+
+def find_libjpeg_turbo():
+    """Return (include_dirs, library_dirs, version) or None."""
+    if os.environ.get("FASTLOAD_NO_LIBJPEG"):
+        return None
+    multiarch = _multiarch()
+    for prefix in _prefixes("FASTLOAD_JPEG_PREFIX", "libjpeg", ["/opt/libjpeg-turbo"]):
         inc = os.path.join(prefix, "include")
         if not os.path.exists(os.path.join(inc, "jpeglib.h")):
             continue
@@ -58,14 +78,29 @@ def find_libjpeg_turbo():
             if os.path.exists(cfg):
                 m = re.search(r"#define\s+LIBJPEG_TURBO_VERSION\s+(\S+)", open(cfg).read())
                 if m:  # only libjpeg-turbo has the crop/skip API we rely on
-                    libs = [os.path.join(prefix, "lib"), os.path.join(prefix, "lib64")]
-                    if multiarch:
-                        libs.append(os.path.join(prefix, "lib", multiarch))
-                    return incs, [p for p in libs if os.path.isdir(p)], m.group(1)
+                    return incs, _lib_dirs(prefix, multiarch), m.group(1)
+    return None
+
+
+def find_libspng():
+    """Return (include_dirs, library_dirs, version) or None."""
+    if os.environ.get("FASTLOAD_NO_SPNG"):
+        return None
+    multiarch = _multiarch()
+    for prefix in _prefixes("FASTLOAD_PNG_PREFIX", "spng", ["/opt/libspng", "/opt/homebrew"]):
+        header = os.path.join(prefix, "include", "spng.h")
+        if not os.path.exists(header):
+            continue
+        text = open(header).read()
+        parts = [re.search(rf"#define\s+SPNG_VERSION_{k}\s+(\d+)", text) for k in ("MAJOR", "MINOR", "PATCH")]
+        if all(parts) and "spng_decode_row" in text:   # the row-by-row API arrived in 0.6
+            return [os.path.join(prefix, "include")], _lib_dirs(prefix, multiarch), \
+                ".".join(m.group(1) for m in parts)
     return None
 
 
 jpeg = find_libjpeg_turbo()
+spng = find_libspng()
 common = dict(
     include_dirs=["src_c", numpy.get_include()],
     define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
@@ -73,25 +108,26 @@ common = dict(
 )
 
 
-def ext(name, c_sources, use_jpeg=False):
+def ext(name, c_sources, use_codecs=False):
     kw = {k: list(v) for k, v in common.items()}
     kw["sources"] = [f"fastload/_kernels/{name}.pyx"] + [f"src_c/{s}.c" for s in c_sources]
     kw["depends"] = sorted(glob("src_c/*.h")) + ["fastload/_kernels/fl_c.pxd"]
-    if use_jpeg:
-        if jpeg:
-            incs, libdirs, version = jpeg
-            default = ("/usr/include", "/usr/lib", "/usr/lib64")   # already searched; -I them breaks #include_next
-            kw["include_dirs"] += [d for d in incs if not d.startswith(default)]
-            kw["library_dirs"] = [d for d in libdirs if not d.startswith(default)]
-            kw["libraries"] = ["jpeg"]
-            kw["define_macros"] += [("FL_HAVE_LIBJPEG_TURBO", "1")]
-        else:
-            kw["define_macros"] += [("FL_HAVE_LIBJPEG_TURBO", "0")]
+    kw["library_dirs"], kw["libraries"] = [], []
+    if use_codecs:   # each codec linked when found, else its macro is 0 and Pillow decodes that format
+        default = ("/usr/include", "/usr/lib", "/usr/lib64")   # already searched; -I them breaks #include_next
+        for found, lib, macro in ((jpeg, "jpeg", "FL_HAVE_LIBJPEG_TURBO"), (spng, "spng", "FL_HAVE_SPNG")):
+            if found:
+                incs, libdirs, version = found
+                kw["include_dirs"] += [d for d in incs if not d.startswith(default) and d not in kw["include_dirs"]]
+                kw["library_dirs"] += [d for d in libdirs if not d.startswith(default) and d not in kw["library_dirs"]]
+                kw["libraries"].append(lib)
+            kw["define_macros"] += [(macro, "1" if found else "0")]
     return Extension(f"fastload._kernels.{name}", **kw)
 
 
 extensions = [
-    ext("_batch", ["buffer", "cpu", "jpeg_decode", "resample", "augment", "geometry", "sample"], use_jpeg=True),
+    ext("_batch", ["buffer", "cpu", "exif", "jpeg_decode", "png_decode", "resample", "augment", "geometry",
+                   "sample"], use_codecs=True),
     ext("_tokenize", []),
 ]
 only = os.environ.get("FASTLOAD_EXTENSIONS")  # development: rebuild a subset, e.g. "_batch"

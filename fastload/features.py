@@ -5,7 +5,7 @@ import importlib.util
 import os
 import sys
 
-__all__ = ["features", "jpeg_path"]
+__all__ = ["features", "jpeg_path", "png_path"]
 
 
 def jpeg_path() -> str:
@@ -22,6 +22,22 @@ def jpeg_path() -> str:
     return (f"{pil}'s {lib}, DCT-scaled by draft() (fastload was built without libjpeg-turbo; for the "
             f"linked route install its headers, e.g. apt install libjpeg62-turbo-dev or brew install "
             f"jpeg-turbo, then pip install --force-reinstall --no-binary fastload fastload)")
+
+
+def png_path() -> str:
+    """A one-line description of how PNGs are decoded."""
+    from ._kernels import _batch
+    version = _batch.png_version()
+    if version != "none":
+        return f"{version} (linked; GIL-free, stops after the crop's last row)"
+    import PIL
+    from PIL import features as pil_features
+    pil = "pillow-simd" if _is_pillow_simd(PIL.__version__) else "Pillow"
+    ng = "zlib_ng" in pil_features.features and pil_features.version_feature("zlib_ng")
+    lib = f"zlib-ng {ng}" if ng else f"zlib {pil_features.version('zlib')}"
+    return (f"{pil}'s {lib} (fastload was built without libspng; for the linked "
+            f"route install its headers, e.g. apt install libspng-dev or brew install libspng, then pip "
+            f"install --force-reinstall --no-binary fastload fastload)")
 
 
 def _is_pillow_simd(pil_version: str) -> bool:
@@ -49,6 +65,8 @@ def features() -> dict:
         "fastload": __version__,
         "jpeg_decoder": jpeg_path(),
         "libjpeg_turbo_linked": jpeg != "none",
+        "png_decoder": png_path(),
+        "libspng_linked": _batch.HAVE_SPNG,
         "simd": _batch.simd(),               # the path the kernels run
         "simd_paths": _batch.simd_paths(),   # every path this CPU can run (tests force each)
         "simd_kernels": _batch.simd_kernels(),   # the kernels with a vector path on "simd"

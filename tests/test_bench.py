@@ -9,6 +9,7 @@ import pytest
 from PIL import Image
 
 from fastload import cli
+from fastload._kernels import _batch
 from fastload.bench import report
 from fastload.bench.datasets import dataset, linked_copies
 from fastload.bench.suite import TASKS, contenders, run_suite, run_worker
@@ -58,8 +59,11 @@ def test_results_json_lists_every_contender_with_figures_or_a_reason(suite):
                 assert r["status"] == "not run" and r["reason"]
         if task["name"] == "multimodal":
             assert task["limits"] == {}
-        elif task["dataset"] == "png":
+        elif task["dataset"] == "png" and not _batch.HAVE_SPNG:
             assert list(task["limits"]) == ["full"] and "zlib" in task["limits"]["full"]["decoder"]
+        elif task["dataset"] == "png":
+            assert list(task["limits"]) == ["full", "region", "pillow"]
+            assert "libspng" in task["limits"]["region"]["decoder"] and "zlib" in task["limits"]["pillow"]["decoder"]
         else:
             assert list(task["limits"]) == ["full", "region"]
             assert all(lim["rate"] > 0 and lim["threads"] == 2 and lim["images"] == task["samples"]

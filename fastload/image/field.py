@@ -4,11 +4,12 @@
 to :meth:`fastload._kernels._batch.Worker.run_chunk`, which reads, decodes
 (only the crop's region, DCT-scaled where possible), resamples, augments and
 writes each sample into its batch row with the GIL released (EXIF-rotated
-JPEGs included: the orientation is folded into the final write). Samples the C
-route declines (PNG, WebP, CMYK JPEGs, ...) are decoded through
-Pillow and finished by the same kernel with the same random draws, so the
-route a file takes never changes what the sample looks like beyond decoder
-rounding. On that route JPEGs are DCT-scaled by Pillow's ``draft()`` under the
+JPEGs and PNGs included: the orientation is folded into the final write);
+PNGs decode (libspng) only down to the crop's last row. Samples the C route
+declines (WebP, CMYK JPEGs, PNGs libspng rejects, a build without
+libjpeg-turbo or libspng, ...) are decoded through Pillow and finished by the
+same kernel with the same random draws, so the route a file takes never
+changes what the sample looks like beyond decoder rounding (none for PNG). On that route JPEGs are DCT-scaled by Pillow's ``draft()`` under the
 same ``reducing_gap`` rule, and Pillow decodes with the GIL released, so it
 too runs in parallel on the worker threads.
 
