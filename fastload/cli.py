@@ -98,7 +98,8 @@ def add_parser(subparsers):
     p.add_argument("--size", type=int, default=224, help="output images are SIZE x SIZE pixels (default 224)")
     p.set_defaults(run=run)
     f = subparsers.add_parser("features", help="print what this build of fastload contains",
-                              description="Print the JPEG decoder, SIMD level and other build facts as JSON.")
+                              description="Print the JPEG and PNG decoders, SIMD level and other build facts "
+                                          "as JSON.")
     f.set_defaults(run=print_features)
     return p
 
@@ -126,11 +127,11 @@ def run(args) -> int:
 
 def _demo(source, args) -> int:
     import fastload as fl
-    features = fl.features()
+    f = fl.features()
     print(f"{len(source)} images in {len(source.classes)} classes under {source.root}; "
-          f"JPEG decoder: {features['jpeg_decoder']}")
-    if features["jpeg_how_to_link"]:
-        print(features["jpeg_how_to_link"])
+          f"JPEG decoder: {f['jpeg_decoder']}; PNG decoder: {f['png_decoder']}")
+    if f["jpeg_how_to_link"]:
+        print(f["jpeg_how_to_link"])
     loader = fl.Loader(source, batch_size=args.batch_size, shuffle=True, seed=0, workers=args.workers,
                        transforms=[fl.RandomResizedCrop(args.size), fl.RandomHorizontalFlip(),
                                    fl.Normalize(IMAGENET_MEAN, IMAGENET_STD)], on_error="skip")

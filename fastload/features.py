@@ -5,7 +5,7 @@ import importlib.util
 import os
 import sys
 
-__all__ = ["features", "how_to_link", "jpeg_path"]
+__all__ = ["features", "how_to_link", "jpeg_path", "png_path"]
 
 
 def jpeg_path() -> str:
@@ -97,6 +97,22 @@ def _jpeg_headers() -> str | None:
     return None
 
 
+def png_path() -> str:
+    """A one-line description of how PNGs are decoded."""
+    from ._kernels import _batch
+    version = _batch.png_version()
+    if version != "none":
+        return f"{version} (linked; GIL-free, stops after the crop's last row)"
+    import PIL
+    from PIL import features as pil_features
+    pil = "pillow-simd" if _is_pillow_simd(PIL.__version__) else "Pillow"
+    ng = "zlib_ng" in pil_features.features and pil_features.version_feature("zlib_ng")
+    lib = f"zlib-ng {ng}" if ng else f"zlib {pil_features.version('zlib')}"
+    return (f"{pil}'s {lib} (fastload was built without libspng; for the linked "
+            f"route install its headers, e.g. apt install libspng-dev or brew install libspng, then pip "
+            f"install --force-reinstall --no-binary fastload fastload)")
+
+
 def _is_pillow_simd(pil_version: str) -> bool:
     """Whether the imported PIL is pillow-simd's: its distribution is installed and PIL carries its version.
 
@@ -123,8 +139,11 @@ def features() -> dict:
         "jpeg_decoder": jpeg_path(),
         "libjpeg_turbo_linked": jpeg != "none",
         "jpeg_how_to_link": how_to_link(),  # one line; None when linked
+        "png_decoder": png_path(),
+        "libspng_linked": _batch.HAVE_SPNG,
         "simd": _batch.simd(),               # the path the kernels run
         "simd_paths": _batch.simd_paths(),   # every path this CPU can run (tests force each)
+        "simd_kernels": _batch.simd_kernels(),   # the kernels with a vector path on "simd"
         "pillow": PIL.__version__,
         "pillow_simd": _is_pillow_simd(PIL.__version__),
         "numba": importlib.util.find_spec("numba") is not None,

@@ -1,6 +1,7 @@
 /* Colour jitter and the final write of a sample into its batch slot
  * (see augment.h). */
 #include <math.h>
+#include <stdatomic.h>
 #include <string.h>
 #include "augment.h"
 #include "cpu.h"
@@ -8,6 +9,7 @@
 #include <arm_neon.h>
 #endif
 #if FL_X86
+#include <cpuid.h>
 #include <immintrin.h>
 #endif
 
@@ -718,6 +720,16 @@ static ptrdiff_t src_offset(const fl_view *src, int k, int hflip, int vflip,
     return y * src->stride + x * src->channels;
 }
 
+/* Whether every channel's uint8 table maps each value to itself. */
+static int is_identity(const uint8_t *lut, int nch)
+{
+    for (int c = 0; c < nch; c++)
+        for (int v = 0; v < 256; v++)
+            if (lut[256 * c + v] != v)
+                return 0;
+    return 1;
+}
+
 /* NHWC uint8 with identity tables and no rotation or mirror: plain row copies. */
 static int is_plain_copy(const fl_view *src, int k, int hflip, const int *perm,
                          const uint8_t *lut, const fl_out *out)
@@ -725,22 +737,525 @@ static int is_plain_copy(const fl_view *src, int k, int hflip, const int *perm,
     if (out->dtype != FL_U8 || out->layout != FL_NHWC || k != 0 || hflip ||
         out->channels != src->channels)
         return 0;
-    for (int c = 0; c < out->channels; c++) {
+    for (int c = 0; c < out->channels; c++)
         if (perm[c] != c)
             return 0;
-        for (int v = 0; v < 256; v++)
-            if (lut[256 * c + v] != v)
+    return is_identity(lut, out->channels);
+}
+
+/* ---- vector paths of the write -------------------------------------------
+ * Taken when the row walk is contiguous (dj = +-channels: no rotation or a
+ * half turn, any flips; the output of RandomResizedCrop + flips), the
+ * source has 2 to 4 channels, the output 1 to 4 and at least 8 columns;
+ * other walks (quarter turns) take the portable loops above.
+ *
+ * A row is written in blocks of 8 output pixels; when the width is not a
+ * multiple of 8 the last block overlaps the one before and writes the same
+ * values again. A block's output is `nv` vectors of 8 elements: one per
+ * channel (NCHW), or the block's interleaved elements in order (NHWC). Each
+ * half vector (4 elements) takes its source bytes from one 16-byte window
+ * of the block's 8 x channels source bytes through a byte shuffle (pshufb,
+ * or tbl on NEON) that also applies the channel permutation and the
+ * reversal of a mirror. wv_init works out the windows and shuffles.
+ *
+ * The values, bit for bit those of the tables:
+ *  - uint8 only with identity tables (raw pixels): the shuffles are the
+ *    whole write.
+ *  - float32, and float16 where the vector unit converts to half (AVX2 with
+ *    F16C, NEON; a conversion in SSE4.1 integer arithmetic was measured
+ *    slower than the portable loops), when each channel's table is
+ *    reproduced exactly by
+ *        u = v - v0,  r = (u * a1 + c1) + (u * a2 + c2)
+ *    in float (separate multiplies and adds, never fused; then rounded to
+ *    half, to nearest even, for float16), where a1 and c1 lie on a
+ *    power-of-two grid coarse enough that u * a1 + c1 is exact (an integer
+ *    below 2^24 times the grid) and a2, c2 are what is left of the slope
+ *    and offset. The sum keeps about twice float's precision until its last
+ *    rounding, so tables computed in double (make_lut: (v / max - mean) /
+ *    std, rounded once) come out exactly: wv_fit finds a slope and offset
+ *    inside every entry's rounding interval, and the path's own kernel is
+ *    then run over all 256 values of every channel and compared with the
+ *    tables. Only a table reproduced bit for bit takes the vector path, any
+ *    other the portable loops (so does a float32 table holding -0.0 where
+ *    its line is zero, from a negative std: the sum gives +0.0 there). The
+ *    verdict is cached per thread (wv_lookup), keyed by the table's bytes,
+ *    the path and the floating-point control register (rounding mode,
+ *    flush-to-zero), so it holds for every write that uses it.
+ * A gather from the tables (AVX2 vpgatherdd) is exact for any table too,
+ * but measured barely faster than the portable loop, so it is not used. */
+#if defined(__clang__)
+#pragma STDC FP_CONTRACT OFF   /* GCC: off already under -std=c11 */
+#endif
+#define WV_MAXC 4
+
+typedef struct {
+    int nv;                      /* output vectors per block */
+    int rev;                     /* the row walks the source right to left */
+    int sc;                      /* source bytes per pixel */
+    ptrdiff_t orow, epx;         /* output elements per row, per pixel along a row */
+    ptrdiff_t dst[WV_MAXC];      /* vector m's first element, from the block's first */
+    int win[WV_MAXC][2];         /* each half's 16-byte window, from the block's lowest byte */
+    _Alignas(32) uint8_t mask[WV_MAXC][2][16];   /* the halves' byte shuffles */
+    /* per element: v0, a1, c1, a2, c2 of its channel */
+    _Alignas(32) float v0[WV_MAXC][8], a1[WV_MAXC][8], c1[WV_MAXC][8], a2[WV_MAXC][8], c2[WV_MAXC][8];
+} wplan;
+
+/* Windows, shuffles and per-element constants for writing w with sc source
+ * channels. uint8 halves put their 4 bytes at bytes 4L..4L+3; the float
+ * halves put each byte in the low byte of a 32-bit lane. prm[c] holds
+ * channel c's v0, a1, c1, a2, c2 (NULL for uint8). 0 when a half's bytes do
+ * not fit one window (never for 2 to 4 channels). */
+static int wv_init(wplan *p, const walk *w, int sc, int layout, int dtype, const float (*prm)[5])
+{
+    const int nch = w->nch;
+    memset(p, 0, sizeof *p);
+    p->nv = nch;
+    p->rev = w->dj < 0;
+    p->sc = sc;
+    p->orow = layout == FL_NCHW ? w->ow : (ptrdiff_t)w->ow * nch;
+    p->epx = layout == FL_NCHW ? 1 : nch;
+    for (int m = 0; m < nch; m++) {
+        p->dst[m] = layout == FL_NCHW ? (ptrdiff_t)m * w->oh * w->ow : 8 * m;
+        for (int half = 0; half < 2; half++) {
+            int byte[4], lo = 1 << 30, hi = -1;
+            for (int e = 0; e < 4; e++) {
+                const int el = 4 * half + e;   /* element of the vector */
+                const int px = layout == FL_NCHW ? el : (8 * m + el) / nch;
+                const int c = layout == FL_NCHW ? m : (8 * m + el) % nch;
+                byte[e] = (p->rev ? 7 - px : px) * sc + w->perm[c];
+                lo = byte[e] < lo ? byte[e] : lo;
+                hi = byte[e] > hi ? byte[e] : hi;
+                if (prm) {
+                    p->v0[m][el] = prm[c][0];
+                    p->a1[m][el] = prm[c][1];
+                    p->c1[m][el] = prm[c][2];
+                    p->a2[m][el] = prm[c][3];
+                    p->c2[m][el] = prm[c][4];
+                }
+            }
+            int wo = lo / 8 * 8;
+            if (wo > 8 * sc - 16)
+                wo = 8 * sc - 16;
+            if (wo < 0 || lo < wo || hi > wo + 15)
                 return 0;
+            p->win[m][half] = wo;
+            memset(p->mask[m][half], 0x80, 16);   /* 0x80: a zero byte */
+            for (int e = 0; e < 4; e++)
+                p->mask[m][half][dtype == FL_U8 ? 4 * half + e : 4 * e] = (uint8_t)(byte[e] - wo);
+        }
     }
     return 1;
 }
 
-int fl_write_sample(const fl_view *src, int rot90, int hflip, int vflip,
-                    const int *perm, const void *lut, fl_out *out)
+/* Runs BLOCK for every block of w, with q at the block's lowest source byte
+ * and o at its first output element: each row's blocks left to right, the
+ * last one overlapping the one before when the width is not a multiple of
+ * 8 (it writes the same values again). */
+#define WV_FOR_BLOCKS(w, p, T, out, BLOCK)                                                  \
+    do {                                                                                    \
+        const ptrdiff_t qstep_ = 8 * (w)->dj, ostep_ = 8 * (p)->epx;                        \
+        const int back_ = 8 - (w)->ow % 8;                                                  \
+        for (int i_ = 0; i_ < (w)->oh; i_++) {                                              \
+            const uint8_t *q = (w)->s0 + (ptrdiff_t)i_ * (w)->di                            \
+                               + ((p)->rev ? 7 * (w)->dj : 0);                              \
+            T *o = (out) + (ptrdiff_t)i_ * (p)->orow;                                       \
+            for (int b_ = 0; b_ < (w)->ow / 8; b_++, q += qstep_, o += ostep_)              \
+                BLOCK;                                                                      \
+            if (back_ != 8) {                                                               \
+                q -= back_ * (w)->dj;                                                       \
+                o -= back_ * (p)->epx;                                                      \
+                BLOCK;                                                                      \
+            }                                                                               \
+        }                                                                                   \
+    } while (0)
+
+/* A kernel for each count of output vectors, so that the block's loop over
+ * them unrolls and its constants stay in registers. */
+#define WV_KERNEL(ATTR, NAME, T, BLOCK_FN)                                                  \
+    ATTR static void NAME(const walk *w, const wplan *restrict p, T *restrict out)          \
+    {                                                                                       \
+        switch (p->nv) {                                                                    \
+        case 1: WV_FOR_BLOCKS(w, p, T, out, BLOCK_FN(p, q, o, 1)); break;                   \
+        case 2: WV_FOR_BLOCKS(w, p, T, out, BLOCK_FN(p, q, o, 2)); break;                   \
+        case 3: WV_FOR_BLOCKS(w, p, T, out, BLOCK_FN(p, q, o, 3)); break;                   \
+        default: WV_FOR_BLOCKS(w, p, T, out, BLOCK_FN(p, q, o, 4)); break;                  \
+        }                                                                                   \
+    }
+
+#if FL_X86 || FL_NEON
+#if FL_X86
+#define FL_SSE41_WV __attribute__((target("sse4.1")))
+#define FL_SSE41_WV_INLINE __attribute__((target("sse4.1"), always_inline)) inline
+#define FL_AVX2_WV __attribute__((target("avx2")))
+#define FL_AVX2_WV_INLINE __attribute__((target("avx2"), always_inline)) inline
+#define FL_F16C_WV __attribute__((target("avx2,f16c")))
+#define FL_F16C_WV_INLINE __attribute__((target("avx2,f16c"), always_inline)) inline
+
+static FL_SSE41_WV_INLINE __m128i wv_half_sse41(const wplan *p, int m, int half, const uint8_t *q)
+{
+    return _mm_shuffle_epi8(_mm_loadu_si128((const __m128i *)(q + p->win[m][half])),
+                            _mm_load_si128((const __m128i *)p->mask[m][half]));
+}
+
+static FL_SSE41_WV_INLINE __m128 wv_value_sse41(const wplan *p, int m, int half, __m128i v)
+{
+    const int e = 4 * half;
+    const __m128 u = _mm_sub_ps(_mm_cvtepi32_ps(v), _mm_load_ps(p->v0[m] + e));
+    const __m128 s = _mm_add_ps(_mm_mul_ps(u, _mm_load_ps(p->a1[m] + e)), _mm_load_ps(p->c1[m] + e));
+    const __m128 t = _mm_add_ps(_mm_mul_ps(u, _mm_load_ps(p->a2[m] + e)), _mm_load_ps(p->c2[m] + e));
+    return _mm_add_ps(s, t);
+}
+
+static FL_SSE41_WV_INLINE void wv_u8_block_sse41(const wplan *p, const uint8_t *q, uint8_t *o, int nv)
+{
+    for (int m = 0; m < nv; m++)
+        _mm_storel_epi64((__m128i *)(o + p->dst[m]),
+                         _mm_or_si128(wv_half_sse41(p, m, 0, q), wv_half_sse41(p, m, 1, q)));
+}
+
+static FL_SSE41_WV_INLINE void wv_f32_block_sse41(const wplan *p, const uint8_t *q, float *o, int nv)
+{
+    for (int m = 0; m < nv; m++)
+        for (int half = 0; half < 2; half++)
+            _mm_storeu_ps(o + p->dst[m] + 4 * half, wv_value_sse41(p, m, half, wv_half_sse41(p, m, half, q)));
+}
+
+static FL_AVX2_WV_INLINE __m256 wv_value_avx2(const wplan *p, int m, const uint8_t *q)
+{
+    const __m256i b = _mm256_inserti128_si256(
+        _mm256_castsi128_si256(_mm_loadu_si128((const __m128i *)(q + p->win[m][0]))),
+        _mm_loadu_si128((const __m128i *)(q + p->win[m][1])), 1);
+    const __m256i v = _mm256_shuffle_epi8(b, _mm256_load_si256((const __m256i *)p->mask[m][0]));
+    const __m256 u = _mm256_sub_ps(_mm256_cvtepi32_ps(v), _mm256_load_ps(p->v0[m]));
+    const __m256 s = _mm256_add_ps(_mm256_mul_ps(u, _mm256_load_ps(p->a1[m])), _mm256_load_ps(p->c1[m]));
+    const __m256 t = _mm256_add_ps(_mm256_mul_ps(u, _mm256_load_ps(p->a2[m])), _mm256_load_ps(p->c2[m]));
+    return _mm256_add_ps(s, t);
+}
+
+static FL_AVX2_WV_INLINE void wv_f32_block_avx2(const wplan *p, const uint8_t *q, float *o, int nv)
+{
+    for (int m = 0; m < nv; m++)
+        _mm256_storeu_ps(o + p->dst[m], wv_value_avx2(p, m, q));
+}
+
+static FL_F16C_WV_INLINE void wv_f16_block_avx2(const wplan *p, const uint8_t *q, uint16_t *o, int nv)
+{
+    for (int m = 0; m < nv; m++)
+        _mm_storeu_si128((__m128i *)(o + p->dst[m]),
+                         _mm256_cvtps_ph(wv_value_avx2(p, m, q), _MM_FROUND_TO_NEAREST_INT));
+}
+
+WV_KERNEL(FL_SSE41_WV, wv_u8_sse41, uint8_t, wv_u8_block_sse41)
+WV_KERNEL(FL_SSE41_WV, wv_f32_sse41, float, wv_f32_block_sse41)
+WV_KERNEL(FL_AVX2_WV, wv_f32_avx2, float, wv_f32_block_avx2)
+WV_KERNEL(FL_F16C_WV, wv_f16_avx2, uint16_t, wv_f16_block_avx2)
+
+/* F16C comes with every AVX2 CPU made so far, but it is a separate CPUID
+ * bit; asked once (relaxed atomics: every thread gets the same answer). */
+static int wv_has_f16c(void)
+{
+    static _Atomic int known = -1;
+    int f = atomic_load_explicit(&known, memory_order_relaxed);
+    if (f < 0) {
+        unsigned a, b, c, d;
+        f = __get_cpuid(1, &a, &b, &c, &d) && (c & bit_F16C);
+        atomic_store_explicit(&known, f, memory_order_relaxed);
+    }
+    return f;
+}
+
+/* MXCSR's control bits (rounding, flush-to-zero, denormals-are-zero, the
+ * exception masks), without its sticky status flags. */
+__attribute__((target("sse"))) static unsigned long wv_fp_control(void)
+{
+    return _mm_getcsr() & ~0x3Fu;
+}
+#endif
+
+#if FL_NEON
+#define FL_NEON_WV_INLINE __attribute__((always_inline)) inline
+
+static inline uint8x16_t wv_half_neon(const wplan *p, int m, int half, const uint8_t *q)
+{
+    return vqtbl1q_u8(vld1q_u8(q + p->win[m][half]), vld1q_u8(p->mask[m][half]));
+}
+
+/* separate multiplies and adds: a fused vfmaq would round differently */
+static inline float32x4_t wv_value_neon(const wplan *p, int m, int half, uint8x16_t v)
+{
+    const int e = 4 * half;
+    const float32x4_t u = vsubq_f32(vcvtq_f32_u32(vreinterpretq_u32_u8(v)), vld1q_f32(p->v0[m] + e));
+    const float32x4_t s = vaddq_f32(vmulq_f32(u, vld1q_f32(p->a1[m] + e)), vld1q_f32(p->c1[m] + e));
+    const float32x4_t t = vaddq_f32(vmulq_f32(u, vld1q_f32(p->a2[m] + e)), vld1q_f32(p->c2[m] + e));
+    return vaddq_f32(s, t);
+}
+
+static FL_NEON_WV_INLINE void wv_u8_block_neon(const wplan *p, const uint8_t *q, uint8_t *o, int nv)
+{
+    for (int m = 0; m < nv; m++)
+        vst1_u8(o + p->dst[m], vget_low_u8(vorrq_u8(wv_half_neon(p, m, 0, q), wv_half_neon(p, m, 1, q))));
+}
+
+static FL_NEON_WV_INLINE void wv_f32_block_neon(const wplan *p, const uint8_t *q, float *o, int nv)
+{
+    for (int m = 0; m < nv; m++)
+        for (int half = 0; half < 2; half++)
+            vst1q_f32(o + p->dst[m] + 4 * half, wv_value_neon(p, m, half, wv_half_neon(p, m, half, q)));
+}
+
+/* vcvt rounds as FPCR says: to nearest even unless a caller changed it (the
+ * cache key includes FPCR) */
+static FL_NEON_WV_INLINE void wv_f16_block_neon(const wplan *p, const uint8_t *q, uint16_t *o, int nv)
+{
+    for (int m = 0; m < nv; m++) {
+        const float16x4_t h0 = vcvt_f16_f32(wv_value_neon(p, m, 0, wv_half_neon(p, m, 0, q)));
+        const float16x4_t h1 = vcvt_f16_f32(wv_value_neon(p, m, 1, wv_half_neon(p, m, 1, q)));
+        vst1q_u16(o + p->dst[m], vreinterpretq_u16_f16(vcombine_f16(h0, h1)));
+    }
+}
+
+WV_KERNEL(, wv_u8_neon, uint8_t, wv_u8_block_neon)
+WV_KERNEL(, wv_f32_neon, float, wv_f32_block_neon)
+WV_KERNEL(, wv_f16_neon, uint16_t, wv_f16_block_neon)
+
+/* FPCR: rounding, flush-to-zero, the alternative half format (the status
+ * flags are in FPSR). */
+static unsigned long wv_fp_control(void)
+{
+    uint64_t r;
+    __asm__ __volatile__("mrs %0, fpcr" : "=r"(r));
+    return (unsigned long)r;
+}
+#endif
+
+/* The current path's kernel for dtype. */
+static void wv_run(const walk *w, const wplan *p, int dtype, void *out)
+{
+#if FL_X86
+    if (dtype == FL_U8)
+        wv_u8_sse41(w, p, out);
+    else if (dtype == FL_F32 && fl_simd == FL_SIMD_AVX2)
+        wv_f32_avx2(w, p, out);
+    else if (dtype == FL_F32)
+        wv_f32_sse41(w, p, out);
+    else
+        wv_f16_avx2(w, p, out);
+#else
+    if (dtype == FL_U8)
+        wv_u8_neon(w, p, out);
+    else if (dtype == FL_F32)
+        wv_f32_neon(w, p, out);
+    else
+        wv_f16_neon(w, p, out);
+#endif
+}
+
+/* ---- which float tables the vector write reproduces ---- */
+
+/* Value of the half with magnitude bits m (0x7C00 reads as 65536, where the
+ * next binade would start: the rounding boundary below it is then right). */
+static double half_magnitude(unsigned m)
+{
+    return m < 0x400 ? ldexp((double)m, -24) : ldexp((double)(0x400 | (m & 0x3FF)), (int)(m >> 10) - 25);
+}
+
+/* Entry i of a float or half table: its value and the reals that round to
+ * it (ties resolved by the verification). A zero keeps its sign: +0 comes
+ * from [0, tiny], -0 from [-tiny, 0]. 0 for infinities, NaN, and float
+ * magnitudes beyond 2^100 or nonzero below 2^-100. */
+static int wv_entry(const void *lut, int dtype, int i, double *x, double *lo, double *hi)
+{
+    double up, dn;
+    if (dtype == FL_F32) {
+        const float f = ((const float *)lut)[i];
+        if (!isfinite(f) || fabsf(f) > 0x1p100f || (f != 0.f && fabsf(f) < 0x1p-100f))
+            return 0;
+        *x = f;
+        up = nextafterf(f, INFINITY);
+        dn = nextafterf(f, -INFINITY);
+    } else {
+        const unsigned h = ((const uint16_t *)lut)[i], m = h & 0x7FFF;
+        if (m >= 0x7C00)
+            return 0;
+        const double mag = half_magnitude(m);
+        if (h & 0x8000) {
+            *x = -mag;
+            up = m ? -half_magnitude(m - 1) : half_magnitude(1);
+            dn = -half_magnitude(m + 1);
+        } else {
+            *x = mag;
+            up = half_magnitude(m + 1);
+            dn = m ? half_magnitude(m - 1) : -half_magnitude(1);
+        }
+    }
+    *lo = (*x + dn) / 2;
+    *hi = (*x + up) / 2;
+    if (*x == 0) {
+        if (signbit(*x))
+            *hi = 0;
+        else
+            *lo = 0;
+    }
+    return 1;
+}
+
+/* v0, a1, c1, a2, c2 (see the section comment) for channel c, or 0 when no
+ * line v -> A (v - v0) + C passes through every entry's rounding interval.
+ * The slopes a line may take are bounded by every pair of entries; the
+ * middle one is taken, then the middle of the offsets it allows, with v0 at
+ * the entry nearest zero so that C, and every value near zero, is precise. */
+static int wv_fit(const void *lut, int dtype, int c, float prm[5])
+{
+    double lo[256], hi[256], best = INFINITY;
+    int v0 = 0;
+    for (int v = 0; v < 256; v++) {
+        double x;
+        if (!wv_entry(lut, dtype, 256 * c + v, &x, &lo[v], &hi[v]))
+            return 0;
+        if (fabs(x) < best) {
+            best = fabs(x);
+            v0 = v;
+        }
+    }
+    double alo = -INFINITY, ahi = INFINITY;
+    for (int d = 1; d < 256; d++) {
+        const double inv = 1.0 / d;
+        for (int i = 0; i + d < 256; i++) {
+            const double up = (hi[i + d] - lo[i]) * inv, dn = (lo[i + d] - hi[i]) * inv;
+            ahi = up < ahi ? up : ahi;
+            alo = dn > alo ? dn : alo;
+        }
+        if (!(alo <= ahi))
+            return 0;
+    }
+    const double A = (alo + ahi) / 2;
+    double clo = -INFINITY, chi = INFINITY;
+    for (int v = 0; v < 256; v++) {
+        const double u = v - v0, l = lo[v] - A * u, h = hi[v] - A * u;
+        clo = l > clo ? l : clo;
+        chi = h < chi ? h : chi;
+    }
+    if (!(clo <= chi))
+        return 0;
+    double C = (clo + chi) / 2;
+    if (fabs(C) < 0x1p-100)
+        C = 0;
+    /* grid g: |u a1 / g| + |c1 / g| < 2^24 for |u| <= 255 */
+    const double span = 255 * fabs(A) + fabs(C);
+    if (span > 0x1p100 || (span != 0 && span < 0x1p-60))
+        return 0;
+    const double g = span == 0 ? 1 : ldexp(1.0, ilogb(span / (0x1p24 - 512)) + 1);
+    const double ai = nearbyint(A / g) * g, ci = nearbyint(C / g) * g;
+    const double rest[2] = {A - ai, C - ci};
+    prm[0] = (float)v0;
+    prm[1] = (float)ai;
+    prm[2] = (float)ci;
+    for (int k = 0; k < 2; k++)
+        prm[3 + k] = fabs(rest[k]) < 0x1p-100 ? 0.f : (float)rest[k];
+    return 1;
+}
+
+/* Whether the current path's kernel, with these constants, gives every
+ * table entry bit for bit: a 256-pixel row whose pixel v is v in every
+ * channel, written NCHW, against the tables. */
+static int wv_verify(const void *lut, int dtype, int nch, const float (*prm)[5])
+{
+    static const int ident[WV_MAXC] = {0, 1, 2, 3};
+    uint8_t src[256 * 4];
+    _Alignas(32) uint32_t out[WV_MAXC * 256];
+    for (int v = 0; v < 256; v++)
+        memset(src + 4 * v, v, 4);
+    walk w = {src, 0, 4, 1, 256, nch, ident};
+    wplan p;
+    if (!wv_init(&p, &w, 4, FL_NCHW, dtype, prm))
+        return 0;
+    wv_run(&w, &p, dtype, out);
+    return memcmp(out, lut, (size_t)nch * 256 * (dtype == FL_F32 ? 4 : 2)) == 0;
+}
+
+typedef struct {
+    int used, simd, dtype, nch, ok;
+    unsigned long fpcw;
+    float prm[WV_MAXC][5];
+    uint8_t lut[WV_MAXC * 256 * 4];
+} wv_verdict;
+
+#define WV_CACHE 4
+static _Thread_local wv_verdict wv_cache[WV_CACHE];
+static _Thread_local int wv_next;
+
+/* This thread's verdict on a float or half table under the current path
+ * and floating-point control: fitted and verified on first sight (about
+ * 0.1 ms), looked up by its bytes afterwards. */
+static const wv_verdict *wv_lookup(const void *lut, int dtype, int nch)
+{
+    const size_t n = (size_t)nch * 256 * (dtype == FL_F32 ? 4 : 2);
+    const unsigned long cw = wv_fp_control();
+    for (int i = 0; i < WV_CACHE; i++) {
+        const wv_verdict *e = &wv_cache[i];
+        if (e->used && e->simd == fl_simd && e->dtype == dtype && e->nch == nch && e->fpcw == cw &&
+            memcmp(e->lut, lut, n) == 0)
+            return e;
+    }
+    wv_verdict *e = &wv_cache[wv_next];
+    wv_next = (wv_next + 1) % WV_CACHE;
+    e->used = 1;
+    e->simd = fl_simd;
+    e->dtype = dtype;
+    e->nch = nch;
+    e->fpcw = cw;
+    memcpy(e->lut, lut, n);
+    e->ok = 1;
+    for (int c = 0; c < nch && e->ok; c++)
+        e->ok = wv_fit(lut, dtype, c, e->prm[c]);
+    if (e->ok)
+        e->ok = wv_verify(lut, dtype, nch, (const float (*)[5])e->prm);
+    return e;
+}
+#endif
+
+/* How fl_write_sample writes w: FL_WRITE_COPY (NHWC uint8 rows as they
+ * are), FL_WRITE_VECTOR (the current SIMD path; *p set up) or
+ * FL_WRITE_LOOPS (the portable loops). */
+static int write_route(const fl_view *src, int k, int hflip, const walk *w, const void *lut,
+                       const fl_out *out, wplan *p)
+{
+    if (is_plain_copy(src, k, hflip, w->perm, lut, out))
+        return FL_WRITE_COPY;
+#if FL_X86 || FL_NEON
+    const int sc = src->channels;
+    if (fl_simd == FL_SIMD_PORTABLE || sc < 2 || sc > 4 || w->nch > WV_MAXC || w->ow < 8 ||
+        (w->dj != sc && w->dj != -sc))
+        return FL_WRITE_LOOPS;
+#if FL_X86
+    if (out->dtype == FL_F16 && (fl_simd != FL_SIMD_AVX2 || !wv_has_f16c()))
+        return FL_WRITE_LOOPS;   /* converting to half without F16C costs more than the loops */
+#endif
+    const float (*prm)[5] = NULL;
+    if (out->dtype == FL_U8) {
+        if (!is_identity(lut, w->nch))
+            return FL_WRITE_LOOPS;
+    } else {
+        const wv_verdict *v = wv_lookup(lut, out->dtype, w->nch);
+        if (!v->ok)
+            return FL_WRITE_LOOPS;
+        prm = (const float (*)[5])v->prm;
+    }
+    return wv_init(p, w, sc, out->layout, out->dtype, prm) ? FL_WRITE_VECTOR : FL_WRITE_LOOPS;
+#else
+    (void)p;
+    return FL_WRITE_LOOPS;
+#endif
+}
+
+/* Checks the arguments and sets up the walk; FL_OK or FL_ERR_ARG. */
+static int write_walk(const fl_view *src, int rot90, int hflip, int vflip, const int *perm,
+                      const void *lut, const fl_out *out, walk *w, int *rot)
 {
     if (!src || !src->data || src->width <= 0 || src->height <= 0 || src->channels <= 0 ||
         src->stride < (ptrdiff_t)src->width * src->channels || !perm || !lut || !out ||
-        !out->data || out->channels <= 0 || (out->layout != FL_NCHW && out->layout != FL_NHWC))
+        !out->data || out->channels <= 0 || (out->layout != FL_NCHW && out->layout != FL_NHWC) ||
+        out->dtype < FL_U8 || out->dtype > FL_F32)
         return FL_ERR_ARG;
     const int k = ((rot90 % 4) + 4) % 4;
     const int oh = k & 1 ? src->width : src->height;
@@ -752,29 +1267,58 @@ int fl_write_sample(const fl_view *src, int rot90, int hflip, int vflip,
             return FL_ERR_ARG;
 
     ptrdiff_t o00 = src_offset(src, k, hflip, vflip, oh, ow, 0, 0);
-    walk w;
-    w.s0 = src->data + o00;
-    w.di = src_offset(src, k, hflip, vflip, oh, ow, 1, 0) - o00;
-    w.dj = src_offset(src, k, hflip, vflip, oh, ow, 0, 1) - o00;
-    w.oh = oh; w.ow = ow; w.nch = out->channels; w.perm = perm;
+    w->s0 = src->data + o00;
+    w->di = src_offset(src, k, hflip, vflip, oh, ow, 1, 0) - o00;
+    w->dj = src_offset(src, k, hflip, vflip, oh, ow, 0, 1) - o00;
+    w->oh = oh; w->ow = ow; w->nch = out->channels; w->perm = perm;
+    *rot = k;
+    return FL_OK;
+}
 
+int fl_write_path(const fl_view *src, int rot90, int hflip, int vflip,
+                  const int *perm, const void *lut, const fl_out *out)
+{
+    walk w;
+    wplan p;
+    int k;
+    if (write_walk(src, rot90, hflip, vflip, perm, lut, out, &w, &k) != FL_OK)
+        return FL_ERR_ARG;
+    return write_route(src, k, hflip, &w, lut, out, &p);
+}
+
+int fl_write_sample(const fl_view *src, int rot90, int hflip, int vflip,
+                    const int *perm, const void *lut, fl_out *out)
+{
+    walk w;
+    wplan p;
+    int k;
+    if (write_walk(src, rot90, hflip, vflip, perm, lut, out, &w, &k) != FL_OK)
+        return FL_ERR_ARG;
+    switch (write_route(src, k, hflip, &w, lut, out, &p)) {
+    case FL_WRITE_COPY: {
+        const size_t row = (size_t)w.ow * w.nch;
+        for (int i = 0; i < w.oh; i++)
+            memcpy((uint8_t *)out->data + i * row, w.s0 + i * w.di, row);
+        return FL_OK;
+    }
+#if FL_X86 || FL_NEON
+    case FL_WRITE_VECTOR:
+        wv_run(&w, &p, out->dtype, out->data);
+        return FL_OK;
+#endif
+    default:
+        break;
+    }
     switch (out->dtype) {
     case FL_U8:
-        if (is_plain_copy(src, k, hflip, perm, (const uint8_t *)lut, out)) {
-            size_t row = (size_t)ow * out->channels;
-            for (int i = 0; i < oh; i++)
-                memcpy((uint8_t *)out->data + i * row, w.s0 + i * w.di, row);
-        } else {
-            write_u8(&w, (const uint8_t *)lut, (uint8_t *)out->data, out->layout);
-        }
-        return FL_OK;
+        write_u8(&w, (const uint8_t *)lut, (uint8_t *)out->data, out->layout);
+        break;
     case FL_F16:   /* half values are copied as their bit patterns */
         write_u16(&w, (const uint16_t *)lut, (uint16_t *)out->data, out->layout);
-        return FL_OK;
-    case FL_F32:
-        write_u32(&w, (const uint32_t *)lut, (uint32_t *)out->data, out->layout);
-        return FL_OK;
+        break;
     default:
-        return FL_ERR_ARG;
+        write_u32(&w, (const uint32_t *)lut, (uint32_t *)out->data, out->layout);
+        break;
     }
+    return FL_OK;
 }

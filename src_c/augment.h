@@ -38,4 +38,18 @@ typedef struct {
 int fl_write_sample(const fl_view *src, int rot90, int hflip, int vflip,
                     const int *perm, const void *lut, fl_out *out);
 
+/* How fl_write_sample writes these arguments under the current SIMD path
+ * (fl_simd), or FL_ERR_ARG. FL_WRITE_VECTOR: rows walked left to right or
+ * right to left (no rotation or a half turn), 2 to 4 source and at most 4
+ * output channels, at least 8 columns, and tables the vector arithmetic
+ * reproduces bit for bit (uint8: identity; float16/float32: an affine map of
+ * the byte, such as Normalize's, checked once per thread and table; float16
+ * on AVX2 and NEON only).
+ * FL_WRITE_COPY: NHWC uint8 rows copied as they are. FL_WRITE_LOOPS: the
+ * portable loops (any other write, and the portable path). Every route
+ * writes the same bytes. */
+enum { FL_WRITE_LOOPS = 0, FL_WRITE_COPY = 1, FL_WRITE_VECTOR = 2 };
+int fl_write_path(const fl_view *src, int rot90, int hflip, int vflip,
+                  const int *perm, const void *lut, const fl_out *out);
+
 #endif

@@ -1,3 +1,5 @@
+#include <stdarg.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include "fl_common.h"
 
@@ -23,4 +25,14 @@ void fl_buffer_free(fl_buffer *b)
     free(b->data);
     b->data = NULL;
     b->capacity = 0;
+}
+
+void fl_set_err(char *err, const char *fmt, ...)
+{
+    if (!err)
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err, FL_ERRLEN, fmt, ap);
+    va_end(ap);
 }

@@ -1,5 +1,6 @@
 /* The one SIMD dispatch of the compiled kernels. Every kernel with a vector
- * path (resampling, colour jitter) reads fl_simd and runs that path; all
+ * path (resampling, colour jitter, the write into the batch slot) reads
+ * fl_simd and runs that path (fl_simd_kernels names them); all
  * paths give the portable loops' results bit for bit. The path is chosen
  * once, when the extension is imported (fl_simd_init), from what the CPU
  * offers, so one wheel runs everywhere and uses the widest path it has. */
@@ -23,6 +24,10 @@ int fl_simd_set(int path);
 
 /* "portable", "sse4.1", "avx2", "neon"; static storage. */
 const char *fl_simd_name(int path);
+
+/* The kernels with a vector path on `path`, comma-separated ("" for the
+ * portable path); static storage. */
+const char *fl_simd_kernels(int path);
 
 #if (defined(__x86_64__) || defined(__i386__)) && defined(__GNUC__)
 #define FL_X86 1

@@ -11,8 +11,9 @@
  * error buffer; positive values ask the caller to take another route. */
 enum {
     FL_OK = 0,
-    FL_NOT_JPEG = 1,      /* not a JPEG stream: decode through Pillow */
-    FL_UNSUPPORTED = 2,   /* a JPEG this path does not handle (CMYK, EXIF rotation, no libjpeg-turbo) */
+    FL_NOT_JPEG = 1,      /* not a JPEG (nor, with libspng, a PNG) stream: decode through Pillow */
+    FL_UNSUPPORTED = 2,   /* an image this path does not handle (a CMYK JPEG, an EXIF rotation for the
+                           * decoder alone, a PNG libspng rejects, no libjpeg-turbo or libspng) */
     FL_ERR_DECODE = -1,   /* corrupt or truncated data */
     FL_ERR_NOMEM = -2,
     FL_ERR_TOO_LARGE = -3,/* more pixels than the configured limit */
@@ -39,6 +40,13 @@ typedef struct {
 
 int fl_buffer_reserve(fl_buffer *b, size_t nbytes);   /* FL_OK or FL_ERR_NOMEM */
 void fl_buffer_free(fl_buffer *b);
+
+/* printf into a caller's FL_ERRLEN error buffer (nothing when err is NULL). */
+void fl_set_err(char *err, const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 2, 3)))
+#endif
+    ;
 
 /* A rectangle in continuous pixel coordinates: pixel i covers [i, i+1). */
 typedef struct {

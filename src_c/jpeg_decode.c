@@ -5,72 +5,27 @@
  * not rebuild libjpeg's tables and pools per sample. libjpeg reports fatal
  * errors through error_exit, which here longjmps back to the public function
  * that called into it; those functions keep no locals live across setjmp. */
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include "exif.h"
 #include "jpeg_decode.h"
 
 #ifndef FL_HAVE_LIBJPEG_TURBO
 #define FL_HAVE_LIBJPEG_TURBO 1
 #endif
 
-static void set_err(char *err, const char *fmt, ...)
-{
-    if (!err)
-        return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, FL_ERRLEN, fmt, ap);
-    va_end(ap);
-}
-
 /* ---- EXIF orientation ------------------------------------------------- */
 
-static unsigned rd16(const uint8_t *p, int le)
-{
-    return le ? (unsigned)p[0] | (unsigned)p[1] << 8 : (unsigned)p[0] << 8 | (unsigned)p[1];
-}
-
-static uint32_t rd32(const uint8_t *p, int le)
-{
-    return le ? (uint32_t)rd16(p, 1) | (uint32_t)rd16(p + 2, 1) << 16
-              : (uint32_t)rd16(p, 0) << 16 | (uint32_t)rd16(p + 2, 0);
-}
-
-/* The Orientation tag (0x0112) of IFD0 in an APP1 "Exif" payload: 1..8, or
- * 0 when absent or malformed (as Pillow's exif_transpose, which then leaves
- * the image alone). Every offset comes from the file, so each is checked. */
+/* The orientation of an APP1 "Exif" payload (see exif.h): 1..8, or 0 when
+ * it has none or is malformed (as Pillow's exif_transpose, which then leaves
+ * the image alone). */
 static int exif_orientation(const uint8_t *p, size_t n)
 {
     if (n < 6 + 8 || memcmp(p, "Exif\0\0", 6) != 0)
         return 0;
-    p += 6;
-    n -= 6;
-    int le;
-    if (p[0] == 'I' && p[1] == 'I')
-        le = 1;
-    else if (p[0] == 'M' && p[1] == 'M')
-        le = 0;
-    else
-        return 0;
-    if (rd16(p + 2, le) != 42)
-        return 0;
-    uint32_t ifd = rd32(p + 4, le);
-    if (ifd > n || n - ifd < 2)
-        return 0;
-    size_t count = rd16(p + ifd, le), room = (n - ifd - 2) / 12;
-    if (count > room)
-        count = room;
-    for (size_t i = 0; i < count; i++) {
-        const uint8_t *e = p + ifd + 2 + 12 * i;
-        if (rd16(e, le) != 0x0112)
-            continue;
-        unsigned type = rd16(e + 2, le);
-        uint32_t v = type == 3 ? rd16(e + 8, le) : type == 4 ? rd32(e + 8, le) : 0;
-        return rd32(e + 4, le) == 1 && v >= 1 && v <= 8 ? (int)v : 0;
-    }
-    return 0;
+    int o = fl_exif_orientation(p + 6, n - 6);
+    return o > 0 ? o : 0;
 }
 
 /* ---- header scan without libjpeg ------------------------------------- */
@@ -179,7 +134,7 @@ int fl_jpeg_check_stream(const uint8_t *data, size_t size, int *complete, char *
                 /* libjpeg's decoder runs into it mid-scan (JWRN_HIT_MARKER) and pads the
                  * rest of the scan with grey; one that only trails the data is harmless */
                 if (interval == 0 && j + 2 < size && data[j + 2] != 0xFF) {
-                    set_err(err, "Corrupt JPEG data: RST%d marker inside a scan without a restart interval",
+                    fl_set_err(err, "Corrupt JPEG data: RST%d marker inside a scan without a restart interval",
                             b - 0xD0);
                     return FL_ERR_DECODE;
                 }
@@ -191,7 +146,7 @@ int fl_jpeg_check_stream(const uint8_t *data, size_t size, int *complete, char *
         }
     }
     if (scans == 0) {
-        set_err(err, "premature end of JPEG file: no image data (scan) before the end");
+        fl_set_err(err, "premature end of JPEG file: no image data (scan) before the end");
         return FL_ERR_DECODE;
     }
     return FL_OK;
@@ -356,7 +311,7 @@ static int libjpeg_failed(fl_jpeg_decoder *d, char *err)
 {
     char msg[JMSG_LENGTH_MAX];
     d->jerr.pub.format_message((j_common_ptr)&d->cinfo, msg);
-    set_err(err, "%s", msg);
+    fl_set_err(err, "%s", msg);
     jpeg_abort_decompress(&d->cinfo);
     return FL_ERR_DECODE;
 }
@@ -402,23 +357,23 @@ static int plan(const fl_jpeg_info *info, int x0, int y0, int x1, int y1,
 {
     int64_t w = info->width, h = info->height;
     if (max_pixels > 0 && w * h > max_pixels) {
-        set_err(err, "image is %lldx%lld = %lld pixels, over the limit of %lld",
+        fl_set_err(err, "image is %lldx%lld = %lld pixels, over the limit of %lld",
                 (long long)w, (long long)h, (long long)(w * h), (long long)max_pixels);
         return FL_ERR_TOO_LARGE;
     }
     if (info->colorspace != FL_CS_GRAY && info->colorspace != FL_CS_YCC && info->colorspace != FL_CS_RGB) {
-        set_err(err, "JPEG colour space %d (%d components) is not decoded here", info->colorspace,
+        fl_set_err(err, "JPEG colour space %d (%d components) is not decoded here", info->colorspace,
                 info->components);
         return FL_UNSUPPORTED;
     }
     if (honour_exif && info->orientation > 1) {
-        set_err(err, "EXIF orientation %d needs a transpose", info->orientation);
+        fl_set_err(err, "EXIF orientation %d needs a transpose", info->orientation);
         return FL_UNSUPPORTED;
     }
     int64_t rx0 = clamp64(x0, 0, w), rx1 = clamp64(x1, 0, w);
     int64_t ry0 = clamp64(y0, 0, h), ry1 = clamp64(y1, 0, h);
     if (rx1 <= rx0 || ry1 <= ry0 || min_w < 0 || min_h < 0 || max_denom < 1) {
-        set_err(err, "empty region [%d, %d) x [%d, %d) of a %lldx%lld image, or bad min size/denom",
+        fl_set_err(err, "empty region [%d, %d) x [%d, %d) of a %lldx%lld image, or bad min size/denom",
                 x0, x1, y0, y1, (long long)w, (long long)h);
         return FL_ERR_ARG;
     }
@@ -467,7 +422,7 @@ static int decode_planned(fl_jpeg_decoder *d, fl_view *out, const fl_jpeg_region
     jpeg_start_decompress(c);
     if ((int)c->output_width != r->scaled_width || (int)c->output_height != r->scaled_height ||
         c->output_components != 3) {
-        set_err(err, "libjpeg scaled %dx%d to %ux%u, expected %dx%d", r->width, r->height,
+        fl_set_err(err, "libjpeg scaled %dx%d to %ux%u, expected %dx%d", r->width, r->height,
                 c->output_width, c->output_height, r->scaled_width, r->scaled_height);
         jpeg_abort_decompress(c);
         return FL_ERR_DECODE;
@@ -488,7 +443,7 @@ static int decode_planned(fl_jpeg_decoder *d, fl_view *out, const fl_jpeg_region
     size_t row_bytes = (size_t)cols * 3, rows = (size_t)out->height;
     /* one row more: scratch for the last row of a stream decoded to its end (below) */
     if (rows >= ((size_t)-1) / row_bytes || fl_buffer_reserve(&d->pixels, row_bytes * (rows + 1)) != FL_OK) {
-        set_err(err, "cannot allocate %zu x %zu bytes for decoded pixels", rows, row_bytes);
+        fl_set_err(err, "cannot allocate %zu x %zu bytes for decoded pixels", rows, row_bytes);
         jpeg_abort_decompress(c);
         return FL_ERR_NOMEM;
     }
@@ -496,7 +451,7 @@ static int decode_planned(fl_jpeg_decoder *d, fl_view *out, const fl_jpeg_region
     /* Rows: skip to the first needed one, read only those needed. */
     JDIMENSION first = (JDIMENSION)r->off_y, end = first + (JDIMENSION)rows;
     if (first > 0 && jpeg_skip_scanlines(c, first) != first) {
-        set_err(err, "could not skip to row %u", first);
+        fl_set_err(err, "could not skip to row %u", first);
         jpeg_abort_decompress(c);
         return FL_ERR_DECODE;
     }
@@ -508,7 +463,7 @@ static int decode_planned(fl_jpeg_decoder *d, fl_view *out, const fl_jpeg_region
         for (JDIMENSION i = 0; i < n; i++)
             ptrs[i] = d->pixels.data + (size_t)(c->output_scanline - first + i) * row_bytes;
         if (jpeg_read_scanlines(c, ptrs, n) == 0) {   /* cannot suspend on a memory source */
-            set_err(err, "libjpeg returned no rows at row %u", c->output_scanline);
+            fl_set_err(err, "libjpeg returned no rows at row %u", c->output_scanline);
             jpeg_abort_decompress(c);
             return FL_ERR_DECODE;
         }
@@ -521,13 +476,13 @@ static int decode_planned(fl_jpeg_decoder *d, fl_view *out, const fl_jpeg_region
     if (!complete && c->output_scanline < c->output_height) {
         JDIMENSION left = c->output_height - c->output_scanline;
         if (left > 1 && jpeg_skip_scanlines(c, left - 1) != left - 1) {
-            set_err(err, "could not skip to row %u", c->output_height - 1);
+            fl_set_err(err, "could not skip to row %u", c->output_height - 1);
             jpeg_abort_decompress(c);
             return FL_ERR_DECODE;
         }
         JSAMPROW scratch = d->pixels.data + rows * row_bytes;
         if (jpeg_read_scanlines(c, &scratch, 1) == 0) {
-            set_err(err, "libjpeg returned no rows at row %u", c->output_scanline);
+            fl_set_err(err, "libjpeg returned no rows at row %u", c->output_scanline);
             jpeg_abort_decompress(c);
             return FL_ERR_DECODE;
         }
@@ -547,7 +502,7 @@ static int decode_planned(fl_jpeg_decoder *d, fl_view *out, const fl_jpeg_region
 int fl_jpeg_begin(fl_jpeg_decoder *d, const uint8_t *data, size_t size, fl_jpeg_info *info, char *err)
 {
     if (!is_jpeg(data, size)) {
-        set_err(err, "not a JPEG stream (no SOI marker)");
+        fl_set_err(err, "not a JPEG stream (no SOI marker)");
         return FL_NOT_JPEG;
     }
     if (setjmp(d->jerr.jump))
@@ -617,7 +572,7 @@ int fl_jpeg_read_info(fl_jpeg_decoder *d, const uint8_t *data, size_t size,
                       fl_jpeg_info *info, char *err)
 {
     (void)d, (void)data, (void)size, (void)info;
-    set_err(err, "built without libjpeg-turbo");
+    fl_set_err(err, "built without libjpeg-turbo");
     return FL_UNSUPPORTED;
 }
 
@@ -650,7 +605,7 @@ int fl_jpeg_plan_region(fl_jpeg_decoder *d, const uint8_t *data, size_t size,
 {
     (void)d, (void)data, (void)size, (void)x0, (void)y0, (void)x1, (void)y1, (void)min_w;
     (void)min_h, (void)max_denom, (void)honour_exif, (void)max_pixels, (void)out, (void)region;
-    set_err(err, "built without libjpeg-turbo");
+    fl_set_err(err, "built without libjpeg-turbo");
     return FL_UNSUPPORTED;
 }
 

@@ -12,13 +12,19 @@ int fl_worker_init(fl_worker *w)
 {
     memset(w, 0, sizeof(*w));
     w->jpeg = fl_jpeg_decoder_new();
-    return w->jpeg ? FL_OK : FL_ERR_NOMEM;
+    w->png = fl_png_decoder_new();
+    if (w->jpeg && w->png)
+        return FL_OK;
+    fl_worker_free(w);
+    return FL_ERR_NOMEM;
 }
 
 void fl_worker_free(fl_worker *w)
 {
     if (w->jpeg)
         fl_jpeg_decoder_free(w->jpeg);
+    if (w->png)
+        fl_png_decoder_free(w->png);
     fl_resampler_free(&w->resampler);
     fl_buffer_free(&w->resized);
     fl_buffer_free(&w->rgbx);
@@ -39,7 +45,15 @@ static int read_all(int fd, uint8_t *buf, size_t n, size_t *got)
     return 0;
 }
 
-int fl_read_file(fl_worker *w, const char *path, int jpeg_only, size_t *size, char *err)
+/* Whether the first bytes of a file (n of them, n >= 3) start a format the
+ * compiled route decodes. */
+static int known_format(const uint8_t *head, size_t n)
+{
+    static const uint8_t soi[3] = {0xFF, 0xD8, 0xFF};
+    return memcmp(head, soi, 3) == 0 || (fl_png_available() && fl_png_signature(head, n));
+}
+
+int fl_read_file(fl_worker *w, const char *path, int known_only, size_t *size, char *err)
 {
     /* O_NONBLOCK: a FIFO or device named like an image must not block the
      * worker in open(); only regular files are read, where it has no effect. */
@@ -60,13 +74,13 @@ int fl_read_file(fl_worker *w, const char *path, int jpeg_only, size_t *size, ch
         snprintf(err, FL_ERRLEN, "out of memory reading %zu bytes", n);
         return FL_ERR_NOMEM;
     }
-    static const uint8_t soi[3] = {0xFF, 0xD8, 0xFF};
     int e = 0;
-    if (jpeg_only && n >= 3) {
-        e = read_all(fd, w->file.data, 3, &got);
-        if (!e && memcmp(w->file.data, soi, 3) != 0) {
+    if (known_only && n >= 3) {
+        size_t head = n < 8 ? n : 8;   /* a JPEG's SOI, a PNG's signature */
+        e = read_all(fd, w->file.data, head, &got);
+        if (!e && !known_format(w->file.data, head)) {
             close(fd);
-            snprintf(err, FL_ERRLEN, "not a JPEG stream (no SOI marker)");
+            snprintf(err, FL_ERRLEN, "not a JPEG or PNG stream");
             return FL_NOT_JPEG;
         }
     }
@@ -223,6 +237,67 @@ static fl_rect rect_of(const fl_pad *pad)
     return (fl_rect){pad->x0, pad->y0, pad->x1, pad->y1};
 }
 
+/* One sample's geometry on an image stored as width x height and shown
+ * through an EXIF orientation: planned in displayed coordinates (what the
+ * Pillow route sees after exif_transpose), then carried back to the stored
+ * image, which is decoded and resampled to the output size in stored
+ * orientation; the final write applies the orientation along with the random
+ * flips. Resampling commutes with flips and transposes (the filter is
+ * symmetric and separable), so this matches transpose-then-resize up to
+ * rounding, and is the Pillow route's computation exactly when there is no
+ * orientation to apply. */
+typedef struct {
+    fl_rng rng;
+    fl_orient orient;
+    fl_rect box;            /* the source rectangle, stored coordinates */
+    fl_rect shown;          /* the part of the rw x rh resized image the box fills (the rest is padding) */
+    fl_pad pad;
+    int rw, rh;             /* the resized image, stored orientation */
+    int x0, y0, x1, y1;     /* the stored pixels to decode: the box and the filter's reach, clamped */
+} fl_geom;
+
+static int plan_stored(const fl_plan *p, int width, int height, int orientation, uint64_t seed, uint64_t epoch,
+                       uint64_t index, fl_geom *g, char *err)
+{
+    g->orient = orient_of(orientation);
+    int swap = g->orient.rot90 & 1;
+    int disp_w = swap ? height : width, disp_h = swap ? width : height;
+    g->rw = swap ? p->out_h : p->out_w;
+    g->rh = swap ? p->out_w : p->out_h;
+    g->rng = fl_rng_for(seed, epoch, index);
+    fl_rect dbox;
+    int rc = plan_box(p, disp_w, disp_h, &g->rng, &dbox, &g->pad, err);
+    if (rc != FL_OK)
+        return rc;
+    g->box = stored_box(orientation, dbox, width, height);
+    g->shown = stored_box(orientation, rect_of(&g->pad), g->rw, g->rh);
+
+    /* The box plus the resampling filter's reach around it. */
+    fl_rect box = g->box;
+    double sx = (box.x1 - box.x0) / (g->shown.x1 - g->shown.x0), sy = (box.y1 - box.y0) / (g->shown.y1 - g->shown.y0);
+    double sup = filter_support(p->antialias ? p->filter : FL_NEAREST);
+    int mx = (int)ceil(sup * (sx > 1 ? sx : 1)) + 1, my = (int)ceil(sup * (sy > 1 ? sy : 1)) + 1;
+    g->x0 = (int)floor(box.x0) - mx;
+    g->y0 = (int)floor(box.y0) - my;
+    g->x1 = (int)ceil(box.x1) + mx;
+    g->y1 = (int)ceil(box.y1) + my;
+    if (g->x0 < 0) g->x0 = 0;
+    if (g->y0 < 0) g->y0 = 0;
+    if (g->x1 > width) g->x1 = width;
+    if (g->y1 > height) g->y1 = height;
+    return FL_OK;
+}
+
+static int too_large(const fl_plan *p, int width, int height, char *err)
+{
+    if (p->max_pixels > 0 && (int64_t)width * height > p->max_pixels) {
+        snprintf(err, FL_ERRLEN, "image is %dx%d = %lld pixels, over the limit of %lld",
+                 width, height, (long long)width * height, (long long)p->max_pixels);
+        return 1;
+    }
+    return 0;
+}
+
 static int process_begun(fl_worker *w, const fl_plan *p, const uint8_t *data, size_t size,
                          const fl_jpeg_info *info, uint64_t seed, uint64_t epoch, uint64_t index,
                          void *out, char *err);
@@ -245,50 +320,23 @@ static int process_begun(fl_worker *w, const fl_plan *p, const uint8_t *data, si
 {
     const fl_jpeg_info info = *pinfo;
     int rc;
-    if (p->max_pixels > 0 && (int64_t)info.width * info.height > p->max_pixels) {
+    if (too_large(p, info.width, info.height, err)) {
         fl_jpeg_abort(w->jpeg);
-        snprintf(err, FL_ERRLEN, "image is %dx%d = %lld pixels, over the limit of %lld",
-                 info.width, info.height, (long long)info.width * info.height, (long long)p->max_pixels);
         return FL_ERR_TOO_LARGE;
     }
     if (info.colorspace == FL_CS_CMYK || info.colorspace == FL_CS_YCCK) {
         fl_jpeg_abort(w->jpeg);
         return FL_UNSUPPORTED;   /* colour conversion is the Pillow route's job */
     }
-
-    /* Plan in displayed coordinates (what the Pillow route sees after
-     * exif_transpose), then work on the stored image: decode and resample the
-     * matching stored rectangle to the output size in stored orientation, and
-     * let the final write apply the orientation along with the random flips.
-     * Resampling commutes with flips and transposes (the filter is symmetric
-     * and separable), so this matches transpose-then-resize up to rounding. */
-    int orientation = p->honour_exif ? info.orientation : 0;
-    fl_orient orient = orient_of(orientation);
-    int swap = orient.rot90 & 1;
-    int disp_w = swap ? info.height : info.width, disp_h = swap ? info.width : info.height;
-    int rw = swap ? p->out_h : p->out_w, rh = swap ? p->out_w : p->out_h;
-
-    fl_rng rng = fl_rng_for(seed, epoch, index);
-    fl_rect dbox;
-    fl_pad pad;
-    if ((rc = plan_box(p, disp_w, disp_h, &rng, &dbox, &pad, err)) != FL_OK) {
+    fl_geom g;
+    if ((rc = plan_stored(p, info.width, info.height, p->honour_exif ? info.orientation : 0,
+                          seed, epoch, index, &g, err)) != FL_OK) {
         fl_jpeg_abort(w->jpeg);
         return rc;
     }
-    fl_rect box = stored_box(orientation, dbox, info.width, info.height);
-    fl_rect shown = stored_box(orientation, rect_of(&pad), rw, rh);
-    double shown_w = shown.x1 - shown.x0, shown_h = shown.y1 - shown.y0;
-
-    /* Decode the box plus the resampling filter's reach around it. */
-    double sx = (box.x1 - box.x0) / shown_w, sy = (box.y1 - box.y0) / shown_h;
-    double sup = filter_support(p->antialias ? p->filter : FL_NEAREST);
-    int mx = (int)ceil(sup * (sx > 1 ? sx : 1)) + 1, my = (int)ceil(sup * (sy > 1 ? sy : 1)) + 1;
-    int x0 = (int)floor(box.x0) - mx, y0 = (int)floor(box.y0) - my;
-    int x1 = (int)ceil(box.x1) + mx, y1 = (int)ceil(box.y1) + my;
-    if (x0 < 0) x0 = 0;
-    if (y0 < 0) y0 = 0;
-    if (x1 > info.width) x1 = info.width;
-    if (y1 > info.height) y1 = info.height;
+    const fl_rect box = g.box;
+    const int x0 = g.x0, y0 = g.y0, x1 = g.x1, y1 = g.y1;
+    double shown_w = g.shown.x1 - g.shown.x0, shown_h = g.shown.y1 - g.shown.y0;
     /* DCT scaling keeps the decoded crop at least reducing_gap x the output,
      * as Pillow's thumbnail(reducing_gap=...) does with draft(). */
     double gap = p->reducing_gap > 1 ? p->reducing_gap : 1;
@@ -310,7 +358,48 @@ static int process_begun(fl_worker *w, const fl_plan *p, const uint8_t *data, si
     if (b.y0 < 0) b.y0 = 0;
     if (b.x1 > img.width) b.x1 = img.width;
     if (b.y1 > img.height) b.y1 = img.height;
-    return finish(w, p, &img, b, rw, rh, shown, pad.fill, orient, &rng, out, err);
+    return finish(w, p, &img, b, g.rw, g.rh, g.shown, g.pad.fill, g.orient, &g.rng, out, err);
+}
+
+int fl_process_png(fl_worker *w, const fl_plan *p, const uint8_t *data, size_t size,
+                   uint64_t seed, uint64_t epoch, uint64_t index, void *out, char *err)
+{
+    fl_png_info info;
+    int rc = fl_png_begin(w->png, data, size, p->honour_exif, &info, err);
+    if (rc != FL_OK)
+        return rc == FL_ERR_DECODE ? FL_UNSUPPORTED : rc;   /* Pillow's verdict on a bad file */
+    if (too_large(p, info.width, info.height, err)) {
+        fl_png_abort(w->png);
+        return FL_ERR_TOO_LARGE;
+    }
+    fl_geom g;
+    if ((rc = plan_stored(p, info.width, info.height, info.orientation, seed, epoch, index, &g, err)) != FL_OK) {
+        fl_png_abort(w->png);
+        return rc;
+    }
+    fl_view region, img;
+    rc = fl_png_decode_begun(w->png, g.x0, g.y0, g.x1, g.y1, &region, &img, err);
+    if (rc != FL_OK)
+        return rc == FL_ERR_DECODE ? FL_UNSUPPORTED : rc;
+    /* img has the whole image's geometry (its rows outside the region are
+     * never read), so the box is the one fl_process_rgb resamples. */
+    fl_rect b = g.box;
+    if (b.x1 > img.width) b.x1 = img.width;
+    if (b.y1 > img.height) b.y1 = img.height;
+    return finish(w, p, &img, b, g.rw, g.rh, g.shown, g.pad.fill, g.orient, &g.rng, out, err);
+}
+
+int fl_process_encoded(fl_worker *w, const fl_plan *p, const uint8_t *data, size_t size,
+                       uint64_t seed, uint64_t epoch, uint64_t index, void *out, char *err)
+{
+    if (fl_png_signature(data, size)) {
+        if (!fl_png_available()) {
+            snprintf(err, FL_ERRLEN, "built without libspng");
+            return FL_NOT_JPEG;
+        }
+        return fl_process_png(w, p, data, size, seed, epoch, index, out, err);
+    }
+    return fl_process_jpeg(w, p, data, size, seed, epoch, index, out, err);
 }
 
 int fl_process_decoded(fl_worker *w, const fl_plan *p, const fl_view *img, int img_w, int img_h,
@@ -351,8 +440,9 @@ int fl_pillow_jpeg_plan(const fl_plan *p, const uint8_t *data, size_t size, doub
                         uint64_t seed, uint64_t epoch, uint64_t index, fl_pillow_jpeg *r, char *err)
 {
     fl_jpeg_info info;
-    if (fl_jpeg_scan(data, size, &info) != FL_OK)
-        return FL_UNSUPPORTED;   /* Pillow's reader says what is wrong */
+    int rc = fl_jpeg_scan(data, size, &info);
+    if (rc != FL_OK)   /* not a JPEG, or a header Pillow's reader will say what is wrong with */
+        return rc == FL_NOT_JPEG ? FL_NOT_JPEG : FL_UNSUPPORTED;
     if ((info.components != 1 && info.components != 3) || (p->honour_exif && info.orientation > 1))
         return FL_UNSUPPORTED;
     int64_t w = info.width, h = info.height;
@@ -367,7 +457,7 @@ int fl_pillow_jpeg_plan(const fl_plan *p, const uint8_t *data, size_t size, doub
         return FL_ERR_TOO_LARGE;
     }
     int complete;
-    int rc = fl_jpeg_check_stream(data, size, &complete, err);
+    rc = fl_jpeg_check_stream(data, size, &complete, err);
     if (rc != FL_OK)
         return rc;
 

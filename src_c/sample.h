@@ -13,6 +13,7 @@
 #include "augment.h"
 #include "geometry.h"
 #include "jpeg_decode.h"
+#include "png_decode.h"
 #include "resample.h"
 
 typedef struct {
@@ -34,6 +35,7 @@ typedef struct {
 
 typedef struct {
     fl_jpeg_decoder *jpeg;
+    fl_png_decoder *png;
     fl_resampler resampler;
     fl_buffer resized;
     fl_buffer rgbx;               /* the four-byte resample of an RGBX image (Pillow's RGB layout) */
@@ -43,10 +45,17 @@ typedef struct {
 int fl_worker_init(fl_worker *w);
 void fl_worker_free(fl_worker *w);
 
-/* Read a whole file into w->file; *size gets its length. With jpeg_only, a
- * file that does not start like a JPEG is left after its first bytes and
+/* Read a whole file into w->file; *size gets its length. With known_only, a
+ * file that does not start like a format fl_process_encoded decodes (JPEG,
+ * and PNG where libspng is linked) is left after its first bytes and
  * FL_NOT_JPEG returned, so the route that takes it reads it only once. */
-int fl_read_file(fl_worker *w, const char *path, int jpeg_only, size_t *size, char *err);
+int fl_read_file(fl_worker *w, const char *path, int known_only, size_t *size, char *err);
+
+/* An encoded sample of any format: a JPEG goes to fl_process_jpeg, a PNG to
+ * fl_process_png, anything else is FL_NOT_JPEG (decode it another way and
+ * call fl_process_rgb). */
+int fl_process_encoded(fl_worker *w, const fl_plan *p, const uint8_t *data, size_t size,
+                       uint64_t seed, uint64_t epoch, uint64_t index, void *out, char *err);
 
 /* A JPEG sample. With p->honour_exif, an EXIF orientation (2..8) is applied
  * here: the crop is planned on the displayed image (width and height swapped
@@ -58,6 +67,17 @@ int fl_read_file(fl_worker *w, const char *path, int jpeg_only, size_t *size, ch
  * the same keys. */
 int fl_process_jpeg(fl_worker *w, const fl_plan *p, const uint8_t *data, size_t size,
                     uint64_t seed, uint64_t epoch, uint64_t index, void *out, char *err);
+
+/* A PNG sample, as fl_process_jpeg (EXIF orientation included: an eXIf
+ * chunk's), with a region decode that stops after the last row the crop
+ * needs. FL_UNSUPPORTED (no libspng, an eXIf chunk only Pillow can read) asks
+ * the caller to decode the image another way and call fl_process_rgb with
+ * the same keys; so does a file libspng finds corrupt or truncated, so that
+ * Pillow's verdict (an error, or pixels where it is more lenient, as with a
+ * bad IDAT checksum it does not check) is the one a sample gets on every
+ * build. Only FL_ERR_TOO_LARGE and the plan's own errors are final here. */
+int fl_process_png(fl_worker *w, const fl_plan *p, const uint8_t *data, size_t size,
+                   uint64_t seed, uint64_t epoch, uint64_t index, void *out, char *err);
 
 /* A sample already decoded to RGB (any other format, or a JPEG that took the
  * Pillow route): 3 channels, or 4 (RGBX, the fourth byte ignored). Random
@@ -93,8 +113,9 @@ typedef struct {
 } fl_pillow_jpeg;
 
 /* Plan one JPEG from its markers (fl_jpeg_scan, fl_jpeg_check_stream).
- * FL_OK; FL_UNSUPPORTED for what this route leaves to Pillow's own reader
- * (no readable frame header, not 1 or 3 components, an EXIF orientation to
+ * FL_OK; FL_NOT_JPEG for data that does not start like a JPEG;
+ * FL_UNSUPPORTED for what this route leaves to Pillow's own reader (no
+ * readable frame header, not 1 or 3 components, an EXIF orientation to
  * apply); FL_ERR_TOO_LARGE over p->max_pixels or over twice bomb_pixels
  * (Pillow's MAX_IMAGE_PIXELS, 0: none); FL_ERR_DECODE for a stream without a
  * scan or with misplaced restart markers. A truncated stream (no EOI) is

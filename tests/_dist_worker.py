@@ -37,7 +37,7 @@ def list_url(url, out):
     dist.init_process_group("gloo")
     src = fl.ImageFolder(url)
     with open(os.path.join(out, f"rank{dist.get_rank()}.json"), "w") as f:
-        json.dump({"paths": src.paths, "classes": src.classes}, f)
+        json.dump({"paths": list(src.paths), "classes": src.classes}, f)
     dist.barrier()
     dist.destroy_process_group()
 

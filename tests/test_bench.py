@@ -59,8 +59,11 @@ def test_results_json_lists_every_contender_with_figures_or_a_reason(suite):
                 assert r["status"] == "not run" and r["reason"]
         if task["name"] == "multimodal":
             assert task["limits"] == {}
-        elif task["dataset"] == "png":
+        elif task["dataset"] == "png" and not _batch.HAVE_SPNG:
             assert list(task["limits"]) == ["full"] and "zlib" in task["limits"]["full"]["decoder"]
+        elif task["dataset"] == "png":
+            assert list(task["limits"]) == ["full", "region", "pillow"]
+            assert "libspng" in task["limits"]["region"]["decoder"] and "zlib" in task["limits"]["pillow"]["decoder"]
         else:   # the crop-region decode needs libjpeg-turbo linked; Pillow gives the full-decode limit
             assert list(task["limits"]) == (["full", "region"] if _batch.HAVE_LIBJPEG_TURBO else ["full"])
             assert all(lim["rate"] > 0 and lim["threads"] == 2 and lim["images"] == task["samples"]

@@ -51,6 +51,19 @@ def test_a_repaired_wheel_must_bundle_libjpeg(lib, ok):
     assert problems == ([] if ok else ["no libjpeg-turbo library bundled in the wheel (was it repaired?)"])
 
 
+@pytest.mark.parametrize("lib, ok", [
+    ("fastload.libs/libspng-5e6f7a8b.so.0.7.3", True),    # auditwheel
+    ("fastload/.dylibs/libspng.0.dylib", True),           # delocate
+    ("fastload.libs/spng-0a1b2c.dll", True),              # delvewheel
+    ("fastload.libs/libpng16-1b2c3d4e.so.16.39.0", False),
+    ("fastload/libspng.so.0", False),                     # inside the package: not put there by a repair step
+])
+def test_a_repaired_wheel_must_bundle_libspng(lib, ok):
+    problems = check_wheel.check_contents(WHEEL + [lib], None, False, bundled_png=True)
+    assert problems == ([] if ok else ["no libspng library bundled in the wheel (was it repaired?)"])
+    assert check_wheel.check_contents(WHEEL + [lib], None, False) == []   # not asked for
+
+
 def test_import_fastload_imports_no_optional_framework():
     """The property check_wheel asserts of an installed wheel, here of whichever fastload the tests import."""
     import json

@@ -215,6 +215,121 @@ def test_write_sample_threads_into_one_batch():
     np.testing.assert_array_equal(batch, serial)
 
 
+def tables(dtype, channels, rng):
+    """The tables the write meets: make_lut's (ImageNet, [0, 1], Caffe BGR, random mean and std,
+    an entry on or next to zero, a negative std), raw values, arbitrary values."""
+    imagenet = ([0.485, 0.456, 0.406, 0.5], [0.229, 0.224, 0.225, 0.3])
+    kinds = ["raw", "random"] + ([] if dtype == "uint8" else ["imagenet", "unit", "caffe", "normal", "zero"])
+    for kind in kinds:
+        rows = []
+        for c in range(channels):
+            if kind == "raw":
+                row = make_lut(dtype=dtype)[0][0]
+            elif kind == "random":
+                row = (rng.integers(0, 256, 256) if dtype == "uint8" else rng.uniform(-3, 3, 256)).astype(dtype)
+            elif kind == "imagenet":
+                row = make_lut(mean=imagenet[0][c], std=imagenet[1][c], dtype=dtype)[0][0]
+            elif kind == "unit":
+                row = make_lut(mean=0.0, std=1.0, dtype=dtype)[0][0]
+            elif kind == "caffe":
+                row = make_lut(mean=[103.939, 116.779, 123.68, 110.0][c], max_value=1.0, dtype=dtype)[0][0]
+            elif kind == "normal":
+                row = make_lut(mean=rng.uniform(-0.5, 1.5), std=rng.uniform(0.05, 2) * rng.choice([1, -1]),
+                               max_value=rng.choice([255.0, 127.5]), dtype=dtype)[0][0]
+            else:
+                row = make_lut(mean=int(rng.integers(0, 256)) / 255 + rng.choice([0, 1e-7, -1e-9]),
+                               std=rng.uniform(0.05, 2), dtype=dtype)[0][0]
+            rows.append(row)
+        yield kind, np.ascontiguousarray(np.stack(rows))
+
+
+def test_write_sample_equals_the_portable_loops_bit_for_bit(isa):
+    """Random sizes (widths around the vector width, single pixels), 1 to 4 source and output
+    channels in any order, every dtype, layout, flip and rotation, every kind of table: the same
+    bytes as the portable loops and as NumPy."""
+    rng = np.random.default_rng(17)
+    shapes = [(1, 1), (1, 8), (3, 7), (2, 9), (5, 15), (4, 16), (6, 17), (9, 33), (37, 203)]
+    for case in range(70):
+        h, w = shapes[case % len(shapes)]
+        c = int(rng.integers(1, 5))
+        img = photo_like(h, w, c, seed=case)
+        if case % 3 == 0:                      # padded rows
+            padded = np.zeros((h, w + 3, c), np.uint8)
+            padded[:, :w] = img
+            img = padded[:, :w]
+        dtype = ["uint8", "float16", "float32"][case % 3]
+        nch = int(rng.integers(1, 5))
+        perm = rng.integers(0, c, nch).astype(np.int32)
+        for kind, lut in tables(dtype, nch, rng):
+            for rot90, hflip, vflip in [(0, False, False), (0, True, False), (2, False, True),
+                                        (int(rng.integers(0, 4)), bool(rng.integers(0, 2)), bool(rng.integers(0, 2)))]:
+                for layout in ("NCHW", "NHWC"):
+                    shape = output_shape(img.shape, rot90=rot90, channels=nch, layout=layout)
+                    out = np.full(shape, 7, lut.dtype)
+                    write_sample(img, out, rot90=rot90, hflip=hflip, vflip=vflip, lut=lut, perm=perm, layout=layout)
+                    _batch.set_simd("portable")
+                    loops = np.full(shape, 7, lut.dtype)
+                    write_sample(img, loops, rot90=rot90, hflip=hflip, vflip=vflip, lut=lut, perm=perm, layout=layout)
+                    _batch.set_simd(isa)
+                    where = (isa, case, img.shape, kind, dtype, layout, rot90, hflip, vflip, list(perm))
+                    np.testing.assert_array_equal(out.view(np.uint8), loops.view(np.uint8), err_msg=str(where))
+                    ref = write_ref(img, rot90, hflip, vflip, lut, perm, layout)
+                    np.testing.assert_array_equal(out.view(np.uint8), ref.view(np.uint8), err_msg=str(where))
+
+
+def write_path(img, out, lut, perm, *, rot90=0, hflip=False, layout="NCHW"):
+    return _batch.write_path(img, out, rot90, hflip, False, np.asarray(perm, np.int32), lut,
+                             _batch.NCHW if layout == "NCHW" else _batch.NHWC)
+
+
+def test_normalize_tables_take_the_vector_write(isa):
+    """RandomResizedCrop + flip + Normalize's write runs on the chosen path, not the loops."""
+    img = photo_like(32, 40, 3, seed=1)
+    half = isa in ("avx2", "neon")             # SSE4.1 has no float-to-half conversion
+    for dtype in ("float32", "float16", "uint8"):
+        lut, perm = make_lut(dtype=dtype) if dtype == "uint8" else \
+            make_lut(mean=[0.485, 0.456, 0.406], std=[0.229, 0.224, 0.225], dtype=dtype)
+        for layout in ("NCHW", "NHWC"):
+            out = np.empty(output_shape(img.shape, layout=layout), lut.dtype)
+            for hflip in (False, True):
+                want = "portable" if isa == "portable" or (dtype == "float16" and not half) else isa
+                if dtype == "uint8" and layout == "NHWC" and not hflip:
+                    want = "copy"
+                assert write_path(img, out, lut, perm, hflip=hflip, layout=layout) == want, (dtype, layout, hflip)
+            turned = np.empty(output_shape(img.shape, rot90=1, layout=layout), lut.dtype)
+            assert write_path(img, turned, lut, perm, rot90=1, layout=layout) == "portable"
+    lut, perm = make_lut()
+    lut = lut.copy()
+    lut[1, 7] += 1                              # no longer a line: the loops
+    assert write_path(img, np.empty((3, 32, 40), np.float32), lut, perm) == "portable"
+
+
+def test_write_sample_threads_with_many_tables():
+    """Threads alternating between more tables than each thread's cache holds (the vector write's
+    verdict on a table is cached per thread) give the serial result."""
+    rng = np.random.default_rng(2)
+    imgs = [photo_like(24, 40, 3, seed=i) for i in range(12)]
+    luts = [make_lut(mean=rng.uniform(0, 1, 3), std=rng.uniform(0.1, 1, 3), dtype="float32")[0]
+            for _ in range(6)]
+    perm = np.arange(3, dtype=np.int32)
+    serial = np.empty((12, 3, 24, 40), np.float32)
+    for i, im in enumerate(imgs):
+        write_sample(im, serial[i], hflip=bool(i % 2), lut=luts[i % 6], perm=perm)
+    batch = np.empty_like(serial)
+
+    def work(t):
+        for _ in range(10):
+            for i in range(t, 12, 3):
+                write_sample(imgs[i], batch[i], hflip=bool(i % 2), lut=luts[i % 6], perm=perm)
+
+    threads = [threading.Thread(target=work, args=(t,)) for t in range(3)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    np.testing.assert_array_equal(batch, serial)
+
+
 @pytest.mark.parametrize("bcs", [(1.2, 1, 1), (0.8, 0.8, 1), (1.3, 1.4, 0.6), (0.7, 0.6, 1.4),
                                  (1, 1, 0), (2.5, 0.5, 1.5), (0.01, 3, 1)])
 def test_color_jitter_large_and_strided(bcs):

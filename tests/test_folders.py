@@ -92,7 +92,7 @@ def test_an_unreadable_subdirectory_is_reported_not_fatal(tmp_path):
             print(len(caught), all(issubclass(w.category, DiscoveryWarning) for w in caught))
             print(repr(str(caught[0].message)))
             print([p for p, _ in (src[i] for i in range(len(src)))], src.classes, [p for p, _ in src.skipped])
-            print(files.paths)
+            print(list(files.paths))
             try:
                 ImageFolder(root, on_error="raise")
             except OSError as e:

@@ -249,18 +249,20 @@ def test_accepted_forms():
 
 # -- the compiled path the Loader runs ----------------------------------------------------------
 
-def test_every_simd_path_gives_the_same_batches(tmp_path):
+@pytest.mark.parametrize("dtype, layout", [("float32", "NCHW"), ("float16", "NHWC"), ("uint8", "NCHW")])
+def test_every_simd_path_gives_the_same_batches(tmp_path, dtype, layout):
     for i in range(6):
         Image.fromarray(photo_like(90 + 7 * i, 110 - 5 * i, 3, seed=i)).save(tmp_path / f"{i}.jpg")
         Image.fromarray(photo_like(50, 60 + i, 3, seed=i)).save(tmp_path / f"{i}.png")
-    transforms = [fl.RandomResizedCrop(40), fl.RandomHorizontalFlip(), fl.ColorJitter(0.4, 0.4, 0.4, 0.1),
-                  fl.Normalize((0.5, 0.4, 0.3), (0.2, 0.25, 0.3))]
+    transforms = [fl.RandomResizedCrop(40), fl.RandomHorizontalFlip(), fl.ColorJitter(0.4, 0.4, 0.4, 0.1)]
+    if dtype != "uint8":
+        transforms.append(fl.Normalize((0.5, 0.4, 0.3), (0.2, 0.25, 0.3)))
     default = _batch.simd()
     try:
         batches = {}
         for path in _batch.simd_paths():
             _batch.set_simd(path)
-            batches[path] = first_batch(tmp_path, transforms, dtype="float32", layout="NCHW")
+            batches[path] = first_batch(tmp_path, transforms, dtype=dtype, layout=layout)
     finally:
         _batch.set_simd(default)
     assert fl.features()["simd"] == default and default in batches
@@ -287,6 +289,8 @@ def test_a_missing_value_fails_its_record_not_its_chunk(tmp_path):
 def test_features_name_the_path_and_how_to_link():
     f = fl.features()
     assert f["simd"] in f["simd_paths"] and f["simd"] != "avx512"
+    assert ("write" in f["simd_kernels"]) == (f["simd"] != "portable")
+    assert f["simd"] != "portable" or f["simd_kernels"] == []
     if f["libjpeg_turbo_linked"]:
         assert f["jpeg_how_to_link"] is None
     else:   # one line: what to install, then how to rebuild

@@ -144,7 +144,8 @@ def test_what_the_route_leaves_to_pillows_reader():
     exif = Image.Exif()
     exif[274] = 6
     cases = {
-        "png": (encode(img, "PNG"), _batch.UNSUPPORTED),
+        "gif": (encode(img, "GIF"), _batch.NOT_JPEG),
+        "png": (encode(img, "PNG"), _batch.OK if _batch.HAVE_SPNG else _batch.NOT_JPEG),   # run_chunk's route
         "cmyk": (encode(Image.fromarray(img).convert("CMYK")), _batch.UNSUPPORTED),
         "rotated": (encode(img, exif=exif.tobytes()), _batch.UNSUPPORTED),
         "truncated": (encode(img)[:900], _batch.UNSUPPORTED),
@@ -165,12 +166,12 @@ def test_what_the_route_leaves_to_pillows_reader():
     assert status.tolist() == [_batch.OK]
 
 
-def test_files_that_are_not_jpegs_are_read_only_to_their_first_bytes(tmp_path):
-    (tmp_path / "a.png").write_bytes(encode(photo_like(20, 20), "PNG"))
+def test_files_of_other_formats_are_read_only_to_their_first_bytes(tmp_path):
+    (tmp_path / "a.bmp").write_bytes(encode(photo_like(20, 20), "BMP"))
     field = ImageField([fl.Resize((8, 8))], dtype="uint8")
     status = np.zeros(2, np.int32)
     failures = _batch.Worker().run_chunk_pillow(
-        field.plan, [os.fsencode(tmp_path / "a.png"), os.fsencode(tmp_path / "missing.jpg")], True,
+        field.plan, [os.fsencode(tmp_path / "a.bmp"), os.fsencode(tmp_path / "missing.jpg")], True,
         np.arange(2, dtype=np.uint64), 0, 0, np.zeros((2, 3, 8, 8), np.uint8), status)
     assert status.tolist() == [_batch.NOT_JPEG, _batch.ERR_IO]
     assert "cannot open" in failures[1]
@@ -235,7 +236,8 @@ def test_the_canvas_serves_images_of_every_size_in_every_order(tmp_path, paths):
     sizes = [(40, 30), (500, 900), (700, 60), (33, 47), (1500, 80), (600, 700), (20, 20), (640, 480),
              (650, 500), (31, 1200), (64, 64), (900, 500)] + [(45 + i, 60) for i in range(20)]
     datas = [jpeg(h, w, sorted(KINDS)[i % len(KINDS)], seed=i) for i, (h, w) in enumerate(sizes)]
-    datas[5] = encode(photo_like(50, 70, seed=5), "PNG")   # left to Pillow's reader, mid-group
+    datas[5] = encode(photo_like(50, 70, seed=5), "GIF")   # left to Pillow's reader, between JPEGs
+    datas[8] = encode(photo_like(50, 70, seed=8), "PNG")   # run_chunk's route (libspng, or Pillow's reader)
     items = datas
     if paths:
         items = []
@@ -246,9 +248,12 @@ def test_the_canvas_serves_images_of_every_size_in_every_order(tmp_path, paths):
         field = ImageField(transforms, dtype="uint8", dct_scale=dct_scale)
         got, status, _, want = sample_both_ways(field, items, paths)
         expected = [_batch.OK] * len(items)
-        expected[5] = _batch.NOT_JPEG if paths else _batch.UNSUPPORTED
+        expected[5] = _batch.NOT_JPEG
+        expected[8] = _batch.OK if _batch.HAVE_SPNG else _batch.NOT_JPEG
         assert status.tolist() == expected
         got[5] = want[5]
+        if not _batch.HAVE_SPNG:
+            got[8] = want[8]
         np.testing.assert_array_equal(got, want)
 
 
@@ -346,4 +351,5 @@ def test_the_plan_asks_for_drafts_scale_and_only_the_rows_the_crop_reaches():
     assert cut > 20
     truncated = _batch.pillow_jpeg_plan(field.plan, data[:-100], 3, 1, 0)
     assert truncated["rows"] == truncated["scaled_height"]
-    assert _batch.pillow_jpeg_plan(field.plan, encode(photo_like(20, 20), "PNG"), 3, 1, 0)[0] == _batch.UNSUPPORTED
+    assert _batch.pillow_jpeg_plan(field.plan, encode(photo_like(20, 20), "PNG"), 3, 1, 0)[0] == _batch.NOT_JPEG
+    assert _batch.pillow_jpeg_plan(field.plan, data[:40], 3, 1, 0)[0] == _batch.UNSUPPORTED

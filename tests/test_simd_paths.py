@@ -1,7 +1,7 @@
-"""Every SIMD path of the C kernels against the portable loops, bit for bit, in C
-(tools/simd_check.sh): natively here, and NEON under qemu-user where the AArch64
-cross-compiler is installed (CI installs it and runs the script with the Arm
-part required)."""
+"""Every SIMD path of the C kernels (resampling, colour jitter, the write into the
+batch slot) against the portable loops, bit for bit, in C (tools/simd_check.sh):
+natively here, and NEON under qemu-user where the AArch64 cross-compiler is
+installed (CI installs it and runs the script with the Arm part required)."""
 import os
 import subprocess
 
@@ -20,4 +20,5 @@ def test_simd_paths_match_portable_in_c():
     from fastload._kernels import _batch
     for path in _batch.simd_paths():
         if path != "portable":
-            assert f"simd_check: {path} = portable" in r.stdout, r.stdout
+            assert f"simd_check: {path} = portable on 300 resample + jitter cases" in r.stdout, r.stdout
+            assert f"simd_check: {path} = portable on 300 write cases" in r.stdout, r.stdout

@@ -5,7 +5,8 @@
  * Feeds every file in each DIR, held in a heap buffer of exactly its size
  * (so a read past the end is caught), through fl_jpeg_read_info,
  * fl_jpeg_plan_region / fl_jpeg_decode_region with several regions, minimum
- * sizes and DCT scales, fl_read_file, and fl_process_jpeg with several plans
+ * sizes and DCT scales, fl_png_begin / fl_png_decode_region with several
+ * regions, fl_read_file, and fl_process_encoded (JPEG and PNG) with several plans
  * (every output dtype and layout, all geometric ops, flips, rotations,
  * jitter); and synthetic RGB images of extreme shapes through
  * fl_process_rgb. Every decoded pixel and every output element is read.
@@ -111,7 +112,7 @@ static void run_plans(fl_worker *w, const uint8_t *data, size_t size, uint64_t i
         uint8_t *out = malloc(nb);   /* exact size: a write past the sample is caught */
         for (uint64_t epoch = 0; epoch < 2; epoch++) {
             err[0] = 0;
-            int rc = fl_process_jpeg(w, &plans[i], data, size, 7, epoch, index, out, err);
+            int rc = fl_process_encoded(w, &plans[i], data, size, 7, epoch, index, out, err);
             count(rc);
             if (rc == FL_OK)
                 for (size_t k = 0; k < nb; k++)
@@ -198,6 +199,28 @@ static void run_pillow(fl_worker *w, const uint8_t *data, size_t size, uint64_t 
     }
 }
 
+static void run_png_decoder(fl_png_decoder *d, const uint8_t *data, size_t size)
+{
+    static const int regions[][4] = {{0, 0, 1 << 30, 1 << 30}, {3, 5, 17, 29}, {-4, -4, 8, 8},
+                                     {40, 1, 41, 2}, {10, 10, 10, 20}, {0, 30, 1 << 20, 31}};
+    char err[FL_ERRLEN];
+    fl_png_info info;
+    for (int exif = 0; exif < 2; exif++) {
+        count(fl_png_begin(d, data, size, exif, &info, err));
+        fl_png_abort(d);
+    }
+    for (size_t r = 0; r < sizeof regions / sizeof *regions; r++)
+        for (int exif = 0; exif < 2; exif++) {
+            fl_view out;
+            const int *g = regions[r];
+            int rc = fl_png_decode_region(d, data, size, g[0], g[1], g[2], g[3], exif, r == 5 ? 2000 : 10000000,
+                                          &out, err);
+            count(rc);
+            if (rc == FL_OK)
+                touch_view(&out);
+        }
+}
+
 static void run_rgb(fl_worker *w)
 {
     static const int shapes[][2] = {{1, 1}, {1, 300}, {300, 1}, {2, 3}, {17, 9}, {64, 48}};
@@ -240,6 +263,7 @@ int main(int argc, char **argv)
     if (fl_worker_init(&w) != FL_OK)
         return 2;
     fl_jpeg_decoder *d = fl_jpeg_decoder_new();
+    fl_png_decoder *pd = fl_png_decoder_new();
     long files = 0;
     for (int path = 0; path < FL_SIMD_COUNT; path++)   /* every vector path this CPU runs */
         if (fl_simd_set(path) == FL_OK)
@@ -270,6 +294,7 @@ int main(int argc, char **argv)
             uint8_t *data = malloc(size);
             memcpy(data, w.file.data, size);
             run_decoder(d, data, size);
+            run_png_decoder(pd, data, size);
             fl_jpeg_info scanned;   /* the marker scan of the route without libjpeg-turbo */
             count(fl_jpeg_scan(data, size, &scanned));
             for (int path = 0; path < FL_SIMD_COUNT; path++)
@@ -284,6 +309,7 @@ int main(int argc, char **argv)
         closedir(dir);
     }
     fl_jpeg_decoder_free(d);
+    fl_png_decoder_free(pd);
     fl_worker_free(&w);
     printf("asan_driver: %ld files, %ld kernel calls; status counts:", files, calls);
     for (int s = -8; s < 8; s++)

@@ -2,18 +2,21 @@
 """The compiled sample path, in one extension: what the Loader runs is what the tests call.
 
 * :class:`Worker` runs a whole chunk of image samples, file to batch row, in
-  one GIL-free call: read, decode (only the crop's region, DCT-scaled), crop,
-  resample, augment, normalise and write. Built without libjpeg-turbo,
+  one GIL-free call: read, decode (only the crop's region: DCT-scaled for
+  JPEG, stopping after the crop's last row for PNG), crop, resample, augment,
+  normalise and write. Built without libjpeg-turbo,
   :meth:`Worker.run_chunk_pillow` does the same with Pillow's own JPEG decoder
   (the leading rows the crop needs, at draft()'s scale, straight into a reused
-  Pillow image). The samples they cannot take (non-JPEG formats, CMYK, EXIF
-  rotations on the Pillow route) come back with a status so the caller
-  decodes them through Pillow and finishes them with
-  :meth:`Worker.process_rgb`, with the same random draws.
+  Pillow image). The samples they cannot take (other formats, CMYK, a PNG
+  libspng finds corrupt, EXIF rotations on the Pillow route, a build without
+  libspng) come back with a status so the caller decodes them through Pillow
+  and finishes them with :meth:`Worker.process_rgb`, with the same random
+  draws.
 * The kernels it is built from, for tests and tools: :class:`Resampler`,
-  :func:`color_jitter`, :func:`write_sample`, :class:`JpegDecoder`.
-* One SIMD dispatch (:func:`simd`, :func:`simd_paths`, :func:`set_simd`),
-  chosen once when this module is imported.
+  :func:`color_jitter`, :func:`write_sample`, :class:`JpegDecoder`,
+  :class:`PngDecoder`.
+* One SIMD dispatch (:func:`simd`, :func:`simd_paths`, :func:`set_simd`,
+  :func:`simd_kernels`), chosen once when this module is imported.
 
 Only argument checks live here: the loops are the plain C of src_c/.
 """
@@ -46,6 +49,11 @@ MAX_OPS = FL_GEOM_MAX_OPS
 
 def jpeg_version():
     return fl_jpeg_version().decode()
+
+
+def png_version():
+    """"libspng 0.7.3" (the linked library's version) or "none"."""
+    return fl_png_version().decode()
 
 
 cdef class Plan:
@@ -207,7 +215,7 @@ cdef class Worker:
         with nogil:
             for i in range(n):
                 errs[i * FL_ERRLEN] = 0
-                if paths:
+                if paths:   # a file of another format is left after its first bytes: FL_NOT_JPEG
                     rc = fl_read_file(&self.w, data[i], 1, &size, errs + i * FL_ERRLEN)
                     payload = self.w.file.data
                 else:
@@ -215,8 +223,8 @@ cdef class Worker:
                     payload = <const uint8_t *>data[i]
                     size = sizes[i]
                 if rc == FL_OK:
-                    rc = fl_process_jpeg(&self.w, &plan.p, payload, size, seed, epoch, indices[i],
-                                         base + i * row, errs + i * FL_ERRLEN)
+                    rc = fl_process_encoded(&self.w, &plan.p, payload, size, seed, epoch, indices[i],
+                                            base + i * row, errs + i * FL_ERRLEN)
                 status[i] = rc
         failed = {}
         for i in range(n):
@@ -233,7 +241,8 @@ cdef class Worker:
         markers (fl_pillow_jpeg_plan: draft() scale, leading rows needed); then
         Pillow's decoder (which releases the GIL too) writes those rows into
         this worker's reused canvas; the next GIL-free stretch resamples and
-        writes that sample into its row and reads the next file. (Decoding a
+        writes that sample into its row and reads the next file. PNGs take
+        run_chunk's route (libspng where it is linked). (Decoding a
         group of samples into as many canvases before resampling them saves
         GIL hand-overs but measured slower, one and two threads alike: the
         canvases fall out of cache.) What this route leaves to Pillow's reader
@@ -258,6 +267,7 @@ cdef class Worker:
         cdef const uint8_t *payload = NULL
         cdef size_t size = 0
         cdef int rc = FL_OK
+        cdef bint jpeg = False
         cdef fl_pillow_jpeg req, done
         cdef fl_view view
         for i in range(n):
@@ -278,20 +288,25 @@ cdef class Worker:
                     pending = -1
                 if i < n:
                     errs[i * FL_ERRLEN] = 0
-                    if paths:
+                    if paths:   # a file of another format is left after its first bytes: FL_NOT_JPEG
                         rc = fl_read_file(&self.w, data[i], 1, &size, errs + i * FL_ERRLEN)
                         payload = self.w.file.data
                     else:
                         rc = FL_OK
                         payload = <const uint8_t *>data[i]
                         size = sizes[i]
-                    if rc == FL_OK:
+                    jpeg = False
+                    if rc == FL_OK and fl_png_signature(payload, size):   # PNGs take run_chunk's route
+                        rc = fl_process_encoded(&self.w, &plan.p, payload, size, seed, epoch, indices[i],
+                                                base + i * row, errs + i * FL_ERRLEN)
+                    elif rc == FL_OK:
                         rc = fl_pillow_jpeg_plan(&plan.p, payload, size, bomb_pixels, seed, epoch, indices[i],
                                                  &req, errs + i * FL_ERRLEN)
+                        jpeg = rc == FL_OK
                     status[i] = rc
             if i >= n:
                 break
-            if rc == FL_OK:
+            if jpeg:
                 if self.pillow_decode(core, items[i] if not paths else
                                       PyMemoryView_FromMemory(<char *>payload, size, PyBUF_READ), &req, &view):
                     pending = i
@@ -431,6 +446,14 @@ def simd_paths():
             if fl_simd_supported(p)]
 
 
+def simd_kernels():
+    """The kernels with a vector path on the current path: "resample", "color_jitter" (AVX2; SSE4.1
+    and NEON vectorise its "saturation" step), "write" (the normalise/convert write into the batch
+    slot, for the writes :func:`write_path` names)."""
+    k = fl_simd_kernels(fl_simd).decode()
+    return k.split(",") if k else []
+
+
 def set_simd(str name):
     """Pin the path every kernel runs, process-wide (tests and benchmarks; not while kernels run)."""
     for p in range(FL_SIMD_COUNT):
@@ -523,6 +546,22 @@ def color_jitter(uint8_t[:, :, :] img not None, float brightness, float contrast
 def write_sample(const uint8_t[:, :, :] src not None, out, int rot90, bint hflip, bint vflip,
                  const int32_t[::1] perm not None, lut, int layout):
     """Rotate/flip src, map channel c through lut[c][src[..., perm[c]]], write C-contiguous out."""
+    _write(src, out, rot90, hflip, vflip, perm, lut, layout, True)
+    return out
+
+
+def write_path(const uint8_t[:, :, :] src not None, out, int rot90, bint hflip, bint vflip,
+               const int32_t[::1] perm not None, lut, int layout):
+    """How :func:`write_sample` would write these arguments on the current SIMD path: the path's
+    name (its vector write), "copy" (uint8 NHWC rows as they are) or "portable" (the plain loops).
+    Writes nothing."""
+    route = _write(src, out, rot90, hflip, vflip, perm, lut, layout, False)
+    return fl_simd_name(fl_simd).decode() if route == FL_WRITE_VECTOR else \
+        "copy" if route == FL_WRITE_COPY else "portable"
+
+
+cdef int _write(const uint8_t[:, :, :] src, out, int rot90, bint hflip, bint vflip,
+                const int32_t[::1] perm, lut, int layout, bint run) except -1:
     cdef fl_view s
     cdef fl_out o
     cdef Py_buffer ob, lb
@@ -530,7 +569,7 @@ def write_sample(const uint8_t[:, :, :] src not None, out, int rot90, bint hflip
     view_of(src, &s, "src")
     if layout != FL_NCHW and layout != FL_NHWC:
         raise ValueError("layout must be NCHW or NHWC")
-    PyObject_GetBuffer(out, &ob, PyBUF_WRITABLE | PyBUF_C_CONTIGUOUS | PyBUF_FORMAT)
+    PyObject_GetBuffer(out, &ob, (PyBUF_WRITABLE if run else 0) | PyBUF_C_CONTIGUOUS | PyBUF_FORMAT)
     try:
         PyObject_GetBuffer(lut, &lb, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT)
         try:
@@ -550,15 +589,18 @@ def write_sample(const uint8_t[:, :, :] src not None, out, int rot90, bint hflip
             if perm.shape[0] != o.channels or lb.len != <Py_ssize_t>o.channels * 256 * lb.itemsize:
                 raise ValueError(f"perm and lut must cover the {o.channels} output channels")
             with nogil:
-                rc = fl_write_sample(&s, rot90, hflip, vflip, <const int *>&perm[0], lb.buf, &o)
+                if run:
+                    rc = fl_write_sample(&s, rot90, hflip, vflip, <const int *>&perm[0], lb.buf, &o)
+                else:
+                    rc = fl_write_path(&s, rot90, hflip, vflip, <const int *>&perm[0], lb.buf, &o)
         finally:
             PyBuffer_Release(&lb)
     finally:
         PyBuffer_Release(&ob)
-    if rc != FL_OK:
+    if rc < 0:
         raise ValueError(f"invalid write_sample arguments: src {s.height}x{s.width}x{s.channels}, "
                          f"out {o.height}x{o.width}x{o.channels}, rot90 {rot90}, perm {list(perm)}")
-    return out
+    return rc
 
 
 # ---- JPEG decoding ------------------------------------------------------------
@@ -572,6 +614,7 @@ class Unsupported(Exception):
 
 
 HAVE_LIBJPEG_TURBO = jpeg_version() != "none"
+HAVE_SPNG = bool(fl_png_available())
 
 
 def pillow_jpeg_plan(Plan plan, data, uint64_t seed, uint64_t epoch, uint64_t index, double bomb_pixels=0):
@@ -651,10 +694,20 @@ cdef class _Call:
         self.max_pixels = max_pixels or 0
 
 
-cdef class JpegDecoder:
+cdef class _OneThread:
+    """A decoder handle for one thread at a time: busy while a call runs with the GIL released, so
+    a second thread gets an error, not a crash."""
+    cdef bint busy
+
+    cdef enter(self):
+        if self.busy:
+            raise RuntimeError(f"{type(self).__name__} used from two threads at once; create one per thread")
+        self.busy = True
+
+
+cdef class JpegDecoder(_OneThread):
     """A reusable libjpeg-turbo decoder. Not thread-safe: give each thread its own."""
     cdef fl_jpeg_decoder *d
-    cdef bint busy   # set while the GIL is released: a second thread gets an error, not a crash
 
     def __cinit__(self):
         self.d = fl_jpeg_decoder_new()
@@ -663,11 +716,6 @@ cdef class JpegDecoder:
 
     def __dealloc__(self):
         fl_jpeg_decoder_free(self.d)
-
-    cdef enter(self):
-        if self.busy:
-            raise RuntimeError("JpegDecoder used from two threads at once; create one per thread")
-        self.busy = True
 
     def info(self, data, name="<bytes>"):
         """Header facts as a dict, or None when ``data`` is not a JPEG."""
@@ -749,20 +797,24 @@ cdef class JpegDecoder:
         """
         cdef fl_view view
         cdef fl_jpeg_region r
-        cdef uint8_t[:, :, :] dst   # rows may be strided (a corner of a larger out)
-        cdef Py_ssize_t y, row_bytes
         self.region_call(True, data, region, min_size, max_denom, exif, max_pixels, name, &view, &r)
         try:                        # the decoder stays busy until its pixels are copied out
-            result = np.empty((view.height, view.width, 3), np.uint8) if out is None \
-                else _checked_out(out, view.height, view.width)
-            dst = result
-            row_bytes = view.width * 3
-            with nogil:
-                for y in range(view.height):
-                    memcpy(&dst[y, 0, 0], view.data + y * view.stride, row_bytes)
+            result = _copied(&view, out)
         finally:
             self.busy = False
         return result, region_dict(&r)
+
+
+cdef object _copied(const fl_view *view, out):
+    """The pixels a decoder's *view shows, in a new HxWx3 array or in ``out`` (see _checked_out)."""
+    result = np.empty((view.height, view.width, 3), np.uint8) if out is None \
+        else _checked_out(out, view.height, view.width)
+    cdef uint8_t[:, :, :] dst = result   # rows may be strided (a corner of a larger out)
+    cdef Py_ssize_t y, row_bytes = view.width * 3
+    with nogil:
+        for y in range(view.height):
+            memcpy(&dst[y, 0, 0], view.data + y * view.stride, row_bytes)
+    return result
 
 
 def _checked_out(out, int h, int w):
@@ -773,3 +825,81 @@ def _checked_out(out, int h, int w):
     if out.strides[1] != 3 or out.strides[2] != 1 or not out.flags.writeable:
         raise ValueError("out must be writable with each pixel row contiguous")
     return out[:h, :w]
+
+
+# ---- PNG decoding -------------------------------------------------------------
+
+_PNG_COLOR_TYPES = {0: "gray", 2: "rgb", 3: "palette", 4: "gray+alpha", 6: "rgba"}
+
+
+cdef class PngDecoder(_OneThread):
+    """A reusable libspng decoder. Not thread-safe: give each thread its own.
+
+    Decodes to RGB exactly as Pillow's ``convert("RGB")`` of the opened PNG
+    (16-bit grey: v / 257 rounded, see fastload.image.decode); a region stops
+    the decode after its last row.
+    """
+    cdef fl_png_decoder *d
+
+    def __cinit__(self):
+        self.d = fl_png_decoder_new()
+        if self.d is NULL:
+            raise MemoryError("cannot create a PNG decoder")
+
+    def __dealloc__(self):
+        fl_png_decoder_free(self.d)
+
+    def info(self, data, exif=True, name="<bytes>"):
+        """Header facts as a dict, or None when ``data`` is not a PNG. ``orientation`` is the
+        eXIf chunk's (0: none; with ``exif=False`` not looked for)."""
+        cdef const uint8_t[::1] buf = data
+        cdef size_t n = buf.shape[0]
+        cdef const uint8_t *p = &buf[0] if n else NULL
+        cdef fl_png_info info
+        cdef char err[FL_ERRLEN]
+        cdef int rc, want = bool(exif)
+        err[0] = 0
+        if not fl_png_signature(p, n):
+            return None
+        self.enter()
+        try:
+            with nogil:
+                rc = fl_png_begin(self.d, p, n, want, &info, err)
+                fl_png_abort(self.d)
+        finally:
+            self.busy = False
+        if rc != FL_OK:
+            raise_for(rc, err, name)
+        return {"width": info.width, "height": info.height, "bit_depth": info.bit_depth,
+                "color_type": _PNG_COLOR_TYPES.get(info.color_type, "other"),
+                "interlaced": bool(info.interlaced), "orientation": info.orientation}
+
+    def decode(self, data, region=None, exif=True, max_pixels=0, out=None, name="<bytes>"):
+        """Decode ``region`` = (x0, y0, x1, y1) (None: all) to an HxWx3 uint8 array.
+
+        Rows below the region are not decoded. With ``out`` (uint8, at least
+        HxWx3, pixel rows contiguous) the pixels go there and the result is the
+        view ``out[:H, :W]``; otherwise a new array. Raises Unsupported (not a
+        PNG, no libspng, an EXIF orientation to apply when ``exif``),
+        DecodeError (corrupt or truncated data, over ``max_pixels``),
+        ValueError (bad arguments) or MemoryError.
+        """
+        cdef const uint8_t[::1] buf = data
+        cdef size_t n = buf.shape[0]
+        cdef const uint8_t *p = &buf[0] if n else NULL
+        cdef int x0, y0, x1, y1, honour = bool(exif)
+        cdef int64_t limit = max_pixels or 0
+        cdef fl_view view
+        cdef char err[FL_ERRLEN]
+        cdef int rc
+        x0, y0, x1, y1 = (0, 0, _INT_MAX, _INT_MAX) if region is None else region
+        err[0] = 0
+        self.enter()
+        try:
+            with nogil:
+                rc = fl_png_decode_region(self.d, p, n, x0, y0, x1, y1, honour, limit, &view, err)
+            if rc != FL_OK:
+                raise_for(rc, err, name)
+            return _copied(&view, out)   # the decoder stays busy until its pixels are copied out
+        finally:
+            self.busy = False

@@ -61,6 +61,23 @@ cdef extern from "jpeg_decode.h" nogil:
                             int honour_exif, int64_t max_pixels,
                             fl_view *out, fl_jpeg_region *region, char *err)
 
+cdef extern from "png_decode.h" nogil:
+    ctypedef struct fl_png_info:
+        int width, height, bit_depth, color_type, interlaced, orientation
+    ctypedef struct fl_png_decoder:
+        pass
+    fl_png_decoder *fl_png_decoder_new()
+    void fl_png_decoder_free(fl_png_decoder *d)
+    const char *fl_png_version()
+    int fl_png_available()
+    int fl_png_signature(const uint8_t *data, size_t size)
+    int fl_png_begin(fl_png_decoder *d, const uint8_t *data, size_t size, int want_exif,
+                     fl_png_info *info, char *err)
+    void fl_png_abort(fl_png_decoder *d)
+    int fl_png_decode_region(fl_png_decoder *d, const uint8_t *data, size_t size,
+                             int x0, int y0, int x1, int y1, int honour_exif, int64_t max_pixels,
+                             fl_view *out, char *err)
+
 cdef extern from "resample.h" nogil:
     enum:
         FL_NEAREST, FL_BILINEAR, FL_AREA
@@ -83,6 +100,10 @@ cdef extern from "augment.h" nogil:
     void fl_adjust_hue(fl_view *img, float factor)
     int fl_write_sample(const fl_view *src, int rot90, int hflip, int vflip,
                         const int *perm, const void *lut, fl_out *out)
+    enum:
+        FL_WRITE_LOOPS, FL_WRITE_COPY, FL_WRITE_VECTOR
+    int fl_write_path(const fl_view *src, int rot90, int hflip, int vflip,
+                      const int *perm, const void *lut, const fl_out *out)
 
 cdef extern from "sample.h" nogil:
     ctypedef struct fl_plan:
@@ -99,9 +120,13 @@ cdef extern from "sample.h" nogil:
         fl_buffer file
     int fl_worker_init(fl_worker *w)
     void fl_worker_free(fl_worker *w)
-    int fl_read_file(fl_worker *w, const char *path, int jpeg_only, size_t *size, char *err)
+    int fl_read_file(fl_worker *w, const char *path, int known_only, size_t *size, char *err)
+    int fl_process_encoded(fl_worker *w, const fl_plan *p, const uint8_t *data, size_t size,
+                           uint64_t seed, uint64_t epoch, uint64_t index, void *out, char *err)
     int fl_process_jpeg(fl_worker *w, const fl_plan *p, const uint8_t *data, size_t size,
                         uint64_t seed, uint64_t epoch, uint64_t index, void *out, char *err)
+    int fl_process_png(fl_worker *w, const fl_plan *p, const uint8_t *data, size_t size,
+                       uint64_t seed, uint64_t epoch, uint64_t index, void *out, char *err)
     int fl_process_rgb(fl_worker *w, const fl_plan *p, const fl_view *img, int full_w, int full_h,
                        uint64_t seed, uint64_t epoch, uint64_t index, void *out, char *err)
     int fl_process_decoded(fl_worker *w, const fl_plan *p, const fl_view *img, int img_w, int img_h,
@@ -120,6 +145,7 @@ cdef extern from "cpu.h" nogil:
     int fl_simd_supported(int path)
     int fl_simd_set(int path)
     const char *fl_simd_name(int path)
+    const char *fl_simd_kernels(int path)
 
 
 cdef inline int view_of(const uint8_t[:, :, :] a, fl_view *v, str name) except -1:

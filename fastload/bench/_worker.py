@@ -126,8 +126,9 @@ def build_fastload(files, task, workers, spec):
     else:
         tf = [fl.Resize((size, size)), fl.Normalize(MEAN, STD)]
     source = fl.ImageFolder(task["path"])
-    if len(files) != len(source):
-        source = fl.Subset(source, spec["indices"])
+    indices = subset(len(source), spec.get("max_images", 0))
+    if len(indices) != len(source):
+        source = fl.Subset(source, indices)
     loader = fl.Loader(source, batch_size=task["batch"], shuffle=True, seed=0, workers=max(1, workers),
                        transforms=tf, dtype="float32", layout="NCHW")
     return lambda: iter(loader)
@@ -372,7 +373,8 @@ BUILDERS = {"fastload": build_fastload, "generator": build_generator, "torch": b
 def measure(spec) -> dict:
     task = spec["task"]
     files = []
-    if task["transform"] != "multimodal":
+    # fastload lists the folder itself; the others get the harness's list (their dataset).
+    if task["transform"] != "multimodal" and spec["builder"] != "fastload":
         files = scan_folder(task["path"])
         spec["indices"] = subset(len(files), spec.get("max_images", 0))
         files = [files[i] for i in spec["indices"]]

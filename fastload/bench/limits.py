@@ -10,7 +10,11 @@ itself delivers here. Two limits per JPEG task:
   (1/2, 1/4, 1/8 while the crop stays at least the output size): the decode
   work the loader cannot avoid.
 
-PNGs go through Pillow's decoder (zlib): ``full`` only.
+PNGs go through fastload's own libspng decoder (``_batch.PngDecoder``) where it
+is linked, with the same two limits (``region``: the rows down to the crop's
+last one inflated, the crop's rows converted, as the loader does), and a third,
+``pillow``: Pillow's own decode of the whole file, what a Pillow-based loader
+cannot beat. Without libspng, PNGs go through Pillow: ``full`` only.
 The files are read into memory first: this is decode alone, not file reading.
 """
 from __future__ import annotations
@@ -84,6 +88,30 @@ def _jpeg_work(blobs, transforms, region: bool):
     return work
 
 
+def _png_work(blobs, transforms, region: bool):
+    from ..image.field import compile_plan
+    from .._kernels import _batch
+    local = threading.local()
+    plan = compile_plan(transforms)[0] if region else None
+    probe = _batch.PngDecoder()
+    regions = []
+    for i, data in enumerate(blobs):
+        if not region:
+            regions.append(None)
+            continue
+        info = probe.info(data, exif=False)
+        (x0, y0, x1, y1), _ = plan.box(info["width"], info["height"], 0, 0, i)
+        regions.append((max(0, math.floor(x0)), max(0, math.floor(y0)),
+                        min(info["width"], math.ceil(x1)), min(info["height"], math.ceil(y1))))
+
+    def work(i):
+        d = getattr(local, "d", None)
+        if d is None:
+            d = local.d = _batch.PngDecoder()
+        d.decode(blobs[i], region=regions[i], exif=False)
+    return work
+
+
 def _pillow_work(blobs):
     import io
 
@@ -96,23 +124,31 @@ def _pillow_work(blobs):
 
 
 def decode_limits(paths: list[str], transforms, threads: int, runs: int = 3) -> dict:
-    """{"full": {...}, "region": {...}} for JPEGs ({"full"} for other formats), each with images/s
-    (median and runs), the decoder used and the thread count."""
+    """{"full": {...}, "region": {...}} for JPEGs ({"full"} for other formats; PNGs with libspng linked
+    add {"pillow"}), each with images/s (median and runs), the decoder used and the thread count."""
+    from PIL import features
+
     from .._kernels import _batch
     blobs = []
     for p in paths:
         with open(p, "rb") as f:
             blobs.append(f.read())
     jpeg = all(b[:2] == b"\xff\xd8" for b in blobs)
-    out = {}
+    png = all(b[:8] == b"\x89PNG\r\n\x1a\n" for b in blobs)
+    pillow = f"Pillow {features.version('pil')} ({'libjpeg-turbo' if jpeg else 'zlib'})"
     if jpeg and _batch.HAVE_LIBJPEG_TURBO:
         decoder = f"{_batch.jpeg_version()} (fastload's decoder)"
-        kinds = {"full": _jpeg_work(blobs, transforms, False), "region": _jpeg_work(blobs, transforms, True)}
+        kinds = {"full": (_jpeg_work(blobs, transforms, False), decoder),
+                 "region": (_jpeg_work(blobs, transforms, True), decoder)}
+    elif png and _batch.HAVE_SPNG:
+        decoder = f"{_batch.png_version()} (fastload's decoder)"
+        kinds = {"full": (_png_work(blobs, transforms, False), decoder),
+                 "region": (_png_work(blobs, transforms, True), decoder),
+                 "pillow": (_pillow_work(blobs), pillow)}
     else:
-        from PIL import features
-        decoder = f"Pillow {features.version('pil')} ({'libjpeg-turbo' if jpeg else 'zlib'})"
-        kinds = {"full": _pillow_work(blobs)}
-    for kind, work in kinds.items():
+        kinds = {"full": (_pillow_work(blobs), pillow)}
+    out = {}
+    for kind, (work, decoder) in kinds.items():
         rate, rates = _parallel_rate(work, len(blobs), threads, runs)
         out[kind] = {"rate": rate, "runs": rates, "threads": threads, "decoder": decoder, "images": len(blobs)}
     return out

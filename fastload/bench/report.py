@@ -28,9 +28,10 @@ def markdown(results: dict) -> str:
              f"{meta['cap']} files. *fastload ×*: fastload's images/s over the row's. *CPU ms/image*: user + "
              f"system time of the contender's process tree in the timed epochs. *Peak RSS*: the process tree's "
              f"resident memory summed over processes (pages they share count in each). *Decode limit*: "
-             f"libjpeg-turbo (Pillow for PNG) decoding the same files from memory in as many processes as "
-             f"contenders get threads; *region*: only each random crop's rectangle, at the DCT scale the "
-             f"crop allows.", ""]
+             f"fastload's libjpeg-turbo or libspng decoder (Pillow where not linked) decoding the same files "
+             f"from memory in as many processes as contenders get threads; *region*: only each random "
+             f"crop's rectangle (JPEG: at the DCT scale the crop allows; PNG: the rows down to the crop's "
+             f"last); *pillow*: Pillow decoding the whole PNG.", ""]
     for task in results["tasks"]:
         lines += [f"**{task['title']}** ({task['samples']} samples)", ""]
         limits = task["limits"]

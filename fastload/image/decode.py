@@ -1,8 +1,11 @@
 """Reading one image into an HxWx3 uint8 RGB array.
 
-JPEGs go through the compiled libjpeg-turbo kernel, one decoder per thread.
-Everything else, and the JPEGs that kernel hands back (CMYK/YCCK, an EXIF
-orientation to apply, a build without libjpeg-turbo), goes through Pillow.
+JPEGs go through the compiled libjpeg-turbo kernel and PNGs through the
+compiled libspng kernel, one decoder per thread. Everything else, and the
+images those kernels hand back (CMYK/YCCK JPEGs, an EXIF orientation to apply,
+a PNG libspng finds corrupt, a build without libjpeg-turbo or libspng), goes
+through Pillow, whose verdict on a bad file is therefore the one every build
+gives.
 (In a Loader, a build without libjpeg-turbo drives Pillow's JPEG decoder from
 the compiled loop instead, with the pixels these functions give: see
 ``Worker.run_chunk_pillow``.)
@@ -84,6 +87,11 @@ def read_image(src, *, exif: bool = True, max_pixels: int | None = DEFAULT_MAX_P
                                      max_pixels=max_pixels or 0, name=name)[0]
         except _batch.Unsupported:
             pass   # CMYK, or an orientation to apply: Pillow's job
+    if _is_png(data) and _batch.HAVE_SPNG:
+        try:
+            return _png_decoder().decode(data, exif=exif, max_pixels=max_pixels or 0, name=name)
+        except (_batch.Unsupported, DecodeError):
+            pass   # an orientation to apply, or a file libspng rejects: Pillow's to decode or explain
     if draft is None:
         return pillow_decode(data, name, exif=exif, max_pixels=max_pixels)
     return pillow_decode(data, name, exif=exif, max_pixels=max_pixels, draft_size=draft)[0]
@@ -234,6 +242,13 @@ def _decoder() -> _batch.JpegDecoder:
     return d
 
 
+def _png_decoder() -> _batch.PngDecoder:
+    d = getattr(_local, "png", None)
+    if d is None:
+        d = _local.png = _batch.PngDecoder()
+    return d
+
+
 def _read(src, name):
     """(bytes-like data, name for errors) from a path or a bytes-like object."""
     if isinstance(src, (str, os.PathLike)):
@@ -257,6 +272,10 @@ def _read(src, name):
 
 def _is_jpeg(data) -> bool:
     return bytes(data[:3]) == b"\xff\xd8\xff"
+
+
+def _is_png(data) -> bool:
+    return bytes(data[:8]) == b"\x89PNG\r\n\x1a\n"
 
 
 def _min_size(size) -> tuple[int, int]:

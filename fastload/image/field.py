@@ -4,15 +4,17 @@
 to :meth:`fastload._kernels._batch.Worker.run_chunk`, which reads, decodes
 (only the crop's region, DCT-scaled where possible), resamples, augments and
 writes each sample into its batch row with the GIL released (EXIF-rotated
-JPEGs included: the orientation is folded into the final write). Samples the C
-route declines (PNG, WebP, CMYK JPEGs, ...) are decoded through
-Pillow and finished by the same kernel with the same random draws, so the
-route a file takes never changes what the sample looks like beyond decoder
-rounding. Built without libjpeg-turbo, JPEGs take :meth:`Worker.run_chunk_pillow`
-(see :func:`jpeg_route`): Pillow's own decoder, driven from the compiled loop,
-DCT-scaled by ``draft()``'s rule under the same ``reducing_gap``, decoding only
-the leading rows the crop reaches with the GIL released, so it too runs in
-parallel on the worker threads, with exactly the pixels of the per-sample route.
+JPEGs and PNGs included: the orientation is folded into the final write);
+PNGs decode (libspng) only down to the crop's last row. Samples the C route
+declines (WebP, CMYK JPEGs, PNGs libspng rejects, a build without libspng, ...)
+are decoded through Pillow and finished by the same kernel with the same random
+draws, so the route a file takes never changes what the sample looks like
+beyond decoder rounding (none for PNG). Built without libjpeg-turbo, JPEGs take
+:meth:`Worker.run_chunk_pillow` (see :func:`jpeg_route`): Pillow's own decoder,
+driven from the compiled loop, DCT-scaled by ``draft()``'s rule under the same
+``reducing_gap``, decoding only the leading rows the crop reaches with the GIL
+released, so it too runs in parallel on the worker threads, with exactly the
+pixels of the per-sample route.
 
 Conventions (torchvision's unless said): float output without Normalize is
 pixel / 255 in [0, 1] for :class:`Image` (``ToDtype(float32, scale=True)``);
@@ -27,6 +29,7 @@ from __future__ import annotations
 import math
 import os
 import threading
+import sys
 from typing import Sequence
 
 import numpy as np
@@ -289,6 +292,9 @@ def _pillow_direct_works() -> bool:
         return False
 
 
+_FS_CODEC = (sys.getfilesystemencoding(), sys.getfilesystemencodeerrors())   # os.fsencode's, without its per-call checks
+
+
 def _is_path(value) -> bool:
     return isinstance(value, (str, os.PathLike))
 
@@ -300,6 +306,8 @@ def _name(value) -> str:
 def _encode(values, failures):
     """bytes for the C loop; whether they are all paths (True), all payloads (False) or mixed (None);
     and {i: RGB array} for values that are pixels already."""
+    if all(type(v) is str for v in values):   # the common chunk: paths from a folder source
+        return [v.encode(*_FS_CODEC) for v in values], True, {}
     items, kinds, arrays = [], set(), {}
     for i, v in enumerate(values):
         if not isinstance(v, (str, bytes)):

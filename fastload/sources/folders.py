@@ -35,6 +35,7 @@ import numpy as np
 
 from ..errors import RecordError
 from .base import Source
+from .paths import PathTable
 from .remote import Storage, StorageError, is_url
 
 __all__ = ["DiscoveryWarning", "ImageFolder", "ImageFiles", "IMAGE_EXTENSIONS"]
@@ -205,14 +206,18 @@ class ImageFolder(_Remote, Source):
         walker = _Walker(exts, _check_policy(on_error), "ImageFolder")
         self.classes = walker.subdirs(self.root)
         self.class_to_idx = {c: i for i, c in enumerate(self.classes)}
-        paths, labels, empty = [], [], []
-        for i, c in enumerate(self.classes):
-            files = walker.files(os.path.join(self.root, c), within=self.root)
-            if not files:
-                empty.append(c)
-            paths += files
-            labels += [i] * len(files)
-        if not paths:
+        counts, empty = [], []
+
+        def per_class():   # one class's file list at a time: no list of every path is ever built
+            for c in self.classes:
+                files = walker.files(os.path.join(self.root, c), within=self.root)
+                if not files:
+                    empty.append(c)
+                counts.append(len(files))
+                yield files
+
+        paths = PathTable(per_class(), prefix=os.path.join(self.root, ""))
+        if not len(paths):
             flat = walker.images_in(self.root)
             if flat:
                 raise FileNotFoundError(
@@ -226,7 +231,7 @@ class ImageFolder(_Remote, Source):
                              f"(extensions {exts}); remove the empty folders")
         self.skipped = walker.skipped
         self.paths = paths
-        self._labels = np.asarray(labels, dtype=np.int64)
+        self._labels = np.repeat(np.arange(len(self.classes), dtype=np.int64), counts)
 
     def _from_url(self, exts, storage):
         self.storage, urls = _listing(self.root, exts, storage, "ImageFolder")
@@ -245,7 +250,7 @@ class ImageFolder(_Remote, Source):
                 + (f" ({flat} images directly under it: for unlabeled images use ImageFiles)" if flat else ""))
         self.classes = sorted(by_class)
         self.class_to_idx = {c: i for i, c in enumerate(self.classes)}
-        self.paths = [u for c in self.classes for u in by_class[c]]
+        self.paths = PathTable((by_class[c] for c in self.classes), prefix=base)
         self._labels = np.asarray([i for i, c in enumerate(self.classes) for _ in by_class[c]], dtype=np.int64)
         self.skipped = []
 
@@ -258,7 +263,7 @@ class ImageFolder(_Remote, Source):
         return (self._one(path) if self.storage else path), int(self._labels[index])
 
     def gather(self, indices) -> list:
-        paths, labels = [self.paths[i] for i in indices.tolist()], self._labels[indices].tolist()
+        paths, labels = self.paths.take(indices), self._labels[indices].tolist()
         if self.storage:
             paths = self._read(paths)
         return list(zip(paths, labels))
@@ -283,13 +288,14 @@ class ImageFiles(_Remote, Source):
                  extensions: Iterable[str] | None = None, *, on_error: str = "skip", **storage):
         walker = _Walker(_normalise_exts(extensions), _check_policy(on_error), "ImageFiles")
         if is_url(dir_or_list):
-            self.storage, self.paths = _listing(dir_or_list, _normalise_exts(extensions), storage, "ImageFiles")
+            self.storage, urls = _listing(dir_or_list, _normalise_exts(extensions), storage, "ImageFiles")
+            self.paths = PathTable.of(urls)
             if not self.paths:
                 raise FileNotFoundError(f"ImageFiles: no images under {dir_or_list!r}")
             self.skipped = []
             return
         if not isinstance(dir_or_list, (str, os.PathLike)) and any(is_url(p) for p in dir_or_list):
-            self.storage, self.paths, self.skipped = Storage(**storage), list(dir_or_list), []
+            self.storage, self.paths, self.skipped = Storage(**storage), PathTable.of(dir_or_list), []
             return
         if storage:
             raise TypeError(f"ImageFiles: {sorted(storage)} apply to URLs only")
@@ -297,9 +303,9 @@ class ImageFiles(_Remote, Source):
             root = os.fspath(dir_or_list)
             if not os.path.isdir(root):
                 raise FileNotFoundError(f"ImageFiles: {printable(root)!r} is not a directory")
-            self.paths = walker.files(root)
+            self.paths = PathTable([walker.files(root)], prefix=os.path.join(root, ""))
         else:
-            self.paths = [os.fspath(p) for p in dir_or_list]
+            self.paths = PathTable.of(dir_or_list)
         self.skipped = walker.skipped
 
     def __len__(self):
@@ -310,7 +316,7 @@ class ImageFiles(_Remote, Source):
         return self._one(path) if self.storage else path
 
     def gather(self, indices) -> list:
-        paths = [self.paths[i] for i in indices.tolist()]
+        paths = self.paths.take(indices)
         return self._read(paths) if self.storage else paths
 
     def record_id(self, index):

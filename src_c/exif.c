@@ -1,0 +1,43 @@
+#include "exif.h"
+
+static unsigned rd16(const uint8_t *p, int le)
+{
+    return le ? (unsigned)p[0] | (unsigned)p[1] << 8 : (unsigned)p[0] << 8 | (unsigned)p[1];
+}
+
+static uint32_t rd32(const uint8_t *p, int le)
+{
+    return le ? (uint32_t)rd16(p, 1) | (uint32_t)rd16(p + 2, 1) << 16
+              : (uint32_t)rd16(p, 0) << 16 | (uint32_t)rd16(p + 2, 0);
+}
+
+int fl_exif_orientation(const uint8_t *p, size_t n)
+{
+    if (n < 8)
+        return -1;
+    int le;
+    if (p[0] == 'I' && p[1] == 'I')
+        le = 1;
+    else if (p[0] == 'M' && p[1] == 'M')
+        le = 0;
+    else
+        return -1;
+    if (rd16(p + 2, le) != 42)
+        return -1;
+    uint32_t ifd = rd32(p + 4, le);
+    if (ifd > n || n - ifd < 2)
+        return -1;
+    size_t count = rd16(p + ifd, le), room = (n - ifd - 2) / 12;
+    int cut = count > room;   /* entries past the end: read what is there */
+    if (cut)
+        count = room;
+    for (size_t i = 0; i < count; i++) {
+        const uint8_t *e = p + ifd + 2 + 12 * i;
+        if (rd16(e, le) != 0x0112)
+            continue;
+        unsigned type = rd16(e + 2, le);
+        uint32_t v = type == 3 ? rd16(e + 8, le) : type == 4 ? rd32(e + 8, le) : 0;
+        return rd32(e + 4, le) == 1 && v >= 1 && v <= 8 ? (int)v : -1;
+    }
+    return cut ? -1 : 0;
+}

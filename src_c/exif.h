@@ -1,0 +1,16 @@
+/* The EXIF orientation tag, shared by the JPEG (APP1) and PNG (eXIf) routes. */
+#ifndef FL_EXIF_H
+#define FL_EXIF_H
+
+#include "fl_common.h"
+
+/* The Orientation tag (0x0112) of IFD0 in a TIFF-structured EXIF block that
+ * starts with its byte-order mark ("II*\0" or "MM\0*"): 1..8; 0 when IFD0
+ * is readable and has no such tag; -1 when the block is malformed (no TIFF
+ * header, IFD0 out of bounds) or the tag holds no value in 1..8. Every
+ * offset comes from the file, so each is checked. Pillow's exif_transpose
+ * leaves the image alone in the last two cases; a caller that must know
+ * what Pillow would make of a malformed block asks Pillow. */
+int fl_exif_orientation(const uint8_t *tiff, size_t n);
+
+#endif
