@@ -166,6 +166,10 @@ class ParallelBuildExt(build_ext):
                                debug=self.debug, extra_postargs=ext.extra_compile_args or [],
                                depends=ext.depends)
 
+        # From here on as if forced: setuptools would skip linking a module newer than its sources
+        # and, in place, copying one older than the tree's, although both may be another
+        # configuration's (FASTLOAD_NO_SPNG=1, ...); what is to build was decided above.
+        self.force = True
         work = [(ext, src) for ext, _ in todo for src in ext.sources]
         with ThreadPoolExecutor(max(1, jobs)) as pool:
             objects = dict(zip([(ext.name, src) for ext, src in work],
