@@ -102,8 +102,10 @@ def summary(results: dict) -> str:
     tasks = results["tasks"]
     short = {"rrc224": "RRC-224", "resize224": "resize-224", "rrc64": "64x64 RRC-64", "png224": "PNG RRC-224",
              "multimodal": "image+text+CSV"}
+    load = m["load_average"][0]
+    busy = "other work shared the machine" if load >= 1 else "a quiet machine"
     lines = [f"`fastload bench --{meta['mode']}` on {m['cores']} cores ({m['cpu']}, load average "
-             f"{m['load_average'][0]:.1f}: other work shared the machine), {meta['threads']} threads or workers "
+             f"{load:.1f} at the start: {busy}), {meta['threads']} threads or workers "
              f"each, images/s (median of {meta['runs']} epochs) and in brackets fastload's multiple of it.", "",
              "| contender | " + " | ".join(short.get(t["name"], t["name"]) for t in tasks) + " |",
              "|---|" + "---|" * len(tasks)]
