@@ -61,6 +61,26 @@ static int png_orientation(const uint8_t *data, size_t size)
     return o == 0 && have_xmp ? -1 : o == 0 ? 0 : o;
 }
 
+/* Whether the chunks run whole from the signature to an IEND chunk. A region
+ * decode never reads the rows below its crop, so a file cut short there
+ * would pass; such a file goes to Pillow instead, which reads every row and
+ * fails it as a truncated image (or decodes it, under its
+ * LOAD_TRUNCATED_IMAGES), whatever the crop. Walking the chunk lengths costs
+ * nothing next to inflating them. */
+static int png_complete(const uint8_t *data, size_t size)
+{
+    size_t pos = 8;
+    while (size - pos >= 12) {
+        size_t len = be32(data + pos);
+        if (len > size - pos - 12)
+            return 0;
+        if (memcmp(data + pos + 4, "IEND", 4) == 0)
+            return 1;
+        pos += 12 + len;
+    }
+    return 0;
+}
+
 #if FL_HAVE_SPNG
 
 #include <spng.h>
@@ -150,6 +170,10 @@ int fl_png_begin(fl_png_decoder *d, const uint8_t *data, size_t size, int want_e
     fl_png_abort(d);
     if (!fl_png_signature(data, size)) {
         fl_set_err(err, "not a PNG stream (no signature)");
+        return FL_UNSUPPORTED;
+    }
+    if (!png_complete(data, size)) {
+        fl_set_err(err, "the PNG ends before its IEND chunk (truncated): Pillow decides");
         return FL_UNSUPPORTED;
     }
     d->data = data;
@@ -373,7 +397,7 @@ int fl_png_begin(fl_png_decoder *d, const uint8_t *data, size_t size, int want_e
                  fl_png_info *info, char *err)
 {
     (void)d, (void)data, (void)size, (void)want_exif, (void)info;
-    (void)png_orientation;
+    (void)png_orientation, (void)png_complete;
     fl_set_err(err, "built without libspng");
     return FL_UNSUPPORTED;
 }

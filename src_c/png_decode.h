@@ -53,7 +53,7 @@ int fl_png_available(void);
  * orientation lands in info->orientation, and an eXIf chunk whose
  * orientation cannot be read for certain (a malformed block, a tag out of
  * range, or no tag while XMP text could hold one) is FL_UNSUPPORTED so that
- * Pillow decides. FL_OK, FL_UNSUPPORTED (not a PNG, no libspng),
+ * Pillow decides. FL_OK, FL_UNSUPPORTED (not a PNG, no libspng, no whole IEND chunk),
  * FL_ERR_DECODE or FL_ERR_NOMEM, with `err` filled. */
 int fl_png_begin(fl_png_decoder *d, const uint8_t *data, size_t size, int want_exif,
                  fl_png_info *info, char *err);
@@ -62,8 +62,9 @@ int fl_png_begin(fl_png_decoder *d, const uint8_t *data, size_t size, int want_e
  * clamping is FL_ERR_ARG) as interleaved RGB into the decoder's own buffer,
  * which has the whole image's geometry: rows [y0, y1) are decoded whole,
  * the rows above them are inflated but not converted, and decoding stops
- * after row y1 - 1, so corruption below it (or a truncated tail) goes
- * unnoticed. `out` views the rectangle; `image` (may be NULL) views the
+ * after row y1 - 1, so corruption below it goes unnoticed (a file cut
+ * short never gets here: fl_png_begin hands a PNG without a whole IEND chunk
+ * to Pillow). `out` views the rectangle; `image` (may be NULL) views the
  * whole image, of which only rows [y0, y1) hold pixels: a resampler given
  * `image` and a box inside those rows computes exactly what it would on the
  * fully decoded image. Both stay valid until the next call on `d`. A corrupt

@@ -251,19 +251,23 @@ def test_a_region_is_the_crop_of_the_full_decode(interlace):
         assert view.base is out and np.array_equal(out[:14, :25], full[6:20, 5:30])
 
 
-def truncated_below(a: np.ndarray, row: int) -> bytes:
-    """A PNG of ``a`` whose data stops (mid-stream, no IEND) a little after scanline ``row``."""
+def cut_below(a: np.ndarray, row: int, *, complete: bool) -> bytes:
+    """A PNG of ``a`` whose zlib stream stops a little after scanline ``row``: followed by bytes
+    that are not deflate data and an IEND chunk (complete), or by nothing at all (truncated)."""
     raw = scanlines(a[:, :, None] if a.ndim == 2 else a, 8, (0, 2))
     c = zlib.compressobj(6)
     head = c.compress(raw[:(row + 2) * (len(raw) // len(a))]) + c.flush(zlib.Z_FULL_FLUSH)
     h, w = a.shape[:2]
-    return SIGNATURE + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0)) + chunk(b"IDAT", head)
+    png = SIGNATURE + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0))
+    if complete:
+        return png + chunk(b"IDAT", head + b"\xff" * 64) + chunk(b"IEND", b"")
+    return png + chunk(b"IDAT", head)
 
 
 @needs_spng
 def test_a_region_decode_stops_after_its_last_row():
     a = photo_like(400, 60, seed=2)
-    data = truncated_below(a, 150)   # rows from about 152 on are missing
+    data = cut_below(a, 150, complete=True)   # the rows from about 152 on are not deflate data
     d = _batch.PngDecoder()
     np.testing.assert_array_equal(d.decode(data, region=(10, 20, 50, 150)), a[20:150, 10:50])
     with pytest.raises(DecodeError, match=r"row 15\d of 400"):
@@ -271,20 +275,48 @@ def test_a_region_decode_stops_after_its_last_row():
     with pytest.raises(DecodeError):
         pillow_decode(data, "x")   # Pillow reads every row
     # The Loader: a crop in the top rows comes from the compiled route and equals the Pillow route's
-    # sample of the whole file; a crop reaching the missing rows fails as the Pillow route does.
+    # sample of the whole file; a crop reaching the damaged rows fails.
     full = make_png(a, 8, 2)
     kw = dict(batch_size=1, transforms=[fl.RandomCrop((40, 60))], dtype="uint8", layout="NHWC")
     outcomes = set()
     for seed in range(12):
         try:
             got = batches([data], seed=seed, **kw)
-        except DecodeError as e:
-            assert "truncated" in e.reason
+        except DecodeError:
             outcomes.add("failed")
         else:
             assert_equal_batches(got, pillow_route([full], seed=seed, **kw))
             outcomes.add("decoded")
     assert outcomes == {"decoded", "failed"}
+
+
+@needs_spng
+@pytest.mark.parametrize("load_truncated", [False, True])
+def test_a_truncated_png_fails_whatever_the_crop(monkeypatch, load_truncated):
+    """A file cut short (no IEND) goes to Pillow, which reads every row: even when the crop ends
+    above the missing data it fails, or decodes, exactly as on the Pillow route (a file missing
+    only IEND decodes there; LOAD_TRUNCATED_IMAGES is Pillow's to apply)."""
+    from PIL import ImageFile
+    monkeypatch.setattr(ImageFile, "LOAD_TRUNCATED_IMAGES", load_truncated)
+    a = photo_like(400, 60, seed=2)
+    whole = make_png(a, 8, 2)
+    kw = dict(batch_size=1, transforms=[fl.RandomCrop((20, 60))], dtype="uint8", layout="NHWC")
+    failed = 0
+    for data in (cut_below(a, 150, complete=False), whole[:len(whole) * 99 // 100], whole[:-12]):
+        with pytest.raises(_batch.Unsupported, match="IEND"):
+            _batch.PngDecoder().decode(data, region=(10, 20, 50, 40))
+        try:
+            pillow_decode(data, "x")
+        except DecodeError as ref:
+            failed += 1
+            for seed in range(6):   # crops in the top rows: the kernel alone would never reach the cut
+                with pytest.raises(DecodeError) as e:
+                    batches([data], seed=seed, **kw)
+                assert e.value.reason == ref.reason and "truncated" in ref.reason
+        else:
+            for seed in range(3):
+                assert_equal_batches(batches([data], seed=seed, **kw), pillow_route([data], seed=seed, **kw))
+    assert failed == (0 if load_truncated else 2)
 
 
 # ---- samples: the Loader against the Pillow route -------------------------------------------------
@@ -502,11 +534,13 @@ def test_bad_pngs_fail_or_decode_exactly_as_on_the_pillow_route(tmp_path, name):
 @needs_spng
 def test_the_kernel_reports_what_is_wrong():
     d = _batch.PngDecoder()
-    for name, pattern in (("truncated-half", "row"), ("corrupt-zlib", "row|stream|zlib"),
+    for name, pattern in (("corrupt-zlib", "row|stream|zlib"),
                           ("bad-ihdr-crc", "CRC|crc"), ("zero-width", "width"), ("bad-depth", "depth"),
-                          ("truncated-header", "PNG"), ("palette-missing", "PLTE|palette"),
-                          ("bad-adler", "row|stream")):
+                          ("palette-missing", "PLTE|palette"), ("bad-adler", "row|stream")):
         with pytest.raises(DecodeError, match=pattern):
+            d.decode(BAD[name], name=name)
+    for name in ("truncated-half", "truncated-header", "truncated-before-iend", "signature-only"):
+        with pytest.raises(_batch.Unsupported, match="ends before its IEND chunk"):   # Pillow decides
             d.decode(BAD[name], name=name)
     with pytest.raises(DecodeError, match=r"200000x100000 = 20000000000 pixels, over the limit of 1000"):
         d.decode(BAD["huge"], max_pixels=1000)
