@@ -144,6 +144,36 @@ def test_identical_batches_for_any_worker_count(image_folder, workers):
         np.testing.assert_array_equal(y, ry)
 
 
+def test_cheap_batches_become_one_task_each_with_the_same_batches(image_folder):
+    """After an epoch shows the samples are cheap, each batch is one worker's task (the workers
+    fill different batches); the batches are what a single thread computes, epoch after epoch."""
+    src = fl.ImageFolder(image_folder)
+    tr = [fl.RandomResizedCrop(12), fl.RandomHorizontalFlip(), fl.Normalize(MEAN, STD)]
+    kw = dict(batch_size=6, shuffle=True, seed=5, transforms=tr)
+    reference = fl.Loader(src, workers=0, **kw)
+    loader = fl.Loader(src, workers=2, prefetch=2, **kw)
+    chunk_rows = []
+    for epoch in range(3):
+        it = iter(loader)
+        chunk_rows.append(it.rows_per_chunk)
+        got = batches(it)
+        want = batches(reference)
+        assert [x.shape for x, _ in got] == [x.shape for x, _ in want] and len(got) == len(src) // 6
+        for (x, y), (rx, ry) in zip(got, want):
+            np.testing.assert_array_equal(x, rx)
+            np.testing.assert_array_equal(y, ry)
+    assert chunk_rows == [3, 6, 6]   # split across the workers until a sample's cost is known
+    assert loader.stats()["buffer_slots"] <= 2 + 2   # prefetch + 2: no more slots for it
+    # A prefetch window that could not keep both workers busy with whole batches keeps splitting them.
+    narrow = fl.Loader(src, workers=3, prefetch=1, **kw)
+    rows = []
+    for epoch in range(2):
+        it = iter(narrow)
+        rows.append(it.rows_per_chunk)
+        assert len(batches(it)) == len(src) // 6
+    assert rows == [2, 2]
+
+
 def test_shuffle_is_a_permutation_per_epoch_and_labels_follow_records(image_folder):
     src = fl.ImageFolder(image_folder)
     loader = fl.Loader(src, batch_size=10, shuffle=True, seed=5, transforms=[fl.Resize((8, 8))],
