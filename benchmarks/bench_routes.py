@@ -13,37 +13,13 @@ threads. Targets: Pillow route >= 0.7x the linked one at 224 px, >= 0.6x at 64 p
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
-import subprocess
 import sys
 
 sys.path.insert(0, os.path.dirname(__file__))
 import fastload as fl  # noqa: E402
-from common import dataset  # noqa: E402
-
-CHILD = r"""
-import json, sys, time
-import fastload as fl
-MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
-path, size = sys.argv[1], int(sys.argv[2])
-loader = fl.Loader(fl.ImageFolder(path), batch_size=64, shuffle=True, seed=0, workers=2,
-                   transforms=[fl.RandomResizedCrop(size), fl.RandomHorizontalFlip(), fl.Normalize(MEAN, STD)])
-sum(len(x) for x, _ in loader)                      # warm-up: page cache, threads
-t = time.perf_counter()
-n = sum(len(x) for x, _ in loader)
-print(json.dumps({"rate": n / (time.perf_counter() - t), "jpeg": fl.features()["jpeg_decoder"]}))
-"""
-
-
-def epoch_rate(home: str, path: str, size: int) -> tuple[float, str]:
-    env = dict(os.environ, PYTHONPATH=home)
-    out = subprocess.run([sys.executable, "-c", CHILD, path, str(size)], env=env, check=True,
-                         capture_output=True, text=True, cwd=os.path.dirname(home) or "/").stdout
-    r = json.loads(out.strip().splitlines()[-1])
-    return r["rate"], r["jpeg"]
-
+from common import child_epoch, dataset  # noqa: E402
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -62,7 +38,8 @@ def main(argv=None):
         names = {}
         for _ in range(args.repeats):
             for route, home in (("linked", linked_home), ("pillow", pillow_home)):
-                rate, names[route] = epoch_rate(home, path, size)
+                r = child_epoch(home, path, size)
+                rate, names[route] = r["rate"], r["jpeg"]
                 runs[route].append(rate)
         med = {k: statistics.median(v) for k, v in runs.items()}
         print(f"\n== {title}: {n} images, RandomResizedCrop({size}) + flip + normalise, 2 threads")

@@ -22,10 +22,8 @@ threads), which other processes on a shared machine disturb far less than wall t
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
-import subprocess
 import sys
 import time
 
@@ -33,7 +31,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(__file__))
 import fastload as fl  # noqa: E402
-from common import MEAN, STD, dataset  # noqa: E402
+from common import MEAN, STD, child_epoch, dataset  # noqa: E402
 from fastload._kernels import _batch  # noqa: E402
 from fastload.ops.normalize import make_lut  # noqa: E402
 from fastload.synthetic import photo_like  # noqa: E402
@@ -66,32 +64,6 @@ def write_times(size: int, dtype: str, layout: str, repeats: int) -> dict[str, t
     return result
 
 
-CHILD = r"""
-import json, resource, sys, time
-import fastload as fl
-MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
-path, size = sys.argv[1], int(sys.argv[2])
-loader = fl.Loader(fl.ImageFolder(path), batch_size=64, shuffle=True, seed=0, workers=2,
-                   transforms=[fl.RandomResizedCrop(size), fl.RandomHorizontalFlip(), fl.Normalize(MEAN, STD)])
-def cpu():
-    r = resource.getrusage(resource.RUSAGE_SELF)
-    return r.ru_utime + r.ru_stime
-sum(len(x) for x, _ in loader)                      # warm-up: page cache, threads
-t, c = time.perf_counter(), cpu()
-n = sum(len(x) for x, _ in loader)
-print(json.dumps({"rate": n / (time.perf_counter() - t), "cpu_us": (cpu() - c) / n * 1e6}))
-"""
-
-
-def epoch(home: str, path: str, size: int) -> tuple[float, float]:
-    """Images/s and CPU microseconds per image (all threads) of one timed epoch in a child of `home`."""
-    env = dict(os.environ, PYTHONPATH=home)
-    out = subprocess.run([sys.executable, "-c", CHILD, path, str(size)], env=env, check=True,
-                         capture_output=True, text=True, cwd=os.path.dirname(home) or "/").stdout
-    r = json.loads(out.strip().splitlines()[-1])
-    return r["rate"], r["cpu_us"]
-
-
 def end_to_end(base: str, n: int, small_n: int, epochs: int) -> None:
     this_home = os.path.dirname(os.path.dirname(os.path.abspath(fl.__file__)))
     base_home = os.path.abspath(base)
@@ -102,7 +74,8 @@ def end_to_end(base: str, n: int, small_n: int, epochs: int) -> None:
         cpu = {"base": [], "this": []}
         for _ in range(epochs):
             for name, home in (("base", base_home), ("this", this_home)):
-                rate, us = epoch(home, path, size)
+                r = child_epoch(home, path, size)
+                rate, us = r["rate"], r["cpu_us"]
                 runs[name].append(rate)
                 cpu[name].append(us)
         med = {k: statistics.median(v) for k, v in runs.items()}

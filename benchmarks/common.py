@@ -6,9 +6,12 @@ ratio compares runs made in the same process on the same files, because a
 """
 from __future__ import annotations
 
+import json
 import os
 import resource
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 
@@ -57,3 +60,32 @@ def header(title: str) -> None:
     print(f"\n== {title}")
     print(f"   jpeg: {fl.features()['jpeg_decoder']}; simd: {fl.features()['simd']}; "
           f"cores: {os.cpu_count()}")
+
+
+_CHILD_EPOCH = r"""
+import json, resource, sys, time
+import fastload as fl
+MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+path, size = sys.argv[1], int(sys.argv[2])
+loader = fl.Loader(fl.ImageFolder(path), batch_size=64, shuffle=True, seed=0, workers=2,
+                   transforms=[fl.RandomResizedCrop(size), fl.RandomHorizontalFlip(), fl.Normalize(MEAN, STD)])
+def cpu():
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+sum(len(x) for x, _ in loader)                      # warm-up: page cache, threads
+t, c = time.perf_counter(), cpu()
+n = sum(len(x) for x, _ in loader)
+print(json.dumps({"rate": n / (time.perf_counter() - t), "cpu_us": (cpu() - c) / n * 1e6,
+                  "jpeg": fl.features()["jpeg_decoder"]}))
+"""
+
+
+def child_epoch(home: str, path: str, size: int) -> dict:
+    """One timed epoch (after a warm-up) of the fastload checkout at ``home``, in a child process
+    (two builds cannot share one): RandomResizedCrop(size) + flip + normalise, batches of 64, 2
+    threads. ``rate`` images/s, ``cpu_us`` CPU microseconds per image (all threads), ``jpeg`` its
+    JPEG decoder."""
+    env = dict(os.environ, PYTHONPATH=home)
+    out = subprocess.run([sys.executable, "-c", _CHILD_EPOCH, path, str(size)], env=env, check=True,
+                         capture_output=True, text=True, cwd=os.path.dirname(home) or "/").stdout
+    return json.loads(out.strip().splitlines()[-1])

@@ -7,16 +7,6 @@
 # compiler and network access; on macOS it builds for the host architecture (archs = native).
 set -euo pipefail
 version=${LIBJPEG_TURBO_VERSION:-3.0.4}
-prefix=${1:-/usr/local}
-work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
-cd "$work"
-curl -fsSL -o src.tar.gz \
-    "https://github.com/libjpeg-turbo/libjpeg-turbo/releases/download/${version}/libjpeg-turbo-${version}.tar.gz"
-tar xzf src.tar.gz
-extra=()
-[ "$(uname)" = Darwin ] && extra+=(-DCMAKE_OSX_DEPLOYMENT_TARGET="${MACOSX_DEPLOYMENT_TARGET:-11.0}")
-cmake -S "libjpeg-turbo-${version}" -B build -DCMAKE_BUILD_TYPE=Release -DCMAKE_INSTALL_PREFIX="$prefix" \
-    -DCMAKE_INSTALL_LIBDIR=lib -DENABLE_STATIC=OFF -DWITH_TURBOJPEG=OFF -DWITH_JPEG8=OFF ${extra[@]+"${extra[@]}"}
-cmake --build build --parallel 4
-cmake --install build
+exec bash "$(dirname "$0")/cmake_build.sh" \
+    "https://github.com/libjpeg-turbo/libjpeg-turbo/releases/download/${version}/libjpeg-turbo-${version}.tar.gz" \
+    "libjpeg-turbo-${version}" "${1:-/usr/local}" -DENABLE_STATIC=OFF -DWITH_TURBOJPEG=OFF -DWITH_JPEG8=OFF

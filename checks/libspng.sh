@@ -7,15 +7,6 @@
 # network access; on macOS it builds for the host architecture (archs = native).
 set -euo pipefail
 version=${LIBSPNG_VERSION:-0.7.4}
-prefix=${1:-/usr/local}
-work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
-cd "$work"
-curl -fsSL -o src.tar.gz "https://github.com/randy408/libspng/archive/refs/tags/v${version}.tar.gz"
-tar xzf src.tar.gz
-extra=()
-[ "$(uname)" = Darwin ] && extra+=(-DCMAKE_OSX_DEPLOYMENT_TARGET="${MACOSX_DEPLOYMENT_TARGET:-11.0}")
-cmake -S "libspng-${version}" -B build -DCMAKE_BUILD_TYPE=Release -DCMAKE_INSTALL_PREFIX="$prefix" \
-    -DCMAKE_INSTALL_LIBDIR=lib -DSPNG_SHARED=ON -DSPNG_STATIC=OFF -DBUILD_EXAMPLES=OFF ${extra[@]+"${extra[@]}"}
-cmake --build build --parallel 4
-cmake --install build
+exec bash "$(dirname "$0")/cmake_build.sh" \
+    "https://github.com/randy408/libspng/archive/refs/tags/v${version}.tar.gz" \
+    "libspng-${version}" "${1:-/usr/local}" -DSPNG_SHARED=ON -DSPNG_STATIC=OFF -DBUILD_EXAMPLES=OFF

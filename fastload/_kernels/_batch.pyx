@@ -175,6 +175,7 @@ cdef class Worker:
     cdef object canvas_export
     cdef uint8_t *canvas_px
     cdef int canvas_w, canvas_h
+    cdef Py_ssize_t staged   # items of the chunk stage() set up
 
     def __cinit__(self):
         memset(&self.ptrs, 0, sizeof(fl_buffer))
@@ -187,9 +188,8 @@ cdef class Worker:
         fl_buffer_free(&self.ptrs)
         fl_buffer_free(&self.errs)
 
-    def run_chunk(self, Plan plan, list items, bint paths, const uint64_t[::1] indices,
-                  uint64_t seed, uint64_t epoch, cnp.ndarray out, int[::1] status):
-        """Process items[i] into out[i]; status[i] gets the code. Returns {i: message} for codes < 0."""
+    cdef int stage(self, list items, const uint64_t[::1] indices, cnp.ndarray out, int[::1] status) except -1:
+        """Check a chunk's arguments and note where each item's bytes are (for payload)."""
         cdef Py_ssize_t n = len(items), i
         if indices.shape[0] != n or status.shape[0] != n or out.shape[0] < n:
             raise ValueError("items, indices, status and out disagree in length")
@@ -200,37 +200,54 @@ cdef class Worker:
             raise MemoryError()
         cdef const char **data = <const char **>self.ptrs.data
         cdef size_t *sizes = <size_t *>(self.ptrs.data + n * sizeof(char *))
-        cdef char *errs = <char *>self.errs.data
-        cdef char *base = <char *>cnp.PyArray_DATA(out)
-        cdef Py_ssize_t row = out.strides[0]
-        cdef const uint8_t *payload
-        cdef size_t size
-        cdef int rc
         for i in range(n):
             item = items[i]
             if type(item) is not bytes:
                 raise TypeError(f"chunk items must be bytes, got {type(item).__name__}")
             data[i] = PyBytes_AS_STRING(item)
             sizes[i] = PyBytes_GET_SIZE(item)
+        self.staged = n
+        return 0
+
+    cdef int payload(self, bint paths, Py_ssize_t i, const uint8_t **payload, size_t *size) noexcept nogil:
+        """Item i's encoded bytes: the file it names, read into this worker's buffer (a file of
+        another format is left after its first bytes: FL_NOT_JPEG), or the item itself."""
+        cdef char *err = <char *>self.errs.data + i * FL_ERRLEN
+        err[0] = 0
+        cdef int rc
+        if paths:
+            rc = fl_read_file(&self.w, (<const char **>self.ptrs.data)[i], 1, size, err)
+            payload[0] = self.w.file.data   # after the read: it may have grown the buffer
+            return rc
+        payload[0] = <const uint8_t *>(<const char **>self.ptrs.data)[i]
+        size[0] = (<size_t *>(self.ptrs.data + self.staged * sizeof(char *)))[i]
+        return FL_OK
+
+    cdef dict failures(self, int[::1] status):
+        """{i: message} of the staged items whose status is an error."""
+        cdef char *errs = <char *>self.errs.data
+        return {i: (<bytes>(errs + i * FL_ERRLEN)).decode("utf-8", "replace")
+                for i in range(self.staged) if status[i] < 0}
+
+    def run_chunk(self, Plan plan, list items, bint paths, const uint64_t[::1] indices,
+                  uint64_t seed, uint64_t epoch, cnp.ndarray out, int[::1] status):
+        """Process items[i] into out[i]; status[i] gets the code. Returns {i: message} for codes < 0."""
+        cdef Py_ssize_t n = len(items), i
+        self.stage(items, indices, out, status)
+        cdef char *errs = <char *>self.errs.data
+        cdef char *base = <char *>cnp.PyArray_DATA(out)
+        cdef Py_ssize_t row = out.strides[0]
+        cdef const uint8_t *payload
+        cdef size_t size
+        cdef int rc
         with nogil:
             for i in range(n):
-                errs[i * FL_ERRLEN] = 0
-                if paths:   # a file of another format is left after its first bytes: FL_NOT_JPEG
-                    rc = fl_read_file(&self.w, data[i], 1, &size, errs + i * FL_ERRLEN)
-                    payload = self.w.file.data
-                else:
-                    rc = FL_OK
-                    payload = <const uint8_t *>data[i]
-                    size = sizes[i]
+                rc = self.payload(paths, i, &payload, &size)
                 if rc == FL_OK:
                     rc = fl_process_encoded(&self.w, &plan.p, payload, size, seed, epoch, indices[i],
                                             base + i * row, errs + i * FL_ERRLEN)
                 status[i] = rc
-        failed = {}
-        for i in range(n):
-            if status[i] < 0:
-                failed[i] = (<bytes>(errs + i * FL_ERRLEN)).decode("utf-8", "replace")
-        return failed
+        return self.failures(status)
 
     def run_chunk_pillow(self, Plan plan, list items, bint paths, const uint64_t[::1] indices,
                          uint64_t seed, uint64_t epoch, cnp.ndarray out, int[::1] status,
@@ -252,15 +269,7 @@ cdef class Worker:
         none). Needs :func:`pillow_direct_supported`.
         """
         cdef Py_ssize_t n = len(items), i = 0, pending = -1
-        if indices.shape[0] != n or status.shape[0] != n or out.shape[0] < n:
-            raise ValueError("items, indices, status and out disagree in length")
-        if not out.flags.c_contiguous and not (out.ndim > 1 and out[0].flags.c_contiguous):
-            raise ValueError("out rows must be C-contiguous")
-        if fl_buffer_reserve(&self.ptrs, n * (sizeof(char *) + sizeof(size_t))) != FL_OK or \
-                fl_buffer_reserve(&self.errs, n * FL_ERRLEN) != FL_OK:
-            raise MemoryError()
-        cdef const char **data = <const char **>self.ptrs.data
-        cdef size_t *sizes = <size_t *>(self.ptrs.data + n * sizeof(char *))
+        self.stage(items, indices, out, status)
         cdef char *errs = <char *>self.errs.data
         cdef char *base = <char *>cnp.PyArray_DATA(out)
         cdef Py_ssize_t row = out.strides[0]
@@ -270,12 +279,6 @@ cdef class Worker:
         cdef bint jpeg = False
         cdef fl_pillow_jpeg req, done
         cdef fl_view view
-        for i in range(n):
-            item = items[i]
-            if type(item) is not bytes:
-                raise TypeError(f"chunk items must be bytes, got {type(item).__name__}")
-            data[i] = PyBytes_AS_STRING(item)
-            sizes[i] = PyBytes_GET_SIZE(item)
         core = _pillow_core()
         i = 0
         while True:
@@ -287,14 +290,7 @@ cdef class Worker:
                         errs + pending * FL_ERRLEN)
                     pending = -1
                 if i < n:
-                    errs[i * FL_ERRLEN] = 0
-                    if paths:   # a file of another format is left after its first bytes: FL_NOT_JPEG
-                        rc = fl_read_file(&self.w, data[i], 1, &size, errs + i * FL_ERRLEN)
-                        payload = self.w.file.data
-                    else:
-                        rc = FL_OK
-                        payload = <const uint8_t *>data[i]
-                        size = sizes[i]
+                    rc = self.payload(paths, i, &payload, &size)
                     jpeg = False
                     if rc == FL_OK and fl_png_signature(payload, size):   # PNGs take run_chunk's route
                         rc = fl_process_encoded(&self.w, &plan.p, payload, size, seed, epoch, indices[i],
@@ -314,11 +310,7 @@ cdef class Worker:
                 else:
                     status[i] = FL_UNSUPPORTED   # Pillow's reader explains, or decodes what it can
             i += 1
-        failed = {}
-        for i in range(n):
-            if status[i] < 0:
-                failed[i] = (<bytes>(errs + i * FL_ERRLEN)).decode("utf-8", "replace")
-        return failed
+        return self.failures(status)
 
     cdef bint pillow_decode(self, core, buf, const fl_pillow_jpeg *r, fl_view *v) except -1:
         """Pillow's JPEG decoder writes the first r.rows rows of ``buf`` at scale 1/r.scale into

@@ -175,42 +175,44 @@ def _plots(results: dict, out: str) -> None:
     fig.savefig(os.path.join(out, "throughput.png"), dpi=110)
     plt.close(fig)
 
-    fig, ax = plt.subplots(figsize=(6, 4))
-    sc = results.get("scaling")
-    if sc:
-        for key, style in (("fastload", "o-"), ("torch", "s-"), ("limit_region", "k--"), ("limit_full", "k:")):
-            pts = [(t, v) for t, v in zip(sc["threads"], sc[key]) if v]
-            if pts:
-                ax.plot(*zip(*pts), style, label=key.replace("_", " "))
-        ax.set_xticks(sc["threads"])
-        ax.set_title(f"throughput vs threads ({sc['task']})", fontsize=9)
-        ax.legend(fontsize=8)
-    else:
-        ax.text(0.5, 0.5, "scaling not measured", ha="center")
-    ax.set_xlabel("threads / workers")
-    ax.set_ylabel("images/s")
-    fig.tight_layout()
-    fig.savefig(os.path.join(out, "scaling.png"), dpi=110)
-    plt.close(fig)
+    sc, mem = results.get("scaling"), results.get("memory")
+    _curves(plt, out, "scaling.png",
+            sc and [(key.replace("_", " "), style, list(zip(sc["threads"], sc[key])))
+                    for key, style in (("fastload", "o-"), ("torch", "s-"), ("limit_region", "k--"),
+                                       ("limit_full", "k:"))],
+            sc and f"throughput vs threads ({sc['task']})", "scaling not measured",
+            "threads / workers", "images/s", xticks=sc and sc["threads"])
+    _curves(plt, out, "memory.png",
+            mem and [(key, "o-", list(zip(mem["files"], vals))) for key, vals in mem.items()
+                     if isinstance(vals, list) and key != "files"],
+            mem and f"peak RSS vs files ({mem['task']}, one epoch)", "memory curve not measured",
+            "files in the data set", "peak RSS of the process tree, MB", log_x=True, from_zero=True)
 
+
+def _curves(plt, out, name, series, title, missing, xlabel, ylabel, *, xticks=None, log_x=False,
+            from_zero=False):
+    """One line plot of ``series`` [(label, style, [(x, y or None), ...])] saved as ``out/name``;
+    ``missing`` written in its place when there are none."""
     fig, ax = plt.subplots(figsize=(6, 4))
-    mem = results.get("memory")
-    if mem:
-        for key, vals in mem.items():
-            if isinstance(vals, list) and key != "files":
-                pts = [(n, v) for n, v in zip(mem["files"], vals) if v]
-                if pts:
-                    ax.plot(*zip(*pts), "o-", label=key)
-        ax.set_xscale("log")
-        ax.set_ylim(bottom=0)
-        ax.set_title(f"peak RSS vs files ({mem['task']}, one epoch)", fontsize=9)
+    if series:
+        for label, style, points in series:
+            pts = [(x, y) for x, y in points if y]
+            if pts:
+                ax.plot(*zip(*pts), style, label=label)
+        if xticks:
+            ax.set_xticks(xticks)
+        if log_x:
+            ax.set_xscale("log")
+        if from_zero:
+            ax.set_ylim(bottom=0)
+        ax.set_title(title, fontsize=9)
         ax.legend(fontsize=8)
     else:
-        ax.text(0.5, 0.5, "memory curve not measured", ha="center")
-    ax.set_xlabel("files in the data set")
-    ax.set_ylabel("peak RSS of the process tree, MB")
+        ax.text(0.5, 0.5, missing, ha="center")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
     fig.tight_layout()
-    fig.savefig(os.path.join(out, "memory.png"), dpi=110)
+    fig.savefig(os.path.join(out, name), dpi=110)
     plt.close(fig)
 
 
