@@ -106,6 +106,7 @@ common = dict(
     define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
     extra_compile_args=["-O3", "-std=c11", "-fno-math-errno", "-Wall", "-Wno-unused-function"],
 )
+MSVC_ARGS = ["/O2", "/std:c11", "/W3"]   # /fp:precise (the default) keeps the SIMD paths bit-exact
 
 
 def ext(name, c_sources, use_codecs=False):
@@ -145,6 +146,10 @@ class ParallelBuildExt(build_ext):
 
     def build_extensions(self):
         self.check_extensions_list(self.extensions)
+        if self.compiler.compiler_type == "msvc":   # src_c/fl_port.h has MSVC's spellings of the GNU ones
+            for ext in self.extensions:
+                ext.extra_compile_args = MSVC_ARGS
+                ext.define_macros = ext.define_macros + [("_CRT_SECURE_NO_WARNINGS", "1")]
         # A build is kept under build/ext-cache, keyed by everything that goes into it (the
         # sources' bytes, macros, libraries, flags, numpy and Python): a later `pip install .`
         # of the same checkout (pip builds in the tree) copies it instead of compiling again.

@@ -1,7 +1,6 @@
 /* Colour jitter and the final write of a sample into its batch slot
  * (see augment.h). */
 #include <math.h>
-#include <stdatomic.h>
 #include <string.h>
 #include "augment.h"
 #include "cpu.h"
@@ -9,7 +8,6 @@
 #include <arm_neon.h>
 #endif
 #if FL_X86
-#include <cpuid.h>
 #include <immintrin.h>
 #endif
 
@@ -54,7 +52,7 @@ static double mean_luma(const fl_view *img, int ncolor, const float *lut)
  * operations in the same order as the scalar loop below, so the same bytes.
  * Returns how many pixels of the row it did. */
 #if FL_X86
-__attribute__((target("sse4.1")))
+FL_TARGET("sse4.1")
 static int saturate_row_sse41(uint8_t *p, int width, int ch, const float *lut, float s)
 {
     const __m128 vs = _mm_set1_ps(s), vt = _mm_set1_ps(1.f - s), lo = _mm_setzero_ps();
@@ -150,8 +148,8 @@ static void saturate_rgb(const fl_view *img, const float *lut, float s)
  *    trunc(clamp(y, 0, 255) + 0.5) (y > 255 gives >= 255, y < 0 gives <= 0). */
 #if FL_X86
 #define FL_JITTER_AVX2 1
-#define FL_AVX2 __attribute__((target("avx2")))
-#define FL_AVX2_INLINE __attribute__((target("avx2"), always_inline)) inline
+#define FL_AVX2 FL_TARGET("avx2")
+#define FL_AVX2_INLINE FL_TARGET("avx2") FL_INLINE
 
 /* Largest factor magnitude taken by this path (keeps |y| < 2^30). */
 #define JIT_MAX_FACTOR 1e6f
@@ -783,7 +781,9 @@ static int is_plain_copy(const fl_view *src, int k, int hflip, const int *perm,
  *    flush-to-zero), so it holds for every write that uses it.
  * A gather from the tables (AVX2 vpgatherdd) is exact for any table too,
  * but measured barely faster than the portable loop, so it is not used. */
-#if defined(__clang__)
+#if FL_MSVC
+#pragma fp_contract(off)   /* the default from VS 2022 on; earlier ones may contract under /fp:precise */
+#elif defined(__clang__)
 #pragma STDC FP_CONTRACT OFF   /* GCC: off already under -std=c11 */
 #endif
 #define WV_MAXC 4
@@ -884,12 +884,12 @@ static int wv_init(wplan *p, const walk *w, int sc, int layout, int dtype, const
 
 #if FL_X86 || FL_NEON
 #if FL_X86
-#define FL_SSE41_WV __attribute__((target("sse4.1")))
-#define FL_SSE41_WV_INLINE __attribute__((target("sse4.1"), always_inline)) inline
-#define FL_AVX2_WV __attribute__((target("avx2")))
-#define FL_AVX2_WV_INLINE __attribute__((target("avx2"), always_inline)) inline
-#define FL_F16C_WV __attribute__((target("avx2,f16c")))
-#define FL_F16C_WV_INLINE __attribute__((target("avx2,f16c"), always_inline)) inline
+#define FL_SSE41_WV FL_TARGET("sse4.1")
+#define FL_SSE41_WV_INLINE FL_TARGET("sse4.1") FL_INLINE
+#define FL_AVX2_WV FL_TARGET("avx2")
+#define FL_AVX2_WV_INLINE FL_TARGET("avx2") FL_INLINE
+#define FL_F16C_WV FL_TARGET("avx2,f16c")
+#define FL_F16C_WV_INLINE FL_TARGET("avx2,f16c") FL_INLINE
 
 static FL_SSE41_WV_INLINE __m128i wv_half_sse41(const wplan *p, int m, int half, const uint8_t *q)
 {
@@ -950,30 +950,16 @@ WV_KERNEL(FL_SSE41_WV, wv_f32_sse41, float, wv_f32_block_sse41)
 WV_KERNEL(FL_AVX2_WV, wv_f32_avx2, float, wv_f32_block_avx2)
 WV_KERNEL(FL_F16C_WV, wv_f16_avx2, uint16_t, wv_f16_block_avx2)
 
-/* F16C comes with every AVX2 CPU made so far, but it is a separate CPUID
- * bit; asked once (relaxed atomics: every thread gets the same answer). */
-static int wv_has_f16c(void)
-{
-    static _Atomic int known = -1;
-    int f = atomic_load_explicit(&known, memory_order_relaxed);
-    if (f < 0) {
-        unsigned a, b, c, d;
-        f = __get_cpuid(1, &a, &b, &c, &d) && (c & bit_F16C);
-        atomic_store_explicit(&known, f, memory_order_relaxed);
-    }
-    return f;
-}
-
 /* MXCSR's control bits (rounding, flush-to-zero, denormals-are-zero, the
  * exception masks), without its sticky status flags. */
-__attribute__((target("sse"))) static unsigned long wv_fp_control(void)
+FL_TARGET("sse") static unsigned long wv_fp_control(void)
 {
     return _mm_getcsr() & ~0x3Fu;
 }
 #endif
 
 #if FL_NEON
-#define FL_NEON_WV_INLINE __attribute__((always_inline)) inline
+#define FL_NEON_WV_INLINE FL_INLINE
 
 static inline uint8x16_t wv_half_neon(const wplan *p, int m, int half, const uint8_t *q)
 {
@@ -1181,8 +1167,8 @@ typedef struct {
 } wv_verdict;
 
 #define WV_CACHE 4
-static _Thread_local wv_verdict wv_cache[WV_CACHE];
-static _Thread_local int wv_next;
+static FL_THREAD_LOCAL wv_verdict wv_cache[WV_CACHE];
+static FL_THREAD_LOCAL int wv_next;
 
 /* This thread's verdict on a float or half table under the current path
  * and floating-point control: fitted and verified on first sight (about
@@ -1228,7 +1214,7 @@ static int write_route(const fl_view *src, int k, int hflip, const walk *w, cons
         (w->dj != sc && w->dj != -sc))
         return FL_WRITE_LOOPS;
 #if FL_X86
-    if (out->dtype == FL_F16 && (fl_simd != FL_SIMD_AVX2 || !wv_has_f16c()))
+    if (out->dtype == FL_F16 && !fl_simd_f16c)
         return FL_WRITE_LOOPS;   /* converting to half without F16C costs more than the loops */
 #endif
     const float (*prm)[5] = NULL;

@@ -7,10 +7,14 @@
 #ifndef FL_CPU_H
 #define FL_CPU_H
 
+#include "fl_port.h"
+
 enum { FL_SIMD_PORTABLE = 0, FL_SIMD_SSE41 = 1, FL_SIMD_AVX2 = 2, FL_SIMD_NEON = 3, FL_SIMD_COUNT = 4 };
 
-/* The path the kernels run now (FL_SIMD_*). */
+/* The path the kernels run now (FL_SIMD_*), and whether it converts to
+ * float16 in vectors (AVX2 with F16C). */
 extern int fl_simd;
+extern int fl_simd_f16c;
 
 /* Choose the widest path this CPU and build support; returns it. */
 int fl_simd_init(void);
@@ -28,16 +32,5 @@ const char *fl_simd_name(int path);
 /* The kernels with a vector path on `path`, comma-separated ("" for the
  * portable path); static storage. */
 const char *fl_simd_kernels(int path);
-
-#if (defined(__x86_64__) || defined(__i386__)) && defined(__GNUC__)
-#define FL_X86 1
-#else
-#define FL_X86 0
-#endif
-#if defined(__aarch64__) && defined(__ARM_NEON)
-#define FL_NEON 1
-#else
-#define FL_NEON 0
-#endif
 
 #endif

@@ -6,6 +6,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include "fl_port.h"
 
 /* Status codes. Negative values are errors with a message in the caller's
  * error buffer; positive values ask the caller to take another route. */
@@ -42,11 +43,7 @@ int fl_buffer_reserve(fl_buffer *b, size_t nbytes);   /* FL_OK or FL_ERR_NOMEM *
 void fl_buffer_free(fl_buffer *b);
 
 /* printf into a caller's FL_ERRLEN error buffer (nothing when err is NULL). */
-void fl_set_err(char *err, const char *fmt, ...)
-#if defined(__GNUC__)
-    __attribute__((format(printf, 2, 3)))
-#endif
-    ;
+void fl_set_err(char *err, const char *fmt, ...) FL_PRINTF(2, 3);
 
 /* A rectangle in continuous pixel coordinates: pixel i covers [i, i+1). */
 typedef struct {

@@ -19,8 +19,8 @@
 #if FL_X86
 #define FL_X86_DISPATCH 1
 #include <immintrin.h>
-#define FL_AVX2 __attribute__((target("avx2")))
-#define FL_SSE41 __attribute__((target("sse4.1")))
+#define FL_AVX2 FL_TARGET("avx2")
+#define FL_SSE41 FL_TARGET("sse4.1")
 #else
 #define FL_X86_DISPATCH 0
 #endif
@@ -219,8 +219,7 @@ static int hsafe_end(int ch, int in_w, int out_w, const int32_t *bounds, int nlo
 /* Every pixel runs the same number of loads (zero weights pad the short
  * windows): a fixed trip count keeps the branch predictor out of the loop,
  * which costs more than the wasted multiplies when windows alternate 2/3. */
-__attribute__((always_inline))
-FL_AVX2 static inline void hpass_avx2_ch(const int ch, const uint8_t *in, ptrdiff_t in_stride, int rows,
+FL_AVX2 static FL_INLINE void hpass_avx2_ch(const int ch, const uint8_t *in, ptrdiff_t in_stride, int rows,
                                          int in_w, uint8_t *out, ptrdiff_t out_stride, int out_w,
                                          const int32_t *bounds, const int32_t *k, int ksize,
                                          const int32_t *vk, const int nload)

@@ -1,12 +1,65 @@
 #define _POSIX_C_SOURCE 200809L  /* open(O_CLOEXEC), fstat under -std=c11 */
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <unistd.h>
 #include "sample.h"
+
+/* A file's bytes through the C runtime's descriptors: POSIX, or the MSVC/UCRT
+ * ones on Windows, where a path (UTF-8 from os.fsencode there too) is opened
+ * as UTF-16 so that any name opens, whatever the code page. */
+#ifdef _WIN32
+#include <io.h>
+#define WIN32_LEAN_AND_MEAN
+#include <windows.h>
+typedef struct _stat64 file_stat;
+#define fstat_fd _fstat64
+#define close_fd _close
+#define IS_REGULAR(mode) (((mode) & _S_IFMT) == _S_IFREG)
+
+static int open_fd(fl_worker *w, const char *path)
+{
+    int n = MultiByteToWideChar(CP_UTF8, MB_ERR_INVALID_CHARS, path, -1, NULL, 0);
+    if (n <= 0) {
+        errno = EILSEQ;
+        return -1;
+    }
+    if (fl_buffer_reserve(&w->wide_path, (size_t)n * sizeof(wchar_t)) != FL_OK) {
+        errno = ENOMEM;
+        return -1;
+    }
+    wchar_t *wide = (wchar_t *)w->wide_path.data;
+    MultiByteToWideChar(CP_UTF8, MB_ERR_INVALID_CHARS, path, -1, wide, n);
+    return _wopen(wide, _O_RDONLY | _O_BINARY | _O_NOINHERIT);
+}
+
+static long long read_fd(int fd, uint8_t *buf, size_t n)
+{
+    return _read(fd, buf, n > INT_MAX ? INT_MAX : (unsigned)n);
+}
+#else
+#include <unistd.h>
+typedef struct stat file_stat;
+#define fstat_fd fstat
+#define close_fd close
+#define IS_REGULAR(mode) S_ISREG(mode)
+
+/* O_NONBLOCK: a FIFO or device named like an image must not block the worker
+ * in open(); only regular files are read, where it has no effect. */
+static int open_fd(fl_worker *w, const char *path)
+{
+    (void)w;
+    return open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+}
+
+static long long read_fd(int fd, uint8_t *buf, size_t n)
+{
+    return read(fd, buf, n);
+}
+#endif
 
 int fl_worker_init(fl_worker *w)
 {
@@ -29,13 +82,14 @@ void fl_worker_free(fl_worker *w)
     fl_buffer_free(&w->resized);
     fl_buffer_free(&w->rgbx);
     fl_buffer_free(&w->file);
+    fl_buffer_free(&w->wide_path);
     memset(w, 0, sizeof(*w));
 }
 
 static int read_all(int fd, uint8_t *buf, size_t n, size_t *got)
 {
     while (*got < n) {
-        ssize_t r = read(fd, buf + *got, n - *got);
+        long long r = read_fd(fd, buf + *got, n - *got);
         if (r < 0 && errno == EINTR)
             continue;
         if (r <= 0)
@@ -55,22 +109,20 @@ static int known_format(const uint8_t *head, size_t n)
 
 int fl_read_file(fl_worker *w, const char *path, int known_only, size_t *size, char *err)
 {
-    /* O_NONBLOCK: a FIFO or device named like an image must not block the
-     * worker in open(); only regular files are read, where it has no effect. */
-    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+    int fd = open_fd(w, path);
     if (fd < 0) {
         snprintf(err, FL_ERRLEN, "cannot open: %s", strerror(errno));
         return FL_ERR_IO;
     }
-    struct stat st;
-    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+    file_stat st;
+    if (fstat_fd(fd, &st) != 0 || !IS_REGULAR(st.st_mode)) {
         snprintf(err, FL_ERRLEN, "not a regular file");
-        close(fd);
+        close_fd(fd);
         return FL_ERR_IO;
     }
     size_t n = (size_t)st.st_size, got = 0;
     if (fl_buffer_reserve(&w->file, n ? n : 1) != FL_OK) {
-        close(fd);
+        close_fd(fd);
         snprintf(err, FL_ERRLEN, "out of memory reading %zu bytes", n);
         return FL_ERR_NOMEM;
     }
@@ -79,7 +131,7 @@ int fl_read_file(fl_worker *w, const char *path, int known_only, size_t *size, c
         size_t head = n < 8 ? n : 8;   /* a JPEG's SOI, a PNG's signature */
         e = read_all(fd, w->file.data, head, &got);
         if (!e && !known_format(w->file.data, head)) {
-            close(fd);
+            close_fd(fd);
             snprintf(err, FL_ERRLEN, "not a JPEG or PNG stream");
             return FL_NOT_JPEG;
         }
@@ -89,10 +141,10 @@ int fl_read_file(fl_worker *w, const char *path, int known_only, size_t *size, c
     if (e) {
         snprintf(err, FL_ERRLEN, "read failed after %zu of %zu bytes: %s", got, n,
                  e > 0 ? strerror(e) : "file shrank while reading");
-        close(fd);
+        close_fd(fd);
         return FL_ERR_IO;
     }
-    close(fd);
+    close_fd(fd);
     if (n == 0) {
         snprintf(err, FL_ERRLEN, "empty file (0 bytes)");
         return FL_ERR_DECODE;

@@ -40,6 +40,7 @@ typedef struct {
     fl_buffer resized;
     fl_buffer rgbx;               /* the four-byte resample of an RGBX image (Pillow's RGB layout) */
     fl_buffer file;
+    fl_buffer wide_path;          /* Windows: the path being opened, as UTF-16 */
 } fl_worker;
 
 int fl_worker_init(fl_worker *w);

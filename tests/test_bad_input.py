@@ -318,6 +318,7 @@ def test_max_failures_count_and_fraction(tmp_path):
         list(fl.Loader(src, **kw))
 
 
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs FIFOs and POSIX symbolic links")
 def test_unreadable_paths(tmp_path):
     good = tmp_path / "good.jpg"
     good.write_bytes(GOOD["jpeg-420"][0])
