@@ -5,6 +5,7 @@
  * not rebuild libjpeg's tables and pools per sample. libjpeg reports fatal
  * errors through error_exit, which here longjmps back to the public function
  * that called into it; those functions keep no locals live across setjmp. */
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -504,6 +505,10 @@ int fl_jpeg_begin(fl_jpeg_decoder *d, const uint8_t *data, size_t size, fl_jpeg_
     if (!is_jpeg(data, size)) {
         fl_set_err(err, "not a JPEG stream (no SOI marker)");
         return FL_NOT_JPEG;
+    }
+    if (size > ULONG_MAX) {   /* jpeg_mem_src's length is an unsigned long: 32 bits on Windows */
+        fl_set_err(err, "a %zu-byte JPEG stream is more than libjpeg can read from memory", size);
+        return FL_ERR_TOO_LARGE;
     }
     if (setjmp(d->jerr.jump))
         return libjpeg_failed(d, err);
