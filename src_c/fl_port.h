@@ -7,7 +7,7 @@
  * allows it, so every vector path names its ISA with FL_TARGET and one
  * binary carries all paths (cpu.h picks one at run time). MSVC compiles any
  * intrinsic in any function and has no such attribute. FL_MSVC selects
- * MSVC's spellings; tools/port_check.sh sets it under clang to check them
+ * MSVC's spellings; tools/port_check.py sets it under clang to check them
  * where there is no MSVC. */
 #ifndef FL_PORT_H
 #define FL_PORT_H

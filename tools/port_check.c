@@ -2,7 +2,7 @@
  * CPU check picks, and fl_read_file on the names, kinds and sizes of file a
  * loader meets (a non-ASCII name, a directory, a missing or empty file,
  * a file that is no image). Built natively and for Windows (run under Wine)
- * by tools/port_check.sh. Exits non-zero on the first wrong answer. */
+ * by tools/port_check.py. Exits non-zero on the first wrong answer. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
