@@ -15,6 +15,7 @@ from fastload.bench.datasets import dataset, linked_copies
 from fastload.bench.suite import TASKS, contenders, run_suite, run_worker
 
 pytest.importorskip("matplotlib")
+pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="fastload bench runs on Linux only")
 TINY = {"tasks": tuple(t.name for t in TASKS), "imagenet": 16, "small": 96, "png": 8, "multimodal": 40, "memory": (64, 256), "runs": 3, "cap": 16,
         "timeout": 180}
 RUN = ["fastload", "generator", "torch-0"]   # the environments' contenders are left to `fastload bench`
@@ -157,3 +158,10 @@ def test_command_line_help_lists_the_options():
                          env={**os.environ, "PYTHONPATH": home}).stdout
     for option in ("--quick", "--full", "--out", "--readme", "--no-envs", "--contenders", "path"):
         assert option in out
+
+
+def test_the_suite_says_it_runs_on_linux_only(monkeypatch, tmp_path):
+    monkeypatch.setattr(sys, "platform", "win32")
+    with pytest.raises(RuntimeError, match=r"fastload bench runs on Linux only \(this is win32\): it reads CPU"):
+        run_suite(out=str(tmp_path), mode="quick")
+    assert not os.listdir(tmp_path)

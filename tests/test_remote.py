@@ -356,3 +356,28 @@ def test_json_and_csv_sources_behind_urls_equal_the_local_files(s3, http, tmp_pa
     np.testing.assert_array_equal(np.stack([csv[i] for i in range(40)]), np.stack([local_csv[i] for i in range(40)]))
     with pytest.raises(OSError, match="missing.jsonl"):
         fl.JSONRecords(f"{http.url}/missing.jsonl")
+
+
+@pytest.mark.parametrize("positional", [True, False], ids=["pread", "seek-and-read"])
+def test_local_byte_ranges_from_many_threads(tmp_path, monkeypatch, positional):
+    """Byte ranges of a local file, read concurrently: with os.pread (POSIX) and with the
+    seek-and-read under a lock that Windows takes (no os.pread there), the same bytes."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from fastload.sources import _files
+    from fastload.sources.remote import Storage, StorageError
+    if positional and not hasattr(os, "pread"):
+        pytest.skip("no os.pread on this OS")
+    monkeypatch.setattr(_files, "pread", _files.pread_positional if positional else _files.pread_seek)
+    data = np.random.default_rng(4).integers(0, 256, 1 << 20, dtype=np.uint8).tobytes()
+    path = tmp_path / "blob.bin"
+    path.write_bytes(data)
+    rng = np.random.default_rng(5)
+    ranges = [(int(a), int(a) + int(n)) for a, n in zip(rng.integers(0, len(data) - 4096, 2000),
+                                                         rng.integers(1, 4096, 2000))]
+    storage = Storage()
+    with ThreadPoolExecutor(8) as pool:
+        got = list(pool.map(lambda r: storage.read(str(path), *r), ranges))
+    assert got == [data[a:b] for a, b in ranges]
+    with pytest.raises(StorageError, match=r"blob.bin: file ends at byte 1048576, before 1048586"):
+        storage.read(str(path), len(data) - 10, len(data) + 10)

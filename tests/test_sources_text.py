@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from fastload.errors import RecordError
+from fastload.sources import _files
 from fastload.sources.arrays import ArrayRecords, IterableRecords
 from fastload.sources.tabular import CSVRows
 from fastload.sources.text import JSONRecords
@@ -90,19 +91,24 @@ def test_getitem_reads_exactly_one_line(tmp_path, monkeypatch):
     p = write(tmp_path / "t.jsonl", "\n".join(lines) + "\n")
     src = JSONRecords(p)
     calls = []
-    real = os.pread
+    real = _files.pread
 
-    def spy(fd, n, offset):
+    def spy(fd, n, offset, lock):
         calls.append((n, offset))
-        return real(fd, n, offset)
+        return real(fd, n, offset, lock)
 
-    monkeypatch.setattr(os, "pread", spy)
+    monkeypatch.setattr(_files, "pread", spy)
     assert src[137] == {"i": 137, "pad": "y" * (137 % 7)}
     start = sum(len(x) + 1 for x in lines[:137])
     assert calls == [(len(lines[137].encode()), start)]
 
 
-def test_jsonl_threads_share_the_file_and_pickle_reopens(tmp_path):
+@pytest.mark.parametrize("read", ["pread_positional", "pread_seek"])
+def test_jsonl_threads_share_the_file_and_pickle_reopens(tmp_path, monkeypatch, read):
+    """Four threads on one descriptor: with POSIX pread, and with Windows' seek-and-read under a lock."""
+    if read == "pread_positional" and not hasattr(os, "pread"):
+        pytest.skip("no os.pread on this OS")
+    monkeypatch.setattr(_files, "pread", getattr(_files, read))
     p = write(tmp_path / "t.jsonl", "".join(json.dumps({"i": i}) + "\n" for i in range(1000)))
     src = JSONRecords(p, field="i")
     errors = []

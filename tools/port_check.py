@@ -96,7 +96,7 @@ def msvc(work):
                     and not ASSIGNMENT.search(line):
                 bad.append(f"  {os.path.relpath(current, ROOT)}: {line.strip()[:160]}")
         if bad:
-            sys.exit(f"port_check: GNU vector-extension operations MSVC rejects:\n" + "\n".join(bad[:20]))
+            sys.exit("port_check: GNU vector-extension operations MSVC rejects:\n" + "\n".join(bad[:20]))
     codecs = ", ".join(m for m, v in found.items() if v) or "no codec headers here: codec code not checked"
     print(f"port_check: msvc: {len(KERNELS)} kernel files compile as MSVC's dialect (FL_MSVC, {codecs}), "
           f"no GNU spellings, no vector-extension operators")
@@ -112,10 +112,9 @@ def windows(work, cases):
         run(["clang", "--target=x86_64-w64-windows-gnu", "-std=c11", "-O2", "-Wall", "-Werror", "-Wno-unused-function",
              "-I" + SRC, "-DFL_HAVE_LIBJPEG_TURBO=0", "-DFL_HAVE_SPNG=0", "-c", path, "-o", obj])
         objects[os.path.basename(path)] = obj
-    link = lambda main, parts, exe: run(["x86_64-w64-mingw32-gcc", objects[main],
-                                         *[objects[os.path.basename(p)] for p in parts], "-lm", "-o", exe])
-    link("port_check.c", KERNELS, os.path.join(work, "port_check.exe"))
-    link("simd_check.c", SIMD, os.path.join(work, "simd_check.exe"))
+    for main, parts in (("port_check.c", KERNELS), ("simd_check.c", SIMD)):
+        run(["x86_64-w64-mingw32-gcc", objects[main], *[objects[os.path.basename(p)] for p in parts], "-lm",
+             "-o", os.path.join(work, main[:-2] + ".exe")])
     out = run(["wine", os.path.join(work, "port_check.exe")], cwd=_fresh_dir(work, "windows-files"), env=env)
     print(out.rstrip().splitlines()[-1].replace("port_check:", "port_check: windows (wine):"))
     out = run(["wine", os.path.join(work, "simd_check.exe"), str(cases)], env=env)

@@ -236,6 +236,9 @@ def run_suite(path: str | None = None, *, mode: str = "quick", out: str = "bench
     ``only``: contender names to run (the others are listed as not run). ``sizes`` overrides
     entries of ``MODES[mode]`` (the tests use tiny sets).
     """
+    if not sys.platform.startswith("linux"):
+        raise RuntimeError(f"fastload bench runs on Linux only (this is {sys.platform}): it reads CPU time and "
+                           "memory from /proc and forks its decode-limit processes")
     from .limits import decode_limits
     from .report import write_report
     cfg = {**MODES[mode], **(sizes or {})}

@@ -37,6 +37,8 @@ import threading
 import time
 from typing import Callable, Sequence
 
+from . import _files
+
 __all__ = ["Storage", "StorageError", "cache_name", "expand_urls", "is_url", "listed_once", "local_copy"]
 
 _FAIL_MEMORY_S = 5.0
@@ -324,12 +326,12 @@ class Storage:
         fd = self._fds.get(path)
         try:
             if fd is None:
-                new = os.open(path, os.O_RDONLY)
+                new = _files.open_binary(path)
                 with self._lock:
                     fd = self._fds.setdefault(path, new)
                 if fd != new:
                     os.close(new)
-            data = os.pread(fd, end - start, start)
+            data = _files.pread(fd, end - start, start, self._lock)
         except OSError as e:
             raise StorageError(url, _describe(e)) from e
         if len(data) != end - start:

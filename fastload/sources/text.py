@@ -4,7 +4,8 @@ JSON Lines is the format to use for anything large. Opening one reads the file
 once, in fixed-size chunks, to index the byte offset of every non-blank line
 (about 24 bytes of index per record); ``src[i]`` then reads that one line with
 ``os.pread`` and parses it. The file is never held in memory, and ``pread``
-carries its own offset, so worker threads share one descriptor without a lock.
+carries its own offset, so worker threads share one descriptor without a lock
+(Windows, which has no ``pread``, takes one: :mod:`fastload.sources._files`).
 
 A JSON array cannot be cut into records without parsing it, so it is loaded
 whole with the :mod:`json` module: fine for thousands of captions, wrong for a
@@ -24,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import RecordError
+from . import _files
 from .base import Source
 from .remote import local_copy
 
@@ -145,7 +147,7 @@ class JSONRecords(Source):
         if not self.lines:
             return self._select(self._items[index], index)
         start, end = int(self._starts[index]), int(self._ends[index])
-        return self._parse(os.pread(self._descriptor(), end - start, start), index)
+        return self._parse(_files.pread(self._descriptor(), end - start, start, self._fd_lock), index)
 
     def gather(self, indices: np.ndarray) -> list:
         """Bulk read for a loader chunk: one ``pread`` and one parse per line, no per-record Python indexing."""
@@ -155,7 +157,8 @@ class JSONRecords(Source):
         if len(idx) and (idx.min() < 0 or idx.max() >= len(self)):
             raise IndexError(f"JSONRecords indices out of range for {len(self)} records")
         fd, starts, ends = self._descriptor(), self._starts[idx].tolist(), self._ends[idx].tolist()
-        return [self._parse(os.pread(fd, e - s, s), i) for i, s, e in zip(idx.tolist(), starts, ends)]
+        lock = self._fd_lock
+        return [self._parse(_files.pread(fd, e - s, s, lock), i) for i, s, e in zip(idx.tolist(), starts, ends)]
 
     def _parse(self, raw: bytes, index: int) -> Any:
         # raw_decode on a str skips json.loads' encoding sniffing and whitespace regex: ~2x faster per line
@@ -179,7 +182,7 @@ class JSONRecords(Source):
         if self._fd is None:
             with self._fd_lock:
                 if self._fd is None:
-                    self._fd = os.open(self._local, os.O_RDONLY | getattr(os, "O_BINARY", 0))
+                    self._fd = _files.open_binary(self._local)
         return self._fd
 
     def __getstate__(self):  # a descriptor does not cross a process boundary; reopen lazily
