@@ -1,7 +1,9 @@
 """Every SIMD path of the C kernels (resampling, colour jitter, the write into the
 batch slot) against the portable loops, bit for bit, in C (tools/simd_check.sh):
 natively here, and NEON under qemu-user where the AArch64 cross-compiler is
-installed (CI installs it and runs the script with the Arm part required)."""
+installed (CI installs it and runs the script with the Arm part required); the
+CPU check against Linux's flags; and the platform layer (tools/port_check.py):
+natively, as MSVC's dialect, and as a Windows build run under Wine."""
 import os
 import platform
 import subprocess
