@@ -107,6 +107,8 @@ static int known_format(const uint8_t *head, size_t n)
     return memcmp(head, soi, 3) == 0 || (fl_png_available() && fl_png_signature(head, n));
 }
 
+#define FL_READ_WHOLE (256 * 1024)   /* bytes: files up to this size are read in one call */
+
 int fl_read_file(fl_worker *w, const char *path, int known_only, size_t *size, char *err)
 {
     int fd = open_fd(w, path);
@@ -126,15 +128,14 @@ int fl_read_file(fl_worker *w, const char *path, int known_only, size_t *size, c
         snprintf(err, FL_ERRLEN, "out of memory reading %zu bytes", n);
         return FL_ERR_NOMEM;
     }
-    int e = 0;
-    if (known_only && n >= 3) {
-        size_t head = n < 8 ? n : 8;   /* a JPEG's SOI, a PNG's signature */
-        e = read_all(fd, w->file.data, head, &got);
-        if (!e && !known_format(w->file.data, head)) {
-            close_fd(fd);
-            snprintf(err, FL_ERRLEN, "not a JPEG or PNG stream");
-            return FL_NOT_JPEG;
-        }
+    /* The format is told from the first bytes (a JPEG's SOI, a PNG's signature). A large file's
+     * come first, so one of another format is not read whole only to go to another route; a
+     * small file is read in one call: a system call fewer, 0.5 us of 4.9 for a 3 KB file here. */
+    int e = read_all(fd, w->file.data, known_only && n > FL_READ_WHOLE ? 8 : n, &got);
+    if (!e && known_only && n >= 3 && !known_format(w->file.data, n < 8 ? n : 8)) {
+        close_fd(fd);
+        snprintf(err, FL_ERRLEN, "not a JPEG or PNG stream");
+        return FL_NOT_JPEG;
     }
     if (!e)
         e = read_all(fd, w->file.data, n, &got);

@@ -48,8 +48,8 @@ void fl_worker_free(fl_worker *w);
 
 /* Read a whole file into w->file; *size gets its length. With known_only, a
  * file that does not start like a format fl_process_encoded decodes (JPEG,
- * and PNG where libspng is linked) is left after its first bytes and
- * FL_NOT_JPEG returned, so the route that takes it reads it only once. */
+ * and PNG where libspng is linked) gets FL_NOT_JPEG; one over 256 KiB is
+ * left after its first bytes, so the route that takes it reads it only once. */
 int fl_read_file(fl_worker *w, const char *path, int known_only, size_t *size, char *err);
 
 /* An encoded sample of any format: a JPEG goes to fl_process_jpeg, a PNG to

@@ -67,6 +67,22 @@ int main(void)
     expect(r == FL_OK && size == sizeof data && memcmp(w.file.data, data, size) == 0,
            "read a non-ASCII name back, every byte", r == FL_OK ? NULL : err);
 
+    /* over 256 KiB: the first bytes are read and checked before the rest */
+    size_t big_n = 300 * 1024;
+    uint8_t *big = malloc(big_n);
+    for (size_t i = 0; i < big_n; i++)
+        big[i] = (uint8_t)(i * 7 + 3);
+    big[0] = 0xFF, big[1] = 0xD8, big[2] = 0xFF;
+    expect(write_file("big.jpg", L"big.jpg", big, big_n), "write a 300 KiB file", NULL);
+    r = fl_read_file(&w, "big.jpg", 1, &size, err);
+    expect(r == FL_OK && size == big_n && memcmp(w.file.data, big, big_n) == 0, "read a 300 KiB file back",
+           r == FL_OK ? NULL : err);
+    big[0] = 'x';
+    expect(write_file("big.txt", L"big.txt", big, big_n), "write a 300 KiB text file", NULL);
+    r = fl_read_file(&w, "big.txt", 1, &size, err);
+    expect(r == FL_NOT_JPEG && strstr(err, "not a JPEG or PNG"), "a 300 KiB text file is no image", err);
+    free(big);
+
     const char *text = "not-an-image.txt";
     const wchar_t wtext[] = L"not-an-image.txt";
     expect(write_file(text, wtext, (const uint8_t *)"hello, world\n", 13), "write a text file", NULL);
