@@ -37,7 +37,9 @@ def main():
     ap.add_argument("--size", type=int, default=64, help="training images are SIZE x SIZE")
     ap.add_argument("--per-class", type=int, default=96, help="synthetic images per class")
     ap.add_argument("--loop", action="store_true", help="train with model.train_on_batch instead of fit")
+    ap.add_argument("--seed", type=int, default=0, help="seed of the initial weights (the loader's is its own)")
     args = ap.parse_args()
+    keras.utils.set_random_seed(args.seed)
     path = args.path or make_image_folder(os.path.join(tempfile.mkdtemp(), "train"), classes=4,
                                           per_class=args.per_class, size=(96, 112))
     train, val = fl.ImageFolder(path).split(test_size=0.2, seed=0)

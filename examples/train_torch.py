@@ -31,7 +31,9 @@ def main():
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--checkpoint", help="save model and loader state here after each epoch")
     ap.add_argument("--resume", action="store_true", help="continue from --checkpoint")
+    ap.add_argument("--seed", type=int, default=0, help="seed of the initial weights (the loader's is its own)")
     args = ap.parse_args()
+    torch.manual_seed(args.seed)
     path = args.path or make_image_folder(os.path.join(tempfile.mkdtemp(), "train"), classes=4,
                                           per_class=args.per_class, size=(96, 112))
     device = "cuda" if torch.cuda.is_available() else "cpu"
