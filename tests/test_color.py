@@ -12,6 +12,15 @@ from fastload.ops.normalize import make_lut
 from helpers import photo_like
 
 
+def in_threads(work, n):
+    """work(0) ... work(n - 1), each on its own thread, all at once."""
+    threads = [threading.Thread(target=work, args=(t,)) for t in range(n)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+
+
 @pytest.fixture(params=_batch.simd_paths(), autouse=True)
 def isa(request):
     """Every test here runs once per SIMD path this CPU offers (portable included)."""
@@ -207,11 +216,7 @@ def test_write_sample_threads_into_one_batch():
                 write_sample(imgs[i], batch[i], hflip=bool(i % 2), lut=lut, perm=perm)
                 color_jitter(imgs[i], 1.1, 0.9, 1.2)
 
-    threads = [threading.Thread(target=work, args=(t,)) for t in range(4)]
-    for th in threads:
-        th.start()
-    for th in threads:
-        th.join()
+    in_threads(work, 4)
     np.testing.assert_array_equal(batch, serial)
 
 
@@ -322,11 +327,7 @@ def test_write_sample_threads_with_many_tables():
             for i in range(t, 12, 3):
                 write_sample(imgs[i], batch[i], hflip=bool(i % 2), lut=luts[i % 6], perm=perm)
 
-    threads = [threading.Thread(target=work, args=(t,)) for t in range(3)]
-    for th in threads:
-        th.start()
-    for th in threads:
-        th.join()
+    in_threads(work, 3)
     np.testing.assert_array_equal(batch, serial)
 
 
