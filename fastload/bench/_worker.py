@@ -43,9 +43,12 @@ def _proc_cpu(pid: str) -> tuple[float, int]:
 
 
 def tree_cpu_seconds() -> float:
-    """User + system CPU of this process and its live descendants (DataLoader workers)."""
+    """User + system CPU of this process and its live descendants (DataLoader workers).
+
+    This process's own share comes from ``time.process_time`` (nanoseconds): ``os.times`` counts
+    in clock ticks (10 ms), which rounds a tiny timed run down to nothing."""
     t = os.times()
-    total = t.user + t.system + t.children_user + t.children_system
+    total = time.process_time() + t.children_user + t.children_system
     try:
         procs = {}
         for pid in os.listdir("/proc"):
