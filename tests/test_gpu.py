@@ -43,3 +43,78 @@ def test_users_own_non_blocking_copy_never_races_slot_reuse(image_folder):
     torch.cuda.synchronize()
     for d, (hx, _) in zip(on_device, host):
         np.testing.assert_array_equal(d.cpu().numpy(), hx)
+    assert all(x.is_pinned() for x, _ in loader)            # what makes the user's copy asynchronous
+
+
+@pytest.mark.parametrize("device", ["cuda:0", "torch.device"])
+def test_device_may_be_named_with_an_index_or_a_torch_device(image_folder, device):
+    device = torch.device("cuda", 0) if device == "torch.device" else device
+    host = host_batches(image_folder)
+    got = list(fl.Loader(fl.ImageFolder(image_folder), batch_size=4, shuffle=True, seed=2, transforms=TR,
+                         output="torch", device=device))
+    assert len(got) == len(host)
+    for (x, y), (hx, hy) in zip(got, host):
+        assert x.device == torch.device("cuda", 0) and y.device == torch.device("cuda", 0)
+        np.testing.assert_allclose(x.cpu().numpy(), hx, atol=8e-6, rtol=2e-6)
+        np.testing.assert_array_equal(y.cpu().numpy(), hy)
+
+
+def test_a_device_index_past_the_last_gpu_is_a_clear_error(image_folder):
+    n = torch.cuda.device_count()
+    with pytest.raises(ValueError, match=f"cuda:{n}.*{n} CUDA device"):
+        fl.Loader(fl.ImageFolder(image_folder), batch_size=4, transforms=TR, output="torch", device=f"cuda:{n}")
+
+
+def test_a_consumer_on_its_own_stream_waits_for_each_copy(tmp_path):
+    """Large uint8 batches, consumed at once by a kernel on a side stream: without the stream waiting on
+    the copy's event, the kernel would read a half-copied batch."""
+    from fastload.synthetic import make_image_folder
+    folder = make_image_folder(str(tmp_path / "big"), classes=2, per_class=48, size=(160, 160), jitter=0.0, seed=5)
+    kw = dict(batch_size=32, shuffle=True, seed=4, transforms=[fl.Resize((160, 160))], dtype="uint8",
+              layout="NHWC", prefetch=1)
+    host = [(x.copy(), y.copy()) for x, y in fl.Loader(fl.ImageFolder(folder), **kw)]
+    side = torch.cuda.Stream()
+    sums = []
+    with torch.cuda.stream(side):
+        for _ in range(3):
+            for x, y in fl.Loader(fl.ImageFolder(folder), output="torch", device="cuda", **kw):
+                assert x.dtype == torch.uint8 and x.is_cuda
+                sums.append((x.to(torch.int64).sum((1, 2, 3)), y.clone()))   # queued on `side` at once
+    torch.cuda.synchronize()
+    expected = [(hx.astype(np.int64).sum((1, 2, 3)), hy) for hx, hy in host] * 3
+    assert len(sums) == len(expected)
+    for (s, y), (hs, hy) in zip(sums, expected):
+        np.testing.assert_array_equal(s.cpu().numpy(), hs)
+        np.testing.assert_array_equal(y.cpu().numpy(), hy)
+
+
+def test_jax_batches_on_the_gpu_outlive_slot_reuse(image_folder):
+    """jax.device_put copies asynchronously: each batch's slot must stay untouched until JAX has read it."""
+    jax = pytest.importorskip("jax")
+    from fastload.integrations.jax import batch_sharding
+    try:
+        gpu = jax.devices("gpu")[0]
+    except RuntimeError:
+        pytest.skip("JAX has no GPU backend here")
+    kw = dict(batch_size=4, shuffle=True, seed=2, transforms=TR, layout="NHWC")
+    host = [(x.copy(), y.copy()) for x, y in fl.Loader(fl.ImageFolder(image_folder), **kw)]
+    for target in (gpu, batch_sharding()):
+        loader = fl.Loader(fl.ImageFolder(image_folder), output="jax", device=target, prefetch=1, **kw)
+        kept = []
+        for epoch in range(4):
+            loader.set_epoch(0)
+            kept += list(loader)
+        assert len(kept) == 4 * len(host)
+        for (x, y), (hx, hy) in zip(kept, host * 4):
+            assert gpu in x.devices() and x.dtype == np.float32 and y.dtype == np.int32
+            np.testing.assert_array_equal(np.asarray(x), hx)
+            np.testing.assert_array_equal(np.asarray(y), hy)
+
+
+def test_uint8_batches_reach_the_device_unchanged(image_folder):
+    host = host_batches(image_folder, dtype="uint8")
+    got = list(fl.Loader(fl.ImageFolder(image_folder), batch_size=4, shuffle=True, seed=2, transforms=TR,
+                         output="torch", device="cuda", dtype="uint8"))
+    for (x, y), (hx, hy) in zip(got, host):
+        assert x.is_cuda and x.dtype == torch.uint8 and tuple(x.shape) == hx.shape
+        np.testing.assert_array_equal(x.cpu().numpy(), hx)

@@ -111,6 +111,9 @@ class DeviceTransfer:
         if not torch.cuda.is_available():
             raise RuntimeError(f"device={device!r} but torch sees no CUDA device "
                                f"(torch {torch.__version__}, built with CUDA {torch.version.cuda})")
+        count = torch.cuda.device_count()
+        if dev.index is not None and dev.index >= count:
+            raise ValueError(f"device={device!r}, but torch sees {count} CUDA device(s): cuda:0 to cuda:{count - 1}")
         if output != "torch":
             raise ValueError(f"device={device!r} gives torch tensors: use output='torch' (got {output!r})")
         return cls(CudaBackend(dev), pin=pin_memory is not False, to_device=True)
