@@ -228,6 +228,18 @@ static int hsafe_end(int ch, int in_w, int out_w, const int32_t *bounds, int nlo
     return end;
 }
 
+/* One output pixel's products, summed over its loads (8-byte source loads
+ * `step` bytes apart, each against its row of expanded weights). */
+FL_AVX2 static FL_INLINE __m256i htaps_avx2(const uint8_t *p, const __m256i *v, const int nload, const int step)
+{
+    __m256i acc = _mm256_mullo_epi32(_mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)p)),
+                                     _mm256_load_si256(v));
+    for (int j = 1; j < nload; j++)
+        acc = _mm256_add_epi32(acc, _mm256_mullo_epi32(
+            _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(p + j * step))), _mm256_load_si256(v + j)));
+    return acc;
+}
+
 /* Every pixel runs the same number of loads (zero weights pad the short
  * windows): a fixed trip count keeps the branch predictor out of the loop,
  * which costs more than the wasted multiplies when windows alternate 2/3. */
@@ -250,18 +262,8 @@ FL_AVX2 static FL_INLINE void hpass_avx2_ch(const int ch, const uint8_t *in, ptr
          * x + 2 < out_w (pixel x + 1's 4th byte is pixel x + 2's first). */
         if (ch == 3) {
             for (; x + 1 < safe_end && x + 2 < out_w; x += 2, v += 2 * nload) {
-                const uint8_t *p0 = row + (size_t)bounds[2 * x] * 3;
-                const uint8_t *p1 = row + (size_t)bounds[2 * x + 2] * 3;
-                __m256i a0 = _mm256_mullo_epi32(
-                    _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)p0)), _mm256_load_si256(v));
-                __m256i a1 = _mm256_mullo_epi32(
-                    _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)p1)), _mm256_load_si256(v + nload));
-                for (int j = 1; j < nload; j++) {
-                    a0 = _mm256_add_epi32(a0, _mm256_mullo_epi32(_mm256_cvtepu8_epi32(
-                        _mm_loadl_epi64((const __m128i *)(p0 + j * step))), _mm256_load_si256(v + j)));
-                    a1 = _mm256_add_epi32(a1, _mm256_mullo_epi32(_mm256_cvtepu8_epi32(
-                        _mm_loadl_epi64((const __m128i *)(p1 + j * step))), _mm256_load_si256(v + nload + j)));
-                }
+                __m256i a0 = htaps_avx2(row + (size_t)bounds[2 * x] * 3, v, nload, step);
+                __m256i a1 = htaps_avx2(row + (size_t)bounds[2 * x + 2] * 3, v + nload, nload, step);
                 /* lo = [x: R0 G0 B0 R1 | x+1: R0 G0 B0 R1], hi = [x: G1 B1 - - | x+1: G1 B1 - -] */
                 __m256i lo = _mm256_permute2x128_si256(a0, a1, 0x20);
                 __m256i hi = _mm256_permute2x128_si256(a0, a1, 0x31);
@@ -275,13 +277,7 @@ FL_AVX2 static FL_INLINE void hpass_avx2_ch(const int ch, const uint8_t *in, ptr
             }
         }
         for (; x < safe_end; x++, v += nload) {
-            const uint8_t *p = row + (size_t)bounds[2 * x] * ch;
-            __m256i acc = _mm256_mullo_epi32(
-                _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)p)), _mm256_load_si256(v));
-            for (int j = 1; j < nload; j++) {
-                __m256i px = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(p + j * step)));
-                acc = _mm256_add_epi32(acc, _mm256_mullo_epi32(px, _mm256_load_si256(v + j)));
-            }
+            __m256i acc = htaps_avx2(row + (size_t)bounds[2 * x] * ch, v, nload, step);
             __m128i lo4 = _mm256_castsi256_si128(acc), hi4 = _mm256_extracti128_si256(acc, 1);
             __m128i s;
             if (ch == 3)        /* lanes: R0 G0 B0 R1 | G1 B1 - -  ->  R1 G1 B1 - */
