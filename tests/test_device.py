@@ -5,6 +5,9 @@ import numpy as np
 import pytest
 
 import fastload as fl
+from fastload.pipeline.device import normalize_images
+
+torch = pytest.importorskip("torch")
 
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
@@ -21,15 +24,16 @@ class Event:
 
 
 class StandIn:
-    """Copies are host copies; each records an Event the test completes; normalise in float32."""
+    """Copies are host copies into CPU tensors, each with an Event the test completes; constants
+    and the normalisation are CUDA's own code (normalize_images), run on CPU tensors."""
 
     def __init__(self):
-        self.copies, self.waited = [], []
+        self.copies, self.waited, self.constants_made = [], [], 0
 
     def copy_async(self, host):
         ev = Event()
         self.copies.append((host.__array_interface__["data"][0], host.dtype, host.shape, ev))
-        return host.copy(), ev
+        return torch.from_numpy(host.copy()), ev
 
     def wait(self, event, tensors):
         self.waited.append(event)
@@ -37,14 +41,11 @@ class StandIn:
     def current_event(self):
         return Event()
 
-    def normalize(self, x, dtype, layout, scale, bias):
-        if layout == "NCHW":
-            x = x.transpose(0, 3, 1, 2)
-            shape = (1, 3, 1, 1)
-        else:
-            shape = (1, 1, 1, 3)
-        out = x.astype(np.float32) * np.float32(scale).reshape(shape) + np.float32(bias).reshape(shape)
-        return np.ascontiguousarray(out.astype(dtype))
+    def constants(self, values):
+        self.constants_made += 1
+        return torch.tensor(values, dtype=torch.float32)
+
+    normalize = staticmethod(normalize_images)
 
 
 def loader(image_folder, device, **kw):
@@ -69,6 +70,7 @@ def test_images_cross_as_uint8_and_are_normalised_on_the_device(image_folder, dt
     images = [c for c in backend.copies if c[1] == np.uint8]
     assert len(images) == len(got) and all(c[2][-1] == 3 for c in images)   # uint8 NHWC over the link
     assert len(backend.waited) == len(got)                                  # the consumer's stream waited
+    assert backend.constants_made == 2                    # scale and bias reach the device once, not per batch
 
 
 def test_a_slot_is_refilled_only_after_its_copy_completed(image_folder):
@@ -96,3 +98,20 @@ def test_cuda_without_a_gpu_is_a_clear_error(image_folder):
         loader(image_folder, None, pin_memory=True)
     with pytest.raises(ValueError, match="device must be"):
         loader(image_folder, "mps")
+
+
+@pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
+def test_bgr_caffe_style_normalisation_matches_the_host(image_folder, layout):
+    """Normalize(order="BGR", max_value=1): channels reversed and raw 0..255 pixels, on the device as on the host."""
+    tr = [fl.RandomResizedCrop(16), fl.Normalize((103.53, 116.28, 123.675), (57.375, 57.12, 58.395),
+                                                 max_value=1.0, order="BGR")]
+    kw = dict(batch_size=4, shuffle=True, seed=1, transforms=tr, layout=layout)
+    host = [tuple(np.array(a) for a in b) for b in fl.Loader(fl.ImageFolder(image_folder), **kw)]
+    backend = StandIn()
+    got = [tuple(np.asarray(a) for a in b) for b in fl.Loader(fl.ImageFolder(image_folder), device=backend, **kw)]
+    assert len(got) == len(host)
+    for (x, y), (hx, hy) in zip(got, host):
+        assert x.shape == hx.shape and x.dtype == hx.dtype == np.float32
+        np.testing.assert_allclose(x, hx, atol=1e-5, rtol=2e-6)
+        np.testing.assert_array_equal(y, hy)
+    assert all(c[1] != np.uint8 or c[2][-1] == 3 for c in backend.copies)

@@ -118,3 +118,25 @@ def test_uint8_batches_reach_the_device_unchanged(image_folder):
     for (x, y), (hx, hy) in zip(got, host):
         assert x.is_cuda and x.dtype == torch.uint8 and tuple(x.shape) == hx.shape
         np.testing.assert_array_equal(x.cpu().numpy(), hx)
+
+
+def test_the_next_batch_does_not_wait_for_the_consumers_gpu_work(image_folder):
+    """A batch's path (copy, event, wait, normalise) only queues work: with the consumer's stream busy
+    for about a second, the next batch is still handed over at once."""
+    import time
+    loader = fl.Loader(fl.ImageFolder(image_folder), batch_size=4, shuffle=True, seed=2, transforms=TR,
+                       output="torch", device="cuda", prefetch=2)
+    it = iter(loader)
+    next(it)
+    time.sleep(0.5)                                  # the workers fill the batches ahead
+    busy = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    busy[0].record()
+    torch.cuda._sleep(2_000_000_000)                # ~1 s of spinning on the current stream
+    busy[1].record()
+    t = time.perf_counter()
+    x, y = next(it)
+    waited = time.perf_counter() - t
+    torch.cuda.synchronize()
+    assert busy[0].elapsed_time(busy[1]) > 300      # ms: the stream really was busy
+    assert waited < 0.2, f"next() waited {waited:.3f} s for the consumer's stream"
+    assert x.is_cuda and x.dtype == torch.float32

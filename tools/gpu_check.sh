@@ -4,7 +4,8 @@
 #   2. the CUDA tests (tests/test_gpu.py), the stand-in device tests, and the examples' training
 #      tests, which train on the GPU when there is one (torch; JAX where it has a GPU backend);
 #   3. benchmarks/bench_gpu.py: the pinned ring's bandwidth against a raw pinned copy, and a
-#      loader-fed training step against a GPU-resident batch;
+#      loader-fed training step against a GPU-resident batch (the default convnet, and one four
+#      times as wide, which the loader should outpace);
 #   4. fastload bench --quick (fastload and torch's DataLoader): throughput against threads from
 #      one to every core, with the decode-only limit.
 # Every step's log, and the bench's JSON, table and plots, go to OUT (default ./gpu-check); a step
@@ -46,6 +47,7 @@ print('torch', torch.__version__, 'cuda', torch.cuda.is_available())"
 step tests 300 "$py" -m pytest -q -p no:cacheprovider -rs tests/test_gpu.py tests/test_device.py \
     tests/test_examples.py -k "gpu or device or cuda or train_torch or train_jax"
 step bench_gpu 240 "$py" benchmarks/bench_gpu.py --runs 5
+step bench_gpu_wide 240 "$py" benchmarks/bench_gpu.py --runs 3 --width 4   # a model slower than the feed
 step bench 420 "$py" -m fastload bench --quick --contenders fastload,torch-2 --no-envs --out "$out/bench"
 echo "gpu_check: $failed step(s) failed; logs in $out"
 exit "$failed"

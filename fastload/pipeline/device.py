@@ -6,7 +6,9 @@ after the copy is attached to the slot's lease (``Lease.release_after``), so
 the slot is refilled only once the copy has read it, and the consumer's
 current stream waits on that event, never the whole device. Images travel as
 uint8 NHWC (a quarter of float32's bytes); conversion to float, normalisation
-and NHWC -> NCHW then run on the device in one fused multiply-add.
+and NHWC -> NCHW then run on the device in one kernel (:func:`normalize_images`),
+with per-channel constants placed on the device once: nothing in a batch's
+path makes the host wait for the device.
 
 Without ``device=`` but with torch output on a CUDA machine, slots are pinned
 too, and releasing a batch records an event on the releasing thread's current
@@ -14,7 +16,8 @@ stream (``guard_release``): a user's own ``batch.to("cuda", non_blocking=True)``
 has finished reading the slot before it is refilled.
 
 The logic talks to a backend (:class:`CudaBackend`): copy asynchronously,
-record an event on the current stream, make the current stream wait. Tests
+record an event on the current stream, make the current stream wait, place
+constants, normalise. Tests
 run it without a GPU through a stand-in backend with host copies and events
 they complete by hand.
 """
@@ -22,7 +25,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["DeviceTransfer", "CudaBackend", "cuda_available"]
+__all__ = ["DeviceTransfer", "CudaBackend", "cuda_available", "normalize_images"]
 
 
 def cuda_available() -> bool:
@@ -65,18 +68,30 @@ class CudaBackend:
         event.record()
         return event
 
+    def constants(self, values):
+        """Per-channel float32 constants on the device (made once: a copy from pageable host
+        memory would make the host wait for the consumer's stream)."""
+        return self.torch.tensor(values, dtype=self.torch.float32, device=self.device)
+
     def normalize(self, x, dtype: str, layout: str, scale, bias):
-        """uint8 NHWC -> ``dtype`` in ``layout``, ``x * scale + bias`` per channel, on the device."""
-        torch = self.torch
-        if layout == "NCHW":
-            x = x.permute(0, 3, 1, 2)
-            shape = (1, 3, 1, 1)
-        else:
-            shape = (1, 1, 1, 3)
-        s = torch.as_tensor(scale, dtype=torch.float32, device=self.device).view(shape)
-        b = torch.as_tensor(bias, dtype=torch.float32, device=self.device).view(shape)
-        out = torch.addcmul(b, x.to(torch.float32), s)
-        return out.to(getattr(torch, dtype)).contiguous(memory_format=torch.contiguous_format)
+        return normalize_images(x, dtype, layout, scale, bias)
+
+
+def normalize_images(x, dtype: str, layout: str, scale, bias):
+    """uint8 NHWC ``x`` (a torch tensor, any device) -> ``dtype`` in ``layout``, ``x * scale + bias``
+    per channel (``scale``, ``bias``: float32 tensors of one value per channel on ``x``'s device).
+
+    One kernel: addcmul reads the uint8 pixels through the layout's strides, computes in
+    float32 and stores ``dtype`` into a fresh contiguous tensor.
+    """
+    import torch
+    n, h, w, c = x.shape
+    if layout == "NCHW":
+        x, view, shape = x.permute(0, 3, 1, 2), (1, c, 1, 1), (n, c, h, w)
+    else:
+        view, shape = (1, 1, 1, c), (n, h, w, c)
+    out = torch.empty(shape, dtype=getattr(torch, dtype), device=x.device)
+    return torch.addcmul(bias.view(view), x, scale.view(view), out=out)
 
 
 class DeviceTransfer:
@@ -84,7 +99,8 @@ class DeviceTransfer:
 
     def __init__(self, backend, pin: bool, to_device: bool):
         self.backend, self.pin, self.to_device = backend, pin, to_device
-        self._image_ops: dict[str, tuple] = {}    # output name -> (dtype, layout, perm, scale, bias)
+        self._image_ops: dict[str, tuple] = {}    # output name -> (dtype, layout, bgr, scale, bias)
+        self._constants: dict[str, tuple] = {}    # output name -> (scale, bias) on the device
 
     @classmethod
     def create(cls, device, output: str, pin_memory: bool | None):
@@ -129,9 +145,9 @@ class DeviceTransfer:
         mean = np.asarray(norm.mean if norm else (0.0,) * 3, np.float64)
         std = np.asarray(norm.std if norm else (1.0,) * 3, np.float64)
         max_value = norm.max_value if norm else (255.0 if options.get("scale", True) else 1.0)
-        perm = [2, 1, 0] if norm is not None and norm.order == "BGR" else [0, 1, 2]
-        self._image_ops[name] = (str(np.dtype(dtype)), options.get("layout", "NCHW"), perm,
-                                 1.0 / (max_value * std), -mean / std)
+        bgr = norm is not None and norm.order == "BGR"
+        self._image_ops[name] = (str(np.dtype(dtype)), options.get("layout", "NCHW"), bgr,
+                                 (1.0 / (max_value * std)).tolist(), (-mean / std).tolist())
         host = dict(options, dtype="uint8", layout="NHWC")
         return [t for t in transforms if t is not norm], host
 
@@ -151,9 +167,11 @@ class DeviceTransfer:
         if last is not None:
             lease.release_after(last)    # the copy stream finishes in order: the last event covers all
             self.backend.wait(last, list(out.values()))
-        for k, (dtype, layout, perm, scale, bias) in self._image_ops.items():
+        for k, (dtype, layout, bgr, scale, bias) in self._image_ops.items():
+            if k not in self._constants:
+                self._constants[k] = (self.backend.constants(scale), self.backend.constants(bias))
             x = out[k]
-            if perm != [0, 1, 2]:
-                x = x[..., perm]
-            out[k] = self.backend.normalize(x, dtype, layout, scale, bias)
+            if bgr:
+                x = x.flip(-1)   # on the device: an index list would first be copied from the host, blocking
+            out[k] = self.backend.normalize(x, dtype, layout, *self._constants[k])
         return out
