@@ -18,7 +18,7 @@ pytest.importorskip("matplotlib")
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="fastload bench runs on Linux only")
 TINY = {"tasks": tuple(t.name for t in TASKS), "imagenet": 16, "small": 96, "png": 8, "multimodal": 40, "memory": (64, 256), "runs": 3, "cap": 16,
         "timeout": 180}
-RUN = ["fastload", "generator", "torch-0"]   # the environments' contenders are left to `fastload bench`
+RUN = ["fastload", "fastload-packed", "generator", "torch-0"]   # the environments' contenders are left to `fastload bench`
 
 
 @pytest.fixture(scope="module")
@@ -149,6 +149,31 @@ def test_a_contender_that_cannot_run_says_why(tmp_path):
     spec.update(builder="generator", task={**spec["task"], "path": str(tmp_path / "missing")})
     r = run_worker(sys.executable, spec, timeout=60)
     assert r["status"] == "failed" and "missing" in r["reason"]
+
+
+def test_contenders_take_their_timed_epochs_in_turns(tmp_path, monkeypatch):
+    """Each worker starts alone (to its first turn), then the timed epochs go round: a, b, a, b, ...;
+    a worker that fails to start takes no turn and says why."""
+    from fastload.bench import suite
+    small = dataset("small", 8, cache=str(tmp_path))
+    task = {"name": "rrc64", "dataset": "small", "path": small, "transform": "rrc", "size": 16, "batch": 4}
+
+    def spec(name, builder, path=small):
+        return {"contender": name, "builder": builder, "workers": 1, "runs": 3, "max_images": 0,
+                "cache": str(tmp_path / "work"), "task": {**task, "path": path}}
+    events = []
+    step, go = suite._Worker.step, suite._Worker.go
+    monkeypatch.setattr(suite._Worker, "step", lambda w, t: events.append(("step", w.log)) or step(w, t))
+    monkeypatch.setattr(suite._Worker, "go", lambda w, t: events.append(("go", w.log)) or go(w, t))
+    jobs = [(sys.executable, spec("a", "fastload")), (sys.executable, spec("gone", "generator", "/missing")),
+            (sys.executable, spec("b", "generator"))]
+    a, gone, b = suite.run_in_turns(jobs, timeout=60)
+    assert a["ok"] and b["ok"] and len(a["rates"]) == len(b["rates"]) == 3 and a["images"] == b["images"] == 8
+    assert gone["status"] == "failed" and "missing" in gone["reason"]
+    name = {w: os.path.basename(w).split("-")[1] for _, w in events}
+    goes = [name[w] for kind, w in events if kind == "go"]
+    assert [name[w] for kind, w in events[:3]] == ["a", "gone", "b"] and all(k == "step" for k, _ in events[:3])
+    assert goes == ["a", "b"] * 3
 
 
 def test_command_line_help_lists_the_options():

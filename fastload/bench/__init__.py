@@ -6,7 +6,9 @@
 Without PATH the suite generates its data sets (photo-like, deterministic from
 ``--seed``; cached under ``$FASTLOAD_BENCH_CACHE`` or ``~/.cache/fastload-bench``):
 ImageNet-like JPEGs, 64x64 JPEGs, PNGs and an image + JSON + CSV set. With PATH
-it measures your class-per-subfolder image folder. Contenders whose packages
+it measures your class-per-subfolder image folder. fastload runs on the folder
+and on its own packed shards of it (``fastload pack``, cached like FFCV's
+.beton). Contenders whose packages
 conflict with this environment (pillow-simd, FFCV, SPDL, Grain) run in virtual
 environments built on first use and reused; ``--no-envs`` leaves them out.
 """

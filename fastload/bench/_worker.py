@@ -8,10 +8,12 @@ NumPy, then the contender's packages inside its builder.
 SPEC is JSON: ``contender``, ``task`` (``dataset``, ``path``, ``transform``:
 "rrc" or "resize" or "multimodal", ``size``, ``batch``), ``workers``,
 ``runs``, ``max_images`` (0: all), ``cache`` (a folder for converted data
-such as FFCV's .beton). The answer is one line ``{"ok": true, ...}`` with the
-images/s of each timed epoch (after one warm-up epoch), the time from building
-the loader to holding its first batch, and the CPU seconds the process tree
-spent per image in the timed epochs; or ``{"ok": false, "reason": ...}``.
+such as FFCV's .beton). Before each timed epoch the worker prints a turn line
+and waits for ``go`` on stdin (:func:`wait_turn`). The answer is one line
+``{"ok": true, ...}`` with the images/s of each timed epoch (after one warm-up
+epoch), the time from building the loader to holding its first batch, and the
+CPU seconds the process tree spent per image in the timed epochs; or
+``{"ok": false, "reason": ...}``.
 """
 from __future__ import annotations
 
@@ -28,6 +30,9 @@ import numpy as np
 
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
+
+
+TURN = "@@fastload-bench-turn"   # printed when ready for the next timed epoch
 
 
 class NotApplicable(Exception):
@@ -123,18 +128,40 @@ def build_fastload(files, task, workers, spec):
     import fastload as fl
     if task["transform"] == "multimodal":
         return _fastload_multimodal(task, workers)
-    size = task["size"]
-    if task["transform"] == "rrc":
-        tf = [fl.RandomResizedCrop(size), fl.RandomHorizontalFlip(), fl.Normalize(MEAN, STD)]
-    else:
-        tf = [fl.Resize((size, size)), fl.Normalize(MEAN, STD)]
+    loader = fl.Loader(_fastload_images(task, spec), batch_size=task["batch"], shuffle=True, seed=0,
+                       workers=max(1, workers), transforms=_fastload_transforms(task), dtype="float32", layout="NCHW")
+    return lambda: iter(loader)
+
+
+def build_fastload_packed(files, task, workers, spec):
+    """fastload on its own shard format (``fastload pack``, the files' bytes unchanged), as FFCV
+    reads its .beton: page-aligned shards, memory-mapped, no file opened per image."""
+    import fastload as fl
+    from fastload.pack import pack
+    source = _fastload_images(task, spec)
+    key = hashlib.sha1(repr((task["path"], [source[i] for i in range(len(source))])).encode()).hexdigest()[:12]
+    out = os.path.join(spec["cache"], f"{task['dataset']}-{len(source)}-{key}.packed")
+    if not os.path.exists(os.path.join(out, "meta.json")):
+        pack(source, out, workers=max(1, workers), progress=False)   # resumes a run that stopped
+    loader = fl.Loader(fl.PackedDataset(out), batch_size=task["batch"], shuffle=True, seed=0,
+                       workers=max(1, workers), transforms=_fastload_transforms(task), dtype="float32", layout="NCHW")
+    return lambda: iter(loader)
+
+
+def _fastload_images(task, spec):
+    """The task's folder (the harness's fixed subset of it for a capped run)."""
+    import fastload as fl
     source = fl.ImageFolder(task["path"])
     indices = subset(len(source), spec.get("max_images", 0))
-    if len(indices) != len(source):
-        source = fl.Subset(source, indices)
-    loader = fl.Loader(source, batch_size=task["batch"], shuffle=True, seed=0, workers=max(1, workers),
-                       transforms=tf, dtype="float32", layout="NCHW")
-    return lambda: iter(loader)
+    return source if len(indices) == len(source) else fl.Subset(source, indices)
+
+
+def _fastload_transforms(task):
+    import fastload as fl
+    size = task["size"]
+    if task["transform"] == "rrc":
+        return [fl.RandomResizedCrop(size), fl.RandomHorizontalFlip(), fl.Normalize(MEAN, STD)]
+    return [fl.Resize((size, size)), fl.Normalize(MEAN, STD)]
 
 
 def _fastload_multimodal(task, workers):
@@ -369,15 +396,15 @@ def build_dali(files, task, workers, spec):
     return lambda: ((b[0]["image"],) for b in it)
 
 
-BUILDERS = {"fastload": build_fastload, "generator": build_generator, "torch": build_torch,
-            "ffcv": build_ffcv, "grain": build_grain, "spdl": build_spdl, "dali": build_dali}
+BUILDERS = {"fastload": build_fastload, "fastload_packed": build_fastload_packed, "generator": build_generator,
+            "torch": build_torch, "ffcv": build_ffcv, "grain": build_grain, "spdl": build_spdl, "dali": build_dali}
 
 
 def measure(spec) -> dict:
     task = spec["task"]
     files = []
     # fastload lists the folder itself; the others get the harness's list (their dataset).
-    if task["transform"] != "multimodal" and spec["builder"] != "fastload":
+    if task["transform"] != "multimodal" and not spec["builder"].startswith("fastload"):
         files = scan_folder(task["path"])
         spec["indices"] = subset(len(files), spec.get("max_images", 0))
         files = [files[i] for i in spec["indices"]]
@@ -389,17 +416,26 @@ def measure(spec) -> dict:
         raise RuntimeError("the loader gave no batch (its own log says why)")
     first_batch = time.perf_counter() - t0
     n = len(first[0]) + sum(len(b[0]) for b in it)   # the rest of the warm-up epoch
-    rates = []
-    cpu0 = tree_cpu_seconds()
+    rates, cpu = [], 0.0
     for _ in range(spec["runs"]):
-        t = time.perf_counter()
+        wait_turn()
+        cpu0, t = tree_cpu_seconds(), time.perf_counter()
         count = sum(len(b[0]) for b in start_epoch())
         rates.append(count / (time.perf_counter() - t))
-    cpu = tree_cpu_seconds() - cpu0
+        cpu += tree_cpu_seconds() - cpu0
     import resource   # the parent samples the whole tree's RSS; this is its fallback (no psutil)
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss + resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     return {"ok": True, "images": n, "rates": rates, "first_batch_s": first_batch,
             "cpu_s_per_image": cpu / max(1, n * spec["runs"]), "peak_rss_mb": rss / 1024}
+
+
+def wait_turn() -> None:
+    """Say this process is ready for a timed epoch and wait for the harness's go (a line on
+    stdin): the harness takes the contenders' epochs in turns, so a drifting load on a shared
+    machine falls on every contender alike."""
+    print("\n" + TURN, flush=True)
+    if sys.stdin.readline().strip() != "go":
+        raise RuntimeError("the harness stopped before the timed epochs")
 
 
 def versions() -> dict:

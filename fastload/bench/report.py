@@ -21,7 +21,8 @@ def markdown(results: dict) -> str:
     m = meta["machine"]
     lines = [f"`fastload bench --{meta['mode']}`, {meta['date']}: {m['cores']} cores ({m['cpu']}), "
              f"{meta['threads']} threads/workers per contender, batch {meta['batch']}, images/s as the median "
-             f"(min–max) of {meta['runs']} epochs after a warm-up epoch; JPEG decoder: "
+             f"(min–max) of {meta['runs']} epochs after a warm-up epoch, the contenders of a task taking their "
+             f"timed epochs in turns; JPEG decoder: "
              f"{m['features']['jpeg_decoder']}. Load average {m['load_average'][0]:.1f} at the start, "
              f"{meta.get('load_average_end', [0])[0]:.1f} at the end (other work on the machine adds noise: "
              f"compare ratios within one run). Contenders marked * are timed on a fixed subset of "
@@ -106,7 +107,8 @@ def summary(results: dict) -> str:
     busy = "other work shared the machine" if load >= 1 else "a quiet machine"
     lines = [f"`fastload bench --{meta['mode']}` on {m['cores']} cores ({m['cpu']}, load average "
              f"{load:.1f} at the start: {busy}), {meta['threads']} threads or workers "
-             f"each, images/s (median of {meta['runs']} epochs) and in brackets fastload's multiple of it.", "",
+             f"each, images/s (median of {meta['runs']} epochs, taken in turns with the other contenders) and "
+             f"in brackets fastload's multiple of it.", "",
              "| contender | " + " | ".join(short.get(t["name"], t["name"]) for t in tasks) + " |",
              "|---|" + "---|" * len(tasks)]
     for name in tasks[0]["results"]:

@@ -14,9 +14,11 @@ import datetime
 import json
 import os
 import platform
+import queue
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass
 
@@ -26,6 +28,7 @@ from .datasets import KINDS, cache_dir, dataset, linked_copies
 __all__ = ["CONTENDERS", "MODES", "TASKS", "Contender", "Task", "run_suite"]
 
 _WORKER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_worker.py")
+_TURN, _ANSWER = "@@fastload-bench-turn", "@@fastload-bench "   # the worker's marker lines
 _PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
@@ -69,6 +72,7 @@ TASKS = [
 def contenders(threads: int) -> list[Contender]:
     return [
         Contender("fastload", f"fastload, {threads} threads", "fastload"),
+        Contender("fastload-packed", f"fastload, packed shards (fastload pack), {threads} threads", "fastload_packed"),
         Contender("generator", "tutorial generator (PIL, np.stack), 1 thread", "generator", 0, capped=True),
         *[Contender(f"torch-{w}", f"torch DataLoader + PIL, {w} workers", "torch", w, capped=w < threads)
           for w in sorted({0, 1, threads})],
@@ -83,7 +87,7 @@ def contenders(threads: int) -> list[Contender]:
 CONTENDERS = [c.name for c in contenders(2)]
 
 #: per mode: the tasks, samples per data set, the memory-curve file counts, timed runs, the cap for slow contenders,
-#: and the seconds a contender may take on one task
+#: and the seconds a contender may take to start (build, first batch, warm-up epoch) or for one timed epoch
 MODES = {
     "quick": {"tasks": ("rrc224", "rrc64", "png224", "multimodal"), "imagenet": 256, "small": 2048, "png": 96,
               "multimodal": 1024, "memory": (1000, 10000), "runs": 3, "cap": 96, "timeout": 150},
@@ -137,37 +141,110 @@ class _RssSampler:
             pass
 
 
-def run_worker(python: str, spec: dict, timeout: float) -> dict:
-    """Run one contender in a child process; its JSON answer plus the tree's peak RSS."""
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (_PACKAGE_ROOT, env.get("PYTHONPATH")) if p)
-    env.setdefault("OMP_NUM_THREADS", "1")
-    log = os.path.join(spec["cache"], f"worker-{spec['contender']}-{spec['task']['name']}")
-    os.makedirs(spec["cache"], exist_ok=True)
-    with open(log + ".out", "w") as out, open(log + ".log", "w") as err, \
-            subprocess.Popen([python, _WORKER, json.dumps(spec)], stdout=out, stderr=err, env=env,
-                             cwd=spec["cache"]) as proc:
-        rss = _RssSampler(proc.pid)
+class _Worker:
+    """One contender's process (``_worker.py``), taken through its timed epochs a turn at a time."""
+
+    def __init__(self, python: str, spec: dict):
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (_PACKAGE_ROOT, env.get("PYTHONPATH")) if p)
+        env.setdefault("OMP_NUM_THREADS", "1")
+        os.makedirs(spec["cache"], exist_ok=True)
+        self.log = os.path.join(spec["cache"], f"worker-{spec['contender']}-{spec['task']['name']}")
+        self.out, self.err = open(self.log + ".out", "w"), open(self.log + ".log", "w")
+        self.proc = subprocess.Popen([python, _WORKER, json.dumps(spec)], stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, stderr=self.err, env=env, cwd=spec["cache"], text=True,
+                                     errors="replace")
+        self.rss = _RssSampler(self.proc.pid)
+        self.markers: queue.Queue = queue.Queue()
+        self.result: dict | None = None
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+
+    def _read(self) -> None:
+        """The worker's stdout into its .out file; the harness's marker lines into the queue."""
+        for line in self.proc.stdout:
+            self.out.write(line)
+            if line.startswith("@@fastload-bench"):
+                self.markers.put(line.rstrip("\n"))
+        self.markers.put(None)
+
+    def step(self, timeout: float) -> bool:
+        """Run until the worker waits for its next turn (True) or has answered (False; see ``result``)."""
         deadline = time.monotonic() + timeout
-        while proc.poll() is None:
-            rss.sample()
-            if time.monotonic() > deadline:
-                _kill_tree(proc)
-                return {"ok": False, "status": "failed", "reason": f"timed out after {timeout:.0f} s"}
-            time.sleep(0.02)
-    with open(log + ".out") as f:
-        lines = f.read().splitlines()
-    for line in reversed(lines):
-        if line.startswith("@@fastload-bench "):
-            result = json.loads(line.split(" ", 1)[1])
-            if rss.peak:
-                result["peak_rss_mb"] = rss.peak / 2 ** 20
-            if result.get("status") == "failed":
-                result["reason"] = (result["reason"] + _error_line(log + ".log"))[:500]
-            return result
-    with open(log + ".log", errors="replace") as f:
-        tail = " | ".join(line.strip() for line in f.read().splitlines()[-4:])
-    return {"ok": False, "status": "failed", "reason": f"exit status {proc.returncode}: {tail}"[:500]}
+        while True:
+            self.rss.sample()
+            try:
+                line = self.markers.get(timeout=0.02)
+            except queue.Empty:
+                if time.monotonic() > deadline:
+                    self.stop(f"timed out after {timeout:.0f} s")
+                    return False
+                continue
+            if line == _TURN:
+                return True
+            self._answer(json.loads(line.split(" ", 1)[1]) if line is not None and line.startswith(_ANSWER)
+                         else None)
+            return False
+
+    def go(self, timeout: float) -> bool:
+        """Its next timed epoch, then as :meth:`step`."""
+        self.proc.stdin.write("go\n")
+        self.proc.stdin.flush()
+        return self.step(timeout)
+
+    def stop(self, reason: str) -> None:
+        _kill_tree(self.proc)
+        self._close()
+        self.result = {"ok": False, "status": "failed", "reason": reason}
+
+    def _answer(self, result: dict | None) -> None:
+        try:
+            self.proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            _kill_tree(self.proc)
+        self._close()
+        if result is None:
+            with open(self.log + ".log", errors="replace") as f:
+                tail = " | ".join(line.strip() for line in f.read().splitlines()[-4:])
+            result = {"ok": False, "status": "failed", "reason": f"exit status {self.proc.returncode}: {tail}"[:500]}
+        elif result.get("status") == "failed":
+            result["reason"] = (result["reason"] + _error_line(self.log + ".log"))[:500]
+        if self.rss.peak:
+            result["peak_rss_mb"] = self.rss.peak / 2 ** 20
+        self.result = result
+
+    def _close(self) -> None:
+        """Once the process has ended: its pipes and log files (the reader has seen the pipe's end)."""
+        self.reader.join(timeout=10)
+        for f in (self.proc.stdin, self.proc.stdout, self.out, self.err):
+            try:
+                f.close()
+            except OSError:
+                pass
+
+
+def run_in_turns(jobs: list[tuple[str, dict]], timeout: float) -> list[dict]:
+    """Each job (interpreter, spec) in its own worker: started alone (build, first batch, warm-up
+    epoch), then the workers' timed epochs in turns, so a drifting load on a shared machine hits
+    every contender alike. One answer per job, in order; ``timeout`` bounds each start and epoch."""
+    workers = []
+    try:
+        for python, spec in jobs:
+            workers.append(_Worker(python, spec))
+            workers[-1].step(timeout)
+        while waiting := [w for w in workers if w.result is None]:
+            for w in waiting:
+                w.go(timeout)
+    finally:
+        for w in workers:
+            if w.result is None:
+                w.stop("the harness stopped")
+    return [w.result for w in workers]
+
+
+def run_worker(python: str, spec: dict, timeout: float) -> dict:
+    """One contender in a child process: its JSON answer plus the tree's peak RSS."""
+    return run_in_turns([(python, spec)], timeout)[0]
 
 
 def _error_line(log: str) -> str:
@@ -276,23 +353,27 @@ def run_suite(path: str | None = None, *, mode: str = "quick", out: str = "bench
             entry["limits"] = decode_limits(_image_paths(root), task.transforms(), threads, runs=cfg["runs"])
             for kind, lim in entry["limits"].items():
                 log(f"  decode-only limit ({kind}): {lim['rate']:.0f} img/s [{lim['decoder']}]")
+        jobs = {}   # contender -> (interpreter, spec): timed together, in turns
         for c in roster:
             if (reason := _not_applicable(c, task)):
-                res = {"ok": False, "status": "n/a", "reason": reason}
+                entry["results"][c.name] = {"ok": False, "status": "n/a", "reason": reason}
             elif only is not None and c.name not in only:
-                res = {"ok": False, "status": "not run", "reason": "not selected (--contenders)"}
+                entry["results"][c.name] = {"ok": False, "status": "not run", "reason": "not selected (--contenders)"}
             else:
                 if c.name not in interpreters:
                     interpreters[c.name] = _interpreter(c, cache, use_envs, rebuild_envs, log)
                 python, unavailable = interpreters[c.name]
-                res = dict(unavailable or {})
+                entry["results"][c.name] = dict(unavailable or {})
                 if python:
-                    spec = _spec(c.name, c.builder, task, root, threads if c.workers is None else c.workers,
-                                 cfg["runs"], cfg["cap"] if c.capped else 0, cache)
-                    res = _summarise(run_worker(python, spec, cfg["timeout"]))
+                    jobs[c.name] = (python, _spec(c.name, c.builder, task, root,
+                                                  threads if c.workers is None else c.workers, cfg["runs"],
+                                                  cfg["cap"] if c.capped else 0, cache))
+        for name, res in zip(jobs, run_in_turns(list(jobs.values()), cfg["timeout"])):
+            entry["results"][name] = _summarise(res)
+        for c in roster:
+            res = entry["results"][c.name]
             res["label"] = c.label
             _efficiency(res, entry["limits"])
-            entry["results"][c.name] = res
             log("  " + _line(c.name, res))
         results["tasks"].append(entry)
     if scaling and (only is None or "fastload" in only):
@@ -399,6 +480,9 @@ def _targets(results: dict) -> list[dict]:
         ("64x64: fastload / FFCV", _ratio(med("rrc64", "fastload"), med("rrc64", "ffcv")), 1.9),
         ("64x64: fastload / decode-only limit (crop region)", eff("rrc64", "region"), 0.9),
         ("PNG: fastload / torch DataLoader", _ratio(med("png224", "fastload"), med("png224", f"torch-{threads}")), 3.0),
+        # each on its own packed format: the same footing as FFCV's .beton
+        ("RRC-224: fastload packed / FFCV", _ratio(med("rrc224", "fastload-packed"), med("rrc224", "ffcv")), 2.5),
+        ("64x64: fastload packed / FFCV", _ratio(med("rrc64", "fastload-packed"), med("rrc64", "ffcv")), 1.9),
     ]
     mem = results.get("memory")
     if mem and all(mem["fastload"]):
