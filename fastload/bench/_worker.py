@@ -33,6 +33,7 @@ IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
 
 
 TURN = "@@fastload-bench-turn"   # printed when ready for the next timed epoch
+ANSWER = "@@fastload-bench "     # begins the line with the JSON answer
 
 
 class NotApplicable(Exception):
@@ -470,7 +471,7 @@ def main() -> None:
                   "traceback": tb[-6:]}
     result["versions"] = versions()
     sys.stdout.flush()
-    print("\n@@fastload-bench " + json.dumps(result), flush=True)
+    print("\n" + ANSWER + json.dumps(result), flush=True)
     os._exit(0)   # skip interpreter teardown: some loaders' threads and workers end slowly
 
 

@@ -23,12 +23,12 @@ import time
 from dataclasses import dataclass
 
 from . import envs
+from ._worker import ANSWER, TURN
 from .datasets import KINDS, cache_dir, dataset, linked_copies
 
 __all__ = ["CONTENDERS", "MODES", "TASKS", "Contender", "Task", "run_suite"]
 
 _WORKER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_worker.py")
-_TURN, _ANSWER = "@@fastload-bench-turn", "@@fastload-bench "   # the worker's marker lines
 _PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
@@ -164,7 +164,7 @@ class _Worker:
         """The worker's stdout into its .out file; the harness's marker lines into the queue."""
         for line in self.proc.stdout:
             self.out.write(line)
-            if line.startswith("@@fastload-bench"):
+            if line.startswith((TURN, ANSWER)):
                 self.markers.put(line.rstrip("\n"))
         self.markers.put(None)
 
@@ -180,16 +180,18 @@ class _Worker:
                     self.stop(f"timed out after {timeout:.0f} s")
                     return False
                 continue
-            if line == _TURN:
+            if line == TURN:
                 return True
-            self._answer(json.loads(line.split(" ", 1)[1]) if line is not None and line.startswith(_ANSWER)
-                         else None)
+            self._answer(None if line is None else json.loads(line[len(ANSWER):]))   # None: it ended unanswered
             return False
 
     def go(self, timeout: float) -> bool:
         """Its next timed epoch, then as :meth:`step`."""
-        self.proc.stdin.write("go\n")
-        self.proc.stdin.flush()
+        try:
+            self.proc.stdin.write("go\n")
+            self.proc.stdin.flush()
+        except OSError:   # it has died since its turn: step() finds its pipe's end and says why
+            pass
         return self.step(timeout)
 
     def stop(self, reason: str) -> None:
