@@ -21,6 +21,7 @@ sys.path.insert(0, os.path.dirname(__file__))
 import fastload as fl  # noqa: E402
 from common import child_epoch, dataset  # noqa: E402
 
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--pillow-build", required=True, help="a checkout built with FASTLOAD_NO_LIBJPEG=1")

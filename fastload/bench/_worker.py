@@ -130,7 +130,7 @@ def build_fastload(files, task, workers, spec):
     if task["transform"] == "multimodal":
         return _fastload_multimodal(task, workers)
     loader = fl.Loader(_fastload_images(task, spec), batch_size=task["batch"], shuffle=True, seed=0,
-                       workers=max(1, workers), transforms=_fastload_transforms(task), dtype="float32", layout="NCHW")
+                       workers=max(1, workers), transforms=fastload_transforms(task), dtype="float32", layout="NCHW")
     return lambda: iter(loader)
 
 
@@ -145,7 +145,7 @@ def build_fastload_packed(files, task, workers, spec):
     if not os.path.exists(os.path.join(out, "meta.json")):
         pack(source, out, workers=max(1, workers), progress=False)   # resumes a run that stopped
     loader = fl.Loader(fl.PackedDataset(out), batch_size=task["batch"], shuffle=True, seed=0,
-                       workers=max(1, workers), transforms=_fastload_transforms(task), dtype="float32", layout="NCHW")
+                       workers=max(1, workers), transforms=fastload_transforms(task), dtype="float32", layout="NCHW")
     return lambda: iter(loader)
 
 
@@ -157,7 +157,8 @@ def _fastload_images(task, spec):
     return source if len(indices) == len(source) else fl.Subset(source, indices)
 
 
-def _fastload_transforms(task):
+def fastload_transforms(task):
+    """The task's transforms in fastload (the suite's decode limits use them too)."""
     import fastload as fl
     size = task["size"]
     if task["transform"] == "rrc":

@@ -23,14 +23,13 @@ import time
 from dataclasses import dataclass
 
 from . import envs
-from ._worker import ANSWER, TURN
+from ._worker import ANSWER, TURN, fastload_transforms
 from .datasets import KINDS, cache_dir, dataset, linked_copies
 
 __all__ = ["CONTENDERS", "MODES", "TASKS", "Contender", "Task", "run_suite"]
 
 _WORKER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_worker.py")
 _PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 
 @dataclass(frozen=True)
@@ -43,10 +42,8 @@ class Task:
     batch: int = 64
 
     def transforms(self):
-        import fastload as fl
-        if self.transform == "rrc":
-            return [fl.RandomResizedCrop(self.size), fl.RandomHorizontalFlip(), fl.Normalize(MEAN, STD)]
-        return [fl.Resize((self.size, self.size)), fl.Normalize(MEAN, STD)]
+        """fastload's transforms for the task, as its worker builds them."""
+        return fastload_transforms({"transform": self.transform, "size": self.size})
 
 
 @dataclass(frozen=True)
@@ -426,14 +423,13 @@ def _scaling(task: Task, results: dict, threads: int, cfg: dict, cache: str, onl
         lim = decode_limits(_image_paths(root), task.transforms(), t, runs=cfg["runs"])
         out["limit_full"].append(lim["full"]["rate"])
         out["limit_region"].append(lim.get("region", lim["full"])["rate"])
-        for name, builder, capped in (("fastload", "fastload", False), ("torch", "torch", True)):
-            if only is not None and (f"{name}-{threads}" if name == "torch" else name) not in only:
-                out[name].append(None)
-                continue
-            spec = _spec(f"{name}-scaling-{t}", builder, task, root, t, cfg["runs"], cfg["cap"] if capped else 0,
-                         cache)
-            res = _summarise(run_worker(sys.executable, spec, cfg["timeout"]))
-            out[name].append(res.get("median"))
+        jobs = {name: (sys.executable, _spec(f"{name}-scaling-{t}", name, task, root, t, cfg["runs"],
+                                             cfg["cap"] if name == "torch" else 0, cache))
+                for name in ("fastload", "torch")
+                if only is None or (f"{name}-{threads}" if name == "torch" else name) in only}
+        answers = dict(zip(jobs, run_in_turns(list(jobs.values()), cfg["timeout"])))
+        for name in ("fastload", "torch"):
+            out[name].append(_summarise(answers[name]).get("median") if name in answers else None)
         log(f"  {t} threads: fastload {out['fastload'][-1] or 0:.0f}, torch {out['torch'][-1] or 0:.0f}, "
             f"region-decode limit {out['limit_region'][-1]:.0f} img/s")
     return out

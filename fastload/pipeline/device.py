@@ -99,8 +99,7 @@ class DeviceTransfer:
 
     def __init__(self, backend, pin: bool, to_device: bool):
         self.backend, self.pin, self.to_device = backend, pin, to_device
-        self._image_ops: dict[str, tuple] = {}    # output name -> (dtype, layout, bgr, scale, bias)
-        self._constants: dict[str, tuple] = {}    # output name -> (scale, bias) on the device
+        self._image_ops: dict[str, tuple] = {}    # output name -> (dtype, layout, bgr, scale, bias on the device)
 
     @classmethod
     def create(cls, device, output: str, pin_memory: bool | None):
@@ -147,7 +146,8 @@ class DeviceTransfer:
         max_value = norm.max_value if norm else (255.0 if options.get("scale", True) else 1.0)
         bgr = norm is not None and norm.order == "BGR"
         self._image_ops[name] = (str(np.dtype(dtype)), options.get("layout", "NCHW"), bgr,
-                                 (1.0 / (max_value * std)).tolist(), (-mean / std).tolist())
+                                 self.backend.constants((1.0 / (max_value * std)).tolist()),
+                                 self.backend.constants((-mean / std).tolist()))
         host = dict(options, dtype="uint8", layout="NHWC")
         return [t for t in transforms if t is not norm], host
 
@@ -168,10 +168,8 @@ class DeviceTransfer:
             lease.release_after(last)    # the copy stream finishes in order: the last event covers all
             self.backend.wait(last, list(out.values()))
         for k, (dtype, layout, bgr, scale, bias) in self._image_ops.items():
-            if k not in self._constants:
-                self._constants[k] = (self.backend.constants(scale), self.backend.constants(bias))
             x = out[k]
             if bgr:
                 x = x.flip(-1)   # on the device: an index list would first be copied from the host, blocking
-            out[k] = self.backend.normalize(x, dtype, layout, *self._constants[k])
+            out[k] = self.backend.normalize(x, dtype, layout, scale, bias)
         return out
