@@ -121,14 +121,14 @@ def ext(name, c_sources, use_codecs=False):
                 incs, libdirs, version = found
                 kw["include_dirs"] += [d for d in incs if not d.startswith(default) and d not in kw["include_dirs"]]
                 kw["library_dirs"] += [d for d in libdirs if not d.startswith(default) and d not in kw["library_dirs"]]
-                kw["libraries"].append(lib)
+                kw["libraries"] += [lib, "z"] if lib == "spng" else [lib]   # the PNG route inflates with zlib too
             kw["define_macros"] += [(macro, "1" if found else "0")]
     return Extension(f"fastload._kernels.{name}", **kw)
 
 
 extensions = [
-    ext("_batch", ["buffer", "cpu", "exif", "jpeg_decode", "png_decode", "resample", "augment", "geometry",
-                   "sample"], use_codecs=True),
+    ext("_batch", ["buffer", "cpu", "exif", "jpeg_decode", "png_decode", "png_unfilter", "resample", "augment",
+                   "geometry", "sample"], use_codecs=True),
     ext("_tokenize", []),
 ]
 only = os.environ.get("FASTLOAD_EXTENSIONS")  # development: rebuild a subset, e.g. "_batch"

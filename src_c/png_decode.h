@@ -1,4 +1,4 @@
-/* PNG decoding through libspng into a reused per-thread buffer.
+/* PNG decoding through libspng and zlib into a reused per-thread buffer.
  *
  * A PNG is one zlib stream of filtered rows, so a row can only be had by
  * inflating every row above it; but nothing below the last row a crop needs
@@ -36,7 +36,7 @@ typedef struct fl_png_decoder fl_png_decoder;   /* one per thread; not thread-sa
 fl_png_decoder *fl_png_decoder_new(void);
 void fl_png_decoder_free(fl_png_decoder *d);
 
-/* "libspng 0.7.3" (the library's own version string) or "none"; static
+/* "libspng 0.7.3 + zlib 1.2.13" (the libraries' own version strings) or "none"; static
  * storage, filled on the first call: make that call from one thread. */
 const char *fl_png_version(void);
 

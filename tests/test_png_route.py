@@ -46,7 +46,8 @@ def chunk(kind: bytes, body: bytes) -> bytes:
 
 def scanlines(samples: np.ndarray, depth: int, filters=(0,)) -> bytes:
     """Rows of HxWxC samples as PNG scanlines: packed from the high bit below 8 bits, big-endian at 16,
-    each row with a filter type byte (None, Sub or Up, cycled over ``filters``) and filtered by it."""
+    each row with a filter type byte (0-4: None, Sub, Up, Average, Paeth, cycled over ``filters``) and
+    filtered by it, as the PNG specification defines each filter."""
     h, w, c = samples.shape
     rows = []
     for row in samples.reshape(h, w * c):
@@ -65,10 +66,17 @@ def scanlines(samples: np.ndarray, depth: int, filters=(0,)) -> bytes:
     for y, row in enumerate(rows):
         f = filters[y % len(filters)]
         r = row.astype(np.int32)
+        left = np.concatenate([np.zeros(bpp, np.int32), r[:-bpp]])
         if f == 1:
-            r = r - np.concatenate([np.zeros(bpp, np.int32), r[:-bpp]])
+            r = r - left
         elif f == 2:
             r = r - prev
+        elif f == 3:
+            r = r - (left + prev) // 2
+        elif f == 4:
+            upleft = np.concatenate([np.zeros(bpp, np.int32), prev[:-bpp]])
+            pa, pb, pc = np.abs(prev - upleft), np.abs(left - upleft), np.abs(left + prev - 2 * upleft)
+            r = r - np.where((pa <= pb) & (pa <= pc), left, np.where(pb <= pc, prev, upleft))
         out.append(bytes([f]) + (r & 0xFF).astype(np.uint8).tobytes())
         prev = row.astype(np.int32)
     return b"".join(out)
@@ -112,8 +120,9 @@ def random_png(rng, color_type, depth, h, w, interlace):
     elif rng.random() < 0.3:   # a colour key: Pillow ignores it in convert("RGB"), so must the route
         trns = rng.integers(0, 1 << depth, 3 if color_type == 2 else 1).astype(">u2").tobytes() \
             if color_type in (0, 2) else None
+    start = int(rng.integers(5))   # the first row takes any filter type too (the row above it is zeros)
     return make_png(samples, depth, color_type, interlace=interlace, plte=plte, trns=trns,
-                    filters=(0, 1, 2) if depth >= 8 else (0,))
+                    filters=tuple((start + k) % 5 for k in range(5)))
 
 
 # ---- references ------------------------------------------------------------------------------
@@ -172,6 +181,26 @@ def test_every_colour_type_and_depth_matches_pillow(color_type, depth, interlace
         np.testing.assert_array_equal(got, ref, err_msg=f"{h}x{w}")
         np.testing.assert_array_equal(read_image(data), ref)
         np.testing.assert_array_equal(got, pillow_decode(data, "x"))   # fastload's Pillow route agrees
+
+
+@needs_spng
+@pytest.mark.parametrize("filter_type", range(5), ids=["none", "sub", "up", "average", "paeth"])
+@pytest.mark.parametrize("color_type, depth", [(0, 8), (4, 8), (2, 8), (6, 8), (2, 16), (6, 16), (0, 2)],
+                         ids=["bpp1", "bpp2", "bpp3", "bpp4", "bpp6", "bpp8", "2-bit"])
+def test_every_filter_type_on_every_row_matches_pillow(filter_type, color_type, depth):
+    """Rows all filtered alike, the first included, at widths around the 16-byte blocks the
+    unfiltering takes (the rest of a row goes pixel by pixel); extreme samples make the byte
+    sums wrap and the Paeth predictor's ties go each way."""
+    rng = np.random.default_rng(filter_type * 10 + color_type + depth)
+    d = _batch.PngDecoder()
+    for w in (1, 4, 5, 6, 11, 16, 21, 64):
+        samples = rng.choice([0, 1, (1 << depth) - 2, (1 << depth) - 1, 1 << (depth - 1)],
+                             (7, w, CHANNELS[color_type]))
+        samples[3:] = rng.integers(0, 1 << depth, samples[3:].shape)
+        data = make_png(samples, depth, color_type, filters=(filter_type,))
+        got = d.decode(data)
+        np.testing.assert_array_equal(got, pillow_rgb(data), err_msg=f"width {w}")
+        np.testing.assert_array_equal(d.decode(data, region=(0, 2, w, 5)), got[2:5], err_msg=f"width {w}")
 
 
 PILLOW_MODES = {
@@ -644,7 +673,7 @@ def test_features_name_the_png_route():
     f = fl.features()
     assert f["libspng_linked"] == _batch.HAVE_SPNG
     if _batch.HAVE_SPNG:
-        assert re.fullmatch(r"libspng \d+\.\d+\.\d+", _batch.png_version())
+        assert re.fullmatch(r"libspng \d+\.\d+\.\d+ \+ zlib \d+\.\d+\S*", _batch.png_version())
         assert f["png_decoder"].startswith(_batch.png_version() + " (linked")
     else:
         assert _batch.png_version() == "none"

@@ -1,5 +1,5 @@
 """Every SIMD path of the C kernels (resampling, colour jitter, the write into the
-batch slot) against the portable loops, bit for bit, in C (tools/simd_check.sh):
+batch slot, PNG unfiltering) against the portable loops, bit for bit, in C (tools/simd_check.sh):
 natively here, and NEON under qemu-user where the AArch64 cross-compiler is
 installed (CI installs it and runs the script with the Arm part required); the
 CPU check against Linux's flags; and the platform layer (tools/port_check.py):
@@ -26,6 +26,9 @@ def test_simd_paths_match_portable_in_c():
         if path != "portable":
             assert f"simd_check: {path} = portable on 300 resample + jitter cases" in r.stdout, r.stdout
             assert f"simd_check: {path} = portable on 300 write cases" in r.stdout, r.stdout
+    # SSE2 is x86-64's baseline, so the vector path is always built there
+    unfilter = "sse2" if platform.machine().lower() in ("x86_64", "amd64") else ""
+    assert f"simd_check: PNG unfilter {unfilter}" in r.stdout and " = portable on 300 rows" in r.stdout, r.stdout
 
 
 @pytest.mark.skipif(not os.path.exists("/proc/cpuinfo") or platform.machine() not in ("x86_64", "i686"),
@@ -68,3 +71,4 @@ def test_platform_layer_natively_as_msvc_and_on_windows():
         for path in ("sse4.1", "avx2"):
             if path in _batch.simd_paths():
                 assert f"windows (wine): simd_check: {path} = portable on 200 write cases" in r.stdout, r.stdout
+        assert "windows (wine): simd_check: PNG unfilter sse2 = portable on 200 rows" in r.stdout, r.stdout

@@ -18,8 +18,8 @@ python=${PYTHON:-python3}
 
 "$cc" -std=c11 -g -O1 -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=all \
     -Wall -Wno-unused-function -DFL_HAVE_LIBJPEG_TURBO=1 -DFL_HAVE_SPNG=1 -Isrc_c \
-    tools/asan_driver.c src_c/buffer.c src_c/cpu.c src_c/exif.c src_c/jpeg_decode.c src_c/png_decode.c \
-    src_c/resample.c src_c/augment.c src_c/geometry.c src_c/sample.c -ljpeg -lspng -lm -o "$work/asan_driver"
+    tools/asan_driver.c src_c/buffer.c src_c/cpu.c src_c/exif.c src_c/jpeg_decode.c src_c/png_decode.c src_c/png_unfilter.c \
+    src_c/resample.c src_c/augment.c src_c/geometry.c src_c/sample.c -ljpeg -lspng -lz -lm -o "$work/asan_driver"
 
 "$python" tools/fuzz.py --write-corpus "$work/corpus" --n "$n" --seed "$seed"
 # Special files a dataset can hold under an image name: a directory, a FIFO, a dangling link.

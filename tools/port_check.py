@@ -32,7 +32,7 @@ import tempfile
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SRC = os.path.join(ROOT, "src_c")
 KERNELS = sorted(glob.glob(os.path.join(SRC, "*.c")))
-SIMD = [os.path.join(SRC, f + ".c") for f in ("cpu", "buffer", "resample", "augment")]
+SIMD = [os.path.join(SRC, f + ".c") for f in ("cpu", "buffer", "resample", "augment", "png_unfilter")]
 MINGW_INCLUDE = "/usr/share/mingw-w64/include"
 
 # GNU vector extensions that MSVC's union types reject (plain assignment and the comma are fine).
@@ -64,7 +64,7 @@ def codec_headers(work):
     inc = _fresh_dir(work, "codec-include")
     found = {}
     for macro, headers in (("FL_HAVE_LIBJPEG_TURBO", ["jpeglib.h", "jmorecfg.h", "jerror.h", "jconfig.h"]),
-                           ("FL_HAVE_SPNG", ["spng.h"])):
+                           ("FL_HAVE_SPNG", ["spng.h", "zlib.h", "zconf.h"])):
         paths = [next(iter(glob.glob(f"/usr/include/{h}") + glob.glob(f"/usr/include/*/{h}")), None)
                  for h in headers]
         found[macro] = all(paths)

@@ -1,6 +1,7 @@
 /* Every SIMD path of the resampling, colour-jitter and sample-write kernels
  * against the portable loops, bit for bit, on random images, boxes, filters,
- * factors, tables, layouts, flips and rotations.
+ * factors, tables, layouts, flips and rotations; and the PNG unfiltering's
+ * vector path (SSE2 or NEON, the targets' baseline) on random rows.
  * Built natively (x86: AVX2, SSE4.1) and with an AArch64 cross-compiler run
  * under qemu-user (NEON) by tools/simd_check.sh. Exits non-zero on the first
  * difference, naming the case. */
@@ -10,6 +11,7 @@
 #include <string.h>
 #include "cpu.h"
 #include "augment.h"
+#include "png_unfilter.h"
 #include "resample.h"
 
 static uint64_t state = 0x9E3779B97F4A7C15ull;
@@ -175,9 +177,38 @@ static int run(int path, const fl_view *src, fl_rect box, int filter, int aa, fl
     return fl_resample(r, src, box, filter, aa, dst);
 }
 
+/* Random rows of every filter type and pixel width, unfiltered by fl_png_unfilter and by the
+ * portable loops, over random rows above (zeros for some, as above a first row). */
+static int check_unfilter(int cases)
+{
+    static const size_t widths[] = {1, 2, 3, 4, 6, 8};
+    for (int c = 0; c < cases; c++) {
+        size_t bpp = widths[c % 6], n = bpp * (size_t)(c % 9 == 0 ? irange(1, 8) : irange(1, 300));
+        int type = (c / 6) % 5;
+        uint8_t *up = malloc(n), *a = malloc(n), *b = malloc(n);
+        fill_image(a, n);
+        if (c % 7 == 0)
+            memset(up, 0, n);
+        else
+            fill_image(up, n);
+        memcpy(b, a, n);
+        if (fl_png_unfilter(type, a, up, n, bpp) != 0 || fl_png_unfilter_portable(type, b, up, n, bpp) != 0
+                || memcmp(a, b, n) != 0) {
+            fprintf(stderr, "simd_check: PNG unfilter (%s) differs from portable: type %d, %zu bytes of %zu-byte "
+                    "pixels\n", fl_png_unfilter_path(), type, n, bpp);
+            return 0;
+        }
+        free(up), free(a), free(b);
+    }
+    printf("simd_check: PNG unfilter %s = portable on %d rows\n", fl_png_unfilter_path(), cases);
+    return 1;
+}
+
 int main(int argc, char **argv)
 {
     int cases = argc > 1 ? atoi(argv[1]) : 3000;
+    if (!check_unfilter(cases))
+        return 1;
     fl_resampler r;
     memset(&r, 0, sizeof r);
     int paths = 0;

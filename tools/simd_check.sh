@@ -12,7 +12,7 @@ cd "$(dirname "$0")/.."
 cases=${1:-3000}
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
-srcs="tools/simd_check.c src_c/cpu.c src_c/buffer.c src_c/resample.c src_c/augment.c"
+srcs="tools/simd_check.c src_c/cpu.c src_c/buffer.c src_c/resample.c src_c/augment.c src_c/png_unfilter.c"
 flags="-std=c11 -O2 -Wall -Wno-unused-function -Isrc_c"
 
 ${CC:-gcc} $flags $srcs -lm -o "$work/native"

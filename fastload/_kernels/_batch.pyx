@@ -52,7 +52,7 @@ def jpeg_version():
 
 
 def png_version():
-    """"libspng 0.7.3" (the linked library's version) or "none"."""
+    """"libspng 0.7.3 + zlib 1.2.13" (the linked libraries' versions) or "none"."""
     return fl_png_version().decode()
 
 
