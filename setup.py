@@ -9,9 +9,9 @@ checkout again (pip builds in the tree) copies them instead of compiling.
 libjpeg-turbo is linked when its headers are found (FASTLOAD_JPEG_PREFIX, pkg-config,
 or the usual prefixes). Without it (or with FASTLOAD_NO_LIBJPEG=1) the build still
 succeeds: JPEGs then go through Pillow, and ``fastload.features()`` says so. libspng
-(the GIL-free PNG route) is found the same way (FASTLOAD_PNG_PREFIX, pkg-config
-``spng``, the usual prefixes) and left out with FASTLOAD_NO_SPNG=1: PNGs then go
-through Pillow.
+(the GIL-free PNG route; zlib, its own dependency, is linked with it) is found the
+same way (FASTLOAD_PNG_PREFIX, pkg-config ``spng``, the usual prefixes) and left out
+with FASTLOAD_NO_SPNG=1: PNGs then go through Pillow.
 """
 import filecmp
 import hashlib
@@ -121,7 +121,9 @@ def ext(name, c_sources, use_codecs=False):
                 incs, libdirs, version = found
                 kw["include_dirs"] += [d for d in incs if not d.startswith(default) and d not in kw["include_dirs"]]
                 kw["library_dirs"] += [d for d in libdirs if not d.startswith(default) and d not in kw["library_dirs"]]
-                kw["libraries"] += [lib, "z"] if lib == "spng" else [lib]   # the PNG route inflates with zlib too
+                kw["libraries"].append(lib)
+                if lib == "spng":   # the PNG route inflates with zlib too (vcpkg's is zlib.lib)
+                    kw["libraries"].append("zlib" if sys.platform == "win32" else "z")
             kw["define_macros"] += [(macro, "1" if found else "0")]
     return Extension(f"fastload._kernels.{name}", **kw)
 
