@@ -11,7 +11,9 @@ or the usual prefixes). Without it (or with FASTLOAD_NO_LIBJPEG=1) the build sti
 succeeds: JPEGs then go through Pillow, and ``fastload.features()`` says so. libspng
 (the GIL-free PNG route; zlib, its own dependency, is linked with it) is found the
 same way (FASTLOAD_PNG_PREFIX, pkg-config ``spng``, the usual prefixes) and left out
-with FASTLOAD_NO_SPNG=1: PNGs then go through Pillow.
+with FASTLOAD_NO_SPNG=1: PNGs then go through Pillow. With libspng, libdeflate
+(FASTLOAD_DEFLATE_PREFIX, pkg-config ``libdeflate``; FASTLOAD_NO_LIBDEFLATE=1 leaves it
+out) inflates a PNG's image data in one call, about twice as fast as zlib.
 """
 import filecmp
 import hashlib
@@ -99,8 +101,23 @@ def find_libspng():
     return None
 
 
+def find_libdeflate():
+    """Return (include_dirs, library_dirs, version) or None."""
+    if os.environ.get("FASTLOAD_NO_LIBDEFLATE"):
+        return None
+    multiarch = _multiarch()
+    for prefix in _prefixes("FASTLOAD_DEFLATE_PREFIX", "libdeflate", ["/opt/homebrew"]):
+        header = os.path.join(prefix, "include", "libdeflate.h")
+        if os.path.exists(header):
+            m = re.search(r'#define\s+LIBDEFLATE_VERSION_STRING\s+"([^"]+)"', open(header).read())
+            if m:
+                return [os.path.join(prefix, "include")], _lib_dirs(prefix, multiarch), m.group(1)
+    return None
+
+
 jpeg = find_libjpeg_turbo()
 spng = find_libspng()
+deflate = find_libdeflate() if spng else None   # only the linked PNG route inflates with it
 common = dict(
     include_dirs=["src_c", numpy.get_include()],
     define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
@@ -116,7 +133,8 @@ def ext(name, c_sources, use_codecs=False):
     kw["library_dirs"], kw["libraries"] = [], []
     if use_codecs:   # each codec linked when found, else its macro is 0 and Pillow decodes that format
         default = ("/usr/include", "/usr/lib", "/usr/lib64")   # already searched; -I them breaks #include_next
-        for found, lib, macro in ((jpeg, "jpeg", "FL_HAVE_LIBJPEG_TURBO"), (spng, "spng", "FL_HAVE_SPNG")):
+        for found, lib, macro in ((jpeg, "jpeg", "FL_HAVE_LIBJPEG_TURBO"), (spng, "spng", "FL_HAVE_SPNG"),
+                                  (deflate, "deflate", "FL_HAVE_LIBDEFLATE")):
             if found:
                 incs, libdirs, version = found
                 kw["include_dirs"] += [d for d in incs if not d.startswith(default) and d not in kw["include_dirs"]]

@@ -8,7 +8,8 @@ round by round so that all see the same machine state; figures are medians and
 only the ratios of one run mean anything on a shared machine.
 
 * Decode only, one thread, files in memory: Pillow's whole-file decode
-  (``Image.open(...).load()``), fastload's libspng decoder on the whole file,
+  (``Image.open(...).load()``), fastload's PNG decoder (libspng, with libdeflate
+  where linked) on the whole file,
   and on the rows the loader needs for each RandomResizedCrop-224 box (the
   same boxes the loader draws for seed 0, epoch 0).
 * The loader task of the suite's ``png224`` row: RandomResizedCrop-224 + flip
@@ -69,7 +70,7 @@ def decode_only(paths: list[str], rounds: int) -> dict[str, float]:
     def spng_region():
         for b, r in zip(blobs, regions):
             d.decode(b, region=r)
-    work = {"Pillow, whole file": pillow, "libspng, whole file": spng_full, "libspng, crop rows": spng_region}
+    work = {"Pillow, whole file": pillow, "fastload, whole file": spng_full, "fastload, crop rows": spng_region}
     rates = {k: [] for k in work}
     for f in work.values():   # warm-up
         f()

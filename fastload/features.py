@@ -102,7 +102,8 @@ def png_path() -> str:
     from ._kernels import _batch
     version = _batch.png_version()
     if version != "none":
-        return f"{version} (linked; GIL-free, stops after the crop's last row)"
+        how = "image data inflated in one call" if "libdeflate" in version else "stops after the crop's last row"
+        return f"{version} (linked; GIL-free, {how})"
     import PIL
     from PIL import features as pil_features
     pil = "pillow-simd" if _is_pillow_simd(PIL.__version__) else "Pillow"

@@ -36,7 +36,14 @@ typedef struct fl_png_decoder fl_png_decoder;   /* one per thread; not thread-sa
 fl_png_decoder *fl_png_decoder_new(void);
 void fl_png_decoder_free(fl_png_decoder *d);
 
-/* "libspng 0.7.3 + zlib 1.2.13" (the libraries' own version strings) or "none"; static
+/* Whether a non-interlaced image's data is inflated whole, with libdeflate
+ * where it is linked (the default), or by zlib down to the last row asked for
+ * only, as builds without libdeflate do (and as every decode falls back to
+ * when libdeflate finds the stream damaged, or longer than the image). */
+void fl_png_decoder_whole_stream(fl_png_decoder *d, int on);
+
+/* "libspng 0.7.3 + libdeflate 1.14 + zlib 1.2.13" (the libraries' own version
+ * strings; no libdeflate where it is not linked) or "none"; static
  * storage, filled on the first call: make that call from one thread. */
 const char *fl_png_version(void);
 

@@ -172,13 +172,14 @@ SHAPES = [(1, 1), (3, 517), (517, 3), (17, 9), (64, 33)]
 @pytest.mark.parametrize("color_type, depth", [(c, d) for c, ds in DEPTHS.items() for d in ds])
 def test_every_colour_type_and_depth_matches_pillow(color_type, depth, interlace):
     rng = np.random.default_rng(color_type * 100 + depth * 2 + interlace)
-    d = _batch.PngDecoder()
+    d, streaming = _batch.PngDecoder(), _batch.PngDecoder(whole_stream=False)
     for h, w in SHAPES:
         data = random_png(rng, color_type, depth, h, w, interlace)
         ref = pillow_rgb(data)
         got = d.decode(data)
         assert got.shape == (h, w, 3) and got.dtype == np.uint8
         np.testing.assert_array_equal(got, ref, err_msg=f"{h}x{w}")
+        np.testing.assert_array_equal(streaming.decode(data), ref, err_msg=f"{h}x{w}, zlib")
         np.testing.assert_array_equal(read_image(data), ref)
         np.testing.assert_array_equal(got, pillow_decode(data, "x"))   # fastload's Pillow route agrees
 
@@ -192,15 +193,15 @@ def test_every_filter_type_on_every_row_matches_pillow(filter_type, color_type, 
     unfiltering takes (the rest of a row goes pixel by pixel); extreme samples make the byte
     sums wrap and the Paeth predictor's ties go each way."""
     rng = np.random.default_rng(filter_type * 10 + color_type + depth)
-    d = _batch.PngDecoder()
     for w in (1, 4, 5, 6, 11, 16, 21, 64):
         samples = rng.choice([0, 1, (1 << depth) - 2, (1 << depth) - 1, 1 << (depth - 1)],
                              (7, w, CHANNELS[color_type]))
         samples[3:] = rng.integers(0, 1 << depth, samples[3:].shape)
         data = make_png(samples, depth, color_type, filters=(filter_type,))
-        got = d.decode(data)
-        np.testing.assert_array_equal(got, pillow_rgb(data), err_msg=f"width {w}")
-        np.testing.assert_array_equal(d.decode(data, region=(0, 2, w, 5)), got[2:5], err_msg=f"width {w}")
+        for d in (_batch.PngDecoder(), _batch.PngDecoder(whole_stream=False)):
+            got = d.decode(data)
+            np.testing.assert_array_equal(got, pillow_rgb(data), err_msg=f"width {w}")
+            np.testing.assert_array_equal(d.decode(data, region=(0, 2, w, 5)), got[2:5], err_msg=f"width {w}")
 
 
 PILLOW_MODES = {
@@ -317,6 +318,20 @@ def test_a_region_decode_stops_after_its_last_row():
             assert_equal_batches(got, pillow_route([full], seed=seed, **kw))
             outcomes.add("decoded")
     assert outcomes == {"decoded", "failed"}
+
+
+@needs_spng
+def test_image_data_longer_than_the_image_is_ignored_as_pillow_does():
+    """A zlib stream that carries bytes past the last row: Pillow stops at the last row, and so
+    does the kernel (libdeflate, which wants the exact size, hands it to zlib)."""
+    a = photo_like(40, 30, seed=5)
+    good = make_png(a, 8, 2)
+    raw = zlib.decompress(good[good.index(b"IDAT") + 4:good.index(b"IEND") - 8])
+    longer = good[:33] + chunk(b"IDAT", zlib.compress(raw + bytes(3 * 30 + 1) * 2)) + chunk(b"IEND", b"")
+    np.testing.assert_array_equal(pillow_rgb(longer), a)
+    for d in (_batch.PngDecoder(), _batch.PngDecoder(whole_stream=False)):
+        np.testing.assert_array_equal(d.decode(longer), a)
+        np.testing.assert_array_equal(d.decode(longer, region=(3, 10, 20, 25)), a[10:25, 3:20])
 
 
 @needs_spng
@@ -673,7 +688,9 @@ def test_features_name_the_png_route():
     f = fl.features()
     assert f["libspng_linked"] == _batch.HAVE_SPNG
     if _batch.HAVE_SPNG:
-        assert re.fullmatch(r"libspng \d+\.\d+\.\d+ \+ zlib \d+\.\d+\S*", _batch.png_version())
+        assert re.fullmatch(r"libspng \d+\.\d+\.\d+ \+ (libdeflate \d+\.\d+\S* \+ )?zlib \d+\.\d+\S*",
+                            _batch.png_version())
+        assert _batch.HAVE_LIBDEFLATE == ("libdeflate" in f["png_decoder"])
         assert f["png_decoder"].startswith(_batch.png_version() + " (linked")
     else:
         assert _batch.png_version() == "none"

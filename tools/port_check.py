@@ -59,12 +59,12 @@ def native(work):
 
 
 def codec_headers(work):
-    """libjpeg-turbo's and libspng's headers (portable C) copied where the MSVC-dialect compile finds
+    """libjpeg-turbo's, libspng's and libdeflate's headers (portable C) copied where the MSVC-dialect compile finds
     them without the rest of /usr/include; the macros say which were found."""
     inc = _fresh_dir(work, "codec-include")
     found = {}
     for macro, headers in (("FL_HAVE_LIBJPEG_TURBO", ["jpeglib.h", "jmorecfg.h", "jerror.h", "jconfig.h"]),
-                           ("FL_HAVE_SPNG", ["spng.h", "zlib.h", "zconf.h"])):
+                           ("FL_HAVE_SPNG", ["spng.h", "zlib.h", "zconf.h"]), ("FL_HAVE_LIBDEFLATE", ["libdeflate.h"])):
         paths = [next(iter(glob.glob(f"/usr/include/{h}") + glob.glob(f"/usr/include/*/{h}")), None)
                  for h in headers]
         found[macro] = all(paths)

@@ -68,6 +68,7 @@ cdef extern from "png_decode.h" nogil:
         pass
     fl_png_decoder *fl_png_decoder_new()
     void fl_png_decoder_free(fl_png_decoder *d)
+    void fl_png_decoder_whole_stream(fl_png_decoder *d, int on)
     const char *fl_png_version()
     int fl_png_available()
     int fl_png_signature(const uint8_t *data, size_t size)

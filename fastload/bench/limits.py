@@ -11,8 +11,9 @@ itself delivers here. Two limits per JPEG task:
   work the loader cannot avoid.
 
 PNGs go through fastload's own libspng decoder (``_batch.PngDecoder``) where it
-is linked, with the same two limits (``region``: the rows down to the crop's
-last one inflated, the crop's rows converted, as the loader does), and a third,
+is linked, with the same two limits (``region``: the image data inflated as the
+loader inflates it, whole with libdeflate where linked, else down to the crop's
+last row; the crop's rows unfiltered and converted), and a third,
 ``pillow``: Pillow's own decode of the whole file, what a Pillow-based loader
 cannot beat. Without libspng, PNGs go through Pillow: ``full`` only.
 The files are read into memory first: this is decode alone, not file reading.

@@ -32,7 +32,7 @@ def markdown(results: dict) -> str:
              f"fastload's libjpeg-turbo or libspng decoder (Pillow where not linked) decoding the same files "
              f"from memory in as many processes as contenders get threads; *region*: only each random "
              f"crop's rectangle (JPEG: at the DCT scale the crop allows; PNG: the rows down to the crop's "
-             f"last); *pillow*: Pillow decoding the whole PNG.", ""]
+             f"last, inflated as the loader does); *pillow*: Pillow decoding the whole PNG.", ""]
     for task in results["tasks"]:
         lines += [f"**{task['title']}** ({task['samples']} samples)", ""]
         limits = task["limits"]
