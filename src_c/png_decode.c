@@ -320,6 +320,16 @@ static int row_failed(fl_png_decoder *d, int rc, int y, char *err)
 
 /* ---- the image data of a non-interlaced PNG ----------------------------------------------- */
 
+/* Where the first IDAT chunk starts (d->size when there is none; fl_png_begin
+ * checked that the chunks run whole to IEND). */
+static size_t first_idat(const fl_png_decoder *d)
+{
+    size_t pos = 8;
+    while (d->size - pos >= 12 && memcmp(d->data + pos + 4, "IDAT", 4) != 0)
+        pos += 12 + (size_t)be32(d->data + pos);
+    return d->size - pos >= 12 ? pos : d->size;
+}
+
 /* The next IDAT chunk's body at or after *pos, into z's input; 0 when the
  * next chunk is not IDAT (fl_png_begin checked that the chunks run whole to
  * IEND). */
@@ -364,9 +374,7 @@ static int inflate_rows(fl_png_decoder *d, uint8_t *out, int rows, size_t row_le
      * that stop above it (what libpng and libspng do when told to ignore it). */
     inflateValidate(&d->z, rows == h);
 #endif
-    size_t pos = 8;
-    while (d->size - pos >= 12 && memcmp(d->data + pos + 4, "IDAT", 4) != 0)
-        pos += 12 + (size_t)be32(d->data + pos);
+    size_t pos = first_idat(d);
     d->z.avail_in = 0;
     const size_t n = (size_t)rows * row_len;
     size_t done = 0;
@@ -417,16 +425,11 @@ static int inflate_whole(fl_png_decoder *d, uint8_t *out, size_t n)
 {
     if (!d->deflate && !(d->deflate = libdeflate_alloc_decompressor()))
         return 0;
-    size_t pos = 8, first = 0, total = 0, chunks = 0;
-    while (d->size - pos >= 12) {   /* fl_png_begin checked that the chunks run whole to IEND */
-        size_t len = be32(d->data + pos);
-        int idat = memcmp(d->data + pos + 4, "IDAT", 4) == 0;
-        if (!idat && chunks)
-            break;
-        if (idat && chunks++ == 0)
-            first = pos;
-        total += idat ? len : 0;
-        pos += 12 + len;
+    const size_t first = first_idat(d);
+    size_t pos = first, total = 0, chunks = 0;
+    for (; d->size - pos >= 12 && memcmp(d->data + pos + 4, "IDAT", 4) == 0; chunks++) {
+        total += be32(d->data + pos);
+        pos += 12 + (size_t)be32(d->data + pos);
     }
     if (!chunks)
         return 0;
@@ -435,11 +438,9 @@ static int inflate_whole(fl_png_decoder *d, uint8_t *out, size_t n)
         if (fl_buffer_reserve(&d->idat, total) != FL_OK)
             return 0;
         size_t at = 0;
-        for (size_t k = 0; k < chunks; k++) {
-            size_t len = be32(d->data + first);
-            memcpy(d->idat.data + at, d->data + first + 8, len);
-            at += len;
-            first += 12 + len;
+        for (pos = first; chunks--; pos += 12 + (size_t)be32(d->data + pos)) {
+            memcpy(d->idat.data + at, d->data + pos + 8, be32(d->data + pos));
+            at += be32(d->data + pos);
         }
         in = d->idat.data;
     }
