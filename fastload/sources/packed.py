@@ -127,59 +127,72 @@ class PackedDataset(Source):
                     self._maps[s] = m
         return m
 
-    def _span(self, index: int):
-        s = int(self._shard[index])
-        lo = int(self._offset[index])
-        hi = lo + sum(int(v[index]) for v in self._sizes.values())
-        if hi > self._shard_sizes[s]:
-            raise RecordError(self.record_id(index), f"record ends at byte {hi}, past the end of the shard")
-        return s, lo, hi
-
-    def _record(self, index: int, data) -> object:
-        rec, pos = {}, 0
-        for name, kind in self._fields:
-            if kind == "int":
-                rec[name] = int(self._ints[name][index])
-                continue
-            n = int(self._sizes[name][index])
-            try:
-                rec[name] = decode_field(kind, bytes(data[pos:pos + n]))
-            except (ValueError, UnicodeDecodeError) as e:
-                raise RecordError(self.record_id(index), f"field {name!r} cannot be decoded: {e}") from None
-            pos += n
-        if self._shape == "tuple":
-            return tuple(rec.values())
-        if self._shape == "single":
-            return next(iter(rec.values()))
-        return rec
-
     def __getitem__(self, index: int):
         return self.gather(np.array([self._check_index(index)]))[0]
 
     def gather(self, indices: np.ndarray) -> list:
-        spans = [self._span(int(i)) for i in np.asarray(indices).tolist()]
-        datas = [None] * len(spans)
-        remote = []
-        for j, (s, lo, hi) in enumerate(spans):
-            try:
-                m = self._map(s)
-            except StorageError as e:
-                raise RecordError(self.record_id(int(indices[j])), f"reading failed: {e.reason}") from e
-            if m is None:
+        # Offsets, sizes and labels come from the index arrays for the whole batch at once; per
+        # record there is one slice of its shard's memory map (or one ranged read).
+        idx = np.asarray(indices, dtype=np.int64)
+        shards, los = self._shard[idx], self._offset[idx].astype(np.int64)
+        blobs = [(name, kind) for name, kind in self._fields if kind != "int"]
+        sizes = [self._sizes[name][idx].astype(np.int64) for name, _ in blobs]
+        his = los + (np.sum(sizes, axis=0) if sizes else 0)
+        over = np.flatnonzero(his > np.asarray(self._shard_sizes, dtype=np.int64)[shards])
+        if len(over):
+            j = int(over[0])
+            raise RecordError(self.record_id(int(idx[j])), f"record ends at byte {int(his[j])}, past the end of the shard")
+        ids, shard_list, lo_list, hi_list = idx.tolist(), shards.tolist(), los.tolist(), his.tolist()
+        maps = {}   # shard: (its memory map or None, its length)
+        for j, s in enumerate(shard_list):
+            if s not in maps:
+                try:
+                    m = self._map(s)
+                except StorageError as e:
+                    raise RecordError(self.record_id(ids[j]), f"reading failed: {e.reason}") from e
+                maps[s] = (m, -1 if m is None else len(m))
+        datas, remote = [], []
+        for j, (s, lo, hi) in enumerate(zip(shard_list, lo_list, hi_list)):
+            m, end = maps[s]
+            if hi <= end:
+                datas.append(m[lo:hi])   # a copy: the record outlives any use of the map
+            elif m is None:
                 remote.append(j)
+                datas.append(b"")
             else:
-                if hi > len(m):
-                    raise RecordError(self.record_id(int(indices[j])),
-                                      f"record ends at byte {hi}, the shard file has {len(m)}: truncated")
-                datas[j] = memoryview(m)[lo:hi]
+                raise RecordError(self.record_id(ids[j]), f"record ends at byte {hi}, the shard file has {end}: "
+                                  "truncated")
         if remote:
-            got = self.storage.read_ranges([(self._shard_urls[spans[j][0]], spans[j][1], spans[j][2])
+            got = self.storage.read_ranges([(self._shard_urls[shard_list[j]], lo_list[j], hi_list[j])
                                             for j in remote])
             for j, d in zip(remote, got):
                 if isinstance(d, StorageError):
-                    raise RecordError(self.record_id(int(indices[j])), f"reading failed: {d.reason}")
+                    raise RecordError(self.record_id(ids[j]), f"reading failed: {d.reason}")
                 datas[j] = d
-        return [self._record(int(i), d) for i, d in zip(np.asarray(indices).tolist(), datas)]
+        columns = {name: self._ints[name][idx].tolist() for name in self._ints}
+        pos = [0] * len(ids)
+        for (name, kind), size in zip(blobs, sizes):
+            if len(blobs) == 1:
+                values = [bytes(d) for d in datas]
+            else:
+                ends = (np.asarray(pos) + size).tolist()
+                values = [bytes(d[p:e]) for d, p, e in zip(datas, pos, ends)]
+                pos = ends
+            if kind != "bytes":
+                values = [self._decode(ids[j], name, kind, v) for j, v in enumerate(values)]
+            columns[name] = values
+        columns = [columns[name] for name in self.fields]
+        if self._shape == "tuple":
+            return list(zip(*columns))
+        if self._shape == "single":
+            return columns[0]
+        return [dict(zip(self.fields, values)) for values in zip(*columns)]
+
+    def _decode(self, index: int, name: str, kind: str, data: bytes):
+        try:
+            return decode_field(kind, data)
+        except (ValueError, UnicodeDecodeError) as e:
+            raise RecordError(self.record_id(index), f"field {name!r} cannot be decoded: {e}") from None
 
     def __repr__(self):
         return f"PackedDataset({self.root!r}, {len(self)} records, fields {list(self.fields)})"
