@@ -23,7 +23,8 @@ imported) it asserts:
 * ``features()`` names the JPEG and PNG decoder routes and the SIMD path the
   kernels run; with ``--bundled-jpeg`` the JPEG route is the linked
   libjpeg-turbo, with ``--bundled-png`` the PNG route is the linked libspng,
-  and on Linux the process has mapped the wheel's own copy of each library.
+  and on Linux the process has mapped the wheel's own copy of each library
+  (and of libdeflate, where the build linked it).
 
 Exits non-zero with one line per failed check.
 """
@@ -43,6 +44,7 @@ FRAMEWORKS = ("torch", "torchvision", "keras", "jax", "jaxlib", "tensorflow", "d
 EXTENSION = re.compile(r"\.(cpython-[^.]+|cp\d+-[^.]+|abi3)?\.?(so|pyd)$")
 JPEG_LIB = re.compile(r"(^|/)(lib)?(turbo)?jpeg[^/]*\.(so[.\d]*|dylib|dll)$")
 PNG_LIB = re.compile(r"(^|/)(lib)?spng[^/]*\.(so[.\d]*|dylib|dll)$")
+DEFLATE_LIB = re.compile(r"(^|/)(lib)?deflate[^/]*\.(so[.\d]*|dylib|dll)$")
 
 PROBE = r"""
 import json, os, sys
@@ -53,14 +55,14 @@ imported_after = sorted(m for m in FRAMEWORKS if m in sys.modules)
 from fastload._kernels import _batch
 import importlib.metadata as md
 record = [str(p).replace(os.sep, "/") for p in (md.files("fastload") or [])]
-maps = {"jpeg": [], "spng": []}
+maps = {"jpeg": [], "spng": [], "deflate": []}
 if os.path.exists("/proc/self/maps"):
     with open("/proc/self/maps") as fh:
         names = {line.split()[-1] for line in fh if "/" in line}
     maps = {k: sorted(n for n in names if k in n.rsplit("/", 1)[-1]) for k in maps}
 print(json.dumps({"file": fastload.__file__, "features": f, "imported": imported,
                   "imported_after_features": imported_after, "jpeg_maps": maps["jpeg"],
-                  "png_maps": maps["spng"], "record": record}))
+                  "png_maps": maps["spng"], "deflate_maps": maps["deflate"], "record": record}))
 """
 
 
@@ -124,7 +126,9 @@ def check_installed(python: str, wheel_names: list[str], bundled_jpeg: bool,
         problems.append("features() names no PNG decoder route")
     for wanted, linked, route, lib, pattern, maps in (
             (bundled_jpeg, "libjpeg_turbo_linked", "jpeg_decoder", "libjpeg-turbo", JPEG_LIB, "jpeg_maps"),
-            (bundled_png, "libspng_linked", "png_decoder", "libspng", PNG_LIB, "png_maps")):
+            (bundled_png, "libspng_linked", "png_decoder", "libspng", PNG_LIB, "png_maps"),
+            (bundled_png and f.get("libdeflate_linked"), "libdeflate_linked", "png_decoder", "libdeflate",
+             DEFLATE_LIB, "deflate_maps")):
         if not wanted:
             continue
         if not f.get(linked):

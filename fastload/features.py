@@ -144,6 +144,7 @@ def features() -> dict:
         "jpeg_how_to_link": how_to_link(),  # one line; None when linked
         "png_decoder": png_path(),
         "libspng_linked": _batch.HAVE_SPNG,
+        "libdeflate_linked": _batch.HAVE_LIBDEFLATE,   # inflates the linked PNG route's image data
         "simd": _batch.simd(),               # the path the kernels run
         "simd_paths": _batch.simd_paths(),   # every path this CPU can run (tests force each)
         "simd_kernels": _batch.simd_kernels(),   # the kernels with a vector path on "simd"

@@ -690,7 +690,7 @@ def test_features_name_the_png_route():
     if _batch.HAVE_SPNG:
         assert re.fullmatch(r"libspng \d+\.\d+\.\d+ \+ (libdeflate \d+\.\d+\S* \+ )?zlib \d+\.\d+\S*",
                             _batch.png_version())
-        assert _batch.HAVE_LIBDEFLATE == ("libdeflate" in f["png_decoder"])
+        assert f["libdeflate_linked"] == _batch.HAVE_LIBDEFLATE == ("libdeflate" in f["png_decoder"])
         assert f["png_decoder"].startswith(_batch.png_version() + " (linked")
     else:
         assert _batch.png_version() == "none"
