@@ -541,13 +541,18 @@ int fl_png_decode_begun(fl_png_decoder *d, int x0, int y0, int x1, int y1, fl_vi
             whole.data = d->raw.data + 1;   /* the unfiltered rows are the RGB image */
             whole.stride = (ptrdiff_t)row_len;
         } else {
-            if (fl_buffer_reserve(&d->rgb, stride * (size_t)info.height) != FL_OK) {
+            /* Formats of at least 3 bytes a pixel (RGBA, 16-bit) are converted in
+             * place, top to bottom: RGB row y ends before filtered row y + 1
+             * starts, and each pixel is read before its RGB bytes are written
+             * (no second image-sized buffer per thread). Narrower ones expand. */
+            const int in_place = row_len >= stride;
+            if (!in_place && fl_buffer_reserve(&d->rgb, stride * (size_t)info.height) != FL_OK) {
                 fl_set_err(err, "out of memory for a %dx%d PNG", info.width, info.height);
                 return FL_ERR_NOMEM;
             }
-            whole.data = d->rgb.data;
+            whole.data = in_place ? d->raw.data : d->rgb.data;
             for (int y = y0; y < y1; y++)   /* rows above y0 are inflated, not converted */
-                convert_row(d, d->raw.data + (size_t)y * row_len + 1, info.width, d->rgb.data + (size_t)y * stride, 3);
+                convert_row(d, d->raw.data + (size_t)y * row_len + 1, info.width, whole.data + (size_t)y * stride, 3);
         }
     } else {
         if (fl_buffer_reserve(&d->rgb, stride * (size_t)info.height) != FL_OK) {
