@@ -1,4 +1,5 @@
 """The benchmark suite end to end on tiny generated sets: what it writes, never how fast anything ran."""
+import importlib.util
 import json
 import os
 import subprocess
@@ -18,7 +19,9 @@ pytest.importorskip("matplotlib")
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="fastload bench runs on Linux only")
 TINY = {"tasks": tuple(t.name for t in TASKS), "imagenet": 16, "small": 96, "png": 8, "multimodal": 40, "memory": (64, 256), "runs": 3, "cap": 16,
         "timeout": 180}
-RUN = ["fastload", "fastload-packed", "generator", "torch-0"]   # the environments' contenders are left to `fastload bench`
+# The environments' contenders are left to `fastload bench`; WebDataset runs where it is installed (CI).
+RUN = ["fastload", "fastload-packed", "fastload-tar", "generator", "torch-0"] + \
+    (["webdataset"] if importlib.util.find_spec("webdataset") else [])
 
 
 @pytest.fixture(scope="module")

@@ -314,6 +314,70 @@ def build_ffcv(files, task, workers, spec):
     return lambda: iter(loader)
 
 
+def _tar_shards(files, task, spec) -> list[str]:
+    """The files' bytes in WebDataset's layout (members ``KEY.jpg`` or ``KEY.png`` and ``KEY.cls``,
+    the label as text), in 8 or more shards so that every worker process gets some; made once, with
+    the standard library (neither contender's process imports the other's packages to write them)."""
+    import io
+    import shutil
+    import tarfile
+    key = hashlib.sha1(repr((task["path"], files)).encode()).hexdigest()[:12]
+    out = os.path.join(spec["cache"], f"{task['dataset']}-{len(files)}-{key}.wds")
+    if not os.path.exists(os.path.join(out, "complete")):
+        shutil.rmtree(out, ignore_errors=True)
+        os.makedirs(out)
+        per = -(-len(files) // max(8, 2 * spec["workers"]))
+        for s in range(0, len(files), per):
+            with tarfile.open(os.path.join(out, f"shard-{s // per:05d}.tar"), "w", format=tarfile.USTAR_FORMAT) as tar:
+                for i, (path, label) in enumerate(files[s:s + per], start=s):
+                    for name, data in ((f"{i:07d}.{_extension(path)}", open(path, "rb").read()),
+                                       (f"{i:07d}.cls", str(label).encode())):
+                        info = tarfile.TarInfo(name)
+                        info.size = len(data)
+                        tar.addfile(info, io.BytesIO(data))
+        open(os.path.join(out, "complete"), "w").close()
+    return sorted(os.path.join(out, n) for n in os.listdir(out) if n.endswith(".tar"))
+
+
+def _extension(path: str) -> str:
+    return os.path.splitext(path)[1].lstrip(".").lower()
+
+
+def build_webdataset(files, task, workers, spec):
+    """WebDataset as its documentation sets it up: its tar shards of the same bytes, shard shuffle,
+    a shuffle buffer, the same PIL work per sample, batched in a torch DataLoader's workers."""
+    import io
+
+    import torch
+    import webdataset as wds
+    torch.set_num_threads(1)
+    urls = _tar_shards(files, task, spec)
+    size, transform = task["size"], task["transform"]
+    mean = np.array(MEAN, np.float32) * 255
+    std = np.array(STD, np.float32) * 255
+
+    def sample(item):
+        data, label = item
+        x = pil_sample(io.BytesIO(data), transform, size, random.Random())
+        return ((x.astype(np.float32) - mean) / std).transpose(2, 0, 1), int(label)
+
+    ds = (wds.WebDataset(urls, shardshuffle=len(urls), empty_check=False).shuffle(1000)
+          .to_tuple(_extension(files[0][0]), "cls").map(sample).batched(task["batch"], partial=True))
+    loader = wds.WebLoader(ds, batch_size=None, num_workers=workers, persistent_workers=workers > 0)
+    return lambda: iter(loader)
+
+
+def build_fastload_tar(files, task, workers, spec):
+    """fastload on the same WebDataset shards (random access through its shard index)."""
+    import fastload as fl
+    urls = _tar_shards(files, task, spec)
+    ext = _extension(files[0][0])
+    loader = fl.Loader(fl.TarShards(urls, require=(ext, "cls")), batch_size=task["batch"], shuffle=True, seed=0,
+                       workers=max(1, workers), fields={ext: fastload_transforms(task), "cls": "index"},
+                       dtype="float32", layout="NCHW")
+    return lambda: ((batch[ext], batch["cls"]) for batch in loader)   # named fields: a dict per batch
+
+
 def build_grain(files, task, workers, spec):
     import grain
     size, transform = task["size"], task["transform"]
@@ -398,15 +462,16 @@ def build_dali(files, task, workers, spec):
     return lambda: ((b[0]["image"],) for b in it)
 
 
-BUILDERS = {"fastload": build_fastload, "fastload_packed": build_fastload_packed, "generator": build_generator,
-            "torch": build_torch, "ffcv": build_ffcv, "grain": build_grain, "spdl": build_spdl, "dali": build_dali}
+BUILDERS = {"fastload": build_fastload, "fastload_packed": build_fastload_packed, "fastload_tar": build_fastload_tar,
+            "generator": build_generator, "torch": build_torch, "webdataset": build_webdataset, "ffcv": build_ffcv,
+            "grain": build_grain, "spdl": build_spdl, "dali": build_dali}
 
 
 def measure(spec) -> dict:
     task = spec["task"]
     files = []
     # fastload lists the folder itself; the others get the harness's list (their dataset).
-    if task["transform"] != "multimodal" and not spec["builder"].startswith("fastload"):
+    if task["transform"] != "multimodal" and spec["builder"] not in ("fastload", "fastload_packed"):
         files = scan_folder(task["path"])
         spec["indices"] = subset(len(files), spec.get("max_images", 0))
         files = [files[i] for i in spec["indices"]]

@@ -70,10 +70,12 @@ def contenders(threads: int) -> list[Contender]:
     return [
         Contender("fastload", f"fastload, {threads} threads", "fastload"),
         Contender("fastload-packed", f"fastload, packed shards (fastload pack), {threads} threads", "fastload_packed"),
+        Contender("fastload-tar", f"fastload, WebDataset's tar shards, {threads} threads", "fastload_tar"),
         Contender("generator", "tutorial generator (PIL, np.stack), 1 thread", "generator", 0, capped=True),
         *[Contender(f"torch-{w}", f"torch DataLoader + PIL, {w} workers", "torch", w, capped=w < threads)
           for w in sorted({0, 1, threads})],
         Contender("pillow-simd", f"torch DataLoader + pillow-simd, {threads} workers", "torch", env="pillow-simd"),
+        Contender("webdataset", f"WebDataset + PIL, {threads} workers", "webdataset"),
         Contender("ffcv", f"FFCV (.beton), {threads} workers", "ffcv", env="ffcv"),
         Contender("spdl", f"SPDL (FFmpeg decode), {threads} threads", "spdl", env="spdl", capped=True),
         Contender("grain", f"Grain + PIL, {threads} threads", "grain", env="grain", capped=True),
