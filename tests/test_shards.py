@@ -68,6 +68,34 @@ def test_records_equal_webdatasets_own_reader(shards):
     np.testing.assert_array_equal(ts.labels(), [r["cls"] for r in ref])   # from the index, no reads
 
 
+def test_large_samples_read_member_by_member_equal_webdatasets_reader(tmp_path):
+    """Samples past the size at which a local shard's members are read one by one (large PNGs
+    and raw arrays), between small ones read whole: the same records as webdataset's reader, in
+    any order; a shard cut short after indexing fails the sample that reached past its end."""
+    rng = np.random.default_rng(3)
+    path = str(tmp_path / "big.tar")
+    with wds.TarWriter(path) as w:
+        for i in range(6):
+            big = i % 2 == 0
+            w.write({"__key__": f"s{i}", "png": encode(photo_like(300 if big else 20, 300 if big else 20, seed=i), "PNG"),
+                     "bin": rng.integers(0, 256, 90_000 if big else 10, dtype=np.uint8).tobytes(),
+                     "cls": i, "json": {"i": i}})
+    ts = fl.TarShards([path])
+    ref = [plain(r) for r in webdataset_samples([path])]
+    order = np.array([4, 1, 0, 5, 2, 3])
+    reads = []
+    read_ranges = ts.storage.read_ranges
+    ts.storage.read_ranges = lambda ranges: reads.append(len(ranges)) or read_ranges(ranges)
+    assert [plain(r) for r in ts.gather(order)] == [ref[i] for i in order]
+    assert reads == [4 + 1 + 4 + 1 + 4 + 1]   # a read per member of the large samples, one for each small one
+    assert len(ref[0]["bin"]) == 90_000 and len(ref[1]["bin"]) == 10
+    with open(path, "r+b") as f:   # after indexing: the last large sample now ends past the file
+        f.truncate(os.path.getsize(path) - 20_000 - 10240)
+    ts.gather(np.array([0, 1]))
+    with pytest.raises(fl.RecordError, match=r"big\.tar:s4.*reading failed: file ends at byte \d+"):
+        ts.gather(np.array([4]))
+
+
 def test_key_split_follows_webdataset(tmp_path):
     """Multi-dot extensions, directories in names, upper case, metadata and names without a dot."""
     names = ["a/b.seg.png", "a/b.JPG", "a/b.cls", "__meta__", "noext", "c.d.e.txt", "c.d.e.cls", "x/.y.txt"]

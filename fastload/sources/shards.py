@@ -73,6 +73,10 @@ def _decoder(ext: str):
         json.loads if last in _JSON_EXTS else None
 
 
+#: Samples of at least this many bytes in a local shard are read member by member (see gather).
+_MEMBER_READS = 64 << 10
+
+
 def decode_member(ext: str, data: bytes):
     """A member's value by the last part of its extension (see the module docstring)."""
     decode = _decoder(ext)
@@ -276,11 +280,11 @@ class TarShards(Source):
             plans.append((urls[s], lo, hi, smp))
         return plans
 
-    def _record(self, url: str, lo: int, smp: _Sample, data: bytes) -> dict:
+    def _record(self, url: str, smp: _Sample, blobs: list) -> dict:
         rec = {"__key__": smp.key, "__url__": url}
-        for ext, off, n in smp.members:
+        for (ext, _, _), blob in zip(smp.members, blobs):
             try:
-                rec[ext] = decode_member(ext, data[off - lo:off - lo + n])
+                rec[ext] = decode_member(ext, blob)
             except (ValueError, UnicodeDecodeError) as e:
                 raise RecordError(f"{url}:{smp.key}", f"member {smp.key}.{ext} cannot be decoded as "
                                                       f"{ext.rsplit('.', 1)[-1]}: {e}") from None
@@ -290,13 +294,23 @@ class TarShards(Source):
         return self.gather([self._check_index(index)])[0]
 
     def gather(self, indices) -> list:
+        # A sample is one read whose members are then sliced out, a copy each. A large sample of a
+        # local shard is read member by member instead, straight into the bytes returned: for
+        # 150 KB PNGs the second copy, and the page faults of its allocation, cost a third.
         plans = self._plans(indices)
-        datas = self.storage.read_ranges([(u, lo, hi) for u, lo, hi, _ in plans])
+        ranges, split = [], []
+        for url, lo, hi, smp in plans:
+            split.append(hi - lo >= _MEMBER_READS and self.storage.local_path_cached(url) is not None)
+            ranges += [(url, off, off + n) for _, off, n in smp.members] if split[-1] else [(url, lo, hi)]
+        datas = iter(self.storage.read_ranges(ranges))
         out = []
-        for (url, lo, _, smp), data in zip(plans, datas):
-            if isinstance(data, StorageError):
-                raise RecordError(f"{url}:{smp.key}", f"reading failed: {data.reason}")
-            out.append(self._record(url, lo, smp, data))
+        for (url, lo, _, smp), each in zip(plans, split):
+            got = [next(datas) for _ in (smp.members if each else (0,))]
+            bad = next((d for d in got if isinstance(d, StorageError)), None)
+            if bad is not None:
+                raise RecordError(f"{url}:{smp.key}", f"reading failed: {bad.reason}")
+            blobs = got if each else [got[0][off - lo:off - lo + n] for _, off, n in smp.members]
+            out.append(self._record(url, smp, blobs))
         return out
 
     def labels(self):
