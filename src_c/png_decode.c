@@ -318,6 +318,14 @@ static int row_failed(fl_png_decoder *d, int rc, int y, char *err)
     return rc == SPNG_EMEM ? FL_ERR_NOMEM : FL_ERR_DECODE;
 }
 
+/* Out of memory for the image's buffers: the image begun is dropped. */
+static int no_memory(fl_png_decoder *d, char *err)
+{
+    fl_png_abort(d);
+    fl_set_err(err, "out of memory for a %dx%d PNG", d->info.width, d->info.height);
+    return FL_ERR_NOMEM;
+}
+
 /* ---- the image data of a non-interlaced PNG ----------------------------------------------- */
 
 /* Where the first IDAT chunk starts (d->size when there is none; fl_png_begin
@@ -458,10 +466,8 @@ static int decode_rows(fl_png_decoder *d, int y1, size_t row_bytes, char *err)
                         * (size_t)in->bit_depth + 7) / 8;
     if ((size_t)in->height > SIZE_MAX / row_len
             || fl_buffer_reserve(&d->raw, row_len * (size_t)in->height) != FL_OK
-            || fl_buffer_reserve(&d->zero, row_bytes) != FL_OK) {
-        fl_set_err(err, "out of memory for a %dx%d PNG", in->width, in->height);
-        return FL_ERR_NOMEM;
-    }
+            || fl_buffer_reserve(&d->zero, row_bytes) != FL_OK)
+        return no_memory(d, err);
     int rc = FL_ERR_DECODE;
 #if FL_HAVE_LIBDEFLATE
     /* Inflating every row with libdeflate takes less time than zlib takes for
@@ -519,11 +525,8 @@ int fl_png_decode_begun(fl_png_decoder *d, int x0, int y0, int x1, int y1, fl_vi
         return spng_failed(d, rc, "bad PNG header", err);
     const size_t row_bytes = total / (size_t)info.height, stride = (size_t)info.width * 3;
     if ((size_t)info.height > SIZE_MAX / stride
-            || (info.interlaced && fl_buffer_reserve(&d->raw, row_bytes) != FL_OK)) {
-        fl_png_abort(d);
-        fl_set_err(err, "out of memory for a %dx%d PNG", info.width, info.height);
-        return FL_ERR_NOMEM;
-    }
+            || (info.interlaced && fl_buffer_reserve(&d->raw, row_bytes) != FL_OK))
+        return no_memory(d, err);
     /* Any getter has libspng read the chunks before the image data and check
      * them, CRCs included. Pillow checks no IDAT chunk's CRC; neither does
      * the non-interlaced path, which reads the IDAT chunks itself, nor, once
@@ -546,20 +549,15 @@ int fl_png_decode_begun(fl_png_decoder *d, int x0, int y0, int x1, int y1, fl_vi
              * starts, and each pixel is read before its RGB bytes are written
              * (no second image-sized buffer per thread). Narrower ones expand. */
             const int in_place = row_len >= stride;
-            if (!in_place && fl_buffer_reserve(&d->rgb, stride * (size_t)info.height) != FL_OK) {
-                fl_set_err(err, "out of memory for a %dx%d PNG", info.width, info.height);
-                return FL_ERR_NOMEM;
-            }
+            if (!in_place && fl_buffer_reserve(&d->rgb, stride * (size_t)info.height) != FL_OK)
+                return no_memory(d, err);
             whole.data = in_place ? d->raw.data : d->rgb.data;
             for (int y = y0; y < y1; y++)   /* rows above y0 are inflated, not converted */
                 convert_row(d, d->raw.data + (size_t)y * row_len + 1, info.width, whole.data + (size_t)y * stride, 3);
         }
     } else {
-        if (fl_buffer_reserve(&d->rgb, stride * (size_t)info.height) != FL_OK) {
-            fl_png_abort(d);
-            fl_set_err(err, "out of memory for a %dx%d PNG", info.width, info.height);
-            return FL_ERR_NOMEM;
-        }
+        if (fl_buffer_reserve(&d->rgb, stride * (size_t)info.height) != FL_OK)
+            return no_memory(d, err);
         spng_set_crc_action(d->ctx, SPNG_CRC_USE, SPNG_CRC_USE);
         if ((rc = spng_decode_image(d->ctx, NULL, 0, SPNG_FMT_RAW, SPNG_DECODE_PROGRESSIVE)) != 0)
             return spng_failed(d, rc, "cannot decode the PNG", err);

@@ -172,8 +172,8 @@ class PackedDataset(Source):
         columns = {name: self._ints[name][idx].tolist() for name in self._ints}
         pos = [0] * len(ids)
         for (name, kind), size in zip(blobs, sizes):
-            if len(blobs) == 1:
-                values = [bytes(d) for d in datas]
+            if len(blobs) == 1:   # the record is that one field's bytes
+                values = datas
             else:
                 ends = (np.asarray(pos) + size).tolist()
                 values = [bytes(d[p:e]) for d, p, e in zip(datas, pos, ends)]

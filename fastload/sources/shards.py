@@ -305,7 +305,7 @@ class TarShards(Source):
         datas = iter(self.storage.read_ranges(ranges))
         out = []
         for (url, lo, _, smp), each in zip(plans, split):
-            got = [next(datas) for _ in (smp.members if each else (0,))]
+            got = [next(datas) for _ in range(len(smp.members) if each else 1)]
             bad = next((d for d in got if isinstance(d, StorageError)), None)
             if bad is not None:
                 raise RecordError(f"{url}:{smp.key}", f"reading failed: {bad.reason}")
