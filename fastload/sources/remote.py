@@ -273,12 +273,15 @@ class Storage:
         fs, path = self.filesystem(url)
         self._call(url, lambda: fs.get_file(path, dst))
 
-    def open_stream(self, url: str, buffer_size: int = 1 << 22):
-        """A binary file object over ``url``: seekable, read in ``buffer_size`` ranges, each retried."""
+    def open_stream(self, url: str, buffer_size: int = 1 << 22, *, local_buffer: int = 1 << 20):
+        """A binary file object over ``url``: seekable, read in ``buffer_size`` ranges, each retried.
+
+        A local file is read ``local_buffer`` bytes at a time: large for reading it
+        through, small for skipping through it (a scan of tar headers)."""
         local = self.local_path(url)
         if local is not None:
             try:
-                return open(local, "rb")
+                return open(local, "rb", buffering=local_buffer)
             except OSError as e:
                 raise StorageError(url, _describe(e)) from e
         return io.BufferedReader(_RangeReader(self, url), buffer_size)

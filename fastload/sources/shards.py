@@ -26,11 +26,11 @@ from __future__ import annotations
 
 import concurrent.futures
 import functools
+import io
 import json
 import os
 import queue
 import re
-import tarfile
 import threading
 from typing import Iterator, Sequence
 
@@ -39,6 +39,7 @@ import numpy as np
 from ..errors import RecordError
 from ..pipeline import rng as randomness
 from ..pipeline.fluent import Fluent
+from . import _tar
 from .base import Source
 from .remote import Storage, StorageError, cache_name, expand_urls, is_url
 
@@ -83,45 +84,26 @@ def decode_member(ext: str, data: bytes):
     return data if decode is None else decode(data)
 
 
-def _damaged_end(tf, f, size: int) -> str | None:
-    """Why the archive ended where tarfile stopped, if that was not its end-of-archive marker.
-
-    tarfile takes an unreadable header after the first as the end of the archive;
-    a real end is a zero block (or the end of the file).
-    """
-    if tf.offset >= size:
-        return None
-    f.seek(tf.offset)
-    block = f.read(tarfile.BLOCKSIZE)
-    return None if not block.strip(b"\0") else f"unreadable tar header at byte {tf.offset}"
+def _tar_error(e: _tar.TarError) -> str:
+    return f"not a readable tar archive ({e.reason})" if e.offset == 0 else \
+        f"unreadable tar header at byte {e.offset} ({e.reason})"
 
 
-def _members(fileobj, size: int):
+def _members(fileobj):
     """``(name, data offset, size, .cls bytes or None)`` of every regular member, in order.
 
     A tar error ends the listing with ``(None, byte offset, 0, error message)``:
     the members before it are good.
     """
     try:
-        tf = tarfile.open(fileobj=fileobj, mode="r:")
-    except tarfile.TarError as e:
-        yield None, 0, 0, f"not a readable tar archive ({e})"
-        return
-    while True:
-        try:
-            ti = tf.next()
-        except (tarfile.TarError, EOFError, OSError) as e:
-            yield None, tf.offset, 0, f"unreadable tar header at byte {tf.offset} ({e})"
-            return
-        if ti is None:
-            err = _damaged_end(tf, fileobj, size)
-            if err is not None:
-                yield None, tf.offset, 0, err
-            return
-        if ti.isreg() and not _META.match(ti.name):
-            # A class label is a few bytes: keep it in the index, so labels() needs no reads.
-            label = tf.extractfile(ti).read() if ti.name.endswith(".cls") and ti.size <= 32 else None
-            yield ti.name, ti.offset_data, ti.size, label
+        for name, off, n in _tar.members(fileobj):
+            if not _META.match(name):
+                # A class label is a few bytes: keep it in the index, so labels() needs no reads.
+                yield name, off, n, fileobj.read(n) if name.endswith(".cls") and n <= 32 else None
+    except _tar.TarError as e:
+        yield None, e.offset, 0, _tar_error(e)
+    except OSError as e:
+        yield None, fileobj.tell(), 0, f"reading failed: {e}"
 
 
 class _Sample:
@@ -237,8 +219,8 @@ class TarShards(Source):
                     return size, [_Sample(k, [tuple(m) for m in ms], err, lab) for k, ms, err, lab in saved["samples"]]
             except (OSError, ValueError, KeyError, TypeError):
                 pass   # a stale or damaged index is rebuilt
-        with self.storage.open_stream(url) as f:   # headers only: tarfile seeks past the data
-            samples = _group(_members(f, size), size)
+        with self.storage.open_stream(url, local_buffer=io.DEFAULT_BUFFER_SIZE) as f:   # headers only: data skipped
+            samples = _group(_members(f), size)
         if path is not None:
             try:
                 os.makedirs(os.path.dirname(path), exist_ok=True)
@@ -352,16 +334,19 @@ class TarStream(Fluent):
         if not self.shuffle_buffer:
             yield from records
             return
-        buf = []
+        buf, draws = [], iter(())
         for r in records:
             if len(buf) < self.shuffle_buffer:
                 buf.append(r)
                 continue
-            j = int(rng.integers(len(buf)))
+            j = next(draws, None)
+            if j is None:   # drawn a block at a time: one call per record cost more than reading it
+                draws = iter(rng.integers(len(buf), size=1024).tolist())
+                j = next(draws)
             buf[j], r = r, buf[j]
             yield r
-        while buf:
-            yield buf.pop(int(rng.integers(len(buf))))
+        for j in rng.integers(np.arange(len(buf), 0, -1)).tolist():   # the rest, from len(buf), len(buf) - 1, ...
+            yield buf.pop(j)
 
     def _read_ahead(self, urls: list[str], chunk: int = 32, chunks: int = 8) -> Iterator[dict]:
         """The records of ``urls`` in order, read and parsed on a thread up to ``chunk * chunks`` ahead.
@@ -416,42 +401,31 @@ class TarStream(Fluent):
         except StorageError as e:
             raise RecordError(url, f"cannot open the shard: {e.reason}") from e
         with f:
-            try:
-                tf = tarfile.open(fileobj=f, mode="r:")
-            except tarfile.TarError as e:
-                raise RecordError(url, f"not a readable tar archive ({e})") from e
             rec = None
-            while True:
-                try:
-                    ti = tf.next()
-                except (tarfile.TarError, EOFError, OSError) as e:
-                    raise RecordError(url, f"unreadable tar header at byte {tf.offset} ({e})") from e
-                if ti is None:
-                    err = _damaged_end(tf, f, self.storage.size(url))
-                    if err is not None:
-                        raise RecordError(url, err)
-                    break
-                if not ti.isreg() or _META.match(ti.name):
-                    continue
-                try:
-                    data = tf.extractfile(ti).read()
-                except (tarfile.TarError, EOFError, OSError) as e:
-                    raise RecordError(url, f"member {ti.name}: unreadable ({e}): truncated shard?") from e
-                if len(data) != ti.size:
-                    raise RecordError(url, f"member {ti.name}: {len(data)} of {ti.size} bytes (truncated shard)")
-                key, ext = split_key(ti.name)
-                if key is None:
-                    continue
-                if rec is not None and rec["__key__"] != key:
-                    yield rec
-                    rec = None
-                if rec is None:
-                    rec = {"__key__": key, "__url__": url}
-                if ext in rec:
-                    raise RecordError(f"{url}:{key}", f"two members named {ti.name}")
-                try:
-                    rec[ext] = decode_member(ext, data)
-                except (ValueError, UnicodeDecodeError) as e:
-                    raise RecordError(f"{url}:{key}", f"member {ti.name} cannot be decoded: {e}") from None
+            try:
+                for name, _, size in _tar.members(f):
+                    if _META.match(name):
+                        continue
+                    key, ext = split_key(name)
+                    if key is None:
+                        continue
+                    data = f.read(size)
+                    if len(data) != size:
+                        raise RecordError(url, f"member {name}: {len(data)} of {size} bytes (truncated shard)")
+                    if rec is not None and rec["__key__"] != key:
+                        yield rec
+                        rec = None
+                    if rec is None:
+                        rec = {"__key__": key, "__url__": url}
+                    if ext in rec:
+                        raise RecordError(f"{url}:{key}", f"two members named {name}")
+                    try:
+                        rec[ext] = decode_member(ext, data)
+                    except (ValueError, UnicodeDecodeError) as e:
+                        raise RecordError(f"{url}:{key}", f"member {name} cannot be decoded: {e}") from None
+            except _tar.TarError as e:
+                raise RecordError(url, _tar_error(e)) from e
+            except OSError as e:   # a StorageError too
+                raise RecordError(url, f"reading failed at byte {f.tell()}: {e}") from e
             if rec is not None:
                 yield rec

@@ -1,0 +1,207 @@
+"""The tar header reader behind TarShards' index and stream, against the standard library's tarfile:
+every format tarfile writes (ustar, GNU, pax), long and non-ASCII names, pax global records, links,
+directories and devices, numbers in base 256, signed checksums; then every kind of damaged header."""
+import io
+import random
+import struct
+import tarfile
+
+import pytest
+
+from fastload.sources import _tar
+
+
+def tarfile_listing(data: bytes):
+    """(name, data offset, size, data) of every regular member, by tarfile."""
+    with tarfile.open(fileobj=io.BytesIO(data), mode="r:") as tf:
+        return [(ti.name, ti.offset_data, ti.size, tf.extractfile(ti).read()) for ti in tf if ti.isreg()]
+
+
+def listing(data: bytes):
+    """The same, by fastload's reader, reading each member's data where it leaves the file."""
+    f = io.BytesIO(data)
+    return [(name, off, size, f.read(size)) for name, off, size in _tar.members(f)]
+
+
+def archive(fmt, members, pax_headers=None) -> bytes:
+    """A tar written by tarfile: members are (name, data) for files, or TarInfos for the rest."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=fmt, pax_headers=pax_headers or {}) as tf:
+        for m in members:
+            if isinstance(m, tarfile.TarInfo):
+                tf.addfile(m)
+            else:
+                name, data = m
+                ti = tarfile.TarInfo(name)
+                ti.size = len(data)
+                tf.addfile(ti, io.BytesIO(data))
+    return buf.getvalue()
+
+
+def special(name, kind, **kw):
+    ti = tarfile.TarInfo(name)
+    ti.type = kind
+    for k, v in kw.items():
+        setattr(ti, k, v)
+    return ti
+
+
+def with_checksum(header: bytearray, signed=False) -> bytes:
+    header[148:156] = b" " * 8
+    total = sum(struct.unpack("512b" if signed else "512B", bytes(header)))
+    header[148:156] = b"%06o\0 " % (total & 0o777777)
+    return bytes(header)
+
+
+MEMBERS = [
+    ("a.jpg", b"\xff\xd8" + bytes(range(256)) * 3),
+    ("a.cls", b"3"),
+    ("empty.txt", b""),
+    ("one.bin", b"x"),
+    ("block.bin", b"y" * 512),
+    ("block1.bin", b"z" * 513),
+    ("dir/" * 30 + "deep.json", b'{"k": 1}'),          # 124 characters: a ustar prefix, or a long name
+    ("n" * 300 + ".txt", b"long"),                      # too long for a prefix: GNU L or pax path
+    ("caf\u00e9/\u00fcber.txt", "\u00fcber".encode()),  # non-ASCII: pax path in PAX_FORMAT
+    special("dir", tarfile.DIRTYPE),
+    special("link", tarfile.SYMTYPE, linkname="a.jpg"),
+    special("hard", tarfile.LNKTYPE, linkname="a.jpg"),
+    special("fifo", tarfile.FIFOTYPE),
+    special("dev", tarfile.CHRTYPE, devmajor=1, devminor=3),
+    ("after/all.bin", bytes(range(200))),
+]
+
+
+@pytest.mark.parametrize("fmt", [tarfile.USTAR_FORMAT, tarfile.GNU_FORMAT, tarfile.PAX_FORMAT])
+def test_every_format_lists_as_tarfile(fmt):
+    members = MEMBERS if fmt != tarfile.USTAR_FORMAT else [
+        m for m in MEMBERS if isinstance(m, tarfile.TarInfo) or (len(m[0]) < 200 and m[0].isascii())]
+    data = archive(fmt, members)
+    ref = tarfile_listing(data)
+    assert listing(data) == ref
+    assert len(ref) == sum(not isinstance(m, tarfile.TarInfo) for m in members)
+    assert [r[0] for r in ref] == [m[0] for m in members if not isinstance(m, tarfile.TarInfo)]
+
+
+def test_pax_global_records_and_size_override():
+    data = archive(tarfile.PAX_FORMAT, MEMBERS[:4], pax_headers={"comment": "global", "path": "everyone.txt"})
+    ref = tarfile_listing(data)
+    assert listing(data) == ref
+    assert {r[0] for r in ref} == {"everyone.txt"}   # a global path applies to every member, as tarfile has it
+    # a local pax size record overrides the size field of the header after it
+    ustar = bytearray(archive(tarfile.USTAR_FORMAT, [("big.bin", b"b" * 1000)]))
+    header = bytearray(ustar[:512])
+    header[124:136] = b"%011o\0" % 7
+    rec = b"13 size=1000\n"
+    pax = bytearray(header)
+    pax[0:100] = b"PaxHeader/big.bin".ljust(100, b"\0")
+    pax[124:136] = b"%011o\0" % len(rec)
+    pax[156:157] = b"x"
+    data = with_checksum(pax) + rec.ljust(512, b"\0") + with_checksum(header) + bytes(ustar[512:])
+    assert listing(data) == tarfile_listing(data) == [("big.bin", 1536, 1000, b"b" * 1000)]
+
+
+def test_webdataset_writer():
+    wds = pytest.importorskip("webdataset")
+    buf = io.BytesIO()
+    w = wds.TarWriter(buf)
+    for i in range(20):
+        w.write({"__key__": f"s/{i:04d}", "jpg": bytes([i]) * (i * 97), "cls": i, "json": {"i": i}})
+    w.close()
+    data = buf.getvalue()
+    got = listing(data)
+    assert got == tarfile_listing(data) and len(got) == 60
+
+
+def test_base256_size_and_signed_checksum():
+    data = bytearray(archive(tarfile.GNU_FORMAT, [("a.bin", b"q" * 700), ("b.bin", b"r")]))
+    data[124:136] = b"\x80" + (700).to_bytes(11, "big")          # GNU base-256, as for sizes over 8 GiB
+    data[0:512] = with_checksum(bytearray(data[0:512]))
+    assert listing(bytes(data)) == tarfile_listing(bytes(data)) == [
+        ("a.bin", 512, 700, b"q" * 700), ("b.bin", 2048, 1, b"r")]
+    latin = bytearray(archive(tarfile.USTAR_FORMAT, [("x.bin", b"s" * 3)]))
+    latin[0:5] = b"\xe9t\xe9.b"                                   # bytes >= 128: the signed sum differs
+    latin[0:512] = with_checksum(bytearray(latin[0:512]), signed=True)
+    assert listing(bytes(latin)) == tarfile_listing(bytes(latin))
+    assert listing(bytes(latin))[0][0] == "\udce9t\udce9.b"   # undecodable bytes kept, as tarfile keeps them
+
+
+def test_end_of_archive():
+    data = archive(tarfile.GNU_FORMAT, MEMBERS[:3])
+    ref = tarfile_listing(data)
+    cut = -(-len(data.rstrip(b"\0")) // 512) * 512   # the archive without its zero blocks
+    assert listing(data[:cut]) == tarfile_listing(data[:cut]) == ref   # no end marker: the end of the file
+    assert listing(data + b"garbage" * 200) == ref                      # what follows the marker is not read
+    assert listing(data[:cut] + b"\0" * 100) == ref                     # a short zero tail ends it too
+    assert listing(b"\0" * 1024) == tarfile_listing(b"\0" * 1024) == []
+
+
+@pytest.mark.parametrize("fmt", [tarfile.GNU_FORMAT, tarfile.PAX_FORMAT])
+def test_damaged_headers_never_pass(fmt):
+    """Any one byte changed in any header block (extended headers included) fails at that header,
+    or at the extended header before it: never a member listed with a wrong name, offset or size."""
+    data = archive(fmt, MEMBERS)
+    headers = []
+    f = io.BytesIO(data)
+    with tarfile.open(fileobj=f, mode="r:") as tf:
+        for ti in tf:
+            headers.append(ti.offset)
+            headers += range(ti.offset + 512, ti.offset_data - 511, 512)   # extended header data: not checked
+    ext_starts = sorted(set(headers))
+    rnd = random.Random(0)
+    for _ in range(400):
+        at = rnd.choice(ext_starts)
+        pos = at + rnd.randrange(512)
+        damaged = bytearray(data)
+        damaged[pos] ^= 1 << rnd.randrange(8)
+        try:
+            got = listing(bytes(damaged))
+        except _tar.TarError as e:
+            assert e.offset <= at, (pos, e)
+            continue
+        # An extended header's data has no checksum: a change there may only rename a member
+        # (pax path, GNU long name) or be ignored, as tarfile does with it.
+        assert got == tarfile_listing(bytes(damaged)), pos
+
+
+def test_error_offsets_and_reasons():
+    data = archive(tarfile.GNU_FORMAT, [("a.bin", b"a" * 600), ("b.bin", b"b" * 10), ("c.bin", b"c")])
+    second = 512 + 1024
+    renamed = data[:second] + b"c" + data[second + 1:]
+    with pytest.raises(_tar.TarError, match="bad checksum at byte 1536") as e:
+        listing(renamed)
+    assert e.value.offset == second and e.value.reason == "bad checksum"
+    with pytest.raises(_tar.TarError, match="invalid number in tar header at byte 1536"):
+        listing(data[:second] + b"\x07" * 512 + data[second + 512:])
+    with pytest.raises(_tar.TarError, match="truncated header at byte 1536"):
+        listing(data[:second + 100])
+    with pytest.raises(_tar.TarError, match="empty file at byte 0"):
+        listing(b"")
+    with pytest.raises(_tar.TarError, match="invalid number in tar header at byte 0"):
+        listing(b"not a tar" * 100)   # text where the checksum's octal digits belong
+    bad = bytearray(data[:512])
+    bad[124:136] = b"12x45678901\0"
+    with pytest.raises(_tar.TarError, match="invalid number in tar header at byte 0"):
+        listing(with_checksum(bad) + data[512:])
+    sparse = bytearray(data[:512])
+    sparse[156:157] = b"S"
+    with pytest.raises(_tar.TarError, match="sparse members are not supported"):
+        listing(with_checksum(sparse) + data[512:])
+    longname = archive(tarfile.GNU_FORMAT, [("L" * 200, b"x")])
+    with pytest.raises(_tar.TarError, match="truncated extended header at byte 0"):
+        listing(longname[:600])
+    with pytest.raises(_tar.TarError, match="extended header without a member after it at byte 0"):
+        listing(longname[:1024] + b"\0" * 1024)
+
+
+def test_links_and_directories_carry_no_data():
+    """A link or directory header's size field is not followed by data (tarfile reads the next header
+    right after it); an unknown type's data is skipped by its size."""
+    data = bytearray(archive(tarfile.GNU_FORMAT, [special("link", tarfile.SYMTYPE, linkname="x"), ("a.bin", b"a")]))
+    data[124:136] = b"%011o\0" % 600
+    data[0:512] = with_checksum(bytearray(data[0:512]))
+    assert listing(bytes(data)) == tarfile_listing(bytes(data)) == [("a.bin", 1024, 1, b"a")]
+    unknown = bytearray(archive(tarfile.GNU_FORMAT, [("v.bin", b"v" * 600), ("a.bin", b"a")]))
+    unknown[156:157] = b"V"   # a volume label: not a file, its data passed over
+    unknown[0:512] = with_checksum(bytearray(unknown[0:512]))
+    assert listing(bytes(unknown)) == tarfile_listing(bytes(unknown)) == [("a.bin", 2048, 1, b"a")]
