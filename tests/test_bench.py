@@ -20,7 +20,7 @@ pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="fa
 TINY = {"tasks": tuple(t.name for t in TASKS), "imagenet": 16, "small": 96, "png": 8, "multimodal": 40, "memory": (64, 256), "runs": 3, "cap": 16,
         "timeout": 180}
 # The environments' contenders are left to `fastload bench`; WebDataset runs where it is installed (CI).
-RUN = ["fastload", "fastload-packed", "fastload-tar", "generator", "torch-0"] + \
+RUN = ["fastload", "fastload-packed", "fastload-tar", "fastload-stream", "generator", "torch-0"] + \
     (["webdataset"] if importlib.util.find_spec("webdataset") else [])
 
 

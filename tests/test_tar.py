@@ -20,7 +20,7 @@ def tarfile_listing(data: bytes):
 def listing(data: bytes):
     """The same, by fastload's reader, reading each member's data where it leaves the file."""
     f = io.BytesIO(data)
-    return [(name, off, size, f.read(size)) for name, off, size in _tar.members(f)]
+    return [(name, off, size, f.read(size)) for name, off, size in _tar.members(f, len(data))]
 
 
 def archive(fmt, members, pax_headers=None) -> bytes:
@@ -187,6 +187,11 @@ def test_error_offsets_and_reasons():
     sparse[156:157] = b"S"
     with pytest.raises(_tar.TarError, match="sparse members are not supported"):
         listing(with_checksum(sparse) + data[512:])
+    huge = bytearray(archive(tarfile.PAX_FORMAT, [("\u00e9.bin", b"x")])[:512])   # a pax header ...
+    assert huge[156:157] == b"x"
+    huge[124:136] = b"\x80" + (10 ** 15).to_bytes(11, "big")                   # ... claiming a petabyte
+    with pytest.raises(_tar.TarError, match="truncated extended header at byte 0"):
+        listing(with_checksum(huge) + data)   # refused before any read is attempted
     longname = archive(tarfile.GNU_FORMAT, [("L" * 200, b"x")])
     with pytest.raises(_tar.TarError, match="truncated extended header at byte 0"):
         listing(longname[:600])

@@ -378,6 +378,18 @@ def build_fastload_tar(files, task, workers, spec):
     return lambda: ((batch[ext], batch["cls"]) for batch in loader)   # named fields: a dict per batch
 
 
+def build_fastload_stream(files, task, workers, spec):
+    """fastload streaming the same WebDataset shards front to back, as WebDataset reads them: the
+    shards in a shuffled order, then a shuffle buffer of 1000 samples."""
+    import fastload as fl
+    urls = _tar_shards(files, task, spec)
+    ext = _extension(files[0][0])
+    loader = fl.Loader(fl.TarShards(urls).stream(shuffle_buffer=1000, seed=0), batch_size=task["batch"],
+                       workers=max(1, workers), fields={ext: fastload_transforms(task), "cls": "index"},
+                       dtype="float32", layout="NCHW")
+    return lambda: ((batch[ext], batch["cls"]) for batch in loader)
+
+
 def build_grain(files, task, workers, spec):
     import grain
     size, transform = task["size"], task["transform"]
@@ -463,6 +475,7 @@ def build_dali(files, task, workers, spec):
 
 
 BUILDERS = {"fastload": build_fastload, "fastload_packed": build_fastload_packed, "fastload_tar": build_fastload_tar,
+            "fastload_stream": build_fastload_stream,
             "generator": build_generator, "torch": build_torch, "webdataset": build_webdataset, "ffcv": build_ffcv,
             "grain": build_grain, "spdl": build_spdl, "dali": build_dali}
 

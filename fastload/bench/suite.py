@@ -71,6 +71,7 @@ def contenders(threads: int) -> list[Contender]:
         Contender("fastload", f"fastload, {threads} threads", "fastload"),
         Contender("fastload-packed", f"fastload, packed shards (fastload pack), {threads} threads", "fastload_packed"),
         Contender("fastload-tar", f"fastload, WebDataset's tar shards, {threads} threads", "fastload_tar"),
+        Contender("fastload-stream", f"fastload, the same shards streamed, {threads} threads", "fastload_stream"),
         Contender("generator", "tutorial generator (PIL, np.stack), 1 thread", "generator", 0, capped=True),
         *[Contender(f"torch-{w}", f"torch DataLoader + PIL, {w} workers", "torch", w, capped=w < threads)
           for w in sorted({0, 1, threads})],

@@ -75,13 +75,14 @@ def _pax(data: bytes, offset: int) -> dict[str, bytes]:
     return out
 
 
-def members(f: BinaryIO) -> Iterator[tuple[str, int, int]]:
+def members(f: BinaryIO, length: int) -> Iterator[tuple[str, int, int]]:
     """``(name, data offset, size)`` of each regular member of the tar archive ``f`` reads, in order.
 
-    ``f`` is a seekable binary file positioned at the archive's start. After each
-    member is yielded, ``f`` is at its data: read it, or not; the next step seeks
-    past it. Raises :class:`TarError` for an unreadable header, and ``OSError``
-    from ``f``.
+    ``f`` is a seekable binary file positioned at the start of an archive of
+    ``length`` bytes. After each member is yielded, ``f`` is at its data: read
+    it, or not; the next step seeks past it. A member may reach past ``length``
+    (a truncated archive): the caller checks before reading. Raises
+    :class:`TarError` for an unreadable header, and ``OSError`` from ``f``.
     """
     offset = 0
     glob: dict[str, bytes] = {}   # pax global records: they apply to every later member
@@ -105,6 +106,8 @@ def members(f: BinaryIO) -> Iterator[tuple[str, int, int]]:
         if size < 0:
             raise TarError(offset, "negative size")
         if kind in (0x78, 0x67, 0x4C, 0x4B):   # x g: pax records; L K: GNU long name or link
+            if data_at + size > length:   # checked first: a damaged size must not become a huge read
+                raise TarError(offset, "truncated extended header")
             here = f.read(size)
             if len(here) != size:
                 raise TarError(offset, "truncated extended header")

@@ -89,14 +89,14 @@ def _tar_error(e: _tar.TarError) -> str:
         f"unreadable tar header at byte {e.offset} ({e.reason})"
 
 
-def _members(fileobj):
+def _members(fileobj, size: int):
     """``(name, data offset, size, .cls bytes or None)`` of every regular member, in order.
 
     A tar error ends the listing with ``(None, byte offset, 0, error message)``:
     the members before it are good.
     """
     try:
-        for name, off, n in _tar.members(fileobj):
+        for name, off, n in _tar.members(fileobj, size):
             if not _META.match(name):
                 # A class label is a few bytes: keep it in the index, so labels() needs no reads.
                 yield name, off, n, fileobj.read(n) if name.endswith(".cls") and n <= 32 else None
@@ -220,7 +220,7 @@ class TarShards(Source):
             except (OSError, ValueError, KeyError, TypeError):
                 pass   # a stale or damaged index is rebuilt
         with self.storage.open_stream(url, local_buffer=io.DEFAULT_BUFFER_SIZE) as f:   # headers only: data skipped
-            samples = _group(_members(f), size)
+            samples = _group(_members(f, size), size)
         if path is not None:
             try:
                 os.makedirs(os.path.dirname(path), exist_ok=True)
@@ -403,12 +403,16 @@ class TarStream(Fluent):
         with f:
             rec = None
             try:
-                for name, _, size in _tar.members(f):
+                total = self.storage.size(url)
+                for name, off, size in _tar.members(f, total):
                     if _META.match(name):
                         continue
                     key, ext = split_key(name)
                     if key is None:
                         continue
+                    if off + size > total:
+                        raise RecordError(url, f"member {name}: {max(0, total - off)} of {size} bytes "
+                                               "(truncated shard)")
                     data = f.read(size)
                     if len(data) != size:
                         raise RecordError(url, f"member {name}: {len(data)} of {size} bytes (truncated shard)")
