@@ -69,7 +69,7 @@ def test_batch_at_from_threads(image_folder):
             assert_same(batch, ref[e][b])
 
 
-@pytest.mark.parametrize("backend", ["torch", "jax"])
+@pytest.mark.parametrize("backend", ["torch", "jax", "tensorflow"])
 def test_keras_fit_sees_the_reference_batches(image_folder, backend):
     for module in ("keras", backend):   # imported in the child, under the backend chosen there
         if importlib.util.find_spec(module) is None:

@@ -4,6 +4,8 @@
   adapter, which ``model.fit`` takes on the torch, JAX and TensorFlow backends.
 - :mod:`fastload.integrations.jax`: ``device_put(batch)``, batches as ``jax.Array`` with
   integer labels narrowed explicitly (and checked) rather than silently.
+- :mod:`fastload.integrations.tf`: ``as_dataset(loader)`` (``loader.tf_dataset()``), the
+  loader as a ``tf.data.Dataset`` whose every pass is the loader's next epoch.
 
-Neither framework is imported by ``import fastload``.
+No framework is imported by ``import fastload``.
 """

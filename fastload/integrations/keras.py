@@ -87,8 +87,9 @@ class KerasDataset(DataAdapter):
 
     def get_tf_dataset(self):
         import tensorflow as tf
-        first = self._structure(next(iter(self._batches())))
-        signature = _tf_signature(first, tf)
+
+        from .tf import _arrays, _signature
+        signature = _signature(_arrays(self._structure(next(iter(self._batches())))), tf)
         return tf.data.Dataset.from_generator(self.get_numpy_iterator, output_signature=signature) \
             .prefetch(tf.data.AUTOTUNE)
 
@@ -130,12 +131,3 @@ class KerasDataset(DataAdapter):
         def pick(keys):
             return batch[keys] if isinstance(keys, str) else {k: batch[k] for k in keys}
         return pick(self.inputs), pick(self.targets)
-
-
-def _tf_signature(batch, tf):
-    if isinstance(batch, dict):
-        return {k: _tf_signature(v, tf) for k, v in batch.items()}
-    if isinstance(batch, tuple):
-        return tuple(_tf_signature(v, tf) for v in batch)
-    arr = np.asarray(batch)
-    return tf.TensorSpec((None, *arr.shape[1:]), tf.as_dtype(arr.dtype))

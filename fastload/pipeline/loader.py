@@ -177,6 +177,14 @@ class Loader(Fluent):
         from ..integrations.keras import KerasDataset
         return KerasDataset(self, **kwargs)
 
+    def tf_dataset(self, **kwargs):
+        """This loader as a ``tf.data.Dataset``: each pass is the loader's next epoch.
+
+        Keyword arguments (``prefetch=``) go to :func:`fastload.integrations.tf.as_dataset`.
+        """
+        from ..integrations.tf import as_dataset
+        return as_dataset(self, **kwargs)
+
     def __reduce__(self):
         """Pickles as its arguments and position (the compiled plan is rebuilt), e.g. across spawn."""
         return _rebuild, (self._init, self._position)

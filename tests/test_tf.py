@@ -1,0 +1,139 @@
+"""TensorFlow: what a tf.data.Dataset of the loader yields equals the copy=True batches, pass by pass,
+for indexed sources and streams, tuples and dicts; a GradientTape loop on it learns."""
+import os
+
+import numpy as np
+import pytest
+
+import fastload as fl
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+tf = pytest.importorskip("tensorflow")
+
+TRANSFORMS = [fl.RandomResizedCrop(24), fl.RandomHorizontalFlip(), fl.Normalize([0.5] * 3, [0.25] * 3)]
+
+
+def make_loader(root, **kw):
+    return fl.Loader(fl.ImageFolder(root), **{"batch_size": 5, "shuffle": True, "seed": 5, "workers": 2,
+                                              "layout": "NHWC", "transforms": TRANSFORMS, **kw})
+
+
+def reference(root, epochs):
+    loader = make_loader(root, copy=True)
+    return [list(loader) for _ in range(epochs)]
+
+
+def numpy(batch):
+    if isinstance(batch, dict):
+        return {k: numpy(v) for k, v in batch.items()}
+    if isinstance(batch, (tuple, list)) and not isinstance(batch, np.ndarray):
+        return tuple(numpy(v) for v in batch)
+    return batch.numpy() if hasattr(batch, "numpy") else np.asarray(batch)
+
+
+def assert_batches(got, want):
+    assert len(got) == len(want)
+    for i, (g, w) in enumerate(zip(got, want)):
+        g = numpy(g)
+        if isinstance(w, dict):
+            assert sorted(g) == sorted(w), i
+            pairs = [(g[k], w[k]) for k in w]
+        else:
+            pairs = list(zip(g, w))
+        for a, b in pairs:
+            b = np.asarray(b, dtype=object) if isinstance(b, list) else b
+            if b.dtype == object:   # strings come back from TensorFlow as bytes
+                b = np.array([v.encode() if isinstance(v, str) else v for v in b], dtype=object)
+            assert a.shape == b.shape and a.dtype == b.dtype, (i, a.shape, a.dtype, b.shape, b.dtype)
+            np.testing.assert_array_equal(a, b)
+
+
+def test_every_pass_is_the_loaders_next_epoch(image_folder):
+    want = reference(image_folder, 2)
+    loader = make_loader(image_folder)
+    ds = loader.tf_dataset()
+    assert ds.element_spec == (tf.TensorSpec((None, 24, 24, 3), tf.float32), tf.TensorSpec((None,), tf.int64))
+    held = [list(ds), list(ds)]   # every tensor of two epochs kept: their slots must not be refilled
+    assert loader.state_dict()["epoch"] == 2 and loader.state_dict()["batch"] == 0
+    assert_batches(held[0], want[0])
+    assert_batches(held[1], want[1])
+    assert len(held[0][-1][0]) == 24 % 5   # the last, partial batch
+    for x, y in ds:   # a plain loop over the dataset: the third epoch
+        assert x.dtype == tf.float32 and y.dtype == tf.int64
+    assert loader.state_dict()["epoch"] == 3
+
+
+def test_leaving_a_pass_early_resumes_where_it_stopped(image_folder):
+    want = reference(image_folder, 2)
+    loader = make_loader(image_folder)
+    ds = loader.tf_dataset()   # no tf.data buffer: the loader stops where the loop left
+    got = []
+    for batch in ds:
+        got.append(batch)
+        if len(got) == 2:
+            break
+    assert loader.state_dict()["batch"] == 2
+    rest = list(ds)
+    assert_batches(got + rest, want[0])
+    assert_batches(list(ds), want[1])
+    # with tf.data's prefetch the pass holds leases on buffered batches and, left early, skips them
+    buffered = make_loader(image_folder).tf_dataset(prefetch=3)
+    held = list(buffered)
+    assert_batches(held, want[0])
+
+
+def test_a_stream_of_dict_records_with_a_string_column(image_folder):
+    src = fl.ImageFolder(image_folder)
+    rows = [{"img": p, "cls": int(y), "name": os.path.basename(p)} for p, y in (src[i] for i in range(len(src)))]
+    stream = fl.IterableRecords(lambda: iter(rows))
+    kw = dict(batch_size=7, layout="NHWC", fields={"img": [fl.Resize((16, 16))], "cls": "index", "name": None})
+    want = list(fl.Loader(stream, copy=True, **kw))
+    ds = fl.Loader(stream, **kw).tf_dataset()
+    assert ds.element_spec == {"img": tf.TensorSpec((None, 16, 16, 3), tf.float32),
+                               "cls": tf.TensorSpec((None,), tf.int64), "name": tf.TensorSpec((None,), tf.string)}
+    first, second = list(ds), list(ds)   # the first pass starts from the batch the signature was read from
+    assert_batches(first, want)
+    assert_batches(second, want)
+    assert [len(b["cls"]) for b in first] == [7, 7, 7, 3]
+
+
+def test_what_tensorflow_cannot_take_is_refused_by_name(image_folder):
+    src = fl.ImageFolder(image_folder)
+    records = fl.ListSource([{"img": p, "meta": {"i": i}} for i, (p, _) in enumerate(src[i] for i in range(len(src)))])
+    loader = fl.Loader(records, batch_size=4, layout="NHWC", fields={"img": [fl.Resize((8, 8))], "meta": None})
+    with pytest.raises(TypeError, match=r"batch column 'meta' holds dict values"):
+        loader.tf_dataset()
+    pytest.importorskip("torch")
+    with pytest.raises(ValueError, match=r"output='numpy'.*got output='torch'"):
+        make_loader(image_folder, output="torch").tf_dataset()
+
+
+def test_a_gradient_tape_loop_learns(tmp_path):
+    from fastload.synthetic import make_image_folder
+    root = make_image_folder(str(tmp_path / "train"), classes=4, per_class=40, size=(48, 48), seed=1)
+    loader = fl.Loader(fl.ImageFolder(root), batch_size=32, shuffle=True, seed=0, layout="NHWC",
+                       transforms=[fl.RandomResizedCrop(32, scale=(0.5, 1.0)), fl.RandomHorizontalFlip(),
+                                   fl.Normalize([0.5] * 3, [0.25] * 3)])
+    # Plain TensorFlow ops: tf.keras is Keras 3, which follows KERAS_BACKEND (torch in CI).
+    init = tf.random.stateless_normal
+    params = [tf.Variable(init((3, 3, 3, 16), (0, 1), stddev=0.3)), tf.Variable(tf.zeros(16)),
+              tf.Variable(init((3, 3, 16, 32), (0, 2), stddev=0.1)), tf.Variable(tf.zeros(32)),
+              tf.Variable(init((32, 4), (0, 3), stddev=0.1)), tf.Variable(tf.zeros(4))]
+    w1, b1, w2, b2, wd, bd = params
+
+    @tf.function
+    def step(x, y):
+        with tf.GradientTape() as tape:
+            h = tf.nn.relu(tf.nn.conv2d(x, w1, 2, "SAME") + b1)
+            h = tf.nn.relu(tf.nn.conv2d(h, w2, 2, "SAME") + b2)
+            logits = tf.reduce_mean(h, axis=[1, 2]) @ wd + bd
+            loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(y, logits))
+        for p, g in zip(params, tape.gradient(loss, params)):
+            p.assign_sub(0.2 * g)
+        return loss
+
+    ds = loader.tf_dataset()
+    losses = []
+    for _ in range(8):
+        losses.append(float(np.mean([step(x, y) for x, y in ds])))
+    assert min(losses[1:]) < 0.75 * losses[0], losses
