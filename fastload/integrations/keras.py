@@ -26,7 +26,6 @@ name for it); ``get_data_adapter`` takes any instance of it as it is.
 from __future__ import annotations
 
 import keras
-import numpy as np
 from keras.src.trainers.data_adapters import data_adapter_utils
 from keras.src.trainers.data_adapters.data_adapter import DataAdapter
 
