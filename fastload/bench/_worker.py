@@ -367,27 +367,27 @@ def build_webdataset(files, task, workers, spec):
     return lambda: iter(loader)
 
 
-def build_fastload_tar(files, task, workers, spec):
-    """fastload on the same WebDataset shards (random access through its shard index)."""
+def _fastload_on_shards(files, task, workers, spec, stream: bool):
+    """fastload on the same WebDataset shards: random access through its shard index, or streamed
+    front to back as WebDataset reads them (the shards in a shuffled order, then a shuffle buffer
+    of 1000 samples)."""
     import fastload as fl
-    urls = _tar_shards(files, task, spec)
-    ext = _extension(files[0][0])
-    loader = fl.Loader(fl.TarShards(urls, require=(ext, "cls")), batch_size=task["batch"], shuffle=True, seed=0,
-                       workers=max(1, workers), fields={ext: fastload_transforms(task), "cls": "index"},
-                       dtype="float32", layout="NCHW")
+    urls, ext = _tar_shards(files, task, spec), _extension(files[0][0])
+    if stream:
+        source, order = fl.TarShards(urls).stream(shuffle_buffer=1000, seed=0), {}
+    else:
+        source, order = fl.TarShards(urls, require=(ext, "cls")), {"shuffle": True, "seed": 0}
+    loader = fl.Loader(source, batch_size=task["batch"], workers=max(1, workers), **order,
+                       fields={ext: fastload_transforms(task), "cls": "index"}, dtype="float32", layout="NCHW")
     return lambda: ((batch[ext], batch["cls"]) for batch in loader)   # named fields: a dict per batch
 
 
+def build_fastload_tar(files, task, workers, spec):
+    return _fastload_on_shards(files, task, workers, spec, stream=False)
+
+
 def build_fastload_stream(files, task, workers, spec):
-    """fastload streaming the same WebDataset shards front to back, as WebDataset reads them: the
-    shards in a shuffled order, then a shuffle buffer of 1000 samples."""
-    import fastload as fl
-    urls = _tar_shards(files, task, spec)
-    ext = _extension(files[0][0])
-    loader = fl.Loader(fl.TarShards(urls).stream(shuffle_buffer=1000, seed=0), batch_size=task["batch"],
-                       workers=max(1, workers), fields={ext: fastload_transforms(task), "cls": "index"},
-                       dtype="float32", layout="NCHW")
-    return lambda: ((batch[ext], batch["cls"]) for batch in loader)
+    return _fastload_on_shards(files, task, workers, spec, stream=True)
 
 
 def build_grain(files, task, workers, spec):

@@ -55,13 +55,10 @@ def as_dataset(loader, *, prefetch: int | None = None):
         except StopIteration:
             raise ValueError("the loader yields no batches") from None
     signature = _signature(first, tf)
-    held = [None, None] if peeked is None else [first, peeked]   # what the first pass starts from
+    pending = [] if peeked is None else [(first, peeked)]   # a stream's first pass starts from its peeked batch
 
     def batches():
-        it, head = held[1], held[0]
-        held[:] = [None, None]
-        if it is None:
-            it, head = iter(loader), None
+        head, it = pending.pop() if pending else (None, iter(loader))
         try:
             if head is not None:
                 yield head
