@@ -193,3 +193,34 @@ def test_the_suite_says_it_runs_on_linux_only(monkeypatch, tmp_path):
     with pytest.raises(RuntimeError, match=r"fastload bench runs on Linux only \(this is win32\): it reads CPU"):
         run_suite(out=str(tmp_path), mode="quick")
     assert not os.listdir(tmp_path)
+
+
+def test_the_memory_sampler_counts_a_worker_started_after_it_began(tmp_path):
+    """A DataLoader starts its workers after the process itself: the tree is listed again, so a
+    child's memory is counted, and a child that has exited is dropped from the sum."""
+    pytest.importorskip("psutil")
+    import time
+
+    from fastload.bench.suite import _RssSampler
+    child = ("import numpy as np, time; a = np.ones(200 << 20, np.uint8); "
+             "open(__import__('sys').argv[1], 'w').close(); time.sleep(1.5)")
+    ready = tmp_path / "ready"
+    parent = subprocess.Popen([sys.executable, "-c",
+                               f"import subprocess, sys, time; time.sleep(0.3); "
+                               f"subprocess.run([sys.executable, '-c', {child!r}, {str(ready)!r}])"])
+    try:
+        sampler = _RssSampler(parent.pid)
+        sampler.sample()
+        first = sampler.peak
+        assert 0 < first < 100 << 20
+        deadline = time.monotonic() + 30
+        while not ready.exists() and time.monotonic() < deadline:
+            sampler.sample()
+            time.sleep(0.02)
+        for _ in range(50):   # a second: two of the sampler's relists
+            sampler.sample()
+            time.sleep(0.02)
+        assert sampler.peak >= first + (200 << 20)
+    finally:
+        parent.kill()
+        parent.wait()

@@ -306,8 +306,11 @@ def _name(value) -> str:
 def _encode(values, failures):
     """bytes for the C loop; whether they are all paths (True), all payloads (False) or mixed (None);
     and {i: RGB array} for values that are pixels already."""
-    if all(type(v) is str for v in values):   # the common chunk: paths from a folder source
+    types = set(map(type, values))
+    if types <= {str}:      # the common chunks: paths from a folder source,
         return [v.encode(*_FS_CODEC) for v in values], True, {}
+    if types == {bytes}:    # or encoded files from shards
+        return list(values), False, {}
     items, kinds, arrays = [], set(), {}
     for i, v in enumerate(values):
         if not isinstance(v, (str, bytes)):
