@@ -311,3 +311,16 @@ def test_stream_stops_at_a_truncated_shard_naming_it(shards):
         for r in fl.TarShards(shards).stream():
             seen.append(r["__key__"])
     assert len(seen) == PER_SHARD + 3   # every whole sample before the cut, none after
+
+
+def test_member_names_split_as_webdataset_splits_them():
+    """Key and extension of a member name by webdataset's own rule (its extension lower-cased here),
+    on names with and without folders, leading, doubled and trailing dots, and odd characters."""
+    from fastload.sources.shards import split_key
+    rng = np.random.default_rng(0)
+    alphabet = list("ab./_X \n\u00e9")
+    names = ["a.jpg", "dir/a.b.JPG", ".hidden", "noext", "a.", "x/.y", "a.b/c", "a/b/", "", "./a.b"]
+    names += ["".join(rng.choice(alphabet, size=int(rng.integers(0, 10)))) for _ in range(20000)]
+    for name in names:
+        base, ext = tariterators.base_plus_ext(name)
+        assert split_key(name) == (base, None if ext is None else ext.lower()), repr(name)

@@ -55,6 +55,9 @@ _META = re.compile(r"__[^/]*__($|/)")                 # webdataset's skip_meta
 
 def split_key(name: str) -> tuple[str | None, str | None]:
     """``(key, extension)`` of a member name, by WebDataset's rule; ``(None, None)`` if it has no dot."""
+    if "/" not in name:   # the common name, where the rule is: up to the first dot, and the rest
+        dot = name.find(".")
+        return (name[:dot], name[dot + 1:].lower()) if dot > 0 else (None, None)
     m = _KEY.match(name)
     return (m.group(1), m.group(2).lower()) if m else (None, None)
 
@@ -405,7 +408,7 @@ class TarStream(Fluent):
             try:
                 total = self.storage.size(url)
                 for name, off, size in _tar.members(f, total):
-                    if _META.match(name):
+                    if name.startswith("__") and _META.match(name):
                         continue
                     key, ext = split_key(name)
                     if key is None:
