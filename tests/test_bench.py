@@ -4,6 +4,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -196,11 +197,9 @@ def test_the_suite_says_it_runs_on_linux_only(monkeypatch, tmp_path):
 
 
 def test_the_memory_sampler_counts_a_worker_started_after_it_began(tmp_path):
-    """A DataLoader starts its workers after the process itself: the tree is listed again, so a
-    child's memory is counted, and a child that has exited is dropped from the sum."""
+    """A DataLoader starts its workers after the process itself: the tree is listed again
+    while it runs, so a child started later is counted."""
     pytest.importorskip("psutil")
-    import time
-
     from fastload.bench.suite import _RssSampler
     child = ("import numpy as np, time; a = np.ones(200 << 20, np.uint8); "
              "open(__import__('sys').argv[1], 'w').close(); time.sleep(1.5)")
