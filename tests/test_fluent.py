@@ -8,7 +8,7 @@ import pytest
 from threadutil import new_threads
 
 from fastload.errors import StageError
-from fastload.pipeline.fluent import Stream, mix
+from fastload.pipeline.fluent import Stream, buffered_shuffle, mix
 from fastload.sources.base import ListSource
 
 
@@ -87,6 +87,57 @@ def test_shuffle_is_a_deterministic_permutation():
     assert a == list(stream(1000).shuffle(64, seed=1))
     assert a != list(stream(1000).shuffle(64, seed=2))
     assert sorted(stream(10).shuffle(64, seed=0)) == list(range(10))   # buffer larger than the stream
+
+
+def _shuffle_trace(n, size, initial, seed=0):
+    """The output of buffered_shuffle over range(n), and how many records had gone in at each output."""
+    taken = []
+
+    def source():
+        for i in range(n):
+            taken.append(i)
+            yield i
+    out, read = [], []
+    for x in buffered_shuffle(source(), size, np.random.default_rng(seed), initial):
+        out.append(x)
+        read.append(len(taken))
+    return out, read
+
+
+@pytest.mark.parametrize("n, size, initial", [(0, 8, 3), (5, 8, 3), (6, 64, 100), (50, 20, 5), (500, 64, 64),
+                                              (1000, 64, 1), (300, 1, 1)])
+def test_buffered_shuffle_is_a_permutation_that_starts_early_and_stays_bounded(n, size, initial):
+    out, read = _shuffle_trace(n, size, initial)
+    assert sorted(out) == list(range(n))
+    start = min(initial, size)
+    if n > start:   # the first record comes out as record start + 1 goes in, not after a full buffer
+        assert read[0] == start + 1
+    held = [r - k for k, r in enumerate(read)]   # records in the buffer just before each output
+    assert max(held, default=0) <= size + 1
+    if n >= 3 * size:   # it grows to the full width asked for: two in for each one out, then one for one
+        assert max(held) == size + 1
+        first_full = held.index(size + 1)
+        assert first_full == size - start
+        assert all(h == size + 1 for h in held[first_full:n - size])
+
+
+def test_buffered_shuffle_draws_uniformly_from_the_buffer():
+    """The first record out is any of the first initial + 1 in, equally likely (5,000 passes: each
+    of 10 positions expected 500 times, standard deviation 21; the bound is 4.7 of them)."""
+    counts = collections.Counter(_shuffle_trace(30, 20, 9, seed)[0][0] for seed in range(5000))
+    assert set(counts) == set(range(10))
+    assert all(abs(c - 500) <= 100 for c in counts.values()), counts
+    # later records too: where record 0 leaves a 1,000-record pass through 64 slots is spread
+    leave = [_shuffle_trace(1000, 64, 64, seed)[0].index(0) for seed in range(300)]
+    assert np.mean(leave) > 30 and max(leave) > 150
+
+
+def test_shuffle_initial_is_passed_through():
+    a = list(stream(200).shuffle(50, seed=3))
+    b = list(stream(200).shuffle(50, seed=3, initial=5))
+    assert sorted(a) == sorted(b) == list(range(200)) and a != b
+    with pytest.raises(ValueError, match="initial"):
+        stream(3).shuffle(4, initial=0)
 
 
 def test_prefetch_yields_in_order_and_stops_cleanly():

@@ -170,6 +170,10 @@ def test_stream_reads_every_sample_once_shuffled_per_pass(shards):
     assert sorted(p0) == sorted(p1) == sorted(ordered)
     assert p0 != ordered and p0 != p1
     assert [r["__key__"] for r in ts.stream(shuffle_buffer=6, seed=4)] == p0   # a pure function of (seed, pass)
+    early = [r["__key__"] for r in ts.stream(shuffle_buffer=6, seed=4, shuffle_initial=1)]   # out from the 2nd in
+    assert sorted(early) == sorted(ordered) and early != p0
+    with pytest.raises(ValueError, match="shuffle_initial must be >= 1"):
+        ts.stream(shuffle_buffer=6, shuffle_initial=0)
     for r in ts.stream(shuffle_buffer=6):   # leaving a pass early stops its read-ahead thread
         break
     import gc

@@ -34,7 +34,7 @@ from ..errors import StageError
 from . import rng
 from .node import Prefetcher, ThreadMap, close_iterator
 
-__all__ = ["Fluent", "Stream", "mix", "stage_name", "record_context", "close_iterator"]
+__all__ = ["Fluent", "Stream", "buffered_shuffle", "mix", "stage_name", "record_context", "close_iterator"]
 
 def stage_name(fn: Any) -> str:
     """The name a stage is reported under: a Stage's ``name``, else the function's ``__name__``."""
@@ -89,16 +89,18 @@ class Fluent:
         """The elements of each batch; a tuple batch ``(xs, ys)`` yields ``(x, y)`` pairs."""
         return Stream(lambda: _unbatch(self), None, self, "unbatch()")
 
-    def shuffle(self, buffer_size: int, seed: int = 0) -> "Stream":
-        """Shuffle through a buffer of ``buffer_size`` records.
+    def shuffle(self, buffer_size: int, seed: int = 0, initial: int = 100) -> "Stream":
+        """Shuffle through a buffer of ``buffer_size`` records (see :func:`buffered_shuffle`).
 
-        Pass ``k`` over the stream (its k-th ``iter()``) draws from ``(seed, k)``: each
-        pass differs, and the same seed replays the same sequence of passes.
+        Records come out once ``initial`` are buffered, so the first batch does not wait for
+        a full buffer. Pass ``k`` over the stream (its k-th ``iter()``) draws from ``(seed, k)``:
+        each pass differs, and the same seed replays the same sequence of passes.
         """
         _positive("buffer_size", buffer_size)
+        _positive("initial", initial)
         seed = rng.check_seed(seed)
         passes = itertools.count()
-        return Stream(lambda: _shuffle(self, buffer_size, seed, next(passes)), _length(self), self,
+        return Stream(lambda: _shuffle(self, buffer_size, initial, seed, next(passes)), _length(self), self,
                       f"shuffle({buffer_size})")
 
     def take(self, n: int) -> "Stream":
@@ -262,20 +264,40 @@ def _unbatch(upstream) -> Iterator[Any]:
         close_iterator(it)
 
 
-def _shuffle(upstream, size: int, seed: int, pass_: int) -> Iterator[Any]:
-    gen = rng.generator(seed, rng.SHUFFLE, pass_)
+def buffered_shuffle(records: Iterable, size: int, gen: np.random.Generator, initial: int = 100) -> Iterator:
+    """``records`` through a shuffle buffer of ``size``: each one out is drawn uniformly from the buffer.
+
+    The first record comes out when record ``min(initial, size) + 1`` goes in, as in
+    WebDataset's shuffle: waiting for a full buffer would hold the first batch (and every
+    pass's start) until ``size`` records were read, a whole epoch of a small set. Until the
+    buffer holds ``size`` it takes two records in for each one out; then one for one; at
+    the end it is emptied in a random order. The draws come from ``gen`` a block at a time: one call per record
+    cost more than reading a small one.
+    """
     buf: list = []
+    target = min(initial, size)
+    draws: Iterator[float] = iter(())
+    for rec in records:
+        buf.append(rec)
+        if len(buf) <= target:
+            continue
+        u = next(draws, None)
+        if u is None:
+            draws = iter(gen.random(1024).tolist())
+            u = next(draws)
+        j = min(int(u * len(buf)), len(buf) - 1)
+        buf[j], buf[-1] = buf[-1], buf[j]
+        yield buf.pop()
+        target = min(target + 1, size)
+    for j in gen.permutation(len(buf)).tolist():
+        out, buf[j] = buf[j], None
+        yield out
+
+
+def _shuffle(upstream, size: int, initial: int, seed: int, pass_: int) -> Iterator[Any]:
     it = iter(upstream)
     try:
-        for rec in it:
-            if len(buf) < size:
-                buf.append(rec)
-                continue
-            j = int(gen.integers(size))
-            out, buf[j] = buf[j], rec
-            yield out
-        for j in gen.permutation(len(buf)).tolist():
-            yield buf[j]
+        yield from buffered_shuffle(it, size, rng.generator(seed, rng.SHUFFLE, pass_), initial)
     finally:
         close_iterator(it)
 

@@ -38,7 +38,7 @@ import numpy as np
 
 from ..errors import RecordError
 from ..pipeline import rng as randomness
-from ..pipeline.fluent import Fluent
+from ..pipeline.fluent import Fluent, buffered_shuffle
 from . import _tar
 from .base import Source
 from .remote import Storage, StorageError, cache_name, expand_urls, is_url
@@ -304,9 +304,11 @@ class TarShards(Source):
         labels = [smp.label for smp in self._samples]
         return None if any(lab is None for lab in labels) else np.asarray(labels, dtype=np.int64)
 
-    def stream(self, shuffle_buffer: int = 0, seed: int = 0) -> "TarStream":
-        """The same shards read front to back (no index), shuffled through a buffer of that many samples."""
-        return TarStream(self.urls, self.storage, shuffle_buffer=shuffle_buffer, seed=seed)
+    def stream(self, shuffle_buffer: int = 0, seed: int = 0, shuffle_initial: int = 100) -> "TarStream":
+        """The same shards read front to back (no index), shuffled through a buffer of that many samples
+        (samples come out once ``shuffle_initial`` are buffered: see :func:`~fastload.pipeline.fluent.buffered_shuffle`)."""
+        return TarStream(self.urls, self.storage, shuffle_buffer=shuffle_buffer, seed=seed,
+                         shuffle_initial=shuffle_initial)
 
     def __repr__(self):
         n = f"{len(self)} samples" if self._shards is not None else "not indexed yet"
@@ -322,11 +324,14 @@ class TarStream(Fluent):
     with a :class:`~fastload.RecordError` naming the shard and member.
     """
 
-    def __init__(self, urls: Sequence[str], storage: Storage, *, shuffle_buffer: int = 0, seed: int = 0):
+    def __init__(self, urls: Sequence[str], storage: Storage, *, shuffle_buffer: int = 0, seed: int = 0,
+                 shuffle_initial: int = 100):
         if shuffle_buffer < 0:
             raise ValueError("shuffle_buffer must be >= 0")
+        if shuffle_initial < 1:
+            raise ValueError("shuffle_initial must be >= 1")
         self.urls, self.storage = list(urls), storage
-        self.shuffle_buffer, self.seed = int(shuffle_buffer), int(seed)
+        self.shuffle_buffer, self.shuffle_initial, self.seed = int(shuffle_buffer), int(shuffle_initial), int(seed)
         self._pass = 0
 
     def __iter__(self) -> Iterator[dict]:
@@ -337,19 +342,7 @@ class TarStream(Fluent):
         if not self.shuffle_buffer:
             yield from records
             return
-        buf, draws = [], iter(())
-        for r in records:
-            if len(buf) < self.shuffle_buffer:
-                buf.append(r)
-                continue
-            j = next(draws, None)
-            if j is None:   # drawn a block at a time: one call per record cost more than reading it
-                draws = iter(rng.integers(len(buf), size=1024).tolist())
-                j = next(draws)
-            buf[j], r = r, buf[j]
-            yield r
-        for j in rng.integers(np.arange(len(buf), 0, -1)).tolist():   # the rest, from len(buf), len(buf) - 1, ...
-            yield buf.pop(j)
+        yield from buffered_shuffle(records, self.shuffle_buffer, rng, self.shuffle_initial)
 
     def _read_ahead(self, urls: list[str], chunk: int = 32, chunks: int = 8) -> Iterator[dict]:
         """The records of ``urls`` in order, read and parsed on a thread up to ``chunk * chunks`` ahead.
