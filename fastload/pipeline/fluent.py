@@ -92,8 +92,8 @@ class Fluent:
     def shuffle(self, buffer_size: int, seed: int = 0, initial: int = 100) -> "Stream":
         """Shuffle through a buffer of ``buffer_size`` records (see :func:`buffered_shuffle`).
 
-        Records come out once ``initial`` are buffered, so the first batch does not wait for
-        a full buffer. Pass ``k`` over the stream (its k-th ``iter()``) draws from ``(seed, k)``:
+        Records start coming out once ``initial`` are buffered, so the first batch does not
+        wait for a full buffer. Pass ``k`` over the stream (its k-th ``iter()``) draws from ``(seed, k)``:
         each pass differs, and the same seed replays the same sequence of passes.
         """
         _positive("buffer_size", buffer_size)
@@ -271,8 +271,8 @@ def buffered_shuffle(records: Iterable, size: int, gen: np.random.Generator, ini
     WebDataset's shuffle: waiting for a full buffer would hold the first batch (and every
     pass's start) until ``size`` records were read, a whole epoch of a small set. Until the
     buffer holds ``size`` it takes two records in for each one out; then one for one; at
-    the end it is emptied in a random order. The draws come from ``gen`` a block at a time: one call per record
-    cost more than reading a small one.
+    the end it is emptied in a random order. The draws come from ``gen`` a block at a time:
+    one call per record cost more than reading a small record.
     """
     buf: list = []
     target = min(initial, size)
@@ -285,7 +285,7 @@ def buffered_shuffle(records: Iterable, size: int, gen: np.random.Generator, ini
         if u is None:
             draws = iter(gen.random(1024).tolist())
             u = next(draws)
-        j = min(int(u * len(buf)), len(buf) - 1)
+        j = min(int(u * len(buf)), len(buf) - 1)   # u * n may round up to n
         buf[j], buf[-1] = buf[-1], buf[j]
         yield buf.pop()
         target = min(target + 1, size)
