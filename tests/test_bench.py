@@ -223,3 +223,27 @@ def test_the_memory_sampler_counts_a_worker_started_after_it_began(tmp_path):
     finally:
         parent.kill()
         parent.wait()
+
+
+def test_the_decode_limit_runs_off_the_main_thread_and_passes_its_errors_on():
+    """The limit's decodes run on a thread of their own, as a loader's do (on a main thread a
+    small JPEG's decode time depends on where the heap put libjpeg's buffers); a decode that
+    fails stops the measurement with its own error, in this process or a forked one."""
+    import threading
+
+    from fastload.bench.limits import _parallel_rate
+    seen = []
+
+    def work(i):
+        seen.append((i, threading.current_thread() is threading.main_thread()))
+    rate, rates = _parallel_rate(work, 5, 1, 2)
+    assert sorted(i for i, _ in seen) == sorted(list(range(5)) * 3)   # the warm-up pass and two timed
+    assert not any(on_main for _, on_main in seen)
+    assert len(rates) == 2 and 0 < min(rates) <= rate <= max(rates)
+
+    def broken(i):
+        if i == 3:
+            raise ValueError("image 3 is broken")
+    for procs in (1, 2):
+        with pytest.raises(ValueError, match="image 3 is broken"):
+            _parallel_rate(broken, 5, procs, 1)
