@@ -311,7 +311,10 @@ class Storage:
                 return self.read(*r)
             except StorageError as e:
                 return e
-        if len(ranges) <= 1 or all(self.local_path_cached(u) is not None for u, _, _ in ranges):
+        paths = {u: self.local_path_cached(u) for u in {u for u, _, _ in ranges}}
+        if None not in paths.values():
+            return self._pread_many(ranges, paths)
+        if len(ranges) <= 1:
             return [one(r) for r in ranges]
         with self._lock:
             if self._pool is None:
@@ -325,21 +328,42 @@ class Storage:
         path = self._direct(url)
         return path if path is not None or self.cache is None else self.cache.peek(url)
 
-    def _pread(self, url: str, path: str, start: int, end: int) -> bytes:
+    def _fd(self, path: str) -> int:
+        """The descriptor this storage keeps open for a local file (OSError if it cannot be opened)."""
         fd = self._fds.get(path)
-        try:
-            if fd is None:
-                new = _files.open_binary(path)
-                with self._lock:
-                    fd = self._fds.setdefault(path, new)
-                if fd != new:
-                    os.close(new)
-            data = _files.pread(fd, end - start, start, self._lock)
-        except OSError as e:
-            raise StorageError(url, _describe(e)) from e
-        if len(data) != end - start:
-            raise StorageError(url, f"file ends at byte {start + len(data)}, before {end} (truncated?)")
-        return data
+        if fd is None:
+            new = _files.open_binary(path)
+            with self._lock:
+                fd = self._fds.setdefault(path, new)
+            if fd != new:
+                os.close(new)
+        return fd
+
+    def _pread(self, url: str, path: str, start: int, end: int) -> bytes:
+        got = self._pread_many([(url, start, end)], {url: path})[0]
+        if isinstance(got, StorageError):
+            raise got
+        return got
+
+    def _pread_many(self, ranges, paths: dict) -> list:
+        """``read_ranges`` of local files (``paths``: url -> path), one positional read each. A
+        batch of small samples is thousands of these: the loop keeps to the descriptor and the read."""
+        out, fds, pread, lock = [], {}, _files.pread, self._lock
+        for url, start, end in ranges:
+            try:
+                fd = fds.get(url)
+                if fd is None:
+                    fd = fds[url] = self._fd(paths[url])
+                data = pread(fd, end - start, start, lock)
+            except OSError as e:
+                err = StorageError(url, _describe(e))
+                err.__cause__ = e
+                out.append(err)
+                continue
+            if len(data) != end - start:
+                data = StorageError(url, f"file ends at byte {start + len(data)}, before {end} (truncated?)")
+            out.append(data)
+        return out
 
 
 def listed_once(url: str, listing: Callable[[], dict]) -> dict:

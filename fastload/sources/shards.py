@@ -204,6 +204,8 @@ class TarShards(Source):
             spans = [(min(o for _, o, _ in smp.members), max(o + n for _, o, n in smp.members))
                      if smp.members else (0, 0) for smp in self._samples]
             self._span = np.array(spans, dtype=np.int64).reshape(-1, 2)
+            self._bad = np.array([smp.error is not None for smp in self._samples], dtype=bool)
+            self._unchecked = np.full(len(self._samples), bool(self.require))
             self._shards = shards
             self.fields = tuple(sorted({e for smp in self._samples for e, _, _ in smp.members}))
         return self._shards
@@ -251,31 +253,39 @@ class TarShards(Source):
         index = self._check_index(index)
         return f"{self.urls[self._shard_of[index]]}:{self._samples[index].key}"
 
-    def _plans(self, indices):
-        """(url, first byte, end byte, sample) of the one read that fetches each sample."""
+    def _checked(self, indices) -> np.ndarray:
+        """``indices`` as an array, after raising the RecordError of the first sample that has one.
+
+        Whether a sample has every required member is decided once, the first time it is read:
+        afterwards a batch's check is one array lookup."""
         self._index()
         idx = np.asarray(indices, dtype=np.int64)
         if len(idx) and (idx.min() < 0 or idx.max() >= len(self._samples)):
             raise IndexError(f"TarShards indices out of range for {len(self._samples)} records")
-        urls, samples = self.urls, self._samples
-        plans = []
-        for i, s, (lo, hi) in zip(idx.tolist(), self._shard_of[idx].tolist(), self._span[idx].tolist()):
-            smp = samples[i]
-            if smp.error is None and self.require:
-                missing = [e for e in self.require if not any(m[0] == e for m in smp.members)]
-                if missing:
-                    have = ", ".join("." + m[0] for m in smp.members)
-                    smp.error = f"no .{missing[0]} member (the sample has {have})"
-            if smp.error is not None:
-                raise RecordError(f"{urls[s]}:{smp.key}", smp.error)
-            plans.append((urls[s], lo, hi, smp))
-        return plans
+        new = idx[self._unchecked[idx]]
+        for i in new.tolist():
+            smp = self._samples[i]
+            have = [e for e, _, _ in smp.members]
+            missing = [e for e in self.require if e not in have]
+            if missing and smp.error is None:
+                smp.error = f"no .{missing[0]} member (the sample has {', '.join('.' + e for e in have)})"
+                self._bad[i] = True
+        self._unchecked[new] = False
+        bad = self._bad[idx]
+        if bad.any():
+            i = int(idx[bad.argmax()])
+            raise RecordError(self.record_id(i), self._samples[i].error)
+        return idx
 
     def _record(self, url: str, smp: _Sample, blobs: list) -> dict:
         rec = {"__key__": smp.key, "__url__": url}
         for (ext, _, _), blob in zip(smp.members, blobs):
+            decode = _decoder(ext)
+            if decode is None:
+                rec[ext] = blob
+                continue
             try:
-                rec[ext] = decode_member(ext, blob)
+                rec[ext] = decode(blob)
             except (ValueError, UnicodeDecodeError) as e:
                 raise RecordError(f"{url}:{smp.key}", f"member {smp.key}.{ext} cannot be decoded as "
                                                       f"{ext.rsplit('.', 1)[-1]}: {e}") from None
@@ -288,19 +298,31 @@ class TarShards(Source):
         # A sample is one read whose members are then sliced out, a copy each. A large sample of a
         # local shard is read member by member instead, straight into the bytes returned: for
         # 150 KB PNGs the second copy, and the page faults of its allocation, cost a third.
-        plans = self._plans(indices)
+        idx = self._checked(indices)
+        samples, urls, storage = self._samples, self.urls, self.storage
+        plans = [(urls[s], lo, hi, samples[i]) for i, s, (lo, hi) in
+                 zip(idx.tolist(), self._shard_of[idx].tolist(), self._span[idx].tolist())]
         ranges, split = [], []
         for url, lo, hi, smp in plans:
-            split.append(hi - lo >= _MEMBER_READS and self.storage.local_path_cached(url) is not None)
-            ranges += [(url, off, off + n) for _, off, n in smp.members] if split[-1] else [(url, lo, hi)]
-        datas = iter(self.storage.read_ranges(ranges))
+            each = hi - lo >= _MEMBER_READS and storage.local_path_cached(url) is not None
+            split.append(each)
+            if each:
+                ranges += [(url, off, off + n) for _, off, n in smp.members]
+            else:
+                ranges.append((url, lo, hi))
+        datas = iter(storage.read_ranges(ranges))
         out = []
         for (url, lo, _, smp), each in zip(plans, split):
-            got = [next(datas) for _ in range(len(smp.members) if each else 1)]
-            bad = next((d for d in got if isinstance(d, StorageError)), None)
+            if each:
+                blobs = [next(datas) for _ in smp.members]
+                bad = next((d for d in blobs if isinstance(d, StorageError)), None)
+            else:
+                data = bad = next(datas)
+                if not isinstance(data, StorageError):
+                    bad = None
+                    blobs = [data[off - lo:off - lo + n] for _, off, n in smp.members]
             if bad is not None:
                 raise RecordError(f"{url}:{smp.key}", f"reading failed: {bad.reason}")
-            blobs = got if each else [got[0][off - lo:off - lo + n] for _, off, n in smp.members]
             out.append(self._record(url, smp, blobs))
         return out
 
