@@ -1,7 +1,7 @@
 """Declares fastload's compiled extensions; all metadata lives in pyproject.toml.
 
-Two extensions: ``_batch``, the whole sample path (decode, resample, augment,
-write), and ``_tokenize``. Each C source is compiled once, and the sources of
+Three extensions: ``_batch``, the whole sample path (decode, resample, augment,
+write), ``_tokenize`` and ``_tarheader``. Each C source is compiled once, and the sources of
 all extensions compile in parallel (one job per CPU, or FASTLOAD_BUILD_JOBS).
 Builds are kept in build/ext-cache, keyed by their inputs, so installing the same
 checkout again (pip builds in the tree) copies them instead of compiling.
@@ -150,6 +150,7 @@ extensions = [
     ext("_batch", ["buffer", "cpu", "exif", "jpeg_decode", "png_decode", "png_unfilter", "resample", "augment",
                    "geometry", "sample"], use_codecs=True),
     ext("_tokenize", []),
+    ext("_tarheader", []),
 ]
 only = os.environ.get("FASTLOAD_EXTENSIONS")  # development: rebuild a subset, e.g. "_batch"
 if only:

@@ -1,0 +1,3 @@
+"""Type stubs for the compiled tar header reader (see _tarheader.pyx)."""
+
+def header(block: bytes | bytearray | memoryview) -> tuple[str, int, int] | None: ...
