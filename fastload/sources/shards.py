@@ -317,9 +317,9 @@ class TarShards(Source):
                 blobs = [next(datas) for _ in smp.members]
                 bad = next((d for d in blobs if isinstance(d, StorageError)), None)
             else:
-                data = bad = next(datas)
-                if not isinstance(data, StorageError):
-                    bad = None
+                data = next(datas)
+                bad = data if isinstance(data, StorageError) else None
+                if bad is None:
                     blobs = [data[off - lo:off - lo + n] for _, off, n in smp.members]
             if bad is not None:
                 raise RecordError(f"{url}:{smp.key}", f"reading failed: {bad.reason}")
