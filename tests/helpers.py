@@ -110,3 +110,16 @@ def write_image_folder(root, classes, per_class: int, size_range=(32, 96), seed:
                 f.write(encode(photo_like(int(h), int(w), seed=int(rng.integers(2**31))), fmt, **save_kwargs))
             out.append((path, label))
     return out
+
+
+def decode_limit_probe(n: int, broken: int):
+    """A stand-in for the bench's decode-limit work (``limits._parallel_rate`` builds it in each
+    process): ``n`` images, of which image ``broken`` fails; any on the main thread fails too."""
+    import threading
+
+    def work(i):
+        if threading.current_thread() is threading.main_thread():
+            raise RuntimeError("a decode-limit image was decoded on the main thread")
+        if i == broken:
+            raise ValueError(f"image {i} is broken")
+    return work, n

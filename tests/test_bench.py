@@ -226,24 +226,13 @@ def test_the_memory_sampler_counts_a_worker_started_after_it_began(tmp_path):
 
 
 def test_the_decode_limit_runs_off_the_main_thread_and_passes_its_errors_on():
-    """The limit's decodes run on a thread of their own, as a loader's do (on a main thread a
-    small JPEG's decode time depends on where the heap put libjpeg's buffers); a decode that
-    fails stops the measurement with its own error, in this process or a forked one."""
-    import threading
-
+    """The limit's decodes run in new processes, each on a thread of its own, as a loader's do
+    (elsewhere a small JPEG's decode time depends on where the heap put libjpeg's buffers); a
+    decode that fails stops the measurement with its own error."""
     from fastload.bench.limits import _parallel_rate
-    seen = []
-
-    def work(i):
-        seen.append((i, threading.current_thread() is threading.main_thread()))
-    rate, rates = _parallel_rate(work, 5, 1, 2)
-    assert sorted(i for i, _ in seen) == sorted(list(range(5)) * 3)   # the warm-up pass and two timed
-    assert not any(on_main for _, on_main in seen)
-    assert len(rates) == 2 and 0 < min(rates) <= rate <= max(rates)
-
-    def broken(i):
-        if i == 3:
-            raise ValueError("image 3 is broken")
+    from helpers import decode_limit_probe
     for procs in (1, 2):
+        rate, rates = _parallel_rate(decode_limit_probe, (5, -1), procs, 2)
+        assert len(rates) == 2 and 0 < min(rates) <= rate <= max(rates)
         with pytest.raises(ValueError, match="image 3 is broken"):
-            _parallel_rate(broken, 5, procs, 1)
+            _parallel_rate(decode_limit_probe, (5, 3), procs, 1)

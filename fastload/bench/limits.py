@@ -1,8 +1,8 @@
 """The physical limit of a task: decode-only throughput on the same files with the same thread count.
 
 JPEGs go through fastload's own libjpeg-turbo decoder (``_batch.JpegDecoder``),
-one process per thread of the contenders, so the figure is what libjpeg-turbo
-itself delivers here. Two limits per JPEG task:
+in one new process per thread of the contenders, each decoding on a thread of its
+own (see ``_share``), so the figure is what libjpeg-turbo itself delivers here. Two limits per JPEG task:
 
 * ``full``: every image decoded whole at full scale;
 * ``region``: only the rectangle the task's transform crops (the same boxes the
@@ -21,26 +21,31 @@ The files are read into memory first: this is decode alone, not file reading.
 from __future__ import annotations
 
 import math
+import os
+import pickle
 import statistics
-import multiprocessing
+import subprocess
+import sys
 import threading
 import time
 
 __all__ = ["decode_limits"]
 
-
-_WORK = None   # the decode function the forked processes run
+_PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def _share(args) -> list[float]:
-    """In a forked process: images/s of this process's share of the files, per pass (warm-up first).
+    """In a new process: images/s of this process's share of the files, per pass (warm-up first).
 
-    The passes run on a thread of their own, as a loader's decodes do. On a main thread the
-    decode of a small JPEG takes 25 us or 32 us depending on where the heap happened to put
-    libjpeg's buffers (the size of the environment is enough to flip it), so the 64 px limit
-    moved by 30% between runs; on a new thread it takes the fast time every time.
+    A small JPEG decodes in 25 us or in 32 us depending on where the heap has put libjpeg's
+    buffers, and that is settled by the thread's history: on a main thread the size of the
+    environment is enough to flip it, and a thread of a forked process takes over an arena
+    with its parent's history (the 64 px limit read 52k to 77k img/s between runs). A new
+    process decoding on a thread of its own starts from a fresh arena, as a loader's worker
+    does, and takes the fast time every time.
     """
-    t, procs, n, passes = args
+    build, build_args, t, procs, passes = args
+    work, n = build(*build_args)
     rates, failed = [], []
 
     def run():
@@ -48,7 +53,7 @@ def _share(args) -> list[float]:
             for _ in range(passes):
                 t0 = time.perf_counter()
                 for i in range(t, n, procs):
-                    _WORK(i)
+                    work(i)
                 rates.append(len(range(t, n, procs)) / (time.perf_counter() - t0))
         except BaseException as e:   # raised again on the calling thread
             failed.append(e)
@@ -60,27 +65,71 @@ def _share(args) -> list[float]:
     return rates
 
 
-def _parallel_rate(work, n: int, procs: int, runs: int) -> tuple[float, list[float]]:
-    """Images/s of ``work(i)`` over range(n) split across ``procs`` processes running at once
-    (processes, not threads, so the figure has no GIL hand-offs in it: on 64x64 images those
-    would cost more than the decode); the median of ``runs`` passes after a warm-up pass."""
-    global _WORK
-    _WORK = work
+def _child() -> None:
+    """A decode-limit process (see :func:`_parallel_rate`): sys.path and the job from stdin, the
+    pickled rates (or the exception) to stdout."""
+    answer = os.fdopen(os.dup(1), "wb")
+    os.dup2(2, 1)   # whatever else is printed goes to stderr, not into the answer
     try:
-        if procs == 1:
-            per_proc = [_share((0, 1, n, runs + 1))]
-        else:
-            with multiprocessing.get_context("fork").Pool(procs) as pool:
-                per_proc = pool.map(_share, [(t, procs, n, runs + 1) for t in range(procs)])
+        sys.path[:0] = pickle.load(sys.stdin.buffer)
+        result = (True, _share(pickle.load(sys.stdin.buffer)))
+    except BaseException as e:
+        result = (False, e)
+    try:
+        data = pickle.dumps(result)
+    except Exception:   # an exception that does not pickle: its text
+        data = pickle.dumps((False, RuntimeError(repr(result[1]))))
+    answer.write(data)
+    answer.close()
+
+
+def _parallel_rate(build, build_args: tuple, procs: int, runs: int) -> tuple[float, list[float]]:
+    """Images/s of ``work(i)`` over range(n), with ``work, n = build(*build_args)`` made in each
+    of ``procs`` new processes running at once (processes, not threads, so the figure has no GIL
+    hand-offs in it: on 64x64 images those would cost more than the decode); the median of
+    ``runs`` passes after a warm-up pass. The processes are started with ``-c``, not through
+    multiprocessing's spawn, which would run the caller's main script again in each."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (_PACKAGE_ROOT, env.get("PYTHONPATH")) if p)
+    children = [subprocess.Popen([sys.executable, "-c", "from fastload.bench.limits import _child; _child()"],
+                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env) for _ in range(procs)]
+    answers = []
+    try:
+        for t, child in enumerate(children):
+            pickle.dump(sys.path, child.stdin)
+            pickle.dump((build, build_args, t, procs, runs + 1), child.stdin)
+            child.stdin.close()
+        for t, child in enumerate(children):
+            data = child.stdout.read()
+            if child.wait() != 0 or not data:
+                raise RuntimeError(f"decode-limit process {t} of {procs} exited with status {child.returncode}")
+            answers.append(pickle.loads(data))
     finally:
-        _WORK = None
+        for child in children:
+            if child.poll() is None:
+                child.kill()
+                child.wait()
+            child.stdout.close()
+    for ok, value in answers:
+        if not ok:
+            raise value
+    per_proc = [value for _, value in answers]
     rates = [sum(p[k] for p in per_proc) for k in range(1, runs + 1)]
     return statistics.median(rates), rates
 
 
-def _jpeg_work(blobs, transforms, region: bool):
+def _read(paths: list[str]) -> list[bytes]:
+    blobs = []
+    for p in paths:
+        with open(p, "rb") as f:
+            blobs.append(f.read())
+    return blobs
+
+
+def _jpeg_work(paths, transforms, region: bool):
     from ..image.field import compile_plan
     from .._kernels import _batch
+    blobs = _read(paths)
     local = threading.local()
     plan, (oh, ow) = compile_plan(transforms) if region else (None, (0, 0))
     calls = []
@@ -102,12 +151,13 @@ def _jpeg_work(blobs, transforms, region: bool):
             d = local.d = _batch.JpegDecoder()
         r, min_size, max_denom = calls[i]
         d.decode(blobs[i], region=r, min_size=min_size, max_denom=max_denom)
-    return work
+    return work, len(blobs)
 
 
-def _png_work(blobs, transforms, region: bool):
+def _png_work(paths, transforms, region: bool):
     from ..image.field import compile_plan
     from .._kernels import _batch
+    blobs = _read(paths)
     local = threading.local()
     plan = compile_plan(transforms)[0] if region else None
     probe = _batch.PngDecoder()
@@ -126,18 +176,19 @@ def _png_work(blobs, transforms, region: bool):
         if d is None:
             d = local.d = _batch.PngDecoder()
         d.decode(blobs[i], region=regions[i], exif=False)
-    return work
+    return work, len(blobs)
 
 
-def _pillow_work(blobs):
+def _pillow_work(paths):
     import io
 
     from PIL import Image
+    blobs = _read(paths)
 
     def work(i):
         with Image.open(io.BytesIO(blobs[i])) as im:
             im.load()
-    return work
+    return work, len(blobs)
 
 
 def decode_limits(paths: list[str], transforms, threads: int, runs: int = 3) -> dict:
@@ -146,26 +197,26 @@ def decode_limits(paths: list[str], transforms, threads: int, runs: int = 3) -> 
     from PIL import features
 
     from .._kernels import _batch
-    blobs = []
+    heads = []
     for p in paths:
         with open(p, "rb") as f:
-            blobs.append(f.read())
-    jpeg = all(b[:2] == b"\xff\xd8" for b in blobs)
-    png = all(b[:8] == b"\x89PNG\r\n\x1a\n" for b in blobs)
+            heads.append(f.read(8))
+    jpeg = all(b[:2] == b"\xff\xd8" for b in heads)
+    png = all(b == b"\x89PNG\r\n\x1a\n" for b in heads)
     pillow = f"Pillow {features.version('pil')} ({'libjpeg-turbo' if jpeg else 'zlib'})"
     if jpeg and _batch.HAVE_LIBJPEG_TURBO:
         decoder = f"{_batch.jpeg_version()} (fastload's decoder)"
-        kinds = {"full": (_jpeg_work(blobs, transforms, False), decoder),
-                 "region": (_jpeg_work(blobs, transforms, True), decoder)}
+        kinds = {"full": (_jpeg_work, (paths, transforms, False), decoder),
+                 "region": (_jpeg_work, (paths, transforms, True), decoder)}
     elif png and _batch.HAVE_SPNG:
         decoder = f"{_batch.png_version()} (fastload's decoder)"
-        kinds = {"full": (_png_work(blobs, transforms, False), decoder),
-                 "region": (_png_work(blobs, transforms, True), decoder),
-                 "pillow": (_pillow_work(blobs), pillow)}
+        kinds = {"full": (_png_work, (paths, transforms, False), decoder),
+                 "region": (_png_work, (paths, transforms, True), decoder),
+                 "pillow": (_pillow_work, (paths,), pillow)}
     else:
-        kinds = {"full": (_pillow_work(blobs), pillow)}
+        kinds = {"full": (_pillow_work, (paths,), pillow)}
     out = {}
-    for kind, (work, decoder) in kinds.items():
-        rate, rates = _parallel_rate(work, len(blobs), threads, runs)
-        out[kind] = {"rate": rate, "runs": rates, "threads": threads, "decoder": decoder, "images": len(blobs)}
+    for kind, (build, args, decoder) in kinds.items():
+        rate, rates = _parallel_rate(build, args, threads, runs)
+        out[kind] = {"rate": rate, "runs": rates, "threads": threads, "decoder": decoder, "images": len(paths)}
     return out
