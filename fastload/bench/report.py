@@ -30,8 +30,8 @@ def markdown(results: dict) -> str:
              f"system time of the contender's process tree in the timed epochs. *Peak RSS*: the process tree's "
              f"resident memory summed over processes (pages they share count in each). *Decode limit*: "
              f"fastload's libjpeg-turbo or libspng decoder (Pillow where not linked) decoding the same files "
-             f"from memory in as many processes as contenders get threads; *region*: only each random "
-             f"crop's rectangle (JPEG: at the DCT scale the crop allows; PNG: the rows down to the crop's "
+             f"from memory in as many processes as contenders get threads, the best of its timed passes; "
+             f"*region*: only each random crop's rectangle (JPEG: at the DCT scale the crop allows; PNG: the rows down to the crop's "
              f"last, inflated as the loader does); *pillow*: Pillow decoding the whole PNG.", ""]
     for task in results["tasks"]:
         lines += [f"**{task['title']}** ({task['samples']} samples)", ""]

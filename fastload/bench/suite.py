@@ -92,7 +92,7 @@ MODES = {
     "quick": {"tasks": ("rrc224", "rrc64", "png224", "multimodal"), "imagenet": 256, "small": 2048, "png": 96,
               "multimodal": 1024, "memory": (1000, 10000), "runs": 3, "cap": 96, "timeout": 150},
     "full": {"tasks": tuple(t.name for t in TASKS), "imagenet": 1024, "small": 8192, "png": 256,
-             "multimodal": 2048, "memory": (3000, 30000), "runs": 3, "cap": 192, "timeout": 420},
+             "multimodal": 2048, "memory": (3000, 30000), "runs": 5, "cap": 192, "timeout": 420},
 }
 
 
