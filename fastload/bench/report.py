@@ -31,8 +31,9 @@ def markdown(results: dict) -> str:
              f"resident memory summed over processes (pages they share count in each). *Decode limit*: "
              f"fastload's libjpeg-turbo or libspng decoder (Pillow where not linked) decoding the same files "
              f"from memory in as many processes as contenders get threads, the best of its timed passes; "
-             f"*region*: only each random crop's rectangle (JPEG: at the DCT scale the crop allows; PNG: the rows down to the crop's "
-             f"last, inflated as the loader does); *pillow*: Pillow decoding the whole PNG.", ""]
+             f"*region*: only each random crop's rectangle (JPEG: at the DCT scale the crop allows; PNG: "
+             f"the rows down to the crop's last, inflated as the loader does); *pillow*: Pillow decoding "
+             f"the whole PNG.", ""]
     for task in results["tasks"]:
         lines += [f"**{task['title']}** ({task['samples']} samples)", ""]
         limits = task["limits"]
