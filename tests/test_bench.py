@@ -228,7 +228,7 @@ def test_the_memory_sampler_counts_a_worker_started_after_it_began(tmp_path):
 def test_the_decode_limit_runs_off_the_main_thread_and_passes_its_errors_on():
     """The limit's decodes run in new processes, each on a thread of its own, as a loader's do
     (elsewhere a small JPEG's decode time depends on where the heap put libjpeg's buffers); a
-    decode that fails stops the measurement with its own error."""
+    decode that fails stops the measurement with its own error, a process that dies with its status."""
     from fastload.bench.limits import _parallel_rate
     from helpers import decode_limit_probe
     for procs in (1, 2):
@@ -236,3 +236,5 @@ def test_the_decode_limit_runs_off_the_main_thread_and_passes_its_errors_on():
         assert len(rates) == 2 and 0 < min(rates) and rate == max(rates)
         with pytest.raises(ValueError, match="image 3 is broken"):
             _parallel_rate(decode_limit_probe, (5, 3), procs, 1)
+    with pytest.raises(RuntimeError, match="decode-limit process 0 of 2 exited with status 3"):
+        _parallel_rate(os._exit, (3,), 2, 1)   # a process that dies without an answer

@@ -96,9 +96,12 @@ def _parallel_rate(build, build_args: tuple, procs: int, runs: int) -> tuple[flo
     answers = []
     try:
         for t, child in enumerate(children):
-            pickle.dump(sys.path, child.stdin)
-            pickle.dump((build, build_args, t, procs, runs + 1), child.stdin)
-            child.stdin.close()
+            try:
+                pickle.dump(sys.path, child.stdin)
+                pickle.dump((build, build_args, t, procs, runs + 1), child.stdin)
+                child.stdin.close()
+            except BrokenPipeError:   # it has died already: its status is reported below
+                pass
         for t, child in enumerate(children):
             data = child.stdout.read()
             if child.wait() != 0 or not data:
