@@ -30,8 +30,6 @@ import time
 
 __all__ = ["decode_limits"]
 
-_PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
 
 def _share(args) -> list[float]:
     """In a new process: images/s of this process's share of the files, per pass (warm-up first).
@@ -64,13 +62,18 @@ def _share(args) -> list[float]:
     return rates
 
 
+# A decode-limit process imports what its parent imports: its sys.path is the parent's, set
+# before anything is imported (-I: neither the working directory nor PYTHONPATH comes first).
+_BOOT = "import pickle, sys; sys.path[:] = pickle.load(sys.stdin.buffer); " \
+        "from fastload.bench.limits import _child; _child()"
+
+
 def _child() -> None:
-    """A decode-limit process (see :func:`_parallel_rate`): sys.path and the job from stdin, the
-    pickled rates (or the exception) to stdout."""
+    """A decode-limit process (see :func:`_parallel_rate`): the job from stdin, the pickled rates
+    (or the exception) to stdout."""
     answer = os.fdopen(os.dup(1), "wb")
     os.dup2(2, 1)   # whatever else is printed goes to stderr, not into the answer
     try:
-        sys.path[:0] = pickle.load(sys.stdin.buffer)
         result = (True, _share(pickle.load(sys.stdin.buffer)))
     except BaseException as e:
         result = (False, e)
@@ -87,12 +90,11 @@ def _parallel_rate(build, build_args: tuple, procs: int, runs: int) -> tuple[flo
     of ``procs`` new processes running at once (processes, not threads, so the figure has no GIL
     hand-offs in it: on 64x64 images those would cost more than the decode); the best of
     ``runs`` passes after a warm-up pass, since other work on the machine (a contender's
-    processes still exiting) can only slow a pass down. The processes are started with ``-c``,
-    not through multiprocessing's spawn, which would run the caller's main script again in each."""
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (_PACKAGE_ROOT, env.get("PYTHONPATH")) if p)
-    children = [subprocess.Popen([sys.executable, "-c", "from fastload.bench.limits import _child; _child()"],
-                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env) for _ in range(procs)]
+    processes still exiting) can only slow a pass down. The processes are started with ``-c``
+    (see ``_BOOT``), not through multiprocessing's spawn, which would run the caller's main
+    script again in each."""
+    children = [subprocess.Popen([sys.executable, "-I", "-c", _BOOT], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+                for _ in range(procs)]
     answers = []
     try:
         for t, child in enumerate(children):
