@@ -2,10 +2,10 @@
 """The common tar header in one call: what :mod:`fastload.sources._tar` reads from every member.
 
 A shard of small samples is mostly headers, and reading one field by field in
-Python costs about 2 us. :func:`header` takes a whole 512-byte block and
+Python costs about 2.5 us. :func:`header` takes a whole 512-byte block and
 returns ``(name, size, type)`` when it is the plain case: the checksum matches
-(as unsigned or signed bytes) and both numbers are octal digits between
-optional spaces and a NUL. Anything else (base-256 numbers, stray characters,
+(as unsigned or signed bytes) and both numbers are octal digits, with
+whitespace around them and a NUL after them allowed. Anything else (base-256 numbers, stray characters,
 a bad checksum) returns None, and the Python reader reads that header itself,
 with its error messages.
 """
