@@ -280,12 +280,8 @@ class TarShards(Source):
     def _record(self, url: str, smp: _Sample, blobs: list) -> dict:
         rec = {"__key__": smp.key, "__url__": url}
         for (ext, _, _), blob in zip(smp.members, blobs):
-            decode = _decoder(ext)
-            if decode is None:
-                rec[ext] = blob
-                continue
             try:
-                rec[ext] = decode(blob)
+                rec[ext] = decode_member(ext, blob)
             except (ValueError, UnicodeDecodeError) as e:
                 raise RecordError(f"{url}:{smp.key}", f"member {smp.key}.{ext} cannot be decoded as "
                                                       f"{ext.rsplit('.', 1)[-1]}: {e}") from None
