@@ -1,7 +1,7 @@
 """Declares fastload's compiled extensions; all metadata lives in pyproject.toml.
 
-Three extensions: ``_batch``, the whole sample path (decode, resample, augment,
-write), ``_tokenize`` and ``_tarheader``. Each C source is compiled once, and the sources of
+Four extensions: ``_batch``, the whole sample path (decode, resample, augment,
+write), ``_tokenize``, ``_tarheader`` and ``_pread``. Each C source is compiled once, and the sources of
 all extensions compile in parallel (one job per CPU, or FASTLOAD_BUILD_JOBS).
 Builds are kept in build/ext-cache, keyed by their inputs, so installing the same
 checkout again (pip builds in the tree) copies them instead of compiling.
@@ -151,6 +151,7 @@ extensions = [
                    "geometry", "sample"], use_codecs=True),
     ext("_tokenize", []),
     ext("_tarheader", []),
+    ext("_pread", []),
 ]
 only = os.environ.get("FASTLOAD_EXTENSIONS")  # development: rebuild a subset, e.g. "_batch"
 if only:

@@ -93,7 +93,7 @@ def run(kind: str, n: int, size: int, repeats: int, window: int, tmp: str, s3opt
     sources = [
         ("image folder", fl.Loader(folder, transforms=transforms, **kw)),
         ("tar shards, local", fl.Loader(fl.TarShards(tars), fields=fields, **kw)),
-        ("packed, local (mmap)", fl.Loader(fl.PackedDataset(os.path.join(tmp, f"{kind}-packed")),
+        ("packed, local", fl.Loader(fl.PackedDataset(os.path.join(tmp, f"{kind}-packed")),
                                            transforms=transforms, **kw)),
         ("tar, local, streamed", fl.Loader(fl.TarShards(tars).stream(shuffle_buffer=1000), fields=fields,
                                            **stream_kw)),
@@ -123,7 +123,7 @@ def run(kind: str, n: int, size: int, repeats: int, window: int, tmp: str, s3opt
         print(line(name, rates[name], runs[name], extra))
     base, tar = rates["image folder"], rates["tar shards, local"]
     print(f"  ratios: tar/folder = {tar / base:.2f} (target >= 0.90); packed/folder = "
-          f"{rates['packed, local (mmap)'] / base:.2f}; " + "; ".join(
+          f"{rates['packed, local'] / base:.2f}; " + "; ".join(
               f"{name.split(', ', 1)[1]}/local tar = {rates[name] / tar:.2f}" for name, _ in sources if "S3" in name)
           + ("  (target >= 0.80)" if size == 224 else ""))
 

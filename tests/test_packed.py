@@ -13,6 +13,7 @@ from PIL import Image, ImageOps
 import fastload as fl
 from fastload.cli import main as cli
 from fastload.pack import ALIGN, pack
+from _child import run_python
 from helpers import encode, photo_like
 
 
@@ -155,7 +156,9 @@ def test_truncated_packed_shard_and_missing_dataset(image_folder, tmp_path):
         f.truncate(size - 3 * ALIGN)
     ds = fl.PackedDataset(tmp_path / "p")
     loader = fl.Loader(ds, batch_size=8, transforms=[fl.CenterCrop(32)])
-    with pytest.raises(fl.RecordError, match=r"shard-00000\.bin#2\d: record ends at byte \d+, the shard file has"):
+    with pytest.raises(fl.RecordError, match=r"shard-00000\.bin#2\d: reading failed: (file ends at byte \d+, "
+                                             r"before \d+|bytes \d+\.\.\d+ are past the end of the file) "
+                                             r"\(truncated\?\)"):
         list(loader)
     loader = fl.Loader(ds, batch_size=8, transforms=[fl.CenterCrop(32)], on_error="skip")
     with pytest.warns(RuntimeWarning):
@@ -164,6 +167,45 @@ def test_truncated_packed_shard_and_missing_dataset(image_folder, tmp_path):
     np.testing.assert_array_equal(labels, ds.labels()[:len(labels)])
     with pytest.raises(FileNotFoundError, match="not a finished packed dataset"):
         fl.PackedDataset(tmp_path / "nothing")
+
+
+TRUNCATED_WHILE_READ = """
+import os, sys
+import numpy as np
+import fastload as fl
+ds = fl.PackedDataset(sys.argv[1])
+loader = fl.Loader(ds, batch_size=8, transforms=[fl.CenterCrop(32)], workers=2)
+first = np.concatenate([lab for _, lab in loader])
+shard = os.path.join(sys.argv[1], "shard-00000.bin")
+os.truncate(shard, os.path.getsize(shard) // 2)   # rewritten in place, say, while the job runs
+try:
+    list(loader)
+except fl.RecordError as e:
+    print("error:", e)
+skipping = fl.Loader(ds, batch_size=8, transforms=[fl.CenterCrop(32)], on_error="skip")
+import warnings
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore")
+    kept = np.concatenate([lab for _, lab in skipping])
+print("epoch 1:", len(first), "after:", len(kept), "skipped:", skipping.stats()["skipped"])
+"""
+
+
+def test_a_shard_truncated_while_it_is_read_is_an_error_not_a_crash(image_folder, tmp_path):
+    # A memory-mapped shard that shrinks under its map kills the process (SIGBUS) on the next
+    # read past the new end; records are read by position, so it is a short read and an error.
+    pack(fl.ImageFolder(image_folder), tmp_path / "p", progress=False)
+    ds = fl.PackedDataset(tmp_path / "p")
+    cut = os.path.getsize(tmp_path / "p" / "shard-00000.bin") // 2
+    ends = ds._offset + ds._sizes["image"]
+    lost = int(np.sum(ends > cut))
+    first = int(np.argmax(ends > cut))   # the loader reads in order: the first record it cannot
+    why = f"file ends at byte {cut}, before {ends[first]}" if ds._offset[first] < cut else \
+        f"bytes {ds._offset[first]}..{ends[first]} are past the end of the file"
+    out = run_python(["-c", TRUNCATED_WHILE_READ, str(tmp_path / "p")])
+    assert f"error: {tmp_path / 'p' / 'shard-00000.bin'}#{first}: reading failed: {why} (truncated?)" in out
+    assert f"epoch 1: {len(ds)} after: {len(ds) - lost} skipped: {lost}" in out
+    assert 0 < lost < len(ds)
 
 
 def test_records_whose_fields_differ_from_the_first(tmp_path):

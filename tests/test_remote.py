@@ -358,26 +358,41 @@ def test_json_and_csv_sources_behind_urls_equal_the_local_files(s3, http, tmp_pa
         fl.JSONRecords(f"{http.url}/missing.jsonl")
 
 
-@pytest.mark.parametrize("positional", [True, False], ids=["pread", "seek-and-read"])
-def test_local_byte_ranges_from_many_threads(tmp_path, monkeypatch, positional):
-    """Byte ranges of a local file, read concurrently: with os.pread (POSIX) and with the
-    seek-and-read under a lock that Windows takes (no os.pread there), the same bytes."""
+@pytest.mark.parametrize("way", ["compiled", "os.pread", "seek-and-read"])
+def test_local_byte_ranges_from_many_threads(tmp_path, monkeypatch, way):
+    """Byte ranges of a local file, read concurrently, one at a time and in batches: through
+    the compiled batch of preads, through os.pread, and with the seek-and-read under a lock
+    that Windows takes (no pread there): the same bytes, and the same errors."""
     from concurrent.futures import ThreadPoolExecutor
 
+    from fastload._kernels import _pread
     from fastload.sources import _files
     from fastload.sources.remote import Storage, StorageError
-    if positional and not hasattr(os, "pread"):
-        pytest.skip("no os.pread on this OS")
-    monkeypatch.setattr(_files, "pread", _files.pread_positional if positional else _files.pread_seek)
+    if way != "seek-and-read" and not hasattr(os, "pread"):
+        pytest.skip("no pread on this OS")
+    assert _pread.AVAILABLE == hasattr(os, "pread")
+    monkeypatch.setattr(_pread, "AVAILABLE", way == "compiled")
+    monkeypatch.setattr(_files, "pread", _files.pread_positional if way == "os.pread" else _files.pread_seek)
     data = np.random.default_rng(4).integers(0, 256, 1 << 20, dtype=np.uint8).tobytes()
     path = tmp_path / "blob.bin"
     path.write_bytes(data)
     rng = np.random.default_rng(5)
     ranges = [(int(a), int(a) + int(n)) for a, n in zip(rng.integers(0, len(data) - 4096, 2000),
-                                                         rng.integers(1, 4096, 2000))]
+                                                         rng.integers(0, 4096, 2000))]
     storage = Storage()
     with ThreadPoolExecutor(8) as pool:
         got = list(pool.map(lambda r: storage.read(str(path), *r), ranges))
-    assert got == [data[a:b] for a, b in ranges]
+        batches = list(pool.map(lambda i: storage.read_ranges([(str(path), a, b) for a, b in ranges[i:i + 64]]),
+                                range(0, len(ranges), 64)))
+    want = [data[a:b] for a, b in ranges]
+    assert got == want and [d for batch in batches for d in batch] == want
+    # a batch keeps its good ranges around the bad ones: past the end, a file that is missing
+    missing = str(tmp_path / "missing.bin")
+    mixed = storage.read_ranges([(str(path), 5, 10), (str(path), len(data) - 3, len(data) + 5), (missing, 0, 4),
+                                 (str(path), len(data) + 7, len(data) + 9), (str(path), 0, 0)])
+    assert mixed[0] == data[5:10] and mixed[4] == b""
+    assert isinstance(mixed[1], StorageError) and "file ends at byte 1048576, before 1048581" in str(mixed[1])
+    assert isinstance(mixed[2], StorageError) and "missing.bin" in str(mixed[2]) and "FileNotFoundError" in str(mixed[2])
+    assert isinstance(mixed[3], StorageError) and "bytes 1048583..1048585 are past the end" in str(mixed[3])
     with pytest.raises(StorageError, match=r"blob.bin: file ends at byte 1048576, before 1048586"):
         storage.read(str(path), len(data) - 10, len(data) + 10)

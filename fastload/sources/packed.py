@@ -10,16 +10,16 @@ A packed dataset is a directory (or URL prefix) holding::
 Blob fields are stored as they were read: encoded images keep their original
 bytes (or a re-encoding at a maximum side, chosen when packing); strings are
 UTF-8 and other values JSON. A record's blobs are contiguous, so reading a
-record is one slice of a memory map (local files, or shards in the disk cache)
-or one ranged request (a URL without a cache).
+record is one positional read (local files, or shards in the disk cache) or one
+ranged request (a URL without a cache). Not a memory map: a shard that shrinks
+while it is read (rewritten in place, say) is then a short read and an error
+naming the record, where a map would kill the process with SIGBUS.
 """
 from __future__ import annotations
 
 import io
 import json
-import mmap
 import os
-import threading
 
 import numpy as np
 
@@ -80,20 +80,15 @@ class PackedDataset(Source):
         self._sizes = {n: index[f"size:{n}"] for n, k in self._fields if k != "int"}
         self._ints = {n: index[f"int:{n}"] for n, k in self._fields if k == "int"}
         self._keys = index["key"] if "key" in index.files else None
-        self._maps = {}
-        self._lock = threading.Lock()
+        self._fetched: set[int] = set()
 
     def _url(self, name: str) -> str:
         return f"{self.root}/{name}" if is_url(self.root) else os.path.join(self.root, name)
 
     def __getstate__(self):
         state = self.__dict__.copy()
-        state["_maps"], state["_lock"] = {}, None
+        state["_fetched"] = set()   # another process (machine) has its own disk cache
         return state
-
-    def __setstate__(self, state):
-        self.__dict__.update(state)
-        self._lock = threading.Lock()
 
     # -- the Source protocol -----------------------------------------------------------
     def __len__(self) -> int:
@@ -110,29 +105,12 @@ class PackedDataset(Source):
                 return self._ints[name]
         return None
 
-    def _map(self, s: int):
-        """A read-only memory map of shard ``s``, or None when it is read by ranged requests."""
-        m = self._maps.get(s)
-        if m is None:
-            url = self._shard_urls[s]
-            path = self.storage.local_path(url)
-            if path is None:
-                return None
-            with self._lock:
-                m = self._maps.get(s)
-                if m is None:
-                    with open(path, "rb") as f:
-                        m = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) if os.fstat(f.fileno()).st_size \
-                            else b""
-                    self._maps[s] = m
-        return m
-
     def __getitem__(self, index: int):
         return self.gather(np.array([self._check_index(index)]))[0]
 
     def gather(self, indices: np.ndarray) -> list:
         # Offsets, sizes and labels come from the index arrays for the whole batch at once; per
-        # record there is one slice of its shard's memory map (or one ranged read).
+        # record there is one read.
         idx = np.asarray(indices, dtype=np.int64)
         shards, los = self._shard[idx], self._offset[idx].astype(np.int64)
         blobs = [(name, kind) for name, kind in self._fields if kind != "int"]
@@ -142,33 +120,20 @@ class PackedDataset(Source):
         if len(over):
             j = int(over[0])
             raise RecordError(self.record_id(int(idx[j])), f"record ends at byte {int(his[j])}, past the end of the shard")
-        ids, shard_list, lo_list, hi_list = idx.tolist(), shards.tolist(), los.tolist(), his.tolist()
-        maps = {}   # shard: (its memory map or None, its length)
+        ids, shard_list = idx.tolist(), shards.tolist()
+        urls = self._shard_urls
         for j, s in enumerate(shard_list):
-            if s not in maps:
+            if s not in self._fetched:   # into the disk cache, where there is one
                 try:
-                    m = self._map(s)
+                    self.storage.local_path(urls[s])
                 except StorageError as e:
                     raise RecordError(self.record_id(ids[j]), f"reading failed: {e.reason}") from e
-                maps[s] = (m, -1 if m is None else len(m))
-        datas, remote = [], []
-        for j, (s, lo, hi) in enumerate(zip(shard_list, lo_list, hi_list)):
-            m, end = maps[s]
-            if hi <= end:
-                datas.append(m[lo:hi])   # a copy: the record outlives any use of the map
-            elif m is None:
-                remote.append(j)
-                datas.append(b"")
-            else:
-                raise RecordError(self.record_id(ids[j]), f"record ends at byte {hi}, the shard file has {end}: "
-                                  "truncated")
-        if remote:
-            got = self.storage.read_ranges([(self._shard_urls[shard_list[j]], lo_list[j], hi_list[j])
-                                            for j in remote])
-            for j, d in zip(remote, got):
-                if isinstance(d, StorageError):
-                    raise RecordError(self.record_id(ids[j]), f"reading failed: {d.reason}")
-                datas[j] = d
+                self._fetched.add(s)
+        datas = self.storage.read_ranges([(urls[s], lo, hi) for s, lo, hi in zip(shard_list, los.tolist(),
+                                                                                 his.tolist())])
+        for j, d in enumerate(datas):
+            if isinstance(d, StorageError):
+                raise RecordError(self.record_id(ids[j]), f"reading failed: {d.reason}")
         columns = {name: self._ints[name][idx].tolist() for name in self._ints}
         pos = [0] * len(ids)
         for (name, kind), size in zip(blobs, sizes):
