@@ -343,12 +343,12 @@ static int choose_denom(int64_t w, int64_t h, int min_w, int min_h, int max_deno
     return 1;
 }
 
-/* Scaled [floor(a * s / full), ceil(b * s / full)): the pixels covering the
- * full-resolution span [a, b). All values are below 2^16, so no overflow. */
-static void scale_span(int64_t a, int64_t b, int64_t s, int64_t full, int *sa, int *sb)
+/* Scaled [floor(a / denom), ceil(b / denom)): the pixels covering the
+ * full-resolution span [a, b) at DCT scale 1/denom (see fl_jpeg_region). */
+static void scale_span(int64_t a, int64_t b, int64_t denom, int *sa, int *sb)
 {
-    *sa = (int)(a * s / full);
-    *sb = (int)((b * s + full - 1) / full);
+    *sa = (int)(a / denom);
+    *sb = (int)((b + denom - 1) / denom);
 }
 
 /* Decide everything decode_region will do, from the header alone. */
@@ -385,8 +385,8 @@ static int plan(const fl_jpeg_info *info, int x0, int y0, int x1, int y1,
     r->scaled_height = (int)((h + denom - 1) / denom);
     r->denom = denom;
     int sx1, sy1;
-    scale_span(rx0, rx1, r->scaled_width, w, &r->off_x, &sx1);
-    scale_span(ry0, ry1, r->scaled_height, h, &r->off_y, &sy1);
+    scale_span(rx0, rx1, denom, &r->off_x, &sx1);
+    scale_span(ry0, ry1, denom, &r->off_y, &sy1);
     out->data = NULL;
     out->width = sx1 - r->off_x;
     out->height = sy1 - r->off_y;

@@ -23,11 +23,15 @@ typedef struct {
     int progressive;
 } fl_jpeg_info;
 
-/* Where the decoded pixels sit in full-resolution coordinates. A full-res
- * coordinate X maps to decoded column (X * scaled_width / width - off_x);
- * likewise for rows. The decoded view covers exactly the requested rectangle
- * rounded outward to whole scaled pixels: columns [off_x, off_x + view width)
- * of the scaled image, with off_x = floor(x0 * scaled_width / width). */
+/* Where the decoded pixels sit in full-resolution coordinates. At DCT scale
+ * 1/denom each scaled pixel is the denom x denom block of source pixels it
+ * was computed from, so a full-res coordinate X maps to decoded column
+ * (X / denom - off_x); likewise for rows. Not X * scaled_width / width: the
+ * last scaled column also covers the padding past the image's right edge
+ * when the width is not a multiple of denom (Pillow's draft() box says the
+ * same). The decoded view covers exactly the requested rectangle rounded
+ * outward to whole scaled pixels: columns [off_x, off_x + view width) of the
+ * scaled image, with off_x = floor(x0 / denom). */
 typedef struct {
     int width, height;                /* full-resolution image size */
     int scaled_width, scaled_height;  /* size of the whole image at the chosen DCT scale */

@@ -403,10 +403,10 @@ static int process_begun(fl_worker *w, const fl_plan *p, const uint8_t *data, si
     if (rc != FL_OK)
         return rc;
 
-    /* Map the box into the decoded pixels' coordinates. */
-    double kx = (double)reg.scaled_width / reg.width, ky = (double)reg.scaled_height / reg.height;
-    fl_rect b = {box.x0 * kx - reg.off_x, box.y0 * ky - reg.off_y,
-                 box.x1 * kx - reg.off_x, box.y1 * ky - reg.off_y};
+    /* Map the box into the decoded pixels' coordinates (see fl_jpeg_region). */
+    const double k = 1.0 / reg.denom;
+    fl_rect b = {box.x0 * k - reg.off_x, box.y0 * k - reg.off_y,
+                 box.x1 * k - reg.off_x, box.y1 * k - reg.off_y};
     if (b.x0 < 0) b.x0 = 0;
     if (b.y0 < 0) b.y0 = 0;
     if (b.x1 > img.width) b.x1 = img.width;
@@ -456,11 +456,11 @@ int fl_process_encoded(fl_worker *w, const fl_plan *p, const uint8_t *data, size
 }
 
 int fl_process_decoded(fl_worker *w, const fl_plan *p, const fl_view *img, int img_w, int img_h,
-                       int full_w, int full_h, uint64_t seed, uint64_t epoch, uint64_t index,
+                       int full_w, int full_h, int scale, uint64_t seed, uint64_t epoch, uint64_t index,
                        void *out, char *err)
 {
     if ((img->channels != 3 && img->channels != 4) || img->width < 1 || img->height < 1 ||
-        img->width != img_w || img->height > img_h || full_w < 1 || full_h < 1) {
+        img->width != img_w || img->height > img_h || full_w < 1 || full_h < 1 || scale < 1) {
         snprintf(err, FL_ERRLEN, "expected an RGB image, got %d channels %dx%d (of %dx%d)",
                  img->channels, img->width, img->height, img_w, img_h);
         return FL_ERR_ARG;
@@ -471,21 +471,22 @@ int fl_process_decoded(fl_worker *w, const fl_plan *p, const fl_view *img, int i
     int rc = plan_box(p, full_w, full_h, &rng, &box, &pad, err);
     if (rc != FL_OK)
         return rc;
-    double kx = (double)img_w / full_w, ky = (double)img_h / full_h;
-    box = (fl_rect){box.x0 * kx, box.y0 * ky, box.x1 * kx, box.y1 * ky};
+    const double k = 1.0 / scale;   /* as fl_jpeg_region's mapping */
+    box = (fl_rect){box.x0 * k, box.y0 * k, box.x1 * k, box.y1 * k};
     if (box.x1 > img_w) box.x1 = img_w;
     if (box.y1 > img_h) box.y1 = img_h;
     return finish(w, p, img, box, p->out_w, p->out_h, rect_of(&pad), pad.fill, orient_of(1), &rng, out, err);
 }
 
-int fl_process_rgb(fl_worker *w, const fl_plan *p, const fl_view *img, int full_w, int full_h,
+int fl_process_rgb(fl_worker *w, const fl_plan *p, const fl_view *img, int full_w, int full_h, int scale,
                    uint64_t seed, uint64_t epoch, uint64_t index, void *out, char *err)
 {
     if (full_w <= 0 || full_h <= 0) {
         full_w = img->width;
         full_h = img->height;
+        scale = 1;
     }
-    return fl_process_decoded(w, p, img, img->width, img->height, full_w, full_h, seed, epoch, index,
+    return fl_process_decoded(w, p, img, img->width, img->height, full_w, full_h, scale, seed, epoch, index,
                               out, err);
 }
 
@@ -541,8 +542,7 @@ int fl_pillow_jpeg_plan(const fl_plan *p, const uint8_t *data, size_t size, doub
     if (complete && planned) {
         /* The last row the vertical resampling pass reads: the box's bottom
          * plus the widest filter support (bilinear, widened by the downscale). */
-        double ky = (double)r->scaled_height / h;
-        double y0 = box.y0 * ky, y1 = box.y1 * ky;
+        double y0 = box.y0 / scale, y1 = box.y1 / scale;
         if (y1 > r->scaled_height)
             y1 = r->scaled_height;
         int shown = pad.y1 - pad.y0;

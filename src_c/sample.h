@@ -83,18 +83,19 @@ int fl_process_png(fl_worker *w, const fl_plan *p, const uint8_t *data, size_t s
 /* A sample already decoded to RGB (any other format, or a JPEG that took the
  * Pillow route): 3 channels, or 4 (RGBX, the fourth byte ignored). Random
  * draws are the same as fl_process_jpeg's. When the decoder scaled the image
- * down (Pillow's draft), full_w x full_h is its size before (0: img's own
- * size): the crop is planned on that size and mapped onto img. */
-int fl_process_rgb(fl_worker *w, const fl_plan *p, const fl_view *img, int full_w, int full_h,
+ * down (Pillow's draft) by 1/scale, full_w x full_h is its size before (0:
+ * img's own size, scale 1): the crop is planned on that size and mapped onto
+ * img, full-resolution X to X / scale (as fl_jpeg_region). */
+int fl_process_rgb(fl_worker *w, const fl_plan *p, const fl_view *img, int full_w, int full_h, int scale,
                    uint64_t seed, uint64_t epoch, uint64_t index, void *out, char *err);
 
-/* fl_process_rgb for an image decoded at img_w x img_h of which `img` holds
- * only the first rows (img->height <= img_h, img->width == img_w): the
- * crop is planned on full_w x full_h and mapped onto img_w x img_h, and the
- * rows it reads must be in `img` (fl_pillow_jpeg_plan's `rows`), else
- * FL_ERR_ARG. */
+/* fl_process_rgb for an image decoded at 1/scale, img_w x img_h, of which
+ * `img` holds only the first rows (img->height <= img_h, img->width ==
+ * img_w): the crop is planned on full_w x full_h and mapped onto the decoded
+ * image, and the rows it reads must be in `img` (fl_pillow_jpeg_plan's
+ * `rows`), else FL_ERR_ARG. */
 int fl_process_decoded(fl_worker *w, const fl_plan *p, const fl_view *img, int img_w, int img_h,
-                       int full_w, int full_h, uint64_t seed, uint64_t epoch, uint64_t index,
+                       int full_w, int full_h, int scale, uint64_t seed, uint64_t epoch, uint64_t index,
                        void *out, char *err);
 
 /* ---- the JPEG route through Pillow's decoder (no libjpeg-turbo headers) ----

@@ -129,10 +129,10 @@ def test_region_is_the_crop_of_the_full_decode(decoder, photo, kind, denom):
             continue
         part, r = decoder.decode(data, region=(x0, y0, x1, y1), max_denom=denom, min_size=(1, 1))
         assert r["denom"] == denom
-        # the region rounded outward at the chosen scale
-        sw, sh = info["scaled_width"], info["scaled_height"]
-        assert (r["off_x"], r["off_y"]) == (x0 * sw // 463, y0 * sh // 301)
-        assert part.shape == (-(-y1 * sh // 301) - r["off_y"], -(-x1 * sw // 463) - r["off_x"], 3)
+        # the region rounded outward at the chosen scale: scaled pixel j is source pixels
+        # [j * denom, (j + 1) * denom), the last one padded past the edge (not x * scaled / full)
+        assert (r["off_x"], r["off_y"]) == (x0 // denom, y0 // denom)
+        assert part.shape == (-(-y1 // denom) - r["off_y"], -(-x1 // denom) - r["off_x"], 3)
         np.testing.assert_array_equal(
             part, full[r["off_y"]:r["off_y"] + part.shape[0], r["off_x"]:r["off_x"] + part.shape[1]])
 
@@ -339,13 +339,13 @@ def test_pillow_draft_reports_its_scale(photo, orientation):
     data = with_exif(encode(photo, quality=90), orientation)
     turned = orientation == 6
     want = (37, 57) if turned else (57, 37)   # oriented (w, h); 463x301 / 8 is 58x38
-    pixels, sx, sy = pillow_decode(data, "x.jpg", draft_size=want)
+    pixels, full, scale = pillow_decode(data, "x.jpg", draft_size=want)
     assert pixels.shape == ((58, 38, 3) if turned else (38, 58, 3))
-    full_w, full_h = image_size(data)
-    assert (sx, sy) == (pixels.shape[1] / full_w, pixels.shape[0] / full_h)
+    # the oriented full size and draft()'s scale, not the size ratio (58 / 463 is not 1 / 8)
+    assert full == image_size(data) == ((301, 463) if turned else (463, 301)) and scale == 8
     np.testing.assert_array_equal(read_image(data, draft=want), pixels)
-    pixels, sx, sy = pillow_decode(encode(photo, "PNG"), "x.png", draft_size=want)
-    assert (sx, sy) == (1.0, 1.0) and pixels.shape == photo.shape
+    pixels, full, scale = pillow_decode(encode(photo, "PNG"), "x.png", draft_size=want)
+    assert full == (463, 301) and scale == 1 and pixels.shape == photo.shape
 
 
 # ---- sources and failures ------------------------------------------------

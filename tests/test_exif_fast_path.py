@@ -143,8 +143,9 @@ def test_dct_scaled_random_crops_stay_close(orientation):
     plan, size = compile_plan(AUGMENT, dtype="uint8", layout="NHWC", dct_scale=True)
     got, status = fast(data, plan, size, range(48))
     assert (status == _batch.OK).all()
-    mean, _ = diff_stats(got, pillow_route(data, plan, size, range(48)))
-    assert mean <= 1.5, f"mean {mean:.3f}"   # orientation 1 gives about 1.1 here
+    mean, peak = diff_stats(got, pillow_route(data, plan, size, range(48)))
+    # 0.15 to 0.28, at most 5, here; a box mapped by the scaled size's ratio gives about 1, up to 25
+    assert mean <= 0.4 and peak <= 8, f"mean {mean:.3f}, max {peak}"
 
 
 def test_cmyk_with_orientation_still_takes_the_pillow_route():

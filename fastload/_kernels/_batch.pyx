@@ -287,7 +287,7 @@ cdef class Worker:
                 if pending >= 0:   # the sample decoded last: resample and write it
                     status[pending] = fl_process_decoded(
                         &self.w, &plan.p, &view, done.scaled_width, done.scaled_height, done.width,
-                        done.height, seed, epoch, indices[pending], base + pending * row,
+                        done.height, done.scale, seed, epoch, indices[pending], base + pending * row,
                         errs + pending * FL_ERRLEN)
                     pending = -1
                 if i < n:
@@ -390,15 +390,18 @@ cdef class Worker:
         return 0
 
     def process_rgb(self, Plan plan, const uint8_t[:, :, ::1] img, uint64_t seed, uint64_t epoch,
-                    uint64_t index, cnp.ndarray out_row, full_size=None):
+                    uint64_t index, cnp.ndarray out_row, full_size=None, int scale=1):
         """Finish one already-decoded RGB sample into out_row; returns None or an error message.
 
-        ``full_size`` = (w, h): the image's size before a DCT-scaled decode (the
-        crop is planned on it, as on the C route); default img's own size.
+        ``full_size`` = (w, h): the image's size before a decode at DCT scale
+        1/``scale`` (the crop is planned on it, as on the C route, and
+        full-resolution X is X / scale in ``img``); default img's own size.
         """
         cdef int full_w = 0, full_h = 0
         if full_size is not None:
             full_w, full_h = full_size
+        if scale not in (1, 2, 4, 8):
+            raise ValueError(f"scale must be 1, 2, 4 or 8, got {scale}")
         if img.shape[2] != 3:
             raise ValueError("img must be HxWx3 uint8")
         if not out_row.flags.c_contiguous:
@@ -410,7 +413,7 @@ cdef class Worker:
         cdef int rc
         err[0] = 0
         with nogil:
-            rc = fl_process_rgb(&self.w, &plan.p, &v, full_w, full_h, seed, epoch, index, dst, err)
+            rc = fl_process_rgb(&self.w, &plan.p, &v, full_w, full_h, scale, seed, epoch, index, dst, err)
         return None if rc == FL_OK else err.decode("utf-8", "replace")
 
     def read_file(self, bytes path):
@@ -782,8 +785,8 @@ cdef class JpegDecoder(_OneThread):
 
         Returns ``(pixels, region_info)``: an HxWx3 uint8 array covering the
         region rounded outward at scale 1/denom, and the dict of
-        ``fl_jpeg_region`` (full-res X maps to column
-        ``X * scaled_width / width - off_x``). With ``out`` (uint8, at least
+        ``fl_jpeg_region`` (full-res X maps to column ``X / denom - off_x``).
+        With ``out`` (uint8, at least
         HxWx3, pixel rows contiguous) the pixels go there and the result is the
         view ``out[:H, :W]``; otherwise a new array. Raises Unsupported,
         DecodeError (bad data, over ``max_pixels``), ValueError (bad arguments)

@@ -128,10 +128,10 @@ cdef extern from "sample.h" nogil:
                         uint64_t seed, uint64_t epoch, uint64_t index, void *out, char *err)
     int fl_process_png(fl_worker *w, const fl_plan *p, const uint8_t *data, size_t size,
                        uint64_t seed, uint64_t epoch, uint64_t index, void *out, char *err)
-    int fl_process_rgb(fl_worker *w, const fl_plan *p, const fl_view *img, int full_w, int full_h,
+    int fl_process_rgb(fl_worker *w, const fl_plan *p, const fl_view *img, int full_w, int full_h, int scale,
                        uint64_t seed, uint64_t epoch, uint64_t index, void *out, char *err)
     int fl_process_decoded(fl_worker *w, const fl_plan *p, const fl_view *img, int img_w, int img_h,
-                           int full_w, int full_h, uint64_t seed, uint64_t epoch, uint64_t index,
+                           int full_w, int full_h, int scale, uint64_t seed, uint64_t epoch, uint64_t index,
                            void *out, char *err)
     ctypedef struct fl_pillow_jpeg:
         int width, height, scale, scaled_width, scaled_height, rows

@@ -104,9 +104,10 @@ def pillow_decode(data, name: str, *, exif: bool = True, max_pixels: int | None 
     Returns a new HxWx3 uint8 array. With ``draft_size=(w, h)`` (in oriented
     pixels), or a function of the oriented (width, height) returning that
     (or None), JPEGs use ``Image.draft`` to decode at the smallest DCT scale
-    keeping them at least w x h, and the result is ``(array, scale_x,
-    scale_y)``: an oriented full-resolution coordinate X maps to ``X *
-    scale_x`` in the array (1.0 for formats without draft mode).
+    1/s keeping them at least w x h, and the result is ``(array, (width,
+    height), s)``: the oriented full-resolution size, and the scale, by which
+    a full-resolution coordinate X maps to ``X / s`` in the array (as
+    ``draft()``'s box says; s is 1 for formats without draft mode).
 
     Pillow's TIFF plugin applies the TIFF orientation tag itself, so for TIFF
     it is not applied again: exactly once whatever the format (and undone with
@@ -128,13 +129,15 @@ def pillow_decode(data, name: str, *, exif: bool = True, max_pixels: int | None 
                 else:
                     orientation = 1
             full = im.size
-            want = draft_size(*(full[::-1] if orientation in _SWAPS_AXES else full)) \
-                if callable(draft_size) else draft_size
+            shown = full[::-1] if orientation in _SWAPS_AXES else full
+            want = draft_size(*shown) if callable(draft_size) else draft_size
+            scale = 1
             if want is not None and im.format == "JPEG":
                 w, h = _min_size(want)
-                im.draft(None, (h, w) if orientation in _SWAPS_AXES else (w, h))
+                drafted = im.draft(None, (h, w) if orientation in _SWAPS_AXES else (w, h))
+                if drafted is not None:   # its box: (0, 0, width / scale, height / scale)
+                    scale = round(full[0] / drafted[1][2])
             im.load()
-            scale = im.size[0] / full[0], im.size[1] / full[1]
             if orientation in _TRANSPOSE:
                 im = im.transpose(_TRANSPOSE[orientation])
             pixels = _to_rgb(im)
@@ -146,7 +149,7 @@ def pillow_decode(data, name: str, *, exif: bool = True, max_pixels: int | None 
         raise _pillow_failed(e, data, name) from e
     if draft_size is None:
         return pixels
-    return (pixels, *(scale[::-1] if orientation in _SWAPS_AXES else scale))
+    return pixels, shown, scale
 
 
 def pillow_jpeg(data, name: str, *, max_pixels: int | None = DEFAULT_MAX_PIXELS, draft_size=None):
@@ -157,7 +160,7 @@ def pillow_jpeg(data, name: str, *, max_pixels: int | None = DEFAULT_MAX_PIXELS,
     read by fastload's C marker scan, and Pillow's decoder (the same one,
     with the same DCT scale ``draft()`` would pick for ``draft_size``, a size
     or a function of (width, height)) decodes with the GIL released. Gives
-    ``pillow_decode``'s pixels, as ``(array, scale_x, scale_y)``, or None for
+    ``pillow_decode``'s pixels, as ``(array, (width, height), scale)``, or None for
     anything else (other formats, CMYK, rotations, truncated or corrupt
     data), which ``pillow_decode`` then handles and explains.
     """
@@ -190,7 +193,7 @@ def pillow_jpeg(data, name: str, *, max_pixels: int | None = DEFAULT_MAX_PIXELS,
     pixels = np.asarray(Image.Image()._new(core))
     if mode == "L":
         pixels = np.repeat(pixels[:, :, None], 3, axis=2)
-    return pixels, sw / w, sh / h
+    return pixels, (w, h), scale
 
 
 def image_size(src, *, exif: bool = True, name: str | None = None) -> tuple[int, int]:

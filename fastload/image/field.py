@@ -217,17 +217,16 @@ class ImageField(Field):
 
         try:
             data = worker.read_file(item) if _is_path(value) else item
-            img, sx, sy = try_jpeg and pillow_jpeg(data, _name(value), max_pixels=self.max_pixels,
-                                                   draft_size=draft_size) \
+            img, full, scale = try_jpeg and pillow_jpeg(data, _name(value), max_pixels=self.max_pixels,
+                                                        draft_size=draft_size) \
                 or pillow_decode(data, _name(value), exif=self.exif, max_pixels=self.max_pixels,
                                  draft_size=draft_size)
         except DecodeError as e:
             return e.reason
         except OSError as e:
             return str(e)
-        full = (round(img.shape[1] / sx), round(img.shape[0] / sy))
         return worker.process_rgb(plan, np.ascontiguousarray(img), ctx.seed, ctx.epoch, index, out_row,
-                                  full_size=full)
+                                  full_size=full, scale=scale)
 
 
 class Image(ImageField):
