@@ -46,9 +46,8 @@ def image_folder(path: str):
                          f"(expected {os.path.join(path, '<class>', '<image>')})")
     try:
         return fl.ImageFolder(path)
-    except FileNotFoundError as e:
-        raise UsageError(f"{path}: no images in its class subfolders "
-                         f"(looked for {', '.join(IMAGE_EXTENSIONS)})") from e
+    except FileNotFoundError as e:   # ImageFolder's message says which folders, and which extensions
+        raise UsageError(str(e)) from e
 
 
 class progress:

@@ -229,6 +229,6 @@ def _image_sizes(source, n: int = 16):
         try:
             with Image.open(p) as im:
                 sizes.append(im.size)
-        except OSError:   # unreadable files are reported by the run itself
+        except Exception:   # Pillow's many errors (a bomb guard's too): the run itself reports the file
             continue
     return sizes

@@ -425,6 +425,16 @@ def test_multi_field_skip_drops_whole_records_never_misaligned(tmp_path, workers
     assert "000" not in "".join(failures) and "004.png" in records.record_id(4)
 
 
+def test_bad_labels_are_record_errors_that_say_why(tmp_path):
+    path = str(tmp_path / "a.png")
+    Image.fromarray(photo_like(8, 8, seed=1)).save(path)
+    for label, why in ((-1, r"label -1 is negative \(labels are class indices: 0, 1, \.\.\.\)"),
+                       ("cat", "label 'cat' is not an integer")):
+        loader = fl.Loader(fl.ListSource([(path, 0), (path, label)]), batch_size=2, transforms=[fl.Resize((4, 4))])
+        with pytest.raises(fl.RecordError, match=rf"ListSource\[1\]: field 'label': {why}"):
+            list(loader)
+
+
 def test_multi_field_raise_names_the_record_and_field(tmp_path):
     records = multi_field_records(tmp_path, bad_captions=())
     loader = fl.Loader(records, batch_size=8, fields={"image": [fl.Resize((6, 6))], "number": Caption(),

@@ -1,14 +1,17 @@
 """The fastload command: one-line errors, the demo's and doctor's reports, help text, subcommand registration."""
 import json
 import os
+import struct
 import sys
 import threading
 
 import pytest
+from PIL import Image
 
 import fastload as fl
 from fastload import cli
 from fastload.synthetic import make_image_folder
+from helpers import photo_like
 from threadutil import new_threads
 
 
@@ -57,7 +60,11 @@ def test_user_mistakes_are_one_line(tmp_path, capsys, bad_folder):
     assert "no class subfolders; it holds 3 image(s) directly" in usage_error(capsys, "demo", str(flat))
     (tmp_path / "noimg" / "cats").mkdir(parents=True)
     (tmp_path / "noimg" / "cats" / "notes.txt").write_text("x")
-    assert "no images in its class subfolders" in usage_error(capsys, "doctor", str(tmp_path / "noimg"))
+    assert "no images with extensions" in usage_error(capsys, "doctor", str(tmp_path / "noimg"))
+    (tmp_path / "noimg" / "dogs").mkdir()
+    (tmp_path / "noimg" / "dogs" / "a.jpg").write_bytes(b"x")   # one class with an image, one without
+    assert "class folder(s) without images" in usage_error(capsys, "demo", str(tmp_path / "noimg")) \
+        and "['cats']" in usage_error(capsys, "demo", str(tmp_path / "noimg"))
     assert "--size must be at least 1" in usage_error(capsys, "demo", str(tmp_path / "noimg"), "--size", "0")
     assert "unknown 'blur'" in usage_error(capsys, "doctor", bad_folder[0], "--transforms", "crop,blur")
     assert "must include crop, resize or center" in usage_error(capsys, "doctor", bad_folder[0], "--transforms",
@@ -91,6 +98,21 @@ def test_doctor_profiles_the_users_configuration(bad_folder, capsys):
     assert "2 file(s) could not be read and were skipped" in out and "checked 21 of 21 records" in out
     code, out, _ = run(capsys, "doctor", root, "--seconds", "0.2", "--size", "24", "--workers", str(cores + 2))
     assert f"{cores + 2} workers on {cores} cores" in out
+
+
+def test_doctor_lists_an_image_over_pillows_bomb_guard_and_carries_on(tmp_path, capsys):
+    """Pillow refuses to open a 65000x65000 header (DecompressionBombError, not an OSError): the
+    run skips and lists it, and the advice that reads image sizes carries on past it."""
+    root = tmp_path / "bomb"
+    (root / "a").mkdir(parents=True)
+    Image.fromarray(photo_like(40, 40, seed=1)).save(root / "a" / "ok.jpg")
+    data = bytearray((root / "a" / "ok.jpg").read_bytes())
+    sof = data.find(b"\xff\xc0")
+    data[sof + 5:sof + 9] = struct.pack(">HH", 65000, 65000)
+    (root / "a" / "huge.jpg").write_bytes(bytes(data))
+    code, out, err = run(capsys, "doctor", str(root), "--seconds", "0.3", "--size", "24", "--workers", "1")
+    assert code == 0 and "Traceback" not in err, err
+    assert "huge.jpg" in out and "1 file(s) could not be read and were skipped" in out
 
 
 def test_doctor_with_a_loader_file(bad_folder, tmp_path, capsys):

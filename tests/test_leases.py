@@ -177,6 +177,9 @@ def test_ring_larger_than_memory_fails_clearly(image_folder):
     loader = make(image_folder, batch_size=9000, transforms=[fl.Resize((224, 224))], max_memory=2**30)
     with pytest.raises(MemoryError, match="max_memory"):
         next(iter(loader))
+    loader = make(image_folder, batch_size=2, transforms=[fl.Resize((8, 8))], dtype="uint8", max_memory=100)
+    with pytest.raises(MemoryError, match=r"4 batch slots of 400 bytes needs 1.56 KiB, over the bound of 100 bytes"):
+        next(iter(loader))
 
 
 def test_jax_device_put_with_async_dispatch_sees_every_batch(image_folder):

@@ -238,6 +238,41 @@ def test_corrupt_member_and_corrupt_label(tmp_path):
         keys = assert_aligned(loader)
     assert keys == ["class_0/a", "class_1/d"] and loader.stats()["skipped"] == 2
     assert sorted(rid for rid, _ in loader.stats()["failures"]) == [f"{path}:class_1/b", f"{path}:class_1/c"]
+    # streamed (a label that does not decode ends a pass: not in this shard), a sample is named
+    # by its shard and key too, not by its position in the pass
+    path = str(tmp_path / "streamed.tar")
+    with wds.TarWriter(path) as w:
+        for key, data in (("class_0/a", good), ("class_1/b", b"\xff\xd8\xff garbage"), ("class_1/d", good)):
+            w.write({"__key__": key, "jpg": data, "cls": int(key[6])})
+    stream = fl.Loader(fl.TarShards(path).stream(), batch_size=8, fields={"jpg": [fl.CenterCrop(32)], "cls": None})
+    with pytest.raises(fl.DecodeError, match=rf"^{re.escape(path)}:class_1/b: "):
+        list(stream)
+    stream = fl.Loader(fl.TarShards(path).stream(), batch_size=8, fields={"jpg": [fl.CenterCrop(32)], "cls": None},
+                       on_error="skip")
+    assert stream.stats()["skipped"] == 0 and stream.stats()["failures"] == []   # every counter, from the start
+    with pytest.warns(RuntimeWarning, match=rf"{re.escape(path)}:class_1/b"):
+        assert sum(len(b["jpg"]) for b in stream) == 2
+    assert [rid for rid, _ in stream.stats()["failures"]] == [f"{path}:class_1/b"]
+
+
+def test_a_shard_cut_inside_padding_names_the_truncation(tmp_path):
+    """The cut falls after a.cls's one byte, in its padding: a.jpg's header is lost with it. The
+    shard is truncated, and a sample missing a required member says where reading stopped."""
+    path = str(tmp_path / "cut.tar")
+    with wds.TarWriter(path) as w:
+        w.write({"__key__": "class_0/z", "jpg": encode(photo_like(40, 40, seed=2)), "cls": 0})
+        w.write({"__key__": "class_0/a", "cls": 0, "jpg": encode(photo_like(40, 40, seed=3))})
+    with tarfile.open(path) as tf:
+        cls = tf.getmember("class_0/a.cls")
+    os.truncate(path, cls.offset_data + 100)
+    ts = fl.TarShards(path, require=("jpg", "cls"))
+    assert len(ts) == 3   # z, a, and the record standing for the lost rest
+    with pytest.raises(fl.RecordError, match=rf"cut\.tar:@{cls.offset_data + 100}: .*inside the padding after the "
+                                             r"last member: truncated"):
+        ts[2]
+    with pytest.raises(fl.RecordError, match=r"cut\.tar:class_0/a: no \.jpg member \(the sample has \.cls\); the "
+                                             r"shard is unreadable after them: .*truncated"):
+        ts[1]
 
 
 def test_image_without_its_label(tmp_path):

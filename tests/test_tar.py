@@ -136,6 +136,20 @@ def test_end_of_archive():
     assert listing(b"\0" * 1024) == tarfile_listing(b"\0" * 1024) == []
 
 
+def test_a_file_cut_inside_a_members_padding_is_truncated_as_tarfile_says():
+    """The last member's data is whole but the zeros after it are not: the archive was cut (what
+    followed is lost), not ended. tarfile: "unexpected end of data"; a cut on a block boundary is
+    the end of the file, as above."""
+    data = archive(tarfile.GNU_FORMAT, [("a.cls", b"3"), ("a.jpg", b"j" * 700), ("b.cls", b"4")])
+    last = tarfile_listing(data)[-1][1]   # b.cls's one byte of data, then 511 of padding
+    for cut in (last + 1, last + 100, last + 511):
+        with pytest.raises(tarfile.ReadError, match="unexpected end of data"):
+            tarfile_listing(data[:cut])
+        with pytest.raises(_tar.TarError, match=rf"inside the padding after the last member: truncated at byte {cut}"):
+            listing(data[:cut])
+    assert listing(data[:last + 512]) == tarfile_listing(data[:last + 512])
+
+
 @pytest.mark.parametrize("fmt", [tarfile.GNU_FORMAT, tarfile.PAX_FORMAT])
 def test_damaged_headers_never_pass(fmt):
     """Any one bit flipped in a header block (extended headers included) fails at that header, or

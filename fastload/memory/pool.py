@@ -62,13 +62,20 @@ def available_memory() -> int | None:
     return None
 
 
+def _size(nbytes: int) -> str:
+    for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if nbytes >= scale:
+            return f"{nbytes / scale:.2f} {unit}"
+    return f"{nbytes} bytes"
+
+
 def check_memory(nbytes: int, what: str, limit: int | None = None) -> None:
     """Refuse an allocation of ``nbytes`` that would not fit (``limit`` or half the available memory)."""
     avail = available_memory()
     bound = limit if limit is not None else (avail // 2 if avail else None)
     if bound is not None and nbytes > bound:
         raise MemoryError(
-            f"{what} needs {nbytes / 2**30:.2f} GiB, over the bound of {bound / 2**30:.2f} GiB "
+            f"{what} needs {_size(nbytes)}, over the bound of {_size(bound)} "
             f"({'max_memory' if limit is not None else 'half the available memory'}); "
             "use a smaller batch_size, prefetch or image size, or raise max_memory=")
 
@@ -123,7 +130,7 @@ class SlotPool:
         self.outputs, self.batch_size, self.pinned = list(outputs), batch_size, pin
         self.slot_bytes = sum(batch_size * int(np.prod(o.shape)) * np.dtype(o.dtype).itemsize for o in self.outputs)
         limit = max_bytes if max_bytes is not None else DEFAULT_MAX_BYTES
-        check_memory(self.slot_bytes * slots, f"{slots} batch slots of {self.slot_bytes / 2**20:.1f} MiB",
+        check_memory(self.slot_bytes * slots, f"{slots} batch slots of {_size(self.slot_bytes)}",
                      max_bytes)
         self.max_slots = max(slots, limit // max(self.slot_bytes, 1))
         self._guard_release = guard_release

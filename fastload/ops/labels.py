@@ -43,7 +43,8 @@ class Labels(Field):
                 failures[i] = f"label {v!r} is not an integer"
                 continue
             if labels[i] < 0 or (self.num_classes and labels[i] >= self.num_classes):
-                failures[i] = f"label {labels[i]} outside [0, {self.num_classes})"
+                failures[i] = f"label {labels[i]} outside [0, {self.num_classes})" if self.num_classes else \
+                    f"label {labels[i]} is negative (labels are class indices: 0, 1, ...)"
                 labels[i] = -1
         self._write(out, labels)
         return failures

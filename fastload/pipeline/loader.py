@@ -56,6 +56,7 @@ _IMAGE_OPTIONS = ("dtype", "layout", "exif", "max_pixels", "dct_scale", "reducin
 _OUTPUTS = ("numpy", "torch", "jax")
 _MAX_FAILURES_KEPT = 1000          # failures listed per epoch; the totals count every one
 _PREPARE_CHUNK = 2048              # records per read of a preparation pass
+_COUNTERS = ("samples", "batches", "skipped", "failed_this_epoch", "ready_batches", "busy_s", "wait_s", "wall_s")
 _STOP_S = 0.05                     # a worker looks at the stop flag about this often
 _WHOLE_BATCH_S = 0.01              # a batch filled faster than this is one worker's task (see _LoaderIter)
 
@@ -297,9 +298,13 @@ class Loader(Fluent):
     def _batches_done(self, offset: int) -> int:
         return math.ceil(offset / self._sampler.global_batch)
 
-    def _record_id(self, index: int) -> str:
+    def _record_id(self, index: int, record=None) -> str:
         name = getattr(self.source, "record_id", None)
-        return name(index) if name is not None and self._random_access else f"record {index}"
+        if name is not None and self._random_access:
+            return name(index)
+        if isinstance(record, dict) and "__key__" in record:   # a streamed shard's sample names itself
+            return f"{record['__url__']}:{record['__key__']}" if "__url__" in record else str(record["__key__"])
+        return f"record {index}"
 
     # -- statistics -----------------------------------------------------------------
     def stats(self) -> dict:
@@ -310,16 +315,16 @@ class Loader(Fluent):
         workers' summed busy time. ``skipped`` counts every skip since creation;
         ``failures`` lists this epoch's, one per record, at most 1000.
         """
-        with self._lock:
-            s = dict(self._stats)
+        with self._lock:   # every counter, 0 before its first count
+            s = {k: self._stats[k] for k in _COUNTERS}
             s["failures"] = list(self._failures.items())
-        busy, wait, wall = s.get("busy_s", 0.0), s.get("wait_s", 0.0), s.get("wall_s", 0.0)
-        s["samples_per_s"] = s.get("samples", 0) / wall if wall else 0.0
+        busy, wait, wall = s["busy_s"], s["wait_s"], s["wall_s"]
+        s["samples_per_s"] = s["samples"] / wall if wall else 0.0
         s["consumer_wait_fraction"] = wait / wall if wall else 0.0
         s["worker_utilisation"] = busy / (wall * max(self.workers, 1)) if wall else 0.0
         # Batches already complete when asked for: near 1, the training step is the bottleneck;
         # near 0 with high worker utilisation, the loader is (more workers or lighter transforms).
-        s["ready_fraction"] = s.get("ready_batches", 0) / s["batches"] if s.get("batches") else 0.0
+        s["ready_fraction"] = s["ready_batches"] / s["batches"] if s["batches"] else 0.0
         s["buffer_bytes"] = self._pool.nbytes() if self._pool else 0
         s["buffer_slots"] = len(self._pool) if self._pool else 0
         return s
@@ -423,7 +428,7 @@ class Loader(Fluent):
             raise StageError("source", self._chunk_ids(idx), e) from e
 
     def _fill_chunk(self, chunk, stop=None):
-        """Fetch a chunk's records, fill every field's rows. Returns {batch position: (field, reason, index)}."""
+        """Fetch a chunk's records, fill every field's rows. Returns {batch position: (field, reason, record id)}."""
         job, lo, idx, records = chunk
         t = time.perf_counter()
         failures = {}
@@ -448,7 +453,7 @@ class Loader(Fluent):
                 try:
                     bad = b.field.fill(b.values(part), outs, ctx)
                 except Exception as e:
-                    raise StageError(f"field {b.field.name}", self._chunk_ids(idx[a:b_]), e) from e
+                    raise StageError(f"field {b.field.name}", self._chunk_ids(idx[a:b_], part), e) from e
                 for j, reason in bad.items():
                     failures.setdefault(a + j, (b.field, reason))
             per = (time.perf_counter() - t_sub) / (b_ - a)
@@ -459,11 +464,12 @@ class Loader(Fluent):
             job.extra[name][lo:hi] = _Binding(name, None).values(records)
         with self._lock:
             self._stats["busy_s"] += time.perf_counter() - t
-        return {lo + j: (field, reason, int(idx[j])) for j, (field, reason) in failures.items()}
+        return {lo + j: (field, reason, self._record_id(int(idx[j]), records[j]))
+                for j, (field, reason) in failures.items()}
 
-    def _chunk_ids(self, idx) -> str:
+    def _chunk_ids(self, idx, records=None) -> str:
         """The records of a chunk, for an error that cannot be pinned on one of them."""
-        ids = [self._record_id(int(i)) for i in idx[:3]]
+        ids = [self._record_id(int(i), records[j] if records is not None else None) for j, i in enumerate(idx[:3])]
         return ids[0] if len(idx) == 1 else f"one of {len(idx)} records: {', '.join(ids)}" + (
             ", ..." if len(idx) > 3 else "")
 
@@ -479,18 +485,17 @@ class Loader(Fluent):
 
     def _apply_policy(self, job, failures) -> int:
         first = min(failures)
-        field, reason, index = failures[first]
+        field, reason, rid = failures[first]
         if self.on_error == "raise":
             cls = getattr(field, "error_class", RecordError)
             where = f"field {field.name!r}: " if field is not None and len(self._bindings) > 1 else ""
-            raise cls(self._record_id(index), where + reason)
+            raise cls(rid, where + reason)
         with self._lock:
             if self._failures_epoch != job.epoch:
                 self._failures_epoch, self._failures = job.epoch, {}
                 self._stats["failed_this_epoch"] = 0
             for pos in sorted(failures):
-                field, reason, index = failures[pos]
-                rid = self._record_id(index)
+                field, reason, rid = failures[pos]
                 if len(self._failures) < _MAX_FAILURES_KEPT:
                     self._failures.setdefault(rid, reason)
                 log.info("fastload: skipped %s: %s", rid, reason)
@@ -502,11 +507,11 @@ class Loader(Fluent):
             total = self._num_records() or self._stats["samples"] + failed
             allowed = budget if isinstance(budget, int) else math.floor(budget * total)
             if failed > allowed:
-                raise RecordError(self._record_id(index), f"{failed} records failed this epoch, over "
+                raise RecordError(rid, f"{failed} records failed this epoch, over "
                                   f"max_failures={budget} (last: {reason})")
         if not self._warned:
             self._warned = True
-            warnings.warn(f"fastload: skipping records that fail ({self._record_id(index)}: {reason}); "
+            warnings.warn(f"fastload: skipping records that fail ({rid}: {reason}); "
                           "loader.stats()['failures'] lists them", RuntimeWarning, stacklevel=4)
         keep = np.array([i for i in range(job.n) if i not in failures], dtype=np.intp)
         for arr in job.lease.arrays.values():

@@ -115,6 +115,8 @@ def members(f: BinaryIO, length: int) -> Iterator[tuple[str, int, int]]:
         if len(block) < BLOCK:   # the end of the file: after a header, only zeros may be left
             if offset == 0 or block.strip(b"\0"):
                 raise TarError(offset, "empty file" if not block else "truncated header")
+            if offset > length:   # a member's data is whole, but its padding is cut: so is what followed
+                raise TarError(length, "the file ends there, inside the padding after the last member: truncated")
             end = True
         else:   # a header's name starts it; a zero block (the end-of-archive marker) has none
             end = block[0] == 0 and not block.strip(b"\0")

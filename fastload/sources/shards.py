@@ -45,7 +45,7 @@ from .remote import Storage, StorageError, cache_name, expand_urls, is_url
 
 __all__ = ["TarShards", "TarStream", "decode_member", "split_key"]
 
-_INDEX_VERSION = 2
+_INDEX_VERSION = 3
 _INT_EXTS = frozenset("cls cls2 class count index inx id".split())
 _TEXT_EXTS = frozenset("txt text transcript".split())
 _JSON_EXTS = frozenset("json jsn".split())
@@ -269,6 +269,9 @@ class TarShards(Source):
             missing = [e for e in self.require if e not in have]
             if missing and smp.error is None:
                 smp.error = f"no .{missing[0]} member (the sample has {', '.join('.' + e for e in have)})"
+                lost = self._lost_after(i)
+                if lost:   # the missing member may be in what could not be read
+                    smp.error += f"; the shard is unreadable after them: {lost}"
                 self._bad[i] = True
         self._unchecked[new] = False
         bad = self._bad[idx]
@@ -276,6 +279,15 @@ class TarShards(Source):
             i = int(idx[bad.argmax()])
             raise RecordError(self.record_id(i), self._samples[i].error)
         return idx
+
+    def _lost_after(self, i: int) -> str | None:
+        """Why the rest of sample ``i``'s shard could not be read, when it is the last sample read."""
+        j = i + 1
+        if j < len(self._samples) and self._shard_of[j] == self._shard_of[i]:
+            tail = self._samples[j]
+            if tail.key.startswith("@") and not tail.members:
+                return tail.error
+        return None
 
     def _record(self, url: str, smp: _Sample, blobs: list) -> dict:
         rec = {"__key__": smp.key, "__url__": url}
