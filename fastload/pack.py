@@ -145,6 +145,8 @@ def _open_source(src: str):
         module, _, attr = src.partition(":")
         obj = getattr(importlib.import_module(module), attr)
         return obj() if callable(obj) and not hasattr(obj, "__getitem__") else obj
+    if not os.path.exists(src) and ":" not in src:
+        raise FileNotFoundError(f"{src}: no such file or directory")
     raise ValueError(f"cannot tell what kind of source {src!r} is: give a directory, tar shards "
                      "(a .tar path or brace pattern) or module:function returning a Source")
 
@@ -360,7 +362,14 @@ def add_parser(subparsers):
 
 def run(args) -> int:
     """Run ``fastload pack`` with parsed arguments."""
-    meta = pack(_open_source(args.src), args.out, shard_size=args.shard_size, max_side=args.max_side,
+    from .cli import UsageError
+    if args.shard_size < ALIGN:   # the mistakes of the command line are one line, not a traceback
+        raise UsageError(f"--shard-size must be at least {ALIGN} bytes, got {args.shard_size}")
+    try:
+        source = _open_source(args.src)
+    except (ValueError, OSError, ImportError, AttributeError) as e:
+        raise UsageError(str(e)) from e
+    meta = pack(source, args.out, shard_size=args.shard_size, max_side=args.max_side,
                 quality=args.quality, workers=args.workers, on_error=args.on_error, progress=not args.quiet)
     for record, reason in meta["failures"]:
         print(f"fastload pack: skipped {record}: {reason}", file=sys.stderr)

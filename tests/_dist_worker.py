@@ -2,6 +2,8 @@
 
 Usage: torchrun --nproc_per_node=N _dist_worker.py ROOT OUT_DIR BATCH [STATE_JSON] [CHECKPOINT_AFTER]
    or: torchrun --nproc_per_node=N _dist_worker.py --list URL OUT_DIR   (each rank lists a folder behind URL)
+   or: torchrun --nproc_per_node=N _dist_worker.py --skip ROOT OUT_DIR BATCH   (on_error="skip", one
+       all-reduce per batch as DDP does; a rank with a batch fewer fails it at the gloo timeout)
 Each rank writes OUT_DIR/rank{r}.json: the record ids and a hash of the pixels of every sample of
 every batch, the number of batches, and (rank 0) the loader state after CHECKPOINT_AFTER batches.
 """
@@ -15,11 +17,36 @@ import torch.distributed as dist
 import fastload as fl
 
 
-def make_loader(root, batch):
+def make_loader(root, batch, **kw):
     paths = sorted(os.path.join(dp, f) for dp, _, fs in os.walk(root) for f in fs if f.endswith(".jpg"))
     src = fl.ListSource([{"image": p, "id": i} for i, p in enumerate(paths)])
     return fl.Loader(src, batch_size=batch, shuffle=True, seed=11, workers=2, fields={
-        "image": fl.Image([fl.RandomResizedCrop(24), fl.RandomHorizontalFlip()], dtype="uint8", layout="NHWC")})
+        "image": fl.Image([fl.RandomResizedCrop(24), fl.RandomHorizontalFlip()], dtype="uint8", layout="NHWC")},
+        **kw)
+
+
+def skip_with_all_reduce(root, out, batch):
+    """Each rank: one epoch under on_error="skip" with an all-reduce per batch; writes its counts."""
+    import warnings
+    from datetime import timedelta
+
+    import torch
+    dist.init_process_group("gloo", timeout=timedelta(seconds=30))
+    loader = make_loader(root, batch, on_error="skip")
+    steps = 0
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for b in loader:
+            t = torch.ones(1)
+            dist.all_reduce(t)   # waits for every rank's step
+            assert t.item() == dist.get_world_size()
+            steps += 1
+    s = loader.stats()
+    with open(os.path.join(out, f"rank{dist.get_rank()}.json"), "w") as f:
+        json.dump({"batches": steps, "len": len(loader), "skipped": s["skipped"], "stand_ins": s["stand_ins"],
+                   "samples": s["samples"]}, f)
+    dist.barrier()
+    dist.destroy_process_group()
 
 
 def run(loader, checkpoint_after=None):
@@ -45,6 +72,8 @@ def list_url(url, out):
 def main():
     if sys.argv[1] == "--list":
         return list_url(sys.argv[2], sys.argv[3])
+    if sys.argv[1] == "--skip":
+        return skip_with_all_reduce(sys.argv[2], sys.argv[3], int(sys.argv[4]))
     root, out, batch = sys.argv[1], sys.argv[2], int(sys.argv[3])
     state = None
     if len(sys.argv) > 4 and sys.argv[4] != "-":

@@ -118,6 +118,28 @@ def main(root):
                   callbacks=[recording])
     check(seen4, labels4, ref[0][2:] + ref[1], "train")
 
+    # steps_per_epoch shorter than the loader's epoch: Keras runs one iterator across its epochs,
+    # cutting the one that reaches the loader epoch's end short (it warns), then starts the next
+    # loader epoch: every batch once, in order, none again.
+    loader = make_loader(root)
+    n, expected, (e, b) = len(loader), [], (0, 0)
+    for _ in range(4):
+        for _ in range(3):
+            if b >= n:
+                break
+            expected.append(ref[e][b])
+            b += 1
+        if b >= n:
+            e, b = e + 1, 0
+    seen5, labels5 = [], []
+    model, recording = build(seen5, labels5)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "Your input ran out of data")
+        model.fit(KerasDataset(loader), epochs=4, steps_per_epoch=3, shuffle=False, verbose=0, callbacks=[recording])
+    check(seen5, labels5, expected, "train")
+    state = loader.state_dict()
+    assert (state["epoch"], state["batch"]) == (e, b), (state, e, b, n)
+
     # train_on_batch, as the classic tutorial's loop does.
     seen3, labels3 = [], []
     model, recording = build(seen3, labels3)

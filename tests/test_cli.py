@@ -66,6 +66,11 @@ def test_user_mistakes_are_one_line(tmp_path, capsys, bad_folder):
     assert "class folder(s) without images" in usage_error(capsys, "demo", str(tmp_path / "noimg")) \
         and "['cats']" in usage_error(capsys, "demo", str(tmp_path / "noimg"))
     assert "--size must be at least 1" in usage_error(capsys, "demo", str(tmp_path / "noimg"), "--size", "0")
+    out = str(tmp_path / "packed")
+    assert usage_error(capsys, "pack", missing, out) == f"fastload: error: {missing}: no such file or directory"
+    assert usage_error(capsys, "pack", str(tmp_path / "noimg"), out, "--shard-size", "10") == \
+        "fastload: error: --shard-size must be at least 4096 bytes, got 10"
+    assert "No module named 'no_such_module'" in usage_error(capsys, "pack", "no_such_module:records", out)
     assert "unknown 'blur'" in usage_error(capsys, "doctor", bad_folder[0], "--transforms", "crop,blur")
     assert "must include crop, resize or center" in usage_error(capsys, "doctor", bad_folder[0], "--transforms",
                                                                 "flip")
@@ -136,7 +141,9 @@ def test_doctor_function_returns_figures(bad_folder):
     loader = fl.Loader(fl.ImageFolder(root), batch_size=4, workers=1, transforms=[fl.Resize((16, 16))])
     report = doctor(loader, whole_epoch=True, out=lines.append)
     assert new_threads(before) == []
-    assert report["images"] == 19 and report["workers"] == 1 and report["images_per_s"] > 0
+    stats = loader.stats()   # 19 images read; the batch of the last record, which fails, has a stand-in
+    assert stats["skipped"] == 2 and stats["batches"] == len(loader) == 6 and stats["stand_ins"] == 1
+    assert report["images"] == stats["samples"] == 22 and report["workers"] == 1 and report["images_per_s"] > 0
     assert len(report["failures"]) == 2 and dict(report["failures"])[broken]   # a reason for each
     assert any(line.startswith("advice: ") for line in lines)
 

@@ -160,3 +160,31 @@ def test_a_bucket_is_listed_once_for_all_ranks(root, tmp_path):
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_a_wholly_failed_batch_does_not_cost_its_rank_a_step(tmp_path):
+    """Under on_error="skip", a batch every record of which fails is not dropped: its rank would
+    run one step fewer than the others and their all-reduce (DDP's, once a step) would wait for
+    it forever. The next batch that reads stands in, on that rank only."""
+    from _dist_worker import make_loader
+    from fastload.synthetic import make_image_folder
+    root = make_image_folder(str(tmp_path / "d"), classes=1, per_class=24, size=(24, 24))
+    paths = sorted(os.path.join(dp, f) for dp, _, fs in os.walk(root) for f in fs if f.endswith(".jpg"))
+    probe = fl.Loader(**{**make_loader(root, 2)._init, "rank": 1, "world_size": 2})
+    bad = probe.order(0)[probe._sampler.positions(0, 2)]   # rank 1's third batch: both its records
+    for i in bad:
+        with open(paths[i], "wb") as f:
+            f.write(b"not a JPEG at all")
+    ranks = launch(2, ["--skip", root, str(tmp_path / "out"), "2"], str(tmp_path / "out"))
+    assert [r["batches"] for r in ranks] == [r["len"] for r in ranks] == [6, 6]   # 24 records, 4 a step
+    assert [(r["skipped"], r["stand_ins"]) for r in ranks] == [(0, 0), (2, 1)]
+    # the stand-in is the rank's next batch: two of its samples come twice, the two lost not at all
+    assert [r["samples"] for r in ranks] == [12, 12]
+    loader = fl.Loader(**{**make_loader(root, 2)._init, "rank": 1, "world_size": 2, "on_error": "skip"})
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ids = [b["id"].tolist() for b in loader]
+    order = loader.order(0)
+    want = [order[loader._sampler.positions(0, b)].tolist() for b in range(6)]
+    assert ids == want[:2] + [want[3]] + want[3:]

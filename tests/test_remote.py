@@ -254,6 +254,31 @@ def test_disk_cache_evicts_least_recently_used(http, local_shards, tmp_path):
         len(fl.TarShards(urls[0], cache_dir=tmp_path / "small", cache_limit=1000))
 
 
+def test_disk_cache_stays_within_its_limit_under_concurrent_downloads(tmp_path):
+    """Threads fetching different files at once: a download starts only once it fits beside those
+    under way (waiting for the oldest to finish, then evicting it), so the directory never holds
+    more than the limit, partial downloads included."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from fastload.sources.remote import DiskCache
+    cache = DiskCache(tmp_path / "c", limit=400)
+    seen, lock = [], threading.Lock()
+
+    def on_disk():
+        return sum(os.path.getsize(os.path.join(cache.root, f)) for f in os.listdir(cache.root))
+
+    def fetch(tmp):
+        with open(tmp, "wb") as f:
+            f.write(b"x" * 160)
+        with lock:
+            seen.append(on_disk())
+        time.sleep(0.05)   # a slow server's last bytes: the others start meanwhile, if they may
+    with ThreadPoolExecutor(8) as pool:
+        paths = list(pool.map(lambda i: cache.get(f"s3://bucket/shard-{i}.tar", 160, fetch), range(8)))
+    assert len(set(paths)) == 8 and len(seen) == 8
+    assert max(seen) <= 400 and on_disk() <= 400 and cache.nbytes() <= 400, (seen, on_disk())
+
+
 @pytest.mark.parametrize("scheme", ["file", "memory"])
 def test_other_fsspec_urls(scheme, local_shards):
     import fsspec

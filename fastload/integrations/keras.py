@@ -17,13 +17,18 @@ Keras has run it to the end, so that extra pull never shifts the epochs::
 
 A state saved mid-epoch resumes too: Keras's first epoch is then the rest of
 that loader epoch (Keras warns that the input ran out of data early) and the
-following ones are whole. ``fit(shuffle=...)`` has no effect here (Keras does
+following ones are whole. With ``steps_per_epoch`` shorter than the loader's
+epoch, Keras goes on where its last epoch stopped: each loader batch is trained
+once, in order, and an epoch of Keras's that reaches the end of the loader's is
+cut short there (Keras warns), as for any finite dataset. ``fit(shuffle=...)`` has no effect here (Keras does
 not reorder an adapter's batches): the Loader shuffles, by ``(seed, epoch)``.
 
 The adapter base class lives under ``keras.src`` (Keras 3 exports no public
 name for it); ``get_data_adapter`` takes any instance of it as it is.
 """
 from __future__ import annotations
+
+import weakref
 
 import keras
 from keras.src.trainers.data_adapters import data_adapter_utils
@@ -50,8 +55,8 @@ class KerasDataset(DataAdapter):
         if (inputs is None) != (targets is None):
             raise ValueError("give both inputs= and targets= (the batch keys for x and y), or neither")
         self.loader, self.inputs, self.targets = loader, inputs, targets
-        self._start = loader.state_dict()   # where the epoch Keras runs next begins
-        self._live = None
+        self._start = loader.state_dict()   # where the next iterator Keras asks for begins
+        self._live = None                   # the loader iterator of the last one (a weak reference)
 
     # -- what Keras reads -------------------------------------------------------------
     @property
@@ -100,11 +105,17 @@ class KerasDataset(DataAdapter):
             return None
 
     def _batches(self):
-        """One epoch from ``self._start``, which moves on only once the loader has yielded the epoch's last batch."""
-        if self._live is not None:   # one Keras abandoned (its build pass), or a finished one
-            self.on_epoch_end()
+        """The batches from ``self._start`` to the end of that loader epoch.
+
+        Keras asks for a new iterator after its build pass (one batch, then abandoned: the
+        next starts over) and once an iterator has given the loader epoch's last batch (the
+        next starts the next epoch). With ``steps_per_epoch`` it runs one iterator across
+        its epochs, so ``on_epoch_end`` leaves an unfinished one running."""
+        self._stop_live()
+        self._advance_if_done()
         self.loader.load_state_dict(self._start)
-        self._live = it = iter(self.loader)
+        it = iter(self.loader)
+        self._live = weakref.ref(it)   # Keras dropping the iterator closes it (and its threads)
         # Keras's JAX backend transfers the next batch while the step runs, and a device_put
         # on CPU keeps the host memory: safe without copies, since a batch holds its slot's
         # lease for as long as anything views it.
@@ -112,12 +123,28 @@ class KerasDataset(DataAdapter):
             yield self._structure(batch)
 
     def on_epoch_end(self):
-        if self._live is None:
-            return
-        self._live.close()   # stops its threads
+        if self._epoch_done():
+            self._stop_live()
+            self._advance_if_done()
+
+    def _stop_live(self):
+        it = self._live() if self._live is not None else None
+        if it is not None:
+            it.close()   # stops its threads
         self._live = None
+
+    def _epoch_done(self) -> bool:
+        """Whether the loader has yielded the last batch of the epoch ``self._start`` is in."""
         state = self.loader.state_dict()
-        if state["epoch"] > self._start["epoch"] or state["batch"] >= len(self.loader):
+        if state["epoch"] > self._start["epoch"]:
+            return True
+        try:
+            return state["batch"] >= len(self.loader)
+        except TypeError:   # a stream: done when it has ended, which moves the epoch on
+            return False
+
+    def _advance_if_done(self):
+        if self._epoch_done():
             # Keras stops asking after the last batch, so the loader may stand at
             # (epoch, len) rather than at the start of the next epoch: move it there.
             self.loader.set_epoch(self._start["epoch"] + 1)

@@ -56,7 +56,8 @@ _IMAGE_OPTIONS = ("dtype", "layout", "exif", "max_pixels", "dct_scale", "reducin
 _OUTPUTS = ("numpy", "torch", "jax")
 _MAX_FAILURES_KEPT = 1000          # failures listed per epoch; the totals count every one
 _PREPARE_CHUNK = 2048              # records per read of a preparation pass
-_COUNTERS = ("samples", "batches", "skipped", "failed_this_epoch", "ready_batches", "busy_s", "wait_s", "wall_s")
+_COUNTERS = ("samples", "batches", "skipped", "failed_this_epoch", "stand_ins", "ready_batches", "busy_s", "wait_s",
+             "wall_s")
 _STOP_S = 0.05                     # a worker looks at the stop flag about this often
 _WHOLE_BATCH_S = 0.01              # a batch filled faster than this is one worker's task (see _LoaderIter)
 
@@ -313,7 +314,8 @@ class Loader(Fluent):
         ``wall_s`` is time spent inside the loader (not in the training step),
         ``wait_s`` the part of it spent waiting for workers, ``busy_s`` the
         workers' summed busy time. ``skipped`` counts every skip since creation;
-        ``failures`` lists this epoch's, one per record, at most 1000.
+        ``failures`` lists this epoch's, one per record, at most 1000; ``stand_ins``
+        counts batches yielded in place of one whose every record failed.
         """
         with self._lock:   # every counter, 0 before its first count
             s = {k: self._stats[k] for k in _COUNTERS}
@@ -474,22 +476,57 @@ class Loader(Fluent):
             ", ..." if len(idx) > 3 else "")
 
     # -- the error policy and presentation ----------------------------------------------
-    def _finish(self, job, failures):
-        """The batch to yield for a filled job, or None when every record of it failed."""
+    def _finish(self, job, failures, count: bool = True):
+        """The batch to yield for a filled job, or None when every record of it failed.
+
+        ``count=False``: the failures are not counted, listed or warned about (a stand-in
+        batch's, which are counted when that batch comes in its own turn)."""
         n = job.n
         if failures:
-            n = job.kept = self._apply_policy(job, failures)
+            n = job.kept = self._apply_policy(job, failures, count)
         if n == 0:
             return None
         return self._present(job, n)
 
-    def _apply_policy(self, job, failures) -> int:
+    def _stand_in(self, epoch: int, step: int):
+        """(batch, records kept) yielded in place of batch ``step``, every record of which failed:
+        the first batch after it (wrapping round the epoch) with a record that reads; (None, 0).
+
+        So a rank yields len(loader) batches whatever fails: a collective per step (DDP's
+        all-reduce) needs the same count on every rank, and Keras the count it was told."""
+        steps = self._sampler.steps(0)
+        order, pool = self.order(epoch), self._slots()
+        for k in range(1, steps):
+            b = (step + k) % steps
+            job = _Job(self, pool, epoch, b, order[self._sampler.positions(0, b)], None)
+            failures = {}
+            for chunk in job.chunks():
+                failures.update(self._fill_chunk(chunk))
+            batch = self._finish(job, failures, count=False)
+            if batch is not None:
+                with self._lock:
+                    self._stats["stand_ins"] += 1
+                return batch, job.kept
+        return None, 0
+
+    def _apply_policy(self, job, failures, count: bool = True) -> int:
         first = min(failures)
         field, reason, rid = failures[first]
         if self.on_error == "raise":
             cls = getattr(field, "error_class", RecordError)
             where = f"field {field.name!r}: " if field is not None and len(self._bindings) > 1 else ""
             raise cls(rid, where + reason)
+        if count:
+            self._count_failures(job, failures)
+        keep = np.array([i for i in range(job.n) if i not in failures], dtype=np.intp)
+        for arr in job.lease.arrays.values():
+            arr[:len(keep)] = arr[keep]
+        for name, values in job.extra.items():
+            values[:] = [values[i] for i in keep] + [None] * (len(values) - len(keep))
+        return len(keep)
+
+    def _count_failures(self, job, failures) -> None:
+        """List, count and log a batch's failures; over max_failures, raise naming the last."""
         with self._lock:
             if self._failures_epoch != job.epoch:
                 self._failures_epoch, self._failures = job.epoch, {}
@@ -512,13 +549,7 @@ class Loader(Fluent):
         if not self._warned:
             self._warned = True
             warnings.warn(f"fastload: skipping records that fail ({rid}: {reason}); "
-                          "loader.stats()['failures'] lists them", RuntimeWarning, stacklevel=4)
-        keep = np.array([i for i in range(job.n) if i not in failures], dtype=np.intp)
-        for arr in job.lease.arrays.values():
-            arr[:len(keep)] = arr[keep]
-        for name, values in job.extra.items():
-            values[:] = [values[i] for i in keep] + [None] * (len(values) - len(keep))
-        return len(keep)
+                          "loader.stats()['failures'] lists them", RuntimeWarning, stacklevel=5)
 
     def _present(self, job, n):
         lease = job.lease
@@ -647,15 +678,17 @@ class _LoaderIter(Node):
                     raise StopIteration
                 L._stats["wait_s"] += time.perf_counter() - tw
                 L._stats["ready_batches"] += ready
-                batch = L._finish(job, failures)
+                batch, kept = L._finish(job, failures), job.kept
                 self.failed += bool(failures)
                 self.offset = L._sampler.offset_after(self.offset, 1) if L._random_access else \
                     self.offset + L._sampler.global_batch
                 L._position = (self.epoch, self.offset)
-                if batch is None:   # every record failed: nothing to yield
+                if batch is None and L._random_access:   # every record failed: another batch stands in
+                    batch, kept = L._stand_in(self.epoch, job.step)
+                if batch is None:   # a stream's: nothing to yield (a stream has no count to keep)
                     continue
                 L._stats["batches"] += 1
-                L._stats["samples"] += job.kept
+                L._stats["samples"] += kept
                 self._yielded += 1
                 L._stats["wall_s"] += time.perf_counter() - t0
                 return batch

@@ -471,8 +471,9 @@ class DiskCache:
     """Whole remote files under ``root``, at most ``limit`` bytes, least recently used evicted first.
 
     Files are written to a temporary name and renamed into place, so a crash
-    leaves no partial shard; a file being evicted while mapped stays readable
-    through the mapping (POSIX unlink semantics). Processes sharing a directory
+    leaves no partial shard; a file evicted while open stays readable through
+    its descriptor (POSIX unlink semantics). A download starts only once it fits
+    beside those under way, partial files included. Processes sharing a directory
     (the ranks of one node) reuse each other's files, but each keeps the limit
     over what it knows of, so give each process a share of the disk.
     """
@@ -529,10 +530,12 @@ class DiskCache:
                     return os.path.join(self.root, name)
                 waiting = self._inflight.get(name)
                 if waiting is None:
-                    self._make_room(size)
-                    self._inflight[name] = (threading.Event(), size)
-                    break
-            waiting[0].wait()   # another thread is fetching it; then look again
+                    if self._make_room(size):
+                        self._inflight[name] = (threading.Event(), size)
+                        break
+                    # the downloads under way fill the limit: wait for the oldest, then evict it if need be
+                    waiting = next(iter(self._inflight.values()))
+            waiting[0].wait()   # another thread is fetching it (or what must make room); then look again
         final = os.path.join(self.root, name)
         tmp = f"{final}.{os.getpid()}-{threading.get_ident()}.part"
         try:
@@ -550,10 +553,11 @@ class DiskCache:
                 self._inflight.pop(name)[0].set()
         return final
 
-    def _make_room(self, incoming: int) -> None:
-        """Evict least-recently-used files until ``incoming`` more bytes fit beside the downloads under way (lock held)."""
+    def _make_room(self, incoming: int) -> bool:
+        """Evict least-recently-used files until ``incoming`` more bytes fit beside the downloads
+        under way (lock held). False when they do not fit even then."""
         if self.limit is None:
-            return
+            return True
         total = sum(self._lru.values()) + sum(size for _, size in self._inflight.values())
         while self._lru and total + incoming > self.limit:
             name, size = self._lru.popitem(last=False)
@@ -562,3 +566,4 @@ class DiskCache:
                 os.unlink(os.path.join(self.root, name))
             except FileNotFoundError:
                 pass
+        return total + incoming <= self.limit
