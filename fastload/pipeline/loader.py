@@ -39,6 +39,7 @@ import numpy as np
 
 from ..errors import RecordError, StageError
 from ..image.field import Image
+from ..memory.heap import keep_freed_memory
 from ..memory.pool import SlotPool
 from ..ops.labels import Labels
 from . import rng
@@ -635,6 +636,7 @@ class _LoaderIter(Node):
     def __init__(self, loader: Loader, epoch: int, offset: int):
         self.loader, self.epoch, self.offset = loader, epoch, offset
         self.name = "loader"
+        keep_freed_memory()   # once per process: see fastload.memory.heap
         pool = loader._slots()
         loader._position = (epoch, offset)
         # Nothing the threads or the job generator hold refers back to this iterator, so
