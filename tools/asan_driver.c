@@ -186,8 +186,8 @@ static void run_pillow(fl_worker *w, const uint8_t *data, size_t size, uint64_t 
         fl_view v = {px, r.scaled_width, r.rows, 4, (ptrdiff_t)r.scaled_width * 4};
         size_t nb = out_bytes(&plans[i]);
         uint8_t *out = malloc(nb);
-        rc = fl_process_decoded(w, &plans[i], &v, r.scaled_width, r.scaled_height, r.width, r.height, 7, 0,
-                                index, out, err);
+        rc = fl_process_decoded(w, &plans[i], &v, r.scaled_width, r.scaled_height, r.width, r.height, r.scale, 7,
+                                0, index, out, err);
         count(rc);
         if (rc == FL_ERR_ARG)
             fprintf(stderr, "pillow route: the planned rows do not cover the crop: %s\n", err);
@@ -238,7 +238,7 @@ static void run_rgb(fl_worker *w)
             for (uint64_t index = 0; index < 8; index++) {
                 /* full size 0: the image's own; 2x: as after a 1/2-scale Pillow draft */
                 int full = (int)(index & 1) * 2;
-                int rc = fl_process_rgb(w, &plans[i], &v, full * wd, full * h, 3, 0, index, out, err);
+                int rc = fl_process_rgb(w, &plans[i], &v, full * wd, full * h, full ? full : 1, 3, 0, index, out, err);
                 count(rc);
                 if (rc == FL_OK)
                     for (size_t k = 0; k < nb; k++)

@@ -20,8 +20,9 @@ that loader epoch (Keras warns that the input ran out of data early) and the
 following ones are whole. With ``steps_per_epoch`` shorter than the loader's
 epoch, Keras goes on where its last epoch stopped: each loader batch is trained
 once, in order, and an epoch of Keras's that reaches the end of the loader's is
-cut short there (Keras warns), as for any finite dataset. ``fit(shuffle=...)`` has no effect here (Keras does
-not reorder an adapter's batches): the Loader shuffles, by ``(seed, epoch)``.
+cut short there (Keras warns), as for any finite dataset. ``fit(shuffle=...)``
+has no effect here (Keras does not reorder an adapter's batches): the Loader
+shuffles, by ``(seed, epoch)``.
 
 The adapter base class lives under ``keras.src`` (Keras 3 exports no public
 name for it); ``get_data_adapter`` takes any instance of it as it is.

@@ -80,15 +80,9 @@ class PackedDataset(Source):
         self._sizes = {n: index[f"size:{n}"] for n, k in self._fields if k != "int"}
         self._ints = {n: index[f"int:{n}"] for n, k in self._fields if k == "int"}
         self._keys = index["key"] if "key" in index.files else None
-        self._fetched: set[int] = set()
 
     def _url(self, name: str) -> str:
         return f"{self.root}/{name}" if is_url(self.root) else os.path.join(self.root, name)
-
-    def __getstate__(self):
-        state = self.__dict__.copy()
-        state["_fetched"] = set()   # another process (machine) has its own disk cache
-        return state
 
     # -- the Source protocol -----------------------------------------------------------
     def __len__(self) -> int:
@@ -122,13 +116,11 @@ class PackedDataset(Source):
             raise RecordError(self.record_id(int(idx[j])), f"record ends at byte {int(his[j])}, past the end of the shard")
         ids, shard_list = idx.tolist(), shards.tolist()
         urls = self._shard_urls
-        for j, s in enumerate(shard_list):
-            if s not in self._fetched:   # into the disk cache, where there is one
-                try:
-                    self.storage.local_path(urls[s])
-                except StorageError as e:
-                    raise RecordError(self.record_id(ids[j]), f"reading failed: {e.reason}") from e
-                self._fetched.add(s)
+        for s, j in {s: j for j, s in reversed(list(enumerate(shard_list)))}.items():   # each shard's first record
+            try:   # into the disk cache, where there is one (again, if it was evicted)
+                self.storage.local_path(urls[s])
+            except StorageError as e:
+                raise RecordError(self.record_id(ids[j]), f"reading failed: {e.reason}") from e
         datas = self.storage.read_ranges([(urls[s], lo, hi) for s, lo, hi in zip(shard_list, los.tolist(),
                                                                                  his.tolist())])
         for j, d in enumerate(datas):

@@ -386,6 +386,7 @@ class Storage:
             out.append(data)
         return out, bad
 
+
 def listed_once(url: str, listing: Callable[[], dict]) -> dict:
     """``listing()`` run once for the whole job: under an initialised ``torch.distributed``, rank 0
     lists and broadcasts the result (a bucket listed by every rank is a request storm); else here.
