@@ -67,6 +67,11 @@ def test_filter_take_skip_exact():
     assert len(stream(20).skip(17)) == 3 and len(stream(3).skip(5)) == 0
     assert list(stream(20).skip(5).take(3)) == [5, 6, 7]
     assert list(stream(5).take(0)) == []
+    for bad in (-1, 2.5, True):
+        with pytest.raises(ValueError, match=rf"take needs a count of records >= 0, got {bad!r}"):
+            stream(5).take(bad)
+        with pytest.raises(ValueError, match=rf"skip needs a count of records >= 0, got {bad!r}"):
+            stream(5).skip(bad)
 
 
 def test_batch_and_unbatch_exact():
@@ -210,8 +215,9 @@ def test_mix_stop_policies():
     assert len(first) < 100
     every = list(mix([short, long], seed=0, stop="all"))
     assert sorted(every) == sorted(list(short) + list(long))
-    with pytest.raises(ValueError):
-        mix([short, long], weights=[1, -1])
+    for weights in ([1, -1], [float("nan"), 1], [float("inf"), 1], [0, 0]):
+        with pytest.raises(ValueError, match="weights must be 2 non-negative numbers with a positive sum"):
+            mix([short, long], weights=weights)
 
 
 class Labelled(ListSource):

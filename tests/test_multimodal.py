@@ -5,6 +5,7 @@ import warnings
 import numpy as np
 import pytest
 
+from fastload.errors import RecordError
 from fastload.ops.numeric import Numeric, Standardize
 from fastload.sources.align import join, key_by, stem, zip as fl_zip
 from fastload.sources.arrays import ArrayRecords, IterableRecords
@@ -107,6 +108,16 @@ def test_join_duplicate_key_names_key_and_records():
     a = key_by(ListSource(["p/1.jpg", "q/1.png"], "imgs"), stem)
     with pytest.raises(ValueError, match=r"duplicate key '1' in source 'a' \(imgs\[0\] and imgs\[1\]\)"):
         join(a=a, b=key_by(ListSource([{"id": "1"}]), "id"))
+
+
+def test_join_names_a_record_without_a_key(tmp_path):
+    path = tmp_path / "jk.jsonl"
+    path.write_text('{"id": "a", "t": 1}\n{"t": 2}\n{"id": "c", "t": 3}\n')
+    other = key_by(ListSource([{"id": "a"}, {"id": "c"}]), "id")
+    with pytest.raises(RecordError, match=r"jk\.jsonl:line 2: join: no field 'id'"):
+        join(x=key_by(JSONRecords(str(path)), "id"), y=other)
+    with pytest.raises(RecordError, match=r"jk\.jsonl:line 2: join: its key cannot be taken \(KeyError"):
+        join(x=key_by(JSONRecords(str(path)), lambda r: r["id"].upper()), y=other)
 
 
 def test_join_needs_keyed_sources():

@@ -176,6 +176,17 @@ def test_csv_malformed_rows_fail_alone_with_file_and_line(tmp_path):
     assert sorted(src.errors) == [1, 2]
 
 
+def test_csv_rows_all_of_another_width_are_errors_not_broadcast(tmp_path):
+    """Every row one field short of a three-column header would broadcast into the block (the same
+    value in every column); four fields would not fit. Each row is an error naming its line."""
+    for body, found in (("1\n2\n", 1), ("1,2,3,4\n5,6,7,8\n", 4)):
+        src = CSVRows(write(tmp_path / "w.csv", "a,b,c\n" + body))
+        assert len(src) == 2 and sorted(src.errors) == [0, 1]
+        for i in (0, 1):
+            with pytest.raises(RecordError, match=rf"w\.csv:line {i + 2}: expected 3 fields, found {found}"):
+                src[i]
+
+
 def test_csv_many_rows_with_one_bad_row_in_a_later_block(tmp_path):
     rows = [f"{i},{i * 2}" for i in range(10_000)]
     rows[9000] = "bad,row"

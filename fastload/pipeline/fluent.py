@@ -24,6 +24,7 @@ exception as ``__cause__``.
 """
 from __future__ import annotations
 
+import numbers
 import itertools
 import math
 from typing import Any, Callable, Iterable, Iterator, Sequence
@@ -105,11 +106,13 @@ class Fluent:
 
     def take(self, n: int) -> "Stream":
         """The first ``n`` records."""
+        _count("take", n)
         length = _length(self)
         return Stream(lambda: _take(self, n), n if length is None else min(n, length), self, f"take({n})")
 
     def skip(self, n: int) -> "Stream":
         """All records but the first ``n``."""
+        _count("skip", n)
         length = _length(self)
         return Stream(lambda: _skip(self, n), None if length is None else max(length - n, 0), self, f"skip({n})")
 
@@ -190,7 +193,7 @@ def mix(streams: Sequence[Iterable[Any]], weights: Sequence[float] | None = None
     if not streams:
         raise ValueError("mix needs at least one stream")
     w = np.ones(len(streams)) if weights is None else np.asarray(weights, dtype=np.float64)
-    if w.shape != (len(streams),) or (w < 0).any() or w.sum() <= 0:
+    if w.shape != (len(streams),) or not np.isfinite(w).all() or (w < 0).any() or w.sum() <= 0:
         raise ValueError(f"weights must be {len(streams)} non-negative numbers with a positive sum")
     if stop not in ("first", "all"):
         raise ValueError(f"stop must be 'first' or 'all', got {stop!r}")
@@ -210,6 +213,11 @@ def _length(it: Any) -> int | None:
 def _positive(what: str, n: int) -> None:
     if n < 1:
         raise ValueError(f"{what} must be >= 1, got {n}")
+
+
+def _count(what: str, n: int) -> None:
+    if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 0:
+        raise ValueError(f"{what} needs a count of records >= 0, got {n!r}")
 
 
 def _map(upstream, fn) -> Iterator[Any]:

@@ -17,6 +17,7 @@ from typing import Any, Callable, Hashable
 
 import numpy as np
 
+from ..errors import RecordError
 from ..pipeline.fluent import Fluent
 from .base import ListSource, Source
 
@@ -143,11 +144,19 @@ class KeyedSource(Source):
         return self.source.labels()
 
     def keys(self) -> list[Hashable]:
-        """The key of every record, in order."""
+        """The key of every record, in order. A record without one is a RecordError naming it (and
+        a record that cannot be read raises its own)."""
         if self._keys is None:
-            key = self.key
-            get = key if callable(key) else (lambda record: record[key])
-            self._keys = [get(self.source[i]) for i in range(len(self.source))]
+            keys, key = [], self.key
+            for i in range(len(self.source)):
+                record = self.source[i]
+                try:
+                    keys.append(key(record) if callable(key) else record[key])
+                except Exception as e:   # a missing field, a record of another shape, the function's own
+                    why = f"no field {key!r}" if isinstance(e, KeyError) and not callable(key) else \
+                        f"its key cannot be taken ({type(e).__name__}: {e})"
+                    raise RecordError(self.source.record_id(i), f"join: {why}") from e
+            self._keys = keys
         return self._keys
 
 

@@ -109,7 +109,10 @@ class CSVRows(Source):
         def flush():
             block = np.full((len(rows), width), np.nan, dtype=self.dtype)
             try:
-                block[...] = np.asarray(rows, dtype=np.str_).astype(np.float64)
+                values = np.asarray(rows, dtype=np.str_)
+                if values.shape != block.shape:   # rows of one other width would broadcast
+                    raise ValueError("rows of the wrong width")
+                block[...] = values.astype(np.float64)
             except ValueError:  # a bad row in this block: convert row by row to find it
                 start = sum(len(b) for b in blocks)
                 for k, row in enumerate(rows):
