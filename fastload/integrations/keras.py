@@ -113,7 +113,8 @@ class KerasDataset(DataAdapter):
         next starts the next epoch). With ``steps_per_epoch`` it runs one iterator across
         its epochs, so ``on_epoch_end`` leaves an unfinished one running."""
         self._stop_live()
-        self._advance_if_done()
+        if self._epoch_done():
+            self._next_epoch()
         self.loader.load_state_dict(self._start)
         it = iter(self.loader)
         self._live = weakref.ref(it)   # Keras dropping the iterator closes it (and its threads)
@@ -126,7 +127,7 @@ class KerasDataset(DataAdapter):
     def on_epoch_end(self):
         if self._epoch_done():
             self._stop_live()
-            self._advance_if_done()
+            self._next_epoch()
 
     def _stop_live(self):
         it = self._live() if self._live is not None else None
@@ -144,12 +145,11 @@ class KerasDataset(DataAdapter):
         except TypeError:   # a stream: done when it has ended, which moves the epoch on
             return False
 
-    def _advance_if_done(self):
-        if self._epoch_done():
-            # Keras stops asking after the last batch, so the loader may stand at
-            # (epoch, len) rather than at the start of the next epoch: move it there.
-            self.loader.set_epoch(self._start["epoch"] + 1)
-            self._start = self.loader.state_dict()
+    def _next_epoch(self):
+        # Keras stops asking after the last batch, so the loader may stand at
+        # (epoch, len) rather than at the start of the next epoch: move it there.
+        self.loader.set_epoch(self._start["epoch"] + 1)
+        self._start = self.loader.state_dict()
 
     def _structure(self, batch):
         if self.inputs is None:

@@ -352,16 +352,18 @@ class Loader(Fluent):
         steps = self._sampler.steps(0)
         if not 0 <= b < steps:
             raise IndexError(f"batch {b} out of range for {steps} batches per epoch")
-        idx = self.order(epoch)[self._sampler.positions(0, b)]
-        pool = self._slots()
-        job = _Job(self, pool, epoch, b, idx, None)
+        job, batch = self._fill_now(epoch, b)
+        if batch is None:
+            raise RecordError(self._chunk_ids(job.idx), f"every record of batch {b} failed")
+        return batch
+
+    def _fill_now(self, epoch: int, b: int, count: bool = True):
+        """(job, batch or None) of batch ``b`` of ``epoch``, filled in the calling thread."""
+        job = _Job(self, self._slots(), epoch, b, self.order(epoch)[self._sampler.positions(0, b)], None)
         failures = {}
         for chunk in job.chunks():
             failures.update(self._fill_chunk(chunk))
-        batch = self._finish(job, failures)
-        if batch is None:
-            raise RecordError(self._chunk_ids(idx), f"every record of batch {b} failed")
-        return batch
+        return job, self._finish(job, failures, count)
 
     # -- preparation ------------------------------------------------------------------
     def _prepare(self):
@@ -496,14 +498,8 @@ class Loader(Fluent):
         So a rank yields len(loader) batches whatever fails: a collective per step (DDP's
         all-reduce) needs the same count on every rank, and Keras the count it was told."""
         steps = self._sampler.steps(0)
-        order, pool = self.order(epoch), self._slots()
         for k in range(1, steps):
-            b = (step + k) % steps
-            job = _Job(self, pool, epoch, b, order[self._sampler.positions(0, b)], None)
-            failures = {}
-            for chunk in job.chunks():
-                failures.update(self._fill_chunk(chunk))
-            batch = self._finish(job, failures, count=False)
+            job, batch = self._fill_now(epoch, (step + k) % steps, count=False)
             if batch is not None:
                 with self._lock:
                     self._stats["stand_ins"] += 1

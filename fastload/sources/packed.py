@@ -116,7 +116,11 @@ class PackedDataset(Source):
             raise RecordError(self.record_id(int(idx[j])), f"record ends at byte {int(his[j])}, past the end of the shard")
         ids, shard_list = idx.tolist(), shards.tolist()
         urls = self._shard_urls
-        for s, j in {s: j for j, s in reversed(list(enumerate(shard_list)))}.items():   # each shard's first record
+        fetched = set()
+        for j, s in enumerate(shard_list):
+            if s in fetched:
+                continue
+            fetched.add(s)
             try:   # into the disk cache, where there is one (again, if it was evicted)
                 self.storage.local_path(urls[s])
             except StorageError as e:
