@@ -439,8 +439,13 @@ static int decode_planned(fl_jpeg_decoder *d, fl_view *out, const fl_jpeg_region
     if (xend > c->output_width)
         xend = c->output_width;
     JDIMENSION cols = xend - xoff;
-    if (cols < c->output_width)
+    /* libjpeg-turbo 2.1 decodes a cropped, DCT-scaled 4x2 or 2x4 sampled image
+     * with wrong colours that change with what the decoder decoded before:
+     * beyond 2x2 sampling, a scaled decode keeps every column. */
+    if (cols < c->output_width && (r->denom == 1 || (c->max_h_samp_factor <= 2 && c->max_v_samp_factor <= 2)))
         jpeg_crop_scanline(c, &xoff, &cols);
+    else
+        xoff = 0, cols = c->output_width;
     size_t row_bytes = (size_t)cols * 3, rows = (size_t)out->height;
     /* one row more: scratch for the last row of a stream decoded to its end (below) */
     if (rows >= ((size_t)-1) / row_bytes || fl_buffer_reserve(&d->pixels, row_bytes * (rows + 1)) != FL_OK) {

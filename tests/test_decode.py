@@ -334,10 +334,10 @@ def test_high_bit_depth_modes(mode, values, expected):
         assert (pixels == pixels[..., :1]).all()
 
 
-@pytest.mark.parametrize("orientation", [1, 6])
+@pytest.mark.parametrize("orientation", [1, 5])   # 5 turns the axes without running one backwards
 def test_pillow_draft_reports_its_scale(photo, orientation):
     data = with_exif(encode(photo, quality=90), orientation)
-    turned = orientation == 6
+    turned = orientation == 5
     want = (37, 57) if turned else (57, 37)   # oriented (w, h); 463x301 / 8 is 58x38
     pixels, full, scale = pillow_decode(data, "x.jpg", draft_size=want)
     assert pixels.shape == ((58, 38, 3) if turned else (38, 58, 3))

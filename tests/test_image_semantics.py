@@ -7,7 +7,7 @@ import math
 
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, ImageOps
 
 import fastload as fl
 from fastload._kernels import _batch
@@ -127,6 +127,79 @@ def test_a_dct_scaled_decode_maps_the_box_as_draft_does(tmp_path, h, w):
         want, _ = draft_resize(data, size, box)
         assert field._pillow_route(_batch.Worker(), data, data, index, Ctx(), got) is None
         np.testing.assert_array_equal(got, want, err_msg=f"crop {index}: {box}")
+
+
+def exif_jpeg(img, orientation, mode="RGB"):
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    buf = io.BytesIO()
+    Image.fromarray(img).convert(mode).save(buf, "JPEG", quality=98, exif=exif.tobytes())
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("mode", ["CMYK", "RGB"])
+def test_a_flipped_dct_scaled_jpeg_on_the_pillow_route_is_not_shifted(mode):
+    """Pillow's route transposes the drafted image: a flip moves the part pixel at the far edge to
+    the origin, where X / s no longer maps. The scale is lowered until it divides every axis the
+    orientation runs backwards (201 x 161 is odd: no scaling there), so every orientation matches
+    exif_transpose + resize; mapped as before, orientations 2-4 and 6-8 were off by up to (s - 1)
+    full-size pixels (a mean of 2-4 grey levels on this ramp). CMYK takes this route on every build."""
+    h, w = 161, 201
+    yy, xx = np.mgrid[0:h, 0:w]
+    ramp = np.repeat((xx * 127 // (w - 1) + yy * 127 // (h - 1)).astype(np.uint8)[:, :, None], 3, 2)
+    for orientation in range(1, 9):
+        data = exif_jpeg(ramp, orientation, mode)
+        with Image.open(io.BytesIO(data)) as im:
+            want = np.asarray(ImageOps.exif_transpose(im).convert("RGB").resize((12, 12), Image.BILINEAR))
+        loader = fl.Loader(fl.ListSource([data]), batch_size=1, dtype="uint8", layout="NHWC",
+                           transforms=[fl.Resize((12, 12))])
+        got = next(iter(loader))[0]
+        d = np.abs(got.astype(int) - want)
+        assert d.mean() <= 0.5 and d.max() <= 2, (orientation, d.mean(), d.max())
+        # the scale draft() would pick (8) where the flipped axes allow it, lowered where not
+        _, shown, scale = pillow_decode(data, "x.jpg", draft_size=(12, 12))
+        assert shown == ((h, w) if orientation > 4 else (w, h))
+        assert scale == {1: 8, 5: 8}.get(orientation, 1), (orientation, scale)
+    # sides that are multiples of 8 keep the scale in every orientation
+    even = np.ascontiguousarray(ramp[:160, :200])
+    for orientation in range(1, 9):
+        assert pillow_decode(exif_jpeg(even, orientation, mode), "x.jpg", draft_size=(12, 12))[2] == 8
+
+
+@pytest.mark.parametrize("sampling", ["2x2", "2x1", "1x2", "4x1", "1x4", "4x2", "2x4", "1x1"])
+def test_a_cropped_dct_scaled_jpeg_of_every_chroma_sampling_matches_pillow(tmp_path, sampling):
+    """libjpeg-turbo 2.1 decodes a cropped, DCT-scaled 4x2 or 2x4 JPEG with wrong colours that change
+    with what the decoder decoded before (12 and 29 grey levels off on average here): beyond 2x2
+    sampling, a scaled decode keeps every column. Every sampling cjpeg writes, within a grey level
+    of Pillow's full-size resize, and the same whichever JPEG the thread decoded before."""
+    import shutil
+    import subprocess
+    cjpeg = shutil.which("cjpeg")
+    if cjpeg is None:
+        pytest.skip("cjpeg not installed (Debian: apt-get install libjpeg-turbo-progs)")
+    h, w = 192, 256
+    yy, xx = np.mgrid[0:h, 0:w]
+    smooth = np.stack([xx * 255 // w, yy * 255 // h, (xx + yy) * 255 // (w + h)], -1).astype(np.uint8)
+    data = subprocess.run([cjpeg, "-quality", "95", "-sample", sampling], input=_ppm(smooth),
+                          capture_output=True, check=True).stdout
+    other = subprocess.run([cjpeg, "-quality", "95"], input=_ppm(photo_like(h, w, 3, seed=3)),
+                           capture_output=True, check=True).stdout
+    with Image.open(io.BytesIO(data)) as im:
+        want = np.asarray(im.convert("RGB").resize((32, 24), Image.BILINEAR, box=(48, 36, 208, 156)))
+    transforms = [fl.CenterCrop((120, 160)), fl.Resize((24, 32))]
+    alone = fl.Loader(fl.ListSource([data]), batch_size=1, dtype="uint8", layout="NHWC", transforms=transforms)
+    after = fl.Loader(fl.ListSource([other, data]), batch_size=2, workers=1, dtype="uint8", layout="NHWC",
+                      transforms=transforms)
+    got = next(iter(alone))[0]
+    d = np.abs(got.astype(int) - want)
+    assert d.mean() <= 0.5 and d.max() <= 2, (d.mean(), d.max())
+    np.testing.assert_array_equal(next(iter(after))[1], got)
+
+
+def _ppm(img):
+    buf = io.BytesIO()
+    Image.fromarray(img).save(buf, "PPM")
+    return buf.getvalue()
 
 
 def test_nearest_returns_source_pixels(tmp_path):

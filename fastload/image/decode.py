@@ -54,6 +54,7 @@ _TRANSPOSE = {
 }
 _SWAPS_AXES = (5, 6, 7, 8)
 _INVERSE = {2: 2, 3: 3, 4: 4, 5: 5, 6: 8, 7: 7, 8: 6}   # the transpose that undoes each orientation
+_REVERSES = {2: (0,), 3: (0, 1), 4: (1,), 6: (1,), 7: (0, 1), 8: (0,)}   # stored axes (x 0, y 1) it runs backwards
 _HEADER_BYTES = 1 << 16   # enough for most JPEG headers; image_size reads on if not
 _local = threading.local()
 
@@ -134,7 +135,9 @@ def pillow_decode(data, name: str, *, exif: bool = True, max_pixels: int | None 
             scale = 1
             if want is not None and im.format == "JPEG":
                 w, h = _min_size(want)
-                drafted = im.draft(None, (h, w) if orientation in _SWAPS_AXES else (w, h))
+                s = _draft_scale(full, (h, w) if orientation in _SWAPS_AXES else (w, h),
+                                 _REVERSES.get(orientation, ()))
+                drafted = im.draft(None, (full[0] // s, full[1] // s)) if s > 1 else None
                 if drafted is not None:   # its box: (0, 0, width / scale, height / scale)
                     scale = round(full[0] / drafted[1][2])
             im.load()
@@ -279,6 +282,18 @@ def _is_jpeg(data) -> bool:
 
 def _is_png(data) -> bool:
     return bytes(data[:8]) == b"\x89PNG\r\n\x1a\n"
+
+
+def _draft_scale(full, least, reversed_axes) -> int:
+    """The DCT scale draft() picks to keep ``full`` at least ``least`` (1, 2, 4 or 8), lowered until it
+    divides each axis the orientation runs backwards: scaled pixel j is pixels [j * s, (j + 1) * s),
+    so the last one is a part pixel, and a flip must not move it to the origin, where X / s would
+    no longer map full-size X into the flipped array."""
+    k = min(full[0] // least[0], full[1] // least[1])
+    s = next((s for s in (8, 4, 2) if k >= s), 1)
+    while s > 1 and any(full[axis] % s for axis in reversed_axes):
+        s //= 2
+    return s
 
 
 def _min_size(size) -> tuple[int, int]:
