@@ -6,7 +6,7 @@ batch buffers.
 """
 __version__ = "0.1.0"
 
-from .errors import DecodeError, FastloadError, RecordError, StageError
+from .errors import DecodeError, FailedRecord, FastloadError, RecordError, StageError
 from .features import features
 from .image.field import Image
 from .ops.augment import ColorJitter, RandomHorizontalFlip, RandomRotate90, RandomVerticalFlip
@@ -33,7 +33,7 @@ from .sources.align import join, key_by, stem, zip  # noqa: A004 (fastload.zip i
 
 __all__ = [
     "ArrayRecords", "augment", "CenterCrop", "ColorJitter", "CSVRows", "DecodeError", "FastloadError",
-    "features", "Field", "GeneratorPipeline", "HFDataset", "Image", "ImageFiles", "ImageFolder",
+    "FailedRecord", "features", "Field", "GeneratorPipeline", "HFDataset", "Image", "ImageFiles", "ImageFolder",
     "IterableRecords", "join", "JSONRecords", "key_by", "Labels", "ListSource", "Loader", "mix",
     "Normalize", "NumbaOp", "numba_transform", "Numeric", "Output", "PackedDataset", "RandomCrop",
     "RandomHorizontalFlip", "RandomResizedCrop", "RandomRotate90", "RandomVerticalFlip", "read_images",

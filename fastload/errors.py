@@ -5,7 +5,7 @@ what was wrong, so a user can find the file and fix or exclude it.
 """
 from __future__ import annotations
 
-__all__ = ["DecodeError", "RecordError", "FastloadError", "StageError"]
+__all__ = ["DecodeError", "FailedRecord", "RecordError", "FastloadError", "StageError"]
 
 
 class FastloadError(Exception):
@@ -23,6 +23,26 @@ class RecordError(FastloadError, ValueError):
 
 class DecodeError(RecordError):
     """An image or other encoded payload could not be decoded."""
+
+
+class FailedRecord:
+    """What a stream yields in place of a record it could not read, so that its pass goes on.
+
+    A Loader turns it into the :class:`RecordError` ``error()`` gives (``where``:
+    the shard or record, ``reason``: what was wrong), or into a counted skip
+    under ``on_error="skip"``.
+    """
+
+    __slots__ = ("where", "reason")
+
+    def __init__(self, where: str, reason: str):
+        self.where, self.reason = where, reason
+
+    def error(self) -> RecordError:
+        return RecordError(self.where, self.reason)
+
+    def __repr__(self):
+        return f"FailedRecord({self.where!r}, {self.reason!r})"
 
 
 class StageError(FastloadError, RuntimeError):

@@ -37,7 +37,7 @@ import warnings
 
 import numpy as np
 
-from ..errors import RecordError, StageError
+from ..errors import FailedRecord, RecordError, StageError
 from ..image.field import Image
 from ..memory.heap import keep_freed_memory
 from ..memory.pool import SlotPool
@@ -304,6 +304,8 @@ class Loader(Fluent):
         name = getattr(self.source, "record_id", None)
         if name is not None and self._random_access:
             return name(index)
+        if isinstance(record, FailedRecord):
+            return record.where
         if isinstance(record, dict) and "__key__" in record:   # a streamed shard's sample names itself
             return f"{record['__url__']}:{record['__key__']}" if "__url__" in record else str(record["__key__"])
         return f"record {index}"
@@ -436,10 +438,14 @@ class Loader(Fluent):
         """Fetch a chunk's records, fill every field's rows. Returns {batch position: (field, reason, record id)}."""
         job, lo, idx, records = chunk
         t = time.perf_counter()
-        failures = {}
+        failures, ids = {}, records
         if records is None:
             records, bad = self._read(idx)
             failures = {j: (None, reason) for j, reason in bad.items()}
+            ids = records
+        elif any(isinstance(r, FailedRecord) for r in records):   # a stream could not read these
+            failures = {j: (None, r.reason) for j, r in enumerate(records) if isinstance(r, FailedRecord)}
+            records = [None if j in failures else r for j, r in enumerate(records)]
         indices = idx.astype(np.uint64, copy=False)
         slot = job.lease.arrays
         # Sub-chunks sized to take about _STOP_S each: a stop (close, Ctrl-C) is seen between them,
@@ -469,7 +475,7 @@ class Loader(Fluent):
             job.extra[name][lo:hi] = _Binding(name, None).values(records)
         with self._lock:
             self._stats["busy_s"] += time.perf_counter() - t
-        return {lo + j: (field, reason, self._record_id(int(idx[j]), records[j]))
+        return {lo + j: (field, reason, self._record_id(int(idx[j]), ids[j]))
                 for j, (field, reason) in failures.items()}
 
     def _chunk_ids(self, idx, records=None) -> str:
@@ -606,7 +612,11 @@ def _plan(L, pool, epoch, offset):
         for step, idx in L._sampler.batches(order, offset):
             yield _Job(L, pool, epoch, step, idx, None)
         return
-    # A stream: records in iteration order, numbered by position; resuming re-reads and skips.
+    # A stream: records in iteration order, numbered by position; resuming re-reads and skips,
+    # so a stream that shuffles is told the epoch to draw its order from.
+    set_epoch = getattr(L.source, "set_epoch", None)
+    if set_epoch is not None:
+        set_epoch(epoch)
     it = iter(L.source)
     try:
         G, B, r = L._sampler.global_batch, L.batch_size, L.rank
