@@ -305,3 +305,36 @@ def test_array_values_take_the_decoded_route():
         short = next(iter(fl.Loader(fl.ListSource([rgb, rgb.astype(np.float32), None, rgb]), batch_size=4,
                                     transforms=transforms, seed=4, on_error="skip")))
     assert len(short) == 2
+
+
+SHARDED = """
+import numpy as np, fastload as fl
+from fastload.integrations.jax import batch_sharding
+records = [(np.full((4, 4, 3), i, np.uint8), i) for i in range(9)]
+def make(**kw):
+    return fl.Loader(fl.ListSource(records), output="jax", device=batch_sharding(), transforms=[fl.CenterCrop(4)],
+                     dtype="uint8", **kw)
+for kw, what in (({"batch_size": 4}, "last batch holds 1"), ({"batch_size": 3, "drop_last": True}, "batch_size=3")):
+    try:
+        make(**kw)
+    except ValueError as e:
+        assert what in str(e) and "2 devices" in str(e), e
+    else:
+        raise AssertionError(kw)
+batches = list(make(batch_size=4, drop_last=True))
+assert len(batches) == 2
+for b, (x, y) in enumerate(batches):
+    assert len(x.sharding.device_set) == 2 and x.shape == (4, 4, 4, 3)
+    np.testing.assert_array_equal(np.asarray(y), np.arange(4 * b, 4 * b + 4))
+    np.testing.assert_array_equal(np.asarray(x)[:, 0, 0, 0], np.arange(4 * b, 4 * b + 4))
+print("sharded ok")
+"""
+
+
+def test_a_sharded_jax_loader_refuses_batches_it_cannot_split_before_the_first():
+    """Over 2 devices, 9 records in batches of 4 leave a last batch of 1, and 3 a batch cannot be
+    split at all: refused at construction, naming drop_last, where JAX raised after the epoch's
+    good batches; with drop_last every batch is sharded over both devices."""
+    out = run_python(["-c", SHARDED], env={"XLA_FLAGS": "--xla_force_host_platform_device_count=2",
+                                           "JAX_PLATFORMS": "cpu"})
+    assert "sharded ok" in out

@@ -3,6 +3,7 @@ import gc
 import json
 import os
 import threading
+import time
 import tracemalloc
 
 import numpy as np
@@ -393,3 +394,76 @@ def test_stats_count_batches_samples_and_time(image_folder):
     assert s["busy_s"] > 0 and s["wall_s"] >= s["wait_s"] >= 0
     assert 0 <= s["ready_fraction"] <= 1 and 0 < s["worker_utilisation"]
     assert s["buffer_bytes"] == (loader.prefetch_depth + 2) * 5 * (3 * 8 * 8 * 4 + 8)
+
+
+def test_one_iterator_advanced_from_two_threads_is_refused_not_mixed():
+    """Two threads on one iterator took each other's chunks: batches that were no batch of the
+    epoch, labels on other records' pixels. The second thread now gets an error, every time,
+    and every batch comes out once, whole."""
+    records = [(np.full((6, 6, 3), i % 256, np.uint8), i % 256) for i in range(240)]
+    loader = fl.Loader(fl.ListSource(records), batch_size=4, workers=2, transforms=[fl.CenterCrop(6)],
+                       dtype="uint8", layout="NHWC", copy=True)
+    expected = sorted(y.tolist() for _, y in loader)
+    for trial in range(5):
+        it = iter(loader)
+        got, errors = [], []
+        barrier = threading.Barrier(2)
+
+        def consume():
+            barrier.wait()
+            while True:
+                try:
+                    x, y = next(it)
+                except StopIteration:
+                    return
+                except (RuntimeError, ValueError) as e:
+                    errors.append(e)
+                    time.sleep(0.001)
+                    continue
+                assert (x[:, 0, 0, 0] == y).all()
+                got.append(y.tolist())
+
+        threads = [threading.Thread(target=consume) for _ in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        assert sorted(got) == expected, trial
+        assert all(isinstance(e, RuntimeError) and "another thread" in str(e) for e in errors)
+
+
+def test_a_failure_counts_once_however_often_its_batch_is_made(tmp_path):
+    """One bad file, max_failures=1: batch_at(0) before the epoch, the epoch replayed with
+    set_epoch, a framework's peek: each made batch 0 again and counted its failure again, so a
+    budget of one failure raised. It counts once an epoch; a new epoch counts again."""
+    for i in range(6):
+        Image.fromarray(np.full((8, 8, 3), 40 * i, np.uint8)).save(tmp_path / f"{i}.png")
+    (tmp_path / "0.png").write_bytes(b"garbage")
+    loader = fl.Loader(fl.ImageFiles(str(tmp_path)), batch_size=2, on_error="skip", max_failures=1,
+                       transforms=[fl.CenterCrop(8)])
+    with pytest.warns(RuntimeWarning, match="skipping"):
+        loader.batch_at(0)
+    for _ in range(2):
+        loader.set_epoch(0)
+        assert sum(len(x) for x in loader) == 5
+    s = loader.stats()
+    assert (s["skipped"], s["failed_this_epoch"]) == (1, 1) and [r for r, _ in s["failures"]][0].endswith("0.png")
+    assert sum(len(x) for x in loader) == 5   # epoch 1: the same file fails again, counted again
+    assert (loader.stats()["skipped"], loader.stats()["failed_this_epoch"]) == (2, 1)
+
+
+def test_webdataset_key_and_url_are_not_passed_through_unless_named(tmp_path):
+    """A stream's records carry __key__ and __url__; indexed shards' fields do not list them. So
+    `fields=` naming the image and label gave (image, label) batches indexed and four-tuples
+    streamed. Named in fields=, they come through."""
+    wds = pytest.importorskip("webdataset")
+    with wds.TarWriter(str(tmp_path / "s.tar")) as w:
+        for i in range(6):
+            w.write({"__key__": f"k{i}", "png": np.full((8, 8, 3), i, np.uint8), "cls": i})
+    shards = fl.TarShards(str(tmp_path / "s.tar"))
+    fields = {"png": [fl.CenterCrop(8)], "cls": "index"}
+    for source in (shards, shards.stream()):
+        batch = next(iter(fl.Loader(source, batch_size=3, fields=fields, as_tuple=True)))
+        assert len(batch) == 2 and batch[1].tolist() == [0, 1, 2], type(source).__name__
+    named = next(iter(fl.Loader(shards.stream(), batch_size=3, fields={**fields, "__key__": None})))
+    assert named["__key__"] == ["k0", "k1", "k2"]

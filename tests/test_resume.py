@@ -248,3 +248,83 @@ def test_state_is_checked_against_the_loader(root):
         make_loader(root, 1).load_state_dict({**state, "version": 99})
     with pytest.raises(ValueError, match="outside"):
         make_loader(root, 1).load_state_dict({**state, "batch": 7})
+
+
+# -- positions that are not whole steps, failures, drop_last -----------------------------------
+
+def coloured(n, bad=()):
+    """(PNG of colour i, i) records, garbage bytes at positions ``bad``: a batch's labels say which
+    records it holds, and its pixels must agree."""
+    return [(b"not an image" if i in bad else encode(np.full((6, 6, 3), i, np.uint8), "PNG"), i)
+            for i in range(n)]
+
+
+def labels_of(loader):
+    out = []
+    for x, y in loader:
+        assert (x[:, 0, 0, 0] == y).all()   # pixels and labels stay together
+        out.append(y.tolist())
+    return out
+
+
+@pytest.mark.filterwarnings("ignore:fastload. skipping records")
+def test_a_resumed_pass_stands_in_the_batches_the_uninterrupted_one_does():
+    """Batches 5 and 6 all fail: batch 7 stands in for both, also in a pass resumed after batch 3
+    or continued after a break (stand-ins were counted from the pass's start: [6, 7] and [8, 9])."""
+    def make():
+        return fl.Loader(fl.ListSource(coloured(22, bad=range(10, 14))), batch_size=2, on_error="skip",
+                         dtype="uint8", layout="NHWC", transforms=[fl.CenterCrop(6)])
+    whole = labels_of(make())
+    assert whole[5] == whole[6] == whole[7] == [14, 15] and len(whole) == 11
+    loader = make()
+    it = iter(loader)
+    head = [next(it)[1].tolist() for _ in range(4)]
+    del it
+    state = loader.state_dict()
+    assert head + labels_of(loader) == whole
+    assert head + labels_of(make().load_state_dict(json.loads(json.dumps(state)))) == whole
+
+
+def test_a_state_saved_after_a_resume_on_another_world_size_loads_anywhere():
+    """Saved on 2 ranks after a step (offset 8), resumed on 3 and stepped again: offset 20 is not a
+    whole step of anything, and that state loads at any world size (it was refused as not matching
+    its batch), continuing at record 20 of the order."""
+    def make(rank, world):
+        return fl.Loader(fl.ListSource(coloured(40)), batch_size=4, shuffle=True, seed=3, rank=rank,
+                         world_size=world, dtype="uint8", layout="NHWC", transforms=[fl.CenterCrop(6)])
+    first = make(0, 2)
+    next(iter(first))
+    state = first.state_dict()
+    assert state["offset"] == 8
+    third = make(0, 3).load_state_dict(state)
+    next(iter(third))
+    state = json.loads(json.dumps(third.state_dict()))
+    assert state["offset"] == 20
+    order = first.order(0).tolist()
+    for world in (1, 2, 3, 4):
+        rest = [label for rank in range(world) for y in labels_of(make(rank, world).load_state_dict(state))
+                for label in y]
+        if world == 1:
+            assert rest == order[20:]
+        # every record left, and a last step padded from the start of the order
+        assert set(order[20:]) <= set(rest) <= set(order[20:] + order[:4 * world]), world
+    with pytest.raises(ValueError, match="does not match"):
+        make(0, 1).load_state_dict({**state, "offset": 35})
+
+
+def test_with_drop_last_a_loop_after_a_whole_epoch_starts_the_next():
+    """drop_last stops at 15 of 17 records: taking every batch without running the iterator dry,
+    or resuming from a state saved after the last batch, left the next loop empty."""
+    def make():
+        return fl.Loader(fl.ListSource(coloured(17)), batch_size=3, shuffle=True, seed=1, drop_last=True,
+                         dtype="uint8", layout="NHWC", transforms=[fl.CenterCrop(6)])
+    reference = make()
+    epochs = [labels_of(reference) for _ in range(2)]
+    assert len(epochs[0]) == 5 and epochs[0] != epochs[1]
+    loader = make()
+    it = iter(loader)
+    assert [next(it)[1].tolist() for _ in range(5)] == epochs[0]
+    del it
+    state = loader.state_dict()
+    assert labels_of(loader) == epochs[1]
+    assert labels_of(make().load_state_dict(state)) == epochs[1]

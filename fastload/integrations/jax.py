@@ -14,10 +14,12 @@ any view, JAX's included, is alive). ``Loader(output="jax", device=...)`` calls
 """
 from __future__ import annotations
 
+import math
+
 import jax
 import numpy as np
 
-__all__ = ["device_put", "batch_sharding"]
+__all__ = ["device_put", "batch_sharding", "batch_pieces"]
 
 _NARROW = {np.dtype(np.int64): np.dtype(np.int32), np.dtype(np.uint64): np.dtype(np.uint32),
            np.dtype(np.float64): np.dtype(np.float32)}
@@ -43,6 +45,32 @@ def batch_sharding(devices=None, axis: str = "batch"):
     from jax.sharding import Mesh, NamedSharding, PartitionSpec
     devices = np.asarray(jax.local_devices() if devices is None else list(devices))
     return NamedSharding(Mesh(devices, (axis,)), PartitionSpec(axis))
+
+
+def batch_pieces(target) -> int:
+    """How many pieces a Sharding cuts the leading (batch) axis into: 1 for a device, or a
+    sharding that leaves that axis whole."""
+    spec, mesh = getattr(target, "spec", None), getattr(target, "mesh", None)
+    if not spec or mesh is None or spec[0] is None:
+        return 1
+    axes = spec[0] if isinstance(spec[0], tuple) else (spec[0],)
+    return math.prod(mesh.shape[a] for a in axes)
+
+
+def check_batches(target, batch_size: int, last: int | None) -> None:
+    """Refuse, before the first batch, batches ``target`` cannot split: ``batch_size`` records,
+    or ``last`` in the epoch's short last batch (None: a stream, whose last may be short)."""
+    pieces = batch_pieces(target)
+    if pieces == 1:
+        return
+    if batch_size % pieces:
+        raise ValueError(f"batch_size={batch_size} cannot be split over the {pieces} devices of the sharding")
+    if last is None:
+        raise ValueError(f"a stream's last batch may be short, and a short batch cannot be split over the "
+                         f"{pieces} devices of the sharding: pass drop_last=True")
+    if last % pieces:
+        raise ValueError(f"the epoch's last batch holds {last} records, which cannot be split over the "
+                         f"{pieces} devices of the sharding: pass drop_last=True")
 
 
 def device_put(batch, device=None, *, sharding=None):

@@ -95,8 +95,12 @@ class KerasDataset(DataAdapter):
 
         from .tf import _arrays, _signature
         signature = _signature(_arrays(self._structure(next(iter(self._batches())))), tf)
+        # No read-ahead: the loader's threads already work ahead, and batches tf.data buffered
+        # would count as consumed, so a state_dict() after fit would skip them on resume.
+        options = tf.data.Options()
+        options.experimental_optimization.inject_prefetch = False
         return tf.data.Dataset.from_generator(self.get_numpy_iterator, output_signature=signature) \
-            .prefetch(tf.data.AUTOTUNE)
+            .with_options(options)
 
     # -- iteration ----------------------------------------------------------------------
     def _num_records(self):

@@ -161,11 +161,19 @@ class Loader(Fluent):
             self._shape = "tuple" if as_tuple else "dict"
         self._sampler = Sampler(len(source) if self._random_access else 0, batch_size, drop_last,
                                 self.rank, self.world_size)
+        if self._jax_target is not None:   # a sharding must split every batch, the last one too
+            from ..integrations.jax import check_batches
+            if drop_last or self.world_size > 1:   # every batch full (ranks pad the last step)
+                last = batch_size
+            else:
+                last = len(source) % batch_size or batch_size if self._random_access else None
+            check_batches(self._jax_target, batch_size, last)
         self._outputs = None   # declared by the fields once they are prepared
         self._pool: SlotPool | None = None
         self._position = (0, 0)          # (epoch, global sample offset) of the next batch
         self._lock = threading.Lock()
         self._failures: dict[str, str] = {}     # this epoch's, by record, capped
+        self._failed: set[str] = set()          # this epoch's failed records: each counts once
         self._failures_epoch = None
         self._warned = False
         self._stats = collections.Counter()
@@ -225,9 +233,9 @@ class Loader(Fluent):
             bindings.append(_Binding(name, field))
         declared = set(fields)
         record_fields = getattr(source, "fields", None)
-        if not record_fields:
+        if not record_fields:   # WebDataset's __key__ and __url__ only when fields= names them
             first = self._first_record()
-            record_fields = tuple(first) if isinstance(first, dict) else ()
+            record_fields = tuple(k for k in first if not k.startswith("__")) if isinstance(first, dict) else ()
         self._passthrough = [k for k in record_fields if k not in declared]
         return bindings, raw, "dict"
 
@@ -286,12 +294,15 @@ class Loader(Fluent):
         total = saved.steps(0) if self._random_access else None
         if not isinstance(batch, numbers.Integral) or batch < 0 or (total is not None and batch > total):
             raise ValueError(f"state batch {batch!r} outside [0, {total}]")
-        offset = batch * saved.global_batch
-        if self._random_access:
-            offset = saved.offset_after(0, batch)
-        if "offset" in state and state["offset"] != offset:
-            raise ValueError(f"state offset {state['offset']!r} does not match batch {batch}")
-        self._position = (epoch, offset)
+        if "offset" in state:   # the position itself: after a resume on another world size, not a whole step
+            offset = state["offset"]
+            n = self._sampler.n if self._random_access else None
+            if not isinstance(offset, numbers.Integral) or offset < 0 or (n is not None and offset > n) \
+                    or math.ceil(offset / saved.global_batch) != batch:
+                raise ValueError(f"state offset {offset!r} does not match batch {batch}")
+        else:   # version 1: whole global steps
+            offset = saved.offset_after(0, batch) if self._random_access else batch * saved.global_batch
+        self._position = (epoch, int(offset))
         return self
 
     def _num_records(self):
@@ -337,7 +348,7 @@ class Loader(Fluent):
     # -- iteration ------------------------------------------------------------------
     def __iter__(self):
         epoch, offset = self._position
-        if self._random_access and offset >= self._sampler.n:
+        if self._random_access and self._sampler.steps(offset) == 0:   # drop_last stops short of n
             epoch, offset = epoch + 1, 0
         return _LoaderIter(self, epoch, offset)
 
@@ -359,9 +370,10 @@ class Loader(Fluent):
             raise RecordError(self._chunk_ids(job.idx), f"every record of batch {b} failed")
         return batch
 
-    def _fill_now(self, epoch: int, b: int, count: bool = True):
-        """(job, batch or None) of batch ``b`` of ``epoch``, filled in the calling thread."""
-        job = _Job(self, self._slots(), epoch, b, self.order(epoch)[self._sampler.positions(0, b)], None)
+    def _fill_now(self, epoch: int, b: int, count: bool = True, base: int = 0):
+        """(job, batch or None) of batch ``b`` of ``epoch`` (counted from global sample ``base``),
+        filled in the calling thread."""
+        job = _Job(self, self._slots(), epoch, b, self.order(epoch)[self._sampler.positions(base, b)], None)
         failures = {}
         for chunk in job.chunks():
             failures.update(self._fill_chunk(chunk))
@@ -497,15 +509,21 @@ class Loader(Fluent):
             return None
         return self._present(job, n)
 
-    def _stand_in(self, epoch: int, step: int):
-        """(batch, records kept) yielded in place of batch ``step``, every record of which failed:
-        the first batch after it (wrapping round the epoch) with a record that reads; (None, 0).
+    def _stand_in(self, epoch: int, start: int, step: int):
+        """(batch, records kept) yielded in place of batch ``step`` of a pass from global sample
+        ``start``, every record of which failed: the first batch after it (wrapping round the
+        epoch) with a record that reads; (None, 0).
 
         So a rank yields len(loader) batches whatever fails: a collective per step (DDP's
-        all-reduce) needs the same count on every rank, and Keras the count it was told."""
-        steps = self._sampler.steps(0)
+        all-reduce) needs the same count on every rank, and Keras the count it was told. The
+        batches are those of the epoch's grid the pass is on (from 0, unless it was resumed on
+        another world size), so a resumed pass picks what the uninterrupted one would."""
+        G = self._sampler.global_batch
+        base = start % G
+        steps = self._sampler.steps(base)
+        b = (start - base) // G + step
         for k in range(1, steps):
-            job, batch = self._fill_now(epoch, (step + k) % steps, count=False)
+            job, batch = self._fill_now(epoch, (b + k) % steps, count=False, base=base)
             if batch is not None:
                 with self._lock:
                     self._stats["stand_ins"] += 1
@@ -532,16 +550,22 @@ class Loader(Fluent):
         """List, count and log a batch's failures; over max_failures, raise naming the last."""
         with self._lock:
             if self._failures_epoch != job.epoch:
-                self._failures_epoch, self._failures = job.epoch, {}
+                self._failures_epoch, self._failures, self._failed = job.epoch, {}, set()
                 self._stats["failed_this_epoch"] = 0
-            for pos in sorted(failures):
-                field, reason, rid = failures[pos]
+            # A batch made again (batch_at, a framework's peek, the epoch replayed) fails the same
+            # records: each counts once an epoch, or a peek would eat into max_failures.
+            new = [failures[pos] for pos in sorted(failures) if failures[pos][2] not in self._failed]
+            for field, reason, rid in new:
+                self._failed.add(rid)
                 if len(self._failures) < _MAX_FAILURES_KEPT:
                     self._failures.setdefault(rid, reason)
                 log.info("fastload: skipped %s: %s", rid, reason)
-            self._stats["skipped"] += len(failures)
-            self._stats["failed_this_epoch"] += len(failures)
+            self._stats["skipped"] += len(new)
+            self._stats["failed_this_epoch"] += len(new)
             failed = self._stats["failed_this_epoch"]
+        if not new:
+            return
+        field, reason, rid = new[-1]
         budget = self.max_failures
         if budget is not None:   # per epoch: a fraction is of the epoch's records (or those seen, for a stream)
             total = self._num_records() or self._stats["samples"] + failed
@@ -640,7 +664,7 @@ class _LoaderIter(Node):
     """One pass of a Loader from (epoch, offset) to the end of that epoch."""
 
     def __init__(self, loader: Loader, epoch: int, offset: int):
-        self.loader, self.epoch, self.offset = loader, epoch, offset
+        self.loader, self.epoch, self.offset, self.start = loader, epoch, offset, offset
         self.name = "loader"
         keep_freed_memory()   # once per process: see fastload.memory.heap
         pool = loader._slots()
@@ -665,8 +689,20 @@ class _LoaderIter(Node):
                                   stop=stop)
         self._yielded = self.failed = 0
         self._closed = False
+        self._busy = threading.Lock()
 
     def __next__(self):
+        # Two threads advancing one iterator would take each other's chunks: refused, as a
+        # generator refuses it.
+        if not self._busy.acquire(blocking=False):
+            raise RuntimeError("this Loader iterator is being advanced in another thread; give each "
+                               "thread its own iter(loader), or hand batches over through a queue")
+        try:
+            return self._next()
+        finally:
+            self._busy.release()
+
+    def _next(self):
         L = self.loader
         if self._closed:
             raise StopIteration
@@ -692,7 +728,7 @@ class _LoaderIter(Node):
                     self.offset + L._sampler.global_batch
                 L._position = (self.epoch, self.offset)
                 if batch is None and L._random_access:   # every record failed: another batch stands in
-                    batch, kept = L._stand_in(self.epoch, job.step)
+                    batch, kept = L._stand_in(self.epoch, self.start, job.step)
                 if batch is None:   # a stream's: nothing to yield (a stream has no count to keep)
                     continue
                 L._stats["batches"] += 1
