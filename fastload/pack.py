@@ -122,7 +122,9 @@ class _Encoder:
                     try:
                         v = _reencode(v, self.max_side, self.quality)
                     except Exception as e:   # Pillow raises many kinds for a bad image
-                        raise RecordError(rid, f"field {name!r}: cannot re-encode the image: {e}") from None
+                        from .image.decode import _pillow_failed   # what was wrong, in decode's words
+                        reason = _pillow_failed(e, v, rid).reason
+                        raise RecordError(rid, f"field {name!r}: cannot re-encode the image: {reason}") from None
             elif kind == "str":
                 v = str(v).encode("utf-8")
             else:
@@ -132,10 +134,18 @@ class _Encoder:
 
 
 def _open_source(src: str):
-    """A source from the command line: an image folder, tar shards, or ``module:function``."""
+    """A source from the command line: an image folder (a path or URL), tar shards, or ``module:function``."""
     import fastload as fl
     if src.endswith(".tar") or ".tar" in src.rsplit("/", 1)[-1] or "{" in src:
         return fl.TarShards(src)
+    if "://" in src:   # a folder in object storage or on a web server
+        try:
+            return fl.ImageFolder(src)
+        except (ValueError, OSError) as e:   # no class subfolders: the images themselves, else that error
+            try:
+                return fl.ImageFiles(src)
+            except (ValueError, OSError):
+                raise e from None
     if os.path.isdir(src):
         with os.scandir(src) as it:
             has_dirs = any(e.is_dir() and not e.name.startswith(".") for e in it)
@@ -369,8 +379,11 @@ def run(args) -> int:
         source = _open_source(args.src)
     except (ValueError, OSError, ImportError, AttributeError) as e:
         raise UsageError(str(e)) from e
-    meta = pack(source, args.out, shard_size=args.shard_size, max_side=args.max_side,
-                quality=args.quality, workers=args.workers, on_error=args.on_error, progress=not args.quiet)
+    try:
+        meta = pack(source, args.out, shard_size=args.shard_size, max_side=args.max_side, quality=args.quality,
+                    workers=args.workers, on_error=args.on_error, progress=not args.quiet)
+    except RecordError as e:   # one line naming the record; the packed part stays, to resume
+        raise UsageError(f"{e} (--on-error skip leaves such records out)") from e
     for record, reason in meta["failures"]:
         print(f"fastload pack: skipped {record}: {reason}", file=sys.stderr)
     print(f"packed {meta['count']} records into {len(meta['shards'])} shards in {args.out}"

@@ -89,7 +89,9 @@ class read_images(Stage):
 
     Equals ``np.asarray(Image.open(p).convert("RGB").resize((w, h), BILINEAR), dtype)``
     up to decoder and resampler rounding (mean absolute difference below 1).
-    EXIF orientation is ignored unless ``exif=True``, as Pillow's ``open`` does.
+    The orientation tag is ignored unless ``exif=True``: the stored pixels, as
+    Pillow's ``open`` gives them for JPEG, PNG and WebP (Pillow's TIFF reader turns
+    a TIFF itself; ``read_images`` gives its stored pixels all the same).
     ``dct_scale=True`` lets the JPEG decoder downscale by 1/2, 1/4 or 1/8 when the
     output is at least that much smaller: faster, but no longer Pillow's pixels.
     ``workers`` threads (default: the CPU count, at most 8) each take chunks of

@@ -1,6 +1,7 @@
 """The fastload command: one-line errors, the demo's and doctor's reports, help text, subcommand registration."""
 import json
 import os
+import shutil
 import struct
 import sys
 import threading
@@ -187,3 +188,41 @@ def test_a_subcommand_registers_in_a_line(tmp_path, monkeypatch, capsys):
     monkeypatch.syspath_prepend(str(tmp_path))
     monkeypatch.setattr(cli, "COMMANDS", cli.COMMANDS + ("hello_cmd", "no_such_module_xyz"))
     assert run(capsys, "hello", "--name", "you")[:2] == (0, "hello you\n")
+
+
+def test_pack_names_an_image_it_cannot_re_encode_in_one_line(bad_folder, tmp_path, capsys):
+    """--max-side re-encodes images: one that is not an image was a traceback ending in Pillow's
+    'cannot identify image file <_io.BytesIO object at 0x...>'."""
+    root, broken, junk = bad_folder
+    line = usage_error(capsys, "pack", root, str(tmp_path / "out"), "--max-side", "32", "--quiet")
+    assert line.startswith(f"fastload: error: {broken}: field 'image': cannot re-encode the image: OSError: "
+                           "image file is truncated") and "--on-error skip" in line, line
+    only_junk = tmp_path / "junk" / "a"
+    only_junk.mkdir(parents=True)
+    shutil.copy(junk, only_junk / "zz.jpg")
+    line = usage_error(capsys, "pack", str(only_junk.parent), str(tmp_path / "out2"), "--max-side", "32", "--quiet")
+    assert line.startswith(f"fastload: error: {only_junk / 'zz.jpg'}: field 'image': cannot re-encode the image: "
+                           "not an image format Pillow reads (starts with b'not an i')") and "BytesIO" not in line
+
+
+def test_pack_reads_an_image_folder_at_a_url(tmp_path, capsys):
+    """`fastload pack http://host/train OUT` was taken for module 'http', function '//host/train'."""
+    import functools
+    from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+    root = make_image_folder(tmp_path / "www" / "train", classes=2, per_class=3, size=(20, 24))
+
+    class Quiet(SimpleHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+    server = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=str(tmp_path / "www")))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/train"
+        assert run(capsys, "pack", url, str(tmp_path / "remote"), "--quiet")[0] == 0
+        assert run(capsys, "pack", str(root), str(tmp_path / "local"), "--quiet")[0] == 0
+    finally:
+        server.shutdown()
+        server.server_close()
+    remote, local = fl.PackedDataset(str(tmp_path / "remote")), fl.PackedDataset(str(tmp_path / "local"))
+    assert len(remote) == len(local) == 6
+    assert [remote[i] for i in range(6)] == [local[i] for i in range(6)]

@@ -219,6 +219,19 @@ def test_hf_dataset_image_column_forms(hf_images):
                         hf_reference(pngs, labels))
 
 
+def test_hf_dataset_in_every_format_gives_the_same_batches(hf_images):
+    """with_format("arrow") made a chunk read a pyarrow Table, which gather read as a dict of columns:
+    a TypeError at the first batch. Every format now gives the plain dataset's batches."""
+    _, paths, labels = hf_images
+    features = datasets.Features({"image": datasets.Image(), "label": datasets.ClassLabel(names=["a", "b", "c"])})
+    ds = datasets.Dataset.from_dict({"image": paths, "label": labels}, features=features)
+    want = hf_reference(paths, labels, shuffle=True, seed=2)
+    for fmt in (None, "numpy", "arrow", "pandas"):
+        src = fl.HFDataset(ds.with_format(fmt))
+        assert_dict_batches(list(fl.Loader(src, batch_size=4, fields=HF_FIELDS, shuffle=True, seed=2)), want)
+        assert src[1]["label"] == labels[1], fmt
+
+
 def test_hf_iterable_dataset_and_columns(hf_images):
     _, paths, labels = hf_images
     ds = datasets.Dataset.from_dict({"image": paths, "label": labels, "text": ["x"] * 6},

@@ -89,6 +89,8 @@ def _prepare(dataset, columns):
         if missing:
             raise KeyError(f"no column {missing[0]!r}; the dataset has {dataset.column_names}")
         dataset = dataset.select_columns(list(columns))
+    if (getattr(dataset, "format", None) or {}).get("type") in ("arrow", "pandas", "polars"):
+        dataset = dataset.with_format(None)   # tables, not a dict of columns: rows as Python values
     features = dataset.features or {}
     images = [name for name, f in features.items() if isinstance(f, datasets.Image)]
     for name in images:
