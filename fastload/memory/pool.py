@@ -174,7 +174,7 @@ class SlotPool:
                 self._untracked += 1
                 if self._untracked == 1:
                     warnings.warn(f"fastload: consumers hold {len(self._all)} batches "
-                                  f"({self.nbytes() / 2**30:.1f} GiB); further batches get buffers of their own",
+                                  f"({_size(self.nbytes())}); further batches get buffers of their own",
                                   RuntimeWarning, stacklevel=3)
                 slot = self._new(False)
         return Lease(self, slot)

@@ -16,7 +16,9 @@ class Labels(Field):
         if mode not in ("index", "onehot"):
             raise ValueError(f"labels must be 'index' or 'onehot', got {mode!r}")
         if mode == "onehot" and not num_classes:
-            raise ValueError("one-hot labels need the number of classes")
+            raise ValueError(f"one-hot labels for {name!r} need the number of classes, which this source does "
+                             f"not say (no single class list): give fields={{{name!r}: fl.Labels(num_classes=N, "
+                             "mode='onehot')}")
         self.num_classes, self.mode, self.name = num_classes, mode, name
 
     def outputs(self):
