@@ -1,6 +1,7 @@
 """Tar shards in the WebDataset layout: written by the webdataset library itself, read by
 fl.TarShards (index) and TarShards.stream (no index), compared with webdataset's own reader
 and with the same images loaded as a folder; then every kind of broken shard."""
+import http.server
 import io
 import os
 import re
@@ -312,6 +313,62 @@ def test_unreadable_header_mid_shard(shards, tmp_path):
     assert loader.stats()["skipped"] == 1
     with pytest.raises(fl.RecordError, match=rf"broken\.tar: unreadable tar header at byte {bad_at}"):
         list(ts.stream())
+
+
+class _FlakyServer(http.server.BaseHTTPRequestHandler):
+    """Files under server.root, with byte ranges; server.fail[path] GETs of a path answer 500 first."""
+
+    def do_HEAD(self):
+        self._serve(body=False)
+
+    def do_GET(self):
+        self._serve(body=True)
+
+    def _serve(self, body):
+        srv, full = self.server, os.path.join(self.server.root, self.path.lstrip("/"))
+        with srv.lock:
+            failing = body and srv.fail.get(self.path, 0) > 0
+            srv.fail[self.path] = srv.fail.get(self.path, 0) - failing
+        if failing or not os.path.isfile(full):
+            self.send_error(500 if failing else 404)
+            return
+        with open(full, "rb") as f:
+            data = f.read()
+        m = re.fullmatch(r"bytes=(\d+)-(\d*)", self.headers.get("Range") or "")
+        if m:
+            data = data[int(m.group(1)):int(m.group(2)) + 1 if m.group(2) else None]
+        self.send_response(206 if m else 200)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        if body:
+            self.wfile.write(data)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def flaky_server(shards):
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _FlakyServer)
+    server.daemon_threads = True
+    server.root, server.fail, server.lock = os.path.dirname(shards[0]), {}, threading.Lock()
+    server.urls = [f"http://127.0.0.1:{server.server_address[1]}/{os.path.basename(s)}" for s in shards]
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield server
+    server.shutdown()
+    server.server_close()
+
+
+def test_a_read_that_fails_while_indexing_is_an_error_not_a_shorter_shard(flaky_server):
+    """A shard whose reads fail while it is indexed (after the storage's retries) may be whole:
+    listing it as cut short would make the dataset's length depend on the network, and differ
+    between the ranks of one job. Indexing fails naming the shard and the cause."""
+    urls = flaky_server.urls
+    flaky_server.fail["/shard-000001.tar"] = 2   # both tries (retries=1) of its first read
+    with pytest.raises(OSError, match=rf"1 of 3 shards cannot be read: {re.escape(urls[1])}: reading failed at "
+                                      r"byte 0 while indexing the shard: HTTP 500.*\(after 2 tries\)"):
+        len(fl.TarShards(urls, retries=1, backoff=0.01))
+    assert len(fl.TarShards(urls, retries=1, backoff=0.01)) == 24   # once the server answers
 
 
 def test_not_a_tar_and_missing_shard(tmp_path):

@@ -98,11 +98,13 @@ def _tar_error(e: _tar.TarError) -> str:
         f"unreadable tar header at byte {e.offset} ({e.reason})"
 
 
-def _members(fileobj, size: int):
+def _members(fileobj, size: int, url: str):
     """``(name, data offset, size, .cls bytes or None)`` of every regular member, in order.
 
     A tar error ends the listing with ``(None, byte offset, 0, error message)``:
-    the members before it are good.
+    the members before it are good. A read that fails raises a :class:`StorageError`
+    naming ``url``: the shard may be whole, and listing it as cut short would make the
+    dataset's length depend on the network (and differ between ranks).
     """
     try:
         for name, off, n in _tar.members(fileobj, size):
@@ -112,7 +114,9 @@ def _members(fileobj, size: int):
     except _tar.TarError as e:
         yield None, e.offset, 0, _tar_error(e)
     except OSError as e:
-        yield None, fileobj.tell(), 0, f"reading failed: {e}"
+        reason = e.reason if isinstance(e, StorageError) else str(e)
+        raise StorageError(url, f"reading failed at byte {fileobj.tell()} while indexing the shard: "
+                                f"{reason}") from e
 
 
 class _Sample:
@@ -231,7 +235,7 @@ class TarShards(Source):
             except (OSError, ValueError, KeyError, TypeError):
                 pass   # a stale or damaged index is rebuilt
         with self.storage.open_stream(url, local_buffer=io.DEFAULT_BUFFER_SIZE) as f:   # headers only: data skipped
-            samples = _group(_members(f, size), size)
+            samples = _group(_members(f, size, url), size)
         if path is not None:
             try:
                 os.makedirs(os.path.dirname(path), exist_ok=True)
