@@ -94,6 +94,26 @@ def test_shuffle_is_a_deterministic_permutation():
     assert sorted(stream(10).shuffle(64, seed=0)) == list(range(10))   # buffer larger than the stream
 
 
+def test_shuffle_draws_from_the_epoch_once_told_it():
+    """Pass k draws from (seed, k) until set_epoch; then every pass from (seed, epoch), which a Loader
+    relies on to read an epoch's pass again. The epoch reaches a shuffle through any stream after it."""
+    counted = stream(200).shuffle(16, seed=1)
+    p0, p1 = list(counted), list(counted)
+    assert p0 != p1 and sorted(p0) == sorted(p1) == list(range(200))
+    told = stream(200).shuffle(16, seed=1)
+    told.set_epoch(1)
+    assert list(told) == list(told) == p1
+    it = iter(told)   # a pass is fixed when it starts
+    told.set_epoch(0)
+    assert list(it) == p1 and list(told) == p0
+    chain = stream(200).shuffle(16, seed=1).map(lambda x: -x).filter(lambda x: x % 3).prefetch(2).take(150)
+    chain.set_epoch(1)
+    assert list(chain) == [-x for x in p1 if x % 3][:150]
+    mixed = mix([stream(200).shuffle(16, seed=1), stream(10)], seed=0, stop="all")
+    mixed.set_epoch(1)
+    assert [x for x in mixed if x >= 10] == [x for x in p1 if x >= 10]
+
+
 def _shuffle_trace(n, size, initial, seed=0):
     """The output of buffered_shuffle over range(n), and how many records had gone in at each output."""
     taken = []

@@ -185,6 +185,50 @@ def test_stream_reads_every_sample_once_shuffled_per_pass(shards):
     np.testing.assert_array_equal(labels, [r["cls"] for r in ts])
 
 
+@pytest.mark.parametrize("shuffled", ["buffer", "fluent"])
+def test_a_shuffled_stream_gives_a_loader_the_pass_of_its_epoch(shards, shuffled):
+    """The Loader reads a stream's pass again and skips what it has yielded to finish an epoch left
+    early or to resume one: the pass must be the epoch's, not the stream's next."""
+    ts = fl.TarShards(shards)
+
+    def loader():
+        stream = ts.stream(shuffle_buffer=6, seed=3) if shuffled == "buffer" else \
+            ts.stream().shuffle(6, seed=3).map(lambda r: r).prefetch(2)
+        return fl.Loader(stream, batch_size=4, workers=2,
+                         fields={"jpg": [fl.CenterCrop(32)], "cls": "index", "__key__": None})
+
+    def keys(batches):
+        return [k for b in batches for k in b["__key__"]]
+
+    ref = loader()
+    e0, e1, e2 = keys(ref), keys(ref), keys(ref)
+    assert sorted(e0) == sorted(e1) == sorted(r["__key__"] for r in ts) and len(e0) == 24
+    assert len({tuple(e0), tuple(e1), tuple(e2)}) == 3
+    # a break mid-epoch, then the next loop finishes that epoch: each sample once, in the epoch's order
+    loader_ = loader()
+    got = []
+    for i, b in enumerate(loader_):
+        got += b["__key__"]
+        if i == 2:
+            break
+    assert got + keys(loader_) == e0
+    assert keys(loader_) == e1
+    # saved mid-epoch 1, restored in a fresh loader: the rest of epoch 1, then epoch 2
+    loader_ = loader()
+    keys(loader_)
+    it = iter(loader_)
+    got = keys(next(it) for _ in range(2))
+    state = loader_.state_dict()
+    del it
+    resumed = loader()
+    resumed.load_state_dict(state)
+    assert got + keys(resumed) == e1
+    assert keys(resumed) == e2
+    fresh = loader()
+    fresh.set_epoch(1)
+    assert keys(fresh) == e1
+
+
 # -- bad input --------------------------------------------------------------------------
 
 def keyed_loader(ts, **kw):

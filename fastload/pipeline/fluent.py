@@ -21,6 +21,10 @@ Errors. An exception raised by a user function surfaces in the consumer's
 thread as :class:`fastload.errors.StageError` naming the function and the
 record (its position in the stream and a truncated repr), with the original
 exception as ``__cause__``.
+
+Epochs. A Loader tells a stream its epoch (``set_epoch``) before each pass, and
+a stream passes it upstream: a shuffle then draws from ``(seed, epoch)``, so the
+pass the Loader reads again to resume is the pass it left.
 """
 from __future__ import annotations
 
@@ -94,15 +98,21 @@ class Fluent:
         """Shuffle through a buffer of ``buffer_size`` records (see :func:`buffered_shuffle`).
 
         Records start coming out once ``initial`` are buffered, so the first batch does not
-        wait for a full buffer. Pass ``k`` over the stream (its k-th ``iter()``) draws from ``(seed, k)``:
-        each pass differs, and the same seed replays the same sequence of passes.
+        wait for a full buffer. A pass draws from ``(seed, epoch)``, the epoch last given to
+        ``set_epoch`` (a Loader gives it before each pass); until then pass ``k`` over the
+        stream (its k-th ``iter()``) draws from ``(seed, k)``. Each pass differs, and the same
+        seed replays the same sequence of passes.
         """
         _positive("buffer_size", buffer_size)
         _positive("initial", initial)
         seed = rng.check_seed(seed)
         passes = itertools.count()
-        return Stream(lambda: _shuffle(self, buffer_size, initial, seed, next(passes)), _length(self), self,
-                      f"shuffle({buffer_size})")
+
+        def make_iter():   # the pass is fixed at iter(), not at the first next()
+            k = next(passes) if out._epoch is None else out._epoch
+            return _shuffle(self, buffer_size, initial, seed, k)
+        out = Stream(make_iter, _length(self), self, f"shuffle({buffer_size})")
+        return out
 
     def take(self, n: int) -> "Stream":
         """The first ``n`` records."""
@@ -155,17 +165,29 @@ class Fluent:
 
 
 class Stream(Fluent):
-    """A re-iterable stream: ``iter()`` calls ``make_iter`` for a fresh pass."""
+    """A re-iterable stream: ``iter()`` calls ``make_iter`` for a fresh pass.
+
+    ``upstream``: what it reads, or a tuple of them (a mix).
+    """
 
     def __init__(self, make_iter: Callable[[], Iterator[Any]], length: int | None = None,
                  upstream: Any = None, name: str = "stream"):
         self._make_iter = make_iter
         self._length = length
         self._upstream = upstream
+        self._epoch = None
         self.name = name
 
     def __iter__(self) -> Iterator[Any]:
         return self._make_iter()
+
+    def set_epoch(self, epoch: int) -> None:
+        """Draw the shuffles of later passes, here and upstream, from ``epoch`` instead of the pass count."""
+        self._epoch = int(epoch)
+        for up in self._upstream if isinstance(self._upstream, tuple) else (self._upstream,):
+            set_epoch = getattr(up, "set_epoch", None)
+            if set_epoch is not None:
+                set_epoch(epoch)
 
     def __len__(self) -> int:
         if self._length is None:
@@ -197,7 +219,7 @@ def mix(streams: Sequence[Iterable[Any]], weights: Sequence[float] | None = None
         raise ValueError(f"weights must be {len(streams)} non-negative numbers with a positive sum")
     if stop not in ("first", "all"):
         raise ValueError(f"stop must be 'first' or 'all', got {stop!r}")
-    return Stream(lambda: _mix(list(streams), w, seed, stop), None, None, f"mix({len(streams)})")
+    return Stream(lambda: _mix(list(streams), w, seed, stop), None, tuple(streams), f"mix({len(streams)})")
 
 
 # ---------------------------------------------------------------- passes

@@ -358,9 +358,11 @@ class TarShards(Source):
 class TarStream(Fluent):
     """Samples of tar shards read sequentially, without an index.
 
-    Pass ``p`` reads the shards in an order drawn from ``(seed, p)`` and passes
+    A pass reads the shards in an order drawn from ``(seed, epoch)`` and passes
     samples through a shuffle buffer drawn from the same stream; ``shuffle_buffer=0``
-    keeps the stored order. A member that cannot be read or decoded ends the pass
+    keeps the stored order. The epoch is the one last given to :meth:`set_epoch` (a
+    Loader gives it before each pass); until then pass ``p`` of the stream draws
+    from ``(seed, p)``. A member that cannot be read or decoded ends the pass
     with a :class:`~fastload.RecordError` naming the shard and member.
     """
 
@@ -372,10 +374,24 @@ class TarStream(Fluent):
             raise ValueError("shuffle_initial must be >= 1")
         self.urls, self.storage = list(urls), storage
         self.shuffle_buffer, self.shuffle_initial, self.seed = int(shuffle_buffer), int(shuffle_initial), int(seed)
-        self._pass = 0
+        self._pass, self._epoch = 0, None
+
+    def set_epoch(self, epoch: int) -> None:
+        """Draw every later pass from ``(seed, epoch)``. A Loader resumes, or finishes an epoch left
+        early, by reading a pass again and skipping what it has already yielded: that pass must be
+        the same one, however many passes came before it."""
+        self._epoch = int(epoch)
 
     def __iter__(self) -> Iterator[dict]:
-        p, self._pass = self._pass, self._pass + 1
+        # The pass is fixed here, not at the first next(): the Loader may create a pass and set
+        # the next epoch before it reads from it.
+        if self._epoch is None:
+            p, self._pass = self._pass, self._pass + 1
+        else:
+            p = self._epoch
+        return self._pass_records(p)
+
+    def _pass_records(self, p: int) -> Iterator[dict]:
         rng = randomness.generator(self.seed, randomness.SHUFFLE, p)
         urls = [self.urls[i] for i in rng.permutation(len(self.urls))] if self.shuffle_buffer else self.urls
         records = self._read_ahead(urls)
@@ -388,7 +404,7 @@ class TarStream(Fluent):
         """The records of ``urls`` in order, read and parsed on a thread up to ``chunk * chunks`` ahead.
 
         Network waits and tar parsing then overlap the consumer; the order is the
-        shards' own, so the pass stays a pure function of (seed, pass).
+        shards' own, so the pass stays a pure function of (seed, epoch).
         """
         q, stop = queue.Queue(chunks), threading.Event()
 
