@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from threadutil import new_threads
 
-from fastload.errors import StageError
+from fastload.errors import FailedRecord, StageError
 from fastload.pipeline.fluent import Stream, buffered_shuffle, mix
 from fastload.sources.base import ListSource
 
@@ -112,6 +112,14 @@ def test_shuffle_draws_from_the_epoch_once_told_it():
     mixed = mix([stream(200).shuffle(16, seed=1), stream(10)], seed=0, stop="all")
     mixed.set_epoch(1)
     assert [x for x in mixed if x >= 10] == [x for x in p1 if x >= 10]
+
+
+def test_failed_records_pass_map_and_filter_untouched():
+    """What a source could not read reaches the Loader, which reports or skips it, not the stage's function."""
+    failed = FailedRecord("shard.tar", "truncated shard")
+    src = ListSource([1, failed, 2, 3])
+    for workers in (0, 2):
+        assert list(src.map(lambda x: x * 10, workers=workers).filter(lambda x: x > 10)) == [failed, 20, 30]
 
 
 def _shuffle_trace(n, size, initial, seed=0):

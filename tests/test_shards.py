@@ -262,6 +262,16 @@ def test_truncated_shard(shards):
     skipped = loader.stats()["skipped"]
     assert skipped >= 1 and len(keys) + skipped == len(ts)
     assert last_key in keys and all(shards[2] in rid for rid, _ in loader.stats()["failures"])
+    # streamed: the cut shard is one failure after its whole samples; the other shards are read
+    cut = f"{jpg.name}: {jpg.size // 2} of {jpg.size} bytes (truncated shard)"
+    with pytest.raises(fl.RecordError, match=rf"^{re.escape(shards[2])}: member {re.escape(cut)}"):
+        list(keyed_loader(ts.stream()))
+    loader = keyed_loader(ts.stream(shuffle_buffer=5, seed=1), on_error="skip")
+    with pytest.warns(RuntimeWarning, match="skipping"):
+        streamed = assert_aligned(loader)
+    assert sorted(streamed) == sorted(keys)
+    assert loader.stats()["skipped"] == 1
+    assert loader.stats()["failures"] == [(shards[2], f"member {cut}")]
 
 
 def test_corrupt_member_and_corrupt_label(tmp_path):
@@ -283,21 +293,19 @@ def test_corrupt_member_and_corrupt_label(tmp_path):
         keys = assert_aligned(loader)
     assert keys == ["class_0/a", "class_1/d"] and loader.stats()["skipped"] == 2
     assert sorted(rid for rid, _ in loader.stats()["failures"]) == [f"{path}:class_1/b", f"{path}:class_1/c"]
-    # streamed (a label that does not decode ends a pass: not in this shard), a sample is named
-    # by its shard and key too, not by its position in the pass
-    path = str(tmp_path / "streamed.tar")
-    with wds.TarWriter(path) as w:
-        for key, data in (("class_0/a", good), ("class_1/b", b"\xff\xd8\xff garbage"), ("class_1/d", good)):
-            w.write({"__key__": key, "jpg": data, "cls": int(key[6])})
+    # streamed, a sample is named by its shard and key too, not by its position in the pass; a
+    # label that does not decode fails its sample, and the shard is read on
     stream = fl.Loader(fl.TarShards(path).stream(), batch_size=8, fields={"jpg": [fl.CenterCrop(32)], "cls": None})
     with pytest.raises(fl.DecodeError, match=rf"^{re.escape(path)}:class_1/b: "):
         list(stream)
     stream = fl.Loader(fl.TarShards(path).stream(), batch_size=8, fields={"jpg": [fl.CenterCrop(32)], "cls": None},
                        on_error="skip")
     assert stream.stats()["skipped"] == 0 and stream.stats()["failures"] == []   # every counter, from the start
-    with pytest.warns(RuntimeWarning, match=rf"{re.escape(path)}:class_1/b"):
-        assert sum(len(b["jpg"]) for b in stream) == 2
-    assert [rid for rid, _ in stream.stats()["failures"]] == [f"{path}:class_1/b"]
+    with pytest.warns(RuntimeWarning, match=rf"{re.escape(path)}:class_1/[bc]"):
+        assert [c for b in stream for c in b["cls"]] == [0, 1]
+    failures = dict(stream.stats()["failures"])
+    assert sorted(failures) == [f"{path}:class_1/b", f"{path}:class_1/c"]
+    assert re.fullmatch(r"member class_1/c\.cls cannot be decoded: invalid literal .*", failures[f"{path}:class_1/c"])
 
 
 def test_a_shard_cut_inside_padding_names_the_truncation(tmp_path):
@@ -318,6 +326,12 @@ def test_a_shard_cut_inside_padding_names_the_truncation(tmp_path):
     with pytest.raises(fl.RecordError, match=r"cut\.tar:class_0/a: no \.jpg member \(the sample has \.cls\); the "
                                              r"shard is unreadable after them: .*truncated"):
         ts[1]
+    streamed = list(ts.stream())
+    assert [type(r) for r in streamed] == [dict, fl.FailedRecord, fl.FailedRecord]
+    assert streamed[1].where == f"{path}:class_0/a"
+    assert re.fullmatch(r"no \.jpg member \(the sample has \.cls\); the shard is unreadable after them: "
+                        r".*inside the padding after the last member: truncated\)", streamed[1].reason)
+    assert streamed[2].where == path and "inside the padding after the last member" in streamed[2].reason
 
 
 def test_image_without_its_label(tmp_path):
@@ -335,7 +349,16 @@ def test_image_without_its_label(tmp_path):
     loader = keyed_loader(fl.TarShards(path, require=("jpg", "cls")), on_error="skip")
     with pytest.warns(RuntimeWarning):
         assert assert_aligned(loader) == ["class_0/a", "class_1/d"]
-    assert [r for r, _ in loader.stats()["failures"]] == [f"{path}:class_1/b", f"{path}:class_1/c"]
+    indexed = loader.stats()["failures"]
+    assert [r for r, _ in indexed] == [f"{path}:class_1/b", f"{path}:class_1/c"]
+    # streamed, the same samples fail with the same errors
+    stream = fl.TarShards(path, require=("jpg", "cls")).stream()
+    with pytest.raises(fl.RecordError, match=r"^\S*partner\.tar:class_1/b: no \.cls member \(the sample has \.jpg\)$"):
+        list(keyed_loader(stream))
+    loader = keyed_loader(stream, on_error="skip")
+    with pytest.warns(RuntimeWarning):
+        assert assert_aligned(loader) == ["class_0/a", "class_1/d"]
+    assert loader.stats()["failures"] == indexed
 
 
 def test_unreadable_header_mid_shard(shards, tmp_path):
@@ -355,8 +378,14 @@ def test_unreadable_header_mid_shard(shards, tmp_path):
     with pytest.warns(RuntimeWarning):
         assert len(assert_aligned(loader)) == 3
     assert loader.stats()["skipped"] == 1
+    # streamed: the three samples before the header, then one failure naming the shard
     with pytest.raises(fl.RecordError, match=rf"broken\.tar: unreadable tar header at byte {bad_at}"):
-        list(ts.stream())
+        list(keyed_loader(ts.stream()))
+    loader = keyed_loader(fl.TarShards([path, shards[1]]).stream(), on_error="skip")
+    with pytest.warns(RuntimeWarning):
+        keys = assert_aligned(loader)
+    assert keys == [ts[i]["__key__"] for i in range(3)] + [r["__key__"] for r in fl.TarShards(shards[1])]
+    assert [rid for rid, _ in loader.stats()["failures"]] == [path]
 
 
 class _FlakyServer(http.server.BaseHTTPRequestHandler):
@@ -413,6 +442,12 @@ def test_a_read_that_fails_while_indexing_is_an_error_not_a_shorter_shard(flaky_
                                       r"byte 0 while indexing the shard: HTTP 500.*\(after 2 tries\)"):
         len(fl.TarShards(urls, retries=1, backoff=0.01))
     assert len(fl.TarShards(urls, retries=1, backoff=0.01)) == 24   # once the server answers
+    # streamed, the shard is one failed record and the others are read
+    flaky_server.fail["/shard-000001.tar"] = 2
+    got = list(fl.TarShards(urls, retries=1, backoff=0.01).stream())
+    failed = [r for r in got if isinstance(r, fl.FailedRecord)]
+    assert len(got) == 24 - PER_SHARD + 1 and len(failed) == 1 and failed[0].where == urls[1]
+    assert re.match(r"reading failed at byte 0: .*HTTP 500.*\(after 2 tries\)", failed[0].reason)
 
 
 def test_not_a_tar_and_missing_shard(tmp_path):
@@ -441,16 +476,32 @@ def test_sources_pickle_without_their_open_files(shards, tmp_path):
     assert pickle.loads(pickle.dumps(ds))[5] == first
 
 
-def test_stream_stops_at_a_truncated_shard_naming_it(shards):
+def test_a_streamed_shard_that_cannot_be_read_is_one_failed_record_and_the_pass_goes_on(shards, tmp_path):
     with tarfile.open(shards[1]) as tf:
         jpg = [m for m in tf.getmembers() if m.name.endswith(".jpg")][3]
     with open(shards[1], "r+b") as f:
         f.truncate(jpg.offset_data + 100)
-    seen = []
-    with pytest.raises(fl.RecordError, match=rf"shard-000001\.tar: member {re.escape(jpg.name)}: .*truncated"):
-        for r in fl.TarShards(shards).stream():
-            seen.append(r["__key__"])
-    assert len(seen) == PER_SHARD + 3   # every whole sample before the cut, none after
+    missing = str(tmp_path / "missing.tar")
+    got = list(fl.TarShards(shards + [missing]).stream())
+    failed = [(i, r) for i, r in enumerate(got) if isinstance(r, fl.FailedRecord)]
+    # every whole sample before the cut, none after; the next shard whole; the missing one named
+    assert [i for i, _ in failed] == [PER_SHARD + 3, len(got) - 1] and len(got) == 24 - (PER_SHARD - 3) + 2
+    assert failed[0][1].where == shards[1]
+    assert re.fullmatch(rf"member {re.escape(jpg.name)}: 100 of {jpg.size} bytes \(truncated shard\)",
+                        failed[0][1].reason)
+    assert failed[1][1].where == missing and failed[1][1].reason.startswith("cannot open the shard: ")
+    with pytest.raises(fl.RecordError, match=rf"^{re.escape(shards[1])}: member {re.escape(jpg.name)}: .*truncated"):
+        list(keyed_loader(fl.TarShards(shards + [missing]).stream()))
+    loader = keyed_loader(fl.TarShards(shards + [missing]).stream(), on_error="skip")
+    with pytest.warns(RuntimeWarning):
+        keys = assert_aligned(loader)
+    assert keys == [r["__key__"] for r in got if isinstance(r, dict)]
+    assert [rid for rid, _ in loader.stats()["failures"]] == [shards[1], missing]
+    # a map over the stream leaves the failures to the Loader
+    loader = keyed_loader(fl.TarShards(shards + [missing]).stream().map(dict, workers=2), on_error="skip")
+    with pytest.warns(RuntimeWarning):
+        assert assert_aligned(loader) == keys
+    assert loader.stats()["skipped"] == 2
 
 
 def test_member_names_split_as_webdataset_splits_them():

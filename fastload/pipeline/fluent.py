@@ -20,7 +20,9 @@ garbage collected, which is what happens on leaving a ``for`` loop early.
 Errors. An exception raised by a user function surfaces in the consumer's
 thread as :class:`fastload.errors.StageError` naming the function and the
 record (its position in the stream and a truncated repr), with the original
-exception as ``__cause__``.
+exception as ``__cause__``. A :class:`~fastload.errors.FailedRecord` (what a
+source yields for a record it could not read) passes ``map`` and ``filter``
+untouched, to reach the Loader that reports or skips it.
 
 Epochs. A Loader tells a stream its epoch (``set_epoch``) before each pass, and
 a stream passes it upstream: a shuffle then draws from ``(seed, epoch)``, so the
@@ -35,7 +37,7 @@ from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
-from ..errors import StageError
+from ..errors import FailedRecord, StageError
 from . import rng
 from .node import Prefetcher, ThreadMap, close_iterator
 
@@ -246,6 +248,9 @@ def _map(upstream, fn) -> Iterator[Any]:
     it = iter(upstream)
     try:
         for i, rec in enumerate(it):
+            if isinstance(rec, FailedRecord):
+                yield rec
+                continue
             try:
                 out = fn(rec)
             except Exception as e:
@@ -256,7 +261,9 @@ def _map(upstream, fn) -> Iterator[Any]:
 
 
 def _map_threaded(upstream, fn, workers: int, ordered: bool) -> Iterator[Any]:
-    return ThreadMap(upstream, fn, workers, window=2 * workers, ordered=ordered, name=f"map-{stage_name(fn)}",
+    def apply(rec):
+        return rec if isinstance(rec, FailedRecord) else fn(rec)
+    return ThreadMap(upstream, apply, workers, window=2 * workers, ordered=ordered, name=f"map-{stage_name(fn)}",
                      wrap=lambda i, rec, e: _wrap(fn, i, rec, e))
 
 
@@ -264,6 +271,9 @@ def _filter(upstream, pred) -> Iterator[Any]:
     it = iter(upstream)
     try:
         for i, rec in enumerate(it):
+            if isinstance(rec, FailedRecord):   # kept: the Loader counts it
+                yield rec
+                continue
             try:
                 keep = pred(rec)
             except Exception as e:

@@ -36,7 +36,7 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
-from ..errors import RecordError
+from ..errors import FailedRecord, RecordError
 from ..pipeline import rng as randomness
 from ..pipeline.fluent import Fluent, buffered_shuffle
 from . import _tar
@@ -348,7 +348,7 @@ class TarShards(Source):
         """The same shards read front to back (no index), shuffled through a buffer of that many samples
         (samples come out once ``shuffle_initial`` are buffered: see :func:`~fastload.pipeline.fluent.buffered_shuffle`)."""
         return TarStream(self.urls, self.storage, shuffle_buffer=shuffle_buffer, seed=seed,
-                         shuffle_initial=shuffle_initial)
+                         shuffle_initial=shuffle_initial, require=self.require)
 
     def __repr__(self):
         n = f"{len(self)} samples" if self._shards is not None else "not indexed yet"
@@ -362,18 +362,27 @@ class TarStream(Fluent):
     samples through a shuffle buffer drawn from the same stream; ``shuffle_buffer=0``
     keeps the stored order. The epoch is the one last given to :meth:`set_epoch` (a
     Loader gives it before each pass); until then pass ``p`` of the stream draws
-    from ``(seed, p)``. A member that cannot be read or decoded ends the pass
-    with a :class:`~fastload.RecordError` naming the shard and member.
+    from ``(seed, p)``.
+
+    What cannot be read does not end the pass. A shard that cannot be opened, or
+    read past some byte (truncated, an unreadable header, a failed read), gives one
+    :class:`~fastload.FailedRecord` naming the shard after the samples before the
+    damage, and the pass goes on with the next shard; a sample with a member that
+    does not decode, two members of one name or no ``require``d member gives one
+    naming the shard and key. A Loader turns each into a :class:`~fastload.RecordError`,
+    or a counted skip under ``on_error="skip"``; iterated directly, the stream
+    yields the FailedRecord objects among the records.
     """
 
     def __init__(self, urls: Sequence[str], storage: Storage, *, shuffle_buffer: int = 0, seed: int = 0,
-                 shuffle_initial: int = 100):
+                 shuffle_initial: int = 100, require: Sequence[str] = ()):
         if shuffle_buffer < 0:
             raise ValueError("shuffle_buffer must be >= 0")
         if shuffle_initial < 1:
             raise ValueError("shuffle_initial must be >= 1")
         self.urls, self.storage = list(urls), storage
         self.shuffle_buffer, self.shuffle_initial, self.seed = int(shuffle_buffer), int(shuffle_initial), int(seed)
+        self.require = tuple(e.lstrip(".").lower() for e in require)
         self._pass, self._epoch = 0, None
 
     def set_epoch(self, epoch: int) -> None:
@@ -447,13 +456,15 @@ class TarStream(Fluent):
             stop.set()
             t.join()
 
-    def _read(self, url: str) -> Iterator[dict]:
+    def _read(self, url: str) -> Iterator[dict | FailedRecord]:
+        """The samples of one shard; what cannot be read is a FailedRecord in its place (see the class)."""
         try:
             f = self.storage.open_stream(url)
         except StorageError as e:
-            raise RecordError(url, f"cannot open the shard: {e.reason}") from e
+            yield FailedRecord(url, f"cannot open the shard: {e.reason}")
+            return
         with f:
-            rec = None
+            rec, error, lost = None, None, None   # the sample being gathered, why it fails, why the rest is lost
             try:
                 total = self.storage.size(url)
                 for name, off, size in _tar.members(f, total):
@@ -462,26 +473,51 @@ class TarStream(Fluent):
                     key, ext = split_key(name)
                     if key is None:
                         continue
-                    if off + size > total:
-                        raise RecordError(url, f"member {name}: {max(0, total - off)} of {size} bytes "
-                                               "(truncated shard)")
-                    data = f.read(size)
-                    if len(data) != size:
-                        raise RecordError(url, f"member {name}: {len(data)} of {size} bytes (truncated shard)")
                     if rec is not None and rec["__key__"] != key:
-                        yield rec
+                        yield self._sample(rec, error)
                         rec = None
                     if rec is None:
-                        rec = {"__key__": key, "__url__": url}
+                        rec, error = {"__key__": key, "__url__": url}, None
+                    # A cut member is lost with its sample and the rest of the shard: one record says so.
+                    if off + size > total:
+                        yield FailedRecord(url, f"member {name}: {max(0, total - off)} of {size} bytes "
+                                                "(truncated shard)")
+                        return
+                    try:
+                        data = f.read(size)
+                    except OSError as e:
+                        yield FailedRecord(url, f"reading failed at byte {f.tell()}: {e}")
+                        return
+                    if len(data) != size:
+                        yield FailedRecord(url, f"member {name}: {len(data)} of {size} bytes (truncated shard)")
+                        return
+                    if error is not None:
+                        continue
                     if ext in rec:
-                        raise RecordError(f"{url}:{key}", f"two members named {name}")
+                        error = f"two members named {name}"
+                        continue
                     try:
                         rec[ext] = decode_member(ext, data)
                     except (ValueError, UnicodeDecodeError) as e:
-                        raise RecordError(f"{url}:{key}", f"member {name} cannot be decoded: {e}") from None
+                        error = f"member {name} cannot be decoded: {e}"
             except _tar.TarError as e:
-                raise RecordError(url, _tar_error(e)) from e
+                lost = FailedRecord(url, _tar_error(e))
             except OSError as e:   # a StorageError too
-                raise RecordError(url, f"reading failed at byte {f.tell()}: {e}") from e
+                lost = FailedRecord(url, f"reading failed at byte {f.tell()}: {e}")
+            # The members read before an unreadable header are a sample, as in the index.
             if rec is not None:
-                yield rec
+                yield self._sample(rec, error, lost)
+            if lost is not None:
+                yield lost
+
+    def _sample(self, rec: dict, error: str | None, lost: FailedRecord | None = None) -> dict | FailedRecord:
+        """``rec``, or a FailedRecord naming its shard and key when it has an ``error`` or lacks a
+        required member (``lost``: why the shard could not be read after it, which may be where it is)."""
+        if error is None:
+            missing = [e for e in self.require if e not in rec]
+            if missing:
+                have = ", ".join("." + e for e in list(rec)[2:])
+                error = f"no .{missing[0]} member (the sample has {have})"
+                if lost is not None:
+                    error += f"; the shard is unreadable after them: {lost.reason}"
+        return rec if error is None else FailedRecord(f"{rec['__url__']}:{rec['__key__']}", error)
