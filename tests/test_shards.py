@@ -504,6 +504,26 @@ def test_a_streamed_shard_that_cannot_be_read_is_one_failed_record_and_the_pass_
     assert loader.stats()["skipped"] == 2
 
 
+def test_a_stream_batches_the_fields_of_its_indexed_source(image_folder, tmp_path):
+    """Fields that fields= does not name pass through the Loader: a stream names the same ones as
+    its indexed source, not __key__ and __url__ besides, so `for x, y in loader` reads both."""
+    ts = fl.TarShards(write_shards(image_folder, tmp_path / "s", extra=False))
+    missing = str(tmp_path / "missing.tar")   # a first shard that cannot be read: the next one says
+    assert len(ts) == 24 and ts.fields == ("cls", "jpg")
+    assert ts.stream().fields == fl.TarShards([missing] + ts.urls).stream().fields == ts.fields
+    assert fl.TarShards(ts.urls, require=("json",)).stream().fields == ("cls", "jpg", "json")
+    kw = dict(batch_size=8, fields={"jpg": [fl.CenterCrop(32)], "cls": "index"})
+    n = 0
+    for (x, y), (sx, sy) in zip(fl.Loader(ts, as_tuple=True, **kw), fl.Loader(ts.stream(), as_tuple=True, **kw)):
+        np.testing.assert_array_equal(x, sx)
+        np.testing.assert_array_equal(y, sy)
+        n += 1
+    assert n == 3
+    assert list(next(iter(fl.Loader(ts.stream(), **kw)))) == list(next(iter(fl.Loader(ts, **kw)))) == ["jpg", "cls"]
+    kw["fields"]["__key__"] = None   # named, they come through
+    assert next(iter(fl.Loader(ts.stream(), **kw)))["__key__"] == [ts[i]["__key__"] for i in range(8)]
+
+
 def test_member_names_split_as_webdataset_splits_them():
     """Key and extension of a member name by webdataset's own rule (its extension lower-cased here),
     on names with and without folders, leading, doubled and trailing dots, and odd characters."""

@@ -383,13 +383,42 @@ class TarStream(Fluent):
         self.urls, self.storage = list(urls), storage
         self.shuffle_buffer, self.shuffle_initial, self.seed = int(shuffle_buffer), int(shuffle_initial), int(seed)
         self.require = tuple(e.lstrip(".").lower() for e in require)
-        self._pass, self._epoch = 0, None
+        self._pass, self._epoch, self._fields = 0, None, None
 
     def set_epoch(self, epoch: int) -> None:
         """Draw every later pass from ``(seed, epoch)``. A Loader resumes, or finishes an epoch left
         early, by reading a pass again and skipping what it has already yielded: that pass must be
         the same one, however many passes came before it."""
         self._epoch = int(epoch)
+
+    @property
+    def fields(self) -> tuple[str, ...]:
+        """The member extensions of a sample, as :attr:`TarShards.fields` gives them (``__key__`` and
+        ``__url__`` are not among them): the ``require``d ones and those of the first readable
+        sample, read from its headers on first use. A Loader passes through those ``fields=`` does
+        not name, so a stream's batches have the fields of the indexed source's."""
+        if self._fields is None:
+            self._fields = tuple(sorted(set(self.require) | set(self._first_extensions())))
+        return self._fields
+
+    def _first_extensions(self) -> list[str]:
+        for url in self.urls:
+            try:
+                with self.storage.open_stream(url, 1 << 16, local_buffer=io.DEFAULT_BUFFER_SIZE) as f:
+                    first, exts = None, []
+                    for name, _, _ in _tar.members(f, self.storage.size(url)):
+                        key, ext = (None, None) if _is_meta(name) else split_key(name)
+                        if key is None:
+                            continue
+                        if first is not None and key != first:
+                            break
+                        first = key
+                        exts.append(ext)
+                    if exts:
+                        return exts
+            except (_tar.TarError, OSError):
+                continue   # a pass reports the shard
+        return []
 
     def __iter__(self) -> Iterator[dict]:
         # The pass is fixed here, not at the first next(): the Loader may create a pass and set
