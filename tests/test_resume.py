@@ -328,3 +328,26 @@ def test_with_drop_last_a_loop_after_a_whole_epoch_starts_the_next():
     state = loader.state_dict()
     assert labels_of(loader) == epochs[1]
     assert labels_of(make().load_state_dict(state)) == epochs[1]
+
+
+def test_a_stream_left_after_its_last_batch_goes_on_with_the_next_epoch():
+    """A stream has no length: a loop that took its last batch and stopped left the position at the
+    end, and the next loop was an empty epoch. It is the next epoch's now, as for a random-access
+    source; a stream resumed in its middle still finishes that epoch."""
+    records = coloured(7)
+    def make():
+        return fl.Loader(fl.IterableRecords(lambda: iter(records)), batch_size=3, dtype="uint8",
+                         layout="NHWC", transforms=[fl.CenterCrop(6)])
+    loader = make()
+    it = iter(loader)
+    assert [next(it)[1].tolist() for _ in range(3)] == [[0, 1, 2], [3, 4, 5], [6]]
+    del it
+    state = loader.state_dict()
+    assert labels_of(loader) == [[0, 1, 2], [3, 4, 5], [6]] and loader.state_dict()["epoch"] == 2
+    resumed = make().load_state_dict(state)
+    assert labels_of(resumed) == [[0, 1, 2], [3, 4, 5], [6]] and resumed.state_dict()["epoch"] == 2
+    middle = make()
+    it = iter(middle)
+    next(it)
+    del it
+    assert labels_of(middle) == [[3, 4, 5], [6]]

@@ -664,9 +664,14 @@ class _LoaderIter(Node):
     """One pass of a Loader from (epoch, offset) to the end of that epoch."""
 
     def __init__(self, loader: Loader, epoch: int, offset: int):
-        self.loader, self.epoch, self.offset, self.start = loader, epoch, offset, offset
-        self.name = "loader"
+        self.loader, self.name = loader, "loader"
         keep_freed_memory()   # once per process: see fastload.memory.heap
+        self._busy = threading.Lock()
+        self._begin(epoch, offset)
+
+    def _begin(self, epoch: int, offset: int):
+        loader = self.loader
+        self.epoch, self.offset, self.start = epoch, offset, offset
         pool = loader._slots()
         loader._position = (epoch, offset)
         # Nothing the threads or the job generator hold refers back to this iterator, so
@@ -689,7 +694,6 @@ class _LoaderIter(Node):
                                   stop=stop)
         self._yielded = self.failed = 0
         self._closed = False
-        self._busy = threading.Lock()
 
     def __next__(self):
         # Two threads advancing one iterator would take each other's chunks: refused, as a
@@ -739,6 +743,11 @@ class _LoaderIter(Node):
         except StopIteration:
             self.close()
             L._position = (self.epoch + 1, 0)
+            if self._yielded == 0 and not self.failed and self.start > 0 and not L._random_access:
+                # A stream resumed after its last batch (a break there): it has no length to
+                # tell that in advance, so the pass that found nothing left is the next epoch's.
+                self._begin(self.epoch + 1, 0)
+                return self._next()
             if self._yielded == 0 and self.failed:
                 raise RecordError(f"epoch {self.epoch}", "every record failed; loader.stats()['failures'] "
                                   "lists them") from None
