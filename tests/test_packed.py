@@ -3,6 +3,7 @@ boundaries, batches equal the folder's, a stopped run resumes to the same files,
 re-encodes as Pillow does, and broken inputs and outputs are named."""
 import io
 import os
+import re
 import shutil
 
 import numpy as np
@@ -234,3 +235,33 @@ def test_many_records_every_one_in_order(tmp_path, workers):
     ds = fl.PackedDataset(tmp_path / "p")
     assert meta["count"] == len(ds) == 777 and len(meta["shards"]) == 16
     assert [ds[i] for i in range(len(ds))] == recs
+
+
+def test_a_damaged_meta_or_index_is_an_error_naming_the_file(image_folder, tmp_path):
+    """A garbled download or a half-copied directory: an error naming the file and what is wrong with
+    it, not a bare decoding error."""
+    pack(fl.ImageFolder(image_folder), tmp_path / "p", progress=False)
+
+    def damaged(name, damage):
+        d = tmp_path / name
+        shutil.copytree(tmp_path / "p", d)
+        damage(d)
+        return d
+
+    cases = [
+        ("garbled", lambda d: (d / "meta.json").write_bytes(b"\xd1\x00garbage"), "meta.json",
+         "is not valid JSON"),
+        ("cut", lambda d: os.truncate(d / "meta.json", 30), "meta.json", "is not valid JSON"),
+        ("list", lambda d: (d / "meta.json").write_text("[1, 2]"), "meta.json", "holds a JSON list"),
+        ("nofields", lambda d: (d / "meta.json").write_text('{"version": 1, "record": "tuple", "shards": []}'),
+         "meta.json", "has no entry 'fields'"),
+        ("npzcut", lambda d: os.truncate(d / "index.npz", 100), "index.npz", "is not a readable .npz archive"),
+        ("npzjunk", lambda d: (d / "index.npz").write_bytes(b"junk" * 50), "index.npz",
+         "is not a readable .npz archive"),
+        ("npzless", lambda d: np.savez(d / "index.npz", shard=np.zeros(3, np.int64)), "index.npz",
+         r"lacks the arrays \['offset', 'size:image', 'int:label'\]"),
+    ]
+    for name, damage, file, what in cases:
+        d = damaged(name, damage)
+        with pytest.raises(ValueError, match=rf"^PackedDataset: {re.escape(str(d / file))} {what}"):
+            fl.PackedDataset(d)

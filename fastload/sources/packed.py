@@ -14,12 +14,18 @@ record is one positional read (local files, or shards in the disk cache) or one
 ranged request (a URL without a cache). Not a memory map: a shard that shrinks
 while it is read (rewritten in place, say) is then a short read and an error
 naming the record, where a map would kill the process with SIGBUS.
+
+A ``meta.json`` or ``index.npz`` that cannot be read as what it should be (a
+garbled download, a half-copied directory) is a ``ValueError`` naming the file
+and what is wrong with it.
 """
 from __future__ import annotations
 
 import io
 import json
 import os
+import zipfile
+import zlib
 
 import numpy as np
 
@@ -41,6 +47,37 @@ def decode_field(kind: str, data: bytes):
     return json.loads(data)
 
 
+def _parse_meta(url: str, data: bytes) -> dict:
+    """``meta.json``'s object; a ValueError naming ``url`` when it is not one."""
+    try:
+        meta = json.loads(data)
+    except ValueError as e:   # UnicodeDecodeError and JSONDecodeError alike
+        raise ValueError(f"PackedDataset: {url} is not valid JSON (damaged, or cut short?): {e}") from None
+    if not isinstance(meta, dict):
+        raise ValueError(f"PackedDataset: {url} holds a JSON {type(meta).__name__}, not the object "
+                         "`fastload pack` writes")
+    return meta
+
+
+def _parse_index(url: str, data: bytes, fields: list[tuple[str, str]]) -> dict:
+    """``index.npz``'s arrays, read whole: one per record for the shard, the offset and each field.
+    A ValueError naming ``url`` when it is not a readable archive, or lacks what ``fields`` need."""
+    try:
+        with np.load(io.BytesIO(data)) as npz:
+            arrays = {name: npz[name] for name in npz.files}
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error) as e:
+        raise ValueError(f"PackedDataset: {url} is not a readable .npz archive (damaged, or cut short?): "
+                         f"{type(e).__name__}: {e}") from None
+    need = ["shard", "offset"] + [f"{'int' if kind == 'int' else 'size'}:{name}" for name, kind in fields]
+    missing = [name for name in need if name not in arrays]
+    if missing:
+        raise ValueError(f"PackedDataset: {url} lacks the arrays {missing} that meta.json's fields need")
+    lengths = {name: len(arrays[name]) for name in need}
+    if len(set(lengths.values())) > 1:
+        raise ValueError(f"PackedDataset: {url} holds arrays of different lengths: {lengths}")
+    return arrays
+
+
 class PackedDataset(Source):
     """The records of a dataset written by ``fastload pack``.
 
@@ -60,26 +97,32 @@ class PackedDataset(Source):
                                retries=retries, backoff=backoff, storage_options=storage_options)
         meta_url, index_url = self._url("meta.json"), self._url("index.npz")
         try:
-            meta = json.loads(self.storage.read(meta_url, 0, self.storage.size(meta_url)))
-            index = np.load(io.BytesIO(self.storage.read(index_url, 0, self.storage.size(index_url))))
+            meta = self.storage.read(meta_url, 0, self.storage.size(meta_url))
+            index = self.storage.read(index_url, 0, self.storage.size(index_url))
         except StorageError as e:
             raise FileNotFoundError(f"PackedDataset: {self.root!r} is not a finished packed dataset "
                                     f"(write one with `fastload pack`): {e}") from e
+        meta = _parse_meta(meta_url, meta)
         if meta.get("version") != FORMAT_VERSION:
             raise ValueError(f"PackedDataset: {meta_url} has format version {meta.get('version')!r}, "
                              f"this fastload reads {FORMAT_VERSION}")
+        try:
+            self._shape = meta["record"]
+            self._fields = [(f["name"], f["kind"]) for f in meta["fields"]]
+            self._shard_urls = [self._url(s["name"]) for s in meta["shards"]]
+            self._shard_sizes = [int(s["size"]) for s in meta["shards"]]
+        except (KeyError, TypeError, ValueError) as e:
+            what = f"has no entry {e}" if isinstance(e, KeyError) else f"is malformed ({type(e).__name__}: {e})"
+            raise ValueError(f"PackedDataset: {meta_url} {what}: not what `fastload pack` writes") from None
+        index = _parse_index(index_url, index, self._fields)
         self.meta = meta
         self.classes = meta.get("classes")
-        self._shape = meta["record"]
-        self._fields = [(f["name"], f["kind"]) for f in meta["fields"]]
         self.fields = tuple(name for name, _ in self._fields)
-        self._shard_urls = [self._url(s["name"]) for s in meta["shards"]]
-        self._shard_sizes = [int(s["size"]) for s in meta["shards"]]
         self._shard = index["shard"]
         self._offset = index["offset"]
         self._sizes = {n: index[f"size:{n}"] for n, k in self._fields if k != "int"}
         self._ints = {n: index[f"int:{n}"] for n, k in self._fields if k == "int"}
-        self._keys = index["key"] if "key" in index.files else None
+        self._keys = index.get("key")
 
     def _url(self, name: str) -> str:
         return f"{self.root}/{name}" if is_url(self.root) else os.path.join(self.root, name)
