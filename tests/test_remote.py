@@ -1,6 +1,8 @@
 """Shards behind URLs, against real servers started here on loopback: an S3-compatible one
-(moto in server mode, through s3fs) and an HTTP server that honours byte ranges, counts
-requests and fails on demand (500s, 404s). Records and batches must equal the local ones."""
+(moto in server mode, through s3fs) and an HTTP server that honours byte ranges, lists
+directories, counts requests and fails or stalls on demand (500s, 404s, slow answers).
+Records and batches must equal the local ones."""
+import html
 import logging
 import os
 import pathlib
@@ -55,7 +57,11 @@ def upload(opts, local_dir, prefix):
 
 
 class _Handler(BaseHTTPRequestHandler):
-    """Files under server.root with Range support; server.fail[path] GETs answer 500 first."""
+    """Files under server.root with Range support and an ETag and Last-Modified (as nginx sends
+    them); a directory is a page of percent-encoded links (as Python's http.server writes it).
+    The next server.fail[path] GETs and server.fail_head[path] HEADs of a path answer 500; its
+    next server.slow[path] requests wait server.slow_s seconds first; every file GET waits
+    server.latency seconds (a server some way off)."""
 
     def do_HEAD(self):
         self._serve(body=False)
@@ -68,18 +74,30 @@ class _Handler(BaseHTTPRequestHandler):
         path = urllib.parse.unquote(self.path.split("?")[0])
         with srv.lock:
             srv.requests.append((self.command, path, self.headers.get("Range")))
-            failing = body and srv.fail.get(path, 0) > 0
+            fail = srv.fail if body else srv.fail_head
+            failing = fail.get(path, 0) > 0
             if failing:
-                srv.fail[path] -= 1
+                fail[path] -= 1
+            slow = srv.slow.get(path, 0) > 0
+            if slow:
+                srv.slow[path] -= 1
+        if slow:
+            time.sleep(srv.slow_s)
         if failing:
             self.send_error(500, "injected failure")
             return
         full = os.path.join(srv.root, path.lstrip("/"))
+        if os.path.isdir(full):
+            self._listing(path, full, body)
+            return
         if not os.path.isfile(full):
             self.send_error(404)
             return
+        if body:
+            time.sleep(srv.latency)
         with open(full, "rb") as f:
             data = f.read()
+            st = os.fstat(f.fileno())
         total, status, rng = len(data), 200, self.headers.get("Range")
         m = re.fullmatch(r"bytes=(\d+)-(\d*)", rng or "")
         if m:
@@ -88,14 +106,34 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_response(status)
         self.send_header("Content-Length", str(len(data)))
         self.send_header("Accept-Ranges", "bytes")
+        self.send_header("ETag", f'"{st.st_mtime_ns:x}-{st.st_size:x}"')
+        self.send_header("Last-Modified", self.date_time_string(st.st_mtime))
         if status == 206:
             self.send_header("Content-Range", f"bytes {a}-{a + len(data) - 1}/{total}")
         self.end_headers()
         if body:
             self.wfile.write(data)
 
+    def _listing(self, path, full, body):
+        base = path.rstrip("/") + "/"
+        links = "".join(f'<li><a href="{urllib.parse.quote(base + n)}{"/" * os.path.isdir(os.path.join(full, n))}">'
+                        f"{html.escape(n)}</a></li>\n" for n in sorted(os.listdir(full)))
+        data = f"<html><body><ul>\n{links}</ul></body></html>\n".encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "text/html; charset=utf-8")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        if body:
+            self.wfile.write(data)
+
     def log_message(self, *args):
         pass
+
+    def handle(self):
+        try:
+            super().handle()
+        except (BrokenPipeError, ConnectionResetError):   # a client that timed out and left
+            pass
 
 
 @pytest.fixture
@@ -105,6 +143,7 @@ def http(tmp_path):
     server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
     server.daemon_threads = True
     server.root, server.requests, server.fail, server.lock = str(root), [], {}, threading.Lock()
+    server.fail_head, server.slow, server.slow_s, server.latency = {}, {}, 0.0, 0.0
     server.url = f"http://127.0.0.1:{server.server_address[1]}"
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
@@ -264,8 +303,9 @@ def test_disk_cache_stays_within_its_limit_under_concurrent_downloads(tmp_path):
     cache = DiskCache(tmp_path / "c", limit=400)
     seen, lock = [], threading.Lock()
 
-    def on_disk():
-        return sum(os.path.getsize(os.path.join(cache.root, f)) for f in os.listdir(cache.root))
+    def on_disk():   # cached files, partial ones included (not the small hidden records beside them)
+        return sum(os.path.getsize(os.path.join(cache.root, f)) for f in os.listdir(cache.root)
+                   if not f.startswith("."))
 
     def fetch(tmp):
         with open(tmp, "wb") as f:
@@ -421,3 +461,30 @@ def test_local_byte_ranges_from_many_threads(tmp_path, monkeypatch, way):
     assert isinstance(mixed[3], StorageError) and "bytes 1048583..1048585 are past the end" in str(mixed[3])
     with pytest.raises(StorageError, match=r"blob.bin: file ends at byte 1048576, before 1048586"):
         storage.read(str(path), len(data) - 10, len(data) + 10)
+
+
+# ------------------------------------------------------------ failures asking a size
+
+def test_http_500_or_timeout_asking_a_size_is_retried(http, local_shards):
+    """fsspec reports any failure of the HEAD (and GET) that ask a file's size as FileNotFoundError:
+    a 500 or a timeout there is retried as any other read is, and in the end named as what it is."""
+    import aiohttp
+    _, shards = local_shards
+    (url,) = serve(http, shards[:1])
+    name = "/" + url.rsplit("/", 1)[1]
+    http.fail_head[name], http.fail[name] = 2, 1   # HEAD 500, GET 500; HEAD 500, GET answers
+    ts = fl.TarShards(url, retries=3, backoff=0.01)
+    assert records(ts) == records(fl.TarShards(shards[:1]))
+    http.fail_head[name] = http.fail[name] = 10 ** 6
+    with pytest.raises(OSError) as err:
+        len(fl.TarShards(url, retries=1, backoff=0.01))
+    assert not isinstance(err.value, FileNotFoundError)
+    assert f"{url}: HTTP 500: injected failure (after 2 tries)" in str(err.value)
+    http.fail_head[name] = http.fail[name] = 0
+    http.slow[name], http.slow_s = 2, 1.0   # HEAD and GET stall past the client's timeout once
+    opts = {"client_kwargs": {"timeout": aiohttp.ClientTimeout(total=0.25)}}
+    assert len(fl.TarShards(url, retries=2, backoff=0.01, storage_options=opts)) == len(ts)
+    http.slow[name] = 10 ** 6
+    with pytest.raises(OSError, match=rf"{re.escape(url)}: TimeoutError.*\(after 2 tries\)") as err:
+        len(fl.TarShards(url, retries=1, backoff=0.01, storage_options=opts))
+    assert not isinstance(err.value, FileNotFoundError)

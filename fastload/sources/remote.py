@@ -88,9 +88,31 @@ def expand_urls(spec: str | os.PathLike | Sequence[str | os.PathLike]) -> list[s
     return [u for s in spec for u in _brace(os.fspath(s))]
 
 
-def _transient(e: BaseException) -> bool:
+def _status(e: BaseException) -> int | None:
     status = getattr(e, "status", None) or getattr(e, "code", None)
-    if isinstance(status, int) and 100 <= status < 600:
+    return status if isinstance(status, int) and 100 <= status < 600 else None
+
+
+def _cause(e: BaseException) -> BaseException:
+    """The failure behind ``e``. fsspec's HTTP ``info()`` reports every failure of its HEAD and GET
+    (a 500, a timeout, a dropped connection) as FileNotFoundError, the real one in its chain: that
+    one decides whether to retry and is what an error names. A 404 (or 410) stays not found."""
+    if not isinstance(e, FileNotFoundError):
+        return e
+    inner, seen = e.__cause__ or e.__context__, 0
+    while inner is not None and seen < 8:
+        status = _status(inner)
+        if status is not None:
+            return e if status in (404, 410) else inner
+        if isinstance(inner, (TimeoutError, ConnectionError)) or type(inner).__module__.split(".")[0] == "aiohttp":
+            return inner
+        inner, seen = inner.__cause__ or inner.__context__, seen + 1
+    return e
+
+
+def _transient(e: BaseException) -> bool:
+    status = _status(e)
+    if status is not None:
         return status >= 500 or status == 429
     if isinstance(e, _PERMANENT):
         return False
@@ -98,9 +120,9 @@ def _transient(e: BaseException) -> bool:
 
 
 def _describe(e: BaseException) -> str:
-    status = getattr(e, "status", None)
-    what = f"HTTP {status}" if isinstance(status, int) else type(e).__name__
-    msg = str(e).strip()
+    status = _status(e)
+    what = f"HTTP {status}" if status is not None else type(e).__name__
+    msg = str((getattr(e, "message", None) if status is not None else None) or e).strip()
     return f"{what}: {msg}" if msg else what
 
 
@@ -243,7 +265,8 @@ class Storage:
             try:
                 with self._window:
                     return fn()
-            except Exception as e:
+            except Exception as failure:
+                e = _cause(failure)
                 if not _transient(e):
                     reason = _describe(e)
                 elif attempt == self.retries:
