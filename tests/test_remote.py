@@ -16,6 +16,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import numpy as np
 import pytest
+from PIL import Image
 
 import fastload as fl
 from fastload.pack import pack
@@ -488,3 +489,24 @@ def test_http_500_or_timeout_asking_a_size_is_retried(http, local_shards):
     with pytest.raises(OSError, match=rf"{re.escape(url)}: TimeoutError.*\(after 2 tries\)") as err:
         len(fl.TarShards(url, retries=1, backoff=0.01, storage_options=opts))
     assert not isinstance(err.value, FileNotFoundError)
+
+
+# ------------------------------------------------------------ names behind HTTP links
+
+def test_image_folder_over_http_names_classes_and_orders_files_as_on_disk(http, tmp_path):
+    """An HTTP server links 'cat dog/x y.png' as 'cat%20dog/x%20y.png': classes are named by the
+    names the links stand for, and classes and files come in the order of the same tree on disk."""
+    tree = {"zebra": ["b.png", "a b.png"], "élan": ["c.png"], "cat dog": ["x y.png", "x+y.png", "x.png"],
+            "Ω%": ["z.png"]}
+    for root in (tmp_path / "local", pathlib.Path(http.root) / "train"):
+        for cls, names in tree.items():
+            os.makedirs(root / cls)
+            for n in names:
+                Image.fromarray(np.full((4, 4, 3), len(n) * 9, np.uint8)).save(root / cls / n)
+    local = fl.ImageFolder(tmp_path / "local")
+    remote = fl.ImageFolder(f"{http.url}/train")
+    assert remote.classes == local.classes == sorted(tree)
+    rel = [urllib.parse.unquote(u.split("/train/", 1)[1]) for u in remote.paths]
+    assert rel == [os.path.relpath(p, tmp_path / "local") for p in local.paths]
+    np.testing.assert_array_equal(remote.labels(), local.labels())
+    assert [remote[i][0] for i in range(len(remote))] == [pathlib.Path(p).read_bytes() for p in local.paths]

@@ -23,7 +23,10 @@ tree is listed once, recursively, through a
 ``cache_limit``, ``max_in_flight``, ``retries``, ``backoff`` go to it); records
 then carry the image's bytes instead of a path, read concurrently within the
 in-flight window and retried, and a read that fails is a
-:class:`~fastload.RecordError` naming the URL, so ``on_error`` applies.
+:class:`~fastload.RecordError` naming the URL, so ``on_error`` applies. An HTTP
+server's percent-encoded links (``cat%20dog/x%20y.png``) stand for the names
+they encode: class names are those, and classes and files come in the order of
+the same tree on disk; the URLs fetched keep their encoding.
 """
 from __future__ import annotations
 
@@ -36,7 +39,7 @@ import numpy as np
 from ..errors import RecordError
 from .base import Source
 from .paths import PathTable
-from .remote import Storage, StorageError, is_url
+from .remote import Storage, StorageError, is_url, url_name
 
 __all__ = ["DiscoveryWarning", "ImageFolder", "ImageFiles", "IMAGE_EXTENSIONS"]
 
@@ -243,7 +246,7 @@ class ImageFolder(_Remote, Source):
             if "/" not in rel:
                 flat += 1
                 continue
-            by_class.setdefault(rel.split("/", 1)[0], []).append(u)
+            by_class.setdefault(url_name(self.root, rel.split("/", 1)[0]), []).append(u)
         if not by_class:
             raise FileNotFoundError(
                 f"ImageFolder: no images with extensions {exts} in class folders under {self.root!r}"

@@ -35,12 +35,14 @@ import re
 import sys
 import threading
 import time
+import urllib.parse
 from typing import Callable, Sequence
 
 from .._kernels import _pread
 from . import _files
 
-__all__ = ["Storage", "StorageError", "cache_name", "expand_urls", "is_url", "listed_once", "local_copy"]
+__all__ = ["Storage", "StorageError", "cache_name", "expand_urls", "is_url", "listed_once", "local_copy",
+           "url_name"]
 
 _FAIL_MEMORY_S = 5.0
 _PERMANENT = (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError)
@@ -62,6 +64,12 @@ class StorageError(OSError):
 def is_url(path) -> bool:
     """True for ``scheme://...`` strings (``file://`` included), False for plain local paths."""
     return isinstance(path, str) and re.match(r"^[A-Za-z][A-Za-z0-9+.-]*://", path) is not None
+
+
+def url_name(root: str, part: str) -> str:
+    """The name a part of a URL under ``root`` stands for: percent-decoded for ``http(s)://``
+    (whose listings are links, ``cat%20dog``), as it is for object stores (whose keys are names)."""
+    return urllib.parse.unquote(part) if root.startswith(("http://", "https://")) else part
 
 
 def _brace(pattern: str) -> list[str]:
@@ -211,21 +219,23 @@ class Storage:
         return urls
 
     def find(self, root: str, extensions: Sequence[str] = ()) -> list[str]:
-        """Every file under the URL ``root`` (recursively) ending in one of ``extensions``, sorted,
-        from one recursive listing; their sizes are remembered for :meth:`read_ranges`."""
+        """Every file under the URL ``root`` (recursively) ending in one of ``extensions``, from one
+        recursive listing, sorted by the names their paths stand for (:func:`url_name`: for an HTTP
+        server's percent-encoded links, the order of the same tree on disk); their sizes are
+        remembered for :meth:`read_ranges`."""
         fs, path = self.filesystem(root)
         found = listed_once(root, lambda: self._call(root, lambda: fs.find(path, detail=True)))
         base, exts = root.rstrip("/"), tuple(e.lower() for e in extensions)
-        urls = []
-        for p, info in sorted(found.items()):
+        named = []
+        for p, info in found.items():
             rel = p[len(path.rstrip("/")):].lstrip("/") if p.startswith(path.rstrip("/")) else p
-            url = f"{base}/{rel}"
-            if any(part.startswith(".") for part in rel.split("/")) or (exts and not url.lower().endswith(exts)):
+            url, name = f"{base}/{rel}", url_name(root, rel)
+            if any(part.startswith(".") for part in name.split("/")) or (exts and not name.lower().endswith(exts)):
                 continue
             if info.get("size") is not None:
                 self._sizes[url] = int(info["size"])
-            urls.append(url)
-        return urls
+            named.append((name, url))
+        return [url for _, url in sorted(named)]
 
     def size(self, url: str) -> int:
         """Bytes in ``url``: one listing of its directory serves every file in it."""
