@@ -3,12 +3,14 @@
 directories, counts requests and fails or stalls on demand (500s, 404s, slow answers).
 Records and batches must equal the local ones."""
 import html
+import io
 import logging
 import os
 import pathlib
 import re
 import shutil
 import socket
+import tarfile
 import threading
 import time
 import urllib.parse
@@ -305,8 +307,13 @@ def test_disk_cache_stays_within_its_limit_under_concurrent_downloads(tmp_path):
     seen, lock = [], threading.Lock()
 
     def on_disk():   # cached files, partial ones included (not the small hidden records beside them)
-        return sum(os.path.getsize(os.path.join(cache.root, f)) for f in os.listdir(cache.root)
-                   if not f.startswith("."))
+        total = 0
+        for f in os.listdir(cache.root):
+            try:
+                total += 0 if f.startswith(".") else os.path.getsize(os.path.join(cache.root, f))
+            except FileNotFoundError:   # evicted, or renamed into place, since the listing
+                pass
+        return total
 
     def fetch(tmp):
         with open(tmp, "wb") as f:
@@ -489,6 +496,193 @@ def test_http_500_or_timeout_asking_a_size_is_retried(http, local_shards):
     with pytest.raises(OSError, match=rf"{re.escape(url)}: TimeoutError.*\(after 2 tries\)") as err:
         len(fl.TarShards(url, retries=1, backoff=0.01, storage_options=opts))
     assert not isinstance(err.value, FileNotFoundError)
+
+
+# ------------------------------------------------------------ the disk cache and rewritten shards
+
+def file_gets(http):
+    """The GETs of files (not of directory listings) the server has answered."""
+    return [p for m, p, _ in http.requests if m == "GET" and os.path.isfile(os.path.join(http.root, p.lstrip("/")))]
+
+
+def packed_twice(tmp_path):
+    """Two packings of records of the same sizes but other bytes: the same meta.json and index.npz,
+    shards of the same sizes; only their bytes (and so their ETags) differ."""
+    rng = np.random.default_rng(7)
+    versions = []
+    for v in (1, 2):
+        recs = [{"__key__": f"r{i:03d}", "bin": rng.bytes(1000), "n": i} for i in range(24)]
+        pack(fl.ListSource(recs), tmp_path / f"v{v}", shard_size=4 * 4096, workers=1, progress=False)
+        versions.append(recs)
+    for name in ("meta.json", "index.npz"):
+        assert (tmp_path / "v1" / name).read_bytes() == (tmp_path / "v2" / name).read_bytes()
+    return versions
+
+
+@pytest.mark.parametrize("store", ["s3", "http"])
+def test_disk_cache_fetches_a_shard_rewritten_at_its_url_again(store, request, tmp_path):
+    v1, v2 = packed_twice(tmp_path)
+    if store == "s3":
+        s3 = request.getfixturevalue("s3")
+        kw = {"storage_options": s3}
+
+        def publish(v):
+            return upload(s3, tmp_path / v, "repacked")
+    else:
+        http = request.getfixturevalue("http")
+        kw = {}
+
+        def publish(v):
+            shutil.copytree(tmp_path / v, os.path.join(http.root, "repacked"), dirs_exist_ok=True)
+            return f"{http.url}/repacked"
+    cache = tmp_path / "cache"
+    url = publish("v1")
+    old = fl.PackedDataset(url, cache_dir=cache, **kw)
+    assert [old[i] for i in range(len(old))] == v1
+    time.sleep(0.01)   # a later modification time on any file system
+    publish("v2")      # re-packed in place: same names, same sizes, other bytes
+    new = fl.PackedDataset(url, cache_dir=cache, **kw)
+    assert [new[i] for i in range(len(new))] == v2
+    if store == "http":   # checked once per shard, not per record read: a second pass asks nothing
+        del http.requests[:]
+        assert [new[i] for i in range(len(new))] == v2 and http.requests == []
+        again = fl.PackedDataset(url, cache_dir=cache)   # unchanged: asked about, not downloaded
+        assert [again[i] for i in range(len(again))] == v2
+        assert http.requests and file_gets(http) == []
+
+
+def tar_of(samples, tag):
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.USTAR_FORMAT) as tf:
+        for i in samples:
+            for ext, data in (("cls", b"%d" % i), ("txt", f"{tag}: sample k{i}".encode())):
+                info = tarfile.TarInfo(f"k{i}.{ext}")
+                info.size = len(data)
+                tf.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
+
+def test_tar_index_in_cache_dir_is_rebuilt_for_a_rewritten_shard(http, tmp_path):
+    """A tar shard rewritten with its samples in another order has the same size (tar pads to
+    10240-byte blocks): the index saved in cache_dir must not be used for it."""
+    www = pathlib.Path(http.root)
+    (www / "a.tar").write_bytes(tar_of(range(8), "v1"))
+    (www / "b.tar").write_bytes(tar_of(range(8, 16), "v1"))
+    urls = [f"{http.url}/a.tar", f"{http.url}/b.tar"]
+    kw = dict(cache_dir=tmp_path / "c", cache_limit=os.path.getsize(www / "a.tar"), max_in_flight=1)
+    assert len(fl.TarShards(urls, **kw)) == 16   # a.tar evicted when b.tar is fetched
+    time.sleep(0.01)
+    rewritten = tar_of([7, 6, 5, 4, 3, 2, 1, 0], "v2")
+    assert len(rewritten) == os.path.getsize(www / "a.tar")
+    (www / "a.tar").write_bytes(rewritten)
+    (tmp_path / "a.tar").write_bytes(rewritten)
+    got = records(fl.TarShards(urls, **kw))
+    assert got[:8] == records(fl.TarShards(str(tmp_path / "a.tar")))
+    assert [(r["__key__"], r["cls"], r["txt"]) for r in got[:8]] == [(f"k{i}", i, f"v2: sample k{i}")
+                                                                     for i in (7, 6, 5, 4, 3, 2, 1, 0)]
+    del http.requests[:]
+    assert records(fl.TarShards(urls[1], **kw)) == got[8:]   # unchanged: index and copy reused
+    assert http.requests and file_gets(http) == []
+
+
+# ------------------------------------------------------------ a cache smaller than the data
+
+def tar_per_two_samples(shards, folder):
+    """The samples of ``shards`` again, two to a shard: many small shards."""
+    paths = []
+    for i, rec in enumerate(records(fl.TarShards(shards))):
+        if i % 2 == 0:
+            paths.append(os.path.join(folder, f"t-{i // 2:02d}.tar"))
+            writer = tarfile.open(paths[-1], "w", format=tarfile.USTAR_FORMAT)
+        for ext in ("jpg", "cls"):
+            data = rec[ext] if ext == "jpg" else str(rec[ext]).encode()
+            info = tarfile.TarInfo(f"{rec['__key__']}.{ext}")
+            info.size = len(data)
+            writer.addfile(info, io.BytesIO(data))
+        if i % 2 == 1:
+            writer.close()
+    return paths
+
+
+def test_tar_shards_with_a_cache_limit_below_the_data_never_fail_a_record(http, local_shards, tmp_path):
+    """Room for one shard, eight indexing threads, four loader workers, a server some way off: a
+    shard one thread was just handed is another's to evict. Indexing and every epoch still read
+    every record, equal to the local ones."""
+    _, shards = local_shards
+    local = tar_per_two_samples(shards, tmp_path)
+    urls = serve(http, local)
+    http.latency = 0.005
+    limit = max(os.path.getsize(s) for s in local)
+    kw = dict(batch_size=4, shuffle=True, seed=5, workers=4, fields=FIELDS)
+    for trial in range(3):
+        ts = fl.TarShards(urls, cache_dir=tmp_path / f"c{trial}", cache_limit=limit, max_in_flight=8)
+        assert len(ts) == 24
+        for epoch in range(2):
+            assert_same_batches(fl.Loader(ts, **kw), fl.Loader(fl.TarShards(local), **kw))
+
+
+def test_packed_with_a_cache_limit_below_the_data_never_fails_a_record(http, local_shards, tmp_path):
+    """Room for one shard, sixteen threads reading batches: a shard one thread has just fetched is
+    another's to evict before it is opened. Every record still comes back, equal to the local one."""
+    from concurrent.futures import ThreadPoolExecutor
+    folder, _ = local_shards
+    pack(fl.ImageFolder(folder), tmp_path / "p", shard_size=2 * 4096, progress=False)   # a record a shard
+    shutil.copytree(tmp_path / "p", os.path.join(http.root, "p"))
+    local = fl.PackedDataset(tmp_path / "p")
+    want = [local[i] for i in range(len(local))]
+    limit = max(s["size"] for s in local.meta["shards"])
+    for trial in range(5):
+        remote = fl.PackedDataset(f"{http.url}/p", cache_dir=tmp_path / f"c{trial}", cache_limit=limit)
+        order = np.random.default_rng(trial).permutation(len(remote))
+        batches = [order[i:i + 4] for i in range(0, len(order), 4)]
+        with ThreadPoolExecutor(16) as pool:
+            got = list(pool.map(remote.gather, batches))
+        assert got == [[want[i] for i in b] for b in batches]
+    args = dict(batch_size=4, shuffle=True, seed=1, workers=4, transforms=[fl.CenterCrop(24)])
+    for (a, la), (b, lb) in zip(fl.Loader(remote, **args), fl.Loader(local, **args)):
+        np.testing.assert_array_equal(a, b)
+        np.testing.assert_array_equal(la, lb)
+
+
+def open_files_under(folder):
+    """(path, deleted) of every descriptor this process holds on a file under ``folder``."""
+    out = []
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            target = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:
+            continue
+        if target.startswith(str(folder) + "/"):
+            out.append((target.removesuffix(" (deleted)"), target.endswith(" (deleted)")))
+    return out
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="needs /proc/self/fd")
+def test_evicted_shards_give_their_disk_back_and_descriptors_are_bounded(http, tmp_path):
+    from fastload.sources import remote
+    www = pathlib.Path(http.root)
+    for s in range(12):
+        (www / f"s{s:02d}.tar").write_bytes(tar_of(range(s * 4, s * 4 + 4), "x" * 20000))
+    urls = [f"{http.url}/s{s:02d}.tar" for s in range(12)]
+    size = os.path.getsize(www / "s00.tar")
+    cache = tmp_path / "cache"
+    ts = fl.TarShards(urls, cache_dir=cache, cache_limit=2 * size, max_in_flight=1)
+    for epoch in range(2):
+        assert [ts[i]["cls"] for i in range(len(ts))] == list(range(48))
+    held = open_files_under(cache)
+    cached = [f for f in os.listdir(cache) if f.endswith(".tar")]
+    assert [p for p, deleted in held if deleted] == []   # no evicted shard kept on disk by a descriptor
+    assert len(held) <= len(cached) == 2 and sum(os.path.getsize(cache / f) for f in cached) <= 2 * size
+    # local shards: at most _KEEP_OPEN descriptors stay open between reads, however many shards
+    local = tmp_path / "local"
+    local.mkdir()
+    paths = []
+    for s in range(remote._KEEP_OPEN + 16):
+        paths.append(str(local / f"l{s:03d}.tar"))
+        pathlib.Path(paths[-1]).write_bytes(tar_of([s], "y"))
+    lt = fl.TarShards(paths)
+    assert [lt[i]["cls"] for i in range(len(lt))] == list(range(len(paths)))
+    assert 0 < len(open_files_under(local)) <= remote._KEEP_OPEN
 
 
 # ------------------------------------------------------------ names behind HTTP links

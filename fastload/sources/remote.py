@@ -18,7 +18,11 @@ A :class:`Storage` is the one place file-based sources read bytes through:
   :class:`~fastload.RecordError` so the loader's ``on_error`` policy applies.
 * **A disk cache** (``cache_dir=``, ``cache_limit=``): whole shards are
   downloaded once, then read locally (memory-mapped where the source wants
-  it); the least recently used shards are evicted to stay under the limit.
+  it); the least recently used shards are evicted to stay under the limit. A
+  cached copy is used only while it matches the remote object's size and
+  identity (its ETag, version or modification time, as the store reports it),
+  checked the first time a Storage uses it: a shard rewritten at the same URL is
+  fetched again.
 
 Local paths bypass fsspec entirely (``os.pread`` on an open descriptor), so
 the local-disk path costs nothing for the remote machinery. fsspec and its
@@ -30,6 +34,7 @@ import collections
 import concurrent.futures
 import hashlib
 import io
+import json
 import os
 import re
 import sys
@@ -46,6 +51,15 @@ __all__ = ["Storage", "StorageError", "cache_name", "expand_urls", "is_url", "li
 
 _FAIL_MEMORY_S = 5.0
 _PERMANENT = (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError)
+_KEEP_OPEN = 64   # descriptors of local files kept open between reads, per table
+
+# Fields of an fsspec listing or info() entry that change when the object does, strongest first
+# (S3, GCS, Azure and HTTP servers give an ETag). Only the first kind present is the identity:
+# a listing and an info() of one object differ in what else they carry (S3 lists no VersionId,
+# and gives LastModified to another precision), and must agree.
+_IDENTITY = (("etag", ("ETag", "etag", "Etag")),
+             ("version", ("VersionId", "generation", "version_id")),
+             ("modified", ("LastModified", "Last-Modified", "last_modified", "updated", "mtime", "created")))
 
 
 def cache_name(url: str) -> str:
@@ -70,6 +84,17 @@ def url_name(root: str, part: str) -> str:
     """The name a part of a URL under ``root`` stands for: percent-decoded for ``http(s)://``
     (whose listings are links, ``cat%20dog``), as it is for object stores (whose keys are names)."""
     return urllib.parse.unquote(part) if root.startswith(("http://", "https://")) else part
+
+
+def _identity(info: dict) -> dict:
+    """``{kind: value}`` of the first field of ``_IDENTITY`` that ``info`` has; ``{}`` for none."""
+    for kind, keys in _IDENTITY:
+        for key in keys:
+            value = info.get(key)
+            if value not in (None, ""):
+                stamp = getattr(value, "timestamp", None)   # a datetime here, a float there: one form
+                return {kind: repr(float(stamp())) if callable(stamp) else str(value)}
+    return {}
 
 
 def _brace(pattern: str) -> list[str]:
@@ -154,9 +179,9 @@ class Storage:
         self._window = threading.BoundedSemaphore(self.max_in_flight)
         self._pool = None
         self._fs = {}          # protocol -> filesystem
-        self._sizes = {}       # url -> bytes, filled by directory listings
+        self._stats = {}       # url -> (bytes, identity), filled by directory listings
         self._listed = set()   # directories already listed
-        self._fds = {}         # local path -> descriptor
+        self._fds = _Descriptors()   # of local paths (a cached file's are the cache's)
         self._failed = {}      # url -> (when, why) of its last failure
         self._paths = {}       # url -> local path, or None for a remote URL
         self._lock, self._list_lock = threading.Lock(), threading.Lock()
@@ -171,15 +196,15 @@ class Storage:
     def __setstate__(self, state):
         self.__dict__.update(state)
         self._window = threading.BoundedSemaphore(self.max_in_flight)
-        self._pool, self._fs, self._fds = None, {}, {}
+        self._pool, self._fs, self._fds = None, {}, _Descriptors()
         self._lock, self._list_lock = threading.Lock(), threading.Lock()
 
     def close(self) -> None:
         with self._lock:
-            fds, self._fds = self._fds, {}
             pool, self._pool = self._pool, None
-        for fd in fds.values():
-            os.close(fd)
+        self._fds.close()
+        if self.cache is not None:
+            self.cache.close()
         if pool is not None:
             pool.shutdown(wait=False)
 
@@ -213,8 +238,7 @@ class Storage:
         urls = []
         for p, info in sorted(found.items()):
             url = p if is_url(p) else f"{protocol}://{p.lstrip('/') if protocol != 'file' else p}"
-            if info.get("size") is not None:
-                self._sizes[url] = int(info["size"])
+            self._remember(url, info)
             urls.append(url)
         return urls
 
@@ -232,10 +256,14 @@ class Storage:
             url, name = f"{base}/{rel}", url_name(root, rel)
             if any(part.startswith(".") for part in name.split("/")) or (exts and not name.lower().endswith(exts)):
                 continue
-            if info.get("size") is not None:
-                self._sizes[url] = int(info["size"])
+            self._remember(url, info)
             named.append((name, url))
         return [url for _, url in sorted(named)]
+
+    def _remember(self, url: str, info: dict) -> None:
+        """Keep the size and identity of a listed or inspected file (none kept without a size)."""
+        if info.get("size") is not None:
+            self._stats[url] = (int(info["size"]), _identity(info))
 
     def size(self, url: str) -> int:
         """Bytes in ``url``: one listing of its directory serves every file in it."""
@@ -244,9 +272,29 @@ class Storage:
                 return os.path.getsize(url)
             except OSError as e:
                 raise StorageError(url, _describe(e)) from e
+        return self._stat(url)[0]
+
+    def identity(self, url: str) -> dict:
+        """What tells this version of ``url`` from another of the same size: ``{"etag": ...}`` (or a
+        version, or a modification time) as its store reports it, from the listing that gave its
+        size; ``{}`` where the store reports none. For a local file, its modification time."""
+        path = self._direct(url)
+        if path is not None:
+            try:
+                return {"mtime_ns": str(os.stat(path).st_mtime_ns)}
+            except OSError as e:
+                raise StorageError(url, _describe(e)) from e
+        return self._stat(url)[1]
+
+    def _stat(self, url: str) -> tuple[int, dict]:
+        """``(bytes, identity)`` of a URL, asked once: one listing of its directory serves every
+        file in it; a store that does not list is asked about each file."""
+        got = self._stats.get(url)
+        if got is not None:
+            return got
         parent = url.rsplit("/", 1)[0]
         with self._list_lock:   # the first asker lists; the others wait for its answer
-            if url not in self._sizes and parent not in self._listed:
+            if url not in self._stats and parent not in self._listed:
                 self._listed.add(parent)
                 fs, path = self.filesystem(parent)
                 try:   # not every store lists (plain HTTP servers): then each file is asked once
@@ -254,12 +302,15 @@ class Storage:
                 except StorageError:
                     entries = []
                 for e in entries:
-                    if e.get("size") is not None and e.get("type", "file") == "file":
-                        self._sizes[parent + "/" + e["name"].rstrip("/").rsplit("/", 1)[-1]] = int(e["size"])
-        if url not in self._sizes:
+                    if e.get("type", "file") == "file":
+                        self._remember(parent + "/" + e["name"].rstrip("/").rsplit("/", 1)[-1], e)
+        if url not in self._stats:
             fs, path = self.filesystem(url)
-            self._sizes[url] = int(self._call(url, lambda: fs.info(path))["size"])
-        return self._sizes[url]
+            info = self._call(url, lambda: fs.info(path))
+            if info.get("size") is None:
+                raise StorageError(url, "the server does not say how large the file is")
+            self._remember(url, info)
+        return self._stats[url]
 
     # -- reads ------------------------------------------------------------------------
     def _call(self, url: str, fn: Callable):
@@ -297,11 +348,15 @@ class Storage:
             return path
 
     def local_path(self, url: str) -> str | None:
-        """A local file holding ``url``'s bytes: the path itself, or its copy in the disk cache."""
+        """A local file holding ``url``'s bytes: the path itself, or its copy in the disk cache
+        (which a later download may evict: this Storage's own reads hold the file open instead)."""
         path = self._direct(url)
         if path is not None or self.cache is None:
             return path
-        return self.cache.get(url, self.size(url), lambda dst: self._download(url, dst))
+        return self.cache.get(url, self.size(url), self._fetcher(url), self.identity(url))
+
+    def _fetcher(self, url: str) -> Callable[[str], None]:
+        return lambda dst: self._download(url, dst)
 
     def _download(self, url: str, dst: str) -> None:
         fs, path = self.filesystem(url)
@@ -311,20 +366,27 @@ class Storage:
         """A binary file object over ``url``: seekable, read in ``buffer_size`` ranges, each retried.
 
         A local file is read ``local_buffer`` bytes at a time: large for reading it
-        through, small for skipping through it (a scan of tar headers)."""
-        local = self.local_path(url)
-        if local is not None:
-            try:
-                return open(local, "rb", buffering=local_buffer)
-            except OSError as e:
-                raise StorageError(url, _describe(e)) from e
+        through, small for skipping through it (a scan of tar headers). A file in the
+        disk cache is opened before anything can evict it."""
+        path = self._direct(url)
+        try:
+            if path is not None:
+                return open(path, "rb", buffering=local_buffer)
+            if self.cache is not None:
+                return self.cache.open(url, self.size(url), self._fetcher(url), self.identity(url), local_buffer)
+        except StorageError:
+            raise
+        except OSError as e:
+            raise StorageError(url, _describe(e)) from e
         return io.BufferedReader(_RangeReader(self, url), buffer_size)
 
     def read(self, url: str, start: int, end: int) -> bytes:
         """Bytes ``[start, end)`` of ``url``."""
-        local = self.local_path(url)
-        if local is not None:
-            return self._pread(url, local, start, end)
+        if self._direct(url) is not None or self.cache is not None:
+            got = self._pread_many([(url, start, end)])[0]
+            if isinstance(got, StorageError):
+                raise got
+            return got
         fs, path = self.filesystem(url)
         data = self._call(url, lambda: fs.cat_file(path, start=start, end=end))
         if len(data) > end - start:
@@ -345,9 +407,8 @@ class Storage:
                 return self.read(*r)
             except StorageError as e:
                 return e
-        paths = {u: self.local_path_cached(u) for u in {u for u, _, _ in ranges}}
-        if None not in paths.values():
-            return self._pread_many(ranges, paths)
+        if all(self.local_path_cached(u) is not None for u in {u for u, _, _ in ranges}):
+            return self._pread_many(ranges)
         if len(ranges) <= 1:
             return [one(r) for r in ranges]
         with self._lock:
@@ -358,43 +419,45 @@ class Storage:
         return list(pool.map(one, ranges))
 
     def local_path_cached(self, url: str) -> str | None:
-        """Like :meth:`local_path` but never downloads (None for a URL not in the cache)."""
+        """Like :meth:`local_path` but never downloads (None for a URL not in the cache, or not yet
+        checked against the remote by this process)."""
         path = self._direct(url)
         return path if path is not None or self.cache is None else self.cache.peek(url)
 
-    def _fd(self, path: str) -> int:
-        """The descriptor this storage keeps open for a local file (OSError if it cannot be opened)."""
-        fd = self._fds.get(path)
-        if fd is None:
-            new = _files.open_binary(path)
-            with self._lock:
-                fd = self._fds.setdefault(path, new)
-            if fd != new:
-                os.close(new)
-        return fd
+    def _hold(self, url: str):
+        """``(table, held)``: a descriptor of ``url``'s local file (the path, or its copy in the disk
+        cache, fetched if it is not there), open until ``table.release(held)``."""
+        path = self._direct(url)
+        if path is not None:
+            return self._fds, self._fds.acquire(path)
+        return self.cache, self.cache.acquire(url, self.size(url), self._fetcher(url), self.identity(url))
 
-    def _pread(self, url: str, path: str, start: int, end: int) -> bytes:
-        got = self._pread_many([(url, start, end)], {url: path})[0]
-        if isinstance(got, StorageError):
-            raise got
-        return got
-
-    def _pread_many(self, ranges, paths: dict) -> list:
-        """``read_ranges`` of local files (``paths``: url -> path), one positional read each. A
-        batch of small samples is thousands of these: where the OS has ``pread`` they are one
-        compiled call that releases the GIL."""
-        fds = {}
-        for url, path in paths.items():
-            try:
-                fds[url] = self._fd(path)
-            except OSError as e:
-                fds[url] = e
-        if _pread.AVAILABLE:
-            out, bad = _pread.pread_ranges(ranges, fds)
-        else:
-            out, bad = self._pread_each(ranges, fds)
+    def _pread_many(self, ranges) -> list:
+        """``read_ranges`` of local files (plain paths, or copies in the disk cache), one positional
+        read each. A batch of small samples is thousands of these: where the OS has ``pread`` they
+        are one compiled call that releases the GIL. The files' descriptors are held for the batch,
+        so a cached file evicted meanwhile is still read whole."""
+        fds, held = {}, []
+        try:
+            for url in dict.fromkeys(u for u, _, _ in ranges):
+                try:
+                    table, h = self._hold(url)
+                except OSError as e:   # a StorageError (a failed download) too
+                    fds[url] = e
+                    continue
+                held.append((table, h))
+                fds[url] = h.fd
+            if _pread.AVAILABLE:
+                out, bad = _pread.pread_ranges(ranges, fds)
+            else:
+                out, bad = self._pread_each(ranges, fds)
+        finally:
+            for table, h in held:
+                table.release(h)
         for j in bad:
             url, start, end = ranges[j]
+            if isinstance(out[j], StorageError):
+                continue
             if isinstance(out[j], OSError):
                 err = StorageError(url, _describe(out[j]))
                 err.__cause__ = out[j]
@@ -418,6 +481,67 @@ class Storage:
                 bad.append(len(out))
             out.append(data)
         return out, bad
+
+
+class _Held:
+    """An open descriptor, the number of reads using it, and whether it is to be closed after them."""
+    __slots__ = ("fd", "users", "dropped")
+
+    def __init__(self, fd: int):
+        self.fd, self.users, self.dropped = fd, 0, False
+
+
+class _Descriptors:
+    """Descriptors of local files kept open between reads, shared by threads.
+
+    A read takes one with :meth:`acquire` and gives it back with :meth:`release`.
+    Of those no read holds, at most ``keep`` stay open, the least recently used
+    closed first. A path :meth:`drop`-ped (its file evicted or replaced) is closed
+    as soon as no read holds it, so a deleted file gives its disk space back.
+    """
+
+    def __init__(self, keep: int = _KEEP_OPEN):
+        self.keep = keep
+        self._lock = threading.Lock()
+        self._open = collections.OrderedDict()   # path -> _Held, least recently used first
+
+    def acquire(self, path: str) -> _Held:
+        """The descriptor of ``path`` (OSError if it cannot be opened), held until :meth:`release`."""
+        with self._lock:   # opened under the lock: a drop cannot come between the open and the entry
+            held = self._open.get(path)
+            if held is None:
+                held = self._open[path] = _Held(_files.open_binary(path))
+            else:
+                self._open.move_to_end(path)
+            held.users += 1
+            return held
+
+    def release(self, held: _Held) -> None:
+        with self._lock:
+            held.users -= 1
+            if held.users:
+                return
+            if held.dropped:
+                os.close(held.fd)
+            elif len(self._open) > self.keep:
+                idle = [p for p, h in self._open.items() if not h.users][:len(self._open) - self.keep]
+                for p in idle:
+                    os.close(self._open.pop(p).fd)
+
+    def drop(self, path: str) -> None:
+        """Close ``path``'s descriptor now, or when the last read holding it ends."""
+        with self._lock:
+            held = self._open.pop(path, None)
+            if held is not None:
+                held.dropped = True
+                if not held.users:
+                    os.close(held.fd)
+
+    def close(self) -> None:
+        with self._lock:
+            paths = list(self._open)
+        for p in paths:
+            self.drop(p)
 
 
 def listed_once(url: str, listing: Callable[[], dict]) -> dict:
@@ -504,12 +628,17 @@ class _RangeReader(io.RawIOBase):
 class DiskCache:
     """Whole remote files under ``root``, at most ``limit`` bytes, least recently used evicted first.
 
-    Files are written to a temporary name and renamed into place, so a crash
-    leaves no partial shard; a file evicted while open stays readable through
-    its descriptor (POSIX unlink semantics). A download starts only once it fits
-    beside those under way, partial files included. Processes sharing a directory
-    (the ranks of one node) reuse each other's files, but each keeps the limit
-    over what it knows of, so give each process a share of the disk.
+    Beside each file a hidden record (``.<name>.id``) holds the URL, size and
+    identity (ETag, version or modification time) of the remote object it copies.
+    The first time this process asks for a file it is checked against the remote's
+    (:meth:`get`'s ``size`` and ``identity``): a file that differs, or that has no
+    record, is fetched again. Files are written to a temporary name and renamed
+    into place, so a crash leaves no partial shard. A file being opened is not
+    evicted; one evicted while reads hold it open is unlinked and closed when they
+    end, which frees its space. A download starts only once it fits beside those
+    under way, partial files included. Processes sharing a directory (the ranks of
+    one node) reuse each other's files, but each keeps the limit over what it knows
+    of, so give each process a share of the disk.
     """
 
     def __init__(self, root, limit: int | None):
@@ -518,11 +647,15 @@ class DiskCache:
             raise ValueError("cache_limit must be positive")
         os.makedirs(self.root, exist_ok=True)
         self._lock = threading.Lock()
-        self._inflight = {}                        # name -> (Event, size) while being downloaded
+        self._changed = threading.Condition(self._lock)   # a download ended, or a file was opened
+        self._inflight = {}                        # name -> size while being downloaded
         self._lru = collections.OrderedDict()      # name -> size, least recent first
+        self._checked = {}                         # name -> record, for files this process has checked
+        self._pins = collections.Counter()         # name -> threads opening it: not to be evicted
+        self._fds = _Descriptors()
         entries = []
         for e in os.scandir(self.root):
-            if e.is_file() and not e.name.endswith(".part"):
+            if e.is_file() and not e.name.startswith(".") and not e.name.endswith(".part"):
                 st = e.stat()
                 entries.append((st.st_atime, e.name, st.st_size))
         for _, name, size in sorted(entries):
@@ -534,42 +667,88 @@ class DiskCache:
     def __setstate__(self, state):
         self.__init__(state["root"], state["limit"])
 
+    def close(self) -> None:
+        self._fds.close()
+
     def path(self, url: str) -> str:
         return os.path.join(self.root, cache_name(url))
+
+    def _record_path(self, name: str) -> str:
+        return os.path.join(self.root, f".{name}.id")
 
     def nbytes(self) -> int:
         with self._lock:
             return sum(self._lru.values())
 
     def peek(self, url: str) -> str | None:
+        """The cached copy of ``url`` if this process has checked it, else None; never fetches."""
         name = cache_name(url)
         with self._lock:
-            if name in self._lru:
+            if name in self._checked:
                 self._lru.move_to_end(name)
                 return os.path.join(self.root, name)
         return None
 
-    def get(self, url: str, size: int, fetch: Callable[[str], None]) -> str:
-        """The cached copy of ``url`` (``size`` bytes), calling ``fetch(tmp_path)`` once if absent."""
+    def get(self, url: str, size: int, fetch: Callable[[str], None], identity: dict | None = None) -> str:
+        """The cached copy of ``url`` (``size`` bytes, ``identity`` as :meth:`Storage.identity` gives it),
+        calling ``fetch(tmp_path)`` once if it is absent or a copy of another version."""
+        return self._fetched(url, size, fetch, identity, pin=False)
+
+    def acquire(self, url: str, size: int, fetch: Callable[[str], None], identity: dict | None = None) -> _Held:
+        """A descriptor of the cached copy of ``url`` (fetched as :meth:`get` does), open until
+        :meth:`release`."""
+        return self._opened(url, size, fetch, identity, self._fds.acquire)
+
+    def release(self, held: _Held) -> None:
+        self._fds.release(held)
+
+    def open(self, url: str, size: int, fetch: Callable[[str], None], identity: dict | None = None,
+             buffering: int = -1):
+        """The cached copy of ``url`` (fetched as :meth:`get` does) as a binary file object."""
+        return self._opened(url, size, fetch, identity, lambda path: open(path, "rb", buffering=buffering))
+
+    def _opened(self, url, size, fetch, identity, opener):
+        """``opener(path)`` of the cached copy of ``url``. The file cannot be evicted from when it is
+        found until it is open; one deleted all the same (by another process sharing the
+        directory) is fetched again."""
+        for _ in range(3):
+            path = self._fetched(url, size, fetch, identity, pin=True)
+            name = os.path.basename(path)
+            try:
+                return opener(path)
+            except FileNotFoundError:
+                with self._lock:
+                    self._forget(name)
+            finally:
+                with self._lock:
+                    self._pins[name] -= 1
+                    if not self._pins[name]:
+                        del self._pins[name]
+                    self._changed.notify_all()
+        raise StorageError(url, f"its copy in the disk cache {self.root} was deleted each time it was "
+                                "fetched (by another process sharing the directory?)")
+
+    def _fetched(self, url: str, size: int, fetch: Callable[[str], None], identity: dict | None, pin: bool) -> str:
+        """The path of the cached copy of ``url``, fetched if need be; counted as being opened if ``pin``."""
         name = cache_name(url)
+        record = {"url": url, "size": int(size), **(identity or {})}
         if self.limit is not None and size > self.limit:
             raise StorageError(url, f"the shard is {size} bytes, larger than the cache limit of {self.limit} "
                                     "bytes: raise cache_limit or write smaller shards")
-        while True:
-            with self._lock:
-                if name not in self._lru and name not in self._inflight and os.path.exists(self.path(url)):
-                    self._lru[name] = size   # put there by another process sharing the directory
-                if name in self._lru:
+        with self._lock:
+            while True:
+                if name not in self._inflight:
+                    self._check(name, record)
+                if name in self._checked:
                     self._lru.move_to_end(name)
+                    if pin:
+                        self._pins[name] += 1
                     return os.path.join(self.root, name)
-                waiting = self._inflight.get(name)
-                if waiting is None:
-                    if self._make_room(size):
-                        self._inflight[name] = (threading.Event(), size)
-                        break
-                    # the downloads under way fill the limit: wait for the oldest, then evict it if need be
-                    waiting = next(iter(self._inflight.values()))
-            waiting[0].wait()   # another thread is fetching it (or what must make room); then look again
+                if name not in self._inflight and self._make_room(size):
+                    self._inflight[name] = size
+                    break
+                # another thread is fetching it, or downloads and files being opened fill the limit
+                self._changed.wait()
         final = os.path.join(self.root, name)
         tmp = f"{final}.{os.getpid()}-{threading.get_ident()}.part"
         try:
@@ -577,27 +756,74 @@ class DiskCache:
             got = os.path.getsize(tmp)
             if got != size:
                 raise StorageError(url, f"downloaded {got} bytes, expected {size}")
+            # the record first: a file is never beside another version's record, even after a crash
+            self._write_record(name, record)
             os.replace(tmp, final)
             with self._lock:
                 self._lru[name] = size
+                self._checked[name] = record
+                if pin:
+                    self._pins[name] += 1
         finally:
             if os.path.exists(tmp):
                 os.unlink(tmp)
             with self._lock:
-                self._inflight.pop(name)[0].set()
+                del self._inflight[name]
+                self._changed.notify_all()
         return final
 
-    def _make_room(self, incoming: int) -> bool:
-        """Evict least-recently-used files until ``incoming`` more bytes fit beside the downloads
-        under way (lock held). False when they do not fit even then."""
-        if self.limit is None:
-            return True
-        total = sum(self._lru.values()) + sum(size for _, size in self._inflight.values())
-        while self._lru and total + incoming > self.limit:
-            name, size = self._lru.popitem(last=False)
-            total -= size
+    def _write_record(self, name: str, record: dict) -> None:
+        path = self._record_path(name)
+        tmp = f"{path}.{os.getpid()}-{threading.get_ident()}.part"
+        with open(tmp, "w") as f:
+            json.dump(record, f)
+        os.replace(tmp, path)
+
+    def _check(self, name: str, record: dict) -> None:
+        """Forget ``name``'s file unless it is a copy of what ``record`` describes (lock held). A file
+        this process has not checked yet (left by an earlier run, or by another process) is
+        checked against the record beside it, once."""
+        if self._checked.get(name) == record:
+            return
+        path = os.path.join(self.root, name)
+        if name not in self._checked:
+            if name not in self._lru and not os.path.exists(path):
+                return
             try:
-                os.unlink(os.path.join(self.root, name))
+                with open(self._record_path(name)) as f:
+                    same = json.load(f) == record and os.path.getsize(path) == record["size"]
+            except (OSError, ValueError):
+                same = False
+            if same:
+                self._lru.setdefault(name, record["size"])
+                self._checked[name] = record
+                return
+        self._remove(name)
+
+    def _forget(self, name: str) -> None:
+        """Stop counting ``name``'s file as cached, and close its descriptor once unused (lock held)."""
+        self._lru.pop(name, None)
+        self._checked.pop(name, None)
+        self._fds.drop(os.path.join(self.root, name))
+
+    def _remove(self, name: str) -> None:
+        """Delete ``name``'s file and its record (lock held)."""
+        self._forget(name)
+        for path in (os.path.join(self.root, name), self._record_path(name)):
+            try:
+                os.unlink(path)
             except FileNotFoundError:
                 pass
+
+    def _make_room(self, incoming: int) -> bool:
+        """Evict least-recently-used files, but none being opened, until ``incoming`` more bytes fit
+        beside the downloads under way (lock held). False when they do not fit even then."""
+        if self.limit is None:
+            return True
+        total = sum(self._lru.values()) + sum(self._inflight.values())
+        for name in [n for n in self._lru if n not in self._pins]:
+            if total + incoming <= self.limit:
+                break
+            total -= self._lru[name]
+            self._remove(name)
         return total + incoming <= self.limit

@@ -223,8 +223,11 @@ class TarShards(Source):
 
     def _shard_index(self, url: str):
         size = self.storage.size(url)   # a StorageError names the URL
+        # A URL's size alone does not tell a rewritten shard (tar pads to 10240-byte blocks): its
+        # identity (ETag, version, modification time) must match too; an index without one is rebuilt.
         stamp = {"version": _INDEX_VERSION, "size": size,
-                 "mtime_ns": None if is_url(url) else os.stat(url).st_mtime_ns}
+                 "mtime_ns": None if is_url(url) else os.stat(url).st_mtime_ns,
+                 "remote": self.storage.identity(url) if is_url(url) else None}
         path = self._index_path(url)
         if path is not None and os.path.exists(path):
             try:
