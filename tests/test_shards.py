@@ -1,7 +1,6 @@
 """Tar shards in the WebDataset layout: written by the webdataset library itself, read by
 fl.TarShards (index) and TarShards.stream (no index), compared with webdataset's own reader
 and with the same images loaded as a folder; then every kind of broken shard."""
-import http.server
 import io
 import os
 import re
@@ -15,6 +14,7 @@ import webdataset as wds
 from webdataset import autodecode, tariterators
 
 import fastload as fl
+from _http import serve
 from helpers import encode, photo_like
 
 PER_SHARD = 9
@@ -388,48 +388,11 @@ def test_unreadable_header_mid_shard(shards, tmp_path):
     assert [rid for rid, _ in loader.stats()["failures"]] == [path]
 
 
-class _FlakyServer(http.server.BaseHTTPRequestHandler):
-    """Files under server.root, with byte ranges; server.fail[path] GETs of a path answer 500 first."""
-
-    def do_HEAD(self):
-        self._serve(body=False)
-
-    def do_GET(self):
-        self._serve(body=True)
-
-    def _serve(self, body):
-        srv, full = self.server, os.path.join(self.server.root, self.path.lstrip("/"))
-        with srv.lock:
-            failing = body and srv.fail.get(self.path, 0) > 0
-            srv.fail[self.path] = srv.fail.get(self.path, 0) - failing
-        if failing or not os.path.isfile(full):
-            self.send_error(500 if failing else 404)
-            return
-        with open(full, "rb") as f:
-            data = f.read()
-        m = re.fullmatch(r"bytes=(\d+)-(\d*)", self.headers.get("Range") or "")
-        if m:
-            data = data[int(m.group(1)):int(m.group(2)) + 1 if m.group(2) else None]
-        self.send_response(206 if m else 200)
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        if body:
-            self.wfile.write(data)
-
-    def log_message(self, *args):
-        pass
-
-
 @pytest.fixture
 def flaky_server(shards):
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _FlakyServer)
-    server.daemon_threads = True
-    server.root, server.fail, server.lock = os.path.dirname(shards[0]), {}, threading.Lock()
-    server.urls = [f"http://127.0.0.1:{server.server_address[1]}/{os.path.basename(s)}" for s in shards]
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield server
-    server.shutdown()
-    server.server_close()
+    with serve(os.path.dirname(shards[0])) as server:
+        server.urls = [f"{server.url}/{os.path.basename(s)}" for s in shards]
+        yield server
 
 
 def test_a_read_that_fails_while_indexing_is_an_error_not_a_shorter_shard(flaky_server):
