@@ -235,7 +235,8 @@ class Loader(Fluent):
         record_fields = getattr(source, "fields", None)
         if not record_fields:   # WebDataset's __key__ and __url__ only when fields= names them
             first = self._first_record()
-            record_fields = tuple(k for k in first if not k.startswith("__")) if isinstance(first, dict) else ()
+            record_fields = tuple(k for k in first if not (isinstance(k, str) and k.startswith("__"))) \
+                if isinstance(first, dict) else ()
         self._passthrough = [k for k in record_fields if k not in declared]
         return bindings, raw, "dict"
 
