@@ -129,6 +129,13 @@ def test_jax_device_put_matches_reference(image_folder):
     np.testing.assert_array_equal(np.asarray(x), ref[0][0][0])
 
 
+def test_jax_output_refuses_a_device_name_when_the_loader_is_made(image_folder):
+    """device="cuda" is torch's spelling: with output="jax" it failed only at the first batch, in
+    JAX's words. It is refused at once, saying what JAX takes."""
+    with pytest.raises(TypeError, match=r"output='jax' takes a jax Device or Sharding as device=, got 'cuda'"):
+        make_loader(image_folder, output="jax", device="cuda")
+
+
 def test_jax_jitted_steps_see_every_batch(image_folder):
     from fastload.integrations.jax import device_put
     ref = reference(image_folder, 2, layout="NHWC")

@@ -151,6 +151,9 @@ class Loader(Fluent):
         from .device import DeviceTransfer       # validates device= and pin_memory= now, imports nothing heavy
         # JAX places batches itself: device= is then a jax Device or Sharding (e.g.
         # fl.integrations.jax.batch_sharding() to split the batch over local devices).
+        if output == "jax" and isinstance(device, str):   # "cuda" is torch's name: JAX wants its own object
+            raise TypeError(f"output='jax' takes a jax Device or Sharding as device=, got {device!r} (e.g. "
+                            "jax.devices('gpu')[0], or fl.integrations.jax.batch_sharding())")
         self._jax_target = device if output == "jax" else None
         self._device = None if output == "jax" else DeviceTransfer.create(device, output, pin_memory)
         if image_options.get("layout", "auto") == "auto":

@@ -28,8 +28,9 @@ the record); an upstream's exception passes through unchanged.
 
 Shutdown is bounded: closing sets a stop event that every blocking wait and
 every chunk of compiled work checks, cancels queued tasks, and waits at most
-``JOIN_S`` in total for threads; a thread still inside a user call after that
-is named in a :class:`RuntimeWarning` and exits when the call returns.
+``JOIN_S`` in total for threads; a thread still inside a call after that (a user
+function, or a storage read and its retries) is named in a :class:`RuntimeWarning`
+and exits when the call returns.
 """
 from __future__ import annotations
 
@@ -67,8 +68,9 @@ def join_threads(threads, what: str) -> None:
         if t.is_alive():
             stuck.append(t.name)
     if stuck:
-        warnings.warn(f"fastload: {what} thread(s) {', '.join(stuck)} still inside a user call "
-                      f"{JOIN_S:.0f}s after the stop; each exits when its call returns", RuntimeWarning, stacklevel=3)
+        warnings.warn(f"fastload: {what} thread(s) {', '.join(stuck)} still inside a call (a user function or a "
+                      f"storage read) {JOIN_S:.0f}s after the stop; each exits when its call returns",
+                      RuntimeWarning, stacklevel=3)
 
 
 class Node:
