@@ -235,6 +235,22 @@ def test_mix_proportions_and_determinism():
     assert out != list(mix([a, b], weights=[3, 1], seed=1).take(10_000))
 
 
+def test_mix_draws_each_epoch_anew_once_told_it():
+    """A mix drew the same sequence of sources every pass: every epoch of a Loader over it mixed its
+    sources alike. Once told an epoch it draws from (seed, epoch): a pass is the same whenever it is
+    read again (as a Loader resumes), and epochs differ."""
+    a = Stream(lambda: (("a", i) for i in range(1000)))
+    b = Stream(lambda: (("b", i) for i in range(1000)))
+    untold = [tag for tag, _ in mix([a, b], seed=0).take(200)]
+    assert untold == [tag for tag, _ in mix([a, b], seed=0).take(200)]
+    passes = {}
+    for epoch in (0, 1, 0):
+        m = mix([a, b], seed=0)
+        m.set_epoch(epoch)
+        passes.setdefault(epoch, []).append([tag for tag, _ in m.take(200)])
+    assert passes[0][0] == passes[0][1] != passes[1][0]
+
+
 def test_mix_stop_policies():
     short = ListSource([("s", i) for i in range(10)])
     long = ListSource([("l", i) for i in range(1000)])

@@ -208,7 +208,8 @@ class Stream(Fluent):
 def mix(streams: Sequence[Iterable[Any]], weights: Sequence[float] | None = None, seed: int = 0,
         stop: str = "first") -> Stream:
     """Interleave ``streams``, drawing the next record from stream i with probability
-    proportional to ``weights[i]`` (equal by default), deterministically from ``seed``.
+    proportional to ``weights[i]`` (equal by default), deterministically from ``seed``
+    (and, once ``set_epoch`` gave one, the epoch: each epoch of a Loader mixes anew).
 
     ``stop="first"`` ends the mix when any stream is exhausted, so the proportions
     hold to the end; ``stop="all"`` drops exhausted streams and renormalises the
@@ -221,7 +222,10 @@ def mix(streams: Sequence[Iterable[Any]], weights: Sequence[float] | None = None
         raise ValueError(f"weights must be {len(streams)} non-negative numbers with a positive sum")
     if stop not in ("first", "all"):
         raise ValueError(f"stop must be 'first' or 'all', got {stop!r}")
-    return Stream(lambda: _mix(list(streams), w, seed, stop), None, tuple(streams), f"mix({len(streams)})")
+    def make_iter():   # the draws are fixed at iter(), as a shuffle's are
+        return _mix(list(streams), w, seed, stop, out._epoch)
+    out = Stream(make_iter, None, tuple(streams), f"mix({len(streams)})")
+    return out
 
 
 # ---------------------------------------------------------------- passes
@@ -389,8 +393,8 @@ def _label_batches(records: Iterator[Any], size: int, drop_last: bool, num_class
         close_iterator(records)
 
 
-def _mix(streams: list, weights: np.ndarray, seed: int, stop: str) -> Iterator[Any]:
-    gen = rng.generator(seed, rng.MIX)
+def _mix(streams: list, weights: np.ndarray, seed: int, stop: str, epoch: int | None) -> Iterator[Any]:
+    gen = rng.generator(seed, rng.MIX) if epoch is None else rng.generator(seed, rng.MIX, epoch)
     its = [iter(s) for s in streams]
     active = list(range(len(its)))
     try:
