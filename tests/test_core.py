@@ -10,6 +10,7 @@ import signal
 import threading
 import time
 import tracemalloc
+import warnings
 
 import numpy as np
 import pytest
@@ -327,6 +328,33 @@ def test_a_stage_stuck_in_user_code_is_named_within_a_second():
     release.set()
     consumer.join(2)
     assert not consumer.is_alive()
+
+
+def test_several_stuck_stages_cost_one_second_and_one_warning():
+    """Each stuck stage was waited for again (a second each) and warned about again after the shared
+    second: three stuck stages took four seconds and gave four warnings."""
+    release = threading.Event()
+
+    def stuck_at(k):
+        def stuck(x):
+            if x == k:
+                release.wait(10)
+            return x
+        stuck.__name__ = f"stuck_at_{k}"
+        return stuck
+    p = GeneratorPipeline(list(range(50)), stuck_at(6), stuck_at(4), stuck_at(2), queue_size=1)
+    it = iter(p)
+    next(it)
+    time.sleep(0.5)                     # every stage reaches its stuck item
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        t0 = time.monotonic()
+        p.close()
+        took = time.monotonic() - t0
+    release.set()
+    stuck = [str(w.message) for w in caught if "still inside a call" in str(w.message)]
+    assert len(stuck) == 1 and all(f"stuck_at_{k}" in stuck[0] for k in (2, 4, 6)), stuck
+    assert took < 2.0, took
 
 
 def test_ctrl_c_mid_chunk_stops_within_a_second(tmp_path):

@@ -1,6 +1,7 @@
 """GeneratorPipeline: the classic generator tutorial, run unchanged with Python and compiled stages."""
 import functools
 import gc
+import pathlib
 import threading
 import time
 
@@ -134,7 +135,11 @@ def test_coroutine_may_drop_or_repeat_and_may_return():
             x = yield
             yield x
     assert list(GeneratorPipeline(range(6), odd_twice())) == [1, -1, 3, -3, 5, -5]
-    assert list(GeneratorPipeline(range(100), first_three())) == [0, 1, 2]
+    pipeline = GeneratorPipeline(range(100), first_three())
+    assert list(pipeline) == [0, 1, 2]
+    # the coroutine returned: a second run would be silently empty (an epoch of nothing), so it says so
+    with pytest.raises(RuntimeError, match=r"coroutine step\(s\) \['first_three'\] returned"):
+        list(pipeline)
 
 
 def test_generator_function_and_plain_callable_steps():
@@ -321,3 +326,17 @@ def test_stats_blame_the_consumer_when_the_pipeline_keeps_up():
         time.sleep(0.01)
     assert "training loop is the bottleneck" in p.stats().bottleneck()
 
+
+
+def test_a_finished_pipeline_left_to_the_interpreter_exit_exits_cleanly(folder, tmp_path):
+    """Collected at exit (after torch's import has torn modules down first), its close() found
+    `queue` gone: 'Exception ignored in GeneratorPipeline.__del__ ... AttributeError' every run."""
+    import subprocess
+    import sys
+    paths = [str(p) for p in sorted(pathlib.Path(folder).glob("*/*"))[:4]]
+    script = (f"import torch, fastload as fl\n"
+              f"pipe = fl.GeneratorPipeline([{paths[:2]!r}, {paths[2:]!r}], fl.read_images((16, 16)))\n"
+              "assert sum(len(x) for x in pipe) == 4\n")
+    pytest.importorskip("torch")
+    r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert r.returncode == 0 and r.stderr == "", r.stderr

@@ -258,7 +258,8 @@ def test_freed_memory_is_kept_rather_than_faulted_back_page_by_page(tmp_path):
     kept = run_python(["-c", FAULTS_PER_EPOCH, str(tmp_path)]).split()
     left = run_python(["-c", FAULTS_PER_EPOCH, str(tmp_path)], env={"FASTLOAD_MALLOC_TOP_PAD": "0"}).split()
     assert kept[:2] == ["pad", str(64 << 20)] and left[:2] == ["pad", "None"]
-    # 128 samples of 150 KB: about 4,700 faults an epoch when the memory goes back, a few dozen when kept
-    assert int(left[3]) > 2000 and int(kept[3]) < int(left[3]) / 10, (kept, left)
+    # 128 samples of 150 KB (4,700 pages): some 2,000-4,700 faults an epoch when the memory goes back
+    # (how many depends on how the threads' frees interleave), a few dozen when kept
+    assert int(left[3]) > 1000 and int(kept[3]) < int(left[3]) / 10, (kept, left)
     user = run_python(["-c", FAULTS_PER_EPOCH, str(tmp_path)], env={"MALLOC_TOP_PAD_": str(1 << 20)}).split()
     assert user[:2] == ["pad", "None"]   # the user's own setting stands

@@ -43,8 +43,9 @@ and compiled stages.
 Running again. Reaching the end leaves coroutine steps open (waiting at their
 receiving yield), so iterating the pipeline again over a re-iterable source
 runs it again: ``for epoch in range(3): for x in pipeline: ...``. A pipeline
-that was closed early, or whose source is a one-shot iterator already used,
-says so instead of silently yielding nothing.
+that was closed early, one whose coroutine step returned, or one whose source
+is a one-shot iterator already used, says so instead of silently yielding
+nothing.
 
 Errors. A step that raises ends its thread; downstream threads pass the
 failure along after the items before it, and the consumer raises it as
@@ -101,6 +102,11 @@ class GeneratorPipeline:
             if coros:
                 raise RuntimeError(f"this pipeline was closed before its end, which closed its coroutine "
                                    f"step(s) {coros}; build a new pipeline to run again")
+        ended = [s.name for s in self._steps
+                 if s.mode == "coroutine" and inspect.getgeneratorstate(s.obj) == inspect.GEN_CLOSED]
+        if ended:   # it would yield nothing, silently
+            raise RuntimeError(f"coroutine step(s) {ended} returned, which ended the last run, and cannot run "
+                               "again: loop (while True) to serve every run, or build a new pipeline")
         if iter(self._source) is self._source:
             raise RuntimeError("the pipeline's source is a one-shot iterator, already used; give a re-iterable "
                                "source (a list, a Source, a Stream) to iterate the pipeline again")
@@ -169,8 +175,8 @@ class GeneratorPipeline:
         for n in nodes:              # every thread sees its stop before anyone waits
             n.request_stop()
         join_threads([n.thread for n in nodes if n.thread is not None], "pipeline stage")
-        for n in nodes:
-            n.close()
+        for n in nodes:              # waited for above: one deadline and one warning for them all
+            n.close(wait=False)
         if broken or not nodes:
             for step in self._steps:
                 step.close()
@@ -195,7 +201,10 @@ class GeneratorPipeline:
 
     def __del__(self) -> None:
         if not getattr(self, "_broken", True):
-            self.close()
+            try:
+                self.close()
+            except Exception:   # interpreter shutdown: the modules close() needs may be gone
+                pass
 
     def stats(self) -> Stats:
         """Per-stage figures so far (source, each step, then the consuming loop)."""

@@ -206,12 +206,14 @@ class Prefetcher(Node):
             raise msg.error
         return msg
 
-    def close(self) -> None:
+    def close(self, wait: bool = True) -> None:
+        """Stop the producer and wait for it (``wait=False``: its caller already waited, within one
+        deadline for several nodes, and warned about any still stuck)."""
         if self._done:
             return
         self._done = True
         self._stop.set()
-        if self.thread is not None:
+        if wait and self.thread is not None:
             join_threads([self.thread], self.name)
         self._chan.drain()
 
