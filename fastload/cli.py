@@ -140,11 +140,18 @@ def _demo(source, args) -> int:
         n = 0
         with warnings.catch_warnings():   # skipped files are listed at the end instead
             warnings.filterwarnings("ignore", "fastload: skipping", RuntimeWarning)
-            for images, labels in loader:
-                if shape is None:
-                    shape = f"{tuple(images.shape)} {images.dtype}"
-                n += len(images)
-                bar.update(len(images))
+            try:
+                for images, labels in loader:
+                    if shape is None:
+                        shape = f"{tuple(images.shape)} {images.dtype}"
+                    n += len(images)
+                    bar.update(len(images))
+            except fl.RecordError:   # not one file read: say which and why, in a line
+                bar.close()
+                failures = loader.stats()["failures"]
+                rid, reason = failures[0]
+                raise UsageError(f"{source.root}: none of the {len(failures)} file(s) read could be decoded "
+                                 f"(the first: {rid}: {reason}); 'fastload doctor' lists them") from None
         dt = bar.close()
         print(f"epoch {epoch}: {n} images in {dt:.2f} s = {n / dt:.0f} images/s "
               f"({args.workers} worker threads)")

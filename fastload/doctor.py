@@ -16,6 +16,7 @@ import warnings
 from typing import Callable
 
 from .cli import IMAGENET_MEAN, IMAGENET_STD, UsageError, image_folder, progress
+from .errors import RecordError
 
 __all__ = ["add_parser", "doctor", "run"]
 
@@ -121,15 +122,19 @@ def _profile(loader, seconds: float, whole_epoch: bool):
     failures = {}
     while True:
         it = iter(loader)
-        for batch in it:
-            bar.update(_count(batch))
-            if not whole_epoch and time.perf_counter() >= deadline:
-                break
+        unreadable = False
+        try:
+            for batch in it:
+                bar.update(_count(batch))
+                if not whole_epoch and time.perf_counter() >= deadline:
+                    break
+        except RecordError:   # every record of the epoch failed: they are the report
+            unreadable = True
         it.close()   # stops the worker threads of an epoch left early
         stats = loader.stats()
         for rid, reason in stats["failures"]:
             failures.setdefault(rid, reason)
-        if whole_epoch or time.perf_counter() >= deadline:
+        if whole_epoch or unreadable or time.perf_counter() >= deadline:
             stats["failures"] = list(failures.items())
             return bar.n, bar.close(), stats
 
@@ -189,6 +194,8 @@ def doctor(loader, *, seconds: float = 5.0, whole_epoch: bool = False, out: Call
 
 
 def _advice(report, stats, source) -> list[str]:
+    if report["images"] == 0 and report["failures"]:
+        return ["not one file could be read (the list below says why): there is no speed to measure"]
     cores, workers, cpu_ms = report["cores"], report["workers"], report["cpu_ms_per_image"]
     advice = []
     if workers > cores:

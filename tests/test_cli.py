@@ -226,3 +226,23 @@ def test_pack_reads_an_image_folder_at_a_url(tmp_path, capsys):
     remote, local = fl.PackedDataset(str(tmp_path / "remote")), fl.PackedDataset(str(tmp_path / "local"))
     assert len(remote) == len(local) == 6
     assert [remote[i] for i in range(6)] == [local[i] for i in range(6)]
+
+
+def test_doctor_lists_and_demo_names_a_folder_of_which_no_file_reads(tmp_path, capsys):
+    """Git LFS pointers named .jpg (a clone without `git lfs pull`): an epoch where every record
+    fails raises, and doctor and demo died with that traceback, telling a command-line user to
+    look at loader.stats(). Doctor lists the files; demo says in one line what is wrong."""
+    for c in ("cat", "dog"):
+        (tmp_path / c).mkdir()
+        for i in range(3):
+            (tmp_path / c / f"{i}.jpg").write_text(f"version https://git-lfs.github.com/spec/v1\noid sha256:{i:064x}\n")
+    code, out, _ = run(capsys, "doctor", str(tmp_path), "--size", "32", "--seconds", "1")
+    assert code == 0 and "6 file(s) could not be read and were skipped" in out
+    assert out.count("not an image format Pillow reads (starts with b'version ')") == 6
+    assert "advice: not one file could be read" in out
+    with pytest.raises(SystemExit) as e:
+        cli.main(["demo", str(tmp_path), "--size", "32"])
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert e.value.code == 2 and lines[-1].startswith(f"fastload: error: {tmp_path}: none of the 6 file(s) read "
+                                                      f"could be decoded (the first: {tmp_path}") \
+        and "Traceback" not in "".join(lines) and lines[-1].endswith("'fastload doctor' lists them")
