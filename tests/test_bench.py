@@ -238,3 +238,30 @@ def test_the_decode_limit_runs_off_the_main_thread_and_passes_its_errors_on():
             _parallel_rate(decode_limit_probe, (5, 3), procs, 1)
     with pytest.raises(RuntimeError, match="decode-limit process 0 of 2 exited with status 3"):
         _parallel_rate(os._exit, (3,), 2, 1)   # a process that dies without an answer
+
+
+def test_shard_contenders_and_the_limit_take_a_folder_of_mixed_extensions(tmp_path):
+    """A user's folder of .jpg, .jpeg and a PNG: the shards named every member after the first
+    file's extension, so fastload on them failed ('no .jpeg member') and so did WebDataset; the
+    limit fell back to Pillow on the whole set, a limit fastload beat twice over."""
+    from fastload.bench.limits import decode_limits
+    from fastload.synthetic import encode, photo_like
+    root = tmp_path / "mine"
+    for c, cls in enumerate(("a", "b")):
+        (root / cls).mkdir(parents=True)
+        for i, ext in enumerate(("jpg", "jpeg", "JPG", "png")):
+            img = photo_like(40, 48, seed=10 * c + i)
+            (root / cls / f"{i}.{ext}").write_bytes(encode(img, "PNG") if ext == "png" else encode(img, quality=90))
+    task = {"name": "rrc224", "dataset": "user", "path": str(root), "transform": "rrc", "size": 32, "batch": 4}
+    builders = ["fastload_tar", "fastload_stream"] + (["webdataset"] if importlib.util.find_spec("webdataset") else [])
+    for builder in builders:
+        spec = {"contender": builder, "builder": builder, "workers": 1, "runs": 1, "max_images": 0,
+                "cache": str(tmp_path / "work"), "task": task}
+        r = run_worker(sys.executable, spec, timeout=120)
+        assert r["ok"] and r["images"] == 8, (builder, r)
+    paths = sorted(str(p) for p in root.rglob("*.*"))
+    limits = decode_limits(paths, TASKS[0].transforms(), threads=1, runs=1)
+    if _batch.HAVE_LIBJPEG_TURBO:
+        assert limits["full"]["decoder"].endswith("; its 6 JPEGs of 8 files") and limits["full"]["images"] == 6
+    # and a reason that holds a traceback stays one table cell
+    assert report._cell("Traceback:\n  File | x\nValueError: y") == "Traceback: File \\| x ValueError: y"

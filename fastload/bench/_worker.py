@@ -315,13 +315,15 @@ def build_ffcv(files, task, workers, spec):
 
 
 def _tar_shards(files, task, spec) -> list[str]:
-    """The files' bytes in WebDataset's layout (members ``KEY.jpg`` or ``KEY.png`` and ``KEY.cls``,
-    the label as text), in 8 or more shards so that every worker process gets some; made once, with
-    the standard library (neither contender's process imports the other's packages to write them)."""
+    """The files' bytes in WebDataset's layout (members ``KEY.<ext>``, one :func:`_member` name for
+    every image, and ``KEY.cls``, the label as text), in 8 or more shards so that every worker process
+    gets some; made once, with the standard library (neither contender's process imports the
+    other's packages to write them)."""
     import io
     import shutil
     import tarfile
-    key = hashlib.sha1(repr((task["path"], files)).encode()).hexdigest()[:12]
+    ext = _member(files)
+    key = hashlib.sha1(repr((task["path"], files, ext)).encode()).hexdigest()[:12]
     out = os.path.join(spec["cache"], f"{task['dataset']}-{len(files)}-{key}.wds")
     if not os.path.exists(os.path.join(out, "complete")):
         shutil.rmtree(out, ignore_errors=True)
@@ -330,7 +332,7 @@ def _tar_shards(files, task, spec) -> list[str]:
         for s in range(0, len(files), per):
             with tarfile.open(os.path.join(out, f"shard-{s // per:05d}.tar"), "w", format=tarfile.USTAR_FORMAT) as tar:
                 for i, (path, label) in enumerate(files[s:s + per], start=s):
-                    for name, data in ((f"{i:07d}.{_extension(path)}", open(path, "rb").read()),
+                    for name, data in ((f"{i:07d}.{ext}", open(path, "rb").read()),
                                        (f"{i:07d}.cls", str(label).encode())):
                         info = tarfile.TarInfo(name)
                         info.size = len(data)
@@ -339,8 +341,11 @@ def _tar_shards(files, task, spec) -> list[str]:
     return sorted(os.path.join(out, n) for n in os.listdir(out) if n.endswith(".tar"))
 
 
-def _extension(path: str) -> str:
-    return os.path.splitext(path)[1].lstrip(".").lower()
+def _member(files) -> str:
+    """The member name of every image in the shards: the extension the files share (``jpg`` for
+    ``.jpeg`` too), else ``img``; each contender reads one name per sample, whatever its format."""
+    exts = {os.path.splitext(path)[1].lstrip(".").lower().replace("jpeg", "jpg") for path, _ in files}
+    return exts.pop() if len(exts) == 1 else "img"
 
 
 def build_webdataset(files, task, workers, spec):
@@ -362,7 +367,7 @@ def build_webdataset(files, task, workers, spec):
         return ((x.astype(np.float32) - mean) / std).transpose(2, 0, 1), int(label)
 
     ds = (wds.WebDataset(urls, shardshuffle=len(urls), empty_check=False).shuffle(1000)
-          .to_tuple(_extension(files[0][0]), "cls").map(sample).batched(task["batch"], partial=True))
+          .to_tuple(_member(files), "cls").map(sample).batched(task["batch"], partial=True))
     loader = wds.WebLoader(ds, batch_size=None, num_workers=workers, persistent_workers=workers > 0)
     return lambda: iter(loader)
 
@@ -372,7 +377,7 @@ def _fastload_on_shards(files, task, workers, spec, stream: bool):
     front to back as WebDataset reads them (the shards in a shuffled order, then a shuffle buffer
     of 1000 samples)."""
     import fastload as fl
-    urls, ext = _tar_shards(files, task, spec), _extension(files[0][0])
+    urls, ext = _tar_shards(files, task, spec), _member(files)
     if stream:
         source, order = fl.TarShards(urls).stream(shuffle_buffer=1000, seed=0), {}
     else:

@@ -11,6 +11,12 @@ README_START, README_END = "<!-- bench:start -->", "<!-- bench:end -->"
 PLOTS = ("throughput.png", "scaling.png", "memory.png")
 
 
+
+def _cell(text: str) -> str:
+    """``text`` as one Markdown table cell: a reason may hold a traceback's lines and pipes."""
+    return " ".join(str(text).split()).replace("|", "\\|")
+
+
 def _fmt_rate(r: dict) -> str:
     return f"{r['median']:,.0f} ({r['min']:,.0f}–{r['max']:,.0f})"
 
@@ -44,7 +50,7 @@ def markdown(results: dict) -> str:
         for name, r in task["results"].items():
             label = r.get("label", name) + (" *" if r.get("status") == "ok" and r["images"] < task["samples"] else "")
             if r.get("status") != "ok":
-                lines.append(f"| {label} | {r['status']}: {r['reason']} |" + " |" * (len(cols) - 2))
+                lines.append(f"| {label} | {r['status']}: {_cell(r['reason'])} |" + " |" * (len(cols) - 2))
                 continue
             ratio = f"{fast / r['median']:.2f}x" if fast else ""
             row = [label, _fmt_rate(r), ratio, f"{r['cpu_s_per_image'] * 1e3:.2f}",
@@ -131,7 +137,7 @@ def summary(results: dict) -> str:
     for t in tasks:
         for name, r in t["results"].items():
             if r.get("status") != "ok":
-                where = reasons.setdefault(r["reason"], [])
+                where = reasons.setdefault(_cell(r["reason"]), [])
                 if name not in where:
                     where.append(name)
     lines += ["", "Not run: " + "; ".join(f"{', '.join(where)}: {why}" for why, where in reasons.items()) + "."
