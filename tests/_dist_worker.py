@@ -4,6 +4,10 @@ Usage: torchrun --nproc_per_node=N _dist_worker.py ROOT OUT_DIR BATCH [STATE_JSO
    or: torchrun --nproc_per_node=N _dist_worker.py --list URL OUT_DIR   (each rank lists a folder behind URL)
    or: torchrun --nproc_per_node=N _dist_worker.py --skip ROOT OUT_DIR BATCH   (on_error="skip", one
        all-reduce per batch as DDP does; a rank with a batch fewer fails it at the gloo timeout)
+   or: torchrun --nproc_per_node=N _dist_worker.py --skip-stream ROOT OUT_DIR BATCH   (the same, the
+       records as a stream)
+   or: torchrun --nproc_per_node=N _dist_worker.py --mislisted ROOT OTHER OUT_DIR   (rank 0 alone
+       lists OTHER first, then every rank lists ROOT)
 Each rank writes OUT_DIR/rank{r}.json: the record ids and a hash of the pixels of every sample of
 every batch, the number of batches, and (rank 0) the loader state after CHECKPOINT_AFTER batches.
 """
@@ -17,22 +21,23 @@ import torch.distributed as dist
 import fastload as fl
 
 
-def make_loader(root, batch, **kw):
+def make_loader(root, batch, stream=False, **kw):
     paths = sorted(os.path.join(dp, f) for dp, _, fs in os.walk(root) for f in fs if f.endswith(".jpg"))
-    src = fl.ListSource([{"image": p, "id": i} for i, p in enumerate(paths)])
-    return fl.Loader(src, batch_size=batch, shuffle=True, seed=11, workers=2, fields={
+    records = [{"image": p, "id": i} for i, p in enumerate(paths)]
+    src = fl.IterableRecords(lambda: iter(records)) if stream else fl.ListSource(records)
+    return fl.Loader(src, batch_size=batch, shuffle=not stream, seed=11, workers=2, fields={
         "image": fl.Image([fl.RandomResizedCrop(24), fl.RandomHorizontalFlip()], dtype="uint8", layout="NHWC")},
         **kw)
 
 
-def skip_with_all_reduce(root, out, batch):
+def skip_with_all_reduce(root, out, batch, stream=False):
     """Each rank: one epoch under on_error="skip" with an all-reduce per batch; writes its counts."""
     import warnings
     from datetime import timedelta
 
     import torch
     dist.init_process_group("gloo", timeout=timedelta(seconds=30))
-    loader = make_loader(root, batch, on_error="skip")
+    loader = make_loader(root, batch, stream, on_error="skip")
     steps = 0
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -43,8 +48,8 @@ def skip_with_all_reduce(root, out, batch):
             steps += 1
     s = loader.stats()
     with open(os.path.join(out, f"rank{dist.get_rank()}.json"), "w") as f:
-        json.dump({"batches": steps, "len": len(loader), "skipped": s["skipped"], "stand_ins": s["stand_ins"],
-                   "samples": s["samples"]}, f)
+        json.dump({"batches": steps, "len": None if stream else len(loader), "skipped": s["skipped"],
+                   "stand_ins": s["stand_ins"], "samples": s["samples"]}, f)
     dist.barrier()
     dist.destroy_process_group()
 
@@ -69,11 +74,27 @@ def list_url(url, out):
     dist.destroy_process_group()
 
 
+def mislisted(root, other, out):
+    """Rank 0 alone builds a source behind ``other`` first; then every rank builds one behind ``root``."""
+    from datetime import timedelta
+    dist.init_process_group("gloo", timeout=timedelta(seconds=30))
+    if dist.get_rank() == 0:
+        fl.ImageFolder("file://" + other)
+    try:
+        result = {"paths": list(fl.ImageFolder("file://" + root).paths)}
+    except OSError as e:
+        result = {"error": str(e)}
+    with open(os.path.join(out, f"rank{dist.get_rank()}.json"), "w") as f:
+        json.dump(result, f)
+
+
 def main():
     if sys.argv[1] == "--list":
         return list_url(sys.argv[2], sys.argv[3])
-    if sys.argv[1] == "--skip":
-        return skip_with_all_reduce(sys.argv[2], sys.argv[3], int(sys.argv[4]))
+    if sys.argv[1] == "--mislisted":
+        return mislisted(sys.argv[2], sys.argv[3], sys.argv[4])
+    if sys.argv[1] in ("--skip", "--skip-stream"):
+        return skip_with_all_reduce(sys.argv[2], sys.argv[3], int(sys.argv[4]), stream=sys.argv[1] == "--skip-stream")
     root, out, batch = sys.argv[1], sys.argv[2], int(sys.argv[3])
     state = None
     if len(sys.argv) > 4 and sys.argv[4] != "-":

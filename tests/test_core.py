@@ -124,6 +124,49 @@ def test_loader_pickles_and_runs_across_spawn(image_folder):
     assert_equal_batches(as_lists(got), as_lists(_epoch(image_folder, 1)))
 
 
+def test_a_loader_with_an_image_field_pickles(image_folder):
+    """fields={"image": fl.Image([...])} held the compiled plan, which does not pickle: such a Loader
+    could not cross spawn ('self.p cannot be converted to a Python object for pickling')."""
+    folder = fl.ImageFolder(image_folder)
+    records = fl.ListSource([{"image": p, "label": int(y)} for p, y in (folder[i] for i in range(len(folder)))])
+
+    def make():
+        image = fl.Image([fl.RandomResizedCrop(16), fl.RandomHorizontalFlip()], dtype="uint8", layout="NHWC",
+                         dct_scale=False)
+        return fl.Loader(records, batch_size=4, shuffle=True, seed=5, copy=True,
+                         fields={"image": image, "label": "index"})
+    expected = list(make())
+    loader = make()
+    it = iter(loader)
+    next(it)
+    del it
+    clone = pickle.loads(pickle.dumps(loader))
+    field = next(b.field for b in clone._bindings if b.field.name == "image")
+    assert (field.dtype, field.layout, field.size, field._options["dct_scale"]) == ("uint8", "NHWC", (16, 16), False)
+    rest = list(clone)
+    assert len(rest) == len(expected) - 1
+    for got, want in zip(rest, expected[1:]):
+        np.testing.assert_array_equal(got["image"], want["image"])
+
+
+def test_a_loader_made_before_the_world_is_known_shards_once_it_is(image_folder, monkeypatch):
+    """Made (or unpickled, as mp.spawn does) before init_process_group, a Loader kept the world of
+    one it saw then, and every rank loaded every record. An auto-detected world is looked up again
+    when the Loader is used; one given explicitly stays."""
+    monkeypatch.delenv("RANK", raising=False)
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    loader = fl.Loader(fl.ImageFolder(image_folder), batch_size=4, transforms=[fl.CenterCrop(8)])
+    pinned = fl.Loader(fl.ImageFolder(image_folder), batch_size=4, transforms=[fl.CenterCrop(8)], rank=0,
+                       world_size=1)
+    whole = len(loader)
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    assert (len(loader), loader.rank, loader.world_size) == (-(-len(loader.source) // 8), 1, 2)
+    assert len(pinned) == whole
+    labels = [y for _, y in loader]
+    assert len(labels) == len(loader) and loader.state_dict()["world_size"] == 2
+
+
 def _epoch(image_folder, epoch):
     ref = image_loader(image_folder, copy=True)
     ref.set_epoch(epoch)

@@ -188,3 +188,40 @@ def test_a_wholly_failed_batch_does_not_cost_its_rank_a_step(tmp_path):
     order = loader.order(0)
     want = [order[loader._sampler.positions(0, b)].tolist() for b in range(6)]
     assert ids == want[:2] + [want[3]] + want[3:]
+
+
+def test_a_streamed_batch_that_wholly_fails_is_stood_in_from_its_step(tmp_path):
+    """The same bad batch, the records as a stream: a stream's batch every record of which failed
+    was dropped, so that rank ran a step fewer and the all-reduce waited forever. Another rank's
+    share of the same global step stands in."""
+    from fastload.synthetic import make_image_folder
+    root = make_image_folder(str(tmp_path / "d"), classes=1, per_class=24, size=(24, 24))
+    paths = sorted(os.path.join(dp, f) for dp, _, fs in os.walk(root) for f in fs if f.endswith(".jpg"))
+    for i in (10, 11):   # the stream's third global step of 4 is records 8..11: rank 1 takes 10 and 11
+        with open(paths[i], "wb") as f:
+            f.write(b"not a JPEG at all")
+    ranks = launch(2, ["--skip-stream", root, str(tmp_path / "out"), "2"], str(tmp_path / "out"))
+    assert [r["batches"] for r in ranks] == [6, 6]
+    assert [(r["skipped"], r["stand_ins"], r["samples"]) for r in ranks] == [(0, 0, 12), (2, 1, 12)]
+
+
+def test_a_url_source_built_on_rank_0_alone_stops_the_others_naming_both(tmp_path):
+    """Rank 0 lists for every rank, and broadcasts pair up by order alone: a source rank 0 built
+    first (a validation set) handed its files to the other rank's training source, silently. The
+    other rank now stops, naming both."""
+    from fastload.synthetic import make_image_folder
+    train = make_image_folder(str(tmp_path / "train"), classes=2, per_class=3, size=(16, 16))
+    val = make_image_folder(str(tmp_path / "val"), classes=2, per_class=1, size=(16, 16))
+    out = tmp_path / "out"
+    out.mkdir()
+    home = os.path.dirname(os.path.dirname(fl.__file__))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (home, os.environ.get("PYTHONPATH")) if p),
+               OMP_NUM_THREADS="1")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+           os.path.join(HERE, "_dist_worker.py"), "--mislisted", train, val, str(out)]
+    subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    with open(out / "rank1.json") as f:
+        rank1 = json.load(f)
+    assert rank1["error"].endswith(f"file://{train}: rank 1 lists this while rank 0 listed 'file://{val}': under "
+                                   "torch.distributed rank 0 lists for every rank, so every rank must build the "
+                                   "same URL sources in the same order"), rank1

@@ -467,3 +467,23 @@ def test_webdataset_key_and_url_are_not_passed_through_unless_named(tmp_path):
         assert len(batch) == 2 and batch[1].tolist() == [0, 1, 2], type(source).__name__
     named = next(iter(fl.Loader(shards.stream(), batch_size=3, fields={**fields, "__key__": None})))
     assert named["__key__"] == ["k0", "k1", "k2"]
+
+
+def test_a_failure_fraction_is_of_the_records_a_rank_loads():
+    """Each rank counts its own failures: measured against the whole dataset, a fraction let every
+    one of 8 ranks lose 8x the share asked for. 6 of rank 1's 50 records fail: over 10% of its
+    records, though not of the dataset's 100."""
+    import io
+
+    def png(i):
+        buf = io.BytesIO()
+        Image.fromarray(np.full((4, 4, 3), i, np.uint8)).save(buf, "PNG")
+        return buf.getvalue()
+    records = [(b"garbage" if 10 <= i < 16 else png(i), i) for i in range(100)]
+
+    def make(rank):
+        return fl.Loader(fl.ListSource(records), batch_size=10, rank=rank, world_size=2, max_failures=0.1,
+                         transforms=[fl.CenterCrop(4)])
+    with pytest.raises(fl.RecordError, match=r"6 records failed this epoch, over max_failures=0\.1"):
+        list(make(1))
+    assert sum(len(x) for x, _ in make(0)) == 50

@@ -144,6 +144,8 @@ class ImageField(Field):
                  scale: bool | None = None, name: str = "image"):
         self.name = name
         self.transforms = list(transforms)
+        self._options = dict(dtype=dtype, layout=layout, exif=exif, max_pixels=max_pixels, dct_scale=dct_scale,
+                             reducing_gap=reducing_gap, interpolation=interpolation, scale=scale)
         self.dtype, self.layout, self.exif, self.max_pixels = _dtype_name(dtype), layout, exif, max_pixels
         self.reducing_gap = reducing_gap
         self.plan, self.size = compile_plan(
@@ -151,6 +153,9 @@ class ImageField(Field):
             dct_scale=dct_scale, reducing_gap=reducing_gap, interpolation=interpolation,
             scale=self.default_scale if scale is None else scale)
         self._local = threading.local()
+
+    def __reduce__(self):   # the compiled plan does not pickle: made again from what made it
+        return _rebuilt, (type(self), self.transforms, {**self._options, "name": self.name})
 
     def outputs(self):
         h, w = self.size
@@ -227,6 +232,10 @@ class ImageField(Field):
             return str(e)
         return worker.process_rgb(plan, np.ascontiguousarray(img), ctx.seed, ctx.epoch, index, out_row,
                                   full_size=full, scale=scale)
+
+
+def _rebuilt(cls, transforms, options):
+    return cls(transforms, **options)
 
 
 class Image(ImageField):

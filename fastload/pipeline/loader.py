@@ -147,6 +147,7 @@ class Loader(Fluent):
         self.output, self.copy, self.collate = output, copy, collate
         self.on_error, self.max_failures = on_error, _check_budget(max_failures)
         self.rank, self.world_size = distributed_world(rank, world_size)
+        self._auto_world = rank is None and world_size is None
         self.max_memory = max_memory
         from .device import DeviceTransfer       # validates device= and pin_memory= now, imports nothing heavy
         # JAX places batches itself: device= is then a jax Device or Sharding (e.g.
@@ -257,7 +258,17 @@ class Loader(Fluent):
         """Batches this rank yields in a whole epoch."""
         if not self._random_access:
             raise TypeError(f"a stream has no length known in advance ({type(self.source).__name__})")
+        self._check_world()
         return self._sampler.steps(0)
+
+    def _check_world(self) -> None:
+        """Look an auto-detected world up again: a Loader made, or unpickled, before
+        ``init_process_group`` (as under ``mp.spawn``) would otherwise give each rank every record."""
+        if self._auto_world:
+            world = distributed_world(None, None)
+            if world != (self.rank, self.world_size):
+                self.rank, self.world_size = world
+                self._sampler = Sampler(self._sampler.n, self.batch_size, self.drop_last, *world)
 
     def order(self, epoch: int) -> np.ndarray:
         """The record indices of ``epoch`` in the global order they are batched."""
@@ -274,6 +285,7 @@ class Loader(Fluent):
     # -- resumable state ------------------------------------------------------------
     def state_dict(self) -> dict:
         """Where the consumer is: the next batch to be yielded. Small and JSON-serialisable."""
+        self._check_world()
         epoch, offset = self._position
         return {"version": _STATE_VERSION, "epoch": epoch, "batch": self._batches_done(offset), "offset": offset,
                 "seed": self.seed, "shuffle": self.shuffled, "batch_size": self.batch_size,
@@ -351,6 +363,7 @@ class Loader(Fluent):
 
     # -- iteration ------------------------------------------------------------------
     def __iter__(self):
+        self._check_world()
         epoch, offset = self._position
         if self._random_access and self._sampler.steps(offset) == 0:   # drop_last stops short of n
             epoch, offset = epoch + 1, 0
@@ -365,6 +378,7 @@ class Loader(Fluent):
         """
         if not self._random_access:
             raise TypeError("batch_at needs a random-access source")
+        self._check_world()
         epoch = self._position[0] if epoch is None else _check_epoch(epoch)
         steps = self._sampler.steps(0)
         if not 0 <= b < steps:
@@ -534,6 +548,28 @@ class Loader(Fluent):
                 return batch, job.kept
         return None, 0
 
+    def _stand_in_from_step(self, job):
+        """(batch, records kept) in place of a streamed batch every record of which failed: the next
+        rank's share of the same global step that reads; (None, 0) when none does. Every rank then
+        yields a batch for the step, or (the whole step failed) every rank skips it: their counts
+        stay equal, which a collective per step needs."""
+        records, start = job.step_records
+        B, W = self.batch_size, self.world_size
+        for k in range(1, W):
+            pos = np.arange(B) + ((self.rank + k) % W) * B
+            pos %= len(records)
+            other = _Job(self, self._slots(), job.epoch, job.step, (start + pos).astype(np.uint64),
+                         [records[p] for p in pos])
+            failures = {}
+            for chunk in other.chunks():
+                failures.update(self._fill_chunk(chunk))
+            batch = self._finish(other, failures, count=False)
+            if batch is not None:
+                with self._lock:
+                    self._stats["stand_ins"] += 1
+                return batch, other.kept
+        return None, 0
+
     def _apply_policy(self, job, failures, count: bool = True) -> int:
         first = min(failures)
         field, reason, rid = failures[first]
@@ -571,8 +607,9 @@ class Loader(Fluent):
             return
         field, reason, rid = new[-1]
         budget = self.max_failures
-        if budget is not None:   # per epoch: a fraction is of the epoch's records (or those seen, for a stream)
-            total = self._num_records() or self._stats["samples"] + failed
+        if budget is not None:   # per epoch and rank: a fraction is of this rank's records (those seen, streamed)
+            n = self._num_records()
+            total = min(n, len(self) * self.batch_size) if n else self._stats["samples"] + failed
             allowed = budget if isinstance(budget, int) else math.floor(budget * total)
             if failed > allowed:
                 raise RecordError(rid, f"{failed} records failed this epoch, over "
@@ -611,10 +648,11 @@ class Loader(Fluent):
 
 class _Job:
     """One batch being filled: its lease, record indices and the raw values collected alongside."""
-    __slots__ = ("epoch", "step", "idx", "records", "lease", "extra", "n", "kept", "workers")
+    __slots__ = ("epoch", "step", "idx", "records", "lease", "extra", "n", "kept", "workers", "step_records")
 
     def __init__(self, loader, pool, epoch, step, idx, records):
         self.epoch, self.step, self.idx, self.records = epoch, step, idx, records
+        self.step_records = None
         self.lease = pool.acquire()
         self.n = self.kept = len(idx)
         names = list(loader._raw) + list(loader._passthrough)
@@ -657,7 +695,9 @@ def _plan(L, pool, epoch, offset):
             pos = np.arange(r * B, r * B + B)
             pos = pos[pos < len(records)] if L.world_size == 1 else pos % len(records)
             start = offset + step * G
-            yield _Job(L, pool, epoch, step, (start + pos).astype(np.uint64), [records[p] for p in pos])
+            job = _Job(L, pool, epoch, step, (start + pos).astype(np.uint64), [records[p] for p in pos])
+            job.step_records = (records, start)   # every rank's share: a stand-in comes from another
+            yield job
     finally:
         close = getattr(it, "close", None)
         if close is not None:
@@ -737,7 +777,9 @@ class _LoaderIter(Node):
                 L._position = (self.epoch, self.offset)
                 if batch is None and L._random_access:   # every record failed: another batch stands in
                     batch, kept = L._stand_in(self.epoch, self.start, job.step)
-                if batch is None:   # a stream's: nothing to yield (a stream has no count to keep)
+                elif batch is None and L.world_size > 1:   # a stream's: another rank's share of the step
+                    batch, kept = L._stand_in_from_step(job)
+                if batch is None:   # nothing to yield: a stream alone, or a step every record of which failed
                     continue
                 L._stats["batches"] += 1
                 L._stats["samples"] += kept

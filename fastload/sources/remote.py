@@ -549,7 +549,10 @@ def listed_once(url: str, listing: Callable[[], dict]) -> dict:
     lists and broadcasts the result (a bucket listed by every rank is a request storm); else here.
 
     Sources list in their constructors, in the same order on every rank and from the
-    main thread, which is what a collective call needs.
+    main thread, which is what a collective call needs. Broadcasts pair up by order alone,
+    so rank 0 sends the URL with its listing: a rank that built another source meanwhile
+    (one rank 0 did not build, or in another order) is stopped, not handed another
+    source's files.
     """
     dist = sys.modules.get("torch.distributed")   # never imports torch itself
     if dist is None or not dist.is_available() or not dist.is_initialized() or dist.get_world_size() < 2:
@@ -557,13 +560,17 @@ def listed_once(url: str, listing: Callable[[], dict]) -> dict:
     box, error = [None], None
     if dist.get_rank() == 0:
         try:
-            box[0] = (True, listing())
+            box[0] = (url, True, listing())
         except Exception as e:   # the other ranks must hear of it, not wait for a broadcast forever
-            error, box[0] = e, (False, str(e))
+            error, box[0] = e, (url, False, str(e))
     dist.broadcast_object_list(box, src=0)
     if error is not None:
         raise error
-    ok, value = box[0]
+    sent, ok, value = box[0]
+    if sent != url:
+        raise StorageError(url, f"rank {dist.get_rank()} lists this while rank 0 listed {sent!r}: under "
+                                "torch.distributed rank 0 lists for every rank, so every rank must build the "
+                                "same URL sources in the same order")
     if not ok:
         raise StorageError(url, f"listing failed on rank 0: {value}")
     return value
