@@ -86,6 +86,7 @@ def readme_block(heading):
 
 
 @pytest.mark.parametrize("heading,module", [("## A training loop", "torch"),
+                                            ("## Many GPUs, many machines", "torch"),
                                             ("**TensorFlow**.", "tensorflow"),
                                             ("**Your own augmentations, compiled with Numba.**", "numba")])
 def test_readme_code_runs_as_written(tmp_path, heading, module):

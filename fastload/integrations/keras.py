@@ -93,14 +93,10 @@ class KerasDataset(DataAdapter):
     def get_tf_dataset(self):
         import tensorflow as tf
 
-        from .tf import _arrays, _signature
+        from .tf import _arrays, _no_read_ahead, _signature
         signature = _signature(_arrays(self._structure(next(iter(self._batches())))), tf)
-        # No read-ahead: the loader's threads already work ahead, and batches tf.data buffered
-        # would count as consumed, so a state_dict() after fit would skip them on resume.
-        options = tf.data.Options()
-        options.experimental_optimization.inject_prefetch = False
-        return tf.data.Dataset.from_generator(self.get_numpy_iterator, output_signature=signature) \
-            .with_options(options)
+        # the loader's threads already work ahead; what tf.data read ahead, a resume would skip
+        return _no_read_ahead(tf.data.Dataset.from_generator(self.get_numpy_iterator, output_signature=signature), tf)
 
     # -- iteration ----------------------------------------------------------------------
     def _num_records(self):

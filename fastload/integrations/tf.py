@@ -70,8 +70,14 @@ def as_dataset(loader, *, prefetch: int | None = None):
     ds = tf.data.Dataset.from_generator(batches, output_signature=signature)
     if prefetch:
         return ds.prefetch(tf.data.AUTOTUNE if prefetch == -1 else prefetch)
+    return _no_read_ahead(ds, tf)
+
+
+def _no_read_ahead(ds, tf):
+    """``ds`` without the prefetch tf.data otherwise injects: a batch it buffered would count as
+    taken, and a pass left early (or a state_dict() after it) would skip it."""
     options = tf.data.Options()
-    options.experimental_optimization.inject_prefetch = False   # else tf.data buffers a batch or two anyway
+    options.experimental_optimization.inject_prefetch = False
     return ds.with_options(options)
 
 

@@ -392,10 +392,14 @@ class Loader(Fluent):
         """(job, batch or None) of batch ``b`` of ``epoch`` (counted from global sample ``base``),
         filled in the calling thread."""
         job = _Job(self, self._slots(), epoch, b, self.order(epoch)[self._sampler.positions(base, b)], None)
+        return job, self._fill_whole(job, count)
+
+    def _fill_whole(self, job, count: bool = True):
+        """The batch of ``job`` (or None), every chunk filled in the calling thread."""
         failures = {}
         for chunk in job.chunks():
             failures.update(self._fill_chunk(chunk))
-        return job, self._finish(job, failures, count)
+        return self._finish(job, failures, count)
 
     # -- preparation ------------------------------------------------------------------
     def _prepare(self):
@@ -560,10 +564,7 @@ class Loader(Fluent):
             pos %= len(records)
             other = _Job(self, self._slots(), job.epoch, job.step, (start + pos).astype(np.uint64),
                          [records[p] for p in pos])
-            failures = {}
-            for chunk in other.chunks():
-                failures.update(self._fill_chunk(chunk))
-            batch = self._finish(other, failures, count=False)
+            batch = self._fill_whole(other, count=False)
             if batch is not None:
                 with self._lock:
                     self._stats["stand_ins"] += 1
