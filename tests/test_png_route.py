@@ -21,6 +21,7 @@ import zlib
 
 import numpy as np
 import pytest
+import PIL
 from PIL import Image, ImageOps
 
 import fastload as fl
@@ -29,6 +30,8 @@ from fastload.errors import DecodeError
 from fastload.image import field as field_module
 from fastload.image.decode import pillow_decode, read_image
 from helpers import encode, photo_like
+
+PILLOW = tuple(int(v) for v in PIL.__version__.split(".")[:2])
 
 needs_spng = pytest.mark.skipif(not _batch.HAVE_SPNG, reason="built without libspng (PNGs take the Pillow route)")
 
@@ -225,7 +228,8 @@ def test_pillow_written_pngs_match_pillow(mode, h, w):
     kw = {"transparency": 3} if mode == "P-index-transparency" else {}
     data = encode(im, "PNG", optimize=h * w < 10_000, **kw)
     with Image.open(io.BytesIO(data)) as check:
-        assert check.mode == im.mode and ("transparency" in check.info) == (mode.startswith("P-"))
+        read_as = "I" if mode == "I;16" and PILLOW < (10, 3) else im.mode   # older Pillows widen 16-bit grey
+        assert check.mode == read_as and ("transparency" in check.info) == (mode.startswith("P-"))
     np.testing.assert_array_equal(_batch.PngDecoder().decode(data), pillow_rgb(data))
 
 
@@ -496,8 +500,12 @@ def test_exif_chunks_the_kernel_reads_and_those_it_leaves_to_pillow():
         # Whoever decodes it, the Loader gives the Pillow route's sample, or its error.
         kw = dict(batch_size=1, transforms=[fl.Resize((30, 20) if orientation == 6 else (20, 30))],
                   dtype="uint8", layout="NHWC")
+        if name == "prefixed" and PILLOW < (11, 0):   # older Pillows refuse the prefix: the same tag without it
+            data_for_pillow = make_png(a, 8, 2, before_idat=[(b"eXIf", exif_block(6))])
+        else:
+            data_for_pillow = data
         try:
-            ref = pillow_route([data], **kw)
+            ref = pillow_route([data_for_pillow], **kw)
         except DecodeError as e:
             with pytest.raises(DecodeError) as got:
                 batches([data], **kw)

@@ -59,16 +59,20 @@ _HEADER_BYTES = 1 << 16   # enough for most JPEG headers; image_size reads on if
 _local = threading.local()
 
 
-def _pillow_orients_tiff() -> bool:
-    """Whether this Pillow applies a TIFF's orientation tag itself (Pillow >= 8.2 does, on open:
-    ``size`` is already the displayed one, and ``load`` transposes the pixels)."""
+def _pillow_turns_tiff() -> str | None:
+    """When this Pillow applies a TIFF's orientation tag itself: ``"open"`` (Pillow >= 11:
+    ``size`` is already the displayed one), ``"load"`` (Pillow 8.2 to 10: ``size`` is the
+    stored one until ``load`` transposes the pixels), or None (older: never)."""
     buf = io.BytesIO()
     Image.new("L", (2, 1)).save(buf, "TIFF", tiffinfo={_ORIENTATION_TAG: 6})
     with Image.open(buf) as im:
-        return im.size == (1, 2)
+        if im.size == (1, 2):
+            return "open"
+        im.load()
+        return "load" if im.size == (1, 2) else None
 
 
-_PILLOW_ORIENTS_TIFF = _pillow_orients_tiff()
+_PILLOW_TURNS_TIFF = _pillow_turns_tiff()
 
 
 def read_image(src, *, exif: bool = True, max_pixels: int | None = DEFAULT_MAX_PIXELS,
@@ -124,11 +128,10 @@ def pillow_decode(data, name: str, *, exif: bool = True, max_pixels: int | None 
         with Image.open(io.BytesIO(data)) as im:
             _check_pixels(im.size, max_pixels, name)
             orientation = _orientation(im) if exif else 1
-            if im.format == "TIFF" and _PILLOW_ORIENTS_TIFF:
-                if not exif:   # undo Pillow's turn: the stored pixels were asked for
-                    orientation = _INVERSE.get(_orientation(im), 1)
-                else:
-                    orientation = 1
+            if im.format == "TIFF" and _PILLOW_TURNS_TIFF:
+                tag = _orientation(im)   # read before load: Pillow drops the tag it applies
+                im.load()   # the turned size, whichever Pillow turns it
+                orientation = 1 if exif else _INVERSE.get(tag, 1)   # undo the turn for stored pixels
             full = im.size
             shown = full[::-1] if orientation in _SWAPS_AXES else full
             want = draft_size(*shown) if callable(draft_size) else draft_size
@@ -230,7 +233,7 @@ def _size_from(f, exif: bool, name: str) -> tuple[int, int]:
         try:
             with Image.open(f) as im:
                 (w, h), orientation = im.size, _orientation(im)
-                if im.format == "TIFF" and _PILLOW_ORIENTS_TIFF:   # size is already the displayed one
+                if im.format == "TIFF" and _PILLOW_TURNS_TIFF == "open":   # size is already the displayed one
                     orientation = 1 if exif else _INVERSE.get(orientation, 1)
                 elif not exif:
                     orientation = 1
