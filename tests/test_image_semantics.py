@@ -465,3 +465,29 @@ def test_pillow_jpeg_hands_everything_else_to_pillow_decode():
         assert pillow_jpeg(data, "x") is None
     with pytest.raises(fl.DecodeError, match="over the limit"):
         pillow_jpeg(jpeg.getvalue(), "x", max_pixels=100)
+
+
+# -- a pixel transform given twice ------------------------------------------------------------
+
+@pytest.mark.parametrize("twice", [
+    [fl.ColorJitter(brightness=(0.5, 0.5)), fl.ColorJitter(contrast=(0.5, 0.5))],
+    [fl.RandomHorizontalFlip(1.0), fl.RandomHorizontalFlip(1.0)],
+    [fl.RandomVerticalFlip(0.3), fl.RandomHorizontalFlip(), fl.RandomVerticalFlip(0.3)],
+    [fl.RandomRotate90(), fl.RandomRotate90()],
+])
+def test_a_pixel_transform_given_twice_is_refused_not_replaced(tmp_path, twice):
+    # The fused plan applies each pixel op once per sample: the second would silently replace the
+    # first (brightness 0.5 then contrast 0.5 of flat grey 100 gave 100, not 50).
+    Image.fromarray(np.full((8, 8, 3), 100, np.uint8)).save(tmp_path / "g.png")
+    name = type(twice[0]).__name__
+    with pytest.raises(ValueError, match=f"{name} given twice"):
+        fl.Loader(fl.ListSource([str(tmp_path / "g.png")], "files"), batch_size=1,
+                  transforms=[fl.Resize((4, 4)), *twice])
+    with pytest.raises(ValueError, match=f"{name} given twice"):
+        fl.Image([fl.Resize((4, 4)), *twice])
+    # One of each is what the plan is for: brightness 0.5 of grey 100 is 50, exactly as
+    # torchvision's adjust_brightness (a blend with black) gives.
+    got = next(iter(fl.Loader(fl.ListSource([str(tmp_path / "g.png")], "files"), batch_size=1, dtype="uint8",
+                              layout="NHWC", transforms=[fl.Resize((4, 4)), twice[0]])))
+    if name == "ColorJitter":
+        assert (np.asarray(got) == 50).all()

@@ -61,6 +61,12 @@ def _dtype_name(dtype) -> str:
     return name
 
 
+_FLIP_MERGE = "give one, with p = p1 + p2 - 2 * p1 * p2 (two flips that both fire cancel)"
+_MERGE = {ColorJitter: "give one ColorJitter with every factor (brightness=..., contrast=..., ...)",
+          RandomHorizontalFlip: _FLIP_MERGE, RandomVerticalFlip: _FLIP_MERGE,
+          RandomRotate90: "give one"}
+
+
 def compile_plan(transforms: Sequence, *, dtype="float32", layout: str = "NCHW",
                  exif: bool = True, max_pixels: int = DEFAULT_MAX_PIXELS, dct_scale: bool = True,
                  reducing_gap: float = DEFAULT_REDUCING_GAP, scale: bool = False,
@@ -78,6 +84,7 @@ def compile_plan(transforms: Sequence, *, dtype="float32", layout: str = "NCHW",
     if interpolation is not None and interpolation not in INTERPOLATIONS:
         raise ValueError(f"interpolation must be one of {sorted(INTERPOLATIONS)}, got {interpolation!r}")
     geometry, flips, jitter, normalize, size = [], {}, ColorJitter().ranges(), None, None
+    pixel_ops = {}
     seen_pixel_op = False
     for t in transforms:
         if normalize is not None:
@@ -90,6 +97,12 @@ def compile_plan(transforms: Sequence, *, dtype="float32", layout: str = "NCHW",
             size = t.static_size
         elif isinstance(t, PixelOp):
             seen_pixel_op = True
+            # The plan applies each pixel op at most once per sample: a second one would
+            # silently replace the first, not follow it.
+            if type(t) in pixel_ops:
+                raise ValueError(f"{type(t).__name__} given twice ({pixel_ops[type(t)]!r}, then {t!r}): "
+                                 f"each pixel transform is applied once per sample; {_MERGE[type(t)]}")
+            pixel_ops[type(t)] = t
             if isinstance(t, ColorJitter):
                 jitter = t.ranges()
             else:
