@@ -55,7 +55,7 @@ def loader(image_folder, device, **kw):
 
 
 @pytest.mark.parametrize("dtype, layout, tol", [("float32", "NCHW", 2e-6), ("float16", "NCHW", 2e-3),
-                                                ("float32", "NHWC", 2e-6)])
+                                                ("float32", "NHWC", 2e-6), (np.float16, "NCHW", 2e-3)])
 def test_images_cross_as_uint8_and_are_normalised_on_the_device(image_folder, dtype, layout, tol):
     backend = StandIn()
     got = [tuple(np.asarray(a) for a in b) for b in loader(image_folder, backend, dtype=dtype, layout=layout)]
@@ -71,6 +71,24 @@ def test_images_cross_as_uint8_and_are_normalised_on_the_device(image_folder, dt
     assert len(images) == len(got) and all(c[2][-1] == 3 for c in images)   # uint8 NHWC over the link
     assert len(backend.waited) == len(got)                                  # the consumer's stream waited
     assert backend.constants_made == 2                    # scale and bias reach the device once, not per batch
+
+
+@pytest.mark.parametrize("dtype", ["uint8", np.uint8, np.dtype(np.uint8)])
+def test_uint8_pixels_on_the_device_however_the_dtype_is_spelled(image_folder, dtype):
+    # Normalised values do not fit uint8: refused when the Loader is made, as on the host (np.uint8
+    # once took the float path and failed in the first batch).
+    with pytest.raises(ValueError, match="uint8 output cannot hold normalised values"):
+        loader(image_folder, StandIn(), dtype=dtype)
+    tr = [fl.RandomResizedCrop(16), fl.RandomHorizontalFlip()]
+    backend = StandIn()
+    got = [np.asarray(b[0]) for b in fl.Loader(fl.ImageFolder(image_folder), batch_size=4, shuffle=True, seed=1,
+                                               device=backend, transforms=tr, dtype=dtype, layout="NCHW")]
+    host = [np.array(b[0]) for b in fl.Loader(fl.ImageFolder(image_folder), batch_size=4, shuffle=True, seed=1,
+                                              transforms=tr, dtype="uint8", layout="NCHW")]
+    assert len(got) == len(host) and backend.constants_made == 0   # the pixels as they are: no op on the device
+    for x, hx in zip(got, host):
+        assert x.dtype == np.uint8 and x.shape == hx.shape
+        np.testing.assert_array_equal(x, hx)
 
 
 def test_a_slot_is_refilled_only_after_its_copy_completed(image_folder):

@@ -136,8 +136,9 @@ class DeviceTransfer:
     # -- images cross as uint8 and are normalised on the device -------------------------
     def device_image(self, name: str, transforms: list, options: dict):
         """Host-side (transforms, options) for image field ``name``; records the device op."""
+        from ..image.field import _dtype_name
         from ..ops.normalize import Normalize
-        dtype = options.get("dtype", "float32")
+        dtype = _dtype_name(options.get("dtype", "float32"))   # np.uint8 is "uint8" too
         if not self.to_device or dtype == "uint8":
             return transforms, options
         norm = transforms[-1] if transforms and isinstance(transforms[-1], Normalize) else None
