@@ -105,8 +105,8 @@ class read_images(Stage):
                  dct_scale: bool = False):
         super().__init__()
         from .image.field import ImageField     # imported here: pulls in the compiled kernels
-        from .ops.geometry import Resize
-        h, w = (target_size, target_size) if isinstance(target_size, int) else map(int, target_size)
+        from .ops.geometry import Resize, _size2
+        h, w = _size2(target_size, "read_images target")
         self.target_size = (h, w)
         self.dtype = np.dtype(dtype)
         self.workers = workers or min(os.cpu_count() or 1, 8)

@@ -70,6 +70,20 @@ def test_read_images_matches_pillow(folder):
         stage.close()
 
 
+@pytest.mark.parametrize("size", [np.int64(16), [16], (np.int32(16), 16)])
+def test_read_images_takes_sizes_as_the_transforms_do(folder, size):
+    # An int, a NumPy int, [s] or an (h, w) pair, as Resize takes them (a NumPy int was "not iterable").
+    paths = ImageFolder(folder).paths[:3]
+    a, b = stages.read_images(size, workers=1), stages.read_images(16, workers=1)
+    try:
+        assert a.target_size == (16, 16)
+        np.testing.assert_array_equal(a((paths, 0))[0], b((paths, 0))[0])
+    finally:
+        a.close(), b.close()
+    with pytest.raises(TypeError, match="read_images target size must be an int or a"):
+        stages.read_images("16")
+
+
 def test_read_images_bad_file_names_it(tmp_path, folder):
     bad = tmp_path / "broken.jpg"
     bad.write_bytes(b"\xff\xd8\xff not a jpeg")
