@@ -20,9 +20,10 @@ Conventions (torchvision's unless said): float output without Normalize is
 pixel / 255 in [0, 1] for :class:`Image` (``ToDtype(float32, scale=True)``);
 ``scale=False`` keeps 0..255. JPEGs are DCT-scaled only while the decoded
 crop stays at least ``reducing_gap`` (default 2, as Pillow's ``thumbnail``)
-times the output, then resampled with the antialiasing filter, so samples
-stay within about one grey level of Pillow's ``resize``; ``dct_scale=False``
-never scales.
+times the output, then resampled with the antialiasing filter, so samples of
+photographs stay within a grey level or two of Pillow's ``resize`` (a sharp
+line at an edge whose size is not a multiple of 8 times the scale can be tens
+of levels off, as with Pillow's own ``draft``); ``dct_scale=False`` never scales.
 """
 from __future__ import annotations
 
