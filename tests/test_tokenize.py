@@ -297,3 +297,27 @@ def test_needs_prepare_only_for_a_word_vocabulary_to_build():
     tok = Tokenize({"a": 5})
     tok.prepare_chunks([["b c"]])   # nothing to do: the given vocabulary stays
     assert tok.vocab == {"a": 5}
+
+
+@pytest.mark.parametrize("vocab", ["given", "built by prepare"])
+def test_a_loader_with_a_word_vocabulary_pickles(tmp_path, vocab):
+    # Loaders cross spawn and forkserver boundaries pickled; the compiled table is rebuilt on the
+    # other side from the vocabulary ("no default __reduce__ due to non-trivial __cinit__" before).
+    import pickle
+
+    from fastload.pipeline.loader import Loader
+    from fastload.sources.text import JSONRecords
+
+    p = tmp_path / "t.jsonl"
+    p.write_text("".join(json.dumps({"text": t}) + "\n" for t in TEXTS), encoding="utf-8")
+    tok = Tokenize(WORDS if vocab == "given" else None, max_length=8, bos_id=2, eos_id=3)
+    loader = Loader(JSONRecords(p), batch_size=3, fields={"text": tok})
+    want = [b["text"].copy() for b in loader]
+    again = pickle.loads(pickle.dumps(loader))
+    got = [b["text"].copy() for b in again]
+    assert len(got) == len(want) == 3
+    for x, y in zip(got, want):
+        np.testing.assert_array_equal(x, y)
+    copy = pickle.loads(pickle.dumps(tok))
+    assert copy.vocab == tok.vocab and copy.vocab_size == tok.vocab_size
+    check_against_reference(copy, TEXTS, tok.vocab, bos=2, eos=3)

@@ -123,6 +123,14 @@ class Tokenize(Field):
         if vocab is not None:
             self._set_vocab(self._load_vocab(vocab))
 
+    def __getstate__(self):
+        return {**self.__dict__, "_table": None}   # the compiled table is rebuilt from the vocabulary
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        if self.vocab is not None:
+            self._set_vocab(self.vocab)
+
     # -- vocabulary -------------------------------------------------------
     def _load_vocab(self, vocab) -> dict[str, int]:
         if isinstance(vocab, dict):
