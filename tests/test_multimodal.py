@@ -120,6 +120,18 @@ def test_join_names_a_record_without_a_key(tmp_path):
         join(x=key_by(JSONRecords(str(path)), lambda r: r["id"].upper()), y=other)
 
 
+def test_join_names_a_record_whose_key_cannot_be_hashed(tmp_path):
+    path = tmp_path / "ids.jsonl"
+    path.write_text('{"id": 0}\n{"id": [1, 2]}\n')
+    other = key_by(ListSource([{"id": 0}, {"id": 1}]), "id")
+    with pytest.raises(RecordError, match=r"ids\.jsonl:line 2: join: its key \[1, 2\] is a list, which cannot be"):
+        join(x=key_by(JSONRecords(str(path)), "id"), y=other)
+    # The way out the message names: a function returning a hashable key.
+    joined = join(x=key_by(JSONRecords(str(path)), lambda r: r["id"] if isinstance(r["id"], int) else r["id"][0]),
+                  y=other)
+    assert len(joined) == 2 and [joined[i]["x"]["id"] for i in range(2)] == [0, [1, 2]]
+
+
 def test_join_needs_keyed_sources():
     with pytest.raises(TypeError, match="key_by"):
         join(a=ListSource([1]))

@@ -151,11 +151,18 @@ class KeyedSource(Source):
             for i in range(len(self.source)):
                 record = self.source[i]
                 try:
-                    keys.append(key(record) if callable(key) else record[key])
+                    k = key(record) if callable(key) else record[key]
                 except Exception as e:   # a missing field, a record of another shape, the function's own
                     why = f"no field {key!r}" if isinstance(e, KeyError) and not callable(key) else \
                         f"its key cannot be taken ({type(e).__name__}: {e})"
                     raise RecordError(self.source.record_id(i), f"join: {why}") from e
+                try:
+                    hash(k)
+                except TypeError:   # a JSON list or object as the id
+                    raise RecordError(self.source.record_id(i), f"join: its key {k!r} is a {type(k).__name__}, "
+                                      "which cannot be a key: key_by a function that returns a hashable "
+                                      "value (a str, a number, a tuple)") from None
+                keys.append(k)
             self._keys = keys
         return self._keys
 
