@@ -153,6 +153,10 @@ def _group(members, size: int) -> list[_Sample]:
     return samples
 
 
+_INDEX_SUFFIX = ".idx.json"
+_INDEX_FILE = re.compile(r"\.idx\.json(\.\d+\.tmp)?$")   # a shard's index, or one being written
+
+
 class TarShards(Source):
     """Samples of WebDataset-style tar shards, by index.
 
@@ -184,7 +188,11 @@ class TarShards(Source):
         found = []
         for u in expand_urls(urls):
             web = u.startswith(("http://", "https://"))   # '?' starts a query there, and nothing lists
-            found += self.storage.glob(u) if not web and any(c in u.split("://")[-1] for c in "*?[") else [u]
+            if not web and any(c in u.split("://")[-1] for c in "*?["):
+                # A glob such as "dir/*" also matches the indexes written beside local shards.
+                found += [m for m in self.storage.glob(u) if not _INDEX_FILE.search(m)]
+            else:
+                found.append(u)
         return found
 
     # -- the index ------------------------------------------------------------------
@@ -216,9 +224,9 @@ class TarShards(Source):
 
     def _index_path(self, url: str) -> str | None:
         if self.index_dir is not None:
-            return os.path.join(self.index_dir, "index", cache_name(url) + ".idx.json")
+            return os.path.join(self.index_dir, "index", cache_name(url) + _INDEX_SUFFIX)
         if not is_url(url) and os.access(os.path.dirname(os.path.abspath(url)), os.W_OK):
-            return url + ".idx.json"
+            return url + _INDEX_SUFFIX
         return None
 
     def _shard_index(self, url: str):
