@@ -268,6 +268,25 @@ class Labelled(ListSource):
     classes = ["cat", "dog", "eel"]
 
 
+def test_shuffled_batches_are_drawn_anew_each_pass_and_each_epoch():
+    # Every epoch of `for epoch in ...: for x, y in pipeline` once saw the same order.
+    recs = [(f"img{i}.jpg", i % 3) for i in range(40)]
+    stream = Labelled(recs).batches(8, shuffle=True, seed=5)
+    passes = [[p for ps, _ in stream for p in ps] for _ in range(3)]
+    assert all(sorted(p) == sorted(r[0] for r in recs) for p in passes)
+    assert len({tuple(p) for p in passes}) == 3
+    again = Labelled(recs).batches(8, shuffle=True, seed=5)            # the same seed replays the passes
+    assert [[p for ps, _ in again for p in ps] for _ in range(3)] == passes
+    by_epoch = {}
+    for epoch in (2, 0, 2):
+        stream.set_epoch(epoch)
+        order = [p for ps, _ in stream for p in ps]
+        assert by_epoch.setdefault(epoch, order) == order                # a function of (seed, epoch)
+    assert by_epoch[0] != by_epoch[2]
+    pairs = [(p, int(y)) for ps, ys in stream for p, y in zip(ps, ys)]   # labels stay with their paths
+    assert len(pairs) == 40 and all(int(p[3:-4]) % 3 == y for p, y in pairs)
+
+
 def test_batches_index_and_onehot():
     recs = [(f"img{i}.jpg", i % 3) for i in range(7)]
     src = Labelled(recs)

@@ -139,7 +139,9 @@ class Fluent:
 
         ``labels="index"`` gives int64 labels of shape (N,); ``"onehot"`` float32 of
         shape (N, num_classes), with num_classes taken from ``self.classes`` unless
-        given. ``shuffle`` permutes a random-access source by index (seeded).
+        given. ``shuffle`` permutes a random-access source by index, anew each pass: from
+        ``(seed, epoch)`` once ``set_epoch`` gave an epoch, else ``(seed, k)`` for the k-th pass,
+        as :meth:`shuffle` draws.
         """
         _positive("batch_size", batch_size)
         if labels not in ("index", "onehot"):
@@ -151,19 +153,23 @@ class Fluent:
             num_classes = len(classes)
         if shuffle and not (hasattr(self, "__getitem__") and _length(self) is not None):
             raise ValueError("shuffle=True needs a random-access source; use .shuffle(buffer_size) on a stream")
+        seed = rng.check_seed(seed)
         length = _length(self)
         if length is not None:
             length = length // batch_size if drop_last else math.ceil(length / batch_size)
+        passes = itertools.count()
 
-        def records():
+        def records():   # the pass is fixed at iter(), as a shuffle's is
             if shuffle:
-                order = rng.generator(seed, rng.SHUFFLE).permutation(len(self))
+                k = next(passes) if out._epoch is None else out._epoch
+                order = rng.generator(seed, rng.BATCHES, k).permutation(len(self))
                 return (self[int(i)] for i in order)
             return iter(self)
 
         depth = num_classes if labels == "onehot" else None
-        return Stream(lambda: _label_batches(records(), batch_size, drop_last, depth),
-                      length, self, f"batches({batch_size}, {labels!r})")
+        out = Stream(lambda: _label_batches(records(), batch_size, drop_last, depth),
+                     length, self, f"batches({batch_size}, {labels!r})")
+        return out
 
 
 class Stream(Fluent):

@@ -14,12 +14,13 @@ import numbers
 
 import numpy as np
 
-__all__ = ["generator", "check_seed", "ORDER", "SPLIT", "SHUFFLE", "MIX", "STAGE"]
+__all__ = ["generator", "check_seed", "ORDER", "SPLIT", "SHUFFLE", "BATCHES", "MIX", "STAGE"]
 
 # Domains: the same seed gives unrelated streams for unrelated decisions.
 ORDER = ()              # an epoch's record order: [seed, epoch] (kept short: it defines resumable state)
 SPLIT = (0x5B117,)
 SHUFFLE = (0x5D0FF,)
+BATCHES = (0xBA7C5,)   # a random-access source's order under .batches(shuffle=True), per pass
 MIX = (0x313C5,)
 STAGE = (0x57A6E,)
 
