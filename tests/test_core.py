@@ -167,6 +167,23 @@ def test_a_loader_made_before_the_world_is_known_shards_once_it_is(image_folder,
     assert len(labels) == len(loader) and loader.state_dict()["world_size"] == 2
 
 
+def test_world_size_without_rank_in_the_environment_is_refused(image_folder, monkeypatch):
+    # Every process read RANK as 0: each loaded rank 0's share, and the other shares went unseen.
+    monkeypatch.delenv("RANK", raising=False)
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(ValueError, match="WORLD_SIZE=2 is set but RANK is not"):
+        fl.Loader(fl.ImageFolder(image_folder), batch_size=4, transforms=[fl.CenterCrop(8)])
+    monkeypatch.setenv("WORLD_SIZE", "1")   # one process: rank 0 is the only one there is
+    assert fl.Loader(fl.ImageFolder(image_folder), batch_size=4, transforms=[fl.CenterCrop(8)]).rank == 0
+    monkeypatch.setenv("WORLD_SIZE", "two")
+    with pytest.raises(ValueError, match="RANK and WORLD_SIZE must be integers"):
+        fl.Loader(fl.ImageFolder(image_folder), batch_size=4, transforms=[fl.CenterCrop(8)])
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "1")
+    loader = fl.Loader(fl.ImageFolder(image_folder), batch_size=4, transforms=[fl.CenterCrop(8)])
+    assert (loader.rank, loader.world_size) == (1, 2)
+
+
 def _epoch(image_folder, epoch):
     ref = image_loader(image_folder, copy=True)
     ref.set_epoch(epoch)

@@ -40,7 +40,7 @@ def distributed_world(rank: int | None, world_size: int | None) -> tuple[int, in
         if dist is not None and dist.is_available() and dist.is_initialized():
             rank, world_size = dist.get_rank(), dist.get_world_size()
         elif "WORLD_SIZE" in os.environ:
-            rank, world_size = int(os.environ.get("RANK", 0)), int(os.environ["WORLD_SIZE"])
+            rank, world_size = _env_world(os.environ)
         else:
             rank, world_size = 0, 1
     elif rank is None or world_size is None:
@@ -48,6 +48,22 @@ def distributed_world(rank: int | None, world_size: int | None) -> tuple[int, in
     if world_size < 1 or not 0 <= rank < world_size:
         raise ValueError(f"rank must be in [0, world_size), got rank={rank}, world_size={world_size}")
     return int(rank), int(world_size)
+
+
+def _env_world(env) -> tuple[int, int]:
+    """(RANK, WORLD_SIZE) from a launcher's environment; WORLD_SIZE alone is a rank-0 trap, refused."""
+    try:
+        world_size = int(env["WORLD_SIZE"])
+        rank = int(env["RANK"]) if "RANK" in env else None
+    except ValueError:
+        raise ValueError(f"RANK and WORLD_SIZE must be integers, got RANK={env.get('RANK')!r}, "
+                         f"WORLD_SIZE={env['WORLD_SIZE']!r}") from None
+    if rank is None:
+        if world_size != 1:   # every process would be rank 0 and load the same share
+            raise ValueError(f"WORLD_SIZE={world_size} is set but RANK is not: set both (torchrun does), "
+                             "give rank= and world_size=, or initialise torch.distributed first")
+        rank = 0
+    return rank, world_size
 
 
 class Sampler:
