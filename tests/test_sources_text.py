@@ -253,6 +253,19 @@ def test_iterable_records_one_shot_and_length_checks():
         list(IterableRecords([1, 2], length=1))
 
 
+def test_a_loader_refuses_a_one_shot_iterable_records_for_what_it_is():
+    # The Loader's probe, iter(source), spent the iterator: it then said the records "were already
+    # consumed" while none had been read.
+    from fastload.pipeline.loader import Loader
+
+    it = iter([{"id": i} for i in range(10)])
+    with pytest.raises(TypeError, match="re-iterable stream .* one-shot iterator: wrap its factory"):
+        Loader(IterableRecords(it), batch_size=3, fields={"id": None})
+    assert sum(1 for _ in it) == 10   # nothing read from it
+    loader = Loader(IterableRecords(lambda: iter([{"id": i} for i in range(10)])), batch_size=3, fields={"id": None})
+    assert [list(b["id"]) for b in loader] == [[0, 1, 2], [3, 4, 5], [6, 7, 8], [9]]
+
+
 def test_jsonl_gather_matches_getitem_and_names_bad_lines(tmp_path):
     p = write(tmp_path / "t.jsonl", '{"t": "a"}\n {"t": "b"} \n{"t": "c"} {"t": "d"}\n{"t": "e"}\n')
     src = JSONRecords(p, field="t")

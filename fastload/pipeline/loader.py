@@ -126,7 +126,8 @@ class Loader(Fluent):
         self._random_access = hasattr(source, "__len__") and hasattr(source, "__getitem__")
         if not self._random_access and not hasattr(source, "__iter__"):
             raise TypeError(f"Loader needs a Source or an iterable of records, got {type(source).__name__}")
-        if not self._random_access and iter(source) is source:
+        # IterableRecords says so itself: iter() on it would spend the iterator it wraps.
+        if not self._random_access and (getattr(source, "one_shot", False) or iter(source) is source):
             raise TypeError("Loader needs a re-iterable stream (each epoch iterates it again), got a one-shot "
                             "iterator: wrap its factory, e.g. fl.IterableRecords(lambda: cursor_rows())")
         if not self._random_access and shuffle:

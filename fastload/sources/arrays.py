@@ -78,7 +78,7 @@ class IterableRecords(Fluent):
     def __init__(self, iterable_or_factory: Iterable[Any] | Callable[[], Iterable[Any]], length: int | None = None):
         self._factory = iterable_or_factory if callable(iterable_or_factory) else None
         self._iterable = None if self._factory else iterable_or_factory
-        self._one_shot = self._factory is None and iter(iterable_or_factory) is iterable_or_factory
+        self.one_shot = self._factory is None and iter(iterable_or_factory) is iterable_or_factory
         self._spent = False
         self.length = None if length is None else int(length)
 
@@ -91,7 +91,7 @@ class IterableRecords(Fluent):
         if self._factory is not None:
             source = self._factory()
         else:
-            if self._one_shot and self._spent:
+            if self.one_shot and self._spent:
                 raise RuntimeError("this IterableRecords wraps a one-shot iterator that was already consumed; "
                                    "pass a factory (a function returning a fresh iterator) to iterate again")
             self._spent = True
