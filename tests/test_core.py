@@ -236,6 +236,25 @@ def test_undeclared_fields_pass_through_collated():
     assert b["x"].shape == (4, 1)
 
 
+@pytest.mark.parametrize("output", ["torch", "jax"])
+def test_pass_through_numbers_come_out_as_the_frameworks_arrays(output):
+    """output="torch"/"jax" converted the named fields only: a pass-through column of numbers came
+    out a NumPy array beside tensors, and batch["score"].to(device) failed. Columns of numbers
+    convert with the fields; strings stay lists; the tuple order is unchanged."""
+    framework = pytest.importorskip(output)
+    array_type = framework.Tensor if output == "torch" else framework.Array
+    recs = [{"x": [float(i)], "score": i * 0.5, "n": i, "note": f"r{i}"} for i in range(8)]
+    loader = fl.Loader(fl.ListSource(recs), batch_size=4, output=output, fields={"x": fl.Numeric(1), "note": None})
+    b = next(iter(loader))
+    assert all(isinstance(b[k], array_type) for k in ("x", "score", "n")), {k: type(v) for k, v in b.items()}
+    assert np.asarray(b["score"]).tolist() == [0, 0.5, 1, 1.5] and np.asarray(b["n"]).tolist() == [0, 1, 2, 3]
+    assert b["note"] == ["r0", "r1", "r2", "r3"]
+    assert list(b) == ["x", "note", "score", "n"]
+    as_tuple = next(iter(fl.Loader(fl.ListSource(recs), batch_size=4, output=output, as_tuple=True,
+                                   fields={"x": fl.Numeric(1), "note": None})))
+    assert [type(v) for v in as_tuple] == [type(b[k]) for k in b]
+
+
 def test_loader_fluent_shuffle_is_the_method_not_an_attribute(image_folder):
     loader = image_loader(image_folder, copy=True, shuffle=False)
     out = list(loader.shuffle(3, seed=1))

@@ -96,7 +96,8 @@ class Loader(Fluent):
     ``fields={name: spec}``: a list of image transforms, a :class:`Field`
     (``fl.Image``, ``fl.Tokenize``, ``fl.Standardize``, ...), ``"index"``/``"onehot"``
     for labels, or ``None`` for the raw values as a list. Fields not named pass
-    through collated (numbers and equal-shape arrays stacked, others as lists).
+    through collated (numbers and equal-shape arrays stacked, as tensors of the
+    ``output`` framework when they hold numbers; others as lists).
 
     ``transforms=[...]`` (and a transform list in ``fields=``) is the short form
     of ``fl.Image([...])``, with the image options it owns (``dtype``,
@@ -627,18 +628,22 @@ class Loader(Fluent):
             arrays = {o.name: lease.arrays[o.name][:n].copy() for o in self._pool.outputs}
         else:
             arrays = {o.name: lease.view(o.name, n) for o in self._pool.outputs}
-        if self._device is not None:
-            arrays = self._device.transfer(arrays, lease)
-        elif self.output == "torch":
-            import torch
-            arrays = {k: torch.from_numpy(v) for k, v in arrays.items()}
-        elif self.output == "jax":   # int64 narrowed to int32 only after checking it fits (JAX without x64)
-            from ..integrations.jax import device_put
-            arrays = device_put(arrays, self._jax_target)
         for name in self._raw:
             arrays[name] = job.extra[name][:n]
         for name in self._passthrough:
             arrays[name] = collate_values(job.extra[name][:n], name)
+        # The fields' arrays become the framework's tensors, and so do pass-through columns of
+        # numbers (a consumer calls .to(device) on every one); strings and objects stay lists.
+        tensors = {o.name: arrays[o.name] for o in self._pool.outputs}
+        tensors.update((k, arrays[k]) for k in self._passthrough if _numeric(arrays[k]))
+        if self._device is not None:
+            arrays.update(self._device.transfer(tensors, lease))
+        elif self.output == "torch":
+            import torch
+            arrays.update((k, torch.from_numpy(v)) for k, v in tensors.items())
+        elif self.output == "jax":   # int64 narrowed to int32 only after checking it fits (JAX without x64)
+            from ..integrations.jax import device_put
+            arrays.update(device_put(tensors, self._jax_target))
         if self._shape == "single":
             batch = arrays[self._outputs[0].name]
         elif self._shape == "tuple":
@@ -810,6 +815,11 @@ class _LoaderIter(Node):
         self._closed = True
         self.upstream.close()
         self._jobs.close()
+
+
+def _numeric(column) -> bool:
+    """Whether a collated pass-through column is an array every framework takes (bool or numbers)."""
+    return isinstance(column, np.ndarray) and column.dtype.kind in "biufc"
 
 
 def _rebuild(init: dict, position: tuple) -> Loader:
