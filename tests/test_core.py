@@ -313,6 +313,30 @@ def test_no_empty_batch_is_ever_yielded(tmp_path):
     assert loader.stats()["skipped"] == 8 and loader.stats()["stand_ins"] == 2
 
 
+def test_batch_at_stands_in_for_a_wholly_failed_batch_as_iteration_does(tmp_path):
+    """batch_at raised RecordError for a batch whose every record failed, where iteration yields the
+    next batch that reads; tf_dataset reads its signature from batch_at(0), so it failed on a
+    loader that iterates. batch_at gives what iteration gives; a peek is no stand-in yielded."""
+    for i in range(8):
+        _write(tmp_path / f"{i:02d}.jpg", ok=False)   # batches 0 and 1 fail
+    for i in range(8, 16):
+        Image.fromarray(np.full((9, 9, 3), 10 * i, np.uint8)).save(tmp_path / f"{i:02d}.png")
+    make = lambda: fl.Loader(fl.ImageFiles(tmp_path), batch_size=4, transforms=[fl.CenterCrop(4)],
+                             on_error="skip", copy=True)
+    with pytest.warns(RuntimeWarning, match="skipping"):
+        want = list(make())
+        loader = make()
+        got = [loader.batch_at(b) for b in range(len(loader))]
+    assert [round(255 * float(b[0, 0, 0, 0])) for b in want] == [80, 80, 80, 120]   # batch 2 stands in for 0, 1
+    assert len(got) == len(want) and all(np.array_equal(g, w) for g, w in zip(got, want))
+    assert loader.stats()["stand_ins"] == 0 and loader.stats()["skipped"] == 8
+    for i in range(8, 16):
+        _write(tmp_path / f"{i:02d}.png", ok=False)
+    with pytest.warns(RuntimeWarning, match="skipping"), \
+            pytest.raises(fl.RecordError, match="every record of batch 0 failed, and every other batch's"):
+        make().batch_at(0)
+
+
 def test_an_epoch_where_everything_fails_raises(tmp_path):
     for i in range(5):
         _write(tmp_path / f"{i}.jpg", ok=False)

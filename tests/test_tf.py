@@ -1,5 +1,6 @@
 """TensorFlow: what a tf.data.Dataset of the loader yields equals the copy=True batches, pass by pass,
 for indexed sources and streams, tuples and dicts; a GradientTape loop on it learns."""
+import json
 import os
 
 import numpy as np
@@ -137,3 +138,20 @@ def test_a_gradient_tape_loop_learns(tmp_path):
     for _ in range(8):
         losses.append(float(np.mean([step(x, y) for x, y in ds])))
     assert min(losses[1:]) < 0.75 * losses[0], losses
+
+
+def test_a_first_batch_every_record_of_which_fails(tmp_path):
+    """on_error="skip", batch 0 wholly failed: iterating stands batch 1 in for it, but tf_dataset read
+    its signature from batch_at(0), which raised. The dataset yields what iteration yields."""
+    path = tmp_path / "r.jsonl"
+    path.write_text("".join(json.dumps({"x": [float("nan") if i < 4 else i], "label": i % 2}) + "\n"
+                            for i in range(12)))   # NaN features: every record of batch 0 fails
+    make = lambda **kw: fl.Loader(fl.JSONRecords(str(path)), batch_size=4, on_error="skip",
+                                  fields={"x": fl.Numeric(1), "label": "index"}, **kw)
+    with pytest.warns(RuntimeWarning, match="skipping"):
+        want = list(make(copy=True))
+        loader = make()
+        got = list(loader.tf_dataset())
+    assert [b["x"][:, 0].tolist() for b in want] == [[4, 5, 6, 7], [4, 5, 6, 7], [8, 9, 10, 11]]
+    assert_batches(got, want)
+    assert loader.stats()["stand_ins"] == 1   # the one iteration yielded: reading the signature is no stand-in

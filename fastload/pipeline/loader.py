@@ -376,7 +376,9 @@ class Loader(Fluent):
 
         A pure function of ``(seed, epoch, b)``: the same batch iteration yields, so
         frameworks can fetch batches by index from their own threads. Under
-        ``on_error="skip"`` a batch whose every record failed raises RecordError.
+        ``on_error="skip"`` a batch whose every record failed is stood in for as
+        iteration does (by the next batch that reads; not counted in ``stand_ins``,
+        which counts batches yielded); RecordError only when no batch of the epoch reads.
         """
         if not self._random_access:
             raise TypeError("batch_at needs a random-access source")
@@ -387,7 +389,10 @@ class Loader(Fluent):
             raise IndexError(f"batch {b} out of range for {steps} batches per epoch")
         job, batch = self._fill_now(epoch, b)
         if batch is None:
-            raise RecordError(self._chunk_ids(job.idx), f"every record of batch {b} failed")
+            batch, _ = self._stand_in(epoch, 0, b, count=False)
+        if batch is None:
+            raise RecordError(self._chunk_ids(job.idx), f"every record of batch {b} failed, and every other "
+                              "batch's of the epoch")
         return batch
 
     def _fill_now(self, epoch: int, b: int, count: bool = True, base: int = 0):
@@ -533,7 +538,7 @@ class Loader(Fluent):
             return None
         return self._present(job, n)
 
-    def _stand_in(self, epoch: int, start: int, step: int):
+    def _stand_in(self, epoch: int, start: int, step: int, count: bool = True):
         """(batch, records kept) yielded in place of batch ``step`` of a pass from global sample
         ``start``, every record of which failed: the first batch after it (wrapping round the
         epoch) with a record that reads; (None, 0).
@@ -541,7 +546,8 @@ class Loader(Fluent):
         So a rank yields len(loader) batches whatever fails: a collective per step (DDP's
         all-reduce) needs the same count on every rank, and Keras the count it was told. The
         batches are those of the epoch's grid the pass is on (from 0, unless it was resumed on
-        another world size), so a resumed pass picks what the uninterrupted one would."""
+        another world size), so a resumed pass picks what the uninterrupted one would.
+        ``count=False``: not counted in ``stand_ins`` (batch_at's, which is not yielded)."""
         G = self._sampler.global_batch
         base = start % G
         steps = self._sampler.steps(base)
@@ -550,7 +556,7 @@ class Loader(Fluent):
             job, batch = self._fill_now(epoch, (b + k) % steps, count=False, base=base)
             if batch is not None:
                 with self._lock:
-                    self._stats["stand_ins"] += 1
+                    self._stats["stand_ins"] += count
                 return batch, job.kept
         return None, 0
 
