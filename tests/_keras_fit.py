@@ -5,7 +5,8 @@
 A layer and a loss record every batch Keras hands the model (eagerly, so the
 values are concrete); they must equal, batch for batch, what a ``copy=True``
 loader with the same settings yields, for training (two epochs, the loader's
-worker threads), validation, and a resumed ``fit`` in a fresh loader.
+worker threads), validation, a resumed ``fit`` in a fresh loader, and dict batches
+whose ``inputs=``/``targets=`` Keras is given.
 """
 import sys
 import warnings
@@ -146,6 +147,20 @@ def main(root):
     model.fit(KerasDataset(loader), epochs=1, steps_per_epoch=2, shuffle=False, verbose=0, callbacks=[recording])
     state = loader.state_dict()
     assert (state["epoch"], state["batch"]) == (0, 2) and n > 3, (state, n)
+
+    # Dict batches, x and y picked by name (on TensorFlow the batch was picked twice, and fit failed
+    # with "tuple indices must be integers"); a column that is neither x nor y is left out.
+    src = fl.ImageFolder(root)
+    records = fl.ListSource([{"img": p, "cls": int(y), "note": f"r{i}"} for i, (p, y) in enumerate(src)])
+    fields = {"img": [fl.RandomResizedCrop(24), fl.Normalize([0.5] * 3, [0.25] * 3)], "cls": "index"}
+    dict_loader = lambda **kw: fl.Loader(records, batch_size=5, shuffle=True, seed=7, layout="NHWC", fields=fields,
+                                         **kw)
+    dict_ref = [(b["img"], b["cls"]) for b in dict_loader(copy=True)]
+    seen6, labels6 = [], []
+    model, recording = build(seen6, labels6)
+    model.fit(KerasDataset(dict_loader(), inputs="img", targets="cls"), epochs=1, shuffle=False, verbose=0,
+              callbacks=[recording])
+    check(seen6, labels6, dict_ref, "train")
 
     # train_on_batch, as the classic tutorial's loop does.
     seen3, labels3 = [], []

@@ -94,7 +94,7 @@ class KerasDataset(DataAdapter):
         import tensorflow as tf
 
         from .tf import _arrays, _no_read_ahead, _signature
-        signature = _signature(_arrays(self._structure(next(iter(self._batches())))), tf)
+        signature = _signature(_arrays(next(self._batches())), tf)   # a batch as fit gets it: structured
         # the loader's threads already work ahead; what tf.data read ahead, a resume would skip
         return _no_read_ahead(tf.data.Dataset.from_generator(self.get_numpy_iterator, output_signature=signature), tf)
 
