@@ -155,3 +155,45 @@ def test_a_first_batch_every_record_of_which_fails(tmp_path):
     assert [b["x"][:, 0].tolist() for b in want] == [[4, 5, 6, 7], [4, 5, 6, 7], [8, 9, 10, 11]]
     assert_batches(got, want)
     assert loader.stats()["stand_ins"] == 1   # the one iteration yielded: reading the signature is no stand-in
+
+
+def write_jsonl(path, rows):
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return str(path)
+
+
+def test_a_pass_through_column_of_whole_numbers_then_fractions(tmp_path):
+    """The signature came from the first batch: a pass-through JSON number column whose first batch
+    held whole numbers was signed int64, and the later batches' 8.5, 9.5, ... came out 8, 9, ...
+    A pass-through column of numbers is signed float64; the Keras adapter signs it the same way."""
+    from fastload.integrations.keras import KerasDataset
+    pytest.importorskip("keras")
+    path = write_jsonl(tmp_path / "r.jsonl", [{"x": [i], "score": i if i < 8 else i + 0.5, "n": i}
+                                              for i in range(16)])
+    make = lambda: fl.Loader(fl.JSONRecords(path), batch_size=8, fields={"x": fl.Numeric(1)})
+    want = list(make())
+    assert want[0]["score"].dtype == np.int64 and want[1]["score"].dtype == np.float64
+    ds = make().tf_dataset()
+    assert ds.element_spec["score"] == ds.element_spec["n"] == tf.TensorSpec((None,), tf.float64)
+    got = list(ds)
+    assert [v for b in got for v in b["score"].numpy().tolist()] == list(range(8)) + [i + 0.5 for i in range(8, 16)]
+    assert [v for b in got for v in b["n"].numpy().tolist()] == list(range(16))
+    keras_ds = KerasDataset(make(), inputs="x", targets="score").get_tf_dataset()
+    assert keras_ds.element_spec[1] == tf.TensorSpec((None,), tf.float64)
+    assert [v for _, y in keras_ds for v in y.numpy().tolist()] == list(range(8)) + [i + 0.5 for i in range(8, 16)]
+
+
+def test_a_batch_the_signature_cannot_hold_is_refused_by_name(tmp_path):
+    """A later batch whose values the signature would change is refused, naming the column, both
+    dtypes and the way out, where it was cast silently; as is an integer float64 cannot hold."""
+    path = write_jsonl(tmp_path / "r.jsonl", [{"x": [i], "score": i if i < 4 else i + 0.5} for i in range(8)])
+    loader = fl.Loader(fl.JSONRecords(path), batch_size=4, fields={"x": fl.Numeric(1), "score": None})
+    ds = loader.tf_dataset()   # a raw column (None) keeps its first batch's dtype: int64
+    assert ds.element_spec["score"] == tf.TensorSpec((None,), tf.int64)
+    with pytest.raises(tf.errors.OpError, match=r"column .score.: batch 1 of the pass holds float64 values which "
+                                               r"would change if cast to int64, .* fields=.*fl.Numeric\(1\)"):
+        list(ds)
+    path = write_jsonl(tmp_path / "big.jsonl", [{"x": [i], "id": 2**53 + i} for i in range(4)])
+    with pytest.raises(tf.errors.OpError, match=r"column .id.: batch 0 of the pass holds int64 values beyond "
+                                               r"2\*\*53, which float64, .* cannot hold exactly"):
+        list(fl.Loader(fl.JSONRecords(path), batch_size=4, fields={"x": fl.Numeric(1)}).tf_dataset())

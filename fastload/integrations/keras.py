@@ -93,10 +93,13 @@ class KerasDataset(DataAdapter):
     def get_tf_dataset(self):
         import tensorflow as tf
 
-        from .tf import _arrays, _no_read_ahead, _signature
-        signature = _signature(_arrays(next(self._batches())), tf)   # a batch as fit gets it: structured
+        from .tf import _dataset, _no_read_ahead
+
+        # signed and checked by column name, as the loader gives a batch; x and y are picked after
+        def batches():
+            return data_adapter_utils.get_numpy_iterator(self._batches(pick=False))
         # the loader's threads already work ahead; what tf.data read ahead, a resume would skip
-        return _no_read_ahead(tf.data.Dataset.from_generator(self.get_numpy_iterator, output_signature=signature), tf)
+        return _no_read_ahead(_dataset(self.loader, next(batches()), batches, self._structure), tf)
 
     # -- iteration ----------------------------------------------------------------------
     def _num_records(self):
@@ -105,8 +108,9 @@ class KerasDataset(DataAdapter):
         except TypeError:
             return None
 
-    def _batches(self):
-        """The batches from ``self._start`` to the end of that loader epoch.
+    def _batches(self, pick: bool = True):
+        """The batches from ``self._start`` to the end of that loader epoch (``pick``: as ``x, y``
+        when ``inputs=`` and ``targets=`` name them).
 
         Keras asks for a new iterator after its build pass (one batch, then abandoned: the
         next starts over) and once an iterator has given the loader epoch's last batch (the
@@ -122,7 +126,7 @@ class KerasDataset(DataAdapter):
         # on CPU keeps the host memory: safe without copies, since a batch holds its slot's
         # lease for as long as anything views it.
         for batch in it:
-            yield self._structure(batch)
+            yield self._structure(batch) if pick else batch
 
     def on_epoch_end(self):
         if self._epoch_done():

@@ -21,11 +21,20 @@ were a tensor to share an array's memory, it would keep the array, and with it
 the slot's lease, alive.
 
 Batches are tuples or dicts of arrays; the dataset's signature (structure,
-dtypes, and every dimension but the batch's) comes from the first batch.
-Columns of strings or bytes become ``tf.string`` tensors; a column of other
-Python objects cannot enter a tensor, so it is refused with its name. TensorFlow
-convolutions take channels-last images by default: give the Loader
-``layout="NHWC"``.
+dtypes, and every dimension but the batch's) comes from the first batch, and
+every batch is checked against it: a column of another dtype is cast where the
+cast keeps every value, and refused, naming the column, where it would not (a
+float64 batch under an int64 signature would be truncated). A dict batch's
+pass-through column (one ``fields=`` does not name) that is int64 in the first
+batch is signed float64: it holds whatever the records hold, and JSON writes
+``8.0`` as ``8``, so a column of numbers collates to int64 in a batch of whole
+numbers and to float64 in the next. Integers up to 2**53 are exact in float64;
+a larger one is refused. To keep a column's integers, name it in ``fields=``
+(``"index"`` for class labels; ``None`` keeps the values as they are, with the
+first batch's dtype). Columns of strings or bytes become ``tf.string`` tensors;
+a column of other Python objects cannot enter a tensor, so it is refused with
+its name. TensorFlow convolutions take channels-last images by default: give
+the Loader ``layout="NHWC"``.
 """
 from __future__ import annotations
 
@@ -47,14 +56,13 @@ def as_dataset(loader, *, prefetch: int | None = None):
         raise ValueError(f"as_dataset needs a loader with output='numpy' (TensorFlow takes NumPy arrays), "
                          f"got output={loader.output!r}")
     if loader._random_access:
-        first, peeked = _arrays(loader.batch_at(0)), None   # batch_at does not move the loader
+        first, peeked = loader.batch_at(0), None   # batch_at does not move the loader
     else:   # a stream has no batch by index: the first batch of the first pass, served by that pass
         peeked = iter(loader)
         try:
-            first = _arrays(next(peeked))
+            first = next(peeked)
         except StopIteration:
             raise ValueError("the loader yields no batches") from None
-    signature = _signature(first, tf)
     pending = [] if peeked is None else [(first, peeked)]   # a stream's first pass starts from its peeked batch
 
     def batches():
@@ -62,15 +70,34 @@ def as_dataset(loader, *, prefetch: int | None = None):
         try:
             if head is not None:
                 yield head
-            for batch in it:
-                yield _arrays(batch)
+            yield from it
         finally:
             it.close()
 
-    ds = tf.data.Dataset.from_generator(batches, output_signature=signature)
+    ds = _dataset(loader, first, batches)
     if prefetch:
         return ds.prefetch(tf.data.AUTOTUNE if prefetch == -1 else prefetch)
     return _no_read_ahead(ds, tf)
+
+
+def _dataset(loader, first, batches, structure=None):
+    """A ``tf.data.Dataset`` of what ``batches()`` yields, signed from ``first`` (a batch of
+    ``loader``, as it gives them); ``structure`` picks what the consumer gets of a batch (Keras's
+    ``(x, y)``), after the batch is checked by column name."""
+    import tensorflow as tf
+    first = _arrays(first)
+    passthrough = set(getattr(loader, "_passthrough", ()))
+    if isinstance(first, dict):   # see the module docstring: a pass-through column of numbers is float64
+        signature = {k: _signature(v, tf, widen=k in passthrough) for k, v in first.items()}
+    else:
+        signature = _signature(first, tf)
+    structure = structure or (lambda batch: batch)
+
+    def checked():
+        for i, batch in enumerate(batches()):
+            yield structure(_conform(_arrays(batch), signature, i))
+
+    return tf.data.Dataset.from_generator(checked, output_signature=structure(signature))
 
 
 def _no_read_ahead(ds, tf):
@@ -100,10 +127,36 @@ def _arrays(batch, where="batch"):
     return arr
 
 
-def _signature(batch, tf):
+def _signature(batch, tf, widen=False):
+    """The TensorSpecs of a batch of arrays; ``widen``: integer columns signed float64."""
     if isinstance(batch, dict):
-        return {k: _signature(v, tf) for k, v in batch.items()}
+        return {k: _signature(v, tf, widen) for k, v in batch.items()}
     if isinstance(batch, tuple):
-        return tuple(_signature(v, tf) for v in batch)
-    dtype = tf.string if batch.dtype == object else tf.as_dtype(batch.dtype)
+        return tuple(_signature(v, tf, widen) for v in batch)
+    if batch.dtype == object:
+        dtype = tf.string
+    else:
+        dtype = tf.float64 if widen and batch.dtype.kind in "iu" else tf.as_dtype(batch.dtype)
     return tf.TensorSpec((None, *batch.shape[1:]), dtype)
+
+
+def _conform(batch, signature, step, where="batch"):
+    """The batch with every column of the signature's dtype, or TypeError naming the column whose
+    values that dtype cannot hold (tf.data would cast them silently, truncating 8.5 to 8)."""
+    if isinstance(batch, dict):
+        return {k: _conform(v, signature[k], step, k) for k, v in batch.items()}
+    if isinstance(batch, tuple):
+        return tuple(_conform(v, spec, step, f"{where}[{i}]") for i, (v, spec) in enumerate(zip(batch, signature)))
+    want = np.dtype(signature.dtype.as_numpy_dtype)
+    if batch.dtype == want:
+        return batch
+    signed = f"{want}, the column's dtype in the dataset's signature (read from the first batch)"
+    problem = f"which would change if cast to {signed}"
+    if want != object and batch.dtype != object and np.can_cast(batch.dtype, want, "safe"):
+        cast = batch.astype(want)
+        if want.kind != "f" or batch.dtype.kind not in "iu" or np.array_equal(cast.astype(batch.dtype), batch):
+            return cast
+        problem = f"beyond 2**53, which {signed} cannot hold exactly"
+    raise TypeError(f"column {where!r}: batch {step} of the pass holds {batch.dtype} values {problem}: name the "
+                    "column in fields= with a spec that gives every batch one dtype (for numbers, fl.Numeric(1): "
+                    "float32 rows of one value)")
