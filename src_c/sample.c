@@ -111,14 +111,16 @@ static int known_format(const uint8_t *head, size_t n)
 
 int fl_read_file(fl_worker *w, const char *path, int known_only, size_t *size, char *err)
 {
+    /* The file is named (last: a long path cut short costs less than the reason): the record that
+     * holds the path may be named otherwise, as a dataset's row is. */
     int fd = open_fd(w, path);
     if (fd < 0) {
-        snprintf(err, FL_ERRLEN, "cannot open: %s", strerror(errno));
+        snprintf(err, FL_ERRLEN, "cannot open: %s: %s", strerror(errno), path);
         return FL_ERR_IO;
     }
     file_stat st;
     if (fstat_fd(fd, &st) != 0 || !IS_REGULAR(st.st_mode)) {
-        snprintf(err, FL_ERRLEN, "not a regular file");
+        snprintf(err, FL_ERRLEN, "not a regular file: %s", path);
         close_fd(fd);
         return FL_ERR_IO;
     }
@@ -140,8 +142,8 @@ int fl_read_file(fl_worker *w, const char *path, int known_only, size_t *size, c
     if (!e)
         e = read_all(fd, w->file.data, n, &got);
     if (e) {
-        snprintf(err, FL_ERRLEN, "read failed after %zu of %zu bytes: %s", got, n,
-                 e > 0 ? strerror(e) : "file shrank while reading");
+        snprintf(err, FL_ERRLEN, "read failed after %zu of %zu bytes: %s: %s", got, n,
+                 e > 0 ? strerror(e) : "file shrank while reading", path);
         close_fd(fd);
         return FL_ERR_IO;
     }

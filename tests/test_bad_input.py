@@ -345,7 +345,7 @@ def test_unreadable_paths(tmp_path):
     assert not t.is_alive(), "the loader hung on a special file"
     assert result["n"] == 1
     f = result["failures"]
-    assert f[paths[1]] == "not a regular file" and f[paths[4]] == "not a regular file"
+    assert f[paths[1]] == f"not a regular file: {paths[1]}" and f[paths[4]] == f"not a regular file: {paths[4]}"
     assert "No such file" in f[paths[2]] and "No such file" in f[paths[3]]
 
 

@@ -269,6 +269,24 @@ def test_hf_bad_image_value_is_a_record_error(hf_images):
         src[0]
 
 
+def test_hf_missing_image_file_is_named(hf_images, tmp_path):
+    """A row whose image path could not be opened was reported as "HFDataset[2]: cannot open: No such
+    file or directory", which names neither file: the report now names the path, under both policies."""
+    _, paths, labels = hf_images
+    missing = str(tmp_path / "gone.jpg")
+    column = paths[:2] + [missing] + paths[3:]
+    ds = datasets.Dataset.from_dict({"image": column, "label": labels},
+                                    features=datasets.Features({"image": datasets.Image(),
+                                                                "label": datasets.Value("int64")}))
+    with pytest.raises(fl.DecodeError, match=r"HFDataset\[2\]: .*cannot open: No such file .*: .*gone\.jpg"):
+        list(fl.Loader(fl.HFDataset(ds), batch_size=3, fields=HF_FIELDS))
+    loader = fl.Loader(fl.HFDataset(ds), batch_size=3, fields=HF_FIELDS, on_error="skip")
+    with pytest.warns(RuntimeWarning, match="gone.jpg"):
+        assert [len(b["label"]) for b in loader] == [2, 3]
+    [(record, reason)] = loader.stats()["failures"]
+    assert record == "HFDataset[2]" and missing in reason
+
+
 def test_to_image_value_forms(tmp_path):
     rgb = photo_like(9, 7, seed=1)
     png = encode(rgb, "PNG")

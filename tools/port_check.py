@@ -43,7 +43,8 @@ LOCATION = re.compile(r"<([^<>:, ]+\.[ch]):\d+")
 
 
 def run(cmd, **kw):
-    r = subprocess.run(cmd, capture_output=True, text=True, **kw)
+    # errors=: a reason names the file, and the Windows case's path is not UTF-8 (its bytes are shown)
+    r = subprocess.run(cmd, capture_output=True, text=True, errors="backslashreplace", **kw)
     if r.returncode != 0:
         sys.exit(f"port_check: failed ({r.returncode}): {' '.join(cmd)}\n{r.stdout}{r.stderr}")
     return r.stdout
