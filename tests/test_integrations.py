@@ -111,6 +111,19 @@ def test_keras_view_of_dict_batches(image_folder, keras_torch):
         assert_same((x, y), (w["img"], w["cls"]))
 
 
+def test_torch_dataloader_around_a_loader_says_to_iterate_it(image_folder):
+    """DataLoader(loader) failed with Python's "'Loader' object is not subscriptable", which does
+    not say that the Loader already batches; it now says so, and iter() and len() are as before."""
+    torch = pytest.importorskip("torch")
+    loader = make_loader(image_folder, output="torch")
+    for kw in ({}, {"batch_size": None}, {"batch_size": 5, "shuffle": True}):
+        with pytest.raises(TypeError, match=r"already yields whole batches.*iterate it directly"):
+            next(iter(torch.utils.data.DataLoader(loader, **kw)))
+    with pytest.raises(TypeError, match="already yields whole batches"):
+        loader[0]
+    assert len(loader) == 5 and [len(x) for x, _ in loader] == [5, 5, 5, 5, 4]
+
+
 jax = pytest.importorskip("jax")
 
 

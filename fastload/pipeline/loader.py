@@ -395,6 +395,14 @@ class Loader(Fluent):
                               "batch's of the epoch")
         return batch
 
+    def __getitem__(self, index):
+        # What torch's DataLoader(loader) calls first (and Python's own "not subscriptable" says nothing
+        # of batches); iter() and len() never call it.
+        raise TypeError("a fastload Loader already yields whole batches: iterate it directly (for batch in "
+                        "loader) instead of wrapping it in torch.utils.data.DataLoader; batch_size=, workers=, "
+                        "output='torch' and device= do what DataLoader's batching, workers and pinning would, "
+                        "and loader.batch_at(b) gives batch b by index")
+
     def _fill_now(self, epoch: int, b: int, count: bool = True, base: int = 0):
         """(job, batch or None) of batch ``b`` of ``epoch`` (counted from global sample ``base``),
         filled in the calling thread."""
