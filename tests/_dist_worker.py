@@ -8,6 +8,9 @@ Usage: torchrun --nproc_per_node=N _dist_worker.py ROOT OUT_DIR BATCH [STATE_JSO
        records as a stream)
    or: torchrun --nproc_per_node=N _dist_worker.py --mislisted ROOT OTHER OUT_DIR   (rank 0 alone
        lists OTHER first, then every rank lists ROOT)
+   or: torchrun --nproc_per_node=2 _dist_worker.py --local-folders SAME0 SAME1 OTHER0 OTHER1 OUT_DIR
+       (rank r iterates a Loader over ImageFolder(SAMEr), then one over ImageFolder(OTHERr), then one
+       over a ListSource of 5 + r records)
 Each rank writes OUT_DIR/rank{r}.json: the record ids and a hash of the pixels of every sample of
 every batch, the number of batches, and (rank 0) the loader state after CHECKPOINT_AFTER batches.
 """
@@ -88,9 +91,36 @@ def mislisted(root, other, out):
         json.dump(result, f)
 
 
+def local_folders(same, other, out):
+    """Rank r loads ``same[r]``, ``other[r]`` and a list of 5 + r records; writes, for each, the
+    number of batches it yielded or the error that stopped it."""
+    from datetime import timedelta
+    dist.init_process_group("gloo", timeout=timedelta(seconds=60))
+    r = dist.get_rank()
+
+    def folder(root):
+        return fl.Loader(fl.ImageFolder(root), batch_size=2, transforms=[fl.Resize((8, 8))])
+    loaders = {"same": lambda: folder(same[r]), "other": lambda: folder(other[r]),
+               "list": lambda: fl.Loader(fl.ListSource([{"x": i} for i in range(5 + r)]), batch_size=2,
+                                         fields={"x": None})}
+    result = {}
+    for name, make in loaders.items():
+        loader = make()
+        try:
+            result[name] = {"batches": len(list(loader))}
+        except fl.FastloadError as e:
+            result[name] = {"error": str(e)}
+    with open(os.path.join(out, f"rank{r}.json"), "w") as f:
+        json.dump(result, f)
+    dist.barrier()
+    dist.destroy_process_group()
+
+
 def main():
     if sys.argv[1] == "--list":
         return list_url(sys.argv[2], sys.argv[3])
+    if sys.argv[1] == "--local-folders":
+        return local_folders(sys.argv[2:4], sys.argv[4:6], sys.argv[6])
     if sys.argv[1] == "--mislisted":
         return mislisted(sys.argv[2], sys.argv[3], sys.argv[4])
     if sys.argv[1] in ("--skip", "--skip-stream"):

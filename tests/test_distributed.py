@@ -225,3 +225,31 @@ def test_a_url_source_built_on_rank_0_alone_stops_the_others_naming_both(tmp_pat
     assert rank1["error"].endswith(f"file://{train}: rank 1 lists this while rank 0 listed 'file://{val}': under "
                                    "torch.distributed rank 0 lists for every rank, so every rank must build the "
                                    "same URL sources in the same order"), rank1
+
+
+def test_ranks_whose_local_folders_differ_are_stopped_naming_both(tmp_path):
+    """Each rank lists a local folder itself: one that held a file more on one machine was sharded as
+    two listings, every batch misaligned, silently. Ranks now compare their record counts and file
+    names once, when a Loader first shards, and every rank stops, naming the source and the counts;
+    ranks that agree (the same names under other roots) go on."""
+    import shutil
+    from fastload.synthetic import make_image_folder
+    same0 = make_image_folder(str(tmp_path / "a" / "d"), classes=2, per_class=3, size=(16, 16))
+    same1 = str(shutil.copytree(same0, tmp_path / "b" / "d"))
+    other0 = make_image_folder(str(tmp_path / "c" / "d"), classes=2, per_class=3, size=(16, 16))
+    other1 = str(shutil.copytree(other0, tmp_path / "e" / "d"))
+    shutil.copy(os.path.join(other1, "class_001", "img_00000.jpg"), os.path.join(other1, "class_000", "extra.jpg"))
+    out = str(tmp_path / "out")
+    ranks = launch(2, ["--local-folders", same0, same1, other0, other1, out], out)
+    assert [r["same"] for r in ranks] == [{"batches": 2}] * 2     # 6 records, 4 a global step
+    errors = [r["other"]["error"] for r in ranks]
+    for rank, root, n in ((0, other0, 6), (1, other1, 7)):
+        assert errors[rank].startswith(f"the ranks hold other records in ImageFolder({root!r}, {n} images, "
+                                       "2 classes): rank 0 has 6 records, rank 1 7"), errors[rank]
+        assert errors[rank].endswith("every rank's source must hold the same ones (a folder the same files "
+                                     "on every machine)"), errors[rank]
+    assert "rank 1's first record that differs is 0: 'class_000/extra.jpg' where rank 0 has " \
+           "'class_000/img_00000.jpg'" in errors[1]
+    for rank in (0, 1):   # a source without a listing: its record counts
+        assert ranks[rank]["list"]["error"].startswith("the ranks hold other records in ListSource: "
+                                                       "rank 0 has 5 records, rank 1 6"), ranks[rank]["list"]

@@ -47,6 +47,7 @@ from .collate import collate_values
 from .fields import ChunkContext, Field
 from .fluent import Fluent
 from .node import Node, ThreadMap
+from .ranks import check_same_records
 from .sampler import Sampler, distributed_world, epoch_order
 
 __all__ = ["Loader"]
@@ -150,6 +151,7 @@ class Loader(Fluent):
         self.on_error, self.max_failures = on_error, _check_budget(max_failures)
         self.rank, self.world_size = distributed_world(rank, world_size)
         self._auto_world = rank is None and world_size is None
+        self._ranks_compared = False   # whether the ranks have checked that they hold the same records
         self.max_memory = max_memory
         from .device import DeviceTransfer       # validates device= and pin_memory= now, imports nothing heavy
         # JAX places batches itself: device= is then a jax Device or Sharding (e.g.
@@ -364,8 +366,15 @@ class Loader(Fluent):
         return s
 
     # -- iteration ------------------------------------------------------------------
-    def __iter__(self):
+    def _check_ranks(self) -> None:
+        """Once, at the first read under a process group: every rank's source holds the same records
+        (ranks.py). Not at len(), which a rank may ask alone (a progress bar on rank 0)."""
         self._check_world()
+        if self._random_access and not self._ranks_compared:
+            self._ranks_compared = check_same_records(self.source, self.rank, self.world_size)
+
+    def __iter__(self):
+        self._check_ranks()
         epoch, offset = self._position
         if self._random_access and self._sampler.steps(offset) == 0:   # drop_last stops short of n
             epoch, offset = epoch + 1, 0
@@ -382,7 +391,7 @@ class Loader(Fluent):
         """
         if not self._random_access:
             raise TypeError("batch_at needs a random-access source")
-        self._check_world()
+        self._check_ranks()
         epoch = self._position[0] if epoch is None else _check_epoch(epoch)
         steps = self._sampler.steps(0)
         if not 0 <= b < steps:

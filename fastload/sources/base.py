@@ -62,6 +62,13 @@ class Source(Fluent):
         """Integer label of every record when the source knows them without reading payloads."""
         return None
 
+    def local_listing(self):
+        """The local files this source lists itself (a :class:`~fastload.sources.paths.PathTable`), or None.
+
+        Under ``torch.distributed`` a Loader compares them across ranks: each rank
+        lists a local folder on its own machine, where a URL is listed once for all."""
+        return None
+
     def _check_index(self, index: int) -> int:
         n = len(self)
         if index < 0:
@@ -89,6 +96,9 @@ class Subset(Source):
 
     def record_id(self, index: int) -> str:
         return self.source.record_id(int(self.indices[self._check_index(index)]))
+
+    def local_listing(self):   # the parent's: a split takes the same records of the same listing
+        return self.source.local_listing()
 
     def labels(self):
         lab = self.source.labels()

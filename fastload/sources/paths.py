@@ -13,6 +13,7 @@ Names are stored with :func:`os.fsencode` and read back with
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import sys
 from typing import Iterable, Iterator, Sequence
@@ -108,6 +109,19 @@ class PathTable(Sequence):
 
     def __setstate__(self, state):
         self.prefix, self._blob, self._ends = state
+
+    def relative(self) -> "PathTable":
+        """The same names without the prefix (sharing this table's buffers)."""
+        table = PathTable.__new__(PathTable)
+        table.__setstate__(("", self._blob, self._ends))
+        return table
+
+    def digest(self) -> bytes:
+        """A hash of the names after the prefix and of where each ends: the same files under
+        another root (a dataset on another machine) give the same digest."""
+        h = hashlib.blake2b(self._ends.astype(np.int64).tobytes(), digest_size=16)
+        h.update(self._blob)
+        return h.digest()
 
     def nbytes(self) -> int:
         """Bytes held: the names and their offsets."""
