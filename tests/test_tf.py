@@ -83,6 +83,41 @@ def test_leaving_a_pass_early_resumes_where_it_stopped(image_folder):
     assert_batches(held, want[0])
 
 
+def test_keras_fit_knows_the_steps_and_trains_every_batch(image_folder):
+    """fit on the dataset warned "Your input ran out of data" at the end of the first epoch (tf.data
+    told it no cardinality), and that epoch trained 4 of 5 batches: fit's build pass takes a batch
+    and starts over, and the pass it left had moved the loader. The dataset now has len(loader) as
+    its cardinality, and a pass left after its first batch leaves the loader where it was."""
+    import warnings
+    keras = pytest.importorskip("keras")
+    loader = make_loader(image_folder)
+    ds = loader.tf_dataset()
+    assert int(ds.cardinality()) == len(loader) == 5
+    model = keras.Sequential([keras.Input((24, 24, 3)), keras.layers.GlobalAveragePooling2D(), keras.layers.Dense(3)])
+    model.compile("sgd", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    steps = []
+
+    class Steps(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            steps.append(0)
+
+        def on_train_batch_end(self, batch, logs=None):
+            steps[-1] += 1
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        model.fit(ds, epochs=2, shuffle=False, verbose=0, callbacks=[Steps()])
+    assert not [str(w.message) for w in caught if "ran out of data" in str(w.message)
+                or "cardinality" in str(w.message)]
+    assert steps == [5, 5] and loader.state_dict()["epoch"] == 2 and loader.state_dict()["batch"] == 0
+    want = reference(image_folder, 3)[2]
+    assert_batches([next(iter(ds))], want[:1])      # a look at the next pass's first batch takes nothing
+    assert loader.state_dict()["batch"] == 0
+    assert_batches(list(ds), want)
+    whole = make_loader(image_folder, batch_size=30)   # one batch an epoch: each pass takes it
+    ds = whole.tf_dataset()
+    assert [len(list(ds)) for _ in range(2)] == [1, 1] and whole.state_dict()["epoch"] == 2
+
+
 def test_a_stream_of_dict_records_with_a_string_column(image_folder):
     src = fl.ImageFolder(image_folder)
     rows = [{"img": p, "cls": int(y), "name": os.path.basename(p)} for p, y in (src[i] for i in range(len(src)))]

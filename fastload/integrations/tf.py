@@ -13,7 +13,12 @@ the epochs the loader's resumable state names::
 
 Leaving a pass early leaves the loader after the last batch the loop took, as a
 ``break`` out of the loader itself does (tf.data's own read-ahead is off unless
-``prefetch=`` asks for it). The loader's worker threads do the work; tf.data
+``prefetch=`` asks for it), except that a pass left after its first batch, short
+of the epoch's end, takes nothing: ``next(iter(ds))`` only looks, and so does the
+one batch ``model.fit`` reads to build the model before it starts over. For an
+indexed source the dataset's cardinality is ``len(loader)``, so Keras knows its
+steps per epoch (a pass that ends short, the rest of an epoch resumed
+mid-way, just ends early). The loader's worker threads do the work; tf.data
 runs the loop that hands batches over. Each batch enters TensorFlow inside
 tf.data's generator op, which copies the loader's arrays into tensors
 (TensorFlow 2.21), so the slot is free for the next batch once that is done;
@@ -64,17 +69,33 @@ def as_dataset(loader, *, prefetch: int | None = None):
         except StopIteration:
             raise ValueError("the loader yields no batches") from None
     pending = [] if peeked is None else [(first, peeked)]   # a stream's first pass starts from its peeked batch
+    indexed = loader._random_access
+    ran_out = [False]   # whether the last pass of an indexed loader ended short (see below)
 
     def batches():
+        if ran_out[0]:   # what repeat() asks for after a pass that ended short: nothing, which ends it
+            ran_out[0] = False
+            return
+        start = loader.state_dict() if indexed else None
         head, it = pending.pop() if pending else (None, iter(loader))
+        taken = 0
         try:
             if head is not None:
                 yield head
-            yield from it
+            for batch in it:
+                taken += 1
+                yield batch
+            ran_out[0] = indexed
         finally:
             it.close()
+            if indexed:
+                _after_pass(loader, start, looked=taken == 1 and not ran_out[0])
 
     ds = _dataset(loader, first, batches)
+    if indexed:
+        # len(loader) batches a pass, so that Keras knows its steps per epoch. assert_cardinality would
+        # fail a pass that ends short (a loader resumed mid-epoch); take() ends it quietly.
+        ds = ds.repeat().take(len(loader))
     if prefetch:
         return ds.prefetch(tf.data.AUTOTUNE if prefetch == -1 else prefetch)
     return _no_read_ahead(ds, tf)
@@ -98,6 +119,19 @@ def _dataset(loader, first, batches, structure=None):
             yield structure(_conform(_arrays(batch), signature, i))
 
     return tf.data.Dataset.from_generator(checked, output_signature=structure(signature))
+
+
+def _after_pass(loader, start: dict, looked: bool) -> None:
+    """Where a pass of an indexed loader leaves it. A pass that take() ended after the epoch's last
+    batch never asked for more, so the loader stands at the end of that epoch: it moves to the next.
+    ``looked``: the pass was left after its first batch (``next(iter(ds))``, or Keras's build pass
+    before it starts over); short of the epoch's end, that takes nothing: the loader goes back to
+    ``start``."""
+    state = loader.state_dict()
+    if state["batch"] >= len(loader):
+        loader.set_epoch(state["epoch"] + 1)
+    elif looked:
+        loader.load_state_dict(start)
 
 
 def _no_read_ahead(ds, tf):
