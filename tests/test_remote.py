@@ -342,6 +342,26 @@ def test_json_and_csv_sources_behind_urls_equal_the_local_files(s3, http, tmp_pa
         fl.JSONRecords(f"{http.url}/missing.jsonl")
 
 
+def test_a_json_source_keeps_reading_its_cached_copy_once_evicted(http, tmp_path):
+    """JSONRecords behind a URL read its copy in the disk cache by path, opened at the first record:
+    a later download into the same cache (under cache_limit) could evict the copy first, and every
+    read then failed (FileNotFoundError). The copy is now held open from the start; a pickled source
+    (a worker process) that finds it gone fetches it again."""
+    import pickle
+    rows = [{"id": i, "text": f"caption {i}"} for i in range(40)]
+    meta = "".join(__import__("json").dumps(r) + "\n" for r in rows)
+    www = pathlib.Path(http.root)
+    (www / "meta.jsonl").write_text(meta)
+    (www / "big.jsonl").write_text('{"pad": "' + "x" * (2 * len(meta)) + '"}\n')
+    kw = dict(cache_dir=str(tmp_path / "c"), cache_limit=3 * len(meta))   # room for one of them, not both
+    src = fl.JSONRecords(f"{http.url}/meta.jsonl", **kw)
+    fl.JSONRecords(f"{http.url}/big.jsonl", **kw)
+    assert not [n for n in os.listdir(tmp_path / "c") if "meta" in n]   # evicted
+    assert [src[i] for i in range(40)] == rows
+    copy = pickle.loads(pickle.dumps(src))
+    assert [copy[i] for i in range(40)] == rows
+
+
 @pytest.mark.parametrize("way", ["compiled", "os.pread", "seek-and-read"])
 def test_local_byte_ranges_from_many_threads(tmp_path, monkeypatch, way):
     """Byte ranges of a local file, read concurrently, one at a time and in batches: through

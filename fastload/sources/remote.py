@@ -576,22 +576,29 @@ def listed_once(url: str, listing: Callable[[], dict]) -> dict:
     return value
 
 
-def local_copy(path_or_url, owner: str, **storage) -> str:
-    """A local file holding ``path_or_url``'s bytes, for sources that index a whole file.
+def local_copy(path_or_url, owner: str, **storage) -> tuple[str, int]:
+    """A local file holding ``path_or_url``'s bytes, for sources that index a whole file: its path,
+    and a read-only descriptor of it that is the caller's to close.
 
     A plain path (or ``file://``) is itself; a remote URL is downloaded once,
     through ``storage`` (retried; into ``cache_dir`` when given, else into a
-    temporary folder removed when the process exits).
+    temporary folder removed when the process exits). A copy in the disk cache is
+    opened before anything can evict it, and an evicted file is unlinked, not
+    rewritten: read through the descriptor, the copy stays whole for as long as
+    the caller keeps it open, whatever the cache does meanwhile.
     """
     path = os.fspath(path_or_url)
     if not is_url(path):
         if storage:
             raise TypeError(f"{owner}: {sorted(storage)} apply to URLs only")
-        return path
+        return path, _files.open_binary(path)
     st = Storage(**storage)
-    local = st.local_path(path)
+    local = st._direct(path)
     if local is not None:
-        return local
+        return local, _files.open_binary(local)
+    if st.cache is not None:
+        fd = st.cache.descriptor(path, st.size(path), st._fetcher(path), st.identity(path))
+        return st.cache.path(path), fd
     import atexit
     import shutil
     import tempfile
@@ -599,7 +606,7 @@ def local_copy(path_or_url, owner: str, **storage) -> str:
     atexit.register(shutil.rmtree, folder, True)
     dst = os.path.join(folder, cache_name(path))
     st._download(path, dst)
-    return dst
+    return dst, _files.open_binary(dst)
 
 
 class _RangeReader(io.RawIOBase):
@@ -708,6 +715,11 @@ class DiskCache:
 
     def release(self, held: _Held) -> None:
         self._fds.release(held)
+
+    def descriptor(self, url: str, size: int, fetch: Callable[[str], None], identity: dict | None = None) -> int:
+        """A read-only descriptor of the cached copy of ``url`` (fetched as :meth:`get` does), the
+        caller's to close: the copy stays readable through it after an eviction."""
+        return self._opened(url, size, fetch, identity, _files.open_binary)
 
     def open(self, url: str, size: int, fetch: Callable[[str], None], identity: dict | None = None,
              buffering: int = -1):

@@ -75,7 +75,8 @@ class CSVRows(Source):
         if not (header in ("auto", True, False) or isinstance(header, (list, tuple))):
             raise ValueError(f"header must be 'auto', True, False or a list of names, got {header!r}")
         # utf-8-sig: a byte-order mark (Excel writes one) must not become part of the first column's name
-        with open(local_copy(self.path, "CSVRows", **storage), newline="", encoding="utf-8-sig") as f:
+        _, fd = local_copy(self.path, "CSVRows", **storage)
+        with open(fd, newline="", encoding="utf-8-sig") as f:
             reader = csv.reader(f, delimiter=delimiter)
             first = next((r for r in reader if r), None)
             names, first_is_data = self._resolve_header(first, header)

@@ -38,25 +38,24 @@ _BLANK[[9, 10, 13, 32]] = True  # JSON's whitespace
 _BOM = b"\xef\xbb\xbf"
 
 
-def _has_bom(path: str) -> bool:
-    with open(path, "rb") as f:
-        return f.read(3) == _BOM
+def _has_bom(f) -> bool:
+    f.seek(0)
+    return f.read(3) == _BOM
 
 
-def _first_char(path: str) -> str:
-    """The first non-whitespace character of the file after any byte-order mark ('' when there is none)."""
-    with open(path, "rb") as f:
-        skip = len(_BOM) if f.read(3) == _BOM else 0
-        f.seek(skip)
-        while chunk := f.read(4096):
-            stripped = chunk.lstrip()
-            if stripped:
-                return chr(stripped[0])
+def _first_char(f) -> str:
+    """The first non-whitespace character of binary file ``f`` after any byte-order mark ('' when there is none)."""
+    f.seek(len(_BOM) if _has_bom(f) else 0)
+    while chunk := f.read(4096):
+        stripped = chunk.lstrip()
+        if stripped:
+            return chr(stripped[0])
     return ""
 
 
-def _index_lines(path: str, chunk_size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(start, end, line number) of every non-blank line, reading ``chunk_size`` bytes at a time.
+def _index_lines(f, chunk_size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(start, end, line number) of every non-blank line of binary file ``f``, reading ``chunk_size``
+    bytes at a time.
 
     A line is blank when it holds only JSON whitespace. To tell without keeping
     line text, each newline records the running count of non-blank bytes before
@@ -64,21 +63,21 @@ def _index_lines(path: str, chunk_size: int) -> tuple[np.ndarray, np.ndarray, np
     """
     newlines, counts = [], []
     buf = bytearray(max(chunk_size, len(_BOM)))
-    bom = _has_bom(path)
+    bom = _has_bom(f)
+    f.seek(0)
     base = 0
     seen = 0  # non-blank bytes so far
-    with open(path, "rb", buffering=0) as f:
-        while n := f.readinto(buf):
-            arr = np.frombuffer(buf, dtype=np.uint8, count=n)
-            blank = _BLANK[arr]
-            if bom and base == 0:
-                blank[: len(_BOM)] = True   # the mark is not content: a line of only the mark is blank
-            nonblank = np.cumsum(~blank, dtype=np.int32)   # a chunk is far below 2**31 bytes
-            nl = np.flatnonzero(arr == 10)
-            newlines.append(nl + base)
-            counts.append(nonblank[nl].astype(np.int64) + seen)
-            seen += int(nonblank[-1])
-            base += n
+    while n := f.readinto(buf):
+        arr = np.frombuffer(buf, dtype=np.uint8, count=n)
+        blank = _BLANK[arr]
+        if bom and base == 0:
+            blank[: len(_BOM)] = True   # the mark is not content: a line of only the mark is blank
+        nonblank = np.cumsum(~blank, dtype=np.int32)   # a chunk is far below 2**31 bytes
+        nl = np.flatnonzero(arr == 10)
+        newlines.append(nl + base)
+        counts.append(nonblank[nl].astype(np.int64) + seen)
+        seen += int(nonblank[-1])
+        base += n
     newline_at = np.concatenate(newlines) if newlines else np.zeros(0, np.int64)
     count_at = np.concatenate(counts) if counts else np.zeros(0, np.int64)
     # Line k runs from just after newline k-1 to newline k; the last line may end at EOF.
@@ -110,28 +109,33 @@ class JSONRecords(Source):
     def __init__(self, path: str | os.PathLike, field: str | None = None, *,
                  lines: bool | None = None, chunk_size: int = _CHUNK, **storage):
         self.path = os.fspath(path)          # a URL stays the name records are reported under
-        self._local = local_copy(self.path, "JSONRecords", **storage)
-        self.field = field
-        if lines is None:
-            ext = os.path.splitext(self.path)[1].lower()
-            lines = ext in (".jsonl", ".ndjson") or _first_char(self._local) != "["
-        self.lines = bool(lines)
-        self._fd = None
+        # Held open while this source lives: a copy in a disk cache may be evicted, the descriptor
+        # still reads it. Another process (unpickled) opens it anew, fetching it again if need be.
+        self._local, self._fd = local_copy(self.path, "JSONRecords", **storage)
+        self._storage = storage
         self._fd_lock = threading.Lock()
-        if self.lines:
-            self._starts, self._ends, self._lineno = _index_lines(self._local, chunk_size)
-            self._items = None
-        else:
-            with open(self._local, encoding="utf-8-sig") as f:
-                try:
-                    items = json.load(f)
-                except json.JSONDecodeError as e:
-                    raise RecordError(f"{self.path}:line {e.lineno}", f"malformed JSON: {e.msg}") from e
-                except UnicodeDecodeError as e:
-                    raise RecordError(self.path, f"not UTF-8 text at byte {e.start}") from e
-            if not isinstance(items, list):
-                raise RecordError(self.path, f"expected a JSON array, found {type(items).__name__}")
-            self._items = items
+        self.field = field
+        with open(self._fd, "rb", closefd=False) as f:
+            if lines is None:
+                ext = os.path.splitext(self.path)[1].lower()
+                lines = ext in (".jsonl", ".ndjson") or _first_char(f) != "["
+            self.lines = bool(lines)
+            if self.lines:
+                self._starts, self._ends, self._lineno = _index_lines(f, chunk_size)
+                self._items = None
+                return
+            f.seek(0)
+            text = f.read()
+        self._close()   # an array is read whole
+        try:
+            items = json.loads(text.decode("utf-8-sig"))
+        except json.JSONDecodeError as e:
+            raise RecordError(f"{self.path}:line {e.lineno}", f"malformed JSON: {e.msg}") from e
+        except UnicodeDecodeError as e:
+            raise RecordError(self.path, f"not UTF-8 text at byte {e.start}") from e
+        if not isinstance(items, list):
+            raise RecordError(self.path, f"expected a JSON array, found {type(items).__name__}")
+        self._items = items
 
     def __len__(self) -> int:
         return len(self._starts) if self.lines else len(self._items)
@@ -182,8 +186,16 @@ class JSONRecords(Source):
         if self._fd is None:
             with self._fd_lock:
                 if self._fd is None:
-                    self._fd = _files.open_binary(self._local)
+                    try:
+                        self._fd = _files.open_binary(self._local)
+                    except FileNotFoundError:   # a cached copy evicted since: fetched again
+                        self._local, self._fd = local_copy(self.path, "JSONRecords", **self._storage)
         return self._fd
+
+    def _close(self) -> None:
+        if getattr(self, "_fd", None) is not None:
+            os.close(self._fd)
+            self._fd = None
 
     def __getstate__(self):  # a descriptor does not cross a process boundary; reopen lazily
         state = self.__dict__.copy()
@@ -196,9 +208,7 @@ class JSONRecords(Source):
         self._fd_lock = threading.Lock()
 
     def __del__(self):
-        if getattr(self, "_fd", None) is not None:
-            os.close(self._fd)
-            self._fd = None
+        self._close()
 
     def __repr__(self) -> str:
         kind = "JSON Lines" if self.lines else "JSON array"
