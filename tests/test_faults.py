@@ -9,6 +9,7 @@ import pytest
 
 import fastload as fl
 from fastload.pipeline.fields import Field, Output
+from fastload.pipeline.node import ThreadMap
 
 
 def fastload_threads():
@@ -216,3 +217,40 @@ def test_four_loaders_in_four_threads_equal_serial(image_folder):
             np.testing.assert_array_equal(got, want)
     assert not np.array_equal(serial[0][0], serial[1][0])
     assert wait_for_no_threads() == []
+
+
+class Held:
+    """An iterator over 0..n-1 that, before yielding ``hold_at``, waits for ``resume`` (a consumer in the
+    middle of topping its window of work up)."""
+
+    def __init__(self, n, hold_at):
+        self.n, self.hold_at, self.i = n, hold_at, 0
+        self.holding, self.resume = threading.Event(), threading.Event()
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        if self.i == self.n:
+            raise StopIteration
+        if self.i == self.hold_at:
+            self.holding.set()
+            self.resume.wait(10)
+        self.i += 1
+        return self.i - 1
+
+
+def test_a_map_closed_while_its_consumer_starts_work_leaves_no_thread():
+    """close() from another thread while the consumer was between two submissions: its next submission
+    started a new pool of workers that nothing shut down, and yielded one more item."""
+    upstream = Held(10, hold_at=1)
+    node = ThreadMap(upstream, lambda x: x, workers=2)
+    got = []
+    consumer = threading.Thread(target=lambda: got.append(list(node)))
+    consumer.start()
+    assert upstream.holding.wait(10)
+    node.close()
+    upstream.resume.set()
+    consumer.join(10)
+    assert got == [[]]
+    assert wait_for_no_threads(2.0) == []

@@ -269,6 +269,7 @@ class ThreadMap(Node):
         self._exhausted = False
         self._upstream_error: BaseException | None = None
         self._closed = False
+        self._lock = threading.Lock()   # close() from another thread against the consumer starting work
         self.stop = stop if stop is not None else threading.Event()
 
     def _submit(self, item) -> cf.Future:
@@ -279,9 +280,12 @@ class ThreadMap(Node):
             except BaseException as e:   # surfaced by result(), in order, like a worker's error
                 f.set_exception(e)
             return f
-        if self._pool is None:
-            self._pool = cf.ThreadPoolExecutor(self.workers, thread_name_prefix=f"fastload-{self.name}")
-        return self._pool.submit(_timed, self._fn, self._stats, item)   # tasks never hold the node
+        with self._lock:
+            if self._closed:   # by another thread while this one topped the window up: start nothing more
+                raise StopIteration
+            if self._pool is None:
+                self._pool = cf.ThreadPoolExecutor(self.workers, thread_name_prefix=f"fastload-{self.name}")
+            return self._pool.submit(_timed, self._fn, self._stats, item)   # tasks never hold the node
 
     def _fill(self) -> None:
         if self._it is None:
@@ -344,13 +348,14 @@ class ThreadMap(Node):
             self._stats.add(wait_out=time.perf_counter() - t0)
 
     def close(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            pool, self._pool = self._pool, None
         self.stop.set()
         for *_, fut in self._pending:
             fut.cancel()
-        pool, self._pool = self._pool, None
         if pool is not None:
             pool.shutdown(wait=False, cancel_futures=True)
             join_threads(list(getattr(pool, "_threads", ())), self.name)
