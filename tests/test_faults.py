@@ -3,6 +3,7 @@ the consumer saying where they came from, and no fastload thread outlives its it
 import _thread
 import threading
 import time
+import warnings
 
 import numpy as np
 import pytest
@@ -254,3 +255,66 @@ def test_a_map_closed_while_its_consumer_starts_work_leaves_no_thread():
     consumer.join(10)
     assert got == [[]]
     assert wait_for_no_threads(2.0) == []
+
+
+class SlowPerSample(Field):
+    """Writes int(value), taking `per_sample` seconds a sample with the GIL released (a decode of a very
+    large image); `inside` is set once a fill has begun and `release`, when given, holds every fill."""
+
+    def __init__(self, per_sample, release=None):
+        self.name, self.per_sample, self.release = "n", per_sample, release
+        self.inside = threading.Event()
+
+    def outputs(self):
+        return [Output(self.name, (), np.dtype(np.int64))]
+
+    def fill(self, values, outs, ctx):
+        self.inside.set()
+        if self.release is not None:
+            self.release.wait(10)
+        time.sleep(self.per_sample * len(values))
+        outs[self.name][:len(values)] = values
+        return {}
+
+
+def first_batch_in_background(field, n, workers):
+    """An iterator over ``n`` numbers through ``field``, its first batch (all ``n``) being filled by a
+    consumer thread; returned once a fill has begun, with that thread."""
+    loader = fl.Loader(fl.zip(n=fl.ListSource(list(range(n)), "numbers")), batch_size=n, workers=workers,
+                       fields={"n": field})
+    it = iter(loader)
+    consumer = threading.Thread(target=lambda: next(it, None), daemon=True)
+    consumer.start()
+    assert field.inside.wait(10)
+    return it, consumer
+
+
+def test_closing_during_the_first_batch_of_slow_samples_stops_the_workers_promptly():
+    """Before any sample's time was measured, a worker filled 8 samples between looks at the stop flag:
+    closing during the first batch of very large images kept the workers 4 s (8 x 0.5 s) instead of one
+    sample's time, and warned that they were stuck."""
+    it, consumer = first_batch_in_background(SlowPerSample(per_sample=0.5), 16, workers=2)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        t0 = time.monotonic()
+        it.close()
+        left = wait_for_no_threads(10.0)
+        took = time.monotonic() - t0
+    assert left == [] and took < 2.0, took
+    assert [str(w.message) for w in caught] == []
+    consumer.join(10)
+
+
+def test_a_fill_thread_that_will_not_stop_is_named_with_what_it_is_in():
+    """The warning said a fill thread was in "a user function or a storage read", though a fill thread is
+    in the loader's chunk fill: its records' read, or a field's fill of one sample (a decode)."""
+    release = threading.Event()
+    it, consumer = first_batch_in_background(SlowPerSample(per_sample=0.0, release=release), 8, workers=1)
+    try:
+        with pytest.warns(RuntimeWarning, match=r"fill thread\(s\) fastload-fill_0 still inside a chunk fill "
+                                                r"\(reading its records, or one sample's decode or Field.fill\)"):
+            it.close()
+    finally:
+        release.set()
+    assert wait_for_no_threads(10.0) == []
+    consumer.join(10)

@@ -508,11 +508,13 @@ class Loader(Fluent):
         slot = job.lease.arrays
         # Sub-chunks sized to take about _STOP_S each: a stop (close, Ctrl-C) is seen between them,
         # so a chunk of large images never holds shutdown up, and small images still go 64 at a time.
+        # Until a sample has been timed, one at a time: the first chunk may be of images taking a
+        # second each, and one small sub-chunk costs small images nothing.
         a = 0
         while a < len(idx):
             if stop is not None and stop.is_set():
                 return {}
-            n = max(1, min(64, int(_STOP_S / self._per_sample_s))) if self._per_sample_s else 8
+            n = max(1, min(64, int(_STOP_S / self._per_sample_s))) if self._per_sample_s else 1
             b_ = min(a + n, len(idx))
             ctx = ChunkContext(self.seed, job.epoch, indices[a:b_])
             part = records[a:b_]
@@ -765,7 +767,8 @@ class _LoaderIter(Node):
         stop = threading.Event()
         self.upstream = ThreadMap(chunks, functools.partial(_fill, loader, stop), loader.workers,
                                   window=(loader.prefetch_depth + 1) * per_batch, name="fill", kind="compiled",
-                                  stop=stop)
+                                  stop=stop, inside="a chunk fill (reading its records, or one sample's decode "
+                                  "or Field.fill)")
         self._yielded = self.failed = 0
         self._closed = False
 

@@ -29,8 +29,8 @@ the record); an upstream's exception passes through unchanged.
 Shutdown is bounded: closing sets a stop event that every blocking wait and
 every chunk of compiled work checks, cancels queued tasks, and waits at most
 ``JOIN_S`` in total for threads; a thread still inside a call after that (a user
-function, or a storage read and its retries) is named in a :class:`RuntimeWarning`
-and exits when the call returns.
+function, a storage read and its retries, one sample's decode) is named, with what
+it runs, in a :class:`RuntimeWarning` and exits when the call returns.
 """
 from __future__ import annotations
 
@@ -47,6 +47,7 @@ from .stats import StageStats
 __all__ = ["Node", "IterNode", "Prefetcher", "ThreadMap", "join_threads", "close_iterator", "JOIN_S"]
 
 JOIN_S = 1.0   # how long closing waits, in total, for threads to leave user code
+USER_CALL = "a call (a user function or a storage read)"   # what a stage's thread runs, unless told
 
 
 def close_iterator(it: Any) -> None:
@@ -56,8 +57,9 @@ def close_iterator(it: Any) -> None:
         close()
 
 
-def join_threads(threads, what: str) -> None:
-    """Join ``threads`` within one shared deadline; warn visibly about any that will not stop."""
+def join_threads(threads, what: str, inside: str = USER_CALL) -> None:
+    """Join ``threads`` within one shared deadline; warn visibly about any that will not stop,
+    saying what they run (``inside``)."""
     deadline = time.monotonic() + JOIN_S
     me = threading.current_thread()
     stuck = []
@@ -68,8 +70,8 @@ def join_threads(threads, what: str) -> None:
         if t.is_alive():
             stuck.append(t.name)
     if stuck:
-        warnings.warn(f"fastload: {what} thread(s) {', '.join(stuck)} still inside a call (a user function or a "
-                      f"storage read) {JOIN_S:.0f}s after the stop; each exits when its call returns",
+        warnings.warn(f"fastload: {what} thread(s) {', '.join(stuck)} still inside {inside} {JOIN_S:.0f}s "
+                      "after the stop; each exits when its call returns",
                       RuntimeWarning, stacklevel=3)
 
 
@@ -251,16 +253,17 @@ class ThreadMap(Node):
 
     Yields in input order (or as completed with ``ordered=False``). ``workers=0``
     runs ``fn`` in the caller's thread as items are taken. ``fn`` may accept a
-    keyword ``stop`` (a ``threading.Event`` set on close) to leave long work early.
+    keyword ``stop`` (a ``threading.Event`` set on close) to leave long work early. ``inside``
+    says what ``fn`` is, for the warning about a worker that will not stop.
     """
 
     def __init__(self, upstream: Any, fn: Callable[[Any], Any], workers: int, window: int | None = None,
                  ordered: bool = True, name: str = "map", kind: str = "python",
                  wrap: Callable[[int, Any, BaseException], BaseException] | None = None,
-                 stop: threading.Event | None = None):
+                 stop: threading.Event | None = None, inside: str = USER_CALL):
         self.upstream, self._fn, self.workers, self.ordered = upstream, fn, workers, ordered
         self.window = window or max(2 * workers, 1)
-        self.name, self.kind, self._wrap = name, kind, wrap
+        self.name, self.kind, self._wrap, self._inside = name, kind, wrap, inside
         self._stats = StageStats(name, kind, max(workers, 1))
         self._it: Iterator[Any] | None = None
         self._pool: cf.ThreadPoolExecutor | None = None
@@ -358,7 +361,7 @@ class ThreadMap(Node):
             fut.cancel()
         if pool is not None:
             pool.shutdown(wait=False, cancel_futures=True)
-            join_threads(list(getattr(pool, "_threads", ())), self.name)
+            join_threads(list(getattr(pool, "_threads", ())), self.name, self._inside)
         self._pending.clear()
         it, self._it = self._it, None
         close_iterator(it)
