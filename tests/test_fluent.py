@@ -5,7 +5,7 @@ import time
 
 import numpy as np
 import pytest
-from threadutil import new_threads
+from threadutil import in_fork, new_threads
 
 from fastload.errors import FailedRecord, StageError
 from fastload.pipeline.fluent import Stream, buffered_shuffle, mix
@@ -305,3 +305,17 @@ def test_batches_index_and_onehot():
         ListSource(recs).batches(2, labels="onehot")
     with pytest.raises(ValueError, match="random-access"):
         src.map(lambda r: r).batches(2, shuffle=True)
+
+
+@pytest.mark.filterwarnings("ignore:.*fork:DeprecationWarning")   # Python's warning about fork with threads
+@pytest.mark.parametrize("threaded", ["map", "prefetch"])
+def test_a_threaded_stream_advanced_in_a_forked_child_is_refused(threaded):
+    """A child made by os.fork() that advanced its parent's iterator over a threaded stage found none of the
+    stage's threads: a .map(workers=) waited for ever, a .prefetch() took their silence for the end."""
+    stream = ListSource(list(range(50)))
+    stream = stream.map(lambda x: x, workers=2) if threaded == "map" else stream.prefetch(2)
+    it = iter(stream)
+    got = [next(it)]
+    child = in_fork(lambda: list(it))
+    assert child.startswith("RuntimeError") and "iterate the stream (or loader) anew in the child" in child, child
+    assert got + list(it) == list(range(50))

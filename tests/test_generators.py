@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from helpers import write_image_folder
 from PIL import Image
-from threadutil import finishes, new_threads
+from threadutil import finishes, in_fork, new_threads
 from tutorial import add_noise, py_augment, py_read_images, py_rescale, py_shuffle
 
 from fastload import stages
@@ -354,3 +354,15 @@ def test_a_finished_pipeline_left_to_the_interpreter_exit_exits_cleanly(folder, 
     pytest.importorskip("torch")
     r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, cwd=tmp_path)
     assert r.returncode == 0 and r.stderr == "", r.stderr
+
+
+@pytest.mark.filterwarnings("ignore:.*fork:DeprecationWarning")   # Python's warning about fork with threads
+def test_a_run_advanced_in_a_forked_child_is_refused_and_goes_on_in_the_parent():
+    """A child made by os.fork() that advanced its parent's run found no stage threads (they are the
+    parent's) and took the end of the stream for the end of the run: it got a few items, silently."""
+    p = GeneratorPipeline(range(20), lambda x: x + 1)
+    it = iter(p)
+    got = [next(it)]
+    child = in_fork(lambda: list(it))
+    assert child.startswith("RuntimeError") and "build a new GeneratorPipeline in the child" in child, child
+    assert got + list(it) == list(range(1, 21))

@@ -9,6 +9,7 @@ import tracemalloc
 import numpy as np
 import pytest
 from PIL import Image
+from threadutil import in_fork
 
 import fastload as fl
 from fastload._kernels import _batch
@@ -487,3 +488,16 @@ def test_a_failure_fraction_is_of_the_records_a_rank_loads():
     with pytest.raises(fl.RecordError, match=r"6 records failed this epoch, over max_failures=0\.1"):
         list(make(1))
     assert sum(len(x) for x, _ in make(0)) == 50
+
+
+@pytest.mark.filterwarnings("ignore:.*fork:DeprecationWarning")   # Python's warning about fork with threads
+def test_an_iterator_advanced_in_a_forked_child_is_refused_and_goes_on_in_the_parent(image_folder):
+    """A child made by os.fork() that advanced its parent's iterator waited for ever on worker threads
+    that only the parent has."""
+    loader = fl.Loader(fl.ImageFolder(image_folder), batch_size=4, workers=2, transforms=[fl.CenterCrop(8)])
+    it = iter(loader)
+    labels = next(it)[1].tolist()
+    child = in_fork(lambda: next(it))
+    assert child.startswith("RuntimeError") and "create a new iterator in the child: iter(loader)" in child, child
+    labels += [y for _, batch in it for y in batch.tolist()]
+    assert labels == [0] * 8 + [1] * 8 + [2] * 8

@@ -1,10 +1,12 @@
 """Thread helpers for pipeline tests: leaked-thread checks and a hang guard."""
 from __future__ import annotations
 
+import os
+import signal
 import threading
 import time
 
-__all__ = ["finishes", "new_threads"]
+__all__ = ["finishes", "in_fork", "new_threads"]
 
 
 def new_threads(before, timeout=5.0):
@@ -33,3 +35,30 @@ def finishes(fn, timeout=20.0):
     if "error" in result:
         raise result["error"]
     return result.get("value")
+
+
+def in_fork(fn, timeout=10.0):
+    """What ``fn()`` returned (its repr) or raised ("Type: message") in a child made by ``os.fork()``;
+    "hung" when the child took longer than ``timeout`` seconds (it is killed)."""
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:   # the child: report, then leave without running the parent's exit handlers
+        try:
+            try:
+                out = repr(fn())
+            except BaseException as e:
+                out = f"{type(e).__name__}: {e}"
+            os.write(w, out.encode()[:60000])
+        finally:
+            os._exit(0)
+    os.close(w)
+    deadline = time.monotonic() + timeout
+    while os.waitpid(pid, os.WNOHANG)[0] == 0:
+        if time.monotonic() > deadline:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            os.close(r)
+            return "hung"
+        time.sleep(0.02)
+    with os.fdopen(r, "rb") as f:
+        return f.read().decode()

@@ -56,12 +56,13 @@ in the stage's input and a truncated repr), with the original exception as
 from __future__ import annotations
 
 import inspect
+import os
 import time
 from typing import Any, Iterator
 
 from ..errors import StageError
 from .fluent import record_context, stage_name
-from .node import Prefetcher, close_iterator, join_threads
+from .node import Prefetcher, check_process, close_iterator, join_threads
 from .stats import StageStats, Stats
 
 __all__ = ["GeneratorPipeline"]
@@ -127,6 +128,8 @@ class GeneratorPipeline:
     def __next__(self) -> Any:
         if self._closed:
             raise StopIteration
+        if self._nodes:
+            check_process(self._pid, "this pipeline's run", "build a new GeneratorPipeline in the child")
         nodes = self._nodes or self._start()   # a local: close() from another thread may empty the list
         consumer = self._stage_stats[-1]
         out = nodes[-1]
@@ -149,6 +152,7 @@ class GeneratorPipeline:
 
     def _start(self) -> list[Prefetcher]:
         self._runs += 1
+        self._pid = os.getpid()   # the threads below are this process's
         if self._started is None:
             self._started = time.perf_counter()
         stats = self._stage_stats

@@ -31,6 +31,7 @@ import itertools
 import logging
 import math
 import numbers
+import os
 import threading
 import time
 import warnings
@@ -46,7 +47,7 @@ from . import rng
 from .collate import collate_values
 from .fields import ChunkContext, Field
 from .fluent import Fluent
-from .node import Node, ThreadMap
+from .node import Node, ThreadMap, check_process
 from .ranks import check_same_records
 from .sampler import Sampler, distributed_world, epoch_order
 
@@ -743,6 +744,7 @@ class _LoaderIter(Node):
         self.loader, self.name = loader, "loader"
         keep_freed_memory()   # once per process: see fastload.memory.heap
         self._busy = threading.Lock()
+        self._pid = os.getpid()
         self._begin(epoch, offset)
 
     def _begin(self, epoch: int, offset: int):
@@ -773,6 +775,7 @@ class _LoaderIter(Node):
         self._closed = False
 
     def __next__(self):
+        check_process(self._pid, "this Loader iterator", "create a new iterator in the child: iter(loader)")
         # Two threads advancing one iterator would take each other's chunks: refused, as a
         # generator refuses it.
         if not self._busy.acquire(blocking=False):

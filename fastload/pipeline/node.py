@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import collections
 import concurrent.futures as cf
+import os
 import threading
 import time
 import warnings
@@ -44,9 +45,10 @@ from typing import Any, Callable, Iterator
 from .channel import END, STOPPED, Channel, Failure
 from .stats import StageStats
 
-__all__ = ["Node", "IterNode", "Prefetcher", "ThreadMap", "join_threads", "close_iterator", "JOIN_S"]
+__all__ = ["Node", "IterNode", "Prefetcher", "ThreadMap", "check_process", "join_threads", "close_iterator", "JOIN_S"]
 
 JOIN_S = 1.0   # how long closing waits, in total, for threads to leave user code
+_NEW_ITERATION = "iterate the stream (or loader) anew in the child"
 USER_CALL = "a call (a user function or a storage read)"   # what a stage's thread runs, unless told
 
 
@@ -55,6 +57,14 @@ def close_iterator(it: Any) -> None:
     close = getattr(it, "close", None)
     if close is not None:
         close()
+
+
+def check_process(pid: int, what: str, remedy: str) -> None:
+    """Refuse to advance ``what`` outside process ``pid``, where its threads run: a child made by
+    ``os.fork()`` has none of them, and would wait on them for ever (or take their silence for an end)."""
+    if os.getpid() != pid:
+        raise RuntimeError(f"{what} was started in process {pid}, and this fork()ed child has none of its "
+                           f"worker threads: {remedy}")
 
 
 def join_threads(threads, what: str, inside: str = USER_CALL) -> None:
@@ -180,6 +190,7 @@ class Prefetcher(Node):
     def start(self) -> "Prefetcher":
         if self.thread is None and not self._done:
             # The thread holds only what it needs, never the node, so dropping the node closes it.
+            self._pid = os.getpid()
             self.thread = threading.Thread(target=_produce, name=f"fastload-{self.name}", daemon=True,
                                            args=(self._make_upstream, self._chan, self._stop, self._stats,
                                                  self._waited or (lambda: 0.0)))
@@ -196,6 +207,8 @@ class Prefetcher(Node):
     def __next__(self) -> Any:
         if self._done:
             raise StopIteration
+        if self.thread is not None:
+            check_process(self._pid, f"stage {self.name}", _NEW_ITERATION)
         self.start()
         msg = self._chan.get(self.thread.is_alive)
         if msg is STOPPED:   # whoever stopped this node waits for its thread; not this consumer
@@ -287,6 +300,7 @@ class ThreadMap(Node):
             if self._closed:   # by another thread while this one topped the window up: start nothing more
                 raise StopIteration
             if self._pool is None:
+                self._pid = os.getpid()
                 self._pool = cf.ThreadPoolExecutor(self.workers, thread_name_prefix=f"fastload-{self.name}")
             return self._pool.submit(_timed, self._fn, self._stats, item)   # tasks never hold the node
 
@@ -319,6 +333,8 @@ class ThreadMap(Node):
     def _next(self, top_up: bool) -> Any:
         if self._closed:
             raise StopIteration
+        if self._pool is not None:
+            check_process(self._pid, f"stage {self.name}", _NEW_ITERATION)
         try:
             if top_up or not self._pending:
                 self._fill()
