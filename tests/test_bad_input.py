@@ -453,3 +453,43 @@ def test_multi_field_raise_names_the_record_and_field(tmp_path):
         list(loader)
     assert e.value.record == records.record_id(9) and not isinstance(e.value, fl.DecodeError)
     assert fastload_threads() == []
+
+
+def write_jsonl(path, lines):
+    path.write_text("\n".join(lines) + "\n")
+    return fl.JSONRecords(path)
+
+
+def test_skip_finds_the_fields_from_the_first_record_that_reads(tmp_path):
+    """The fields not named in fields= were found from record 0, outside the error policy: under skip a
+    malformed first line made Loader(...) itself raise, where the same line second was skipped."""
+    good = [f'{{"x": [{i}], "label": {i % 2}, "id": "r{i}"}}' for i in range(1, 12)]
+    src = write_jsonl(tmp_path / "bad_first.jsonl", ["{bad"] + good)
+    fields = {"x": fl.Numeric(1), "label": "index"}
+    with pytest.raises(fl.RecordError, match=r"bad_first.jsonl:line 1: malformed JSON"):
+        fl.Loader(src, batch_size=4, fields=fields)
+    loader = fl.Loader(src, batch_size=4, on_error="skip", fields=fields)
+    with pytest.warns(RuntimeWarning, match="line 1: malformed JSON"):
+        ids = [i for batch in loader for i in batch["id"]]
+    assert ids == [f"r{i}" for i in range(1, 12)] and loader.stats()["skipped"] == 1
+
+
+def test_skip_over_records_none_of_which_reads_names_the_source(tmp_path):
+    src = write_jsonl(tmp_path / "all_bad.jsonl", ["{bad", "[1,", "nope"])
+    with pytest.raises(fl.RecordError, match=r"all_bad.jsonl.*none of its first 3 records could be read.*"
+                                             r"all_bad.jsonl:line 1: malformed JSON"):
+        fl.Loader(src, batch_size=4, on_error="skip", fields={"x": fl.Numeric(1)})
+
+
+def test_skip_finds_a_streams_fields_past_a_record_it_could_not_read():
+    """A stream's first item a FailedRecord (a shard that would not open): its fields were taken to be none,
+    silently, so the fields fields= did not name were not passed through."""
+    def records():
+        yield fl.FailedRecord("shard-0.tar", "cannot open the shard")
+        yield from ({"x": [i], "id": f"r{i}"} for i in range(5))
+    stream = fl.IterableRecords(records)
+    loader = fl.Loader(stream, batch_size=8, on_error="skip", fields={"x": fl.Numeric(1)})
+    with pytest.warns(RuntimeWarning, match="shard-0.tar: cannot open the shard"):
+        assert [batch["id"] for batch in loader] == [[f"r{i}" for i in range(5)]]
+    with pytest.raises(fl.RecordError, match="shard-0.tar: cannot open the shard"):
+        fl.Loader(stream, batch_size=8, fields={"x": fl.Numeric(1)})

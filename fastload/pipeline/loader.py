@@ -47,7 +47,7 @@ from . import rng
 from .collate import collate_values
 from .fields import ChunkContext, Field
 from .fluent import Fluent
-from .node import Node, ThreadMap, check_process
+from .node import Node, ThreadMap, check_process, close_iterator
 from .ranks import check_same_records
 from .sampler import Sampler, distributed_world, epoch_order
 
@@ -63,6 +63,7 @@ _COUNTERS = ("samples", "batches", "skipped", "failed_this_epoch", "stand_ins", 
              "wall_s")
 _STOP_S = 0.05                     # a worker looks at the stop flag about this often
 _WHOLE_BATCH_S = 0.01              # a batch filled faster than this is one worker's task (see _LoaderIter)
+_FIRST_TRIES = 100                 # records read, under on_error="skip", to find one that shows the fields
 
 
 class _Binding:
@@ -256,7 +257,38 @@ class Loader(Fluent):
         return Image(transforms, name=name, **options)
 
     def _first_record(self):
-        return self.source[0] if self._random_access else next(iter(self.source))
+        """The first record, whose shape tells the fields apart. Under ``on_error="skip"`` the first of
+        the first ``_FIRST_TRIES`` that reads: an unreadable record 0 is skipped like any other."""
+        records = self._leading_records()
+        tried, failed = 0, None
+        try:
+            for record in itertools.islice(records, _FIRST_TRIES):
+                tried += 1
+                if not isinstance(record, FailedRecord):
+                    return record
+                if self.on_error == "raise":
+                    raise record.error()
+                failed = failed or record
+        finally:
+            close_iterator(records)
+        if failed is None:
+            raise ValueError(f"the source has no records: {self.source!r}")
+        raise RecordError(repr(self.source), f"none of its first {tried} records could be read, so its fields "
+                                             f"are unknown (the first: {failed.where}: {failed.reason})")
+
+    def _leading_records(self):
+        """The source's records in order, a FailedRecord in place of each that cannot be read (under
+        ``on_error="raise"`` a random-access source's own error is raised as it is)."""
+        if not self._random_access:
+            yield from self.source
+            return
+        for i in range(len(self.source)):
+            try:
+                yield self.source[i]
+            except RecordError as e:
+                if self.on_error == "raise":
+                    raise
+                yield FailedRecord(self._record_id(i), e.reason)
 
     # -- sizes and order ------------------------------------------------------------
     def __len__(self) -> int:
