@@ -1,12 +1,16 @@
 """Faults inside the Loader's stages and workers, interrupts, and concurrent loaders: errors reach
 the consumer saying where they came from, and no fastload thread outlives its iteration."""
 import _thread
+import os
+import subprocess
+import sys
 import threading
 import time
 import warnings
 
 import numpy as np
 import pytest
+from _child import HOME
 
 import fastload as fl
 from fastload.pipeline.fields import Field, Output
@@ -318,3 +322,48 @@ def test_a_fill_thread_that_will_not_stop_is_named_with_what_it_is_in():
         release.set()
     assert wait_for_no_threads(10.0) == []
     consumer.join(10)
+
+
+EXIT_MID_EPOCH = """
+import atexit, threading, time
+import numpy as np
+import fastload as fl
+from fastload.pipeline.fields import Field, Output
+
+started = threading.Event()
+
+class Slow(Field):
+    name = "n"
+
+    def outputs(self):
+        return [Output("n", (), np.dtype(np.int64))]
+
+    def fill(self, values, outs, ctx):
+        started.set()
+        time.sleep(0.05)
+        outs["n"][:len(values)] = values
+        return {}
+
+loader = fl.Loader(fl.zip(n=fl.ListSource(list(range(64)), "numbers")), batch_size=4, workers=1,
+                   fields={"n": Slow()})
+
+def train():
+    while True:
+        for batch in loader:
+            pass
+
+threading.Thread(target=train, daemon=True).start()
+atexit.register(time.sleep, 0.5)   # work at exit (a flush, a checkpoint): the daemon thread runs meanwhile
+started.wait(10)
+"""
+
+
+def test_exit_while_a_daemon_thread_is_mid_epoch_is_quiet():
+    """The interpreter's exit refuses new work to every thread pool while it waits for their threads to
+    finish theirs; a daemon thread still iterating then asked for more, and printed "RuntimeError: cannot
+    schedule new futures after interpreter shutdown" as the program ended."""
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (HOME, os.environ.get("PYTHONPATH")) if p))
+    for _ in range(3):
+        r = subprocess.run([sys.executable, "-c", EXIT_MID_EPOCH], capture_output=True, text=True, timeout=60,
+                           env=env)
+        assert r.returncode == 0 and r.stderr == "", r.stderr[-2000:]

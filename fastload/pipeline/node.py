@@ -289,20 +289,26 @@ class ThreadMap(Node):
         self.stop = stop if stop is not None else threading.Event()
 
     def _submit(self, item) -> cf.Future:
-        if self.workers == 0:
-            f: cf.Future = cf.Future()
-            try:
-                f.set_result(_timed(self._fn, self._stats, item))
-            except BaseException as e:   # surfaced by result(), in order, like a worker's error
-                f.set_exception(e)
-            return f
-        with self._lock:
-            if self._closed:   # by another thread while this one topped the window up: start nothing more
-                raise StopIteration
-            if self._pool is None:
-                self._pid = os.getpid()
-                self._pool = cf.ThreadPoolExecutor(self.workers, thread_name_prefix=f"fastload-{self.name}")
-            return self._pool.submit(_timed, self._fn, self._stats, item)   # tasks never hold the node
+        if self.workers:
+            with self._lock:
+                if self._closed:   # by another thread while this one topped the window up: start nothing more
+                    raise StopIteration
+                if self._pool is None:
+                    self._pid = os.getpid()
+                    self._pool = cf.ThreadPoolExecutor(self.workers, thread_name_prefix=f"fastload-{self.name}")
+                try:
+                    return self._pool.submit(_timed, self._fn, self._stats, item)   # tasks never hold the node
+                except RuntimeError:
+                    # A pool this node has not shut down refuses work only once the interpreter exits (it
+                    # then waits for the pools' threads): a thread still iterating, a daemon's loop, does
+                    # the work itself, as with workers=0, until the exit stops it without a traceback.
+                    pass
+        f: cf.Future = cf.Future()
+        try:
+            f.set_result(_timed(self._fn, self._stats, item))
+        except BaseException as e:   # surfaced by result(), in order, like a worker's error
+            f.set_exception(e)
+        return f
 
     def _fill(self) -> None:
         if self._it is None:
