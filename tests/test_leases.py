@@ -240,12 +240,13 @@ with wds.TarWriter(path) as w:   # 150 KB members: a stream's reader allocates t
         w.write({"__key__": f"s{i:04d}", "bin": rng.integers(0, 256, 150_000, dtype=np.uint8).tobytes(), "cls": i % 3})
 loader = fl.Loader(fl.TarShards(path).stream(shuffle_buffer=100), batch_size=16, fields={"bin": None, "cls": "index"})
 faults = []
-for e in range(5):
+for e in range(20):
     f0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     assert sum(len(b["cls"]) for b in loader) == 128
     faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0)
 from fastload.memory.heap import keep_freed_memory
-print("pad", keep_freed_memory(), "faults", min(faults[1:]))
+high = sum(f > 1000 for f in faults[3:])   # epochs, once the heaps are grown, that faulted their memory back
+print("pad", keep_freed_memory(), "high", high, *faults)
 """
 
 
@@ -258,8 +259,9 @@ def test_freed_memory_is_kept_rather_than_faulted_back_page_by_page(tmp_path):
     kept = run_python(["-c", FAULTS_PER_EPOCH, str(tmp_path)]).split()
     left = run_python(["-c", FAULTS_PER_EPOCH, str(tmp_path)], env={"FASTLOAD_MALLOC_TOP_PAD": "0"}).split()
     assert kept[:2] == ["pad", str(64 << 20)] and left[:2] == ["pad", "None"]
-    # 128 samples of 150 KB (4,700 pages): some 2,000-4,700 faults an epoch when the memory goes back
-    # (how many depends on how the threads' frees interleave), a few dozen when kept
-    assert int(left[3]) > 1000 and int(kept[3]) < int(left[3]) / 10, (kept, left)
+    # 128 samples of 150 KB (4,700 pages): when the memory goes back, an epoch faults some 4,900 times
+    # or, as the threads' frees happen to interleave, a few hundred: 8 to 17 epochs of 17 are high; when
+    # it is kept, a few dozen, but for one epoch at most (a heap still growing)
+    assert int(left[3]) >= 5 and int(kept[3]) <= 1, (kept, left)
     user = run_python(["-c", FAULTS_PER_EPOCH, str(tmp_path)], env={"MALLOC_TOP_PAD_": str(1 << 20)}).split()
     assert user[:2] == ["pad", "None"]   # the user's own setting stands
