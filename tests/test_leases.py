@@ -260,8 +260,8 @@ def test_freed_memory_is_kept_rather_than_faulted_back_page_by_page(tmp_path):
     left = run_python(["-c", FAULTS_PER_EPOCH, str(tmp_path)], env={"FASTLOAD_MALLOC_TOP_PAD": "0"}).split()
     assert kept[:2] == ["pad", str(64 << 20)] and left[:2] == ["pad", "None"]
     # 128 samples of 150 KB (4,700 pages): when the memory goes back, an epoch faults some 4,900 times
-    # or, as the threads' frees happen to interleave, a few hundred: 8 to 17 epochs of 17 are high; when
-    # it is kept, a few dozen, but for one epoch at most (a heap still growing)
-    assert int(left[3]) >= 5 and int(kept[3]) <= 1, (kept, left)
+    # or, as the threads' frees happen to interleave, a few hundred: 4 to 17 epochs of 17 are high; when
+    # it is kept, a few dozen, but for an epoch or so (a heap still growing)
+    assert int(left[3]) >= 3 and int(kept[3]) <= 2, (kept, left)
     user = run_python(["-c", FAULTS_PER_EPOCH, str(tmp_path)], env={"MALLOC_TOP_PAD_": str(1 << 20)}).split()
     assert user[:2] == ["pad", "None"]   # the user's own setting stands
