@@ -4,7 +4,11 @@ Records are read and encoded on worker threads (Pillow releases the GIL while
 re-encoding) and written in source order by one writer, so the output does not
 depend on the number of workers. Shards are finished one at a time: a shard
 file and its piece of the index are renamed into place together, and a packing
-run that stops part-way resumes after the last finished shard. ``meta.json``
+run that stops part-way resumes after the last finished shard. ``pack.json``
+records the settings and a digest of what is packed (each record's name, the
+size and time of each local file behind the records, the labels), and a run
+into an OUT whose ``pack.json`` differs is refused (``overwrite`` starts
+again), so shards of one source never end up beside another's. ``meta.json``
 is written last; its presence means the dataset is complete.
 
 Fields: an image folder's ``(path, label)`` records become ``image`` (the file's
@@ -18,6 +22,7 @@ become PNG); smaller images keep their original bytes.
 from __future__ import annotations
 
 import concurrent.futures
+import hashlib
 import io
 import itertools
 import json
@@ -161,9 +166,39 @@ def _open_source(src: str):
                      "(a .tar path or brace pattern) or module:function returning a Source")
 
 
+def _stat(path: str):
+    try:
+        st = os.stat(path)
+    except (OSError, ValueError):   # not a local file (a URL, a record in a tar shard)
+        return None
+    return st.st_size, st.st_mtime_ns
+
+
+def _digest(source, n: int) -> str:
+    """What the records are, without reading them: each record's name, the size and time of each
+    local file behind them (a folder's images, tar shards), the labels and the classes."""
+    h = hashlib.sha256()
+    labels = source.labels()
+    for i in range(n):
+        rid = source.record_id(i)
+        h.update(repr((rid, _stat(rid), None if labels is None else int(labels[i]))).encode("utf-8", "replace"))
+    for url in getattr(source, "urls", ()):   # tar shards: a shard rewritten keeps its records' names
+        h.update(repr((url, _stat(url))).encode("utf-8", "replace"))
+    h.update(repr(getattr(source, "classes", None)).encode("utf-8", "replace"))
+    return h.hexdigest()
+
+
+def _files_of_a_pack(out: str) -> list[str]:
+    return [n for n in os.listdir(out) if n.startswith("shard-") or n.split(".")[0] in ("pack", "meta", "index")]
+
+
 def pack(source, out: str | os.PathLike, *, shard_size: int = 1 << 30, max_side: int | None = None,
-         quality: int = 90, workers: int = 4, on_error: str = "raise", progress: bool = True) -> dict:
-    """Write ``source`` into ``out``; resumes a run that stopped.
+         quality: int = 90, workers: int = 4, on_error: str = "raise", progress: bool = True,
+         overwrite: bool = False) -> dict:
+    """Write ``source`` into ``out``; resumes a run of the same source and settings that stopped.
+
+    ``out`` holding a pack of other records or settings is a ValueError saying what differs;
+    ``overwrite=True`` removes that pack's files and starts again.
 
     Returns ``meta.json``'s content plus ``skipped`` (records left out under
     ``on_error="skip"``, over all runs) and ``failures`` (this run's, with reasons).
@@ -173,7 +208,8 @@ def pack(source, out: str | os.PathLike, *, shard_size: int = 1 << 30, max_side:
     if shard_size < ALIGN:
         raise ValueError(f"shard_size must be at least {ALIGN} bytes")
     out = os.fspath(out)
-    os.makedirs(out, exist_ok=True)
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise ValueError(f"{out}: exists and is not a directory (give a new output directory)")
     n = len(source)
     if n == 0:
         raise ValueError("the source has no records")
@@ -182,14 +218,16 @@ def pack(source, out: str | os.PathLike, *, shard_size: int = 1 << 30, max_side:
     values = _as_dict(first, shape, names)
     fields = [(name, _kind(name, values[name])) for name in names]
     settings = {"version": FORMAT_VERSION, "records": n, "record": shape, "fields": fields,
-                "max_side": max_side, "quality": quality, "shard_size": shard_size, "align": ALIGN}
+                "max_side": max_side, "quality": quality, "shard_size": shard_size, "align": ALIGN,
+                "source": _digest(source, n)}
+    settings = json.loads(json.dumps(settings))   # as read back: lists, not tuples
+    os.makedirs(out, exist_ok=True)
     plan_path = os.path.join(out, "pack.json")
+    if overwrite:
+        for name in _files_of_a_pack(out):
+            os.unlink(os.path.join(out, name))
     if os.path.exists(plan_path):
-        with open(plan_path) as f:
-            before = json.load(f)
-        if before != json.loads(json.dumps(settings)):
-            raise ValueError(f"{out} holds a packing run with other settings ({before}); "
-                             "give a new output directory or remove it")
+        _check_same_run(out, plan_path, settings)
     else:
         with open(plan_path, "w") as f:
             json.dump(settings, f)
@@ -267,6 +305,25 @@ def pack(source, out: str | os.PathLike, *, shard_size: int = 1 << 30, max_side:
         json.dump(meta, f, indent=1)
     os.replace(meta_path + ".tmp", meta_path)
     return {**meta, "skipped": skipped_before + len(failures), "failures": failures}
+
+
+def _check_same_run(out: str, plan_path: str, settings: dict) -> None:
+    """Finished shards are reused only for the same records packed the same way: say what differs."""
+    try:
+        with open(plan_path) as f:
+            before = json.load(f)
+    except (OSError, ValueError):
+        before = {}
+    if before == settings:
+        return
+    how = "give a new output directory, or overwrite=True (--overwrite) to replace that pack"
+    if {k: v for k, v in before.items() if k != "source"} == {k: v for k, v in settings.items() if k != "source"}:
+        raise ValueError(f"{out} holds a pack of other files (their names, sizes, times or labels differ "
+                         f"from this source's); {how}")
+    changed = sorted(k for k in settings.keys() | before.keys() if k != "source" and before.get(k) != settings.get(k))
+    raise ValueError(f"{out} holds a packing run with other settings ("
+                     + ", ".join(f"{k}: {before.get(k)!r} there, {settings.get(k)!r} now" for k in changed)
+                     + f"); {how}")
 
 
 class _ShardWriter:
@@ -366,6 +423,8 @@ def add_parser(subparsers):
     p.add_argument("--workers", type=int, default=os.cpu_count() or 2)
     p.add_argument("--on-error", choices=("raise", "skip"), default="raise",
                    help="what an unreadable record does: stop, or be left out and reported")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace a pack of other files or settings in OUT (otherwise refused)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
 
@@ -381,9 +440,12 @@ def run(args) -> int:
         raise UsageError(str(e)) from e
     try:
         meta = pack(source, args.out, shard_size=args.shard_size, max_side=args.max_side, quality=args.quality,
-                    workers=args.workers, on_error=args.on_error, progress=not args.quiet)
+                    workers=args.workers, on_error=args.on_error, progress=not args.quiet,
+                    overwrite=args.overwrite)
     except RecordError as e:   # one line naming the record; the packed part stays, to resume
         raise UsageError(f"{e} (--on-error skip leaves such records out)") from e
+    except ValueError as e:   # OUT holds another pack, the source has no records, ...
+        raise UsageError(str(e)) from e
     for record, reason in meta["failures"]:
         print(f"fastload pack: skipped {record}: {reason}", file=sys.stderr)
     print(f"packed {meta['count']} records into {len(meta['shards'])} shards in {args.out}"

@@ -14,6 +14,7 @@ from PIL import Image, ImageOps
 import fastload as fl
 from fastload.cli import main as cli
 from fastload.pack import ALIGN, pack
+from fastload.synthetic import make_image_folder
 from _child import run_python
 from helpers import encode, photo_like
 
@@ -92,6 +93,12 @@ class StopsAt(fl.Source):
     def gather(self, idx):
         return [self[i] for i in idx.tolist()]
 
+    def record_id(self, i):   # the folder's names and labels: a resume recognises the same files
+        return self.src.record_id(i)
+
+    def labels(self):
+        return self.src.labels()
+
 
 def test_a_stopped_run_resumes_to_the_same_files(image_folder, tmp_path):
     src = fl.ImageFolder(image_folder)
@@ -110,6 +117,37 @@ def test_a_stopped_run_resumes_to_the_same_files(image_folder, tmp_path):
             assert a.read() == b.read(), name
     with pytest.raises(ValueError, match="other settings"):
         pack(src, tmp_path / "resumed", shard_size=16 * 1024, progress=False)
+
+
+def test_a_pack_of_other_files_is_never_resumed_into(tmp_path, capsys):
+    """`fastload pack A OUT`, then `fastload pack B OUT` with B as many images: the check compared
+    counts and settings only, so the run kept A's image bytes and wrote B's class names beside them."""
+    a = make_image_folder(tmp_path / "A", classes=2, per_class=3, size=(20, 24), seed=1)
+    b = make_image_folder(tmp_path / "B", classes=2, per_class=3, size=(20, 24), seed=2)
+    os.rename(os.path.join(b, "class_000"), os.path.join(b, "apple"))
+    out = str(tmp_path / "out")
+    assert cli(["pack", a, out, "--quiet"]) == 0
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as e:
+        cli(["pack", b, out, "--quiet"])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and len(err.splitlines()) == 1, err
+    assert err.startswith(f"fastload: error: {out} holds a pack of other files") and "--overwrite" in err, err
+    assert [fl.PackedDataset(out)[i] for i in range(6)] == folder_bytes(fl.ImageFolder(a))   # left as it was
+    assert cli(["pack", b, out, "--quiet", "--overwrite"]) == 0
+    ds = fl.PackedDataset(out)
+    assert ds.classes == ["apple", "class_001"] and [ds[i] for i in range(6)] == folder_bytes(fl.ImageFolder(b))
+    # the same names with other bytes (a file rewritten in place) are other files too
+    first = fl.ImageFolder(b)[0][0]
+    with open(first, "ab") as f:
+        f.write(b"\0")
+    with pytest.raises(ValueError, match="holds a pack of other files"):
+        pack(fl.ImageFolder(b), out, progress=False)
+    # and a run that stopped part-way resumes only with the files it started with
+    with pytest.raises(Interrupted):
+        pack(StopsAt(fl.ImageFolder(a), 5), tmp_path / "part", shard_size=ALIGN, workers=1, progress=False)
+    with pytest.raises(ValueError, match="holds a pack of other files"):
+        pack(fl.ImageFolder(b), tmp_path / "part", shard_size=ALIGN, progress=False)
 
 
 def test_max_side_reencodes_like_pillow(tmp_path):
