@@ -141,6 +141,8 @@ class _Encoder:
 def _open_source(src: str):
     """A source from the command line: an image folder (a path or URL), tar shards, or ``module:function``."""
     import fastload as fl
+    if os.path.isdir(src):   # first: a folder may be named 'photos.tar.d' or 'set{1}'
+        return _local_folder(src)
     if src.endswith(".tar") or ".tar" in src.rsplit("/", 1)[-1] or "{" in src:
         return fl.TarShards(src)
     if "://" in src:   # a folder in object storage or on a web server
@@ -151,19 +153,31 @@ def _open_source(src: str):
                 return fl.ImageFiles(src)
             except (ValueError, OSError):
                 raise e from None
-    if os.path.isdir(src):
-        with os.scandir(src) as it:
-            has_dirs = any(e.is_dir() and not e.name.startswith(".") for e in it)
-        return fl.ImageFolder(src) if has_dirs else fl.ImageFiles(src)
     if ":" in src and not os.path.exists(src):
         import importlib
         module, _, attr = src.partition(":")
         obj = getattr(importlib.import_module(module), attr)
-        return obj() if callable(obj) and not hasattr(obj, "__getitem__") else obj
+        source = obj() if callable(obj) and not hasattr(obj, "__getitem__") else obj
+        if not isinstance(source, fl.Source):
+            raise ValueError(f"{src} gave a {type(source).__name__}, not a fastload Source "
+                             "(for a list of image paths: return fl.ImageFiles(paths))")
+        return source
     if not os.path.exists(src) and ":" not in src:
         raise FileNotFoundError(f"{src}: no such file or directory")
     raise ValueError(f"cannot tell what kind of source {src!r} is: give a directory, tar shards "
                      "(a .tar path or brace pattern) or module:function returning a Source")
+
+
+def _local_folder(src: str):
+    """Class subfolders: an ImageFolder; else the images in it and below it."""
+    import fastload as fl
+    from .sources.folders import IMAGE_EXTENSIONS
+    with os.scandir(src) as it:
+        has_dirs = any(e.is_dir() and not e.name.startswith(".") for e in it)
+    source = fl.ImageFolder(src) if has_dirs else fl.ImageFiles(src)
+    if not len(source):
+        raise FileNotFoundError(f"{src}: no images with extensions {IMAGE_EXTENSIONS} in it or below it")
+    return source
 
 
 def _stat(path: str):
@@ -436,6 +450,7 @@ def run(args) -> int:
         raise UsageError(f"--shard-size must be at least {ALIGN} bytes, got {args.shard_size}")
     try:
         source = _open_source(args.src)
+        len(source)   # tar shards are indexed here: one that cannot be read is the user's to fix
     except (ValueError, OSError, ImportError, AttributeError) as e:
         raise UsageError(str(e)) from e
     try:

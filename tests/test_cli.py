@@ -246,3 +246,34 @@ def test_doctor_lists_and_demo_names_a_folder_of_which_no_file_reads(tmp_path, c
     assert e.value.code == 2 and lines[-1].startswith(f"fastload: error: {tmp_path}: none of the 6 file(s) read "
                                                       f"could be decoded (the first: {tmp_path}") \
         and "Traceback" not in "".join(lines) and lines[-1].endswith("'fastload doctor' lists them")
+
+
+def test_pack_mistakes_are_one_line(tmp_path, capsys, monkeypatch):
+    """OUT an existing file, SRC empty or holding only hidden entries, a .tar that is not there, a
+    module:function that returns a list: each ended in a traceback."""
+    make_image_folder(tmp_path / "imgs", classes=1, per_class=1, size=(20, 24))
+    (tmp_path / "a_file.txt").write_text("x")
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "only_hidden" / ".ipynb_checkpoints").mkdir(parents=True)
+    (tmp_path / "mysrc.py").write_text("def make():\n    return ['imgs/class_000/img_00000.jpg']\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert usage_error(capsys, "pack", "imgs", "a_file.txt", "--quiet") == \
+        "fastload: error: a_file.txt: exists and is not a directory (give a new output directory)"
+    for empty in ("empty", "only_hidden"):
+        assert usage_error(capsys, "pack", empty, "out", "--quiet").startswith(
+            f"fastload: error: {empty}: no images with extensions ('.jpg', ")
+    assert usage_error(capsys, "pack", "missing.tar", "out", "--quiet").startswith(
+        "fastload: error: TarShards: 1 of 1 shards cannot be read: missing.tar: ")
+    assert usage_error(capsys, "pack", "mysrc:make", "out", "--quiet") == \
+        "fastload: error: mysrc:make gave a list, not a fastload Source (for a list of image paths: " \
+        "return fl.ImageFiles(paths))"
+
+
+def test_pack_takes_a_folder_whose_name_looks_like_tar_shards(tmp_path, capsys):
+    """A folder named 'photos.tar.extracted' or 'set{1}' was opened as tar shards and failed."""
+    for name in ("photos.tar.extracted", "set{1}"):
+        root = make_image_folder(tmp_path / name, classes=2, per_class=2, size=(20, 24))
+        out = str(tmp_path / ("out-" + name))
+        assert run(capsys, "pack", root, out, "--quiet")[0] == 0
+        assert len(fl.PackedDataset(out)) == 4
