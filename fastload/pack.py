@@ -221,6 +221,8 @@ def pack(source, out: str | os.PathLike, *, shard_size: int = 1 << 30, max_side:
         raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
     if shard_size < ALIGN:
         raise ValueError(f"shard_size must be at least {ALIGN} bytes")
+    if max_side is not None and max_side < 1:   # 0 was ignored, a negative size made 1x1 images
+        raise ValueError(f"max_side must be at least 1 pixel, got {max_side}")
     out = os.fspath(out)
     if os.path.exists(out) and not os.path.isdir(out):
         raise ValueError(f"{out}: exists and is not a directory (give a new output directory)")
@@ -448,6 +450,8 @@ def run(args) -> int:
     from .cli import UsageError
     if args.shard_size < ALIGN:   # the mistakes of the command line are one line, not a traceback
         raise UsageError(f"--shard-size must be at least {ALIGN} bytes, got {args.shard_size}")
+    if args.max_side is not None and args.max_side < 1:
+        raise UsageError(f"--max-side must be at least 1 pixel, got {args.max_side}")
     try:
         source = _open_source(args.src)
         len(source)   # tar shards are indexed here: one that cannot be read is the user's to fix

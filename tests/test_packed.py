@@ -170,6 +170,18 @@ def test_max_side_reencodes_like_pillow(tmp_path):
     assert np.abs(got - want).max() <= 1
 
 
+def test_a_max_side_under_one_pixel_is_refused(image_folder, tmp_path, capsys):
+    """--max-side -5 re-encoded every image to 1x1 pixels; --max-side 0 was ignored."""
+    for value in (-5, 0):
+        with pytest.raises(ValueError, match=f"max_side must be at least 1 pixel, got {value}"):
+            pack(fl.ImageFolder(image_folder), tmp_path / "p", max_side=value, progress=False)
+        with pytest.raises(SystemExit) as e:
+            cli(["pack", image_folder, str(tmp_path / "q"), "--quiet", "--max-side", str(value)])
+        assert e.value.code == 2 and capsys.readouterr().err == \
+            f"fastload: error: --max-side must be at least 1 pixel, got {value}\n"
+    assert not os.path.exists(tmp_path / "p") and not os.path.exists(tmp_path / "q")
+
+
 def test_cli_pack_and_bad_records(image_folder, tmp_path, capsys):
     root = tmp_path / "f"
     shutil.copytree(image_folder, root)
