@@ -31,7 +31,7 @@ class UsageError(Exception):
 def image_folder(path: str):
     """``fl.ImageFolder(path)``, or a UsageError saying in one line what is wrong with ``path``."""
     import fastload as fl
-    from .sources.folders import IMAGE_EXTENSIONS
+    from .sources.folders import IMAGE_EXTENSIONS, _Walker
     if not os.path.exists(path):
         raise UsageError(f"{path}: no such file or directory")
     if not os.path.isdir(path):
@@ -40,7 +40,7 @@ def image_folder(path: str):
         entries = [e for e in it if not e.name.startswith(".")]
     if not entries:
         raise UsageError(f"{path}: the folder is empty (expected one subfolder of images per class)")
-    if not any(e.is_dir() for e in entries):
+    if not any(_Walker._is_dir(e) for e in entries):   # a link to itself is no folder, not a crash
         images = sum(os.path.splitext(e.name)[1].lower() in IMAGE_EXTENSIONS for e in entries)
         raise UsageError(f"{path}: no class subfolders; it holds {images} image(s) directly "
                          f"(expected {os.path.join(path, '<class>', '<image>')})")

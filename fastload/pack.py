@@ -171,9 +171,9 @@ def _open_source(src: str):
 def _local_folder(src: str):
     """Class subfolders: an ImageFolder; else the images in it and below it."""
     import fastload as fl
-    from .sources.folders import IMAGE_EXTENSIONS
-    with os.scandir(src) as it:
-        has_dirs = any(e.is_dir() and not e.name.startswith(".") for e in it)
+    from .sources.folders import IMAGE_EXTENSIONS, _Walker
+    with os.scandir(src) as it:   # _is_dir: a link to itself is no folder, not a crash
+        has_dirs = any(_Walker._is_dir(e) and not e.name.startswith(".") for e in it)
     source = fl.ImageFolder(src) if has_dirs else fl.ImageFiles(src)
     if not len(source):
         raise FileNotFoundError(f"{src}: no images with extensions {IMAGE_EXTENSIONS} in it or below it")

@@ -277,3 +277,15 @@ def test_pack_takes_a_folder_whose_name_looks_like_tar_shards(tmp_path, capsys):
         out = str(tmp_path / ("out-" + name))
         assert run(capsys, "pack", root, out, "--quiet")[0] == 0
         assert len(fl.PackedDataset(out)) == 4
+
+
+def test_a_symlink_loop_in_the_root_is_no_crash(tmp_path, capsys):
+    """Links to themselves beside the class folders: ImageFolder passes over them, but demo's and
+    doctor's check of the folder (and pack's) died with an OSError (too many levels of links)."""
+    root = make_image_folder(tmp_path / "data", classes=1, per_class=2, size=(20, 24))
+    for n in "abcdefgh":   # several, so one is listed before the class folder whatever the order
+        os.symlink(n, os.path.join(root, n))
+    assert run(capsys, "demo", root, "--size", "16")[0] == 0
+    assert run(capsys, "doctor", root, "--size", "16", "--seconds", "0.2")[0] == 0
+    assert run(capsys, "pack", root, str(tmp_path / "out"), "--quiet")[0] == 0
+    assert fl.PackedDataset(str(tmp_path / "out")).classes == ["class_000"]
