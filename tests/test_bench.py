@@ -265,3 +265,37 @@ def test_shard_contenders_and_the_limit_take_a_folder_of_mixed_extensions(tmp_pa
         assert limits["full"]["decoder"].endswith("; its 6 JPEGs of 8 files") and limits["full"]["images"] == 6
     # and a reason that holds a traceback stays one table cell
     assert report._cell("Traceback:\n  File | x\nValueError: y") == "Traceback: File \\| x ValueError: y"
+
+
+def test_every_contender_reads_the_files_fastload_lists(tmp_path):
+    """The other contenders had their own scan of the folder: it took macOS's hidden '._x.jpg' and
+    left out nested folders and .tif/.gif/... files that ImageFolder reads, so the contenders (and
+    the tar shards, the decode limit and the sample count) read other files than fastload."""
+    import fastload as fl
+    from fastload.bench import suite
+    from fastload.bench._worker import folder_files
+    from fastload.synthetic import encode, photo_like
+    root = tmp_path / "data"
+    for c, cls in enumerate(("cat", "dog")):
+        (root / cls / "nested").mkdir(parents=True)
+        for i in range(2):
+            (root / cls / f"{i}.jpg").write_bytes(encode(photo_like(24, 24, seed=10 * c + i), quality=90))
+        (root / cls / "nested" / "n.jpg").write_bytes(encode(photo_like(24, 24, seed=5), quality=90))
+    Image.fromarray(photo_like(24, 24, seed=7)).save(root / "dog" / "x.tif")
+    (root / "dog" / "._0.jpg").write_bytes(b"\x00\x05\x16\x07 resource fork")
+    os.symlink("loop", root / "loop")   # a link to itself in the root: no crash either
+    want = [(p, label) for p, label in fl.ImageFolder(root)]
+    assert len(want) == 7
+    task = suite.Task("rrc224", "user", "rrc", 16, "mine", batch=4)
+    listing, paths = suite._listing(str(root), str(tmp_path / "cache"))
+    assert paths == [p for p, _ in want]
+    spec = suite._spec("generator", "generator", task, str(root), 1, 1, 0, str(tmp_path / "cache"), listing)
+    assert folder_files(spec) == want
+    del spec["files"]   # a spec made by hand: the worker asks ImageFolder itself
+    assert folder_files(spec) == want
+    r = run_worker(sys.executable, {**spec, "files": listing}, timeout=120)
+    assert r["ok"] and r["images"] == 7, r
+    # a format a contender cannot read the same way is said, not a crash
+    r = run_worker(sys.executable, {**spec, "builder": "ffcv", "files": listing}, timeout=60)
+    assert (r["status"], r["reason"]) == ("n/a", "FFCV stores JPEG or raw pixels, so it cannot read the same TIF files")
+

@@ -6,7 +6,9 @@ imports nothing from fastload at module level: only the standard library and
 NumPy, then the contender's packages inside its builder.
 
 SPEC is JSON: ``contender``, ``task`` (``dataset``, ``path``, ``transform``:
-"rrc" or "resize" or "multimodal", ``size``, ``batch``), ``workers``,
+"rrc" or "resize" or "multimodal", ``size``, ``batch``), ``files`` (a JSON file
+of the ``[path, label]`` pairs that fastload.ImageFolder lists, see
+:func:`folder_files`), ``workers``,
 ``runs``, ``max_images`` (0: all), ``cache`` (a folder for converted data
 such as FFCV's .beton). Before each timed epoch the worker prints a turn line
 and waits for ``go`` on stdin (:func:`wait_turn`). The answer is one line
@@ -29,7 +31,6 @@ import traceback
 import numpy as np
 
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
-IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
 
 
 TURN = "@@fastload-bench-turn"   # printed when ready for the next timed epoch
@@ -72,14 +73,15 @@ def tree_cpu_seconds() -> float:
     return total + sum(procs[str(p)][0] for p in children if str(p) in procs)
 
 
-def scan_folder(root: str) -> list[tuple[str, int]]:
-    """(path, label) for a class-per-subfolder tree, sorted as fastload.ImageFolder sorts it."""
-    classes = sorted(e.name for e in os.scandir(root) if e.is_dir() and not e.name.startswith("."))
-    out = []
-    for label, c in enumerate(classes):
-        d = os.path.join(root, c)
-        out += [(os.path.join(d, n), label) for n in sorted(os.listdir(d)) if n.lower().endswith(IMAGE_EXTS)]
-    return out
+def folder_files(spec) -> list[tuple[str, int]]:
+    """(path, label) of the task's folder, exactly as fastload.ImageFolder lists it: the files every
+    contender reads. The harness writes the list to ``spec["files"]`` (a contender's environment need
+    not import fastload); a spec without one (made by hand) asks ImageFolder here."""
+    if spec.get("files"):
+        with open(spec["files"]) as f:
+            return [(path, label) for path, label in json.load(f)]
+    import fastload as fl
+    return [(path, int(label)) for path, label in fl.ImageFolder(spec["task"]["path"])]
 
 
 def subset(n, max_images):
@@ -279,8 +281,10 @@ def build_torch(files, task, workers, spec):
 
 
 def build_ffcv(files, task, workers, spec):
-    if not files[0][0].lower().endswith((".jpg", ".jpeg")):
-        raise NotApplicable("FFCV stores JPEG or raw pixels, so it cannot read the same PNG files")
+    other = next((path for path, _ in files if not path.lower().endswith((".jpg", ".jpeg"))), None)
+    if other is not None:   # it would re-encode them: not the same files
+        kind = os.path.splitext(other)[1].lstrip(".").upper() or "non-JPEG"
+        raise NotApplicable(f"FFCV stores JPEG or raw pixels, so it cannot read the same {kind} files")
     from ffcv.fields import IntField, RGBImageField
     from ffcv.fields.basics import IntDecoder
     from ffcv.fields.rgb_image import CenterCropRGBImageDecoder, RandomResizedCropRGBImageDecoder
@@ -490,7 +494,7 @@ def measure(spec) -> dict:
     files = []
     # fastload lists the folder itself; the others get the harness's list (their dataset).
     if task["transform"] != "multimodal" and spec["builder"] not in ("fastload", "fastload_packed"):
-        files = scan_folder(task["path"])
+        files = folder_files(spec)
         spec["indices"] = subset(len(files), spec.get("max_images", 0))
         files = [files[i] for i in spec["indices"]]
     t0 = time.perf_counter()

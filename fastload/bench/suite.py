@@ -11,6 +11,7 @@ cannot be installed, does not apply or fails is listed with its reason.
 from __future__ import annotations
 
 import datetime
+import hashlib
 import json
 import os
 import platform
@@ -297,9 +298,19 @@ def _interpreter(c: Contender, cache: str, use_envs: bool, rebuild: bool, log) -
         return None, {"ok": False, "status": "not installed", "reason": str(e)}
 
 
-def _image_paths(root: str) -> list[str]:
-    from ._worker import scan_folder
-    return [p for p, _ in scan_folder(root)]
+def _listing(root: str, cache: str) -> tuple[str, list[str]]:
+    """The images of ``root`` as fastload.ImageFolder lists them, written for the workers as
+    ``[path, label]`` pairs (a file: a long list does not fit on a command line), and their paths:
+    every contender, the decode limit and the sample count take these files and no others."""
+    import fastload as fl
+    files = [(path, int(label)) for path, label in fl.ImageFolder(root)]
+    os.makedirs(os.path.join(cache, "work"), exist_ok=True)
+    key = hashlib.sha1(os.fsencode(root)).hexdigest()[:12]
+    name = os.path.join(cache, "work", f"files-{key}.json")
+    with open(name + ".tmp", "w") as f:
+        json.dump(files, f)
+    os.replace(name + ".tmp", name)
+    return name, [path for path, _ in files]
 
 
 def _machine() -> dict:
@@ -355,13 +366,15 @@ def run_suite(path: str | None = None, *, mode: str = "quick", out: str = "bench
             desc = KINDS[task.dataset][0]
             if time.perf_counter() - t > 1:
                 log(f"  generated {cfg[task.dataset]} samples of '{task.dataset}' in {time.perf_counter() - t:.0f} s")
-        n = len(os.listdir(os.path.join(root, "images"))) if task.transform == "multimodal" else len(_image_paths(root))
+        listing, paths = (None, os.listdir(os.path.join(root, "images"))) if task.transform == "multimodal" \
+            else _listing(root, cache)
+        n = len(paths)
         results["datasets"][task.dataset] = {"path": root, "samples": n, "description": desc}
         log(f"== {task.name}: {task.title} ({n} samples, batch {task.batch}, {threads} threads)")
         entry = {"name": task.name, "title": task.title, "dataset": task.dataset, "samples": n,
                  "batch": task.batch, "limits": {}, "results": {}}
         if task.transform != "multimodal":
-            entry["limits"] = decode_limits(_image_paths(root), task.transforms(), threads, runs=cfg["runs"])
+            entry["limits"] = decode_limits(paths, task.transforms(), threads, runs=cfg["runs"])
             for kind, lim in entry["limits"].items():
                 log(f"  decode-only limit ({kind}): {lim['rate']:.0f} img/s [{lim['decoder']}]")
         jobs = {}   # contender -> (interpreter, spec): timed together, in turns
@@ -378,7 +391,7 @@ def run_suite(path: str | None = None, *, mode: str = "quick", out: str = "bench
                 if python:
                     jobs[c.name] = (python, _spec(c.name, c.builder, task, root,
                                                   threads if c.workers is None else c.workers, cfg["runs"],
-                                                  cfg["cap"] if c.capped else 0, cache))
+                                                  cfg["cap"] if c.capped else 0, cache, listing))
         for name, res in zip(jobs, run_in_turns(list(jobs.values()), cfg["timeout"])):
             entry["results"][name] = _summarise(res)
         for c in roster:
@@ -402,10 +415,10 @@ def run_suite(path: str | None = None, *, mode: str = "quick", out: str = "bench
 
 
 def _spec(name: str, builder: str, task: Task, root: str, workers: int, runs: int, max_images: int,
-          cache: str) -> dict:
-    """The worker's instructions (see _worker's docstring)."""
+          cache: str, files: str | None) -> dict:
+    """The worker's instructions (see _worker's docstring); ``files``: the :func:`_listing` of ``root``."""
     return {"contender": name, "builder": builder, "workers": workers, "runs": runs, "max_images": max_images,
-            "cache": os.path.join(cache, "work"),
+            "cache": os.path.join(cache, "work"), "files": files,
             "task": {"name": task.name, "dataset": task.dataset, "path": root, "transform": task.transform,
                      "size": task.size, "batch": task.batch}}
 
@@ -431,12 +444,13 @@ def _scaling(task: Task, results: dict, threads: int, cfg: dict, cache: str, onl
     counts = list(range(1, threads + 1))
     out = {"task": task.name, "threads": counts, "fastload": [], "torch": [], "limit_region": [], "limit_full": []}
     log(f"== scaling: {task.name}, 1..{threads} threads")
+    listing, paths = _listing(root, cache)
     for t in counts:
-        lim = decode_limits(_image_paths(root), task.transforms(), t, runs=cfg["runs"])
+        lim = decode_limits(paths, task.transforms(), t, runs=cfg["runs"])
         out["limit_full"].append(lim["full"]["rate"])
         out["limit_region"].append(lim.get("region", lim["full"])["rate"])
         jobs = {name: (sys.executable, _spec(f"{name}-scaling-{t}", name, task, root, t, cfg["runs"],
-                                             cfg["cap"] if name == "torch" else 0, cache))
+                                             cfg["cap"] if name == "torch" else 0, cache, listing))
                 for name in ("fastload", "torch")
                 if only is None or (f"{name}-{threads}" if name == "torch" else name) in only}
         answers = dict(zip(jobs, run_in_turns(list(jobs.values()), cfg["timeout"])))
@@ -456,11 +470,12 @@ def _memory(cfg: dict, seed: int, cache: str, threads: int, only, log) -> dict:
     log(f"== memory: peak RSS, {small} vs {large} files")
     for n in (small, large):
         root = base if n == small else linked_copies(base, n, cache=cache)
+        listing = _listing(root, cache)[0]
         for name, builder in (("fastload", "fastload"), (f"torch-{threads}", "torch")):
             if only is not None and name not in only:
                 out[name].append(None)
                 continue
-            spec = _spec(f"{name}-memory-{n}", builder, task, root, threads, 1, 0, cache)
+            spec = _spec(f"{name}-memory-{n}", builder, task, root, threads, 1, 0, cache, listing)
             res = run_worker(sys.executable, spec, cfg["timeout"])
             out[name].append(res.get("peak_rss_mb") if res.get("ok") else None)
         log(f"  {n} files: " + ", ".join(f"{k} {v[-1] or 0:.0f} MB" for k, v in out.items()
