@@ -299,3 +299,46 @@ def test_every_contender_reads_the_files_fastload_lists(tmp_path):
     r = run_worker(sys.executable, {**spec, "builder": "ffcv", "files": listing}, timeout=60)
     assert (r["status"], r["reason"]) == ("n/a", "FFCV stores JPEG or raw pixels, so it cannot read the same TIF files")
 
+
+def _usage_error(capsys, *argv):
+    with pytest.raises(SystemExit) as e:
+        cli.main(list(argv))
+    out, err = capsys.readouterr()
+    assert e.value.code == 2 and "Traceback" not in out + err, out + err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("fastload: error: "), err
+    return lines[0]
+
+
+def test_bench_path_is_checked_as_demo_checks_it(tmp_path, capsys, monkeypatch):
+    """A missing folder was a traceback; an empty one, or images without class folders, ran the
+    whole suite to a results file of failures and exit status 0."""
+    monkeypatch.setenv("FASTLOAD_BENCH_CACHE", str(tmp_path / "cache"))
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "flat").mkdir()
+    (tmp_path / "flat" / "0.jpg").write_bytes(b"x")
+    for path, why in (("missing", "no such file or directory"), ("empty", "the folder is empty"),
+                      ("flat", "no class subfolders; it holds 1 image(s) directly")):
+        line = _usage_error(capsys, "bench", str(tmp_path / path), "--no-envs", "--contenders", "fastload",
+                            "--out", str(tmp_path / "res"))
+        assert line.startswith(f"fastload: error: {tmp_path / path}: {why}"), line
+    assert not os.path.exists(tmp_path / "res")
+
+
+def test_bench_names_an_unknown_contender_and_the_known_ones(tmp_path, capsys):
+    """`--contenders fastlaod` (a typo) ran nothing, listed every contender as not selected and exited 0."""
+    line = _usage_error(capsys, "bench", "--contenders", "fastload,fastlaod", "--threads", "4",
+                        "--out", str(tmp_path / "res"))
+    assert line.startswith("fastload: error: --contenders: unknown 'fastlaod'; choose from fastload, "
+                           "fastload-packed,") and "torch-4" in line, line
+    assert not os.path.exists(tmp_path / "res")
+
+
+def test_bench_readme_without_results_is_one_line(tmp_path, capsys):
+    readme = tmp_path / "README.md"
+    readme.write_text("# x\n<!-- bench:start -->\n<!-- bench:end -->\n")
+    out = tmp_path / "no-results"
+    assert _usage_error(capsys, "bench", "--readme", str(readme), "--out", str(out)) == \
+        f"fastload: error: {out / 'results.json'}: no such file (run 'fastload bench --out {out}' first)"
+    assert _usage_error(capsys, "bench", "--readme", str(tmp_path / "nope.md"), "--out", str(out)).startswith(
+        f"fastload: error: {tmp_path / 'nope.md'}: no such file")

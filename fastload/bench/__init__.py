@@ -42,14 +42,26 @@ def add_parser(subparsers):
 
 
 def run(args) -> int:
+    from ..cli import UsageError, image_folder
     if args.readme:
+        results = os.path.join(args.out, "results.json")
+        for need, hint in ((args.readme, ""), (results, f" (run 'fastload bench --out {args.out}' first)")):
+            if not os.path.isfile(need):
+                raise UsageError(f"{need}: no such file{hint}")
         from .report import update_readme
         update_readme(args.readme, args.out)
-        print(f"updated {args.readme} from {os.path.join(args.out, 'results.json')}")
+        print(f"updated {args.readme} from {results}")
         return 0
-    from .suite import run_suite
+    from .suite import contenders, run_suite
+    threads = args.threads or os.cpu_count() or 1
     only = [c.strip() for c in args.contenders.split(",")] if args.contenders else None
-    run_suite(args.path, mode=args.mode, out=args.out, threads=args.threads, only=only,
+    known = [c.name for c in contenders(threads)]   # the torch rows are named by the thread count
+    unknown = [c for c in only or () if c not in known]
+    if unknown:
+        raise UsageError(f"--contenders: unknown {', '.join(map(repr, unknown))}; choose from {', '.join(known)}")
+    if args.path:
+        image_folder(args.path)   # a missing, empty or flat folder: one line, before any work
+    run_suite(args.path, mode=args.mode, out=args.out, threads=threads, only=only,
               use_envs=not args.no_envs, seed=args.seed, rebuild_envs=args.rebuild_envs)
     print(f"wrote {', '.join(os.path.join(args.out, n) for n in ('results.json', 'results.md'))} and plots")
     return 0
