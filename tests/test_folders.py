@@ -124,6 +124,25 @@ def test_a_flat_folder_of_images_points_to_image_files(tmp_path):
         ImageFolder(empty)
 
 
+def test_images_beside_the_class_folders_are_left_out_with_a_warning(tmp_path, capsys):
+    """A folder of images with one stray subfolder: as torchvision, only the subfolder's image is a
+    sample, but the 5 images at the top were dropped without a word (by pack and demo too)."""
+    for i in range(5):
+        put(tmp_path / "photos" / f"img{i}.jpg")
+    put(tmp_path / "photos" / "thumbs" / "t.jpg")
+    root = str(tmp_path / "photos")
+    with pytest.warns(DiscoveryWarning) as caught:
+        src = ImageFolder(root)
+    assert len(src) == 1 and len(caught) == 1
+    assert str(caught[0].message) == (
+        f"ImageFolder: leaving out the 5 image(s) directly in {root!r} (e.g. 'img0.jpg'): only images in "
+        "class folders are samples; move them into one, or use ImageFiles for unlabeled images")
+    from fastload import cli
+    with pytest.warns(DiscoveryWarning, match="leaving out the 5 image"):
+        assert cli.main(["pack", root, str(tmp_path / "out"), "--quiet"]) == 0
+    assert "packed 1 records" in capsys.readouterr().out
+
+
 def test_an_empty_class_folder_is_an_error_naming_it(tmp_path):
     put(tmp_path / "cat" / "0.jpg")
     put(tmp_path / "dog" / "readme.txt", b"not an image")

@@ -11,6 +11,9 @@ What the walk does with a tree that is not clean:
   ``on_error="skip"`` (the default), left out with a ``DiscoveryWarning``
   naming it and listed in ``.skipped``; under ``on_error="raise"`` it is an
   ``OSError`` naming it. The root itself must be readable.
+* Images directly in an ``ImageFolder``'s root, beside its class folders, are
+  no samples (as in torchvision); one ``DiscoveryWarning`` gives their count and
+  the first name.
 * An ``ImageFolder`` class folder with no images is an error naming it: its
   label would be a class no sample carries (delete the folder, or list the
   files with ``ImageFiles``).
@@ -127,11 +130,11 @@ class _Walker:
         except OSError as e:
             raise OSError(e.errno, f"{self.owner}: cannot list {printable(root)!r}: {e.strerror}") from e
 
-    def images_in(self, directory: str) -> int:
-        """How many image files lie directly in ``directory`` (not below it)."""
+    def images_in(self, directory: str) -> list[str]:
+        """The names of the image files directly in ``directory`` (not below it), sorted."""
         with os.scandir(directory) as it:
-            return sum(1 for e in it if not e.name.startswith(".") and not self._is_dir(e)
-                       and os.path.splitext(e.name)[1].lower() in self.exts)
+            return sorted(e.name for e in it if not e.name.startswith(".") and not self._is_dir(e)
+                          and os.path.splitext(e.name)[1].lower() in self.exts)
 
     @staticmethod
     def _identity(path: str) -> tuple[int, int] | None:
@@ -188,6 +191,14 @@ def _listing(root: str, exts: tuple[str, ...], storage: dict, owner: str) -> tup
     return st, urls
 
 
+def _warn_unlabeled(root: str, names: list[str]) -> None:
+    """Images beside the class folders are no samples (as in torchvision): say so, once."""
+    if names:
+        warnings.warn(f"ImageFolder: leaving out the {len(names)} image(s) directly in {printable(root)!r} "
+                      f"(e.g. {printable(names[0])!r}): only images in class folders are samples; move them "
+                      "into one, or use ImageFiles for unlabeled images", DiscoveryWarning, stacklevel=3)
+
+
 class ImageFolder(_Remote, Source):
     """``root/<class>/**/<image>``: sorted class names in ``.classes``, records ``(path, label)``.
 
@@ -223,11 +234,11 @@ class ImageFolder(_Remote, Source):
                 yield files
 
         paths = PathTable(per_class(), prefix=os.path.join(self.root, ""))
+        flat = walker.images_in(self.root)
         if not len(paths):
-            flat = walker.images_in(self.root)
             if flat:
                 raise FileNotFoundError(
-                    f"ImageFolder: {printable(self.root)!r} holds {flat} images but no class subfolders; "
+                    f"ImageFolder: {printable(self.root)!r} holds {len(flat)} images but no class subfolders; "
                     "ImageFolder wants root/<class>/<image> (one folder per class). "
                     "For unlabeled images use ImageFiles(root)")
             raise FileNotFoundError(f"ImageFolder: no images with extensions {exts} under {printable(self.root)!r}")
@@ -235,6 +246,7 @@ class ImageFolder(_Remote, Source):
             raise FileNotFoundError(f"ImageFolder: class folder(s) without images under {printable(self.root)!r}: "
                              f"{[printable(c) for c in empty]}; each class needs at least one image "
                              f"(extensions {exts}); remove the empty folders")
+        _warn_unlabeled(self.root, flat)
         self.skipped = walker.skipped
         self.paths = paths
         self._labels = np.repeat(np.arange(len(self.classes), dtype=np.int64), counts)
@@ -243,17 +255,18 @@ class ImageFolder(_Remote, Source):
         self.storage, urls = _listing(self.root, exts, storage, "ImageFolder")
         base = self.root.rstrip("/") + "/"
         by_class: dict[str, list[str]] = {}
-        flat = 0
+        flat = []
         for u in urls:
             rel = u[len(base):]
             if "/" not in rel:
-                flat += 1
+                flat.append(url_name(self.root, rel))
                 continue
             by_class.setdefault(url_name(self.root, rel.split("/", 1)[0]), []).append(u)
         if not by_class:
             raise FileNotFoundError(
                 f"ImageFolder: no images with extensions {exts} in class folders under {self.root!r}"
-                + (f" ({flat} images directly under it: for unlabeled images use ImageFiles)" if flat else ""))
+                + (f" ({len(flat)} images directly under it: for unlabeled images use ImageFiles)" if flat else ""))
+        _warn_unlabeled(self.root, flat)
         self.classes = sorted(by_class)
         self.class_to_idx = {c: i for i, c in enumerate(self.classes)}
         self.paths = PathTable((by_class[c] for c in self.classes), prefix=base)
