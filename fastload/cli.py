@@ -86,6 +86,16 @@ examples:
 """
 
 
+FEATURES_HELP = """\
+Print the JPEG and PNG decoders, the SIMD level and other facts of this build
+as JSON.
+
+examples:
+  fastload features
+  fastload features > build.json     # to attach to a bug report
+"""
+
+
 def add_parser(subparsers):
     p = subparsers.add_parser("demo", help="run a training loader on a folder of images and print its speed",
                               description=DEMO_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -97,8 +107,7 @@ def add_parser(subparsers):
     p.add_argument("--size", type=int, default=224, help="output images are SIZE x SIZE pixels (default 224)")
     p.set_defaults(run=run)
     f = subparsers.add_parser("features", help="print what this build of fastload contains",
-                              description="Print the JPEG and PNG decoders, SIMD level and other build facts "
-                                          "as JSON.")
+                              description=FEATURES_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
     f.set_defaults(run=print_features)
     return p
 

@@ -21,6 +21,7 @@ become PNG); smaller images keep their original bytes.
 """
 from __future__ import annotations
 
+import argparse
 import concurrent.futures
 import hashlib
 import io
@@ -427,10 +428,23 @@ def _progress(total, initial, enabled):
     return tqdm(total=total, initial=initial, unit="rec", desc="packing", disable=not enabled, file=sys.stderr)
 
 
+PACK_HELP = """\
+Write an image folder (a path or a URL), tar shards or any source
+(module:function returning one) into page-aligned shard files and an index,
+which fl.PackedDataset(OUT) reads. A run that stopped resumes after its last
+finished shard; an OUT that holds a pack of other files or settings is refused.
+
+examples:
+  fastload pack data/train packed/train
+  fastload pack data/train packed/train --max-side 512 --shard-size 1000000000
+  fastload pack 'shards/train-{0000..0127}.tar' packed/train --on-error skip
+"""
+
+
 def add_parser(subparsers):
     """Register ``fastload pack`` on the ``fastload`` command's subparsers."""
     p = subparsers.add_parser("pack", help="write a folder, tar shards or any source into packed shards",
-                              description=__doc__.split("\n\n")[0])
+                              description=PACK_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("src", help="image folder, tar shards (path or brace pattern), or module:function")
     p.add_argument("out", help="output directory")
     p.add_argument("--max-side", type=int, default=None, help="re-encode images larger than this many pixels")

@@ -150,7 +150,8 @@ def test_doctor_function_returns_figures(bad_folder):
 
 
 def test_help_is_plain_words_with_examples(capsys):
-    for argv in ([], ["demo"], ["doctor"]):
+    """pack, bench and features showed no examples, and pack and bench their reST docstrings."""
+    for argv in ([], ["demo"], ["doctor"], ["pack"], ["bench"], ["features"]):
         with pytest.raises(SystemExit) as e:
             cli.main(argv + ["--help"])
         assert e.value.code == 0

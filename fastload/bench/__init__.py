@@ -14,16 +14,32 @@ environments built on first use and reused; ``--no-envs`` leaves them out.
 """
 from __future__ import annotations
 
+import argparse
 import os
 
 __all__ = ["add_parser", "run"]
+
+
+BENCH_HELP = """\
+Benchmark fastload against its peers (torch DataLoader, WebDataset, FFCV, ...)
+on the same files, with the decode-only limit of each task, and write
+results.json, results.md and plots to --out. Without PATH it generates its data
+sets (cached under $FASTLOAD_BENCH_CACHE or ~/.cache/fastload-bench). Contenders
+whose packages conflict with this environment run in virtual environments
+built on first use; --no-envs leaves them out.
+
+examples:
+  fastload bench                                  # generated data sets, under 3 minutes
+  fastload bench ~/data/train --no-envs --contenders fastload,webdataset
+  fastload bench --readme                         # put the latest table into README.md
+"""
 
 
 def add_parser(subparsers):
     """Register ``bench`` on an argparse subparsers object; ``args.func`` runs it."""
     from .suite import CONTENDERS
     p = subparsers.add_parser("bench", help="benchmark fastload against its peers (plots and a table)",
-                              description=__doc__.split("\n\n")[0])
+                              description=BENCH_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("path", nargs="?", help="class-per-subfolder image directory (default: generated sets)")
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--quick", dest="mode", action="store_const", const="quick", help="under 3 minutes (default)")
