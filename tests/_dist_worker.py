@@ -110,6 +110,12 @@ def local_folders(same, other, out):
             result[name] = {"batches": len(list(loader))}
         except fl.FastloadError as e:
             result[name] = {"error": str(e)}
+    if r == 0:   # a loop on rank 0 alone over a Loader sharded across both: rank 1 never comes
+        os.environ["FASTLOAD_RANK_WAIT_S"] = "3"
+        try:
+            result["alone"] = {"batches": len(list(folder(same[r])))}
+        except fl.FastloadError as e:
+            result["alone"] = {"error": str(e)}
     with open(os.path.join(out, f"rank{r}.json"), "w") as f:
         json.dump(result, f)
     dist.barrier()

@@ -253,3 +253,8 @@ def test_ranks_whose_local_folders_differ_are_stopped_naming_both(tmp_path):
     for rank in (0, 1):   # a source without a listing: its record counts
         assert ranks[rank]["list"]["error"].startswith("the ranks hold other records in ListSource: "
                                                        "rank 0 has 5 records, rank 1 6"), ranks[rank]["list"]
+    # Rank 0 alone reading a Loader sharded across both waits FASTLOAD_RANK_WAIT_S, then says why.
+    assert ranks[0]["alone"]["error"].startswith(f"rank 0 reads ImageFolder({same0!r}, 6 images, 2 classes), "
+                                                 "which is sharded across the 2 ranks, but rank 1 did not read it "
+                                                 "within 3 s (FASTLOAD_RANK_WAIT_S)"), ranks[0]["alone"]
+    assert "alone" not in ranks[1]

@@ -5,6 +5,7 @@ import os
 import signal
 import threading
 import time
+import warnings
 
 __all__ = ["finishes", "in_fork", "new_threads"]
 
@@ -41,7 +42,10 @@ def in_fork(fn, timeout=10.0):
     """What ``fn()`` returned (its repr) or raised ("Type: message") in a child made by ``os.fork()``;
     "hung" when the child took longer than ``timeout`` seconds (it is killed)."""
     r, w = os.pipe()
-    pid = os.fork()
+    with warnings.catch_warnings():   # what a fork is expected to bring: JAX's and Python 3.12's own warnings
+        warnings.filterwarnings("ignore", message=r"os\.fork\(\) was called", category=RuntimeWarning)
+        warnings.filterwarnings("ignore", message=r"This process .* is multi-threaded", category=DeprecationWarning)
+        pid = os.fork()
     if pid == 0:   # the child: report, then leave without running the parent's exit handlers
         try:
             try:

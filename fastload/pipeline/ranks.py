@@ -8,51 +8,100 @@ listed by each rank on its own machine, and one that differs (a file more on
 one machine) would give each rank its part of another listing: every batch
 misaligned, silently. So when a Loader first shards across the initialised
 process group, the ranks exchange their record count and a digest of their
-local file names (:meth:`Source.local_listing`): one small all-gather when
-they agree. When they do not, every rank has seen every rank's summary, so all
-take the same path: rank 0's names are broadcast, each rank finds its first
+local file names (:meth:`Source.local_listing`) through the process group's
+store, which every backend has. When they agree, that is all; when they do
+not, every rank has seen every rank's summary, so all take the same path:
+rank 0's names go through the store too, each rank finds its first
 difference, and every rank raises, rather than one rank stopping and the others
 waiting in their next collective.
+
+A rank that never reads the Loader (a loop on rank 0 alone over a Loader
+sharded across the group) would leave the others waiting: after
+``FASTLOAD_RANK_WAIT_S`` seconds (default 600, NCCL's own default timeout)
+those waiting raise, naming the ranks that did not come, instead of hanging.
 """
 from __future__ import annotations
 
 import itertools
+import os
+import pickle
 import sys
+from datetime import timedelta
 
 from ..errors import FastloadError
 
 __all__ = ["check_same_records"]
 
+_checks = itertools.count()   # a process's n-th check: every rank's n-th is of the same Loader
+
 
 def check_same_records(source, rank: int, world_size: int) -> bool:
     """Whether the ranks compared ``source``; FastloadError on every rank when its records differ
-    between them (see the module docstring).
+    between them, or on those that waited when a rank never came (see the module docstring).
 
-    Nothing is compared (no collective) without an initialised process group, or for a Loader
-    not sharded across it (``rank=``/``world_size=`` of its own, such as one rank's own data).
+    Nothing is compared without an initialised process group, or for a Loader not sharded
+    across it (``rank=``/``world_size=`` of its own, such as one rank's own data).
     """
     dist = sys.modules.get("torch.distributed")   # never imports torch itself
     if dist is None or not dist.is_available() or not dist.is_initialized() or world_size < 2 \
             or (rank, world_size) != (dist.get_rank(), dist.get_world_size()):
         return False
     listing = getattr(source, "local_listing", lambda: None)()
-    summaries = [None] * world_size
-    dist.all_gather_object(summaries, (len(source), None if listing is None else listing.digest()))
+    name = repr(source) if type(source).__repr__ is not object.__repr__ else type(source).__name__
+    exchange = _Exchange(dist, f"fastload/records/{next(_checks)}", rank, world_size, name)
+    summaries = exchange.all((len(source), None if listing is None else listing.digest()))
     differ = [r for r, s in enumerate(summaries) if s != summaries[0]]
     if not differ:
         return True
-    theirs = [listing.relative() if rank == 0 and listing is not None else None]
-    dist.broadcast_object_list(theirs, src=0)   # every rank is here: each saw the same summaries
+    theirs = exchange.from_rank0(listing.relative() if rank == 0 and listing is not None else None)
     counts = ", ".join(f"rank {r} {summaries[r][0]}" for r in differ[:3])
     more = f" (and {len(differ) - 3} more ranks)" if len(differ) > 3 else ""
     where = ""
-    if rank in differ and listing is not None and theirs[0] is not None:
-        where = f"; rank {rank}'s " + _first_difference(listing.relative(), theirs[0])
-    name = repr(source) if type(source).__repr__ is not object.__repr__ else type(source).__name__
+    if rank in differ and listing is not None and theirs is not None:
+        where = f"; rank {rank}'s " + _first_difference(listing.relative(), theirs)
     raise FastloadError(f"the ranks hold other records in {name}: rank 0 has {summaries[0][0]} records, "
                         f"{counts}{more}{where}; under torch.distributed each rank takes its part of one order "
                         "of the records, so every rank's source must hold the same ones (a folder the same files "
                         "on every machine)")
+
+
+class _Exchange:
+    """Values shared through the process group's store under ``key``, each wait bounded."""
+
+    def __init__(self, dist, key, rank, world_size, name):
+        self.store = dist.distributed_c10d._get_default_store()
+        self.key, self.rank, self.world_size, self.name = key, rank, world_size, name
+        try:
+            self.wait_s = float(os.environ.get("FASTLOAD_RANK_WAIT_S", 600))
+        except ValueError:
+            raise ValueError(f"FASTLOAD_RANK_WAIT_S must be a number of seconds, got "
+                             f"{os.environ['FASTLOAD_RANK_WAIT_S']!r}") from None
+
+    def all(self, value) -> list:
+        """Every rank's ``value``, by rank."""
+        self.store.set(f"{self.key}/{self.rank}", pickle.dumps(value))
+        keys = [f"{self.key}/{r}" for r in range(self.world_size)]
+        self._wait(keys)
+        return [pickle.loads(self.store.get(k)) for k in keys]
+
+    def from_rank0(self, value):
+        """Rank 0's ``value``, on every rank."""
+        if self.rank == 0:
+            self.store.set(f"{self.key}/rank0", pickle.dumps(value))
+        self._wait([f"{self.key}/rank0"])
+        return pickle.loads(self.store.get(f"{self.key}/rank0"))
+
+    def _wait(self, keys):
+        try:
+            self.store.wait(keys, timedelta(seconds=self.wait_s))
+        except RuntimeError:   # DistStoreError: the wait timed out
+            away = [r for r in range(self.world_size) if not self.store.check([f"{self.key}/{r}"])]
+            raise FastloadError(
+                f"rank {self.rank} reads {self.name}, which is sharded across the {self.world_size} ranks, but "
+                f"rank{'s' * (len(away) > 1)} {', '.join(map(str, away))} did not read it within "
+                f"{self.wait_s:g} s (FASTLOAD_RANK_WAIT_S): every rank must read a Loader sharded across them, "
+                "each its part of every batch; for a loop on one rank alone, give its Loader rank=0, "
+                "world_size=1") from None
 
 
 def _first_difference(mine, theirs) -> str:
