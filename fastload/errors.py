@@ -5,6 +5,9 @@ what was wrong, so a user can find the file and fix or exclude it.
 """
 from __future__ import annotations
 
+import os
+import re
+
 __all__ = ["DecodeError", "FailedRecord", "RecordError", "FastloadError", "StageError"]
 
 
@@ -53,3 +56,17 @@ class StageError(FastloadError, RuntimeError):
         self.record = record
         where = f" on record {record!r}" if record is not None else ""
         super().__init__(f"stage {stage!r} failed{where}: {type(cause).__name__}: {cause}")
+
+
+def named_record(where: str, record) -> str:
+    """``where``, with the file a record is (a path, or a ``(path, label)`` pair) named beside it:
+    the file is what a user must find when it fails. A string is taken for a path when it looks
+    like one (a separator, or a short extension), not a caption or a label."""
+    path = record[0] if isinstance(record, tuple) and record else record
+    if isinstance(path, os.PathLike) or (isinstance(path, str) and _PATH_LIKE.search(path)
+                                         and len(path) <= 4096 and "\n" not in path):
+        return f"{where} ({os.fspath(path)})"
+    return where
+
+
+_PATH_LIKE = re.compile(r"[/\\]|\.[A-Za-z0-9]{1,5}$")

@@ -18,6 +18,7 @@ from PIL import Image, ImageOps
 import fastload as fl
 from fastload._kernels import _batch
 from fastload.pipeline.fields import Field, Output
+from fastload.sources.base import Subset
 from helpers import encode, photo_like
 
 H, W = 24, 20     # output size of every comparison
@@ -260,8 +261,9 @@ def test_bad_file_raises_decode_error_naming_it(tmp_path, name):
         loader = fl.Loader(fl.ListSource([item], "files"), batch_size=1, transforms=[fl.Resize((H, W))])
         with pytest.raises(fl.DecodeError, match=reason) as e:
             next(iter(loader))
-        assert e.value.record == "files[0]"
-        assert str(e.value).startswith("files[0]: ") and e.value.reason
+        named = f"files[0] ({path})" if isinstance(item, str) else "files[0]"   # a path record names its file
+        assert e.value.record == named
+        assert str(e.value).startswith(f"{named}: ") and e.value.reason
     loader = fl.Loader(fl.ImageFiles([path]), batch_size=1, transforms=[fl.Resize((H, W))])
     with pytest.raises(fl.DecodeError) as e:
         next(iter(loader))
@@ -435,7 +437,7 @@ def test_bad_labels_are_record_errors_that_say_why(tmp_path):
     for label, why in ((-1, r"label -1 is negative \(labels are class indices: 0, 1, \.\.\.\)"),
                        ("cat", "label 'cat' is not an integer")):
         loader = fl.Loader(fl.ListSource([(path, 0), (path, label)]), batch_size=2, transforms=[fl.Resize((4, 4))])
-        with pytest.raises(fl.RecordError, match=rf"ListSource\[1\]: field 'label': {why}"):
+        with pytest.raises(fl.RecordError, match=rf"ListSource\[1\] \({re.escape(path)}\): field 'label': {why}"):
             list(loader)
 
 
@@ -493,3 +495,103 @@ def test_skip_finds_a_streams_fields_past_a_record_it_could_not_read():
         assert [batch["id"] for batch in loader] == [[f"r{i}" for i in range(5)]]
     with pytest.raises(fl.RecordError, match="shard-0.tar: cannot open the shard"):
         fl.Loader(stream, batch_size=8, fields={"x": fl.Numeric(1)})
+
+
+# ---- the accounting of failures --------------------------------------------------------------
+
+def _jpegs(tmp_path, n, bad):
+    """n small JPEG paths; those in ``bad`` cut in half (libjpeg: premature end of file)."""
+    paths = []
+    for i in range(n):
+        buf = io.BytesIO()
+        Image.fromarray(photo_like(20, 24, seed=i)).save(buf, "JPEG", quality=90)
+        data = buf.getvalue()
+        p = tmp_path / f"{i:03d}.jpg"
+        p.write_bytes(data[:len(data) // 2] if i in bad else data)
+        paths.append(str(p))
+    return paths
+
+
+def _skip_loader(source, **kw):
+    return fl.Loader(source, transforms=[fl.Resize((8, 8))], on_error="skip", workers=1, **kw)
+
+
+def test_a_file_listed_twice_that_fails_counts_twice(tmp_path):
+    # Failures were counted once an epoch by record name: oversampling a bad file (a path repeated,
+    # a Subset index repeated) let three failed records count as one, and under max_failures.
+    good, bad = _jpegs(tmp_path, 2, bad={1})
+    for source in (fl.ImageFiles([good, bad, good, bad, bad, good]),
+                   Subset(fl.ImageFiles([good, bad]), [0, 1, 0, 1, 1, 0])):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            loader = _skip_loader(source, batch_size=2)   # the repeats in other batches
+            assert [len(b) for b in loader] == [1, 1, 1]
+            s = loader.stats()
+            assert (s["skipped"], s["failed_this_epoch"], len(s["failures"])) == (3, 3, 1), s
+            with pytest.raises(fl.RecordError, match="3 records failed this epoch, over max_failures=2"):
+                list(_skip_loader(source, batch_size=2, max_failures=2))
+
+
+def test_a_look_at_another_epoch_leaves_this_ones_failures(tmp_path):
+    # batch_at(0, epoch=1) in epoch 0 reset epoch 0's count: it ended at 1 of 4 failures, the
+    # failure seen in the look counted again in epoch 1, and max_failures=3 let 4 through.
+    paths = _jpegs(tmp_path, 16, bad={1, 5, 9, 13})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        loader = _skip_loader(fl.ImageFiles(paths), batch_size=4)
+        it = iter(loader)
+        next(it), next(it)
+        loader.batch_at(0, epoch=1)
+        assert len(list(it)) == 2
+        s = loader.stats()
+        assert (s["failed_this_epoch"], len(s["failures"])) == (4, 4), s
+        assert len(list(loader)) == 4 and loader.stats()["skipped"] == 8
+        capped = _skip_loader(fl.ImageFiles(paths), batch_size=4, max_failures=3)
+        it = iter(capped)
+        next(it), next(it)
+        capped.batch_at(0, epoch=1)
+        with pytest.raises(fl.RecordError, match="4 records failed this epoch, over max_failures=3"):
+            list(it)
+
+
+def test_a_pass_begun_again_after_max_failures_tripped_trips_again(tmp_path):
+    # The failures were counted already, so the check was skipped, and the rest of the epoch came.
+    paths = _jpegs(tmp_path, 6, bad={0})
+    loader = _skip_loader(fl.ImageFiles(paths), batch_size=2, max_failures=0)
+    for _ in range(2):
+        with pytest.raises(fl.RecordError, match="1 records failed this epoch, over max_failures=0"):
+            list(loader)
+
+
+def test_a_streams_failure_fraction_is_of_this_epochs_records(tmp_path):
+    # A stream's fraction was of every record seen since the Loader was made: after a clean epoch,
+    # 4 failures of 14 passed max_failures=0.25 (3 allowed).
+    paths = _jpegs(tmp_path, 14, bad=set())
+    (tmp_path / "b").mkdir()
+    broken = _jpegs(tmp_path / "b", 14, bad={10, 11, 12, 13})   # late: a fraction of those seen so far
+    which = [paths]
+    stream = fl.IterableRecords(lambda: iter(which[0]))
+    loader = _skip_loader(stream, batch_size=4, max_failures=0.25)
+    assert sum(len(b) for b in loader) == 14
+    which[0] = broken
+    with warnings.catch_warnings(), pytest.raises(fl.RecordError, match="4 records failed this epoch, over "
+                                                                        "max_failures=0.25"):
+        warnings.simplefilter("ignore", RuntimeWarning)
+        list(loader)
+
+
+@pytest.mark.parametrize("kind", ["ListSource", "pairs", "stream"])
+def test_a_record_that_is_a_path_is_named_by_it(tmp_path, kind):
+    # "ListSource[1]: Premature end of JPEG file" named no file, though the record is its path.
+    paths = _jpegs(tmp_path, 4, bad={1})
+    source = {"ListSource": lambda: fl.ListSource(paths),
+              "pairs": lambda: fl.ListSource([(p, 0) for p in paths]),
+              "stream": lambda: fl.IterableRecords(lambda: iter(paths))}[kind]()
+    with pytest.raises(fl.DecodeError) as e:
+        list(fl.Loader(source, batch_size=4, workers=1, transforms=[fl.Resize((8, 8))]))
+    assert paths[1] in str(e.value) and ("ListSource[1]" in str(e.value) or "record 1" in str(e.value))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        loader = _skip_loader(source, batch_size=4)
+        list(loader)
+    assert [paths[1] in name for name, _ in loader.stats()["failures"]] == [True]

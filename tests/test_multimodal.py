@@ -21,7 +21,7 @@ def test_zip_pairs_by_position_into_named_dicts():
     z = fl_zip(image=ListSource(["a.jpg", "b.jpg"], "img"), text=ListSource(["x", "y"], "txt"))
     assert len(z) == 2 and z.fields == ("image", "text")
     assert z[1] == {"image": "b.jpg", "text": "y"}
-    assert z.record_id(1) == "image=img[1] | text=txt[1]"
+    assert z.record_id(1) == "image=img[1] (b.jpg) | text=txt[1]"   # a path names its file; a caption not
     assert z.gather(np.array([1, 0], np.uint64)) == [z[1], z[0]]
     assert fl_zip([1, 2], [3, 4])[0] == {"0": 1, "1": 3}
 
@@ -75,7 +75,7 @@ def test_inner_join_orders_by_first_source_and_reports_missing_keys():
     assert "missing from 'meta': 2 (first: 'b', 'd')" in message
     assert [r["image"] for r in j] == ["img/a.jpg", "img/c.jpg", "img/e.jpg"]
     assert [r["meta"]["v"] for r in j] == [1, 0, 3]
-    assert j.record_id(1) == "key 'c' (image=images[2], meta=meta[0])"
+    assert j.record_id(1) == "key 'c' (image=images[2] (img/c.jpg), meta=meta[0])"
     assert j.fields == ("image", "meta")
 
 
@@ -92,7 +92,7 @@ def test_left_join_fills_none_and_reports():
                                          r"2 records are kept with None"):
         j = join("left", image=images, meta=meta)
     assert len(j) == 5 and j[1] == {"image": "img/b.jpg", "meta": None}
-    assert j.record_id(1) == "key 'b' (image=images[1])"
+    assert j.record_id(1) == "key 'b' (image=images[1] (img/b.jpg))"
 
 
 def test_join_without_missing_keys_is_silent():
@@ -106,7 +106,7 @@ def test_join_without_missing_keys_is_silent():
 
 def test_join_duplicate_key_names_key_and_records():
     a = key_by(ListSource(["p/1.jpg", "q/1.png"], "imgs"), stem)
-    with pytest.raises(ValueError, match=r"duplicate key '1' in source 'a' \(imgs\[0\] and imgs\[1\]\)"):
+    with pytest.raises(ValueError, match=r"duplicate key '1' in source 'a' \(imgs\[0\] \(p/1\.jpg\) and imgs\[1\] \(q/1\.png\)\)"):
         join(a=a, b=key_by(ListSource([{"id": "1"}]), "id"))
 
 

@@ -38,7 +38,7 @@ import warnings
 
 import numpy as np
 
-from ..errors import FailedRecord, RecordError, StageError
+from ..errors import FailedRecord, RecordError, StageError, named_record
 from ..image.field import Image
 from ..memory.heap import keep_freed_memory
 from ..memory.pool import SlotPool
@@ -182,9 +182,8 @@ class Loader(Fluent):
         self._pool: SlotPool | None = None
         self._position = (0, 0)          # (epoch, global sample offset) of the next batch
         self._lock = threading.Lock()
-        self._failures: dict[str, str] = {}     # this epoch's, by record, capped
-        self._failed: set[str] = set()          # this epoch's failed records: each counts once
-        self._failures_epoch = None
+        self._epoch_failures: dict[int, _EpochFailures] = {}   # by epoch: a peek at another keeps this one's
+        self._report_epoch = None        # whose failures stats() gives: the epoch last iterated
         self._warned = False
         self._stats = collections.Counter()
         self._per_sample_s = 0.0         # running mean fill time of one sample (sizes sub-chunks)
@@ -372,7 +371,7 @@ class Loader(Fluent):
             return record.where
         if isinstance(record, dict) and "__key__" in record:   # a streamed shard's sample names itself
             return f"{record['__url__']}:{record['__key__']}" if "__url__" in record else str(record["__key__"])
-        return f"record {index}"
+        return named_record(f"record {index}", record)
 
     # -- statistics -----------------------------------------------------------------
     def stats(self) -> dict:
@@ -386,7 +385,8 @@ class Loader(Fluent):
         """
         with self._lock:   # every counter, 0 before its first count
             s = {k: self._stats[k] for k in _COUNTERS}
-            s["failures"] = list(self._failures.items())
+            state = self._epoch_failures.get(self._report_epoch, _EpochFailures())
+            s["failed_this_epoch"], s["failures"] = state.count, list(state.failures.items())
         busy, wait, wall = s["busy_s"], s["wait_s"], s["wall_s"]
         s["samples_per_s"] = s["samples"] / wall if wall else 0.0
         s["consumer_wait_fraction"] = wait / wall if wall else 0.0
@@ -429,7 +429,7 @@ class Loader(Fluent):
         steps = self._sampler.steps(0)
         if not 0 <= b < steps:
             raise IndexError(f"batch {b} out of range for {steps} batches per epoch")
-        job, batch = self._fill_now(epoch, b)
+        job, batch = self._fill_now(epoch, b, peek=True)
         if batch is None:
             batch, _ = self._stand_in(epoch, 0, b, count=False)
         if batch is None:
@@ -445,10 +445,11 @@ class Loader(Fluent):
                         "output='torch' and device= do what DataLoader's batching, workers and pinning would, "
                         "and loader.batch_at(b) gives batch b by index")
 
-    def _fill_now(self, epoch: int, b: int, count: bool = True, base: int = 0):
+    def _fill_now(self, epoch: int, b: int, count: bool = True, base: int = 0, peek: bool = False):
         """(job, batch or None) of batch ``b`` of ``epoch`` (counted from global sample ``base``),
-        filled in the calling thread."""
+        filled in the calling thread (``peek``: for batch_at)."""
         job = _Job(self, self._slots(), epoch, b, self.order(epoch)[self._sampler.positions(base, b)], None)
+        job.peek = peek
         return job, self._fill_whole(job, count)
 
     def _fill_whole(self, job, count: bool = True):
@@ -647,34 +648,50 @@ class Loader(Fluent):
             values[:] = [values[i] for i in keep] + [None] * (len(values) - len(keep))
         return len(keep)
 
+    def _epoch_state(self, epoch: int) -> "_EpochFailures":
+        """The failures of ``epoch`` (under the lock); only the last few epochs are kept."""
+        state = self._epoch_failures.get(epoch)
+        if state is None:
+            state = self._epoch_failures[epoch] = _EpochFailures()
+            for old in [e for e in self._epoch_failures if e < epoch - 2]:
+                del self._epoch_failures[old]
+        return state
+
     def _count_failures(self, job, failures) -> None:
         """List, count and log a batch's failures; over max_failures, raise naming the last."""
         with self._lock:
-            if self._failures_epoch != job.epoch:
-                self._failures_epoch, self._failures, self._failed = job.epoch, {}, set()
-                self._stats["failed_this_epoch"] = 0
-            # A batch made again (batch_at, a framework's peek, the epoch replayed) fails the same
-            # records: each counts once an epoch, or a peek would eat into max_failures.
-            new = [failures[pos] for pos in sorted(failures) if failures[pos][2] not in self._failed]
+            state = self._epoch_state(job.epoch)
+            if not job.peek or self._report_epoch is None:
+                self._report_epoch = job.epoch
+            # A batch made again (batch_at, a framework's peek, the epoch replayed, a padded step)
+            # fails the same records: each counts once an epoch, or a peek would eat into
+            # max_failures. Counted by position, so a file listed twice fails twice.
+            new = []
+            for pos in sorted(failures):
+                key = int(job.idx[pos])
+                if key not in state.seen:
+                    state.seen.add(key)
+                    new.append(failures[pos])
             for field, reason, rid in new:
-                self._failed.add(rid)
-                if len(self._failures) < _MAX_FAILURES_KEPT:
-                    self._failures.setdefault(rid, reason)
+                if len(state.failures) < _MAX_FAILURES_KEPT:
+                    state.failures.setdefault(rid, reason)
                 log.info("fastload: skipped %s: %s", rid, reason)
             self._stats["skipped"] += len(new)
-            self._stats["failed_this_epoch"] += len(new)
-            failed = self._stats["failed_this_epoch"]
-        if not new:
-            return
-        field, reason, rid = new[-1]
+            state.count += len(new)
+            failed, seen = state.count, state.samples
+        field, reason, rid = (new or [failures[max(failures)]])[-1]
         budget = self.max_failures
         if budget is not None:   # per epoch and rank: a fraction is of this rank's records (those seen, streamed)
             n = self._num_records()
-            total = min(n, len(self) * self.batch_size) if n else self._stats["samples"] + failed
+            total = min(n, len(self) * self.batch_size) if n else seen + failed
             allowed = budget if isinstance(budget, int) else math.floor(budget * total)
+            # checked again for failures counted before: a pass begun again after the error goes
+            # no further than the one that raised it
             if failed > allowed:
                 raise RecordError(rid, f"{failed} records failed this epoch, over "
                                   f"max_failures={budget} (last: {reason})")
+        if not new:
+            return
         if not self._warned:
             self._warned = True
             warnings.warn(f"fastload: skipping records that fail ({rid}: {reason}); "
@@ -711,13 +728,26 @@ class Loader(Fluent):
         return self.collate(batch) if self.collate is not None else batch
 
 
+class _EpochFailures:
+    """One epoch's failed records: each counted once, by its position; the first reasons kept."""
+    __slots__ = ("failures", "seen", "count", "samples")
+
+    def __init__(self):
+        self.failures: dict[str, str] = {}   # record name -> reason, capped
+        self.seen: set[int] = set()           # positions counted
+        self.count = self.samples = 0         # records failed; records yielded (streams' fraction)
+
+
 class _Job:
-    """One batch being filled: its lease, record indices and the raw values collected alongside."""
-    __slots__ = ("epoch", "step", "idx", "records", "lease", "extra", "n", "kept", "workers", "step_records")
+    """One batch being filled: its lease, record indices and the raw values collected alongside.
+    ``peek``: made for batch_at, not for the pass being iterated."""
+    __slots__ = ("epoch", "step", "idx", "records", "lease", "extra", "n", "kept", "workers", "step_records",
+                 "peek")
 
     def __init__(self, loader, pool, epoch, step, idx, records):
         self.epoch, self.step, self.idx, self.records = epoch, step, idx, records
         self.step_records = None
+        self.peek = False
         self.lease = pool.acquire()
         self.n = self.kept = len(idx)
         names = list(loader._raw) + list(loader._passthrough)
@@ -851,6 +881,8 @@ class _LoaderIter(Node):
                     continue
                 L._stats["batches"] += 1
                 L._stats["samples"] += kept
+                with L._lock:   # a streamed epoch's max_failures fraction is of the records it has seen
+                    L._epoch_state(self.epoch).samples += kept
                 self._yielded += 1
                 L._stats["wall_s"] += time.perf_counter() - t0
                 return batch

@@ -19,6 +19,7 @@ from typing import Any, Iterator, Sequence
 
 import numpy as np
 
+from ..errors import named_record
 from ..pipeline.fluent import Fluent
 
 __all__ = ["Source", "Subset", "ListSource"]
@@ -124,4 +125,4 @@ class ListSource(Source):
         return self.records[self._check_index(index)]
 
     def record_id(self, index: int) -> str:
-        return f"{self.name}[{index}]"
+        return named_record(f"{self.name}[{index}]", self.records[index])
