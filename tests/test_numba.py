@@ -169,3 +169,20 @@ def test_same_results_without_jit():
                       "-k", "not without_jit and not in_a_loader"], env={DISABLE_ENV: "1"})
     assert " passed" in out and "failed" not in out
     assert NumbaOp(lambda img, rng: None).jit
+
+
+@numba_transform
+def leave_alone(img, rng):
+    pass
+
+
+def test_kernel_field_scales_as_the_transform_list(image_folder):
+    # A transform list becomes fl.Image, as it does given to the Loader: float pixels
+    # without Normalize in [0, 1], not 0..255.
+    records = fl.ListSource([{"image": p, "label": int(y)} for p, y in fl.ImageFolder(image_folder)])
+    transforms = [fl.Resize((8, 8))]
+    batches = [next(iter(fl.Loader(records, batch_size=4, fields={"image": spec, "label": "index"})))["image"]
+               for spec in (transforms, KernelField(transforms, [leave_alone]), leave_alone.after(transforms))]
+    assert 0 < batches[0].max() <= 1
+    np.testing.assert_array_equal(batches[1], batches[0])
+    np.testing.assert_array_equal(batches[2], batches[0])

@@ -207,15 +207,16 @@ class KernelField(Field):
     """``field`` followed by ``ops`` on its rows, on the worker thread that filled them.
 
     ``field`` is any :class:`~fastload.Field`, or a list of image transforms
-    (built into the image field with ``image_options``: ``dtype``, ``layout``,
-    ...). The ops run on every row the field wrote, in the order given; a row
+    (built into :class:`~fastload.Image` with ``image_options``: ``dtype``,
+    ``layout``, ...; so float pixels without Normalize are in [0, 1], as for a
+    transform list given to the Loader). The ops run on every row the field wrote, in the order given; a row
     the field failed is dropped by the loader whatever the ops did to it.
     """
 
     def __init__(self, field, ops: Sequence[NumbaOp], output: str | None = None, **image_options):
         if isinstance(field, (list, tuple)):
-            from ..image.field import ImageField
-            field = ImageField(field, **image_options)
+            from ..image.field import Image
+            field = Image(field, **image_options)
         elif image_options:
             raise TypeError("image options go with a transform list, not a built field")
         if not isinstance(field, Field):
