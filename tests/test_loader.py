@@ -501,3 +501,26 @@ def test_an_iterator_advanced_in_a_forked_child_is_refused_and_goes_on_in_the_pa
     assert child.startswith("RuntimeError") and "create a new iterator in the child: iter(loader)" in child, child
     labels += [y for _, batch in it for y in batch.tolist()]
     assert labels == [0] * 8 + [1] * 8 + [2] * 8
+
+
+def test_loader_image_options_meet_built_image_fields(image_folder):
+    # The Loader's image options are for transform lists; a built field has its own. A Loader
+    # option that differs from the field's was dropped without a word (float32 NCHW for uint8 NHWC).
+    from fastload.ops.numba_ops import KernelField, NumbaOp
+    records = fl.ListSource([{"image": p, "label": int(y)} for p, y in fl.ImageFolder(image_folder)])
+    transforms = [fl.Resize((8, 8))]
+    for built in (fl.Image(transforms), KernelField(transforms, [NumbaOp(lambda img, rng: None)])):
+        with pytest.raises(ValueError, match=r"fields\['image'\] is a built \w+ with dtype='float32', "
+                                             r"layout='NCHW', but the Loader asks for dtype='uint8', layout='NHWC'"):
+            fl.Loader(records, dtype="uint8", layout="NHWC", fields={"image": built, "label": "index"})
+        # JAX batches are NHWC: a channels-first field is refused rather than handed over as it is.
+        with pytest.raises(ValueError, match=r"asks for layout='NHWC' \(output='jax'\)"):
+            fl.Loader(records, output="jax", fields={"image": built, "label": "index"})
+    same = fl.Image(transforms, dtype=np.uint8, layout="NHWC")
+    x = next(iter(fl.Loader(records, batch_size=4, dtype="uint8", layout="NHWC",
+                            fields={"image": same, "label": "index"})))["image"]
+    assert x.dtype == np.uint8 and x.shape == (4, 8, 8, 3)
+    fl.Loader(records, output="jax", fields={"image": same, "label": "index"})   # NHWC already
+    fl.Loader(records, output="jax", layout="NCHW", fields={"image": fl.Image(transforms), "label": "index"})
+    with pytest.raises(TypeError, match=r"image options \['dtype'\] apply to image fields, and fields= has none"):
+        fl.Loader(records, dtype="uint8", fields={"label": "index"})

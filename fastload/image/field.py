@@ -171,6 +171,12 @@ class ImageField(Field):
     def __reduce__(self):   # the compiled plan does not pickle: made again from what made it
         return _rebuilt, (type(self), self.transforms, {**self._options, "name": self.name})
 
+    @property
+    def options(self) -> dict:
+        """The image options this field was built with, by keyword (dtype as its name, scale resolved)."""
+        scale = self._options["scale"]
+        return {**self._options, "dtype": self.dtype, "scale": self.default_scale if scale is None else scale}
+
     def outputs(self):
         h, w = self.size
         shape = (3, h, w) if self.layout == "NCHW" else (h, w, 3)

@@ -39,7 +39,7 @@ import warnings
 import numpy as np
 
 from ..errors import FailedRecord, RecordError, StageError, named_record
-from ..image.field import Image
+from ..image.field import Image, ImageField, _dtype_name
 from ..memory.heap import keep_freed_memory
 from ..memory.pool import SlotPool
 from ..ops.labels import Labels
@@ -106,7 +106,8 @@ class Loader(Fluent):
     of ``fl.Image([...])``, with the image options it owns (``dtype``,
     ``layout``, ``exif``, ``max_pixels``, ``dct_scale``, ``reducing_gap``,
     ``interpolation``, ``scale``) accepted as keywords; ``layout="auto"`` (the
-    default) is NHWC for JAX output, else NCHW.
+    default) is NHWC for JAX output, else NCHW. A built image field owns its
+    options: a keyword (or JAX's NHWC) that differs from its own is refused.
 
     Under ``torchrun`` (or with ``rank=``/``world_size=``) each rank yields its
     part of every global step; see :mod:`fastload.pipeline.sampler`.
@@ -163,10 +164,11 @@ class Loader(Fluent):
                             "jax.devices('gpu')[0], or fl.integrations.jax.batch_sharding())")
         self._jax_target = device if output == "jax" else None
         self._device = None if output == "jax" else DeviceTransfer.create(device, output, pin_memory)
+        given = {k: v for k, v in image_options.items() if not (k == "layout" and v == "auto")}
         if image_options.get("layout", "auto") == "auto":
             image_options["layout"] = "NHWC" if output == "jax" else "NCHW"
         self._passthrough: list[str] = []      # record fields that no spec names: collated as they are
-        self._bindings, self._raw, self._shape = self._bind(source, transforms, fields, labels, image_options)
+        self._bindings, self._raw, self._shape = self._bind(source, transforms, fields, labels, image_options, given)
         if as_tuple is not None:
             self._shape = "tuple" if as_tuple else "dict"
         self._sampler = Sampler(len(source) if self._random_access else 0, batch_size, drop_last,
@@ -210,7 +212,9 @@ class Loader(Fluent):
         return _rebuild, (self._init, self._position)
 
     # -- construction ---------------------------------------------------------------
-    def _bind(self, source, transforms, fields, labels, image_options):
+    def _bind(self, source, transforms, fields, labels, image_options, given):
+        """(bindings, raw fields, batch shape). ``given``: the image options the caller set, which
+        transform lists take and built image fields must already have."""
         num_classes = len(getattr(source, "classes", ()) or ()) or getattr(source, "num_classes", None)
         if fields is None:
             if transforms is None:
@@ -224,7 +228,7 @@ class Loader(Fluent):
             return [_Binding(None, image)], [], "single"
         if transforms is not None:
             raise ValueError("give either transforms= or fields=, not both")
-        bindings, raw = [], []
+        bindings, raw, takers = [], [], 0   # takers: fields the image options apply to
         for name, spec in fields.items():
             if spec is None:
                 raw.append(name)
@@ -234,12 +238,16 @@ class Loader(Fluent):
             elif isinstance(spec, Field):
                 field = spec
                 field.name = name
+                takers += _check_built_image(name, field, given, self.output)
             elif isinstance(spec, (list, tuple)):
+                takers += 1
                 field = self._image_field(name, spec, image_options)
             else:
                 raise TypeError(f"fields[{name!r}]: expected a transform list, a Field, "
                                 f"'index'/'onehot' or None, got {type(spec).__name__}")
             bindings.append(_Binding(name, field))
+        if given and not takers:
+            raise TypeError(f"Loader image options {sorted(given)} apply to image fields, and fields= has none")
         declared = set(fields)
         record_fields = getattr(source, "fields", None)
         if not record_fields:   # WebDataset's __key__ and __url__ only when fields= names them
@@ -908,6 +916,27 @@ class _LoaderIter(Node):
         self._closed = True
         self.upstream.close()
         self._jobs.close()
+
+
+def _check_built_image(name, field, given: dict, output: str) -> bool:
+    """Whether ``field`` is a built image field (``fl.Image``, or a KernelField around one). Its
+    options were fixed when it was built: a Loader option (or JAX's NHWC) that differs is refused,
+    where it used to be ignored without a word."""
+    image = getattr(field, "inner", field)   # a KernelField runs its kernels on its inner field's rows
+    if not isinstance(image, ImageField):
+        return False
+    wanted = dict(given)
+    if output == "jax":   # what layout="auto" means: JAX batches are NHWC
+        wanted.setdefault("layout", "NHWC")
+    own = image.options
+    differ = [k for k, v in wanted.items() if (_dtype_name(v) if k == "dtype" else v) != own[k]]
+    if differ:
+        asked = ", ".join(f"{k}={wanted[k]!r}" + (" (output='jax')" if k not in given else "") for k in differ)
+        has = ", ".join(f"{k}={own[k]!r}" for k in differ)
+        raise ValueError(f"fields[{name!r}] is a built {type(field).__name__} with {has}, but the Loader asks for "
+                         f"{asked}: a built field owns its image options, so give them to the fl.Image([...]) or "
+                         "transform list it is built from")
+    return True
 
 
 def _numeric(column) -> bool:
