@@ -441,6 +441,22 @@ def test_bad_labels_are_record_errors_that_say_why(tmp_path):
             list(loader)
 
 
+def test_labels_that_are_not_class_indices_fail_their_record():
+    # 1.7 was truncated to class 1 without a word; 2**63 stopped the loader even under skip.
+    for label, why in ((1.7, r"label 1\.7 is not a whole number"), (2.5, r"label 2\.5 is not a whole number"),
+                       (float("nan"), "label nan is not a whole number"),
+                       (2**63, r"label 9223372036854775808 outside \[0, 2\*\*63\)"),
+                       (np.uint64(2**64 - 1), r"label 18446744073709551615 outside \[0, 2\*\*63\)")):
+        src = fl.ListSource([{"y": v} for v in (0, label, 1, 2)])
+        with pytest.raises(fl.RecordError, match=rf"ListSource\[1\]: {why}"):
+            list(fl.Loader(src, batch_size=4, fields={"y": "index"}))
+        with pytest.warns(RuntimeWarning, match="skipping records"):
+            got = [b["y"].tolist() for b in fl.Loader(src, batch_size=4, fields={"y": "index"}, on_error="skip")]
+        assert got == [[0, 1, 2]]
+    whole = fl.ListSource([{"y": v} for v in (0, 2.0, np.float32(1.0), 2)])   # whole numbers are class indices
+    assert next(iter(fl.Loader(whole, batch_size=4, fields={"y": "index"})))["y"].tolist() == [0, 2, 1, 2]
+
+
 def test_multi_field_raise_names_the_record_and_field(tmp_path):
     records = multi_field_records(tmp_path, bad_captions=())
     loader = fl.Loader(records, batch_size=8, fields={"image": [fl.Resize((6, 6))], "number": Caption(),

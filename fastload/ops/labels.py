@@ -1,12 +1,16 @@
 """Labels as class indices (int64) or one-hot rows (float32), the LabelBinarizer of the classic tutorial."""
 from __future__ import annotations
 
+import numbers
+
 import numpy as np
 
 from ..errors import RecordError
 from ..pipeline.fields import Field, Output
 
 __all__ = ["Labels"]
+
+_INT64_END = 2**63   # labels are written as int64
 
 
 class Labels(Field):
@@ -28,28 +32,42 @@ class Labels(Field):
 
     def fill(self, values, outs, ctx):
         out = outs[self.name]
-        failures = {}
         try:   # the common case: a clean integer column, no Python loop
-            labels = np.asarray(values, dtype=np.int64)
+            labels = np.asarray(values)
+        except (TypeError, ValueError, OverflowError):
+            labels = None
+        # Floats would be truncated (1.7 -> 1) and uint64 wrapped by a cast: those take the loop.
+        if labels is not None and labels.dtype.kind in "biu" and np.can_cast(labels.dtype, np.int64):
+            labels = labels.astype(np.int64, copy=False)
             bad = (labels < 0) | (labels >= self.num_classes) if self.num_classes else labels < 0
             if not bad.any():
                 self._write(out, labels)
-                return failures
-        except (TypeError, ValueError, OverflowError):
-            pass
+                return {}
         labels = np.full(len(values), -1, dtype=np.int64)
+        failures = {}
         for i, v in enumerate(values):
-            try:
-                labels[i] = int(v)
-            except (TypeError, ValueError):
-                failures[i] = f"label {v!r} is not an integer"
-                continue
-            if labels[i] < 0 or (self.num_classes and labels[i] >= self.num_classes):
-                failures[i] = f"label {labels[i]} outside [0, {self.num_classes})" if self.num_classes else \
-                    f"label {labels[i]} is negative (labels are class indices: 0, 1, ...)"
-                labels[i] = -1
+            label, reason = self._index(v)
+            if reason:
+                failures[i] = reason
+            else:
+                labels[i] = label
         self._write(out, labels)
         return failures
+
+    def _index(self, v):
+        """(class index, None), or (None, why ``v`` is not one); checked as a Python int, so no value overflows."""
+        if isinstance(v, numbers.Real) and not isinstance(v, numbers.Integral) and not float(v).is_integer():
+            return None, f"label {v!r} is not a whole number"
+        try:
+            label = int(v)
+        except (TypeError, ValueError, OverflowError):
+            return None, f"label {v!r} is not an integer"
+        if label < 0:
+            return None, f"label {label} outside [0, {self.num_classes})" if self.num_classes else \
+                f"label {label} is negative (labels are class indices: 0, 1, ...)"
+        if label >= (self.num_classes or _INT64_END):
+            return None, f"label {label} outside [0, {self.num_classes or '2**63'})"
+        return label, None
 
     def _write(self, out, labels):
         if self.mode == "index":
