@@ -236,6 +236,16 @@ def test_undeclared_fields_pass_through_collated():
     assert b["x"].shape == (4, 1)
 
 
+def test_pass_through_integers_past_int64_are_kept():
+    # 64-bit ids and hashes raised a bare OverflowError naming no column, under on_error="skip" too.
+    for ids, want in (([1, 2**63 + 5, 3, 4], np.uint64), ([np.uint64(2**64 - 1)] * 4, np.uint64),
+                      ([np.int64(-1), 2**63, 0, 1], list), ([2**64, 1, 2, 3], list)):
+        src = fl.ListSource([{"label": 0, "id": v} for v in ids])
+        got = next(iter(fl.Loader(src, batch_size=4, fields={"label": "index"}, on_error="skip")))["id"]
+        assert type(got) is list if want is list else got.dtype == want
+        assert [int(v) for v in got] == [int(v) for v in ids]
+
+
 @pytest.mark.parametrize("output", ["torch", "jax"])
 def test_pass_through_numbers_come_out_as_the_frameworks_arrays(output):
     """output="torch"/"jax" converted the named fields only: a pass-through column of numbers came
