@@ -18,6 +18,7 @@ from PIL import Image
 
 import fastload as fl
 from fastload.pipeline import rng
+from fastload.pipeline.fields import Output
 from fastload.pipeline.generators import GeneratorPipeline
 
 
@@ -244,6 +245,26 @@ def test_pass_through_integers_past_int64_are_kept():
         got = next(iter(fl.Loader(src, batch_size=4, fields={"label": "index"}, on_error="skip")))["id"]
         assert type(got) is list if want is list else got.dtype == want
         assert [int(v) for v in got] == [int(v) for v in ids]
+
+
+def test_a_tuple_batch_follows_the_fields_order_then_pass_through():
+    # The tuple was ordered by kind (fields, raw, pass-through), so `text, label, x = batch` bound
+    # the labels to text. A field with several outputs keeps them side by side.
+    class Pair(fl.Field):
+        def outputs(self):
+            return [Output(self.name, (), np.dtype(np.float32)), Output(self.name + "_twice", (), np.dtype(np.float32))]
+
+        def fill(self, values, outs, ctx):
+            outs[self.name][:] = values
+            outs[self.name + "_twice"][:] = np.multiply(values, 2)
+            return {}
+
+    recs = [{"text": f"t{i}", "label": i % 2, "x": [float(i)], "v": i, "n": i} for i in range(8)]
+    fields = {"text": None, "label": "index", "v": Pair(), "x": fl.Numeric(1)}
+    text, label, v, v2, x, n = next(iter(fl.Loader(fl.ListSource(recs), batch_size=4, fields=fields, as_tuple=True)))
+    assert text == ["t0", "t1", "t2", "t3"] and label.tolist() == [0, 1, 0, 1]
+    assert v.tolist() == [0, 1, 2, 3] and v2.tolist() == [0, 2, 4, 6]
+    assert x.tolist() == [[0], [1], [2], [3]] and n.tolist() == [0, 1, 2, 3]
 
 
 @pytest.mark.parametrize("output", ["torch", "jax"])

@@ -168,6 +168,7 @@ class Loader(Fluent):
         if image_options.get("layout", "auto") == "auto":
             image_options["layout"] = "NHWC" if output == "jax" else "NCHW"
         self._passthrough: list[str] = []      # record fields that no spec names: collated as they are
+        self._order = None                     # the fields= names in the caller's order
         self._bindings, self._raw, self._shape = self._bind(source, transforms, fields, labels, image_options, given)
         if as_tuple is not None:
             self._shape = "tuple" if as_tuple else "dict"
@@ -255,6 +256,7 @@ class Loader(Fluent):
             record_fields = tuple(k for k in first if not (isinstance(k, str) and k.startswith("__"))) \
                 if isinstance(first, dict) else ()
         self._passthrough = [k for k in record_fields if k not in declared]
+        self._order = list(fields)   # a tuple batch's (see _tuple_names)
         return bindings, raw, "dict"
 
     def _image_field(self, name, transforms, options):
@@ -730,10 +732,16 @@ class Loader(Fluent):
         if self._shape == "single":
             batch = arrays[self._outputs[0].name]
         elif self._shape == "tuple":
-            batch = tuple(arrays.values())
+            batch = tuple(arrays[name] for name in self._tuple_names())
         else:
             batch = arrays
         return self.collate(batch) if self.collate is not None else batch
+
+    def _tuple_names(self) -> list:
+        """A tuple batch's arrays in fields= order (a field's outputs side by side), then the pass-through
+        columns: ``text, label, x = batch`` binds what fields= names, whatever kind of field each is."""
+        outputs = {b.key: [o.name for o in b.field.outputs()] for b in self._bindings}
+        return [name for key in (self._order or outputs) for name in outputs.get(key, [key])] + self._passthrough
 
 
 class _EpochFailures:
