@@ -131,6 +131,29 @@ def test_bad_calls():
         add_noise(ro, np.arange(2), 0, 0)
 
 
+def test_a_kernel_of_the_wrong_signature_is_refused_when_made():
+    # It was accepted, and failed at the first batch as a Numba TypingError blaming a record.
+    def one_arg(img):
+        img[...] = 0
+
+    def three_args(rows, rngs, extra):
+        pass
+
+    with pytest.raises(TypeError, match=r"one_arg\(img\): a per-sample kernel is called as one_arg\(sample, rng\)"):
+        numba_transform(one_arg)
+    with pytest.raises(TypeError, match=r"three_args\(rows, rngs, extra\): a batch kernel is called as "
+                                        r"three_args\(rows, rngs\)"):
+        numba_transform(three_args, batch=True)
+    if jit_enabled():   # a compiled kernel is checked through its Python function
+        import numba
+        with pytest.raises(TypeError, match="one_arg"):
+            NumbaOp(numba.njit(one_arg))
+    with pytest.raises(TypeError, match="a kernel must be a function"):
+        NumbaOp(3, name="three")
+    NumbaOp(lambda img, rng, scale=1.0: None)
+    NumbaOp(lambda *args: None)
+
+
 def test_kernel_field_in_a_loader(image_folder):
     transforms = [fl.RandomResizedCrop(16), fl.RandomHorizontalFlip(), fl.Normalize([0.5] * 3, [0.25] * 3)]
     plain = fl.Loader(fl.ImageFolder(image_folder), batch_size=7, shuffle=True, seed=3, copy=True,

@@ -31,6 +31,7 @@ the same worker thread, ``op.apply(rows, ctx.indices, ctx.seed, ctx.epoch)``.
 """
 from __future__ import annotations
 
+import inspect
 import os
 from typing import Callable, Sequence
 
@@ -151,6 +152,24 @@ def _batch_driver(kernel):
     return drive
 
 
+def _check_signature(kernel: Callable, name: str, batch: bool) -> None:
+    """Refuse a kernel that cannot take the driver's two arguments, now: Numba would say so only at the
+    first batch, from a worker thread, blaming a record."""
+    expected = "(rows, rngs)" if batch else "(sample, rng)"
+    if not callable(kernel):
+        raise TypeError(f"{name}: a kernel must be a function {expected}, got {type(kernel).__name__}")
+    fn = getattr(kernel, "py_func", kernel)   # a numba dispatcher's Python function
+    try:
+        signature = inspect.signature(fn)
+    except (TypeError, ValueError):   # a callable Python cannot look into: left to the first call
+        return
+    try:
+        signature.bind(None, None)
+    except TypeError:
+        raise TypeError(f"{name}{signature}: a {'batch' if batch else 'per-sample'} kernel is called as "
+                        f"{name}{expected}") from None
+
+
 class NumbaOp:
     """A per-sample (``kernel(sample, rng)``) or per-batch (``kernel(rows, rngs)``) in-place kernel.
 
@@ -161,6 +180,7 @@ class NumbaOp:
 
     def __init__(self, kernel: Callable, *, batch: bool = False, name: str | None = None):
         self.batch, self.name = batch, name or getattr(kernel, "__name__", "kernel")
+        _check_signature(kernel, self.name, batch)
         self.jit = jit_enabled()
         is_compiled = hasattr(kernel, "py_func")
         if self.jit and not is_compiled:
