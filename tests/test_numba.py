@@ -209,3 +209,16 @@ def test_kernel_field_scales_as_the_transform_list(image_folder):
     assert 0 < batches[0].max() <= 1
     np.testing.assert_array_equal(batches[1], batches[0])
     np.testing.assert_array_equal(batches[2], batches[0])
+
+
+def test_float16_rows_are_refused_when_the_kernels_compile():
+    # Numba has no float16 type: the first batch failed in a worker, blaming a record.
+    transforms = [fl.Resize((8, 8)), fl.Normalize([0.5] * 3, [0.25] * 3)]
+    if jit_enabled():
+        for make in (lambda: KernelField(transforms, [leave_alone], dtype="float16"),
+                     lambda: leave_alone.after(fl.Image(transforms, dtype=np.float16))):
+            with pytest.raises(TypeError, match="field 'image': Numba cannot compile kernels over float16 rows"):
+                make()
+    else:   # plain Python kernels take float16 rows
+        assert KernelField(transforms, [leave_alone], dtype="float16").outputs()[0].dtype == np.float16
+    assert KernelField(transforms, [leave_alone], dtype="float32").outputs()[0].dtype == np.float32

@@ -234,14 +234,16 @@ class KernelField(Field):
     """
 
     def __init__(self, field, ops: Sequence[NumbaOp], output: str | None = None, **image_options):
+        from ..image.field import Image, ImageField
         if isinstance(field, (list, tuple)):
-            from ..image.field import Image
             field = Image(field, **image_options)
         elif image_options:
             raise TypeError("image options go with a transform list, not a built field")
         if not isinstance(field, Field):
             raise TypeError(f"expected a Field or a list of image transforms, got {type(field).__name__}")
         self.inner, self.ops, self._output = field, list(ops), output
+        if isinstance(field, ImageField):   # its rows are declared already: checked now, not at the first batch
+            self.outputs()
         if type(field).prepare is not Field.prepare:   # the loader gives a statistics pass only to fields that ask
             self.__class__ = _PreparedKernelField
 
@@ -266,7 +268,13 @@ class KernelField(Field):
         return getattr(self.inner, "layout", None)
 
     def outputs(self):
-        return self.inner.outputs()
+        outputs = self.inner.outputs()
+        rows = [o for o in outputs if o.name == (self._output or outputs[0].name)]
+        # Numba has no float16 type: a compiled kernel would fail at the first batch, blaming a record.
+        if rows and rows[0].dtype == np.float16 and any(op.jit for op in self.ops):
+            raise TypeError(f"field {self.name!r}: Numba cannot compile kernels over float16 rows; give the "
+                            f"field dtype='float32' or 'uint8', or run the kernels as plain Python ({DISABLE_ENV}=1)")
+        return outputs
 
     def fill(self, values, outs, ctx: ChunkContext):
         failures = self.inner.fill(values, outs, ctx)
