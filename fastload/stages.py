@@ -170,7 +170,7 @@ class augment(Stage):
 
     def __init__(self, rotate90: bool = True, flip: bool = True, seed: int = 0):
         super().__init__()
-        self.rotate90, self.flip, self.seed = rotate90, flip, seed
+        self.rotate90, self.flip, self.seed = rotate90, flip, rng.check_seed(seed)
 
     def params(self, batch_index: int, n: int) -> tuple[np.ndarray, np.ndarray]:
         """The (k, flips) arrays batch ``batch_index`` of ``n`` samples gets."""
@@ -256,7 +256,7 @@ class shuffle_samples(Stage):
 
     def __init__(self, seed: int = 0):
         super().__init__()
-        self.seed = seed
+        self.seed = rng.check_seed(seed)
 
     def __call__(self, batch):
         parts = batch if isinstance(batch, tuple) else (batch,)

@@ -124,6 +124,16 @@ def test_compiled_augment_rescale_shuffle_match_numpy():
 
 # ------------------------------------------------------------- step kinds
 
+@pytest.mark.parametrize("make", [stages.augment, stages.shuffle_samples])
+def test_stage_seeds_are_checked_when_made(make):
+    # seed=-1 failed at the first batch on the stage thread, naming no seed; 2.7 became 2.
+    with pytest.raises(ValueError, match=r"seed must be in \[0, 2\*\*64\), got -1"):
+        make(seed=-1)
+    with pytest.raises(TypeError, match="seed must be an integer, got float 2.7"):
+        make(seed=2.7)
+    assert make(seed=np.int64(5)).seed == 5
+
+
 def test_coroutine_is_primed_and_may_be_primed_already():
     def double():
         while True:
