@@ -14,6 +14,7 @@ from threadutil import in_fork
 import fastload as fl
 from fastload._kernels import _batch
 from fastload.image.field import compile_plan
+from fastload.pipeline.fields import Output
 
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
@@ -524,3 +525,21 @@ def test_loader_image_options_meet_built_image_fields(image_folder):
     fl.Loader(records, output="jax", layout="NCHW", fields={"image": fl.Image(transforms), "label": "index"})
     with pytest.raises(TypeError, match=r"image options \['dtype'\] apply to image fields, and fields= has none"):
         fl.Loader(records, dtype="uint8", fields={"label": "index"})
+
+
+def test_a_field_fill_that_returns_no_dict_is_named():
+    # fill returning None (a forgotten `return {}`) stopped the loader with "'NoneType' object has
+    # no attribute 'items'", naming neither the field nor what fill must return.
+    class NoReturn(fl.Field):
+        def outputs(self):
+            return [Output(self.name, (), np.dtype(np.float32))]
+
+        def fill(self, values, outs, ctx):
+            outs[self.name][:len(values)] = values
+
+    src = fl.ListSource([{"x": i} for i in range(8)])
+    for workers in (0, 2):
+        loader = fl.Loader(src, batch_size=4, workers=workers, fields={"x": NoReturn()})
+        with pytest.raises(TypeError, match=r"field 'x': NoReturn.fill returned None; fill must return a dict "
+                                            r"of failures, \{row: reason\} \(\{\} when none\)"):
+            next(iter(loader))

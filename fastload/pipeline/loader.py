@@ -569,6 +569,9 @@ class Loader(Fluent):
                     bad = b.field.fill(b.values(part), outs, ctx)
                 except Exception as e:
                     raise StageError(f"field {b.field.name}", self._chunk_ids(idx[a:b_], part), e) from e
+                if not isinstance(bad, dict):   # a bug in the field, not in a record
+                    raise TypeError(f"field {b.field.name!r}: {type(b.field).__name__}.fill returned {bad!r}; fill "
+                                    "must return a dict of failures, {row: reason} ({} when none)")
                 for j, reason in bad.items():
                     failures.setdefault(a + j, (b.field, reason))
             per = (time.perf_counter() - t_sub) / (b_ - a)
