@@ -106,7 +106,8 @@ def test_join_without_missing_keys_is_silent():
 
 def test_join_duplicate_key_names_key_and_records():
     a = key_by(ListSource(["p/1.jpg", "q/1.png"], "imgs"), stem)
-    with pytest.raises(ValueError, match=r"duplicate key '1' in source 'a' \(imgs\[0\] \(p/1\.jpg\) and imgs\[1\] \(q/1\.png\)\)"):
+    with pytest.raises(ValueError, match=r"duplicate key '1' in source 'a' "
+                                         r"\(imgs\[0\] \(p/1\.jpg\) and imgs\[1\] \(q/1\.png\)\)"):
         join(a=a, b=key_by(ListSource([{"id": "1"}]), "id"))
 
 
