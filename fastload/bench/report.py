@@ -11,7 +11,6 @@ README_START, README_END = "<!-- bench:start -->", "<!-- bench:end -->"
 PLOTS = ("throughput.png", "scaling.png", "memory.png")
 
 
-
 def _cell(text: str) -> str:
     """``text`` as one Markdown table cell: a reason may hold a traceback's lines and pipes."""
     return " ".join(str(text).split()).replace("|", "\\|")

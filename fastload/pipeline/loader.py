@@ -59,7 +59,7 @@ _IMAGE_OPTIONS = ("dtype", "layout", "exif", "max_pixels", "dct_scale", "reducin
 _OUTPUTS = ("numpy", "torch", "jax")
 _MAX_FAILURES_KEPT = 1000          # failures listed per epoch; the totals count every one
 _PREPARE_CHUNK = 2048              # records per read of a preparation pass
-_COUNTERS = ("samples", "batches", "skipped", "failed_this_epoch", "stand_ins", "ready_batches", "busy_s", "wait_s",
+_COUNTERS = ("samples", "batches", "skipped", "stand_ins", "ready_batches", "busy_s", "wait_s",
              "wall_s")
 _STOP_S = 0.05                     # a worker looks at the stop flag about this often
 _WHOLE_BATCH_S = 0.01              # a batch filled faster than this is one worker's task (see _LoaderIter)
@@ -182,6 +182,7 @@ class Loader(Fluent):
                 last = len(source) % batch_size or batch_size if self._random_access else None
             check_batches(self._jax_target, batch_size, last)
         self._outputs = None   # declared by the fields once they are prepared
+        self._tuple = None     # a tuple batch's array names, in order (see _prepare)
         self._pool: SlotPool | None = None
         self._position = (0, 0)          # (epoch, global sample offset) of the next batch
         self._lock = threading.Lock()
@@ -256,7 +257,7 @@ class Loader(Fluent):
             record_fields = tuple(k for k in first if not (isinstance(k, str) and k.startswith("__"))) \
                 if isinstance(first, dict) else ()
         self._passthrough = [k for k in record_fields if k not in declared]
-        self._order = list(fields)   # a tuple batch's (see _tuple_names)
+        self._order = list(fields)   # a tuple batch's (see _prepare)
         return bindings, raw, "dict"
 
     def _image_field(self, name, transforms, options):
@@ -484,11 +485,16 @@ class Loader(Fluent):
                 f.prepare_chunks(chunks)
             else:   # an iterable of values, read lazily: a field may stop early
                 f.prepare(v for chunk in chunks for v in chunk)
-        outputs = [o for b in self._bindings for o in b.field.outputs()]
+        by_key = {b.key: b.field.outputs() for b in self._bindings}
+        outputs = [o for outs in by_key.values() for o in outs]
         names = [o.name for o in outputs] + list(self._raw) + list(self._passthrough)
         if len(set(names)) != len(names):
             raise ValueError(f"two fields write the same output name: {names}")
         self._outputs = outputs
+        # A tuple batch follows fields= order (a field's outputs side by side), then the pass-through
+        # columns: ``text, label, x = batch`` binds what fields= names, whatever kind of field each is.
+        self._tuple = [name for key in (self._order or by_key)
+                       for name in ([o.name for o in by_key[key]] if key in by_key else [key])] + self._passthrough
 
     def _prepare_records(self):
         """The records in chunks, for a preparation pass; unreadable ones follow the error policy (None)."""
@@ -735,16 +741,10 @@ class Loader(Fluent):
         if self._shape == "single":
             batch = arrays[self._outputs[0].name]
         elif self._shape == "tuple":
-            batch = tuple(arrays[name] for name in self._tuple_names())
+            batch = tuple(arrays[name] for name in self._tuple)
         else:
             batch = arrays
         return self.collate(batch) if self.collate is not None else batch
-
-    def _tuple_names(self) -> list:
-        """A tuple batch's arrays in fields= order (a field's outputs side by side), then the pass-through
-        columns: ``text, label, x = batch`` binds what fields= names, whatever kind of field each is."""
-        outputs = {b.key: [o.name for o in b.field.outputs()] for b in self._bindings}
-        return [name for key in (self._order or outputs) for name in outputs.get(key, [key])] + self._passthrough
 
 
 class _EpochFailures:
@@ -900,8 +900,9 @@ class _LoaderIter(Node):
                     continue
                 L._stats["batches"] += 1
                 L._stats["samples"] += kept
-                with L._lock:   # a streamed epoch's max_failures fraction is of the records it has seen
-                    L._epoch_state(self.epoch).samples += kept
+                if not L._random_access:   # a streamed epoch's max_failures fraction is of the records seen
+                    with L._lock:
+                        L._epoch_state(self.epoch).samples += kept
                 self._yielded += 1
                 L._stats["wall_s"] += time.perf_counter() - t0
                 return batch
