@@ -148,6 +148,24 @@ def main(root):
     state = loader.state_dict()
     assert (state["epoch"], state["batch"]) == (0, 2) and n > 3, (state, n)
 
+    # One batch an epoch: Keras's build pass takes that batch and abandons its iterator, which
+    # looked like a finished epoch, so every Keras epoch trained the next loader epoch's batch.
+    def one_batch(**kw):
+        return fl.Loader(
+            fl.ImageFolder(root), batch_size=len(fl.ImageFolder(root)), shuffle=True, seed=7, layout="NHWC", workers=2,
+            transforms=[fl.RandomResizedCrop(24), fl.RandomHorizontalFlip(), fl.Normalize([0.5] * 3, [0.25] * 3)],
+            **kw)
+    ref_one = one_batch(copy=True)
+    ref_one = [b for _ in range(3) for b in ref_one]
+    assert len(ref_one) == 3 and not np.array_equal(ref_one[0][1], ref_one[1][1])
+    seen7, labels7 = [], []
+    loader = one_batch()
+    model, recording = build(seen7, labels7)
+    model.fit(KerasDataset(loader), epochs=3, shuffle=False, verbose=0, callbacks=[recording])
+    check(seen7, labels7, ref_one, "train")
+    state = loader.state_dict()
+    assert (state["epoch"], state["batch"]) == (3, 0), state
+
     # Dict batches, x and y picked by name (on TensorFlow the batch was picked twice, and fit failed
     # with "tuple indices must be integers"); a column that is neither x nor y is left out.
     src = fl.ImageFolder(root)

@@ -58,6 +58,11 @@ class KerasDataset(DataAdapter):
         self.loader, self.inputs, self.targets = loader, inputs, targets
         self._start = loader.state_dict()   # where the next iterator Keras asks for begins
         self._live = None                   # the loader iterator of the last one (a weak reference)
+        # How an epoch Keras finished is told from its build pass, which takes one batch and
+        # abandons the iterator (see on_epoch_end): the iterators asked for, and how many had
+        # been when the last batch was given; whether the last iterator ran to its end.
+        self._asked = self._asked_at_last = 0
+        self._ran_out = False
 
     # -- what Keras reads -------------------------------------------------------------
     @property
@@ -82,12 +87,15 @@ class KerasDataset(DataAdapter):
         return (n % self.loader.batch_size or None) if self.has_partial_batch else None
 
     def get_numpy_iterator(self):
+        self._asked += 1
         return data_adapter_utils.get_numpy_iterator(self._batches())
 
     def get_jax_iterator(self):
+        self._asked += 1
         return data_adapter_utils.get_jax_iterator(self._batches())
 
     def get_torch_dataloader(self):
+        self._asked += 1
         return data_adapter_utils.get_torch_dataloader(self._batches())
 
     def get_tf_dataset(self):
@@ -97,9 +105,13 @@ class KerasDataset(DataAdapter):
 
         # signed and checked by column name, as the loader gives a batch; x and y are picked after
         def batches():
-            return data_adapter_utils.get_numpy_iterator(self._batches(pick=False))
+            return data_adapter_utils.get_numpy_iterator(self._batches(pick=False, asked=False))
+        first = next(batches())
+        # the batch that signs the dataset is not one trained on: the first epoch starts over
+        self._stop_live()
+        self.loader.load_state_dict(self._start)
         # the loader's threads already work ahead; what tf.data read ahead, a resume would skip
-        return _no_read_ahead(_dataset(self.loader, next(batches()), batches, self._structure), tf)
+        return _no_read_ahead(_dataset(self.loader, first, batches, self._structure), tf)
 
     # -- iteration ----------------------------------------------------------------------
     def _num_records(self):
@@ -108,9 +120,10 @@ class KerasDataset(DataAdapter):
         except TypeError:
             return None
 
-    def _batches(self, pick: bool = True):
+    def _batches(self, pick: bool = True, asked: bool = True):
         """The batches from ``self._start`` to the end of that loader epoch (``pick``: as ``x, y``
-        when ``inputs=`` and ``targets=`` name them).
+        when ``inputs=`` and ``targets=`` name them; ``asked``: Keras asks for a new iterator
+        for each epoch, as it does on every backend but TensorFlow's, which reruns one dataset).
 
         Keras asks for a new iterator after its build pass (one batch, then abandoned: the
         next starts over) and once an iterator has given the loader epoch's last batch (the
@@ -122,16 +135,26 @@ class KerasDataset(DataAdapter):
         self.loader.load_state_dict(self._start)
         it = iter(self.loader)
         self._live = weakref.ref(it)   # Keras dropping the iterator closes it (and its threads)
+        self._ran_out = not asked      # without a request per epoch, an ended epoch is always run
         # Keras's JAX backend transfers the next batch while the step runs, and a device_put
         # on CPU keeps the host memory: safe without copies, since a batch holds its slot's
         # lease for as long as anything views it.
         for batch in it:
+            self._asked_at_last = self._asked
             yield self._structure(batch) if pick else batch
+        self._ran_out = True
 
     def on_epoch_end(self):
-        if self._epoch_done():
-            self._stop_live()
+        if not self._epoch_done():
+            return
+        self._stop_live()
+        if self._ran_out or self._asked > self._asked_at_last:
             self._next_epoch()
+        else:
+            # The loader epoch's last batch was given, but Keras neither asked for the next
+            # iterator nor ran this one out: the build pass abandoned it, having taken the
+            # epoch's only batch. The next iterator starts the same epoch again.
+            self.loader.load_state_dict(self._start)
 
     def _stop_live(self):
         it = self._live() if self._live is not None else None
