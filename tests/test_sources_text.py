@@ -1,4 +1,5 @@
 """JSONRecords, CSVRows, ArrayRecords, IterableRecords: on files and arrays made by the tests."""
+import csv
 import json
 import os
 import pickle
@@ -185,6 +186,43 @@ def test_csv_rows_all_of_another_width_are_errors_not_broadcast(tmp_path):
         for i in (0, 1):
             with pytest.raises(RecordError, match=rf"w\.csv:line {i + 2}: expected 3 fields, found {found}"):
                 src[i]
+
+
+def test_csv_columns_kept_are_the_only_ones_parsed(tmp_path):
+    """A name column beside the numbers: columns= keeps the numbers, and the names are never
+    parsed (every row was an error). A bad value in a kept column is still one, by line;
+    a row of the wrong width still is too, whichever columns are kept."""
+    text = "name,height,weight\nalice,1.62,55\nbob,x,81.5\ncarol,1.7\ndan,1.80,81.5\n"
+    p = write(tmp_path / "p.csv", text)
+    with open(p, newline="") as f:
+        ref = [(r["height"], r["weight"]) for r in csv.DictReader(f)]
+    src = CSVRows(p, columns=["weight", "height"])
+    assert src.columns == ("weight", "height") and len(src) == 4 and sorted(src.errors) == [1, 2]
+    np.testing.assert_array_equal(src[0], np.array([ref[0][1], ref[0][0]], dtype=np.float32))
+    np.testing.assert_array_equal(src[3], np.array([ref[3][1], ref[3][0]], dtype=np.float32))
+    with pytest.raises(RecordError, match=r"p\.csv:line 3: column 1: not a number: 'x'"):
+        src[1]
+    with pytest.raises(RecordError, match=r"p\.csv:line 4: expected 3 fields, found 2"):
+        src[2]
+    assert CSVRows(p, columns=[2]).columns == ("weight",) and sorted(CSVRows(p, columns=[2]).errors) == [2]
+
+
+def test_csv_record_spanning_lines_is_named_by_its_first(tmp_path):
+    """A quoted field may hold newlines: the record is named by the line it starts on (as
+    csv.reader counts lines), not the one it ends on; blank lines between records count."""
+    p = write(tmp_path / "m.csv", 'a,b\n1,"2\n\n3"\n\n4,5\n"6\n",7\n')
+    with open(p, newline="") as f:
+        reader, starts, end = csv.reader(f), [], 0
+        for row in reader:
+            if row and reader.line_num > 1:
+                starts.append(end + 1)
+            end = reader.line_num
+    src = CSVRows(p)
+    assert starts == [2, 6, 7] and len(src) == 3
+    assert [src.record_id(i) for i in range(3)] == [f"{p}:line {n}" for n in starts]
+    np.testing.assert_array_equal(src[1], [4, 5])
+    with pytest.raises(RecordError, match=r"m\.csv:line 2: column 1"):
+        src[0]
 
 
 def test_csv_many_rows_with_one_bad_row_in_a_later_block(tmp_path):

@@ -15,6 +15,7 @@ loader's skip policy drops that one record and keeps the rest aligned.
 from __future__ import annotations
 
 import csv
+import itertools
 import os
 from typing import Sequence
 
@@ -37,14 +38,24 @@ def _is_number(text: str) -> bool:
     return True
 
 
-def _row_problem(row: list[str], width: int) -> str:
-    """Why ``row`` cannot become a numeric row of ``width`` values."""
+def _row_problem(row: list[str], width: int, keep: list[int]) -> str:
+    """Why ``row`` cannot become a numeric row: ``width`` fields, the ``keep`` ones numbers."""
     if len(row) != width:
         return f"expected {width} fields, found {len(row)}"
-    for col, text in enumerate(row):
-        if not _is_number(text):
-            return f"column {col}: not a number: {text!r}"
+    for col in keep:
+        if not _is_number(row[col]):
+            return f"column {col}: not a number: {row[col]!r}"
     return ""
+
+
+def _records(reader):
+    """(first line, fields) of each record that is not a blank line: a quoted field may span
+    lines, and a record is named by the line it starts on."""
+    end = 0
+    for row in reader:
+        start, end = end + 1, reader.line_num
+        if row:
+            yield start, row
 
 
 class CSVRows(Source):
@@ -56,7 +67,8 @@ class CSVRows(Source):
             fully numeric one is data, a mixed one is an error asking you to
             say which), ``True``, ``False``, or a list of column names (the
             file then has no header row).
-        columns: keep only these columns, by name or index, in this order.
+        columns: keep only these columns, by name or index, in this order; only
+            they are parsed, so the others may hold text (names, ids).
         dtype: a floating dtype for the values.
         delimiter: field separator.
 
@@ -77,11 +89,12 @@ class CSVRows(Source):
         # utf-8-sig: a byte-order mark (Excel writes one) must not become part of the first column's name
         _, fd = local_copy(self.path, "CSVRows", **storage)
         with open(fd, newline="", encoding="utf-8-sig") as f:
-            reader = csv.reader(f, delimiter=delimiter)
-            first = next((r for r in reader if r), None)
-            names, first_is_data = self._resolve_header(first, header)
-            self._read(reader, first if first_is_data else None, names)
-        self._select(columns)
+            records = _records(csv.reader(f, delimiter=delimiter))
+            first = next(records, None)
+            names, first_is_data = self._resolve_header(first and first[1], header)
+            # only the columns kept are parsed: a column of names or ids beside them is no error
+            keep = self._keep(columns, names)
+            self._read(records, first if first_is_data else None, names, keep)
 
     def _resolve_header(self, first: list[str] | None, header) -> tuple[list[str], bool]:
         if first is None:
@@ -101,65 +114,59 @@ class CSVRows(Source):
             return [t.strip() for t in first], False
         return [str(i) for i in range(len(first))], True
 
-    def _read(self, reader, first: list[str] | None, names: list[str]) -> None:
+    def _read(self, records, first: tuple[int, list[str]] | None, names: list[str], keep: list[int]) -> None:
         width = len(names)
         blocks, lines, self.errors = [], [], {}
         rows: list[list[str]] = []
         row_lines: list[int] = []
 
         def flush():
-            block = np.full((len(rows), width), np.nan, dtype=self.dtype)
+            block = np.full((len(rows), len(keep)), np.nan, dtype=self.dtype)
             try:
                 values = np.asarray(rows, dtype=np.str_)
-                if values.shape != block.shape:   # rows of one other width would broadcast
+                if values.shape != (len(rows), width):   # rows of one other width would broadcast
                     raise ValueError("rows of the wrong width")
-                block[...] = values.astype(np.float64)
+                block[...] = values[:, keep].astype(np.float64)
             except ValueError:  # a bad row in this block: convert row by row to find it
                 start = sum(len(b) for b in blocks)
                 for k, row in enumerate(rows):
-                    problem = _row_problem(row, width)
+                    problem = _row_problem(row, width, keep)
                     if problem:
                         self.errors[start + k] = problem
                     else:
-                        block[k] = np.asarray(row, dtype=np.str_).astype(np.float64)
+                        block[k] = np.asarray([row[i] for i in keep], dtype=np.str_).astype(np.float64)
             blocks.append(block)
             lines.append(np.asarray(row_lines, dtype=np.int64))
             rows.clear()
             row_lines.clear()
 
-        if first is not None:
-            rows.append(first)
-            row_lines.append(reader.line_num)
-        for row in reader:
-            if not row:
-                continue
+        for line, row in itertools.chain([first] if first is not None else [], records):
             rows.append(row)
-            row_lines.append(reader.line_num)
+            row_lines.append(line)
             if len(rows) == _BLOCK:
                 flush()
         if rows:
             flush()
-        self.data = np.concatenate(blocks) if blocks else np.zeros((0, width), self.dtype)
+        self.data = np.concatenate(blocks) if blocks else np.zeros((0, len(keep)), self.dtype)
         self.data.flags.writeable = False
         self._lines = np.concatenate(lines) if lines else np.zeros(0, np.int64)
-        self.columns = tuple(names)
+        self.columns = tuple(names[i] for i in keep)
 
-    def _select(self, columns) -> None:
+    def _keep(self, columns, names: list[str]) -> list[int]:
+        """The indices of ``columns`` (names or indices) among ``names``; every one for None."""
         if columns is None:
-            return
+            return list(range(len(names)))
         index = []
         for c in columns:
             if isinstance(c, (int, np.integer)):
-                if not -len(self.columns) <= c < len(self.columns):
-                    raise IndexError(f"{self.path}: column {c} out of range for {len(self.columns)} columns")
-                index.append(int(c) % len(self.columns))
-            elif c in self.columns:
-                index.append(self.columns.index(c))
+                if not -len(names) <= c < len(names):
+                    raise IndexError(f"{self.path}: column {c} out of range for {len(names)} columns")
+                index.append(int(c) % len(names))
+            elif c in names:
+                index.append(names.index(c))
             else:
-                raise KeyError(f"{self.path}: no column {c!r}; columns are {list(self.columns)}")
-        self.data = np.ascontiguousarray(self.data[:, index])
-        self.data.flags.writeable = False
-        self.columns = tuple(self.columns[i] for i in index)
+                raise KeyError(f"{self.path}: no column {c!r}; columns are {list(names)}")
+        return index
 
     def __len__(self) -> int:
         return len(self.data)
