@@ -252,6 +252,49 @@ def test_hf_dataset_in_every_format_gives_the_same_batches(hf_images):
         assert src[1]["label"] == labels[1], fmt
 
 
+def test_hf_framework_formats_collate_as_plain_values():
+    """with_format("torch") (as Hugging Face's tutorials set it) made a number column that no field
+    names a list of 0-d tensors, not the float64 array the plain dataset gives; so for jax, and for
+    an IterableDataset in torch format."""
+    base = datasets.Dataset.from_dict({"label": [i % 2 for i in range(8)], "score": [i * 0.25 for i in range(8)]})
+    want = np.array([i * 0.25 for i in range(8)], np.float64)
+
+    def scores(ds):
+        batches = list(fl.Loader(fl.HFDataset(ds), batch_size=4, fields={"label": "index"}))
+        for b in batches:
+            assert isinstance(b["score"], np.ndarray) and b["score"].dtype == np.float64, type(b["score"])
+            assert b["label"].dtype == np.int64
+        return np.concatenate([b["score"] for b in batches])
+
+    formats = ["torch", "jax"] if importlib.util.find_spec("jax") else ["torch"]
+    for fmt in formats if importlib.util.find_spec("torch") else []:
+        np.testing.assert_array_equal(scores(base.with_format(fmt)), want)
+        np.testing.assert_array_equal(scores(base.to_iterable_dataset().with_format(fmt)), want)
+    np.testing.assert_array_equal(scores(base), want)
+
+
+def test_hf_shuffled_iterable_dataset_draws_each_epoch_from_the_epoch():
+    """A shuffled IterableDataset gave the same order every epoch: the Loader told the stream the
+    epoch, but not the dataset, which reshuffles only on set_epoch. Each epoch is now the order
+    Hugging Face's own loop gives after set_epoch(epoch), also for a loader resumed mid-epoch."""
+    ds = datasets.Dataset.from_dict({"i": list(range(40))}).to_iterable_dataset(num_shards=4)
+    ds = ds.shuffle(seed=1, buffer_size=8)
+    loader = fl.Loader(fl.HFDataset(ds), batch_size=10, fields={"i": None})
+    got = [[int(x) for b in loader for x in b["i"]] for _ in range(3)]
+    ref = []
+    for e in range(3):
+        ds.set_epoch(e)
+        ref.append([r["i"] for r in ds])
+    assert got == ref and ref[0] != ref[1] != ref[2] and sorted(ref[1]) == list(range(40))
+    loader.set_epoch(1)
+    it = iter(loader)
+    next(it), next(it)
+    state = loader.state_dict()
+    it.close()
+    resumed = fl.Loader(fl.HFDataset(ds), batch_size=10, fields={"i": None}).load_state_dict(state)
+    assert [int(x) for b in resumed for x in b["i"]] == ref[1][20:]
+
+
 def test_hf_iterable_dataset_and_columns(hf_images):
     _, paths, labels = hf_images
     ds = datasets.Dataset.from_dict({"image": paths, "label": labels, "text": ["x"] * 6},

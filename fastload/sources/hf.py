@@ -23,6 +23,8 @@ from .base import Source
 
 __all__ = ["HFDataset", "to_image_value"]
 
+_REFORMAT = ("arrow", "pandas", "polars", "torch", "tensorflow", "jax")
+
 
 class HFDataset(Source):
     """A ``datasets.Dataset`` as a Source of dict records; ``columns=`` keeps only those named.
@@ -56,9 +58,12 @@ class HFDataset(Source):
 
     @staticmethod
     def stream(dataset, columns=None) -> IterableRecords:
-        """A ``datasets.IterableDataset`` as a re-iterable stream of dict records (image columns as above)."""
+        """A ``datasets.IterableDataset`` as a re-iterable stream of dict records (image columns as
+        above). The epoch a Loader gives the stream reaches the dataset (``set_epoch``), so a
+        shuffled one (``ds.shuffle(seed=...)``) draws each epoch's order from its seed and the
+        epoch, as it does under Hugging Face's own loop."""
         dataset, images = _prepare(dataset, columns)
-        return IterableRecords(lambda: (_convert(r, images, f"row {i}") for i, r in enumerate(dataset)))
+        return _Stream(dataset, images)
 
     def __len__(self) -> int:
         return len(self.dataset)
@@ -81,6 +86,15 @@ class HFDataset(Source):
         return f"HFDataset({self._name!r}, {len(self)} rows, columns {list(self.fields)})"
 
 
+class _Stream(IterableRecords):
+    def __init__(self, dataset, images):
+        super().__init__(lambda: (_convert(r, images, f"row {i}") for i, r in enumerate(dataset)))
+        self.dataset = dataset
+
+    def set_epoch(self, epoch: int) -> None:
+        self.dataset.set_epoch(epoch)
+
+
 def _prepare(dataset, columns):
     """The dataset with only ``columns``, image columns read undecoded; and the names of those columns."""
     import datasets
@@ -89,14 +103,23 @@ def _prepare(dataset, columns):
         if missing:
             raise KeyError(f"no column {missing[0]!r}; the dataset has {dataset.column_names}")
         dataset = dataset.select_columns(list(columns))
-    if (getattr(dataset, "format", None) or {}).get("type") in ("arrow", "pandas", "polars"):
-        dataset = dataset.with_format(None)   # tables, not a dict of columns: rows as Python values
+    # Rows as Python values, collated as the unformatted dataset's are: tables ("arrow", ...) are not
+    # a dict of columns, and a framework's ("torch", ...) makes a number column a list of 0-d tensors.
+    if _format_type(dataset) in _REFORMAT:
+        dataset = dataset.with_format(None)
     features = dataset.features or {}
     images = [name for name, f in features.items() if isinstance(f, datasets.Image)]
     for name in images:
         if features[name].decode:
             dataset = dataset.cast_column(name, datasets.Image(decode=False))
     return dataset, frozenset(images)
+
+
+def _format_type(dataset):
+    """The dataset's output format ("torch", ...; None for Python values)."""
+    if hasattr(dataset, "format"):   # a Dataset
+        return (dataset.format or {}).get("type")
+    return getattr(getattr(dataset, "_formatting", None), "format_type", None)   # an IterableDataset
 
 
 def _convert(record: dict, images, record_id: str) -> dict:
