@@ -284,6 +284,13 @@ def test_pass_through_numbers_come_out_as_the_frameworks_arrays(output):
     as_tuple = next(iter(fl.Loader(fl.ListSource(recs), batch_size=4, output=output, as_tuple=True,
                                    fields={"x": fl.Numeric(1), "note": None})))
     assert [type(v) for v in as_tuple] == [type(b[k]) for k in b]
+    # numbers inside a column of dicts (a record's metadata) convert too, at any depth
+    recs = [{"x": [float(i)], "meta": {"id": i, "box": {"w": i * 0.25, "tag": f"t{i}"}}} for i in range(8)]
+    b = next(iter(fl.Loader(fl.ListSource(recs), batch_size=4, output=output, fields={"x": fl.Numeric(1)})))
+    meta = b["meta"]
+    assert isinstance(meta["id"], array_type) and isinstance(meta["box"]["w"], array_type), meta
+    assert np.asarray(meta["id"]).tolist() == [0, 1, 2, 3] and np.asarray(meta["box"]["w"]).tolist() == [0, .25, .5, .75]
+    assert meta["box"]["tag"] == ["t0", "t1", "t2", "t3"]
 
 
 def test_loader_fluent_shuffle_is_the_method_not_an_attribute(image_folder):

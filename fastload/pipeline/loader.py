@@ -728,16 +728,21 @@ class Loader(Fluent):
             arrays[name] = collate_values(job.extra[name][:n], name)
         # The fields' arrays become the framework's tensors, and so do pass-through columns of
         # numbers (a consumer calls .to(device) on every one); strings and objects stay lists.
+        # (Those inside a column of dicts too, keyed by their path.)
         tensors = {o.name: arrays[o.name] for o in self._pool.outputs}
-        tensors.update((k, arrays[k]) for k in self._passthrough if _numeric(arrays[k]))
+        for k in self._passthrough:
+            tensors.update(_numeric_leaves(arrays[k], k))
+        converted = None
         if self._device is not None:
-            arrays.update(self._device.transfer(tensors, lease))
+            converted = self._device.transfer(tensors, lease)
         elif self.output == "torch":
             import torch
-            arrays.update((k, torch.from_numpy(v)) for k, v in tensors.items())
+            converted = {k: torch.from_numpy(v) for k, v in tensors.items()}
         elif self.output == "jax":   # int64 narrowed to int32 only after checking it fits (JAX without x64)
             from ..integrations.jax import device_put
-            arrays.update(device_put(tensors, self._jax_target))
+            converted = device_put(tensors, self._jax_target)
+        for key, value in (converted or {}).items():
+            _place(arrays, key, value)
         if self._shape == "single":
             batch = arrays[self._outputs[0].name]
         elif self._shape == "tuple":
@@ -954,6 +959,30 @@ def _check_built_image(name, field, given: dict, output: str) -> bool:
 def _numeric(column) -> bool:
     """Whether a collated pass-through column is an array every framework takes (bool or numbers)."""
     return isinstance(column, np.ndarray) and column.dtype.kind in "biufc"
+
+
+class _Path(tuple):
+    """The keys down to an array inside a collated column of dicts (a tuple no record key can be)."""
+
+
+def _numeric_leaves(column, key):
+    """(key, array) for a collated pass-through column of numbers, or for each one inside a column
+    of dicts, keyed by its :class:`_Path`."""
+    if isinstance(column, dict):
+        for k, v in column.items():
+            yield from _numeric_leaves(v, _Path((*key, k) if isinstance(key, _Path) else (key, k)))
+    elif _numeric(column):
+        yield key, column
+
+
+def _place(arrays: dict, key, value) -> None:
+    if not isinstance(key, _Path):
+        arrays[key] = value
+        return
+    inner = arrays[key[0]]   # the batch's own collated dicts: made for this batch alone
+    for k in key[1:-1]:
+        inner = inner[k]
+    inner[key[-1]] = value
 
 
 def _rebuild(init: dict, position: tuple) -> Loader:
