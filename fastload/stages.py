@@ -22,6 +22,10 @@ from ``fastload.pipeline.rng.generator(seed, STAGE, i)``, where ``i`` counts the
 stage object has processed, so the output depends only on the seed and the
 order of batches, never on threads. Reusing a stage object for another epoch
 continues the count (a new epoch gets new draws); make a new one to replay.
+``stream.map(stage, workers=N)`` numbers the batches in stream order, as they
+are handed to its threads; a stage called from inside another function on
+those threads (``.map(lambda b: stage(load(b)), workers=N)``) would be numbered
+in the order the threads reach it, so it refuses.
 
 Threads. Only ``read_images`` owns threads (a pool created on first use);
 ``close()`` (called by the pipeline at shutdown) stops them, and a later call
@@ -45,11 +49,17 @@ from .pipeline.fields import ChunkContext
 __all__ = ["Stage", "read_images", "augment", "rescale", "shuffle_samples"]
 
 
+# What a threaded stream.map tells the stages its threads call: ``index``, the number it drew, in
+# stream order, for the batch of a stage it was given; ``threaded``, while it runs any other function.
+_call = threading.local()
+
+
 class Stage:
     """Base of compiled stages: ``name``, ``__call__(batch) -> batch``, ``close()``."""
 
     name = "stage"
     compiled = True
+    numbered = False   # whether a batch's draws depend on its number (the Randomness section above)
 
     def __init__(self):
         self._buffers = ArrayPool()
@@ -57,6 +67,15 @@ class Stage:
         self._count_lock = threading.Lock()
 
     def _next_index(self) -> int:
+        index = getattr(_call, "index", None)
+        if index is not None:
+            return index
+        if getattr(_call, "threaded", False):
+            raise RuntimeError(
+                f"{self.name} draws each batch's randomness from the batch's number, counted as it is called, "
+                "and a function given to .map(..., workers=N) is called in the order its threads take the "
+                f"records: give the stage its own map, .map(fn, workers=N).map({self.name}(...), workers=N), "
+                "which numbers the batches in stream order, or call it where the calls are in order")
         with self._count_lock:
             i = self._count
             self._count += 1
@@ -167,6 +186,7 @@ class augment(Stage):
     """
 
     name = "augment"
+    numbered = True
 
     def __init__(self, rotate90: bool = True, flip: bool = True, seed: int = 0):
         super().__init__()
@@ -253,6 +273,7 @@ class shuffle_samples(Stage):
     """
 
     name = "shuffle_samples"
+    numbered = True
 
     def __init__(self, seed: int = 0):
         super().__init__()

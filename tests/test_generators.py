@@ -122,6 +122,47 @@ def test_compiled_augment_rescale_shuffle_match_numpy():
         stages.augment()(np.zeros((2, 4, 5, 3), np.float32))
 
 
+def test_numbered_stages_under_a_threaded_map_draw_by_stream_position():
+    """augment/shuffle_samples number batches as they are called; under .map(..., workers=N) the
+    calls came in thread order, so batches got each other's draws. Given to the map itself, a
+    stage's batches are numbered in stream order (the draws of a sequential map, for any worker
+    count, continuing across passes); called from inside another function on the map's threads,
+    it refuses, naming the way out."""
+    import time
+
+    import fastload as fl
+    imgs = [np.random.default_rng(i).random((4, 6, 6, 3)).astype(np.float32) for i in range(16)]
+    labels = [np.arange(4) + 10 * i for i in range(16)]
+
+    def load(i):   # uneven cost: threads finish out of order
+        time.sleep(0.01 if i % 3 == 0 else 0)
+        return imgs[i], labels[i]
+
+    def reference(make, passes):
+        stage = make(seed=3)
+        return [[tuple(np.copy(v) for v in stage(load(i))) for i in range(16)] for _ in range(passes)]
+
+    for make in (stages.augment, stages.shuffle_samples):
+        want = reference(make, 2)
+        for workers in (2, 4):
+            stage = make(seed=3)
+            stream = fl.ListSource(list(range(16))).map(load, workers=workers).map(stage, workers=workers)
+            for p in range(2):
+                got = [tuple(np.copy(v) for v in b) for b in stream]
+                assert len(got) == 16
+                for g, w in zip(got, want[p]):
+                    np.testing.assert_array_equal(g[0], w[0])
+                    np.testing.assert_array_equal(g[1], w[1])
+        stage = make(seed=3)
+        hidden = fl.ListSource(list(range(16))).map(lambda i: stage(load(i)), workers=2)
+        with pytest.raises(StageError, match="its own map") as info:
+            list(hidden)
+        assert isinstance(info.value.__cause__, RuntimeError)
+        # in order (no workers), the same function is fine
+        got = list(fl.ListSource(list(range(16))).map(lambda i, s=make(seed=3): s(load(i))))
+        np.testing.assert_array_equal(got[5][0], want[0][5][0])
+
+
 # ------------------------------------------------------------- step kinds
 
 @pytest.mark.parametrize("make", [stages.augment, stages.shuffle_samples])

@@ -271,10 +271,40 @@ def _map(upstream, fn) -> Iterator[Any]:
 
 
 def _map_threaded(upstream, fn, workers: int, ordered: bool) -> Iterator[Any]:
+    from ..stages import _call
+    if getattr(fn, "numbered", False):   # a compiled stage drawing by batch number: numbered in stream order
+        def apply(item):
+            index, rec = item
+            if isinstance(rec, FailedRecord):
+                return rec
+            _call.index = index
+            try:
+                return fn(rec)
+            finally:
+                _call.index = None
+        return ThreadMap(_numbered(upstream, fn), apply, workers, window=2 * workers, ordered=ordered,
+                         name=f"map-{stage_name(fn)}", wrap=lambda i, item, e: _wrap(fn, i, item[1], e))
+
     def apply(rec):
-        return rec if isinstance(rec, FailedRecord) else fn(rec)
+        if isinstance(rec, FailedRecord):
+            return rec
+        _call.threaded = True   # a numbered stage fn calls would be numbered in thread order: it refuses
+        try:
+            return fn(rec)
+        finally:
+            _call.threaded = False
     return ThreadMap(upstream, apply, workers, window=2 * workers, ordered=ordered, name=f"map-{stage_name(fn)}",
                      wrap=lambda i, rec, e: _wrap(fn, i, rec, e))
+
+
+def _numbered(upstream, stage) -> Iterator[Any]:
+    """(the stage's next batch number, record) in stream order; a failed record takes none."""
+    it = iter(upstream)
+    try:
+        for rec in it:
+            yield (None if isinstance(rec, FailedRecord) else stage._next_index()), rec
+    finally:
+        close_iterator(it)
 
 
 def _filter(upstream, pred) -> Iterator[Any]:
