@@ -611,3 +611,25 @@ def test_a_record_that_is_a_path_is_named_by_it(tmp_path, kind):
         loader = _skip_loader(source, batch_size=4)
         list(loader)
     assert [paths[1] in name for name, _ in loader.stats()["failures"]] == [True]
+
+
+def test_a_record_a_stage_made_none_is_named_as_none():
+    """A user .map that returned None for one record: each field reported its own symptom, NaN for a
+    number (and 'field 'x': field 'x': ...' with two fields). The record is reported as None, and
+    under on_error="skip" it is skipped and counted like any failed record."""
+    n = 8
+    src = fl.ArrayRecords(x=np.arange(n, dtype=np.float32).reshape(n, 1), y=np.arange(n) % 2)
+    stream = src.map(lambda r: None if int(r["x"][0]) == 5 else r)
+    fields = {"x": fl.Numeric(1), "y": "index"}
+    with pytest.raises(fl.RecordError, match=r"^record 5: the record is None$"):
+        list(fl.Loader(stream, batch_size=4, fields=fields))
+    loader = fl.Loader(stream, batch_size=4, fields=fields, on_error="skip")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        xs = np.concatenate([b["x"][:, 0] for b in loader])
+    assert xs.tolist() == [0, 1, 2, 3, 4, 6, 7]
+    assert loader.stats()["failures"] == [("record 5", "the record is None")]
+    # a value of None in a record is named too, not read as a NaN
+    bad = fl.ListSource([{"x": [1.0], "y": 0}, {"x": None, "y": 1}])
+    with pytest.raises(fl.RecordError, match=r"field 'x': no value \(None\)"):
+        list(fl.Loader(bad, batch_size=2, fields=fields))

@@ -203,13 +203,15 @@ def test_numeric_copies_rows_and_reports_bad_ones():
     failures = f.fill([[1, 2, 3], np.array([4, 5, 6]), [1, np.nan, 2], [1, 2], None], out, None)
     assert sorted(failures) == [2, 3, 4]
     assert "NaN or inf" in failures[2] and "expected 3 values, got 2" in failures[3]
+    assert failures[4] == "no value (None)"   # not a NaN, as NumPy would read it
     np.testing.assert_array_equal(out["number"][:2], [[1, 2, 3], [4, 5, 6]])
+    assert f.fill([[1, 2, 3], None], {"number": np.zeros((2, 3), np.float32)}, None) == {1: "no value (None)"}
 
 
 def test_numeric_fast_path_flags_infinite_rows():
     f = Numeric(2)
     out = {"number": np.zeros((3, 2), np.float32)}
-    assert f.fill(np.array([[1, 2], [np.inf, 0], [3, 4]]), out, None) == {1: "field 'number': row holds NaN or inf"}
+    assert f.fill(np.array([[1, 2], [np.inf, 0], [3, 4]]), out, None) == {1: "row holds NaN or inf"}
 
 
 def test_standardize_streaming_statistics_match_numpy():

@@ -36,6 +36,8 @@ def _blocks(chunks: Iterable[Iterable[Any]]) -> Iterator[list]:
 
 def _as_row(value: Any, size: int | None) -> np.ndarray | str:
     """``value`` as a 1-D float row, or the reason it is not one."""
+    if value is None:   # NumPy would read it as NaN
+        return _not_finite(value)
     try:
         row = np.asarray(value, dtype=np.float64)
     except (TypeError, ValueError) as e:
@@ -48,6 +50,10 @@ def _as_row(value: Any, size: int | None) -> np.ndarray | str:
     if not np.isfinite(row).all():
         return "row holds NaN or inf"
     return row
+
+
+def _not_finite(value) -> str:
+    return "no value (None)" if value is None else "row holds NaN or inf"
 
 
 class Numeric(Field):
@@ -114,13 +120,13 @@ class Numeric(Field):
             if finite.all():
                 return block, {}
             block[~finite] = 0
-            return block, {int(i): f"field {self.name!r}: row holds NaN or inf" for i in np.flatnonzero(~finite)}
+            return block, {int(i): _not_finite(values[i]) for i in np.flatnonzero(~finite)}
         block = np.zeros((n, size))
         failures = {}
         for i, v in enumerate(values):  # slow path: find the bad rows
             row = _as_row(v, size)
             if isinstance(row, str):
-                failures[i] = f"field {self.name!r}: {row}"
+                failures[i] = row
             else:
                 block[i] = row
         return block, failures

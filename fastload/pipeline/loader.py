@@ -554,6 +554,10 @@ class Loader(Fluent):
         elif any(isinstance(r, FailedRecord) for r in records):   # a stream could not read these
             failures = {j: (None, r.reason) for j, r in enumerate(records) if isinstance(r, FailedRecord)}
             records = [None if j in failures else r for j, r in enumerate(records)]
+        # A record that is None (a stage that returned nothing) has no values: every field would
+        # report its own symptom (a NaN, a missing key), not the cause.
+        failures.update({j: (None, "the record is None") for j, r in enumerate(records)
+                         if r is None and j not in failures})
         indices = idx.astype(np.uint64, copy=False)
         slot = job.lease.arrays
         # Sub-chunks sized to take about _STOP_S each: a stop (close, Ctrl-C) is seen between them,
