@@ -16,6 +16,7 @@ from fastload import stages
 from fastload.errors import StageError
 from fastload.pipeline import rng as flrng
 from fastload.pipeline.generators import GeneratorPipeline
+from fastload.sources.base import ListSource
 from fastload.sources.folders import ImageFolder
 
 SIZE = (32, 32)
@@ -364,6 +365,20 @@ def test_failing_source_is_reported():
     with pytest.raises(StageError, match="disk gone") as info:
         finishes(lambda: list(GeneratorPipeline(source(), add_one)))
     assert isinstance(info.value.__cause__, OSError)
+
+
+def test_a_stage_error_passed_on_keeps_its_cause():
+    def inverse(x):
+        return 1 / (x - 2)
+    with pytest.raises(StageError, match=r"'inverse'.*#2 2") as info:    # a pipeline as the source
+        finishes(lambda: list(GeneratorPipeline(GeneratorPipeline(range(5), inverse), add_one)))
+    assert isinstance(info.value.__cause__, ZeroDivisionError)
+
+    def per_item(x):             # a step whose own stream names the stage that failed
+        return list(ListSource([x]).map(inverse))
+    with pytest.raises(StageError, match=r"'inverse'") as info:
+        finishes(lambda: list(GeneratorPipeline(range(5), per_item)))
+    assert isinstance(info.value.__cause__, ZeroDivisionError)
 
 
 # ------------------------------------------------------------------ stats

@@ -334,6 +334,7 @@ class _Inputs:
 
 
 def _stage_error(name: str, where: str | None, exc: BaseException) -> BaseException:
+    # Raise it without "from exc": that would make a passed-on StageError its own cause.
     if isinstance(exc, StageError):     # already names its stage (a nested pipeline)
         return exc
     err = StageError(name, where, exc)
@@ -350,7 +351,7 @@ def _source_items(source: Any, name: str) -> Iterator[Any]:
             yield item
             count += 1
     except Exception as e:
-        raise _stage_error(name, None, e) from e
+        raise _stage_error(name, None, e)
     finally:
         close_iterator(it)
 
@@ -371,7 +372,7 @@ def _step_items(step: _Step, inputs: _Inputs) -> Iterator[Any]:
     except GeneratorExit:
         raise
     except Exception as e:
-        raise _stage_error(step.name, inputs.context(), e) from e
+        raise _stage_error(step.name, inputs.context(), e)
     finally:
         close_iterator(outputs)
     if inputs.failure is not None:
