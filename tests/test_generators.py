@@ -342,6 +342,23 @@ def test_failing_callable_raises_stage_error_without_hanging():
     assert new_threads(before) == []
 
 
+def test_callable_letting_stop_iteration_out_is_a_stage_error_not_the_end():
+    def first_of(x):
+        return next(iter(range(x)))      # x == 0: StopIteration escapes, as a bare next() lets it
+    with pytest.raises(StopIteration):   # plain Python: the call fails on that record
+        [first_of(x) for x in [3, 1, 0, 2, 5]]
+    got = []
+    with pytest.raises(StageError) as info:
+        finishes(lambda: got.extend(GeneratorPipeline([3, 1, 0, 2, 5], first_of)))
+    err = info.value
+    assert err.stage == "first_of" and "#2 0" in str(err)
+    assert isinstance(err.__cause__, StopIteration)
+    assert got == [first_of(3), first_of(1)]     # the records before it, then the error
+    with pytest.raises(StageError) as fluent:    # as the fluent map reports it
+        list(ListSource([3, 1, 0, 2, 5]).map(first_of))
+    assert type(fluent.value.__cause__) is type(err.__cause__) and fluent.value.record == err.record
+
+
 def test_failing_coroutine_and_generator_function_name_themselves():
     def fragile():
         while True:

@@ -247,13 +247,24 @@ class _Step:
             return _drive(self.obj, inputs)
         if self.mode == "generator function":
             return self.obj(inputs)
-        return map(self.obj, inputs)
+        return _apply(self.obj, self.name, inputs)
 
     def close(self) -> None:
         if self.mode == "coroutine":
             self.obj.close()
         elif self.kind == "compiled":
             close_iterator(self.obj)
+
+
+def _apply(fn, name: str, inputs: "_Inputs") -> Iterator[Any]:
+    """``fn`` on every input. Not the built-in ``map``: a StopIteration escaping ``fn`` would end it
+    as if the inputs had ended, silently dropping the rest of the stream."""
+    for item in inputs:
+        try:
+            out = fn(item)
+        except StopIteration as e:
+            raise _stage_error(name, inputs.context(), e)
+        yield out
 
 
 def _drive(coro, inputs: Iterator[Any]) -> Iterator[Any]:
