@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 from threadutil import in_fork, new_threads
 
+from fastload import Loader, Numeric
 from fastload.errors import FailedRecord, StageError
 from fastload.pipeline.fluent import Stream, buffered_shuffle, mix
 from fastload.sources.base import ListSource
@@ -83,6 +84,25 @@ def test_batch_and_unbatch_exact():
     assert [(int(x), y) for x, y in pairs.unbatch()] == [(0, "a"), (1, "b"), (2, "c"), (3, "d"), (4, "e")]
     with pytest.raises(ValueError):
         stream(3).batch(0)
+
+
+def test_unbatch_dict_batches_gives_one_dict_per_record():
+    recs = [{"x": [float(i)], "label": i % 3, "meta": {"id": i, "box": {"w": i * 0.25, "tag": f"t{i}"}}}
+            for i in range(7)]
+    loader = Loader(ListSource(recs), batch_size=3, workers=0, fields={"x": Numeric(1), "label": "index"})
+
+    def plain(v):    # NumPy rows and scalars as Python values, to compare with the records
+        if isinstance(v, dict):
+            return {k: plain(u) for k, u in v.items()}
+        return np.asarray(v).tolist() if isinstance(v, (np.ndarray, np.generic)) else v
+    got = [plain(r) for r in loader.unbatch()]
+    assert got == recs                   # reference: the records themselves, in order
+    with pytest.raises(ValueError, match=r"differ in length \{'x': 2, 'y': 3\}"):
+        list(Stream(lambda: iter([{"x": [1, 2], "y": [1, 2, 3]}])).unbatch())
+    with pytest.raises(ValueError, match=r"differ in length \{'m.a': 1, 'm.b': 2\}"):
+        list(Stream(lambda: iter([{"m": {"a": [1], "b": [1, 2]}}])).unbatch())
+    with pytest.raises(ValueError, match=r"value 'n' \(int\) has no length"):
+        list(Stream(lambda: iter([{"x": [1], "n": 1}])).unbatch())
 
 
 def test_shuffle_is_a_deterministic_permutation():

@@ -93,7 +93,8 @@ class Fluent:
         return Stream(lambda: _batch(iter(self), n, drop_last), length, self, f"batch({n})")
 
     def unbatch(self) -> "Stream":
-        """The elements of each batch; a tuple batch ``(xs, ys)`` yields ``(x, y)`` pairs."""
+        """The elements of each batch; a tuple batch ``(xs, ys)`` yields ``(x, y)`` pairs, and a dict
+        batch ``{"x": xs, "y": ys}`` (a Loader's) yields ``{"x": x, "y": y}``, one per record."""
         return Stream(lambda: _unbatch(self), None, self, "unbatch()")
 
     def shuffle(self, buffer_size: int, seed: int = 0, initial: int = 100) -> "Stream":
@@ -339,9 +340,29 @@ def _unbatch(upstream) -> Iterator[Any]:
     it = iter(upstream)
     try:
         for b in it:
-            yield from (zip(*b) if isinstance(b, tuple) else b)
+            if isinstance(b, dict):
+                yield from _dict_rows(b)
+            else:
+                yield from (zip(*b) if isinstance(b, tuple) else b)
     finally:
         close_iterator(it)
+
+
+def _dict_rows(batch: dict, prefix: str = "") -> list[dict]:
+    """One dict per record of a dict batch; a value that is itself a dict (a collated column of
+    dicts) gives that record's dict. Iterating the batch would give its keys."""
+    columns = {k: _dict_rows(v, f"{prefix}{k}.") if isinstance(v, dict) else v for k, v in batch.items()}
+    lengths = {}
+    for k, v in columns.items():
+        try:
+            lengths[f"{prefix}{k}"] = len(v)
+        except TypeError:
+            raise ValueError(f"unbatch: the dict batch's value {prefix + str(k)!r} ({type(v).__name__}) has no "
+                             "length; each needs one value per record") from None
+    if len(set(lengths.values())) > 1:   # zip would silently drop the longer ones' tails
+        raise ValueError(f"unbatch: the dict batch's values differ in length {lengths}; "
+                         "each needs one value per record")
+    return [dict(zip(columns, row)) for row in zip(*columns.values())]
 
 
 def buffered_shuffle(records: Iterable, size: int, gen: np.random.Generator, initial: int = 100) -> Iterator:
