@@ -1,6 +1,7 @@
 """GeneratorPipeline: the classic generator tutorial, run unchanged with Python and compiled stages."""
 import functools
 import gc
+import itertools
 import pathlib
 import threading
 import time
@@ -206,6 +207,45 @@ def test_coroutine_may_drop_or_repeat_and_may_return():
     # the coroutine returned: a second run would be silently empty (an epoch of nothing), so it says so
     with pytest.raises(RuntimeError, match=r"coroutine step\(s\) \['first_three'\] returned"):
         list(pipeline)
+
+
+def test_one_yield_coroutine_is_an_error_not_an_endless_stream():
+    def one_yield():
+        out = None
+        while True:
+            x = yield out
+            out = [x]
+    c = one_yield()
+    next(c)
+    reference = [c.send(x) for x in [1, 2, 3]]     # driven by plain send(): [[1], [2], [3]]
+    p = GeneratorPipeline([1, 2, 3], one_yield())
+    got = []
+    with pytest.raises(StageError, match=r"'one_yield'.*#0 1.*'x = yield', emits with 'yield out'") as info:
+        finishes(lambda: got.extend(itertools.islice(p, 20)))
+    p.close()
+    assert isinstance(info.value.__cause__, TypeError)
+    assert got == reference[:1]                    # nothing made of the None that resumed it
+
+    def two_yields():
+        while True:
+            x = yield
+            yield [x]
+
+    def one_yield_ignoring_none():                 # None is nothing to do: it runs by the protocol
+        out = None
+        while True:
+            x = yield out
+            out = None if x is None else [x]
+
+    def one_item():
+        x = yield
+        yield [x]
+
+    def delegating():                              # one yield from, but two yields where it waits
+        while True:
+            yield from one_item()
+    for co in (two_yields, one_yield_ignoring_none, delegating):
+        assert list(GeneratorPipeline([1, 2, 3], co())) == reference, co.__name__
 
 
 def test_generator_function_and_plain_callable_steps():

@@ -18,7 +18,10 @@ write. Each step is one of:
   it is back at a receiving yield (one that yields None). So a coroutine may
   emit one item per input (the usual case), several (yield more values before
   the next receive), or none (go straight back to the receiving yield: a
-  filter). Returning ends the pipeline's stream.
+  filter). Returning ends the pipeline's stream. A coroutine written with one
+  yield that both receives and emits (``x = yield out``) takes the None that
+  resumes it for an input and may emit for ever; once resumed at that yield it
+  emits again, it is an error naming it.
 * a **generator function** taking an iterator of items: ``fn(items)`` is called
   once and its yields are the stage's output;
 * a **plain callable**, applied to every item (a map);
@@ -244,7 +247,7 @@ class _Step:
 
     def transform(self, inputs: Iterator[Any]) -> Iterator[Any]:
         if self.mode == "coroutine":
-            return _drive(self.obj, inputs)
+            return _drive(self.obj, inputs, self.name)
         if self.mode == "generator function":
             return self.obj(inputs)
         return _apply(self.obj, self.name, inputs)
@@ -267,13 +270,14 @@ def _apply(fn, name: str, inputs: "_Inputs") -> Iterator[Any]:
         yield out
 
 
-def _drive(coro, inputs: Iterator[Any]) -> Iterator[Any]:
+def _drive(coro, inputs: Iterator[Any], name: str) -> Iterator[Any]:
     """Drive a two-yield coroutine over ``inputs`` (protocol in the module docstring).
 
     At the end of the inputs the coroutine stays open at its receiving yield, so
     another run can drive it again; any other exit closes it.
     """
     ended = False
+    receiving = set()   # the yields (code, offset) the coroutine was sent an input at
     try:
         state = inspect.getgeneratorstate(coro)
         if state == inspect.GEN_CLOSED:
@@ -283,17 +287,34 @@ def _drive(coro, inputs: Iterator[Any]) -> Iterator[Any]:
             while out is not None:
                 yield out
                 out = next(coro)
+                # An emission from a receiving yield after next(): a one-yield coroutine took that
+                # None for an input, and may go on emitting for ever without asking for another.
+                if out is not None and _suspended_at(coro) in receiving:
+                    raise TypeError(
+                        f"coroutine step {name!r} emits from the yield it receives at ('x = yield out'): it "
+                        "took the None that resumes it after an emission for an input. A pipeline coroutine "
+                        "receives with 'x = yield', emits with 'yield out', then goes back to receive")
             try:
                 item = next(inputs)
             except StopIteration:
                 ended = True
                 return
+            receiving.add(_suspended_at(coro))
             out = coro.send(item)
     except StopIteration:   # the coroutine returned
         return
     finally:
         if not ended:
             coro.close()
+
+
+def _suspended_at(coro) -> tuple | None:
+    """The yield a suspended coroutine waits at: the innermost generator it delegates to
+    (``yield from``), as (code, bytecode offset)."""
+    while inspect.isgenerator(getattr(coro, "gi_yieldfrom", None)):
+        coro = coro.gi_yieldfrom
+    frame = coro.gi_frame
+    return None if frame is None else (coro.gi_code, frame.f_lasti)
 
 
 class _Inputs:
