@@ -339,3 +339,35 @@ def test_a_threaded_stream_advanced_in_a_forked_child_is_refused(threaded):
     child = in_fork(lambda: list(it))
     assert child.startswith("RuntimeError") and "iterate the stream (or loader) anew in the child" in child, child
     assert got + list(it) == list(range(50))
+
+
+def test_a_stream_in_thread_order_is_refused_where_it_is_read_by_position():
+    """A map with ordered=False gives another order each pass; a rank's share (its positions) or a
+    resumed epoch's rest (the positions after the checkpoint) then named other records each time:
+    records read twice or never. Refused there; read whole by one process, it is fine."""
+    import random
+
+    from fastload.sources.arrays import IterableRecords
+
+    def slow(rec):
+        time.sleep(random.random() * 0.002)
+        return rec
+    src = IterableRecords(lambda: iter([{"x": i} for i in range(32)])).map(slow, workers=4, ordered=False)
+    assert src.unordered_stage() == "map(slow, ordered=False)"
+    assert src.map(lambda r: r).shuffle(4).unordered_stage() == "map(slow, ordered=False)"
+    assert mix([src, IterableRecords(lambda: iter([]))]).unordered_stage() == "map(slow, ordered=False)"
+    whole = Loader(src, batch_size=4, fields={"x": None})
+    assert sorted(int(v) for b in whole for v in b["x"]) == list(range(32))
+    with pytest.raises(ValueError, match=r"map\(slow, ordered=False\) gives the records.*2 ranks.*ordered=True"):
+        iter(Loader(src, batch_size=4, fields={"x": None}, rank=1, world_size=2))
+    it = iter(whole)
+    next(it)
+    state = whole.state_dict()
+    it.close()
+    with pytest.raises(ValueError, match="resumed epoch would skip"):
+        iter(Loader(src, batch_size=4, fields={"x": None}).load_state_dict(state))
+    ordered = IterableRecords(lambda: iter([{"x": i} for i in range(32)])).map(slow, workers=4)
+    assert ordered.unordered_stage() is None
+    shares = [[int(v) for b in Loader(ordered, batch_size=4, fields={"x": None}, rank=r, world_size=2)
+               for v in b["x"]] for r in (0, 1)]
+    assert sorted(shares[0] + shares[1]) == list(range(32))

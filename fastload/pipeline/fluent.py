@@ -77,7 +77,10 @@ class Fluent:
     def map(self, fn: Callable[[Any], Any], workers: int = 0, ordered: bool = True) -> "Stream":
         """``fn(record)`` for every record; with ``workers > 1`` in a thread pool."""
         if workers > 1:
-            return Stream(lambda: _map_threaded(self, fn, workers, ordered), _length(self), self, f"map({stage_name(fn)})")
+            out = Stream(lambda: _map_threaded(self, fn, workers, ordered), _length(self), self,
+                         f"map({stage_name(fn)}, ordered=False)" if not ordered else f"map({stage_name(fn)})")
+            out.unordered = not ordered
+            return out
         return Stream(lambda: _map(self, fn), _length(self), self, f"map({stage_name(fn)})")
 
     def filter(self, pred: Callable[[Any], bool]) -> "Stream":
@@ -179,6 +182,8 @@ class Stream(Fluent):
     ``upstream``: what it reads, or a tuple of them (a mix).
     """
 
+    unordered = False   # whether its order depends on threads (a map with ordered=False)
+
     def __init__(self, make_iter: Callable[[], Iterator[Any]], length: int | None = None,
                  upstream: Any = None, name: str = "stream"):
         self._make_iter = make_iter
@@ -186,6 +191,17 @@ class Stream(Fluent):
         self._upstream = upstream
         self._epoch = None
         self.name = name
+
+    def unordered_stage(self) -> str | None:
+        """The name of a stage here or upstream whose order depends on threads, or None: each pass
+        then gives the records in another order, so a position in it names no particular record."""
+        if self.unordered:
+            return self.name
+        for up in self._upstream if isinstance(self._upstream, tuple) else (self._upstream,):
+            stage = getattr(up, "unordered_stage", lambda: None)()
+            if stage is not None:
+                return stage
+        return None
 
     def __iter__(self) -> Iterator[Any]:
         return self._make_iter()

@@ -420,9 +420,22 @@ class Loader(Fluent):
     def __iter__(self):
         self._check_ranks()
         epoch, offset = self._position
+        self._check_order(offset)
         if self._random_access and self._sampler.steps(offset) == 0:   # drop_last stops short of n
             epoch, offset = epoch + 1, 0
         return _LoaderIter(self, epoch, offset)
+
+    def _check_order(self, offset: int) -> None:
+        """A stream read by position (a rank's share, a resumed epoch's rest) must give its records in
+        one order on every pass."""
+        stage = None if self._random_access else getattr(self.source, "unordered_stage", lambda: None)()
+        if stage is None or (self.world_size == 1 and offset == 0):
+            return
+        why = f"each of the {self.world_size} ranks would take its share" if self.world_size > 1 else \
+            "the resumed epoch would skip its first records"
+        raise ValueError(f"{stage} gives the records in the order its threads finish them, another order each "
+                         f"pass, and {why} of another order: records would be read twice or never. "
+                         "Give that map ordered=True (the default)")
 
     def batch_at(self, b: int, epoch: int | None = None):
         """Batch ``b`` of ``epoch`` (default: the current one), computed in the calling thread.
