@@ -42,7 +42,10 @@ def main():
                        output="torch", device=device,
                        transforms=[fl.RandomResizedCrop(args.size, scale=(0.35, 1)), fl.RandomHorizontalFlip(),
                                    fl.Normalize(MEAN, STD)])
+    # The whole split, scored in this process: under torchrun (RANK and WORLD_SIZE set) a Loader would
+    # otherwise take this rank's share, padded to whole batches, and the score would count that share.
     val_loader = fl.Loader(val, batch_size=64, workers=args.workers, output="torch", device=device,
+                           rank=0, world_size=1,
                            transforms=[fl.Resize(args.size), fl.CenterCrop(args.size), fl.Normalize(MEAN, STD)])
     model = nn.Sequential(
         nn.Conv2d(3, 16, 3, stride=2, padding=1), nn.BatchNorm2d(16), nn.ReLU(),

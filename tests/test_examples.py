@@ -48,6 +48,12 @@ def test_train_torch_learns_and_resumes(tmp_path):
     more = run_python([os.path.join(EXAMPLES, "train_torch.py"), "--epochs", "1", "--per-class", "24", "--size",
                        "32", "--checkpoint", ckpt, "--resume"])
     assert re.search(r"^epoch 3: loss", more, re.M), more   # continues at the saved epoch
+    # Under torchrun's RANK/WORLD_SIZE the validation loader took this rank's share, padded to a batch
+    # of 64, and the score over len(val) read 165%: it scores the whole split, as a fraction of it.
+    ranked = run_python([os.path.join(EXAMPLES, "train_torch.py"), "--epochs", "1", "--per-class", "24",
+                         "--size", "32"], env={"RANK": "1", "WORLD_SIZE": "2"})
+    val = [float(v) for v in re.findall(r"val accuracy ([\d.]+)%", ranked)]
+    assert len(val) == 1 and 0 <= val[0] <= 100 and round(val[0] * 20 / 100, 6).is_integer(), ranked
 
 
 @pytest.mark.parametrize("backend,loop", [("jax", False), ("torch", True)])
