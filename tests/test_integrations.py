@@ -295,6 +295,23 @@ def test_hf_shuffled_iterable_dataset_draws_each_epoch_from_the_epoch():
     assert [int(x) for b in resumed for x in b["i"]] == ref[1][20:]
 
 
+def test_hf_stream_split_by_node_is_not_sharded_again():
+    """Hugging Face's DDP recipe, split_dataset_by_node, then a Loader sharding by rank: each rank read
+    half of its half, and half the data was never read, silently. Refused, naming the split."""
+    from datasets.distributed import split_dataset_by_node
+    ds = datasets.Dataset.from_dict({"i": list(range(16))}).to_iterable_dataset(num_shards=4)
+    part = fl.HFDataset(split_dataset_by_node(ds, rank=1, world_size=2))
+    with pytest.raises(ValueError, match=r"split_dataset_by_node\(rank=1, world_size=2\) already.*2 ranks"):
+        iter(fl.Loader(part, batch_size=4, fields={"i": None}, rank=1, world_size=2))
+    # the whole stream, sharded by the Loader: every record once across the ranks
+    shares = [[int(v) for b in fl.Loader(fl.HFDataset(ds), batch_size=4, fields={"i": None}, rank=r, world_size=2)
+               for v in b["i"]] for r in (0, 1)]
+    assert sorted(shares[0] + shares[1]) == list(range(16))
+    # read by one process, the split is that process's data
+    assert sorted(int(v) for b in fl.Loader(part, batch_size=4, fields={"i": None}) for v in b["i"]) == \
+        sorted(r["i"] for r in split_dataset_by_node(ds, rank=1, world_size=2))
+
+
 def test_hf_iterable_dataset_and_columns(hf_images):
     _, paths, labels = hf_images
     ds = datasets.Dataset.from_dict({"image": paths, "label": labels, "text": ["x"] * 6},

@@ -420,15 +420,23 @@ class Loader(Fluent):
     def __iter__(self):
         self._check_ranks()
         epoch, offset = self._position
-        self._check_order(offset)
+        self._check_stream(offset)
         if self._random_access and self._sampler.steps(offset) == 0:   # drop_last stops short of n
             epoch, offset = epoch + 1, 0
         return _LoaderIter(self, epoch, offset)
 
-    def _check_order(self, offset: int) -> None:
+    def _check_stream(self, offset: int) -> None:
         """A stream read by position (a rank's share, a resumed epoch's rest) must give its records in
-        one order on every pass."""
-        stage = None if self._random_access else getattr(self.source, "unordered_stage", lambda: None)()
+        one order on every pass, and one sharded by rank must be the whole stream."""
+        if self._random_access:
+            return
+        split = getattr(self.source, "split_by_node", None)
+        if split is not None and self.world_size > 1:
+            raise ValueError(f"the stream is {split} already, and a Loader on {self.world_size} ranks takes each "
+                             "rank's share of what it reads: half the data or more would never be read. Give the "
+                             "Loader the dataset before split_dataset_by_node (it shards by rank, keeping every "
+                             "rank's batch count equal for DDP)")
+        stage = getattr(self.source, "unordered_stage", lambda: None)()
         if stage is None or (self.world_size == 1 and offset == 0):
             return
         why = f"each of the {self.world_size} ranks would take its share" if self.world_size > 1 else \

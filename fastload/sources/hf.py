@@ -90,6 +90,10 @@ class _Stream(IterableRecords):
     def __init__(self, dataset, images):
         super().__init__(lambda: (_convert(r, images, f"row {i}") for i, r in enumerate(dataset)))
         self.dataset = dataset
+        node = getattr(dataset, "_distributed", None)   # datasets.distributed.split_dataset_by_node's
+        # A Loader under torch.distributed shards the stream by rank itself: once more would drop the rest.
+        self.split_by_node = None if node is None else \
+            f"split_dataset_by_node(rank={node.rank}, world_size={node.world_size})"
 
     def set_epoch(self, epoch: int) -> None:
         self.dataset.set_epoch(epoch)
