@@ -33,6 +33,7 @@ from __future__ import annotations
 import numbers
 import itertools
 import math
+from functools import partial
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
@@ -77,15 +78,15 @@ class Fluent:
     def map(self, fn: Callable[[Any], Any], workers: int = 0, ordered: bool = True) -> "Stream":
         """``fn(record)`` for every record; with ``workers > 1`` in a thread pool."""
         if workers > 1:
-            out = Stream(lambda: _map_threaded(self, fn, workers, ordered), _length(self), self,
+            out = Stream(partial(_map_threaded, self, fn, workers, ordered), _length(self), self,
                          f"map({stage_name(fn)}, ordered=False)" if not ordered else f"map({stage_name(fn)})")
             out.unordered = not ordered
             return out
-        return Stream(lambda: _map(self, fn), _length(self), self, f"map({stage_name(fn)})")
+        return Stream(partial(_map, self, fn), _length(self), self, f"map({stage_name(fn)})")
 
     def filter(self, pred: Callable[[Any], bool]) -> "Stream":
         """The records for which ``pred(record)`` is true."""
-        return Stream(lambda: _filter(self, pred), None, self, f"filter({stage_name(pred)})")
+        return Stream(partial(_filter, self, pred), None, self, f"filter({stage_name(pred)})")
 
     def batch(self, n: int, drop_last: bool = False) -> "Stream":
         """Lists of ``n`` consecutive records; the last one shorter unless ``drop_last``."""
@@ -93,12 +94,12 @@ class Fluent:
         length = _length(self)
         if length is not None:
             length = length // n if drop_last else math.ceil(length / n)
-        return Stream(lambda: _batch(iter(self), n, drop_last), length, self, f"batch({n})")
+        return Stream(partial(_batch, self, n, drop_last), length, self, f"batch({n})")
 
     def unbatch(self) -> "Stream":
         """The elements of each batch; a tuple batch ``(xs, ys)`` yields ``(x, y)`` pairs, and a dict
         batch ``{"x": xs, "y": ys}`` (a Loader's) yields ``{"x": x, "y": y}``, one per record."""
-        return Stream(lambda: _unbatch(self), None, self, "unbatch()")
+        return Stream(partial(_unbatch, self), None, self, "unbatch()")
 
     def shuffle(self, buffer_size: int, seed: int = 0, initial: int = 100) -> "Stream":
         """Shuffle through a buffer of ``buffer_size`` records (see :func:`buffered_shuffle`).
@@ -112,30 +113,25 @@ class Fluent:
         _positive("buffer_size", buffer_size)
         _positive("initial", initial)
         seed = rng.check_seed(seed)
-        passes = itertools.count()
-
-        def make_iter():   # the pass is fixed at iter(), not at the first next()
-            k = next(passes) if out._epoch is None else out._epoch
-            return _shuffle(self, buffer_size, initial, seed, k)
-        out = Stream(make_iter, _length(self), self, f"shuffle({buffer_size})")
-        return out
+        return Stream(partial(_shuffle, self, buffer_size, initial, seed), _length(self), self,
+                      f"shuffle({buffer_size})", keyed="pass")
 
     def take(self, n: int) -> "Stream":
         """The first ``n`` records."""
         _count("take", n)
         length = _length(self)
-        return Stream(lambda: _take(self, n), n if length is None else min(n, length), self, f"take({n})")
+        return Stream(partial(_take, self, n), n if length is None else min(n, length), self, f"take({n})")
 
     def skip(self, n: int) -> "Stream":
         """All records but the first ``n``."""
         _count("skip", n)
         length = _length(self)
-        return Stream(lambda: _skip(self, n), None if length is None else max(length - n, 0), self, f"skip({n})")
+        return Stream(partial(_skip, self, n), None if length is None else max(length - n, 0), self, f"skip({n})")
 
     def prefetch(self, n: int = 2) -> "Stream":
         """Produce up to ``n`` records ahead in a background thread."""
         _positive("prefetch depth", n)
-        return Stream(lambda: _prefetch(self, n), _length(self), self, f"prefetch({n})")
+        return Stream(partial(_prefetch, self, n), _length(self), self, f"prefetch({n})")
 
     def batches(self, batch_size: int, labels: str = "index", shuffle: bool = False, seed: int = 0,
                 drop_last: bool = False, num_classes: int | None = None) -> "Stream":
@@ -161,36 +157,32 @@ class Fluent:
         length = _length(self)
         if length is not None:
             length = length // batch_size if drop_last else math.ceil(length / batch_size)
-        passes = itertools.count()
-
-        def records():   # the pass is fixed at iter(), as a shuffle's is
-            if shuffle:
-                k = next(passes) if out._epoch is None else out._epoch
-                order = rng.generator(seed, rng.BATCHES, k).permutation(len(self))
-                return (self[int(i)] for i in order)
-            return iter(self)
-
         depth = num_classes if labels == "onehot" else None
-        out = Stream(lambda: _label_batches(records(), batch_size, drop_last, depth),
-                     length, self, f"batches({batch_size}, {labels!r})")
-        return out
+        return Stream(partial(_label_batches, self, shuffle, seed, batch_size, drop_last, depth),
+                      length, self, f"batches({batch_size}, {labels!r})", keyed="pass")
 
 
 class Stream(Fluent):
     """A re-iterable stream: ``iter()`` calls ``make_iter`` for a fresh pass.
 
-    ``upstream``: what it reads, or a tuple of them (a mix).
+    ``upstream``: what it reads, or a tuple of them (a mix). ``keyed``: a pass whose draws
+    change with it gets, fixed at ``iter()``, ``make_iter(key)``: ``"pass"``, the epoch last
+    given to :meth:`set_epoch`, else the count of passes so far; ``"epoch"``, that epoch or None.
+    Made of picklable parts (``functools.partial`` of module functions), a stream pickles when
+    what it reads and the functions it was given do (a Loader over it crosses ``spawn``).
     """
 
     unordered = False   # whether its order depends on threads (a map with ordered=False)
 
-    def __init__(self, make_iter: Callable[[], Iterator[Any]], length: int | None = None,
-                 upstream: Any = None, name: str = "stream"):
+    def __init__(self, make_iter: Callable[..., Iterator[Any]], length: int | None = None,
+                 upstream: Any = None, name: str = "stream", keyed: str | None = None):
         self._make_iter = make_iter
         self._length = length
         self._upstream = upstream
         self._epoch = None
         self.name = name
+        self._keyed = keyed
+        self._passes = itertools.count()
 
     def unordered_stage(self) -> str | None:
         """The name of a stage here or upstream whose order depends on threads, or None: each pass
@@ -204,7 +196,11 @@ class Stream(Fluent):
         return None
 
     def __iter__(self) -> Iterator[Any]:
-        return self._make_iter()
+        if self._keyed is None:
+            return self._make_iter()
+        if self._keyed == "epoch":
+            return self._make_iter(self._epoch)
+        return self._make_iter(next(self._passes) if self._epoch is None else self._epoch)
 
     def set_epoch(self, epoch: int) -> None:
         """Draw the shuffles of later passes, here and upstream, from ``epoch`` instead of the pass count."""
@@ -245,10 +241,8 @@ def mix(streams: Sequence[Iterable[Any]], weights: Sequence[float] | None = None
         raise ValueError(f"weights must be {len(streams)} non-negative numbers with a positive sum")
     if stop not in ("first", "all"):
         raise ValueError(f"stop must be 'first' or 'all', got {stop!r}")
-    def make_iter():   # the draws are fixed at iter(), as a shuffle's are
-        return _mix(list(streams), w, seed, stop, out._epoch)
-    out = Stream(make_iter, None, tuple(streams), f"mix({len(streams)})")
-    return out
+    return Stream(partial(_mix, list(streams), w, seed, stop), None, tuple(streams), f"mix({len(streams)})",
+                  keyed="epoch")
 
 
 # ---------------------------------------------------------------- passes
@@ -341,7 +335,8 @@ def _filter(upstream, pred) -> Iterator[Any]:
         close_iterator(it)
 
 
-def _batch(it: Iterator[Any], n: int, drop_last: bool) -> Iterator[list]:
+def _batch(upstream, n: int, drop_last: bool) -> Iterator[list]:
+    it = iter(upstream)
     try:
         while True:
             chunk = list(itertools.islice(it, n))
@@ -446,7 +441,13 @@ def _prefetch(upstream, n: int) -> Iterator[Any]:
     return Prefetcher(lambda: upstream, n, name=f"prefetch-{getattr(upstream, 'name', type(upstream).__name__)}")
 
 
-def _label_batches(records: Iterator[Any], size: int, drop_last: bool, num_classes: int | None):
+def _label_batches(upstream, shuffle: bool, seed: int, size: int, drop_last: bool, num_classes: int | None,
+                   pass_: int):
+    if shuffle:   # a random-access source, by index in the pass's order
+        order = rng.generator(seed, rng.BATCHES, pass_).permutation(len(upstream))
+        records = (upstream[int(i)] for i in order)
+    else:
+        records = iter(upstream)
     try:
         while True:
             chunk = list(itertools.islice(records, size))

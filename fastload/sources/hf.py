@@ -14,6 +14,8 @@ images, file objects, arrays) are turned into what the image field reads by
 """
 from __future__ import annotations
 
+from functools import partial
+
 import numpy as np
 
 from ..errors import RecordError
@@ -88,7 +90,7 @@ class HFDataset(Source):
 
 class _Stream(IterableRecords):
     def __init__(self, dataset, images):
-        super().__init__(lambda: (_convert(r, images, f"row {i}") for i, r in enumerate(dataset)))
+        super().__init__(partial(_rows, dataset, images))
         self.dataset = dataset
         node = getattr(dataset, "_distributed", None)   # datasets.distributed.split_dataset_by_node's
         # A Loader under torch.distributed shards the stream by rank itself: once more would drop the rest.
@@ -97,6 +99,10 @@ class _Stream(IterableRecords):
 
     def set_epoch(self, epoch: int) -> None:
         self.dataset.set_epoch(epoch)
+
+
+def _rows(dataset, images):
+    return (_convert(r, images, f"row {i}") for i, r in enumerate(dataset))
 
 
 def _prepare(dataset, columns):
