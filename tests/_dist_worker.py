@@ -2,8 +2,8 @@
 
 Usage: torchrun --nproc_per_node=N _dist_worker.py ROOT OUT_DIR BATCH [STATE_JSON] [CHECKPOINT_AFTER]
    or: torchrun --nproc_per_node=N _dist_worker.py --list URL OUT_DIR   (each rank lists a folder behind URL)
-   or: torchrun --nproc_per_node=N _dist_worker.py --skip ROOT OUT_DIR BATCH   (on_error="skip", one
-       all-reduce per batch as DDP does; a rank with a batch fewer fails it at the gloo timeout)
+   or: torchrun --nproc_per_node=N _dist_worker.py --skip ROOT OUT_DIR BATCH [drop_last]   (on_error="skip",
+       one all-reduce per batch as DDP does; a rank with a batch fewer fails it at the gloo timeout)
    or: torchrun --nproc_per_node=N _dist_worker.py --skip-stream ROOT OUT_DIR BATCH   (the same, the
        records as a stream)
    or: torchrun --nproc_per_node=N _dist_worker.py --mislisted ROOT OTHER OUT_DIR   (rank 0 alone
@@ -33,15 +33,16 @@ def make_loader(root, batch, stream=False, **kw):
         **kw)
 
 
-def skip_with_all_reduce(root, out, batch, stream=False):
-    """Each rank: one epoch under on_error="skip" with an all-reduce per batch; writes its counts."""
+def skip_with_all_reduce(root, out, batch, stream=False, drop_last=False):
+    """Each rank: one epoch under on_error="skip" with an all-reduce per batch; writes its counts
+    and the record ids of its batches."""
     import warnings
     from datetime import timedelta
 
     import torch
     dist.init_process_group("gloo", timeout=timedelta(seconds=30))
-    loader = make_loader(root, batch, stream, on_error="skip")
-    steps = 0
+    loader = make_loader(root, batch, stream, on_error="skip", drop_last=drop_last)
+    steps, ids = 0, []
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         for b in loader:
@@ -49,10 +50,11 @@ def skip_with_all_reduce(root, out, batch, stream=False):
             dist.all_reduce(t)   # waits for every rank's step
             assert t.item() == dist.get_world_size()
             steps += 1
+            ids.append(b["id"].tolist())
     s = loader.stats()
     with open(os.path.join(out, f"rank{dist.get_rank()}.json"), "w") as f:
         json.dump({"batches": steps, "len": None if stream else len(loader), "skipped": s["skipped"],
-                   "stand_ins": s["stand_ins"], "samples": s["samples"]}, f)
+                   "stand_ins": s["stand_ins"], "samples": s["samples"], "ids": ids}, f)
     dist.barrier()
     dist.destroy_process_group()
 
@@ -130,7 +132,8 @@ def main():
     if sys.argv[1] == "--mislisted":
         return mislisted(sys.argv[2], sys.argv[3], sys.argv[4])
     if sys.argv[1] in ("--skip", "--skip-stream"):
-        return skip_with_all_reduce(sys.argv[2], sys.argv[3], int(sys.argv[4]), stream=sys.argv[1] == "--skip-stream")
+        return skip_with_all_reduce(sys.argv[2], sys.argv[3], int(sys.argv[4]), stream=sys.argv[1] == "--skip-stream",
+                                    drop_last=sys.argv[5:] == ["drop_last"])
     root, out, batch = sys.argv[1], sys.argv[2], int(sys.argv[3])
     state = None
     if len(sys.argv) > 4 and sys.argv[4] != "-":

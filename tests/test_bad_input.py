@@ -548,6 +548,38 @@ def test_a_file_listed_twice_that_fails_counts_twice(tmp_path):
                 list(_skip_loader(source, batch_size=2, max_failures=2))
 
 
+def test_a_rank_none_of_whose_batches_reads_stands_in_with_another_ranks(tmp_path):
+    # A rank whose every batch failed had none of its own to stand in: it raised "every record
+    # failed" (of an epoch most of which read), naming no file, while the other ranks waited in
+    # their all-reduce. The other ranks' shares stand in, the same ones on every run.
+    paths = _jpegs(tmp_path, 5, bad={1, 3})   # two ranks, batches of 1: rank 1 has records 1 and 3
+
+    def make(rank, workers=1):
+        return fl.Loader(fl.ImageFiles(paths), batch_size=1, drop_last=True, rank=rank, world_size=2,
+                         transforms=[fl.Resize((8, 8))], on_error="skip", workers=workers)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        loaders = [make(0), make(1)]
+        got = [[np.array(b) for b in loader] for loader in loaders]
+        assert [len(g) for g in got] == [len(loader) for loader in loaders] == [2, 2]
+        # each step's stand-in is rank 0's share of that step (records 0 and 2)
+        assert all(np.array_equal(a, b) for a, b in zip(got[1], got[0]))
+        s = loaders[1].stats()
+        assert (s["skipped"], s["stand_ins"], s["samples"]) == (2, 2, 2)
+        again = make(1, workers=3)
+        for b, batch in enumerate(again):
+            assert np.array_equal(np.array(batch), got[1][b]) and np.array_equal(again.batch_at(b, 0), got[1][b])
+        # record 4 reads, but drop_last leaves it out of every batch: nothing can stand in
+        for i in (0, 2):
+            with open(paths[i], "wb") as f:
+                f.write(b"not a JPEG")
+        for rank in (0, 1):
+            with pytest.raises(fl.RecordError, match=re.escape(
+                    "every record failed (all 4 records its batches hold on every rank, of the source's 5; "
+                    f"the first: {paths[rank]}: ")):
+                list(make(rank))
+
+
 def test_a_look_at_another_epoch_leaves_this_ones_failures(tmp_path):
     # batch_at(0, epoch=1) in epoch 0 reset epoch 0's count: it ended at 1 of 4 failures, the
     # failure seen in the look counted again in epoch 1, and max_failures=3 let 4 through.

@@ -205,6 +205,27 @@ def test_a_streamed_batch_that_wholly_fails_is_stood_in_from_its_step(tmp_path):
     assert [(r["skipped"], r["stand_ins"], r["samples"]) for r in ranks] == [(0, 0, 12), (2, 1, 12)]
 
 
+def test_a_rank_none_of_whose_batches_reads_stands_in_from_another_ranks_share(tmp_path):
+    """3 records, one a truncated JPEG, one batch of 1 a rank, drop_last: rank 1's only batch failed
+    and it had no batch of its own to stand in, so it raised "every record failed" (2 of the 3
+    read) while rank 0 waited in its all-reduce. Rank 0's share of the same step stands in."""
+    from _dist_worker import make_loader
+    from fastload.synthetic import make_image_folder
+    root = make_image_folder(str(tmp_path / "d"), classes=1, per_class=3, size=(24, 24))
+    paths = sorted(os.path.join(dp, f) for dp, _, fs in os.walk(root) for f in fs if f.endswith(".jpg"))
+    probe = fl.Loader(**{**make_loader(root, 1)._init, "rank": 1, "world_size": 2, "drop_last": True})
+    order = probe.order(0)
+    (bad,) = order[probe._sampler.positions(0, 0)]   # rank 1's one batch
+    with open(paths[bad], "rb") as f:
+        data = f.read()
+    with open(paths[bad], "wb") as f:
+        f.write(data[:len(data) // 2])
+    ranks = launch(2, ["--skip", root, str(tmp_path / "out"), "1", "drop_last"], str(tmp_path / "out"))
+    assert [r["batches"] for r in ranks] == [r["len"] for r in ranks] == [1, 1]
+    assert [(r["skipped"], r["stand_ins"], r["samples"]) for r in ranks] == [(0, 0, 1), (1, 1, 1)]
+    assert ranks[0]["ids"] == ranks[1]["ids"] == [[int(order[0])]]   # a record that reads: rank 0's
+
+
 def test_a_url_source_built_on_rank_0_alone_stops_the_others_naming_both(tmp_path):
     """Rank 0 lists for every rank, and broadcasts pair up by order alone: a source rank 0 built
     first (a validation set) handed its files to the other rank's training source, silently. The

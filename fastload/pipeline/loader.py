@@ -451,8 +451,9 @@ class Loader(Fluent):
         A pure function of ``(seed, epoch, b)``: the same batch iteration yields, so
         frameworks can fetch batches by index from their own threads. Under
         ``on_error="skip"`` a batch whose every record failed is stood in for as
-        iteration does (by the next batch that reads; not counted in ``stand_ins``,
-        which counts batches yielded); RecordError only when no batch of the epoch reads.
+        iteration does (by the next batch that reads, or another rank's; not counted in
+        ``stand_ins``, which counts batches yielded); RecordError only when no batch of
+        the epoch reads, on any rank.
         """
         if not self._random_access:
             raise TypeError("batch_at needs a random-access source")
@@ -466,7 +467,7 @@ class Loader(Fluent):
             batch, _ = self._stand_in(epoch, 0, b, count=False)
         if batch is None:
             raise RecordError(self._chunk_ids(job.idx), f"every record of batch {b} failed, and every other "
-                              "batch's of the epoch")
+                              f"batch's of the epoch ({self._none_read(epoch, 0)})")
         return batch
 
     def __getitem__(self, index):
@@ -638,24 +639,51 @@ class Loader(Fluent):
     def _stand_in(self, epoch: int, start: int, step: int, count: bool = True):
         """(batch, records kept) yielded in place of batch ``step`` of a pass from global sample
         ``start``, every record of which failed: the first batch after it (wrapping round the
-        epoch) with a record that reads; (None, 0).
+        epoch) with a record that reads; when none of this rank's does, the first other rank's
+        share of that step, then of the steps after it, that reads; (None, 0) when no batch of the
+        epoch reads on any rank.
 
         So a rank yields len(loader) batches whatever fails: a collective per step (DDP's
         all-reduce) needs the same count on every rank, and Keras the count it was told. The
         batches are those of the epoch's grid the pass is on (from 0, unless it was resumed on
-        another world size), so a resumed pass picks what the uninterrupted one would.
+        another world size), so a resumed pass picks what the uninterrupted one would, and the
+        choice depends on (seed, epoch, step, rank) alone, as batch_at's does.
         ``count=False``: not counted in ``stand_ins`` (batch_at's, which is not yielded)."""
-        G = self._sampler.global_batch
+        G, W = self._sampler.global_batch, self.world_size
         base = start % G
         steps = self._sampler.steps(base)
         b = (start - base) // G + step
-        for k in range(1, steps):
-            job, batch = self._fill_now(epoch, (b + k) % steps, count=False, base=base)
+        order = self.order(epoch)
+        shares = itertools.chain(((self.rank, (b + k) % steps) for k in range(1, steps)),
+                                 (((self.rank + j) % W, (b + k) % steps) for k in range(steps) for j in range(1, W)))
+        for rank, s in shares:
+            sampler = self._sampler if rank == self.rank else \
+                Sampler(self._sampler.n, self.batch_size, self.drop_last, rank, W)
+            job = _Job(self, self._slots(), epoch, s, order[sampler.positions(base, s)], None)
+            batch = self._fill_whole(job, count=False)
             if batch is not None:
                 with self._lock:
                     self._stats["stand_ins"] += count
                 return batch, job.kept
         return None, 0
+
+    def _none_read(self, epoch: int, start: int) -> str:
+        """How many records failed, and the first with its reason, for the error of an epoch (a pass
+        from global sample ``start``) none of whose batches reads on any rank."""
+        W = self.world_size
+        with self._lock:
+            state = self._epoch_state(epoch)
+            first, failed = next(iter(state.failures.items()), None), state.count
+        if self._random_access:   # _stand_in tried every rank's batches of the epoch
+            G, n = self._sampler.global_batch, self._num_records()
+            base = start % G
+            held = min(self._sampler.steps(base) * G, n if W > 1 else n - base)   # ranks pad from the start
+            what = f"all {held} records its batches hold" + (" on every rank" if W > 1 else "") + \
+                (f", of the source's {n}" if held < n else "")
+        else:
+            what = f"all {failed} records this rank read" + \
+                (", and the other ranks' shares of the same steps" if W > 1 else "")
+        return what + (f"; the first: {first[0]}: {first[1]}" if first else "")
 
     def _stand_in_from_step(self, job):
         """(batch, records kept) in place of a streamed batch every record of which failed: the next
@@ -883,6 +911,7 @@ class _LoaderIter(Node):
                                   stop=stop, inside="a chunk fill (reading its records, or one sample's decode "
                                   "or Field.fill)")
         self._yielded = self.failed = 0
+        self.unreadable = False   # no batch of the epoch reads, on any rank: nothing can stand in
         self._closed = False
 
     def __next__(self):
@@ -923,7 +952,9 @@ class _LoaderIter(Node):
                     self.offset + L._sampler.global_batch
                 L._position = (self.epoch, self.offset)
                 if batch is None and L._random_access:   # every record failed: another batch stands in
-                    batch, kept = L._stand_in(self.epoch, self.start, job.step)
+                    # unless a search found no batch of the epoch that reads, on any rank: none will
+                    batch, kept = (None, 0) if self.unreadable else L._stand_in(self.epoch, self.start, job.step)
+                    self.unreadable = batch is None
                 elif batch is None and L.world_size > 1:   # a stream's: another rank's share of the step
                     batch, kept = L._stand_in_from_step(job)
                 if batch is None:   # nothing to yield: a stream alone, or a step every record of which failed
@@ -945,8 +976,10 @@ class _LoaderIter(Node):
                 self._begin(self.epoch + 1, 0)
                 return self._next()
             if self._yielded == 0 and self.failed:
-                raise RecordError(f"epoch {self.epoch}", "every record failed; loader.stats()['failures'] "
-                                  "lists them") from None
+                what = L._none_read(self.epoch, self.start)
+                whose = "them" if L.world_size == 1 else "this rank's"
+                raise RecordError(f"epoch {self.epoch}", f"every record failed ({what}); loader.stats()['failures'] "
+                                  f"lists {whose}") from None
             raise
         except BaseException:
             self.close()
