@@ -11,6 +11,8 @@ Usage: torchrun --nproc_per_node=N _dist_worker.py ROOT OUT_DIR BATCH [STATE_JSO
    or: torchrun --nproc_per_node=2 _dist_worker.py --local-folders SAME0 SAME1 OTHER0 OTHER1 OUT_DIR
        (rank r iterates a Loader over ImageFolder(SAMEr), then one over ImageFolder(OTHERr), then one
        over a ListSource of 5 + r records)
+   or: torchrun --nproc_per_node=2 _dist_worker.py --settings OUT_DIR   (rank r iterates Loaders over
+       8 records whose settings differ between the ranks, one at a time, and one whose don't)
 Each rank writes OUT_DIR/rank{r}.json: the record ids and a hash of the pixels of every sample of
 every batch, the number of batches, and (rank 0) the loader state after CHECKPOINT_AFTER batches.
 """
@@ -124,7 +126,34 @@ def local_folders(same, other, out):
     dist.destroy_process_group()
 
 
+def settings(out):
+    """Rank r iterates Loaders over 8 records, each differing between the ranks in one setting (none
+    in "same"); writes, for each, the record ids it yielded or the error that stopped it."""
+    from datetime import timedelta
+    dist.init_process_group("gloo", timeout=timedelta(seconds=60))
+    r = dist.get_rank()
+    src = fl.ListSource([{"x": i} for i in range(8)])
+    cases = {"same": {"shuffle": True, "seed": 3}, "seed": {"shuffle": True, "seed": 100 + r},
+             "shuffle": {"shuffle": r == 0}, "batch_size": {"batch_size": 2 + r}, "drop_last": {"drop_last": r == 1},
+             "start": {}}
+    result = {}
+    for name, kw in cases.items():
+        loader = fl.Loader(src, **{"batch_size": 2, "fields": {"x": None}, "workers": 1, **kw})
+        if name == "start" and r == 0:   # rank 0 alone resumes after the first global step
+            loader.load_state_dict({**loader.state_dict(), "batch": 1, "offset": 4})
+        try:
+            result[name] = {"ids": [int(i) for b in loader for i in b["x"]]}
+        except fl.FastloadError as e:
+            result[name] = {"error": str(e)}
+    with open(os.path.join(out, f"rank{r}.json"), "w") as f:
+        json.dump(result, f)
+    dist.barrier()
+    dist.destroy_process_group()
+
+
 def main():
+    if sys.argv[1] == "--settings":
+        return settings(sys.argv[2])
     if sys.argv[1] == "--list":
         return list_url(sys.argv[2], sys.argv[3])
     if sys.argv[1] == "--local-folders":

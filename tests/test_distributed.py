@@ -279,3 +279,25 @@ def test_ranks_whose_local_folders_differ_are_stopped_naming_both(tmp_path):
                                                  "which is sharded across the 2 ranks, but rank 1 did not read it "
                                                  "within 3 s (FASTLOAD_RANK_WAIT_S)"), ranks[0]["alone"]
     assert "alone" not in ranks[1]
+
+
+def test_ranks_whose_loader_settings_differ_are_stopped_naming_each_value(tmp_path):
+    """A seed per rank (seed=base + rank) gave each rank its part of another permutation: records
+    twice and others never, silently. The ranks now compare the settings that cut the order into
+    steps with their records, and every rank stops naming the setting and each rank's value."""
+    out = str(tmp_path / "out")
+    ranks = launch(2, ["--settings", out], out)
+    assert sorted(ranks[0]["same"]["ids"] + ranks[1]["same"]["ids"]) == list(range(8))
+    want = {"seed": "seed differs between ranks: rank 0 has 100, rank 1 has 101; every rank must shard one order "
+                    "of ListSource in the same steps: give every rank the same seed (per-rank augmentation "
+                    "randomness already differs by record)",
+            "shuffle": "shuffle differs between ranks: rank 0 has True, rank 1 has False; every rank must shard one "
+                       "order of ListSource in the same steps: give every rank the same shuffle",
+            "batch_size": "batch_size differs between ranks: rank 0 has 2, rank 1 has 3;",
+            "drop_last": "drop_last differs between ranks: rank 0 has False, rank 1 has True;",
+            "start": "start differs between ranks: rank 0 has epoch 0 record 4, rank 1 has epoch 0 record 0; every "
+                     "rank must shard one order of ListSource in the same steps: load the same state_dict() on "
+                     "every rank, and set_epoch() the same epoch"}
+    for name, message in want.items():
+        for rank in ranks:
+            assert rank[name].get("error", "").startswith(message), (name, rank[name])

@@ -411,11 +411,15 @@ class Loader(Fluent):
 
     # -- iteration ------------------------------------------------------------------
     def _check_ranks(self) -> None:
-        """Once, at the first read under a process group: every rank's source holds the same records
-        (ranks.py). Not at len(), which a rank may ask alone (a progress bar on rank 0)."""
+        """Once, at the first read under a process group: every rank's source holds the same records,
+        and every rank cuts them into steps alike (ranks.py). Not at len(), which a rank may ask
+        alone (a progress bar on rank 0)."""
         self._check_world()
         if self._random_access and not self._ranks_compared:
-            self._ranks_compared = check_same_records(self.source, self.rank, self.world_size)
+            epoch, offset = self._position
+            self._ranks_compared = check_same_records(self.source, self.rank, self.world_size, {
+                "seed": self.seed, "shuffle": self.shuffled, "batch_size": self.batch_size,
+                "drop_last": bool(self.drop_last), "start": f"epoch {epoch} record {offset}"})
 
     def __iter__(self):
         self._check_ranks()

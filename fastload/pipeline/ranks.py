@@ -9,11 +9,14 @@ one machine) would give each rank its part of another listing: every batch
 misaligned, silently. So when a Loader first shards across the initialised
 process group, the ranks exchange their record count and a digest of their
 local file names (:meth:`Source.local_listing`) through the process group's
-store, which every backend has. When they agree, that is all; when they do
-not, every rank has seen every rank's summary, so all take the same path:
-rank 0's names go through the store too, each rank finds its first
-difference, and every rank raises, rather than one rank stopping and the others
-waiting in their next collective.
+store, which every backend has. The Loader's settings that cut that order into
+steps go with them (seed, shuffle, batch_size, drop_last, and where the first
+read starts): a rank given its own seed (``seed=base + rank``) would take its
+part of another permutation, some records twice and others never. When they
+agree, that is all; when they do not, every rank has seen every rank's summary,
+so all take the same path: rank 0's names go through the store too, each rank
+finds its first difference, and every rank raises, rather than one rank
+stopping and the others waiting in their next collective.
 
 A rank that never reads the Loader (a loop on rank 0 alone over a Loader
 sharded across the group) would leave the others waiting: after
@@ -34,13 +37,18 @@ __all__ = ["check_same_records"]
 
 _checks = itertools.count()   # a process's n-th check: every rank's n-th is of the same Loader
 
+# What to do about a Loader setting that differs between ranks, by the name the Loader gives it.
+_HINTS = {"seed": "give every rank the same seed (per-rank augmentation randomness already differs by record)",
+          "start": "load the same state_dict() on every rank, and set_epoch() the same epoch"}
 
-def check_same_records(source, rank: int, world_size: int) -> bool:
-    """Whether the ranks compared ``source``; FastloadError on every rank when its records differ
-    between them, or on those that waited when a rank never came (see the module docstring).
+
+def check_same_records(source, rank: int, world_size: int, settings: dict | None = None) -> bool:
+    """Whether the ranks compared ``source``; FastloadError on every rank when its records, or the
+    ``settings`` (name: value) that cut them into steps, differ between them, or on those that
+    waited when a rank never came (see the module docstring).
 
     Nothing is compared without an initialised process group, or for a Loader not sharded
-    across it (``rank=``/``world_size=`` of its own, such as one rank's own data).
+    across it (``rank=``/``world_size=`` other than the group's, such as one rank's own data).
     """
     dist = sys.modules.get("torch.distributed")   # never imports torch itself
     if dist is None or not dist.is_available() or not dist.is_initialized() or world_size < 2 \
@@ -49,7 +57,8 @@ def check_same_records(source, rank: int, world_size: int) -> bool:
     listing = getattr(source, "local_listing", lambda: None)()
     name = repr(source) if type(source).__repr__ is not object.__repr__ else type(source).__name__
     exchange = _Exchange(dist, f"fastload/records/{next(_checks)}", rank, world_size, name)
-    summaries = exchange.all((len(source), None if listing is None else listing.digest()))
+    summaries = exchange.all((len(source), None if listing is None else listing.digest(), dict(settings or {})))
+    _check_settings([s[2] for s in summaries], name)
     differ = [r for r, s in enumerate(summaries) if s != summaries[0]]
     if not differ:
         return True
@@ -63,6 +72,21 @@ def check_same_records(source, rank: int, world_size: int) -> bool:
                         f"{counts}{more}{where}; under torch.distributed each rank takes its part of one order "
                         "of the records, so every rank's source must hold the same ones (a folder the same files "
                         "on every machine)")
+
+
+def _check_settings(by_rank: list, name: str) -> None:
+    """FastloadError, on every rank alike, naming each setting that differs and each rank's value."""
+    wrong = [k for k in by_rank[0] if any(s.get(k) != by_rank[0][k] for s in by_rank)]
+    if not wrong:
+        return
+    said = []
+    for k in wrong:
+        differ = [r for r, s in enumerate(by_rank) if s.get(k) != by_rank[0][k]]
+        more = f" (and {len(differ) - 3} more ranks)" if len(differ) > 3 else ""
+        said.append(f"{k} differs between ranks: rank 0 has {by_rank[0][k]}, "
+                    + ", ".join(f"rank {r} has {by_rank[r].get(k)}" for r in differ[:3]) + more)
+    raise FastloadError("; ".join(said) + f"; every rank must shard one order of {name} in the same steps: "
+                        + "; ".join(_HINTS.get(k, f"give every rank the same {k}") for k in wrong))
 
 
 class _Exchange:
