@@ -13,6 +13,9 @@ Usage: torchrun --nproc_per_node=N _dist_worker.py ROOT OUT_DIR BATCH [STATE_JSO
        over a ListSource of 5 + r records)
    or: torchrun --nproc_per_node=2 _dist_worker.py --settings OUT_DIR   (rank r iterates Loaders over
        8 records whose settings differ between the ranks, one at a time, and one whose don't)
+   or: torchrun --nproc_per_node=2 _dist_worker.py --streams SAME OTHER OUT_DIR   (rank r streams the tar
+       shards shard-{0..2}.tar of SAME, then of SAME (rank 0) or OTHER (rank 1), then a list of records
+       with seed r)
 Each rank writes OUT_DIR/rank{r}.json: the record ids and a hash of the pixels of every sample of
 every batch, the number of batches, and (rank 0) the loader state after CHECKPOINT_AFTER batches.
 """
@@ -151,7 +154,40 @@ def settings(out):
     dist.destroy_process_group()
 
 
+def streams(same, other, out):
+    """Rank r streams tar shards alike on both ranks, then ones that differ on rank 1 (through a
+    step, on_error="skip"), then records whose Loader has seed r; writes, for each, the record ids
+    it yielded or the error that stopped it."""
+    import warnings
+    from datetime import timedelta
+    dist.init_process_group("gloo", timeout=timedelta(seconds=60))
+    r = dist.get_rank()
+    records = [{"x": i} for i in range(8)]
+    loaders = {
+        "same": lambda: fl.Loader(fl.TarShards(same + "/shard-{0..2}.tar").stream(), batch_size=2,
+                                  fields={"cls": "index"}, workers=1),
+        "other": lambda: fl.Loader(fl.TarShards((other if r else same) + "/shard-{0..2}.tar").stream().map(dict),
+                                   batch_size=2, fields={"cls": "index"}, workers=1, on_error="skip"),
+        "seed": lambda: fl.Loader(fl.IterableRecords(lambda: iter(records)), batch_size=2, seed=r,
+                                  fields={"x": None}, workers=1)}
+    result = {}
+    for name, make in loaders.items():
+        key = "cls" if name != "seed" else "x"
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                result[name] = {"ids": [int(i) for b in make() for i in b[key]]}
+        except fl.FastloadError as e:
+            result[name] = {"error": str(e)}
+    with open(os.path.join(out, f"rank{r}.json"), "w") as f:
+        json.dump(result, f)
+    dist.barrier()
+    dist.destroy_process_group()
+
+
 def main():
+    if sys.argv[1] == "--streams":
+        return streams(sys.argv[2], sys.argv[3], sys.argv[4])
     if sys.argv[1] == "--settings":
         return settings(sys.argv[2])
     if sys.argv[1] == "--list":

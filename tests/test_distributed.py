@@ -301,3 +301,36 @@ def test_ranks_whose_loader_settings_differ_are_stopped_naming_each_value(tmp_pa
     for name, message in want.items():
         for rank in ranks:
             assert rank[name].get("error", "").startswith(message), (name, rank[name])
+
+
+def test_ranks_whose_streams_differ_are_stopped(tmp_path):
+    """A stream was never compared: a tar shard missing on one machine gave that rank fewer records,
+    so another count of batches (DDP's all-reduce waits) and records other ranks also took. Ranks
+    now compare a stream's settings, and its local shards by name and size, when it first shards."""
+    import io
+    import tarfile
+    same, other = tmp_path / "same", tmp_path / "other"
+    same.mkdir()
+    other.mkdir()
+    for s in range(3):
+        with tarfile.open(same / f"shard-{s}.tar", "w") as t:
+            for i in range(4):
+                data = str(4 * s + i).encode()
+                member = tarfile.TarInfo(f"s{s}_{i}.cls")
+                member.size = len(data)
+                t.addfile(member, io.BytesIO(data))
+        if s < 2:   # rank 1's machine lacks shard-2
+            os.link(same / f"shard-{s}.tar", other / f"shard-{s}.tar")
+    size = os.path.getsize(same / "shard-2.tar")
+    out = str(tmp_path / "out")
+    ranks = launch(2, ["--streams", str(same), str(other), out], out)
+    assert sorted(ranks[0]["same"]["ids"] + ranks[1]["same"]["ids"]) == list(range(12))
+    assert len(ranks[0]["same"]["ids"]) == len(ranks[1]["same"]["ids"]) == 6
+    for rank in (0, 1):
+        error = ranks[rank]["other"].get("error", "")
+        assert error.startswith("the ranks hold other records in <Stream map(dict)>: rank 1 lists other shards "
+                                "than rank 0"), ranks[rank]["other"]
+        assert (f"rank 1's first shard that differs is 2: 'shard-2.tar (missing)' where rank 0 has "
+                f"'shard-2.tar ({size} bytes)'" in error) == (rank == 1), error
+        assert ranks[rank]["seed"].get("error", "").startswith(
+            "seed differs between ranks: rank 0 has 0, rank 1 has 1;"), ranks[rank]["seed"]

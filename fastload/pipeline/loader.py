@@ -415,7 +415,7 @@ class Loader(Fluent):
         and every rank cuts them into steps alike (ranks.py). Not at len(), which a rank may ask
         alone (a progress bar on rank 0)."""
         self._check_world()
-        if self._random_access and not self._ranks_compared:
+        if not self._ranks_compared:
             epoch, offset = self._position
             self._ranks_compared = check_same_records(self.source, self.rank, self.world_size, {
                 "seed": self.seed, "shuffle": self.shuffled, "batch_size": self.batch_size,

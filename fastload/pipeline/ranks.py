@@ -18,6 +18,11 @@ so all take the same path: rank 0's names go through the store too, each rank
 finds its first difference, and every rank raises, rather than one rank
 stopping and the others waiting in their next collective.
 
+A stream (no length, read front to back) is cut into global steps as it is
+read, so the same holds for it: its settings are compared, and its local tar
+shards by name and size (a shard missing or cut short on one machine); a
+stream with no local listing (records from a function) by its settings alone.
+
 A rank that never reads the Loader (a loop on rank 0 alone over a Loader
 sharded across the group) would leave the others waiting: after
 ``FASTLOAD_RANK_WAIT_S`` seconds (default 600, NCCL's own default timeout)
@@ -32,6 +37,7 @@ import sys
 from datetime import timedelta
 
 from ..errors import FastloadError
+from ..sources.paths import PathTable
 
 __all__ = ["check_same_records"]
 
@@ -54,24 +60,60 @@ def check_same_records(source, rank: int, world_size: int, settings: dict | None
     if dist is None or not dist.is_available() or not dist.is_initialized() or world_size < 2 \
             or (rank, world_size) != (dist.get_rank(), dist.get_world_size()):
         return False
-    listing = getattr(source, "local_listing", lambda: None)()
+    listing, noun = _local_listing(source)
     name = repr(source) if type(source).__repr__ is not object.__repr__ else type(source).__name__
     exchange = _Exchange(dist, f"fastload/records/{next(_checks)}", rank, world_size, name)
-    summaries = exchange.all((len(source), None if listing is None else listing.digest(), dict(settings or {})))
+    # A stream's record count is known only once it is read: its listing and settings stand in.
+    count = len(source) if hasattr(source, "__len__") and hasattr(source, "__getitem__") else None
+    summaries = exchange.all((count, None if listing is None else listing.digest(), dict(settings or {})))
     _check_settings([s[2] for s in summaries], name)
     differ = [r for r, s in enumerate(summaries) if s != summaries[0]]
     if not differ:
         return True
     theirs = exchange.from_rank0(listing.relative() if rank == 0 and listing is not None else None)
-    counts = ", ".join(f"rank {r} {summaries[r][0]}" for r in differ[:3])
     more = f" (and {len(differ) - 3} more ranks)" if len(differ) > 3 else ""
+    if summaries[0][0] is None:
+        who = f"ranks {', '.join(map(str, differ[:3]))}{more} list" if len(differ) > 1 else f"rank {differ[0]} lists"
+        counts = f"{who} other {noun}s than rank 0"
+    else:
+        counts = f"rank 0 has {summaries[0][0]} records, " + ", ".join(
+            f"rank {r} {summaries[r][0]}" for r in differ[:3]) + more
     where = ""
     if rank in differ and listing is not None and theirs is not None:
-        where = f"; rank {rank}'s " + _first_difference(listing.relative(), theirs)
-    raise FastloadError(f"the ranks hold other records in {name}: rank 0 has {summaries[0][0]} records, "
-                        f"{counts}{more}{where}; under torch.distributed each rank takes its part of one order "
-                        "of the records, so every rank's source must hold the same ones (a folder the same files "
-                        "on every machine)")
+        where = f"; rank {rank}'s " + _first_difference(listing.relative(), theirs, noun)
+    raise FastloadError(f"the ranks hold other records in {name}: {counts}{where}; under torch.distributed each "
+                        "rank takes its part of one order of the records, so every rank's source must hold the "
+                        "same ones (a folder the same files on every machine)")
+
+
+def _local_listing(source):
+    """The local files ``source`` lists itself (a PathTable) and what each is, or (None, None).
+
+    Its own :meth:`Source.local_listing`, else for tar shards (indexed, or streamed through
+    any steps) each local shard's name and size: a shard missing or cut short on one machine
+    changes a stream's records though not their names."""
+    own = getattr(source, "local_listing", lambda: None)()
+    if own is not None:
+        return own, "record"
+    from ..sources.remote import is_url
+    from ..sources.shards import TarShards, TarStream
+    shards, todo = [], [source]
+    while todo:   # a stream's steps, and every part of a mix
+        s = todo.pop(0)
+        if isinstance(s, (TarShards, TarStream)):
+            shards += [u for u in s.urls if not is_url(u) or u.startswith("file://")]
+        up = getattr(s, "_upstream", None)
+        todo += list(up) if isinstance(up, tuple) else [] if up is None else [up]
+    if not shards:
+        return None, None
+    return PathTable.of([f"{u} ({_size(u)})" for u in shards]), "shard"
+
+
+def _size(path: str) -> str:
+    try:
+        return f"{os.path.getsize(path.removeprefix('file://'))} bytes"
+    except OSError:
+        return "missing"
 
 
 def _check_settings(by_rank: list, name: str) -> None:
@@ -128,11 +170,11 @@ class _Exchange:
                 "world_size=1") from None
 
 
-def _first_difference(mine, theirs) -> str:
+def _first_difference(mine, theirs, noun="record") -> str:
     """Where the names ``mine`` first differ from rank 0's ``theirs``, in words."""
     for i, (a, b) in enumerate(itertools.zip_longest(mine, theirs)):
         if a != b:
-            return f"first record that differs is {i}: " + (
+            return f"first {noun} that differs is {i}: " + (
                 f"{a!r} where rank 0 has {b!r}" if a is not None and b is not None else
                 f"{a!r}, past rank 0's last" if a is not None else f"none where rank 0 has {b!r}")
     return "names are rank 0's"
