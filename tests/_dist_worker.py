@@ -16,6 +16,8 @@ Usage: torchrun --nproc_per_node=N _dist_worker.py ROOT OUT_DIR BATCH [STATE_JSO
    or: torchrun --nproc_per_node=2 _dist_worker.py --streams SAME OTHER OUT_DIR   (rank r streams the tar
        shards shard-{0..2}.tar of SAME, then of SAME (rank 0) or OTHER (rank 1), then a list of records
        with seed r)
+   or: torchrun --nproc_per_node=2 _dist_worker.py --explicit OUT_DIR   (rank r loads 5 + r records with
+       rank=/world_size= of its own: the group's, then on rank 0 alone the group's and rank=0, world_size=1)
 Each rank writes OUT_DIR/rank{r}.json: the record ids and a hash of the pixels of every sample of
 every batch, the number of batches, and (rank 0) the loader state after CHECKPOINT_AFTER batches.
 """
@@ -185,7 +187,34 @@ def streams(same, other, out):
     dist.destroy_process_group()
 
 
+def explicit(out):
+    """Rank r loads 5 + r records through Loaders given rank=/world_size=: the group's on every rank,
+    then on rank 0 alone the group's and rank=0, world_size=1; writes, for each, the number of
+    batches it yielded or the error that stopped it."""
+    from datetime import timedelta
+    dist.init_process_group("gloo", timeout=timedelta(seconds=60))
+    r, w = dist.get_rank(), dist.get_world_size()
+    src = fl.ListSource([{"x": i} for i in range(5 + r)])
+    cases = {"group": (r, w)}
+    if r == 0:
+        os.environ["FASTLOAD_RANK_WAIT_S"] = "3"
+        cases.update({"alone_group": (r, w), "alone_own": (0, 1)})
+    result = {}
+    for name, (rank, world_size) in cases.items():
+        loader = fl.Loader(src, batch_size=2, fields={"x": None}, workers=1, rank=rank, world_size=world_size)
+        try:
+            result[name] = {"batches": len(list(loader))}
+        except fl.FastloadError as e:
+            result[name] = {"error": str(e)}
+    with open(os.path.join(out, f"rank{r}.json"), "w") as f:
+        json.dump(result, f)
+    dist.barrier()
+    dist.destroy_process_group()
+
+
 def main():
+    if sys.argv[1] == "--explicit":
+        return explicit(sys.argv[2])
     if sys.argv[1] == "--streams":
         return streams(sys.argv[2], sys.argv[3], sys.argv[4])
     if sys.argv[1] == "--settings":

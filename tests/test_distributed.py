@@ -334,3 +334,18 @@ def test_ranks_whose_streams_differ_are_stopped(tmp_path):
                 f"'shard-2.tar ({size} bytes)'" in error) == (rank == 1), error
         assert ranks[rank]["seed"].get("error", "").startswith(
             "seed differs between ranks: rank 0 has 0, rank 1 has 1;"), ranks[rank]["seed"]
+
+
+def test_a_loader_given_the_groups_rank_and_world_size_is_compared(tmp_path):
+    """rank=dist.get_rank(), world_size=dist.get_world_size() shards across the group as the values
+    found by the Loader itself do, so the ranks compare it; only other values (one rank's own data,
+    rank=0, world_size=1 for a loop on rank 0 alone) are not."""
+    out = str(tmp_path / "out")
+    ranks = launch(2, ["--explicit", out], out)
+    for rank in ranks:
+        assert rank["group"].get("error", "").startswith("the ranks hold other records in ListSource: rank 0 "
+                                                         "has 5 records, rank 1 6"), rank["group"]
+    assert ranks[0]["alone_group"]["error"].startswith("rank 0 reads ListSource, which is sharded across the 2 "
+                                                       "ranks, but rank 1 did not read it within 3 s")
+    assert ranks[0]["alone_own"] == {"batches": 3}
+    assert set(ranks[1]) == {"group"}
