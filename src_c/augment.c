@@ -600,39 +600,136 @@ void fl_color_jitter(fl_view *img, float brightness, float contrast, float satur
 
 /* ---- hue ----------------------------------------------------------------- */
 
+/* One pixel's hue turned by factor (of a full turn), through HSV in float as
+ * torchvision's tensor adjust_hue does. */
+static inline void hue_pixel(uint8_t *p, float factor)
+{
+    float r = p[0] / 255.f, g = p[1] / 255.f, b = p[2] / 255.f;
+    float maxc = fmaxf(r, fmaxf(g, b)), minc = fminf(r, fminf(g, b));
+    if (maxc == minc)
+        return;   /* grey: no hue to turn */
+    float cr = maxc - minc, s = cr / maxc;
+    float rc = (maxc - r) / cr, gc = (maxc - g) / cr, bc = (maxc - b) / cr;
+    float h = maxc == r ? bc - gc : maxc == g ? 2.f + rc - bc : 4.f + gc - rc;
+    h = fmodf(h / 6.f + 1.f, 1.f);
+    h = fmodf(h + factor + 1.f, 1.f);
+    float i = floorf(h * 6.f), f = h * 6.f - i, v = maxc;
+    float pp = fminf(fmaxf(v * (1.f - s), 0.f), 1.f);
+    float q = fminf(fmaxf(v * (1.f - s * f), 0.f), 1.f);
+    float t = fminf(fmaxf(v * (1.f - s * (1.f - f)), 0.f), 1.f);
+    float o[3];
+    switch ((int)i % 6) {
+    case 0: o[0] = v; o[1] = t; o[2] = pp; break;
+    case 1: o[0] = q; o[1] = v; o[2] = pp; break;
+    case 2: o[0] = pp; o[1] = v; o[2] = t; break;
+    case 3: o[0] = pp; o[1] = q; o[2] = v; break;
+    case 4: o[0] = t; o[1] = pp; o[2] = v; break;
+    default: o[0] = v; o[1] = pp; o[2] = q; break;
+    }
+    for (int c = 0; c < 3; c++)
+        p[c] = to_u8(clamp255(o[c] * 255.f));
+}
+
+#if FL_JITTER_AVX2
+static FL_AVX2_INLINE __m256 hue_clamp01(__m256 x)
+{
+    return _mm256_min_ps(_mm256_max_ps(x, _mm256_setzero_ps()), _mm256_set1_ps(1.f));
+}
+
+/* hue_pixel on eight pixels at a time, with the same float operations in the
+ * same order (separate multiplies and adds, never fused), so the same bytes.
+ * The two fmodf(x, 1) become x - floor(x), exact where they are used: h / 6 + 1
+ * lies in [5/6, 11/6] and h + factor + 1 in [0.5, 2.5) for |factor| <= 0.5, and
+ * x - 1 on [1, 2), x - 2 on [2, 2.5) are exact (Sterbenz). A grey pixel's
+ * lanes divide by zero; they are not stored. */
+FL_AVX2 static void hue_avx2(fl_view *img, float factor)
+{
+    const int ch = img->channels;
+    const __m256 k255 = _mm256_set1_ps(255.f), one = _mm256_set1_ps(1.f), six = _mm256_set1_ps(6.f);
+    const __m256 two = _mm256_set1_ps(2.f), four = _mm256_set1_ps(4.f), half = _mm256_set1_ps(0.5f);
+    const __m256 fac = _mm256_set1_ps(factor);
+    float unit[256];   /* v / 255.f, as hue_pixel divides */
+    for (int v = 0; v < 256; v++)
+        unit[v] = v / 255.f;
+    for (int y = 0; y < img->height; y++) {
+        uint8_t *row = img->data + y * img->stride;
+        int x = 0;
+        for (; x + 8 <= img->width; x += 8) {
+            uint8_t *p = row + (size_t)x * ch;
+            _Alignas(32) float in[3][8];
+            _Alignas(32) int32_t out[3][8];
+            for (int k = 0; k < 8; k++)
+                for (int c = 0; c < 3; c++)
+                    in[c][k] = unit[p[k * ch + c]];
+            const __m256 r = _mm256_load_ps(in[0]), g = _mm256_load_ps(in[1]), b = _mm256_load_ps(in[2]);
+            const __m256 maxc = _mm256_max_ps(r, _mm256_max_ps(g, b)), minc = _mm256_min_ps(r, _mm256_min_ps(g, b));
+            const int grey = _mm256_movemask_ps(_mm256_cmp_ps(maxc, minc, _CMP_EQ_OQ));
+            if (grey == 0xFF)
+                continue;
+            const __m256 cr = _mm256_sub_ps(maxc, minc), s = _mm256_div_ps(cr, maxc);
+            const __m256 rc = _mm256_div_ps(_mm256_sub_ps(maxc, r), cr);
+            const __m256 gc = _mm256_div_ps(_mm256_sub_ps(maxc, g), cr);
+            const __m256 bc = _mm256_div_ps(_mm256_sub_ps(maxc, b), cr);
+            __m256 h = _mm256_sub_ps(_mm256_add_ps(four, gc), rc);
+            h = _mm256_blendv_ps(h, _mm256_sub_ps(_mm256_add_ps(two, rc), bc), _mm256_cmp_ps(maxc, g, _CMP_EQ_OQ));
+            h = _mm256_blendv_ps(h, _mm256_sub_ps(bc, gc), _mm256_cmp_ps(maxc, r, _CMP_EQ_OQ));
+            h = _mm256_add_ps(_mm256_div_ps(h, six), one);
+            h = _mm256_sub_ps(h, _mm256_floor_ps(h));
+            h = _mm256_add_ps(_mm256_add_ps(h, fac), one);
+            h = _mm256_sub_ps(h, _mm256_floor_ps(h));
+            const __m256 h6 = _mm256_mul_ps(h, six), i = _mm256_floor_ps(h6), f = _mm256_sub_ps(h6, i), v = maxc;
+            const __m256 pp = hue_clamp01(_mm256_mul_ps(v, _mm256_sub_ps(one, s)));
+            const __m256 q = hue_clamp01(_mm256_mul_ps(v, _mm256_sub_ps(one, _mm256_mul_ps(s, f))));
+            const __m256 t = hue_clamp01(_mm256_mul_ps(v, _mm256_sub_ps(one, _mm256_mul_ps(s, _mm256_sub_ps(one, f)))));
+            /* sector (int)i % 6: i is 0..6, 6 when h * 6 rounds up to 6 */
+            __m256i sec = _mm256_cvttps_epi32(i);
+            sec = _mm256_andnot_si256(_mm256_cmpeq_epi32(sec, _mm256_set1_epi32(6)), sec);
+#define SEC(k) _mm256_castsi256_ps(_mm256_cmpeq_epi32(sec, _mm256_set1_epi32(k)))
+            const __m256 s1 = SEC(1), s2 = SEC(2), s3 = SEC(3), s4 = SEC(4), s5 = SEC(5);
+#undef SEC
+            /* sectors 0..5: R = v q pp pp t v, G = t v v q pp pp, B = pp pp t v v q */
+            __m256 o0 = v, o1 = t, o2 = pp;
+            o0 = _mm256_blendv_ps(o0, q, s1);
+            o0 = _mm256_blendv_ps(o0, pp, _mm256_or_ps(s2, s3));
+            o0 = _mm256_blendv_ps(o0, t, s4);
+            o1 = _mm256_blendv_ps(o1, v, _mm256_or_ps(s1, s2));
+            o1 = _mm256_blendv_ps(o1, q, s3);
+            o1 = _mm256_blendv_ps(o1, pp, _mm256_or_ps(s4, s5));
+            o2 = _mm256_blendv_ps(o2, t, s2);
+            o2 = _mm256_blendv_ps(o2, v, _mm256_or_ps(s3, s4));
+            o2 = _mm256_blendv_ps(o2, q, s5);
+            const __m256 o[3] = {o0, o1, o2};
+            for (int c = 0; c < 3; c++) {
+                __m256 w = _mm256_mul_ps(o[c], k255);
+                w = _mm256_min_ps(_mm256_max_ps(w, _mm256_setzero_ps()), k255);
+                _mm256_store_si256((__m256i *)out[c], _mm256_cvttps_epi32(_mm256_add_ps(w, half)));
+            }
+            for (int k = 0; k < 8; k++)
+                if (!(grey >> k & 1))
+                    for (int c = 0; c < 3; c++)
+                        p[k * ch + c] = (uint8_t)out[c][k];
+        }
+        for (; x < img->width; x++)
+            hue_pixel(row + (size_t)x * ch, factor);
+    }
+}
+#endif
+
 void fl_adjust_hue(fl_view *img, float factor)
 {
     if (!img || !img->data || img->channels < 3 || factor == 0.f)
         return;
+#if FL_JITTER_AVX2
+    if (fl_simd == FL_SIMD_AVX2 && factor >= -0.5f && factor <= 0.5f) {   /* see hue_avx2 */
+        hue_avx2(img, factor);
+        return;
+    }
+#endif
     const int ch = img->channels;
     for (int y = 0; y < img->height; y++) {
         uint8_t *p = img->data + y * img->stride;
-        for (int x = 0; x < img->width; x++, p += ch) {
-            float r = p[0] / 255.f, g = p[1] / 255.f, b = p[2] / 255.f;
-            float maxc = fmaxf(r, fmaxf(g, b)), minc = fminf(r, fminf(g, b));
-            if (maxc == minc)
-                continue;   /* grey: no hue to turn */
-            float cr = maxc - minc, s = cr / maxc;
-            float rc = (maxc - r) / cr, gc = (maxc - g) / cr, bc = (maxc - b) / cr;
-            float h = maxc == r ? bc - gc : maxc == g ? 2.f + rc - bc : 4.f + gc - rc;
-            h = fmodf(h / 6.f + 1.f, 1.f);
-            h = fmodf(h + factor + 1.f, 1.f);
-            float i = floorf(h * 6.f), f = h * 6.f - i, v = maxc;
-            float pp = fminf(fmaxf(v * (1.f - s), 0.f), 1.f);
-            float q = fminf(fmaxf(v * (1.f - s * f), 0.f), 1.f);
-            float t = fminf(fmaxf(v * (1.f - s * (1.f - f)), 0.f), 1.f);
-            float o[3];
-            switch ((int)i % 6) {
-            case 0: o[0] = v; o[1] = t; o[2] = pp; break;
-            case 1: o[0] = q; o[1] = v; o[2] = pp; break;
-            case 2: o[0] = pp; o[1] = v; o[2] = t; break;
-            case 3: o[0] = pp; o[1] = q; o[2] = v; break;
-            case 4: o[0] = t; o[1] = pp; o[2] = v; break;
-            default: o[0] = v; o[1] = pp; o[2] = q; break;
-            }
-            for (int c = 0; c < 3; c++)
-                p[c] = to_u8(clamp255(o[c] * 255.f));
-        }
+        for (int x = 0; x < img->width; x++, p += ch)
+            hue_pixel(p, factor);
     }
 }
 

@@ -24,7 +24,7 @@ def test_simd_paths_match_portable_in_c():
     from fastload._kernels import _batch
     for path in _batch.simd_paths():
         if path != "portable":
-            assert f"simd_check: {path} = portable on 300 resample + jitter cases" in r.stdout, r.stdout
+            assert f"simd_check: {path} = portable on 300 resample + jitter + hue cases" in r.stdout, r.stdout
             assert f"simd_check: {path} = portable on 300 write cases" in r.stdout, r.stdout
     # SSE2 is x86-64's baseline, so the vector path is always built there
     unfilter = "sse2" if platform.machine().lower() in ("x86_64", "amd64") else ""
