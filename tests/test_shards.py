@@ -2,6 +2,7 @@
 fl.TarShards (index) and TarShards.stream (no index), compared with webdataset's own reader
 and with the same images loaded as a folder; then every kind of broken shard."""
 import io
+import json
 import os
 import re
 import shutil
@@ -514,3 +515,63 @@ def test_member_names_split_as_webdataset_splits_them():
     for name in names:
         base, ext = tariterators.base_plus_ext(name)
         assert split_key(name) == (base, None if ext is None else ext.lower()), repr(name)
+
+
+@pytest.mark.parametrize("buffer", [0, 6])
+def test_a_resumed_stream_gives_each_shard_as_many_records_as_the_pass_it_resumes(flaky_server, buffer):
+    """A Loader resumes a stream by reading the pass again and skipping the records it yielded: a
+    shard whose read failed then (one FailedRecord for its samples) and reads now, or read then and
+    fails now, must take as many positions as then, or the skip lands elsewhere and records repeat or
+    are never read. Each shard gives what it gave in the pass resumed: exactly the rest of that pass."""
+    urls, bad = flaky_server.urls, "/shard-000001.tar"
+
+    def loader():
+        return fl.Loader(fl.TarShards(urls, retries=1, backoff=0.01).stream(shuffle_buffer=buffer, seed=2),
+                         batch_size=4, on_error="skip",
+                         fields={"jpg": [fl.CenterCrop(32)], "cls": "index", "__key__": None})
+
+    def keys(batches):
+        return [k for b in batches for k in b["__key__"]]
+
+    def three(L):
+        it = iter(L)
+        return keys(next(it) for _ in range(3))
+
+    whole = keys(loader())
+    flaky_server.fail[bad] = 2   # both tries of its read
+    with pytest.warns(RuntimeWarning):
+        failing = keys(loader())
+    shard1 = [r["__key__"] for r in fl.TarShards(urls[1])]
+    assert sorted(failing) == sorted(set(whole) - set(shard1)) and len(whole) == 24
+    # failed before the state was taken, read now: the rest of the pass that failed, in a new
+    # process (load_state_dict) or after a break in this one
+    for restore in (True, False):
+        flaky_server.fail[bad] = 2
+        L = loader()
+        with pytest.warns(RuntimeWarning):
+            got = three(L)
+        if restore:
+            state = json.loads(json.dumps(L.state_dict()))
+            L = loader()
+            L.load_state_dict(state)
+        assert got + keys(L) == failing
+    # read whole before the state was taken, failing now: its records left are skipped, nothing else
+    L = loader()
+    got = three(L)
+    state = L.state_dict()
+    flaky_server.fail[bad] = 2
+    L = loader()
+    L.load_state_dict(state)
+    with pytest.warns(RuntimeWarning):
+        rest = keys(L)
+    assert got + rest == [k for k in whole if k in got or k not in shard1]
+    assert L.stats()["skipped"] == len([k for k in whole[len(got):] if k in shard1])
+    # a shard that gives another number of records without failing was rewritten: an error naming it
+    st = fl.TarShards(urls).stream()
+    st.set_epoch(0)
+    list(st)
+    state = st.pass_state(0)
+    state["counts"][1] += 1
+    st.resume_pass(0, state)
+    with pytest.raises(OSError, match=rf"^{re.escape(urls[1])}: the shard gave {PER_SHARD + 1} records in the pass"):
+        list(st)

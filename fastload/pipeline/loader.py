@@ -334,9 +334,13 @@ class Loader(Fluent):
         """Where the consumer is: the next batch to be yielded. Small and JSON-serialisable."""
         self._check_world()
         epoch, offset = self._position
-        return {"version": _STATE_VERSION, "epoch": epoch, "batch": self._batches_done(offset), "offset": offset,
-                "seed": self.seed, "shuffle": self.shuffled, "batch_size": self.batch_size,
-                "world_size": self.world_size, "num_records": self._num_records()}
+        state = {"version": _STATE_VERSION, "epoch": epoch, "batch": self._batches_done(offset), "offset": offset,
+                 "seed": self.seed, "shuffle": self.shuffled, "batch_size": self.batch_size,
+                 "world_size": self.world_size, "num_records": self._num_records()}
+        pass_state = getattr(self.source, "pass_state", None)
+        if offset and pass_state is not None and not self._random_access:   # what the pass gave, to give again
+            state["stream"] = pass_state(epoch)
+        return state
 
     def load_state_dict(self, state: dict) -> "Loader":
         """Continue exactly where ``state`` was taken (at any worker count or world size)."""
@@ -366,6 +370,9 @@ class Loader(Fluent):
         else:   # version 1: whole global steps
             offset = saved.offset_after(0, batch) if self._random_access else batch * saved.global_batch
         self._position = (epoch, int(offset))
+        resume = getattr(self.source, "resume_pass", None)
+        if state.get("stream") is not None and resume is not None and not self._random_access:
+            resume(epoch, state["stream"])
         return self
 
     def _num_records(self):
@@ -859,6 +866,9 @@ def _plan(L, pool, epoch, offset):
     set_epoch = getattr(L.source, "set_epoch", None)
     if set_epoch is not None:
         set_epoch(epoch)
+    resume = getattr(L.source, "resume_pass", None)
+    if offset and resume is not None:   # the records skipped must be those the pass left had given
+        resume(epoch)
     it = iter(L.source)
     try:
         G, B, r = L._sampler.global_batch, L.batch_size, L.rank

@@ -383,6 +383,15 @@ class TarStream(Fluent):
     naming the shard and key. A Loader turns each into a :class:`~fastload.RecordError`,
     or a counted skip under ``on_error="skip"``; iterated directly, the stream
     yields the FailedRecord objects among the records.
+
+    A Loader numbers a stream's records by position and resumes by reading the pass
+    again and skipping what it yielded, so each pass keeps what every shard gave: how
+    many records, and where its read failed (:meth:`pass_state`; a Loader's
+    ``state_dict()`` holds it). A resumed pass (:meth:`resume_pass`) gives as many
+    records for each of those shards: a failure again where the shard failed before
+    (however it reads now), and a shard that fails now where it did not gives a
+    FailedRecord for each record it gave then. A shard that gives another number of
+    records without failing (rewritten since) is an error naming it.
     """
 
     def __init__(self, urls: Sequence[str], storage: Storage, *, shuffle_buffer: int = 0, seed: int = 0,
@@ -395,6 +404,8 @@ class TarStream(Fluent):
         self.shuffle_buffer, self.shuffle_initial, self.seed = int(shuffle_buffer), int(shuffle_initial), int(seed)
         self.require = tuple(e.lstrip(".").lower() for e in require)
         self._pass, self._epoch, self._fields = 0, None, None
+        self._memo = None      # what the shards of the last pass begun gave (see pass_state)
+        self._resume = None    # the pass the next one of its epoch continues (see resume_pass)
 
     def set_epoch(self, epoch: int) -> None:
         """Draw every later pass from ``(seed, epoch)``. A Loader resumes, or finishes an epoch left
@@ -431,6 +442,35 @@ class TarStream(Fluent):
                 continue   # a pass reports the shard
         return []
 
+    def pass_state(self, epoch: int) -> dict | None:
+        """What the shards of the pass of ``epoch`` gave so far, in read order (JSON-serialisable):
+        ``counts`` (records of each shard begun), ``done`` (shards read to their end) and ``failed``
+        (``[shard, record, reason]`` where a read failed). None if that pass was not read last."""
+        memo = self._resume if self._resume is not None and self._resume["epoch"] == epoch else self._memo
+        if memo is None or memo["epoch"] != epoch:
+            return None
+        # Read in this order while the pass goes on: each later part is at least as far along.
+        done, failed, counts = memo["done"], dict(memo["failed"]), list(memo["counts"])
+        return {"epoch": epoch, "done": done, "counts": counts,
+                "failed": [[i, at, reason] for i, (at, reason) in sorted(failed.items())]}
+
+    def resume_pass(self, epoch: int, state: dict | None = None) -> None:
+        """Make the next pass of ``epoch`` continue the one ``state`` (from :meth:`pass_state`)
+        describes, by default the last pass of ``epoch`` read: each shard read then gives as many
+        records as then, so a position names the record it named then (see the class)."""
+        if state is None:
+            state = self.pass_state(epoch)
+            if state is None:
+                return
+        try:
+            plan = {"epoch": int(state["epoch"]), "done": int(state["done"]),
+                    "counts": [int(n) for n in state["counts"]],
+                    "failed": {int(i): (int(at), str(reason)) for i, at, reason in state["failed"]}}
+        except (KeyError, TypeError, ValueError) as e:
+            raise ValueError(f"not a TarStream pass state: {state!r}") from e
+        if plan["epoch"] == int(epoch):
+            self._resume = plan
+
     def __iter__(self) -> Iterator[dict]:
         # The pass is fixed here, not at the first next(): the Loader may create a pass and set
         # the next epoch before it reads from it.
@@ -438,18 +478,24 @@ class TarStream(Fluent):
             p, self._pass = self._pass, self._pass + 1
         else:
             p = self._epoch
-        return self._pass_records(p)
+        plan = self._resume if self._resume is not None and self._resume["epoch"] == p else None
+        self._resume = None
+        # Begun from the pass it continues: a state taken early in this one still holds all of that.
+        self._memo = {"epoch": p, "done": 0, "counts": list(plan["counts"]) if plan else [],
+                      "failed": dict(plan["failed"]) if plan else {}}
+        return self._pass_records(p, plan, self._memo)
 
-    def _pass_records(self, p: int) -> Iterator[dict]:
+    def _pass_records(self, p: int, plan: dict | None, memo: dict) -> Iterator[dict]:
         rng = randomness.generator(self.seed, randomness.SHUFFLE, p)
         urls = [self.urls[i] for i in rng.permutation(len(self.urls))] if self.shuffle_buffer else self.urls
-        records = self._read_ahead(urls)
+        records = self._read_ahead(urls, plan, memo)
         if not self.shuffle_buffer:
             yield from records
             return
         yield from buffered_shuffle(records, self.shuffle_buffer, rng, self.shuffle_initial)
 
-    def _read_ahead(self, urls: list[str], chunk: int = 32, chunks: int = 8) -> Iterator[dict]:
+    def _read_ahead(self, urls: list[str], plan: dict | None, memo: dict, chunk: int = 32,
+                    chunks: int = 8) -> Iterator[dict]:
         """The records of ``urls`` in order, read and parsed on a thread up to ``chunk * chunks`` ahead.
 
         Network waits and tar parsing then overlap the consumer; the order is the
@@ -467,15 +513,28 @@ class TarStream(Fluent):
             return False
 
         def produce():
-            batch = []
+            batch, counts, failed = [], memo["counts"], memo["failed"]
             try:
-                for url in urls:
-                    for r in self._read(url):
+                for i, url in enumerate(urls):
+                    if plan is not None and i < len(plan["counts"]):
+                        records = self._again(url, plan["counts"][i], i < plan["done"], plan["failed"].get(i))
+                    else:
+                        records = self._read(url)
+                    if i == len(counts):
+                        counts.append(0)
+                    n = 0
+                    for r in records:
+                        # Kept before the consumer can see the record: a state never lags what it was given.
+                        if i not in failed and isinstance(r, FailedRecord) and r.where == url:
+                            failed[i] = (n, r.reason)
+                        n += 1
+                        counts[i] = max(counts[i], n)
                         batch.append(r)
                         if len(batch) == chunk:
                             if not put(batch):
                                 return
                             batch = []
+                    memo["done"] = i + 1
                 put(batch)
                 put(None)
             except BaseException as e:   # handed to the consumer after the records before it
@@ -495,6 +554,35 @@ class TarStream(Fluent):
         finally:
             stop.set()
             t.join()
+
+    def _again(self, url: str, count: int, whole: bool, failure: tuple | None) -> Iterator[dict | FailedRecord]:
+        """The records of one shard in a resumed pass: ``count`` of them, as it gave in the pass resumed
+        (at least that many unless ``whole``); where its read failed then (``failure``: record, reason),
+        the same failure, where it fails now, a FailedRecord for each record it gave then."""
+        n, lost = 0, None
+        records = self._read(url)
+        try:
+            for r in records:
+                if failure is not None and n == failure[0]:
+                    break
+                if isinstance(r, FailedRecord) and r.where == url:   # the rest of the shard is lost
+                    lost = r.reason
+                    break
+                yield r
+                n += 1
+        finally:
+            records.close()
+        if failure is not None and lost is None and n == failure[0]:
+            yield FailedRecord(url, failure[1])   # where the pass resumed failed: the rest was not read then
+            return
+        if lost is None:
+            if n < count or (n > count and whole):
+                raise StorageError(url, f"the shard gave {count} records in the pass being resumed and {n} now: it "
+                                        "changed since, and the records after it would not be those resumed")
+            return
+        yield FailedRecord(url, lost)
+        for _ in range(n + 1, count):
+            yield FailedRecord(url, f"{lost} (a record the pass resumed read here)")
 
     def _read(self, url: str) -> Iterator[dict | FailedRecord]:
         """The samples of one shard; what cannot be read is a FailedRecord in its place (see the class)."""
