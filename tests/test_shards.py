@@ -575,3 +575,40 @@ def test_a_resumed_stream_gives_each_shard_as_many_records_as_the_pass_it_resume
     st.resume_pass(0, state)
     with pytest.raises(OSError, match=rf"^{re.escape(urls[1])}: the shard gave {PER_SHARD + 1} records in the pass"):
         list(st)
+
+
+def test_a_stream_has_the_fields_of_every_sample_as_its_indexed_source(tmp_path):
+    """A member the first sample lacks (an optional caption) is a field of the indexed source, None
+    where a sample has none: a stream's batches have it too, from the shards' indexes. A remote
+    shard with no index kept gives the first sample's, and a member outside them is a warning."""
+    out = tmp_path / "s"
+    out.mkdir()
+    with wds.ShardWriter(str(out / "shard-%06d.tar"), maxcount=4, verbose=0) as w:
+        for i in range(8):
+            sample = {"__key__": f"k{i:02d}", "cls": i}
+            if i not in (0, 5):
+                sample["txt"] = f"caption {i}"
+            if i == 6:
+                sample["json"] = {"i": i}
+            w.write(sample)
+    paths = sorted(str(p) for p in out.glob("*.tar"))
+    kw = dict(batch_size=8, fields={"cls": "index"})
+    indexed = next(iter(fl.Loader(fl.TarShards(paths), **kw)))
+    streamed = next(iter(fl.Loader(fl.TarShards(paths).stream(), **kw)))
+    truth = webdataset_samples(paths)
+    assert list(streamed) == list(indexed) == ["cls", "json", "txt"]
+    assert streamed["txt"] == indexed["txt"] == [r.get("txt") for r in truth]
+    assert streamed["json"] == indexed["json"] == [r.get("json") for r in truth]
+    np.testing.assert_array_equal(streamed["cls"], indexed["cls"])
+    for p in out.glob("*.idx.json"):
+        p.unlink()
+    with serve(out) as server:
+        urls = [f"{server.url}/{os.path.basename(p)}" for p in paths]
+        stream = fl.TarShards(urls).stream()
+        assert stream.fields == ("cls",)
+        with pytest.warns(RuntimeWarning, match=r"shard-000000\.tar: member k01\.txt: \.txt is not among the "
+                                                r"stream's fields \['cls'\]"):
+            assert len(list(stream)) == 8
+        cached = fl.TarShards(urls, cache_dir=tmp_path / "cache")
+        len(cached)   # indexed once, kept in cache_dir
+        assert cached.stream().fields == ("cls", "json", "txt")

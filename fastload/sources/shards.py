@@ -32,6 +32,7 @@ import os
 import queue
 import re
 import threading
+import warnings
 from typing import Iterator, Sequence
 
 import numpy as np
@@ -359,7 +360,7 @@ class TarShards(Source):
         """The same shards read front to back (no index), shuffled through a buffer of that many samples
         (samples come out once ``shuffle_initial`` are buffered: see :func:`~fastload.pipeline.fluent.buffered_shuffle`)."""
         return TarStream(self.urls, self.storage, shuffle_buffer=shuffle_buffer, seed=seed,
-                         shuffle_initial=shuffle_initial, require=self.require)
+                         shuffle_initial=shuffle_initial, require=self.require, indexes=self)
 
     def __repr__(self):
         n = f"{len(self)} samples" if self._shards is not None else "not indexed yet"
@@ -395,7 +396,7 @@ class TarStream(Fluent):
     """
 
     def __init__(self, urls: Sequence[str], storage: Storage, *, shuffle_buffer: int = 0, seed: int = 0,
-                 shuffle_initial: int = 100, require: Sequence[str] = ()):
+                 shuffle_initial: int = 100, require: Sequence[str] = (), indexes: TarShards | None = None):
         if shuffle_buffer < 0:
             raise ValueError("shuffle_buffer must be >= 0")
         if shuffle_initial < 1:
@@ -404,6 +405,8 @@ class TarStream(Fluent):
         self.shuffle_buffer, self.shuffle_initial, self.seed = int(shuffle_buffer), int(shuffle_initial), int(seed)
         self.require = tuple(e.lstrip(".").lower() for e in require)
         self._pass, self._epoch, self._fields = 0, None, None
+        self._indexes = indexes   # whose shard indexes give the fields (see fields)
+        self._partial = None      # why the fields may lack members of later samples, if they may
         self._memo = None      # what the shards of the last pass begun gave (see pass_state)
         self._resume = None    # the pass the next one of its epoch continues (see resume_pass)
 
@@ -415,16 +418,41 @@ class TarStream(Fluent):
 
     @property
     def fields(self) -> tuple[str, ...]:
-        """The member extensions of a sample, as :attr:`TarShards.fields` gives them (``__key__`` and
-        ``__url__`` are not among them): the ``require``d ones and those of the first readable
-        sample, read from its headers on first use. A Loader passes through those ``fields=`` does
-        not name, so a stream's batches have the fields of the indexed source's."""
+        """The member extensions of the samples, as :attr:`TarShards.fields` gives them (``__key__`` and
+        ``__url__`` are not among them): the ``require``d ones and every one of every sample, from the
+        shards' indexes (kept beside local shards or in ``cache_dir``; a local shard without one is
+        indexed, a scan of its headers). A remote shard without an index kept adds those of its first
+        sample only, read from its headers (a scan of every header is a request per member), and a
+        member another sample has besides is a warning. A Loader passes through those ``fields=``
+        does not name, so a stream's batches have the fields of the indexed source's: a sample
+        without one has None there, as read by index."""
         if self._fields is None:
-            self._fields = tuple(sorted(set(self.require) | set(self._first_extensions())))
+            exts, rest = set(self.require), self.urls
+            if self._indexes is not None:
+                kept = {u for u in self.urls if self.storage._direct(u) is not None
+                        or os.path.exists(self._indexes._index_path(u) or "")}
+                for samples in self._indexed([u for u in self.urls if u in kept]):
+                    exts.update(e for smp in samples for e, _, _ in smp.members)
+                rest = [u for u in self.urls if u not in kept]
+            exts.update(self._first_extensions(rest))
+            self._fields = tuple(sorted(exts))
+            if rest:   # set after the fields: a pass's thread reads both
+                self._partial = f"the first sample of {len(rest)} shard(s) without an index kept"
         return self._fields
 
-    def _first_extensions(self) -> list[str]:
-        for url in self.urls:
+    def _indexed(self, urls: list[str]) -> Iterator[list]:
+        """The samples of each shard's index, built where none is kept; a shard that cannot be read has
+        none (a pass reports it)."""
+        if not urls:
+            return
+        workers = min(len(urls), self.storage.max_in_flight, 8)
+        with concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix="fastload-index") as pool:
+            for f in [pool.submit(self._indexes._shard_index, u) for u in urls]:
+                if f.exception() is None:
+                    yield f.result()[1]
+
+    def _first_extensions(self, urls: list[str]) -> list[str]:
+        for url in urls:
             try:
                 with self.storage.open_stream(url, 1 << 16, local_buffer=io.DEFAULT_BUFFER_SIZE) as f:
                     first, exts = None, []
@@ -555,6 +583,13 @@ class TarStream(Fluent):
             stop.set()
             t.join()
 
+    def _unlisted(self, url: str, name: str, ext: str) -> None:
+        warnings.warn(f"{url}: member {name}: .{ext} is not among the stream's fields {list(self._fields)}, taken "
+                      f"from {self._partial}, so a Loader's batches leave it out: name it in fields= "
+                      f"({ext!r}: None passes it through), or keep the shards' indexes (cache_dir=)",
+                      RuntimeWarning, stacklevel=2)
+        self._partial = None   # once
+
     def _again(self, url: str, count: int, whole: bool, failure: tuple | None) -> Iterator[dict | FailedRecord]:
         """The records of one shard in a resumed pass: ``count`` of them, as it gave in the pass resumed
         (at least that many unless ``whole``); where its read failed then (``failure``: record, reason),
@@ -601,6 +636,8 @@ class TarStream(Fluent):
                     key, ext = split_key(name)
                     if key is None:
                         continue
+                    if self._partial is not None and ext not in self._fields:
+                        self._unlisted(url, name, ext)
                     if rec is not None and rec["__key__"] != key:
                         yield self._sample(rec, error)
                         rec = None
