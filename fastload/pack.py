@@ -34,6 +34,7 @@ import numpy as np
 
 from .errors import RecordError
 from .sources.packed import FORMAT_VERSION
+from .sources.remote import is_url
 
 __all__ = ["pack", "add_parser", "run"]
 
@@ -181,7 +182,16 @@ def _local_folder(src: str):
     return source
 
 
-def _stat(path: str):
+def _stat(path: str, storage=None):
+    """What tells this version of a file from another: a local file's size and time; a URL's size and
+    ETag (or version, or modification time) from its storage, which the listing that found it gave
+    where the store lists them. None for what is no file (a record in a tar shard) or cannot be asked
+    (packing reports it)."""
+    if storage is not None and is_url(path):
+        try:
+            return storage.size(path), sorted(storage.identity(path).items())
+        except OSError:
+            return None
     try:
         st = os.stat(path)
     except (OSError, ValueError):   # not a local file (a URL, a record in a tar shard)
@@ -190,15 +200,25 @@ def _stat(path: str):
 
 
 def _digest(source, n: int) -> str:
-    """What the records are, without reading them: each record's name, the size and time of each
-    local file behind them (a folder's images, tar shards), the labels and the classes."""
+    """What the records are, without reading them: each record's name, the size and time (ETag, for a
+    URL) of each file behind them (a folder's images, tar shards), the labels and the classes."""
     h = hashlib.sha256()
     labels = source.labels()
+    storage = getattr(source, "storage", None)
+    paths = getattr(source, "paths", None) if storage is not None else None   # a folder's image URLs
+    files = getattr(source, "urls", ())   # tar shards: a shard rewritten keeps its records' names
+    stats = iter(())
+    if storage is not None:   # URLs a store did not list with sizes are asked about, side by side
+        asked = list(paths[:n]) + list(files) if paths is not None else list(files)
+        with concurrent.futures.ThreadPoolExecutor(min(storage.max_in_flight, 32)) as pool:
+            stats = iter(list(pool.map(lambda u: _stat(u, storage), asked)))
     for i in range(n):
         rid = source.record_id(i)
-        h.update(repr((rid, _stat(rid), None if labels is None else int(labels[i]))).encode("utf-8", "replace"))
-    for url in getattr(source, "urls", ()):   # tar shards: a shard rewritten keeps its records' names
-        h.update(repr((url, _stat(url))).encode("utf-8", "replace"))
+        st = next(stats) if paths is not None else _stat(rid)
+        h.update(repr((rid, st, None if labels is None else int(labels[i]))).encode("utf-8", "replace"))
+    for url in files:
+        st = next(stats) if storage is not None else _stat(url)
+        h.update(repr((url, st)).encode("utf-8", "replace"))
     h.update(repr(getattr(source, "classes", None)).encode("utf-8", "replace"))
     return h.hexdigest()
 

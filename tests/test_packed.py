@@ -318,3 +318,32 @@ def test_a_damaged_meta_or_index_is_an_error_naming_the_file(image_folder, tmp_p
         d = damaged(name, damage)
         with pytest.raises(ValueError, match=rf"^PackedDataset: {re.escape(str(d / file))} {what}"):
             fl.PackedDataset(d)
+
+
+def test_a_pack_of_urls_resumes_only_over_the_files_it_started_with(tmp_path):
+    """A URL has no os.stat: the files behind a pack of URLs are told apart by the size and ETag
+    their storage gives, so a run stopped part-way resumes over the same files, and is refused once
+    a file was rewritten at its URL, as for a local folder."""
+    from _http import serve
+    root = make_image_folder(tmp_path / "www" / "train", classes=2, per_class=4, size=(20, 24), seed=1)
+    out = tmp_path / "out"
+    with serve(tmp_path / "www") as server:
+        url = f"{server.url}/train"
+        src = fl.ImageFolder(url, retries=0)
+        last = src.record_id(len(src) - 1)
+        server.fail[last[len(server.url):]] = 1   # its read (not its size) fails once: the run stops there
+        with pytest.raises(fl.RecordError):
+            pack(src, out, shard_size=ALIGN, workers=1, progress=False)
+        finished = sorted(f for f in os.listdir(out) if f.endswith(".bin"))
+        assert finished and not os.path.exists(out / "meta.json")
+        server.fail[last[len(server.url):]] = 1   # resumed over the same files (not refused), stopped again
+        with pytest.raises(fl.RecordError):
+            pack(fl.ImageFolder(url, retries=0), out, shard_size=ALIGN, workers=1, progress=False)
+        assert sorted(f for f in os.listdir(out) if f.endswith(".bin")) == finished
+        first = fl.ImageFolder(root)[0][0]
+        with open(first, "ab") as f:   # rewritten in place: another size and ETag at the same URL
+            f.write(b"\0")
+        with pytest.raises(ValueError, match="holds a pack of other files"):
+            pack(fl.ImageFolder(url, retries=0), out, shard_size=ALIGN, workers=1, progress=False)
+        pack(fl.ImageFolder(url, retries=0), tmp_path / "new", shard_size=ALIGN, workers=1, progress=False)
+        assert [fl.PackedDataset(tmp_path / "new")[i] for i in range(8)] == folder_bytes(fl.ImageFolder(root))
