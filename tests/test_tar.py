@@ -4,6 +4,7 @@ directories and devices, numbers in base 256, signed checksums; then every kind 
 import io
 import random
 import struct
+import re
 import tarfile
 
 import pytest
@@ -263,3 +264,32 @@ def test_the_compiled_header_reader_agrees_or_leaves_the_header_to_python():
     for signed in (False, True):
         block = with_checksum(bytearray(latin), signed=signed)
         assert header(block) == _tar._fields(block, 0) == ("\udce9t\udce9.b", 1, ord("0"))
+
+
+@pytest.mark.parametrize("mode", ["w:gz", "w:bz2", "w:xz"])
+def test_a_compressed_shard_says_so_naming_it(tmp_path, mode):
+    """A .tar.gz (or .bz2, .xz) shard, as webdataset's writer makes it from a .tar.gz name, has no
+    members to read in place: the error names the shard and the compression, indexed and streamed,
+    where it was an unreadable header; the same members under a name that starts like a magic are
+    a tar."""
+    import fastload as fl
+    kind = {"w:gz": "gzip", "w:bz2": "bzip2", "w:xz": "xz"}[mode]
+    path = str(tmp_path / f"shard.tar.{mode[2:]}")
+    if mode == "w:gz":
+        import webdataset as wds
+        with wds.TarWriter(path) as w:
+            w.write({"__key__": "k0", "cls": 0, "txt": "a"})
+    else:
+        with tarfile.open(path, mode) as tf:
+            ti = tarfile.TarInfo("k0.cls")
+            ti.size = 1
+            tf.addfile(ti, io.BytesIO(b"0"))
+    with open(path, "rb") as f:
+        assert tarfile.open(fileobj=f).getnames()[0] == "k0.cls"   # a valid archive, compressed
+    why = f"not a readable tar archive (it is {kind}-compressed; decompress it to a plain .tar)"
+    with pytest.raises(fl.RecordError, match=re.escape(f"{path}:@0: {why}")):
+        fl.TarShards(path)[0]
+    got = list(fl.TarShards(path).stream())
+    assert len(got) == 1 and got[0].where == path and got[0].reason == why
+    data = archive(tarfile.USTAR_FORMAT, [("BZh91AY&SY.cls", b"1"), ("\x1f\x8b.txt", b"x")])
+    assert listing(data) == tarfile_listing(data)

@@ -96,6 +96,11 @@ def _pax(data: bytes, offset: int) -> dict[str, bytes]:
     return out
 
 
+# The magic numbers of compressed files, named when the first header is unreadable.
+_COMPRESSED = ((b"\x1f\x8b\x08", "gzip"), (b"\xfd7zXZ\x00", "xz"), (b"\x28\xb5\x2f\xfd", "zstd"),
+               *((b"BZh" + bytes([c]) + b"1AY&SY", "bzip2") for c in b"123456789"))
+
+
 def members(f: BinaryIO, length: int) -> Iterator[tuple[str, int, int]]:
     """``(name, data offset, size)`` of each regular member of the tar archive ``f`` reads, in order.
 
@@ -105,6 +110,21 @@ def members(f: BinaryIO, length: int) -> Iterator[tuple[str, int, int]]:
     (a truncated archive): the caller checks before reading. Raises
     :class:`TarError` for an unreadable header, and ``OSError`` from ``f``.
     """
+    try:
+        yield from _members(f, length)
+    except TarError as e:
+        if e.offset != 0:
+            raise
+        f.seek(0)
+        start = f.read(16)
+        packed = next((name for magic, name in _COMPRESSED if start.startswith(magic)), None)
+        if packed is None:
+            raise
+        # Members are read in place, by offset: a compressed archive has none to read.
+        raise TarError(0, f"it is {packed}-compressed; decompress it to a plain .tar") from None
+
+
+def _members(f: BinaryIO, length: int) -> Iterator[tuple[str, int, int]]:
     offset = 0
     glob: dict[str, bytes] = {}   # pax global records: they apply to every later member
     ext: dict[str, bytes] = {}    # the extended records (pax, GNU long name) of the next member
