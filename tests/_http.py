@@ -13,8 +13,9 @@ class RangeHandler(BaseHTTPRequestHandler):
     """Files under server.root with Range support and an ETag and Last-Modified (as nginx sends
     them); a directory is a page of percent-encoded links (as Python's http.server writes it).
     The next server.fail[path] GETs and server.fail_head[path] HEADs of a path answer 500; its
-    next server.slow[path] requests wait server.slow_s seconds first; every file GET waits
-    server.latency seconds (a server some way off)."""
+    next server.slow[path] requests wait server.slow_s seconds first; its next server.stall[path]
+    GETs send half the body and then nothing until the server closes (a stalled connection);
+    every file GET waits server.latency seconds (a server some way off)."""
 
     def do_HEAD(self):
         self._serve(body=False)
@@ -34,6 +35,9 @@ class RangeHandler(BaseHTTPRequestHandler):
             slow = srv.slow.get(path, 0) > 0
             if slow:
                 srv.slow[path] -= 1
+            stall = body and srv.stall.get(path, 0) > 0
+            if stall:
+                srv.stall[path] -= 1
         if slow:
             time.sleep(srv.slow_s)
         if failing:
@@ -64,7 +68,11 @@ class RangeHandler(BaseHTTPRequestHandler):
         if status == 206:
             self.send_header("Content-Range", f"bytes {a}-{a + len(data) - 1}/{total}")
         self.end_headers()
-        if body:
+        if stall:
+            self.wfile.write(data[:len(data) // 2])
+            self.wfile.flush()
+            srv.closing.wait(120)   # ... and the rest never comes
+        elif body:
             self.wfile.write(data)
 
     def _listing(self, path, full, body):
@@ -96,10 +104,12 @@ def serve(root):
     server.daemon_threads = True
     server.root, server.requests, server.fail, server.lock = str(root), [], {}, threading.Lock()
     server.fail_head, server.slow, server.slow_s, server.latency = {}, {}, 0.0, 0.0
+    server.stall, server.closing = {}, threading.Event()
     server.url = f"http://127.0.0.1:{server.server_address[1]}"
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
         yield server
     finally:
+        server.closing.set()
         server.shutdown()
         server.server_close()

@@ -179,6 +179,29 @@ def test_http_500_past_the_retries_and_404(http, local_shards):
         len(fl.TarShards(f"{http.url}/missing.tar", backoff=0.01))
 
 
+def test_a_read_that_stalls_fails_in_read_timeout_naming_the_url(http, local_shards):
+    """A server that sends half a body and then nothing, the connection left open, held a read for
+    aiohttp's 300 s a try (20 minutes with the retries). It fails after read_timeout (retried as
+    a timeout), naming the URL, indexed and streamed, and the skip policy goes on past it."""
+    _, shards = local_shards
+    urls = serve(http, shards)
+    ts = fl.TarShards(urls, retries=1, backoff=0.01, read_timeout=1)
+    n = len(ts)
+    fields = {"jpg": [fl.CenterCrop(32)], "cls": "index"}
+    http.stall["/shard-000001.tar"] = 10 ** 6   # the second shard stalls after indexing
+    t = time.monotonic()
+    with pytest.raises(fl.RecordError, match=rf"{re.escape(urls[1])}:.*Timeout.*after 2 tries"):
+        list(fl.Loader(ts, batch_size=8, fields=fields))
+    loader = fl.Loader(fl.TarShards(urls, retries=1, backoff=0.01, read_timeout=1).stream(), batch_size=8,
+                       fields=fields, on_error="skip")
+    with pytest.warns(RuntimeWarning, match="skipping"):
+        got = sum(len(b["cls"]) for b in loader)
+    assert got == n - 9 and time.monotonic() - t < 30
+    assert fl.TarShards(urls).storage.read_timeout == 30 and ts.storage.read_timeout == 1
+    with pytest.raises(ValueError, match="read_timeout"):
+        fl.TarShards(urls, read_timeout=0)
+
+
 def test_disk_cache_evicts_least_recently_used(http, local_shards, tmp_path):
     _, shards = local_shards
     urls = serve(http, shards)

@@ -91,10 +91,11 @@ class PackedDataset(Source):
 
     def __init__(self, root: str | os.PathLike, *, cache_dir: str | os.PathLike | None = None,
                  cache_limit: int | None = None, max_in_flight: int = 16, retries: int = 3,
-                 backoff: float = 0.05, storage_options: dict | None = None):
+                 backoff: float = 0.05, read_timeout: float = 30.0, storage_options: dict | None = None):
         self.root = os.fspath(root).rstrip("/")
         self.storage = Storage(cache_dir=cache_dir, cache_limit=cache_limit, max_in_flight=max_in_flight,
-                               retries=retries, backoff=backoff, storage_options=storage_options)
+                               retries=retries, backoff=backoff, read_timeout=read_timeout,
+                               storage_options=storage_options)
         meta_url, index_url = self._url("meta.json"), self._url("index.npz")
         try:
             meta = self.storage.read(meta_url, 0, self.storage.size(meta_url))

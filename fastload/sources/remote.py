@@ -10,6 +10,10 @@ A :class:`Storage` is the one place file-based sources read bytes through:
 * **A bounded in-flight window.** At most ``max_in_flight`` requests are
   outstanding at any time, however many worker threads read; a bulk read
   (:meth:`Storage.read_ranges`) issues its ranges concurrently inside it.
+* **A stall is a failure.** A read that receives nothing for ``read_timeout``
+  seconds (a server that stops sending mid-body without closing the connection)
+  fails as a timeout, for HTTP(S) and S3 (a timeout the user's
+  ``storage_options`` set wins): without one, aiohttp waits 300 s per try.
 * **Retries with back-off.** A transient failure (HTTP 5xx or 429, a dropped
   connection, a timeout) is retried ``retries`` times, sleeping
   ``backoff * 2**attempt`` seconds; a permanent one (404, 403, missing
@@ -152,6 +156,23 @@ def _transient(e: BaseException) -> bool:
     return isinstance(e, (OSError, TimeoutError, ConnectionError)) or type(e).__module__.split(".")[0] == "aiohttp"
 
 
+def _with_timeout(protocol: str, options: dict, seconds: float) -> dict:
+    """``options`` with a read timeout of ``seconds`` for the backends that would otherwise wait on a
+    stalled read for minutes (aiohttp's 300 s a try for HTTP(S)), unless ``options`` set one."""
+    if protocol in ("http", "https"):
+        client = dict(options.get("client_kwargs") or {})
+        if "timeout" not in client:
+            import aiohttp
+            client["timeout"] = aiohttp.ClientTimeout(total=None, sock_connect=seconds, sock_read=seconds)
+            return {**options, "client_kwargs": client}
+    elif protocol in ("s3", "s3a"):
+        config = dict(options.get("config_kwargs") or {})
+        if "read_timeout" not in config:
+            config.setdefault("connect_timeout", seconds)
+            return {**options, "config_kwargs": {**config, "read_timeout": seconds}}
+    return options
+
+
 def _describe(e: BaseException) -> str:
     status = _status(e)
     what = f"HTTP {status}" if status is not None else type(e).__name__
@@ -164,16 +185,21 @@ class Storage:
 
     One Storage serves one source object and all its threads. ``storage_options``
     go to fsspec (``endpoint_url``, ``key``/``secret``, ``anon``, ...).
+    ``read_timeout``: seconds a read may receive nothing before it fails (and is
+    retried) as a timeout, on HTTP(S) and S3 (see the module docstring).
     """
 
     def __init__(self, *, cache_dir: str | os.PathLike | None = None, cache_limit: int | None = None,
                  max_in_flight: int = 16, retries: int = 3, backoff: float = 0.05,
-                 storage_options: dict | None = None):
+                 read_timeout: float = 30.0, storage_options: dict | None = None):
         if max_in_flight < 1 or retries < 0 or backoff < 0:
             raise ValueError("max_in_flight must be >= 1, retries and backoff >= 0")
+        if not read_timeout > 0:
+            raise ValueError(f"read_timeout must be a number of seconds > 0, got {read_timeout!r}")
         if cache_limit is not None and cache_dir is None:
             raise ValueError("cache_limit needs a cache_dir")
         self.max_in_flight, self.retries, self.backoff = int(max_in_flight), int(retries), float(backoff)
+        self.read_timeout = float(read_timeout)
         self.storage_options = dict(storage_options or {})
         self.cache = None if cache_dir is None else DiskCache(cache_dir, cache_limit)
         self._window = threading.BoundedSemaphore(self.max_in_flight)
@@ -222,7 +248,7 @@ class Storage:
         with self._lock:
             fs = self._fs.get(protocol)
         if fs is None:
-            fs, _ = fsspec.core.url_to_fs(url, **self.storage_options)
+            fs, _ = fsspec.core.url_to_fs(url, **_with_timeout(protocol, self.storage_options, self.read_timeout))
             with self._lock:
                 fs = self._fs.setdefault(protocol, fs)
         return fs, fs._strip_protocol(url)

@@ -164,7 +164,7 @@ class TarShards(Source):
     ``urls``: a brace pattern (``"s3://bucket/train-{00000..01023}.tar"``), a glob
     (``"data/*.tar"``), a path or URL, or a list of them. ``cache_dir`` holds the
     shard indexes (and, for URLs, whole shards, at most ``cache_limit`` bytes);
-    ``max_in_flight``, ``retries``, ``backoff`` and ``storage_options`` say how URLs are read
+    ``max_in_flight``, ``retries``, ``backoff``, ``read_timeout`` and ``storage_options`` say how URLs are read
     (see :class:`~fastload.sources.remote.Storage`).
 
     ``require=("jpg", "cls")`` names members every sample must have: a sample
@@ -175,9 +175,10 @@ class TarShards(Source):
     def __init__(self, urls: str | os.PathLike | Sequence[str | os.PathLike], *,
                  require: Sequence[str] = (), cache_dir: str | os.PathLike | None = None,
                  cache_limit: int | None = None, max_in_flight: int = 16, retries: int = 3,
-                 backoff: float = 0.05, storage_options: dict | None = None):
+                 backoff: float = 0.05, read_timeout: float = 30.0, storage_options: dict | None = None):
         self.storage = Storage(cache_dir=cache_dir, cache_limit=cache_limit, max_in_flight=max_in_flight,
-                               retries=retries, backoff=backoff, storage_options=storage_options)
+                               retries=retries, backoff=backoff, read_timeout=read_timeout,
+                               storage_options=storage_options)
         self.index_dir = None if cache_dir is None else os.fspath(cache_dir)
         self.urls = self._resolve(urls)
         if not self.urls:
