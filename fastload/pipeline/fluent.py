@@ -184,6 +184,11 @@ class Stream(Fluent):
         self._keyed = keyed
         self._passes = itertools.count()
 
+    def local_shards(self) -> list[str]:
+        """The local shards of what it reads (see :meth:`~fastload.TarShards.local_shards`)."""
+        ups = self._upstream if isinstance(self._upstream, tuple) else (self._upstream,)
+        return [u for up in ups for u in getattr(up, "local_shards", list)()]
+
     def unordered_stage(self) -> str | None:
         """The name of a stage here or upstream whose order depends on threads, or None: each pass
         then gives the records in another order, so a position in it names no particular record."""

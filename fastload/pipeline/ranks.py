@@ -87,23 +87,14 @@ def check_same_records(source, rank: int, world_size: int, settings: dict | None
 
 
 def _local_listing(source):
-    """The local files ``source`` lists itself (a PathTable) and what each is, or (None, None).
-
-    Its own :meth:`Source.local_listing`, else for tar shards (indexed, or streamed through
-    any steps) each local shard's name and size: a shard missing or cut short on one machine
-    changes a stream's records though not their names."""
+    """The local files ``source`` lists itself (a PathTable) and what each is, or (None, None):
+    its :meth:`Source.local_listing`, else its local shards (``local_shards``, a stream's through
+    its steps) by name and size: a shard missing or cut short on one machine changes a stream's
+    records though not their names."""
     own = getattr(source, "local_listing", lambda: None)()
     if own is not None:
         return own, "record"
-    from ..sources.remote import is_url
-    from ..sources.shards import TarShards, TarStream
-    shards, todo = [], [source]
-    while todo:   # a stream's steps, and every part of a mix
-        s = todo.pop(0)
-        if isinstance(s, (TarShards, TarStream)):
-            shards += [u for u in s.urls if not is_url(u) or u.startswith("file://")]
-        up = getattr(s, "_upstream", None)
-        todo += list(up) if isinstance(up, tuple) else [] if up is None else [up]
+    shards = getattr(source, "local_shards", list)()
     if not shards:
         return None, None
     return PathTable.of([f"{u} ({_size(u)})" for u in shards]), "shard"

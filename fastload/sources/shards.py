@@ -158,6 +158,10 @@ _INDEX_SUFFIX = ".idx.json"
 _INDEX_FILE = re.compile(r"\.idx\.json(\.\d+\.tmp)?$")   # a shard's index, or one being written
 
 
+def _local(urls: Sequence[str]) -> list[str]:
+    return [u for u in urls if not is_url(u) or u.startswith("file://")]
+
+
 class TarShards(Source):
     """Samples of WebDataset-style tar shards, by index.
 
@@ -357,6 +361,11 @@ class TarShards(Source):
         labels = [smp.label for smp in self._samples]
         return None if any(lab is None for lab in labels) else np.asarray(labels, dtype=np.int64)
 
+    def local_shards(self) -> list[str]:
+        """The shards on this machine's disk: under torch.distributed the ranks compare them (name and
+        size), each having listed its own."""
+        return _local(self.urls)
+
     def stream(self, shuffle_buffer: int = 0, seed: int = 0, shuffle_initial: int = 100) -> "TarStream":
         """The same shards read front to back (no index), shuffled through a buffer of that many samples
         (samples come out once ``shuffle_initial`` are buffered: see :func:`~fastload.pipeline.fluent.buffered_shuffle`)."""
@@ -410,6 +419,10 @@ class TarStream(Fluent):
         self._partial = None      # why the fields may lack members of later samples, if they may
         self._memo = None      # what the shards of the last pass begun gave (see pass_state)
         self._resume = None    # the pass the next one of its epoch continues (see resume_pass)
+
+    def local_shards(self) -> list[str]:
+        """As :meth:`TarShards.local_shards`."""
+        return _local(self.urls)
 
     def set_epoch(self, epoch: int) -> None:
         """Draw every later pass from ``(seed, epoch)``. A Loader resumes, or finishes an epoch left
