@@ -15,7 +15,7 @@ Usage: torchrun --nproc_per_node=N _dist_worker.py ROOT OUT_DIR BATCH [STATE_JSO
        8 records whose settings differ between the ranks, one at a time, and one whose don't)
    or: torchrun --nproc_per_node=2 _dist_worker.py --streams SAME OTHER OUT_DIR   (rank r streams the tar
        shards shard-{0..2}.tar of SAME, then of SAME (rank 0) or OTHER (rank 1), then a list of records
-       with seed r)
+       with seed r, then shuffled with seed r)
    or: torchrun --nproc_per_node=2 _dist_worker.py --explicit OUT_DIR   (rank r loads 5 + r records with
        rank=/world_size= of its own: the group's, then on rank 0 alone the group's and rank=0, world_size=1)
 Each rank writes OUT_DIR/rank{r}.json: the record ids and a hash of the pixels of every sample of
@@ -171,7 +171,9 @@ def streams(same, other, out):
         "other": lambda: fl.Loader(fl.TarShards((other if r else same) + "/shard-{0..2}.tar").stream().map(dict),
                                    batch_size=2, fields={"cls": "index"}, workers=1, on_error="skip"),
         "seed": lambda: fl.Loader(fl.IterableRecords(lambda: iter(records)), batch_size=2, seed=r,
-                                  fields={"x": None}, workers=1)}
+                                  fields={"x": None}, workers=1),
+        "stream seed": lambda: fl.Loader(fl.IterableRecords(lambda: iter(records)).shuffle(4, seed=r),
+                                         batch_size=2, fields={"x": None}, workers=1)}
     result = {}
     for name, make in loaders.items():
         key = "cls" if name != "seed" else "x"

@@ -334,6 +334,10 @@ def test_ranks_whose_streams_differ_are_stopped(tmp_path):
                 f"'shard-2.tar ({size} bytes)'" in error) == (rank == 1), error
         assert ranks[rank]["seed"].get("error", "").startswith(
             "seed differs between ranks: rank 0 has 0, rank 1 has 1;"), ranks[rank]["seed"]
+        # a stream's own shuffle seeded per rank: each rank's share of another order
+        assert ranks[rank]["stream seed"].get("error", "").startswith(
+            "stream differs between ranks: rank 0 has shuffle(4, seed=0) of IterableRecords, rank 1 has "
+            "shuffle(4, seed=1) of IterableRecords;"), ranks[rank]["stream seed"]
 
 
 def test_a_loader_given_the_groups_rank_and_world_size_is_compared(tmp_path):

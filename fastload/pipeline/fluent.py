@@ -114,7 +114,7 @@ class Fluent:
         _positive("initial", initial)
         seed = rng.check_seed(seed)
         return Stream(partial(_shuffle, self, buffer_size, initial, seed), _length(self), self,
-                      f"shuffle({buffer_size})", keyed="pass")
+                      f"shuffle({buffer_size}, seed={seed})", keyed="pass")
 
     def take(self, n: int) -> "Stream":
         """The first ``n`` records."""
@@ -184,6 +184,14 @@ class Stream(Fluent):
         self._keyed = keyed
         self._passes = itertools.count()
 
+    def lineage(self) -> str:
+        """What the stream is made of, down to its sources, with the seeds of its draws: under
+        torch.distributed the ranks compare it (a shuffle seeded per rank would give each rank
+        its share of another order)."""
+        ups = self._upstream if isinstance(self._upstream, tuple) else (self._upstream,)
+        parts = [getattr(up, "lineage", lambda: type(up).__name__)() for up in ups if up is not None]
+        return f"{self.name} of {' + '.join(parts)}" if parts else self.name
+
     def local_shards(self) -> list[str]:
         """The local shards of what it reads (see :meth:`~fastload.TarShards.local_shards`)."""
         ups = self._upstream if isinstance(self._upstream, tuple) else (self._upstream,)
@@ -246,8 +254,8 @@ def mix(streams: Sequence[Iterable[Any]], weights: Sequence[float] | None = None
         raise ValueError(f"weights must be {len(streams)} non-negative numbers with a positive sum")
     if stop not in ("first", "all"):
         raise ValueError(f"stop must be 'first' or 'all', got {stop!r}")
-    return Stream(partial(_mix, list(streams), w, seed, stop), None, tuple(streams), f"mix({len(streams)})",
-                  keyed="epoch")
+    return Stream(partial(_mix, list(streams), w, seed, stop), None, tuple(streams),
+                  f"mix({len(streams)}, seed={seed})", keyed="epoch")
 
 
 # ---------------------------------------------------------------- passes

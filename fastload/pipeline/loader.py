@@ -424,9 +424,12 @@ class Loader(Fluent):
         self._check_world()
         if not self._ranks_compared:
             epoch, offset = self._position
-            self._ranks_compared = check_same_records(self.source, self.rank, self.world_size, {
-                "seed": self.seed, "shuffle": self.shuffled, "batch_size": self.batch_size,
-                "drop_last": bool(self.drop_last), "start": f"epoch {epoch} record {offset}"})
+            settings = {"seed": self.seed, "shuffle": self.shuffled, "batch_size": self.batch_size,
+                        "drop_last": bool(self.drop_last), "start": f"epoch {epoch} record {offset}"}
+            lineage = getattr(self.source, "lineage", None)
+            if lineage is not None:   # a stream's own draws (a shuffle buffer's seed) order it too
+                settings["stream"] = lineage()
+            self._ranks_compared = check_same_records(self.source, self.rank, self.world_size, settings)
 
     def __iter__(self):
         self._check_ranks()

@@ -424,6 +424,10 @@ class TarStream(Fluent):
         """As :meth:`TarShards.local_shards`."""
         return _local(self.urls)
 
+    def lineage(self) -> str:
+        """As :meth:`~fastload.pipeline.fluent.Stream.lineage`."""
+        return f"TarStream(shuffle_buffer={self.shuffle_buffer}, seed={self.seed})"
+
     def set_epoch(self, epoch: int) -> None:
         """Draw every later pass from ``(seed, epoch)``. A Loader resumes, or finishes an epoch left
         early, by reading a pass again and skipping what it has already yielded: that pass must be
