@@ -20,8 +20,8 @@ write. Each step is one of:
   the next receive), or none (go straight back to the receiving yield: a
   filter). Returning ends the pipeline's stream. A coroutine written with one
   yield that both receives and emits (``x = yield out``) takes the None that
-  resumes it for an input and may emit for ever; once resumed at that yield it
-  emits again, it is an error naming it.
+  resumes it for an input and may emit for ever: a million items for one
+  input is an error naming it.
 * a **generator function** taking an iterator of items: ``fn(items)`` is called
   once and its yields are the stage's output;
 * a **plain callable**, applied to every item (a map);
@@ -270,6 +270,14 @@ def _apply(fn, name: str, inputs: "_Inputs") -> Iterator[Any]:
         yield out
 
 
+# Items a coroutine may emit for one input before it is taken for one written with a single
+# yield (``x = yield out``), which takes the None that resumes it for an input and emits for ever.
+# A yield's place cannot tell it from a valid one (a helper's yield reached through ``yield from``
+# both receives and emits); only a run without end can. Many items from one input: a generator
+# function step.
+_MAX_EMITS = 1_000_000
+
+
 def _drive(coro, inputs: Iterator[Any], name: str) -> Iterator[Any]:
     """Drive a two-yield coroutine over ``inputs`` (protocol in the module docstring).
 
@@ -277,44 +285,35 @@ def _drive(coro, inputs: Iterator[Any], name: str) -> Iterator[Any]:
     another run can drive it again; any other exit closes it.
     """
     ended = False
-    receiving = set()   # the yields (code, offset) the coroutine was sent an input at
     try:
         state = inspect.getgeneratorstate(coro)
         if state == inspect.GEN_CLOSED:
             return
         out = next(coro) if state == inspect.GEN_CREATED else None
         while True:
+            emitted = 0
             while out is not None:
                 yield out
-                out = next(coro)
-                # An emission from a receiving yield after next(): a one-yield coroutine took that
-                # None for an input, and may go on emitting for ever without asking for another.
-                if out is not None and _suspended_at(coro) in receiving:
+                emitted += 1
+                if emitted == _MAX_EMITS:
                     raise TypeError(
-                        f"coroutine step {name!r} emits from the yield it receives at ('x = yield out'): it "
-                        "took the None that resumes it after an emission for an input. A pipeline coroutine "
-                        "receives with 'x = yield', emits with 'yield out', then goes back to receive")
+                        f"coroutine step {name!r} emitted {_MAX_EMITS:,} items for one input without asking "
+                        "for another (yielding None): written with one yield ('x = yield out'), it takes the "
+                        "None that resumes it after an emission for an input. A pipeline coroutine receives "
+                        "with 'x = yield', emits with 'yield out', then goes back to receive; for that many "
+                        "items from one input, give a generator function step")
+                out = next(coro)
             try:
                 item = next(inputs)
             except StopIteration:
                 ended = True
                 return
-            receiving.add(_suspended_at(coro))
             out = coro.send(item)
     except StopIteration:   # the coroutine returned
         return
     finally:
         if not ended:
             coro.close()
-
-
-def _suspended_at(coro) -> tuple | None:
-    """The yield a suspended coroutine waits at: the innermost generator it delegates to
-    (``yield from``), as (code, bytecode offset)."""
-    while inspect.isgenerator(getattr(coro, "gi_yieldfrom", None)):
-        coro = coro.gi_yieldfrom
-    frame = coro.gi_frame
-    return None if frame is None else (coro.gi_code, frame.f_lasti)
 
 
 class _Inputs:
