@@ -103,6 +103,14 @@ def test_unbatch_dict_batches_gives_one_dict_per_record():
         list(Stream(lambda: iter([{"m": {"a": [1], "b": [1, 2]}}])).unbatch())
     with pytest.raises(ValueError, match=r"value 'n' \(int\) has no length"):
         list(Stream(lambda: iter([{"x": [1], "n": 1}])).unbatch())
+    # as_tuple=True: a column of dicts inside the tuple gives each record its dict (it gave the keys),
+    # and elements of unequal length are an error (zip dropped the tails)
+    tuples = Loader(ListSource(recs), batch_size=3, workers=0, as_tuple=True,
+                    fields={"x": Numeric(1), "label": "index"})
+    got = [tuple(plain(v) for v in r) for r in tuples.unbatch()]
+    assert got == [(r["x"], r["label"], r["meta"]) for r in recs]
+    with pytest.raises(ValueError, match=r"tuple batch's elements differ in length \{'0': 2, '1': 3\}"):
+        list(Stream(lambda: iter([([1, 2], [1, 2, 3])])).unbatch())
 
 
 def test_shuffle_is_a_deterministic_permutation():

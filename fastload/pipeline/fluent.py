@@ -365,27 +365,29 @@ def _unbatch(upstream) -> Iterator[Any]:
     try:
         for b in it:
             if isinstance(b, dict):
-                yield from _dict_rows(b)
+                yield from _rows(b, "dict batch's value", "")
+            elif isinstance(b, tuple):
+                yield from (tuple(row.values()) for row in _rows(dict(enumerate(b)), "tuple batch's element", ""))
             else:
-                yield from (zip(*b) if isinstance(b, tuple) else b)
+                yield from b
     finally:
         close_iterator(it)
 
 
-def _dict_rows(batch: dict, prefix: str = "") -> list[dict]:
-    """One dict per record of a dict batch; a value that is itself a dict (a collated column of
-    dicts) gives that record's dict. Iterating the batch would give its keys."""
-    columns = {k: _dict_rows(v, f"{prefix}{k}.") if isinstance(v, dict) else v for k, v in batch.items()}
+def _rows(batch: dict, what: str, prefix: str) -> list[dict]:
+    """One dict per record of a batch's columns (``what`` they are, for errors); a column that is
+    itself a dict (a collated column of dicts) gives each record its own. Iterating a dict would
+    give its keys, and zip would silently drop the longer columns' tails."""
+    columns = {k: _rows(v, what, f"{prefix}{k}.") if isinstance(v, dict) else v for k, v in batch.items()}
     lengths = {}
     for k, v in columns.items():
         try:
             lengths[f"{prefix}{k}"] = len(v)
         except TypeError:
-            raise ValueError(f"unbatch: the dict batch's value {prefix + str(k)!r} ({type(v).__name__}) has no "
+            raise ValueError(f"unbatch: the {what} {prefix + str(k)!r} ({type(v).__name__}) has no "
                              "length; each needs one value per record") from None
-    if len(set(lengths.values())) > 1:   # zip would silently drop the longer ones' tails
-        raise ValueError(f"unbatch: the dict batch's values differ in length {lengths}; "
-                         "each needs one value per record")
+    if len(set(lengths.values())) > 1:
+        raise ValueError(f"unbatch: the {what}s differ in length {lengths}; each needs one value per record")
     return [dict(zip(columns, row)) for row in zip(*columns.values())]
 
 
