@@ -301,8 +301,9 @@ def test_hf_stream_split_by_node_is_not_sharded_again():
     from datasets.distributed import split_dataset_by_node
     ds = datasets.Dataset.from_dict({"i": list(range(16))}).to_iterable_dataset(num_shards=4)
     part = fl.HFDataset(split_dataset_by_node(ds, rank=1, world_size=2))
-    with pytest.raises(ValueError, match=r"split_dataset_by_node\(rank=1, world_size=2\) already.*2 ranks"):
-        iter(fl.Loader(part, batch_size=4, fields={"i": None}, rank=1, world_size=2))
+    for stream in (part, part.map(dict), part.prefetch(2).filter(bool)):   # through a stream's steps too
+        with pytest.raises(ValueError, match=r"split_dataset_by_node\(rank=1, world_size=2\) already.*2 ranks"):
+            iter(fl.Loader(stream, batch_size=4, fields={"i": None}, rank=1, world_size=2))
     # the whole stream, sharded by the Loader: every record once across the ranks
     shares = [[int(v) for b in fl.Loader(fl.HFDataset(ds), batch_size=4, fields={"i": None}, rank=r, world_size=2)
                for v in b["i"]] for r in (0, 1)]

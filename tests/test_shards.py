@@ -517,17 +517,21 @@ def test_member_names_split_as_webdataset_splits_them():
         assert split_key(name) == (base, None if ext is None else ext.lower()), repr(name)
 
 
-@pytest.mark.parametrize("buffer", [0, 6])
-def test_a_resumed_stream_gives_each_shard_as_many_records_as_the_pass_it_resumes(flaky_server, buffer):
+@pytest.mark.parametrize("buffer,wrap", [(0, None), (6, None), (6, "map"), (0, "prefetch")])
+def test_a_resumed_stream_gives_each_shard_as_many_records_as_the_pass_it_resumes(flaky_server, buffer, wrap):
     """A Loader resumes a stream by reading the pass again and skipping the records it yielded: a
     shard whose read failed then (one FailedRecord for its samples) and reads now, or read then and
     fails now, must take as many positions as then, or the skip lands elsewhere and records repeat or
-    are never read. Each shard gives what it gave in the pass resumed: exactly the rest of that pass."""
+    are never read. Each shard gives what it gave in the pass resumed: exactly the rest of that pass;
+    so too through a stream's steps (the state was the bare stream's alone, and a mapped one repeated)."""
     urls, bad = flaky_server.urls, "/shard-000001.tar"
 
+    def source():
+        st = fl.TarShards(urls, retries=1, backoff=0.01).stream(shuffle_buffer=buffer, seed=2)
+        return st.map(dict) if wrap == "map" else st.prefetch(3).filter(bool) if wrap else st
+
     def loader():
-        return fl.Loader(fl.TarShards(urls, retries=1, backoff=0.01).stream(shuffle_buffer=buffer, seed=2),
-                         batch_size=4, on_error="skip",
+        return fl.Loader(source(), batch_size=4, on_error="skip",
                          fields={"jpg": [fl.CenterCrop(32)], "cls": "index", "__key__": None})
 
     def keys(batches):

@@ -188,21 +188,45 @@ class Stream(Fluent):
         """What the stream is made of, down to its sources, with the seeds of its draws: under
         torch.distributed the ranks compare it (a shuffle seeded per rank would give each rank
         its share of another order)."""
-        ups = self._upstream if isinstance(self._upstream, tuple) else (self._upstream,)
-        parts = [getattr(up, "lineage", lambda: type(up).__name__)() for up in ups if up is not None]
+        parts = [getattr(up, "lineage", lambda: type(up).__name__)() for up in self._ups()]
         return f"{self.name} of {' + '.join(parts)}" if parts else self.name
+
+    # What a Loader asks of the stream it reads, answered by what this one reads: its steps
+    # give the records of the same pass of their sources in the same order, so a source's
+    # pass state and split hold for them too.
+    def _ups(self) -> tuple:
+        ups = self._upstream if isinstance(self._upstream, tuple) else (self._upstream,)
+        return tuple(up for up in ups if up is not None)
+
+    @property
+    def split_by_node(self) -> str | None:
+        """How a source it reads is split by node already, if one is (see :class:`~fastload.HFDataset`)."""
+        return next((s for s in (getattr(up, "split_by_node", None) for up in self._ups()) if s), None)
+
+    def pass_state(self, epoch: int):
+        """What its sources' pass of ``epoch`` gave (see :meth:`~fastload.sources.shards.TarStream.pass_state`),
+        one state per source it reads; None when none keeps one."""
+        states = [getattr(up, "pass_state", lambda e: None)(epoch) for up in self._ups()]
+        return None if all(st is None for st in states) else {"parts": states}
+
+    def resume_pass(self, epoch: int, state: dict | None = None) -> None:
+        """Its sources' next pass of ``epoch`` continues the one ``state`` describes (by default their last)."""
+        parts = state["parts"] if state is not None else [None] * len(self._ups())
+        for up, part in zip(self._ups(), parts):
+            resume = getattr(up, "resume_pass", None)
+            if resume is not None and (state is None or part is not None):
+                resume(epoch, part)
 
     def local_shards(self) -> list[str]:
         """The local shards of what it reads (see :meth:`~fastload.TarShards.local_shards`)."""
-        ups = self._upstream if isinstance(self._upstream, tuple) else (self._upstream,)
-        return [u for up in ups for u in getattr(up, "local_shards", list)()]
+        return [u for up in self._ups() for u in getattr(up, "local_shards", list)()]
 
     def unordered_stage(self) -> str | None:
         """The name of a stage here or upstream whose order depends on threads, or None: each pass
         then gives the records in another order, so a position in it names no particular record."""
         if self.unordered:
             return self.name
-        for up in self._upstream if isinstance(self._upstream, tuple) else (self._upstream,):
+        for up in self._ups():
             stage = getattr(up, "unordered_stage", lambda: None)()
             if stage is not None:
                 return stage
