@@ -81,6 +81,12 @@ class Stage:
             self._count += 1
             return i
 
+    def _rewind(self, index: int) -> None:
+        """Number the next batch ``index``: a threaded map gives back numbers it drew for batches it
+        never yielded."""
+        with self._count_lock:
+            self._count = min(self._count, index)
+
     def __call__(self, batch):
         raise NotImplementedError
 

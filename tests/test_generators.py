@@ -154,6 +154,16 @@ def test_numbered_stages_under_a_threaded_map_draw_by_stream_position():
                 for g, w in zip(got, want[p]):
                     np.testing.assert_array_equal(g[0], w[0])
                     np.testing.assert_array_equal(g[1], w[1])
+        # passes that stop short (take): what the map read ahead and never yielded takes no number,
+        # so each pass goes on from the last batch yielded, as a sequential map's does
+        seq, par = make(seed=3), make(seed=3)
+        src = fl.ListSource(list(range(16))).map(load, workers=2)
+        short = [tuple(np.copy(v) for v in b) for _ in range(3) for b in src.map(seq).take(5)]
+        threaded = [tuple(np.copy(v) for v in b) for _ in range(3) for b in src.map(par, workers=3).take(5)]
+        assert len(threaded) == len(short) == 15
+        for g, w in zip(threaded, short):
+            np.testing.assert_array_equal(g[0], w[0])
+            np.testing.assert_array_equal(g[1], w[1])
         stage = make(seed=3)
         hidden = fl.ListSource(list(range(16))).map(lambda i: stage(load(i)), workers=2)
         with pytest.raises(StageError, match="its own map") as info:

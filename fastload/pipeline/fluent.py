@@ -321,17 +321,7 @@ def _map(upstream, fn) -> Iterator[Any]:
 def _map_threaded(upstream, fn, workers: int, ordered: bool) -> Iterator[Any]:
     from ..stages import _call
     if getattr(fn, "numbered", False):   # a compiled stage drawing by batch number: numbered in stream order
-        def apply(item):
-            index, rec = item
-            if isinstance(rec, FailedRecord):
-                return rec
-            _call.index = index
-            try:
-                return fn(rec)
-            finally:
-                _call.index = None
-        return ThreadMap(_numbered(upstream, fn), apply, workers, window=2 * workers, ordered=ordered,
-                         name=f"map-{stage_name(fn)}", wrap=lambda i, item, e: _wrap(fn, i, item[1], e))
+        return _map_numbered(upstream, fn, workers, ordered)
 
     def apply(rec):
         if isinstance(rec, FailedRecord):
@@ -345,14 +335,46 @@ def _map_threaded(upstream, fn, workers: int, ordered: bool) -> Iterator[Any]:
                      wrap=lambda i, rec, e: _wrap(fn, i, rec, e))
 
 
-def _numbered(upstream, stage) -> Iterator[Any]:
-    """(the stage's next batch number, record) in stream order; a failed record takes none."""
-    it = iter(upstream)
+def _map_numbered(upstream, stage, workers: int, ordered: bool) -> Iterator[Any]:
+    """A threaded map of a numbered compiled stage: each record's number drawn in stream order as the
+    map reads it, the stage told it on the thread that runs it. Numbers drawn for records read ahead
+    and never yielded (a take(), a break) go back when the pass ends, so the next pass numbers on
+    from the last record yielded, as a sequential map's would."""
+    from ..stages import _call
+    drawn = []   # the first number this pass drew
+
+    def numbered():
+        it = iter(upstream)
+        try:
+            for rec in it:
+                index = None if isinstance(rec, FailedRecord) else stage._next_index()
+                if index is not None and not drawn:
+                    drawn.append(index)
+                yield index, rec
+        finally:
+            close_iterator(it)
+
+    def apply(item):
+        index, rec = item
+        if isinstance(rec, FailedRecord):
+            return None, rec
+        _call.index = index
+        try:
+            return index, stage(rec)
+        finally:
+            _call.index = None
+    run = ThreadMap(numbered(), apply, workers, window=2 * workers, ordered=ordered, name=f"map-{stage_name(stage)}",
+                    wrap=lambda i, item, e: _wrap(stage, i, item[1], e))
+    after = None   # the number after the last one yielded
     try:
-        for rec in it:
-            yield (None if isinstance(rec, FailedRecord) else stage._next_index()), rec
+        for index, out in run:
+            if index is not None:
+                after = index + 1
+            yield out
     finally:
-        close_iterator(it)
+        close_iterator(run)
+        if ordered and drawn:   # in order, the numbers from `after` on were drawn but not yielded
+            stage._rewind(drawn[0] if after is None else after)
 
 
 def _filter(upstream, pred) -> Iterator[Any]:
