@@ -1,5 +1,6 @@
 """Fluent streams: map/filter/batch/unbatch/shuffle/take/skip/prefetch/batches and mix."""
 import collections
+import re
 import threading
 import time
 
@@ -404,3 +405,35 @@ def test_a_loader_over_a_composed_stream_pickles():
     batches = labelled.batches(4, shuffle=True, seed=1)
     got = pickle.loads(pickle.dumps(batches))
     assert [b[0] for b in got] == [b[0] for b in labelled.batches(4, shuffle=True, seed=1)]
+
+
+def test_a_stream_step_over_a_source_passes_a_record_it_cannot_read_on_as_failed(tmp_path):
+    """A step over a random-access source (a JSON Lines file with a malformed line) raised the
+    record's error out of the stream, ending the epoch under on_error="skip" too. The record comes
+    through the steps as a failure naming it, which the Loader skips and counts, or raises."""
+    import json
+    import warnings
+
+    from fastload.errors import RecordError
+    from fastload.sources.text import JSONRecords
+    path = tmp_path / "r.jsonl"
+    lines = [json.dumps({"x": i}) for i in range(10)]
+    lines[4] = "{not json"
+    path.write_text("\n".join(lines) + "\n")
+    src = JSONRecords(str(path))
+    for stream in (src.map(dict), src.filter(bool).shuffle(4, seed=1), src.prefetch(2).take(8), src.map(dict, workers=2),
+                   mix([src, src.skip(5)], seed=1)):
+        loader = Loader(stream, batch_size=3, fields={"x": None}, on_error="skip")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            got = sorted(int(v) for b in loader for v in b["x"])
+        assert 4 not in got and loader.stats()["skipped"] >= 1, (stream, got)
+        assert loader.stats()["failures"][0][0] == f"{path}:line 5", loader.stats()["failures"]
+        with pytest.raises(RecordError, match=rf"{re.escape(str(path))}:line 5"):
+            list(Loader(stream, batch_size=3, fields={"x": None}))
+    with pytest.warns(RuntimeWarning, match="skipping"):
+        got = [int(v) for b in Loader(src.map(dict), batch_size=3, fields={"x": None}, on_error="skip")
+               for v in b["x"]]
+    assert got == [0, 1, 2, 3, 5, 6, 7, 8, 9]
+    with pytest.raises(RecordError):   # iterating the source itself still raises
+        list(src)

@@ -302,8 +302,14 @@ def _count(what: str, n: int) -> None:
         raise ValueError(f"{what} needs a count of records >= 0, got {n!r}")
 
 
+def _records(upstream) -> Iterator[Any]:
+    """What a record-level step reads: a source's records as :meth:`~fastload.Source.stream_records`
+    gives them (a record that cannot be read as a FailedRecord), anything else as it iterates."""
+    return upstream.stream_records() if hasattr(upstream, "stream_records") else iter(upstream)
+
+
 def _map(upstream, fn) -> Iterator[Any]:
-    it = iter(upstream)
+    it = _records(upstream)
     try:
         for i, rec in enumerate(it):
             if isinstance(rec, FailedRecord):
@@ -331,8 +337,8 @@ def _map_threaded(upstream, fn, workers: int, ordered: bool) -> Iterator[Any]:
             return fn(rec)
         finally:
             _call.threaded = False
-    return ThreadMap(upstream, apply, workers, window=2 * workers, ordered=ordered, name=f"map-{stage_name(fn)}",
-                     wrap=lambda i, rec, e: _wrap(fn, i, rec, e))
+    return ThreadMap(_records(upstream), apply, workers, window=2 * workers, ordered=ordered,
+                     name=f"map-{stage_name(fn)}", wrap=lambda i, rec, e: _wrap(fn, i, rec, e))
 
 
 def _map_numbered(upstream, stage, workers: int, ordered: bool) -> Iterator[Any]:
@@ -344,7 +350,7 @@ def _map_numbered(upstream, stage, workers: int, ordered: bool) -> Iterator[Any]
     drawn = []   # the first number this pass drew
 
     def numbered():
-        it = iter(upstream)
+        it = _records(upstream)
         try:
             for rec in it:
                 index = None if isinstance(rec, FailedRecord) else stage._next_index()
@@ -378,7 +384,7 @@ def _map_numbered(upstream, stage, workers: int, ordered: bool) -> Iterator[Any]
 
 
 def _filter(upstream, pred) -> Iterator[Any]:
-    it = iter(upstream)
+    it = _records(upstream)
     try:
         for i, rec in enumerate(it):
             if isinstance(rec, FailedRecord):   # kept: the Loader counts it
@@ -468,7 +474,7 @@ def buffered_shuffle(records: Iterable, size: int, gen: np.random.Generator, ini
 
 
 def _shuffle(upstream, size: int, initial: int, seed: int, pass_: int) -> Iterator[Any]:
-    it = iter(upstream)
+    it = _records(upstream)
     try:
         yield from buffered_shuffle(it, size, rng.generator(seed, rng.SHUFFLE, pass_), initial)
     finally:
@@ -478,7 +484,7 @@ def _shuffle(upstream, size: int, initial: int, seed: int, pass_: int) -> Iterat
 def _take(upstream, n: int) -> Iterator[Any]:
     if n <= 0:
         return
-    it = iter(upstream)
+    it = _records(upstream)
     try:
         for i, rec in enumerate(it, 1):
             yield rec
@@ -489,7 +495,7 @@ def _take(upstream, n: int) -> Iterator[Any]:
 
 
 def _skip(upstream, n: int) -> Iterator[Any]:
-    it = iter(upstream)
+    it = _records(upstream)
     try:
         for _ in itertools.islice(it, n):
             pass
@@ -499,7 +505,8 @@ def _skip(upstream, n: int) -> Iterator[Any]:
 
 
 def _prefetch(upstream, n: int) -> Iterator[Any]:
-    return Prefetcher(lambda: upstream, n, name=f"prefetch-{getattr(upstream, 'name', type(upstream).__name__)}")
+    return Prefetcher(partial(_records, upstream), n,
+                      name=f"prefetch-{getattr(upstream, 'name', type(upstream).__name__)}")
 
 
 def _label_batches(upstream, shuffle: bool, seed: int, size: int, drop_last: bool, num_classes: int | None,
@@ -530,7 +537,7 @@ def _label_batches(upstream, shuffle: bool, seed: int, size: int, drop_last: boo
 
 def _mix(streams: list, weights: np.ndarray, seed: int, stop: str, epoch: int | None) -> Iterator[Any]:
     gen = rng.generator(seed, rng.MIX) if epoch is None else rng.generator(seed, rng.MIX, epoch)
-    its = [iter(s) for s in streams]
+    its = [_records(s) for s in streams]
     active = list(range(len(its)))
     try:
         while active:

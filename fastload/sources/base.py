@@ -19,7 +19,7 @@ from typing import Any, Iterator, Sequence
 
 import numpy as np
 
-from ..errors import named_record
+from ..errors import FailedRecord, RecordError, named_record
 from ..pipeline.fluent import Fluent
 
 __all__ = ["Source", "Subset", "ListSource"]
@@ -40,6 +40,16 @@ class Source(Fluent):
     def __iter__(self) -> Iterator[Any]:
         for i in range(len(self)):
             yield self[i]
+
+    def stream_records(self) -> Iterator[Any]:
+        """The records in order, as a stream step over this source reads them: one that cannot be
+        read comes as a :class:`~fastload.errors.FailedRecord` naming it, as a stream's does, so the
+        step goes on and a Loader's ``on_error`` policy applies (iterating the source raises)."""
+        for i in range(len(self)):
+            try:
+                yield self[i]
+            except RecordError as e:
+                yield FailedRecord(str(e.record), e.reason)
 
     def record_id(self, index: int) -> str:
         """A short, human-readable name of record ``index`` for error messages."""
