@@ -99,6 +99,17 @@ def test_table_and_plots(suite):
             assert np.asarray(im.convert("L")).std() > 1     # something was drawn
 
 
+def test_without_matplotlib_the_results_are_written_without_plots(suite, tmp_path, monkeypatch):
+    """Without matplotlib the whole run ended in a traceback from the plots; the figures are written,
+    and the command says so before it starts."""
+    results, _, _ = suite
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "matplotlib" else real(name, *a))
+    assert not report.can_plot()
+    report.write_report(results, str(tmp_path))
+    assert sorted(os.listdir(tmp_path)) == ["results.md"]
+
+
 def test_readme_section_is_replaced_not_duplicated(suite, tmp_path):
     _, out, _ = suite
     readme = tmp_path / "README.md"

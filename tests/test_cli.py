@@ -208,6 +208,8 @@ def test_pack_names_an_image_it_cannot_re_encode_in_one_line(bad_folder, tmp_pat
 
 def test_pack_reads_an_image_folder_at_a_url(tmp_path, capsys):
     """`fastload pack http://host/train OUT` was taken for module 'http', function '//host/train'."""
+    pytest.importorskip("fsspec")   # URLs are read through it (fastload[remote])
+    pytest.importorskip("aiohttp")
     import functools
     from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
     root = make_image_folder(tmp_path / "www" / "train", classes=2, per_class=3, size=(20, 24))

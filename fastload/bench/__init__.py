@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 
 __all__ = ["add_parser", "run"]
 
@@ -77,7 +78,13 @@ def run(args) -> int:
         raise UsageError(f"--contenders: unknown {', '.join(map(repr, unknown))}; choose from {', '.join(known)}")
     if args.path:
         image_folder(args.path)   # a missing, empty or flat folder: one line, before any work
+    from .report import can_plot
+    plots = can_plot()
+    if not plots:   # said before the run, not found after it
+        print("fastload bench: matplotlib is not installed, so the results are written without plots "
+              "(pip install fastload[bench])", file=sys.stderr)
     run_suite(args.path, mode=args.mode, out=args.out, threads=threads, only=only,
               use_envs=not args.no_envs, seed=args.seed, rebuild_envs=args.rebuild_envs)
-    print(f"wrote {', '.join(os.path.join(args.out, n) for n in ('results.json', 'results.md'))} and plots")
+    print(f"wrote {', '.join(os.path.join(args.out, n) for n in ('results.json', 'results.md'))}"
+          + (" and plots" if plots else ""))
     return 0

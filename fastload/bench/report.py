@@ -1,11 +1,12 @@
 """The suite's outputs: a Markdown table, matplotlib plots, and README's benchmark section."""
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import re
 
-__all__ = ["markdown", "summary", "update_readme", "write_report"]
+__all__ = ["can_plot", "markdown", "summary", "update_readme", "write_report"]
 
 README_START, README_END = "<!-- bench:start -->", "<!-- bench:end -->"
 PLOTS = ("throughput.png", "scaling.png", "memory.png")
@@ -148,9 +149,16 @@ def summary(results: dict) -> str:
 
 
 def write_report(results: dict, out: str) -> None:
+    """results.md, and the plots where matplotlib is installed (see :func:`can_plot`)."""
     with open(os.path.join(out, "results.md"), "w") as f:
         f.write(markdown(results) + "\n")
-    _plots(results, out)
+    if can_plot():
+        _plots(results, out)
+
+
+def can_plot() -> bool:
+    """Whether matplotlib is installed (``fastload[bench]``): without it the figures are written, not plotted."""
+    return importlib.util.find_spec("matplotlib") is not None
 
 
 def _plots(results: dict, out: str) -> None:

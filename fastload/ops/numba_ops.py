@@ -23,7 +23,8 @@ One policy compiles everything here (:func:`njit`): nopython mode,
 ``nogil=True`` so worker threads run kernels in parallel, ``cache=True`` so a
 kernel compiles once per machine. ``FASTLOAD_DISABLE_JIT=1`` in the environment
 (read when a kernel is decorated) runs every kernel as plain Python instead,
-which is how tests step through them and how fastload runs without Numba.
+which is how tests step through them; without Numba they run so too, and a
+user kernel (:class:`NumbaOp`) made then warns, naming the package.
 
 How a field runs an op: after its compiled fill has written a chunk's rows, on
 the same worker thread, ``op.apply(rows, ctx.indices, ctx.seed, ctx.epoch)``.
@@ -31,8 +32,10 @@ the same worker thread, ``op.apply(rows, ctx.indices, ctx.seed, ctx.epoch)``.
 """
 from __future__ import annotations
 
+import importlib
 import inspect
 import os
+import warnings
 from typing import Callable, Sequence
 
 import numpy as np
@@ -48,10 +51,16 @@ DISABLE_ENV = "FASTLOAD_DISABLE_JIT"
 
 def jit_enabled() -> bool:
     """Whether kernels are compiled: Numba is installed and ``FASTLOAD_DISABLE_JIT`` is not set."""
-    if os.environ.get(DISABLE_ENV, "").strip().lower() in ("1", "true", "yes", "on"):
-        return False
+    return not _jit_disabled() and _numba_installed()
+
+
+def _jit_disabled() -> bool:
+    return os.environ.get(DISABLE_ENV, "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def _numba_installed() -> bool:
     try:
-        import numba  # noqa: F401
+        importlib.import_module("numba")
     except ImportError:
         return False
     return True
@@ -182,6 +191,10 @@ class NumbaOp:
         self.batch, self.name = batch, name or getattr(kernel, "__name__", "kernel")
         _check_signature(kernel, self.name, batch)
         self.jit = jit_enabled()
+        if not self.jit and not _jit_disabled():   # not asked for: a user kernel must not slow down unseen
+            warnings.warn(f"fastload: Numba is not installed, so the kernel {getattr(kernel, '__name__', kernel)!r} "
+                          "runs as plain Python, hundreds of times slower and holding the GIL: pip install numba "
+                          f"(or set {DISABLE_ENV}=1 to run kernels as Python on purpose)", RuntimeWarning, stacklevel=3)
         is_compiled = hasattr(kernel, "py_func")
         if self.jit and not is_compiled:
             kernel = njit(kernel)

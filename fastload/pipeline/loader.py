@@ -38,6 +38,7 @@ import warnings
 
 import numpy as np
 
+from .._optional import check, need
 from ..errors import FailedRecord, RecordError, StageError, named_record
 from ..image.field import Image, ImageField, _dtype_name
 from ..memory.heap import keep_freed_memory
@@ -142,6 +143,8 @@ class Loader(Fluent):
         _check_int("prefetch", prefetch, 1)
         if output not in _OUTPUTS:
             raise ValueError(f"output must be one of {list(_OUTPUTS)}, got {output!r}")
+        if output != "numpy":   # here, not at the first batch
+            check(output, f"output={output!r}")
         if on_error is None:
             on_error = "skip" if max_failures is not None else "raise"
         if on_error not in ("raise", "skip"):
@@ -198,6 +201,7 @@ class Loader(Fluent):
         Keyword arguments (``inputs=``, ``targets=`` for dict batches) go to
         :class:`fastload.integrations.keras.KerasDataset`.
         """
+        need("keras", "loader.keras()", "keras (and a backend: torch, jax or tensorflow)")
         from ..integrations.keras import KerasDataset
         return KerasDataset(self, **kwargs)
 
@@ -206,6 +210,7 @@ class Loader(Fluent):
 
         Keyword arguments (``prefetch=``) go to :func:`fastload.integrations.tf.as_dataset`.
         """
+        need("tensorflow", "loader.tf_dataset()", "fastload[tf]")
         from ..integrations.tf import as_dataset
         return as_dataset(self, **kwargs)
 

@@ -21,6 +21,7 @@ import numpy as np
 from ..errors import RecordError
 from ..image.values import to_image_value
 from .arrays import IterableRecords
+from .._optional import need
 from .base import Source
 
 __all__ = ["HFDataset", "to_image_value"]
@@ -43,7 +44,7 @@ class HFDataset(Source):
     """
 
     def __new__(cls, dataset, columns=None):
-        import datasets
+        datasets = need("datasets", "HFDataset", "fastload[hf]")
         if isinstance(dataset, datasets.IterableDataset):
             return cls.stream(dataset, columns)
         return super().__new__(cls)

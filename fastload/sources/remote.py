@@ -37,6 +37,7 @@ from __future__ import annotations
 import collections
 import concurrent.futures
 import hashlib
+import importlib.util
 import io
 import json
 import os
@@ -48,6 +49,7 @@ import urllib.parse
 from typing import Callable, Sequence
 
 from .._kernels import _pread
+from .._optional import need
 from . import _files
 
 __all__ = ["Storage", "StorageError", "cache_name", "expand_urls", "is_url", "listed_once", "local_copy",
@@ -159,7 +161,7 @@ def _transient(e: BaseException) -> bool:
 def _with_timeout(protocol: str, options: dict, seconds: float) -> dict:
     """``options`` with a read timeout of ``seconds`` for the backends that would otherwise wait on a
     stalled read for minutes (aiohttp's 300 s a try for HTTP(S)), unless ``options`` set one."""
-    if protocol in ("http", "https"):
+    if protocol in ("http", "https") and importlib.util.find_spec("aiohttp") is not None:   # else fsspec says
         client = dict(options.get("client_kwargs") or {})
         if "timeout" not in client:
             import aiohttp
@@ -243,6 +245,7 @@ class Storage:
     # -- filesystems and listing ------------------------------------------------------
     def filesystem(self, url: str):
         """The fsspec filesystem of ``url`` and the path within it."""
+        need("fsspec", f"reading {url}", "fastload[remote]")
         import fsspec.core
         protocol = url.split("://", 1)[0]
         with self._lock:

@@ -208,6 +208,9 @@ class TarShards(Source):
             with concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix="fastload-index") as pool:
                 futures = [pool.submit(self._shard_index, u) for u in self.urls]
             failed = [f.exception() for f in futures if f.exception() is not None]
+            missing = next((e for e in failed if isinstance(e, ImportError)), None)
+            if missing is not None:   # a package to install (fsspec for URLs), not shards that fail
+                raise missing
             if failed:
                 more = f" (and {len(failed) - 1} more)" if len(failed) > 1 else ""
                 cls = FileNotFoundError if isinstance(failed[0].__cause__, FileNotFoundError) else OSError

@@ -1,0 +1,75 @@
+"""Optional packages missing: each integration fails at the call that needs it, naming what to
+install (an ImportError from deep inside said nothing of that), and a user kernel made without
+Numba warns rather than run hundreds of times slower unseen. Run in a child whose imports of those
+packages fail, as on a machine without them."""
+import os
+
+import pytest
+from _child import run_python
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+CHILD = r'''
+import importlib.util, sys, warnings
+MISSING = ("fsspec", "torch", "jax", "keras", "tensorflow", "datasets", "aiohttp", "numba")
+for m in MISSING:
+    sys.modules[m] = None   # import fails, as when not installed
+_find = importlib.util.find_spec
+importlib.util.find_spec = lambda name, *a: None if name.split(".")[0] in MISSING else _find(name, *a)
+import fastload as fl
+from fastload.ops.numba_ops import NumbaOp
+src = fl.ListSource([{"x": [1.0]}] * 4)
+L = fl.Loader(src, batch_size=2, fields={"x": fl.Numeric(1)})
+calls = {
+    "output=torch": lambda: fl.Loader(src, batch_size=2, output="torch", fields={"x": fl.Numeric(1)}),
+    "output=jax": lambda: fl.Loader(src, batch_size=2, output="jax", fields={"x": fl.Numeric(1)}),
+    "keras": L.keras, "tf": L.tf_dataset, "hf": lambda: fl.HFDataset([1]),
+    "tar": lambda: len(fl.TarShards("s3://b/t-{0000..0003}.tar")),
+    "folder": lambda: fl.ImageFolder("http://127.0.0.1:9/train/"),
+    "json": lambda: fl.JSONRecords("s3://b/x.jsonl"),
+}
+for name, call in calls.items():
+    try:
+        call()
+        print(name, "| no error")
+    except Exception as e:
+        print(name, "|", type(e).__name__, "|", e)
+def kernel(x, rng):
+    x += 1
+with warnings.catch_warnings(record=True) as w:
+    warnings.simplefilter("always")
+    NumbaOp(kernel)
+print("numba |", "; ".join(str(x.message) for x in w))
+'''
+
+
+def said_by(out: str) -> dict:
+    return {name: rest.strip() for name, _, rest in (line.partition(" |") for line in out.strip().splitlines())}
+
+
+def test_missing_optional_packages_are_named_at_the_call():
+    out = run_python(["-c", CHILD], env={"FASTLOAD_DISABLE_JIT": ""})
+    said = said_by(out)
+    expect = {"output=torch": ("torch", "pip install torch"), "output=jax": ("jax", "pip install jax"),
+              "keras": ("keras", "pip install keras"), "tf": ("tensorflow", "pip install fastload[tf]"),
+              "hf": ("datasets", "pip install fastload[hf]"), "tar": ("fsspec", "pip install fastload[remote]"),
+              "folder": ("fsspec", "pip install fastload[remote]"), "json": ("fsspec", "pip install fastload[remote]")}
+    for name, (package, install) in expect.items():
+        kind, _, message = said[name].partition(" | ")
+        assert kind == "ImportError" and f"needs {package}," in message and install in message, (name, said[name])
+    assert "Numba is not installed, so the kernel 'kernel' runs as plain Python" in said["numba"], said["numba"]
+    assert "pip install numba" in said["numba"]
+    # asked for (FASTLOAD_DISABLE_JIT=1): plain Python without a word
+    quiet = run_python(["-c", CHILD], env={"FASTLOAD_DISABLE_JIT": "1"})
+    assert said_by(quiet)["numba"] == "", quiet
+
+
+@pytest.mark.skipif(not os.path.isdir(os.path.join(os.path.dirname(HERE), "fastload")), reason="needs the checkout")
+def test_the_test_extra_holds_the_reference_writer_the_core_tests_use():
+    """pip install ".[test]" then pytest failed at collection without webdataset (the reference shard
+    writer of the tar tests): the extra names it."""
+    import re
+    with open(os.path.join(os.path.dirname(HERE), "pyproject.toml")) as f:
+        text = f.read()
+    test_extra = re.search(r"^test = \[(.*)\]", text, re.M).group(1)
+    assert "webdataset" in test_extra
