@@ -40,6 +40,14 @@ def make_loader(root, batch, stream=False, **kw):
         **kw)
 
 
+def finish(out, r, result):
+    """Rank r's result written, then the group closed once every rank has written."""
+    with open(os.path.join(out, f"rank{r}.json"), "w") as f:
+        json.dump(result, f)
+    dist.barrier()
+    dist.destroy_process_group()
+
+
 def skip_with_all_reduce(root, out, batch, stream=False, drop_last=False):
     """Each rank: one epoch under on_error="skip" with an all-reduce per batch; writes its counts
     and the record ids of its batches."""
@@ -125,10 +133,7 @@ def local_folders(same, other, out):
             result["alone"] = {"batches": len(list(folder(same[r])))}
         except fl.FastloadError as e:
             result["alone"] = {"error": str(e)}
-    with open(os.path.join(out, f"rank{r}.json"), "w") as f:
-        json.dump(result, f)
-    dist.barrier()
-    dist.destroy_process_group()
+    finish(out, r, result)
 
 
 def settings(out):
@@ -150,10 +155,7 @@ def settings(out):
             result[name] = {"ids": [int(i) for b in loader for i in b["x"]]}
         except fl.FastloadError as e:
             result[name] = {"error": str(e)}
-    with open(os.path.join(out, f"rank{r}.json"), "w") as f:
-        json.dump(result, f)
-    dist.barrier()
-    dist.destroy_process_group()
+    finish(out, r, result)
 
 
 def streams(same, other, out):
@@ -176,17 +178,14 @@ def streams(same, other, out):
                                          batch_size=2, fields={"x": None}, workers=1)}
     result = {}
     for name, make in loaders.items():
-        key = "cls" if name != "seed" else "x"
+        key = "x" if "seed" in name else "cls"
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 result[name] = {"ids": [int(i) for b in make() for i in b[key]]}
         except fl.FastloadError as e:
             result[name] = {"error": str(e)}
-    with open(os.path.join(out, f"rank{r}.json"), "w") as f:
-        json.dump(result, f)
-    dist.barrier()
-    dist.destroy_process_group()
+    finish(out, r, result)
 
 
 def explicit(out):
@@ -208,10 +207,7 @@ def explicit(out):
             result[name] = {"batches": len(list(loader))}
         except fl.FastloadError as e:
             result[name] = {"error": str(e)}
-    with open(os.path.join(out, f"rank{r}.json"), "w") as f:
-        json.dump(result, f)
-    dist.barrier()
-    dist.destroy_process_group()
+    finish(out, r, result)
 
 
 def main():
