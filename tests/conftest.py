@@ -1,6 +1,12 @@
+import importlib.util
 import os
 
 import pytest
+
+# Without Numba, user kernels run as plain Python, which fastload warns about unless asked for; the
+# suite asks (tests/test_optional.py checks the warning in a child of its own).
+if importlib.util.find_spec("numba") is None:
+    os.environ.setdefault("FASTLOAD_DISABLE_JIT", "1")
 
 from fastload.synthetic import make_image_folder
 

@@ -110,10 +110,14 @@ class Numeric(Field):
     def _read(self, values: Sequence[Any], size: int) -> tuple[np.ndarray, dict[int, str]]:
         """The rows as one float64 block (bad rows zeroed) and {i: reason} for the bad ones."""
         n = len(values)
-        try:
-            block = np.asarray(values, dtype=np.float64)
-        except (TypeError, ValueError):
-            block = None
+        block = None
+        # A None among rows is named by the slow path; NumPy would read it as NaN (and older NumPy
+        # warns of rows beside it, which a -W error run turns into an exception).
+        if not any(v is None for v in values):
+            try:
+                block = np.asarray(values, dtype=np.float64)
+            except (TypeError, ValueError):
+                pass
         if block is not None and (block.shape == (n, size) or (size == 1 and block.shape == (n,))):
             block = block.reshape(n, size)
             finite = np.isfinite(block).all(axis=1)
