@@ -184,19 +184,19 @@ class Stream(Fluent):
         self._keyed = keyed
         self._passes = itertools.count()
 
+    # What a Loader asks of the stream it reads, answered by what this one reads: its steps
+    # give the records of the same pass of their sources in the same order, so a source's
+    # pass state, split, shards and order hold for them too.
+    def _ups(self) -> tuple:
+        ups = self._upstream if isinstance(self._upstream, tuple) else (self._upstream,)
+        return tuple(up for up in ups if up is not None)
+
     def lineage(self) -> str:
         """What the stream is made of, down to its sources, with the seeds of its draws: under
         torch.distributed the ranks compare it (a shuffle seeded per rank would give each rank
         its share of another order)."""
         parts = [getattr(up, "lineage", lambda: type(up).__name__)() for up in self._ups()]
         return f"{self.name} of {' + '.join(parts)}" if parts else self.name
-
-    # What a Loader asks of the stream it reads, answered by what this one reads: its steps
-    # give the records of the same pass of their sources in the same order, so a source's
-    # pass state and split hold for them too.
-    def _ups(self) -> tuple:
-        ups = self._upstream if isinstance(self._upstream, tuple) else (self._upstream,)
-        return tuple(up for up in ups if up is not None)
 
     @property
     def split_by_node(self) -> str | None:
@@ -226,11 +226,7 @@ class Stream(Fluent):
         then gives the records in another order, so a position in it names no particular record."""
         if self.unordered:
             return self.name
-        for up in self._ups():
-            stage = getattr(up, "unordered_stage", lambda: None)()
-            if stage is not None:
-                return stage
-        return None
+        return next((s for s in (getattr(up, "unordered_stage", lambda: None)() for up in self._ups()) if s), None)
 
     def __iter__(self) -> Iterator[Any]:
         if self._keyed is None:
@@ -325,9 +321,9 @@ def _map(upstream, fn) -> Iterator[Any]:
 
 
 def _map_threaded(upstream, fn, workers: int, ordered: bool) -> Iterator[Any]:
-    from ..stages import _call
     if getattr(fn, "numbered", False):   # a compiled stage drawing by batch number: numbered in stream order
         return _map_numbered(upstream, fn, workers, ordered)
+    from ..stages import _call
 
     def apply(rec):
         if isinstance(rec, FailedRecord):

@@ -675,10 +675,11 @@ class Loader(Fluent):
         order = self.order(epoch)
         shares = itertools.chain(((self.rank, (b + k) % steps) for k in range(1, steps)),
                                  (((self.rank + j) % W, (b + k) % steps) for k in range(steps) for j in range(1, W)))
+        samplers = {self.rank: self._sampler}   # another rank's made once, when first asked
         for rank, s in shares:
-            sampler = self._sampler if rank == self.rank else \
-                Sampler(self._sampler.n, self.batch_size, self.drop_last, rank, W)
-            job = _Job(self, self._slots(), epoch, s, order[sampler.positions(base, s)], None)
+            if rank not in samplers:
+                samplers[rank] = Sampler(self._sampler.n, self.batch_size, self.drop_last, rank, W)
+            job = _Job(self, self._slots(), epoch, s, order[samplers[rank].positions(base, s)], None)
             batch = self._fill_whole(job, count=False)
             if batch is not None:
                 with self._lock:
