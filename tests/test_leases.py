@@ -100,6 +100,34 @@ def test_synchronous_loop_keeps_prefetch_plus_two_slots(image_folder):
     assert loader.stats()["buffer_slots"] == 3 + 2
 
 
+def test_slots_grown_for_kept_batches_are_given_back_after_a_pass_without_them(image_folder):
+    loader = make(image_folder, prefetch=1)
+    kept = list(loader)                        # one epoch held: the pool grows to hold it
+    assert loader.stats()["buffer_slots"] >= len(kept) > 1 + 2
+    again = list(loader)                       # a pass begins while every kept slot is still viewed
+    assert_same(kept, owned(image_folder, 0))  # nothing a batch still views was given back
+    assert_same(again, owned(image_folder, 1))
+    del kept, again
+    gc.collect()
+    for _ in range(2):                         # the second pass begins after one that needed 3 slots
+        for _ in loader:
+            pass
+    assert loader.stats()["buffer_slots"] == 1 + 2
+    assert loader.stats()["buffer_bytes"] == 3 * loader._pool.slot_bytes
+
+
+def test_a_consumer_holding_batches_every_pass_keeps_its_slots(image_folder):
+    loader = make(image_folder, prefetch=1)
+    seen = []
+    for _ in range(4):
+        last = []
+        for b in loader:
+            last = (last + [b])[-3:]           # the last three batches held, as an async consumer does
+        seen.append({s["image"].__array_interface__["data"][0] for s in loader._pool.slots()})
+        del b, last
+    assert len(seen[0]) > 1 + 2 and seen[1] == seen[2] == seen[3]   # no slot dropped and made again
+
+
 def test_slot_returns_when_the_last_view_is_dropped():
     pool = SlotPool([Output("x", (2,), np.dtype(np.float32))], batch_size=3, slots=1)
     lease = pool.acquire()

@@ -17,7 +17,11 @@ slots with no copies, while a consumer that keeps batches (a list, JAX's
 asynchronous dispatch, a framework's prefetch queue, a second iterator) makes
 the pool grow instead of seeing its data overwritten. Past ``max_bytes`` the
 pool stops growing and hands out buffers it does not keep (a fresh allocation
-per batch: correct, only slower), and says so once.
+per batch: correct, only slower), and says so once. Slots grown that way are
+given back by :meth:`SlotPool.trim` (a Loader calls it as each pass begins)
+once a whole pass went by without needing them: one evaluation pass kept in a
+list does not pin an epoch of buffers for the loader's life, while a consumer
+that holds a few batches every pass keeps its slots.
 
 Asynchronous readers. A device copy that reads a slot records an event and
 calls :meth:`Lease.release_after`; a released slot whose event has not
@@ -133,6 +137,8 @@ class SlotPool:
         check_memory(self.slot_bytes * slots, f"{slots} batch slots of {_size(self.slot_bytes)}",
                      max_bytes)
         self.max_slots = max(slots, limit // max(self.slot_bytes, 1))
+        self.base_slots = slots
+        self._peak = 0   # the most tracked slots held at once since the last trim
         self._guard_release = guard_release
         self._lock = threading.RLock()   # a finaliser may run while this thread holds it
         self._free: list[_Slot] = []
@@ -177,6 +183,7 @@ class SlotPool:
                                   f"({_size(self.nbytes())}); further batches get buffers of their own",
                                   RuntimeWarning, stacklevel=3)
                 slot = self._new(False)
+            self._peak = max(self._peak, self._held())
         return Lease(self, slot)
 
     def _reclaim(self) -> _Slot | None:
@@ -202,6 +209,25 @@ class SlotPool:
                 slot.event = None
         with self._lock:
             (self._free if slot.event is None else self._waiting).append(slot)
+
+    def trim(self) -> int:
+        """Drop the free slots that neither the ``slots`` the pool began with nor the most held at once
+        since the last trim needed; returns how many went.
+
+        So a pattern that holds a few batches each pass (JAX's dispatch, a kept previous batch) keeps
+        its slots, and slots grown for one pass's kept list go after a pass that did not need them.
+        Only free slots go: one a batch still views, or an asynchronous reader may read, stays."""
+        with self._lock:
+            keep = max(self.base_slots, self._peak)
+            n = 0
+            while self._free and len(self._all) > keep:
+                self._all.remove(self._free.pop(0))   # the least recently used
+                n += 1
+            self._peak = self._held()
+            return n
+
+    def _held(self) -> int:
+        return len(self._all) - len(self._free) - len(self._waiting)
 
     def slots(self) -> list[dict]:
         """Every tracked slot's arrays (for tests and diagnostics)."""

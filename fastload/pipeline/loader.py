@@ -913,6 +913,7 @@ class _LoaderIter(Node):
         loader = self.loader
         self.epoch, self.offset, self.start = epoch, offset, offset
         pool = loader._slots()
+        pool.trim()   # slots grown for batches a consumer kept, now released
         loader._position = (epoch, offset)
         # Nothing the threads or the job generator hold refers back to this iterator, so
         # dropping it (leaving a for loop early) closes it at once.
