@@ -61,12 +61,18 @@ class StageError(FastloadError, RuntimeError):
 def named_record(where: str, record) -> str:
     """``where``, with the file a record is (a path, or a ``(path, label)`` pair) named beside it:
     the file is what a user must find when it fails. A string is taken for a path when it looks
-    like one (a separator, or a short extension), not a caption or a label."""
+    like one (a separator, or a short extension), not a caption or a label. A dict record names
+    the paths among its values, by key (an image and its mask are two files)."""
+    if isinstance(record, dict):
+        paths = [f"{k}={os.fspath(v)}" for k, v in record.items() if _is_path(v)]
+        return f"{where} ({', '.join(paths)})" if paths else where
     path = record[0] if isinstance(record, tuple) and record else record
-    if isinstance(path, os.PathLike) or (isinstance(path, str) and _PATH_LIKE.search(path)
-                                         and len(path) <= 4096 and "\n" not in path):
-        return f"{where} ({os.fspath(path)})"
-    return where
+    return f"{where} ({os.fspath(path)})" if _is_path(path) else where
+
+
+def _is_path(value) -> bool:
+    return isinstance(value, os.PathLike) or (isinstance(value, str) and bool(_PATH_LIKE.search(value))
+                                             and len(value) <= 4096 and "\n" not in value)
 
 
 _PATH_LIKE = re.compile(r"[/\\]|\.[A-Za-z0-9]{1,5}$")

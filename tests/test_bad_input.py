@@ -645,6 +645,19 @@ def test_a_record_that_is_a_path_is_named_by_it(tmp_path, kind):
     assert [paths[1] in name for name, _ in loader.stats()["failures"]] == [True]
 
 
+@pytest.mark.parametrize("kind", ["ListSource", "stream"])
+def test_a_dict_record_is_named_by_the_paths_it_holds(tmp_path, kind):
+    # "ListSource[1]: field 'image': ..." named no file, though the record held its path.
+    paths = _jpegs(tmp_path, 4, bad={1})
+    records = [{"image": p, "caption": "a cat.", "label": i} for i, p in enumerate(paths)]
+    source = fl.ListSource(records) if kind == "ListSource" else fl.IterableRecords(lambda: iter(records))
+    fields = {"image": fl.Image([fl.Resize((8, 8))]), "label": "index"}
+    with pytest.raises(fl.DecodeError) as e:
+        list(fl.Loader(source, batch_size=4, workers=1, fields=fields))
+    assert f"(image={paths[1]})" in str(e.value) and "field 'image'" in str(e.value)
+    assert "cat" not in str(e.value)    # a caption is no path
+
+
 def test_a_record_a_stage_made_none_is_named_as_none():
     """A user .map that returned None for one record: each field reported its own symptom, NaN for a
     number (and 'field 'x': field 'x': ...' with two fields). The record is reported as None, and
