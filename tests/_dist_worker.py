@@ -16,6 +16,10 @@ Usage: torchrun --nproc_per_node=N _dist_worker.py ROOT OUT_DIR BATCH [STATE_JSO
    or: torchrun --nproc_per_node=2 _dist_worker.py --streams SAME OTHER OUT_DIR   (rank r streams the tar
        shards shard-{0..2}.tar of SAME, then of SAME (rank 0) or OTHER (rank 1), then a list of records
        with seed r, then shuffled with seed r)
+   or: torchrun --nproc_per_node=2 _dist_worker.py --stream-settings SHARDS OUT_DIR   (rank r streams
+       records through steps alike on both ranks, then through ones whose settings differ on rank 1,
+       one at a time: a mix's weights and stop, a shuffle's initial, a batch's drop_last, and the tar
+       shards SHARDS/shard-{0..2}.tar with another shuffle_initial)
    or: torchrun --nproc_per_node=2 _dist_worker.py --explicit OUT_DIR   (rank r loads 5 + r records with
        rank=/world_size= of its own: the group's, then on rank 0 alone the group's and rank=0, world_size=1)
 Each rank writes OUT_DIR/rank{r}.json: the record ids and a hash of the pixels of every sample of
@@ -188,6 +192,41 @@ def streams(same, other, out):
     finish(out, r, result)
 
 
+def plus_100(record):
+    return {"x": record["x"] + 100}
+
+
+def stream_settings(shards, out):
+    """Rank r streams records through steps alike on both ranks ("same"), then through steps one of
+    whose settings differs on rank 1; writes, for each, the record ids it yielded or the error that
+    stopped it."""
+    from datetime import timedelta
+    dist.init_process_group("gloo", timeout=timedelta(seconds=60))
+    r = dist.get_rank()
+    records = [{"x": i} for i in range(12)]
+
+    def listed():
+        return fl.IterableRecords(lambda: iter(records))
+    streams = {
+        "same": lambda: fl.mix([listed().shuffle(4, seed=1, initial=2).skip(2), listed().batch(5, drop_last=True).unbatch()
+                                .map(plus_100)], weights=[1, 3], seed=0, stop="all"),
+        "mix weights": lambda: fl.mix([listed(), listed().map(plus_100)], weights=[1, 3 + r], seed=0),
+        "mix stop": lambda: fl.mix([listed(), listed().map(plus_100)], seed=0, stop="all" if r else "first"),
+        "shuffle initial": lambda: listed().shuffle(4, seed=0, initial=1 + r),
+        "batch drop_last": lambda: listed().batch(5, drop_last=r == 1).unbatch(),
+        "tar shuffle_initial": lambda: fl.TarShards(shards + "/shard-{0..2}.tar").stream(
+            shuffle_buffer=4, seed=0, shuffle_initial=1 + r)}
+    result = {}
+    for name, make in streams.items():
+        key = "cls" if name.startswith("tar") else "x"
+        loader = fl.Loader(make(), batch_size=2, fields={key: None}, workers=1)
+        try:
+            result[name] = {"ids": [int(i) for b in loader for i in b[key]]}
+        except fl.FastloadError as e:
+            result[name] = {"error": str(e)}
+    finish(out, r, result)
+
+
 def explicit(out):
     """Rank r loads 5 + r records through Loaders given rank=/world_size=: the group's on every rank,
     then on rank 0 alone the group's and rank=0, world_size=1; writes, for each, the number of
@@ -211,6 +250,8 @@ def explicit(out):
 
 
 def main():
+    if sys.argv[1] == "--stream-settings":
+        return stream_settings(sys.argv[2], sys.argv[3])
     if sys.argv[1] == "--explicit":
         return explicit(sys.argv[2])
     if sys.argv[1] == "--streams":

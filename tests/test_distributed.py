@@ -340,6 +340,38 @@ def test_ranks_whose_streams_differ_are_stopped(tmp_path):
             "shuffle(4, seed=1) of IterableRecords;"), ranks[rank]["stream seed"]
 
 
+def test_ranks_whose_streams_order_or_count_their_records_otherwise_are_stopped(tmp_path):
+    """A stream's lineage named its shuffles' and mixes' seeds alone: ranks whose mix weights or stop,
+    shuffle initial, batch drop_last or tar shuffle_initial differed each took their share of another
+    order or count, records twice and others never, silently. Every such setting is compared now; a
+    stream alike on both ranks, all of them set, goes on."""
+    import io
+    import tarfile
+    for s in range(3):
+        with tarfile.open(tmp_path / f"shard-{s}.tar", "w") as t:
+            for i in range(4):
+                data = str(4 * s + i).encode()
+                member = tarfile.TarInfo(f"s{s}_{i}.cls")
+                member.size = len(data)
+                t.addfile(member, io.BytesIO(data))
+    out = str(tmp_path / "out")
+    ranks = launch(2, ["--stream-settings", str(tmp_path), out], out)
+    ids = ranks[0]["same"]["ids"] + ranks[1]["same"]["ids"]
+    assert sorted(ids) == list(range(2, 12)) + list(range(100, 110)), ranks
+    listed, plus = "IterableRecords", "map(plus_100) of IterableRecords"
+    want = {"mix weights": (f"mix(2, weights=[1.0, 3.0], seed=0) of {listed} + {plus}",
+                            f"mix(2, weights=[1.0, 4.0], seed=0) of {listed} + {plus}"),
+            "mix stop": (f"mix(2, seed=0) of {listed} + {plus}", f"mix(2, seed=0, stop='all') of {listed} + {plus}"),
+            "shuffle initial": (f"shuffle(4, seed=0, initial=1) of {listed}", f"shuffle(4, seed=0, initial=2) of {listed}"),
+            "batch drop_last": (f"unbatch() of batch(5) of {listed}", f"unbatch() of batch(5, drop_last=True) of {listed}"),
+            "tar shuffle_initial": ("TarStream(shuffle_buffer=4, seed=0, shuffle_initial=1)",
+                                    "TarStream(shuffle_buffer=4, seed=0, shuffle_initial=2)")}
+    for name, (mine, theirs) in want.items():
+        for rank in ranks:
+            assert rank[name].get("error", "").startswith(
+                f"stream differs between ranks: rank 0 has {mine}, rank 1 has {theirs};"), (name, rank[name])
+
+
 def test_a_loader_given_the_groups_rank_and_world_size_is_compared(tmp_path):
     """rank=dist.get_rank(), world_size=dist.get_world_size() shards across the group as the values
     found by the Loader itself do, so the ranks compare it; only other values (one rank's own data,

@@ -437,3 +437,37 @@ def test_a_stream_step_over_a_source_passes_a_record_it_cannot_read_on_as_failed
     assert got == [0, 1, 2, 3, 5, 6, 7, 8, 9]
     with pytest.raises(RecordError):   # iterating the source itself still raises
         list(src)
+
+
+def test_a_streams_lineage_names_every_setting_of_its_order_and_count():
+    """Under torch.distributed the ranks compare a stream's lineage: it named the seeds of its draws
+    alone, so ranks whose mix weights or stop, shuffle initial, batch drop_last or batches shuffle
+    differed each took their share of another order or count. Each setting is named now, exactly:
+    weights that differ in their last bit give other names."""
+    from fastload import TarStream
+
+    def lineage(make):
+        return make(stream(10)).lineage()
+    assert lineage(lambda s: s.shuffle(4, seed=2)) == "shuffle(4, seed=2) of ListSource"
+    assert lineage(lambda s: s.shuffle(4, seed=2, initial=3)) == "shuffle(4, seed=2, initial=3) of ListSource"
+    assert lineage(lambda s: s.batch(3)) == "batch(3) of ListSource"
+    assert lineage(lambda s: s.batch(3, drop_last=True)) == "batch(3, drop_last=True) of ListSource"
+    assert lineage(lambda s: s.filter(bool).take(5).skip(1).map(str)) == \
+        "map(str) of skip(1) of take(5) of filter(bool) of ListSource"
+    pairs = ListSource([("a", 0), ("b", 1)])
+    assert pairs.batches(2).lineage() == "batches(2, 'index') of ListSource"
+    assert pairs.batches(2, shuffle=True, seed=5, drop_last=True).lineage() == \
+        "batches(2, 'index', shuffle=True, seed=5, drop_last=True) of ListSource"
+    assert mix([stream(3), stream(4)]).lineage() == "mix(2, seed=0) of ListSource + ListSource"
+    assert mix([stream(3), stream(4)], weights=[1, 1]).lineage() == "mix(2, seed=0) of ListSource + ListSource"
+    assert mix([stream(3), stream(4)], weights=[1, 3], seed=1, stop="all").lineage() == \
+        "mix(2, weights=[1.0, 3.0], seed=1, stop='all') of ListSource + ListSource"
+    near = np.nextafter(0.3, 1.0)
+    assert mix([stream(3), stream(4)], weights=[0.3, 0.7]).lineage() != \
+        mix([stream(3), stream(4)], weights=[near, 0.7]).lineage()
+    tar = TarStream(["a.tar", "b.tar"], None, shuffle_buffer=8, seed=1)
+    assert tar.lineage() == "TarStream(shuffle_buffer=8, seed=1)"
+    assert TarStream(["a.tar"], None, shuffle_buffer=8, seed=1, shuffle_initial=2, require=(".jpg",)).lineage() \
+        == "TarStream(shuffle_buffer=8, seed=1, shuffle_initial=2, require=['jpg'])"
+    # without a buffer shuffle_initial draws nothing, so it is no setting of the order
+    assert TarStream(["a.tar"], None, shuffle_initial=2).lineage() == "TarStream(shuffle_buffer=0, seed=0)"

@@ -94,7 +94,8 @@ class Fluent:
         length = _length(self)
         if length is not None:
             length = length // n if drop_last else math.ceil(length / n)
-        return Stream(partial(_batch, self, n, drop_last), length, self, f"batch({n})")
+        return Stream(partial(_batch, self, n, drop_last), length, self,
+                      f"batch({n}, drop_last=True)" if drop_last else f"batch({n})")
 
     def unbatch(self) -> "Stream":
         """The elements of each batch; a tuple batch ``(xs, ys)`` yields ``(x, y)`` pairs, and a dict
@@ -113,8 +114,10 @@ class Fluent:
         _positive("buffer_size", buffer_size)
         _positive("initial", initial)
         seed = rng.check_seed(seed)
+        # Named with every setting of its draws (initial by the default's absence): ranks compare it.
+        more = "" if initial == 100 else f", initial={initial}"
         return Stream(partial(_shuffle, self, buffer_size, initial, seed), _length(self), self,
-                      f"shuffle({buffer_size}, seed={seed})", keyed="pass")
+                      f"shuffle({buffer_size}, seed={seed}{more})", keyed="pass")
 
     def take(self, n: int) -> "Stream":
         """The first ``n`` records."""
@@ -158,8 +161,9 @@ class Fluent:
         if length is not None:
             length = length // batch_size if drop_last else math.ceil(length / batch_size)
         depth = num_classes if labels == "onehot" else None
+        more = (f", shuffle=True, seed={seed}" if shuffle else "") + (", drop_last=True" if drop_last else "")
         return Stream(partial(_label_batches, self, shuffle, seed, batch_size, drop_last, depth),
-                      length, self, f"batches({batch_size}, {labels!r})", keyed="pass")
+                      length, self, f"batches({batch_size}, {labels!r}{more})", keyed="pass")
 
 
 class Stream(Fluent):
@@ -192,7 +196,8 @@ class Stream(Fluent):
         return tuple(up for up in ups if up is not None)
 
     def lineage(self) -> str:
-        """What the stream is made of, down to its sources, with the seeds of its draws: under
+        """What the stream is made of, down to its sources, with every setting that changes which
+        records come out, in what order and how many (seeds, weights, buffers, counts): under
         torch.distributed the ranks compare it (a shuffle seeded per rank would give each rank
         its share of another order)."""
         parts = [getattr(up, "lineage", lambda: type(up).__name__)() for up in self._ups()]
@@ -274,8 +279,11 @@ def mix(streams: Sequence[Iterable[Any]], weights: Sequence[float] | None = None
         raise ValueError(f"weights must be {len(streams)} non-negative numbers with a positive sum")
     if stop not in ("first", "all"):
         raise ValueError(f"stop must be 'first' or 'all', got {stop!r}")
+    # The weights as given, each float's shortest exact repr: two weightings named alike draw alike.
+    more = "" if (w == 1).all() else f", weights={[float(x) for x in w]}"
     return Stream(partial(_mix, list(streams), w, seed, stop), None, tuple(streams),
-                  f"mix({len(streams)}, seed={seed})", keyed="epoch")
+                  f"mix({len(streams)}{more}, seed={seed}" + (", stop='all')" if stop == "all" else ")"),
+                  keyed="epoch")
 
 
 # ---------------------------------------------------------------- passes

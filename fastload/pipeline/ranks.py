@@ -11,8 +11,9 @@ process group, the ranks exchange their record count and a digest of their
 local file names (:meth:`Source.local_listing`) through the process group's
 store, which every backend has. The Loader's settings that cut that order into
 steps go with them (seed, shuffle, batch_size, drop_last, where the first read
-starts, and a stream's lineage: its steps and their seeds): a rank given its own seed (``seed=base + rank``) would take its
-part of another permutation, some records twice and others never. When they
+starts, and a stream's lineage: its steps with every setting that changes which records
+come out, in what order and how many): a rank given its own seed (``seed=base + rank``) would
+take its part of another permutation, some records twice and others never. When they
 agree, that is all; when they do not, every rank has seen every rank's summary,
 so all take the same path: rank 0's names go through the store too, each rank
 finds its first difference, and every rank raises, rather than one rank
@@ -46,7 +47,8 @@ _checks = itertools.count()   # a process's n-th check: every rank's n-th is of 
 # What to do about a Loader setting that differs between ranks, by the name the Loader gives it.
 _HINTS = {"seed": "give every rank the same seed (per-rank augmentation randomness already differs by record)",
           "start": "load the same state_dict() on every rank, and set_epoch() the same epoch",
-          "stream": "build the same stream on every rank, with the same seeds for its shuffles and mixes"}
+          "stream": "build the same stream on every rank, with the same settings (seeds, weights, buffers, "
+                    "counts) for its steps"}
 
 
 def check_same_records(source, rank: int, world_size: int, settings: dict | None = None) -> bool:

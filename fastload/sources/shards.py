@@ -429,7 +429,13 @@ class TarStream(Fluent):
 
     def lineage(self) -> str:
         """As :meth:`~fastload.pipeline.fluent.Stream.lineage`."""
-        return f"TarStream(shuffle_buffer={self.shuffle_buffer}, seed={self.seed})"
+        # shuffle_initial only where a buffer draws; require, by what it fails, changes what a Loader skips.
+        more = ""
+        if self.shuffle_buffer and self.shuffle_initial != 100:
+            more += f", shuffle_initial={self.shuffle_initial}"
+        if self.require:
+            more += f", require={list(self.require)}"
+        return f"TarStream(shuffle_buffer={self.shuffle_buffer}, seed={self.seed}{more})"
 
     def set_epoch(self, epoch: int) -> None:
         """Draw every later pass from ``(seed, epoch)``. A Loader resumes, or finishes an epoch left
