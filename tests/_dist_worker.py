@@ -20,6 +20,9 @@ Usage: torchrun --nproc_per_node=N _dist_worker.py ROOT OUT_DIR BATCH [STATE_JSO
        records through steps alike on both ranks, then through ones whose settings differ on rank 1,
        one at a time: a mix's weights and stop, a shuffle's initial, a batch's drop_last, and the tar
        shards SHARDS/shard-{0..2}.tar with another shuffle_initial)
+   or: torchrun --nproc_per_node=2 _dist_worker.py --folder-streams SAME0 SAME1 OTHER0 OTHER1 OUT_DIR
+       (rank r iterates Loaders over ImageFolder(SAMEr).map(tuple), ImageFolder(OTHERr).map(tuple) and
+       a mix of ImageFolder(SAMEr) and ImageFolder(OTHERr))
    or: torchrun --nproc_per_node=2 _dist_worker.py --explicit OUT_DIR   (rank r loads 5 + r records with
        rank=/world_size= of its own: the group's, then on rank 0 alone the group's and rank=0, world_size=1)
 Each rank writes OUT_DIR/rank{r}.json: the record ids and a hash of the pixels of every sample of
@@ -227,6 +230,24 @@ def stream_settings(shards, out):
     finish(out, r, result)
 
 
+def folder_streams(same, other, out):
+    """Rank r iterates Loaders over a step of ``same[r]``, of ``other[r]``, and a mix of both; writes,
+    for each, the number of batches it yielded or the error that stopped it."""
+    from datetime import timedelta
+    dist.init_process_group("gloo", timeout=timedelta(seconds=60))
+    r = dist.get_rank()
+    streams = {"same": lambda: fl.ImageFolder(same[r]).map(tuple),
+               "other": lambda: fl.ImageFolder(other[r]).map(tuple),
+               "mix": lambda: fl.mix([fl.ImageFolder(same[r]), fl.ImageFolder(other[r])], seed=0, stop="all")}
+    result = {}
+    for name, make in streams.items():
+        try:
+            result[name] = {"batches": len(list(fl.Loader(make(), batch_size=2, transforms=[fl.Resize((8, 8))])))}
+        except fl.FastloadError as e:
+            result[name] = {"error": str(e)}
+    finish(out, r, result)
+
+
 def explicit(out):
     """Rank r loads 5 + r records through Loaders given rank=/world_size=: the group's on every rank,
     then on rank 0 alone the group's and rank=0, world_size=1; writes, for each, the number of
@@ -252,6 +273,8 @@ def explicit(out):
 def main():
     if sys.argv[1] == "--stream-settings":
         return stream_settings(sys.argv[2], sys.argv[3])
+    if sys.argv[1] == "--folder-streams":
+        return folder_streams(sys.argv[2:4], sys.argv[4:6], sys.argv[6])
     if sys.argv[1] == "--explicit":
         return explicit(sys.argv[2])
     if sys.argv[1] == "--streams":

@@ -372,6 +372,30 @@ def test_ranks_whose_streams_order_or_count_their_records_otherwise_are_stopped(
                 f"stream differs between ranks: rank 0 has {mine}, rank 1 has {theirs};"), (name, rank[name])
 
 
+def test_ranks_whose_folders_differ_under_a_streams_steps_are_stopped(tmp_path):
+    """A stream passed its upstream's tar shards on to be compared, not a folder's listing: a step over
+    a folder with a file more on one machine gave that rank a batch more (DDP's all-reduce waits).
+    Its listing is compared as the folder's own is; of a mix, each input's, named by its number."""
+    import shutil
+    from fastload.synthetic import make_image_folder
+    same0 = make_image_folder(str(tmp_path / "a" / "d"), classes=2, per_class=3, size=(16, 16))
+    same1 = str(shutil.copytree(same0, tmp_path / "b" / "d"))
+    other0 = str(shutil.copytree(same0, tmp_path / "c" / "d"))
+    other1 = str(shutil.copytree(same0, tmp_path / "e" / "d"))
+    shutil.copy(os.path.join(other1, "class_001", "img_00000.jpg"), os.path.join(other1, "class_001", "extra.jpg"))
+    out = str(tmp_path / "out")
+    ranks = launch(2, ["--folder-streams", same0, same1, other0, other1, out], out)
+    assert [r["same"] for r in ranks] == [{"batches": 2}] * 2     # 6 records, 4 a global step
+    for rank in (0, 1):
+        for name, source, first in (("other", "<Stream map(tuple)>", "'class_001/extra.jpg'"),
+                                    ("mix", "<Stream mix(2, seed=0, stop='all')>", "'input 1: class_001/extra.jpg'")):
+            error = ranks[rank][name].get("error", "")
+            assert error.startswith(f"the ranks hold other records in {source}: rank 1 lists other records than "
+                                    "rank 0"), (name, ranks[rank][name])
+            assert (f"rank 1's first record that differs is {3 if name == 'other' else 9}: {first} where rank 0 "
+                    f"has" in error) == (rank == 1), error
+
+
 def test_a_loader_given_the_groups_rank_and_world_size_is_compared(tmp_path):
     """rank=dist.get_rank(), world_size=dist.get_world_size() shards across the group as the values
     found by the Loader itself do, so the ranks compare it; only other values (one rank's own data,

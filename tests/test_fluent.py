@@ -471,3 +471,28 @@ def test_a_streams_lineage_names_every_setting_of_its_order_and_count():
         == "TarStream(shuffle_buffer=8, seed=1, shuffle_initial=2, require=['jpg'])"
     # without a buffer shuffle_initial draws nothing, so it is no setting of the order
     assert TarStream(["a.tar"], None, shuffle_initial=2).lineage() == "TarStream(shuffle_buffer=0, seed=0)"
+
+
+def test_a_stream_passes_on_the_listing_of_the_folder_it_reads(tmp_path):
+    """Under torch.distributed the ranks compare a folder's listing: a stream's step over a folder did
+    not pass it on, so a folder with a file more on one machine went uncompared. A step passes its
+    source's listing on; a mix each input's, after the input's number (so a difference names it),
+    and tar shards' by name and size where another input lists its files."""
+    import io
+    import tarfile
+    from fastload import ImageFolder, TarShards
+    from fastload.synthetic import make_image_folder
+    root = make_image_folder(str(tmp_path / "d"), classes=2, per_class=2, size=(16, 16))
+    folder = ImageFolder(root)
+    assert list(folder.map(tuple).shuffle(2).local_listing()) == list(folder.local_listing())
+    assert stream(3).map(str).local_listing() is None
+    with tarfile.open(tmp_path / "s.tar", "w") as t:
+        member = tarfile.TarInfo("k.cls")
+        member.size = 1
+        t.addfile(member, io.BytesIO(b"0"))
+    size = (tmp_path / "s.tar").stat().st_size
+    names = ["class_000/img_00000.jpg", "class_000/img_00001.jpg", "class_001/img_00000.jpg", "class_001/img_00001.jpg"]
+    listing = mix([folder.map(tuple), stream(3), TarShards(str(tmp_path / "s.tar")).stream()]).local_listing()
+    assert list(listing) == [f"input 0: {n}" for n in names] + [f"input 2: s.tar ({size} bytes)"]
+    # tar shards alone are compared as shards, as before
+    assert mix([TarShards(str(tmp_path / "s.tar")).stream(), stream(3)]).local_listing() is None

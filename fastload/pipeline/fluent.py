@@ -226,6 +226,22 @@ class Stream(Fluent):
         """The local shards of what it reads (see :meth:`~fastload.TarShards.local_shards`)."""
         return [u for up in self._ups() for u in getattr(up, "local_shards", list)()]
 
+    def local_listing(self):
+        """The local files what it reads lists itself (see :meth:`~fastload.Source.local_listing`): one
+        source's listing; of several (a mix) where one lists its files, each one's files, else its
+        local shards by name and size, each name after its input's number, so a difference names
+        the input. None when none lists its files (their local shards stand in, as alone)."""
+        ups = self._ups()
+        if len(ups) == 1:
+            return getattr(ups[0], "local_listing", lambda: None)()
+        from ..sources.paths import PathTable
+        from .ranks import _local_listing   # here: ranks imports the sources, which import this module
+        listed = [_local_listing(up) for up in ups]
+        if all(noun != "record" for _, noun in listed):
+            return None
+        return PathTable([[f"input {i}: {name}" for name in listing.relative()]
+                          for i, (listing, _) in enumerate(listed) if listing is not None])
+
     def unordered_stage(self) -> str | None:
         """The name of a stage here or upstream whose order depends on threads, or None: each pass
         then gives the records in another order, so a position in it names no particular record."""

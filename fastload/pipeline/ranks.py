@@ -20,9 +20,10 @@ finds its first difference, and every rank raises, rather than one rank
 stopping and the others waiting in their next collective.
 
 A stream (no length, read front to back) is cut into global steps as it is
-read, so the same holds for it: its settings are compared, and its local tar
-shards by name and size (a shard missing or cut short on one machine); a
-stream with no local listing (records from a function) by its settings alone.
+read, so the same holds for it: its settings are compared, the listing of a
+local folder it reads (through its steps), and its local tar shards by name and
+size (a shard missing or cut short on one machine); a stream with no local
+listing (records from a function) by its settings alone.
 
 A rank that never reads the Loader (a loop on rank 0 alone over a Loader
 sharded across the group) would leave the others waiting: after
@@ -91,9 +92,9 @@ def check_same_records(source, rank: int, world_size: int, settings: dict | None
 
 def _local_listing(source):
     """The local files ``source`` lists itself (a PathTable) and what each is, or (None, None):
-    its :meth:`Source.local_listing`, else its local shards (``local_shards``, a stream's through
-    its steps) by name and size: a shard missing or cut short on one machine changes a stream's
-    records though not their names."""
+    its :meth:`Source.local_listing`, else its local shards (``local_shards``) by name and size,
+    a stream's each through its steps: a shard missing or cut short on one machine changes a
+    stream's records though not their names."""
     own = getattr(source, "local_listing", lambda: None)()
     if own is not None:
         return own, "record"
