@@ -616,3 +616,45 @@ def test_a_stream_has_the_fields_of_every_sample_as_its_indexed_source(tmp_path)
         cached = fl.TarShards(urls, cache_dir=tmp_path / "cache")
         len(cached)   # indexed once, kept in cache_dir
         assert cached.stream().fields == ("cls", "json", "txt")
+
+
+def test_a_streams_state_loads_only_into_a_stream_of_the_same_shards(shards, tmp_path):
+    """A stream's pass state keeps its shards' counts by read position, a permutation of the shards:
+    loaded into a stream of a shard more, or of other shards, each count went to another shard and
+    records repeated or were never read. The state names its shards (how many, a digest of their
+    names), and another list of them is refused saying what differs; the same shards in another
+    directory resume exactly, and a state saved without those entries still loads."""
+    moved = tmp_path / "moved"
+    moved.mkdir()
+    for s in shards:
+        shutil.copy(s, moved / os.path.basename(s))
+    renamed = tmp_path / "renamed"
+    renamed.mkdir()
+    for i, s in enumerate(shards):
+        shutil.copy(s, renamed / f"part-{i}.tar")
+
+    def loader(urls):
+        return fl.Loader(fl.TarShards(urls).stream(shuffle_buffer=5, seed=2).map(dict), batch_size=4,
+                         fields={"cls": "index", "__key__": None})
+
+    def keys(batches):
+        return [k for b in batches for k in b["__key__"]]
+
+    whole = keys(loader(shards[:2]))
+    L = loader(shards[:2])
+    it = iter(L)
+    got = keys(next(it) for _ in range(2))
+    state = json.loads(json.dumps(L.state_dict()))
+    del it
+    with pytest.raises(ValueError, match=r"^the state was saved over 2 shards, this stream has 3: the pass resumed "
+                                         r"would read other records"):
+        loader(shards).load_state_dict(state)
+    with pytest.raises(ValueError, match=r"^the state was saved over 2 shards of other names than this stream's"):
+        loader([str(renamed / "part-0.tar"), str(renamed / "part-1.tar")]).load_state_dict(state)
+    with pytest.raises(ValueError, match="over 2 shards of other names"):   # the same shards in another order
+        loader(shards[1::-1]).load_state_dict(state)
+    elsewhere = [str(moved / os.path.basename(s)) for s in shards[:2]]
+    assert got + keys(loader(elsewhere).load_state_dict(state)) == whole
+    for part in state["stream"]["parts"]:
+        del part["shards"], part["names"]
+    assert got + keys(loader(shards[:2]).load_state_dict(state)) == whole

@@ -42,6 +42,7 @@ from ..pipeline import rng as randomness
 from ..pipeline.fluent import Fluent, buffered_shuffle
 from . import _tar
 from .base import Source
+from .paths import PathTable
 from .remote import Storage, StorageError, cache_name, expand_urls, is_url
 
 __all__ = ["TarShards", "TarStream", "decode_member", "split_key"]
@@ -500,14 +501,20 @@ class TarStream(Fluent):
     def pass_state(self, epoch: int) -> dict | None:
         """What the shards of the pass of ``epoch`` gave so far, in read order (JSON-serialisable):
         ``counts`` (records of each shard begun), ``done`` (shards read to their end) and ``failed``
-        (``[shard, record, reason]`` where a read failed). None if that pass was not read last."""
+        (``[shard, record, reason]`` where a read failed), with the shards it read: ``shards``, how
+        many, and ``names``, a digest of their names below their common directory (the same shards
+        elsewhere give the same). None if that pass was not read last."""
         memo = self._resume if self._resume is not None and self._resume["epoch"] == epoch else self._memo
         if memo is None or memo["epoch"] != epoch:
             return None
         # Read in this order while the pass goes on: each later part is at least as far along.
         done, failed, counts = memo["done"], dict(memo["failed"]), list(memo["counts"])
         return {"epoch": epoch, "done": done, "counts": counts,
-                "failed": [[i, at, reason] for i, (at, reason) in sorted(failed.items())]}
+                "failed": [[i, at, reason] for i, (at, reason) in sorted(failed.items())],
+                "shards": len(self.urls), "names": self._names()}
+
+    def _names(self) -> str:
+        return PathTable.of(self.urls).digest().hex()
 
     def resume_pass(self, epoch: int, state: dict | None = None) -> None:
         """Make the next pass of ``epoch`` continue the one ``state`` (from :meth:`pass_state`)
@@ -523,6 +530,15 @@ class TarStream(Fluent):
                     "failed": {int(i): (int(at), str(reason)) for i, at, reason in state["failed"]}}
         except (KeyError, TypeError, ValueError) as e:
             raise ValueError(f"not a TarStream pass state: {state!r}") from e
+        # A pass reads the shards in a permutation of their positions and its counts go by read
+        # position: over other shards each count would be applied to another shard. (A state
+        # saved before these entries were kept is taken as it is.)
+        if "shards" in state and state["shards"] != len(self.urls):
+            raise ValueError(f"the state was saved over {state['shards']} shards, this stream has {len(self.urls)}: "
+                             "the pass resumed would read other records; load it into a stream of the same shards")
+        if "names" in state and state["names"] != self._names():
+            raise ValueError(f"the state was saved over {len(self.urls)} shards of other names than this stream's: "
+                             "the pass resumed would read other records; load it into a stream of the same shards")
         if plan["epoch"] == int(epoch):
             self._resume = plan
 
