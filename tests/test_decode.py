@@ -24,6 +24,7 @@ from PIL import Image, ImageOps, features
 from fastload._kernels import _batch
 from fastload.errors import DecodeError
 from fastload.image.decode import DEFAULT_MAX_PIXELS, image_size, pillow_decode, read_image
+from fastload.image.values import to_image_value
 from helpers import encode, photo_like, write_image_folder
 
 needs_turbo = pytest.mark.skipif(not _batch.HAVE_LIBJPEG_TURBO, reason="built without libjpeg-turbo")
@@ -334,6 +335,9 @@ def test_high_bit_depth_modes(mode, values, expected):
         assert pixels.shape == values.shape + (3,)
         np.testing.assert_array_equal(pixels[..., 0], np.array([expected], np.uint8))
         assert (pixels == pixels[..., :1]).all()
+        # the same image given as a record's PIL value gives the file's pixels
+        np.testing.assert_array_equal(to_image_value(Image.open(io.BytesIO(data))), pixels)
+    np.testing.assert_array_equal(to_image_value(im), pixels)
 
 
 @pytest.mark.parametrize("orientation", [1, 5])   # 5 turns the axes without running one backwards

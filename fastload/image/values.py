@@ -18,7 +18,9 @@ def to_image_value(v):
 
     Accepts paths, bytes-like objects, the Hub's ``{"bytes", "path"}`` dicts,
     PIL images, binary file-like objects and NumPy arrays (HW grey, HWC with 1,
-    3 or 4 channels, uint8; a 1-D uint8 array is an encoded file's bytes). Raises TypeError or ValueError naming what was wrong.
+    3 or 4 channels, uint8; a 1-D uint8 array is an encoded file's bytes). A PIL
+    image's 16-bit and float modes map to 0..255 as a file's do (see
+    :mod:`fastload.image.decode`). Raises TypeError or ValueError naming what was wrong.
     """
     if v is None or isinstance(v, (str, bytes)):
         return v
@@ -43,7 +45,10 @@ def to_image_value(v):
             raise TypeError(f"an image file object must be opened in binary mode, read gave {type(data).__name__}")
         return bytes(data)
     if _is_pil_image(v):
-        return _rgb_array(np.asarray(v.convert("RGB") if v.mode not in ("RGB", "L", "RGBA") else v))
+        if v.mode in ("RGB", "L", "RGBA"):
+            return _rgb_array(np.asarray(v))
+        from .decode import _to_rgb   # a file's conversion: convert("RGB") clips 16-bit samples at 255
+        return _rgb_array(_to_rgb(v))
     raise TypeError(f"expected an image path, bytes, a {{'bytes', 'path'}} dict, a PIL image, a file object "
                     f"or an HWC uint8 array, got {type(v).__name__}")
 
