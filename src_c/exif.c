@@ -1,5 +1,7 @@
 #include "exif.h"
 
+#include <string.h>
+
 static unsigned rd16(const uint8_t *p, int le)
 {
     return le ? (unsigned)p[0] | (unsigned)p[1] << 8 : (unsigned)p[0] << 8 | (unsigned)p[1];
@@ -40,4 +42,25 @@ int fl_exif_orientation(const uint8_t *p, size_t n)
         return rd32(e + 4, le) == 1 && v >= 1 && v <= 8 ? (int)v : -1;
     }
     return cut ? -1 : 0;
+}
+
+int fl_xmp_orientation(const uint8_t *p, size_t n)
+{
+    static const char key[] = "tiff:Orientation";
+    const size_t k = sizeof(key) - 1;
+    const uint8_t *end = p + n;
+    for (const uint8_t *s = p; (size_t)(end - s) > k + 1;) {
+        const uint8_t *t = memchr(s, 't', (size_t)(end - s) - k - 1);
+        if (!t)
+            break;
+        if (memcmp(t, key, k) == 0) {
+            const uint8_t *v = t + k;
+            if (v[0] == '>' && v[1] >= '0' && v[1] <= '9')
+                return v[1] - '0';
+            if (v[0] == '=' && v[1] == '"' && end - v > 2 && v[2] >= '0' && v[2] <= '9')
+                return v[2] - '0';
+        }
+        s = t + 1;
+    }
+    return -1;
 }

@@ -1,4 +1,5 @@
-/* The EXIF orientation tag, shared by the JPEG (APP1) and PNG (eXIf) routes. */
+/* The EXIF orientation tag and its XMP stand-in, shared by the JPEG (APP1)
+ * and PNG (eXIf, iTXt) routes. */
 #ifndef FL_EXIF_H
 #define FL_EXIF_H
 
@@ -12,5 +13,11 @@
  * leaves the image alone in the last two cases; a caller that must know
  * what Pillow would make of a malformed block asks Pillow. */
 int fl_exif_orientation(const uint8_t *tiff, size_t n);
+
+/* The orientation an XMP packet gives Pillow's getexif when the EXIF has no
+ * Orientation tag: the digit of the first "tiff:Orientation" followed by
+ * '="' or '>' and a digit (Pillow's regex tiff:Orientation(="|>)([0-9])),
+ * 0..9; -1 when there is none. */
+int fl_xmp_orientation(const uint8_t *xmp, size_t n);
 
 #endif

@@ -18,15 +18,32 @@
 
 /* ---- EXIF orientation ------------------------------------------------- */
 
-/* The orientation of an APP1 "Exif" payload (see exif.h): 1..8, or 0 when
- * it has none or is malformed (as Pillow's exif_transpose, which then leaves
- * the image alone). */
+/* The orientation of the first APP1 "Exif" payload as fl_exif_orientation
+ * gives it; 0 for an empty block (Pillow reads no tags from it). */
 static int exif_orientation(const uint8_t *p, size_t n)
 {
-    if (n < 6 + 8 || memcmp(p, "Exif\0\0", 6) != 0)
+    return n == 6 ? 0 : fl_exif_orientation(p + 6, n - 6);
+}
+
+static const char xmp_id[] = "http://ns.adobe.com/xap/1.0/";   /* with its NUL: an APP1 XMP packet */
+
+static int is_xmp(const uint8_t *p, size_t n)
+{
+    return n >= sizeof(xmp_id) && memcmp(p, xmp_id, sizeof(xmp_id)) == 0;
+}
+
+/* What exif_transpose applies (see fl_jpeg_info.orientation), from the first
+ * Exif block's tag (fl_exif_orientation; 0 when there is no block) and the
+ * last XMP packet's (fl_xmp_orientation), which Pillow's getexif falls back
+ * on when the Exif block has no tag. A block that may or may not hold one
+ * (malformed, or a value out of range) leaves an XMP turn to Pillow. */
+static int jpeg_orientation(int exif, int xmp)
+{
+    if (exif > 0)
+        return exif;
+    if (xmp < 2 || xmp > 8)
         return 0;
-    int o = fl_exif_orientation(p + 6, n - 6);
-    return o > 0 ? o : 0;
+    return exif == 0 ? xmp : -1;
 }
 
 /* ---- header scan without libjpeg ------------------------------------- */
@@ -37,9 +54,10 @@ int fl_jpeg_scan(const uint8_t *data, size_t size, fl_jpeg_info *info)
         return FL_NOT_JPEG;
     memset(info, 0, sizeof *info);
     size_t i = 2;
+    int exif = 0, xmp = -1, have_exif = 0, have_frame = 0;
     while (i + 4 <= size) {
         if (data[i] != 0xFF)
-            return FL_ERR_DECODE;
+            break;
         uint8_t m = data[i + 1];
         if (m == 0xFF) {            /* fill byte */
             i++;
@@ -50,13 +68,17 @@ int fl_jpeg_scan(const uint8_t *data, size_t size, fl_jpeg_info *info)
             continue;
         }
         size_t len = (size_t)data[i + 2] << 8 | data[i + 3];
-        if (len < 2 || i + 2 + len > size)
-            return FL_ERR_DECODE;
+        if (len < 2 || i + 2 + len > size || m == 0xDA || m == 0xD9)
+            break;
         const uint8_t *seg = data + i + 4;
         size_t n = len - 2;
-        if (m == 0xE1 && !info->orientation && n >= 6 && memcmp(seg, "Exif\0\0", 6) == 0)
-            info->orientation = exif_orientation(seg, n);
-        if (m >= 0xC0 && m <= 0xCF && m != 0xC4 && m != 0xC8 && m != 0xCC) {   /* SOFn */
+        if (m == 0xE1 && !have_exif && n >= 6 && memcmp(seg, "Exif\0\0", 6) == 0) {
+            exif = exif_orientation(seg, n);
+            have_exif = 1;
+        } else if (m == 0xE1 && is_xmp(seg, n)) {
+            xmp = fl_xmp_orientation(seg + sizeof(xmp_id), n - sizeof(xmp_id));
+        }
+        if (m >= 0xC0 && m <= 0xCF && m != 0xC4 && m != 0xC8 && m != 0xCC && !have_frame) {   /* SOFn */
             if (n < 6)
                 return FL_ERR_DECODE;
             info->height = seg[1] << 8 | seg[2];
@@ -64,13 +86,15 @@ int fl_jpeg_scan(const uint8_t *data, size_t size, fl_jpeg_info *info)
             info->components = seg[5];
             info->progressive = m == 0xC2 || m == 0xC6 || m == 0xCA || m == 0xCE;
             info->colorspace = info->components == 1 ? FL_CS_GRAY : info->components == 3 ? FL_CS_YCC : FL_CS_OTHER;
-            return info->width > 0 && info->height > 0 ? FL_OK : FL_ERR_DECODE;
+            if (info->width <= 0 || info->height <= 0)
+                return FL_ERR_DECODE;
+            have_frame = 1;
         }
-        if (m == 0xDA || m == 0xD9)   /* scan or end before a frame header */
-            return FL_ERR_DECODE;
         i += 2 + len;
     }
-    return FL_ERR_DECODE;
+    /* Pillow reads the APP1 segments up to the scan, the frame header's followers too */
+    info->orientation = jpeg_orientation(exif, xmp);
+    return have_frame ? FL_OK : FL_ERR_DECODE;
 }
 
 /* ---- stream check without libjpeg ------------------------------------ */
@@ -253,10 +277,18 @@ const char *fl_jpeg_version(void)
 
 static int saved_orientation(j_decompress_ptr cinfo)
 {
-    for (jpeg_saved_marker_ptr m = cinfo->marker_list; m; m = m->next)
-        if (m->marker == JPEG_APP0 + 1 && m->data_length >= 6 && memcmp(m->data, "Exif\0\0", 6) == 0)
-            return exif_orientation(m->data, m->data_length);   /* the first one, as Pillow */
-    return 0;
+    int exif = 0, xmp = -1, have_exif = 0;
+    for (jpeg_saved_marker_ptr m = cinfo->marker_list; m; m = m->next) {
+        if (m->marker != JPEG_APP0 + 1)
+            continue;
+        if (!have_exif && m->data_length >= 6 && memcmp(m->data, "Exif\0\0", 6) == 0) {
+            exif = exif_orientation(m->data, m->data_length);   /* the first one, as Pillow */
+            have_exif = 1;
+        } else if (is_xmp(m->data, m->data_length)) {
+            xmp = fl_xmp_orientation(m->data + sizeof(xmp_id), m->data_length - sizeof(xmp_id));   /* the last */
+        }
+    }
+    return jpeg_orientation(exif, xmp);
 }
 
 /* ---- header ----------------------------------------------------------- */
@@ -367,8 +399,9 @@ static int plan(const fl_jpeg_info *info, int x0, int y0, int x1, int y1,
                 info->components);
         return FL_UNSUPPORTED;
     }
-    if (honour_exif && info->orientation > 1) {
-        fl_set_err(err, "EXIF orientation %d needs a transpose", info->orientation);
+    if (honour_exif && (info->orientation > 1 || info->orientation < 0)) {
+        fl_set_err(err, info->orientation < 0 ? "an orientation only Pillow can read"
+                                              : "EXIF orientation %d needs a transpose", info->orientation);
         return FL_UNSUPPORTED;
     }
     int64_t rx0 = clamp64(x0, 0, w), rx1 = clamp64(x1, 0, w);

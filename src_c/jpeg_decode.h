@@ -19,7 +19,10 @@ typedef struct {
     int width, height;   /* full-resolution size as stored (before EXIF orientation) */
     int components;
     int colorspace;      /* FL_CS_* */
-    int orientation;     /* EXIF orientation 1..8, or 0 when there is no EXIF tag */
+    int orientation;     /* what exif_transpose applies: the EXIF orientation 1..8, else the
+                          * XMP tiff:Orientation (as Pillow's getexif); 0 when neither has one;
+                          * -1 when only Pillow can tell (an XMP turn beside an Exif block that
+                          * may hold a tag Pillow reads but this parser cannot) */
     int progressive;
 } fl_jpeg_info;
 
@@ -47,11 +50,13 @@ void fl_jpeg_decoder_free(fl_jpeg_decoder *d);
 /* "libjpeg-turbo 2.1.5" or "none"; static storage. */
 const char *fl_jpeg_version(void);
 
-/* The frame header and EXIF orientation from the JPEG markers alone, without
+/* The frame header and orientation from the JPEG markers alone, without
  * libjpeg (so also in a build without it): width, height, components,
  * progressive, orientation; colorspace is a guess from the component count
- * (1 grey, 3 YCbCr, else other). FL_OK, FL_NOT_JPEG or FL_ERR_DECODE (no
- * frame header before the scan, or a segment running past the data). */
+ * (1 grey, 3 YCbCr, else other); the orientation from every APP1 segment
+ * before the scan, as Pillow reads them. FL_OK, FL_NOT_JPEG or FL_ERR_DECODE
+ * (no frame header before the scan, or a segment running past the data
+ * before it). */
 int fl_jpeg_scan(const uint8_t *data, size_t size, fl_jpeg_info *info);
 
 /* What the route through Pillow's decoder, which ignores libjpeg's warnings,
@@ -75,8 +80,8 @@ int fl_jpeg_read_info(fl_jpeg_decoder *d, const uint8_t *data, size_t size,
  * `d`. The IDCT scale is the largest 1/denom, denom <= max_denom (a power of
  * two up to 8), that keeps the rectangle at least min_w x min_h pixels once
  * scaled. Grayscale is expanded to RGB. Checked in this order: images over
- * max_pixels (0 = no limit) are FL_ERR_TOO_LARGE; CMYK/YCCK and EXIF
- * orientation other than 1 (when honour_exif) are FL_UNSUPPORTED, and the
+ * max_pixels (0 = no limit) are FL_ERR_TOO_LARGE; CMYK/YCCK and an
+ * orientation other than 0 or 1 (when honour_exif) are FL_UNSUPPORTED, and the
  * caller decodes another way. A truncated stream, or entropy-coded data that
  * libjpeg would pad or guess, is FL_ERR_DECODE, never a grey-filled image;
  * when every row was read the stream must also end properly (EOI). Rows

@@ -38,17 +38,54 @@ static uint32_t be32(const uint8_t *p)
     return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | (uint32_t)p[3];
 }
 
-/* The EXIF orientation as Pillow's PNG plugin sees it on open: the last eXIf
- * chunk before the first IDAT (Image.getexif strips an "Exif\0\0" prefix).
- * 0: no eXIf; 1..8; -1: Pillow's answer cannot be told from here (see
- * fl_png_begin). The chunk walk trusts nothing: it stops at the end of the
+static int png_text_chunk(const uint8_t *type)
+{
+    return memcmp(type, "tEXt", 4) == 0 || memcmp(type, "zTXt", 4) == 0 || memcmp(type, "iTXt", 4) == 0;
+}
+
+/* Whether a text chunk's keyword (with its NUL) is `key`. */
+static int png_keyword(const uint8_t *body, size_t len, const char *key)
+{
+    size_t n = strlen(key) + 1;
+    return len >= n && memcmp(body, key, n) == 0;
+}
+
+/* The text of an XMP chunk as Pillow stores it, when it is there uncompressed
+ * (tEXt, or an iTXt whose fields Pillow's parser accepts); NULL otherwise. */
+static const uint8_t *png_xmp_text(const uint8_t *type, const uint8_t *body, size_t len, size_t *n)
+{
+    const uint8_t *p = body + sizeof("XML:com.adobe.xmp"), *end = body + len;
+    if (memcmp(type, "tEXt", 4) == 0) {
+        *n = (size_t)(end - p);
+        return p;
+    }
+    if (memcmp(type, "iTXt", 4) != 0 || end - p < 2 || p[0] != 0)   /* the compression flag */
+        return NULL;
+    p += 2;
+    for (int field = 0; field < 2; field++) {   /* language tag, translated keyword */
+        const uint8_t *nul = memchr(p, 0, (size_t)(end - p));
+        if (!nul)
+            return NULL;
+        p = nul + 1;
+    }
+    *n = (size_t)(end - p);
+    return p;
+}
+
+/* The orientation exif_transpose applies, from the chunks before the first
+ * IDAT, as Pillow's PNG plugin reads them on open: the last eXIf chunk's tag
+ * (Image.getexif strips an "Exif\0\0" prefix), else XMP's tiff:Orientation
+ * (fl_xmp_orientation). 0: none; 1..8; -1: Pillow's answer cannot be told
+ * from here (see fl_png_begin): EXIF in a text chunk ("Raw profile type
+ * exif", as ImageMagick writes it), compressed or repeated XMP, or a
+ * malformed eXIf. The chunk walk trusts nothing: it stops at the end of the
  * data, and libspng reports whatever is malformed. */
 static int png_orientation(const uint8_t *data, size_t size)
 {
-    static const char xmp[] = "XML:com.adobe.xmp";   /* Pillow falls back on its tiff:Orientation */
-    const uint8_t *exif = NULL;
-    size_t exif_len = 0, pos = 8;
-    int have_xmp = 0;
+    static const char xmp_key[] = "XML:com.adobe.xmp";
+    const uint8_t *exif = NULL, *xmp = NULL;
+    size_t exif_len = 0, xmp_len = 0, pos = 8;
+    int xmp_chunks = 0, text_exif = 0;
     while (size - pos >= 12) {
         size_t len = be32(data + pos);
         const uint8_t *type = data + pos + 4, *body = data + pos + 8;
@@ -57,20 +94,33 @@ static int png_orientation(const uint8_t *data, size_t size)
         if (memcmp(type, "eXIf", 4) == 0) {
             exif = body;
             exif_len = len;
-        } else if ((memcmp(type, "tEXt", 4) == 0 || memcmp(type, "zTXt", 4) == 0 || memcmp(type, "iTXt", 4) == 0)
-                   && len >= sizeof(xmp) && memcmp(body, xmp, sizeof(xmp)) == 0) {   /* keyword + NUL */
-            have_xmp = 1;
+        } else if (png_text_chunk(type)) {
+            if (png_keyword(body, len, xmp_key)) {
+                xmp = png_xmp_text(type, body, len, &xmp_len);
+                xmp_chunks++;
+            } else if (png_keyword(body, len, "Raw profile type exif") || png_keyword(body, len, "exif")) {
+                text_exif = 1;
+            }
         }
         pos += 12 + len;
     }
-    if (!exif)
-        return 0;
-    if (exif_len >= 6 && memcmp(exif, "Exif\0\0", 6) == 0) {
-        exif += 6;
-        exif_len -= 6;
+    if (text_exif)
+        return -1;
+    int o = 0;
+    if (exif) {
+        if (exif_len >= 6 && memcmp(exif, "Exif\0\0", 6) == 0) {
+            exif += 6;
+            exif_len -= 6;
+        }
+        if ((o = fl_exif_orientation(exif, exif_len)) != 0)
+            return o;
     }
-    int o = fl_exif_orientation(exif, exif_len);
-    return o == 0 && have_xmp ? -1 : o == 0 ? 0 : o;
+    if (!xmp_chunks)
+        return 0;
+    if (xmp_chunks > 1 || !xmp)
+        return -1;
+    o = fl_xmp_orientation(xmp, xmp_len);
+    return o >= 1 && o <= 8 ? o : 0;
 }
 
 /* Whether the chunks run whole from the signature to an IEND chunk. A region
@@ -236,7 +286,7 @@ int fl_png_begin(fl_png_decoder *d, const uint8_t *data, size_t size, int want_e
     in->interlaced = ihdr.interlace_method != 0;
     if (want_exif && (in->orientation = png_orientation(data, size)) < 0) {
         fl_png_abort(d);
-        fl_set_err(err, "an eXIf chunk whose orientation only Pillow can read");
+        fl_set_err(err, "an orientation only Pillow can read");
         return FL_UNSUPPORTED;
     }
     *info = *in;

@@ -379,9 +379,9 @@ static int process_begun(fl_worker *w, const fl_plan *p, const uint8_t *data, si
         fl_jpeg_abort(w->jpeg);
         return FL_ERR_TOO_LARGE;
     }
-    if (info.colorspace == FL_CS_CMYK || info.colorspace == FL_CS_YCCK) {
+    if (info.colorspace == FL_CS_CMYK || info.colorspace == FL_CS_YCCK || (p->honour_exif && info.orientation < 0)) {
         fl_jpeg_abort(w->jpeg);
-        return FL_UNSUPPORTED;   /* colour conversion is the Pillow route's job */
+        return FL_UNSUPPORTED;   /* colour conversion, and an orientation only Pillow reads, are its route's job */
     }
     fl_geom g;
     if ((rc = plan_stored(p, info.width, info.height, p->honour_exif ? info.orientation : 0,
@@ -499,7 +499,8 @@ int fl_pillow_jpeg_plan(const fl_plan *p, const uint8_t *data, size_t size, doub
     int rc = fl_jpeg_scan(data, size, &info);
     if (rc != FL_OK)   /* not a JPEG, or a header Pillow's reader will say what is wrong with */
         return rc == FL_NOT_JPEG ? FL_NOT_JPEG : FL_UNSUPPORTED;
-    if ((info.components != 1 && info.components != 3) || (p->honour_exif && info.orientation > 1))
+    if ((info.components != 1 && info.components != 3) ||
+        (p->honour_exif && info.orientation != 0 && info.orientation != 1))
         return FL_UNSUPPORTED;
     int64_t w = info.width, h = info.height;
     if (p->max_pixels > 0 && w * h > p->max_pixels) {

@@ -14,6 +14,7 @@ import io
 import os
 import struct
 import threading
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -284,6 +285,82 @@ def test_malformed_exif_is_no_orientation(decoder, photo, payload):
     data = jpeg[:2] + b"\xff\xe1" + struct.pack(">H", len(payload) + 2) + payload + jpeg[2:]
     assert decoder.info(data)["orientation"] == 0
     np.testing.assert_array_equal(decoder.decode(data)[0], decoder.decode(jpeg)[0])
+
+
+
+def with_app1(data: bytes, payload: bytes) -> bytes:
+    """Insert an APP1 segment after SOI."""
+    return data[:2] + b"\xff\xe1" + struct.pack(">H", len(payload) + 2) + payload + data[2:]
+
+
+def with_xmp(data: bytes, packet: bytes) -> bytes:
+    return with_app1(data, b"http://ns.adobe.com/xap/1.0/\0" + packet)
+
+
+def xmp_packet(orientation=None, element=False) -> bytes:
+    """An XMP packet holding tiff:Orientation as an attribute or an element (None: no orientation)."""
+    attr = f' tiff:Orientation="{orientation}"' if orientation is not None and not element else ""
+    elem = f"<tiff:Orientation>{orientation}</tiff:Orientation>" if orientation is not None and element else ""
+    return ('<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">'
+            f'<rdf:Description rdf:about="" xmlns:tiff="http://ns.adobe.com/tiff/1.0/"{attr}>{elem}'
+            '</rdf:Description></rdf:RDF></x:xmpmeta>').encode()
+
+
+def raw_profile(orientation) -> str:
+    """EXIF as ImageMagick writes it into a PNG text chunk ("Raw profile type exif": hex lines)."""
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    block = exif.tobytes()
+    hexed = block.hex()
+    return f"\nexif\n{len(block):8d}\n" + "\n".join(hexed[i:i + 72] for i in range(0, len(hexed), 72)) + "\n"
+
+
+def png_with_text(img, kind: str, key: str, value: str) -> bytes:
+    """A PNG with one text chunk (kind "tEXt", "zTXt" or "iTXt") before its image data."""
+    from PIL import PngImagePlugin
+    info = PngImagePlugin.PngInfo()
+    if kind == "iTXt":
+        info.add_itxt(key, value)
+    else:
+        info.add_text(key, value, zip=kind == "zTXt")
+    return encode(img, "PNG", pnginfo=info)
+
+
+_XMP, _RAW = "XML:com.adobe.xmp", "Raw profile type exif"
+# Files whose orientation Pillow's getexif reads outside an Exif block (XMP; EXIF in PNG text), or where
+# the Exif block's tag overrides XMP's: name -> the file of a photo. A name ending in -5..-8 is turned.
+ORIENTATION_CASES = {
+    "jpeg-xmp-6": lambda a: with_xmp(encode(a, quality=90), xmp_packet(6)),
+    "jpeg-xmp-element-8": lambda a: with_xmp(encode(a, quality=90), xmp_packet(8, element=True)),
+    "jpeg-xmp-without": lambda a: with_xmp(encode(a, quality=90), xmp_packet()),
+    "jpeg-exif-without-tag-xmp-5": lambda a: with_xmp(encode(a, quality=90, exif=Image.Exif().tobytes()),
+                                                      xmp_packet(5)),
+    "jpeg-xmp-6-under-exif-3": lambda a: with_xmp(with_exif(encode(a, quality=90), 3), xmp_packet(6)),
+    "jpeg-malformed-exif-xmp-6": lambda a: with_xmp(
+        with_app1(encode(a, quality=90), b"Exif\0\0II*\0\xff\xff\xff\x7f"), xmp_packet(6)),
+    "png-itxt-xmp-6": lambda a: png_with_text(a, "iTXt", _XMP, xmp_packet(6).decode()),
+    "png-text-xmp-7": lambda a: png_with_text(a, "tEXt", _XMP, xmp_packet(7).decode()),
+    "png-ztxt-xmp-8": lambda a: png_with_text(a, "zTXt", _XMP, xmp_packet(8).decode()),
+    "png-xmp-without": lambda a: png_with_text(a, "iTXt", _XMP, xmp_packet().decode()),
+    "png-raw-profile-6": lambda a: png_with_text(a, "zTXt", _RAW, raw_profile(6)),
+    "png-raw-profile-text-5": lambda a: png_with_text(a, "tEXt", _RAW, raw_profile(5)),
+}
+
+
+@pytest.mark.parametrize("name", sorted(ORIENTATION_CASES))
+def test_orientation_outside_the_exif_block_as_exif_transpose_reads_it(tmp_path, photo, name):
+    data = ORIENTATION_CASES[name](photo)
+    with warnings.catch_warnings():   # the malformed block: Pillow warns, then reads the XMP
+        warnings.simplefilter("ignore")
+        expected = pil_rgb(data)
+        assert (expected.shape[:2] != photo.shape[:2]) == name.endswith(("-5", "-6", "-7", "-8"))
+        assert_close(read_image(data), expected)
+        np.testing.assert_array_equal(pillow_decode(data, name), expected)
+        path = tmp_path / name
+        path.write_bytes(data)
+        assert image_size(data) == image_size(path) == expected.shape[1::-1]   # the header-only size agrees
+        assert image_size(data, exif=False) == (463, 301)
+        assert_close(read_image(data, exif=False), np.asarray(Image.open(io.BytesIO(data)).convert("RGB")))
 
 
 # ---- the Pillow route -------------------------------------------------------

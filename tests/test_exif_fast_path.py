@@ -9,7 +9,9 @@ difference of 1.0 and a maximum of 2 (observed: mean <= 0.2, maximum 1; orientat
 exact).
 """
 import io
+import struct
 import sys
+import warnings
 
 import numpy as np
 import pytest
@@ -146,6 +148,60 @@ def test_dct_scaled_random_crops_stay_close(orientation):
     mean, peak = diff_stats(got, pillow_route(data, plan, size, range(48)))
     # 0.15 to 0.28, at most 5, here; a box mapped by the scaled size's ratio gives about 1, up to 25
     assert mean <= 0.4 and peak <= 8, f"mean {mean:.3f}, max {peak}"
+
+
+
+def with_xmp(data, orientation):
+    """An APP1 XMP packet holding tiff:Orientation, after SOI: Pillow's getexif reads it when the
+    Exif block has no Orientation tag."""
+    packet = ('<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">'
+              '<rdf:Description rdf:about="" xmlns:tiff="http://ns.adobe.com/tiff/1.0/" '
+              f'tiff:Orientation="{orientation}"/></rdf:RDF></x:xmpmeta>').encode()
+    payload = b"http://ns.adobe.com/xap/1.0/\0" + packet
+    return data[:2] + b"\xff\xe1" + struct.pack(">H", len(payload) + 2) + payload + data[2:]
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+@pytest.mark.parametrize("exif", ["none", "without-tag", "tag-3"])
+def test_an_xmp_orientation_takes_the_fast_path_as_exif_transpose_reads_it(orientation, exif):
+    e = Image.Exif()
+    if exif == "tag-3":
+        e[0x0112] = 3
+    kw = {} if exif == "none" else {"exif": e.tobytes()}
+    data = with_xmp(encode(SMALL, quality=90, **kw), orientation)
+    with Image.open(io.BytesIO(data)) as im:
+        stored = np.asarray(im)
+        shown = np.asarray(ImageOps.exif_transpose(im))
+    applied = 3 if exif == "tag-3" else orientation   # the Exif block's tag wins
+    np.testing.assert_array_equal(shown, ORIENT[applied](stored))
+    assert max(_batch.JpegDecoder().info(data)["orientation"], 1) == applied   # 0: none to apply
+    np.testing.assert_array_equal(pillow_decode(data, "x.jpg"), shown)
+    plan, size = compile_plan([fl.Resize(shown.shape[:2])], dtype="uint8", layout="NHWC", dct_scale=False)
+    got, status = fast(data, plan, size, [0])
+    assert (status == _batch.OK).all(), "the JPEG left the fast path"
+    assert np.abs(got[0].astype(int) - shown).max() <= 1
+    plan, size = compile_plan(AUGMENT, dtype="uint8", layout="NHWC", dct_scale=False)
+    got, status = fast(data, plan, size, range(16))
+    mean, worst = diff_stats(got, pillow_route(data, plan, size, range(16)))
+    assert (status == _batch.OK).all() and mean <= 1.0 and worst <= MAX_DIFF, f"mean {mean:.3f}, max {worst}"
+
+
+def test_an_xmp_turn_beside_an_exif_block_only_pillow_reads_is_left_to_it():
+    """An Exif block this parser cannot read for certain (IFD0 past its end, a value out of range)
+    may hold a tag Pillow reads, which would win over XMP's: Pillow decides, and the Loader gives
+    exif_transpose's pixels."""
+    for block in (b"Exif\0\0II*\0\xff\xff\xff\x7f", exif_bytes(9)):
+        jpeg = encode(SMALL, quality=90)
+        data = with_xmp(jpeg[:2] + b"\xff\xe1" + struct.pack(">H", len(block) + 2) + block + jpeg[2:], 6)
+        with warnings.catch_warnings():   # Pillow warns of the malformed block, then reads the XMP
+            warnings.simplefilter("ignore")
+            shown = np.asarray(ImageOps.exif_transpose(Image.open(io.BytesIO(data))).convert("RGB"))
+            plan, size = compile_plan([fl.Resize(shown.shape[:2])], dtype="uint8", layout="NHWC")
+            _, status = fast(data, plan, size, [0])
+            assert status[0] == _batch.UNSUPPORTED
+            loader = fl.Loader(fl.ListSource([data], "files"), batch_size=1, dtype="uint8", layout="NHWC",
+                               transforms=[fl.Resize(shown.shape[:2])])
+            np.testing.assert_array_equal(next(iter(loader))[0], shown)
 
 
 def test_cmyk_with_orientation_still_takes_the_pillow_route():

@@ -11,16 +11,17 @@ tests: the route needs Pillow's decoder, not libjpeg-turbo's headers.
 import io
 import os
 import re
+import struct
 import threading
 
 import numpy as np
 import pytest
-from PIL import Image, ImageFile
+from PIL import Image, ImageFile, ImageOps
 
 import fastload as fl
 from fastload._kernels import _batch
 from fastload.image import field as field_mod
-from fastload.image.decode import read_image
+from fastload.image.decode import pillow_decode, read_image
 from fastload.image.field import ImageField
 
 from helpers import encode, photo_like
@@ -139,6 +140,13 @@ def test_every_simd_path_gives_the_per_sample_route(tmp_path):
         _batch.set_simd(before)
 
 
+def with_xmp(data, attributes):
+    """An APP1 XMP packet after SOI (Pillow's getexif takes tiff:Orientation from it)."""
+    payload = (b"http://ns.adobe.com/xap/1.0/\0<x:xmpmeta xmlns:x='adobe:ns:meta/'><rdf:RDF><rdf:Description "
+               + attributes.encode() + b"/></rdf:RDF></x:xmpmeta>")
+    return data[:2] + b"\xff\xe1" + struct.pack(">H", len(payload) + 2) + payload + data[2:]
+
+
 def test_what_the_route_leaves_to_pillows_reader():
     img = photo_like(40, 50, seed=12)
     exif = Image.Exif()
@@ -148,6 +156,8 @@ def test_what_the_route_leaves_to_pillows_reader():
         "png": (encode(img, "PNG"), _batch.OK if _batch.HAVE_SPNG else _batch.NOT_JPEG),   # run_chunk's route
         "cmyk": (encode(Image.fromarray(img).convert("CMYK")), _batch.UNSUPPORTED),
         "rotated": (encode(img, exif=exif.tobytes()), _batch.UNSUPPORTED),
+        "rotated-by-xmp": (with_xmp(encode(img), 'tiff:Orientation="6"'), _batch.UNSUPPORTED),
+        "xmp-without-orientation": (with_xmp(encode(img), 'tiff:Make="x"'), _batch.OK),
         "truncated": (encode(img)[:900], _batch.UNSUPPORTED),
         "no-eoi": (encode(img)[:-30], _batch.UNSUPPORTED),
     }
@@ -158,6 +168,10 @@ def test_what_the_route_leaves_to_pillows_reader():
                                                 np.arange(len(cases), dtype=np.uint64), 0, 0, out, status)
     assert failures == {}
     assert dict(zip(cases, status.tolist())) == {k: s for k, (_, s) in cases.items()}
+    # which turns it as exif_transpose does
+    turned = ImageOps.exif_transpose(Image.open(io.BytesIO(cases["rotated-by-xmp"][0]))).convert("RGB")
+    assert turned.size == (40, 50)
+    np.testing.assert_array_equal(pillow_decode(cases["rotated-by-xmp"][0], "x.jpg"), np.asarray(turned))
     # exif=False takes a rotated JPEG's stored pixels: the route decodes it itself
     field = ImageField([fl.Resize((20, 24))], dtype="uint8", exif=False)
     status = np.zeros(1, np.int32)

@@ -28,7 +28,7 @@ import fastload as fl
 from fastload._kernels import _batch
 from fastload.errors import DecodeError
 from fastload.image import field as field_module
-from fastload.image.decode import pillow_decode, read_image
+from fastload.image.decode import image_size, pillow_decode, read_image
 from helpers import encode, photo_like
 
 PILLOW = tuple(int(v) for v in PIL.__version__.split(".")[:2])
@@ -480,11 +480,23 @@ def test_exif_chunks_the_kernel_reads_and_those_it_leaves_to_pillow():
     a = photo_like(20, 30, seed=3)
     d = _batch.PngDecoder()
     xmp = b"XML:com.adobe.xmp\0\0\0\0\0<x tiff:Orientation=\"3\"/>"
+    xmp_6 = b"XML:com.adobe.xmp\0\0\0\0\0<x><tiff:Orientation>6</tiff:Orientation></x>"
+    exif_6 = Image.Exif()
+    exif_6[0x0112] = 6
+    raw = exif_6.tobytes().hex()
+    raw_profile = f"\nexif\n{len(raw) // 2:8d}\n{raw}\n".encode()
     cases = {   # name -> (the file, the orientation the kernel reads, or None: it leaves the file to Pillow)
         "no tag": (make_png(a, 8, 2, before_idat=[(b"eXIf", exif_block(None, extra_tag=True))]), 0),
         "prefixed": (make_png(a, 8, 2, before_idat=[(b"eXIf", b"Exif\0\0" + exif_block(6))]), 6),
-        "after the image data": (make_png(a, 8, 2)[:-12] + chunk(b"eXIf", exif_block(6)) + chunk(b"IEND", b""), 0),
-        "no tag, XMP": (make_png(a, 8, 2, before_idat=[(b"eXIf", exif_block(None)), (b"iTXt", xmp)]), None),
+        "no tag, XMP": (make_png(a, 8, 2, before_idat=[(b"eXIf", exif_block(None)), (b"iTXt", xmp)]), 3),
+        "tag over XMP": (make_png(a, 8, 2, before_idat=[(b"eXIf", exif_block(6)), (b"iTXt", xmp)]), 6),
+        "XMP only": (make_png(a, 8, 2, before_idat=[(b"iTXt", xmp_6)]), 6),
+        "XMP as tEXt": (make_png(a, 8, 2, before_idat=[(b"tEXt", b"XML:com.adobe.xmp\0" + xmp_6[22:])]), 6),
+        "XMP without orientation": (make_png(a, 8, 2, before_idat=[(b"iTXt", xmp[:22] + b"<x/>")]), 0),
+        "compressed XMP": (make_png(a, 8, 2, before_idat=[
+            (b"iTXt", b"XML:com.adobe.xmp\0\1\0\0\0" + zlib.compress(xmp_6[22:]))]), None),
+        "ImageMagick's raw profile": (make_png(a, 8, 2, before_idat=[
+            (b"zTXt", b"Raw profile type exif\0\0" + zlib.compress(raw_profile))]), None),
         "malformed": (make_png(a, 8, 2, before_idat=[(b"eXIf", b"not a TIFF header")]), None),
         "out of range": (make_png(a, 8, 2, before_idat=[(b"eXIf", exif_block(9))]), None),
     }
@@ -497,21 +509,29 @@ def test_exif_chunks_the_kernel_reads_and_those_it_leaves_to_pillow():
             if orientation <= 1:
                 np.testing.assert_array_equal(d.decode(data), a)
         np.testing.assert_array_equal(d.decode(data, exif=False), a)
-        # Whoever decodes it, the Loader gives the Pillow route's sample, or its error.
-        kw = dict(batch_size=1, transforms=[fl.Resize((30, 20) if orientation == 6 else (20, 30))],
-                  dtype="uint8", layout="NHWC")
+        # Whoever decodes it, the Loader gives exif_transpose's pixels (the Pillow route's), or its error.
         if name == "prefixed" and PILLOW < (11, 0):   # older Pillows refuse the prefix: the same tag without it
             data_for_pillow = make_png(a, 8, 2, before_idat=[(b"eXIf", exif_block(6))])
         else:
             data_for_pillow = data
         try:
+            shown = pillow_rgb(data_for_pillow)
+        except Exception:
+            shown = None
+        kw = dict(batch_size=1, transforms=[fl.Resize(a.shape[:2] if shown is None else shown.shape[:2])],
+                  dtype="uint8", layout="NHWC")
+        try:
             ref = pillow_route([data_for_pillow], **kw)
         except DecodeError as e:
+            assert shown is None, name
             with pytest.raises(DecodeError) as got:
                 batches([data], **kw)
             assert got.value.reason == e.reason, name
         else:
+            np.testing.assert_array_equal(ref[0][0], shown, err_msg=name)
             assert_equal_batches(batches([data], **kw), ref)
+            np.testing.assert_array_equal(read_image(data), shown, err_msg=name)
+            assert image_size(data) == shown.shape[1::-1], name
 
 
 # ---- bad input -------------------------------------------------------------------------------------

@@ -650,7 +650,8 @@ def jpeg_check(data):
 
 def jpeg_scan(data):
     """(width, height, components, orientation) from a JPEG's markers alone (no libjpeg
-    needed), or None when ``data`` is not a JPEG or its header is malformed."""
+    needed), or None when ``data`` is not a JPEG or its header is malformed. ``orientation``
+    is what exif_transpose applies (EXIF, else XMP; 0: none), -1 where only Pillow can tell."""
     cdef const uint8_t[::1] buf = data
     cdef size_t n = buf.shape[0]
     cdef fl_jpeg_info info

@@ -55,6 +55,7 @@ _TRANSPOSE = {
 _SWAPS_AXES = (5, 6, 7, 8)
 _INVERSE = {2: 2, 3: 3, 4: 4, 5: 5, 6: 8, 7: 7, 8: 6}   # the transpose that undoes each orientation
 _REVERSES = {2: (0,), 3: (0, 1), 4: (1,), 6: (1,), 7: (0, 1), 8: (0,)}   # stored axes (x 0, y 1) it runs backwards
+_EXIF_KEYS = ("exif", "Raw profile type exif", "XML:com.adobe.xmp", "xmp")   # where Image.getexif looks
 _HEADER_BYTES = 1 << 16   # enough for most JPEG headers; image_size reads on if not
 _local = threading.local()
 
@@ -174,7 +175,7 @@ def pillow_jpeg(data, name: str, *, max_pixels: int | None = DEFAULT_MAX_PIXELS,
     if head is None:
         return None
     w, h, components, orientation = head
-    if components not in (1, 3) or orientation > 1:
+    if components not in (1, 3) or orientation not in (0, 1):   # -1: an orientation only Pillow reads
         return None
     _check_pixels((w, h), max_pixels, name)
     if Image.MAX_IMAGE_PIXELS and w * h > 2 * Image.MAX_IMAGE_PIXELS:
@@ -219,6 +220,7 @@ def _size_from(f, exif: bool, name: str) -> tuple[int, int]:
     head = f.read(_HEADER_BYTES)
     if not head:
         raise DecodeError(name, "empty file")
+    orientation = None
     if _is_jpeg(head) and _batch.HAVE_LIBJPEG_TURBO:
         try:
             info = _decoder().info(head, name)
@@ -228,7 +230,7 @@ def _size_from(f, exif: bool, name: str) -> tuple[int, int]:
                 raise
             info = _decoder().info(head + rest, name)
         w, h, orientation = info["width"], info["height"], info["orientation"] if exif else 1
-    else:
+    if orientation is None or orientation < 0:   # other formats, and a JPEG's turn only Pillow reads
         f.seek(0)
         try:
             with Image.open(f) as im:
@@ -327,8 +329,8 @@ def _pillow_failed(e: Exception, data, name) -> DecodeError:
 
 
 def _orientation(im) -> int:
-    if im.format in ("JPEG", "PNG", "WEBP") and "exif" not in im.info:
-        return 1   # no EXIF block: skip parsing the metadata (a third of a small JPEG's decode time)
+    if im.format in ("JPEG", "PNG", "WEBP") and not any(k in im.info for k in _EXIF_KEYS):
+        return 1   # no EXIF or XMP: skip parsing the metadata (a third of a small JPEG's decode time)
     value = im.getexif().get(_ORIENTATION_TAG, 1)
     return value if isinstance(value, int) else 1
 
