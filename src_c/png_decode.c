@@ -72,39 +72,49 @@ static const uint8_t *png_xmp_text(const uint8_t *type, const uint8_t *body, siz
     return p;
 }
 
-/* The orientation exif_transpose applies, from the chunks before the first
- * IDAT, as Pillow's PNG plugin reads them on open: the last eXIf chunk's tag
- * (Image.getexif strips an "Exif\0\0" prefix), else XMP's tiff:Orientation
- * (fl_xmp_orientation). 0: none; 1..8; -1: Pillow's answer cannot be told
- * from here (see fl_png_begin): EXIF in a text chunk ("Raw profile type
- * exif", as ImageMagick writes it), compressed or repeated XMP, or a
- * malformed eXIf. The chunk walk trusts nothing: it stops at the end of the
- * data, and libspng reports whatever is malformed. */
+/* The orientation exif_transpose applies, which loads the image first, so
+ * that Pillow's PNG plugin has read every chunk to IEND: the last eXIf chunk's
+ * tag (Image.getexif strips an "Exif\0\0" prefix), else XMP's
+ * tiff:Orientation (fl_xmp_orientation). 0: none; 1..8; -1: Pillow's answer
+ * cannot be told from here (see fl_png_begin): EXIF in a text chunk ("Raw
+ * profile type exif", as ImageMagick writes it), compressed or repeated XMP,
+ * a malformed eXIf, or an animation's chunks past the image data, where
+ * Pillow stops at the next frame. The chunk walk skips the image data by
+ * length, trusts nothing and stops at the end of the data; libspng reports
+ * whatever is malformed. */
 static int png_orientation(const uint8_t *data, size_t size)
 {
     static const char xmp_key[] = "XML:com.adobe.xmp";
     const uint8_t *exif = NULL, *xmp = NULL;
     size_t exif_len = 0, xmp_len = 0, pos = 8;
-    int xmp_chunks = 0, text_exif = 0;
+    int xmp_chunks = 0, text_exif = 0, animated = 0, idat = 0, late = 0;
     while (size - pos >= 12) {
         size_t len = be32(data + pos);
         const uint8_t *type = data + pos + 4, *body = data + pos + 8;
-        if (memcmp(type, "IDAT", 4) == 0 || len > size - pos - 12)
+        if (len > size - pos - 12 || memcmp(type, "IEND", 4) == 0)
             break;
-        if (memcmp(type, "eXIf", 4) == 0) {
+        int meta = 0;
+        if (memcmp(type, "IDAT", 4) == 0) {
+            idat = 1;
+        } else if (memcmp(type, "acTL", 4) == 0) {
+            animated = 1;
+        } else if (memcmp(type, "eXIf", 4) == 0) {
             exif = body;
             exif_len = len;
+            meta = 1;
         } else if (png_text_chunk(type)) {
             if (png_keyword(body, len, xmp_key)) {
                 xmp = png_xmp_text(type, body, len, &xmp_len);
                 xmp_chunks++;
+                meta = 1;
             } else if (png_keyword(body, len, "Raw profile type exif") || png_keyword(body, len, "exif")) {
-                text_exif = 1;
+                text_exif = meta = 1;
             }
         }
+        late |= meta && idat;
         pos += 12 + len;
     }
-    if (text_exif)
+    if (text_exif || (late && animated))
         return -1;
     int o = 0;
     if (exif) {

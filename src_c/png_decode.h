@@ -27,8 +27,8 @@ typedef struct {
     int bit_depth;         /* 1, 2, 4, 8 or 16 */
     int color_type;        /* 0 grey, 2 RGB, 3 palette, 4 grey + alpha, 6 RGBA */
     int interlaced;        /* Adam7 */
-    int orientation;       /* what exif_transpose applies, 1..8: an eXIf chunk's, or XMP's, before
-                            * the image data; 0 when there is none (or it was not looked for) */
+    int orientation;       /* what exif_transpose applies, 1..8: an eXIf chunk's, or XMP's;
+                            * 0 when there is none (or it was not looked for) */
 } fl_png_info;
 
 typedef struct fl_png_decoder fl_png_decoder;   /* one per thread; not thread-safe */
@@ -55,12 +55,12 @@ int fl_png_available(void);
 
 /* Read the header (IHDR) and leave the decoder holding the image; then
  * exactly one of fl_png_decode_begun or fl_png_abort must follow, with
- * `data` unchanged. With want_exif, the chunks before the image data are
- * scanned for what exif_transpose reads (eXIf, XMP text), as Pillow's PNG
- * plugin reads them on open: the orientation lands in info->orientation,
- * and one that cannot be read for certain (a malformed block, a tag out of
- * range, EXIF in a text chunk, compressed XMP) is FL_UNSUPPORTED so that
- * Pillow decides. FL_OK, FL_UNSUPPORTED (not a PNG, no libspng, no whole IEND chunk),
+ * `data` unchanged. With want_exif, every chunk's header is walked (the
+ * image data skipped by length) for what exif_transpose reads once Pillow
+ * has loaded the image (eXIf, XMP text): the orientation lands in
+ * info->orientation, and one that cannot be read for certain (a malformed
+ * block, a tag out of range, EXIF in a text chunk, compressed XMP) is
+ * FL_UNSUPPORTED so that Pillow decides. FL_OK, FL_UNSUPPORTED (not a PNG, no libspng, no whole IEND chunk),
  * FL_ERR_DECODE or FL_ERR_NOMEM, with `err` filled. */
 int fl_png_begin(fl_png_decoder *d, const uint8_t *data, size_t size, int want_exif,
                  fl_png_info *info, char *err);

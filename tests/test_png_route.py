@@ -488,6 +488,7 @@ def test_exif_chunks_the_kernel_reads_and_those_it_leaves_to_pillow():
     cases = {   # name -> (the file, the orientation the kernel reads, or None: it leaves the file to Pillow)
         "no tag": (make_png(a, 8, 2, before_idat=[(b"eXIf", exif_block(None, extra_tag=True))]), 0),
         "prefixed": (make_png(a, 8, 2, before_idat=[(b"eXIf", b"Exif\0\0" + exif_block(6))]), 6),
+        "after the image data": (make_png(a, 8, 2)[:-12] + chunk(b"eXIf", exif_block(6)) + chunk(b"IEND", b""), 6),
         "no tag, XMP": (make_png(a, 8, 2, before_idat=[(b"eXIf", exif_block(None)), (b"iTXt", xmp)]), 3),
         "tag over XMP": (make_png(a, 8, 2, before_idat=[(b"eXIf", exif_block(6)), (b"iTXt", xmp)]), 6),
         "XMP only": (make_png(a, 8, 2, before_idat=[(b"iTXt", xmp_6)]), 6),
@@ -532,6 +533,39 @@ def test_exif_chunks_the_kernel_reads_and_those_it_leaves_to_pillow():
             assert_equal_batches(batches([data], **kw), ref)
             np.testing.assert_array_equal(read_image(data), shown, err_msg=name)
             assert image_size(data) == shown.shape[1::-1], name
+
+
+@pytest.mark.parametrize("case", ["eXIf", "XMP", "eXIf before and after", "animated"])
+def test_chunks_after_the_image_data_as_exif_transpose_reads_them(tmp_path, case):
+    """exif_transpose loads the image first, so Pillow has read the chunks after the image data too:
+    the last eXIf wins, and XMP there counts. An animation's are read only up to its next frame: the
+    kernel leaves those to Pillow."""
+    a = photo_like(20, 30, seed=4)
+    xmp = b"XML:com.adobe.xmp\0\0\0\0\0<x tiff:Orientation=\"8\"/>"
+    before, after = {
+        "eXIf": ([], [(b"eXIf", exif_block(6))]),
+        "XMP": ([], [(b"iTXt", xmp)]),
+        "eXIf before and after": ([(b"eXIf", exif_block(6))], [(b"eXIf", exif_block(3))]),
+        "animated": ([(b"acTL", struct.pack(">II", 1, 0))], [(b"eXIf", exif_block(6))]),
+    }[case]
+    data = make_png(a, 8, 2, before_idat=before)[:-12] + b"".join(chunk(k, b) for k, b in after) \
+        + chunk(b"IEND", b"")
+    shown = pillow_rgb(data)
+    assert shown.shape[:2] == ((30, 20) if case in ("eXIf", "XMP", "animated") else (20, 30))
+    path = tmp_path / "a.png"
+    path.write_bytes(data)
+    for value in (data, str(path)):
+        np.testing.assert_array_equal(read_image(value), shown)
+        assert image_size(value) == shown.shape[1::-1]
+        got = batches([value], batch_size=1, transforms=[fl.Resize(shown.shape[:2])], dtype="uint8", layout="NHWC")
+        np.testing.assert_array_equal(got[0][0], shown)
+    np.testing.assert_array_equal(pillow_decode(data, "a.png"), shown)
+    if _batch.HAVE_SPNG:
+        if case == "animated":
+            with pytest.raises(_batch.Unsupported):
+                _batch.PngDecoder().decode(data)
+        else:   # the kernel reads them itself, skipping the image data
+            assert _batch.PngDecoder().info(data)["orientation"] == {"eXIf": 6, "XMP": 8}.get(case, 3)
 
 
 # ---- bad input -------------------------------------------------------------------------------------

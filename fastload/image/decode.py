@@ -56,6 +56,8 @@ _SWAPS_AXES = (5, 6, 7, 8)
 _INVERSE = {2: 2, 3: 3, 4: 4, 5: 5, 6: 8, 7: 7, 8: 6}   # the transpose that undoes each orientation
 _REVERSES = {2: (0,), 3: (0, 1), 4: (1,), 6: (1,), 7: (0, 1), 8: (0,)}   # stored axes (x 0, y 1) it runs backwards
 _EXIF_KEYS = ("exif", "Raw profile type exif", "XML:com.adobe.xmp", "xmp")   # where Image.getexif looks
+_PNG_TEXT = (b"tEXt", b"zTXt", b"iTXt")
+_PNG_EXIF_KEYWORDS = (b"exif", b"Raw profile type exif", b"XML:com.adobe.xmp")
 _HEADER_BYTES = 1 << 16   # enough for most JPEG headers; image_size reads on if not
 _local = threading.local()
 
@@ -128,6 +130,8 @@ def pillow_decode(data, name: str, *, exif: bool = True, max_pixels: int | None 
     try:
         with Image.open(io.BytesIO(data)) as im:
             _check_pixels(im.size, max_pixels, name)
+            if exif and im.format == "PNG":
+                im.load()   # chunks after the image data (an eXIf, XMP) are read only then, as exif_transpose sees them
             orientation = _orientation(im) if exif else 1
             if im.format == "TIFF" and _PILLOW_TURNS_TIFF:
                 tag = _orientation(im)   # read before load: Pillow drops the tag it applies
@@ -234,6 +238,8 @@ def _size_from(f, exif: bool, name: str) -> tuple[int, int]:
         f.seek(0)
         try:
             with Image.open(f) as im:
+                if exif and im.format == "PNG" and _png_late_metadata(f):
+                    im.load()   # Pillow reads the chunks after the image data only then
                 (w, h), orientation = im.size, _orientation(im)
                 if im.format == "TIFF" and _PILLOW_TURNS_TIFF == "open":   # size is already the displayed one
                     orientation = 1 if exif else _INVERSE.get(orientation, 1)
@@ -244,6 +250,28 @@ def _size_from(f, exif: bool, name: str) -> tuple[int, int]:
         except Exception as e:
             raise _pillow_failed(e, head, name) from e
     return (h, w) if orientation in _SWAPS_AXES else (w, h)
+
+
+def _png_late_metadata(f) -> bool:
+    """Whether a PNG chunk after the image data holds what Image.getexif reads (eXIf, EXIF or XMP
+    text), which Pillow's plugin reads only on load(). Walks the chunk headers, skipping their data;
+    leaves ``f`` where it was."""
+    start, pos, idat = f.tell(), 8, False
+    try:
+        while True:
+            f.seek(pos)
+            head = f.read(8)
+            if len(head) < 8 or head[4:] == b"IEND":
+                return False
+            length, kind = int.from_bytes(head[:4], "big"), head[4:]
+            if kind == b"IDAT":
+                idat = True
+            elif idat and (kind == b"eXIf" or kind in _PNG_TEXT
+                           and f.read(min(length, 80)).split(b"\0", 1)[0] in _PNG_EXIF_KEYWORDS):
+                return True
+            pos += 12 + length
+    finally:
+        f.seek(start)
 
 
 def _decoder() -> _batch.JpegDecoder:
