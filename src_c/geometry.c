@@ -1,4 +1,5 @@
 #include <math.h>
+#include <stdio.h>
 #include "geometry.h"
 
 /* The virtual image: vw x vh pixels; virtual x maps to source ox + x * sx. */
@@ -74,7 +75,7 @@ static void random_resized_crop(vimage *v, const fl_geom_op *op, const fl_rng *r
 static int center_pad_start(int n, int c) { return -((c - n) / 2); }
 
 int fl_geom_plan(const fl_geom_op *ops, int nops, int src_w, int src_h,
-                 const fl_rng *rng, fl_rect *box, int *out_w, int *out_h, fl_pad *pad)
+                 const fl_rng *rng, fl_rect *box, int *out_w, int *out_h, fl_pad *pad, fl_geom_fail *fail)
 {
     if (src_w < 1 || src_h < 1 || nops < 0 || nops > FL_GEOM_MAX_OPS)
         return FL_ERR_ARG;
@@ -86,10 +87,11 @@ int fl_geom_plan(const fl_geom_op *ops, int nops, int src_w, int src_h,
         int w = op->w < v.vw ? op->w : v.vw, h = op->h < v.vh ? op->h : v.vh;
         int larger = op->w > v.vw || op->h > v.vh;
         if ((op->kind == FL_GEOM_CENTER_CROP || op->kind == FL_GEOM_RANDOM_CROP) && larger) {
-            if (!op->pad)
+            if (!op->pad || i != nops - 1) {   /* padding is one resample: only the last op may pad */
+                if (fail)
+                    *fail = (fl_geom_fail){i, v.vw, v.vh};
                 return FL_ERR_CROP;
-            if (i != nops - 1)
-                return FL_ERR_CROP;   /* padding is one resample: only the last op may pad */
+            }
             int left, top;
             if (op->kind == FL_GEOM_CENTER_CROP) {
                 left = op->w > v.vw ? center_pad_start(v.vw, op->w) : (int)rint((v.vw - op->w) / 2.0);
@@ -163,4 +165,17 @@ int fl_geom_plan(const fl_geom_op *ops, int nops, int src_w, int src_h,
     if (pad)
         *pad = (fl_pad){0, 0, v.vw, v.vh, {0, 0, 0}};
     return FL_OK;
+}
+
+void fl_geom_crop_error(const fl_geom_op *ops, const fl_geom_fail *fail, char *err)
+{
+    const fl_geom_op *op = &ops[fail->op];
+    static const char why[] = "only a crop that is the last geometric transform pads, RandomCrop with "
+                              "pad_if_needed=True";
+    if (fail->op == 0)
+        snprintf(err, FL_ERRLEN, "%.40s: the %dx%d image is smaller than the %dx%d crop (%s)",
+                 op->name, fail->w, fail->h, op->w, op->h, why);
+    else
+        snprintf(err, FL_ERRLEN, "%.40s: the image is %dx%d after %.40s, smaller than the %dx%d crop (%s)",
+                 op->name, fail->w, fail->h, ops[fail->op - 1].name, op->w, op->h, why);
 }

@@ -26,6 +26,7 @@ typedef struct {
     uint8_t fill[3];                     /* crops: the RGB value of the padding */
     double scale_lo, scale_hi;           /* RandomResizedCrop: fraction of the area */
     double log_ratio_lo, log_ratio_hi;   /* RandomResizedCrop: log of w/h */
+    char name[40];                       /* the transform as errors name it, e.g. "Resize((256, 256))" */
 } fl_geom_op;
 
 /* Which output pixels show the image when a crop padded it (torchvision's
@@ -38,11 +39,23 @@ typedef struct {
     uint8_t fill[3];
 } fl_pad;
 
+/* Which crop found the image smaller than itself, and the size it saw there
+ * (the earlier ops' result, not the decoded image's). */
+typedef struct {
+    int op;
+    int w, h;
+} fl_geom_fail;
+
 /* Run ops on a src_w x src_h image. Writes the source rectangle of the shown
  * part to `box`, the output size, and (if pad is not NULL) the part of the
  * output it fills. FL_OK, FL_ERR_CROP (a crop without padding larger than
- * the image) or FL_ERR_ARG. */
+ * the image it is given; `fail`, when not NULL, says which) or FL_ERR_ARG. */
 int fl_geom_plan(const fl_geom_op *ops, int nops, int src_w, int src_h,
-                 const fl_rng *rng, fl_rect *box, int *out_w, int *out_h, fl_pad *pad);
+                 const fl_rng *rng, fl_rect *box, int *out_w, int *out_h, fl_pad *pad, fl_geom_fail *fail);
+
+/* The message of an FL_ERR_CROP: the crop, the size it was given and by
+ * which transform, e.g. "RandomCrop(30): the image is 20x20 after
+ * Resize((20, 20)), smaller than the 30x30 crop (...)". */
+void fl_geom_crop_error(const fl_geom_op *ops, const fl_geom_fail *fail, char *err);
 
 #endif

@@ -273,10 +273,10 @@ static int finish(fl_worker *w, const fl_plan *p, const fl_view *img, fl_rect bo
 static int plan_box(const fl_plan *p, int w, int h, const fl_rng *rng, fl_rect *box, fl_pad *pad, char *err)
 {
     int ow = 0, oh = 0;
-    int rc = fl_geom_plan(p->ops, p->nops, w, h, rng, box, &ow, &oh, pad);
+    fl_geom_fail fail;
+    int rc = fl_geom_plan(p->ops, p->nops, w, h, rng, box, &ow, &oh, pad, &fail);
     if (rc == FL_ERR_CROP) {
-        snprintf(err, FL_ERRLEN, "the %dx%d image is smaller than the crop (only a crop that is the last "
-                 "geometric transform pads, RandomCrop with pad_if_needed=True)", w, h);
+        fl_geom_crop_error(p->ops, &fail, err);
         return rc;
     }
     if (rc != FL_OK || ow != p->out_w || oh != p->out_h) {
@@ -522,7 +522,7 @@ int fl_pillow_jpeg_plan(const fl_plan *p, const uint8_t *data, size_t size, doub
     fl_rect box;
     fl_pad pad;
     int ow = 0, oh = 0;
-    int planned = fl_geom_plan(p->ops, p->nops, (int)w, (int)h, &rng, &box, &ow, &oh, &pad) == FL_OK;
+    int planned = fl_geom_plan(p->ops, p->nops, (int)w, (int)h, &rng, &box, &ow, &oh, &pad, NULL) == FL_OK;
     int scale = 1;
     double gap = p->reducing_gap;
     int min_out = p->out_w < p->out_h ? p->out_w : p->out_h;

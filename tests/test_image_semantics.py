@@ -12,8 +12,9 @@ from PIL import Image, ImageOps
 import fastload as fl
 from fastload._kernels import _batch
 from fastload.image.decode import image_size, pillow_decode
+from fastload.image.field import compile_plan
 
-from helpers import photo_like
+from helpers import encode, photo_like
 
 
 def first_batch(root, transforms, **kw):
@@ -245,7 +246,7 @@ def test_center_crop_pads_like_torchvision(tmp_path):
 
 def test_random_crop_raises_unless_pad_if_needed(tmp_path):
     Image.fromarray(photo_like(5, 9, 3, seed=3)).save(tmp_path / "a.png")
-    with pytest.raises(fl.DecodeError, match="smaller than the crop"):
+    with pytest.raises(fl.DecodeError, match=r"RandomCrop\(8\): the 9x5 image is smaller than the 8x8 crop"):
         first_batch(tmp_path, [fl.RandomCrop(8)])
 
 
@@ -271,9 +272,31 @@ def test_random_crop_pad_if_needed_places_the_image_like_torchvision(tmp_path):
 
 def test_padding_crop_must_be_last_to_pad(tmp_path):
     Image.fromarray(photo_like(5, 9, 3, seed=4)).save(tmp_path / "a.png")
-    with pytest.raises(fl.DecodeError, match="smaller than the crop"):
+    with pytest.raises(fl.DecodeError, match=r"CenterCrop\(16\): the 9x5 image is smaller than the 16x16 crop"):
         first_batch(tmp_path, [fl.CenterCrop(16), fl.Resize((8, 8))])
     first_batch(tmp_path, [fl.CenterCrop(4), fl.Resize((8, 8))])   # no padding needed: fine
+
+
+@pytest.mark.parametrize("kind", ["png", "jpeg", "gif", "array"])
+def test_a_crop_too_large_names_the_size_it_was_given(kind):
+    """The crop is compared with what the transforms before it leave, not with the decoded image:
+    the error names that size and the transform that made it, whichever route decoded the file."""
+    img = photo_like(37, 53, 3, seed=5)
+    value = img if kind == "array" else encode(img, kind.upper())
+    for transforms, message in [
+        ([fl.Resize((20, 20)), fl.RandomCrop(30)],
+         "RandomCrop(30): the image is 20x20 after Resize((20, 20)), smaller than the 30x30 crop ("),
+        ([fl.Resize(100), fl.CenterCrop((120, 64)), fl.Resize((8, 8))],
+         "CenterCrop((120, 64)): the image is 143x100 after Resize(100), smaller than the 64x120 crop ("),
+        ([fl.RandomCrop(40)], "RandomCrop(40): the 53x37 image is smaller than the 40x40 crop ("),
+    ]:
+        loader = fl.Loader(fl.ListSource([value]), batch_size=1, workers=0, transforms=transforms, dtype="uint8")
+        with pytest.raises(fl.DecodeError) as e:
+            next(iter(loader))
+        assert str(e.value).startswith("ListSource[0]: " + message), str(e.value)
+    plan, _ = compile_plan([fl.Resize((20, 20)), fl.RandomCrop(30)])
+    with pytest.raises(ValueError, match=r"^RandomCrop\(30\): the image is 20x20 after Resize\(\(20, 20\)\)"):
+        plan.box(53, 37, 0, 0, 0)
 
 
 # -- ColorJitter ------------------------------------------------------------------------------

@@ -36,7 +36,8 @@ class Plan:
     def __init__(self, ops: Sequence[tuple], out_w: int, out_h: int, *, filter: int, antialias: bool,
                  max_denom: int, reducing_gap: float, exif: bool, max_pixels: int, p_hflip: float,
                  p_vflip: float, p_rot90: float, jitter: tuple[float, float, float], dtype: int,
-                 layout: int, perm: Sequence[int], lut: np.ndarray) -> None: ...
+                 layout: int, perm: Sequence[int], lut: np.ndarray,
+                 names: Sequence[str] | None = None) -> None: ...
     @property
     def max_denom(self) -> int: ...
     def box(self, width: int, height: int, seed: int, epoch: int,

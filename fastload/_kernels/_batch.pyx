@@ -58,14 +58,16 @@ def png_version():
 
 
 cdef class Plan:
-    """The per-sample recipe: geometric ops, resampling, augmentation, output format."""
+    """The per-sample recipe: geometric ops, resampling, augmentation, output format.
+
+    ``names``: the geometric ops as errors name them (a crop too large for the image it is given)."""
     cdef fl_plan p
     cdef object lut   # keeps the lookup table alive while C holds its pointer
 
     def __init__(self, ops, int out_w, int out_h, *, int filter, bint antialias, int max_denom,
                  double reducing_gap,
                  bint exif, int64_t max_pixels, double p_hflip, double p_vflip, double p_rot90,
-                 jitter, int dtype, int layout, perm, lut):
+                 jitter, int dtype, int layout, perm, lut, names=None):
         if len(ops) > FL_GEOM_MAX_OPS:
             raise ValueError(f"at most {FL_GEOM_MAX_OPS} geometric transforms")
         memset(&self.p, 0, sizeof(fl_plan))
@@ -81,6 +83,8 @@ cdef class Plan:
             self.p.ops[i].scale_hi = shi
             self.p.ops[i].log_ratio_lo = rlo
             self.p.ops[i].log_ratio_hi = rhi
+            name = (names[i] if names is not None else f"geometric transform {i + 1}").encode()[:39]
+            memcpy(self.p.ops[i].name, <const char *>name, len(name))   # NUL-terminated by the memset
         self.p.nops = len(ops)
         self.p.out_w, self.p.out_h = out_w, out_h
         self.p.filter, self.p.antialias, self.p.max_denom = filter, antialias, max_denom
@@ -108,9 +112,12 @@ cdef class Plan:
         cdef fl_rect b
         cdef fl_pad pad
         cdef int ow, oh
-        cdef int rc = fl_geom_plan(self.p.ops, self.p.nops, width, height, &rng, &b, &ow, &oh, &pad)
+        cdef fl_geom_fail fail
+        cdef char err[FL_ERRLEN]
+        cdef int rc = fl_geom_plan(self.p.ops, self.p.nops, width, height, &rng, &b, &ow, &oh, &pad, &fail)
         if rc == FL_ERR_CROP:
-            raise ValueError(f"the {width}x{height} image is smaller than the crop")
+            fl_geom_crop_error(self.p.ops, &fail, err)
+            raise ValueError(err.decode("utf-8", "replace"))
         if rc != FL_OK:
             raise ValueError("invalid geometry")
         return (b.x0, b.y0, b.x1, b.y1), (oh, ow)

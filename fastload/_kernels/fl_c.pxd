@@ -32,11 +32,15 @@ cdef extern from "geometry.h" nogil:
         int kind, h, w, max_size, pad
         uint8_t fill[3]
         double scale_lo, scale_hi, log_ratio_lo, log_ratio_hi
+        char name[40]
     ctypedef struct fl_pad:
         int x0, y0, x1, y1
         uint8_t fill[3]
+    ctypedef struct fl_geom_fail:
+        int op, w, h
     int fl_geom_plan(const fl_geom_op *ops, int nops, int src_w, int src_h,
-                     const fl_rng *rng, fl_rect *box, int *out_w, int *out_h, fl_pad *pad)
+                     const fl_rng *rng, fl_rect *box, int *out_w, int *out_h, fl_pad *pad, fl_geom_fail *fail)
+    void fl_geom_crop_error(const fl_geom_op *ops, const fl_geom_fail *fail, char *err)
 
 cdef extern from "jpeg_decode.h" nogil:
     ctypedef struct fl_jpeg_info:

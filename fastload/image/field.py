@@ -138,7 +138,8 @@ def compile_plan(transforms: Sequence, *, dtype="float32", layout: str = "NCHW",
         exif=exif, max_pixels=max_pixels or 0,
         p_hflip=flips.get(RandomHorizontalFlip, 0.0), p_vflip=flips.get(RandomVerticalFlip, 0.0),
         p_rot90=flips.get(RandomRotate90, 0.0), jitter=jitter,
-        dtype=DTYPES[dtype], layout=LAYOUTS[layout], perm=perm, lut=lut)
+        dtype=DTYPES[dtype], layout=LAYOUTS[layout], perm=perm, lut=lut,
+        names=[f"{type(g).__name__}({g.size!r})" for g in geometry])
     return plan, size
 
 
@@ -236,7 +237,10 @@ class ImageField(Field):
         def draft_size(w, h):
             if gap is None or min(w, h) < 2 * gap * min(self.size):
                 return None   # even the whole image is too small to scale by 1/2
-            (x0, y0, x1, y1), (oh, ow) = plan.box(w, h, ctx.seed, ctx.epoch, index)
+            try:
+                (x0, y0, x1, y1), (oh, ow) = plan.box(w, h, ctx.seed, ctx.epoch, index)
+            except ValueError:   # no crop fits: no draft, and process_rgb says why, as every route does
+                return None
             # the whole image scaled so that the crop keeps gap x the output's pixels
             return (math.ceil(w * gap * ow / max(x1 - x0, 1e-9)), math.ceil(h * gap * oh / max(y1 - y0, 1e-9)))
 
