@@ -28,6 +28,7 @@ import io
 import itertools
 import json
 import os
+import re
 import sys
 
 import numpy as np
@@ -223,8 +224,13 @@ def _digest(source, n: int) -> str:
     return h.hexdigest()
 
 
+# The names packing writes, temporaries included: OUT may hold the user's own files beside them.
+_PACK_FILES = re.compile(r"pack\.json|meta\.json(\.tmp)?|index\.npz(\.tmp)?"
+                         r"|shard-\d{5,}\.(bin(\.part)?|idx\.npz(\.tmp)?)")
+
+
 def _files_of_a_pack(out: str) -> list[str]:
-    return [n for n in os.listdir(out) if n.startswith("shard-") or n.split(".")[0] in ("pack", "meta", "index")]
+    return sorted(n for n in os.listdir(out) if _PACK_FILES.fullmatch(n))
 
 
 def pack(source, out: str | os.PathLike, *, shard_size: int = 1 << 30, max_side: int | None = None,

@@ -150,6 +150,24 @@ def test_a_pack_of_other_files_is_never_resumed_into(tmp_path, capsys):
         pack(fl.ImageFolder(b), tmp_path / "part", shard_size=ALIGN, progress=False)
 
 
+def test_overwrite_removes_only_the_files_of_a_pack(tmp_path):
+    """--overwrite into a folder that also holds the user's index.html, meta.yaml, pack.txt: those
+    were deleted with the pack (any name before its first dot 'index', 'meta' or 'pack')."""
+    a = make_image_folder(tmp_path / "A", classes=2, per_class=2, size=(20, 24), seed=1)
+    b = make_image_folder(tmp_path / "B", classes=2, per_class=2, size=(20, 24), seed=2)
+    out = tmp_path / "site"
+    out.mkdir()
+    mine = ["index.html", "meta.yaml", "pack.txt", "shard-notes.txt", "pack.json.bak", "notes.txt"]
+    for name in mine:
+        (out / name).write_text("the user's own")
+    assert cli(["pack", a, str(out), "--quiet", "--shard-size", str(ALIGN)]) == 0
+    assert cli(["pack", b, str(out), "--quiet", "--overwrite"]) == 0
+    assert sorted(os.listdir(out)) == sorted(mine + ["pack.json", "meta.json", "index.npz", "shard-00000.bin",
+                                                     "shard-00000.idx.npz"])   # A's other shards gone
+    assert all((out / name).read_text() == "the user's own" for name in mine)
+    assert [fl.PackedDataset(out)[i] for i in range(4)] == folder_bytes(fl.ImageFolder(b))
+
+
 def test_max_side_reencodes_like_pillow(tmp_path):
     root = tmp_path / "imgs" / "c"
     root.mkdir(parents=True)
