@@ -7,8 +7,9 @@ file and its piece of the index are renamed into place together, and a packing
 run that stops part-way resumes after the last finished shard. ``pack.json``
 records the settings and a digest of what is packed (each record's name, the
 size and time of each local file behind the records, the labels), and a run
-into an OUT whose ``pack.json`` differs is refused (``overwrite`` starts
-again), so shards of one source never end up beside another's. ``meta.json``
+into an OUT whose ``pack.json`` differs, or that holds a pack's files without
+one, is refused (``overwrite`` starts again), so shards of one source never
+end up beside another's. ``meta.json``
 is written last; its presence means the dataset is complete.
 
 Fields: an image folder's ``(path, label)`` records become ``image`` (the file's
@@ -227,6 +228,7 @@ def _digest(source, n: int) -> str:
 # The names packing writes, temporaries included: OUT may hold the user's own files beside them.
 _PACK_FILES = re.compile(r"pack\.json|meta\.json(\.tmp)?|index\.npz(\.tmp)?"
                          r"|shard-\d{5,}\.(bin(\.part)?|idx\.npz(\.tmp)?)")
+_REPLACE = "give a new output directory, or overwrite=True (--overwrite) to replace that pack"
 
 
 def _files_of_a_pack(out: str) -> list[str]:
@@ -272,6 +274,11 @@ def pack(source, out: str | os.PathLike, *, shard_size: int = 1 << 30, max_side:
     if os.path.exists(plan_path):
         _check_same_run(out, plan_path, settings)
     else:
+        found = _files_of_a_pack(out)
+        if found:   # pack.json is written before any shard: these are no run of this one's to resume
+            raise ValueError(f"{out} holds the files of a pack ({', '.join(found[:2])}"
+                             + (f", ... {len(found)} in all" if len(found) > 2 else "")
+                             + f") but no pack.json saying which records and settings they are; {_REPLACE}")
         with open(plan_path, "w") as f:
             json.dump(settings, f)
     meta_path = os.path.join(out, "meta.json")
@@ -359,14 +366,13 @@ def _check_same_run(out: str, plan_path: str, settings: dict) -> None:
         before = {}
     if before == settings:
         return
-    how = "give a new output directory, or overwrite=True (--overwrite) to replace that pack"
     if {k: v for k, v in before.items() if k != "source"} == {k: v for k, v in settings.items() if k != "source"}:
         raise ValueError(f"{out} holds a pack of other files (their names, sizes, times or labels differ "
-                         f"from this source's); {how}")
+                         f"from this source's); {_REPLACE}")
     changed = sorted(k for k in settings.keys() | before.keys() if k != "source" and before.get(k) != settings.get(k))
     raise ValueError(f"{out} holds a packing run with other settings ("
                      + ", ".join(f"{k}: {before.get(k)!r} there, {settings.get(k)!r} now" for k in changed)
-                     + f"); {how}")
+                     + f"); {_REPLACE}")
 
 
 class _ShardWriter:

@@ -150,6 +150,33 @@ def test_a_pack_of_other_files_is_never_resumed_into(tmp_path, capsys):
         pack(fl.ImageFolder(b), tmp_path / "part", shard_size=ALIGN, progress=False)
 
 
+def test_the_files_of_a_pack_without_its_pack_json_are_never_resumed_into(tmp_path, capsys):
+    """A pack copied without pack.json (PackedDataset reads only meta.json, index.npz and the shards):
+    packing another folder into it took every shard there for finished work of this run and left
+    the old records under the new source's classes."""
+    a = make_image_folder(tmp_path / "A", classes=2, per_class=5, size=(20, 24), seed=1)
+    b = make_image_folder(tmp_path / "B", classes=2, per_class=1, size=(20, 24), seed=2)
+    out = str(tmp_path / "out")
+    assert cli(["pack", a, out, "--quiet", "--shard-size", str(ALIGN)]) == 0
+    os.remove(os.path.join(out, "pack.json"))
+    there = len(os.listdir(out))   # a shard and its index piece per record, meta.json, index.npz
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as e:
+        cli(["pack", b, out, "--quiet"])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and err == (
+        f"fastload: error: {out} holds the files of a pack (index.npz, meta.json, ... {there} in all) but no pack.json "
+        "saying which records and settings they are; give a new output directory, or overwrite=True "
+        "(--overwrite) to replace that pack\n")
+    assert not os.path.exists(os.path.join(out, "pack.json"))
+    assert [fl.PackedDataset(out)[i] for i in range(10)] == folder_bytes(fl.ImageFolder(a))   # left as it was
+    os.remove(os.path.join(out, "meta.json"))   # a run of A stopped part-way, then its pack.json removed
+    with pytest.raises(ValueError, match="holds the files of a pack"):
+        pack(fl.ImageFolder(a), out, shard_size=ALIGN, progress=False)
+    assert cli(["pack", b, out, "--quiet", "--overwrite"]) == 0
+    assert [fl.PackedDataset(out)[i] for i in range(2)] == folder_bytes(fl.ImageFolder(b))
+
+
 def test_overwrite_removes_only_the_files_of_a_pack(tmp_path):
     """--overwrite into a folder that also holds the user's index.html, meta.yaml, pack.txt: those
     were deleted with the pack (any name before its first dot 'index', 'meta' or 'pack')."""
