@@ -252,6 +252,8 @@ def pack(source, out: str | os.PathLike, *, shard_size: int = 1 << 30, max_side:
         raise ValueError(f"shard_size must be at least {ALIGN} bytes")
     if max_side is not None and max_side < 1:   # 0 was ignored, a negative size made 1x1 images
         raise ValueError(f"max_side must be at least 1 pixel, got {max_side}")
+    if not 1 <= quality <= 100:   # Pillow clamps it without a word: -5 wrote quality-1 JPEGs
+        raise ValueError(f"quality must be 1..100, got {quality}")
     out = os.fspath(out)
     if os.path.exists(out) and not os.path.isdir(out):
         raise ValueError(f"{out}: exists and is not a directory (give a new output directory)")
@@ -480,7 +482,7 @@ def add_parser(subparsers):
     p.add_argument("src", help="image folder, tar shards (path or brace pattern), or module:function")
     p.add_argument("out", help="output directory")
     p.add_argument("--max-side", type=int, default=None, help="re-encode images larger than this many pixels")
-    p.add_argument("--quality", type=int, default=90, help="JPEG quality of re-encoded images")
+    p.add_argument("--quality", type=int, default=90, help="JPEG quality of re-encoded images, 1..100 (default 90)")
     p.add_argument("--shard-size", type=int, default=1 << 30, help="bytes per shard file (default 1 GiB)")
     p.add_argument("--workers", type=int, default=os.cpu_count() or 2)
     p.add_argument("--on-error", choices=("raise", "skip"), default="raise",
@@ -498,6 +500,8 @@ def run(args) -> int:
         raise UsageError(f"--shard-size must be at least {ALIGN} bytes, got {args.shard_size}")
     if args.max_side is not None and args.max_side < 1:
         raise UsageError(f"--max-side must be at least 1 pixel, got {args.max_side}")
+    if not 1 <= args.quality <= 100:
+        raise UsageError(f"--quality must be 1..100, got {args.quality}")
     try:
         source = _open_source(args.src)
         len(source)   # tar shards are indexed here: one that cannot be read is the user's to fix

@@ -227,6 +227,21 @@ def test_a_max_side_under_one_pixel_is_refused(image_folder, tmp_path, capsys):
     assert not os.path.exists(tmp_path / "p") and not os.path.exists(tmp_path / "q")
 
 
+def test_a_quality_outside_1_to_100_is_refused(image_folder, tmp_path, capsys):
+    """--quality 500 and -5 were taken: Pillow clamps them, so -5 wrote quality-1 JPEGs."""
+    for value in (500, 101, 0, -5):
+        with pytest.raises(ValueError, match=f"^quality must be 1..100, got {value}$"):
+            pack(fl.ImageFolder(image_folder), tmp_path / "p", max_side=16, quality=value, progress=False)
+        with pytest.raises(SystemExit) as e:
+            cli(["pack", image_folder, str(tmp_path / "q"), "--quiet", "--max-side", "16", "--quality", str(value)])
+        assert e.value.code == 2 and capsys.readouterr().err == \
+            f"fastload: error: --quality must be 1..100, got {value}\n"
+    assert not os.path.exists(tmp_path / "p") and not os.path.exists(tmp_path / "q")
+    for value in (1, 100):
+        assert pack(fl.ImageFolder(image_folder), tmp_path / f"ok{value}", max_side=16, quality=value,
+                    progress=False)["count"] == 24
+
+
 def test_cli_pack_and_bad_records(image_folder, tmp_path, capsys):
     root = tmp_path / "f"
     shutil.copytree(image_folder, root)
