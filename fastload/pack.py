@@ -335,6 +335,9 @@ def pack(source, out: str | os.PathLike, *, shard_size: int = 1 << 30, max_side:
     finally:
         writer.abort()
         bar.close()
+    if not done:   # every record left out under on_error="skip": nothing to index
+        record, reason = failures[0]
+        raise ValueError(f"none of the {n} records could be packed (the first: {record}: {reason})")
 
     index = {"shard": np.concatenate([np.full(len(d["offset"]), s, np.int32) for s, d in enumerate(done)]),
              "offset": np.concatenate([d["offset"] for d in done])}

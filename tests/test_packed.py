@@ -262,6 +262,26 @@ def test_cli_pack_and_bad_records(image_folder, tmp_path, capsys):
     assert len(ds) == 23 and max(Image.open(io.BytesIO(ds[0][0])).size) == 32
 
 
+def test_a_source_of_which_no_record_can_be_packed_is_one_line(tmp_path, capsys):
+    """--on-error skip where every record fails: NumPy's 'need at least one array to concatenate'."""
+    for c in ("a", "b"):
+        (tmp_path / "data" / c).mkdir(parents=True)
+        for i in range(2):
+            (tmp_path / "data" / c / f"{i}.jpg").write_bytes(b"not a jpeg")
+    first = tmp_path / "data" / "a" / "0.jpg"
+    with pytest.raises(SystemExit) as e:
+        cli(["pack", str(tmp_path / "data"), str(tmp_path / "out"), "--quiet", "--max-side", "10",
+             "--on-error", "skip"])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and len(err.splitlines()) == 1 and err.startswith(
+        f"fastload: error: none of the 4 records could be packed (the first: {first}: field 'image': "
+        "cannot re-encode the image: not an image format Pillow reads"), err
+    assert not os.path.exists(tmp_path / "out" / "meta.json")
+    why = rf"^none of the 4 records could be packed \(the first: {re.escape(str(first))}: field 'image': "
+    with pytest.raises(ValueError, match=why):
+        pack(fl.ImageFolder(tmp_path / "data"), tmp_path / "out", max_side=10, on_error="skip", progress=False)
+
+
 def test_truncated_packed_shard_and_missing_dataset(image_folder, tmp_path):
     pack(fl.ImageFolder(image_folder), tmp_path / "p", progress=False)
     shard = tmp_path / "p" / "shard-00000.bin"
