@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures
+import contextlib
 import hashlib
 import io
 import itertools
@@ -235,6 +236,17 @@ def _files_of_a_pack(out: str) -> list[str]:
     return sorted(n for n in os.listdir(out) if _PACK_FILES.fullmatch(n))
 
 
+@contextlib.contextmanager
+def _writing(path: str):
+    """An OSError while writing ``path`` names it: write() and close() give only the reason (a full disk)."""
+    try:
+        yield
+    except OSError as e:
+        if e.filename is None:
+            e.filename = path
+        raise
+
+
 def pack(source, out: str | os.PathLike, *, shard_size: int = 1 << 30, max_side: int | None = None,
          quality: int = 90, workers: int = 4, on_error: str = "raise", progress: bool = True,
          overwrite: bool = False) -> dict:
@@ -281,7 +293,7 @@ def pack(source, out: str | os.PathLike, *, shard_size: int = 1 << 30, max_side:
             raise ValueError(f"{out} holds the files of a pack ({', '.join(found[:2])}"
                              + (f", ... {len(found)} in all" if len(found) > 2 else "")
                              + f") but no pack.json saying which records and settings they are; {_REPLACE}")
-        with open(plan_path, "w") as f:
+        with _writing(plan_path), open(plan_path, "w") as f:
             json.dump(settings, f)
     meta_path = os.path.join(out, "meta.json")
     if os.path.exists(meta_path):
@@ -347,7 +359,7 @@ def pack(source, out: str | os.PathLike, *, shard_size: int = 1 << 30, max_side:
     if "__key__" in names:   # record names for error messages, without reading shards
         index["key"] = np.concatenate([d["key"] for d in done])
     tmp = os.path.join(out, "index.npz.tmp")
-    with open(tmp, "wb") as f:
+    with _writing(tmp), open(tmp, "wb") as f:
         np.savez(f, **index)
     os.replace(tmp, os.path.join(out, "index.npz"))
     classes = getattr(source, "classes", None)
@@ -356,7 +368,7 @@ def pack(source, out: str | os.PathLike, *, shard_size: int = 1 << 30, max_side:
             "classes": list(classes) if classes is not None else None,
             "shards": [{"name": f"shard-{s:05d}.bin",
                         "size": os.path.getsize(os.path.join(out, f"shard-{s:05d}.bin"))} for s in range(len(done))]}
-    with open(meta_path + ".tmp", "w") as f:
+    with _writing(meta_path + ".tmp"), open(meta_path + ".tmp", "w") as f:
         json.dump(meta, f, indent=1)
     os.replace(meta_path + ".tmp", meta_path)
     return {**meta, "skipped": skipped_before + len(failures), "failures": failures}
@@ -389,7 +401,8 @@ class _ShardWriter:
         self._f = None
 
     def _open(self):
-        self._f = open(os.path.join(self.out, f"shard-{self.number:05d}.bin.part"), "wb")
+        self._path = os.path.join(self.out, f"shard-{self.number:05d}.bin.part")
+        self._f = open(self._path, "wb")
         self._pos = 0
         self._rows = {"offset": [], "key": [], **{
             (f"int:{n}" if k == "int" else f"size:{n}"): [] for n, k in self.fields}}
@@ -401,7 +414,8 @@ class _ShardWriter:
             finished = self._close(i)
         if self._f is None:
             self._open()
-        self._f.write(b"".join(blobs))
+        with _writing(self._path):
+            self._f.write(b"".join(blobs))
         rows = self._rows
         rows["offset"].append(self._pos)
         bi = ii = 0
@@ -415,13 +429,15 @@ class _ShardWriter:
                     rows["key"].append(blobs[bi].decode("utf-8"))
                 bi += 1
         pad = -(self._pos + size) % ALIGN
-        self._f.write(b"\0" * pad)
+        with _writing(self._path):
+            self._f.write(b"\0" * pad)
         self._pos += size + pad
         return finished
 
     def _close(self, next_record: int) -> list:
         """Finish the open shard; the next one starts at record ``next_record``."""
-        self._f.close()
+        with _writing(self._path):
+            self._f.close()
         self._f = None
         base = os.path.join(self.out, f"shard-{self.number:05d}")
         piece = {"offset": np.asarray(self._rows["offset"], np.int64), "next": np.int64(next_record),
@@ -432,7 +448,7 @@ class _ShardWriter:
         if self._rows["key"]:
             piece["key"] = np.asarray(self._rows["key"], dtype=str)
         os.replace(base + ".bin.part", base + ".bin")
-        with open(base + ".idx.npz.tmp", "wb") as f:
+        with _writing(base + ".idx.npz.tmp"), open(base + ".idx.npz.tmp", "wb") as f:
             np.savez(f, **piece)
         os.replace(base + ".idx.npz.tmp", base + ".idx.npz")
         self.number += 1
@@ -442,8 +458,9 @@ class _ShardWriter:
     def abort(self) -> None:
         """Close an unfinished shard (its .part file is rewritten when the run resumes)."""
         if self._f is not None:
-            self._f.close()
-            self._f = None
+            f, self._f = self._f, None
+            with contextlib.suppress(OSError):   # a full disk fails the flush too: the first error is the one
+                f.close()
 
     def finish(self, n) -> list:
         return self._close(n) if self._f is not None else []
@@ -518,6 +535,9 @@ def run(args) -> int:
         raise UsageError(f"{e} (--on-error skip leaves such records out)") from e
     except ValueError as e:   # OUT holds another pack, the source has no records, ...
         raise UsageError(str(e)) from e
+    except OSError as e:   # a full disk, say
+        raise UsageError(f"{e.filename or args.out}: {e.strerror or e} (the finished shards are kept: "
+                         "the same command again resumes after them)") from e
     for record, reason in meta["failures"]:
         print(f"fastload pack: skipped {record}: {reason}", file=sys.stderr)
     print(f"packed {meta['count']} records into {len(meta['shards'])} shards in {args.out}"
