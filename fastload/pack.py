@@ -161,8 +161,23 @@ def _open_source(src: str):
     if ":" in src and not os.path.exists(src):
         import importlib
         module, _, attr = src.partition(":")
-        obj = getattr(importlib.import_module(module), attr)
-        source = obj() if callable(obj) and not hasattr(obj, "__getitem__") else obj
+        cwd = os.getcwd()
+        # The console script's sys.path starts at its bin folder, not here as `python -m` does:
+        # a module beside the user is found all the same (as gunicorn and uvicorn find an app).
+        added = not {"", ".", cwd} & set(sys.path)
+        if added:
+            sys.path.insert(0, cwd)
+        try:
+            obj = getattr(importlib.import_module(module), attr)
+            source = obj() if callable(obj) and not hasattr(obj, "__getitem__") else obj
+        except ModuleNotFoundError as e:
+            if not (module + ".").startswith(f"{e.name}."):   # the module is there; something it imports is not
+                raise
+            raise ModuleNotFoundError(f"{src}: {e} (not in the current directory, {cwd}, nor on Python's path)",
+                                      name=e.name) from None
+        finally:
+            if added:
+                sys.path.remove(cwd)
         if not isinstance(source, fl.Source):
             raise ValueError(f"{src} gave a {type(source).__name__}, not a fastload Source "
                              "(for a list of image paths: return fl.ImageFiles(paths))")

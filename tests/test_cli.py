@@ -3,6 +3,7 @@ import json
 import os
 import shutil
 import struct
+import subprocess
 import sys
 import threading
 
@@ -12,6 +13,7 @@ from PIL import Image
 import fastload as fl
 from fastload import cli
 from fastload.synthetic import make_image_folder
+from _child import HOME
 from helpers import photo_like
 from threadutil import new_threads
 
@@ -271,6 +273,33 @@ def test_pack_mistakes_are_one_line(tmp_path, capsys, monkeypatch):
     assert usage_error(capsys, "pack", "mysrc:make", "out", "--quiet") == \
         "fastload: error: mysrc:make gave a list, not a fastload Source (for a list of image paths: " \
         "return fl.ImageFiles(paths))"
+
+
+def console_script(tmp_path, *argv, cwd):
+    """``fastload ARGV`` as the script pip installs runs it: sys.path[0] is its bin folder, not ``cwd``."""
+    script = tmp_path / "bin" / "fastload"
+    if not script.exists():
+        script.parent.mkdir()
+        script.write_text("import sys\nfrom fastload.cli import main\nsys.exit(main())\n")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (HOME, os.environ.get("PYTHONPATH")) if p))
+    return subprocess.run([sys.executable, str(script), *argv], cwd=cwd, env=env, capture_output=True, text=True,
+                          timeout=240)
+
+
+def test_pack_imports_a_module_from_the_current_directory(tmp_path):
+    """`fastload pack mysrc:make OUT` beside mysrc.py worked as `python -m fastload` and not from the
+    installed command: 'No module named mysrc'."""
+    root = make_image_folder(tmp_path / "imgs", classes=2, per_class=2, size=(20, 24))
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "mysrc.py").write_text(f"import fastload as fl\ndef make():\n    return fl.ImageFolder({root!r})\n")
+    r = console_script(tmp_path, "pack", "mysrc:make", str(tmp_path / "out"), "--quiet", cwd=work)
+    assert r.returncode == 0 and "packed 4 records into 1 shards" in r.stdout, r.stderr
+    assert len(fl.PackedDataset(str(tmp_path / "out"))) == 4
+    r = console_script(tmp_path, "pack", "othersrc:make", str(tmp_path / "out2"), "--quiet", cwd=work)
+    assert r.returncode == 2 and r.stderr == (
+        f"fastload: error: othersrc:make: No module named 'othersrc' (not in the current directory, {work}, "
+        "nor on Python's path)\n"), r.stderr
 
 
 def test_pack_takes_a_folder_whose_name_looks_like_tar_shards(tmp_path, capsys):
