@@ -193,8 +193,13 @@ def main(argv=None) -> int:
             command.set_defaults(run=module.run)
     args = parser.parse_args(argv)
     try:
-        return args.run(args)
+        code = args.run(args)
+        sys.stdout.flush()   # a reader that stopped early (| head) is met here, not at exit
+        return code
     except UsageError as e:
         parser.exit(2, f"fastload: error: {e}\n")
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:   # as Python's documentation advises: what is left goes nowhere, exit status 1
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1

@@ -166,6 +166,21 @@ def test_features_prints_json(capsys):
     assert code == 0 and json.loads(out) == json.loads(json.dumps(fl.features()))
 
 
+def test_output_into_a_pipe_its_reader_closed_ends_quietly(bad_folder, tmp_path):
+    """`fastload demo PATH | head -1`: a BrokenPipeError traceback, or 'Exception ignored ...' at exit."""
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (HOME, os.environ.get("PYTHONPATH")) if p))
+    for argv in (["features"], ["demo", bad_folder[0], "--size", "16", "--workers", "1"],
+                 ["pack", bad_folder[0], str(tmp_path / "out"), "--quiet", "--on-error", "skip"]):
+        read, write = os.pipe()
+        os.close(read)   # the reader is gone before the first line: every write fails
+        try:
+            r = subprocess.run([sys.executable, "-m", "fastload", *argv], stdout=write, stderr=subprocess.PIPE,
+                               env=env, text=True, timeout=240)
+        finally:
+            os.close(write)
+        assert r.returncode == 1 and "BrokenPipe" not in r.stderr and "Traceback" not in r.stderr, (argv, r.stderr)
+
+
 def test_progress_with_and_without_tqdm(monkeypatch, capsys):
     bar = cli.progress(10, "x")
     bar.update(4)
