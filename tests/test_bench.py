@@ -353,3 +353,43 @@ def test_bench_readme_without_results_is_one_line(tmp_path, capsys):
         f"fastload: error: {out / 'results.json'}: no such file (run 'fastload bench --out {out}' first)"
     assert _usage_error(capsys, "bench", "--readme", str(tmp_path / "nope.md"), "--out", str(out)).startswith(
         f"fastload: error: {tmp_path / 'nope.md'}: no such file")
+
+
+def _odd_folder(root):
+    """Two JPEGs, a CMYK JPEG (fastload's decoder hands it to Pillow), a corrupt JPEG and a dangling link."""
+    from fastload.synthetic import encode, photo_like
+    for cls in ("a", "b"):
+        (root / cls).mkdir(parents=True)
+    (root / "a" / "0.jpg").write_bytes(encode(photo_like(40, 48, seed=1), quality=90))
+    Image.fromarray(photo_like(40, 48, seed=2)).convert("CMYK").save(root / "a" / "1.jpg")
+    (root / "b" / "0.jpg").write_bytes(encode(photo_like(40, 48, seed=3), quality=90))
+    (root / "b" / "1.jpg").write_bytes(b"\xff\xd8garbage")
+    os.symlink(root / "gone.jpg", root / "b" / "2.jpg")
+    return [str(root / c / f) for c, f in (("a", "0.jpg"), ("a", "1.jpg"), ("b", "0.jpg"), ("b", "1.jpg"),
+                                            ("b", "2.jpg"))]
+
+
+@pytest.mark.filterwarnings("ignore:Tight layout not applied")   # the plot of a task with one contender
+def test_the_decode_limit_reads_files_as_the_loader_does_and_names_those_it_leaves_out(tmp_path):
+    """A CMYK JPEG stopped the bench with a traceback from the decode limit (fastload's decoder refuses
+    it; the loader reads it through Pillow), and so did a corrupt JPEG or a dangling link, naming no
+    file. The limit times the CMYK file through Pillow, leaves the others out, counts them and names
+    the first; the contender that fails on them says which file."""
+    from fastload.bench.limits import decode_limits
+    paths = _odd_folder(tmp_path / "odd")
+    limits = decode_limits(paths, TASKS[0].transforms(), threads=1, runs=1)
+    assert list(limits) == (["full", "region"] if _batch.HAVE_LIBJPEG_TURBO else ["full"])
+    for lim in limits.values():
+        assert lim["rate"] > 0 and lim["images"] == 3 and lim["unreadable"] == 2
+        assert lim["first_unreadable"]["path"] == paths[3] and lim["first_unreadable"]["reason"]
+        assert lim["pillow_images"] == (1 if _batch.HAVE_LIBJPEG_TURBO else 0)
+        assert "2 unreadable file(s) left out" in lim["decoder"]
+    lines = []
+    results = run_suite(str(tmp_path / "odd"), out=str(tmp_path / "res"), threads=1, only=["fastload"],
+                        sizes={"runs": 1}, cache=str(tmp_path / "cache"), scaling=False, log=lines.append)
+    assert any(line.startswith("  left out of the decode limit: 2 unreadable file(s), the first " + paths[3])
+               for line in lines), lines
+    fast = results["tasks"][0]["results"]["fastload"]
+    assert fast["status"] == "failed" and (paths[3] in fast["reason"] or paths[4] in fast["reason"])
+    with open(tmp_path / "res" / "results.md") as f:
+        assert f"(the first: {paths[3]}: " in f.read()

@@ -17,9 +17,18 @@ last row; the crop's rows unfiltered and converted), and a third,
 ``pillow``: Pillow's own decode of the whole file, what a Pillow-based loader
 cannot beat. Without libspng, PNGs go through Pillow: ``full`` only.
 The files are read into memory first: this is decode alone, not file reading.
+
+Each file is decoded once beforehand by the route the loader takes for it: a file
+fastload's decoder hands to Pillow (a CMYK JPEG, a PNG libspng rejects) is timed
+through Pillow, as the loader reads it, and a file neither reads (corrupt,
+unreadable, a dangling link) is left out of the limit, counted and named in its
+figures (``unreadable``, ``first_unreadable``), as a contender that fails on it
+is reported with its reason.
 """
 from __future__ import annotations
 
+import functools
+import io
 import math
 import os
 import pickle
@@ -131,15 +140,19 @@ def _read(paths: list[str]) -> list[bytes]:
     return blobs
 
 
-def _jpeg_work(paths, transforms, region: bool):
+def _jpeg_work(paths, transforms, region: bool, through_pillow=()):
     from ..image.field import compile_plan
     from .._kernels import _batch
     blobs = _read(paths)
     local = threading.local()
     plan, (oh, ow) = compile_plan(transforms) if region else (None, (0, 0))
+    pillow = set(through_pillow)
     calls = []
     probe = _batch.JpegDecoder()
     for i, data in enumerate(blobs):
+        if paths[i] in pillow:   # as the loader: the crop's DCT scale through Image.draft
+            calls.append(_pillow_draft(data, plan, (oh, ow), i) if region else None)
+            continue
         info = probe.info(data)
         if not region:
             calls.append((None, (0, 0), 1))
@@ -151,6 +164,9 @@ def _jpeg_work(paths, transforms, region: bool):
         calls.append((r, min_size, 8))
 
     def work(i):
+        if paths[i] in pillow:
+            _pillow_load(blobs[i], calls[i])
+            return
         d = getattr(local, "d", None)
         if d is None:
             d = local.d = _batch.JpegDecoder()
@@ -159,16 +175,36 @@ def _jpeg_work(paths, transforms, region: bool):
     return work, len(blobs)
 
 
-def _png_work(paths, transforms, region: bool):
+def _pillow_draft(data, plan, out_size, i):
+    """The size to ask ``Image.draft`` for: the whole image scaled as far as the crop stays at least
+    the output size."""
+    from PIL import Image
+    with Image.open(io.BytesIO(data)) as im:
+        w, h = im.size
+    (x0, y0, x1, y1), _ = plan.box(w, h, 0, 0, i)
+    oh, ow = out_size
+    return math.ceil(w * ow / max(x1 - x0, 1e-9)), math.ceil(h * oh / max(y1 - y0, 1e-9))
+
+
+def _pillow_load(data, draft=None):
+    from PIL import Image
+    with Image.open(io.BytesIO(data)) as im:
+        if draft:
+            im.draft(None, draft)
+        im.load()
+
+
+def _png_work(paths, transforms, region: bool, through_pillow=()):
     from ..image.field import compile_plan
     from .._kernels import _batch
     blobs = _read(paths)
     local = threading.local()
     plan = compile_plan(transforms)[0] if region else None
+    pillow = set(through_pillow)
     probe = _batch.PngDecoder()
     regions = []
     for i, data in enumerate(blobs):
-        if not region:
+        if not region or paths[i] in pillow:
             regions.append(None)
             continue
         info = probe.info(data, exif=False)
@@ -177,6 +213,9 @@ def _png_work(paths, transforms, region: bool):
                         min(info["width"], math.ceil(x1)), min(info["height"], math.ceil(y1))))
 
     def work(i):
+        if paths[i] in pillow:
+            _pillow_load(blobs[i])
+            return
         d = getattr(local, "d", None)
         if d is None:
             d = local.d = _batch.PngDecoder()
@@ -185,27 +224,66 @@ def _png_work(paths, transforms, region: bool):
 
 
 def _pillow_work(paths):
-    import io
-
-    from PIL import Image
     blobs = _read(paths)
 
     def work(i):
-        with Image.open(io.BytesIO(blobs[i])) as im:
-            im.load()
+        _pillow_load(blobs[i])
     return work, len(blobs)
+
+
+@functools.lru_cache(maxsize=4)   # the scaling curve asks again for each thread count
+def _routes(paths: tuple, fmt: str | None) -> tuple[tuple, tuple]:
+    """The files of ``paths`` the loader's decoder hands to Pillow, and (path, reason) of those neither
+    reads: one decode of each file, by the route fastload's loader takes for it (see
+    ``fastload.image.decode.read_image``); ``fmt`` "jpeg" or "png" for fastload's own decoder,
+    None for Pillow's alone."""
+    from .._kernels import _batch
+    from ..errors import DecodeError
+    native = {"jpeg": (_batch.JpegDecoder, (_batch.Unsupported,)),
+              "png": (_batch.PngDecoder, (_batch.Unsupported, DecodeError))}.get(fmt)
+    decoder = native and native[0]()
+    pillow, unreadable = [], []
+    for path in paths:
+        try:
+            with open(path, "rb") as f:
+                data = f.read()
+        except OSError as e:
+            unreadable.append((path, e.strerror or str(e)))
+            continue
+        try:
+            if decoder is not None:
+                try:
+                    decoder.decode(data)
+                    continue
+                except native[1]:
+                    pass   # Pillow's to decode, as in the loader
+            _pillow_load(data)
+            if decoder is not None:
+                pillow.append(path)
+        except Exception as e:
+            unreadable.append((path, str(e) or type(e).__name__))
+    return tuple(pillow), tuple(unreadable)
 
 
 def decode_limits(paths: list[str], transforms, threads: int, runs: int = 3) -> dict:
     """{"full": {...}, "region": {...}} for JPEGs ({"full"} for other formats; PNGs with libspng linked
-    add {"pillow"}), each with images/s (the best pass, and every pass), the decoder used and the thread count."""
+    add {"pillow"}), each with images/s (the best pass, and every pass), the decoder used, the thread
+    count, the images timed, how many of them went through Pillow (``pillow_images``), and the
+    files left out as unreadable (``unreadable``, the first with its reason in ``first_unreadable``).
+    {} when no file can be read."""
     from PIL import features
 
     from .._kernels import _batch
-    heads = []
+    listed, heads, unopened = paths, [], []
     for p in paths:
-        with open(p, "rb") as f:
-            heads.append(f.read(8))
+        try:
+            with open(p, "rb") as f:
+                heads.append(f.read(8))
+        except OSError as e:   # a dangling link, a file without read permission
+            unopened.append((p, e.strerror or str(e)))
+            heads.append(None)
+    paths = [p for p, b in zip(paths, heads) if b is not None]
+    heads = [b for b in heads if b is not None]
     jpegs = [p for p, b in zip(paths, heads) if b[:2] == b"\xff\xd8"]
     pngs = [p for p, b in zip(paths, heads) if b == b"\x89PNG\r\n\x1a\n"]
     # A folder mostly of one format is measured on those files: Pillow decoding the whole mixed set
@@ -217,20 +295,36 @@ def decode_limits(paths: list[str], transforms, threads: int, runs: int = 3) -> 
         if len(subset) < len(paths):
             share = f"; its {len(subset)} {'JPEG' if jpeg else 'PNG'}s of {len(paths)} files"
         paths = subset
+    fmt = "jpeg" if jpeg and _batch.HAVE_LIBJPEG_TURBO else "png" if png and _batch.HAVE_SPNG else None
+    through_pillow, unreadable = _routes(tuple(paths), fmt)
+    order = {p: i for i, p in enumerate(listed)}
+    unreadable = sorted(unopened + list(unreadable), key=lambda u: order[u[0]])   # the first as listed
+    left_out = {p for p, _ in unreadable}
+    paths = [p for p in paths if p not in left_out]
+    if not paths:
+        return {}
+    if through_pillow:
+        share += f"; {len(through_pillow)} file(s) through Pillow, as the loader reads them"
+    if unreadable:
+        share += f"; {len(unreadable)} unreadable file(s) left out"
     pillow = f"Pillow {features.version('pil')} ({'libjpeg-turbo' if jpeg else 'zlib'}){share}"
-    if jpeg and _batch.HAVE_LIBJPEG_TURBO:
+    if fmt == "jpeg":
         decoder = f"{_batch.jpeg_version()} (fastload's decoder){share}"
-        kinds = {"full": (_jpeg_work, (paths, transforms, False), decoder),
-                 "region": (_jpeg_work, (paths, transforms, True), decoder)}
-    elif png and _batch.HAVE_SPNG:
+        kinds = {"full": (_jpeg_work, (paths, transforms, False, through_pillow), decoder),
+                 "region": (_jpeg_work, (paths, transforms, True, through_pillow), decoder)}
+    elif fmt == "png":
         decoder = f"{_batch.png_version()} (fastload's decoder){share}"
-        kinds = {"full": (_png_work, (paths, transforms, False), decoder),
-                 "region": (_png_work, (paths, transforms, True), decoder),
+        kinds = {"full": (_png_work, (paths, transforms, False, through_pillow), decoder),
+                 "region": (_png_work, (paths, transforms, True, through_pillow), decoder),
                  "pillow": (_pillow_work, (paths,), pillow)}
     else:
         kinds = {"full": (_pillow_work, (paths,), pillow)}
     out = {}
     for kind, (build, args, decoder) in kinds.items():
         rate, rates = _parallel_rate(build, args, threads, runs)
-        out[kind] = {"rate": rate, "runs": rates, "threads": threads, "decoder": decoder, "images": len(paths)}
+        out[kind] = {"rate": rate, "runs": rates, "threads": threads, "decoder": decoder, "images": len(paths),
+                     "pillow_images": len(through_pillow) if kind != "pillow" else len(paths),
+                     "unreadable": len(unreadable)}
+        if unreadable:
+            out[kind]["first_unreadable"] = {"path": unreadable[0][0], "reason": unreadable[0][1]}
     return out

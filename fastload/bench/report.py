@@ -58,7 +58,9 @@ def markdown(results: dict) -> str:
             row += [f"{r.get(f'efficiency_{k}', 0):.2f}" for k in limits]
             lines.append("| " + " | ".join(row) + " |")
         for k, lim in limits.items():
-            lines.append(f"| *decode only, {k}* ({lim['decoder']}, {lim['threads']} threads) | "
+            bad = lim.get("first_unreadable")
+            left_out = f" (the first: {_cell(bad['path'])}: {_cell(bad['reason'])})" if bad else ""
+            lines.append(f"| *decode only, {k}* ({lim['decoder']}{left_out}, {lim['threads']} threads) | "
                          f"{lim['rate']:,.0f} |" + " |" * (len(cols) - 2))
         lines.append("")
     versions = {}

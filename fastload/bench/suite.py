@@ -377,6 +377,13 @@ def run_suite(path: str | None = None, *, mode: str = "quick", out: str = "bench
             entry["limits"] = decode_limits(paths, task.transforms(), threads, runs=cfg["runs"])
             for kind, lim in entry["limits"].items():
                 log(f"  decode-only limit ({kind}): {lim['rate']:.0f} img/s [{lim['decoder']}]")
+            lim = next(iter(entry["limits"].values()), None)
+            if lim is None:
+                log("  decode-only limit: not measured (no file of the task can be decoded)")
+            elif lim["unreadable"]:
+                bad = lim["first_unreadable"]
+                log(f"  left out of the decode limit: {lim['unreadable']} unreadable file(s), the first "
+                    f"{bad['path']}: {bad['reason']}")
         jobs = {}   # contender -> (interpreter, spec): timed together, in turns
         for c in roster:
             if (reason := _not_applicable(c, task)):
@@ -447,8 +454,8 @@ def _scaling(task: Task, results: dict, threads: int, cfg: dict, cache: str, onl
     listing, paths = _listing(root, cache)
     for t in counts:
         lim = decode_limits(paths, task.transforms(), t, runs=cfg["runs"])
-        out["limit_full"].append(lim["full"]["rate"])
-        out["limit_region"].append(lim.get("region", lim["full"])["rate"])
+        out["limit_full"].append(lim["full"]["rate"] if lim else None)
+        out["limit_region"].append(lim.get("region", lim["full"])["rate"] if lim else None)
         jobs = {name: (sys.executable, _spec(f"{name}-scaling-{t}", name, task, root, t, cfg["runs"],
                                              cfg["cap"] if name == "torch" else 0, cache, listing))
                 for name in ("fastload", "torch")
