@@ -393,3 +393,16 @@ def test_the_decode_limit_reads_files_as_the_loader_does_and_names_those_it_leav
     assert fast["status"] == "failed" and (paths[3] in fast["reason"] or paths[4] in fast["reason"])
     with open(tmp_path / "res" / "results.md") as f:
         assert f"(the first: {paths[3]}: " in f.read()
+
+
+def test_bench_out_that_cannot_be_a_folder_is_one_line_before_the_run(tmp_path, capsys, monkeypatch):
+    """--out naming a file ran the whole suite, then ended in a FileExistsError traceback and lost the results."""
+    monkeypatch.setenv("FASTLOAD_BENCH_CACHE", str(tmp_path / "cache"))
+    for cls in ("a", "b"):
+        (tmp_path / "data" / cls).mkdir(parents=True)
+        Image.new("RGB", (8, 8)).save(tmp_path / "data" / cls / "0.jpg")
+    (tmp_path / "file").write_text("x")
+    for out, why in ((tmp_path / "file", "not a folder"), (tmp_path / "file" / "sub", "Not a directory")):
+        assert _usage_error(capsys, "bench", str(tmp_path / "data"), "--no-envs", "--contenders", "fastload",
+                            "--out", str(out)) == f"fastload: error: --out {out}: {why}"
+    assert not os.path.exists(tmp_path / "cache")   # nothing measured

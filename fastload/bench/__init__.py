@@ -78,6 +78,14 @@ def run(args) -> int:
         raise UsageError(f"--contenders: unknown {', '.join(map(repr, unknown))}; choose from {', '.join(known)}")
     if args.path:
         image_folder(args.path)   # a missing, empty or flat folder: one line, before any work
+    if os.path.exists(args.out) and not os.path.isdir(args.out):   # found now, not after the run
+        raise UsageError(f"--out {args.out}: not a folder")
+    try:
+        os.makedirs(args.out, exist_ok=True)
+    except OSError as e:
+        raise UsageError(f"--out {args.out}: {e.strerror or e}") from e
+    if not os.access(args.out, os.W_OK | os.X_OK):
+        raise UsageError(f"--out {args.out}: the folder is not writable")
     from .report import can_plot
     plots = can_plot()
     if not plots:   # said before the run, not found after it

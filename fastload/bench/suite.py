@@ -340,6 +340,7 @@ def run_suite(path: str | None = None, *, mode: str = "quick", out: str = "bench
                            "memory from /proc and forks its decode-limit processes")
     from .limits import decode_limits
     from .report import write_report
+    os.makedirs(out, exist_ok=True)   # before the run: a path that cannot be a folder fails now, not after it
     cfg = {**MODES[mode], **(sizes or {})}
     threads = threads or os.cpu_count() or 1
     cache = cache or cache_dir()
@@ -414,7 +415,6 @@ def run_suite(path: str | None = None, *, mode: str = "quick", out: str = "bench
     results["targets"] = _targets(results)
     results["meta"]["seconds"] = time.perf_counter() - t_start
     results["meta"]["load_average_end"] = list(os.getloadavg())
-    os.makedirs(out, exist_ok=True)
     with open(os.path.join(out, "results.json"), "w") as f:
         json.dump(results, f, indent=1)
     write_report(results, out)
