@@ -406,3 +406,16 @@ def test_bench_out_that_cannot_be_a_folder_is_one_line_before_the_run(tmp_path, 
         assert _usage_error(capsys, "bench", str(tmp_path / "data"), "--no-envs", "--contenders", "fastload",
                             "--out", str(out)) == f"fastload: error: --out {out}: {why}"
     assert not os.path.exists(tmp_path / "cache")   # nothing measured
+
+
+def test_bench_threads_below_one_is_one_line(tmp_path, capsys, monkeypatch):
+    """--threads -1 ran to a ZeroDivisionError traceback, and --threads 0 quietly meant every core."""
+    monkeypatch.setenv("FASTLOAD_BENCH_CACHE", str(tmp_path / "cache"))
+    for cls in ("a", "b"):
+        (tmp_path / "data" / cls).mkdir(parents=True)
+        Image.new("RGB", (8, 8)).save(tmp_path / "data" / cls / "0.jpg")
+    for n in ("-1", "0"):
+        assert _usage_error(capsys, "bench", str(tmp_path / "data"), "--no-envs", "--contenders", "fastload",
+                            "--threads", n, "--out", str(tmp_path / "res")) == \
+            "fastload: error: --threads must be at least 1"
+    assert not os.path.exists(tmp_path / "res") and not os.path.exists(tmp_path / "cache")

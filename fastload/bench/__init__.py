@@ -70,6 +70,8 @@ def run(args) -> int:
         print(f"updated {args.readme} from {results}")
         return 0
     from .suite import contenders, run_suite
+    if args.threads is not None and args.threads < 1:   # 0 read as "all cores", -1 as a division by zero
+        raise UsageError("--threads must be at least 1")
     threads = args.threads or os.cpu_count() or 1
     only = [c.strip() for c in args.contenders.split(",")] if args.contenders else None
     known = [c.name for c in contenders(threads)]   # the torch rows are named by the thread count
