@@ -419,3 +419,22 @@ def test_bench_threads_below_one_is_one_line(tmp_path, capsys, monkeypatch):
                             "--threads", n, "--out", str(tmp_path / "res")) == \
             "fastload: error: --threads must be at least 1"
     assert not os.path.exists(tmp_path / "res") and not os.path.exists(tmp_path / "cache")
+
+
+def test_the_suite_shows_each_progress_line_as_it_goes(monkeypatch):
+    """Piped (`fastload bench | tee log`, CI) the progress lines were block-buffered: nothing showed
+    until the suite ended minutes later."""
+    import inspect
+    import io
+
+    class Pipe(io.StringIO):
+        shown = ""
+
+        def flush(self):
+            self.shown = self.getvalue()
+    pipe = Pipe()
+    monkeypatch.setattr(sys, "stdout", pipe)
+    log = inspect.signature(run_suite).parameters["log"].default
+    log("== rrc224: a task")
+    log("  fastload 100 img/s")
+    assert pipe.shown == "== rrc224: a task\n  fastload 100 img/s\n"

@@ -325,10 +325,15 @@ def _machine() -> dict:
             "load_average": list(os.getloadavg()), "features": fl.features()}
 
 
+def _progress(line: str) -> None:
+    """A progress line, shown now: piped into tee or a CI log, stdout would hold it until the exit."""
+    print(line, flush=True)
+
+
 def run_suite(path: str | None = None, *, mode: str = "quick", out: str = "benchmarks/results",
               threads: int | None = None, only: list[str] | None = None, use_envs: bool = True,
               sizes: dict | None = None, seed: int = 0, cache: str | None = None, rebuild_envs: bool = False,
-              scaling: bool = True, memory: bool = True, log=print) -> dict:
+              scaling: bool = True, memory: bool = True, log=_progress) -> dict:
     """Run the suite and write ``results.json``, ``results.md`` and the plots under ``out``.
 
     ``path``: measure a class-per-subfolder image directory instead of the generated sets.
