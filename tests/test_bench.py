@@ -438,3 +438,19 @@ def test_the_suite_shows_each_progress_line_as_it_goes(monkeypatch):
     log("== rrc224: a task")
     log("  fastload 100 img/s")
     assert pipe.shown == "== rrc224: a task\n  fastload 100 img/s\n"
+
+
+@pytest.mark.filterwarnings("ignore:Tight layout not applied")   # the plot of a task with one contender
+def test_the_log_says_not_run_where_a_contender_was_not_run(tmp_path):
+    """The scaling and memory lines printed 'torch 0' and 'torch-1 0 MB' for a torch that was not
+    selected: figures that read as measured."""
+    lines = []
+    results = run_suite(mode="quick", out=str(tmp_path / "res"), threads=1, only=["fastload"],
+                        sizes={"tasks": ("rrc64",), "small": 8, "memory": (8, 16), "runs": 1},
+                        cache=str(tmp_path / "cache"), log=lines.append)
+    assert results["scaling"]["torch"] == [None] and results["memory"]["torch-1"] == [None, None]
+    said = [line for line in lines if line.startswith(("  1 threads: ", "  8 files: ", "  16 files: "))]
+    assert len(said) == 3, lines
+    for line in said:
+        assert "torch not run, " in line or line.endswith("torch-1 not run"), line
+        assert " 0 MB" not in line and "torch 0" not in line and "fastload not run" not in line

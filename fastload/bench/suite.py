@@ -466,11 +466,21 @@ def _scaling(task: Task, results: dict, threads: int, cfg: dict, cache: str, onl
                 for name in ("fastload", "torch")
                 if only is None or (f"{name}-{threads}" if name == "torch" else name) in only}
         answers = dict(zip(jobs, run_in_turns(list(jobs.values()), cfg["timeout"])))
+        said = []
         for name in ("fastload", "torch"):
-            out[name].append(_summarise(answers[name]).get("median") if name in answers else None)
-        log(f"  {t} threads: fastload {out['fastload'][-1] or 0:.0f}, torch {out['torch'][-1] or 0:.0f}, "
-            f"region-decode limit {out['limit_region'][-1]:.0f} img/s")
+            res = _summarise(answers[name]) if name in answers else None
+            out[name].append(res.get("median") if res else None)
+            said.append(f"{name} {_figure(out[name][-1], 'img/s', res)}")
+        log(f"  {t} threads: {', '.join(said)}, region-decode limit {_figure(out['limit_region'][-1], 'img/s', {})}")
     return out
+
+
+def _figure(value, unit: str, res: dict | None) -> str:
+    """A measured figure for the log, or why there is none (``res``: the contender's answer, None when
+    it was not run): never a 0 that reads as measured."""
+    if value is not None:
+        return f"{value:.0f} {unit}"
+    return "not run" if res is None else res.get("status", "not measured")
 
 
 def _memory(cfg: dict, seed: int, cache: str, threads: int, only, log) -> dict:
@@ -483,15 +493,15 @@ def _memory(cfg: dict, seed: int, cache: str, threads: int, only, log) -> dict:
     for n in (small, large):
         root = base if n == small else linked_copies(base, n, cache=cache)
         listing = _listing(root, cache)[0]
+        said = []
         for name, builder in (("fastload", "fastload"), (f"torch-{threads}", "torch")):
-            if only is not None and name not in only:
-                out[name].append(None)
-                continue
-            spec = _spec(f"{name}-memory-{n}", builder, task, root, threads, 1, 0, cache, listing)
-            res = run_worker(sys.executable, spec, cfg["timeout"])
-            out[name].append(res.get("peak_rss_mb") if res.get("ok") else None)
-        log(f"  {n} files: " + ", ".join(f"{k} {v[-1] or 0:.0f} MB" for k, v in out.items()
-                                         if isinstance(v, list) and k != "files"))
+            res = None
+            if only is None or name in only:
+                spec = _spec(f"{name}-memory-{n}", builder, task, root, threads, 1, 0, cache, listing)
+                res = run_worker(sys.executable, spec, cfg["timeout"])
+            out[name].append(res.get("peak_rss_mb") if res and res.get("ok") else None)
+            said.append(f"{name} {_figure(out[name][-1], 'MB', res)}")
+        log(f"  {n} files: {', '.join(said)}")
     return out
 
 
