@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import resource
+import shutil
 import statistics
 import subprocess
 import sys
@@ -16,6 +17,7 @@ import tempfile
 import time
 
 import fastload as fl
+from fastload.bench.datasets import _trim
 from fastload.synthetic import make_image_folder
 
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
@@ -23,6 +25,8 @@ MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 def dataset(kind: str, n: int, root: str | None = None) -> str:
     """An image folder of n photo-like JPEGs (q90): 'imagenet' ~460x400, 'small' 64x64. Cached by name."""
+    if n < 1:
+        raise ValueError(f"a data set needs at least one image, not {n}")
     root = root or os.path.join(tempfile.gettempdir(), "fastload-bench")
     path = os.path.join(root, f"{kind}-{n}")
     marker = os.path.join(path, ".complete")
@@ -30,7 +34,10 @@ def dataset(kind: str, n: int, root: str | None = None) -> str:
         classes = 10
         size, jitter = ((400, 460), 0.15) if kind == "imagenet" else ((64, 64), 0.0)
         t = time.perf_counter()
-        make_image_folder(path, classes=classes, per_class=n // classes, size=size, jitter=jitter, seed=1)
+        shutil.rmtree(path, ignore_errors=True)   # what an interrupted run left
+        # whole classes, rounded up, then trimmed to n (n // classes wrote none at all below 10)
+        make_image_folder(path, classes=classes, per_class=-(-n // classes), size=size, jitter=jitter, seed=1)
+        _trim(path, n)
         open(marker, "w").close()
         print(f"  (generated {n} {kind} images in {time.perf_counter() - t:.0f} s under {path})")
     return path

@@ -454,3 +454,17 @@ def test_the_log_says_not_run_where_a_contender_was_not_run(tmp_path):
     for line in said:
         assert "torch not run, " in line or line.endswith("torch-1 not run"), line
         assert " 0 MB" not in line and "torch 0" not in line and "fastload not run" not in line
+
+
+@pytest.mark.parametrize("n", [5, 15])
+def test_the_benchmarks_data_sets_hold_n_images(tmp_path, n):
+    """benchmarks/common.py wrote n // 10 images per class: --n 5 an empty set marked complete (the
+    script then failed, and every later run on the cached set), --n 15 a set of 10."""
+    import fastload as fl
+    where = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks", "common.py")
+    spec = importlib.util.spec_from_file_location("benchmarks_common", where)
+    common = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(common)
+    path = common.dataset("small", n, root=str(tmp_path))
+    assert len(fl.ImageFolder(path)) == n
+    assert common.dataset("small", n, root=str(tmp_path)) == path   # cached, complete
