@@ -92,6 +92,7 @@ def test_table_and_plots(suite):
         for r in task["results"].values():
             assert r["label"] in table
     assert "not run: not selected (--contenders)" in table and "| **Targets**" not in table
+    assert results["meta"]["plots"] == list(report.PLOTS)   # README links the throughput plot
     for name in report.PLOTS:
         with Image.open(os.path.join(out, name)) as im:
             im.load()
@@ -468,3 +469,26 @@ def test_the_benchmarks_data_sets_hold_n_images(tmp_path, n):
     path = common.dataset("small", n, root=str(tmp_path))
     assert len(fl.ImageFolder(path)) == n
     assert common.dataset("small", n, root=str(tmp_path)) == path   # cached, complete
+
+
+def test_readme_links_the_plot_only_where_the_run_drew_it(tmp_path):
+    """Results written without matplotlib put ![throughput](.../throughput.png) into README all the
+    same: a link to a missing plot, or to an earlier run's plot beside the new table."""
+    results = {"meta": {"mode": "quick", "threads": 2, "runs": 3, "plots": [],
+                        "machine": {"cores": 2, "cpu": "x", "load_average": [0.1, 0.1, 0.1]}},
+               "tasks": [{"name": "rrc224", "results": {"fastload": {"status": "ok", "median": 100.0}},
+                          "limits": {}}], "targets": []}
+    out = tmp_path / "results"
+    out.mkdir()
+    readme = tmp_path / "README.md"
+    for stale in (False, True):   # no plot at all; an earlier run's plot
+        if stale:
+            (out / "throughput.png").write_bytes(b"an earlier run's plot")
+        (out / "results.json").write_text(json.dumps(results))
+        readme.write_text("# x\n")
+        assert cli.main(["bench", "--readme", str(readme), "--out", str(out)]) == 0
+        assert "**100**" in readme.read_text() and "throughput.png" not in readme.read_text()
+    results["meta"]["plots"] = list(report.PLOTS)
+    (out / "results.json").write_text(json.dumps(results))
+    assert cli.main(["bench", "--readme", str(readme), "--out", str(out)]) == 0
+    assert "![throughput](results/throughput.png)" in readme.read_text()

@@ -235,17 +235,21 @@ def _curves(plt, out, name, series, title, missing, xlabel, ylabel, *, xticks=No
 
 
 def update_readme(readme: str, results_dir: str) -> None:
-    """Put the table of ``results_dir/results.json`` and its throughput plot between README's
-    bench markers (appending the section when they are missing)."""
+    """Put the table of ``results_dir/results.json`` and its throughput plot, where that run drew one,
+    between README's bench markers (appending the section when they are missing)."""
     with open(os.path.join(results_dir, "results.json")) as f:
         results = json.load(f)
     with open(readme) as f:
         text = f.read()
     here = os.path.dirname(os.path.abspath(readme))
-    plot = os.path.relpath(os.path.join(results_dir, "throughput.png"), here)
+    plot = os.path.join(results_dir, "throughput.png")
+    drawn = results["meta"].get("plots")   # None: results from before runs listed their plots
+    linked = ""
+    if ("throughput.png" in drawn) if drawn is not None else os.path.isfile(plot):   # not another run's plot
+        linked = f"![throughput]({os.path.relpath(plot, here)})\n"
     table = summary(results).replace("{results_md}", os.path.relpath(os.path.join(results_dir, "results.md"), here))
     body = (f"{README_START}\n<!-- written by `fastload bench --readme`; do not edit by hand -->\n\n"
-            f"{table}\n\n![throughput]({plot})\n{README_END}")
+            f"{table}\n\n{linked}{README_END}")
     if README_START in text and README_END in text:
         text = re.sub(re.escape(README_START) + ".*?" + re.escape(README_END), lambda _: body, text, flags=re.S)
     else:

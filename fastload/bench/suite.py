@@ -344,7 +344,7 @@ def run_suite(path: str | None = None, *, mode: str = "quick", out: str = "bench
         raise RuntimeError(f"fastload bench runs on Linux only (this is {sys.platform}): it reads CPU time and "
                            "memory from /proc and forks its decode-limit processes")
     from .limits import decode_limits
-    from .report import write_report
+    from .report import PLOTS, can_plot, write_report
     os.makedirs(out, exist_ok=True)   # before the run: a path that cannot be a folder fails now, not after it
     cfg = {**MODES[mode], **(sizes or {})}
     threads = threads or os.cpu_count() or 1
@@ -420,6 +420,7 @@ def run_suite(path: str | None = None, *, mode: str = "quick", out: str = "bench
     results["targets"] = _targets(results)
     results["meta"]["seconds"] = time.perf_counter() - t_start
     results["meta"]["load_average_end"] = list(os.getloadavg())
+    results["meta"]["plots"] = list(PLOTS) if can_plot() else []   # README links only what this run drew
     with open(os.path.join(out, "results.json"), "w") as f:
         json.dump(results, f, indent=1)
     write_report(results, out)
