@@ -287,26 +287,26 @@ def test_a_source_of_which_no_record_can_be_packed_is_one_line(tmp_path, capsys)
 def test_a_full_disk_is_one_line_and_the_same_command_resumes(tmp_path):
     """A write that fails (a full disk; here a file size limit, EFBIG as ENOSPC would be) was a
     traceback ending in write()'s '[Errno 27] File too large', naming no file."""
-    resource = pytest.importorskip("resource")
+    pytest.importorskip("resource")
     root = make_image_folder(tmp_path / "data", classes=1, per_class=3, size=(20, 24), seed=1)
     os.mkdir(tmp_path / "data" / "z_big")
     noise = np.random.default_rng(0).integers(0, 255, (300, 300, 3), dtype=np.uint8)
     Image.fromarray(noise).save(tmp_path / "data" / "z_big" / "noise.png")   # over the limit by itself
     out = tmp_path / "out"
-    argv = [sys.executable, "-m", "fastload", "pack", root, str(out), "--quiet", "--shard-size", str(ALIGN)]
+    args = ["pack", root, str(out), "--quiet", "--shard-size", str(ALIGN)]
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (HOME, os.environ.get("PYTHONPATH")) if p))
-    limit = 200_000
-
-    def small_files():
-        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
-    r = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=240, preexec_fn=small_files)
+    # The limit is set in the child itself: a preexec_fn forks this process, which may run threads.
+    limited = ("import resource, sys; resource.setrlimit(resource.RLIMIT_FSIZE, (200_000, 200_000)); "
+               "from fastload.cli import main; sys.exit(main(sys.argv[1:]))")
+    r = subprocess.run([sys.executable, "-c", limited, *args], env=env, capture_output=True, text=True, timeout=240)
     assert r.returncode == 2 and r.stdout == "" and r.stderr == (
         f"fastload: error: {out / 'shard-00003.bin.part'}: File too large (the finished shards are kept: "
         "the same command again resumes after them)\n"), r.stderr
     finished = sorted(f for f in os.listdir(out) if f.endswith(".bin"))
     assert finished == [f"shard-{i:05d}.bin" for i in range(3)] and not os.path.exists(out / "meta.json")
     stamps = {f: os.stat(out / f).st_mtime_ns for f in finished}
-    r = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=240)
+    r = subprocess.run([sys.executable, "-m", "fastload", *args], env=env, capture_output=True, text=True,
+                       timeout=240)
     assert r.returncode == 0 and "packed 4 records into 4 shards" in r.stdout, r.stderr
     assert {f: os.stat(out / f).st_mtime_ns for f in finished} == stamps   # resumed, not rewritten
     assert [fl.PackedDataset(out)[i] for i in range(4)] == folder_bytes(fl.ImageFolder(root))
