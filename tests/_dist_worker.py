@@ -10,7 +10,8 @@ Usage: torchrun --nproc_per_node=N _dist_worker.py ROOT OUT_DIR BATCH [STATE_JSO
        lists OTHER first, then every rank lists ROOT)
    or: torchrun --nproc_per_node=2 _dist_worker.py --local-folders SAME0 SAME1 OTHER0 OTHER1 OUT_DIR
        (rank r iterates a Loader over ImageFolder(SAMEr), then one over ImageFolder(OTHERr), then one
-       over a ListSource of 5 + r records)
+       over a ListSource of 5 + r records, then over the train half of ImageFolder(SAMEr) split with
+       seed 0, then with seed r)
    or: torchrun --nproc_per_node=2 _dist_worker.py --settings OUT_DIR   (rank r iterates Loaders over
        8 records whose settings differ between the ranks, one at a time, and one whose don't)
    or: torchrun --nproc_per_node=2 _dist_worker.py --streams SAME OTHER OUT_DIR   (rank r streams the tar
@@ -116,8 +117,9 @@ def mislisted(root, other, out):
 
 
 def local_folders(same, other, out):
-    """Rank r loads ``same[r]``, ``other[r]`` and a list of 5 + r records; writes, for each, the
-    number of batches it yielded or the error that stopped it."""
+    """Rank r loads ``same[r]``, ``other[r]``, a list of 5 + r records, and the train half of ``same[r]``
+    split with one seed, then with a seed per rank; writes, for each, the number of batches it yielded
+    or the error that stopped it."""
     from datetime import timedelta
     dist.init_process_group("gloo", timeout=timedelta(seconds=60))
     r = dist.get_rank()
@@ -126,7 +128,11 @@ def local_folders(same, other, out):
         return fl.Loader(fl.ImageFolder(root), batch_size=2, transforms=[fl.Resize((8, 8))])
     loaders = {"same": lambda: folder(same[r]), "other": lambda: folder(other[r]),
                "list": lambda: fl.Loader(fl.ListSource([{"x": i} for i in range(5 + r)]), batch_size=2,
-                                         fields={"x": None})}
+                                         fields={"x": None}),
+               "split": lambda: fl.Loader(fl.ImageFolder(same[r]).split(test_size=0.5, seed=0)[0], batch_size=2,
+                                          transforms=[fl.Resize((8, 8))]),
+               "split_per_rank": lambda: fl.Loader(fl.ImageFolder(same[r]).split(test_size=0.5, seed=r)[0],
+                                                   batch_size=2, transforms=[fl.Resize((8, 8))])}
     result = {}
     for name, make in loaders.items():
         loader = make()

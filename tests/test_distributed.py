@@ -248,21 +248,33 @@ def test_a_url_source_built_on_rank_0_alone_stops_the_others_naming_both(tmp_pat
                                    "same URL sources in the same order"), rank1
 
 
-def test_ranks_whose_local_folders_differ_are_stopped_naming_both(tmp_path):
-    """Each rank lists a local folder itself: one that held a file more on one machine was sharded as
-    two listings, every batch misaligned, silently. Ranks now compare their record counts and file
-    names once, when a Loader first shards, and every rank stops, naming the source and the counts;
-    ranks that agree (the same names under other roots) go on."""
+def _four_folders(tmp_path, extra_in: str) -> tuple[str, str, str, str]:
+    """A folder for each rank alike (under other roots), and a pair where rank 1's has a file more,
+    extra.jpg in class folder ``extra_in``."""
     import shutil
     from fastload.synthetic import make_image_folder
     same0 = make_image_folder(str(tmp_path / "a" / "d"), classes=2, per_class=3, size=(16, 16))
     same1 = str(shutil.copytree(same0, tmp_path / "b" / "d"))
-    other0 = make_image_folder(str(tmp_path / "c" / "d"), classes=2, per_class=3, size=(16, 16))
-    other1 = str(shutil.copytree(other0, tmp_path / "e" / "d"))
-    shutil.copy(os.path.join(other1, "class_001", "img_00000.jpg"), os.path.join(other1, "class_000", "extra.jpg"))
+    other0 = str(shutil.copytree(same0, tmp_path / "c" / "d"))
+    other1 = str(shutil.copytree(same0, tmp_path / "e" / "d"))
+    shutil.copy(os.path.join(other1, "class_001", "img_00000.jpg"), os.path.join(other1, extra_in, "extra.jpg"))
+    return same0, same1, other0, other1
+
+
+def test_ranks_whose_local_folders_differ_are_stopped_naming_both(tmp_path):
+    """Each rank lists a local folder itself: one that held a file more on one machine was sharded as
+    two listings, every batch misaligned, silently. Ranks now compare their record counts and file
+    names once, when a Loader first shards, and every rank stops, naming the source and the counts;
+    ranks that agree (the same names under other roots) go on. A split compares its own records: ranks
+    that split one folder with a seed each held subsets of one size and one listing, not one subset."""
+    same0, same1, other0, other1 = _four_folders(tmp_path, "class_000")
     out = str(tmp_path / "out")
     ranks = launch(2, ["--local-folders", same0, same1, other0, other1, out], out)
     assert [r["same"] for r in ranks] == [{"batches": 2}] * 2     # 6 records, 4 a global step
+    # A split of one folder: the same 3 records on both ranks, or (a seed per rank) 3 others of the same 6.
+    assert [r["split"] for r in ranks] == [{"batches": 1}] * 2
+    for rank in ranks:
+        assert rank["split_per_rank"].get("error", "").startswith("the ranks hold other records in Subset"), rank
     errors = [r["other"]["error"] for r in ranks]
     for rank, root, n in ((0, other0, 6), (1, other1, 7)):
         assert errors[rank].startswith(f"the ranks hold other records in ImageFolder({root!r}, {n} images, "
@@ -376,13 +388,7 @@ def test_ranks_whose_folders_differ_under_a_streams_steps_are_stopped(tmp_path):
     """A stream passed its upstream's tar shards on to be compared, not a folder's listing: a step over
     a folder with a file more on one machine gave that rank a batch more (DDP's all-reduce waits).
     Its listing is compared as the folder's own is; of a mix, each input's, named by its number."""
-    import shutil
-    from fastload.synthetic import make_image_folder
-    same0 = make_image_folder(str(tmp_path / "a" / "d"), classes=2, per_class=3, size=(16, 16))
-    same1 = str(shutil.copytree(same0, tmp_path / "b" / "d"))
-    other0 = str(shutil.copytree(same0, tmp_path / "c" / "d"))
-    other1 = str(shutil.copytree(same0, tmp_path / "e" / "d"))
-    shutil.copy(os.path.join(other1, "class_001", "img_00000.jpg"), os.path.join(other1, "class_001", "extra.jpg"))
+    same0, same1, other0, other1 = _four_folders(tmp_path, "class_001")
     out = str(tmp_path / "out")
     ranks = launch(2, ["--folder-streams", same0, same1, other0, other1, out], out)
     assert [r["same"] for r in ranks] == [{"batches": 2}] * 2     # 6 records, 4 a global step

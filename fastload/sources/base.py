@@ -108,8 +108,14 @@ class Subset(Source):
     def record_id(self, index: int) -> str:
         return self.source.record_id(int(self.indices[self._check_index(index)]))
 
-    def local_listing(self):   # the parent's: a split takes the same records of the same listing
-        return self.source.local_listing()
+    def local_listing(self):
+        """The parent's listing at this subset's records: ranks that split one folder with other
+        seeds hold subsets of the same size and listing, but not the same records."""
+        listing = self.source.local_listing()
+        if listing is None:
+            return None
+        from .paths import PathTable
+        return PathTable([listing.take(self.indices)], listing.prefix)
 
     def labels(self):
         lab = self.source.labels()
