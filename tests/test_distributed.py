@@ -315,24 +315,29 @@ def test_ranks_whose_loader_settings_differ_are_stopped_naming_each_value(tmp_pa
             assert rank[name].get("error", "").startswith(message), (name, rank[name])
 
 
-def test_ranks_whose_streams_differ_are_stopped(tmp_path):
-    """A stream was never compared: a tar shard missing on one machine gave that rank fewer records,
-    so another count of batches (DDP's all-reduce waits) and records other ranks also took. Ranks
-    now compare a stream's settings, and its local shards by name and size, when it first shards."""
+def _label_shards(folder) -> None:
+    """shard-0.tar .. shard-2.tar in ``folder``, four samples of a ``.cls`` member alone each (0..11)."""
     import io
     import tarfile
-    same, other = tmp_path / "same", tmp_path / "other"
-    same.mkdir()
-    other.mkdir()
     for s in range(3):
-        with tarfile.open(same / f"shard-{s}.tar", "w") as t:
+        with tarfile.open(folder / f"shard-{s}.tar", "w") as t:
             for i in range(4):
                 data = str(4 * s + i).encode()
                 member = tarfile.TarInfo(f"s{s}_{i}.cls")
                 member.size = len(data)
                 t.addfile(member, io.BytesIO(data))
-        if s < 2:   # rank 1's machine lacks shard-2
-            os.link(same / f"shard-{s}.tar", other / f"shard-{s}.tar")
+
+
+def test_ranks_whose_streams_differ_are_stopped(tmp_path):
+    """A stream was never compared: a tar shard missing on one machine gave that rank fewer records,
+    so another count of batches (DDP's all-reduce waits) and records other ranks also took. Ranks
+    now compare a stream's settings, and its local shards by name and size, when it first shards."""
+    same, other = tmp_path / "same", tmp_path / "other"
+    same.mkdir()
+    other.mkdir()
+    _label_shards(same)
+    for s in range(2):   # rank 1's machine lacks shard-2
+        os.link(same / f"shard-{s}.tar", other / f"shard-{s}.tar")
     size = os.path.getsize(same / "shard-2.tar")
     out = str(tmp_path / "out")
     ranks = launch(2, ["--streams", str(same), str(other), out], out)
@@ -357,15 +362,7 @@ def test_ranks_whose_streams_order_or_count_their_records_otherwise_are_stopped(
     shuffle initial, batch drop_last or tar shuffle_initial differed each took their share of another
     order or count, records twice and others never, silently. Every such setting is compared now; a
     stream alike on both ranks, all of them set, goes on."""
-    import io
-    import tarfile
-    for s in range(3):
-        with tarfile.open(tmp_path / f"shard-{s}.tar", "w") as t:
-            for i in range(4):
-                data = str(4 * s + i).encode()
-                member = tarfile.TarInfo(f"s{s}_{i}.cls")
-                member.size = len(data)
-                t.addfile(member, io.BytesIO(data))
+    _label_shards(tmp_path)
     out = str(tmp_path / "out")
     ranks = launch(2, ["--stream-settings", str(tmp_path), out], out)
     ids = ranks[0]["same"]["ids"] + ranks[1]["same"]["ids"]
