@@ -175,7 +175,7 @@ def test_output_into_a_pipe_its_reader_closed_ends_quietly(bad_folder, tmp_path)
         os.close(read)   # the reader is gone before the first line: every write fails
         try:
             r = subprocess.run([sys.executable, "-m", "fastload", *argv], stdout=write, stderr=subprocess.PIPE,
-                               env=env, text=True, timeout=240)
+                               env=env, text=True, timeout=240, cwd=tmp_path)   # not a checkout's fastload
         finally:
             os.close(write)
         assert r.returncode == 1 and "BrokenPipe" not in r.stderr and "Traceback" not in r.stderr, (argv, r.stderr)

@@ -116,6 +116,22 @@ def test_slots_grown_for_kept_batches_are_given_back_after_a_pass_without_them(i
     assert loader.stats()["buffer_bytes"] == 3 * loader._pool.slot_bytes
 
 
+def test_slots_read_by_asynchronous_copies_are_given_back_once_read():
+    class Done:   # a copy's event that has completed
+        def query(self):
+            return True
+
+        def synchronize(self):
+            pass
+    pool = SlotPool([Output("x", (4,), np.dtype(np.float32))], 2, 3, guard_release=Done)
+    kept = [pool.acquire() for _ in range(10)]   # every release files its slot behind an event
+    assert len(pool) == 10
+    del kept
+    gc.collect()
+    assert pool.trim() == 0 and len(pool) == 10  # the pass that held them all has just ended
+    assert pool.trim() == 7 and len(pool) == 3   # a pass that held none
+
+
 def test_a_consumer_holding_batches_every_pass_keeps_its_slots(image_folder):
     loader = make(image_folder, prefetch=1)
     seen = []

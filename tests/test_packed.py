@@ -1,6 +1,7 @@
 """fastload pack and fl.PackedDataset: the bytes that went in come out, records start on page
 boundaries, batches equal the folder's, a stopped run resumes to the same files, --max-side
 re-encodes as Pillow does, and broken inputs and outputs are named."""
+import functools
 import io
 import os
 import re
@@ -298,15 +299,16 @@ def test_a_full_disk_is_one_line_and_the_same_command_resumes(tmp_path):
     # The limit is set in the child itself: a preexec_fn forks this process, which may run threads.
     limited = ("import resource, sys; resource.setrlimit(resource.RLIMIT_FSIZE, (200_000, 200_000)); "
                "from fastload.cli import main; sys.exit(main(sys.argv[1:]))")
-    r = subprocess.run([sys.executable, "-c", limited, *args], env=env, capture_output=True, text=True, timeout=240)
+    run = functools.partial(subprocess.run, env=env, capture_output=True, text=True, timeout=240,
+                            cwd=tmp_path)   # -c and -m put the working directory first: not a checkout's fastload
+    r = run([sys.executable, "-c", limited, *args])
     assert r.returncode == 2 and r.stdout == "" and r.stderr == (
         f"fastload: error: {out / 'shard-00003.bin.part'}: File too large (the finished shards are kept: "
         "the same command again resumes after them)\n"), r.stderr
     finished = sorted(f for f in os.listdir(out) if f.endswith(".bin"))
     assert finished == [f"shard-{i:05d}.bin" for i in range(3)] and not os.path.exists(out / "meta.json")
     stamps = {f: os.stat(out / f).st_mtime_ns for f in finished}
-    r = subprocess.run([sys.executable, "-m", "fastload", *args], env=env, capture_output=True, text=True,
-                       timeout=240)
+    r = run([sys.executable, "-m", "fastload", *args])
     assert r.returncode == 0 and "packed 4 records into 4 shards" in r.stdout, r.stderr
     assert {f: os.stat(out / f).st_mtime_ns for f in finished} == stamps   # resumed, not rewritten
     assert [fl.PackedDataset(out)[i] for i in range(4)] == folder_bytes(fl.ImageFolder(root))

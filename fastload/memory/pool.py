@@ -218,6 +218,10 @@ class SlotPool:
         its slots, and slots grown for one pass's kept list go after a pass that did not need them.
         Only free slots go: one a batch still views, or an asynchronous reader may read, stays."""
         with self._lock:
+            for slot in [s for s in self._waiting if s.event.query()]:   # their readers are done
+                self._waiting.remove(slot)
+                slot.event = None
+                self._free.append(slot)
             keep = max(self.base_slots, self._peak)
             n = 0
             while self._free and len(self._all) > keep:
@@ -226,8 +230,8 @@ class SlotPool:
             self._peak = self._held()
             return n
 
-    def _held(self) -> int:
-        return len(self._all) - len(self._free) - len(self._waiting)
+    def _held(self) -> int:   # a slot an asynchronous reader may still read counts as held
+        return len(self._all) - len(self._free)
 
     def slots(self) -> list[dict]:
         """Every tracked slot's arrays (for tests and diagnostics)."""

@@ -435,7 +435,7 @@ class TarStream(Fluent):
         if self.shuffle_buffer and self.shuffle_initial != 100:
             more += f", shuffle_initial={self.shuffle_initial}"
         if self.require:
-            more += f", require={list(self.require)}"
+            more += f", require={sorted(set(self.require))}"
         return f"TarStream(shuffle_buffer={self.shuffle_buffer}, seed={self.seed}{more})"
 
     def set_epoch(self, epoch: int) -> None:
