@@ -35,7 +35,7 @@ def dataset(kind: str, n: int, root: str | None = None) -> str:
         size, jitter = ((400, 460), 0.15) if kind == "imagenet" else ((64, 64), 0.0)
         t = time.perf_counter()
         shutil.rmtree(path, ignore_errors=True)   # what an interrupted run left
-        # whole classes, rounded up, then trimmed to n (n // classes wrote none at all below 10)
+        # whole classes, rounded up, then trimmed to n (a class for every record under 10)
         make_image_folder(path, classes=classes, per_class=-(-n // classes), size=size, jitter=jitter, seed=1)
         _trim(path, n)
         open(marker, "w").close()

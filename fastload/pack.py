@@ -279,7 +279,7 @@ def pack(source, out: str | os.PathLike, *, shard_size: int = 1 << 30, max_side:
         raise ValueError(f"shard_size must be at least {ALIGN} bytes")
     if max_side is not None and max_side < 1:   # 0 was ignored, a negative size made 1x1 images
         raise ValueError(f"max_side must be at least 1 pixel, got {max_side}")
-    if not 1 <= quality <= 100:   # Pillow clamps it without a word: -5 wrote quality-1 JPEGs
+    if not 1 <= quality <= 100:   # Pillow would clamp it without a word
         raise ValueError(f"quality must be 1..100, got {quality}")
     out = os.fspath(out)
     if os.path.exists(out) and not os.path.isdir(out):

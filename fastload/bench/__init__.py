@@ -70,7 +70,7 @@ def run(args) -> int:
         print(f"updated {args.readme} from {results}")
         return 0
     from .suite import contenders, run_suite
-    if args.threads is not None and args.threads < 1:   # 0 read as "all cores", -1 as a division by zero
+    if args.threads is not None and args.threads < 1:   # 0 is no count of threads; all cores is the default
         raise UsageError("--threads must be at least 1")
     threads = args.threads or os.cpu_count() or 1
     only = [c.strip() for c in args.contenders.split(",")] if args.contenders else None

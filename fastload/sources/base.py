@@ -21,6 +21,7 @@ import numpy as np
 
 from ..errors import FailedRecord, RecordError, named_record
 from ..pipeline.fluent import Fluent
+from .paths import PathTable
 
 __all__ = ["Source", "Subset", "ListSource"]
 
@@ -114,7 +115,6 @@ class Subset(Source):
         listing = self.source.local_listing()
         if listing is None:
             return None
-        from .paths import PathTable
         return PathTable([listing.take(self.indices)], listing.prefix)
 
     def labels(self):

@@ -532,7 +532,7 @@ class TarStream(Fluent):
             raise ValueError(f"not a TarStream pass state: {state!r}") from e
         # A pass reads the shards in a permutation of their positions and its counts go by read
         # position: over other shards each count would be applied to another shard. (A state
-        # saved before these entries were kept is taken as it is.)
+        # without these entries, an older fastload's, is taken as it is.)
         if "shards" in state and state["shards"] != len(self.urls):
             raise ValueError(f"the state was saved over {state['shards']} shards, this stream has {len(self.urls)}: "
                              "the pass resumed would read other records; load it into a stream of the same shards")
