@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import threading
 
 import numpy as np
@@ -56,6 +57,8 @@ _SWAPS_AXES = (5, 6, 7, 8)
 _INVERSE = {2: 2, 3: 3, 4: 4, 5: 5, 6: 8, 7: 7, 8: 6}   # the transpose that undoes each orientation
 _REVERSES = {2: (0,), 3: (0, 1), 4: (1,), 6: (1,), 7: (0, 1), 8: (0,)}   # stored axes (x 0, y 1) it runs backwards
 _EXIF_KEYS = ("exif", "Raw profile type exif", "XML:com.adobe.xmp", "xmp")   # where Image.getexif looks
+_XMP_APP1 = b"http://ns.adobe.com/xap/1.0/\0"
+_XMP_ORIENTATION = re.compile(rb'tiff:Orientation(="|>)([0-9])')   # as Image.getexif reads XMP
 _PNG_TEXT = (b"tEXt", b"zTXt", b"iTXt")
 _PNG_EXIF_KEYWORDS = (b"exif", b"Raw profile type exif", b"XML:com.adobe.xmp")
 _HEADER_BYTES = 1 << 16   # enough for most JPEG headers; image_size reads on if not
@@ -357,10 +360,25 @@ def _pillow_failed(e: Exception, data, name) -> DecodeError:
 
 
 def _orientation(im) -> int:
-    if im.format in ("JPEG", "PNG", "WEBP") and not any(k in im.info for k in _EXIF_KEYS):
+    """The orientation Pillow >= 11's ``getexif`` reads, whichever Pillow this is."""
+    if im.format in ("JPEG", "PNG", "WEBP") and not any(k in im.info for k in _EXIF_KEYS) \
+            and not (im.format == "JPEG" and _jpeg_xmp(im)):
         return 1   # no EXIF or XMP: skip parsing the metadata (a third of a small JPEG's decode time)
-    value = im.getexif().get(_ORIENTATION_TAG, 1)
+    exif = im.info.get("exif")
+    if isinstance(exif, bytes) and exif.startswith(b"Exif\0\0Exif\0\0"):
+        im.info["exif"] = exif[6:]   # a PNG eXIf holding its own prefix: Pillow < 11 strips only one
+    value = im.getexif().get(_ORIENTATION_TAG)
+    if value is None and im.format in ("JPEG", "MPO", "WEBP"):   # Pillow < 11 reads XMP in PNG text only
+        match = _XMP_ORIENTATION.search(_jpeg_xmp(im) or im.info.get("xmp") or b"")
+        value = int(match[2]) if match else None
     return value if isinstance(value, int) else 1
+
+
+def _jpeg_xmp(im) -> bytes | None:
+    """A JPEG's XMP packet, the last as Pillow >= 11 keeps it (older ones keep it in ``applist`` only)."""
+    packets = [s.split(b"\0", 1)[1] for app, s in getattr(im, "applist", ())
+               if app == "APP1" and s.startswith(_XMP_APP1)]
+    return packets[-1] if packets else None
 
 
 def _to_rgb(im) -> np.ndarray:
