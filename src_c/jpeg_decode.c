@@ -19,10 +19,14 @@
 /* ---- EXIF orientation ------------------------------------------------- */
 
 /* The orientation of the first APP1 "Exif" payload as fl_exif_orientation
- * gives it; 0 for an empty block (Pillow reads no tags from it). */
+ * gives it; 0 for an empty block (Pillow reads no tags from it). Pillow
+ * strips the prefix twice where a writer doubled it. */
 static int exif_orientation(const uint8_t *p, size_t n)
 {
-    return n == 6 ? 0 : fl_exif_orientation(p + 6, n - 6);
+    p += 6, n -= 6;
+    if (n >= 6 && memcmp(p, "Exif\0\0", 6) == 0)
+        p += 6, n -= 6;
+    return n == 0 ? 0 : fl_exif_orientation(p, n);
 }
 
 static const char xmp_id[] = "http://ns.adobe.com/xap/1.0/";   /* with its NUL: an APP1 XMP packet */
@@ -56,8 +60,13 @@ int fl_jpeg_scan(const uint8_t *data, size_t size, fl_jpeg_info *info)
     size_t i = 2;
     int exif = 0, xmp = -1, have_exif = 0, have_frame = 0;
     while (i + 4 <= size) {
-        if (data[i] != 0xFF)
-            break;
+        if (data[i] != 0xFF) {   /* bytes between segments: skipped, as Pillow's reader and libjpeg do */
+            const uint8_t *p = memchr(data + i, 0xFF, size - i);
+            if (!p)
+                break;
+            i = (size_t)(p - data);
+            continue;
+        }
         uint8_t m = data[i + 1];
         if (m == 0xFF) {            /* fill byte */
             i++;

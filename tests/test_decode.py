@@ -55,13 +55,13 @@ def assert_close(a, b, max_diff=MAX_DIFF, mean_diff=MEAN_DIFF):
     assert diff.max() <= max_diff and diff.mean() <= mean_diff, (diff.max(), diff.mean())
 
 
-def with_exif(data: bytes, orientation: int, big_endian=False) -> bytes:
+def with_exif(data: bytes, orientation: int, big_endian=False, prefix=b"Exif\0\0") -> bytes:
     """Insert an APP1 EXIF segment holding only the Orientation tag after SOI."""
     e = ">" if big_endian else "<"
     tiff = (b"MM" if big_endian else b"II") + struct.pack(e + "HI", 42, 8)
     tiff += struct.pack(e + "H", 1) + struct.pack(e + "HHIHH", 0x0112, 3, 1, orientation, 0)
     tiff += struct.pack(e + "I", 0)
-    payload = b"Exif\0\0" + tiff
+    payload = prefix + tiff
     return data[:2] + b"\xff\xe1" + struct.pack(">H", len(payload) + 2) + payload + data[2:]
 
 
@@ -332,8 +332,8 @@ PILLOW = tuple(int(v) for v in PIL.__version__.split(".")[:2])
 TRANSPOSE = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180, 4: Image.Transpose.FLIP_TOP_BOTTOM,
              5: Image.Transpose.TRANSPOSE, 6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE,
              8: Image.Transpose.ROTATE_90}   # as EXIF defines each orientation, and exif_transpose undoes it
-# Files whose orientation Pillow's getexif reads outside an Exif block (XMP; EXIF in PNG text), or where
-# the Exif block's tag overrides XMP's: name -> the file of a photo, whose orientation is the digit ending
+# Files whose orientation Pillow's getexif reads outside an Exif block (XMP; EXIF in PNG text), behind a
+# doubled Exif prefix, or where the Exif block's tag overrides XMP's: name -> the file of a photo, whose orientation is the digit ending
 # its name (none: 1).
 ORIENTATION_CASES = {
     "jpeg-xmp-6": lambda a: with_xmp(encode(a, quality=90), xmp_packet(6)),
@@ -342,6 +342,7 @@ ORIENTATION_CASES = {
     "jpeg-exif-without-tag-xmp-5": lambda a: with_xmp(encode(a, quality=90, exif=Image.Exif().tobytes()),
                                                       xmp_packet(5)),
     "jpeg-xmp-6-under-exif-3": lambda a: with_xmp(with_exif(encode(a, quality=90), 3), xmp_packet(6)),
+    "jpeg-exif-prefixed-twice-6": lambda a: with_exif(encode(a, quality=90), 6, prefix=b"Exif\0\0" * 2),
     "jpeg-malformed-exif-xmp-6": lambda a: with_xmp(
         with_app1(encode(a, quality=90), b"Exif\0\0II*\0\xff\xff\xff\x7f"), xmp_packet(6)),
     "png-itxt-xmp-6": lambda a: png_with_text(a, "iTXt", _XMP, xmp_packet(6).decode()),

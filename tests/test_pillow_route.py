@@ -147,10 +147,19 @@ def with_xmp(data, attributes):
     return data[:2] + b"\xff\xe1" + struct.pack(">H", len(payload) + 2) + payload + data[2:]
 
 
+def after_frame_header(data, segments):
+    """``segments`` (bytes) inserted after the SOF0 segment, where Pillow's reader and libjpeg still
+    read markers (skipping bytes that are not one, as both do)."""
+    sof = data.index(b"\xff\xc0")
+    end = sof + 2 + struct.unpack(">H", data[sof + 2:sof + 4])[0]
+    return data[:end] + segments + data[end:]
+
+
 def test_what_the_route_leaves_to_pillows_reader():
     img = photo_like(40, 50, seed=12)
     exif = Image.Exif()
     exif[274] = 6
+    app1 = b"\xff\xe1" + struct.pack(">H", len(exif.tobytes()) + 2) + exif.tobytes()
     cases = {
         "gif": (encode(img, "GIF"), _batch.NOT_JPEG),
         "png": (encode(img, "PNG"), _batch.OK if _batch.HAVE_SPNG else _batch.NOT_JPEG),   # run_chunk's route
@@ -158,6 +167,7 @@ def test_what_the_route_leaves_to_pillows_reader():
         "rotated": (encode(img, exif=exif.tobytes()), _batch.UNSUPPORTED),
         "rotated-by-xmp": (with_xmp(encode(img), 'tiff:Orientation="6"'), _batch.UNSUPPORTED),
         "xmp-without-orientation": (with_xmp(encode(img), 'tiff:Make="x"'), _batch.OK),
+        "rotated-after-junk": (after_frame_header(encode(img), b"junk\0" + app1), _batch.UNSUPPORTED),
         "truncated": (encode(img)[:900], _batch.UNSUPPORTED),
         "no-eoi": (encode(img)[:-30], _batch.UNSUPPORTED),
     }
@@ -168,10 +178,12 @@ def test_what_the_route_leaves_to_pillows_reader():
                                                 np.arange(len(cases), dtype=np.uint64), 0, 0, out, status)
     assert failures == {}
     assert dict(zip(cases, status.tolist())) == {k: s for k, (_, s) in cases.items()}
-    # which turns it as exif_transpose does
-    turned = ImageOps.exif_transpose(Image.open(io.BytesIO(cases["rotated-by-xmp"][0]))).convert("RGB")
-    assert turned.size == (40, 50)
-    np.testing.assert_array_equal(pillow_decode(cases["rotated-by-xmp"][0], "x.jpg"), np.asarray(turned))
+    # which turns them as exif_transpose does
+    for name in ("rotated-by-xmp", "rotated-after-junk"):
+        turned = ImageOps.exif_transpose(Image.open(io.BytesIO(cases[name][0]))).convert("RGB")
+        assert turned.size == (40, 50)
+        np.testing.assert_array_equal(pillow_decode(cases[name][0], "x.jpg"), np.asarray(turned))
+        assert _batch.jpeg_scan(cases[name][0]) == (50, 40, 3, 6)
     # exif=False takes a rotated JPEG's stored pixels: the route decodes it itself
     field = ImageField([fl.Resize((20, 24))], dtype="uint8", exif=False)
     status = np.zeros(1, np.int32)

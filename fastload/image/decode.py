@@ -365,11 +365,15 @@ def _orientation(im) -> int:
             and not (im.format == "JPEG" and _jpeg_xmp(im)):
         return 1   # no EXIF or XMP: skip parsing the metadata (a third of a small JPEG's decode time)
     exif = im.info.get("exif")
-    if isinstance(exif, bytes) and exif.startswith(b"Exif\0\0Exif\0\0"):
-        im.info["exif"] = exif[6:]   # a PNG eXIf holding its own prefix: Pillow < 11 strips only one
-    value = im.getexif().get(_ORIENTATION_TAG)
-    if value is None and im.format in ("JPEG", "MPO", "WEBP"):   # Pillow < 11 reads XMP in PNG text only
-        match = _XMP_ORIENTATION.search(_jpeg_xmp(im) or im.info.get("xmp") or b"")
+    if isinstance(exif, bytes) and exif.startswith(b"Exif\0\0Exif\0\0"):   # a doubled prefix (a PNG eXIf
+        tags = Image.Exif()                                                  # holding its own, say): Pillow
+        tags.load(exif[6:])                                                  # < 11 strips only one
+    else:
+        tags = im.getexif()
+    value = tags.get(_ORIENTATION_TAG)
+    if value is None:   # XMP's, which Pillow < 11.2 reads from a PNG's text chunk only
+        xmp = im.info.get("XML:com.adobe.xmp") or _jpeg_xmp(im) or im.info.get("xmp") or b""
+        match = _XMP_ORIENTATION.search(xmp.encode() if isinstance(xmp, str) else xmp)
         value = int(match[2]) if match else None
     return value if isinstance(value, int) else 1
 
