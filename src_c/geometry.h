@@ -58,4 +58,9 @@ int fl_geom_plan(const fl_geom_op *ops, int nops, int src_w, int src_h,
  * Resize((20, 20)), smaller than the 30x30 crop (...)". */
 void fl_geom_crop_error(const fl_geom_op *ops, const fl_geom_fail *fail, char *err);
 
+/* The displayed-coordinate rectangle `b` of an image stored as sw x sh and
+ * shown through EXIF orientation `orientation` (0 or 1: none), in stored
+ * coordinates (for 5 to 8 the axes swap). */
+fl_rect fl_stored_box(int orientation, fl_rect b, int sw, int sh);
+
 #endif

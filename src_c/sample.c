@@ -176,25 +176,6 @@ static fl_orient orient_of(int orientation)
     return orientation >= 1 && orientation <= 8 ? table[orientation] : table[0];
 }
 
-/* The displayed-coordinate rectangle `b` of an image stored as sw x sh and
- * shown through orientation `o`, in stored coordinates (the inverse map;
- * for odd rotations the axes swap). */
-static fl_rect stored_box(int orientation, fl_rect b, int sw, int sh)
-{
-    fl_rect r;
-    switch (orientation) {
-    case 2: r = (fl_rect){sw - b.x1, b.y0, sw - b.x0, b.y1}; break;            /* mirror left-right */
-    case 3: r = (fl_rect){sw - b.x1, sh - b.y1, sw - b.x0, sh - b.y0}; break;  /* rotate 180 */
-    case 4: r = (fl_rect){b.x0, sh - b.y1, b.x1, sh - b.y0}; break;            /* mirror top-bottom */
-    case 5: r = (fl_rect){b.y0, b.x0, b.y1, b.x1}; break;                      /* transpose */
-    case 6: r = (fl_rect){b.y0, sh - b.x1, b.y1, sh - b.x0}; break;            /* shown rotated clockwise */
-    case 7: r = (fl_rect){sw - b.y1, sh - b.x1, sw - b.y0, sh - b.x0}; break;  /* transverse */
-    case 8: r = (fl_rect){sw - b.y1, b.x0, sw - b.y0, b.x1}; break;            /* shown rotated counter-clockwise */
-    default: r = b;
-    }
-    return r;
-}
-
 /* Resample box of a 3-channel RGB or 4-channel RGBX img into the RGB dst.
  * RGBX is resampled as four channels (each channel is filtered on its own,
  * so R, G and B come out as from the RGB image) and the fourth dropped. */
@@ -324,8 +305,8 @@ static int plan_stored(const fl_plan *p, int width, int height, int orientation,
     int rc = plan_box(p, disp_w, disp_h, &g->rng, &dbox, &g->pad, err);
     if (rc != FL_OK)
         return rc;
-    g->box = stored_box(orientation, dbox, width, height);
-    g->shown = stored_box(orientation, rect_of(&g->pad), g->rw, g->rh);
+    g->box = fl_stored_box(orientation, dbox, width, height);
+    g->shown = fl_stored_box(orientation, rect_of(&g->pad), g->rw, g->rh);
 
     /* The box plus the resampling filter's reach around it. */
     fl_rect box = g->box;

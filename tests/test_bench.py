@@ -8,7 +8,7 @@ import time
 
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, ImageOps
 
 from fastload import cli
 from fastload._kernels import _batch
@@ -494,3 +494,56 @@ def test_readme_links_the_plot_only_where_the_run_drew_it(tmp_path):
     (out / "results.json").write_text(json.dumps(results))
     assert cli.main(["bench", "--readme", str(readme), "--out", str(out)]) == 0
     assert "![throughput](results/throughput.png)" in readme.read_text()
+
+
+@pytest.mark.skipif(not _batch.HAVE_LIBJPEG_TURBO, reason="the limit's own decoder needs libjpeg-turbo")
+@pytest.mark.filterwarnings("ignore:Corrupt EXIF data")   # Pillow's, on the malformed block
+def test_the_decode_limit_times_turned_jpegs_through_fastloads_decoder_as_the_loader_reads_them(tmp_path):
+    """The loader decodes an EXIF-turned JPEG itself and turns it as it writes; only a turn that
+    Pillow alone reads (XMP behind a malformed Exif block) takes the loader's Pillow route. The limit
+    timed every turned file through Pillow."""
+    import struct
+    from fastload.bench.limits import decode_limits
+    from fastload.synthetic import encode, photo_like
+
+    def app1(data, payload):
+        return data[:2] + b"\xff\xe1" + struct.pack(">H", len(payload) + 2) + payload + data[2:]
+    (tmp_path / "a").mkdir()
+    paths = []
+    for k, orientation in enumerate((1, 3, 6, 8)):
+        exif = Image.Exif()
+        exif[0x0112] = orientation
+        paths.append(str(tmp_path / "a" / f"{k}.jpg"))
+        Image.fromarray(photo_like(300 + 20 * k, 260, seed=k)).save(paths[-1], quality=90, exif=exif)
+    xmp = app1(encode(photo_like(280, 250, seed=9), quality=90), b'http://ns.adobe.com/xap/1.0/\0<x tiff:Orientation="6"/>')
+    only_pillow = app1(xmp, b"Exif\0\0II*\0\xff\xff\xff\x7f")
+    paths.append(str(tmp_path / "a" / "xmp.jpg"))
+    with open(paths[-1], "wb") as f:
+        f.write(only_pillow)
+    limits = decode_limits(paths, TASKS[0].transforms(), threads=1, runs=1)
+    for lim in limits.values():
+        assert lim["images"] == 5 and lim["unreadable"] == 0 and lim["pillow_images"] == 1, lim.get("first_unreadable")
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_a_plans_box_for_a_turned_image_is_the_shown_box_in_stored_pixels(orientation):
+    """What the region limit decodes of a turned JPEG: the box the plan draws on the image as shown,
+    carried to the stored pixels (checked by cropping both through Pillow)."""
+    from fastload import RandomCrop
+    from fastload.image.field import compile_plan
+    from fastload.synthetic import photo_like
+    stored = Image.fromarray(photo_like(37, 53, seed=orientation))
+    shown = ImageOps.exif_transpose(_with_orientation(stored.copy(), orientation))
+    plan, _ = compile_plan([RandomCrop((17, 23))])
+    for index in range(6):
+        (x0, y0, x1, y1), size = plan.box(53, 37, 0, 0, index, orientation)
+        (a0, b0, a1, b1), _ = plan.box(*shown.size, 0, 0, index)
+        assert size == (17, 23) and (x1 - x0, y1 - y0) == ((17, 23) if orientation >= 5 else (23, 17))
+        want = np.asarray(shown.crop((int(a0), int(b0), int(a1), int(b1))))
+        got = ImageOps.exif_transpose(_with_orientation(stored.crop((int(x0), int(y0), int(x1), int(y1))), orientation))
+        np.testing.assert_array_equal(np.asarray(got), want)
+
+
+def _with_orientation(im, orientation):
+    im.getexif()[0x0112] = orientation
+    return im

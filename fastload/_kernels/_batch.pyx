@@ -106,20 +106,25 @@ cdef class Plan:
         """The largest DCT scale-down a decoder may use for this plan (1: none)."""
         return self.p.max_denom
 
-    def box(self, int width, int height, uint64_t seed, uint64_t epoch, uint64_t index):
-        """The source rectangle (of the part not padded) and output size this plan picks for one sample."""
+    def box(self, int width, int height, uint64_t seed, uint64_t epoch, uint64_t index, int orientation=0):
+        """The source rectangle (of the part not padded) and output size this plan picks for one sample.
+        With an EXIF ``orientation``, ``width`` x ``height`` is the stored image: the plan sees it as
+        shown, and the rectangle is in stored coordinates, as the kernels decode it."""
         cdef fl_rng rng = fl_rng_for(seed, epoch, index)
         cdef fl_rect b
         cdef fl_pad pad
         cdef int ow, oh
         cdef fl_geom_fail fail
         cdef char err[FL_ERRLEN]
-        cdef int rc = fl_geom_plan(self.p.ops, self.p.nops, width, height, &rng, &b, &ow, &oh, &pad, &fail)
+        cdef bint swap = 5 <= orientation <= 8
+        cdef int rc = fl_geom_plan(self.p.ops, self.p.nops, height if swap else width, width if swap else height,
+                                   &rng, &b, &ow, &oh, &pad, &fail)
         if rc == FL_ERR_CROP:
             fl_geom_crop_error(self.p.ops, &fail, err)
             raise ValueError(err.decode("utf-8", "replace"))
         if rc != FL_OK:
             raise ValueError("invalid geometry")
+        b = fl_stored_box(orientation, b, width, height)
         return (b.x0, b.y0, b.x1, b.y1), (oh, ow)
 
 

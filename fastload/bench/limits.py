@@ -153,14 +153,15 @@ def _jpeg_work(paths, transforms, region: bool, through_pillow=()):
         if paths[i] in pillow:   # as the loader: the crop's DCT scale through Image.draft
             calls.append(_pillow_draft(data, plan, (oh, ow), i) if region else None)
             continue
-        info = probe.info(data)
         if not region:
             calls.append((None, (0, 0), 1))
             continue
-        (x0, y0, x1, y1), _ = plan.box(info["width"], info["height"], 0, 0, i)
+        info, turned = probe.info(data), _turned(probe, data)
+        (x0, y0, x1, y1), _ = plan.box(info["width"], info["height"], 0, 0, i, turned)
         r = (max(0, math.floor(x0)), max(0, math.floor(y0)),
              min(info["width"], math.ceil(x1)), min(info["height"], math.ceil(y1)))
-        min_size = (math.ceil(ow * (r[2] - r[0]) / (x1 - x0)), math.ceil(oh * (r[3] - r[1]) / (y1 - y0)))
+        sw, sh = (oh, ow) if turned >= 5 else (ow, oh)   # the output's size in stored orientation
+        min_size = (math.ceil(sw * (r[2] - r[0]) / (x1 - x0)), math.ceil(sh * (r[3] - r[1]) / (y1 - y0)))
         calls.append((r, min_size, 8))
 
     def work(i):
@@ -171,7 +172,7 @@ def _jpeg_work(paths, transforms, region: bool, through_pillow=()):
         if d is None:
             d = local.d = _batch.JpegDecoder()
         r, min_size, max_denom = calls[i]
-        d.decode(blobs[i], region=r, min_size=min_size, max_denom=max_denom)
+        d.decode(blobs[i], region=r, min_size=min_size, max_denom=max_denom, exif=False)   # turned as written
     return work, len(blobs)
 
 
@@ -208,7 +209,7 @@ def _png_work(paths, transforms, region: bool, through_pillow=()):
             regions.append(None)
             continue
         info = probe.info(data, exif=False)
-        (x0, y0, x1, y1), _ = plan.box(info["width"], info["height"], 0, 0, i)
+        (x0, y0, x1, y1), _ = plan.box(info["width"], info["height"], 0, 0, i, _turned(probe, data))
         regions.append((max(0, math.floor(x0)), max(0, math.floor(y0)),
                         min(info["width"], math.ceil(x1)), min(info["height"], math.ceil(y1))))
 
@@ -253,7 +254,7 @@ def _routes(paths: tuple, fmt: str | None) -> tuple[tuple, tuple]:
         try:
             if decoder is not None:
                 try:
-                    decoder.decode(data)
+                    decoder.decode(data, exif=_turned(decoder, data) == 0)
                     continue
                 except native[1]:
                     pass   # Pillow's to decode, as in the loader
@@ -263,6 +264,16 @@ def _routes(paths: tuple, fmt: str | None) -> tuple[tuple, tuple]:
         except Exception as e:
             unreadable.append((path, str(e) or type(e).__name__))
     return tuple(pillow), tuple(unreadable)
+
+
+def _turned(decoder, data) -> int:
+    """The EXIF orientation (2 to 8) the loader's kernels apply to ``data``'s stored pixels as they
+    write it, or 0: none, or one only Pillow reads (the loader's Pillow route turns those)."""
+    try:
+        orientation = decoder.info(data)["orientation"]
+    except Exception:   # the decode that follows says what is wrong
+        return 0
+    return orientation if 2 <= orientation <= 8 else 0
 
 
 def decode_limits(paths: list[str], transforms, threads: int, runs: int = 3) -> dict:
