@@ -308,8 +308,9 @@ def pack(source, out: str | os.PathLike, *, shard_size: int = 1 << 30, max_side:
             raise ValueError(f"{out} holds the files of a pack ({', '.join(found[:2])}"
                              + (f", ... {len(found)} in all" if len(found) > 2 else "")
                              + f") but no pack.json saying which records and settings they are; {_REPLACE}")
-        with _writing(plan_path), open(plan_path, "w") as f:
+        with _writing(plan_path + ".tmp"), open(plan_path + ".tmp", "w") as f:
             json.dump(settings, f)
+        os.replace(plan_path + ".tmp", plan_path)   # whole or absent: a run cut short in it starts again
     meta_path = os.path.join(out, "meta.json")
     if os.path.exists(meta_path):
         os.unlink(meta_path)   # rewritten below, once every shard is there

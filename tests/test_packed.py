@@ -3,6 +3,7 @@ boundaries, batches equal the folder's, a stopped run resumes to the same files,
 re-encodes as Pillow does, and broken inputs and outputs are named."""
 import functools
 import io
+import json
 import os
 import re
 import shutil
@@ -283,6 +284,26 @@ def test_a_source_of_which_no_record_can_be_packed_is_one_line(tmp_path, capsys)
     why = rf"^none of the 4 records could be packed \(the first: {re.escape(str(first))}: field 'image': "
     with pytest.raises(ValueError, match=why):
         pack(fl.ImageFolder(tmp_path / "data"), tmp_path / "out", max_side=10, on_error="skip", progress=False)
+
+
+def test_a_run_stopped_while_writing_pack_json_starts_again(image_folder, tmp_path, monkeypatch):
+    """pack.json cut short (a full disk, a kill) made the next run refuse the folder as a pack with
+    "other settings (version: None there, ...)"."""
+    src = fl.ImageFolder(image_folder)
+    real_dump = json.dump
+
+    def dump_half(obj, f, **kw):
+        f.write(json.dumps(obj)[:20])
+        f.flush()
+        raise OSError(28, "No space left on device")
+    monkeypatch.setattr(json, "dump", dump_half)
+    with pytest.raises(OSError, match="No space left"):
+        pack(src, tmp_path / "out", workers=1, progress=False)
+    monkeypatch.setattr(json, "dump", real_dump)
+    assert not os.path.exists(tmp_path / "out" / "pack.json")
+    meta = pack(src, tmp_path / "out", workers=1, progress=False)
+    assert meta["count"] == len(src)
+    assert [fl.PackedDataset(tmp_path / "out")[i] for i in range(len(src))] == folder_bytes(src)
 
 
 def test_a_full_disk_is_one_line_and_the_same_command_resumes(tmp_path):
