@@ -529,6 +529,11 @@ def add_parser(subparsers):
     return p
 
 
+def _within(path: str, folder: str) -> bool:
+    path, folder = os.path.realpath(path), os.path.realpath(folder)
+    return os.path.commonpath([path, folder]) == folder
+
+
 def run(args) -> int:
     """Run ``fastload pack`` with parsed arguments."""
     from .cli import UsageError
@@ -538,6 +543,9 @@ def run(args) -> int:
         raise UsageError(f"--max-side must be at least 1 pixel, got {args.max_side}")
     if not 1 <= args.quality <= 100:
         raise UsageError(f"--quality must be 1..100, got {args.quality}")
+    if os.path.isdir(args.src) and _within(args.out, args.src):
+        raise UsageError(f"{args.out} is inside the folder it packs, {args.src}: the next run (and any loader of "
+                         "that folder) would read the pack's folder as part of it; give an OUT outside it")
     try:
         source = _open_source(args.src)
         len(source)   # tar shards are indexed here: one that cannot be read is the user's to fix

@@ -286,6 +286,21 @@ def test_a_source_of_which_no_record_can_be_packed_is_one_line(tmp_path, capsys)
         pack(fl.ImageFolder(tmp_path / "data"), tmp_path / "out", max_side=10, on_error="skip", progress=False)
 
 
+def test_an_out_inside_the_folder_it_packs_is_one_line(tmp_path, capsys):
+    """Packing a folder into a folder inside it worked once; the next run, or a loader of that folder,
+    then took the pack's folder for a class without images."""
+    root = make_image_folder(tmp_path / "data", classes=2, per_class=2, size=(20, 24), seed=1)
+    for out in (os.path.join(root, "packed"), os.path.join(root, "class_000", "deeper", "packed")):
+        with pytest.raises(SystemExit) as e:
+            cli(["pack", root, out, "--quiet"])
+        err = capsys.readouterr().err
+        assert e.value.code == 2 and err == (f"fastload: error: {out} is inside the folder it packs, {root}: the next run (and any "
+                       "loader of that folder) would read the pack's folder as part of it; give an OUT outside "
+                       "it\n") and not os.path.exists(out)
+    assert cli(["pack", root, str(tmp_path / "data-packed"), "--quiet"]) == 0   # beside it: fine
+    assert len(fl.ImageFolder(root)) == 4
+
+
 def test_a_run_stopped_while_writing_pack_json_starts_again(image_folder, tmp_path, monkeypatch):
     """pack.json cut short (a full disk, a kill) made the next run refuse the folder as a pack with
     "other settings (version: None there, ...)"."""
