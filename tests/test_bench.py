@@ -547,3 +547,24 @@ def test_a_plans_box_for_a_turned_image_is_the_shown_box_in_stored_pixels(orient
 def _with_orientation(im, orientation):
     im.getexif()[0x0112] = orientation
     return im
+
+
+def test_a_failed_environment_is_remembered_and_says_how_to_try_again(tmp_path, monkeypatch):
+    """A contender whose environment failed to build reported the old failure on every later run,
+    without saying it was remembered nor how to build again."""
+    from fastload.bench import envs
+    monkeypatch.setitem(envs.ENVS, "broken", {"pip": [str(tmp_path / "no-such-package")], "pkg_config": [],
+                                              "apt": []})
+    with pytest.raises(envs.EnvUnavailable) as first:
+        envs.ensure("broken", str(tmp_path), log=lambda *a: None)
+    assert "pip install" in str(first.value) and "no-such-package" in str(first.value)
+    assert "remembered" not in str(first.value)
+    log = []
+    with pytest.raises(envs.EnvUnavailable) as again:
+        envs.ensure("broken", str(tmp_path), log=log.append)
+    assert log == [] and str(again.value) == (f"{first.value} (remembered from the build of "
+                                              f"{tmp_path / 'venvs' / 'broken'}; `fastload bench --rebuild-envs` "
+                                              "tries again)")
+    with pytest.raises(envs.EnvUnavailable) as rebuilt:
+        envs.ensure("broken", str(tmp_path), rebuild=True, log=log.append)
+    assert str(rebuilt.value) == str(first.value) and len(log) == 1 and "building the broken environment" in log[0]

@@ -53,7 +53,8 @@ def ensure(name: str, root: str, *, rebuild: bool = False, log=print) -> str:
         if state["key"] == key:
             if state["ok"]:
                 return python
-            raise EnvUnavailable(state["reason"])
+            raise EnvUnavailable(f"{state['reason']} (remembered from the build of {env}; "
+                                 "`fastload bench --rebuild-envs` tries again)")
     missing = [p for p in spec["pkg_config"]
                if shutil.which("pkg-config") is None
                or subprocess.run(["pkg-config", "--exists", p]).returncode != 0]
