@@ -336,7 +336,8 @@ def run_suite(path: str | None = None, *, mode: str = "quick", out: str = "bench
               scaling: bool = True, memory: bool = True, log=_progress) -> dict:
     """Run the suite and write ``results.json``, ``results.md`` and the plots under ``out``.
 
-    ``path``: measure a class-per-subfolder image directory instead of the generated sets.
+    ``path``: measure a class-per-subfolder image directory instead of the generated sets (the
+    project's targets, set on those, are not judged).
     ``only``: contender names to run (the others are listed as not run). ``sizes`` overrides
     entries of ``MODES[mode]`` (the tests use tiny sets).
     """
@@ -417,7 +418,7 @@ def run_suite(path: str | None = None, *, mode: str = "quick", out: str = "bench
         results["scaling"] = _scaling(tasks[0], results, threads, cfg, cache, only, log)
     if memory:
         results["memory"] = _memory(cfg, seed, cache, threads, only, log)
-    results["targets"] = _targets(results)
+    results["targets"] = [] if path else _targets(results)   # set on the generated sets, not on a user's folder
     results["meta"]["seconds"] = time.perf_counter() - t_start
     results["meta"]["load_average_end"] = list(os.getloadavg())
     results["meta"]["plots"] = list(PLOTS) if can_plot() else []   # README links only what this run drew
