@@ -569,3 +569,16 @@ def test_a_failed_environment_is_remembered_and_says_how_to_try_again(tmp_path, 
     with pytest.raises(envs.EnvUnavailable) as rebuilt:
         envs.ensure("broken", str(tmp_path), rebuild=True, log=log.append)
     assert str(rebuilt.value) == str(first.value) and len(log) == 1 and "building the broken environment" in log[0]
+
+
+def test_the_decode_limit_of_other_formats_names_pillows_decoders(tmp_path):
+    """A folder of WebP or BMP files was timed through Pillow under the label "Pillow (zlib)"."""
+    from fastload.bench.limits import decode_limits
+    from fastload.synthetic import photo_like
+    paths = []
+    for k, fmt in enumerate(("BMP", "BMP", "TIFF")):
+        paths.append(str(tmp_path / f"{k}.{fmt.lower()}"))
+        Image.fromarray(photo_like(30, 40, seed=k)).save(paths[-1], fmt)
+    limits = decode_limits(paths, TASKS[0].transforms(), threads=1, runs=1)
+    assert list(limits) == ["full"] and limits["full"]["images"] == 3
+    assert limits["full"]["decoder"] == f"Pillow {Image.__version__} (its own decoders)"

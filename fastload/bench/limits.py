@@ -318,7 +318,9 @@ def decode_limits(paths: list[str], transforms, threads: int, runs: int = 3) -> 
         share += f"; {len(through_pillow)} file(s) through Pillow, as the loader reads them"
     if unreadable:
         share += f"; {len(unreadable)} unreadable file(s) left out"
-    pillow = f"Pillow {features.version('pil')} ({'libjpeg-turbo' if jpeg else 'zlib'}){share}"
+    codec = ("libjpeg-turbo" if features.check_feature("libjpeg_turbo") else "libjpeg") if jpeg else \
+        "zlib" if png else "its own decoders"   # a folder of no one format: each file by its plugin
+    pillow = f"Pillow {features.version('pil')} ({codec}){share}"
     if fmt == "jpeg":
         decoder = f"{_batch.jpeg_version()} (fastload's decoder){share}"
         kinds = {"full": (_jpeg_work, (paths, transforms, False, through_pillow), decoder),
