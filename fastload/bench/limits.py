@@ -141,17 +141,19 @@ def _read(paths: list[str]) -> list[bytes]:
 
 
 def _jpeg_work(paths, transforms, region: bool, through_pillow=()):
-    from ..image.field import compile_plan
+    from ..image.decode import pillow_decode
+    from ..image.field import ImageField
     from .._kernels import _batch
     blobs = _read(paths)
     local = threading.local()
-    plan, (oh, ow) = compile_plan(transforms) if region else (None, (0, 0))
+    field = ImageField(transforms) if region else None
+    plan, (oh, ow) = (field.plan, field.size) if region else (None, (0, 0))
     pillow = set(through_pillow)
     calls = []
     probe = _batch.JpegDecoder()
     for i, data in enumerate(blobs):
         if paths[i] in pillow:   # as the loader: the crop's DCT scale through Image.draft
-            calls.append(_pillow_draft(data, plan, (oh, ow), i) if region else None)
+            calls.append(functools.partial(field.draft_size, seed=0, epoch=0, index=i) if region else None)
             continue
         if not region:
             calls.append((None, (0, 0), 1))
@@ -166,7 +168,7 @@ def _jpeg_work(paths, transforms, region: bool, through_pillow=()):
 
     def work(i):
         if paths[i] in pillow:
-            _pillow_load(blobs[i], calls[i])
+            pillow_decode(blobs[i], paths[i], draft_size=calls[i])
             return
         d = getattr(local, "d", None)
         if d is None:
@@ -176,22 +178,9 @@ def _jpeg_work(paths, transforms, region: bool, through_pillow=()):
     return work, len(blobs)
 
 
-def _pillow_draft(data, plan, out_size, i):
-    """The size to ask ``Image.draft`` for: the whole image scaled as far as the crop stays at least
-    the output size."""
+def _pillow_load(data):
     from PIL import Image
     with Image.open(io.BytesIO(data)) as im:
-        w, h = im.size
-    (x0, y0, x1, y1), _ = plan.box(w, h, 0, 0, i)
-    oh, ow = out_size
-    return math.ceil(w * ow / max(x1 - x0, 1e-9)), math.ceil(h * oh / max(y1 - y0, 1e-9))
-
-
-def _pillow_load(data, draft=None):
-    from PIL import Image
-    with Image.open(io.BytesIO(data)) as im:
-        if draft:
-            im.draft(None, draft)
         im.load()
 
 

@@ -225,6 +225,19 @@ class ImageField(Field):
                 failures[i] = reason
         return failures
 
+    def draft_size(self, w: int, h: int, seed: int, epoch: int, index: int) -> tuple[int, int] | None:
+        """The size the Pillow route asks ``Image.draft`` for, for sample ``index`` of a w x h
+        (shown) image: the whole image scaled so that the crop keeps ``reducing_gap`` times the
+        output's pixels; None where it may not scale (an image too small to halve, no DCT scaling)."""
+        gap = self.reducing_gap
+        if self.plan.max_denom <= 1 or min(w, h) < 2 * gap * min(self.size):
+            return None
+        try:
+            (x0, y0, x1, y1), (oh, ow) = self.plan.box(w, h, seed, epoch, index)
+        except ValueError:   # no crop fits: no draft, and process_rgb says why, as every route does
+            return None
+        return math.ceil(w * gap * ow / max(x1 - x0, 1e-9)), math.ceil(h * gap * oh / max(y1 - y0, 1e-9))
+
     def _pillow_route(self, worker, value, item, index, ctx, out_row, try_jpeg=True):
         """Decode through Pillow (JPEGs DCT-scaled by draft() as far as the plan allows) and finish in C.
 
@@ -232,17 +245,9 @@ class ImageField(Field):
         declined is left to Pillow's own reader).
         """
         plan = self.plan
-        gap = self.reducing_gap if plan.max_denom > 1 else None
 
         def draft_size(w, h):
-            if gap is None or min(w, h) < 2 * gap * min(self.size):
-                return None   # even the whole image is too small to scale by 1/2
-            try:
-                (x0, y0, x1, y1), (oh, ow) = plan.box(w, h, ctx.seed, ctx.epoch, index)
-            except ValueError:   # no crop fits: no draft, and process_rgb says why, as every route does
-                return None
-            # the whole image scaled so that the crop keeps gap x the output's pixels
-            return (math.ceil(w * gap * ow / max(x1 - x0, 1e-9)), math.ceil(h * gap * oh / max(y1 - y0, 1e-9)))
+            return self.draft_size(w, h, ctx.seed, ctx.epoch, index)
 
         try:
             data = worker.read_file(item) if _is_path(value) else item
