@@ -9,36 +9,26 @@ from __future__ import annotations
 import json
 import os
 import resource
-import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 
 import fastload as fl
-from fastload.bench.datasets import _trim
-from fastload.synthetic import make_image_folder
+from fastload.bench import datasets
 
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 
 def dataset(kind: str, n: int, root: str | None = None) -> str:
-    """An image folder of n photo-like JPEGs (q90): 'imagenet' ~460x400, 'small' 64x64. Cached by name."""
+    """The folder of ``fastload bench``'s data set ``kind`` ('imagenet': ~460x400 JPEGs, q90; 'small':
+    64x64; 'png'; see fastload.bench.datasets.KINDS) with n images, written on first use and shared
+    with the suite (under its cache, or ``root``)."""
     if n < 1:
         raise ValueError(f"a data set needs at least one image, not {n}")
-    root = root or os.path.join(tempfile.gettempdir(), "fastload-bench")
-    path = os.path.join(root, f"{kind}-{n}")
-    marker = os.path.join(path, ".complete")
-    if not os.path.exists(marker):
-        classes = 10
-        size, jitter = ((400, 460), 0.15) if kind == "imagenet" else ((64, 64), 0.0)
-        t = time.perf_counter()
-        shutil.rmtree(path, ignore_errors=True)   # what an interrupted run left
-        # whole classes, rounded up, then trimmed to n (a class for every record under 10)
-        make_image_folder(path, classes=classes, per_class=-(-n // classes), size=size, jitter=jitter, seed=1)
-        _trim(path, n)
-        open(marker, "w").close()
+    t = time.perf_counter()
+    path = datasets.dataset(kind, n, cache=root)
+    if time.perf_counter() - t > 1:   # written now, not found
         print(f"  (generated {n} {kind} images in {time.perf_counter() - t:.0f} s under {path})")
     return path
 
