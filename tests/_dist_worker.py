@@ -22,6 +22,7 @@ Usage: torchrun --nproc_per_node=N _dist_worker.py ROOT OUT_DIR BATCH [STATE_JSO
        one at a time: a mix's weights and stop, a shuffle's initial, a batch's drop_last, and the tar
        shards SHARDS/shard-{0..2}.tar with another shuffle_initial)
    or: torchrun --nproc_per_node=2 _dist_worker.py --folder-streams SAME0 SAME1 OTHER0 OTHER1 OUT_DIR
+   or: torchrun --nproc_per_node=2 _dist_worker.py --combined SAME0 SAME1 OTHER0 OTHER1 OUT_DIR
        (rank r iterates Loaders over ImageFolder(SAMEr).map(tuple), ImageFolder(OTHERr).map(tuple) and
        a mix of ImageFolder(SAMEr) and ImageFolder(OTHERr))
    or: torchrun --nproc_per_node=2 _dist_worker.py --explicit OUT_DIR   (rank r loads 5 + r records with
@@ -254,6 +255,32 @@ def folder_streams(same, other, out):
     finish(out, r, result)
 
 
+def combined(same, other, out):
+    """Rank r iterates Loaders over ``same[r]`` and ``other[r]`` zipped with numbers, and joined by
+    relative path with a record per file; writes, for each, its batch count or the error that stopped it."""
+    from datetime import timedelta
+    dist.init_process_group("gloo", timeout=timedelta(seconds=60))
+    r = dist.get_rank()
+
+    def zipped(root):
+        files = fl.ImageFiles(root)
+        return fl.zip(image=files, n=fl.ListSource(list(range(len(files)))))
+
+    def joined(root):
+        files = fl.ImageFiles(root)
+        meta = fl.ListSource([{"id": os.path.relpath(p, root), "n": k} for k, p in enumerate(files.paths)])
+        return fl.join(image=files.key_by(lambda p: os.path.relpath(p, root)), meta=meta.key_by("id"))
+    result = {}
+    for name, make in (("zip_same", lambda: zipped(same[r])), ("zip_other", lambda: zipped(other[r])),
+                       ("join_same", lambda: joined(same[r])), ("join_other", lambda: joined(other[r]))):
+        fields = {"image": [fl.Resize((8, 8))], "n" if name.startswith("zip") else "meta": None}
+        try:
+            result[name] = {"batches": len(list(fl.Loader(make(), batch_size=2, fields=fields)))}
+        except fl.FastloadError as e:
+            result[name] = {"error": str(e)}
+    finish(out, r, result)
+
+
 def explicit(out):
     """Rank r loads 5 + r records through Loaders given rank=/world_size=: the group's on every rank,
     then on rank 0 alone the group's and rank=0, world_size=1; writes, for each, the number of
@@ -281,6 +308,8 @@ def main():
         return stream_settings(sys.argv[2], sys.argv[3])
     if sys.argv[1] == "--folder-streams":
         return folder_streams(sys.argv[2:4], sys.argv[4:6], sys.argv[6])
+    if sys.argv[1] == "--combined":
+        return combined(sys.argv[2:4], sys.argv[4:6], sys.argv[6])
     if sys.argv[1] == "--explicit":
         return explicit(sys.argv[2])
     if sys.argv[1] == "--streams":

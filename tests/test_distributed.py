@@ -399,6 +399,24 @@ def test_ranks_whose_folders_differ_under_a_streams_steps_are_stopped(tmp_path):
                     f"has" in error) == (rank == 1), error
 
 
+def test_ranks_whose_folders_differ_under_a_zip_or_a_join_are_stopped(tmp_path):
+    """fl.zip and fl.join passed no listing on to be compared: their record counts alone were, so a
+    folder with one file named otherwise on one machine (as many files) paired each rank's records
+    with other files, silently. Each part's listing is compared, its names after the part's."""
+    same0, same1, other0, other1 = _four_folders(tmp_path, "class_000")
+    os.remove(os.path.join(other1, "class_000", "img_00001.jpg"))   # as many files, one named otherwise
+    out = str(tmp_path / "out")
+    ranks = launch(2, ["--combined", same0, same1, other0, other1, out], out)
+    for rank in ranks:
+        assert rank["zip_same"] == rank["join_same"] == {"batches": 2}, rank   # 6 records, 4 a global step
+        for name, source in (("zip_other", "ZippedSource"), ("join_other", "JoinedSource")):
+            error = rank[name].get("error", "")
+            assert error.startswith(f"the ranks hold other records in {source}: rank 1 lists other records than "
+                                    "rank 0"), (name, rank[name])
+            assert ("rank 1's first record that differs is 0: 'image: class_000/extra.jpg' where rank 0 has "
+                    "'image: class_000/img_00000.jpg'" in error) == (rank is ranks[1]), error
+
+
 def test_a_loader_given_the_groups_rank_and_world_size_is_compared(tmp_path):
     """rank=dist.get_rank(), world_size=dist.get_world_size() shards across the group as the values
     found by the Loader itself do, so the ranks compare it; only other values (one rank's own data,

@@ -234,13 +234,13 @@ class Stream(Fluent):
         ups = self._ups()
         if len(ups) == 1:
             return getattr(ups[0], "local_listing", lambda: None)()
-        from ..sources.paths import PathTable
+        from ..sources.paths import labelled
         from .ranks import _local_listing   # here: ranks imports the sources, which import this module
         listed = [_local_listing(up) for up in ups]
         if all(noun != "record" for _, noun in listed):
             return None
-        return PathTable([[f"input {i}: {name}" for name in listing.relative()]
-                          for i, (listing, _) in enumerate(listed) if listing is not None])
+        return labelled({f"input {i}": listing.relative() for i, (listing, _) in enumerate(listed)
+                         if listing is not None})
 
     def unordered_stage(self) -> str | None:
         """The name of a stage here or upstream whose order depends on threads, or None: each pass

@@ -76,7 +76,7 @@ def check_same_records(source, rank: int, world_size: int, settings: dict | None
         return True
     theirs = exchange.from_rank0(listing.relative() if rank == 0 and listing is not None else None)
     more = f" (and {len(differ) - 3} more ranks)" if len(differ) > 3 else ""
-    if summaries[0][0] is None:
+    if summaries[0][0] is None or all(s[0] == summaries[0][0] for s in summaries):   # the listings differ
         who = f"ranks {', '.join(map(str, differ[:3]))}{more} list" if len(differ) > 1 else f"rank {differ[0]} lists"
         counts = f"{who} other {noun}s than rank 0"
     else:

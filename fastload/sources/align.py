@@ -20,6 +20,7 @@ import numpy as np
 from ..errors import RecordError
 from ..pipeline.fluent import Fluent
 from .base import ListSource, Source
+from .paths import labelled
 
 __all__ = ["zip", "join", "stem", "key_by", "KeyedSource", "ZippedSource", "JoinedSource"]
 
@@ -72,6 +73,12 @@ class ZippedSource(Source):
     def labels(self) -> np.ndarray | None:
         rows = np.arange(self._n)
         return _single_labels(self.parts, {name: rows for name in self.parts})
+
+    def local_listing(self):
+        """The local files of the parts that list theirs (see :meth:`Source.local_listing`), each
+        name after its part's: ranks compare them as a folder's."""
+        listed = {name: listing.relative()[:self._n] for name, listing in _listings(self.parts)}
+        return labelled(listed) if listed else None
 
 
 def zip(*sources, strict: bool = True, **named) -> ZippedSource:  # noqa: A001 - fl.zip mirrors builtins.zip
@@ -143,6 +150,9 @@ class KeyedSource(Source):
     def labels(self) -> np.ndarray | None:
         return self.source.labels()
 
+    def local_listing(self):
+        return self.source.local_listing()
+
     def keys(self) -> list[Hashable]:
         """The key of every record, in order. A record without one is a RecordError naming it (and
         a record that cannot be read raises its own)."""
@@ -210,6 +220,20 @@ class JoinedSource(Source):
 
     def labels(self) -> np.ndarray | None:
         return _single_labels(self.parts, self.rows)
+
+    def local_listing(self):
+        """The local files of the parts that list theirs at the rows joined (see
+        :meth:`Source.local_listing`), each name after its part's."""
+        listed = {name: listing.relative().take(self.rows[name][self.rows[name] >= 0])
+                  for name, listing in _listings(self.parts)}
+        return labelled(listed) if listed else None
+
+
+def _listings(parts: dict[str, Source]):
+    for name, part in parts.items():
+        listing = part.local_listing()
+        if listing is not None:
+            yield name, listing
 
 
 def join(how: str = "inner", **named: KeyedSource) -> JoinedSource:

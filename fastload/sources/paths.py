@@ -20,7 +20,7 @@ from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 
-__all__ = ["PathTable"]
+__all__ = ["PathTable", "labelled"]
 
 _FS_CODEC = (sys.getfilesystemencoding(), sys.getfilesystemencodeerrors())   # what os.fsdecode uses
 
@@ -129,3 +129,10 @@ class PathTable(Sequence):
 
     def __repr__(self) -> str:
         return f"PathTable({len(self)} paths under {self.prefix!r})"
+
+
+def labelled(listings: dict[str, Iterable[str]]) -> PathTable | None:
+    """One table of several sources' names (label -> names relative to their root), each name after
+    its label, so that a difference between two such tables names the source; None for none."""
+    chunks = [[f"{label}: {name}" for name in names] for label, names in listings.items()]
+    return PathTable(chunks) if chunks else None
