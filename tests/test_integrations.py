@@ -3,6 +3,7 @@ import importlib.util
 import io
 import os
 import pathlib
+import re
 import threading
 
 import numpy as np
@@ -293,6 +294,26 @@ def test_hf_shuffled_iterable_dataset_draws_each_epoch_from_the_epoch():
     it.close()
     resumed = fl.Loader(fl.HFDataset(ds), batch_size=10, fields={"i": None}).load_state_dict(state)
     assert [int(x) for b in resumed for x in b["i"]] == ref[1][20:]
+
+
+def test_hf_stream_lineage_names_its_shuffle_for_the_ranks_to_compare():
+    """A shuffle seeded per rank (ds.shuffle(seed=rank)) gave each rank its share of another order,
+    records twice and others never; the ranks compared nothing of it. The stream's lineage, which
+    they compare with the Loader's settings, now holds each shuffle's buffer and seed's generator."""
+    ds = datasets.Dataset.from_dict({"i": list(range(40))}).to_iterable_dataset(num_shards=4)
+
+    def lineage(seed, buffer_size=8):
+        return fl.HFDataset(ds.shuffle(seed=seed, buffer_size=buffer_size)).lineage()
+    assert fl.HFDataset(ds).lineage() == "HFDataset stream of 4 shards"
+    assert lineage(1) == lineage(1) and lineage(1) != lineage(2) and lineage(1) != lineage(1, 16)
+    assert re.fullmatch(r"shuffle\(buffer_size=8, generator [0-9a-f]{12}\) of HFDataset stream of 4 shards",
+                        lineage(1)), lineage(1)
+    stream = fl.HFDataset(ds.shuffle(seed=1, buffer_size=8))
+    assert stream.map(dict).lineage() == f"map(dict) of {lineage(1)}"
+    before = stream.lineage()
+    for epoch in (0, 1):   # reading a pass leaves it as it was
+        stream.set_epoch(epoch)
+        assert len(list(stream)) == 40 and stream.lineage() == before
 
 
 def test_hf_stream_split_by_node_is_not_sharded_again():

@@ -14,6 +14,8 @@ images, file objects, arrays) are turned into what the image field reads by
 """
 from __future__ import annotations
 
+import hashlib
+import json
 from functools import partial
 
 import numpy as np
@@ -100,6 +102,22 @@ class _Stream(IterableRecords):
 
     def set_epoch(self, epoch: int) -> None:
         self.dataset.set_epoch(epoch)
+
+    def lineage(self) -> str:
+        """As :meth:`~fastload.pipeline.fluent.Stream.lineage`: the dataset's shuffles, each by its
+        buffer size and a digest of the generator its seed made (the dataset keeps no seed): under
+        torch.distributed the ranks compare it, as a shuffle seeded per rank reorders each rank's
+        share of the stream."""
+        shuffles, ex = [], getattr(self.dataset, "_ex_iterable", None)
+        while ex is not None:   # the dataset's chain of example iterables, outermost first
+            generator = getattr(ex, "generator", None)
+            if isinstance(generator, np.random.Generator):
+                state = json.dumps(generator.bit_generator.state, sort_keys=True, default=str).encode()
+                size = getattr(ex, "buffer_size", None)
+                shuffles.append(f"shuffle({'' if size is None else f'buffer_size={size}, '}"
+                                f"generator {hashlib.blake2b(state, digest_size=6).hexdigest()})")
+            ex = getattr(ex, "ex_iterable", None)
+        return " of ".join(shuffles + [f"HFDataset stream of {self.dataset.n_shards} shards"])
 
 
 def _rows(dataset, images):
