@@ -11,6 +11,7 @@ import argparse
 import importlib
 import json
 import os
+import select
 import sys
 import tempfile
 import time
@@ -200,6 +201,24 @@ def main(argv=None) -> int:
         parser.exit(2, f"fastload: error: {e}\n")
     except KeyboardInterrupt:
         return 130
-    except BrokenPipeError:   # as Python's documentation advises: what is left goes nowhere, exit status 1
+    except BrokenPipeError:
+        if not _stdout_gone():   # another pipe's (a child process's): its traceback says which
+            raise
+        # as Python's documentation advises: what is left goes nowhere, exit status 1
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1
+
+
+def _stdout_gone() -> bool:
+    """Whether the reader of standard output has gone: a pipe whose read end is closed polls as an
+    error (Linux, macOS); where poll cannot tell, as Python's documentation assumes, yes."""
+    try:
+        fd = sys.stdout.fileno()
+    except (AttributeError, OSError, ValueError):   # replaced by an object without a descriptor
+        return False
+    try:
+        poller = select.poll()
+    except AttributeError:   # Windows
+        return True
+    poller.register(fd, select.POLLOUT)
+    return any(events & (select.POLLERR | select.POLLHUP) for _, events in poller.poll(0))

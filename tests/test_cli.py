@@ -181,6 +181,22 @@ def test_output_into_a_pipe_its_reader_closed_ends_quietly(bad_folder, tmp_path)
         assert r.returncode == 1 and "BrokenPipe" not in r.stderr and "Traceback" not in r.stderr, (argv, r.stderr)
 
 
+def test_a_broken_pipe_other_than_standard_output_is_not_taken_for_a_reader_gone(tmp_path):
+    """Every BrokenPipeError ended the command with status 1 and no word, as if a reader of the
+    output had stopped: one from another pipe (a child process that died) is that failure's own."""
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (HOME, os.environ.get("PYTHONPATH")) if p))
+    code = ("import sys, fastload.features\n"
+            "def features(): raise BrokenPipeError(32, 'the child process is gone')\n"
+            "sys.modules['fastload.features'].features = features\n"
+            "from fastload.cli import main\n"
+            "sys.exit(main(['features']))\n")
+    with open(tmp_path / "out.txt", "w") as out:
+        r = subprocess.run([sys.executable, "-c", code], stdout=out, stderr=subprocess.PIPE, env=env, text=True,
+                           timeout=120, cwd=tmp_path)
+    assert r.returncode == 1 and r.stderr.rstrip().endswith(
+        "BrokenPipeError: [Errno 32] the child process is gone"), r.stderr
+
+
 def test_progress_with_and_without_tqdm(monkeypatch, capsys):
     bar = cli.progress(10, "x")
     bar.update(4)
