@@ -210,15 +210,14 @@ def main(argv=None) -> int:
 
 
 def _stdout_gone() -> bool:
-    """Whether the reader of standard output has gone: a pipe whose read end is closed polls as an
-    error (Linux, macOS); where poll cannot tell, as Python's documentation assumes, yes."""
+    """Whether the reader of standard output has gone: on Linux a pipe whose read end is closed
+    polls as an error; elsewhere, as Python's documentation assumes, yes."""
+    if not sys.platform.startswith("linux"):
+        return True
     try:
         fd = sys.stdout.fileno()
     except (AttributeError, OSError, ValueError):   # replaced by an object without a descriptor
         return False
-    try:
-        poller = select.poll()
-    except AttributeError:   # Windows
-        return True
+    poller = select.poll()
     poller.register(fd, select.POLLOUT)
     return any(events & (select.POLLERR | select.POLLHUP) for _, events in poller.poll(0))
