@@ -181,6 +181,7 @@ def test_output_into_a_pipe_its_reader_closed_ends_quietly(bad_folder, tmp_path)
         assert r.returncode == 1 and "BrokenPipe" not in r.stderr and "Traceback" not in r.stderr, (argv, r.stderr)
 
 
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="told apart where a closed reader polls as an error")
 def test_a_broken_pipe_other_than_standard_output_is_not_taken_for_a_reader_gone(tmp_path):
     """Every BrokenPipeError ended the command with status 1 and no word, as if a reader of the
     output had stopped: one from another pipe (a child process that died) is that failure's own."""
