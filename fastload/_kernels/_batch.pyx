@@ -728,7 +728,9 @@ cdef class JpegDecoder(_OneThread):
         fl_jpeg_decoder_free(self.d)
 
     def info(self, data, name="<bytes>"):
-        """Header facts as a dict, or None when ``data`` is not a JPEG."""
+        """Header facts as a dict, or None when ``data`` is not a JPEG. ``width`` and ``height`` are
+        as stored; ``orientation`` is what exif_transpose applies (the Exif tag, else XMP's; 0:
+        none; -1: one only Pillow can tell)."""
         cdef const uint8_t[::1] buf = data
         cdef size_t n = buf.shape[0]
         cdef const uint8_t *p = &buf[0] if n else NULL
@@ -865,8 +867,9 @@ cdef class PngDecoder(_OneThread):
         fl_png_decoder_free(self.d)
 
     def info(self, data, exif=True, name="<bytes>"):
-        """Header facts as a dict, or None when ``data`` is not a PNG. ``orientation`` is the
-        eXIf chunk's (0: none; with ``exif=False`` not looked for)."""
+        """Header facts as a dict, or None when ``data`` is not a PNG. ``orientation`` is what
+        exif_transpose applies (an eXIf chunk's, else XMP text's; 0: none, or with ``exif=False``
+        not looked for); one only Pillow can tell raises :class:`Unsupported`."""
         cdef const uint8_t[::1] buf = data
         cdef size_t n = buf.shape[0]
         cdef const uint8_t *p = &buf[0] if n else NULL
