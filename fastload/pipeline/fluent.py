@@ -44,6 +44,9 @@ from .node import Prefetcher, ThreadMap, close_iterator
 
 __all__ = ["Fluent", "Stream", "buffered_shuffle", "mix", "stage_name", "record_context", "close_iterator"]
 
+#: Records a shuffle buffer holds before the first comes out (a stream's lineage names other values only).
+SHUFFLE_INITIAL = 100
+
 def stage_name(fn: Any) -> str:
     """The name a stage is reported under: a Stage's ``name``, else the function's ``__name__``."""
     name = getattr(fn, "name", None)
@@ -102,7 +105,7 @@ class Fluent:
         batch ``{"x": xs, "y": ys}`` (a Loader's) yields ``{"x": x, "y": y}``, one per record."""
         return Stream(partial(_unbatch, self), None, self, "unbatch()")
 
-    def shuffle(self, buffer_size: int, seed: int = 0, initial: int = 100) -> "Stream":
+    def shuffle(self, buffer_size: int, seed: int = 0, initial: int = SHUFFLE_INITIAL) -> "Stream":
         """Shuffle through a buffer of ``buffer_size`` records (see :func:`buffered_shuffle`).
 
         Records start coming out once ``initial`` are buffered, so the first batch does not
@@ -115,7 +118,7 @@ class Fluent:
         _positive("initial", initial)
         seed = rng.check_seed(seed)
         # Named with every setting of its draws (initial by the default's absence): ranks compare it.
-        more = "" if initial == 100 else f", initial={initial}"
+        more = "" if initial == SHUFFLE_INITIAL else f", initial={initial}"
         return Stream(partial(_shuffle, self, buffer_size, initial, seed), _length(self), self,
                       f"shuffle({buffer_size}, seed={seed}{more})", keyed="pass")
 
@@ -463,7 +466,8 @@ def _rows(batch: dict, what: str, prefix: str) -> list[dict]:
     return [dict(zip(columns, row)) for row in zip(*columns.values())]
 
 
-def buffered_shuffle(records: Iterable, size: int, gen: np.random.Generator, initial: int = 100) -> Iterator:
+def buffered_shuffle(records: Iterable, size: int, gen: np.random.Generator,
+                     initial: int = SHUFFLE_INITIAL) -> Iterator:
     """``records`` through a shuffle buffer of ``size``: each one out is drawn uniformly from the buffer.
 
     The first record comes out when record ``min(initial, size) + 1`` goes in, as in

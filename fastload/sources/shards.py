@@ -39,7 +39,7 @@ import numpy as np
 
 from ..errors import FailedRecord, RecordError
 from ..pipeline import rng as randomness
-from ..pipeline.fluent import Fluent, buffered_shuffle
+from ..pipeline.fluent import SHUFFLE_INITIAL, Fluent, buffered_shuffle
 from . import _tar
 from .base import Source
 from .paths import PathTable
@@ -370,7 +370,8 @@ class TarShards(Source):
         size), each having listed its own."""
         return _local(self.urls)
 
-    def stream(self, shuffle_buffer: int = 0, seed: int = 0, shuffle_initial: int = 100) -> "TarStream":
+    def stream(self, shuffle_buffer: int = 0, seed: int = 0,
+               shuffle_initial: int = SHUFFLE_INITIAL) -> "TarStream":
         """The same shards read front to back (no index), shuffled through a buffer of that many samples
         (samples come out once ``shuffle_initial`` are buffered: see :func:`~fastload.pipeline.fluent.buffered_shuffle`)."""
         return TarStream(self.urls, self.storage, shuffle_buffer=shuffle_buffer, seed=seed,
@@ -410,7 +411,7 @@ class TarStream(Fluent):
     """
 
     def __init__(self, urls: Sequence[str], storage: Storage, *, shuffle_buffer: int = 0, seed: int = 0,
-                 shuffle_initial: int = 100, require: Sequence[str] = (), indexes: TarShards | None = None):
+                 shuffle_initial: int = SHUFFLE_INITIAL, require: Sequence[str] = (), indexes: TarShards | None = None):
         if shuffle_buffer < 0:
             raise ValueError("shuffle_buffer must be >= 0")
         if shuffle_initial < 1:
@@ -432,7 +433,7 @@ class TarStream(Fluent):
         """As :meth:`~fastload.pipeline.fluent.Stream.lineage`."""
         # shuffle_initial only where a buffer draws; require, by what it fails, changes what a Loader skips.
         more = ""
-        if self.shuffle_buffer and self.shuffle_initial != 100:
+        if self.shuffle_buffer and self.shuffle_initial != SHUFFLE_INITIAL:
             more += f", shuffle_initial={self.shuffle_initial}"
         if self.require:
             more += f", require={sorted(set(self.require))}"
