@@ -535,11 +535,14 @@ class TarStream(Fluent):
         # position: over other shards each count would be applied to another shard. (A state
         # without these entries, an older fastload's, is taken as it is.)
         if "shards" in state and state["shards"] != len(self.urls):
-            raise ValueError(f"the state was saved over {state['shards']} shards, this stream has {len(self.urls)}: "
-                             "the pass resumed would read other records; load it into a stream of the same shards")
-        if "names" in state and state["names"] != self._names():
-            raise ValueError(f"the state was saved over {len(self.urls)} shards of other names than this stream's: "
-                             "the pass resumed would read other records; load it into a stream of the same shards")
+            other = f"{state['shards']} shards, this stream has {len(self.urls)}"
+        elif "names" in state and state["names"] != self._names():
+            other = f"{len(self.urls)} shards of other names than this stream's"
+        else:
+            other = None
+        if other:
+            raise ValueError(f"the state was saved over {other}: the pass resumed would read other records; "
+                             "load it into a stream of the same shards")
         if plan["epoch"] == int(epoch):
             self._resume = plan
 
