@@ -238,8 +238,8 @@ class Stream(Fluent):
         if len(ups) == 1:
             return getattr(ups[0], "local_listing", lambda: None)()
         from ..sources.paths import labelled
-        from .ranks import _local_listing   # here: ranks imports the sources, which import this module
-        listed = [_local_listing(up) for up in ups]
+        from .ranks import listing_of   # here: ranks imports the sources, which import this module
+        listed = [listing_of(up) for up in ups]
         if all(noun != "record" for _, noun in listed):
             return None
         return labelled({f"input {i}": listing.relative() for i, (listing, _) in enumerate(listed)

@@ -41,7 +41,7 @@ from datetime import timedelta
 from ..errors import FastloadError
 from ..sources.paths import PathTable
 
-__all__ = ["check_same_records"]
+__all__ = ["check_same_records", "listing_of"]
 
 _checks = itertools.count()   # a process's n-th check: every rank's n-th is of the same Loader
 
@@ -64,7 +64,7 @@ def check_same_records(source, rank: int, world_size: int, settings: dict | None
     if dist is None or not dist.is_available() or not dist.is_initialized() or world_size < 2 \
             or (rank, world_size) != (dist.get_rank(), dist.get_world_size()):
         return False
-    listing, noun = _local_listing(source)
+    listing, noun = listing_of(source)
     name = repr(source) if type(source).__repr__ is not object.__repr__ else type(source).__name__
     exchange = _Exchange(dist, f"fastload/records/{next(_checks)}", rank, world_size, name)
     # A stream's record count is known only once it is read: its listing and settings stand in.
@@ -90,7 +90,7 @@ def check_same_records(source, rank: int, world_size: int, settings: dict | None
                         "same ones (a folder the same files on every machine)")
 
 
-def _local_listing(source):
+def listing_of(source):
     """The local files ``source`` lists itself (a PathTable) and what each is, or (None, None):
     its :meth:`Source.local_listing`, else its local shards (``local_shards``) by name and size,
     a stream's each through its steps: a shard missing or cut short on one machine changes a
