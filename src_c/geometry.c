@@ -179,19 +179,3 @@ void fl_geom_crop_error(const fl_geom_op *ops, const fl_geom_fail *fail, char *e
         snprintf(err, FL_ERRLEN, "%.40s: the image is %dx%d after %.40s, smaller than the %dx%d crop (%s)",
                  op->name, fail->w, fail->h, ops[fail->op - 1].name, op->w, op->h, why);
 }
-
-fl_rect fl_stored_box(int orientation, fl_rect b, int sw, int sh)
-{
-    fl_rect r;
-    switch (orientation) {
-    case 2: r = (fl_rect){sw - b.x1, b.y0, sw - b.x0, b.y1}; break;            /* mirror left-right */
-    case 3: r = (fl_rect){sw - b.x1, sh - b.y1, sw - b.x0, sh - b.y0}; break;  /* rotate 180 */
-    case 4: r = (fl_rect){b.x0, sh - b.y1, b.x1, sh - b.y0}; break;            /* mirror top-bottom */
-    case 5: r = (fl_rect){b.y0, b.x0, b.y1, b.x1}; break;                      /* transpose */
-    case 6: r = (fl_rect){b.y0, sh - b.x1, b.y1, sh - b.x0}; break;            /* shown rotated clockwise */
-    case 7: r = (fl_rect){sw - b.y1, sh - b.x1, sw - b.y0, sh - b.x0}; break;  /* transverse */
-    case 8: r = (fl_rect){sw - b.y1, b.x0, sw - b.y0, b.x1}; break;            /* shown rotated counter-clockwise */
-    default: r = b;
-    }
-    return r;
-}
