@@ -104,8 +104,8 @@ class _Stream(IterableRecords):
         self.dataset.set_epoch(epoch)
 
     def lineage(self) -> str:
-        """As :meth:`~fastload.pipeline.fluent.Stream.lineage`: the dataset's shuffles, each by its
-        buffer size and a digest of the generator its seed made (the dataset keeps no seed): under
+        """As :meth:`~fastload.pipeline.fluent.Stream.lineage`: the dataset's random draws (its shuffles,
+        each by its buffer size) by a digest of the generator the seed made (it keeps no seed): under
         torch.distributed the ranks compare it, as a shuffle seeded per rank reorders each rank's
         share of the stream."""
         shuffles, ex = [], getattr(self.dataset, "_ex_iterable", None)
@@ -113,8 +113,9 @@ class _Stream(IterableRecords):
             generator = getattr(ex, "generator", None)
             if isinstance(generator, np.random.Generator):
                 state = json.dumps(generator.bit_generator.state, sort_keys=True, default=str).encode()
-                size = getattr(ex, "buffer_size", None)
-                shuffles.append(f"shuffle({'' if size is None else f'buffer_size={size}, '}"
+                size = getattr(ex, "buffer_size", None)   # a shuffle buffer's; else the draw is the iterable's own
+                what = "shuffle" if size is not None else type(ex).__name__
+                shuffles.append(f"{what}({'' if size is None else f'buffer_size={size}, '}"
                                 f"generator {hashlib.blake2b(state, digest_size=6).hexdigest()})")
             ex = getattr(ex, "ex_iterable", None)
         return " of ".join(shuffles + [f"HFDataset stream of {self.dataset.n_shards} shards"])
