@@ -360,9 +360,9 @@ def _pillow_failed(e: Exception, data, name) -> DecodeError:
 
 
 def _orientation(im) -> int:
-    """The orientation Pillow >= 11's ``getexif`` reads, whichever Pillow this is."""
-    if im.format in ("JPEG", "PNG", "WEBP") and not any(k in im.info for k in _EXIF_KEYS) \
-            and not (im.format == "JPEG" and _jpeg_xmp(im)):
+    """The orientation Pillow >= 11.2's ``getexif`` reads, whichever Pillow this is."""
+    jpeg_xmp = _jpeg_xmp(im)
+    if im.format in ("JPEG", "PNG", "WEBP") and jpeg_xmp is None and not any(k in im.info for k in _EXIF_KEYS):
         return 1   # no EXIF or XMP: skip parsing the metadata (a third of a small JPEG's decode time)
     exif = im.info.get("exif")
     if isinstance(exif, bytes) and exif.startswith(b"Exif\0\0Exif\0\0"):   # a doubled prefix (a PNG eXIf
@@ -372,14 +372,15 @@ def _orientation(im) -> int:
         tags = im.getexif()
     value = tags.get(_ORIENTATION_TAG)
     if value is None:   # XMP's, which Pillow < 11.2 reads from a PNG's text chunk only
-        xmp = im.info.get("XML:com.adobe.xmp") or _jpeg_xmp(im) or im.info.get("xmp") or b""
+        xmp = im.info.get("XML:com.adobe.xmp") or jpeg_xmp or im.info.get("xmp") or b""
         match = _XMP_ORIENTATION.search(xmp.encode() if isinstance(xmp, str) else xmp)
         value = int(match[2]) if match else None
     return value if isinstance(value, int) else 1
 
 
 def _jpeg_xmp(im) -> bytes | None:
-    """A JPEG's XMP packet, the last as Pillow >= 11 keeps it (older ones keep it in ``applist`` only)."""
+    """A JPEG's XMP packet, the last as Pillow >= 11.2 keeps it (older ones keep it in ``applist`` only);
+    None for none, or another format."""
     packets = [s.split(b"\0", 1)[1] for app, s in getattr(im, "applist", ())
                if app == "APP1" and s.startswith(_XMP_APP1)]
     return packets[-1] if packets else None
