@@ -158,7 +158,8 @@ def _jpeg_work(paths, transforms, region: bool, through_pillow=()):
         if not region:
             calls.append((None, (0, 0), 1))
             continue
-        info, turned = probe.info(data), _turned(probe, data)
+        info = probe.info(data)
+        turned = _turned(info)
         (x0, y0, x1, y1), _ = plan.box(info["width"], info["height"], 0, 0, i, turned)
         r = (max(0, math.floor(x0)), max(0, math.floor(y0)),
              min(info["width"], math.ceil(x1)), min(info["height"], math.ceil(y1)))
@@ -197,8 +198,8 @@ def _png_work(paths, transforms, region: bool, through_pillow=()):
         if not region or paths[i] in pillow:
             regions.append(None)
             continue
-        info = probe.info(data, exif=False)
-        (x0, y0, x1, y1), _ = plan.box(info["width"], info["height"], 0, 0, i, _turned(probe, data))
+        info = probe.info(data)   # a turn only Pillow reads is Pillow's file, passed over above
+        (x0, y0, x1, y1), _ = plan.box(info["width"], info["height"], 0, 0, i, _turned(info))
         regions.append((max(0, math.floor(x0)), max(0, math.floor(y0)),
                         min(info["width"], math.ceil(x1)), min(info["height"], math.ceil(y1))))
 
@@ -243,7 +244,11 @@ def _routes(paths: tuple, fmt: str | None) -> tuple[tuple, tuple]:
         try:
             if decoder is not None:
                 try:
-                    decoder.decode(data, exif=_turned(decoder, data) == 0)
+                    try:
+                        turned = _turned(decoder.info(data))
+                    except Exception:   # the decode below says what is wrong
+                        turned = 0
+                    decoder.decode(data, exif=turned == 0)
                     continue
                 except native[1]:
                     pass   # Pillow's to decode, as in the loader
@@ -255,13 +260,11 @@ def _routes(paths: tuple, fmt: str | None) -> tuple[tuple, tuple]:
     return tuple(pillow), tuple(unreadable)
 
 
-def _turned(decoder, data) -> int:
-    """The EXIF orientation (2 to 8) the loader's kernels apply to ``data``'s stored pixels as they
-    write it, or 0: none, or one only Pillow reads (the loader's Pillow route turns those)."""
-    try:
-        orientation = decoder.info(data)["orientation"]
-    except Exception:   # the decode that follows says what is wrong
-        return 0
+def _turned(info: dict) -> int:
+    """The EXIF orientation (2 to 8) the loader's kernels apply to the stored pixels of a file with
+    the decoder's ``info``, as they write it; 0: none, or one only Pillow reads (the loader's
+    Pillow route turns those)."""
+    orientation = info["orientation"]
     return orientation if 2 <= orientation <= 8 else 0
 
 
