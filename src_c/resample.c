@@ -131,6 +131,40 @@ static void fill_axis(const axis_plan *p, int in_size, float in0, int out_size,
         fill_axis_with(p, in_size, in0, out_size, 0, bounds, k, w);
 }
 
+/* Taps of an axis the image shows reversed: fill_axis over the shown box
+ * (in0 in shown coordinates), then turned back: stored output i is shown
+ * output out_size-1-i, stored source t is shown source in_size-1-t. */
+static void fill_axis_shown(const axis_plan *p, int in_size, float in0, int out_size, int filter, int rev,
+                            int32_t *bounds, int32_t *k, double *w)
+{
+    fill_axis(p, in_size, in0, out_size, filter, bounds, k, w);
+    if (!rev)
+        return;
+    const int ks = p->ksize;
+    for (int i = 0, j = out_size - 1; i < j; i++, j--) {
+        for (int t = 0; t < 2; t++) {
+            int32_t b = bounds[2 * i + t];
+            bounds[2 * i + t] = bounds[2 * j + t];
+            bounds[2 * j + t] = b;
+        }
+        for (int t = 0; t < ks; t++) {
+            int32_t v = k[(size_t)i * ks + t];
+            k[(size_t)i * ks + t] = k[(size_t)j * ks + t];
+            k[(size_t)j * ks + t] = v;
+        }
+    }
+    for (int i = 0; i < out_size; i++) {
+        int n = bounds[2 * i + 1];
+        int32_t *kk = k + (size_t)i * ks;
+        bounds[2 * i] = in_size - bounds[2 * i] - n;
+        for (int a = 0, b = n - 1; a < b; a++, b--) {
+            int32_t v = kk[a];
+            kk[a] = kk[b];
+            kk[b] = v;
+        }
+    }
+}
+
 /* Carve aligned pieces out of one scratch buffer. */
 static size_t align_up(size_t n) { return (n + 63) & ~(size_t)63; }
 
@@ -540,6 +574,20 @@ static void nearest_index(int in_size, double in0, double in1, int out_size, int
     }
 }
 
+/* nearest_index over the shown box, turned back to stored indices when the
+ * axis is shown reversed (in0, in1 in shown coordinates). */
+static void nearest_index_shown(int in_size, double in0, double in1, int out_size, int rev, int32_t *idx)
+{
+    nearest_index(in_size, in0, in1, out_size, idx);
+    if (!rev)
+        return;
+    for (int i = 0, j = out_size - 1; i <= j; i++, j--) {
+        int32_t a = idx[i];
+        idx[i] = in_size - 1 - idx[j];
+        idx[j] = in_size - 1 - a;
+    }
+}
+
 static void nearest(const fl_view *src, fl_view *dst, const int32_t *xi, const int32_t *yi)
 {
     int ch = src->channels;
@@ -589,8 +637,87 @@ static int is_identity(double a0, double a1, int out, int *first)
     return 1;
 }
 
+/* The horizontal pass over `rows` rows of `in` (in_w pixels each), on the
+ * process's SIMD path; hv is scratch for AVX2's expanded taps. */
+static void run_hpass(const uint8_t *in, ptrdiff_t in_stride, int rows, int ch, int in_w,
+                      uint8_t *out, ptrdiff_t out_stride, int out_w,
+                      const int32_t *hb, const int32_t *hk, int ksize, int32_t *hv)
+{
+#if FL_X86_DISPATCH
+    if (fl_simd == FL_SIMD_AVX2) {
+        int maxn = 1;
+        for (int x = 0; x < out_w; x++)
+            if (hb[2 * x + 1] > maxn) maxn = hb[2 * x + 1];
+        int nload = (maxn + taps_per_load(ch) - 1) / taps_per_load(ch);
+        expand_htaps(ch, out_w, hb, hk, ksize, nload, hv);
+        hpass_avx2(in, in_stride, rows, ch, in_w, out, out_stride, out_w, hb, hk, ksize, hv, nload);
+        return;
+    }
+    if (fl_simd == FL_SIMD_SSE41) {
+        hpass_sse41(in, in_stride, rows, ch, in_w, out, out_stride, out_w, hb, hk, ksize);
+        return;
+    }
+#else
+    (void)hv;
+#endif
+#if FL_NEON
+    if (fl_simd == FL_SIMD_NEON) {
+        hpass_neon(in, in_stride, rows, ch, in_w, out, out_stride, out_w, hb, hk, ksize);
+        return;
+    }
+#endif
+    (void)in_w;
+    hpass_portable(in, in_stride, rows, ch, out, out_stride, out_w, hb, hk, ksize);
+}
+
+/* The vertical pass: `rowbytes` bytes of each output row, on the process's
+ * SIMD path. */
+static void run_vpass(const uint8_t *in, ptrdiff_t in_stride, int rowbytes,
+                      uint8_t *out, ptrdiff_t out_stride, int out_h,
+                      const int32_t *vb, const int32_t *vk, int ksize)
+{
+#if FL_X86_DISPATCH
+    if (fl_simd == FL_SIMD_AVX2) {
+        vpass_avx2(in, in_stride, rowbytes, out, out_stride, out_h, vb, vk, ksize);
+        return;
+    }
+    if (fl_simd == FL_SIMD_SSE41) {
+        vpass_sse41(in, in_stride, rowbytes, out, out_stride, out_h, vb, vk, ksize);
+        return;
+    }
+#endif
+#if FL_NEON
+    if (fl_simd == FL_SIMD_NEON) {
+        vpass_neon(in, in_stride, rowbytes, out, out_stride, out_h, vb, vk, ksize);
+        return;
+    }
+#endif
+    vpass_portable(in, in_stride, rowbytes, out, out_stride, out_h, vb, vk, ksize);
+}
+
+/* Shift a pass's window starts by -first, where first is the lowest; returns
+ * it and sets *count to the span of source indices the windows cover. */
+static int rebase(int32_t *bounds, int n, int *count)
+{
+    int first = bounds[0], last = 0;
+    for (int i = 0; i < n; i++) {
+        if (bounds[2 * i] < first) first = bounds[2 * i];
+        if (bounds[2 * i] + bounds[2 * i + 1] > last) last = bounds[2 * i] + bounds[2 * i + 1];
+    }
+    for (int i = 0; i < n; i++)
+        bounds[2 * i] -= first;
+    *count = last - first;
+    return first;
+}
+
 int fl_resample(fl_resampler *r, const fl_view *src, fl_rect box,
                 int filter, int antialias, fl_view *dst)
+{
+    return fl_resample_shown(r, src, box, filter, antialias, 0, dst);
+}
+
+int fl_resample_shown(fl_resampler *r, const fl_view *src, fl_rect box,
+                      int filter, int antialias, int shown, fl_view *dst)
 {
     if (!r || !valid_view(src) || !valid_view(dst) || dst->channels != src->channels)
         return FL_ERR_ARG;
@@ -598,19 +725,22 @@ int fl_resample(fl_resampler *r, const fl_view *src, fl_rect box,
         return FL_ERR_ARG;
     if (!clamp_box(&box.x0, &box.x1, src->width) || !clamp_box(&box.y0, &box.y1, src->height))
         return FL_ERR_ARG;
-    /* Pillow takes the box as float; rounding it the same way keeps the tap
-     * positions, and so the pixels, identical (and costs < 1e-4 px). */
-    const float bx0 = (float)box.x0, bx1 = (float)box.x1, by0 = (float)box.y0, by1 = (float)box.y1;
-
     const int ch = src->channels, ow = dst->width, oh = dst->height;
     const int iw = src->width, ih = src->height;
+    const int rev_x = (shown & FL_SHOWN_REV_X) != 0, rev_y = (shown & FL_SHOWN_REV_Y) != 0;
+    /* Each axis's box in shown coordinates. */
+    const double sx0 = rev_x ? iw - box.x1 : box.x0, sx1 = rev_x ? iw - box.x0 : box.x1;
+    const double sy0 = rev_y ? ih - box.y1 : box.y0, sy1 = rev_y ? ih - box.y0 : box.y1;
+    /* Pillow takes the box as float; rounding it the same way keeps the tap
+     * positions, and so the pixels, identical (and costs < 1e-4 px). */
+    const float bx0 = (float)sx0, bx1 = (float)sx1, by0 = (float)sy0, by1 = (float)sy1;
 
     if (filter == FL_NEAREST) {
         if (fl_buffer_reserve(&r->taps, ((size_t)ow + oh) * sizeof(int32_t)))
             return FL_ERR_NOMEM;
         int32_t *xi = (int32_t *)r->taps.data, *yi = xi + ow;
-        nearest_index(iw, box.x0, box.x1, ow, xi);
-        nearest_index(ih, box.y0, box.y1, oh, yi);
+        nearest_index_shown(iw, sx0, sx1, ow, rev_x, xi);
+        nearest_index_shown(ih, sy0, sy1, oh, rev_y, yi);
         nearest(src, dst, xi, yi);
         return FL_OK;
     }
@@ -618,15 +748,16 @@ int fl_resample(fl_resampler *r, const fl_view *src, fl_rect box,
     int x_first = 0, y_first = 0;
     int need_h = !is_identity(bx0, bx1, ow, &x_first);
     int need_v = !is_identity(by0, by1, oh, &y_first);
-#if FL_X86_DISPATCH
-    const int simd = fl_simd == FL_SIMD_AVX2;   /* the AVX2 horizontal pass needs expanded taps */
-#endif
+    if (rev_x)
+        x_first = iw - x_first - ow;
+    if (rev_y)
+        y_first = ih - y_first - oh;
 
     axis_plan ph = plan_axis(iw, bx0, bx1, ow, filter, antialias);
     axis_plan pv = plan_axis(ih, by0, by1, oh, filter, antialias);
     int nload = 0;   /* 8-byte loads per output pixel in the AVX2 horizontal pass */
 #if FL_X86_DISPATCH
-    if (simd && need_h)
+    if (fl_simd == FL_SIMD_AVX2 && need_h)   /* the AVX2 horizontal pass needs expanded taps */
         nload = (ph.ksize + taps_per_load(ch) - 1) / taps_per_load(ch);   /* upper bound for sizing */
 #endif
     size_t kmax = (size_t)(ph.ksize > pv.ksize ? ph.ksize : pv.ksize);
@@ -641,89 +772,53 @@ int fl_resample(fl_resampler *r, const fl_view *src, fl_rect box,
     uint8_t *base = (uint8_t *)align_up((size_t)r->taps.data);
     int32_t *hb = (int32_t *)base;
     int32_t *hk = (int32_t *)(base + sz_hb);
-#if FL_X86_DISPATCH
     int32_t *hv = (int32_t *)(base + sz_hb + sz_hk);
-#endif
     int32_t *vb = (int32_t *)(base + sz_hb + sz_hk + sz_vk8);
     int32_t *vk = (int32_t *)(base + sz_hb + sz_hk + sz_vk8 + sz_vb);
     double *w = (double *)(base + sz_hb + sz_hk + sz_vk8 + sz_vb + sz_vk);
+    if (need_h)
+        fill_axis_shown(&ph, iw, bx0, ow, filter, rev_x, hb, hk, w);
+    if (need_v)
+        fill_axis_shown(&pv, ih, by0, oh, filter, rev_y, vb, vk, w);
 
-    /* Source rows the vertical pass reads (the horizontal pass makes these). */
-    int row0, nrows;
-    if (need_v) {
-        fill_axis(&pv, ih, by0, oh, filter, vb, vk, w);
-        int last = 0;
-        row0 = vb[0];
-        for (int y = 0; y < oh; y++) {
-            if (vb[2 * y] < row0) row0 = vb[2 * y];
-            if (vb[2 * y] + vb[2 * y + 1] > last) last = vb[2 * y] + vb[2 * y + 1];
-        }
+    if (!need_h && !need_v) {
         for (int y = 0; y < oh; y++)
-            vb[2 * y] -= row0;
-        nrows = last - row0;
-    } else {
-        row0 = y_first;
-        nrows = oh;
+            memcpy(dst->data + y * dst->stride, src->data + (y_first + y) * src->stride + (size_t)x_first * ch,
+                   (size_t)ow * ch);
+        return FL_OK;
     }
-
-    const uint8_t *vin;      /* input of the vertical pass */
-    ptrdiff_t vin_stride;
-    if (need_h) {
-        fill_axis(&ph, iw, bx0, ow, filter, hb, hk, w);
-        uint8_t *hout;
-        ptrdiff_t hout_stride;
-        if (need_v) {
-            hout_stride = (ptrdiff_t)ow * ch;
-            if (fl_buffer_reserve(&r->tmp, (size_t)nrows * hout_stride))
-                return FL_ERR_NOMEM;
-            hout = r->tmp.data;
-        } else {
-            hout = dst->data;
-            hout_stride = dst->stride;
-        }
-        const uint8_t *hin = src->data + row0 * src->stride;
-#if FL_X86_DISPATCH
-        if (simd) {
-            int maxn = 1;
-            for (int x = 0; x < ow; x++)
-                if (hb[2 * x + 1] > maxn) maxn = hb[2 * x + 1];
-            nload = (maxn + taps_per_load(ch) - 1) / taps_per_load(ch);
-            expand_htaps(ch, ow, hb, hk, ph.ksize, nload, hv);
-            hpass_avx2(hin, src->stride, nrows, ch, iw, hout, hout_stride, ow, hb, hk, ph.ksize, hv, nload);
-        } else if (fl_simd == FL_SIMD_SSE41) {
-            hpass_sse41(hin, src->stride, nrows, ch, iw, hout, hout_stride, ow, hb, hk, ph.ksize);
-        } else
-#endif
-#if FL_NEON
-        if (fl_simd == FL_SIMD_NEON)
-            hpass_neon(hin, src->stride, nrows, ch, iw, hout, hout_stride, ow, hb, hk, ph.ksize);
-        else
-#endif
-            hpass_portable(hin, src->stride, nrows, ch, hout, hout_stride, ow, hb, hk, ph.ksize);
-        vin = hout;
-        vin_stride = hout_stride;
-    } else {
-        vin = src->data + row0 * src->stride + (size_t)x_first * ch;
-        vin_stride = src->stride;
+    if (!need_v) {
+        run_hpass(src->data + y_first * src->stride, src->stride, oh, ch, iw, dst->data, dst->stride, ow,
+                  hb, hk, ph.ksize, hv);
+        return FL_OK;
     }
-
-    if (need_v) {
-#if FL_X86_DISPATCH
-        if (simd)
-            vpass_avx2(vin, vin_stride, ow * ch, dst->data, dst->stride, oh, vb, vk, pv.ksize);
-        else if (fl_simd == FL_SIMD_SSE41)
-            vpass_sse41(vin, vin_stride, ow * ch, dst->data, dst->stride, oh, vb, vk, pv.ksize);
-        else
-#endif
-#if FL_NEON
-        if (fl_simd == FL_SIMD_NEON)
-            vpass_neon(vin, vin_stride, ow * ch, dst->data, dst->stride, oh, vb, vk, pv.ksize);
-        else
-#endif
-            vpass_portable(vin, vin_stride, ow * ch, dst->data, dst->stride, oh, vb, vk, pv.ksize);
-    } else if (!need_h) {
-        for (int y = 0; y < oh; y++)
-            memcpy(dst->data + y * dst->stride, vin + y * vin_stride, (size_t)ow * ch);
+    if (!need_h) {
+        run_vpass(src->data + (size_t)x_first * ch, src->stride, ow * ch, dst->data, dst->stride, oh,
+                  vb, vk, pv.ksize);
+        return FL_OK;
+    }
+    /* Both passes, through a uint8 intermediate (rounded as Pillow rounds
+     * it): the shown image's horizontal pass first, which is the stored
+     * vertical pass when the axes are swapped. Each first pass covers only
+     * the source span the second one reads. */
+    if (shown & FL_SHOWN_SWAP) {
+        int ncols;
+        int col0 = rebase(hb, ow, &ncols);
+        ptrdiff_t tmp_stride = (ptrdiff_t)ncols * ch;
+        if (fl_buffer_reserve(&r->tmp, (size_t)oh * tmp_stride))
+            return FL_ERR_NOMEM;
+        run_vpass(src->data + (size_t)col0 * ch, src->stride, ncols * ch, r->tmp.data, tmp_stride, oh,
+                  vb, vk, pv.ksize);
+        run_hpass(r->tmp.data, tmp_stride, oh, ch, ncols, dst->data, dst->stride, ow, hb, hk, ph.ksize, hv);
+    } else {
+        int nrows;
+        int row0 = rebase(vb, oh, &nrows);
+        ptrdiff_t tmp_stride = (ptrdiff_t)ow * ch;
+        if (fl_buffer_reserve(&r->tmp, (size_t)nrows * tmp_stride))
+            return FL_ERR_NOMEM;
+        run_hpass(src->data + row0 * src->stride, src->stride, nrows, ch, iw, r->tmp.data, tmp_stride, ow,
+                  hb, hk, ph.ksize, hv);
+        run_vpass(r->tmp.data, tmp_stride, ow * ch, dst->data, dst->stride, oh, vb, vk, pv.ksize);
     }
     return FL_OK;
 }

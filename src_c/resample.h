@@ -6,7 +6,9 @@
  *
  * FL_BILINEAR and FL_AREA reproduce Pillow's BILINEAR and BOX filters bit for
  * bit (same tap positions, same 22-bit fixed-point weights, same rounding of
- * the intermediate image). FL_NEAREST takes, for output pixel i, the source
+ * the intermediate image, horizontal pass first as Pillow <= 12; Pillow 13
+ * runs the vertical pass first when the height shrinks by more than twice as
+ * many pixels as the width, which can move a pixel by one level). FL_NEAREST takes, for output pixel i, the source
  * pixel floor(x0 + (i + 0.5) * (x1 - x0) / out_w), clamped to the image. */
 #ifndef FL_RESAMPLE_H
 #define FL_RESAMPLE_H
@@ -36,6 +38,20 @@ void fl_resampler_free(fl_resampler *r);
  * grown to size. */
 int fl_resample(fl_resampler *r, const fl_view *src, fl_rect box,
                 int filter, int antialias, fl_view *dst);
+
+/* How the image is shown, for fl_resample_shown: the stored x (y) axis runs
+ * the other way when shown, and the axes are swapped (shown x is stored y). */
+enum { FL_SHOWN_REV_X = 1, FL_SHOWN_REV_Y = 2, FL_SHOWN_SWAP = 4 };
+
+/* fl_resample of a stored image that is shown turned as `shown` says (an EXIF
+ * orientation): dst holds, in stored orientation, exactly the pixels of
+ * resampling the shown image and turning the result back. Each axis's taps
+ * are computed in shown coordinates and the shown horizontal pass runs first,
+ * as Pillow does on the turned image; the plain fl_resample differs by a
+ * rounding step after turns that swap axes, and for FL_AREA, whose
+ * half-open box is not symmetric, by whole pixels after mirrors. */
+int fl_resample_shown(fl_resampler *r, const fl_view *src, fl_rect box,
+                      int filter, int antialias, int shown, fl_view *dst);
 
 /* The inner loops follow the process-wide SIMD path (cpu.h): AVX2, SSE4.1,
  * NEON or portable, all with identical results. */

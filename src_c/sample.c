@@ -167,26 +167,30 @@ static double filter_support(int filter)
  * ROTATE_180, 4 FLIP_TOP_BOTTOM (= fliplr of rot 180), 5 TRANSPOSE (= fliplr
  * of rot 270), 6 ROTATE_270, 7 TRANSVERSE (= fliplr of rot 90), 8 ROTATE_90.
  * Orientations 0 (no tag) and 1 are the identity. */
-typedef struct { int rot90, hflip; } fl_orient;
+typedef struct {
+    int rot90, hflip;
+    int shown;   /* the same turn as fl_resample_shown takes it */
+} fl_orient;
 
 static fl_orient orient_of(int orientation)
 {
-    static const fl_orient table[9] = {{0, 0}, {0, 0}, {0, 1}, {2, 0}, {2, 1},
-                                       {3, 1}, {3, 0}, {1, 1}, {1, 0}};
+    enum { RX = FL_SHOWN_REV_X, RY = FL_SHOWN_REV_Y, SW = FL_SHOWN_SWAP };
+    static const fl_orient table[9] = {{0, 0, 0}, {0, 0, 0}, {0, 1, RX}, {2, 0, RX | RY}, {2, 1, RY},
+                                       {3, 1, SW}, {3, 0, SW | RY}, {1, 1, SW | RX | RY}, {1, 0, SW | RX}};
     return orientation >= 1 && orientation <= 8 ? table[orientation] : table[0];
 }
 
 /* Resample box of a 3-channel RGB or 4-channel RGBX img into the RGB dst.
  * RGBX is resampled as four channels (each channel is filtered on its own,
  * so R, G and B come out as from the RGB image) and the fourth dropped. */
-static int resample_rgb(fl_worker *w, const fl_plan *p, const fl_view *img, fl_rect box, fl_view *dst)
+static int resample_rgb(fl_worker *w, const fl_plan *p, const fl_view *img, fl_rect box, int shown, fl_view *dst)
 {
     if (img->channels == 3)
-        return fl_resample(&w->resampler, img, box, p->filter, p->antialias, dst);
+        return fl_resample_shown(&w->resampler, img, box, p->filter, p->antialias, shown, dst);
     if (fl_buffer_reserve(&w->rgbx, (size_t)dst->width * dst->height * 4) != FL_OK)
         return FL_ERR_NOMEM;
     fl_view tmp = {w->rgbx.data, dst->width, dst->height, 4, (ptrdiff_t)dst->width * 4};
-    int rc = fl_resample(&w->resampler, img, box, p->filter, p->antialias, &tmp);
+    int rc = fl_resample_shown(&w->resampler, img, box, p->filter, p->antialias, shown, &tmp);
     if (rc != FL_OK)
         return rc;
     for (int y = 0; y < dst->height; y++) {
@@ -219,7 +223,7 @@ static int finish(fl_worker *w, const fl_plan *p, const fl_view *img, fl_rect bo
         for (size_t i = 0; i < n; i += 3)
             memcpy(all.data + i, fill, 3);
     fl_view dst = {all.data + (ptrdiff_t)sy0 * all.stride + sx0 * 3, sx1 - sx0, sy1 - sy0, 3, all.stride};
-    int rc = resample_rgb(w, p, img, box, &dst);
+    int rc = resample_rgb(w, p, img, box, o.shown, &dst);
     if (rc != FL_OK) {
         snprintf(err, FL_ERRLEN, rc == FL_ERR_NOMEM ? "out of memory" :
                  "resample rejected box (%.3f, %.3f, %.3f, %.3f) of a %dx%d image",
@@ -278,10 +282,9 @@ static fl_rect rect_of(const fl_pad *pad)
  * Pillow route sees after exif_transpose), then carried back to the stored
  * image, which is decoded and resampled to the output size in stored
  * orientation; the final write applies the orientation along with the random
- * flips. Resampling commutes with flips and transposes (the filter is
- * symmetric and separable), so this matches transpose-then-resize up to
- * rounding, and is the Pillow route's computation exactly when there is no
- * orientation to apply. */
+ * flips. The resampling takes its taps and pass order from the displayed
+ * image (fl_resample_shown), so this is the Pillow route's computation,
+ * transpose-then-resize, to the bit. */
 typedef struct {
     fl_rng rng;
     fl_orient orient;

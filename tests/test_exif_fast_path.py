@@ -3,10 +3,9 @@ the Pillow route gives (exif_transpose, then the same kernel with the same rando
 
 The fast path plans the crop in displayed coordinates, decodes and resamples the matching stored
 rectangle, and applies the orientation together with the random rotation and flips in the final
-write. Resampling a transposed image transposes the order of the two resampling passes, so the
-two routes may differ by one level of rounding: the comparisons below allow a mean absolute
-difference of 1.0 and a maximum of 2 (observed: mean <= 0.2, maximum 1; orientations 1..4 are
-exact).
+write. Its resampling takes the taps and the order of the two passes from the displayed image, so
+the two routes agree bit for bit, for every filter (BOX's half-open window is not symmetric, so a
+mirror must not be left to the final write).
 """
 import io
 import struct
@@ -94,19 +93,20 @@ def test_fixtures_carry_their_orientation():
 @pytest.mark.parametrize("orientation", range(1, 9))
 @pytest.mark.parametrize("case", ["resize", "augment"])
 @pytest.mark.parametrize("pixels", ["small", "large"])
-def test_fast_path_matches_pillow_route(orientation, case, pixels):
+@pytest.mark.parametrize("interpolation", ["bilinear", "area", "nearest"])
+def test_fast_path_matches_pillow_route(orientation, case, pixels, interpolation):
     src = SMALL if pixels == "small" else LARGE
     data = with_orientation(src, orientation)
-    transforms = [fl.Resize((24, 40))] if case == "resize" else AUGMENT
+    if case == "resize":
+        transforms = [fl.Resize((24, 40), interpolation=interpolation)]
+    else:
+        transforms = [fl.RandomResizedCrop(32, interpolation=interpolation), *AUGMENT[1:]]
     plan, size = compile_plan(transforms, dtype="uint8", layout="NHWC", dct_scale=False)
     indices = list(range(48)) if case == "augment" else [0, 1]
     got, status = fast(data, plan, size, indices)
     assert (status == _batch.OK).all(), "the JPEG left the fast path"
     want = pillow_route(data, plan, size, indices)
-    mean, worst = diff_stats(got, want)
-    assert mean <= 1.0 and worst <= MAX_DIFF, f"mean {mean:.3f}, max {worst}"
-    if orientation <= 4:   # no transpose: the same passes in the same order, bit for bit
-        np.testing.assert_array_equal(got, want)
+    np.testing.assert_array_equal(got, want)
 
 
 @pytest.mark.parametrize("orientation", [1, 3, 6, 7])
@@ -124,7 +124,9 @@ def test_fast_path_matches_pillow_route_float_nchw(orientation):
 @pytest.mark.parametrize("orientation", range(1, 9))
 def test_dct_scaled_fast_path_is_the_oriented_stored_image(orientation):
     """With DCT scaling the fast path is not Pillow's full decode for any orientation; instead
-    check it against the raw (exif=False) fast path of the same stored rectangle, oriented."""
+    check it against the raw (exif=False) fast path of the same stored rectangle, oriented: bit for
+    bit, but for the rounding between the passes, which run in the other order on a transposed
+    image."""
     data = with_orientation(LARGE, orientation)
     h, w = 24, 40
     plan, size = compile_plan([fl.Resize((h, w))], dtype="uint8", layout="NHWC", dct_scale=True)
@@ -134,7 +136,11 @@ def test_dct_scaled_fast_path_is_the_oriented_stored_image(orientation):
     got, status = fast(data, plan, size, [0])
     raw, raw_status = fast(data, raw_plan, raw_size, [0])
     assert (status == _batch.OK).all() and (raw_status == _batch.OK).all()
-    np.testing.assert_array_equal(got[0], ORIENT[orientation](raw[0]))
+    want = ORIENT[orientation](raw[0])
+    if orientation in SWAPS:
+        assert np.abs(got[0].astype(int) - want).max() <= 1
+    else:
+        np.testing.assert_array_equal(got[0], want)
 
 
 @pytest.mark.parametrize("orientation", range(1, 9))

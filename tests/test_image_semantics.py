@@ -515,3 +515,30 @@ def test_a_pixel_transform_given_twice_is_refused_not_replaced(tmp_path, twice):
                               layout="NHWC", transforms=[fl.Resize((4, 4)), twice[0]])))
     if name == "ColorJitter":
         assert (np.asarray(got) == 50).all()
+
+
+@pytest.mark.parametrize("interpolation, pillow_filter, max_diff",
+                         [("area", Image.BOX, 0), ("nearest", None, 0), ("bilinear", Image.BILINEAR, 3)])
+def test_only_bilinear_decodes_jpegs_dct_scaled(tmp_path, interpolation, pillow_filter, max_diff):
+    """A box takes whole source pixels, so a half-scale decode would move its edges by one: 14 levels
+    off Pillow's BOX at this block's edge. Area and nearest decode at full size (Pillow's resize, and
+    torchvision's NEAREST_EXACT source pixel floor((i + 0.5) * in / out), exactly); bilinear
+    DCT-scales (within a few levels on photo-like pixels)."""
+    h, w = 256, 320
+    y, x = np.mgrid[0:h, 0:w]
+    a = np.stack([128 + 100 * np.sin(x / 23.0), 128 + 100 * np.cos(y / 17.0),
+                  128 + 90 * np.sin((x + y) / 31.0)], -1)
+    a[:45, :90] = [250, 20, 20]
+    path = tmp_path / "a.jpg"
+    Image.fromarray(np.clip(a, 0, 255).astype(np.uint8)).save(path, quality=95)
+    with Image.open(path) as im:
+        full = im.convert("RGB")
+    if pillow_filter is None:
+        rows, cols = ((np.arange(40) + 0.5) * h // 40).astype(int), ((np.arange(48) + 0.5) * w // 48).astype(int)
+        want = np.asarray(full)[rows][:, cols].astype(int)
+    else:
+        want = np.asarray(full.resize((48, 40), pillow_filter, reducing_gap=None)).astype(int)
+    field = fl.Image([fl.Resize((40, 48), interpolation=interpolation)], dtype="uint8", layout="NHWC")
+    assert field.plan.max_denom == (8 if interpolation == "bilinear" else 1)
+    got = first_batch(tmp_path, [fl.Resize((40, 48), interpolation=interpolation)])[0].astype(int)
+    assert np.abs(got - want).max() <= max_diff

@@ -23,7 +23,8 @@ crop stays at least ``reducing_gap`` (default 2, as Pillow's ``thumbnail``)
 times the output, then resampled with the antialiasing filter, so samples of
 photographs stay within a grey level or two of Pillow's ``resize`` (a sharp
 line at an edge whose size is not a multiple of 8 times the scale can be tens
-of levels off, as with Pillow's own ``draft``); ``dct_scale=False`` never scales.
+of levels off, as with Pillow's own ``draft``); ``dct_scale=False`` never scales,
+nor do the "nearest" and "area" filters.
 """
 from __future__ import annotations
 
@@ -131,9 +132,10 @@ def compile_plan(transforms: Sequence, *, dtype="float32", layout: str = "NCHW",
         lut = lut.view(np.uint16)
     plan = _batch.Plan(
         [g.op() for g in geometry], size[1], size[0],
-        # nearest returns source pixels: a DCT-scaled decode has none to return
+        # nearest returns source pixels: a DCT-scaled decode has none to return; area takes whole
+        # source pixels into each box, so a scaled decode would move the box edges by a source pixel
         filter=INTERPOLATIONS[interp], antialias=antialias,
-        max_denom=8 if dct_scale and interp != "nearest" else 1,
+        max_denom=8 if dct_scale and interp == "bilinear" else 1,
         reducing_gap=float(reducing_gap),
         exif=exif, max_pixels=max_pixels or 0,
         p_hflip=flips.get(RandomHorizontalFlip, 0.0), p_vflip=flips.get(RandomVerticalFlip, 0.0),
@@ -277,7 +279,8 @@ class Image(ImageField):
     ``layout`` "NCHW" or "NHWC". ``exif`` applies the EXIF orientation.
     ``max_pixels`` refuses larger images. ``dct_scale`` lets JPEGs decode at
     1/2, 1/4 or 1/8 scale while the crop keeps ``reducing_gap`` (default 2,
-    Pillow's ``thumbnail`` rule) times the output's pixels. ``interpolation``
+    Pillow's ``thumbnail`` rule) times the output's pixels (bilinear only).
+    ``interpolation``
     ("bilinear", "area" = Pillow's BOX, "nearest" = torchvision's
     NEAREST_EXACT) overrides the transforms' own.
     """
