@@ -427,7 +427,7 @@ def test_multi_field_skip_drops_whole_records_never_misaligned(tmp_path, workers
     assert sorted(seen) == [i for i in range(30) if i not in (4, 17, 9, 21)]
     failures = dict(loader.stats()["failures"])
     assert sorted(failures) == sorted(records.record_id(i) for i in (4, 17, 9, 21))
-    assert failures[records.record_id(9)] == "caption marked BAD"
+    assert failures[records.record_id(9)] == "field 'number': caption marked BAD"   # the field that failed
     assert "000" not in "".join(failures) and "004.png" in records.record_id(4)
 
 
@@ -448,7 +448,7 @@ def test_labels_that_are_not_class_indices_fail_their_record():
                        (2**63, r"label 9223372036854775808 outside \[0, 2\*\*63\)"),
                        (np.uint64(2**64 - 1), r"label 18446744073709551615 outside \[0, 2\*\*63\)")):
         src = fl.ListSource([{"y": v} for v in (0, label, 1, 2)])
-        with pytest.raises(fl.RecordError, match=rf"ListSource\[1\]: {why}"):
+        with pytest.raises(fl.RecordError, match=rf"ListSource\[1\]: field 'y': {why}"):
             list(fl.Loader(src, batch_size=4, fields={"y": "index"}))
         with pytest.warns(RuntimeWarning, match="skipping records"):
             got = [b["y"].tolist() for b in fl.Loader(src, batch_size=4, fields={"y": "index"}, on_error="skip")]

@@ -86,7 +86,7 @@ def test_demo_reports_batch_shape_and_skipped_files(bad_folder, capsys):
     # 21 files, 2 unreadable: batches of 8, 7 (one dropped), 4 (one dropped): the shape is the full batch's.
     assert "epoch 0: 19 images" in out
     assert "batches: (8, 3, 32, 32) float32" in out
-    assert f"skipped 2 unreadable file(s):\n  {broken}: " in out and f"  {junk}: not an image format" in out
+    assert f"skipped 2 unreadable file(s):\n  {broken}: " in out and f"  {junk}: field 'image': not an image format" in out
     assert "stats()" not in out
     how = [line for line in out.splitlines() if line.startswith("for the faster linked JPEG route")]
     assert len(how) == (0 if fl.features()["libjpeg_turbo_linked"] else 1)

@@ -435,7 +435,7 @@ def test_a_missing_value_fails_its_record_not_its_chunk(tmp_path):
     loader = fl.Loader(fl.ListSource(records), batch_size=6, on_error="skip",
                        fields={"image": fl.Image([fl.CenterCrop(8)], dtype="uint8", layout="NHWC"),
                                "label": "index"})
-    with pytest.warns(RuntimeWarning, match=r"ListSource\[2\]: missing image"):
+    with pytest.warns(RuntimeWarning, match=r"ListSource\[2\]: field 'image': missing image"):
         batch = next(iter(loader))
     assert batch["label"].tolist() == [0, 1, 3, 4, 5]
     assert [int(x[0, 0, 0]) for x in batch["image"]] == [0, 10, 30, 40, 50]

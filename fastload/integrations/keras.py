@@ -67,10 +67,9 @@ class KerasDataset(DataAdapter):
     # -- what Keras reads -------------------------------------------------------------
     @property
     def num_batches(self):
-        try:
-            return len(self.loader)
-        except TypeError:   # a stream without a length: Keras runs each epoch until it ends
+        if not self.loader._random_access:   # a stream: Keras runs each epoch until it ends
             return None
+        return len(self.loader)
 
     @property
     def batch_size(self):
@@ -167,10 +166,9 @@ class KerasDataset(DataAdapter):
         state = self.loader.state_dict()
         if state["epoch"] > self._start["epoch"]:
             return True
-        try:
-            return state["batch"] >= len(self.loader)
-        except TypeError:   # a stream: done when it has ended, which moves the epoch on
+        if not self.loader._random_access:   # a stream: done when it has ended, which moves the epoch on
             return False
+        return state["batch"] >= len(self.loader)
 
     def _next_epoch(self):
         # Keras stops asking after the last batch, so the loader may stand at

@@ -44,6 +44,7 @@ from ..image.field import Image, ImageField, _dtype_name
 from ..memory.heap import keep_freed_memory
 from ..memory.pool import SlotPool
 from ..ops.labels import Labels
+from ..sources.base import ListSource
 from . import rng
 from .collate import collate_values
 from .fields import ChunkContext, Field
@@ -65,6 +66,7 @@ _COUNTERS = ("samples", "batches", "skipped", "stand_ins", "ready_batches", "bus
 _STOP_S = 0.05                     # a worker looks at the stop flag about this often
 _WHOLE_BATCH_S = 0.01              # a batch filled faster than this is one worker's task (see _LoaderIter)
 _FIRST_TRIES = 100                 # records read, under on_error="skip", to find one that shows the fields
+_NAMES = frozenset(("__key__", "__url__"))   # a streamed shard sample's name: a column only when fields= names it
 
 
 class _Binding:
@@ -130,6 +132,8 @@ class Loader(Fluent):
         if unknown:
             raise TypeError(f"Loader got unexpected keyword argument(s) {sorted(unknown)}")
         self._random_access = hasattr(source, "__len__") and hasattr(source, "__getitem__")
+        if self._random_access and not hasattr(source, "gather"):   # a list, a torch map-style Dataset
+            source = ListSource(source, type(source).__name__)
         if not self._random_access and not hasattr(source, "__iter__"):
             raise TypeError(f"Loader needs a Source or an iterable of records, got {type(source).__name__}")
         # IterableRecords says so itself: iter() on it would spend the iterator it wraps.
@@ -171,6 +175,8 @@ class Loader(Fluent):
         if image_options.get("layout", "auto") == "auto":
             image_options["layout"] = "NHWC" if output == "jax" else "NCHW"
         self._passthrough: list[str] = []      # record fields that no spec names: collated as they are
+        self._known = None                     # a dict record's fields that have a column (dict batches)
+        self._unknown: set = set()             # fields of later records that have none: warned of once
         self._order = None                     # the fields= names in the caller's order
         self._bindings, self._raw, self._shape = self._bind(source, transforms, fields, labels, image_options, given)
         if as_tuple is not None:
@@ -259,9 +265,23 @@ class Loader(Fluent):
         record_fields = getattr(source, "fields", None)
         if not record_fields:   # WebDataset's __key__ and __url__ only when fields= names them
             first = self._first_record()
-            record_fields = tuple(k for k in first if not (isinstance(k, str) and k.startswith("__"))) \
-                if isinstance(first, dict) else ()
+            if isinstance(first, dict):
+                record_fields = tuple(k for k in first if k not in _NAMES)
+                absent = [k for k in fields if k not in first]
+                if absent:   # a misspelt name would otherwise be a column of None
+                    warnings.warn(f"fastload: fields {absent} are not fields of the first record, which has "
+                                  f"{list(first)}: a record without one gives None there (or fails, for a "
+                                  "field that needs a value)", RuntimeWarning, stacklevel=3)
+            elif isinstance(first, (tuple, list)):   # positions, as fields={1: "index"} names them
+                bad = [k for k in fields if not (isinstance(k, numbers.Integral) and 0 <= k < len(first))]
+                if bad:
+                    raise ValueError(f"records are {type(first).__name__}s of {len(first)} values: fields= names "
+                                     f"positions 0..{len(first) - 1}, got {bad}")
+                record_fields = tuple(range(len(first)))
+            else:
+                record_fields = ()
         self._passthrough = [k for k in record_fields if k not in declared]
+        self._known = frozenset(record_fields) | declared | _NAMES
         self._order = list(fields)   # a tuple batch's (see _prepare)
         return bindings, raw, "dict"
 
@@ -307,11 +327,20 @@ class Loader(Fluent):
 
     # -- sizes and order ------------------------------------------------------------
     def __len__(self) -> int:
-        """Batches this rank yields in a whole epoch."""
-        if not self._random_access:
-            raise TypeError(f"a stream has no length known in advance ({type(self.source).__name__})")
+        """Batches this rank yields in a whole epoch. For a stream, only one that knows its length
+        (``fl.IterableRecords(..., length=n)``, a ``.map`` of it), run on one process: its batches
+        when none fails whole."""
         self._check_world()
-        return self._sampler.steps(0)
+        if self._random_access:
+            return self._sampler.steps(0)
+        try:
+            n = len(self.source)
+        except TypeError:
+            raise TypeError(f"a stream has no length known in advance ({type(self.source).__name__})") from None
+        if self.world_size > 1:
+            raise TypeError(f"a stream's batches per rank are not known in advance ({type(self.source).__name__} "
+                            f"of {n} records over {self.world_size} ranks)")
+        return n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
 
     def _check_world(self) -> None:
         """Look an auto-detected world up again: a Loader made, or unpickled, before
@@ -341,10 +370,18 @@ class Loader(Fluent):
         epoch, offset = self._position
         state = {"version": _STATE_VERSION, "epoch": epoch, "batch": self._batches_done(offset), "offset": offset,
                  "seed": self.seed, "shuffle": self.shuffled, "batch_size": self.batch_size,
-                 "world_size": self.world_size, "num_records": self._num_records()}
+                 "drop_last": bool(self.drop_last), "world_size": self.world_size,
+                 "num_records": self._num_records()}
+        lineage = getattr(self.source, "lineage", None)
+        if lineage is not None:   # a stream's own draws (shuffle buffers, seeds) order it
+            state["lineage"] = lineage()
         pass_state = getattr(self.source, "pass_state", None)
         if offset and pass_state is not None and not self._random_access:   # what the pass gave, to give again
             state["stream"] = pass_state(epoch)
+        with self._lock:   # this rank's failures so far this epoch: max_failures bounds the whole epoch
+            failures = self._epoch_failures.get(epoch)
+            if offset and failures is not None and failures.count:
+                state["failed"] = {"count": failures.count, "samples": failures.samples}
         return state
 
     def load_state_dict(self, state: dict) -> "Loader":
@@ -357,10 +394,13 @@ class Loader(Fluent):
         missing = [k for k in needed if k not in state]
         if missing:
             raise ValueError(f"loader state lacks {missing}; pass what state_dict() returned")
+        lineage = getattr(self.source, "lineage", None)
         for key, mine in (("seed", self.seed), ("shuffle", self.shuffled), ("batch_size", self.batch_size),
-                          ("num_records", self._num_records())):
-            if state[key] != mine:
-                raise ValueError(f"state was saved with {key}={state[key]!r}, this loader has {mine!r}")
+                          ("num_records", self._num_records()), ("drop_last", bool(self.drop_last)),
+                          ("lineage", lineage() if lineage is not None else None)):
+            if key in state and state[key] != mine:   # drop_last and lineage: states saved since
+                what = "a stream made as " if key == "lineage" else f"{key}="
+                raise ValueError(f"state was saved with {what}{state[key]!r}, this loader has {mine!r}")
         epoch, batch = _check_epoch(state["epoch"]), state["batch"]
         saved = Sampler(self._sampler.n, self.batch_size, self.drop_last, 0, int(state.get("world_size", 1)))
         total = saved.steps(0) if self._random_access else None
@@ -375,6 +415,12 @@ class Loader(Fluent):
         else:   # version 1: whole global steps
             offset = saved.offset_after(0, batch) if self._random_access else batch * saved.global_batch
         self._position = (epoch, int(offset))
+        failed = state.get("failed")
+        with self._lock:
+            self._epoch_failures.pop(epoch, None)
+            if failed and int(state.get("world_size", 1)) == self.world_size:   # per rank: the same ranks
+                kept = self._epoch_state(epoch)
+                kept.count, kept.samples = int(failed["count"]), int(failed["samples"])
         resume = getattr(self.source, "resume_pass", None)
         if state.get("stream") is not None and resume is not None and not self._random_access:
             resume(epoch, state["stream"])
@@ -599,6 +645,8 @@ class Loader(Fluent):
         # report its own symptom (a NaN, a missing key), not the cause.
         failures.update({j: (None, "the record is None") for j, r in enumerate(records)
                          if r is None and j not in failures})
+        if self._known is not None:
+            self._note_unknown(records, idx, ids)
         indices = idx.astype(np.uint64, copy=False)
         slot = job.lease.arrays
         # Sub-chunks sized to take about _STOP_S each: a stop (close, Ctrl-C) is seen between them,
@@ -624,7 +672,7 @@ class Loader(Fluent):
                     raise TypeError(f"field {b.field.name!r}: {type(b.field).__name__}.fill returned {bad!r}; fill "
                                     "must return a dict of failures, {row: reason} ({} when none)")
                 for j, reason in bad.items():
-                    failures.setdefault(a + j, (b.field, reason))
+                    failures.setdefault(a + j, (b.field, self._named(b.field) + reason))
             per = (time.perf_counter() - t_sub) / (b_ - a)
             self._per_sample_s = per if not self._per_sample_s else 0.8 * self._per_sample_s + 0.2 * per
             a = b_
@@ -635,6 +683,25 @@ class Loader(Fluent):
             self._stats["busy_s"] += time.perf_counter() - t
         return {lo + j: (field, reason, self._record_id(int(idx[j]), ids[j]))
                 for j, (field, reason) in failures.items()}
+
+    def _note_unknown(self, records, idx, ids) -> None:
+        """Warn, once per name, of a record field that has no column: the columns are fields= and the
+        first record's fields, so one that only later records have would vanish from every batch."""
+        known = self._known
+        for j, r in enumerate(records):
+            if isinstance(r, dict) and not known.issuperset(r):
+                with self._lock:
+                    new = [k for k in r if k not in known and k not in self._unknown]
+                    self._unknown.update(new)
+                if new:
+                    warnings.warn(f"fastload: {self._record_id(int(idx[j]), ids[j])} has fields {new}, which "
+                                  f"the first record lacks: batches leave them out (their columns are the first "
+                                  f"record's fields); name them in fields= (None for a list of the values, None "
+                                  f"where a record lacks one)", RuntimeWarning, stacklevel=2)
+
+    def _named(self, field) -> str:
+        """The prefix naming a failing field: every field of fields=, not a transforms= image."""
+        return f"field {field.name!r}: " if self._order is not None or len(self._bindings) > 1 else ""
 
     def _chunk_ids(self, idx, records=None) -> str:
         """The records of a chunk, for an error that cannot be pinned on one of them."""
@@ -729,8 +796,7 @@ class Loader(Fluent):
         field, reason, rid = failures[first]
         if self.on_error == "raise":
             cls = getattr(field, "error_class", RecordError)
-            where = f"field {field.name!r}: " if field is not None and len(self._bindings) > 1 else ""
-            raise cls(rid, where + reason)
+            raise cls(rid, reason)
         if count:
             self._count_failures(job, failures)
         keep = np.array([i for i in range(job.n) if i not in failures], dtype=np.intp)

@@ -47,12 +47,27 @@ def _labels(source: Source, stratify: Any) -> np.ndarray:
                     raise ValueError(f"split: cannot stratify on {stratify!r}: record {source.record_id(i)} "
                                      "has no such field and the source reports no labels")
                 values.append(record[stratify])
+    elif isinstance(stratify, bool) or not hasattr(stratify, "__len__"):
+        raise TypeError(f"split: stratify takes 'label', a field name of dict records, or one label per "
+                        f"record, got {type(stratify).__name__} {stratify!r}")
+    elif hasattr(stratify, "__array__"):   # one array (NumPy, torch): its values, as Python scalars
+        arr = np.asarray(stratify)
+        values = arr.tolist() if arr.ndim == 1 else list(arr)
     else:
         values = stratify
     if len(values) != n:
         raise ValueError(f"split: stratify has {len(values)} labels for {n} records")
     codes: dict[Any, int] = {}
-    return np.fromiter((codes.setdefault(v, len(codes)) for v in values), dtype=np.int64, count=n)
+    return np.fromiter((codes.setdefault(_class_key(v), len(codes)) for v in values), dtype=np.int64, count=n)
+
+
+def _class_key(v):
+    """A label as a value to group by: a tensor or array by its values (a torch tensor hashes by
+    identity, which would make each record a class of its own), a list as a tuple."""
+    if hasattr(v, "__array__") and not isinstance(v, (str, bytes)):
+        a = np.asarray(v)
+        return a.item() if a.ndim == 0 else (a.shape, a.tobytes())
+    return tuple(v) if isinstance(v, list) else v
 
 
 def _stratified_counts(class_sizes: np.ndarray, n_test: int, rng: np.random.Generator) -> np.ndarray:
