@@ -111,8 +111,8 @@ def test_non_strings_are_failures_not_exceptions():
     tok = Tokenize(WORDS, max_length=4, name="caption")
     outs = buffers(3, 4, "caption")
     failures = tok.fill(["cat", None, 3.5], outs, None)
-    assert failures == {1: "field 'caption': expected a string, got NoneType",
-                        2: "field 'caption': expected a string, got float"}
+    assert failures == {1: "expected a string, got NoneType",
+                        2: "expected a string, got float"}
     assert outs["caption"][0].tolist() == [3, 0, 0, 0]
     assert [o.name for o in tok.outputs()] == ["caption", "caption_length", "caption_mask"]
     assert [o.shape for o in tok.outputs()] == [(4,), (), (4,)]
@@ -200,7 +200,7 @@ class FakeHFTokenizer:
 def test_hugging_face_adapter_truncates_and_pads():
     tok = Tokenize(tokenizer=FakeHFTokenizer(), max_length=3)
     outs = buffers(3, 3)
-    assert tok.fill(["a bb", "a bb ccc dddd", 7], outs, None) == {2: "field 'text': expected a string, got int"}
+    assert tok.fill(["a bb", "a bb ccc dddd", 7], outs, None) == {2: "expected a string, got int"}
     assert outs["text"].tolist() == [[11, 12, 0], [11, 12, 13], [0, 0, 0]]
     assert outs["text_length"].tolist() == [2, 3, 0]
     assert outs["text_mask"].tolist() == [[1, 1, 0], [1, 1, 1], [0, 0, 0]]

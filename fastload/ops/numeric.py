@@ -1,9 +1,10 @@
 """Numeric feature rows: :class:`Numeric` copies them, :class:`Standardize` also scales them.
 
 A row is anything NumPy reads as ``size`` floats (a CSVRows row, a list from
-JSON, a scalar when ``size`` is 1). A row of the wrong length, a non-number, or
-a NaN/inf is reported as a failure of its record rather than written into the
-batch, because one NaN in a batch poisons a whole gradient step.
+JSON, a scalar when ``size`` is 1). A row of the wrong length, a non-number (an
+integer past float64's range included), or a NaN/inf is reported as a failure of
+its record rather than written into the batch, because one NaN in a batch
+poisons a whole gradient step.
 
 The work per chunk is a handful of whole-array NumPy operations in float64
 (NumPy releases the GIL for them), then one cast into the float32 batch rows;
@@ -42,6 +43,8 @@ def _as_row(value: Any, size: int | None) -> np.ndarray | str:
         row = np.asarray(value, dtype=np.float64)
     except (TypeError, ValueError) as e:
         return f"not a numeric row ({type(value).__name__}): {e}"
+    except OverflowError:   # a Python int past float64's range (JSON allows any size)
+        return f"not a numeric row ({type(value).__name__}): a number too large for float64"
     if row.ndim > 1:
         return f"expected a 1-D row, got shape {row.shape}"
     row = row.reshape(-1)
@@ -116,7 +119,7 @@ class Numeric(Field):
         if not any(v is None for v in values):
             try:
                 block = np.asarray(values, dtype=np.float64)
-            except (TypeError, ValueError):
+            except (TypeError, ValueError, OverflowError):   # the slow path names the bad rows
                 pass
         if block is not None and (block.shape == (n, size) or (size == 1 and block.shape == (n,))):
             block = block.reshape(n, size)

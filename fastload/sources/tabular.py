@@ -7,14 +7,18 @@ once turns every later ``src[i]`` into an array view instead of a ``csv`` +
 stream (the ``csv`` reader pulls one line at a time), converted a block of rows
 at a time.
 
-A malformed row (wrong number of fields, a value that is not a number) does not
-fail the file: it is recorded with its line number and reason, and reading it
-raises :class:`~fastload.errors.RecordError` naming ``path:line N``, so a
-loader's skip policy drops that one record and keeps the rest aligned.
+A malformed row (wrong number of fields, a value that is not a number, bytes
+that are not UTF-8, a field over ``csv.field_size_limit()``) does not fail the
+file: it is recorded with its line number and reason, and reading it raises
+:class:`~fastload.errors.RecordError` naming ``path:line N``, so a loader's skip
+policy drops that one record and keeps the rest aligned. Bytes that are not
+UTF-8 in a column left out by ``columns=`` are no error: that column is never
+parsed.
 """
 from __future__ import annotations
 
 import csv
+import io
 import itertools
 import os
 from typing import Sequence
@@ -38,24 +42,60 @@ def _is_number(text: str) -> bool:
     return True
 
 
-def _row_problem(row: list[str], width: int, keep: list[int]) -> str:
-    """Why ``row`` cannot become a numeric row: ``width`` fields, the ``keep`` ones numbers."""
+def _not_utf8(text: str) -> bytes | None:
+    """The bytes of ``text`` when some were not UTF-8 (read with surrogateescape), else None."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "surrogateescape")
+    return None
+
+
+def _row_problem(row: list[str] | str, width: int, keep: list[int]) -> str:
+    """Why ``row`` cannot become a numeric row: ``width`` fields, the ``keep`` ones numbers.
+    A str is the reason the csv module refused the record."""
+    if isinstance(row, str):
+        return row
     if len(row) != width:
         return f"expected {width} fields, found {len(row)}"
     for col in keep:
         if not _is_number(row[col]):
+            raw = _not_utf8(row[col])
+            if raw is not None:
+                return f"column {col}: not UTF-8 text: {raw!r}"
             return f"column {col}: not a number: {row[col]!r}"
     return ""
 
 
 def _records(reader):
     """(first line, fields) of each record that is not a blank line: a quoted field may span
-    lines, and a record is named by the line it starts on."""
+    lines, and a record is named by the line it starts on. A record the csv module refuses (a
+    field over its size limit) is (first line, reason): it fails alone, the reader goes on at the
+    next line (inside a quoted field, the field's later lines are read as records of their own)."""
     end = 0
-    for row in reader:
-        start, end = end + 1, reader.line_num
-        if row:
-            yield start, row
+    while True:
+        try:
+            for row in reader:
+                start, end = end + 1, reader.line_num
+                if row:
+                    yield start, row
+            return
+        except csv.Error as e:
+            start, end = end + 1, reader.line_num
+            hint = "; csv.field_size_limit(n) raises the limit" if "field limit" in str(e) else ""
+            yield start, f"malformed CSV: {e}{hint}"
+
+
+class _NulWatch(io.FileIO):
+    """The file, noting whether any chunk read holds a NUL byte: NumPy's str_ drops a cell's
+    trailing NULs (float() refuses "2\\x00"), so only a file holding one needs blocks checked."""
+    nul = False
+
+    def readinto(self, b):
+        n = super().readinto(b)
+        if n and not self.nul:
+            self.nul = b"\x00" in memoryview(b)[:n].tobytes()
+        return n
 
 
 class CSVRows(Source):
@@ -86,15 +126,23 @@ class CSVRows(Source):
             raise TypeError(f"CSVRows dtype must be floating, got {self.dtype}")
         if not (header in ("auto", True, False) or isinstance(header, (list, tuple))):
             raise ValueError(f"header must be 'auto', True, False or a list of names, got {header!r}")
-        # utf-8-sig: a byte-order mark (Excel writes one) must not become part of the first column's name
+        # utf-8-sig: a byte-order mark (Excel writes one) must not become part of the first column's name;
+        # surrogateescape: a byte that is not UTF-8 fails its row if in a kept column, not the whole file
         _, fd = local_copy(self.path, "CSVRows", **storage)
-        with open(fd, newline="", encoding="utf-8-sig") as f:
+        raw = _NulWatch(fd, closefd=True)
+        with io.TextIOWrapper(io.BufferedReader(raw), encoding="utf-8-sig", errors="surrogateescape",
+                              newline="") as f:
             records = _records(csv.reader(f, delimiter=delimiter))
             first = next(records, None)
+            if first is not None and isinstance(first[1], str) and not isinstance(header, (list, tuple)):
+                raise ValueError(f"{self.path}:line {first[0]}: {first[1]} (in the first row, which names "
+                                 "or counts the columns)")
             names, first_is_data = self._resolve_header(first and first[1], header)
             # only the columns kept are parsed: a column of names or ids beside them is no error
             keep = self._keep(columns, names)
-            self._read(records, first if first_is_data else None, names, keep)
+            if first is not None and not first_is_data:
+                self._check_names(first[0], names, keep)
+            self._read(records, first if first_is_data else None, names, keep, raw)
 
     def _resolve_header(self, first: list[str] | None, header) -> tuple[list[str], bool]:
         if first is None:
@@ -114,18 +162,29 @@ class CSVRows(Source):
             return [t.strip() for t in first], False
         return [str(i) for i in range(len(first))], True
 
-    def _read(self, records, first: tuple[int, list[str]] | None, names: list[str], keep: list[int]) -> None:
+    def _check_names(self, line: int, names: list[str], keep: list[int]) -> None:
+        for i in keep:
+            raw = _not_utf8(names[i])
+            if raw is not None:
+                raise ValueError(f"{self.path}:line {line}: the name of column {i} is not UTF-8 text ({raw!r}); "
+                                 "save the file as UTF-8 (e.g. iconv -f latin1 -t utf-8), or leave the "
+                                 "column out with columns=")
+
+    def _read(self, records, first: tuple[int, list[str]] | None, names: list[str], keep: list[int],
+              raw: _NulWatch) -> None:
         width = len(names)
         blocks, lines, self.errors = [], [], {}
-        rows: list[list[str]] = []
+        rows: list[list[str] | str] = []   # a str: the reason csv refused that record
         row_lines: list[int] = []
 
         def flush():
             block = np.full((len(rows), len(keep)), np.nan, dtype=self.dtype)
             try:
-                values = np.asarray(rows, dtype=np.str_)
+                values = np.asarray(rows, dtype=np.str_)   # a refused record (a str) makes the rows ragged
                 if values.shape != (len(rows), width):   # rows of one other width would broadcast
                     raise ValueError("rows of the wrong width")
+                if raw.nul and "\x00" in "".join(map("".join, rows)):
+                    raise ValueError("a NUL, which str_ would drop")
                 block[...] = values[:, keep].astype(np.float64)
             except ValueError:  # a bad row in this block: convert row by row to find it
                 start = sum(len(b) for b in blocks)

@@ -133,6 +133,8 @@ class JSONRecords(Source):
             raise RecordError(f"{self.path}:line {e.lineno}", f"malformed JSON: {e.msg}") from e
         except UnicodeDecodeError as e:
             raise RecordError(self.path, f"not UTF-8 text at byte {e.start}") from e
+        except (ValueError, RecursionError) as e:   # valid JSON Python will not read: see _parse
+            raise RecordError(self.path, f"unreadable JSON: {e}") from e
         if not isinstance(items, list):
             raise RecordError(self.path, f"expected a JSON array, found {type(items).__name__}")
         self._items = items
@@ -173,6 +175,9 @@ class JSONRecords(Source):
                 raise json.JSONDecodeError("extra data after the value", text, end)
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise RecordError(self.record_id(index), f"malformed JSON: {e}") from e
+        except (ValueError, RecursionError) as e:   # valid JSON Python will not read: an integer over
+            # sys.get_int_max_str_digits() digits, or nesting deeper than the recursion limit
+            raise RecordError(self.record_id(index), f"unreadable JSON: {e}") from e
         return self._select(value, index)
 
     def _select(self, value: Any, index: int) -> Any:

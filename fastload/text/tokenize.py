@@ -19,7 +19,10 @@ Id conventions (all ids are int32):
   vocabulary does with ``unk_id=100``) ids are exactly the line indices.
   Otherwise the file is a plain word list and its ids start after the
   reserved ids: line 0 gets ``1 + max(pad_id, unk_id, bos_id, eos_id)``
-  (2 by default).
+  (2 by default). In a file that carries its specials, the line at ``bos_id``
+  / ``eos_id`` (if the file has that many lines) must be blank or hold that token
+  (``<bos>``, ``<s>``, ``[BOS]``, ``[CLS]`` / ``<eos>``, ``</s>``, ``[EOS]``,
+  ``[SEP]``): a word there would share its id with BOS/EOS, so it is an error.
 * A *dict* vocabulary is used verbatim.
 * ``vocab=None`` at word level builds the vocabulary in :meth:`prepare` from
   the training texts: every word, most frequent first (ties alphabetical),
@@ -48,6 +51,8 @@ __all__ = ["Tokenize"]
 
 _PAD_TOKENS = ("<pad>", "[PAD]")
 _UNK_TOKENS = ("<unk>", "[UNK]")
+_BOS_TOKENS = ("<bos>", "<s>", "[BOS]", "[CLS]")
+_EOS_TOKENS = ("<eos>", "</s>", "[EOS]", "[SEP]")
 _PUNCT = string.punctuation
 # str.split() also splits on these; mapping them to a space lets the kernel split on ASCII only.
 _UNICODE_SPACES = {c: " " for c in range(0x80, 0x3001) if chr(c).isspace()}
@@ -140,6 +145,8 @@ class Tokenize(Field):
                         and tokens[self.pad_id] in _PAD_TOKENS and tokens[self.unk_id] in _UNK_TOKENS)
         offset = 0 if has_specials else self._first_id
         where = f" in {os.fspath(vocab)}" if isinstance(vocab, (str, os.PathLike)) else ""
+        if has_specials:
+            self._check_bos_eos(tokens, f"vocabulary file {os.fspath(vocab)}" if where else "vocabulary list")
         out: dict[str, int] = {}
         for line, token in enumerate(tokens):
             if not token:
@@ -149,6 +156,15 @@ class Tokenize(Field):
                                  f"(lines {out[token] - offset + 1} and {line + 1})")
             out[token] = line + offset
         return out
+
+    def _check_bos_eos(self, tokens: list[str], what: str) -> None:
+        """Ids are line indices: a word on the line of bos_id/eos_id would be read as BOS/EOS."""
+        for option, id_, allowed in (("bos_id", self.bos_id, _BOS_TOKENS), ("eos_id", self.eos_id, _EOS_TOKENS)):
+            if 0 <= id_ < len(tokens) and tokens[id_] and tokens[id_] not in allowed:
+                raise ValueError(f"{what}: line {id_ + 1} holds the word {tokens[id_]!r}, whose id {id_} "
+                                 f"is also {option}={id_} (the vocabulary has its own pad/unk tokens, so its "
+                                 f"ids are line indices); put a {option[:3].upper()} token ({', '.join(allowed)}) "
+                                 f"on that line, or choose {option} >= {len(tokens)}, past the last line")
 
     def _set_vocab(self, vocab: dict[str, int]) -> None:
         self.vocab = vocab
@@ -221,7 +237,7 @@ class Tokenize(Field):
             if isinstance(v, str):
                 texts.append(v)
             else:
-                failures[i] = f"field {self.name!r}: expected a string, got {type(v).__name__}"
+                failures[i] = f"expected a string, got {type(v).__name__}"   # the Loader names the field
                 texts.append("")
         if self._tokenizer is not None:
             self._fill_hf(texts, ids, length, mask)
