@@ -222,3 +222,11 @@ def test_max_failures_counts_the_whole_epoch_across_a_resume(tmp_path):
                          text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.startswith("refused:") and "3 records failed this epoch, over max_failures=2" in out.stdout
+
+
+def test_the_skip_warning_names_the_first_failure_of_its_batch():
+    records = [{"v": 1.0}, {"v": "x"}, {"v": 2.0}, {"v": "y"}]
+    with pytest.warns(RuntimeWarning, match=r"skipping records that fail \(ListSource\[1\]: field 'v'") as caught:
+        got = list(fl.Loader(fl.ListSource(records), batch_size=4, fields={"v": fl.Numeric(1)}, on_error="skip"))
+    assert len([w for w in caught if "skipping" in str(w.message)]) == 1
+    assert got[0]["v"].ravel().tolist() == [1.0, 2.0]

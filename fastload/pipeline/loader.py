@@ -103,7 +103,11 @@ class Loader(Fluent):
     (``fl.Image``, ``fl.Tokenize``, ``fl.Standardize``, ...), ``"index"``/``"onehot"``
     for labels, or ``None`` for the raw values as a list. Fields not named pass
     through collated (numbers and equal-shape arrays stacked, as tensors of the
-    ``output`` framework when they hold numbers; others as lists).
+    ``output`` framework when they hold numbers; others as lists): a dict
+    record's keys, or a tuple record's positions (``fields={1: "index"}``), as
+    the first record has them; a key only later records have is left out, with
+    a warning naming it. A plain sequence of records (a list, a map-style torch
+    ``Dataset``) is read as a :class:`~fastload.ListSource`.
 
     ``transforms=[...]`` (and a transform list in ``fields=``) is the short form
     of ``fl.Image([...])``, with the image options it owns (``dtype``,
@@ -850,8 +854,9 @@ class Loader(Fluent):
                                   f"max_failures={budget} (last: {reason})")
         if not new:
             return
-        if not self._warned:
+        if not self._warned:   # naming the first: the one a user looks for first
             self._warned = True
+            _, reason, rid = new[0]
             warnings.warn(f"fastload: skipping records that fail ({rid}: {reason}); "
                           "loader.stats()['failures'] lists them", RuntimeWarning, stacklevel=5)
 
