@@ -63,6 +63,10 @@ def _as_dict(record, shape, names):
     return {names[0]: record}
 
 
+# A field's first value sets how all its values are stored.
+_SAME_KIND = "a field is packed as its first value's kind, so make its values one type (e.g. with a .map)"
+
+
 def _kind(name: str, value) -> str:
     if isinstance(value, (bool, np.bool_)):
         return "json"
@@ -115,10 +119,11 @@ class _Encoder:
             if v is None:
                 raise RecordError(rid, f"no value for field {name!r}")
             if kind == "int":
-                try:
-                    ints.append(int(v))
-                except (TypeError, ValueError):
-                    raise RecordError(rid, f"field {name!r}: {v!r} is not an integer") from None
+                # int() would truncate 0.75 and take "7" or True: the field's kind is the first record's
+                if not isinstance(v, (int, np.integer)) or isinstance(v, (bool, np.bool_)):
+                    raise RecordError(rid, f"field {name!r}: {v!r} is not an integer as the first record's "
+                                           f"is; {_SAME_KIND}")
+                ints.append(int(v))
                 continue
             if kind == "bytes":
                 if isinstance(v, (str, os.PathLike)):
@@ -136,7 +141,10 @@ class _Encoder:
                         reason = _pillow_failed(e, v, rid).reason
                         raise RecordError(rid, f"field {name!r}: cannot re-encode the image: {reason}") from None
             elif kind == "str":
-                v = str(v).encode("utf-8")
+                if not isinstance(v, str):   # str() would store a repr, not the value
+                    raise RecordError(rid, f"field {name!r}: {v!r} is not a string as the first record's is; "
+                                           f"{_SAME_KIND}")
+                v = v.encode("utf-8")
             else:
                 v = json.dumps(v).encode("utf-8")
             blobs.append(v)

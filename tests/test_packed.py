@@ -426,6 +426,26 @@ def test_records_whose_fields_differ_from_the_first(tmp_path):
     assert [r["__key__"] for r in fl.PackedDataset(tmp_path / "q")] == ["a", "d"]
 
 
+@pytest.mark.parametrize("values, why", [
+    ([1, 0.75, 2, True], r"mixed\.tar:k1: field 'json': 0\.75 is not an integer as the first record's is"),
+    (["hello", {"a": 1}, "x", 3.5], r"mixed\.tar:k1: field 'json': \{'a': 1\} is not a string as the first record's is"),
+])
+def test_a_value_of_another_kind_than_the_first_records_is_refused_not_coerced(tmp_path, values, why):
+    """int() made 0.75 a 0 and True a 1, str() made {"a": 1} the repr "{'a': 1}": packed without a word."""
+    path = str(tmp_path / "mixed.tar")
+    with wds.TarWriter(path) as w:
+        for i, v in enumerate(values):
+            w.write({"__key__": f"k{i}", "json": json.dumps(v).encode(), "cls": i})
+    with pytest.raises(fl.RecordError, match=why):
+        pack(fl.TarShards(path), tmp_path / "p", progress=False)
+    meta = pack(fl.TarShards(path), tmp_path / "q", progress=False, on_error="skip")
+    kept = [r for r in fl.TarShards(path) if type(r["json"]) is type(values[0])]
+    assert meta["count"] == len(kept) == 2 and meta["skipped"] == 2
+    packed = list(fl.PackedDataset(tmp_path / "q"))
+    assert [(r["__key__"], r["json"]) for r in packed] == [(r["__key__"], r["json"]) for r in kept]
+    assert all(type(r["json"]) is type(values[0]) for r in packed)
+
+
 @pytest.mark.parametrize("workers", [1, 3])
 def test_many_records_every_one_in_order(tmp_path, workers):
     """More records than the chunks in flight: each packed once, in source order, whatever the workers."""

@@ -9,6 +9,8 @@ import pathlib
 import re
 import shutil
 import socket
+import subprocess
+import sys
 import tarfile
 import threading
 import time
@@ -16,6 +18,7 @@ import urllib.parse
 
 import numpy as np
 import pytest
+import webdataset as wds
 from PIL import Image
 
 import fastload as fl
@@ -133,6 +136,47 @@ def test_missing_credentials_fail_at_once_naming_the_url(s3, local_shards, monke
     with pytest.raises(OSError, match=rf"s3://{BUCKET}/tars/shard-000000\.tar: NoCredentialsError"):
         len(fl.TarShards(f"s3://{BUCKET}/tars/shard-000000.tar", storage_options=opts, retries=5, ))
     assert time.perf_counter() - t0 < 5   # not retried: missing credentials are not transient
+
+
+def test_a_sample_of_empty_members_reads_from_s3_as_locally(s3, tmp_path):
+    """An empty member is an empty byte range: s3fs sent "bytes=S-(S-1)", the server answered with
+    the whole object, and the read failed as if the server could not do ranges."""
+    path = tmp_path / "empty.tar"
+    with wds.TarWriter(str(path)) as w:
+        for key, text in (("a", b"hello"), ("b", b""), ("c", b"world")):
+            w.write({"__key__": key, "txt": text})
+    url = upload(s3, tmp_path, "empty")
+    local, remote = fl.TarShards(str(path)), fl.TarShards(url + "/empty.tar", storage_options=s3)
+    with tarfile.open(path) as t:   # what the writer wrote, by the standard library
+        want = [(m.name.split(".")[0], t.extractfile(m).read().decode()) for m in t.getmembers()]
+    assert [(r["__key__"], r["txt"]) for r in local] == [(r["__key__"], r["txt"]) for r in remote] == want \
+        == [("a", "hello"), ("b", ""), ("c", "world")]
+
+
+def test_a_packed_dataset_behind_refused_credentials_says_so_not_that_it_is_unfinished(s3, tmp_path):
+    port = free_port()   # a moto that checks credentials (read when moto is imported: its own process)
+    server = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                              env={**os.environ, "INITIAL_NO_AUTH_ACTION_COUNT": "0"},
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 60
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                assert time.time() < deadline and server.poll() is None, "moto did not start"
+                time.sleep(0.2)
+        opts = {**s3, "endpoint_url": f"http://127.0.0.1:{port}", "key": "bad", "secret": "bad"}
+        with pytest.raises(OSError) as e:
+            fl.PackedDataset(f"s3://{BUCKET}/packed", storage_options=opts, retries=0)
+        assert not isinstance(e.value, FileNotFoundError) and "not a finished packed dataset" not in str(e.value)
+        assert f"s3://{BUCKET}/packed/meta.json" in str(e.value)
+    finally:
+        server.terminate()
+        server.wait(30)
+    with pytest.raises(FileNotFoundError, match="is not a finished packed dataset"):   # really not there
+        fl.PackedDataset(f"s3://{BUCKET}/nothing-here", storage_options=s3, retries=0)
 
 
 def serve(http, shards):

@@ -704,7 +704,8 @@ class Loader(Fluent):
                                   f"where a record lacks one)", RuntimeWarning, stacklevel=2)
 
     def _named(self, field) -> str:
-        """The prefix naming a failing field: every field of fields=, not a transforms= image."""
+        """The prefix naming a failing field: any of fields=, or of an (image, label) pair; not a lone
+        transforms= image, whose failure is the record's."""
         return f"field {field.name!r}: " if self._order is not None or len(self._bindings) > 1 else ""
 
     def _chunk_ids(self, idx, records=None) -> str:

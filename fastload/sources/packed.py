@@ -31,7 +31,7 @@ import numpy as np
 
 from ..errors import RecordError
 from .base import Source
-from .remote import Storage, StorageError, is_url
+from .remote import Storage, StorageError, _cause, is_url
 
 __all__ = ["PackedDataset", "FORMAT_VERSION", "decode_field"]
 
@@ -101,6 +101,8 @@ class PackedDataset(Source):
             meta = self.storage.read(meta_url, 0, self.storage.size(meta_url))
             index = self.storage.read(index_url, 0, self.storage.size(index_url))
         except StorageError as e:
+            if not isinstance(_cause(e.__cause__ or e), FileNotFoundError):   # credentials, an outage: as it is
+                raise
             raise FileNotFoundError(f"PackedDataset: {self.root!r} is not a finished packed dataset "
                                     f"(write one with `fastload pack`): {e}") from e
         meta = _parse_meta(meta_url, meta)
