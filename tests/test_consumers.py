@@ -60,6 +60,8 @@ def test_tuple_records_pass_unnamed_positions_through():
     np.testing.assert_array_equal(every[1][0], X[4:])
     with pytest.raises(ValueError, match=r"positions 0\.\.1, got \['0'\]"):
         fl.Loader(fl.ArrayRecords(X, y), batch_size=4, fields={"0": None})
+    with pytest.raises(ValueError, match="leaves batches without a column"):   # never a batch of {}
+        fl.Loader(fl.ListSource([1, 2, 3]), batch_size=2, fields={})
 
 
 def test_a_field_only_later_records_have_is_warned_of_once_naming_the_record():
@@ -124,7 +126,7 @@ def test_len_of_a_stream_that_knows_its_length(drop_last):
     loader = fl.Loader(stream, batch_size=5, fields={"v": None}, drop_last=drop_last)
     assert len(loader) == len(list(loader)) == (4 if drop_last else 5)
     with pytest.raises(TypeError, match="no length known in advance"):
-        len(fl.Loader(fl.IterableRecords(lambda: iter(range(3))), batch_size=2, fields={}))
+        len(fl.Loader(fl.IterableRecords(lambda: ({"v": i} for i in range(3))), batch_size=2, fields={}))
     with pytest.raises(TypeError, match="per rank are not known"):
         len(fl.Loader(stream, batch_size=5, fields={"v": None}, rank=0, world_size=2))
 
@@ -173,13 +175,15 @@ def test_a_stream_resumed_with_another_shuffle_seed_or_buffer_is_refused(tmp_pat
 
 
 def test_drop_last_is_part_of_the_state():
-    loader = fl.Loader(fl.ListSource(list(range(21))), batch_size=4, drop_last=True, fields={})
+    def make(drop_last):
+        return fl.Loader(fl.ListSource([{"v": i} for i in range(21)]), batch_size=4, drop_last=drop_last, fields={})
+    loader = make(True)
     list(loader)
     state = loader.state_dict()
     with pytest.raises(ValueError, match="saved with drop_last=True, this loader has False"):
-        fl.Loader(fl.ListSource(list(range(21))), batch_size=4, drop_last=False, fields={}).load_state_dict(state)
+        make(False).load_state_dict(state)
     older = {k: v for k, v in state.items() if k != "drop_last"}   # a state saved before it was kept
-    fl.Loader(fl.ListSource(list(range(21))), batch_size=4, drop_last=True, fields={}).load_state_dict(older)
+    make(True).load_state_dict(older)
 
 
 RESUME = """
@@ -230,3 +234,23 @@ def test_the_skip_warning_names_the_first_failure_of_its_batch():
         got = list(fl.Loader(fl.ListSource(records), batch_size=4, fields={"v": fl.Numeric(1)}, on_error="skip"))
     assert len([w for w in caught if "skipping" in str(w.message)]) == 1
     assert got[0]["v"].ravel().tolist() == [1.0, 2.0]
+
+
+def test_a_state_saved_after_an_epochs_last_batch_is_the_next_epochs_start():
+    """Keras saves in on_epoch_end: (0, len) made fit(initial_epoch=0) run the empty rest of epoch 0
+    as an epoch of its own, one epoch more than asked, every later one shifted."""
+    def make():
+        return fl.Loader(fl.ListSource([{"v": i} for i in range(10)]), batch_size=4, shuffle=True, seed=5, fields={})
+    loader = make()
+    it = iter(loader)
+    for _ in range(3):
+        next(it)
+    state = loader.state_dict()
+    assert (state["epoch"], state["batch"], state["offset"]) == (1, 0, 0)
+    resumed = make().load_state_dict(state)
+    assert _values(resumed, "v") == make().order(1).tolist()
+    mid = make()
+    it = iter(mid)
+    next(it)
+    assert (mid.state_dict()["epoch"], mid.state_dict()["batch"]) == (0, 1)
+

@@ -447,7 +447,8 @@ records = [(np.full((4, 4, 3), i, np.uint8), i) for i in range(9)]
 def make(**kw):
     return fl.Loader(fl.ListSource(records), output="jax", device=batch_sharding(), transforms=[fl.CenterCrop(4)],
                      dtype="uint8", **kw)
-for kw, what in (({"batch_size": 4}, "last batch holds 1"), ({"batch_size": 3, "drop_last": True}, "batch_size=3")):
+for kw, what in (({"batch_size": 4}, "last batch holds 1"), ({"batch_size": 3, "drop_last": True}, "batch_size=3"),
+                 ({"batch_size": 4, "drop_last": True, "on_error": "skip"}, "a short batch cannot be split")):
     try:
         make(**kw)
     except ValueError as e:
@@ -467,7 +468,8 @@ print("sharded ok")
 def test_a_sharded_jax_loader_refuses_batches_it_cannot_split_before_the_first():
     """Over 2 devices, 9 records in batches of 4 leave a last batch of 1, and 3 a batch cannot be
     split at all: refused at construction, naming drop_last, where JAX raised after the epoch's
-    good batches; with drop_last every batch is sharded over both devices."""
+    good batches (and under on_error="skip", at the first bad file, which leaves its batch short);
+    with drop_last every batch is sharded over both devices."""
     out = run_python(["-c", SHARDED], env={"XLA_FLAGS": "--xla_force_host_platform_device_count=2",
                                            "JAX_PLATFORMS": "cpu"})
     assert "sharded ok" in out

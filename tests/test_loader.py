@@ -295,8 +295,8 @@ def test_resume_mid_epoch_with_other_worker_count(image_folder):
         del it
         resumed = fl.Loader(src, batch_size=5, shuffle=True, seed=9, transforms=tr, workers=1)
         rest = batches(resumed.load_state_dict(state))
-        if cut == len(expected):   # the epoch was used up: resuming starts the next one
-            assert state["epoch"] == 2 and resumed.state_dict()["epoch"] == 4
+        if cut == len(expected):   # the epoch was used up: the state is the next one's start
+            assert (state["epoch"], state["batch"]) == (3, 0) and resumed.state_dict()["epoch"] == 4
             full.set_epoch(3)
             rest, expected_rest = rest, batches(full)
         else:

@@ -57,14 +57,19 @@ def batch_pieces(target) -> int:
     return math.prod(mesh.shape[a] for a in axes)
 
 
-def check_batches(target, batch_size: int, last: int | None) -> None:
+def check_batches(target, batch_size: int, last: int | None, skip: bool = False) -> None:
     """Refuse, before the first batch, batches ``target`` cannot split: ``batch_size`` records,
-    or ``last`` in the epoch's short last batch (None: a stream, whose last may be short)."""
+    or ``last`` in the epoch's short last batch (None: a stream, whose last may be short), or
+    (``skip``) a batch a failed record leaves short."""
     pieces = batch_pieces(target)
     if pieces == 1:
         return
     if batch_size % pieces:
         raise ValueError(f"batch_size={batch_size} cannot be split over the {pieces} devices of the sharding")
+    if skip:   # found hours in, at the first bad file, rather than now
+        raise ValueError(f"on_error='skip' drops a failed record from its batch, and a short batch cannot be "
+                         f"split over the {pieces} devices of the sharding: use on_error='raise', or put "
+                         f"batches on one device (device=jax.devices()[0]) and split them yourself")
     if last is None:
         raise ValueError(f"a stream's last batch may be short, and a short batch cannot be split over the "
                          f"{pieces} devices of the sharding: pass drop_last=True")

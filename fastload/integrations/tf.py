@@ -128,8 +128,8 @@ def _after_pass(loader, start: dict, looked: bool) -> None:
     before it starts over); short of the epoch's end, that takes nothing: the loader goes back to
     ``start``."""
     state = loader.state_dict()
-    if state["batch"] >= len(loader):
-        loader.set_epoch(state["epoch"] + 1)
+    if state["epoch"] > start["epoch"]:   # the epoch's last batch was taken: state_dict says the next
+        loader.set_epoch(state["epoch"])
     elif looked:
         loader.load_state_dict(start)
 

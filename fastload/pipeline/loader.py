@@ -193,7 +193,7 @@ class Loader(Fluent):
                 last = batch_size
             else:
                 last = len(source) % batch_size or batch_size if self._random_access else None
-            check_batches(self._jax_target, batch_size, last)
+            check_batches(self._jax_target, batch_size, last, skip=on_error == "skip")
         self._outputs = None   # declared by the fields once they are prepared
         self._tuple = None     # a tuple batch's array names, in order (see _prepare)
         self._pool: SlotPool | None = None
@@ -285,6 +285,9 @@ class Loader(Fluent):
             else:
                 record_fields = ()
         self._passthrough = [k for k in record_fields if k not in declared]
+        if not bindings and not raw and not self._passthrough:   # every batch would be {}
+            raise ValueError(f"fields={fields!r} leaves batches without a column: the records are not dicts or "
+                             "tuples whose fields pass through; name what to batch, e.g. fields={'image': [...]}")
         self._known = frozenset(record_fields) | declared | _NAMES
         self._order = list(fields)   # a tuple batch's (see _prepare)
         return bindings, raw, "dict"
@@ -372,6 +375,10 @@ class Loader(Fluent):
         """Where the consumer is: the next batch to be yielded. Small and JSON-serialisable."""
         self._check_world()
         epoch, offset = self._position
+        if self._random_access and offset and self._sampler.steps(offset) == 0:
+            # after an epoch's last batch: the next epoch's start, as iteration goes on (a Keras
+            # fit(initial_epoch=state["epoch"]) would otherwise run the empty rest as an epoch)
+            epoch, offset = epoch + 1, 0
         state = {"version": _STATE_VERSION, "epoch": epoch, "batch": self._batches_done(offset), "offset": offset,
                  "seed": self.seed, "shuffle": self.shuffled, "batch_size": self.batch_size,
                  "drop_last": bool(self.drop_last), "world_size": self.world_size,
