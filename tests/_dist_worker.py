@@ -59,13 +59,13 @@ def finish(out, r, result):
 
 def skip_with_all_reduce(root, out, batch, stream=False, drop_last=False):
     """Each rank: one epoch under on_error="skip" with an all-reduce per batch; writes its counts
-    and the record ids of its batches."""
+    and the record ids of its batches. ``root`` may name each rank's own copy: "d{rank}"."""
     import warnings
     from datetime import timedelta
 
     import torch
     dist.init_process_group("gloo", timeout=timedelta(seconds=30))
-    loader = make_loader(root, batch, stream, on_error="skip", drop_last=drop_last)
+    loader = make_loader(root.format(rank=dist.get_rank()), batch, stream, on_error="skip", drop_last=drop_last)
     steps, ids = 0, []
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

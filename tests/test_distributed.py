@@ -205,6 +205,27 @@ def test_a_streamed_batch_that_wholly_fails_is_stood_in_from_its_step(tmp_path):
     assert [(r["skipped"], r["stand_ins"], r["samples"]) for r in ranks] == [(0, 0, 12), (2, 1, 12)]
 
 
+def test_a_streamed_step_that_fails_on_one_ranks_copy_only_keeps_the_ranks_even(tmp_path):
+    """Each rank reads its own copy of the files; on rank 1's, records 8..11, the stream's third
+    global step of 4, are damaged (bit rot on one machine). Rank 1 found no share of that step that
+    reads and dropped it, a step short, while rank 0 waited in its all-reduce for ever. Rank 1's
+    last batch, made again from its records, stands in."""
+    import shutil
+    from fastload.synthetic import make_image_folder
+    make_image_folder(str(tmp_path / "d0"), classes=1, per_class=24, size=(24, 24))
+    shutil.copytree(tmp_path / "d0", tmp_path / "d1")
+    paths = sorted(os.path.join(dp, f) for dp, _, fs in os.walk(tmp_path / "d1") for f in fs if f.endswith(".jpg"))
+    for i in (8, 9, 10, 11):
+        with open(paths[i], "wb") as f:
+            f.write(b"not a JPEG at all")
+    ranks = launch(2, ["--skip-stream", str(tmp_path / "d{rank}"), str(tmp_path / "out"), "2"], str(tmp_path / "out"))
+    assert [r["batches"] for r in ranks] == [6, 6]
+    assert [(r["skipped"], r["stand_ins"], r["samples"]) for r in ranks] == [(0, 0, 12), (2, 1, 12)]
+    ids0, ids1 = ranks[0]["ids"], ranks[1]["ids"]
+    assert ids0 == [[4 * s, 4 * s + 1] for s in range(6)]
+    assert ids1 == [[2, 3], [6, 7], [6, 7], [14, 15], [18, 19], [22, 23]]   # step 2: step 1's batch again
+
+
 def test_a_rank_none_of_whose_batches_reads_stands_in_from_another_ranks_share(tmp_path):
     """3 records, one a truncated JPEG, one batch of 1 a rank, drop_last: rank 1's only batch failed
     and it had no batch of its own to stand in, so it raised "every record failed" (2 of the 3

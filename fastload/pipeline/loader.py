@@ -21,7 +21,8 @@ sample offset) position that resumes exactly, at any worker count or world size.
 Batch ``b`` holds the records at its positions of the epoch's order; under
 ``on_error="skip"`` a failed record is dropped from its batch (which comes out
 shorter), never replaced, so skipping changes neither other batches nor the
-resume point. A batch whose records all failed is not yielded.
+resume point. A batch whose records all failed is not yielded: another stands in, so that every
+rank yields as many batches (README, "Errors").
 """
 from __future__ import annotations
 
@@ -784,6 +785,12 @@ class Loader(Fluent):
                 (", and the other ranks' shares of the same steps" if W > 1 else "")
         return what + (f"; the first: {first[0]}: {first[1]}" if first else "")
 
+    def _refill(self, last):
+        """(batch, records kept) of a streamed batch made again from its records, as it was."""
+        epoch, step, idx, records = last
+        job = _Job(self, self._slots(), epoch, step, idx, records)
+        return self._fill_whole(job, count=False), job.kept
+
     def _stand_in_from_step(self, job):
         """(batch, records kept) in place of a streamed batch every record of which failed: the next
         rank's share of the same global step that reads; (None, 0) when none does. Every rank then
@@ -1015,6 +1022,10 @@ class _LoaderIter(Node):
                                   "or Field.fill)")
         self._yielded = self.failed = 0
         self.unreadable = False   # no batch of the epoch reads, on any rank: nothing can stand in
+        # A distributed stream's step none of whose shares read here: this rank's last batch made
+        # again from its records (_last: epoch, step, indices, records; not the batch, whose slot
+        # would stay leased), or, before it had one, its next batch twice (_owed, then _again).
+        self._last, self._owed, self._again = None, 0, 0
         self._closed = False
 
     def __next__(self):
@@ -1034,6 +1045,11 @@ class _LoaderIter(Node):
         if self._closed:
             raise StopIteration
         t0 = time.perf_counter()
+        if self._again:
+            self._again -= 1
+            batch, kept = L._refill(self._last)
+            if batch is not None:
+                return self._yield(batch, kept, t0, stand_in=True)
         try:
             while True:
                 ready = self.upstream.ready()
@@ -1060,16 +1076,22 @@ class _LoaderIter(Node):
                     self.unreadable = batch is None
                 elif batch is None and L.world_size > 1:   # a stream's: another rank's share of the step
                     batch, kept = L._stand_in_from_step(job)
-                if batch is None:   # nothing to yield: a stream alone, or a step every record of which failed
+                    if batch is None:
+                        # No share of the step reads here, which another rank's copy may (bit rot on
+                        # one machine): skipping would leave this rank a step short and DDP's next
+                        # all-reduce waiting, so this rank's last batch stands in, or its next one.
+                        if self._last is None:
+                            self._owed += 1
+                            continue
+                        batch, kept = L._refill(self._last)
+                        if batch is not None:
+                            return self._yield(batch, kept, t0, stand_in=True)
+                elif not L._random_access and L.world_size > 1:   # its own share read: a later stand-in
+                    self._last = (job.epoch, job.step, job.idx, job.records)
+                    self._again, self._owed = self._owed, 0
+                if batch is None:   # nothing to yield: a stream alone
                     continue
-                L._stats["batches"] += 1
-                L._stats["samples"] += kept
-                if not L._random_access:   # a streamed epoch's max_failures fraction is of the records seen
-                    with L._lock:
-                        L._epoch_state(self.epoch).samples += kept
-                self._yielded += 1
-                L._stats["wall_s"] += time.perf_counter() - t0
-                return batch
+                return self._yield(batch, kept, t0)
         except StopIteration:
             self.close()
             L._position = (self.epoch + 1, 0)
@@ -1088,10 +1110,23 @@ class _LoaderIter(Node):
             self.close()
             raise
 
+    def _yield(self, batch, kept: int, t0: float, stand_in: bool = False):
+        L = self.loader
+        L._stats["batches"] += 1
+        L._stats["samples"] += kept
+        L._stats["stand_ins"] += stand_in
+        if not L._random_access:   # a streamed epoch's max_failures fraction is of the records seen
+            with L._lock:
+                L._epoch_state(self.epoch).samples += kept
+        self._yielded += 1
+        L._stats["wall_s"] += time.perf_counter() - t0
+        return batch
+
     def close(self):
         if self._closed:
             return
         self._closed = True
+        self._last = None
         self.upstream.close()
         self._jobs.close()
 
