@@ -60,8 +60,11 @@ def test_tuple_records_pass_unnamed_positions_through():
     np.testing.assert_array_equal(every[1][0], X[4:])
     with pytest.raises(ValueError, match=r"positions 0\.\.1, got \['0'\]"):
         fl.Loader(fl.ArrayRecords(X, y), batch_size=4, fields={"0": None})
-    with pytest.raises(ValueError, match="leaves batches without a column"):   # never a batch of {}
-        fl.Loader(fl.ListSource([1, 2, 3]), batch_size=2, fields={})
+    bare = fl.Loader(fl.ListSource([1, 2, 3]), batch_size=2, fields={})   # order() needs no column
+    assert sorted(bare.order(0)) == [0, 1, 2]
+    for use in (lambda: next(iter(bare)), lambda: bare.batch_at(0)):   # never a batch of {}
+        with pytest.raises(ValueError, match="leaves batches without a column"):
+            use()
 
 
 def test_a_field_only_later_records_have_is_warned_of_once_naming_the_record():

@@ -286,9 +286,6 @@ class Loader(Fluent):
             else:
                 record_fields = ()
         self._passthrough = [k for k in record_fields if k not in declared]
-        if not bindings and not raw and not self._passthrough:   # every batch would be {}
-            raise ValueError(f"fields={fields!r} leaves batches without a column: the records are not dicts or "
-                             "tuples whose fields pass through; name what to batch, e.g. fields={'image': [...]}")
         self._known = frozenset(record_fields) | declared | _NAMES
         self._order = list(fields)   # a tuple batch's (see _prepare)
         return bindings, raw, "dict"
@@ -480,6 +477,13 @@ class Loader(Fluent):
         return s
 
     # -- iteration ------------------------------------------------------------------
+    def _check_columns(self) -> None:
+        """Never a batch of {}: refused at the first read (a Loader asked only for order() is fine)."""
+        if self._shape == "dict" and not self._bindings and not self._raw and not self._passthrough:
+            raise ValueError(f"fields={self._init['fields']!r} leaves batches without a column: the records are "
+                             "not dicts or tuples whose fields pass through; name what to batch, e.g. "
+                             "fields={'image': [...]}")
+
     def _check_ranks(self) -> None:
         """Once, at the first read under a process group: every rank's source holds the same records,
         and every rank cuts them into steps alike (ranks.py). Not at len(), which a rank may ask
@@ -495,6 +499,7 @@ class Loader(Fluent):
             self._ranks_compared = check_same_records(self.source, self.rank, self.world_size, settings)
 
     def __iter__(self):
+        self._check_columns()
         self._check_ranks()
         epoch, offset = self._position
         self._check_stream(offset)
@@ -534,6 +539,7 @@ class Loader(Fluent):
         """
         if not self._random_access:
             raise TypeError("batch_at needs a random-access source")
+        self._check_columns()
         self._check_ranks()
         epoch = self._position[0] if epoch is None else _check_epoch(epoch)
         steps = self._sampler.steps(0)
