@@ -486,7 +486,10 @@ def test_a_turned_png_resizes_as_pillow_resizes_the_turned_image(orientation, in
                                                                              reducing_gap=None))
     got = batches([data], transforms=[fl.Resize((12, 16), interpolation=interpolation)],
                   batch_size=1, dtype="uint8", layout="NHWC")[0][0]
-    np.testing.assert_array_equal(got, want)
+    if fl.features()["pillow_simd"]:   # pillow-simd's resize rounds its own way: within a level
+        assert np.abs(got.astype(int) - want).max() <= 1
+    else:
+        np.testing.assert_array_equal(got, want)
 
 
 @needs_spng
