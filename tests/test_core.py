@@ -426,6 +426,24 @@ def test_largest_seed_works(image_folder):
     assert x.shape == (5, 3, 12, 12)
 
 
+def test_wide_seeds_do_not_replay_a_narrow_seeds_later_epoch():
+    from fastload.pipeline import rng
+    from fastload.pipeline.sampler import epoch_order
+    n = 1000
+    # Words of 2**32 * k + j would read as j then k: seed j's epoch k.
+    for seed, epoch, other_seed, other_epoch in [(2**32 + 5, 0, 5, 1), (2**33 + 7, 0, 7, 2),
+                                                  (2**63 + 1, 0, 1, 2**31)]:
+        assert not np.array_equal(epoch_order(n, True, seed, epoch), epoch_order(n, True, other_seed, other_epoch))
+    a = rng.generator(2**32 + 5, rng.SHUFFLE, 0).permutation(n)
+    assert not np.array_equal(a, rng.generator(5, rng.SHUFFLE, 1).permutation(n))
+    # Wide seeds still give one stream per (seed, epoch), distinct across epochs and seeds.
+    orders = {epoch_order(64, True, s, e).tobytes() for s in (2**40, 2**40 + 1, 2**64 - 1) for e in range(4)}
+    assert len(orders) == 12
+    # Narrow seeds and epochs keep the streams they always had: NumPy's SeedSequence of [seed, epoch].
+    ref = np.random.Generator(np.random.PCG64(np.random.SeedSequence([12345, 3]))).permutation(n)
+    assert np.array_equal(epoch_order(n, True, 12345, 3), ref.astype(np.uint64))
+
+
 @pytest.mark.parametrize("kw, match", [(dict(batch_size=0), "batch_size"), (dict(batch_size=2.5), "batch_size"),
                                        (dict(workers=-1), "workers"), (dict(prefetch=0), "prefetch"),
                                        (dict(output="tf"), "output"), (dict(colour=1), "colour")])

@@ -25,6 +25,7 @@ MIX = (0x313C5,)
 STAGE = (0x57A6E,)
 
 _U64 = 1 << 64
+_WORD = 1 << 32
 
 
 def check_seed(seed, name: str = "seed") -> int:
@@ -40,4 +41,10 @@ def check_seed(seed, name: str = "seed") -> int:
 def generator(seed: int, domain: tuple = ORDER, *key: int) -> np.random.Generator:
     """A NumPy Generator that depends only on ``seed``, ``domain`` and ``key`` (epoch, pass, position)."""
     entropy = [int(seed), *domain, *(int(k) for k in key)]
+    if any(v >= _WORD for v in entropy):
+        # SeedSequence reads an int as however many 32-bit words it needs, and trailing zero
+        # words add nothing: seed 2**32 + 5's epoch 0 would be seed 5's epoch 1. Wide values
+        # are written as two words each, ending in a 1 that no all-narrow entropy (at most
+        # four words, as the domains above go) has; narrow ones keep their streams.
+        entropy = [w for v in entropy for w in (v % _WORD, v // _WORD)] + [1]
     return np.random.Generator(np.random.PCG64(np.random.SeedSequence(entropy)))
