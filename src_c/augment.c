@@ -715,6 +715,86 @@ FL_AVX2 static void hue_avx2(fl_view *img, float factor)
 }
 #endif
 
+#if FL_NEON
+static inline float32x4_t hue_clamp01_neon(float32x4_t x)
+{
+    return vminq_f32(vmaxq_f32(x, vdupq_n_f32(0.f)), vdupq_n_f32(1.f));
+}
+
+/* hue_avx2 in four lanes: the same operations in the same order, never fused
+ * (vfmaq would round differently), so the same bytes as hue_pixel. */
+static void hue_neon(fl_view *img, float factor)
+{
+    const int ch = img->channels;
+    const float32x4_t k255 = vdupq_n_f32(255.f), one = vdupq_n_f32(1.f), six = vdupq_n_f32(6.f);
+    const float32x4_t two = vdupq_n_f32(2.f), four = vdupq_n_f32(4.f), half = vdupq_n_f32(0.5f);
+    const float32x4_t fac = vdupq_n_f32(factor), zero = vdupq_n_f32(0.f);
+    float unit[256];   /* v / 255.f, as hue_pixel divides */
+    for (int v = 0; v < 256; v++)
+        unit[v] = v / 255.f;
+    for (int y = 0; y < img->height; y++) {
+        uint8_t *row = img->data + y * img->stride;
+        int x = 0;
+        for (; x + 4 <= img->width; x += 4) {
+            uint8_t *p = row + (size_t)x * ch;
+            float in[3][4];
+            for (int k = 0; k < 4; k++)
+                for (int c = 0; c < 3; c++)
+                    in[c][k] = unit[p[k * ch + c]];
+            const float32x4_t r = vld1q_f32(in[0]), g = vld1q_f32(in[1]), b = vld1q_f32(in[2]);
+            const float32x4_t maxc = vmaxq_f32(r, vmaxq_f32(g, b)), minc = vminq_f32(r, vminq_f32(g, b));
+            uint32_t grey[4];
+            vst1q_u32(grey, vceqq_f32(maxc, minc));
+            if (grey[0] & grey[1] & grey[2] & grey[3])
+                continue;
+            const float32x4_t cr = vsubq_f32(maxc, minc), s = vdivq_f32(cr, maxc);
+            const float32x4_t rc = vdivq_f32(vsubq_f32(maxc, r), cr);
+            const float32x4_t gc = vdivq_f32(vsubq_f32(maxc, g), cr);
+            const float32x4_t bc = vdivq_f32(vsubq_f32(maxc, b), cr);
+            float32x4_t h = vsubq_f32(vaddq_f32(four, gc), rc);
+            h = vbslq_f32(vceqq_f32(maxc, g), vsubq_f32(vaddq_f32(two, rc), bc), h);
+            h = vbslq_f32(vceqq_f32(maxc, r), vsubq_f32(bc, gc), h);
+            h = vaddq_f32(vdivq_f32(h, six), one);
+            h = vsubq_f32(h, vrndmq_f32(h));
+            h = vaddq_f32(vaddq_f32(h, fac), one);
+            h = vsubq_f32(h, vrndmq_f32(h));
+            const float32x4_t h6 = vmulq_f32(h, six), i = vrndmq_f32(h6), f = vsubq_f32(h6, i), v = maxc;
+            const float32x4_t pp = hue_clamp01_neon(vmulq_f32(v, vsubq_f32(one, s)));
+            const float32x4_t q = hue_clamp01_neon(vmulq_f32(v, vsubq_f32(one, vmulq_f32(s, f))));
+            const float32x4_t t = hue_clamp01_neon(vmulq_f32(v, vsubq_f32(one, vmulq_f32(s, vsubq_f32(one, f)))));
+            /* sector (int)i % 6: i is 0..6, 6 when h * 6 rounds up to 6 */
+            const int32x4_t sec = vcvtq_s32_f32(i);
+            const uint32x4_t s1 = vceqq_s32(sec, vdupq_n_s32(1)), s2 = vceqq_s32(sec, vdupq_n_s32(2));
+            const uint32x4_t s3 = vceqq_s32(sec, vdupq_n_s32(3)), s4 = vceqq_s32(sec, vdupq_n_s32(4));
+            const uint32x4_t s5 = vceqq_s32(sec, vdupq_n_s32(5));
+            /* sectors 0..5: R = v q pp pp t v, G = t v v q pp pp, B = pp pp t v v q */
+            float32x4_t o0 = v, o1 = t, o2 = pp;
+            o0 = vbslq_f32(s1, q, o0);
+            o0 = vbslq_f32(vorrq_u32(s2, s3), pp, o0);
+            o0 = vbslq_f32(s4, t, o0);
+            o1 = vbslq_f32(vorrq_u32(s1, s2), v, o1);
+            o1 = vbslq_f32(s3, q, o1);
+            o1 = vbslq_f32(vorrq_u32(s4, s5), pp, o1);
+            o2 = vbslq_f32(s2, t, o2);
+            o2 = vbslq_f32(vorrq_u32(s3, s4), v, o2);
+            o2 = vbslq_f32(s5, q, o2);
+            const float32x4_t o[3] = {o0, o1, o2};
+            int32_t out[3][4];
+            for (int c = 0; c < 3; c++) {
+                const float32x4_t w = vminq_f32(vmaxq_f32(vmulq_f32(o[c], k255), zero), k255);
+                vst1q_s32(out[c], vcvtq_s32_f32(vaddq_f32(w, half)));
+            }
+            for (int k = 0; k < 4; k++)
+                if (!grey[k])
+                    for (int c = 0; c < 3; c++)
+                        p[k * ch + c] = (uint8_t)out[c][k];
+        }
+        for (; x < img->width; x++)
+            hue_pixel(row + (size_t)x * ch, factor);
+    }
+}
+#endif
+
 void fl_adjust_hue(fl_view *img, float factor)
 {
     if (!img || !img->data || img->channels < 3 || factor == 0.f)
@@ -722,6 +802,12 @@ void fl_adjust_hue(fl_view *img, float factor)
 #if FL_JITTER_AVX2
     if (fl_simd == FL_SIMD_AVX2 && factor >= -0.5f && factor <= 0.5f) {   /* see hue_avx2 */
         hue_avx2(img, factor);
+        return;
+    }
+#endif
+#if FL_NEON
+    if (fl_simd == FL_SIMD_NEON && factor >= -0.5f && factor <= 0.5f) {   /* see hue_avx2 */
+        hue_neon(img, factor);
         return;
     }
 #endif

@@ -110,9 +110,9 @@ const char *fl_simd_name(int path)
 const char *fl_simd_kernels(int path)
 {
     /* resample.c: both passes on every path; augment.c: the whole colour
-     * jitter and the hue turn on AVX2, the jitter's saturation step on SSE4.1
-     * and NEON, and the write (fl_write_path says which writes) on every path. */
+     * jitter on AVX2, its saturation step on SSE4.1 and NEON, the hue turn on
+     * AVX2 and NEON, and the write (fl_write_path says which writes) on every path. */
     static const char *kernels[FL_SIMD_COUNT] = {
-        "", "resample,saturation,write", "resample,color_jitter,hue,write", "resample,saturation,write"};
+        "", "resample,saturation,write", "resample,color_jitter,hue,write", "resample,saturation,hue,write"};
     return path >= 0 && path < FL_SIMD_COUNT ? kernels[path] : "";
 }

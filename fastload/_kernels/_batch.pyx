@@ -456,7 +456,7 @@ def simd_paths():
 
 def simd_kernels():
     """The kernels with a vector path on the current path: "resample", "color_jitter" (AVX2; SSE4.1
-    and NEON vectorise its "saturation" step), "hue" (ColorJitter's hue turn; AVX2), "write" (the
+    and NEON vectorise its "saturation" step), "hue" (ColorJitter's hue turn; AVX2 and NEON), "write" (the
     normalise/convert write into the batch slot, for the writes :func:`write_path` names)."""
     k = fl_simd_kernels(fl_simd).decode()
     return k.split(",") if k else []
