@@ -463,7 +463,20 @@ def _rows(batch: dict, what: str, prefix: str) -> list[dict]:
                              "length; each needs one value per record") from None
     if len(set(lengths.values())) > 1:
         raise ValueError(f"unbatch: the {what}s differ in length {lengths}; each needs one value per record")
-    return [dict(zip(columns, row)) for row in zip(*columns.values())]
+    return [dict(zip(columns, row)) for row in zip(*(_own_rows(v) for v in columns.values()))]
+
+
+def _own_rows(column):
+    """A column's values, one per record, each a copy where iterating would give views: a row view
+    keeps its whole batch (a Loader's pooled buffer) alive, so a shuffle buffer of S rows from
+    batches of B would hold about S * ln(B) / B whole batches. (A NumPy vector's values are
+    scalars, copies already; a torch vector's are 0-d views.)"""
+    ndim = getattr(column, "ndim", 0)
+    if ndim > 1 and isinstance(column, np.ndarray):
+        return [row.copy() for row in column]
+    if ndim > 0 and type(column).__module__.startswith("torch"):
+        return [row.clone() for row in column]
+    return column
 
 
 def buffered_shuffle(records: Iterable, size: int, gen: np.random.Generator,

@@ -70,6 +70,16 @@ _FIRST_TRIES = 100                 # records read, under on_error="skip", to fin
 _NAMES = frozenset(("__key__", "__url__"))   # a streamed shard sample's name: a column only when fields= names it
 
 
+def _warn_absent(fields: dict, known, whose: str) -> None:
+    """Warn of names in fields= that the records do not have: a misspelt name would otherwise be a
+    column of None, or a field failing every record over a value it was never given."""
+    absent = [k for k in fields if k not in known and k not in _NAMES]
+    if absent:
+        warnings.warn(f"fastload: fields {absent} are not fields of {whose} {list(known)}: a "
+                      "record without one gives None there (or fails, for a field that needs a value)",
+                      RuntimeWarning, stacklevel=4)
+
+
 class _Binding:
     """A field plus where its value sits in a record (tuple position, dict key, or the record itself)."""
     __slots__ = ("key", "field")
@@ -268,15 +278,13 @@ class Loader(Fluent):
             raise TypeError(f"Loader image options {sorted(given)} apply to image fields, and fields= has none")
         declared = set(fields)
         record_fields = getattr(source, "fields", None)
-        if not record_fields:   # WebDataset's __key__ and __url__ only when fields= names them
+        if record_fields:
+            _warn_absent(fields, record_fields, "the source's records, which have")
+        else:   # WebDataset's __key__ and __url__ only when fields= names them
             first = self._first_record()
             if isinstance(first, dict):
                 record_fields = tuple(k for k in first if k not in _NAMES)
-                absent = [k for k in fields if k not in first]
-                if absent:   # a misspelt name would otherwise be a column of None
-                    warnings.warn(f"fastload: fields {absent} are not fields of the first record, which has "
-                                  f"{list(first)}: a record without one gives None there (or fails, for a "
-                                  "field that needs a value)", RuntimeWarning, stacklevel=3)
+                _warn_absent(fields, first, "the first record, which has")
             elif isinstance(first, (tuple, list)):   # positions, as fields={1: "index"} names them
                 bad = [k for k in fields if not (isinstance(k, numbers.Integral) and 0 <= k < len(first))]
                 if bad:

@@ -36,6 +36,29 @@ def _as_source(name: str, obj) -> Source:
     return ListSource(obj, name=name)
 
 
+def _pair_part(parts: dict[str, Source], how: str) -> str | None:
+    """The part whose records are ``(value, label)`` pairs (an ImageFolder's, or an array source's
+    ``(x, y)``), if any: its record gives two fields, the value under the part's name and the class
+    index under ``"label"``, so that both reach fields= (a tuple would reach an image field whole)."""
+    paired = [name for name, p in parts.items() if p.pairs]
+    if not paired:
+        return None
+    if len(paired) > 1 or "label" in parts:
+        clash = f"parts {paired} each" if len(paired) > 1 else f"part {paired[0]!r}"
+        raise ValueError(f"{how}: {clash} gives (value, label) records, whose label becomes the field "
+                         f"'label'{', as does the part named so' if 'label' in parts else ''}: keep one "
+                         "labelled part (an ImageFiles of the other's images has no label)")
+    return paired[0]
+
+
+def _record(pair: str | None, values: dict[str, Any]) -> dict[str, Any]:
+    """A zipped or joined record from its parts' records (None: a left join's missing part)."""
+    if pair is not None:
+        value = values[pair]
+        values[pair], values["label"] = (None, None) if value is None else value
+    return values
+
+
 def _single_labels(parts: dict[str, Source], rows: dict[str, np.ndarray]) -> np.ndarray | None:
     """Labels of the one part that has them, gathered at ``rows``; None if zero or several parts do."""
     found = [(name, lab) for name, lab in ((n, p.labels()) for n, p in parts.items()) if lab is not None]
@@ -52,19 +75,23 @@ class ZippedSource(Source):
     def __init__(self, parts: dict[str, Source], length: int):
         self.parts = parts
         self._n = length
-        self.fields = tuple(parts)
+        self._pair = _pair_part(parts, "zip")
+        self.fields = tuple(parts) + (("label",) if self._pair else ())
+        if self._pair and hasattr(parts[self._pair], "classes"):
+            self.classes = parts[self._pair].classes   # for a "onehot" label field
 
     def __len__(self) -> int:
         return self._n
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         index = self._check_index(index)
-        return {name: part[index] for name, part in self.parts.items()}
+        return _record(self._pair, {name: part[index] for name, part in self.parts.items()})
 
     def gather(self, indices: np.ndarray) -> list[dict[str, Any]]:
         """Bulk read: each part fetches its rows with its own (possibly faster) ``gather``."""
         columns = {name: part.gather(indices) for name, part in self.parts.items()}
-        return [{name: col[j] for name, col in columns.items()} for j in range(len(indices))]
+        return [_record(self._pair, {name: col[j] for name, col in columns.items()})
+                for j in range(len(indices))]
 
     def record_id(self, index: int) -> str:
         index = self._check_index(index)
@@ -125,6 +152,9 @@ def stem(path_or_record) -> str:
     return os.path.splitext(os.path.basename(os.fspath(value)))[0]
 
 
+UNREAD = object()   # the key of a record join(on_error="skip") could not read or key
+
+
 class KeyedSource(Source):
     """A source whose records each carry a join key: ``key(record)`` or ``record[key]``.
 
@@ -135,8 +165,9 @@ class KeyedSource(Source):
     def __init__(self, source: Source, key: Callable[[Any], Hashable] | str):
         self.source = _as_source("keyed", source)
         self.key = key
-        self.fields = self.source.fields
+        self.fields, self.pairs = self.source.fields, self.source.pairs
         self._keys: list[Hashable] | None = None
+        self._unread: list[RecordError] = []   # the records keys(skip=True) could not read
 
     def __len__(self) -> int:
         return len(self.source)
@@ -153,19 +184,31 @@ class KeyedSource(Source):
     def local_listing(self):
         return self.source.local_listing()
 
-    def keys(self) -> list[Hashable]:
+    def keys(self, skip: bool = False) -> list[Hashable]:
         """The key of every record, in order. A record without one is a RecordError naming it (and
-        a record that cannot be read raises its own)."""
-        if self._keys is None:
-            keys, key = [], self.key
+        a record that cannot be read raises its own); with ``skip``, its key is ``UNREAD`` instead."""
+        if self._keys is None or (not skip and self._unread):
+            keys, key, self._unread = [], self.key, []
             for i in range(len(self.source)):
-                record = self.source[i]
+                try:
+                    record = self.source[i]
+                except RecordError as e:
+                    if not skip:
+                        raise
+                    self._unread.append(e)
+                    keys.append(UNREAD)
+                    continue
                 try:
                     k = key(record) if callable(key) else record[key]
                 except Exception as e:   # a missing field, a record of another shape, the function's own
                     why = f"no field {key!r}" if isinstance(e, KeyError) and not callable(key) else \
                         f"its key cannot be taken ({type(e).__name__}: {e})"
-                    raise RecordError(self.source.record_id(i), f"join: {why}") from e
+                    e = RecordError(self.source.record_id(i), f"join: {why}")
+                    if not skip:
+                        raise e from None
+                    self._unread.append(e)
+                    keys.append(UNREAD)
+                    continue
                 try:
                     hash(k)
                 except TypeError:   # a JSON list or object as the id
@@ -182,9 +225,11 @@ def key_by(source: Source, key: Callable[[Any], Hashable] | str) -> KeyedSource:
     return KeyedSource(source, key)
 
 
-def _key_index(name: str, src: KeyedSource) -> dict[Hashable, int]:
+def _key_index(name: str, src: KeyedSource, skip: bool) -> dict[Hashable, int]:
     index: dict[Hashable, int] = {}
-    for i, k in enumerate(src.keys()):
+    for i, k in enumerate(src.keys(skip)):
+        if k is UNREAD:
+            continue
         j = index.setdefault(k, i)
         if j != i:
             raise ValueError(f"join: duplicate key {k!r} in source {name!r} "
@@ -199,7 +244,10 @@ class JoinedSource(Source):
         self.parts = parts
         self.rows = rows
         self.keys = keys
-        self.fields = tuple(parts)
+        self._pair = _pair_part(parts, "join")
+        self.fields = tuple(parts) + (("label",) if self._pair else ())
+        if self._pair and hasattr(parts[self._pair], "classes"):
+            self.classes = parts[self._pair].classes   # for a "onehot" label field
 
     def __len__(self) -> int:
         return len(self.keys)
@@ -210,7 +258,7 @@ class JoinedSource(Source):
         for name, part in self.parts.items():
             row = int(self.rows[name][index])
             out[name] = None if row < 0 else part[row]
-        return out
+        return _record(self._pair, out)
 
     def record_id(self, index: int) -> str:
         index = self._check_index(index)
@@ -236,7 +284,7 @@ def _listings(parts: dict[str, Source]):
             yield name, listing
 
 
-def join(how: str = "inner", **named: KeyedSource) -> JoinedSource:
+def join(how: str = "inner", on_error: str = "raise", **named: KeyedSource) -> JoinedSource:
     """Align keyed sources by key into dict records, in the key order of the first source.
 
     ``how="inner"`` keeps keys present in every source. ``how="left"`` keeps
@@ -244,15 +292,27 @@ def join(how: str = "inner", **named: KeyedSource) -> JoinedSource:
     that lack its key (a field then reports that record as failed, so a skip
     policy drops it). Either way, keys missing from any source are counted and
     the first few named in a warning; a key repeated within a source is an error.
+
+    The keys are read when the join is made: a record that cannot be read or
+    keyed (a malformed JSON line) is an error naming it, or under
+    ``on_error="skip"`` is left out of its source, as if its key were missing
+    there, and counted in a warning that names the first few.
     """
     if how not in ("inner", "left"):
         raise ValueError(f"join: how must be 'inner' or 'left', got {how!r}")
+    if on_error not in ("raise", "skip"):
+        raise ValueError(f"join: on_error must be 'raise' or 'skip', got {on_error!r}")
     if not named:
         raise TypeError("join needs at least one keyed source, e.g. join(image=key_by(images, stem), ...)")
     for name, src in named.items():
         if not isinstance(src, KeyedSource):
             raise TypeError(f"join: source {name!r} has no key; wrap it with key_by(source, key)")
-    indexes = {name: _key_index(name, src) for name, src in named.items()}
+    indexes = {name: _key_index(name, src, on_error == "skip") for name, src in named.items()}
+    unread = [(name, e) for name, src in named.items() for e in src._unread]
+    if unread:
+        shown = "; ".join(f"{name}: {e}" for name, e in unread[:_SHOW])
+        warnings.warn(f"join(on_error='skip'): {len(unread)} records could not be read for their keys and "
+                      f"are left out ({shown})", stacklevel=2)
     first = next(iter(named))
     every = list(indexes[first])
     seen = set(every)

@@ -43,6 +43,7 @@ class ArrayRecords(Source):
             raise ValueError(f"ArrayRecords arrays must share their first dimension; got {desc}")
         self._n = next(iter(lengths.values()))
         self.fields = tuple(self.arrays) if named else None
+        self.pairs = not named and len(self.arrays) == 2 and self.labels() is not None   # (x, y) tuples
 
     def __len__(self) -> int:
         return self._n

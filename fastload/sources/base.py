@@ -31,6 +31,8 @@ class Source(Fluent):
 
     #: Names of the fields of a dict record, or None for plain records.
     fields: tuple[str, ...] | None = None
+    #: Whether records are ``(value, label)`` pairs, ``labels()`` giving the labels.
+    pairs: bool = False
 
     def __len__(self) -> int:
         raise NotImplementedError
@@ -96,7 +98,7 @@ class Subset(Source):
     def __init__(self, source: Source, indices: Sequence[int]):
         self.source = source
         self.indices = np.asarray(indices, dtype=np.int64)
-        self.fields = source.fields
+        self.fields, self.pairs = source.fields, source.pairs
         if len(self.indices) and (self.indices.min() < 0 or self.indices.max() >= len(source)):
             raise IndexError("Subset indices out of range")
 

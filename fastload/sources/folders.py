@@ -209,6 +209,8 @@ class ImageFolder(_Remote, Source):
             list it in ``.skipped``) or ``"raise"``.
     """
 
+    pairs = True
+
     def __init__(self, root: str | os.PathLike, extensions: Iterable[str] | None = None, *,
                  on_error: str = "skip", **storage):
         self.root = os.fspath(root)

@@ -95,6 +95,7 @@ class _Stream(IterableRecords):
     def __init__(self, dataset, images):
         super().__init__(partial(_rows, dataset, images))
         self.dataset = dataset
+        self.classes = _class_names(dataset.features)   # as HFDataset's
         node = getattr(dataset, "_distributed", None)   # datasets.distributed.split_dataset_by_node's
         # A Loader under torch.distributed shards the stream by rank itself: once more would drop the rest.
         self.split_by_node = None if node is None else \

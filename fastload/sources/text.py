@@ -197,9 +197,9 @@ class JSONRecords(Source):
                         self._local, self._fd = local_copy(self.path, "JSONRecords", **self._storage)
         return self._fd
 
-    def _close(self) -> None:
+    def _close(self, close=os.close) -> None:   # bound now: at interpreter exit os.close may be gone
         if getattr(self, "_fd", None) is not None:
-            os.close(self._fd)
+            close(self._fd)
             self._fd = None
 
     def __getstate__(self):  # a descriptor does not cross a process boundary; reopen lazily
