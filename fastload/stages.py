@@ -45,6 +45,7 @@ from .errors import DecodeError
 from .memory.pool import ArrayPool
 from .pipeline import rng
 from .pipeline.fields import ChunkContext
+from .pipeline.node import DaemonPool
 
 __all__ = ["Stage", "read_images", "augment", "rescale", "shuffle_samples"]
 
@@ -137,7 +138,7 @@ class read_images(Stage):
         self.workers = workers or min(os.cpu_count() or 1, 8)
         self._field = ImageField([Resize((h, w), interpolation=resample)], dtype=self.dtype.name,
                                  layout="NHWC", exif=exif, dct_scale=dct_scale)
-        self._pool: cf.ThreadPoolExecutor | None = None
+        self._pool: DaemonPool | None = None
         self._pool_lock = threading.Lock()
 
     def __call__(self, batch):
@@ -166,10 +167,10 @@ class read_images(Stage):
             i, reason = min(failures.items())
             raise DecodeError(os.fspath(chunk[i]), reason)
 
-    def _get_pool(self) -> cf.ThreadPoolExecutor:
+    def _get_pool(self) -> DaemonPool:
         with self._pool_lock:
             if self._pool is None:
-                self._pool = cf.ThreadPoolExecutor(self.workers, thread_name_prefix="fastload-read_images")
+                self._pool = DaemonPool(self.workers, "fastload-read_images")
             return self._pool
 
     def close(self) -> None:

@@ -20,6 +20,7 @@ import fastload as fl
 from fastload.pipeline import rng
 from fastload.pipeline.fields import Output
 from fastload.pipeline.generators import GeneratorPipeline
+from _child import run_python
 
 
 def image_loader(image_folder, **kw):
@@ -533,3 +534,33 @@ def test_ctrl_c_mid_chunk_stops_within_a_second(tmp_path):
     timer.join()
     assert stopped < 1.5, stopped              # within a second of the interrupt
     assert [t for t in threading.enumerate() if t.name.startswith("fastload")] == []
+
+
+_STALLED = """
+import sys, time, warnings
+import numpy as np
+import fastload as fl
+warnings.simplefilter("ignore")   # the stop's warning of the stalled call
+class Stalls:   # a map-style dataset whose record 40 is a read that hangs for 30 s
+    def __len__(self): return 1000
+    def __getitem__(self, i):
+        if i == 40: time.sleep(30)
+        return {"x": np.full(2, i, np.float32)}
+if sys.argv[1] == "loader":
+    for k, b in enumerate(fl.Loader(Stalls(), batch_size=8, workers=2, fields={"x": fl.Numeric(2)})):
+        if k == 4: break
+else:
+    stream = fl.IterableRecords(lambda: iter(range(1000))).map(lambda i: Stalls()[i], workers=2)
+    for k, _ in enumerate(stream):
+        if k == 39: break   # record 40 is in flight
+print("left", flush=True)
+"""
+
+
+@pytest.mark.parametrize("what", ["loader", "map"])
+def test_a_call_stalled_in_a_worker_does_not_hold_the_interpreters_exit(what):
+    """The loop is left within a second (with a warning); the process then exits, not 30 s later when
+    the stalled call returns: worker threads are daemons, as the prefetch thread is."""
+    t0 = time.monotonic()
+    assert "left" in run_python(["-c", _STALLED, what], timeout=60)
+    assert time.monotonic() - t0 < 15

@@ -37,6 +37,7 @@ from __future__ import annotations
 import collections
 import concurrent.futures as cf
 import os
+import queue
 import threading
 import time
 import warnings
@@ -83,6 +84,69 @@ def join_threads(threads, what: str, inside: str = USER_CALL) -> None:
         warnings.warn(f"fastload: {what} thread(s) {', '.join(stuck)} still inside {inside} {JOIN_S:.0f}s "
                       "after the stop; each exits when its call returns",
                       RuntimeWarning, stacklevel=3)
+
+
+class DaemonPool(cf.Executor):
+    """``workers`` threads running submitted calls, as ``concurrent.futures.ThreadPoolExecutor``,
+    but daemons: that pool joins its threads when the interpreter exits, so one call stuck in a
+    stalled read (a hung mount, a server that stopped answering) held the exit of a script that
+    had left its loop, or been interrupted, until the call returned. The loop's own stop still
+    joins them (:func:`join_threads`), and warns of one that will not stop."""
+
+    def __init__(self, workers: int, name: str):
+        self._work: queue.SimpleQueue = queue.SimpleQueue()
+        self._workers, self._name = workers, name
+        self.threads: list[threading.Thread] = []
+        self._lock = threading.Lock()
+        self._shut = False
+
+    def submit(self, fn, /, *args, **kwargs) -> cf.Future:
+        fut: cf.Future = cf.Future()
+        with self._lock:
+            if self._shut:
+                raise RuntimeError(f"{self._name}: cannot start work after shutdown")
+            self._work.put((fut, fn, args, kwargs))
+            if len(self.threads) < self._workers:
+                t = threading.Thread(target=_serve, args=(self._work,), daemon=True,
+                                     name=f"{self._name}_{len(self.threads)}")
+                t.start()
+                self.threads.append(t)
+        return fut
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        with self._lock:
+            if self._shut:
+                return
+            self._shut = True
+        if cancel_futures:
+            while True:
+                try:
+                    job = self._work.get_nowait()
+                except queue.Empty:
+                    break
+                job[0].cancel()
+        for _ in self.threads:
+            self._work.put(None)   # one stop per thread, after the work already queued
+        if wait:
+            for t in self.threads:
+                t.join()
+
+
+def _serve(work: queue.SimpleQueue) -> None:
+    while (job := work.get()) is not None:
+        _run(*job)
+        del job   # a finished call's arguments (a batch's lease) are not held while waiting
+
+
+def _run(fut: cf.Future, fn, args, kwargs) -> None:
+    if not fut.set_running_or_notify_cancel():
+        return
+    try:
+        result = fn(*args, **kwargs)
+    except BaseException as e:   # the caller's result() raises it
+        fut.set_exception(e)
+    else:
+        fut.set_result(result)
 
 
 class Node:
@@ -279,7 +343,7 @@ class ThreadMap(Node):
         self.name, self.kind, self._wrap, self._inside = name, kind, wrap, inside
         self._stats = StageStats(name, kind, max(workers, 1))
         self._it: Iterator[Any] | None = None
-        self._pool: cf.ThreadPoolExecutor | None = None
+        self._pool: DaemonPool | None = None
         self._pending: collections.deque = collections.deque()   # (index, item, future)
         self._index = 0
         self._exhausted = False
@@ -295,14 +359,8 @@ class ThreadMap(Node):
                     raise StopIteration
                 if self._pool is None:
                     self._pid = os.getpid()
-                    self._pool = cf.ThreadPoolExecutor(self.workers, thread_name_prefix=f"fastload-{self.name}")
-                try:
-                    return self._pool.submit(_timed, self._fn, self._stats, item)   # tasks never hold the node
-                except RuntimeError:
-                    # A pool this node has not shut down refuses work only once the interpreter exits (it
-                    # then waits for the pools' threads): a thread still iterating, a daemon's loop, does
-                    # the work itself, as with workers=0, until the exit stops it without a traceback.
-                    pass
+                    self._pool = DaemonPool(self.workers, f"fastload-{self.name}")
+                return self._pool.submit(_timed, self._fn, self._stats, item)   # tasks never hold the node
         f: cf.Future = cf.Future()
         try:
             f.set_result(_timed(self._fn, self._stats, item))
@@ -383,7 +441,7 @@ class ThreadMap(Node):
             fut.cancel()
         if pool is not None:
             pool.shutdown(wait=False, cancel_futures=True)
-            join_threads(list(getattr(pool, "_threads", ())), self.name, self._inside)
+            join_threads(pool.threads, self.name, self._inside)
         self._pending.clear()
         it, self._it = self._it, None
         close_iterator(it)

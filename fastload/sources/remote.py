@@ -35,7 +35,6 @@ backends are imported only when a URL is given.
 from __future__ import annotations
 
 import collections
-import concurrent.futures
 import hashlib
 import importlib.util
 import io
@@ -50,6 +49,7 @@ from typing import Callable, Sequence
 
 from .._kernels import _pread
 from .._optional import need
+from ..pipeline.node import DaemonPool
 from . import _files
 
 __all__ = ["Storage", "StorageError", "cache_name", "expand_urls", "is_url", "listed_once", "local_copy",
@@ -444,8 +444,7 @@ class Storage:
             return [one(r) for r in ranges]
         with self._lock:
             if self._pool is None:
-                self._pool = concurrent.futures.ThreadPoolExecutor(self.max_in_flight,
-                                                                   thread_name_prefix="fastload-io")
+                self._pool = DaemonPool(self.max_in_flight, "fastload-io")
             pool = self._pool
         return list(pool.map(one, ranges))
 
