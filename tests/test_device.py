@@ -133,3 +133,25 @@ def test_bgr_caffe_style_normalisation_matches_the_host(image_folder, layout):
         np.testing.assert_allclose(x, hx, atol=1e-5, rtol=2e-6)
         np.testing.assert_array_equal(y, hy)
     assert all(c[1] != np.uint8 or c[2][-1] == 3 for c in backend.copies)
+
+
+@pytest.mark.parametrize("scale", [None, True, False])
+def test_the_device_scales_pixels_as_the_host_does(image_folder, scale):
+    """scale=None is the Image default (pixel / 255, as ToDtype(scale=True)): the device once read
+    it as False and gave 0..255 where the host gave 0..1."""
+    tr = [fl.RandomResizedCrop(16)]
+    kw = dict(batch_size=4, shuffle=True, seed=1, transforms=tr, scale=scale)
+    host = [np.array(b[0]) for b in fl.Loader(fl.ImageFolder(image_folder), **kw)]
+    got = [np.asarray(b[0]) for b in fl.Loader(fl.ImageFolder(image_folder), device=StandIn(), **kw)]
+    assert len(got) == len(host)
+    for x, hx in zip(got, host):
+        np.testing.assert_allclose(x, hx, atol=1e-6, rtol=1e-6)
+    assert max(float(h.max()) for h in host) <= (255.0 if scale is False else 1.0)
+
+
+def test_a_float16_that_would_overflow_is_refused_on_the_device_as_on_the_host(image_folder):
+    tr = [fl.RandomResizedCrop(16), fl.Normalize([0.5] * 3, [1e-6] * 3)]
+    with pytest.raises(ValueError, match=r"beyond the largest float16 \(65504\)"):
+        fl.Loader(fl.ImageFolder(image_folder), batch_size=4, transforms=tr, dtype="float16")
+    with pytest.raises(ValueError, match=r"beyond the largest float16 \(65504\)"):
+        fl.Loader(fl.ImageFolder(image_folder), batch_size=4, transforms=tr, dtype="float16", device=StandIn())

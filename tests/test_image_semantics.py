@@ -542,3 +542,49 @@ def test_only_bilinear_decodes_jpegs_dct_scaled(tmp_path, interpolation, pillow_
     assert field.plan.max_denom == (8 if interpolation == "bilinear" else 1)
     got = first_batch(tmp_path, [fl.Resize((40, 48), interpolation=interpolation)])[0].astype(int)
     assert np.abs(got - want).max() <= max_diff
+
+
+# -- torchvision's argument forms -------------------------------------------------------------------
+
+@pytest.mark.parametrize("make", [lambda a: fl.Resize((8, 8), antialias=a),
+                                  lambda a: fl.RandomResizedCrop(8, antialias=a)])
+@pytest.mark.parametrize("value", [None, 0, 1, "False"])
+def test_antialias_takes_a_bool_only(make, value):
+    # None or 0 once turned antialiasing off (up to 111 levels off Pillow), "False" turned it on
+    with pytest.raises(TypeError, match="antialias must be True or False"):
+        make(value)
+    assert make(False).antialias is False and make(np.bool_(True)).antialias is True
+
+
+def test_normalize_takes_one_value_for_every_channel_and_tensors(tmp_path):
+    torch = pytest.importorskip("torch")
+    one = fl.Normalize((0.5,), (0.25,))   # torchvision broadcasts a single mean/std over the channels
+    assert one.mean == (0.5, 0.5, 0.5) and one.std == (0.25, 0.25, 0.25)
+    t = fl.Normalize(torch.tensor([0.485, 0.456, 0.406]), torch.tensor([0.229, 0.224, 0.225]))
+    np.testing.assert_allclose(t.mean, [0.485, 0.456, 0.406], rtol=1e-7)
+    np.testing.assert_allclose(t.std, [0.229, 0.224, 0.225], rtol=1e-7)
+    for bad in ((0.5, 0.5), "abc", (0.5, float("nan"), 0.5), (0.5, None, 0.5)):
+        with pytest.raises(ValueError, match="Normalize mean must be 1 or 3 finite numbers"):
+            fl.Normalize(bad, (1.0,))
+    img = photo_like(12, 10, seed=3)
+    path = tmp_path / "a.png"
+    path.write_bytes(encode(img, "PNG"))
+    x = next(iter(fl.Loader(fl.ImageFiles(tmp_path), batch_size=1, transforms=[fl.CenterCrop(8), one])))
+    # as torchvision: (x / 255 - 0.5) / 0.25
+    ref = (img[2:10, 1:9].astype(np.float64) / 255 - 0.5) / 0.25
+    np.testing.assert_allclose(x[0], ref.transpose(2, 0, 1), atol=2e-6)
+
+
+def test_random_resized_crop_takes_a_scale_from_zero_as_torchvision_does():
+    assert fl.RandomResizedCrop(8, scale=(0.0, 1.0)).scale == (0.0, 1.0)
+    for bad in ((-0.1, 1.0), (0.0, 0.0), (0.5, 1.5)):
+        with pytest.raises(ValueError, match="RandomResizedCrop scale"):
+            fl.RandomResizedCrop(8, scale=bad)
+    with pytest.raises(ValueError, match="RandomResizedCrop ratio"):
+        fl.RandomResizedCrop(8, ratio=(0.0, 1.0))
+
+
+def test_hue_says_the_range_it_accepts():
+    assert fl.ColorJitter(hue=0.5).hue == 0.5
+    with pytest.raises(ValueError, match=r"hue must be in \[0, 0\.5\], got 0\.6"):
+        fl.ColorJitter(hue=0.6)

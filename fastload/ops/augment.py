@@ -29,7 +29,7 @@ def _range(v, name: str, center: float, lo: float, hi: float) -> tuple[float, fl
     if isinstance(v, numbers.Number) or isinstance(v, bool):
         s = number(v)
         if s < 0 or (center == 0 and s > hi):
-            raise ValueError(f"ColorJitter {name} must be in [0, {hi if center == 0 else 'inf'}), got {v!r}")
+            raise ValueError(f"ColorJitter {name} must be in {f'[0, {hi}]' if center == 0 else '[0, inf)'}, got {v!r}")
         return max(center - s, lo), center + s
     if isinstance(v, (str, bytes)) or not hasattr(v, "__len__") or len(v) != 2:
         raise ValueError(f"ColorJitter {name} must be a finite number or a (min, max) pair, got {v!r}")

@@ -25,6 +25,8 @@ import math
 import numbers
 from dataclasses import dataclass
 
+import numpy as np
+
 __all__ = ["Resize", "CenterCrop", "RandomCrop", "RandomResizedCrop"]
 
 # Keep in step with src_c/geometry.h.
@@ -57,20 +59,27 @@ def _size2(size, what: str) -> tuple[int, int]:
     return _int(size[0], f"{what} size[0] (height)"), _int(size[1], f"{what} size[1] (width)")
 
 
+def _flag(v, what: str) -> bool:
+    """A bool (NumPy's too): None or 0 would switch antialiasing off by their truthiness, "False" on."""
+    if not isinstance(v, (bool, np.bool_)):
+        raise TypeError(f"{what} must be True or False, got {v!r}")
+    return bool(v)
+
+
 def _interp(name: str) -> int:
     if name not in INTERPOLATIONS:
         raise ValueError(f"interpolation must be one of {sorted(INTERPOLATIONS)}, got {name!r}")
     return INTERPOLATIONS[name]
 
 
-def _pair(v, what: str) -> tuple[float, float]:
-    """A (lo, hi) pair of finite numbers with 0 < lo <= hi."""
+def _pair(v, what: str, zero: bool = False) -> tuple[float, float]:
+    """A (lo, hi) pair of finite numbers with 0 < lo <= hi (0 <= lo with ``zero``; hi > 0 always)."""
     try:
         lo, hi = (float(x) for x in v)
     except (TypeError, ValueError):
         raise TypeError(f"{what} must be a (min, max) pair of numbers, got {v!r}") from None
-    if not (math.isfinite(lo) and math.isfinite(hi) and 0 < lo <= hi):
-        raise ValueError(f"{what} must satisfy 0 < min <= max (finite), got {v!r}")
+    if not (math.isfinite(lo) and math.isfinite(hi) and (0 <= lo if zero else 0 < lo) and lo <= hi and hi > 0):
+        raise ValueError(f"{what} must satisfy 0 {'<=' if zero else '<'} min <= max, max > 0 (finite), got {v!r}")
     return lo, hi
 
 
@@ -104,6 +113,7 @@ class Resize(GeometricOp):
 
     def __post_init__(self):
         _interp(self.interpolation)
+        object.__setattr__(self, "antialias", _flag(self.antialias, "Resize antialias"))
         h, w = _size2(self.size, "Resize")
         if self._shorter_side:
             if self.max_size is not None and _int(self.max_size, "Resize max_size") <= h:
@@ -188,9 +198,10 @@ class RandomResizedCrop(GeometricOp):
     def __post_init__(self):
         _size2(self.size, "RandomResizedCrop")
         _interp(self.interpolation)
-        lo, hi = _pair(self.scale, "RandomResizedCrop scale")
+        object.__setattr__(self, "antialias", _flag(self.antialias, "RandomResizedCrop antialias"))
+        lo, hi = _pair(self.scale, "RandomResizedCrop scale", zero=True)   # a 0 as torchvision takes it
         if hi > 1:
-            raise ValueError(f"RandomResizedCrop scale must satisfy 0 < min <= max <= 1, got {self.scale}")
+            raise ValueError(f"RandomResizedCrop scale must satisfy 0 <= min <= max <= 1, got {self.scale}")
         _pair(self.ratio, "RandomResizedCrop ratio")
 
     @property

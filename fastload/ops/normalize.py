@@ -37,12 +37,15 @@ class Normalize:
     order: str = "RGB"
 
     def __post_init__(self):
-        for name in ("mean", "std"):
+        for name in ("mean", "std"):   # one value for every channel, as torchvision broadcasts it
             v = getattr(self, name)
-            if isinstance(v, (str, bytes)) or not hasattr(v, "__len__") or len(v) != 3:
-                raise ValueError(f"Normalize {name} must be 3 numbers, got {v!r}")
-            if not all(isinstance(x, (int, float, np.number)) and math.isfinite(x) for x in v):
-                raise ValueError(f"Normalize {name} must be 3 finite numbers, got {v!r}")
+            try:   # numbers, NumPy's or torch's alike
+                values = () if isinstance(v, (str, bytes)) else tuple(float(x) for x in v)
+            except (TypeError, ValueError):
+                values = ()
+            if len(values) not in (1, 3) or not all(math.isfinite(x) for x in values):
+                raise ValueError(f"Normalize {name} must be 1 or 3 finite numbers, got {v!r}")
+            object.__setattr__(self, name, values * 3 if len(values) == 1 else values)
         if any(s == 0 for s in self.std):
             raise ValueError("Normalize std must be non-zero")
         if self.order not in ("RGB", "BGR"):

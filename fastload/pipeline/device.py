@@ -136,15 +136,19 @@ class DeviceTransfer:
     # -- images cross as uint8 and are normalised on the device -------------------------
     def device_image(self, name: str, transforms: list, options: dict):
         """Host-side (transforms, options) for image field ``name``; records the device op."""
-        from ..image.field import _dtype_name
-        from ..ops.normalize import Normalize
+        from ..image.field import Image, _dtype_name
+        from ..ops.normalize import Normalize, make_lut
         dtype = _dtype_name(options.get("dtype", "float32"))   # np.uint8 is "uint8" too
         if not self.to_device or dtype == "uint8":
             return transforms, options
         norm = transforms[-1] if transforms and isinstance(transforms[-1], Normalize) else None
+        scale = options.get("scale")
+        scale = Image.default_scale if scale is None else scale   # as the host's Image resolves it
         mean = np.asarray(norm.mean if norm else (0.0,) * 3, np.float64)
         std = np.asarray(norm.std if norm else (1.0,) * 3, np.float64)
-        max_value = norm.max_value if norm else (255.0 if options.get("scale", True) else 1.0)
+        max_value = norm.max_value if norm else (255.0 if scale else 1.0)
+        # The host's table, for its checks only: a float16 that would overflow to inf is refused here too.
+        make_lut(mean=mean, std=std, max_value=max_value, dtype=dtype)
         bgr = norm is not None and norm.order == "BGR"
         self._image_ops[name] = (str(np.dtype(dtype)), options.get("layout", "NCHW"), bgr,
                                  self.backend.constants((1.0 / (max_value * std)).tolist()),
