@@ -178,3 +178,20 @@ def test_unbatched_rows_do_not_hold_their_batch_buffer(output):
         np.testing.assert_array_equal(x, np.arange(i * 8, i * 8 + 8, dtype=np.float32))
     # 600 buffered rows of 64-row batches pinned about 600 * ln(64) / 64 ~ 40 whole batches before
     assert loader.stats()["buffer_slots"] <= 6
+
+
+def test_a_zip_read_through_a_stream_names_a_failure_as_random_access_does(tmp_path):
+    path = tmp_path / "t.jsonl"
+    path.write_text("\n".join(['{"text": "a"}'] * 4 + ["{oops"] + ['{"text": "b"}'] * 3) + "\n")
+    records = fl.zip(text=fl.JSONRecords(str(path), field="text"), n=fl.ListSource(list(range(8))))
+    named = []
+    for src in (records, records.map(lambda r: r).shuffle(8, seed=0, initial=8)):
+        loader = fl.Loader(src, batch_size=4, on_error="skip",
+                           fields={"text": fl.Tokenize(["a", "b"], max_length=2), "n": None})
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")   # the skip's own report
+            assert sorted(n for b in loader for n in b["n"]) == [0, 1, 2, 3, 5, 6, 7]
+        named.append(loader.stats()["failures"])
+    want = f"text={path}:line 5 | n=ListSource[4]"
+    assert [[where for where, _ in f] for f in named] == [[want], [want]]   # its partner named too
+    assert all(why.startswith("malformed JSON") for f in named for _, why in f)

@@ -51,8 +51,9 @@ class Source(Fluent):
         for i in range(len(self)):
             try:
                 yield self[i]
-            except RecordError as e:
-                yield FailedRecord(str(e.record), e.reason)
+            except RecordError as e:   # named as random access names it (a zip's record: every part's)
+                where, part = self.record_id(i), str(e.record)
+                yield FailedRecord(where if part in where else f"{where}: {part}", e.reason)
 
     def record_id(self, index: int) -> str:
         """A short, human-readable name of record ``index`` for error messages."""
