@@ -51,6 +51,15 @@ def _pair_part(parts: dict[str, Source], how: str) -> str | None:
     return paired[0]
 
 
+def _take_parts(src: Source, parts: dict[str, Source], how: str) -> None:
+    """A zipped or joined source's parts, fields, and (through a labelled part) classes."""
+    src.parts = parts
+    src._pair = _pair_part(parts, how)
+    src.fields = tuple(parts) + (("label",) if src._pair else ())
+    if src._pair and hasattr(parts[src._pair], "classes"):
+        src.classes = parts[src._pair].classes   # for a "onehot" label field
+
+
 def _record(pair: str | None, values: dict[str, Any]) -> dict[str, Any]:
     """A zipped or joined record from its parts' records (None: a left join's missing part)."""
     if pair is not None:
@@ -73,12 +82,8 @@ class ZippedSource(Source):
     """Record ``i`` is ``{name: part[i]}`` for every named part."""
 
     def __init__(self, parts: dict[str, Source], length: int):
-        self.parts = parts
+        _take_parts(self, parts, "zip")
         self._n = length
-        self._pair = _pair_part(parts, "zip")
-        self.fields = tuple(parts) + (("label",) if self._pair else ())
-        if self._pair and hasattr(parts[self._pair], "classes"):
-            self.classes = parts[self._pair].classes   # for a "onehot" label field
 
     def __len__(self) -> int:
         return self._n
@@ -188,36 +193,33 @@ class KeyedSource(Source):
         """The key of every record, in order. A record without one is a RecordError naming it (and
         a record that cannot be read raises its own); with ``skip``, its key is ``UNREAD`` instead."""
         if self._keys is None or (not skip and self._unread):
-            keys, key, self._unread = [], self.key, []
+            keys, self._unread = [], []
             for i in range(len(self.source)):
                 try:
-                    record = self.source[i]
+                    keys.append(self._key_of(i))
                 except RecordError as e:
                     if not skip:
                         raise
                     self._unread.append(e)
                     keys.append(UNREAD)
-                    continue
-                try:
-                    k = key(record) if callable(key) else record[key]
-                except Exception as e:   # a missing field, a record of another shape, the function's own
-                    why = f"no field {key!r}" if isinstance(e, KeyError) and not callable(key) else \
-                        f"its key cannot be taken ({type(e).__name__}: {e})"
-                    e = RecordError(self.source.record_id(i), f"join: {why}")
-                    if not skip:
-                        raise e from None
-                    self._unread.append(e)
-                    keys.append(UNREAD)
-                    continue
-                try:
-                    hash(k)
-                except TypeError:   # a JSON list or object as the id
-                    raise RecordError(self.source.record_id(i), f"join: its key {k!r} is a {type(k).__name__}, "
-                                      "which cannot be a key: key_by a function that returns a hashable "
-                                      "value (a str, a number, a tuple)") from None
-                keys.append(k)
             self._keys = keys
         return self._keys
+
+    def _key_of(self, index: int) -> Hashable:
+        record, key = self.source[index], self.key
+        try:
+            k = key(record) if callable(key) else record[key]
+        except Exception as e:   # a missing field, a record of another shape, the function's own
+            why = f"no field {key!r}" if isinstance(e, KeyError) and not callable(key) else \
+                f"its key cannot be taken ({type(e).__name__}: {e})"
+            raise RecordError(self.source.record_id(index), f"join: {why}") from e
+        try:
+            hash(k)
+        except TypeError:   # a JSON list or object as the id
+            raise RecordError(self.source.record_id(index), f"join: its key {k!r} is a {type(k).__name__}, "
+                              "which cannot be a key: key_by a function that returns a hashable "
+                              "value (a str, a number, a tuple)") from None
+        return k
 
 
 def key_by(source: Source, key: Callable[[Any], Hashable] | str) -> KeyedSource:
@@ -241,13 +243,9 @@ class JoinedSource(Source):
     """Record ``i`` is ``{name: part[rows[name][i]]}``; a row of -1 (left join) gives None."""
 
     def __init__(self, parts: dict[str, Source], rows: dict[str, np.ndarray], keys: list[Hashable]):
-        self.parts = parts
+        _take_parts(self, parts, "join")
         self.rows = rows
         self.keys = keys
-        self._pair = _pair_part(parts, "join")
-        self.fields = tuple(parts) + (("label",) if self._pair else ())
-        if self._pair and hasattr(parts[self._pair], "classes"):
-            self.classes = parts[self._pair].classes   # for a "onehot" label field
 
     def __len__(self) -> int:
         return len(self.keys)
