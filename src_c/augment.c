@@ -630,6 +630,39 @@ static inline void hue_pixel(uint8_t *p, float factor)
         p[c] = to_u8(clamp255(o[c] * 255.f));
 }
 
+/* A vector path's hue turn: HUE_BLOCK(in, out, factor) turns LANES pixels,
+ * gathered as v / 255.f (as hue_pixel divides), and returns the mask of the
+ * grey ones (lane k: bit k), which it need not turn (their lanes divide by
+ * zero) and which are not stored; a row's last few go to hue_pixel. A macro,
+ * as WV_KERNEL, so that the block inlines under the path's target. */
+#define HUE_ROWS(ATTR, NAME, LANES, HUE_BLOCK)                                               \
+    ATTR static void NAME(fl_view *img, float factor)                                      \
+    {                                                                                       \
+        const int ch = img->channels;                                                       \
+        float unit[256];                                                                    \
+        for (int v = 0; v < 256; v++)                                                       \
+            unit[v] = v / 255.f;                                                            \
+        for (int y = 0; y < img->height; y++) {                                             \
+            uint8_t *row = img->data + y * img->stride;                                     \
+            int x = 0;                                                                      \
+            for (; x + (LANES) <= img->width; x += (LANES)) {                               \
+                uint8_t *p = row + (size_t)x * ch;                                          \
+                _Alignas(32) float in[3][LANES];                                            \
+                _Alignas(32) int32_t out[3][LANES];                                         \
+                for (int k = 0; k < (LANES); k++)                                           \
+                    for (int c = 0; c < 3; c++)                                             \
+                        in[c][k] = unit[p[k * ch + c]];                                     \
+                const unsigned grey = HUE_BLOCK(in, out, factor);                           \
+                for (int k = 0; k < (LANES); k++)                                           \
+                    if (!(grey >> k & 1))                                                   \
+                        for (int c = 0; c < 3; c++)                                         \
+                            p[k * ch + c] = (uint8_t)out[c][k];                             \
+            }                                                                               \
+            for (; x < img->width; x++)                                                     \
+                hue_pixel(row + (size_t)x * ch, factor);                                    \
+        }                                                                                   \
+    }
+
 #if FL_JITTER_AVX2
 static FL_AVX2_INLINE __m256 hue_clamp01(__m256 x)
 {
@@ -640,79 +673,58 @@ static FL_AVX2_INLINE __m256 hue_clamp01(__m256 x)
  * same order (separate multiplies and adds, never fused), so the same bytes.
  * The two fmodf(x, 1) become x - floor(x), exact where they are used: h / 6 + 1
  * lies in [5/6, 11/6] and h + factor + 1 in [0.5, 2.5) for |factor| <= 0.5, and
- * x - 1 on [1, 2), x - 2 on [2, 2.5) are exact (Sterbenz). A grey pixel's
- * lanes divide by zero; they are not stored. */
-FL_AVX2 static void hue_avx2(fl_view *img, float factor)
+ * x - 1 on [1, 2), x - 2 on [2, 2.5) are exact (Sterbenz). */
+static FL_AVX2_INLINE unsigned hue_avx2(const float in[3][8], int32_t out[3][8], float factor)
 {
-    const int ch = img->channels;
     const __m256 k255 = _mm256_set1_ps(255.f), one = _mm256_set1_ps(1.f), six = _mm256_set1_ps(6.f);
     const __m256 two = _mm256_set1_ps(2.f), four = _mm256_set1_ps(4.f), half = _mm256_set1_ps(0.5f);
-    const __m256 fac = _mm256_set1_ps(factor);
-    float unit[256];   /* v / 255.f, as hue_pixel divides */
-    for (int v = 0; v < 256; v++)
-        unit[v] = v / 255.f;
-    for (int y = 0; y < img->height; y++) {
-        uint8_t *row = img->data + y * img->stride;
-        int x = 0;
-        for (; x + 8 <= img->width; x += 8) {
-            uint8_t *p = row + (size_t)x * ch;
-            _Alignas(32) float in[3][8];
-            _Alignas(32) int32_t out[3][8];
-            for (int k = 0; k < 8; k++)
-                for (int c = 0; c < 3; c++)
-                    in[c][k] = unit[p[k * ch + c]];
-            const __m256 r = _mm256_load_ps(in[0]), g = _mm256_load_ps(in[1]), b = _mm256_load_ps(in[2]);
-            const __m256 maxc = _mm256_max_ps(r, _mm256_max_ps(g, b)), minc = _mm256_min_ps(r, _mm256_min_ps(g, b));
-            const int grey = _mm256_movemask_ps(_mm256_cmp_ps(maxc, minc, _CMP_EQ_OQ));
-            if (grey == 0xFF)
-                continue;
-            const __m256 cr = _mm256_sub_ps(maxc, minc), s = _mm256_div_ps(cr, maxc);
-            const __m256 rc = _mm256_div_ps(_mm256_sub_ps(maxc, r), cr);
-            const __m256 gc = _mm256_div_ps(_mm256_sub_ps(maxc, g), cr);
-            const __m256 bc = _mm256_div_ps(_mm256_sub_ps(maxc, b), cr);
-            __m256 h = _mm256_sub_ps(_mm256_add_ps(four, gc), rc);
-            h = _mm256_blendv_ps(h, _mm256_sub_ps(_mm256_add_ps(two, rc), bc), _mm256_cmp_ps(maxc, g, _CMP_EQ_OQ));
-            h = _mm256_blendv_ps(h, _mm256_sub_ps(bc, gc), _mm256_cmp_ps(maxc, r, _CMP_EQ_OQ));
-            h = _mm256_add_ps(_mm256_div_ps(h, six), one);
-            h = _mm256_sub_ps(h, _mm256_floor_ps(h));
-            h = _mm256_add_ps(_mm256_add_ps(h, fac), one);
-            h = _mm256_sub_ps(h, _mm256_floor_ps(h));
-            const __m256 h6 = _mm256_mul_ps(h, six), i = _mm256_floor_ps(h6), f = _mm256_sub_ps(h6, i), v = maxc;
-            const __m256 pp = hue_clamp01(_mm256_mul_ps(v, _mm256_sub_ps(one, s)));
-            const __m256 q = hue_clamp01(_mm256_mul_ps(v, _mm256_sub_ps(one, _mm256_mul_ps(s, f))));
-            const __m256 t = hue_clamp01(_mm256_mul_ps(v, _mm256_sub_ps(one, _mm256_mul_ps(s, _mm256_sub_ps(one, f)))));
-            /* sector (int)i % 6: i is 0..6, 6 when h * 6 rounds up to 6 */
-            __m256i sec = _mm256_cvttps_epi32(i);
-            sec = _mm256_andnot_si256(_mm256_cmpeq_epi32(sec, _mm256_set1_epi32(6)), sec);
+    const __m256 r = _mm256_load_ps(in[0]), g = _mm256_load_ps(in[1]), b = _mm256_load_ps(in[2]);
+    const __m256 maxc = _mm256_max_ps(r, _mm256_max_ps(g, b)), minc = _mm256_min_ps(r, _mm256_min_ps(g, b));
+    const unsigned grey = (unsigned)_mm256_movemask_ps(_mm256_cmp_ps(maxc, minc, _CMP_EQ_OQ));
+    if (grey == 0xFF)
+        return grey;
+    const __m256 cr = _mm256_sub_ps(maxc, minc), s = _mm256_div_ps(cr, maxc);
+    const __m256 rc = _mm256_div_ps(_mm256_sub_ps(maxc, r), cr);
+    const __m256 gc = _mm256_div_ps(_mm256_sub_ps(maxc, g), cr);
+    const __m256 bc = _mm256_div_ps(_mm256_sub_ps(maxc, b), cr);
+    __m256 h = _mm256_sub_ps(_mm256_add_ps(four, gc), rc);
+    h = _mm256_blendv_ps(h, _mm256_sub_ps(_mm256_add_ps(two, rc), bc), _mm256_cmp_ps(maxc, g, _CMP_EQ_OQ));
+    h = _mm256_blendv_ps(h, _mm256_sub_ps(bc, gc), _mm256_cmp_ps(maxc, r, _CMP_EQ_OQ));
+    h = _mm256_add_ps(_mm256_div_ps(h, six), one);
+    h = _mm256_sub_ps(h, _mm256_floor_ps(h));
+    h = _mm256_add_ps(_mm256_add_ps(h, _mm256_set1_ps(factor)), one);
+    h = _mm256_sub_ps(h, _mm256_floor_ps(h));
+    const __m256 h6 = _mm256_mul_ps(h, six), i = _mm256_floor_ps(h6), f = _mm256_sub_ps(h6, i), v = maxc;
+    const __m256 pp = hue_clamp01(_mm256_mul_ps(v, _mm256_sub_ps(one, s)));
+    const __m256 q = hue_clamp01(_mm256_mul_ps(v, _mm256_sub_ps(one, _mm256_mul_ps(s, f))));
+    const __m256 t = hue_clamp01(_mm256_mul_ps(v, _mm256_sub_ps(one, _mm256_mul_ps(s, _mm256_sub_ps(one, f)))));
+    /* sector (int)i % 6: i is 0..6, 6 when h * 6 rounds up to 6 */
+    __m256i sec = _mm256_cvttps_epi32(i);
+    sec = _mm256_andnot_si256(_mm256_cmpeq_epi32(sec, _mm256_set1_epi32(6)), sec);
 #define SEC(k) _mm256_castsi256_ps(_mm256_cmpeq_epi32(sec, _mm256_set1_epi32(k)))
-            const __m256 s1 = SEC(1), s2 = SEC(2), s3 = SEC(3), s4 = SEC(4), s5 = SEC(5);
+    const __m256 s1 = SEC(1), s2 = SEC(2), s3 = SEC(3), s4 = SEC(4), s5 = SEC(5);
 #undef SEC
-            /* sectors 0..5: R = v q pp pp t v, G = t v v q pp pp, B = pp pp t v v q */
-            __m256 o0 = v, o1 = t, o2 = pp;
-            o0 = _mm256_blendv_ps(o0, q, s1);
-            o0 = _mm256_blendv_ps(o0, pp, _mm256_or_ps(s2, s3));
-            o0 = _mm256_blendv_ps(o0, t, s4);
-            o1 = _mm256_blendv_ps(o1, v, _mm256_or_ps(s1, s2));
-            o1 = _mm256_blendv_ps(o1, q, s3);
-            o1 = _mm256_blendv_ps(o1, pp, _mm256_or_ps(s4, s5));
-            o2 = _mm256_blendv_ps(o2, t, s2);
-            o2 = _mm256_blendv_ps(o2, v, _mm256_or_ps(s3, s4));
-            o2 = _mm256_blendv_ps(o2, q, s5);
-            const __m256 o[3] = {o0, o1, o2};
-            for (int c = 0; c < 3; c++) {
-                __m256 w = _mm256_mul_ps(o[c], k255);
-                w = _mm256_min_ps(_mm256_max_ps(w, _mm256_setzero_ps()), k255);
-                _mm256_store_si256((__m256i *)out[c], _mm256_cvttps_epi32(_mm256_add_ps(w, half)));
-            }
-            for (int k = 0; k < 8; k++)
-                if (!(grey >> k & 1))
-                    for (int c = 0; c < 3; c++)
-                        p[k * ch + c] = (uint8_t)out[c][k];
-        }
-        for (; x < img->width; x++)
-            hue_pixel(row + (size_t)x * ch, factor);
+    /* sectors 0..5: R = v q pp pp t v, G = t v v q pp pp, B = pp pp t v v q */
+    __m256 o0 = v, o1 = t, o2 = pp;
+    o0 = _mm256_blendv_ps(o0, q, s1);
+    o0 = _mm256_blendv_ps(o0, pp, _mm256_or_ps(s2, s3));
+    o0 = _mm256_blendv_ps(o0, t, s4);
+    o1 = _mm256_blendv_ps(o1, v, _mm256_or_ps(s1, s2));
+    o1 = _mm256_blendv_ps(o1, q, s3);
+    o1 = _mm256_blendv_ps(o1, pp, _mm256_or_ps(s4, s5));
+    o2 = _mm256_blendv_ps(o2, t, s2);
+    o2 = _mm256_blendv_ps(o2, v, _mm256_or_ps(s3, s4));
+    o2 = _mm256_blendv_ps(o2, q, s5);
+    const __m256 o[3] = {o0, o1, o2};
+    for (int c = 0; c < 3; c++) {
+        __m256 w = _mm256_mul_ps(o[c], k255);
+        w = _mm256_min_ps(_mm256_max_ps(w, _mm256_setzero_ps()), k255);
+        _mm256_store_si256((__m256i *)out[c], _mm256_cvttps_epi32(_mm256_add_ps(w, half)));
     }
+    return grey;
 }
+
+HUE_ROWS(FL_AVX2, hue_rows_avx2, 8, hue_avx2)
 #endif
 
 #if FL_NEON
@@ -723,76 +735,58 @@ static inline float32x4_t hue_clamp01_neon(float32x4_t x)
 
 /* hue_avx2 in four lanes: the same operations in the same order, never fused
  * (vfmaq would round differently), so the same bytes as hue_pixel. */
-static void hue_neon(fl_view *img, float factor)
+static inline unsigned hue_neon(const float in[3][4], int32_t out[3][4], float factor)
 {
-    const int ch = img->channels;
     const float32x4_t k255 = vdupq_n_f32(255.f), one = vdupq_n_f32(1.f), six = vdupq_n_f32(6.f);
     const float32x4_t two = vdupq_n_f32(2.f), four = vdupq_n_f32(4.f), half = vdupq_n_f32(0.5f);
-    const float32x4_t fac = vdupq_n_f32(factor), zero = vdupq_n_f32(0.f);
-    float unit[256];   /* v / 255.f, as hue_pixel divides */
-    for (int v = 0; v < 256; v++)
-        unit[v] = v / 255.f;
-    for (int y = 0; y < img->height; y++) {
-        uint8_t *row = img->data + y * img->stride;
-        int x = 0;
-        for (; x + 4 <= img->width; x += 4) {
-            uint8_t *p = row + (size_t)x * ch;
-            float in[3][4];
-            for (int k = 0; k < 4; k++)
-                for (int c = 0; c < 3; c++)
-                    in[c][k] = unit[p[k * ch + c]];
-            const float32x4_t r = vld1q_f32(in[0]), g = vld1q_f32(in[1]), b = vld1q_f32(in[2]);
-            const float32x4_t maxc = vmaxq_f32(r, vmaxq_f32(g, b)), minc = vminq_f32(r, vminq_f32(g, b));
-            uint32_t grey[4];
-            vst1q_u32(grey, vceqq_f32(maxc, minc));
-            if (grey[0] & grey[1] & grey[2] & grey[3])
-                continue;
-            const float32x4_t cr = vsubq_f32(maxc, minc), s = vdivq_f32(cr, maxc);
-            const float32x4_t rc = vdivq_f32(vsubq_f32(maxc, r), cr);
-            const float32x4_t gc = vdivq_f32(vsubq_f32(maxc, g), cr);
-            const float32x4_t bc = vdivq_f32(vsubq_f32(maxc, b), cr);
-            float32x4_t h = vsubq_f32(vaddq_f32(four, gc), rc);
-            h = vbslq_f32(vceqq_f32(maxc, g), vsubq_f32(vaddq_f32(two, rc), bc), h);
-            h = vbslq_f32(vceqq_f32(maxc, r), vsubq_f32(bc, gc), h);
-            h = vaddq_f32(vdivq_f32(h, six), one);
-            h = vsubq_f32(h, vrndmq_f32(h));
-            h = vaddq_f32(vaddq_f32(h, fac), one);
-            h = vsubq_f32(h, vrndmq_f32(h));
-            const float32x4_t h6 = vmulq_f32(h, six), i = vrndmq_f32(h6), f = vsubq_f32(h6, i), v = maxc;
-            const float32x4_t pp = hue_clamp01_neon(vmulq_f32(v, vsubq_f32(one, s)));
-            const float32x4_t q = hue_clamp01_neon(vmulq_f32(v, vsubq_f32(one, vmulq_f32(s, f))));
-            const float32x4_t t = hue_clamp01_neon(vmulq_f32(v, vsubq_f32(one, vmulq_f32(s, vsubq_f32(one, f)))));
-            /* sector (int)i % 6: i is 0..6, 6 when h * 6 rounds up to 6 */
-            const int32x4_t sec = vcvtq_s32_f32(i);
-            const uint32x4_t s1 = vceqq_s32(sec, vdupq_n_s32(1)), s2 = vceqq_s32(sec, vdupq_n_s32(2));
-            const uint32x4_t s3 = vceqq_s32(sec, vdupq_n_s32(3)), s4 = vceqq_s32(sec, vdupq_n_s32(4));
-            const uint32x4_t s5 = vceqq_s32(sec, vdupq_n_s32(5));
-            /* sectors 0..5: R = v q pp pp t v, G = t v v q pp pp, B = pp pp t v v q */
-            float32x4_t o0 = v, o1 = t, o2 = pp;
-            o0 = vbslq_f32(s1, q, o0);
-            o0 = vbslq_f32(vorrq_u32(s2, s3), pp, o0);
-            o0 = vbslq_f32(s4, t, o0);
-            o1 = vbslq_f32(vorrq_u32(s1, s2), v, o1);
-            o1 = vbslq_f32(s3, q, o1);
-            o1 = vbslq_f32(vorrq_u32(s4, s5), pp, o1);
-            o2 = vbslq_f32(s2, t, o2);
-            o2 = vbslq_f32(vorrq_u32(s3, s4), v, o2);
-            o2 = vbslq_f32(s5, q, o2);
-            const float32x4_t o[3] = {o0, o1, o2};
-            int32_t out[3][4];
-            for (int c = 0; c < 3; c++) {
-                const float32x4_t w = vminq_f32(vmaxq_f32(vmulq_f32(o[c], k255), zero), k255);
-                vst1q_s32(out[c], vcvtq_s32_f32(vaddq_f32(w, half)));
-            }
-            for (int k = 0; k < 4; k++)
-                if (!grey[k])
-                    for (int c = 0; c < 3; c++)
-                        p[k * ch + c] = (uint8_t)out[c][k];
-        }
-        for (; x < img->width; x++)
-            hue_pixel(row + (size_t)x * ch, factor);
+    const float32x4_t zero = vdupq_n_f32(0.f);
+    const float32x4_t r = vld1q_f32(in[0]), g = vld1q_f32(in[1]), b = vld1q_f32(in[2]);
+    const float32x4_t maxc = vmaxq_f32(r, vmaxq_f32(g, b)), minc = vminq_f32(r, vminq_f32(g, b));
+    uint32_t eq[4];
+    vst1q_u32(eq, vceqq_f32(maxc, minc));
+    const unsigned grey = (eq[0] & 1) | (eq[1] & 2) | (eq[2] & 4) | (eq[3] & 8);
+    if (grey == 0xF)
+        return grey;
+    const float32x4_t cr = vsubq_f32(maxc, minc), s = vdivq_f32(cr, maxc);
+    const float32x4_t rc = vdivq_f32(vsubq_f32(maxc, r), cr);
+    const float32x4_t gc = vdivq_f32(vsubq_f32(maxc, g), cr);
+    const float32x4_t bc = vdivq_f32(vsubq_f32(maxc, b), cr);
+    float32x4_t h = vsubq_f32(vaddq_f32(four, gc), rc);
+    h = vbslq_f32(vceqq_f32(maxc, g), vsubq_f32(vaddq_f32(two, rc), bc), h);
+    h = vbslq_f32(vceqq_f32(maxc, r), vsubq_f32(bc, gc), h);
+    h = vaddq_f32(vdivq_f32(h, six), one);
+    h = vsubq_f32(h, vrndmq_f32(h));
+    h = vaddq_f32(vaddq_f32(h, vdupq_n_f32(factor)), one);
+    h = vsubq_f32(h, vrndmq_f32(h));
+    const float32x4_t h6 = vmulq_f32(h, six), i = vrndmq_f32(h6), f = vsubq_f32(h6, i), v = maxc;
+    const float32x4_t pp = hue_clamp01_neon(vmulq_f32(v, vsubq_f32(one, s)));
+    const float32x4_t q = hue_clamp01_neon(vmulq_f32(v, vsubq_f32(one, vmulq_f32(s, f))));
+    const float32x4_t t = hue_clamp01_neon(vmulq_f32(v, vsubq_f32(one, vmulq_f32(s, vsubq_f32(one, f)))));
+    /* sector (int)i % 6: i is 0..6, 6 when h * 6 rounds up to 6 (no lane compares equal to 6) */
+    const int32x4_t sec = vcvtq_s32_f32(i);
+    const uint32x4_t s1 = vceqq_s32(sec, vdupq_n_s32(1)), s2 = vceqq_s32(sec, vdupq_n_s32(2));
+    const uint32x4_t s3 = vceqq_s32(sec, vdupq_n_s32(3)), s4 = vceqq_s32(sec, vdupq_n_s32(4));
+    const uint32x4_t s5 = vceqq_s32(sec, vdupq_n_s32(5));
+    /* sectors 0..5: R = v q pp pp t v, G = t v v q pp pp, B = pp pp t v v q */
+    float32x4_t o0 = v, o1 = t, o2 = pp;
+    o0 = vbslq_f32(s1, q, o0);
+    o0 = vbslq_f32(vorrq_u32(s2, s3), pp, o0);
+    o0 = vbslq_f32(s4, t, o0);
+    o1 = vbslq_f32(vorrq_u32(s1, s2), v, o1);
+    o1 = vbslq_f32(s3, q, o1);
+    o1 = vbslq_f32(vorrq_u32(s4, s5), pp, o1);
+    o2 = vbslq_f32(s2, t, o2);
+    o2 = vbslq_f32(vorrq_u32(s3, s4), v, o2);
+    o2 = vbslq_f32(s5, q, o2);
+    const float32x4_t o[3] = {o0, o1, o2};
+    for (int c = 0; c < 3; c++) {
+        const float32x4_t w = vminq_f32(vmaxq_f32(vmulq_f32(o[c], k255), zero), k255);
+        vst1q_s32(out[c], vcvtq_s32_f32(vaddq_f32(w, half)));
     }
+    return grey;
 }
+
+HUE_ROWS(, hue_rows_neon, 4, hue_neon)
 #endif
 
 void fl_adjust_hue(fl_view *img, float factor)
@@ -801,13 +795,13 @@ void fl_adjust_hue(fl_view *img, float factor)
         return;
 #if FL_JITTER_AVX2
     if (fl_simd == FL_SIMD_AVX2 && factor >= -0.5f && factor <= 0.5f) {   /* see hue_avx2 */
-        hue_avx2(img, factor);
+        hue_rows_avx2(img, factor);
         return;
     }
 #endif
 #if FL_NEON
     if (fl_simd == FL_SIMD_NEON && factor >= -0.5f && factor <= 0.5f) {   /* see hue_avx2 */
-        hue_neon(img, factor);
+        hue_rows_neon(img, factor);
         return;
     }
 #endif
