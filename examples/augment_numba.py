@@ -52,6 +52,7 @@ def main():
     for workers in (1, 2):
         loader = fl.Loader(records, batch_size=32, shuffle=True, seed=0, workers=workers, copy=True,
                            fields={"image": image, "label": "index"}, as_tuple=True)
+        next(iter(loader))   # Numba compiles the kernels at their first call: not timed
         t = time.perf_counter()
         batches = list(loader)
         x, y = batches[0]

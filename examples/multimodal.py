@@ -58,7 +58,8 @@ def main() -> None:
             if b == 0:
                 for name, value in batch.items():
                     print(f"  {name:<12} {tuple(value.shape)} {value.dtype}")
-        print(f"{b + 1} batches per epoch; first caption ids: {batch['text'][0][:batch['text_length'][0]].tolist()}")
+                print(f"  first caption's ids: {batch['text'][0][:batch['text_length'][0]].tolist()}")
+        print(f"{b + 1} batches per epoch")
 
 
 if __name__ == "__main__":

@@ -33,6 +33,8 @@ def main():
     ap.add_argument("--resume", action="store_true", help="continue from --checkpoint")
     ap.add_argument("--seed", type=int, default=0, help="seed of the initial weights (the loader's is its own)")
     args = ap.parse_args()
+    if args.resume and not args.checkpoint:
+        ap.error("--resume continues from --checkpoint FILE: give it")
     torch.manual_seed(args.seed)
     path = args.path or make_image_folder(os.path.join(tempfile.mkdtemp(), "train"), classes=4,
                                           per_class=args.per_class, size=(96, 112))

@@ -74,11 +74,17 @@ class progress:
             self.bar.close()
         return time.perf_counter() - self.t0
 
+    def __enter__(self) -> "progress":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()   # on an error too: the bar's line is cleared before the message is printed
+
 
 # -- demo and features ------------------------------------------------------------------
 DEMO_HELP = """\
-Run a few epochs of a typical training loader (random resized crop, flip,
-normalise) and print images per second. Without PATH it first writes a small
+Run a typical training loader (random resized crop, flip, normalise) for an
+epoch (--epochs for more) and print images per second. Without PATH it first writes a small
 dataset of photo-like JPEGs (10 classes x 64 images) to a temporary folder.
 
 examples:
@@ -148,7 +154,7 @@ def _demo(source, args) -> int:
     for epoch in range(args.epochs):
         bar = progress(len(source), f"epoch {epoch}")
         n = 0
-        with warnings.catch_warnings():   # skipped files are listed at the end instead
+        with bar, warnings.catch_warnings():   # skipped files are listed at the end instead
             warnings.filterwarnings("ignore", "fastload: skipping", RuntimeWarning)
             try:
                 for images, labels in loader:
@@ -157,7 +163,6 @@ def _demo(source, args) -> int:
                     n += len(images)
                     bar.update(len(images))
             except fl.RecordError:   # not one file read: say which and why, in a line
-                bar.close()
                 failures = loader.stats()["failures"]
                 rid, reason = failures[0]
                 raise UsageError(f"{source.root}: none of the {len(failures)} file(s) read could be decoded "
@@ -199,6 +204,8 @@ def main(argv=None) -> int:
         return code
     except UsageError as e:
         parser.exit(2, f"fastload: error: {e}\n")
+    except MemoryError as e:   # the batch buffers' own message says what would fit
+        parser.exit(1, f"fastload: error: {e or 'out of memory'}\n")
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:

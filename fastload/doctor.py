@@ -48,11 +48,12 @@ def add_parser(subparsers):
                               description=HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("path", nargs="?", help="a folder with one subfolder of images per class")
     p.add_argument("--config", metavar="FILE", help="a Python file that builds the loader (see above)")
-    p.add_argument("--size", type=int, default=224, help="output images are SIZE x SIZE pixels (default 224)")
-    p.add_argument("--batch-size", type=int, default=64, help="images per batch (default 64)")
+    # None: not given (--config builds its own loader and refuses them)
+    p.add_argument("--size", type=int, default=None, help="output images are SIZE x SIZE pixels (default 224)")
+    p.add_argument("--batch-size", type=int, default=None, help="images per batch (default 64)")
     p.add_argument("--workers", type=int, default=None,
                    help=f"worker threads (default: the number of CPU cores, {os.cpu_count()} here)")
-    p.add_argument("--transforms", default="crop,flip,normalize",
+    p.add_argument("--transforms", default=None,
                    help="comma-separated, in order, from: " + "; ".join(f"{k} ({v})" for k, v in TRANSFORMS.items())
                    + " (default: crop,flip,normalize)")
     p.add_argument("--seconds", type=float, default=5.0, help="how long to run (default 5)")
@@ -61,7 +62,19 @@ def add_parser(subparsers):
     return p
 
 
+_OPTIONS = {"size": 224, "batch_size": 64, "workers": None, "transforms": "crop,flip,normalize"}
+
+
 def run(args) -> int:
+    if args.seconds <= 0:
+        raise UsageError("--seconds must be more than 0")
+    given = [name for name in _OPTIONS if getattr(args, name) is not None]
+    if args.config and given:
+        raise UsageError(f"--config builds the loader, so {', '.join('--' + n.replace('_', '-') for n in given)} "
+                         "would be ignored: set them in the file")
+    for name, default in _OPTIONS.items():
+        if getattr(args, name) is None:
+            setattr(args, name, default)
     loader = _user_loader(args) if args.config else _loader_from_options(args)
     doctor(loader, seconds=args.seconds, whole_epoch=args.all,
            rebuild=None if args.config else (lambda workers: _loader_from_options(args, workers)))
@@ -81,6 +94,10 @@ def _transforms(spec: str, size: int):
         out += build[name]()
     if not any(n in spec for n in ("crop", "resize", "center")):
         raise UsageError("--transforms must include crop, resize or center, to give every image the same size")
+    try:
+        fl.Image(out)   # the order's rules (normalize last, geometry before colour), in one line
+    except ValueError as e:
+        raise UsageError(f"--transforms {spec}: {e}") from None
     return out
 
 
@@ -117,26 +134,26 @@ def _profile(loader, seconds: float, whole_epoch: bool):
 
     ``stats["failures"]`` gathers every epoch's (the loader lists only the current one's).
     """
-    bar = progress(len(loader.source) if whole_epoch else None, "profiling")
-    deadline = time.perf_counter() + seconds
-    failures = {}
-    while True:
-        it = iter(loader)
-        unreadable = False
-        try:
-            for batch in it:
-                bar.update(_count(batch))
-                if not whole_epoch and time.perf_counter() >= deadline:
-                    break
-        except RecordError:   # every record of the epoch failed: they are the report
-            unreadable = True
-        it.close()   # stops the worker threads of an epoch left early
-        stats = loader.stats()
-        for rid, reason in stats["failures"]:
-            failures.setdefault(rid, reason)
-        if whole_epoch or unreadable or time.perf_counter() >= deadline:
-            stats["failures"] = list(failures.items())
-            return bar.n, bar.close(), stats
+    with progress(len(loader.source) if whole_epoch else None, "profiling") as bar:
+        deadline = time.perf_counter() + seconds
+        failures = {}
+        while True:
+            it = iter(loader)
+            unreadable = False
+            try:
+                for batch in it:
+                    bar.update(_count(batch))
+                    if not whole_epoch and time.perf_counter() >= deadline:
+                        break
+            except RecordError:   # every record of the epoch failed: they are the report
+                unreadable = True
+            it.close()   # stops the worker threads of an epoch left early
+            stats = loader.stats()
+            for rid, reason in stats["failures"]:
+                failures.setdefault(rid, reason)
+            if whole_epoch or unreadable or time.perf_counter() >= deadline:
+                stats["failures"] = list(failures.items())
+                return bar.n, bar.close(), stats
 
 
 def _count(batch) -> int:
@@ -172,7 +189,7 @@ def doctor(loader, *, seconds: float = 5.0, whole_epoch: bool = False, out: Call
               "workers": workers, "cores": cores, "batch_size": loader.batch_size, "failures": failures}
     out(f"throughput: {rate:.0f} images/s ({images} images in {elapsed:.1f} s); "
         f"{cpu_ms:.2f} ms of CPU per image; workers busy {stats['worker_utilisation']:.0%} of the time")
-    if workers and workers < cores and rebuild is not None:
+    if workers < cores and rebuild is not None:
         more = rebuild(cores)
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", "fastload: skipping", RuntimeWarning)
@@ -206,8 +223,8 @@ def _advice(report, stats, source) -> list[str]:
             gain = report["images_per_s_all_cores"] / max(report["images_per_s"], 1e-9)
             advice.append(f"workers={cores} gave {gain:.2f}x the speed of workers={workers}"
                           + ("; use it" if gain > 1.1 else ": more workers do not help here"))
-        else:
-            advice.append(f"{workers} of {cores} cores used: workers={cores} may be faster")
+        else:   # workers=0 runs on the loop's own thread: one core
+            advice.append(f"{max(workers, 1)} of {cores} cores used: workers={cores} may be faster")
     # Judged only over epochs long enough that starting one does not dominate.
     long_epochs = len(source) >= 20 * report["batch_size"]
     if long_epochs and stats["worker_utilisation"] < 0.5 and stats.get("consumer_wait_fraction", 0) > 0.5:
@@ -218,15 +235,19 @@ def _advice(report, stats, source) -> list[str]:
                       f"{1000 * cores / cpu_ms:.0f} images/s; a smaller output size or fewer transforms cost less")
     sizes = _image_sizes(source)
     if sizes:
-        h, w = (sum(s[i] for s in sizes) / len(sizes) for i in (1, 0))
+        h, w = (sum(s[i] for _, s in sizes) / len(sizes) for i in (1, 0))
         advice.append(f"images average {w:.0f}x{h:.0f} pixels (from {len(sizes)} sampled)"
                       + ("; decoding them dominates: storing them at 2-3x the output size once saves most of "
                          "it" if min(h, w) > 1000 else ""))
+        path, (bw, bh) = max(sizes, key=lambda s: s[1][0] * s[1][1])
+        if bw * bh > 4 * w * h:   # one file can cost as much as many: name it
+            advice.append(f"the largest sampled, {path}, is {bw}x{bh}: {bw * bh / (w * h):.0f}x the average's "
+                          "pixels, and decoding time grows with them")
     return advice
 
 
-def _image_sizes(source, n: int = 16):
-    """(width, height) of up to ``n`` evenly spaced image files, read from their headers."""
+def _image_sizes(source, n: int = 256):
+    """(path, (width, height)) of up to ``n`` evenly spaced image files, read from their headers."""
     paths = getattr(source, "paths", None)
     if not paths:
         return []
@@ -235,7 +256,7 @@ def _image_sizes(source, n: int = 16):
     for p in paths[::max(1, len(paths) // n)][:n]:
         try:
             with Image.open(p) as im:
-                sizes.append(im.size)
+                sizes.append((p, im.size))
         except Exception:   # Pillow's many errors (a bomb guard's too): the run itself reports the file
             continue
     return sizes

@@ -353,3 +353,34 @@ def test_a_symlink_loop_in_the_root_is_no_crash(tmp_path, capsys):
     assert run(capsys, "doctor", root, "--size", "16", "--seconds", "0.2")[0] == 0
     assert run(capsys, "pack", root, str(tmp_path / "out"), "--quiet")[0] == 0
     assert fl.PackedDataset(str(tmp_path / "out")).classes == ["class_000"]
+
+
+def test_doctor_mistakes_of_order_memory_and_config_are_one_line(bad_folder, tmp_path, capsys):
+    root = bad_folder[0]
+    line = usage_error(capsys, "doctor", root, "--transforms", "normalize,crop")
+    assert line.startswith("fastload: error: --transforms normalize,crop: Normalize must be the last transform")
+    assert usage_error(capsys, "doctor", root, "--seconds", "-1") == "fastload: error: --seconds must be more than 0"
+    config = tmp_path / "cfg.py"
+    config.write_text("import fastload as fl\n"
+                      f"loader = fl.Loader(fl.ImageFolder({root!r}), batch_size=4, transforms=[fl.Resize((8, 8))])\n")
+    assert usage_error(capsys, "doctor", "--config", str(config), "--size", "32", "--workers", "1") == \
+        "fastload: error: --config builds the loader, so --size, --workers would be ignored: set them in the file"
+    for command in ("demo", "doctor"):   # batch buffers past any memory: the pool's own sentence, not a traceback
+        with pytest.raises(SystemExit) as e:
+            cli.main([command, root, "--size", "100000", "--workers", "1"])
+        out, err = capsys.readouterr()
+        assert e.value.code == 1 and "Traceback" not in err, err
+        last = err.strip().replace("\r", "\n").split("\n")[-1]   # after the progress bar, which clears its line
+        assert last.startswith("fastload: error: ") and "use a smaller batch_size" in last, err
+
+
+def test_doctor_advice_counts_the_loop_thread_and_names_an_oversized_image(tmp_path, capsys):
+    root = make_image_folder(tmp_path / "train", classes=2, per_class=8, size=(40, 50))
+    big = os.path.join(root, "class_001", "huge.jpg")
+    Image.fromarray(photo_like(600, 800, seed=1)).save(big, quality=80)
+    code, out, _ = run(capsys, "doctor", root, "--seconds", "0.3", "--size", "16", "--workers", "0")
+    assert code == 0
+    cores = os.cpu_count()
+    if cores > 1:   # measured against every core, as for any count below it
+        assert f"with {cores} workers (one per core):" in out and "of workers=0" in out, out
+    assert f"advice: the largest sampled, {big}, is 800x600" in out, out

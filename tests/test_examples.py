@@ -71,6 +71,18 @@ def test_train_jax_learns():
     check_learns(run_python([os.path.join(EXAMPLES, "train_jax.py"), *SMALL]))
 
 
+def test_train_torch_says_what_a_resume_needs():
+    needs("torch")
+    import subprocess
+    import sys
+    from _child import HOME
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (HOME, os.environ.get("PYTHONPATH")) if p))
+    r = subprocess.run([sys.executable, os.path.join(EXAMPLES, "train_torch.py"), "--resume"], capture_output=True,
+                       text=True, env=env, timeout=120)
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr   # once torch.load(None)'s traceback
+    assert "error: --resume continues from --checkpoint FILE: give it" in r.stderr
+
+
 def test_numba_example_is_the_same_for_any_worker_count():
     needs("numba")
     out = run_python([os.path.join(EXAMPLES, "augment_numba.py")])
