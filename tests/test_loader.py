@@ -15,6 +15,7 @@ from threadutil import in_fork
 import fastload as fl
 from fastload._kernels import _batch
 from fastload.image.field import compile_plan
+from fastload.pipeline import loader as loader_module
 from fastload.pipeline.fields import Output
 
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
@@ -148,7 +149,7 @@ def test_identical_batches_for_any_worker_count(image_folder, workers):
         np.testing.assert_array_equal(y, ry)
 
 
-def test_cheap_batches_become_one_task_each_with_the_same_batches(image_folder):
+def test_cheap_batches_become_one_task_each_with_the_same_batches(image_folder, monkeypatch):
     """After an epoch shows the samples are cheap, each batch is one worker's task (the workers
     fill different batches); the batches are what a single thread computes, epoch after epoch."""
     src = fl.ImageFolder(image_folder)
@@ -168,7 +169,8 @@ def test_cheap_batches_become_one_task_each_with_the_same_batches(image_folder):
             np.testing.assert_array_equal(y, ry)
     assert chunk_rows == [3, 6, 6]   # split across the workers until a sample's cost is known
     assert loader.stats()["buffer_slots"] <= 2 + 2   # prefetch + 2: no more slots for it
-    # A prefetch window that could not keep both workers busy with whole batches keeps splitting them.
+    # A prefetch window that could not keep the workers busy with whole batches keeps splitting them.
+    monkeypatch.setattr(loader_module, "_cores", lambda: 4)
     narrow = fl.Loader(src, workers=3, prefetch=1, **kw)
     rows = []
     for epoch in range(2):
@@ -176,6 +178,32 @@ def test_cheap_batches_become_one_task_each_with_the_same_batches(image_folder):
         rows.append(it.rows_per_chunk)
         assert len(batches(it)) == len(src) // 6
     assert rows == [2, 2]
+
+
+def test_more_workers_than_cores_run_as_many_threads_as_cores(image_folder, monkeypatch):
+    """8 workers on 2 cores ran 8 threads taking turns on the cores, each batch cut into 8 chunks
+    (a sample's wall time, stretched by the sharing, never looked cheap): 1.7x slower at 64 px. Once
+    a sample is known to compute, as many threads run as there are cores; the batches are a
+    single thread's. A fill that waits on reads keeps every worker."""
+    monkeypatch.setattr(loader_module, "_cores", lambda: 2)
+    src = fl.ImageFolder(image_folder)
+    kw = dict(batch_size=6, shuffle=True, seed=5, transforms=[fl.RandomResizedCrop(12), fl.Normalize(MEAN, STD)])
+    single = fl.Loader(src, workers=0, **kw)
+    reference = [batches(single) for _ in range(3)]   # epochs 0, 1, 2
+    loader = fl.Loader(src, workers=8, prefetch=2, **kw)
+    rows, threads = [], []
+    for epoch in range(3):
+        it = iter(loader)
+        rows.append(it.rows_per_chunk)
+        threads.append(it.upstream.workers)
+        for (x, y), (rx, ry) in zip(batches(it), reference[epoch], strict=True):
+            np.testing.assert_array_equal(x, rx)
+            np.testing.assert_array_equal(y, ry)
+    assert threads == [8, 2, 2] and rows == [1, 6, 6], (threads, rows)   # then whole batches, as 2 workers
+    waits = fl.Loader(src, workers=8, prefetch=2, **kw)
+    waits._per_sample_s, waits._per_sample_cpu_s = 0.01, 0.0001   # a fill that mostly waits on reads
+    it = iter(waits)
+    assert it.upstream.workers == 8 and it.rows_per_chunk == 1
 
 
 def test_shuffle_is_a_permutation_per_epoch_and_labels_follow_records(image_folder):

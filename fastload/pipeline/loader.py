@@ -70,6 +70,14 @@ _FIRST_TRIES = 100                 # records read, under on_error="skip", to fin
 _NAMES = frozenset(("__key__", "__url__"))   # a streamed shard sample's name: a column only when fields= names it
 
 
+def _cores() -> int:
+    """The CPUs this process may run on (its affinity: taskset, a container's cpuset)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):   # not on Linux
+        return os.cpu_count() or 1
+
+
 def _warn_absent(fields: dict, known, whose: str) -> None:
     """Warn of names in fields= that the records do not have: a misspelt name would otherwise be a
     column of None, or a field failing every record over a value it was never given."""
@@ -215,6 +223,7 @@ class Loader(Fluent):
         self._warned = False
         self._stats = collections.Counter()
         self._per_sample_s = 0.0         # running mean fill time of one sample (sizes sub-chunks)
+        self._per_sample_cpu_s = 0.0     # the same in the filling thread's CPU time
 
     def keras(self, **kwargs):
         """This loader as a Keras 3 data adapter: ``model.fit(loader.keras(), epochs=...)``.
@@ -687,7 +696,7 @@ class Loader(Fluent):
             b_ = min(a + n, len(idx))
             ctx = ChunkContext(self.seed, job.epoch, indices[a:b_])
             part = records[a:b_]
-            t_sub = time.perf_counter()
+            t_sub, cpu_sub = time.perf_counter(), time.thread_time()
             for b in self._bindings:
                 outs = {o.name: slot[o.name][lo + a:lo + b_] for o in b.field.outputs()}
                 try:
@@ -700,7 +709,9 @@ class Loader(Fluent):
                 for j, reason in bad.items():
                     failures.setdefault(a + j, (b.field, self._named(b.field) + reason))
             per = (time.perf_counter() - t_sub) / (b_ - a)
+            cpu = (time.thread_time() - cpu_sub) / (b_ - a)
             self._per_sample_s = per if not self._per_sample_s else 0.8 * self._per_sample_s + 0.2 * per
+            self._per_sample_cpu_s = cpu if not self._per_sample_cpu_s else 0.8 * self._per_sample_cpu_s + 0.2 * cpu
             a = b_
         hi = lo + len(idx)
         for name in job.extra:
@@ -938,8 +949,7 @@ class _EpochFailures:
 class _Job:
     """One batch being filled: its lease, record indices and the raw values collected alongside.
     ``peek``: made for batch_at, not for the pass being iterated."""
-    __slots__ = ("epoch", "step", "idx", "records", "lease", "extra", "n", "kept", "workers", "step_records",
-                 "peek")
+    __slots__ = ("epoch", "step", "idx", "records", "lease", "extra", "n", "kept", "step_records", "peek")
 
     def __init__(self, loader, pool, epoch, step, idx, records):
         self.epoch, self.step, self.idx, self.records = epoch, step, idx, records
@@ -949,11 +959,10 @@ class _Job:
         self.n = self.kept = len(idx)
         names = list(loader._raw) + list(loader._passthrough)
         self.extra = {name: [None] * self.n for name in names}
-        self.workers = max(loader.workers, 1)
 
-    def chunks(self, whole: bool = False):
-        """(job, first row, indices, records) per chunk: one chunk per worker, or the whole batch."""
-        step = self.n if whole else max(1, math.ceil(self.n / self.workers))
+    def chunks(self, rows: int | None = None):
+        """(job, first row, indices, records) per chunk of ``rows`` (the whole batch by default)."""
+        step = rows or self.n
         for lo in range(0, self.n, step):
             yield self, lo, self.idx[lo:lo + step], None if self.records is None else self.records[lo:lo + step]
 
@@ -1023,14 +1032,22 @@ class _LoaderIter(Node):
         # hand-offs are paid once a batch rather than once per worker (5% of the CPU at 64 px).
         # Only where the window still keeps every worker busy; otherwise a batch is split across
         # the workers, which also gives the first batch soonest.
-        per = loader._per_sample_s
+        # A fill that computes gains nothing from more threads than cores: they only take turns on
+        # them, each batch finishing late, in chunks that each pay their Python (16 workers on 2
+        # cores were 1.7x slower at 64 px). Its CPU time is near its wall time once the stretch of
+        # threads sharing the cores is allowed for; then as many threads run as there are cores. A
+        # fill that waits (on reads) keeps every worker.
+        per, cores = loader._per_sample_s, _cores()
+        computes = bool(per) and loader._per_sample_cpu_s >= 0.5 * min(1.0, cores / loader.workers) * per \
+            if loader.workers else False
+        threads = min(loader.workers, cores) if computes else loader.workers
         whole = bool(per) and per * loader.batch_size <= _WHOLE_BATCH_S \
-            and loader.prefetch_depth + 1 >= loader.workers > 1
-        self.rows_per_chunk = loader.batch_size if whole else math.ceil(loader.batch_size / max(loader.workers, 1))
-        chunks = (c for job in self._jobs for c in job.chunks(whole))
+            and loader.prefetch_depth + 1 >= threads > 1
+        rows = self.rows_per_chunk = loader.batch_size if whole else math.ceil(loader.batch_size / max(threads, 1))
+        chunks = (c for job in self._jobs for c in job.chunks(rows))   # (not self: dropping it closes it)
         per_batch = math.ceil(loader.batch_size / self.rows_per_chunk)
         stop = threading.Event()
-        self.upstream = ThreadMap(chunks, functools.partial(_fill, loader, stop), loader.workers,
+        self.upstream = ThreadMap(chunks, functools.partial(_fill, loader, stop), threads,
                                   window=(loader.prefetch_depth + 1) * per_batch, name="fill", kind="compiled",
                                   stop=stop, inside="a chunk fill (reading its records, or one sample's decode "
                                   "or Field.fill)")
