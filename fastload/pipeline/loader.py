@@ -1027,20 +1027,20 @@ class _LoaderIter(Node):
         # Nothing the threads or the job generator hold refers back to this iterator, so
         # dropping it (leaving a for loop early) closes it at once.
         self._jobs = _plan(loader, pool, epoch, offset)
-        # Cheap samples (small images; known from the epochs before): each batch is one worker's
-        # task and the workers fill different batches, so the per-chunk work in Python and the
-        # hand-offs are paid once a batch rather than once per worker (5% of the CPU at 64 px).
-        # Only where the window still keeps every worker busy; otherwise a batch is split across
-        # the workers, which also gives the first batch soonest.
         # A fill that computes gains nothing from more threads than cores: they only take turns on
         # them, each batch finishing late, in chunks that each pay their Python (16 workers on 2
         # cores were 1.7x slower at 64 px). Its CPU time is near its wall time once the stretch of
         # threads sharing the cores is allowed for; then as many threads run as there are cores. A
         # fill that waits (on reads) keeps every worker.
-        per, cores = loader._per_sample_s, _cores()
-        computes = bool(per) and loader._per_sample_cpu_s >= 0.5 * min(1.0, cores / loader.workers) * per \
-            if loader.workers else False
-        threads = min(loader.workers, cores) if computes else loader.workers
+        per, cores, workers = loader._per_sample_s, _cores(), loader.workers
+        computes = bool(per) and workers > 0 and \
+            loader._per_sample_cpu_s >= 0.5 * min(1.0, cores / workers) * per
+        threads = min(workers, cores) if computes else workers
+        # Cheap samples (small images; known from the epochs before): each batch is one thread's
+        # task and the threads fill different batches, so the per-chunk work in Python and the
+        # hand-offs are paid once a batch rather than once per thread (5% of the CPU at 64 px).
+        # Only where the window still keeps every thread busy; otherwise a batch is split across
+        # the threads, which also gives the first batch soonest.
         whole = bool(per) and per * loader.batch_size <= _WHOLE_BATCH_S \
             and loader.prefetch_depth + 1 >= threads > 1
         rows = self.rows_per_chunk = loader.batch_size if whole else math.ceil(loader.batch_size / max(threads, 1))
