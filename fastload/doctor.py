@@ -17,6 +17,7 @@ from typing import Callable
 
 from .cli import IMAGENET_MEAN, IMAGENET_STD, UsageError, image_folder, progress
 from .errors import RecordError
+from .pipeline.node import usable_cores
 
 __all__ = ["add_parser", "doctor", "run"]
 
@@ -107,7 +108,7 @@ def _loader_from_options(args, workers=None):
         raise UsageError("give a folder of images (or --config FILE)")
     if args.size < 1 or args.batch_size < 1 or (args.workers is not None and args.workers < 0):
         raise UsageError("--size and --batch-size must be at least 1, --workers 0 or more")
-    workers = workers if workers is not None else (args.workers if args.workers is not None else os.cpu_count() or 1)
+    workers = workers if workers is not None else (args.workers if args.workers is not None else usable_cores())
     return fl.Loader(image_folder(args.path), batch_size=args.batch_size, shuffle=True, seed=0, workers=workers,
                      transforms=_transforms(args.transforms, args.size), on_error="skip")
 
@@ -172,7 +173,7 @@ def doctor(loader, *, seconds: float = 5.0, whole_epoch: bool = False, out: Call
     ``"skip"`` for the run). ``rebuild(workers)``, when given, builds the same
     loader with another worker count, to measure what the machine's cores would give.
     """
-    cores = os.cpu_count() or 1
+    cores = usable_cores()   # as the loader counts them when it caps its threads
     loader.on_error, loader.max_failures = "skip", None   # list every unreadable file, die on none
     workers = loader.workers
     source = loader.source

@@ -51,6 +51,7 @@ from .collate import collate_values
 from .fields import ChunkContext, Field
 from .fluent import Fluent
 from .node import Node, ThreadMap, check_process, close_iterator
+from .node import usable_cores as _cores   # (a module name, so tests can pin it)
 from .ranks import check_same_records
 from .sampler import Sampler, distributed_world, epoch_order
 
@@ -68,14 +69,6 @@ _STOP_S = 0.05                     # a worker looks at the stop flag about this 
 _WHOLE_BATCH_S = 0.01              # a batch filled faster than this is one worker's task (see _LoaderIter)
 _FIRST_TRIES = 100                 # records read, under on_error="skip", to find one that shows the fields
 _NAMES = frozenset(("__key__", "__url__"))   # a streamed shard sample's name: a column only when fields= names it
-
-
-def _cores() -> int:
-    """The CPUs this process may run on (its affinity: taskset, a container's cpuset)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):   # not on Linux
-        return os.cpu_count() or 1
 
 
 def _warn_absent(fields: dict, known, whose: str) -> None:

@@ -86,6 +86,14 @@ def join_threads(threads, what: str, inside: str = USER_CALL) -> None:
                       RuntimeWarning, stacklevel=3)
 
 
+def usable_cores() -> int:
+    """The CPUs this process may run on (its affinity: taskset, a container's cpuset)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):   # not on Linux
+        return os.cpu_count() or 1
+
+
 class DaemonPool(cf.Executor):
     """``workers`` threads running submitted calls, as ``concurrent.futures.ThreadPoolExecutor``,
     but daemons: that pool joins its threads when the interpreter exits, so one call stuck in a
