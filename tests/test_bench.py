@@ -555,7 +555,7 @@ def test_a_failed_environment_is_remembered_and_says_how_to_try_again(tmp_path, 
     without saying it was remembered nor how to build again."""
     from fastload.bench import envs
     monkeypatch.setitem(envs.ENVS, "broken", {"pip": [str(tmp_path / "no-such-package")], "pkg_config": [],
-                                              "apt": []})
+                                              "libs": [], "apt": []})
     with pytest.raises(envs.EnvUnavailable) as first:
         envs.ensure("broken", str(tmp_path), log=lambda *a: None)
     assert "pip install" in str(first.value) and "no-such-package" in str(first.value)
@@ -569,6 +569,22 @@ def test_a_failed_environment_is_remembered_and_says_how_to_try_again(tmp_path, 
     with pytest.raises(envs.EnvUnavailable) as rebuilt:
         envs.ensure("broken", str(tmp_path), rebuild=True, log=log.append)
     assert str(rebuilt.value) == str(first.value) and len(log) == 1 and "building the broken environment" in log[0]
+
+
+def test_an_environment_whose_shared_libraries_are_missing_says_which_and_how_to_get_them(tmp_path, monkeypatch):
+    """SPDL's wheels load the system's FFmpeg: without it the contender failed inside its worker
+    with SPDL's own import error, which never said what to install."""
+    from fastload.bench import envs
+    assert set(envs.ENVS["spdl"]["libs"]) >= {"avutil", "avcodec", "avformat", "avfilter", "avdevice"}
+    present = "c"   # the C library, on every machine these tests run on
+    monkeypatch.setitem(envs.ENVS, "needs-libs", {"pip": ["nothing-is-installed"], "pkg_config": [],
+                                                  "libs": [present, "fastload-no-such-lib"],
+                                                  "apt": ["pkg-one", "pkg-two"]})
+    with pytest.raises(envs.EnvUnavailable) as e:
+        envs.ensure("needs-libs", str(tmp_path), log=lambda *a: None)
+    assert str(e.value) == ("shared libraries missing (libfastload-no-such-lib): "
+                            "apt-get install pkg-one pkg-two")
+    assert not (tmp_path / "venvs").exists()   # refused before building anything
 
 
 def test_the_decode_limit_of_other_formats_names_pillows_decoders(tmp_path):

@@ -8,6 +8,7 @@ and retried only when asked (``rebuild=True``), so a run never stalls on it twic
 """
 from __future__ import annotations
 
+import ctypes.util
 import json
 import os
 import shutil
@@ -23,14 +24,18 @@ class EnvUnavailable(Exception):
     """The environment cannot be built here; the message says why."""
 
 
-#: name -> pip requirements, system libraries (pkg-config names) and the apt packages that give them
+#: name -> pip requirements, the system libraries its build needs (pkg-config names) and those
+#: it loads at run time (as ``ctypes.util.find_library`` names them), and the apt packages that give them
 ENVS = {
-    "pillow-simd": {"pip": ["pillow-simd"], "pkg_config": [], "apt": ["zlib1g-dev", "libjpeg62-turbo-dev"]},
-    "ffcv": {"pip": ["ffcv==1.0.2"], "pkg_config": ["opencv4", "libturbojpeg"],
+    "pillow-simd": {"pip": ["pillow-simd"], "pkg_config": [], "libs": [], "apt": ["zlib1g-dev", "libjpeg62-turbo-dev"]},
+    "ffcv": {"pip": ["ffcv==1.0.2"], "pkg_config": ["opencv4", "libturbojpeg"], "libs": [],
              "apt": ["libopencv-dev", "libturbojpeg0-dev", "pkg-config"]},
-    "spdl": {"pip": ["spdl"], "pkg_config": [], "apt": []},
-    "grain": {"pip": ["grain"], "pkg_config": [], "apt": []},
-    "dali": {"pip": ["nvidia-dali-cuda120"], "pkg_config": [], "apt": []},
+    # SPDL's wheels carry no FFmpeg: they load the system's (versions 4 to 7 and later)
+    "spdl": {"pip": ["spdl"], "pkg_config": [],
+             "libs": ["avutil", "avcodec", "avformat", "avfilter", "avdevice", "swscale", "swresample"],
+             "apt": ["ffmpeg"]},
+    "grain": {"pip": ["grain"], "pkg_config": [], "libs": [], "apt": []},
+    "dali": {"pip": ["nvidia-dali-cuda120"], "pkg_config": [], "libs": [], "apt": []},
 }
 
 
@@ -47,6 +52,11 @@ def ensure(name: str, root: str, *, rebuild: bool = False, log=print) -> str:
     python = os.path.join(env, "bin", "python")
     state_file = os.path.join(env, "fastload-bench.json")
     key = {"pip": spec["pip"], "python": sys.version.split()[0], "base": sys.prefix}
+    # looked for on every use: the environment may have been built before they went away
+    absent = [lib for lib in spec["libs"] if ctypes.util.find_library(lib) is None]
+    if absent:
+        raise EnvUnavailable(f"shared libraries missing ({', '.join('lib' + lib for lib in absent)}): "
+                             f"apt-get install {' '.join(spec['apt'])}")
     if os.path.exists(state_file) and not rebuild:
         with open(state_file) as f:
             state = json.load(f)
