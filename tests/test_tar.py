@@ -151,6 +151,18 @@ def test_a_file_cut_inside_a_members_padding_is_truncated_as_tarfile_says():
     assert listing(data[:last + 512]) == tarfile_listing(data[:last + 512])
 
 
+def test_a_file_cut_inside_a_members_data_ends_with_that_member():
+    """A member cut short is the archive's last: the listing stops there, as tarfile's does, and
+    no unreadable 'header' is reported after it (the index took that for one more sample)."""
+    data = archive(tarfile.PAX_FORMAT, [("a.cls", b"3"), ("a.jpg", b"j" * 1500), ("b.cls", b"4")])
+    jpg = tarfile_listing(data)[1]
+    for cut in (jpg[1] + 1, jpg[1] + 700, jpg[1] + 1499):
+        got = listing(data[:cut])
+        # a.jpg at its full size: the caller sees it reach past the end, and reads what there is
+        assert [g[:3] for g in got] == [t[:3] for t in tarfile_listing(data)[:2]]
+        assert got[-1][3] == data[jpg[1]:cut]
+
+
 @pytest.mark.parametrize("fmt", [tarfile.GNU_FORMAT, tarfile.PAX_FORMAT])
 def test_damaged_headers_never_pass(fmt):
     """Any one bit flipped in a header block (extended headers included) fails at that header, or
@@ -215,6 +227,12 @@ def test_error_offsets_and_reasons():
         listing(longname[:600])
     with pytest.raises(_tar.TarError, match="extended header without a member after it at byte 0"):
         listing(longname[:1024] + b"\0" * 1024)
+    # cut on the block after a pax header: the header's member is what was lost, not padding
+    pax = archive(tarfile.PAX_FORMAT, [("a.cls", b"1"), ("\u00e9.bin", b"x" * 600)])
+    at = tarfile_listing(pax)[-1][1] - 1536   # the pax header of \u00e9.bin: its block, one of records, the member's
+    with pytest.raises(_tar.TarError, match=rf"^extended header without a member after it: the file ends there, "
+                                            rf"truncated at byte {at}$"):
+        listing(pax[:at + 1024])
 
 
 def test_links_and_directories_carry_no_data():

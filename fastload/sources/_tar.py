@@ -107,7 +107,7 @@ def members(f: BinaryIO, length: int) -> Iterator[tuple[str, int, int]]:
     ``f`` is a seekable binary file positioned at the start of an archive of
     ``length`` bytes. After each member is yielded, ``f`` is at its data: read
     it, or not; the next step seeks past it. A member may reach past ``length``
-    (a truncated archive): the caller checks before reading. Raises
+    (a truncated archive): it is the last one, and the caller checks before reading. Raises
     :class:`TarError` for an unreadable header, and ``OSError`` from ``f``.
     """
     try:
@@ -135,6 +135,8 @@ def _members(f: BinaryIO, length: int) -> Iterator[tuple[str, int, int]]:
         if len(block) < BLOCK:   # the end of the file: after a header, only zeros may be left
             if offset == 0 or block.strip(b"\0"):
                 raise TarError(offset, "empty file" if not block else "truncated header")
+            if ext_at is not None:
+                raise TarError(ext_at, "extended header without a member after it: the file ends there, truncated")
             if offset > length:   # a member's data is whole, but its padding is cut: so is what followed
                 raise TarError(length, "the file ends there, inside the padding after the last member: truncated")
             end = True
@@ -178,5 +180,7 @@ def _members(f: BinaryIO, length: int) -> Iterator[tuple[str, int, int]]:
         offset = data_at + -(-size // BLOCK) * BLOCK
         if kind in _REGULAR and not (kind == 0 and name.endswith("/")):
             yield name, data_at, size
+            if data_at + size > length:   # cut inside this member's data: nothing follows it
+                return
         elif kind in _PASSED:
             offset = data_at   # as tarfile: these types carry no data, whatever the size field says

@@ -47,7 +47,7 @@ from .remote import Storage, StorageError, cache_name, expand_urls, is_url
 
 __all__ = ["TarShards", "TarStream", "decode_member", "split_key"]
 
-_INDEX_VERSION = 3
+_INDEX_VERSION = 4   # 4: a shard cut inside a member ends with that sample
 _INT_EXTS = frozenset("cls cls2 class count index inx id".split())
 _TEXT_EXTS = frozenset("txt text transcript".split())
 _JSON_EXTS = frozenset("json jsn".split())
