@@ -29,6 +29,7 @@ import hashlib
 import io
 import itertools
 import json
+import numbers
 import os
 import re
 import sys
@@ -289,6 +290,8 @@ def pack(source, out: str | os.PathLike, *, shard_size: int = 1 << 30, max_side:
         raise ValueError(f"max_side must be at least 1 pixel, got {max_side}")
     if not 1 <= quality <= 100:   # Pillow would clamp it without a word
         raise ValueError(f"quality must be 1..100, got {quality}")
+    if isinstance(workers, bool) or not isinstance(workers, numbers.Integral) or workers < 1:
+        raise ValueError(f"workers must be an integer >= 1, got {workers!r}")
     out = os.fspath(out)
     if os.path.exists(out) and not os.path.isdir(out):
         raise ValueError(f"{out}: exists and is not a directory (give a new output directory)")
@@ -551,6 +554,8 @@ def run(args) -> int:
         raise UsageError(f"--max-side must be at least 1 pixel, got {args.max_side}")
     if not 1 <= args.quality <= 100:
         raise UsageError(f"--quality must be 1..100, got {args.quality}")
+    if args.workers < 1:   # was taken for 1 without a word
+        raise UsageError(f"--workers must be at least 1, got {args.workers}")
     if os.path.isdir(args.src) and _within(args.out, args.src):
         raise UsageError(f"{args.out} is inside the folder it packs, {args.src}: the next run (and any loader of "
                          "that folder) would read the pack's folder as part of it; give an OUT outside it")

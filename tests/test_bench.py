@@ -343,6 +343,11 @@ def test_bench_names_an_unknown_contender_and_the_known_ones(tmp_path, capsys):
                         "--out", str(tmp_path / "res"))
     assert line.startswith("fastload: error: --contenders: unknown 'fastlaod'; choose from fastload, "
                            "fastload-packed,") and "torch-4" in line, line
+    # an empty list (an unset shell variable) ran every contender, environments built and all
+    for empty in ("", " ", ","):
+        assert _usage_error(capsys, "bench", "--contenders", empty, "--out", str(tmp_path / "res")) == \
+            "fastload: error: --contenders is empty; name at least one (or leave the option out for all)"
+    assert not os.path.exists(tmp_path / "res")
     assert not os.path.exists(tmp_path / "res")
 
 

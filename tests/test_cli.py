@@ -11,6 +11,7 @@ import pytest
 from PIL import Image
 
 import fastload as fl
+from fastload.pack import pack
 from fastload import cli
 from fastload.synthetic import make_image_folder
 from _child import HOME
@@ -305,6 +306,12 @@ def test_pack_mistakes_are_one_line(tmp_path, capsys, monkeypatch):
     assert usage_error(capsys, "pack", "mysrc:make", "out", "--quiet") == \
         "fastload: error: mysrc:make gave a list, not a fastload Source (for a list of image paths: " \
         "return fl.ImageFiles(paths))"
+    for workers in ("0", "-2"):   # taken for 1 without a word, as pack(workers=...) was too
+        assert usage_error(capsys, "pack", "imgs", "out", "--quiet", "--workers", workers) == \
+            f"fastload: error: --workers must be at least 1, got {workers}"
+        with pytest.raises(ValueError, match=rf"workers must be an integer >= 1, got {workers}"):
+            pack(fl.ImageFolder("imgs"), "out", workers=int(workers), progress=False)
+    assert not os.path.exists("out")
 
 
 def console_script(tmp_path, *argv, cwd):

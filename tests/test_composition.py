@@ -15,6 +15,7 @@ from PIL import Image
 
 import fastload as fl
 from fastload.sources import text as text_module
+from fastload.synthetic import encode, photo_like
 from helpers import write_image_folder
 
 
@@ -178,6 +179,20 @@ def test_unbatched_rows_do_not_hold_their_batch_buffer(output):
         np.testing.assert_array_equal(x, np.arange(i * 8, i * 8 + 8, dtype=np.float32))
     # 600 buffered rows of 64-row batches pinned about 600 * ln(64) / 64 ~ 40 whole batches before
     assert loader.stats()["buffer_slots"] <= 6
+
+
+def test_unbatched_rows_of_single_array_batches_are_copies_too(tmp_path):
+    """Batches of images alone (fl.ImageFiles) are one array, whose rows were views of the slot."""
+    imgs = [photo_like(12, 10, seed=s) for s in range(40)]
+    for s, img in enumerate(imgs):
+        (tmp_path / f"{s:02d}.png").write_bytes(encode(img, "PNG"))
+    loader = fl.Loader(fl.ImageFiles(tmp_path), batch_size=8, transforms=[fl.CenterCrop(8)], dtype="uint8",
+                       layout="NHWC")
+    rows = list(loader.unbatch().shuffle(40, seed=0))
+    assert len(rows) == 40 and all(r.base is None and r.shape == (8, 8, 3) for r in rows)
+    want = {img[2:10, 1:9].tobytes() for img in imgs}
+    assert {r.tobytes() for r in rows} == want   # each row its image, none overwritten by a later batch
+    assert loader.stats()["buffer_slots"] <= 4
 
 
 def test_a_zip_read_through_a_stream_names_a_failure_as_random_access_does(tmp_path):

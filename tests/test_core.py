@@ -186,6 +186,16 @@ def test_world_size_without_rank_in_the_environment_is_refused(image_folder, mon
     assert (loader.rank, loader.world_size) == (1, 2)
 
 
+def test_rank_and_world_size_must_be_integers(image_folder):
+    """rank=2.2 of world_size=2.5 passed the range check and was read as rank 2 of 2, a share
+    that belongs to no rank; batch_size and seed were already refused as non-integers."""
+    make = lambda **kw: fl.Loader(fl.ImageFolder(image_folder), batch_size=4, transforms=[fl.CenterCrop(8)], **kw)
+    for rank, world in ((2.2, 2.5), (0, 2.0), (True, 2), (np.float64(1), 2)):
+        with pytest.raises(TypeError, match=r"(rank|world_size) must be an integer, got "):
+            make(rank=rank, world_size=world)
+    assert (make(rank=np.int64(1), world_size=np.int32(2)).rank, make(rank=1, world_size=2).world_size) == (1, 2)
+
+
 def _epoch(image_folder, epoch):
     ref = image_loader(image_folder, copy=True)
     ref.set_epoch(epoch)

@@ -103,6 +103,29 @@ class FlakySource(fl.Source):
         return f"row {i}"
 
 
+class Broken:
+    """A map-style dataset, torch's kind, with a bug at one index."""
+
+    def __init__(self, items, bug_at):
+        self.items, self.bug_at = items, bug_at
+
+    def __len__(self):
+        return len(self.items)
+
+    def __getitem__(self, i):
+        return {}["label"] if i == self.bug_at else self.items[i]
+
+
+def test_a_datasets_own_exception_names_the_record_it_came_from(image_folder):
+    """Naming the chunk read the failing record again (its id is its value): the dataset's bare
+    KeyError escaped, with no record, index or source named."""
+    items = list(fl.ImageFolder(image_folder))
+    loader = fl.Loader(Broken(items, 13), batch_size=4, workers=2, transforms=[fl.CenterCrop(8)])
+    with pytest.raises(fl.StageError, match=r"^stage 'source' failed on record 'Broken\[13\]': KeyError: 'label'$"):
+        list(loader)
+    assert fastload_threads() == []
+
+
 def test_exception_in_the_source_reaches_the_consumer_with_context(image_folder):
     paths = fl.ImageFolder(image_folder).paths
     loader = fl.Loader(FlakySource(paths, outage_at=9), batch_size=4, workers=2, transforms=[fl.CenterCrop(8)])

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from threadutil import in_fork, new_threads
 
-from fastload import Loader, Numeric
+from fastload import IterableRecords, Loader, Numeric
 from fastload.errors import FailedRecord, StageError
 from fastload.pipeline.fluent import Stream, buffered_shuffle, mix
 from fastload.sources.base import ListSource
@@ -69,6 +69,16 @@ def test_filter_take_skip_exact():
     assert len(stream(20).skip(17)) == 3 and len(stream(3).skip(5)) == 0
     assert list(stream(20).skip(5).take(3)) == [5, 6, 7]
     assert list(stream(5).take(0)) == []
+    # a length not known stays unknown: a filter passing 7 of 20 was said to give take's 40
+    unknown = stream(20).filter(lambda x: x % 3 == 0).take(40)
+    with pytest.raises(TypeError):
+        len(unknown)
+    assert list(unknown) == [0, 3, 6, 9, 12, 15, 18]
+    loader = Loader(IterableRecords(lambda: ({"n": i} for i in range(10))).take(100), batch_size=4,
+                    fields={"n": None})
+    with pytest.raises(TypeError):
+        len(loader)
+    assert [list(b["n"]) for b in loader] == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9]]
     for bad in (-1, 2.5, True):
         with pytest.raises(ValueError, match=rf"take needs a count of records >= 0, got {bad!r}"):
             stream(5).take(bad)

@@ -560,6 +560,8 @@ def test_normalize_takes_one_value_for_every_channel_and_tensors(tmp_path):
     torch = pytest.importorskip("torch")
     one = fl.Normalize((0.5,), (0.25,))   # torchvision broadcasts a single mean/std over the channels
     assert one.mean == (0.5, 0.5, 0.5) and one.std == (0.25, 0.25, 0.25)
+    for mean, std in ((0.5, 0.25), (np.float32(0.5), np.float64(0.25)), (torch.tensor(0.5), torch.tensor(0.25))):
+        assert fl.Normalize(mean, std) == one   # a bare number too, as the message says ("1 ... numbers")
     t = fl.Normalize(torch.tensor([0.485, 0.456, 0.406]), torch.tensor([0.229, 0.224, 0.225]))
     np.testing.assert_allclose(t.mean, [0.485, 0.456, 0.406], rtol=1e-7)
     np.testing.assert_allclose(t.std, [0.229, 0.224, 0.225], rtol=1e-7)

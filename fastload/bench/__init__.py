@@ -73,7 +73,9 @@ def run(args) -> int:
     if args.threads is not None and args.threads < 1:   # 0 is no count of threads; all cores is the default
         raise UsageError("--threads must be at least 1")
     threads = args.threads or os.cpu_count() or 1
-    only = [c.strip() for c in args.contenders.split(",")] if args.contenders else None
+    if args.contenders is not None and not args.contenders.strip(", "):   # an unset shell variable: not "all"
+        raise UsageError("--contenders is empty; name at least one (or leave the option out for all)")
+    only = [c.strip() for c in args.contenders.split(",")] if args.contenders is not None else None
     known = [c.name for c in contenders(threads)]   # the torch rows are named by the thread count
     unknown = [c for c in only or () if c not in known]
     if unknown:

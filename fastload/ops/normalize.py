@@ -40,7 +40,8 @@ class Normalize:
         for name in ("mean", "std"):   # one value for every channel, as torchvision broadcasts it
             v = getattr(self, name)
             try:   # numbers, NumPy's or torch's alike
-                values = () if isinstance(v, (str, bytes)) else tuple(float(x) for x in v)
+                values = () if isinstance(v, (str, bytes)) else \
+                    (float(v),) if np.ndim(v) == 0 else tuple(float(x) for x in v)
             except (TypeError, ValueError):
                 values = ()
             if len(values) not in (1, 3) or not all(math.isfinite(x) for x in values):

@@ -126,7 +126,8 @@ class Fluent:
         """The first ``n`` records."""
         _count("take", n)
         length = _length(self)
-        return Stream(partial(_take, self, n), n if length is None else min(n, length), self, f"take({n})")
+        # unknown stays unknown: a filtered stream of 17 records was said to have 40 (n) of them
+        return Stream(partial(_take, self, n), None if length is None else min(n, length), self, f"take({n})")
 
     def skip(self, n: int) -> "Stream":
         """All records but the first ``n``."""
@@ -443,8 +444,8 @@ def _unbatch(upstream) -> Iterator[Any]:
                 yield from _rows(b, "dict batch's value", "")
             elif isinstance(b, tuple):
                 yield from (tuple(row.values()) for row in _rows(dict(enumerate(b)), "tuple batch's element", ""))
-            else:
-                yield from b
+            else:   # a batch of one array (a Loader's: rows copied out of its slot), or a list
+                yield from _own_rows(b)
     finally:
         close_iterator(it)
 

@@ -454,7 +454,10 @@ class Loader(Fluent):
     def _record_id(self, index: int, record=None) -> str:
         name = getattr(self.source, "record_id", None)
         if name is not None and self._random_access:
-            return name(index)
+            try:
+                return name(index)
+            except Exception:   # a dataset's record that cannot be read cannot name itself either
+                return f"{getattr(self.source, 'name', type(self.source).__name__)}[{index}]"
         if isinstance(record, FailedRecord):
             return record.where
         if isinstance(record, dict) and "__key__" in record:   # a streamed shard's sample names itself
@@ -654,7 +657,12 @@ class Loader(Fluent):
                     records.append(None)
                     failures[j] = e.reason
             return records, failures
-        except Exception as e:   # a bug or an outage, not a bad record: stop, saying where
+        except Exception as e:   # a bug or an outage, not a bad record: stop, naming the record that raises
+            for i in idx.tolist() if len(idx) > 1 else ():
+                try:
+                    self.source[i]
+                except Exception as one:
+                    raise StageError("source", self._record_id(i), one) from one
             raise StageError("source", self._chunk_ids(idx), e) from e
 
     def _fill_chunk(self, chunk, stop=None):

@@ -16,6 +16,7 @@ number of full batches (a rank with one batch fewer would hang a collective).
 from __future__ import annotations
 
 import math
+import numbers
 
 import numpy as np
 
@@ -45,6 +46,9 @@ def distributed_world(rank: int | None, world_size: int | None) -> tuple[int, in
             rank, world_size = 0, 1
     elif rank is None or world_size is None:
         raise ValueError("give both rank= and world_size=, or neither")
+    for name, v in (("rank", rank), ("world_size", world_size)):   # 2.2 of 2.5 read as 2 of 2: another rank's share
+        if isinstance(v, bool) or not isinstance(v, numbers.Integral):
+            raise TypeError(f"{name} must be an integer, got {type(v).__name__} {v!r}")
     if world_size < 1 or not 0 <= rank < world_size:
         raise ValueError(f"rank must be in [0, world_size), got rank={rank}, world_size={world_size}")
     return int(rank), int(world_size)
