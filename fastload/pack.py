@@ -6,17 +6,20 @@ depend on the number of workers. Shards are finished one at a time: a shard
 file and its piece of the index are renamed into place together, and a packing
 run that stops part-way resumes after the last finished shard. ``pack.json``
 records the settings and a digest of what is packed (each record's name, the
-size and time of each local file behind the records, the labels), and a run
+size and time of each local file behind the records, the labels; for records
+with no file of their own, such as dicts naming files, what each holds), and a run
 into an OUT whose ``pack.json`` differs, or that holds a pack's files without
 one, is refused (``overwrite`` starts again), so shards of one source never
 end up beside another's. ``meta.json``
 is written last; its presence means the dataset is complete.
 
 Fields: an image folder's ``(path, label)`` records become ``image`` (the file's
-bytes) and ``label``; a dict record keeps its keys (``"__url__"`` dropped). A
+bytes) and ``label``, longer tuples ``field2``, ``field3``, ... after them, and
+come back as tuples; a dict record keeps its keys (``"__url__"`` dropped). A
 value of an image field (``image``, ``jpg``, ``png``, ...) that is a path is stored as the file's bytes;
 integers go into the index (so labels are known without reading shards),
-strings as UTF-8, other values as JSON. ``max_side`` re-encodes images larger
+strings as UTF-8, NumPy arrays as ``.npy`` (read back with their dtype and
+shape), other values as JSON (NumPy scalars as the numbers they hold). ``max_side`` re-encodes images larger
 than that (EXIF orientation applied, JPEG stays JPEG at ``quality``, others
 become PNG); smaller images keep their original bytes.
 """
@@ -51,8 +54,8 @@ def _shape_and_fields(record):
     """How records look (tuple, single, dict) and their field names in order."""
     if isinstance(record, dict):
         return "dict", [k for k in record if k != "__url__"]
-    if isinstance(record, tuple) and len(record) == 2:
-        return "tuple", ["image", "label"]
+    if isinstance(record, tuple) and len(record) >= 2:   # (image, label, more...): read back as tuples
+        return "tuple", ["image", "label"] + [f"field{i}" for i in range(2, len(record))]
     return "single", ["image"]
 
 
@@ -77,7 +80,18 @@ def _kind(name: str, value) -> str:
         return "bytes"
     if isinstance(value, str):
         return "str"
+    if isinstance(value, np.ndarray):   # a CSV row, a feature vector: read back as the same array
+        return "npy"
     return "json"
+
+
+def _plain(value):
+    """NumPy's scalars and arrays inside a JSON value as the Python numbers and lists they hold."""
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    raise TypeError(f"a {type(value).__name__} has no JSON form")
 
 
 def _is_image(name: str) -> bool:
@@ -89,7 +103,7 @@ def _reencode(data: bytes, max_side: int, quality: int) -> bytes:
     with Image.open(io.BytesIO(data)) as im:
         if max(im.size) <= max_side:
             return data
-        fmt = "JPEG" if im.format == "JPEG" else "PNG"
+        fmt = "JPEG" if im.format in ("JPEG", "MPO") else "PNG"   # MPO: a camera's JPEG with previews
         im = ImageOps.exif_transpose(im)
         scale = max_side / max(im.size)
         size = (max(1, round(im.width * scale)), max(1, round(im.height * scale)))
@@ -117,13 +131,15 @@ class _Encoder:
         blobs, ints = [], []
         for name, kind in self.fields:
             v = values.get(name)
-            if v is None:
+            if v is None and not (kind == "json" and (self.shape != "dict" or name in record)):   # JSON has null
                 raise RecordError(rid, f"no value for field {name!r}")
             if kind == "int":
                 # int() would truncate 0.75 and take "7" or True: the field's kind is the first record's
                 if not isinstance(v, (int, np.integer)) or isinstance(v, (bool, np.bool_)):
                     raise RecordError(rid, f"field {name!r}: {v!r} is not an integer as the first record's "
                                            f"is; {_SAME_KIND}")
+                if not -2**63 <= v < 2**63:   # the index holds int64s
+                    raise RecordError(rid, f"field {name!r}: {v} is beyond the 64-bit integers the index holds")
                 ints.append(int(v))
                 continue
             if kind == "bytes":
@@ -146,8 +162,18 @@ class _Encoder:
                     raise RecordError(rid, f"field {name!r}: {v!r} is not a string as the first record's is; "
                                            f"{_SAME_KIND}")
                 v = v.encode("utf-8")
+            elif kind == "npy":
+                if not isinstance(v, np.ndarray) or v.dtype.hasobject:
+                    raise RecordError(rid, f"field {name!r}: {type(v).__name__} {v!r:.60} is not an array of numbers "
+                                           f"as the first record's is; {_SAME_KIND}")
+                out = io.BytesIO()
+                np.save(out, v, allow_pickle=False)
+                v = out.getvalue()
             else:
-                v = json.dumps(v).encode("utf-8")
+                try:
+                    v = json.dumps(v, default=_plain).encode("utf-8")
+                except (TypeError, ValueError) as e:
+                    raise RecordError(rid, f"field {name!r}: {v!r:.60} cannot be stored as JSON: {e}") from None
             blobs.append(v)
         return blobs, ints
 
@@ -226,6 +252,23 @@ def _stat(path: str, storage=None):
     return st.st_size, st.st_mtime_ns
 
 
+def _described(value):
+    """A record's values for the digest: a file it names by its size and time, bytes and arrays by a
+    hash of their content, the rest as they are."""
+    if isinstance(value, dict):
+        return sorted((str(k), _described(v)) for k, v in value.items())
+    if isinstance(value, (tuple, list)):
+        return [_described(v) for v in value]
+    if isinstance(value, (str, os.PathLike)):
+        st = _stat(os.fspath(value)) if os.path.isfile(value) else None
+        return os.fspath(value) if st is None else (os.fspath(value), st)
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return hashlib.sha256(value).hexdigest()
+    if isinstance(value, np.ndarray):
+        return (str(value.dtype), value.shape, hashlib.sha256(np.ascontiguousarray(value).tobytes()).hexdigest())
+    return repr(value)
+
+
 def _digest(source, n: int) -> str:
     """What the records are, without reading them: each record's name, the size and time (ETag, for a
     URL) of each file behind them (a folder's images, tar shards), the labels and the classes."""
@@ -242,6 +285,11 @@ def _digest(source, n: int) -> str:
     for i in range(n):
         rid = source.record_id(i)
         st = next(stats) if paths is not None else _stat(rid)
+        if st is None and not files:   # no file behind its name (a list of dicts, a zip): what it holds
+            try:
+                st = _described(source[i])
+            except RecordError as e:
+                st = e.reason
         h.update(repr((rid, st, None if labels is None else int(labels[i]))).encode("utf-8", "replace"))
     for url in files:
         st = next(stats) if storage is not None else _stat(url)
@@ -298,7 +346,13 @@ def pack(source, out: str | os.PathLike, *, shard_size: int = 1 << 30, max_side:
     n = len(source)
     if n == 0:
         raise ValueError("the source has no records")
-    first = source[0]
+    for at in range(n):   # the fields are the first readable record's; an unreadable one is skipped below too
+        try:
+            first = source[at]
+            break
+        except RecordError:
+            if on_error == "raise" or at == n - 1:
+                raise
     shape, names = _shape_and_fields(first)
     values = _as_dict(first, shape, names)
     fields = [(name, _kind(name, values[name])) for name in names]

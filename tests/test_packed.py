@@ -515,3 +515,89 @@ def test_a_pack_of_urls_resumes_only_over_the_files_it_started_with(tmp_path):
             pack(fl.ImageFolder(url, retries=0), out, shard_size=ALIGN, workers=1, progress=False)
         pack(fl.ImageFolder(url, retries=0), tmp_path / "new", shard_size=ALIGN, workers=1, progress=False)
         assert [fl.PackedDataset(tmp_path / "new")[i] for i in range(8)] == folder_bytes(fl.ImageFolder(root))
+
+
+def test_a_pack_of_records_without_files_of_their_own_resumes_only_over_the_same_records(tmp_path):
+    """Dicts naming image files (a ListSource, a zip, a join): their names were all the check saw
+    (`ListSource[0] (image=...)`, no file), so a run over other labels and other image bytes was
+    taken for the same records and kept the old ones."""
+    root = make_image_folder(tmp_path / "imgs", classes=2, per_class=3, size=(20, 24), seed=1)
+    paths = [p for p, _ in fl.ImageFolder(root)]
+    records = lambda labels: fl.ListSource([{"image": p, "label": y} for p, y in zip(paths, labels)])
+    out = tmp_path / "out"
+    pack(records([0, 1, 0, 1, 0, 1]), out, progress=False)
+    pack(records([0, 1, 0, 1, 0, 1]), out, progress=False)   # the same records: resumed, nothing to do
+    with pytest.raises(ValueError, match="holds a pack of other files"):
+        pack(records([5, 6, 7, 8, 9, 10]), out, progress=False)
+    Image.fromarray(photo_like(30, 20, seed=9)).save(paths[0])   # another image under the same name
+    with pytest.raises(ValueError, match="holds a pack of other files"):
+        pack(records([0, 1, 0, 1, 0, 1]), out, progress=False)
+    with open(paths[0], "rb") as f:
+        assert fl.PackedDataset(out)[0]["image"] != f.read()   # left as it was
+
+
+def test_a_subset_of_a_folder_in_storage_is_checked_by_its_own_files(tmp_path):
+    """A split's `paths` were its parent folder's: the first n of the parent's files were checked,
+    paired with the subset's records, and a rewritten file of the subset went unseen."""
+    from _http import serve
+    make_image_folder(tmp_path / "www" / "train", classes=2, per_class=4, size=(20, 24), seed=1)
+    with serve(tmp_path / "www") as server:
+        sub = fl.Subset(fl.ImageFolder(f"{server.url}/train", retries=0), [7, 5, 3])
+        assert list(sub.paths) == [sub.record_id(i) for i in range(3)]
+        pack(sub, tmp_path / "out", progress=False)
+        with open(tmp_path / "www" / sub.record_id(0)[len(server.url) + 1:], "ab") as f:
+            f.write(b"\0")
+        with pytest.raises(ValueError, match="holds a pack of other files"):
+            pack(fl.Subset(fl.ImageFolder(f"{server.url}/train", retries=0), [7, 5, 3]), tmp_path / "out",
+                 progress=False)
+    assert not hasattr(fl.Subset(fl.ListSource([1, 2]), [0]), "paths")
+
+
+def test_numpy_values_none_in_json_and_longer_tuples_pack_and_read_back_as_they_were(tmp_path):
+    """A CSV row (float32 array), a NumPy scalar, JSON's null and (image, label, more) tuples failed
+    with a bare TypeError or a refusal, or were stored as a list of the path and label."""
+    img = encode(photo_like(20, 24, seed=1))
+    (tmp_path / "a.jpg").write_bytes(img)
+    rows = [{"x": np.arange(3, dtype=np.float32) + i, "w": np.float32(i / 2), "meta": None if i == 0 else {"i": i},
+             "n": np.int64(i)} for i in range(4)]
+    pack(fl.ListSource(rows), tmp_path / "d", progress=False)
+    back = list(fl.PackedDataset(tmp_path / "d"))
+    for got, want in zip(back, rows):
+        assert got["x"].dtype == np.float32 and np.array_equal(got["x"], want["x"])
+        assert (got["w"], got["meta"], got["n"]) == (float(want["w"]), want["meta"], int(want["n"]))
+    tuples = [(str(tmp_path / "a.jpg"), i, f"caption {i}") for i in range(3)]
+    pack(fl.ListSource(tuples), tmp_path / "t", progress=False)
+    assert list(fl.PackedDataset(tmp_path / "t")) == [(img, i, f"caption {i}") for i in range(3)]
+    with pytest.raises(fl.RecordError, match=r"ListSource\[1\]: field 'n': 9223372036854775808 is beyond the "
+                                             r"64-bit integers"):
+        pack(fl.ListSource([{"n": 1}, {"n": 2**63}]), tmp_path / "big", progress=False)
+    with pytest.raises(fl.RecordError, match=r"ListSource\[1\]: field 'x': list \[1, 2\] is not an array"):
+        pack(fl.ListSource([{"x": np.zeros(2)}, {"x": [1, 2]}]), tmp_path / "mixed", progress=False)
+
+
+class FirstUnreadable(fl.ListSource):
+    def __getitem__(self, i):
+        if i == 0:
+            raise fl.RecordError("rec 0", "gone since it was listed")
+        return super().__getitem__(i)
+
+
+def test_a_first_record_that_cannot_be_read_is_skipped_as_any_other(tmp_path):
+    """The fields are the first record's: reading it stood outside the skip policy."""
+    src = FirstUnreadable([{"n": i, "s": f"v{i}"} for i in range(5)])
+    with pytest.raises(fl.RecordError, match="rec 0: gone since it was listed"):
+        pack(src, tmp_path / "raise", progress=False)
+    meta = pack(src, tmp_path / "skip", progress=False, on_error="skip")
+    assert meta["skipped"] == 1 and meta["failures"] == [("rec 0", "gone since it was listed")]
+    assert list(fl.PackedDataset(tmp_path / "skip")) == [{"n": i, "s": f"v{i}"} for i in range(1, 5)]
+
+
+def test_max_side_keeps_a_cameras_mpo_jpeg_a_jpeg(tmp_path):
+    """Pillow names a JPEG with preview images (as phone cameras write) MPO: re-encoded as PNG."""
+    big = Image.fromarray(photo_like(80, 100, seed=2))
+    big.save(tmp_path / "phone.jpg", "MPO", save_all=True, append_images=[big.resize((50, 40))], quality=90)
+    with Image.open(tmp_path / "phone.jpg") as im:
+        assert im.format == "MPO"
+    pack(fl.ImageFiles([str(tmp_path / "phone.jpg")]), tmp_path / "p", max_side=50, progress=False)
+    with Image.open(io.BytesIO(fl.PackedDataset(tmp_path / "p")[0])) as im:
+        assert im.format == "JPEG" and im.size == (50, 40)

@@ -549,6 +549,25 @@ def test_disk_cache_fetches_a_shard_rewritten_at_its_url_again(store, request, t
         assert http.requests and file_gets(http) == []
 
 
+@pytest.mark.parametrize("cache", [False, True])
+def test_a_dataset_opened_again_after_a_rewrite_reads_the_new_files(s3, tmp_path, cache):
+    """fsspec hands every S3 dataset of the same options one filesystem, with the listings an earlier
+    one made: a pack rewritten at the same URL (by another process) was read with the old sizes and
+    ETags, "truncated" without a disk cache and the old records with one."""
+    shared = {k: v for k, v in s3.items() if k != "skip_instance_cache"}   # as a user passes them
+    recs = [[{"__key__": f"r{i:03d}", "bin": bytes([v]) * (100 * v + i), "n": i} for i in range(8 * v)]
+            for v in (1, 2)]
+    for v, r in enumerate(recs):
+        pack(fl.ListSource(r), tmp_path / f"v{v}", workers=1, progress=False)
+    kw = {"storage_options": shared, **({"cache_dir": tmp_path / "cache"} if cache else {})}
+    url = upload(s3, tmp_path / "v0", f"rewritten-{cache}")   # another filesystem object writes
+    old = fl.PackedDataset(url, **kw)
+    assert [old[i] for i in range(len(old))] == recs[0]
+    upload(s3, tmp_path / "v1", f"rewritten-{cache}")
+    new = fl.PackedDataset(url, **kw)
+    assert len(new) == 16 and [new[i] for i in range(len(new))] == recs[1]
+
+
 def tar_of(samples, tag):
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w", format=tarfile.USTAR_FORMAT) as tf:

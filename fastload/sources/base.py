@@ -124,8 +124,14 @@ class Subset(Source):
         lab = self.source.labels()
         return None if lab is None else lab[self.indices]
 
+    @property
+    def paths(self) -> list:
+        """The parent's files at this subset's records (the parent's own would pass for them)."""
+        return self.source.paths.take(self.indices) if hasattr(self.source.paths, "take") else \
+            [self.source.paths[int(i)] for i in self.indices]
+
     def __getattr__(self, name):  # classes, vocabularies, ... of the parent
-        if name in ("source", "indices"):
+        if name in ("source", "indices", "paths"):
             raise AttributeError(name)
         return getattr(self.source, name)
 

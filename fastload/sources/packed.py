@@ -36,7 +36,7 @@ from .remote import Storage, StorageError, _cause, is_url
 __all__ = ["PackedDataset", "FORMAT_VERSION", "decode_field"]
 
 FORMAT_VERSION = 1
-KINDS = ("bytes", "str", "json", "int")
+KINDS = ("bytes", "str", "json", "int", "npy")
 
 
 def decode_field(kind: str, data: bytes):
@@ -44,6 +44,8 @@ def decode_field(kind: str, data: bytes):
         return data
     if kind == "str":
         return data.decode("utf-8")
+    if kind == "npy":
+        return np.load(io.BytesIO(data), allow_pickle=False)
     return json.loads(data)
 
 
@@ -198,7 +200,7 @@ class PackedDataset(Source):
     def _decode(self, index: int, name: str, kind: str, data: bytes):
         try:
             return decode_field(kind, data)
-        except (ValueError, UnicodeDecodeError) as e:
+        except (ValueError, UnicodeDecodeError, EOFError) as e:   # EOFError: an array cut short
             raise RecordError(self.record_id(index), f"field {name!r} cannot be decoded: {e}") from None
 
     def __repr__(self):

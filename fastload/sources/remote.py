@@ -252,6 +252,10 @@ class Storage:
             fs = self._fs.get(protocol)
         if fs is None:
             fs, _ = fsspec.core.url_to_fs(url, **_with_timeout(protocol, self.storage_options, self.read_timeout))
+            # fsspec hands out one instance per set of options, with the listings an earlier dataset
+            # made: sizes and ETags from before a rewrite at the same URLs. This storage lists anew.
+            if hasattr(fs, "invalidate_cache"):
+                fs.invalidate_cache()
             with self._lock:
                 fs = self._fs.setdefault(protocol, fs)
         return fs, fs._strip_protocol(url)
