@@ -8,6 +8,7 @@ NumPy arrays, captions as JSON Lines, features as CSV), then does what the
 failure modes: sources of unequal length are an error, and a record that fails
 to decode is dropped whole, so no caption ever lands on the wrong image.
 """
+import argparse
 import json
 import os
 import tempfile
@@ -39,6 +40,7 @@ def make_dataset(root: str, n: int = 200, seed: int = 0) -> None:
 
 
 def main() -> None:
+    argparse.ArgumentParser(description=__doc__.splitlines()[0]).parse_args()   # --help: say what runs
     with tempfile.TemporaryDirectory() as root:
         make_dataset(root)
         images = fl.ImageFiles(os.path.join(root, "images"))          # sorted by file name

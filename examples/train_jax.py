@@ -71,7 +71,8 @@ def main():
     ap.add_argument("--size", type=int, default=64, help="training images are SIZE x SIZE")
     ap.add_argument("--per-class", type=int, default=96, help="synthetic images per class")
     args = ap.parse_args()
-    path = args.path or make_image_folder(os.path.join(tempfile.mkdtemp(), "train"), classes=4,
+    scratch = tempfile.TemporaryDirectory()   # removed when main() returns
+    path = args.path or make_image_folder(os.path.join(scratch.name, "train"), classes=4,
                                           per_class=args.per_class, size=(96, 112))
     train = fl.ImageFolder(path)
     loader = fl.Loader(train, batch_size=32, shuffle=True, seed=0, workers=2, layout="NHWC", copy=True,

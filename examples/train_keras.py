@@ -40,7 +40,8 @@ def main():
     ap.add_argument("--seed", type=int, default=0, help="seed of the initial weights (the loader's is its own)")
     args = ap.parse_args()
     keras.utils.set_random_seed(args.seed)
-    path = args.path or make_image_folder(os.path.join(tempfile.mkdtemp(), "train"), classes=4,
+    scratch = tempfile.TemporaryDirectory()   # removed when main() returns
+    path = args.path or make_image_folder(os.path.join(scratch.name, "train"), classes=4,
                                           per_class=args.per_class, size=(96, 112))
     train, val = fl.ImageFolder(path).split(test_size=0.2, seed=0)
     loader = fl.Loader(train, batch_size=32, shuffle=True, seed=0, workers=2, layout="NHWC",

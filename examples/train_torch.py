@@ -36,7 +36,8 @@ def main():
     if args.resume and not args.checkpoint:
         ap.error("--resume continues from --checkpoint FILE: give it")
     torch.manual_seed(args.seed)
-    path = args.path or make_image_folder(os.path.join(tempfile.mkdtemp(), "train"), classes=4,
+    scratch = tempfile.TemporaryDirectory()   # removed when main() returns
+    path = args.path or make_image_folder(os.path.join(scratch.name, "train"), classes=4,
                                           per_class=args.per_class, size=(96, 112))
     device = "cuda" if torch.cuda.is_available() else "cpu"
     train, val = fl.ImageFolder(path).split(test_size=0.2, seed=0)

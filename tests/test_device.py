@@ -112,10 +112,40 @@ def test_cuda_without_a_gpu_is_a_clear_error(image_folder):
         pytest.skip("a GPU is present: tests/test_gpu.py covers it")
     with pytest.raises(RuntimeError, match="no CUDA device"):
         loader(image_folder, "cuda")
-    with pytest.raises(RuntimeError, match="pin_memory=True"):
-        loader(image_folder, None, pin_memory=True)
+    torch_loader = lambda device, **kw: fl.Loader(fl.ImageFolder(image_folder), batch_size=4, device=device,
+                                                  transforms=[fl.CenterCrop(8)], output="torch", **kw)
+    with pytest.raises(RuntimeError, match="pin_memory=True needs torch with a CUDA device"):
+        torch_loader(None, pin_memory=True)
     with pytest.raises(ValueError, match="device must be"):
         loader(image_folder, "mps")
+    # torch's spellings of a device: the CPU's, an index, and what torch itself cannot read
+    assert next(iter(torch_loader("cpu:0")))[0].device.type == "cpu"
+    assert next(iter(torch_loader(torch.device("cpu"))))[0].device.type == "cpu"
+    with pytest.raises(RuntimeError, match=r"device='cuda:0' but torch sees no CUDA device"):
+        torch_loader(0)
+    with pytest.raises(ValueError, match=r"device must be 'cpu', 'cuda', 'cuda:N' or a torch.device of them, got 'gpu'"):
+        loader(image_folder, "gpu")
+
+
+@pytest.mark.parametrize("output", ["numpy", "jax"])
+def test_pin_memory_is_for_torch_outputs_and_refused_for_others(image_folder, output):
+    """Asked for with NumPy or JAX batches, pin_memory=True was accepted and the slots left pageable
+    (on a CUDA machine for NumPy, everywhere for JAX): a silent fallback."""
+    if output == "jax":
+        pytest.importorskip("jax")
+    with pytest.raises(ValueError, match=rf"pin_memory=True pins the slots for torch's non-blocking copies to the "
+                                         rf"GPU: use output='torch' \(got output='{output}'\)"):
+        fl.Loader(fl.ImageFolder(image_folder), batch_size=4, transforms=[fl.CenterCrop(8)], output=output,
+                  pin_memory=True)
+
+
+def test_output_jax_refuses_torchs_device_objects_when_made(image_folder):
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("jax")
+    for device in (torch.device("cuda"), torch.device("cpu"), 0):
+        with pytest.raises(TypeError, match="output='jax' takes a jax Device or Sharding as device="):
+            fl.Loader(fl.ImageFolder(image_folder), batch_size=4, transforms=[fl.CenterCrop(8)], output="jax",
+                      device=device)
 
 
 @pytest.mark.parametrize("layout", ["NCHW", "NHWC"])

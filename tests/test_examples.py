@@ -42,8 +42,13 @@ def check_learns(out, n_epochs=3):
 def test_train_torch_learns_and_resumes(tmp_path):
     needs("torch")
     ckpt = str(tmp_path / "ckpt.pt")
-    out = run_python([os.path.join(EXAMPLES, "train_torch.py"), *SMALL, "--checkpoint", ckpt])
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    out = run_python([os.path.join(EXAMPLES, "train_torch.py"), *SMALL, "--checkpoint", ckpt],
+                     env={"TMPDIR": str(scratch)})
     check_learns(out)
+    # its synthetic data set is removed when it ends (torch's compiler keeps a cache folder of its own there)
+    assert [e for e in os.listdir(scratch) if not e.startswith("torchinductor")] == []
     assert "val accuracy" in out
     more = run_python([os.path.join(EXAMPLES, "train_torch.py"), "--epochs", "1", "--per-class", "24", "--size",
                        "32", "--checkpoint", ckpt, "--resume"])
@@ -88,12 +93,22 @@ def test_numba_example_is_the_same_for_any_worker_count():
     out = run_python([os.path.join(EXAMPLES, "augment_numba.py")])
     sums = re.findall(r"checksum ([\d.]+)", out)
     assert len(sums) == 2 and sums[0] == sums[1], out
+    # the timed pass is a whole epoch (the warm-up batch had taken its first 32 of 128 images)
+    assert re.findall(r"worker\(s\): (\d+) images", out) == ["128", "128"], out
     assert "(32, 64, 64, 3) float32" in out
 
 
 def test_multimodal_example_runs():
     out = run_python([os.path.join(EXAMPLES, "multimodal.py")])
-    assert out.strip()
+    assert re.search(r"^200 records \(image, text, number\): 160 train, 40 test$", out, re.M), out
+    assert re.search(r"^5 batches per epoch$", out, re.M), out
+
+
+@pytest.mark.parametrize("example", sorted(f for f in os.listdir(EXAMPLES) if f.endswith(".py")))
+def test_every_example_says_what_it_does_under_help(example):
+    """multimodal.py had no --help: asking for it ran the whole example."""
+    out = run_python([os.path.join(EXAMPLES, example), "--help"], timeout=60)
+    assert out.startswith("usage: ") and "--help" in out, out
 
 
 def readme_block(heading):

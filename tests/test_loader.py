@@ -429,6 +429,20 @@ def test_stats_count_batches_samples_and_time(image_folder):
     assert s["buffer_bytes"] == (loader.prefetch_depth + 2) * 5 * (3 * 8 * 8 * 4 + 8)
 
 
+def test_stats_rates_are_of_the_loop_when_the_step_is_the_bottleneck(image_folder):
+    """samples_per_s and worker_utilisation were over the time spent inside the loader alone: with a
+    30 ms step, 80x the rate the loop received and workers "busy" 250% of the time."""
+    loader = fl.Loader(fl.ImageFolder(image_folder), batch_size=4, workers=2, transforms=[fl.CenterCrop(8)])
+    t = time.perf_counter()
+    for _ in loader:
+        time.sleep(0.03)   # the training step
+    received = 24 / (time.perf_counter() - t)
+    s = loader.stats()
+    assert s["wall_s"] < s["elapsed_s"] <= time.perf_counter() - t
+    assert 0.8 * received <= s["samples_per_s"] <= 1.25 * received, (s["samples_per_s"], received)
+    assert 0 < s["worker_utilisation"] <= 1 and s["ready_fraction"] > 0.5
+
+
 def test_one_iterator_advanced_from_two_threads_is_refused_not_mixed():
     """Two threads on one iterator took each other's chunks: batches that were no batch of the
     epoch, labels on other records' pixels. The second thread now gets an error, every time,

@@ -354,3 +354,28 @@ def test_a_stream_left_after_its_last_batch_goes_on_with_the_next_epoch():
     next(it)
     del it
     assert labels_of(middle) == [[3, 4, 5], [6]]
+
+
+def test_a_state_is_json_whatever_integer_type_the_settings_came_in():
+    """batch_size=np.int64(16) (hyperparameters read from an array) made the state's batch_size and
+    offset NumPy integers, which json.dumps refuses."""
+    loader = fl.Loader(fl.ListSource([{"n": i} for i in range(40)]), batch_size=np.int64(16), workers=np.int32(1),
+                       prefetch=np.uint8(2), shuffle=True, seed=3, fields={"n": None})
+    it = iter(loader)
+    first = next(it)
+    state = json.loads(json.dumps(loader.state_dict()))
+    assert state["batch_size"] == 16 and state["offset"] == 16
+    resumed = fl.Loader(fl.ListSource([{"n": i} for i in range(40)]), batch_size=16, shuffle=True, seed=3,
+                        fields={"n": None})
+    resumed.load_state_dict(state)
+    assert [b["n"] for b in resumed] == [b["n"] for b in it] and len(first["n"]) == 16
+
+
+def test_an_epoch_without_a_full_batch_counts_as_one_epoch_and_is_warned_of():
+    """drop_last=True with fewer records than a batch: each empty pass moved the epoch on by two."""
+    with pytest.warns(RuntimeWarning, match=r"drop_last=True with batch_size=8 and 5 records: no batch is full, "
+                                            r"so every epoch is empty"):
+        loader = fl.Loader(fl.ListSource([{"n": i} for i in range(5)]), batch_size=8, drop_last=True,
+                           fields={"n": None})
+    for epoch in range(3):
+        assert list(loader) == [] and loader.state_dict()["epoch"] == epoch + 1

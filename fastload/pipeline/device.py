@@ -110,7 +110,9 @@ class DeviceTransfer:
         """
         if hasattr(device, "copy_async"):
             return cls(device, pin=False, to_device=True)
-        if device is None or str(device) == "cpu":
+        if isinstance(device, int) and not isinstance(device, bool):   # an index, as torch takes it: a CUDA device
+            device = f"cuda:{device}"
+        if device is None or str(device).split(":")[0] == "cpu":
             if pin_memory and not cuda_available():
                 raise RuntimeError("pin_memory=True needs torch with a CUDA device, and none is available")
             if output == "torch" and pin_memory is not False and cuda_available():
@@ -120,9 +122,12 @@ class DeviceTransfer:
             import torch
         except ImportError as e:
             raise RuntimeError(f"device={device!r} needs torch (pip install torch)") from e
-        dev = torch.device(device)
-        if dev.type != "cuda":
-            raise ValueError(f"device must be 'cpu', 'cuda' or 'cuda:N', got {device!r}")
+        try:
+            dev = torch.device(device)
+        except (RuntimeError, TypeError):   # "gpu", "cuda:x": torch's own message lists its every device type
+            dev = None
+        if dev is None or dev.type != "cuda":
+            raise ValueError(f"device must be 'cpu', 'cuda', 'cuda:N' or a torch.device of them, got {device!r}")
         if not torch.cuda.is_available():
             raise RuntimeError(f"device={device!r} but torch sees no CUDA device "
                                f"(torch {torch.__version__}, built with CUDA {torch.version.cuda})")

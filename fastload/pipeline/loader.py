@@ -64,7 +64,7 @@ _OUTPUTS = ("numpy", "torch", "jax")
 _MAX_FAILURES_KEPT = 1000          # failures listed per epoch; the totals count every one
 _PREPARE_CHUNK = 2048              # records per read of a preparation pass
 _COUNTERS = ("samples", "batches", "skipped", "stand_ins", "ready_batches", "busy_s", "wait_s",
-             "wall_s")
+             "wall_s", "elapsed_s")
 _STOP_S = 0.05                     # a worker looks at the stop flag about this often
 _WHOLE_BATCH_S = 0.01              # a batch filled faster than this is one worker's task (see _LoaderIter)
 _FIRST_TRIES = 100                 # records read, under on_error="skip", to find one that shows the fields
@@ -158,9 +158,10 @@ class Loader(Fluent):
                             "iterator: wrap its factory, e.g. fl.IterableRecords(lambda: cursor_rows())")
         if not self._random_access and shuffle:
             raise ValueError("a stream cannot be shuffled by index: shuffle it with .shuffle(buffer_size, seed) first")
-        _check_int("batch_size", batch_size, 1)
-        _check_int("workers", workers, 0)
-        _check_int("prefetch", prefetch, 1)
+        # Python ints from here on (np.int64(16) made state_dict() unwritable as JSON)
+        batch_size = _check_int("batch_size", batch_size, 1)
+        workers = _check_int("workers", workers, 0)
+        prefetch = _check_int("prefetch", prefetch, 1)
         if output not in _OUTPUTS:
             raise ValueError(f"output must be one of {list(_OUTPUTS)}, got {output!r}")
         if output != "numpy":   # here, not at the first batch
@@ -182,9 +183,13 @@ class Loader(Fluent):
         from .device import DeviceTransfer       # validates device= and pin_memory= now, imports nothing heavy
         # JAX places batches itself: device= is then a jax Device or Sharding (e.g.
         # fl.integrations.jax.batch_sharding() to split the batch over local devices).
-        if output == "jax" and isinstance(device, str):   # "cuda" is torch's name: JAX wants its own object
+        if output == "jax" and (isinstance(device, (str, int)) or type(device).__module__.split(".")[0] == "torch"):
+            # "cuda" and torch.device are torch's names: JAX wants its own object
             raise TypeError(f"output='jax' takes a jax Device or Sharding as device=, got {device!r} (e.g. "
                             "jax.devices('gpu')[0], or fl.integrations.jax.batch_sharding())")
+        if pin_memory and output != "torch":   # pinned slots serve torch's non-blocking copies alone
+            raise ValueError(f"pin_memory=True pins the slots for torch's non-blocking copies to the GPU: use "
+                             f"output='torch' (got output={output!r})")
         self._jax_target = device if output == "jax" else None
         self._device = None if output == "jax" else DeviceTransfer.create(device, output, pin_memory)
         given = {k: v for k, v in image_options.items() if not (k == "layout" and v == "auto")}
@@ -199,6 +204,10 @@ class Loader(Fluent):
             self._shape = "tuple" if as_tuple else "dict"
         self._sampler = Sampler(len(source) if self._random_access else 0, batch_size, drop_last,
                                 self.rank, self.world_size)
+        if self._random_access and self._sampler.steps(0) == 0:   # a training loop that silently does nothing
+            warnings.warn(f"fastload: drop_last=True with batch_size={batch_size} and {len(source)} records"
+                          + (f" over {self.world_size} ranks" if self.world_size > 1 else "")
+                          + ": no batch is full, so every epoch is empty", RuntimeWarning, stacklevel=2)
         if self._jax_target is not None:   # a sharding must split every batch, the last one too
             from ..integrations.jax import check_batches
             if drop_last or self.world_size > 1:   # every batch full (ranks pad the last step)
@@ -470,7 +479,10 @@ class Loader(Fluent):
 
         ``wall_s`` is time spent inside the loader (not in the training step),
         ``wait_s`` the part of it spent waiting for workers, ``busy_s`` the
-        workers' summed busy time. ``skipped`` counts every skip since creation;
+        workers' summed busy time, ``elapsed_s`` the time from the start of each
+        pass to its latest batch (the training step's included): ``samples_per_s``
+        is the rate the loop received, ``worker_utilisation`` the workers' busy
+        share of that time. ``skipped`` counts every skip since creation;
         ``failures`` lists this epoch's, one per record, at most 1000; ``stand_ins``
         counts batches yielded in place of one whose every record failed.
         """
@@ -478,10 +490,12 @@ class Loader(Fluent):
             s = {k: self._stats[k] for k in _COUNTERS}
             state = self._epoch_failures.get(self._report_epoch, _EpochFailures())
             s["failed_this_epoch"], s["failures"] = state.count, list(state.failures.items())
-        busy, wait, wall = s["busy_s"], s["wait_s"], s["wall_s"]
-        s["samples_per_s"] = s["samples"] / wall if wall else 0.0
+        busy, wait, wall, elapsed = s["busy_s"], s["wait_s"], s["wall_s"], s["elapsed_s"]
+        # over the time the loop ran, not the time inside the loader: with the step the bottleneck,
+        # that was 80x the rate received, and the workers' prefetching made them "busy" 250%
+        s["samples_per_s"] = s["samples"] / elapsed if elapsed else 0.0
         s["consumer_wait_fraction"] = wait / wall if wall else 0.0
-        s["worker_utilisation"] = busy / (wall * max(self.workers, 1)) if wall else 0.0
+        s["worker_utilisation"] = busy / (elapsed * max(self.workers, 1)) if elapsed else 0.0
         # Batches already complete when asked for: near 1, the training step is the bottleneck;
         # near 0 with high worker utilisation, the loader is (more workers or lighter transforms).
         s["ready_fraction"] = s["ready_batches"] / s["batches"] if s["batches"] else 0.0
@@ -516,7 +530,7 @@ class Loader(Fluent):
         self._check_ranks()
         epoch, offset = self._position
         self._check_stream(offset)
-        if self._random_access and self._sampler.steps(offset) == 0:   # drop_last stops short of n
+        if self._random_access and offset and self._sampler.steps(offset) == 0:   # resumed at the epoch's end
             epoch, offset = epoch + 1, 0
         return _LoaderIter(self, epoch, offset)
 
@@ -1059,6 +1073,7 @@ class _LoaderIter(Node):
         # would stay leased), or, before it had one, its next batch twice (_owed, then _again).
         self._last, self._owed, self._again = None, 0, 0
         self._closed = False
+        self._since = time.perf_counter()   # elapsed_s counts from here to each batch
 
     def __next__(self):
         check_process(self._pid, "this Loader iterator", "create a new iterator in the child: iter(loader)")
@@ -1151,7 +1166,10 @@ class _LoaderIter(Node):
             with L._lock:
                 L._epoch_state(self.epoch).samples += kept
         self._yielded += 1
-        L._stats["wall_s"] += time.perf_counter() - t0
+        now = time.perf_counter()
+        L._stats["wall_s"] += now - t0
+        L._stats["elapsed_s"] += now - self._since
+        self._since = now
         return batch
 
     def close(self):
