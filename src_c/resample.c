@@ -30,6 +30,7 @@
 
 #define PREC 22
 #define HALF (1 << (PREC - 1))
+#define HV_WORDS 16   /* int32 words of AVX2's expanded weights per load: 16 int16 hi parts, then 16 lo */
 #define BOX_EPS 1e-3
 
 void fl_resampler_free(fl_resampler *r)
@@ -224,54 +225,97 @@ static void vpass_portable(const uint8_t *in, ptrdiff_t in_stride, int rowbytes,
 /* ---- AVX2 loops -------------------------------------------------------- */
 #if FL_X86_DISPATCH
 
-/* Horizontal taps for AVX2: each 8-byte load of the source is widened to
- * eight int32 lanes and multiplied by a matching row of 8 weights. For 3 and
- * 4 channels a load covers two whole pixels (lanes 6-7 unused for RGB), for 1
- * channel eight taps; the lanes of one channel are summed at the end. */
-static int taps_per_load(int ch) { return ch == 1 ? 8 : 2; }
+/* Horizontal taps for AVX2, with 16-bit multiplies and the portable loop's
+ * int32 sums: each weight is split as hi * 2^HSPLIT + lo (both fit int16),
+ * vpmaddwd sums a channel's two taps against each part, and the parts are
+ * joined as (hi << HSPLIT) + lo. A 16-byte load covers 4 taps (RGB, RGBA) or
+ * 16 (1 channel), spread into sixteen uint16 lanes, a channel's tap pairs
+ * side by side (HTAP_LANE):
+ *   RGB   [R0 R1 G0 G1 B0 B1 R2 R3 | G2 G3 B2 B3 - - - -] -> [R01 G01 B01 R23 | G23 B23 - -]
+ *   RGBA  [R0 R1 G0 G1 B0 B1 A0 A1 | R2 R3 G2 G3 B2 B3 A2 A3] -> [R01 G01 B01 A01 | R23 G23 B23 A23]
+ *   1 ch  taps 0-15 -> eight pair sums
+ * the int32 layouts the reductions below fold. Per tap, half the multiply
+ * work of widening every byte to int32 for vpmulld. */
+#define HSPLIT 11
+static int taps_per_load(int ch) { return ch == 1 ? 16 : 4; }
 
-static void expand_htaps(int ch, int out_w, const int32_t *bounds, const int32_t *k, int ksize,
-                         int nload, int32_t *vk)
+/* The expanded weights: for each output pixel and load, a channel's taps put
+ * where the load's lanes hold them (the layouts above), as hi then lo parts;
+ * zero beyond the window. Masked loads read no weight past it. */
+FL_AVX2 static void expand_htaps(int ch, int out_w, const int32_t *bounds, const int32_t *k, int ksize,
+                                 int nload, int32_t *vk)
 {
-    int per = taps_per_load(ch);
+    const int per = taps_per_load(ch);
+    const __m256i low = _mm256_set1_epi32((1 << HSPLIT) - 1);
+    const __m256i first = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    /* RGB(A): the bytes of [hi0..hi3 lo0..lo3] (int16) each lane's hi takes; its lo, 8 on */
+    const __m256i pick = ch == 3
+        ? _mm256_setr_epi8(0, 1, 2, 3, 0, 1, 2, 3, 0, 1, 2, 3, 4, 5, 6, 7,
+                           4, 5, 6, 7, 4, 5, 6, 7, -1, -1, -1, -1, -1, -1, -1, -1)
+        : _mm256_setr_epi8(0, 1, 2, 3, 0, 1, 2, 3, 0, 1, 2, 3, 0, 1, 2, 3,
+                           4, 5, 6, 7, 4, 5, 6, 7, 4, 5, 6, 7, 4, 5, 6, 7);
+    const __m256i pick_lo = _mm256_or_si256(pick, _mm256_and_si256(_mm256_cmpgt_epi8(pick, _mm256_set1_epi8(-1)),
+                                                                   _mm256_set1_epi8(8)));
     for (int x = 0; x < out_w; x++) {
-        int32_t *v = vk + (size_t)x * nload * 8;
-        memset(v, 0, (size_t)nload * 8 * sizeof(int32_t));
-        int n = bounds[2 * x + 1];
+        const int n = bounds[2 * x + 1];
         const int32_t *kk = k + (size_t)x * ksize;
-        for (int t = 0; t < n; t++) {
-            int j = t / per, s = t % per;
-            if (ch == 1)
-                v[j * 8 + s] = kk[t];
-            else
-                for (int c = 0; c < ch; c++)
-                    v[j * 8 + s * ch + c] = kk[t];
+        __m256i *v = (__m256i *)(vk + (size_t)x * nload * HV_WORDS);
+        for (int j = 0; j < nload; j++, v += 2) {
+            const __m256i left = _mm256_set1_epi32(n - j * per);   /* taps of the window from this load on */
+            if (ch == 1) {
+                __m256i w0 = _mm256_maskload_epi32(kk + j * per, _mm256_cmpgt_epi32(left, first));
+                __m256i w1 = _mm256_maskload_epi32(kk + j * per + 8, _mm256_cmpgt_epi32(
+                    left, _mm256_add_epi32(first, _mm256_set1_epi32(8))));
+                /* packs work within 128-bit halves: 0xD8 puts the four quarters back in order */
+                _mm256_store_si256(v, _mm256_permute4x64_epi64(_mm256_packs_epi32(
+                    _mm256_srai_epi32(w0, HSPLIT), _mm256_srai_epi32(w1, HSPLIT)), 0xD8));
+                _mm256_store_si256(v + 1, _mm256_permute4x64_epi64(_mm256_packs_epi32(
+                    _mm256_and_si256(w0, low), _mm256_and_si256(w1, low)), 0xD8));
+            } else {
+                __m128i w = _mm_maskload_epi32(kk + j * per, _mm_cmpgt_epi32(_mm256_castsi256_si128(left),
+                                                                             _mm256_castsi256_si128(first)));
+                __m256i hl = _mm256_broadcastsi128_si256(_mm_packs_epi32(
+                    _mm_srai_epi32(w, HSPLIT), _mm_and_si128(w, _mm256_castsi256_si128(low))));
+                _mm256_store_si256(v, _mm256_shuffle_epi8(hl, pick));
+                _mm256_store_si256(v + 1, _mm256_shuffle_epi8(hl, pick_lo));
+            }
         }
     }
 }
 
-/* Output pixels [0, end) can use nload 8-byte loads from their first tap
- * without leaving the row; window starts only move right, so the rest of the
- * row is a suffix handled by the portable code. */
-static int hsafe_end(int ch, int in_w, int out_w, const int32_t *bounds, int nload)
+/* Output pixels [0, end) can use nload 16-byte loads from their first tap
+ * without reading past `avail` bytes from the row's start; window starts only
+ * move right, so the rest of the row is a suffix handled by the portable code.
+ * The bytes a load takes beyond the window meet zero weights, so a row may
+ * read on into the next: only the last row stops at its own end. */
+static int hsafe_end(int ch, size_t avail, int out_w, const int32_t *bounds, int nload)
 {
-    size_t reach = (size_t)(nload - 1) * taps_per_load(ch) * ch + 8;
+    size_t reach = (size_t)(nload - 1) * taps_per_load(ch) * ch + 16;
     int end = out_w;
-    while (end > 0 && (size_t)bounds[2 * (end - 1)] * ch + reach > (size_t)in_w * ch)
+    while (end > 0 && (size_t)bounds[2 * (end - 1)] * ch + reach > avail)
         end--;
     return end;
 }
 
-/* One output pixel's products, summed over its loads (8-byte source loads
- * `step` bytes apart, each against its row of expanded weights). */
-FL_AVX2 static FL_INLINE __m256i htaps_avx2(const uint8_t *p, const __m256i *v, const int nload, const int step)
+/* One output pixel's products, summed over its loads (16-byte source loads
+ * `step` bytes apart, each against its hi and lo weights). */
+FL_AVX2 static FL_INLINE __m256i htaps_avx2(const uint8_t *p, const __m256i *v, const int nload, const int step,
+                                            const int ch)
 {
-    __m256i acc = _mm256_mullo_epi32(_mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)p)),
-                                     _mm256_load_si256(v));
-    for (int j = 1; j < nload; j++)
-        acc = _mm256_add_epi32(acc, _mm256_mullo_epi32(
-            _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(p + j * step))), _mm256_load_si256(v + j)));
-    return acc;
+    const __m256i spread = ch == 3
+        ? _mm256_setr_epi8(0, -1, 3, -1, 1, -1, 4, -1, 2, -1, 5, -1, 6, -1, 9, -1,
+                           7, -1, 10, -1, 8, -1, 11, -1, -1, -1, -1, -1, -1, -1, -1, -1)
+        : _mm256_setr_epi8(0, -1, 4, -1, 1, -1, 5, -1, 2, -1, 6, -1, 3, -1, 7, -1,
+                           8, -1, 12, -1, 9, -1, 13, -1, 10, -1, 14, -1, 11, -1, 15, -1);
+    __m256i hi = _mm256_setzero_si256(), lo = _mm256_setzero_si256();
+    for (int j = 0; j < nload; j++) {
+        const __m128i b = _mm_loadu_si128((const __m128i *)(p + j * step));
+        const __m256i x = ch == 1 ? _mm256_cvtepu8_epi16(b)
+                                  : _mm256_shuffle_epi8(_mm256_broadcastsi128_si256(b), spread);
+        hi = _mm256_add_epi32(hi, _mm256_madd_epi16(x, _mm256_load_si256(v + 2 * j)));
+        lo = _mm256_add_epi32(lo, _mm256_madd_epi16(x, _mm256_load_si256(v + 2 * j + 1)));
+    }
+    return _mm256_add_epi32(_mm256_slli_epi32(hi, HSPLIT), lo);
 }
 
 /* Every pixel runs the same number of loads (zero weights pad the short
@@ -284,21 +328,24 @@ FL_AVX2 static FL_INLINE void hpass_avx2_ch(const int ch, const uint8_t *in, ptr
 {
     const int step = taps_per_load(ch) * ch;
     const __m128i half = _mm_set1_epi32(HALF);
-    const int safe_end = hsafe_end(ch, in_w, out_w, bounds, nload);
+    const size_t row_bytes = (size_t)in_w * ch;
+    const int inner_end = hsafe_end(ch, (size_t)in_stride + row_bytes, out_w, bounds, nload);
+    const int last_end = hsafe_end(ch, row_bytes, out_w, bounds, nload);
     for (int y = 0; y < rows; y++) {
         const uint8_t *row = in + y * in_stride;
         uint8_t *o = out + y * out_stride;
         const __m256i *v = (const __m256i *)vk;
+        const int safe_end = y + 1 < rows ? inner_end : last_end;
         int x = 0;
         /* RGB, two pixels per step: their accumulators share one reduction
          * (each 128-bit half folds one pixel), which halves the shuffles and
          * packs per pixel. Both 4-byte stores land inside the row while
          * x + 2 < out_w (pixel x + 1's 4th byte is pixel x + 2's first). */
         if (ch == 3) {
-            for (; x + 1 < safe_end && x + 2 < out_w; x += 2, v += 2 * nload) {
-                __m256i a0 = htaps_avx2(row + (size_t)bounds[2 * x] * 3, v, nload, step);
-                __m256i a1 = htaps_avx2(row + (size_t)bounds[2 * x + 2] * 3, v + nload, nload, step);
-                /* lo = [x: R0 G0 B0 R1 | x+1: R0 G0 B0 R1], hi = [x: G1 B1 - - | x+1: G1 B1 - -] */
+            for (; x + 1 < safe_end && x + 2 < out_w; x += 2, v += 4 * nload) {
+                __m256i a0 = htaps_avx2(row + (size_t)bounds[2 * x] * 3, v, nload, step, 3);
+                __m256i a1 = htaps_avx2(row + (size_t)bounds[2 * x + 2] * 3, v + 2 * nload, nload, step, 3);
+                /* lo = [x: R01 G01 B01 R23 | x+1: ...], hi = [x: G23 B23 - - | x+1: ...] */
                 __m256i lo = _mm256_permute2x128_si256(a0, a1, 0x20);
                 __m256i hi = _mm256_permute2x128_si256(a0, a1, 0x31);
                 __m256i s = _mm256_add_epi32(lo, _mm256_alignr_epi8(hi, lo, 12));
@@ -310,13 +357,13 @@ FL_AVX2 static FL_INLINE void hpass_avx2_ch(const int ch, const uint8_t *in, ptr
                 memcpy(o + x * 3 + 3, &px1, 4);
             }
         }
-        for (; x < safe_end; x++, v += nload) {
-            __m256i acc = htaps_avx2(row + (size_t)bounds[2 * x] * ch, v, nload, step);
+        for (; x < safe_end; x++, v += 2 * nload) {
+            __m256i acc = htaps_avx2(row + (size_t)bounds[2 * x] * ch, v, nload, step, ch);
             __m128i lo4 = _mm256_castsi256_si128(acc), hi4 = _mm256_extracti128_si256(acc, 1);
             __m128i s;
-            if (ch == 3)        /* lanes: R0 G0 B0 R1 | G1 B1 - -  ->  R1 G1 B1 - */
+            if (ch == 3)        /* lanes: R01 G01 B01 R23 | G23 B23 - -  ->  R G B - */
                 s = _mm_add_epi32(lo4, _mm_alignr_epi8(hi4, lo4, 12));
-            else                /* 4 channels: two pixels; 1 channel: eight taps */
+            else                /* 4 channels: taps 0-1 | 2-3; 1 channel: eight pair sums */
                 s = _mm_add_epi32(lo4, hi4);
             if (ch == 1) {
                 s = _mm_add_epi32(s, _mm_shuffle_epi32(s, _MM_SHUFFLE(1, 0, 3, 2)));
@@ -755,7 +802,7 @@ int fl_resample_shown(fl_resampler *r, const fl_view *src, fl_rect box,
 
     axis_plan ph = plan_axis(iw, bx0, bx1, ow, filter, antialias);
     axis_plan pv = plan_axis(ih, by0, by1, oh, filter, antialias);
-    int nload = 0;   /* 8-byte loads per output pixel in the AVX2 horizontal pass */
+    int nload = 0;   /* 16-byte loads per output pixel in the AVX2 horizontal pass */
 #if FL_X86_DISPATCH
     if (fl_simd == FL_SIMD_AVX2 && need_h)   /* the AVX2 horizontal pass needs expanded taps */
         nload = (ph.ksize + taps_per_load(ch) - 1) / taps_per_load(ch);   /* upper bound for sizing */
@@ -763,7 +810,7 @@ int fl_resample_shown(fl_resampler *r, const fl_view *src, fl_rect box,
     size_t kmax = (size_t)(ph.ksize > pv.ksize ? ph.ksize : pv.ksize);
     size_t sz_hb = align_up((size_t)ow * 2 * sizeof(int32_t));
     size_t sz_hk = align_up((size_t)ow * ph.ksize * sizeof(int32_t));
-    size_t sz_vk8 = align_up((size_t)ow * nload * 8 * sizeof(int32_t));
+    size_t sz_vk8 = align_up((size_t)ow * nload * HV_WORDS * sizeof(int32_t));
     size_t sz_vb = align_up((size_t)oh * 2 * sizeof(int32_t));
     size_t sz_vk = align_up((size_t)oh * pv.ksize * sizeof(int32_t));
     size_t sz_w = align_up(kmax * sizeof(double));
