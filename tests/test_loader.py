@@ -435,11 +435,12 @@ def test_stats_rates_are_of_the_loop_when_the_step_is_the_bottleneck(image_folde
     loader = fl.Loader(fl.ImageFolder(image_folder), batch_size=4, workers=2, transforms=[fl.CenterCrop(8)])
     t = time.perf_counter()
     for _ in loader:
+        last = time.perf_counter()
         time.sleep(0.03)   # the training step
-    received = 24 / (time.perf_counter() - t)
+    received = 24 / (last - t)   # up to the last batch's arrival, as elapsed_s counts
     s = loader.stats()
-    assert s["wall_s"] < s["elapsed_s"] <= time.perf_counter() - t
-    assert 0.8 * received <= s["samples_per_s"] <= 1.25 * received, (s["samples_per_s"], received)
+    assert s["wall_s"] < s["elapsed_s"] <= last - t
+    assert received <= s["samples_per_s"] <= 1.3 * received, (s["samples_per_s"], received)
     assert 0 < s["worker_utilisation"] <= 1 and s["ready_fraction"] > 0.5
 
 
