@@ -390,3 +390,97 @@ def test_exit_while_a_daemon_thread_is_mid_epoch_is_quiet():
         r = subprocess.run([sys.executable, "-c", EXIT_MID_EPOCH], capture_output=True, text=True, timeout=60,
                            env=env, cwd=os.path.dirname(HOME) or "/")   # not a checkout's unbuilt fastload
         assert r.returncode == 0 and r.stderr == "", r.stderr[-2000:]
+
+
+# -- a user's own Source and Field, held to their protocols ----------------------------------------
+
+class Rows(fl.Source):
+    """Records {"v": [i, 1]}; `bad` rows raise RecordError, `none` rows are None, `short` drops the
+    last record of every gather (a bug in the source)."""
+
+    def __init__(self, n=8, bad=(), none=(), short=False, broken_first=False):
+        self.n, self.bad, self.none, self.short, self.broken_first = n, bad, none, short, broken_first
+
+    def __len__(self):
+        return self.n
+
+    def __getitem__(self, i):
+        i = self._check_index(i)
+        if i == 0 and self.broken_first:
+            raise FileNotFoundError("no such file: /data/000.bin")
+        if i in self.bad:
+            raise fl.RecordError(self.record_id(i), "corrupt row")
+        return None if i in self.none else {"v": [float(i), 1.0]}
+
+    def gather(self, indices):
+        out = [self[i] for i in indices.tolist()]
+        return out[:-1] if self.short else out
+
+
+class Squares(Field):
+    """Follows Field.fill's protocol: values[i] into outs[name][i]; `fail` maps a value's first
+    number to the key it reports a failure under (None: its own row)."""
+
+    def __init__(self, fail=None):
+        self.name, self.fail = "v", fail or {}
+
+    def outputs(self):
+        return [Output(self.name, (2,), np.dtype(np.float32))]
+
+    def fill(self, values, outs, ctx):
+        bad = {}
+        for i, v in enumerate(values):
+            outs[self.name][i] = np.square(v)   # None would raise: a record that was not read is not given
+            if v[0] in self.fail:
+                bad[i if self.fail[v[0]] is None else self.fail[v[0]]] = "refused"
+        return bad
+
+
+@pytest.mark.parametrize("policy", ["raise", "skip"])
+def test_a_fields_fill_is_not_given_the_records_that_could_not_be_read(policy):
+    """A user's Field got None for a record the source could not read (or that was None), raised on
+    it, and that error replaced the record's own under either policy."""
+    loader = fl.Loader(Rows(bad=(2,), none=(5,)), batch_size=4, fields={"v": Squares()}, on_error=policy)
+    if policy == "raise":
+        with pytest.raises(fl.RecordError, match=r"^Rows\[2\]: corrupt row$"):
+            list(loader)
+        return
+    with pytest.warns(RuntimeWarning, match="skipping"):
+        got = [row for b in loader for row in b["v"].tolist()]
+    assert got == [[i * i, 1.0] for i in (0, 1, 3, 4, 6, 7)]
+    assert loader.stats()["failures"] == [("Rows[2]", "corrupt row"), ("Rows[5]", "the record is None")]
+
+
+def test_failures_a_field_reports_must_be_rows_it_was_given():
+    """Key 99 was an IndexError naming no field, "3" a TypeError, and -1 blamed (and skipped) record 0
+    for what record 3 did."""
+    for key in (99, "3", -1, True):
+        loader = fl.Loader(Rows(n=4), batch_size=4, workers=0, fields={"v": Squares({3.0: key})}, on_error="skip")
+        with pytest.raises(TypeError, match=rf"^field 'v': Squares.fill returned failures keyed \[{key!r}\]; the "
+                                            r"keys are rows of the \d values it was given, 0\.\.\d$"):
+            list(loader)
+    loader = fl.Loader(Rows(n=4), batch_size=4, fields={"v": Squares({3.0: None})}, on_error="skip")
+    with pytest.warns(RuntimeWarning, match="skipping"):
+        assert [b["v"][:, 0].tolist() for b in loader] == [[0.0, 1.0, 4.0]]
+    assert loader.stats()["failures"] == [("Rows[3]", "field 'v': refused")]
+
+
+def test_a_gather_that_returns_another_number_of_records_is_an_error():
+    """The batch's last row kept an earlier batch's bytes beside the pass-through columns' shorter list."""
+    with pytest.raises(fl.StageError, match=r"stage 'source' failed on record 'one of (\d) records: .*ValueError: "
+                                            r"Rows\.gather returned \d records for \1 indices"):
+        list(fl.Loader(Rows(short=True), batch_size=4, fields={"v": Squares()}))
+
+
+def test_a_first_record_that_raises_while_the_loader_is_made_is_named():
+    for policy in ("raise", "skip"):
+        with pytest.raises(fl.StageError, match=r"^stage 'source' failed on record 'Rows\[0\]': FileNotFoundError: "
+                                                r"no such file: /data/000.bin$"):
+            fl.Loader(Rows(broken_first=True), batch_size=4, fields={"v": Squares()}, on_error=policy)
+
+
+def test_an_outputs_shape_is_checked_when_it_is_declared():
+    for shape in (2, (2.0,), (-1,), "2", (True,)):
+        with pytest.raises(TypeError, match=rf"^Output 'v': shape must be a tuple of sizes >= 0"):
+            Output("v", shape, np.dtype(np.float32))
+    assert Output("v", [np.int64(2), 3], np.dtype(np.float32)).shape == (2, 3)

@@ -227,6 +227,22 @@ def test_standardize_streaming_statistics_match_numpy():
     np.testing.assert_allclose(out["number"][:3], (data[:3] - data.mean(0)) / data.std(0), rtol=1e-4, atol=1e-4)
 
 
+def test_statistics_read_past_a_long_run_of_skipped_records():
+    """A block of 4096 skipped records (None) in a row was taken for the end of the values: the
+    statistics were of the rows before it alone, and Numeric found "no valid numeric row"."""
+    rng = np.random.default_rng(1)
+    first, last = rng.normal(0, 1, size=(4096, 2)), rng.normal(50, 1, size=(5000, 2))
+    rows = list(first) + [None] * 4096 + list(last)
+    f = Standardize()
+    f.prepare(rows)
+    both = np.concatenate([first, last])
+    np.testing.assert_allclose(f.mean, both.mean(axis=0), rtol=1e-9)
+    np.testing.assert_allclose(f.std, both.std(axis=0), rtol=1e-9)
+    n = Numeric()
+    n.prepare([None] * 4096 + [np.zeros(3)])
+    assert n.outputs()[0].shape == (3,)
+
+
 def test_standardize_given_statistics_and_errors():
     f = Standardize(mean=[1, 2], std=[2, 0])
     out = {"number": np.zeros((1, 2), np.float32)}

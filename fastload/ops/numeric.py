@@ -31,8 +31,9 @@ def _blocks(chunks: Iterable[Iterable[Any]]) -> Iterator[list]:
     """
     for chunk in chunks:
         it = iter(chunk)
-        while block := [v for v in islice(it, _CHUNK) if v is not None]:
-            yield block
+        while taken := list(islice(it, _CHUNK)):   # a block of skipped records alone is not the end
+            if block := [v for v in taken if v is not None]:
+                yield block
 
 
 def _as_row(value: Any, size: int | None) -> np.ndarray | str:

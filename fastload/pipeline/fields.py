@@ -28,6 +28,14 @@ class Output:
     shape: tuple[int, ...]
     dtype: np.dtype
 
+    def __post_init__(self):   # checked here: at the batch buffer's allocation it named nothing
+        shape = self.shape
+        if not isinstance(shape, (tuple, list)) or not all(
+                isinstance(d, (int, np.integer)) and not isinstance(d, bool) and d >= 0 for d in shape):
+            raise TypeError(f"Output {self.name!r}: shape must be a tuple of sizes >= 0, e.g. (2,) or () for one "
+                            f"value a sample, got {shape!r}")
+        object.__setattr__(self, "shape", tuple(int(d) for d in shape))
+
 
 @dataclass(frozen=True)
 class ChunkContext:
@@ -49,5 +57,6 @@ class Field:
         """Optional pass over the training values before the first epoch (e.g. statistics)."""
 
     def fill(self, values: Sequence[Any], outs: dict[str, np.ndarray], ctx: ChunkContext) -> dict[int, str]:
-        """Write ``values[i]`` into ``outs[name][i]`` for every output; return {i: reason} for failures."""
+        """Write ``values[i]`` into ``outs[name][i]`` for every output; return {i: reason} for failures
+        (``i`` a position in ``values``). A record that could not be read is never among ``values``."""
         raise NotImplementedError

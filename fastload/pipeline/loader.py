@@ -36,6 +36,7 @@ import os
 import threading
 import time
 import warnings
+from collections.abc import Iterator
 
 import numpy as np
 
@@ -348,6 +349,8 @@ class Loader(Fluent):
                 if self.on_error == "raise":
                     raise
                 yield FailedRecord(self._record_id(i), e.reason)
+            except Exception as e:   # a bug or an outage, as a batch's read reports it: naming the record
+                raise StageError("source", self._record_id(i), e) from e
 
     # -- sizes and order ------------------------------------------------------------
     def __len__(self) -> int:
@@ -661,7 +664,7 @@ class Loader(Fluent):
         """The records at ``idx`` and {position: reason} for those that could not be read."""
         failures = {}
         try:
-            return self.source.gather(idx), failures
+            records = self.source.gather(idx)
         except RecordError:   # one bad record: fetch one at a time to find it
             records = []
             for j, i in enumerate(idx.tolist()):
@@ -678,6 +681,12 @@ class Loader(Fluent):
                 except Exception as one:
                     raise StageError("source", self._record_id(i), one) from one
             raise StageError("source", self._chunk_ids(idx), e) from e
+        if not isinstance(records, list):   # a tuple, a generator: one pass, with a length
+            records = list(records)
+        if len(records) != len(idx):   # short, the batch's last rows would hold an earlier batch's values
+            raise StageError("source", self._chunk_ids(idx), ValueError(
+                f"{type(self.source).__name__}.gather returned {len(records)} records for {len(idx)} indices"))
+        return records, failures
 
     def _fill_chunk(self, chunk, stop=None):
         """Fetch a chunk's records, fill every field's rows. Returns {batch position: (field, reason, record id)}."""
@@ -709,20 +718,19 @@ class Loader(Fluent):
                 return {}
             n = max(1, min(64, int(_STOP_S / self._per_sample_s))) if self._per_sample_s else 1
             b_ = min(a + n, len(idx))
-            ctx = ChunkContext(self.seed, job.epoch, indices[a:b_])
-            part = records[a:b_]
             t_sub, cpu_sub = time.perf_counter(), time.thread_time()
-            for b in self._bindings:
-                outs = {o.name: slot[o.name][lo + a:lo + b_] for o in b.field.outputs()}
-                try:
-                    bad = b.field.fill(b.values(part), outs, ctx)
-                except Exception as e:
-                    raise StageError(f"field {b.field.name}", self._chunk_ids(idx[a:b_], part), e) from e
-                if not isinstance(bad, dict):   # a bug in the field, not in a record
-                    raise TypeError(f"field {b.field.name!r}: {type(b.field).__name__}.fill returned {bad!r}; fill "
-                                    "must return a dict of failures, {row: reason} ({} when none)")
-                for j, reason in bad.items():
-                    failures.setdefault(a + j, (b.field, self._named(b.field) + reason))
+            for r0, r1 in _runs(a, b_, failures):   # a record that could not be read has no values to fill
+                ctx = ChunkContext(self.seed, job.epoch, indices[r0:r1])
+                part = records[r0:r1]
+                for b in self._bindings:
+                    outs = {o.name: slot[o.name][lo + r0:lo + r1] for o in b.field.outputs()}
+                    try:
+                        bad = b.field.fill(b.values(part), outs, ctx)
+                    except Exception as e:
+                        raise StageError(f"field {b.field.name}", self._chunk_ids(idx[r0:r1], part), e) from e
+                    _check_failures(b.field, bad, r1 - r0)
+                    for j, reason in bad.items():
+                        failures.setdefault(r0 + j, (b.field, self._named(b.field) + reason))
             per = (time.perf_counter() - t_sub) / (b_ - a)
             cpu = (time.thread_time() - cpu_sub) / (b_ - a)
             self._per_sample_s = per if not self._per_sample_s else 0.8 * self._per_sample_s + 0.2 * per
@@ -1235,6 +1243,33 @@ def _rebuild(init: dict, position: tuple) -> Loader:
     loader = Loader(**init)
     loader._position = tuple(position)
     return loader
+
+
+def _runs(a: int, b: int, failed) -> Iterator[tuple[int, int]]:
+    """The runs of rows in [a, b) that are not in ``failed``, as (start, end)."""
+    if not failed:   # the common case, without a look at each row
+        yield a, b
+        return
+    start = a
+    for j in range(a, b):
+        if j in failed:
+            if j > start:
+                yield start, j
+            start = j + 1
+    if b > start:
+        yield start, b
+
+
+def _check_failures(field, bad, n: int) -> None:
+    """What ``field.fill`` returned is a dict of failures keyed by the rows it was given: a bug in the
+    field otherwise, not in a record (a row out of range would blame another record, or none)."""
+    if not isinstance(bad, dict):
+        raise TypeError(f"field {field.name!r}: {type(field).__name__}.fill returned {bad!r}; fill "
+                        "must return a dict of failures, {row: reason} ({} when none)")
+    wrong = [j for j in bad if isinstance(j, bool) or not isinstance(j, numbers.Integral) or not 0 <= j < n]
+    if wrong:
+        raise TypeError(f"field {field.name!r}: {type(field).__name__}.fill returned failures keyed {wrong[:3]!r}; "
+                        f"the keys are rows of the {n} values it was given, 0..{n - 1}")
 
 
 def _check_int(name: str, value, minimum: int) -> int:

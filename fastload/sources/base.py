@@ -127,8 +127,8 @@ class Subset(Source):
     @property
     def paths(self) -> list:
         """The parent's files at this subset's records (the parent's own would pass for them)."""
-        return self.source.paths.take(self.indices) if hasattr(self.source.paths, "take") else \
-            [self.source.paths[int(i)] for i in self.indices]
+        parent = self.source.paths   # AttributeError where the parent lists no files: then it has none
+        return parent.take(self.indices) if hasattr(parent, "take") else [parent[int(i)] for i in self.indices]
 
     def __getattr__(self, name):  # classes, vocabularies, ... of the parent
         if name in ("source", "indices", "paths"):
