@@ -481,6 +481,6 @@ def test_a_first_record_that_raises_while_the_loader_is_made_is_named():
 
 def test_an_outputs_shape_is_checked_when_it_is_declared():
     for shape in (2, (2.0,), (-1,), "2", (True,)):
-        with pytest.raises(TypeError, match=rf"^Output 'v': shape must be a tuple of sizes >= 0"):
+        with pytest.raises(TypeError, match=r"^Output 'v': shape must be a tuple of sizes >= 0"):
             Output("v", shape, np.dtype(np.float32))
     assert Output("v", [np.int64(2), 3], np.dtype(np.float32)).shape == (2, 3)
