@@ -180,6 +180,32 @@ def main(root):
               callbacks=[recording])
     check(seen6, labels6, dict_ref, "train")
 
+    # One adapter made up front and kept across fits while the loader is moved from outside (a resume,
+    # set_epoch, batches taken by hand): it reloaded the position it saw when made, trained another
+    # epoch and moved the loader back.
+    loader = make_loader(root)
+    adapter = KerasDataset(loader)
+    moved = make_loader(root)
+    it = iter(moved)
+    next(it), next(it)
+    state = moved.state_dict()   # epoch 0, batch 2
+    it.close()
+    loader.load_state_dict(state)
+    for expected, move in ((ref[0][2:], None), (ref[0], lambda: loader.set_epoch(0)), (ref[1][3:], "by hand")):
+        if move == "by hand":   # three batches of epoch 1 taken outside Keras
+            it = iter(loader)
+            next(it), next(it), next(it)
+            it.close()
+        elif move is not None:
+            move()
+        seen8, labels8 = [], []
+        model, recording = build(seen8, labels8)
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", "Your input ran out of data")
+            model.fit(adapter, epochs=1, shuffle=False, verbose=0, callbacks=[recording])
+        check(seen8, labels8, expected, "train")
+    assert loader.state_dict()["epoch"] == 2
+
     # train_on_batch, as the classic tutorial's loop does.
     seen3, labels3 = [], []
     model, recording = build(seen3, labels3)

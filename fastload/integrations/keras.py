@@ -63,6 +63,7 @@ class KerasDataset(DataAdapter):
         # been when the last batch was given; whether the last iterator ran to its end.
         self._asked = self._asked_at_last = 0
         self._ran_out = False
+        self._left = loader._position       # where this adapter last left the loader (see _follow)
 
     # -- what Keras reads -------------------------------------------------------------
     @property
@@ -105,10 +106,11 @@ class KerasDataset(DataAdapter):
         # signed and checked by column name, as the loader gives a batch; x and y are picked after
         def batches():
             return data_adapter_utils.get_numpy_iterator(self._batches(pick=False, asked=False))
+        self._follow()
         first = next(batches())
         # the batch that signs the dataset is not one trained on: the first epoch starts over
         self._stop_live()
-        self.loader.load_state_dict(self._start)
+        self._load(self._start)
         # the loader's threads already work ahead; what tf.data read ahead, a resume would skip
         return _no_read_ahead(_dataset(self.loader, first, batches, self._structure), tf)
 
@@ -128,10 +130,11 @@ class KerasDataset(DataAdapter):
         next starts over) and once an iterator has given the loader epoch's last batch (the
         next starts the next epoch). With ``steps_per_epoch`` it runs one iterator across
         its epochs, so ``on_epoch_end`` leaves an unfinished one running."""
+        self._follow()
         self._stop_live()
         if self._epoch_done():
             self._next_epoch()
-        self.loader.load_state_dict(self._start)
+        self._load(self._start)
         it = iter(self.loader)
         self._live = weakref.ref(it)   # Keras dropping the iterator closes it (and its threads)
         self._ran_out = not asked      # without a request per epoch, an ended epoch is always run
@@ -140,10 +143,13 @@ class KerasDataset(DataAdapter):
         # lease for as long as anything views it.
         for batch in it:
             self._asked_at_last = self._asked
+            self._left = self.loader._position
             yield self._structure(batch) if pick else batch
         self._ran_out = True
+        self._left = self.loader._position
 
     def on_epoch_end(self):
+        self._follow()   # Keras calls this before a fit's first epoch too
         if not self._epoch_done():
             return
         self._stop_live()
@@ -153,7 +159,22 @@ class KerasDataset(DataAdapter):
             # The loader epoch's last batch was given, but Keras neither asked for the next
             # iterator nor ran this one out: the build pass abandoned it, having taken the
             # epoch's only batch. The next iterator starts the same epoch again.
-            self.loader.load_state_dict(self._start)
+            self._load(self._start)
+
+    def _follow(self):
+        """Begin where the loader stands if it was moved since this adapter last left it: a
+        load_state_dict (a resume), a set_epoch, batches taken by hand. The position saved
+        when the adapter was made would train another epoch, and move the loader back."""
+        if self.loader._position != self._left:
+            self._stop_live()
+            self._start = self.loader.state_dict()
+            self._asked = self._asked_at_last = 0
+            self._ran_out = False
+            self._left = self.loader._position
+
+    def _load(self, state):
+        self.loader.load_state_dict(state)
+        self._left = self.loader._position
 
     def _stop_live(self):
         it = self._live() if self._live is not None else None
@@ -175,6 +196,7 @@ class KerasDataset(DataAdapter):
         # (epoch, len) rather than at the start of the next epoch: move it there.
         self.loader.set_epoch(self._start["epoch"] + 1)
         self._start = self.loader.state_dict()
+        self._left = self.loader._position
 
     def _structure(self, batch):
         if self.inputs is None:
