@@ -232,3 +232,34 @@ def test_a_batch_the_signature_cannot_hold_is_refused_by_name(tmp_path):
     with pytest.raises(tf.errors.OpError, match=r"column .id.: batch 0 of the pass holds int64 values beyond "
                                                r"2\*\*53, which float64, .* cannot hold exactly"):
         list(fl.Loader(fl.JSONRecords(path), batch_size=4, fields={"x": fl.Numeric(1)}).tf_dataset())
+
+
+def test_a_tuple_batchs_pass_through_numbers_are_float64_too(tmp_path):
+    """Signed float64 in dict batches only: in tuple batches the column was int64 and the pass
+    failed at the first batch of fractions, naming the column 'batch[2]'."""
+    path = write_jsonl(tmp_path / "r.jsonl", [{"x": [i], "y": i % 3, "weight": 1 if i < 8 else 0.5}
+                                              for i in range(16)])
+    loader = fl.Loader(fl.JSONRecords(path), batch_size=8, as_tuple=True, fields={"x": fl.Numeric(1), "y": "index"})
+    ds = loader.tf_dataset()
+    assert ds.element_spec[2] == tf.TensorSpec((None,), tf.float64)
+    assert [w for _, _, b in ds for w in b.numpy().tolist()] == [1.0] * 8 + [0.5] * 8
+    kept = fl.Loader(fl.JSONRecords(path), batch_size=8, as_tuple=True,
+                     fields={"x": fl.Numeric(1), "y": "index", "weight": None})   # named: the first batch's int64
+    with pytest.raises(tf.errors.OpError, match=r"column 'batch\[2\] \(weight\)': batch 1 of the pass holds float64"):
+        list(kept.tf_dataset())
+
+
+def test_a_streams_dataset_only_looks_at_the_batch_that_signs_it(tmp_path):
+    """A stream's first batch was taken from the loader to sign the dataset: the loader stood one
+    batch on before anything was read, and after next(iter(ds)) the first pass missed that batch
+    (so did model.fit's first epoch on the JAX and torch backends, whose build pass reads one)."""
+    rows = [{"x": [i], "y": i % 3} for i in range(50)]
+    loader = fl.Loader(fl.IterableRecords(lambda: iter(rows)), batch_size=16,
+                       fields={"x": fl.Numeric(1), "y": "index"})
+    ds = loader.tf_dataset()
+    assert (loader.state_dict()["epoch"], loader.state_dict()["batch"]) == (0, 0)
+    next(iter(ds))   # a look
+    assert (loader.state_dict()["epoch"], loader.state_dict()["batch"]) == (0, 0)
+    for epoch in (0, 1):
+        assert [v for b in ds for v in b["x"].numpy()[:, 0].tolist()] == list(range(50))
+        assert loader.state_dict()["epoch"] == epoch + 1

@@ -30,8 +30,8 @@ dtypes, and every dimension but the batch's) comes from the first batch, and
 every batch is checked against it: a column of another dtype is cast where the
 cast keeps every value, and refused, naming the column, where it would not (a
 float64 batch under an int64 signature would be truncated). A dict batch's
-pass-through column (one ``fields=`` does not name) that is int64 in the first
-batch is signed float64: it holds whatever the records hold, and JSON writes
+pass-through column (one ``fields=`` does not name; in a tuple batch, one after
+the columns ``fields=`` names) that is int64 in the first batch is signed float64: it holds whatever the records hold, and JSON writes
 ``8.0`` as ``8``, so a column of numbers collates to int64 in a batch of whole
 numbers and to float64 in the next. Integers up to 2**53 are exact in float64;
 a larger one is refused. To keep a column's integers, name it in ``fields=``
@@ -61,14 +61,17 @@ def as_dataset(loader, *, prefetch: int | None = None):
         raise ValueError(f"as_dataset needs a loader with output='numpy' (TensorFlow takes NumPy arrays), "
                          f"got output={loader.output!r}")
     if loader._random_access:
-        first, peeked = loader.batch_at(0), None   # batch_at does not move the loader
-    else:   # a stream has no batch by index: the first batch of the first pass, served by that pass
-        peeked = iter(loader)
+        first = loader.batch_at(0)   # batch_at does not move the loader
+    else:   # a stream has no batch by index: its first, read and put back (the dataset only looks)
+        start = loader.state_dict()
+        peek = iter(loader)
         try:
-            first = next(peeked)
+            first = next(peek)
         except StopIteration:
             raise ValueError("the loader yields no batches") from None
-    pending = [] if peeked is None else [(first, peeked)]   # a stream's first pass starts from its peeked batch
+        finally:
+            peek.close()
+        loader.load_state_dict(start)
     indexed = loader._random_access
     ran_out = [False]   # whether the last pass of an indexed loader ended short (see below)
 
@@ -76,20 +79,18 @@ def as_dataset(loader, *, prefetch: int | None = None):
         if ran_out[0]:   # what repeat() asks for after a pass that ended short: nothing, which ends it
             ran_out[0] = False
             return
-        start = loader.state_dict() if indexed else None
-        head, it = pending.pop() if pending else (None, iter(loader))
-        taken = 0
+        start = loader.state_dict()
+        it = iter(loader)
+        taken, ended = 0, False
         try:
-            if head is not None:
-                yield head
             for batch in it:
                 taken += 1
                 yield batch
+            ended = True
             ran_out[0] = indexed
         finally:
             it.close()
-            if indexed:
-                _after_pass(loader, start, looked=taken == 1 and not ran_out[0])
+            _after_pass(loader, start, looked=taken == 1 and not ended)
 
     ds = _dataset(loader, first, batches)
     if indexed:
@@ -108,15 +109,20 @@ def _dataset(loader, first, batches, structure=None):
     import tensorflow as tf
     first = _arrays(first)
     passthrough = set(getattr(loader, "_passthrough", ()))
+    names = getattr(loader, "_tuple", None) if isinstance(first, tuple) else None   # a tuple's columns
+    if names is not None and len(names) != len(first):
+        names = None
     if isinstance(first, dict):   # see the module docstring: a pass-through column of numbers is float64
         signature = {k: _signature(v, tf, widen=k in passthrough) for k, v in first.items()}
+    elif names is not None:       # the same for a tuple batch's pass-through columns, by position
+        signature = tuple(_signature(v, tf, widen=name in passthrough) for v, name in zip(first, names))
     else:
         signature = _signature(first, tf)
     structure = structure or (lambda batch: batch)
 
     def checked():
         for i, batch in enumerate(batches()):
-            yield structure(_conform(_arrays(batch), signature, i))
+            yield structure(_conform(_arrays(batch), signature, i, names=names))
 
     return tf.data.Dataset.from_generator(checked, output_signature=structure(signature))
 
@@ -174,13 +180,15 @@ def _signature(batch, tf, widen=False):
     return tf.TensorSpec((None, *batch.shape[1:]), dtype)
 
 
-def _conform(batch, signature, step, where="batch"):
+def _conform(batch, signature, step, where="batch", names=None):
     """The batch with every column of the signature's dtype, or TypeError naming the column whose
-    values that dtype cannot hold (tf.data would cast them silently, truncating 8.5 to 8)."""
+    values that dtype cannot hold (tf.data would cast them silently, truncating 8.5 to 8);
+    ``names``: a tuple batch's columns, to name them by."""
     if isinstance(batch, dict):
         return {k: _conform(v, signature[k], step, k) for k, v in batch.items()}
     if isinstance(batch, tuple):
-        return tuple(_conform(v, spec, step, f"{where}[{i}]") for i, (v, spec) in enumerate(zip(batch, signature)))
+        return tuple(_conform(v, spec, step, f"{where}[{i}]" + (f" ({names[i]})" if names else ""))
+                     for i, (v, spec) in enumerate(zip(batch, signature)))
     want = np.dtype(signature.dtype.as_numpy_dtype)
     if batch.dtype == want:
         return batch
