@@ -322,6 +322,12 @@ def test_max_failures_count_and_fraction(tmp_path):
         assert fastload_threads() == []
     with pytest.raises(fl.DecodeError):   # the default is raise
         list(fl.Loader(src, **kw))
+    # a stream's fraction is of the records read so far, this batch's good ones among them: they were
+    # left out, so a first batch with a failure was over any fraction short of 1
+    stream = fl.Subset(src, [19, *range(19)]).map(lambda r: r)   # a failure in the first batch
+    with pytest.warns(RuntimeWarning):
+        loader = fl.Loader(stream, max_failures=0.5, **kw)
+        assert sum(len(x) for x in loader) == 17 and loader.stats()["skipped"] == 3
 
 
 @pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs FIFOs and POSIX symbolic links")

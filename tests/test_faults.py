@@ -284,6 +284,73 @@ def test_a_map_closed_while_its_consumer_starts_work_leaves_no_thread():
     assert wait_for_no_threads(2.0) == []
 
 
+def test_a_generator_being_run_is_closed_by_its_consumer_when_closed_from_another_thread():
+    """close() from another thread while the consumer was inside the upstream generator raised
+    "generator already executing", and left the rest of the close (the user's finally) undone."""
+    inside, release, closed_in = threading.Event(), threading.Event(), []
+
+    def gen():
+        try:
+            for i in range(100):
+                if i == 3:
+                    inside.set()
+                    release.wait(10)
+                yield i
+        finally:
+            closed_in.append(threading.current_thread().name)
+    it = iter(fl.IterableRecords(gen).map(lambda r: r, workers=2))
+    got = []
+    consumer = threading.Thread(target=lambda: got.extend(it), name="consumer")
+    consumer.start()
+    assert inside.wait(10)
+    it.close()   # the consumer is inside gen(): left for it to close
+    release.set()
+    consumer.join(10)
+    assert not consumer.is_alive() and closed_in == ["consumer"] and got == got[:3]
+    assert wait_for_no_threads(2.0) == []
+
+
+class Blocking(fl.Source):
+    """Records 0..n-1; reading record `hold_at` waits for `release`."""
+
+    def __init__(self, n, hold_at):
+        self.n, self.hold_at = n, hold_at
+        self.holding, self.release = threading.Event(), threading.Event()
+
+    def __len__(self):
+        return self.n
+
+    def __getitem__(self, i):
+        i = self._check_index(i)
+        if i == self.hold_at:
+            self.holding.set()
+            self.release.wait(10)
+        return {"n": i}
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_an_iterator_closed_from_another_thread_leaves_the_rest_of_the_epoch(stream):
+    """A close() from another thread ended the pass as the epoch's end: the loader stood at the next
+    epoch, and the rest of this one was never read. It is a break, as in the consumer's own thread."""
+    source = Blocking(40, hold_at=20)
+    loader = fl.Loader(source.map(lambda r: r) if stream else source, batch_size=4, workers=1, prefetch=1,
+                       fields={"n": None})
+    it = iter(loader)
+    got = []
+    consumer = threading.Thread(target=lambda: got.extend(b["n"] for b in it))
+    consumer.start()
+    assert source.holding.wait(10)
+    threading.Timer(0.2, source.release.set).start()   # the read in flight returns while close() waits
+    it.close()
+    consumer.join(10)
+    assert not consumer.is_alive()
+    taken = [n for b in got for n in b]
+    assert taken == list(range(len(taken))) and len(taken) < 40
+    assert loader.state_dict()["epoch"] == 0
+    assert [n for b in loader for n in b["n"]] == list(range(len(taken), 40))   # the rest of epoch 0
+    assert wait_for_no_threads(2.0) == []
+
+
 class SlowPerSample(Field):
     """Writes int(value), taking `per_sample` seconds a sample with the GIL released (a decode of a very
     large image); `inside` is set once a fill has begun and `release`, when given, holds every fill."""

@@ -51,7 +51,7 @@ from . import rng
 from .collate import collate_values
 from .fields import ChunkContext, Field
 from .fluent import Fluent
-from .node import Node, ThreadMap, check_process, close_iterator
+from .node import Node, ThreadMap, check_process, close_iterator, close_unless_running
 from .node import usable_cores as _cores   # (a module name, so tests can pin it)
 from .ranks import check_same_records
 from .sampler import Sampler, distributed_world, epoch_order
@@ -908,7 +908,9 @@ class Loader(Fluent):
         budget = self.max_failures
         if budget is not None:   # per epoch and rank: a fraction is of this rank's records (those seen, streamed)
             n = self._num_records()
-            total = min(n, len(self) * self.batch_size) if n else seen + failed
+            # a stream's records so far: this batch's good ones too (they count once yielded, after
+            # this check, and without them a first batch with a failure was over any fraction < 1)
+            total = min(n, len(self) * self.batch_size) if n else seen + (job.n - len(failures)) + failed
             allowed = budget if isinstance(budget, int) else math.floor(budget * total)
             # checked again for failures counted before: a pass begun again after the error goes
             # no further than the one that raised it
@@ -1148,7 +1150,10 @@ class _LoaderIter(Node):
                     continue
                 return self._yield(batch, kept, t0)
         except StopIteration:
+            closed = self._closed   # by another thread: not the epoch's end, which stays to be read
             self.close()
+            if closed:
+                raise
             L._position = (self.epoch + 1, 0)
             if self._yielded == 0 and not self.failed and self.start > 0 and not L._random_access:
                 # A stream resumed after its last batch (a break there): it has no length to
@@ -1181,12 +1186,11 @@ class _LoaderIter(Node):
         return batch
 
     def close(self):
-        if self._closed:
-            return
-        self._closed = True
-        self._last = None
-        self.upstream.close()
-        self._jobs.close()
+        if not self._closed:
+            self._closed = True
+            self._last = None
+            self.upstream.close()
+        close_unless_running(self._jobs)   # else the consumer's thread is in it: its own close() closes it
 
 
 def _check_built_image(name, field, given: dict, output: str) -> bool:

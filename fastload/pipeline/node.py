@@ -60,6 +60,19 @@ def close_iterator(it: Any) -> None:
         close()
 
 
+def close_unless_running(it: Any) -> bool:
+    """:func:`close_iterator`, but a generator that another thread is running (a close() from
+    another thread than the consumer's) is left open, as closing it would raise: False then,
+    and the thread running it closes it on its way out."""
+    try:
+        close_iterator(it)
+    except ValueError as e:
+        if "already executing" not in str(e):
+            raise
+        return False
+    return True
+
+
 def check_process(pid: int, what: str, remedy: str) -> None:
     """Refuse to advance ``what`` outside process ``pid``, where its threads run: a child made by
     ``os.fork()`` has none of them, and would wait on them for ever (or take their silence for an end)."""
@@ -185,7 +198,7 @@ class Node:
         return (up.stats() if isinstance(up, Node) else []) + ([mine] if mine is not None else [])
 
     def close(self) -> None:
-        close_iterator(self.upstream)
+        close_unless_running(self.upstream)   # one being run is closed by its thread's own close()
 
     def __enter__(self) -> "Node":
         return self
@@ -379,9 +392,10 @@ class ThreadMap(Node):
     def _fill(self) -> None:
         if self._it is None:
             self._it = iter(self.upstream)
-        while not self._exhausted and len(self._pending) < self.window:
+        it = self._it
+        while not self._exhausted and not self._closed and len(self._pending) < self.window:
             try:
-                item = next(self._it)
+                item = next(it)
             except StopIteration:
                 self._exhausted = True
                 break
@@ -404,6 +418,7 @@ class ThreadMap(Node):
 
     def _next(self, top_up: bool) -> Any:
         if self._closed:
+            self.close()   # what a close() from another thread left to this one: the upstream it was running
             raise StopIteration
         if self._pool is not None:
             check_process(self._pid, f"stage {self.name}", _NEW_ITERATION)
@@ -440,19 +455,18 @@ class ThreadMap(Node):
 
     def close(self) -> None:
         with self._lock:
-            if self._closed:
-                return
-            self._closed = True
+            first, self._closed = not self._closed, True
             pool, self._pool = self._pool, None
-        self.stop.set()
-        for *_, fut in self._pending:
-            fut.cancel()
-        if pool is not None:
-            pool.shutdown(wait=False, cancel_futures=True)
-            join_threads(pool.threads, self.name, self._inside)
-        self._pending.clear()
-        it, self._it = self._it, None
-        close_iterator(it)
+        if first:
+            self.stop.set()
+            for *_, fut in self._pending:
+                fut.cancel()
+            if pool is not None:
+                pool.shutdown(wait=False, cancel_futures=True)
+                join_threads(pool.threads, self.name, self._inside)
+            self._pending.clear()
+        if close_unless_running(self._it):   # else the consumer's thread is inside it: closed from there
+            self._it = None
         super().close()
 
 
