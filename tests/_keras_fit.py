@@ -206,6 +206,26 @@ def main(root):
         check(seen8, labels8, expected, "train")
     assert loader.state_dict()["epoch"] == 2
 
+    # class_weight: fit(class_weight=...) never reaches an adapter (Keras gave the unweighted loss without
+    # a word); given to the adapter, the loss is the one Keras computes with it for the same arrays.
+    def weighted_loss(adapter_weights, fit_weights, arrays):
+        keras.utils.set_random_seed(0)
+        model = keras.Sequential([keras.Input((24, 24, 3)), keras.layers.GlobalAveragePooling2D(),
+                                  keras.layers.Dense(3)])
+        model.compile(optimizer="sgd", loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+        loader = fl.Loader(fl.ImageFolder(root), batch_size=5, layout="NHWC",
+                           transforms=[fl.Resize((24, 24)), fl.Normalize([0.5] * 3, [0.25] * 3)])
+        if arrays:
+            xs, ys = zip(*((x.copy(), y.copy()) for x, y in loader))
+            return model.fit(np.concatenate(xs), np.concatenate(ys), batch_size=5, shuffle=False, verbose=0,
+                             class_weight=fit_weights).history["loss"][0]
+        return model.fit(KerasDataset(loader, class_weight=adapter_weights), verbose=0).history["loss"][0]
+    weights = {0: 4.0, 1: 0.0, 2: 1.0}
+    plain, weighted = weighted_loss(None, None, True), weighted_loss(None, weights, True)
+    assert abs(weighted - plain) > 1e-3 * abs(plain), (weighted, plain)
+    assert np.isclose(weighted_loss(weights, None, False), weighted, rtol=1e-5), (weighted_loss(weights, None, False),
+                                                                                weighted)
+
     # train_on_batch, as the classic tutorial's loop does.
     seen3, labels3 = [], []
     model, recording = build(seen3, labels3)

@@ -110,6 +110,16 @@ def test_keras_view_of_dict_batches(image_folder, keras_torch):
     assert len(got) == 3
     for (x, y), w in zip(got, want):
         assert_same((x, y), (w["img"], w["cls"]))
+    # class weights: a third element, each target's weight (a class not named weighs 1)
+    weighted = list(KerasDataset(loader, inputs="img", targets="cls", class_weight={0: 0.5, 2: 3.0})
+                    .get_numpy_iterator())
+    for (x, y, sw), w in zip(weighted, want):
+        assert_same((x, y), (w["img"], w["cls"]))
+        np.testing.assert_array_equal(sw, [{0: 0.5, 2: 3.0}.get(int(c), 1.0) for c in w["cls"]])
+    with pytest.raises(ValueError, match="class_weight= weighs the targets of \\(inputs, targets\\) batches"):
+        list(KerasDataset(loader, class_weight={0: 2.0}).get_numpy_iterator())
+    with pytest.raises(TypeError, match="class_weight must be a dict of class index -> weight"):
+        KerasDataset(loader, inputs="img", targets="cls", class_weight=[1.0, 2.0])
 
 
 def test_torch_dataloader_around_a_loader_says_to_iterate_it(image_folder):
@@ -251,6 +261,30 @@ def test_hf_dataset_in_every_format_gives_the_same_batches(hf_images):
         src = fl.HFDataset(ds.with_format(fmt))
         assert_dict_batches(list(fl.Loader(src, batch_size=4, fields=HF_FIELDS, shuffle=True, seed=2)), want)
         assert src[1]["label"] == labels[1], fmt
+
+
+def test_hf_dataset_with_a_transform_hands_it_decoded_images_and_keeps_its_columns(hf_images):
+    """A set_transform written for PIL images (Hugging Face's recipe) was handed the undecoded bytes
+    dicts fastload had cast the column to, and a column the transform adds was dropped."""
+    arrays, paths, labels = hf_images
+    features = datasets.Features({"image": datasets.Image(), "label": datasets.ClassLabel(names=["a", "b", "c"])})
+    ds = datasets.Dataset.from_dict({"image": paths, "label": labels}, features=features)
+
+    def grey(batch):
+        return {"image": [im.convert("L").convert("RGB") for im in batch["image"]], "label": batch["label"],
+                "label10": [y * 10 for y in batch["label"]]}
+    src = fl.HFDataset(ds.with_transform(grey))
+    assert src.fields == ("image", "label", "label10") and src.classes == ["a", "b", "c"]
+    fields = {"image": [fl.CenterCrop(20)], "label": "index"}
+    got = list(fl.Loader(src, batch_size=4, fields=fields, dtype="uint8", layout="NHWC"))
+    want = []
+    for p in paths:   # the transform's own pixels: Pillow's decode, greyed, centre-cropped
+        with Image.open(p) as im:
+            a = np.asarray(im.convert("L").convert("RGB"))
+        top, left = int(round((a.shape[0] - 20) / 2)), int(round((a.shape[1] - 20) / 2))   # torchvision's
+        want.append(a[top:top + 20, left:left + 20])
+    np.testing.assert_array_equal(np.concatenate([b["image"] for b in got]), np.stack(want))
+    assert [y for b in got for y in b["label10"].tolist()] == [y * 10 for y in labels]
 
 
 def test_hf_framework_formats_collate_as_plain_values():

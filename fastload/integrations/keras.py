@@ -22,7 +22,11 @@ epoch, Keras goes on where its last epoch stopped: each loader batch is trained
 once, in order, and an epoch of Keras's that reaches the end of the loader's is
 cut short there (Keras warns), as for any finite dataset. ``fit(shuffle=...)``
 has no effect here (Keras does not reorder an adapter's batches): the Loader
-shuffles, by ``(seed, epoch)``.
+shuffles, by ``(seed, epoch)``. Nor do ``fit(class_weight=...)`` and
+``sample_weight=``: Keras hands them to its own adapters only, and takes an
+adapter's batches as they are. Give ``class_weight=`` to the adapter
+(``loader.keras(class_weight={0: 1.0, 1: 5.0})``): each batch then carries
+the weights of its labels, as Keras computes them for arrays.
 
 The adapter base class lives under ``keras.src`` (Keras 3 exports no public
 name for it); ``get_data_adapter`` takes any instance of it as it is.
@@ -46,16 +50,21 @@ class KerasDataset(DataAdapter):
     Batches reach the model as the Loader gives them: ``(inputs, targets)``
     tuples, or dicts. For a dict batch, ``inputs=``/``targets=`` name the keys
     to pass as ``x`` and ``y`` (a name, or a tuple of names for several).
+    ``class_weight``: {class index: weight}, the targets' sample weights
+    (``(x, y, sample_weight)`` batches; a class not named weighs 1).
     """
 
-    def __init__(self, loader, *, inputs=None, targets=None):
+    def __init__(self, loader, *, inputs=None, targets=None, class_weight=None):
         nchw = [name for name, layout in image_layouts(loader).items() if layout == "NCHW"]
         if nchw and keras.config.image_data_format() == "channels_last":
             raise ValueError(f"the loader's {', '.join(map(repr, nchw))} images are NCHW but Keras expects "
                              "channels_last (NHWC): create the Loader with layout='NHWC'")
         if (inputs is None) != (targets is None):
             raise ValueError("give both inputs= and targets= (the batch keys for x and y), or neither")
-        self.loader, self.inputs, self.targets = loader, inputs, targets
+        if class_weight is not None and not (isinstance(class_weight, dict) and all(
+                isinstance(k, int) and not isinstance(k, bool) for k in class_weight)):
+            raise TypeError(f"class_weight must be a dict of class index -> weight, got {class_weight!r}")
+        self.loader, self.inputs, self.targets, self.class_weight = loader, inputs, targets, class_weight
         self._start = loader.state_dict()   # where the next iterator Keras asks for begins
         self._live = None                   # the loader iterator of the last one (a weak reference)
         # How an epoch Keras finished is told from its build pass, which takes one batch and
@@ -199,9 +208,17 @@ class KerasDataset(DataAdapter):
         self._left = self.loader._position
 
     def _structure(self, batch):
-        if self.inputs is None:
+        if self.inputs is not None:
+            def pick(keys):
+                return batch[keys] if isinstance(keys, str) else {k: batch[k] for k in keys}
+            batch = pick(self.inputs), pick(self.targets)
+        if self.class_weight is None:
             return batch
-
-        def pick(keys):
-            return batch[keys] if isinstance(keys, str) else {k: batch[k] for k in keys}
-        return pick(self.inputs), pick(self.targets)
+        if not (isinstance(batch, tuple) and len(batch) == 2):
+            raise ValueError("class_weight= weighs the targets of (inputs, targets) batches: give a dict batch's "
+                             "inputs= and targets=, or a loader of (image, label) batches")
+        x, y = batch
+        if type(y).__name__ == "TensorSpec":   # tf.data's signature of the batches (get_tf_dataset)
+            import tensorflow as tf
+            return x, y, tf.TensorSpec((None,), keras.backend.floatx())
+        return x, y, data_adapter_utils.class_weight_to_sample_weights(y, self.class_weight)

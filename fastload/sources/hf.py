@@ -57,7 +57,9 @@ class HFDataset(Source):
             raise TypeError(f"HFDataset needs a datasets.Dataset or IterableDataset, got {type(dataset).__name__}")
         dataset, self._images = _prepare(dataset, columns)
         self.dataset = dataset
-        self.fields = tuple(dataset.column_names)
+        # a transform (set_transform, with_transform) makes its own columns: its first row says which
+        self.fields = tuple(dataset[0]) if _format_type(dataset) == "custom" and len(dataset) else \
+            tuple(dataset.column_names)
         self.classes = _class_names(dataset.features)
         self._name = getattr(dataset.info, "dataset_name", None) or "HFDataset"
 
@@ -140,8 +142,11 @@ def _prepare(dataset, columns):
         dataset = dataset.with_format(None)
     features = dataset.features or {}
     images = [name for name, f in features.items() if isinstance(f, datasets.Image)]
+    # A transform is written for what datasets hands it, decoded (PIL) images: those stay, and are
+    # taken as they come out of it. Otherwise the files' bytes are read, and decoded by the loader.
+    transformed = _format_type(dataset) == "custom"
     for name in images:
-        if features[name].decode:
+        if features[name].decode and not transformed:
             dataset = dataset.cast_column(name, datasets.Image(decode=False))
     return dataset, frozenset(images)
 
