@@ -29,9 +29,10 @@ Batches are tuples or dicts of arrays; the dataset's signature (structure,
 dtypes, and every dimension but the batch's) comes from the first batch, and
 every batch is checked against it: a column of another dtype is cast where the
 cast keeps every value, and refused, naming the column, where it would not (a
-float64 batch under an int64 signature would be truncated). A dict batch's
-pass-through column (one ``fields=`` does not name; in a tuple batch, one after
-the columns ``fields=`` names) that is int64 in the first batch is signed float64: it holds whatever the records hold, and JSON writes
+float64 batch under an int64 signature would be truncated). A pass-through
+column (one ``fields=`` does not name; in a tuple batch, one after those it
+names) that is int64 in the first batch is signed float64: it holds whatever
+the records hold, and JSON writes
 ``8.0`` as ``8``, so a column of numbers collates to int64 in a batch of whole
 numbers and to float64 in the next. Integers up to 2**53 are exact in float64;
 a larger one is refused. To keep a column's integers, name it in ``fields=``
