@@ -17,6 +17,8 @@ import tempfile
 import time
 import warnings
 
+from .pipeline.node import usable_cores
+
 __all__ = ["COMMANDS", "UsageError", "image_folder", "main", "progress"]
 
 #: Subcommand modules, in the order ``fastload --help`` lists them.
@@ -109,8 +111,8 @@ def add_parser(subparsers):
     p.add_argument("path", nargs="?", help="a folder with one subfolder of images per class")
     p.add_argument("--epochs", type=int, default=1, help="epochs to run (default 1)")
     p.add_argument("--batch-size", type=int, default=64, help="images per batch (default 64)")
-    p.add_argument("--workers", type=int, default=os.cpu_count() or 2,
-                   help="worker threads (default: the number of CPU cores)")
+    p.add_argument("--workers", type=int, default=usable_cores(),
+                   help=f"worker threads (default: the CPU cores this process may use, {usable_cores()} here)")
     p.add_argument("--size", type=int, default=224, help="output images are SIZE x SIZE pixels (default 224)")
     p.set_defaults(run=run)
     f = subparsers.add_parser("features", help="print what this build of fastload contains",
@@ -163,19 +165,21 @@ def _demo(source, args) -> int:
                     n += len(images)
                     bar.update(len(images))
             except fl.RecordError:   # not one file read: say which and why, in a line
-                failures = loader.stats()["failures"]
-                rid, reason = failures[0]
-                raise UsageError(f"{source.root}: none of the {len(failures)} file(s) read could be decoded "
-                                 f"(the first: {rid}: {reason}); 'fastload doctor' lists them") from None
+                stats = loader.stats()
+                rid, reason = stats["failures"][0]
+                raise UsageError(f"{source.root}: none of the {stats['failed_this_epoch']} file(s) read could be "
+                                 f"decoded (the first: {rid}: {reason}); 'fastload doctor' lists them") from None
         dt = bar.close()
         print(f"epoch {epoch}: {n} images in {dt:.2f} s = {n / dt:.0f} images/s "
               f"({args.workers} worker threads)")
     print(f"batches: {shape} (images), batch size {args.batch_size}")
-    failures = loader.stats()["failures"]
-    if failures:
-        print(f"skipped {len(failures)} unreadable file(s):")
-        for rid, reason in failures:
+    stats = loader.stats()   # the last epoch's: each epoch meets the same files
+    if stats["failed_this_epoch"]:
+        print(f"skipped {stats['failed_this_epoch']} unreadable file(s):")
+        for rid, reason in stats["failures"][:50]:
             print(f"  {rid}: {reason}")
+        if stats["failed_this_epoch"] > 50:
+            print(f"  ... and {stats['failed_this_epoch'] - 50} more ('fastload doctor' lists them)")
     return 0
 
 

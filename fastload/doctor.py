@@ -53,7 +53,7 @@ def add_parser(subparsers):
     p.add_argument("--size", type=int, default=None, help="output images are SIZE x SIZE pixels (default 224)")
     p.add_argument("--batch-size", type=int, default=None, help="images per batch (default 64)")
     p.add_argument("--workers", type=int, default=None,
-                   help=f"worker threads (default: the number of CPU cores, {os.cpu_count()} here)")
+                   help=f"worker threads (default: the CPU cores this process may use, {usable_cores()} here)")
     p.add_argument("--transforms", default=None,
                    help="comma-separated, in order, from: " + "; ".join(f"{k} ({v})" for k, v in TRANSFORMS.items())
                    + " (default: crop,flip,normalize)")
@@ -133,11 +133,12 @@ def _user_loader(args):
 def _profile(loader, seconds: float, whole_epoch: bool):
     """Batches as fast as they come for ``seconds`` (or one whole epoch): (images, elapsed s, stats).
 
-    ``stats["failures"]`` gathers every epoch's (the loader lists only the current one's).
+    ``stats["failures"]`` gathers every epoch's (the loader lists only the current one's, the
+    first 1000), ``stats["failed"]`` counts the files that failed.
     """
     with progress(len(loader.source) if whole_epoch else None, "profiling") as bar:
         deadline = time.perf_counter() + seconds
-        failures = {}
+        failures, most = {}, 0
         while True:
             it = iter(loader)
             unreadable = False
@@ -152,8 +153,9 @@ def _profile(loader, seconds: float, whole_epoch: bool):
             stats = loader.stats()
             for rid, reason in stats["failures"]:
                 failures.setdefault(rid, reason)
+            most = max(most, stats["failed_this_epoch"])
             if whole_epoch or unreadable or time.perf_counter() >= deadline:
-                stats["failures"] = list(failures.items())
+                stats["failures"], stats["failed"] = list(failures.items()), max(len(failures), most)
                 return bar.n, bar.close(), stats
 
 
@@ -184,8 +186,8 @@ def doctor(loader, *, seconds: float = 5.0, whole_epoch: bool = False, out: Call
         warnings.filterwarnings("ignore", "fastload: skipping", RuntimeWarning)
         images, elapsed, stats = _profile(loader, seconds, whole_epoch)
     rate = images / elapsed if elapsed else 0.0
-    cpu_ms = 1000 * stats.get("busy_s", 0.0) / max(stats.get("samples", 0) + stats.get("skipped", 0), 1)
-    failures = stats["failures"]   # each file once, with its first reason
+    cpu_ms = 1000 * stats.get("cpu_s", 0.0) / max(stats.get("samples", 0) + stats.get("skipped", 0), 1)
+    failures, failed = stats["failures"], stats["failed"]   # each file once, with its first reason
     report = {"images": images, "seconds": elapsed, "images_per_s": rate, "cpu_ms_per_image": cpu_ms,
               "workers": workers, "cores": cores, "batch_size": loader.batch_size, "failures": failures}
     out(f"throughput: {rate:.0f} images/s ({images} images in {elapsed:.1f} s); "
@@ -199,13 +201,13 @@ def doctor(loader, *, seconds: float = 5.0, whole_epoch: bool = False, out: Call
         out(f"with {cores} workers (one per core): {report['images_per_s_all_cores']:.0f} images/s")
     for line in _advice(report, stats, source):
         out("advice: " + line)
-    if failures:
-        out(f"{len(failures)} file(s) could not be read and were skipped:")
+    if failed:
+        out(f"{failed} file(s) could not be read and were skipped:")
         for rid, reason in failures[:50]:
             out(f"  {rid}: {reason}")
-        if len(failures) > 50:
-            out(f"  ... and {len(failures) - 50} more")
-    checked = min(images + len(failures), len(source))
+        if failed > 50:
+            out(f"  ... and {failed - 50} more")
+    checked = min(images + failed, len(source))
     out(f"checked {checked} of {len(source)} records" + ("" if checked >= len(source) else
                                                         " (--all reads every file)"))
     return report

@@ -6,7 +6,9 @@ import struct
 import subprocess
 import sys
 import threading
+import time
 
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -284,6 +286,48 @@ def test_doctor_lists_and_demo_names_a_folder_of_which_no_file_reads(tmp_path, c
     assert e.value.code == 2 and lines[-1].startswith(f"fastload: error: {tmp_path}: none of the 6 file(s) read "
                                                       f"could be decoded (the first: {tmp_path}") \
         and "Traceback" not in "".join(lines) and lines[-1].endswith("'fastload doctor' lists them")
+
+
+def test_demo_and_doctor_count_every_unreadable_file_not_the_first_thousand_listed(tmp_path, capsys):
+    """stats()["failures"] lists at most 1000 a pass: demo and doctor took its length for the count,
+    and doctor --all said it checked 1000 fewer records than it read."""
+    make_image_folder(tmp_path / "data", classes=2, per_class=10, size=(20, 24))
+    for i in range(1100):
+        (tmp_path / "data" / f"class_{i % 2:03d}" / f"empty_{i:04d}.jpg").write_bytes(b"")
+    code, out, _ = run(capsys, "doctor", str(tmp_path / "data"), "--size", "16", "--all", "--workers", "2")
+    assert code == 0 and "1100 file(s) could not be read and were skipped" in out, out
+    assert "  ... and 1050 more" in out and "checked 1120 of 1120 records" in out, out
+    code, out, _ = run(capsys, "demo", str(tmp_path / "data"), "--size", "16")
+    assert code == 0 and "skipped 1100 unreadable file(s):" in out and "... and 1050 more" in out, out
+
+
+def test_doctor_cpu_per_image_is_cpu_time_not_time_waiting(tmp_path):
+    """The figure was the workers' wall time: a fill that waits (a read, a sleep with the GIL
+    released) was counted as CPU, and the ceiling doctor advises from it was too low."""
+    from fastload.doctor import doctor
+    from fastload.pipeline.fields import Field, Output
+
+    class Waits(Field):
+        def outputs(self):
+            return [Output(self.name, (), np.dtype(np.int64))]
+
+        def fill(self, values, outs, ctx):
+            time.sleep(0.002 * len(values))   # waiting, not computing
+            outs[self.name][:] = values
+            return {}
+    loader = fl.Loader(fl.ListSource([{"n": i} for i in range(200)]), batch_size=10, workers=2,
+                       fields={"n": Waits()})
+    report = doctor(loader, whole_epoch=True, out=lambda line: None)
+    s = loader.stats()
+    assert s["busy_s"] > 0.35 and s["cpu_s"] < 0.5 * s["busy_s"], s
+    assert report["cpu_ms_per_image"] == pytest.approx(1000 * s["cpu_s"] / 200) and report["cpu_ms_per_image"] < 1.0
+
+
+def test_fields_on_records_of_single_values_say_to_give_transforms():
+    """fields={"image": ...} on ImageFiles (records are paths) failed every record with "missing image"."""
+    with pytest.raises(ValueError, match=r"records are single values \(strs, such as 'a.jpg'\), not dicts or tuples, "
+                                         r"so fields= names none of them \(got \['image'\]\): give the transforms"):
+        fl.Loader(fl.ImageFiles(["a.jpg", "b.jpg"]), batch_size=1, fields={"image": [fl.Resize((8, 8))]})
 
 
 def test_pack_mistakes_are_one_line(tmp_path, capsys, monkeypatch):

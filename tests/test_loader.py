@@ -202,6 +202,10 @@ def test_more_workers_than_cores_run_as_many_threads_as_cores(image_folder, monk
     # Then a batch in at most 2 chunks (whole once its cost, by wall time, is under _WHOLE_BATCH_S:
     # epoch 1 still judges it by epoch 0's, stretched by 8 threads, over that on the Pillow route).
     assert threads == [8, 2, 2] and rows[0] == 1 and rows[1] in (3, 6) and rows[2] in (3, 6), (threads, rows)
+    # utilisation is of the threads that ran: over 8 it could not pass 2/8, and doctor took the
+    # cores' full use for slow storage
+    s = loader.stats()
+    assert s["threads"] == 2 and s["worker_utilisation"] == pytest.approx(s["busy_s"] / (2 * s["elapsed_s"]))
     waits = fl.Loader(src, workers=8, prefetch=2, **kw)
     waits._per_sample_s, waits._per_sample_cpu_s = 0.01, 0.0001   # a fill that mostly waits on reads
     it = iter(waits)

@@ -64,7 +64,7 @@ _IMAGE_OPTIONS = ("dtype", "layout", "exif", "max_pixels", "dct_scale", "reducin
 _OUTPUTS = ("numpy", "torch", "jax")
 _MAX_FAILURES_KEPT = 1000          # failures listed per epoch; the totals count every one
 _PREPARE_CHUNK = 2048              # records per read of a preparation pass
-_COUNTERS = ("samples", "batches", "skipped", "stand_ins", "ready_batches", "busy_s", "wait_s",
+_COUNTERS = ("samples", "batches", "skipped", "stand_ins", "ready_batches", "busy_s", "cpu_s", "wait_s",
              "wall_s", "elapsed_s")
 _STOP_S = 0.05                     # a worker looks at the stop flag about this often
 _WHOLE_BATCH_S = 0.01              # a batch filled faster than this is one worker's task (see _LoaderIter)
@@ -216,6 +216,7 @@ class Loader(Fluent):
             else:
                 last = len(source) % batch_size or batch_size if self._random_access else None
             check_batches(self._jax_target, batch_size, last, skip=on_error == "skip")
+        self._threads = 0      # fill threads the last pass ran (see _LoaderIter._begin)
         self._outputs = None   # declared by the fields once they are prepared
         self._tuple = None     # a tuple batch's array names, in order (see _prepare)
         self._pool: SlotPool | None = None
@@ -303,6 +304,10 @@ class Loader(Fluent):
                     raise ValueError(f"records are {type(first).__name__}s of {len(first)} values: fields= names "
                                      f"positions 0..{len(first) - 1}, got {bad}")
                 record_fields = tuple(range(len(first)))
+            elif first is not None:   # one value a record (a path, an array): no field to name
+                raise ValueError(f"records are single values ({type(first).__name__}s, such as {first!r:.80}), not "
+                                 f"dicts or tuples, so fields= names none of them (got {sorted(map(str, fields))}): "
+                                 "give the transforms as transforms=[...]")
             else:
                 record_fields = ()
         self._passthrough = [k for k in record_fields if k not in declared]
@@ -482,10 +487,11 @@ class Loader(Fluent):
 
         ``wall_s`` is time spent inside the loader (not in the training step),
         ``wait_s`` the part of it spent waiting for workers, ``busy_s`` the
-        workers' summed busy time, ``elapsed_s`` the time from the start of each
-        pass to its latest batch (the training step's included): ``samples_per_s``
-        is the rate the loop received, ``worker_utilisation`` the workers' busy
-        share of that time. ``skipped`` counts every skip since creation;
+        workers' summed busy time (``cpu_s``: the CPU time of it), ``elapsed_s`` the
+        time from the start of each pass to its latest batch (the training step's
+        included): ``samples_per_s`` is the rate the loop received,
+        ``worker_utilisation`` the busy share of that time of the threads that ran
+        (no more than the cores, where the work computes; see ``threads``). ``skipped`` counts every skip since creation;
         ``failures`` lists this epoch's, one per record, at most 1000; ``stand_ins``
         counts batches yielded in place of one whose every record failed.
         """
@@ -498,7 +504,8 @@ class Loader(Fluent):
         # that was 80x the rate received, and the workers' prefetching made them "busy" 250%
         s["samples_per_s"] = s["samples"] / elapsed if elapsed else 0.0
         s["consumer_wait_fraction"] = wait / wall if wall else 0.0
-        s["worker_utilisation"] = busy / (elapsed * max(self.workers, 1)) if elapsed else 0.0
+        s["threads"] = self._threads or max(self.workers, 1)
+        s["worker_utilisation"] = busy / (elapsed * s["threads"]) if elapsed else 0.0
         # Batches already complete when asked for: near 1, the training step is the bottleneck;
         # near 0 with high worker utilisation, the loader is (more workers or lighter transforms).
         s["ready_fraction"] = s["ready_batches"] / s["batches"] if s["batches"] else 0.0
@@ -691,7 +698,7 @@ class Loader(Fluent):
     def _fill_chunk(self, chunk, stop=None):
         """Fetch a chunk's records, fill every field's rows. Returns {batch position: (field, reason, record id)}."""
         job, lo, idx, records = chunk
-        t = time.perf_counter()
+        t, cpu0 = time.perf_counter(), time.thread_time()
         failures, ids = {}, records
         if records is None:
             records, bad = self._read(idx)
@@ -741,6 +748,7 @@ class Loader(Fluent):
             job.extra[name][lo:hi] = _Binding(name, None).values(records)
         with self._lock:
             self._stats["busy_s"] += time.perf_counter() - t
+            self._stats["cpu_s"] += time.thread_time() - cpu0
         return {lo + j: (field, reason, self._record_id(int(idx[j]), ids[j]))
                 for j, (field, reason) in failures.items()}
 
@@ -1061,6 +1069,7 @@ class _LoaderIter(Node):
         computes = bool(per) and workers > 0 and \
             loader._per_sample_cpu_s >= 0.5 * min(1.0, cores / workers) * per
         threads = min(workers, cores) if computes else workers
+        loader._threads = max(threads, 1)   # what stats() divides the busy time by
         # Cheap samples (small images; known from the epochs before): each batch is one thread's
         # task and the threads fill different batches, so the per-chunk work in Python and the
         # hand-offs are paid once a batch rather than once per thread (5% of the CPU at 64 px).
