@@ -304,7 +304,7 @@ class Loader(Fluent):
                     raise ValueError(f"records are {type(first).__name__}s of {len(first)} values: fields= names "
                                      f"positions 0..{len(first) - 1}, got {bad}")
                 record_fields = tuple(range(len(first)))
-            elif first is not None:   # one value a record (a path, an array): no field to name
+            elif first is not None and fields:   # one value a record (a path, an array): no field to name
                 raise ValueError(f"records are single values ({type(first).__name__}s, such as {first!r:.80}), not "
                                  f"dicts or tuples, so fields= names none of them (got {sorted(map(str, fields))}): "
                                  "give the transforms as transforms=[...]")
