@@ -123,7 +123,8 @@ def test_cuda_without_a_gpu_is_a_clear_error(image_folder):
     assert next(iter(torch_loader(torch.device("cpu"))))[0].device.type == "cpu"
     with pytest.raises(RuntimeError, match=r"device='cuda:0' but torch sees no CUDA device"):
         torch_loader(0)
-    with pytest.raises(ValueError, match=r"device must be 'cpu', 'cuda', 'cuda:N' or a torch.device of them, got 'gpu'"):
+    with pytest.raises(ValueError, match=r"device must be 'cpu', 'cuda', 'cuda:N' or a torch.device of them, "
+                                         r"got 'gpu'"):
         loader(image_folder, "gpu")
 
 
