@@ -5,6 +5,7 @@ import warnings
 import numpy as np
 import pytest
 
+import fastload as fl
 from fastload.errors import RecordError
 from fastload.ops.numeric import Numeric, Standardize
 from fastload.sources.align import join, key_by, stem, zip as fl_zip
@@ -370,3 +371,44 @@ def test_numeric_prepare_chunks_takes_the_size_from_the_first_valid_row():
         Numeric().prepare_chunks([[None], ["a"]])
     with pytest.raises(ValueError, match="no valid numeric rows"):
         Standardize().prepare_chunks([[None, [np.inf]]])
+
+
+def test_a_value_beyond_float32_is_a_failed_row_not_inf():
+    """1e300 is finite in float64, where the rows were checked, and inf once written as float32."""
+    out = {"number": np.full((3, 2), 7.0, np.float32)}
+    failures = Numeric(2).fill([[1.0, 2.0], [1e300, 1.0], [-1e39, 0.0]], out)
+    assert sorted(failures) == [1, 2] and "beyond float32's range" in failures[1]
+    assert np.isfinite(out["number"]).all() and out["number"][0].tolist() == [1.0, 2.0]
+
+
+def test_standardize_statistics_and_label_counts_are_checked_when_given():
+    """std=[nan] passed the std >= 0 check (NaN rows out), mean=[inf] and eps=-1 gave inf rows, and
+    num_classes=-3 failed every label at the first batch."""
+    for kw in ({"mean": [np.nan], "std": [1.0]}, {"mean": [np.inf], "std": [1.0]}, {"std": [np.nan]},
+               {"mean": [[1.0, 2.0]], "std": [[1.0, 1.0]]}):
+        with pytest.raises(ValueError, match="must be one finite number per column"):
+            Standardize(**kw)
+    with pytest.raises(ValueError, match=r"eps must be a finite number >= 0, got -1"):
+        Standardize(mean=[0.0], std=[1.0], eps=-1)
+    for bad in (-3, 0, 2.5, "5", True):
+        with pytest.raises(ValueError, match=r"num_classes must be an integer >= 1"):
+            fl.Labels(num_classes=bad)
+
+
+def test_split_sizes_stay_exact_on_large_sources():
+    """A fixed 1e-9 margin for the float product lost a record at 1e8 records (0.29 * 1e8)."""
+    from fastload.sources.split import _count
+    assert _count(0.29, 10**8, "train_size", round_up=False) == 29_000_000
+    assert _count(0.57, 10**8, "train_size", round_up=False) == 57_000_000
+    assert _count(0.07, 10**10, "test_size", round_up=True) == 700_000_000
+    assert _count(0.29, 100, "train_size", round_up=False) == 29 and _count(0.25, 10, "test_size", True) == 3
+
+
+def test_subset_indices_must_be_integers():
+    """[1.7, 2.9] was read as records 1 and 2, a boolean mask as the indices 1 and 0."""
+    src = fl.ListSource(list(range(5)))
+    for bad, why in (([1.7, 2.9], "float64"), ([True, False, True], r"bool .*np\.flatnonzero\(mask\)"),
+                     ([[0, 1]], r"int64 values of shape \(1, 2\)")):
+        with pytest.raises(TypeError, match=rf"Subset indices must be a list of integers, got {why}"):
+            fl.Subset(src, bad)
+    assert [fl.Subset(src, np.array([4, 0], np.uint8))[i] for i in range(2)] == [4, 0] and len(fl.Subset(src, [])) == 0

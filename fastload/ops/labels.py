@@ -19,6 +19,9 @@ class Labels(Field):
     def __init__(self, num_classes: int | None = None, mode: str = "index", name: str = "label"):
         if mode not in ("index", "onehot"):
             raise ValueError(f"labels must be 'index' or 'onehot', got {mode!r}")
+        if num_classes is not None and (isinstance(num_classes, bool) or not isinstance(num_classes, numbers.Integral)
+                                        or num_classes < 1):
+            raise ValueError(f"num_classes must be an integer >= 1, got {num_classes!r}")
         if mode == "onehot" and not num_classes:
             raise ValueError(f"one-hot labels for {name!r} need the number of classes, which this source does "
                              f"not say (no single class list): give fields={{{name!r}: fl.Labels(num_classes=N, "

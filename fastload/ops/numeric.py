@@ -12,6 +12,7 @@ Python touches single rows only when the chunk holds a bad one.
 """
 from __future__ import annotations
 
+import math
 from itertools import islice
 from typing import Any, Iterable, Iterator, Sequence
 
@@ -108,7 +109,14 @@ class Numeric(Field):
         if rows.shape[0] < len(values):
             raise ValueError(f"output {self.name!r} has {rows.shape[0]} rows for {len(values)} values")
         block, failures = self._read(values, rows.shape[1])
-        rows[...] = self._transform(block)
+        out = self._transform(block)
+        if rows.dtype.kind == "f":   # finite in float64 but not in the rows' dtype (1e300 in float32): inf
+            big = ~(np.abs(out) <= np.finfo(rows.dtype).max).all(axis=1)
+            for i in np.flatnonzero(big):
+                if int(i) not in failures:
+                    failures[int(i)] = f"a value beyond {rows.dtype}'s range (largest {np.finfo(rows.dtype).max:.4g})"
+            out = np.where(big[:, None], 0.0, out) if big.any() else out
+        rows[...] = out
         return failures
 
     def _read(self, values: Sequence[Any], size: int) -> tuple[np.ndarray, dict[int, str]]:
@@ -159,8 +167,13 @@ class Standardize(Numeric):
         self.std = None if std is None else np.atleast_1d(np.asarray(std, dtype=np.float64))
         if self.mean is not None and self.std is not None and self.mean.shape != self.std.shape:
             raise ValueError(f"mean has shape {self.mean.shape} but std has {self.std.shape}")
+        for what, v in (("mean", self.mean), ("std", self.std)):   # NaN passed `std < 0`, inf gave inf rows
+            if v is not None and (v.ndim != 1 or not np.isfinite(v).all()):
+                raise ValueError(f"Standardize {what} must be one finite number per column, got {v.tolist()!r}")
         if self.std is not None and (self.std < 0).any():
             raise ValueError("std must be non-negative")
+        if not (math.isfinite(eps) and eps >= 0):
+            raise ValueError(f"eps must be a finite number >= 0, got {eps!r}")
         given = self.mean if self.mean is not None else self.std
         super().__init__(None if given is None else given.shape[0], name=name)
         self.eps = float(eps)

@@ -98,7 +98,12 @@ class Subset(Source):
 
     def __init__(self, source: Source, indices: Sequence[int]):
         self.source = source
-        self.indices = np.asarray(indices, dtype=np.int64)
+        given = np.asarray(indices)
+        # 1.7 read as 1, a mask of booleans as the indices 1 and 0: refused, as NumPy's indexing does
+        if given.size and (given.dtype.kind not in "iu" or given.ndim != 1):
+            raise TypeError(f"Subset indices must be a list of integers, got {given.dtype} values of shape "
+                            f"{given.shape}" + (" (for a mask: np.flatnonzero(mask))" if given.dtype == bool else ""))
+        self.indices = given.astype(np.int64).reshape(-1)
         self.fields, self.pairs = source.fields, source.pairs
         if len(self.indices) and (self.indices.min() < 0 or self.indices.max() >= len(source)):
             raise IndexError("Subset indices out of range")

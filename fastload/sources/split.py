@@ -31,7 +31,10 @@ def _count(size: float | int | None, n: int, what: str, round_up: bool) -> int |
     if not 0.0 <= size <= 1.0:
         raise ValueError(f"{what}={size} must be a fraction in [0, 1] or a record count")
     exact = size * n
-    return min(n, math.ceil(exact - 1e-9) if round_up else math.floor(exact + 1e-9))
+    # 0.29 * 100 is 28.999999999999996: a product that far from a whole number counts as one. The
+    # float's error grows with n (3e-9 at 1e8 records), so the margin does too.
+    eps = max(1e-9, 1e-12 * exact)
+    return min(n, math.ceil(exact - eps) if round_up else math.floor(exact + eps))
 
 
 def _labels(source: Source, stratify: Any) -> np.ndarray:
