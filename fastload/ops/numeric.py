@@ -111,11 +111,12 @@ class Numeric(Field):
         block, failures = self._read(values, rows.shape[1])
         out = self._transform(block)
         if rows.dtype.kind == "f":   # finite in float64 but not in the rows' dtype (1e300 in float32): inf
-            big = ~(np.abs(out) <= np.finfo(rows.dtype).max).all(axis=1)
-            for i in np.flatnonzero(big):
-                if int(i) not in failures:
-                    failures[int(i)] = f"a value beyond {rows.dtype}'s range (largest {np.finfo(rows.dtype).max:.4g})"
-            out = np.where(big[:, None], 0.0, out) if big.any() else out
+            largest = np.finfo(rows.dtype).max
+            big = ~(np.abs(out) <= largest).all(axis=1)
+            if big.any():
+                for i in np.flatnonzero(big):
+                    failures.setdefault(int(i), f"a value beyond {rows.dtype}'s range (largest {largest:.4g})")
+                out = np.where(big[:, None], 0.0, out)
         rows[...] = out
         return failures
 
