@@ -684,3 +684,19 @@ def test_a_record_a_stage_made_none_is_named_as_none():
     bad = fl.ListSource([{"x": [1.0], "y": 0}, {"x": None, "y": 1}])
     with pytest.raises(fl.RecordError, match=r"field 'x': no value \(None\)"):
         list(fl.Loader(bad, batch_size=2, fields=fields))
+
+
+def test_labels_given_as_one_element_lists_fail_their_records_in_both_modes():
+    # A JSON Lines column of [2]s was written as a block of ones (one-hot) or stopped the loader (index).
+    src = fl.ListSource([{"x": [float(i)], "y": [i % 3]} for i in range(6)])
+    for mode, shape in (("index", ()), ("onehot", (3,))):
+        fields = {"x": fl.Numeric(1), "y": fl.Labels(3, mode)}
+        with pytest.raises(fl.RecordError, match=r"ListSource\[0\]: field 'y': label \[0\] is not a single value"):
+            list(fl.Loader(src, batch_size=3, fields=fields))
+        with pytest.raises(fl.RecordError, match=r"every record failed .*label \[0\] is not a single value"), \
+                pytest.warns(RuntimeWarning, match="skipping records"):
+            list(fl.Loader(src, batch_size=3, fields=fields, on_error="skip"))
+    good = fl.ListSource([{"y": np.int64(i % 3)} for i in range(4)] + [{"y": np.array([1])}])
+    with pytest.warns(RuntimeWarning, match=r"ListSource\[4\]: field 'y': label array\(\[1\]\) is not a single"):
+        batches = list(fl.Loader(good, batch_size=5, fields={"y": fl.Labels(3, "onehot")}, on_error="skip"))
+    assert [b["y"].tolist() for b in batches] == [[[1, 0, 0], [0, 1, 0], [0, 0, 1], [1, 0, 0]]]

@@ -326,8 +326,19 @@ def test_doctor_cpu_per_image_is_cpu_time_not_time_waiting(tmp_path):
 def test_fields_on_records_of_single_values_say_to_give_transforms():
     """fields={"image": ...} on ImageFiles (records are paths) failed every record with "missing image"."""
     with pytest.raises(ValueError, match=r"records are single values \(strs, such as 'a.jpg'\), not dicts or tuples, "
-                                         r"so fields= names none of them \(got \['image'\]\): give the transforms"):
+                                         r"so fields= names none of them \(got \['image'\]\): give image transforms "
+                                         r"as transforms=\[\.\.\.\], or name the values with fl\.zip\(image=source\)"):
         fl.Loader(fl.ImageFiles(["a.jpg", "b.jpg"]), batch_size=1, fields={"image": [fl.Resize((8, 8))]})
+
+
+def test_a_text_only_source_is_tokenized_through_the_zip_its_error_names(tmp_path):
+    # The error said only "give the transforms as transforms=[...]", which refuses a Tokenize.
+    (tmp_path / "t.jsonl").write_text('{"text": "hello world"}\n{"text": "hello"}\n')
+    src = fl.JSONRecords(tmp_path / "t.jsonl", field="text")
+    with pytest.raises(ValueError, match=r"fl\.zip\(text=source\) and keep fields=\{'text': \.\.\.\}"):
+        fl.Loader(src, batch_size=2, fields={"text": fl.Tokenize(["hello", "world"])})
+    batch = next(iter(fl.Loader(fl.zip(text=src), batch_size=2, fields={"text": fl.Tokenize(["hello", "world"])})))
+    assert batch["text"][:, :2].tolist() == [[2, 3], [2, 0]] and batch["text_length"].tolist() == [2, 1]
 
 
 def test_pack_mistakes_are_one_line(tmp_path, capsys, monkeypatch):

@@ -365,3 +365,31 @@ def test_json_array_that_is_not_utf8_names_the_file(tmp_path):
     p.write_bytes(b'["caf\xe9"]')
     with pytest.raises(RecordError, match=r"t\.json: not UTF-8"):
         JSONRecords(p)
+
+
+def test_json_array_with_a_bom_names_the_bad_byte_of_the_file(tmp_path):
+    p = tmp_path / "b.json"
+    data = b'\xef\xbb\xbf[1,\n2,\n\xff]'
+    p.write_bytes(data)
+    bad = data.index(0xFF)
+    with pytest.raises(RecordError, match=rf"b\.json: not UTF-8 text at byte {bad}$"):
+        JSONRecords(p)
+
+
+def test_csv_lines_of_spaces_are_blank_as_in_json_lines(tmp_path):
+    (tmp_path / "ws.csv").write_text("a,b\n1,2\n   \n3,4\n\t\n \t \n5,6\n")
+    (tmp_path / "ws.jsonl").write_text('{"t":"x"}\n   \n{"t":"y"}\n\t\n{"t":"z"}\n')
+    rows = CSVRows(tmp_path / "ws.csv")
+    with open(tmp_path / "ws.csv", newline="") as f:
+        want = [list(map(float, r)) for r in list(csv.reader(f))[1:] if r and r[0].strip()]
+    assert len(rows) == 3 == len(JSONRecords(tmp_path / "ws.jsonl")) and rows.errors == {}
+    assert [rows[i].tolist() for i in range(3)] == want == [[1, 2], [3, 4], [5, 6]]
+    assert [rows.record_id(i) for i in range(3)] == [f"{tmp_path / 'ws.csv'}:line {n}" for n in (2, 4, 7)]
+
+
+def test_csv_column_named_twice_is_refused_by_name_and_given_by_index(tmp_path):
+    (tmp_path / "dup.csv").write_text("a,a,b\n1,2,3\n")
+    with pytest.raises(KeyError, match=r"dup\.csv: column 'a' is named 2 times in the header; give it by index: \[0, 1\]"):
+        CSVRows(tmp_path / "dup.csv", columns=["a", "b"])
+    rows = CSVRows(tmp_path / "dup.csv", columns=[1, "b"])
+    assert rows.columns == ("a", "b") and rows[0].tolist() == [2, 3]

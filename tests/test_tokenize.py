@@ -321,3 +321,28 @@ def test_a_loader_with_a_word_vocabulary_pickles(tmp_path, vocab):
     copy = pickle.loads(pickle.dumps(tok))
     assert copy.vocab == tok.vocab and copy.vocab_size == tok.vocab_size
     check_against_reference(copy, TEXTS, tok.vocab, bos=2, eos=3)
+
+
+def test_a_real_hugging_face_tokenizer_padding_and_closing_token():
+    # The tokenizer's own padding was counted as text, and a long text lost its [SEP] to the cut.
+    tokenizers = pytest.importorskip("tokenizers")
+    from tokenizers.models import WordLevel
+    from tokenizers.pre_tokenizers import Whitespace
+    from tokenizers.processors import TemplateProcessing
+    vocab = {"[PAD]": 0, "[UNK]": 1, "[CLS]": 2, "[SEP]": 3, "a": 4, "b": 5, "c": 6, "d": 7}
+    tok = tokenizers.Tokenizer(WordLevel(vocab, unk_token="[UNK]"))
+    tok.pre_tokenizer = Whitespace()
+    tok.post_processor = TemplateProcessing(single="[CLS] $A [SEP]", special_tokens=[("[CLS]", 2), ("[SEP]", 3)])
+    texts = ["a b", "a b c d a b", "zz"]
+    for side in ("right", "left"):
+        tok.enable_padding(length=10, pad_id=0, pad_token="[PAD]", direction=side)
+        field = Tokenize(tokenizer=tok, max_length=5, pad_id=9)
+        outs = buffers(3, 5)
+        assert field.fill(texts, outs, None) == {}
+        assert outs["text"].tolist() == [[2, 4, 5, 3, 9], [2, 4, 5, 6, 3], [2, 1, 3, 9, 9]]
+        assert outs["text_length"].tolist() == [4, 5, 3]
+        assert outs["text_mask"].tolist() == [[1, 1, 1, 1, 0], [1, 1, 1, 1, 1], [1, 1, 1, 0, 0]]
+    # the same rows as the tokenizer's own truncation to 5
+    tok.no_padding()
+    tok.enable_truncation(max_length=5)
+    assert [e.ids for e in tok.encode_batch(texts)] == [[2, 4, 5, 3], [2, 4, 5, 6, 3], [2, 1, 3]]

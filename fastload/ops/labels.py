@@ -40,7 +40,9 @@ class Labels(Field):
         except (TypeError, ValueError, OverflowError):
             labels = None
         # Floats would be truncated (1.7 -> 1) and uint64 wrapped by a cast: those take the loop.
-        if labels is not None and labels.dtype.kind in "biu" and np.can_cast(labels.dtype, np.int64):
+        # A column of one-element lists ([2]) is 2-D: the loop reports each, never a broadcast write.
+        if labels is not None and labels.ndim == 1 and labels.dtype.kind in "biu" and \
+                np.can_cast(labels.dtype, np.int64):
             labels = labels.astype(np.int64, copy=False)
             bad = (labels < 0) | (labels >= self.num_classes) if self.num_classes else labels < 0
             if not bad.any():
@@ -59,6 +61,8 @@ class Labels(Field):
 
     def _index(self, v):
         """(class index, None), or (None, why ``v`` is not one); checked as a Python int, so no value overflows."""
+        if not isinstance(v, (numbers.Number, str, bytes)) and np.ndim(v) != 0:
+            return None, f"label {v!r} is not a single value (a class index per record)"
         if isinstance(v, numbers.Real) and not isinstance(v, numbers.Integral) and not float(v).is_integer():
             return None, f"label {v!r} is not a whole number"
         try:

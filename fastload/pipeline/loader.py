@@ -305,9 +305,14 @@ class Loader(Fluent):
                                      f"positions 0..{len(first) - 1}, got {bad}")
                 record_fields = tuple(range(len(first)))
             elif first is not None and fields:   # one value a record (a path, an array): no field to name
+                key = next(iter(fields))
                 raise ValueError(f"records are single values ({type(first).__name__}s, such as {first!r:.80}), not "
                                  f"dicts or tuples, so fields= names none of them (got {sorted(map(str, fields))}): "
-                                 "give the transforms as transforms=[...]")
+                                 "give image transforms as transforms=[...], or name the values with "
+                                 f"fl.zip({key}=source) and keep fields={{{key!r}: ...}}"
+                                 if isinstance(key, str) and key.isidentifier() else
+                                 "give image transforms as transforms=[...], or name the values with "
+                                 "fl.zip(name=source) and fields={'name': ...}")
             else:
                 record_fields = ()
         self._passthrough = [k for k in record_fields if k not in declared]

@@ -77,7 +77,7 @@ def _records(reader):
         try:
             for row in reader:
                 start, end = end + 1, reader.line_num
-                if row:
+                if row and not (len(row) == 1 and not row[0].strip()):   # a line of spaces is blank too
                     yield start, row
             return
         except csv.Error as e:
@@ -114,7 +114,7 @@ class CSVRows(Source):
 
     ``.columns`` holds the column names (``"0"``, ``"1"``, ... without a
     header); ``.errors`` maps the index of each malformed row to its reason.
-    Blank lines are not records.
+    Blank lines (empty, or only spaces and tabs) are not records.
     """
 
     def __init__(self, path: str | os.PathLike, *, header: bool | str | Sequence[str] = "auto",
@@ -221,6 +221,9 @@ class CSVRows(Source):
                 if not -len(names) <= c < len(names):
                     raise IndexError(f"{self.path}: column {c} out of range for {len(names)} columns")
                 index.append(int(c) % len(names))
+            elif names.count(c) > 1:
+                raise KeyError(f"{self.path}: column {c!r} is named {names.count(c)} times in the header; "
+                               f"give it by index: {[i for i, n in enumerate(names) if n == c]}")
             elif c in names:
                 index.append(names.index(c))
             else:

@@ -132,7 +132,8 @@ class JSONRecords(Source):
         except json.JSONDecodeError as e:
             raise RecordError(f"{self.path}:line {e.lineno}", f"malformed JSON: {e.msg}") from e
         except UnicodeDecodeError as e:
-            raise RecordError(self.path, f"not UTF-8 text at byte {e.start}") from e
+            bom = 3 if text.startswith(b"\xef\xbb\xbf") else 0   # decoded with utf-8-sig: offsets after it
+            raise RecordError(self.path, f"not UTF-8 text at byte {e.start + bom}") from e
         except (ValueError, RecursionError) as e:   # valid JSON Python will not read: see _parse
             raise RecordError(self.path, f"unreadable JSON: {e}") from e
         if not isinstance(items, list):

@@ -44,6 +44,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from .._optional import need
 from .._kernels import _tokenize
 from ..pipeline.fields import ChunkContext, Field, Output
 
@@ -85,7 +86,8 @@ class Tokenize(Field):
             (UTF-8 bytes; no vocabulary).
         tokenizer: a Hugging Face ``tokenizers.Tokenizer`` (or the path of its
             JSON file) to use instead: its ``encode_batch`` ids are truncated
-            and padded here, and its own normaliser replaces lower/strip.
+            (keeping the closing special tokens, such as [SEP]) and padded here
+            (its own padding left out), and its own normaliser replaces lower/strip.
         pad_id, unk_id, bos_id, eos_id: see the module docstring.
         name: output name prefix; a loader sets it to the field's key.
 
@@ -258,8 +260,8 @@ class Tokenize(Field):
     # -- Hugging Face adapter -------------------------------------------------
     def _hf(self):
         if isinstance(self._tokenizer, (str, os.PathLike)):
-            from tokenizers import Tokenizer  # optional dependency, imported only when used
-            self._tokenizer = Tokenizer.from_file(os.fspath(self._tokenizer))
+            tokenizers = need("tokenizers", "Tokenize(tokenizer=<a tokenizer.json path>)", "fastload[hf]")
+            self._tokenizer = tokenizers.Tokenizer.from_file(os.fspath(self._tokenizer))
         return self._tokenizer
 
     def _fill_hf(self, texts: list[str], ids: np.ndarray, length: np.ndarray, mask: np.ndarray) -> None:
@@ -269,8 +271,29 @@ class Tokenize(Field):
         ids[:n] = self.pad_id
         mask[:n] = 0
         for r, enc in enumerate(self._hf().encode_batch([_well_formed(t) for t in texts])):
-            row = enc.ids[: self.max_length]
+            row = _hf_row(enc, self.max_length)
             k = len(row)
             ids[r, :k] = row
             mask[r, :k] = 1
             length[r] = k
+
+
+def _hf_row(enc, max_length: int) -> list[int]:
+    """The ids of a Hugging Face ``Encoding`` as a row of at most ``max_length``: the tokenizer's own
+    padding (attention mask 0, on either side) left out, as this field pads with its own pad_id; cut
+    to length, the special tokens that close the sequence ([SEP], </s>) are kept, as the tokenizer's
+    own truncation keeps them."""
+    ids = list(enc.ids)
+    attention = getattr(enc, "attention_mask", None)
+    special = getattr(enc, "special_tokens_mask", None)
+    if attention is not None and len(attention) == len(ids) and not all(attention):
+        ids = [t for t, a in zip(ids, attention) if a]
+        special = special and [s for s, a in zip(special, attention) if a]
+    if len(ids) <= max_length:
+        return ids
+    closing = 0
+    if special is not None and len(special) == len(ids):
+        while closing < len(ids) and special[len(ids) - 1 - closing]:
+            closing += 1
+    closing = min(closing, max_length - 1)   # a row of nothing but closing tokens says nothing
+    return ids[:max_length - closing] + ids[len(ids) - closing:]
