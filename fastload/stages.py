@@ -17,11 +17,18 @@ reused once nothing references it, so a batch still queued downstream, viewed
 (``np.rot90`` returns views) or kept by the training loop is never
 overwritten, and in steady state no stage allocates.
 
-Randomness. ``augment`` and ``shuffle_samples`` draw batch ``i``'s parameters
-from ``fastload.pipeline.rng.generator(seed, STAGE, i)``, where ``i`` counts the batches this
-stage object has processed, so the output depends only on the seed and the
-order of batches, never on threads. Reusing a stage object for another epoch
-continues the count (a new epoch gets new draws); make a new one to replay.
+Randomness. ``augment`` and ``shuffle_samples`` draw each batch's parameters
+from its key (see :meth:`Stage.generator`), so the output depends only on the
+seed and the order of batches, never on threads:
+
+* in a stream given an epoch (``stream.set_epoch``, which a Loader reading the
+  stream calls before each pass), ``stream.map(stage)`` keys the batch at
+  position ``p`` of the pass of epoch ``e`` as ``(e, p)``: an epoch's batches are
+  the same however it is reached, resumed or interrupted;
+* otherwise (a GeneratorPipeline, a direct call) batch ``i`` is the ``i``-th this
+  stage object has processed: reusing it for another pass continues the count
+  (a new pass gets new draws); make a new one to replay.
+
 ``stream.map(stage, workers=N)`` numbers the batches in stream order, as they
 are handed to its threads; a stage called from inside another function on
 those threads (``.map(lambda b: stage(load(b)), workers=N)``) would be numbered
@@ -67,7 +74,15 @@ class Stage:
         self._count = 0
         self._count_lock = threading.Lock()
 
-    def _next_index(self) -> int:
+    def generator(self, key: int | tuple[int, int]) -> np.random.Generator:
+        """The draws of the batch keyed ``key``: ``rng.generator(seed, STAGE, i)`` for the ``i``-th batch
+        this stage processed, ``rng.generator(seed, STAGE_EPOCH, e, p)`` for key ``(e, p)``, position ``p``
+        of epoch ``e``'s pass of a stream."""
+        if isinstance(key, tuple):
+            return rng.generator(self.seed, rng.STAGE_EPOCH, *key)
+        return rng.generator(self.seed, rng.STAGE, key)
+
+    def _next_index(self) -> int | tuple[int, int]:
         index = getattr(_call, "index", None)
         if index is not None:
             return index
@@ -186,7 +201,7 @@ class read_images(Stage):
 class augment(Stage):
     """Per sample, rotate by 90°·k then flip left-right, on square (N, S, S, C) images.
 
-    Batch ``i`` (counted by this stage) draws, with ``rng = fastload.pipeline.rng.generator(seed, STAGE, i)``:
+    The batch keyed ``key`` (see the module's Randomness section) draws, with ``rng = self.generator(key)``:
     ``k = rng.integers(0, 4, n)`` if ``rotate90`` else zeros, then
     ``flips = rng.random(n) < 0.5`` if ``flip`` else all False; sample j becomes
     ``np.fliplr(np.rot90(x[j], k[j])) if flips[j] else np.rot90(x[j], k[j])``.
@@ -199,9 +214,9 @@ class augment(Stage):
         super().__init__()
         self.rotate90, self.flip, self.seed = rotate90, flip, rng.check_seed(seed)
 
-    def params(self, batch_index: int, n: int) -> tuple[np.ndarray, np.ndarray]:
-        """The (k, flips) arrays batch ``batch_index`` of ``n`` samples gets."""
-        gen = rng.generator(self.seed, rng.STAGE, batch_index)
+    def params(self, key: int | tuple[int, int], n: int) -> tuple[np.ndarray, np.ndarray]:
+        """The (k, flips) arrays the batch of ``n`` samples keyed ``key`` gets."""
+        gen = self.generator(key)
         k = gen.integers(0, 4, n) if self.rotate90 else np.zeros(n, np.int64)
         flips = gen.random(n) < 0.5 if self.flip else np.zeros(n, bool)
         return k, flips
@@ -275,7 +290,7 @@ class rescale(Stage):
 class shuffle_samples(Stage):
     """Apply one permutation to every element of a batch (images, labels, paths...).
 
-    Batch ``i`` (counted by this stage) uses ``fastload.pipeline.rng.generator(seed, STAGE, i).permutation(n)``.
+    The batch keyed ``key`` (see the module's Randomness section) uses ``self.generator(key).permutation(n)``.
     Arrays are gathered with ``np.take(..., out=)``; other sequences become lists.
     """
 
@@ -291,7 +306,7 @@ class shuffle_samples(Stage):
         n = len(parts[0])
         if any(len(p) != n for p in parts):
             raise ValueError(f"batch elements differ in length: {[len(p) for p in parts]}")
-        perm = rng.generator(self.seed, rng.STAGE, self._next_index()).permutation(n)
+        perm = self.generator(self._next_index()).permutation(n)
         out = tuple(np.take(p, perm, axis=0, mode="clip", out=self._buffers.get(p.shape, p.dtype))
                     if isinstance(p, np.ndarray) else [p[i] for i in perm] for p in parts)
         return out if isinstance(batch, tuple) else out[0]

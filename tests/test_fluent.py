@@ -506,3 +506,92 @@ def test_a_stream_passes_on_the_listing_of_the_folder_it_reads(tmp_path):
     assert list(listing) == [f"input 0: {n}" for n in names] + [f"input 2: s.tar ({size} bytes)"]
     # tar shards alone are compared as shards, as before
     assert mix([TarShards(str(tmp_path / "s.tar")).stream(), stream(3)]).local_listing() is None
+
+
+def _augmented_loader(map_workers, seed=1):
+    import fastload as fl
+    imgs = [np.random.default_rng(i).integers(0, 255, (4, 4, 1)).astype(np.uint8) for i in range(16)]
+    stream = (fl.ListSource([{"x": imgs[i], "i": i} for i in range(16)]).batch(4)
+              .map(lambda b: (np.stack([r["x"] for r in b]), np.array([r["i"] for r in b])))
+              .map(fl.augment(seed=seed), workers=map_workers).unbatch()
+              .map(lambda t: {"x": t[0], "i": int(t[1])}))
+    return Loader(stream, batch_size=4, fields={"x": None, "i": "index"}, workers=1), imgs
+
+
+@pytest.mark.parametrize("map_workers", [0, 2])
+def test_a_numbered_stage_in_a_loaders_stream_is_keyed_by_epoch_and_position(map_workers):
+    # The stage counted the batches it had seen over its lifetime: a break, a resume or set_epoch
+    # changed the pixels of the rest of the epoch.
+    import fastload as fl
+
+    def epoch(loader):
+        return [(b["i"].tolist(), b["x"].copy()) for b in loader]
+    loader, imgs = _augmented_loader(map_workers)
+    e0, e1 = epoch(loader), epoch(loader)
+    stage = fl.augment(seed=1)
+    for e, got in ((0, e0), (1, e1)):   # the documented draws: position p of epoch e is keyed (e, p)
+        assert [i for ids, _ in got for i in ids] == list(range(16))
+        for p, (ids, x) in enumerate(got):
+            k, flips = stage.params((e, p), 4)
+            want = [np.rot90(imgs[i], int(k[j]))[:, ::-1] if flips[j] else np.rot90(imgs[i], int(k[j]))
+                    for j, i in enumerate(ids)]
+            assert np.array_equal(x, np.stack(want))
+    assert any(not np.array_equal(a[1], b[1]) for a, b in zip(e0, e1))
+    interrupted, _ = _augmented_loader(map_workers)   # a break, then the rest of the epoch
+    it = iter(interrupted)
+    head = [(b["i"].tolist(), b["x"].copy()) for b in (next(it), next(it))]
+    del it
+    whole = head + epoch(interrupted)
+    assert [i for i, _ in whole] == [i for i, _ in e0]
+    assert all(np.array_equal(a[1], b[1]) for a, b in zip(whole, e0))
+    direct, _ = _augmented_loader(map_workers)   # epoch 1 without epoch 0 first, and resumed in it
+    direct.set_epoch(1)
+    assert all(np.array_equal(a[1], b[1]) for a, b in zip(epoch(direct), e1))
+    first, _ = _augmented_loader(map_workers)
+    first.set_epoch(1)
+    it = iter(first)
+    next(it)
+    state = first.state_dict()
+    del it
+    resumed, _ = _augmented_loader(3 - map_workers if map_workers else 0)
+    resumed.load_state_dict(state)
+    rest = epoch(resumed)
+    assert [i for i, _ in rest] == [i for i, _ in e1[1:]]
+    assert all(np.array_equal(a[1], b[1]) for a, b in zip(rest, e1[1:]))
+
+
+@pytest.mark.parametrize("kind", ["thread map", "iter node", "prefetcher", "stream map", "stream prefetch"])
+def test_a_node_made_again_and_given_its_state_gives_exactly_the_rest(kind):
+    # state_dict() was {} and load_state_dict() did nothing: a "resumed" node started over.
+    from fastload.pipeline.node import IterNode, Prefetcher, ThreadMap
+    make = {"thread map": lambda: ThreadMap(iter(range(10)), lambda x: x * 2, workers=2),
+            "iter node": lambda: IterNode(lambda: (2 * x for x in range(10))),
+            "prefetcher": lambda: Prefetcher(lambda: (2 * x for x in range(10)), 2),
+            "stream map": lambda: iter(stream(10).map(lambda x: x * 2, workers=3)),
+            "stream prefetch": lambda: iter(stream(10).map(lambda x: x * 2).prefetch(3))}[kind]
+    node = make()
+    head = [next(node) for _ in range(4)]
+    state = node.state_dict()
+    node.close()
+    assert head == [0, 2, 4, 6] and state == {"given": 4}
+    again = make()
+    again.load_state_dict(state)
+    assert list(again) == [8, 10, 12, 14, 16, 18] and again.state_dict() == {"given": 10}
+    with pytest.raises(RuntimeError, match="before the first item"):
+        again.load_state_dict(state)
+    with pytest.raises(ValueError, match="needs the dict state_dict"):
+        make().load_state_dict({})
+
+
+def test_stream_counts_must_be_integers_when_the_stream_is_built():
+    # batch(2.0) failed only when iterated (inside islice), batch(True) batched by one, prefetch(2.5),
+    # shuffle(4.5) and map(workers=2.5) were taken, and map(workers=-1) ran in the calling thread.
+    for build, what in ((lambda: stream(5).batch(2.0), "batch size"), (lambda: stream(5).batch(True), "batch size"),
+                        (lambda: stream(5).prefetch(2.5), "prefetch depth"),
+                        (lambda: stream(5).shuffle(4.5), "buffer_size"),
+                        (lambda: stream(5).map(abs, workers=2.5), "map workers")):
+        with pytest.raises(TypeError, match=f"{what} must be an integer"):
+            build()
+    with pytest.raises(ValueError, match="map workers must be >= 0, got -1"):
+        stream(5).map(abs, workers=-1)
+    assert list(stream(5).batch(np.int64(2))) == [[0, 1], [2, 3], [4]]

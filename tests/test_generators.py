@@ -520,3 +520,59 @@ def test_a_run_advanced_in_a_forked_child_is_refused_and_goes_on_in_the_parent()
     child = in_fork(lambda: list(it))
     assert child.startswith("RuntimeError") and "build a new GeneratorPipeline in the child" in child, child
     assert got + list(it) == list(range(1, 21))
+
+
+def test_each_run_takes_one_pass_of_a_stream_and_one_call_of_a_factory():
+    # Asking whether the source was one-shot (iter(source) is source) started, and threw away, a pass.
+    import fastload as fl
+    pipeline = GeneratorPipeline(ListSource(list(range(6))).shuffle(6, seed=1, initial=6), lambda x: x)
+    runs = [list(pipeline) for _ in range(3)]
+    again = ListSource(list(range(6))).shuffle(6, seed=1, initial=6)
+    assert runs == [list(again) for _ in range(3)] and len({tuple(r) for r in runs}) == 3
+    calls = []
+
+    def factory():
+        calls.append(1)
+        return iter(range(4))
+    pipeline = GeneratorPipeline(fl.IterableRecords(factory), lambda x: x * 2)
+    assert [list(pipeline) for _ in range(3)] == [[0, 2, 4, 6]] * 3 and len(calls) == 3
+    with pytest.raises(RuntimeError, match="one-shot iterator, already used"):
+        one_shot = GeneratorPipeline(iter(range(3)), lambda x: x)
+        assert list(one_shot) == [0, 1, 2]
+        list(one_shot)
+
+
+def test_dropping_one_of_two_iterators_over_a_run_leaves_the_other_reading_it():
+    def double():
+        while True:
+            x = yield
+            yield x * 2
+    before = threading.enumerate()
+    pipeline = GeneratorPipeline(list(range(10)), double())
+    first = iter(pipeline)
+    a = [next(first), next(first)]
+    second = iter(pipeline)
+    b = [next(second)]
+    del second
+    gc.collect()
+    assert a + b + list(first) == [2 * i for i in range(10)]
+    assert new_threads(before) == []
+
+
+def test_a_step_failing_after_its_input_ended_names_the_last_input_not_none():
+    def collect(items):
+        kept = list(items)
+        raise ValueError(f"flush of {len(kept)} failed")
+        yield
+    with pytest.raises(StageError, match=r"stage 'collect' failed on record 'after its last input, #9 9': "
+                                         r"ValueError: flush of 10 failed"):
+        list(GeneratorPipeline(list(range(10)), collect))
+
+
+def test_compiled_stage_threads_end_with_a_run_that_reached_its_end(tmp_path):
+    write_image_folder(tmp_path, classes=2, per_class=4, size_range=(20, 30), fmt="PNG")
+    before = threading.enumerate()
+    pipeline = GeneratorPipeline(ImageFolder(tmp_path).batches(4), stages.read_images((16, 16), workers=3))
+    for _ in range(2):   # and the next run starts them again
+        assert sum(len(x) for x, _ in pipeline) == 8
+        assert new_threads(before) == []

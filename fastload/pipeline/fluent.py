@@ -79,7 +79,15 @@ class Fluent:
     """Mixin giving sources, loaders and streams their streaming methods."""
 
     def map(self, fn: Callable[[Any], Any], workers: int = 0, ordered: bool = True) -> "Stream":
-        """``fn(record)`` for every record; with ``workers > 1`` in a thread pool."""
+        """``fn(record)`` for every record; with ``workers > 1`` in a thread pool (0 or 1: in the
+        iterating thread)."""
+        _positive("map workers", workers, least=0)
+        if getattr(fn, "numbered", False):   # a compiled stage drawing by its batch's key (fastload.stages)
+            out = Stream(partial(_map_stage, self, fn, workers, ordered), _length(self), self,
+                         f"map({stage_name(fn)}, ordered=False)" if not ordered else f"map({stage_name(fn)})",
+                         keyed="epoch")
+            out.unordered = workers > 1 and not ordered
+            return out
         if workers > 1:
             out = Stream(partial(_map_threaded, self, fn, workers, ordered), _length(self), self,
                          f"map({stage_name(fn)}, ordered=False)" if not ordered else f"map({stage_name(fn)})")
@@ -106,7 +114,9 @@ class Fluent:
         return Stream(partial(_unbatch, self), None, self, "unbatch()")
 
     def shuffle(self, buffer_size: int, seed: int = 0, initial: int = SHUFFLE_INITIAL) -> "Stream":
-        """Shuffle through a buffer of ``buffer_size`` records (see :func:`buffered_shuffle`).
+        """Shuffle through a buffer of ``buffer_size`` records (see :func:`buffered_shuffle`): each record
+        out is drawn from the buffer and the record just read, as in WebDataset's shuffle, so even
+        ``shuffle(1)`` moves records (by one place at a time).
 
         Records start coming out once ``initial`` are buffered, so the first batch does not
         wait for a full buffer. A pass draws from ``(seed, epoch)``, the epoch last given to
@@ -316,9 +326,11 @@ def _length(it: Any) -> int | None:
         return None
 
 
-def _positive(what: str, n: int) -> None:
-    if n < 1:
-        raise ValueError(f"{what} must be >= 1, got {n}")
+def _positive(what: str, n: int, least: int = 1) -> None:
+    if isinstance(n, bool) or not isinstance(n, numbers.Integral):
+        raise TypeError(f"{what} must be an integer, got {type(n).__name__} {n!r}")
+    if n < least:
+        raise ValueError(f"{what} must be >= {least}, got {n}")
 
 
 def _count(what: str, n: int) -> None:
@@ -348,9 +360,56 @@ def _map(upstream, fn) -> Iterator[Any]:
         close_iterator(it)
 
 
+def _map_stage(upstream, stage, workers: int, ordered: bool, epoch: int | None) -> Iterator[Any]:
+    """A map of a numbered compiled stage: with an epoch, the record at position ``p`` of the pass is
+    keyed ``(epoch, p)`` (the same batches however the epoch is reached, resumed or interrupted);
+    without one, batches are numbered by the stage's own count, in stream order (see
+    :mod:`fastload.stages`)."""
+    if epoch is None:
+        return _map_numbered(upstream, stage, workers, ordered) if workers > 1 else _map(upstream, stage)
+    call = partial(_keyed_call, stage, epoch)
+    if workers > 1:
+        return ThreadMap(_positions(upstream), call, workers, window=2 * workers, ordered=ordered,
+                         name=f"map-{stage_name(stage)}", wrap=lambda i, item, e: _wrap(stage, i, item[1], e))
+    return _map_keyed(upstream, stage, call)
+
+
+def _positions(upstream) -> Iterator[tuple[int, Any]]:
+    """(position, record) of a pass."""
+    it = _records(upstream)
+    try:
+        yield from enumerate(it)
+    finally:
+        close_iterator(it)
+
+
+def _map_keyed(upstream, stage, call) -> Iterator[Any]:
+    it = _positions(upstream)
+    try:
+        for p, rec in it:
+            try:
+                out = call((p, rec))
+            except Exception as e:
+                raise _wrap(stage, p, rec, e) from e
+            yield out
+    finally:
+        close_iterator(it)
+
+
+def _keyed_call(stage, epoch: int, item):
+    """``stage(record)`` for ``item = (position, record)``, keyed ``(epoch, position)``."""
+    from ..stages import _call
+    p, rec = item
+    if isinstance(rec, FailedRecord):
+        return rec
+    _call.index = (epoch, p)
+    try:
+        return stage(rec)
+    finally:
+        _call.index = None
+
+
 def _map_threaded(upstream, fn, workers: int, ordered: bool) -> Iterator[Any]:
-    if getattr(fn, "numbered", False):   # a compiled stage drawing by batch number: numbered in stream order
-        return _map_numbered(upstream, fn, workers, ordered)
     from ..stages import _call
 
     def apply(rec):

@@ -40,15 +40,17 @@ closed when dropped), garbage collection, or reaching the end: every node's
 stop event is set, every thread leaves its queue wait within ``POLL_S``,
 closes its own generators (so their ``finally`` runs in the thread that drove
 them) and exits; ``close()`` waits for them all within one second and warns,
-naming it, about a stage stuck in user code. It then closes coroutine steps
-and compiled stages.
+naming it, about a stage stuck in user code. It then closes the compiled
+stages (their threads start again when next called), and the coroutine steps
+unless the run reached its end (see Running again).
 
 Running again. Reaching the end leaves coroutine steps open (waiting at their
 receiving yield), so iterating the pipeline again over a re-iterable source
 runs it again: ``for epoch in range(3): for x in pipeline: ...``. A pipeline
 that was closed early, one whose coroutine step returned, or one whose source
 is a one-shot iterator already used, says so instead of silently yielding
-nothing.
+nothing. Two iterators taken during one run share it (each item goes to one of
+them); the run ends early only when the last of them is left.
 
 Errors. A step that raises ends its thread; downstream threads pass the
 failure along after the items before it, and the consumer raises it as
@@ -58,6 +60,7 @@ in the stage's input and a truncated repr), with the original exception as
 """
 from __future__ import annotations
 
+import collections.abc
 import inspect
 import os
 import time
@@ -88,6 +91,7 @@ class GeneratorPipeline:
         self._started: float | None = None
         self._ended: float | None = None
         self._last_return: float | None = None
+        self._loops = 0            # iterators reading the current run
         self._closed = False       # the current run is over
         self._broken = False       # closed before its end: coroutine steps are closed for good
 
@@ -111,12 +115,13 @@ class GeneratorPipeline:
         if ended:   # it would yield nothing, silently
             raise RuntimeError(f"coroutine step(s) {ended} returned, which ended the last run, and cannot run "
                                "again: loop (while True) to serve every run, or build a new pipeline")
-        if iter(self._source) is self._source:
+        if isinstance(self._source, collections.abc.Iterator):   # not iter(source): that starts a Stream's pass
             raise RuntimeError("the pipeline's source is a one-shot iterator, already used; give a re-iterable "
                                "source (a list, a Source, a Stream) to iterate the pipeline again")
         self._nodes, self._closed, self._last_return = [], False, None
 
     def _loop(self) -> Iterator[Any]:
+        self._loops += 1   # iterators over one run share it: the last one left early ends it
         try:
             while True:
                 try:
@@ -125,7 +130,8 @@ class GeneratorPipeline:
                     return
                 yield item
         finally:
-            if not self._closed:     # left early: stop everything (a normal end already stopped the threads)
+            self._loops -= 1
+            if not self._closed and not self._loops:   # left early: stop everything (a normal end already has)
                 self.close()
 
     def __next__(self) -> Any:
@@ -184,8 +190,8 @@ class GeneratorPipeline:
         join_threads([n.thread for n in nodes if n.thread is not None], "pipeline stage")
         for n in nodes:              # waited for above: one deadline and one warning for them all
             n.close(wait=False)
-        if broken or not nodes:
-            for step in self._steps:
+        for step in self._steps:    # compiled stages start their threads again when next called
+            if broken or not nodes or step.mode != "coroutine":
                 step.close()
         self._ended = time.perf_counter()
 
@@ -327,6 +333,7 @@ class _Inputs:
         self.index = -1
         self.last: Any = None
         self.failure: BaseException | None = None
+        self.ended: str | None = None
         self.waited = 0.0
         self._done = False
 
@@ -358,9 +365,13 @@ class _Inputs:
         return msg
 
     def _end(self, failure: BaseException | None) -> None:
+        # The last item named now and let go (it may hold a batch's buffer): a step may still fail after it.
+        self.ended = None if self.index < 0 else f"after its last input, {record_context(self.index, self.last)}"
         self.failure, self._done, self.last = failure, True, None
 
     def context(self) -> str | None:
+        if self._done:
+            return self.ended
         return None if self.index < 0 else record_context(self.index, self.last)
 
 

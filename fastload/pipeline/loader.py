@@ -1099,6 +1099,13 @@ class _LoaderIter(Node):
         self._closed = False
         self._since = time.perf_counter()   # elapsed_s counts from here to each batch
 
+    def state_dict(self) -> dict:
+        """The Loader's (:meth:`Loader.state_dict`): where its next iterator would begin."""
+        return self.loader.state_dict()
+
+    def load_state_dict(self, state: dict) -> None:
+        raise RuntimeError("a Loader resumes before it is iterated: loader.load_state_dict(state), then iter(loader)")
+
     def __next__(self):
         check_process(self._pid, "this Loader iterator", "create a new iterator in the child: iter(loader)")
         # Two threads advancing one iterator would take each other's chunks: refused, as a

@@ -3,8 +3,10 @@
 A :class:`Node` is an iterator with three more duties:
 
 * ``state_dict()`` / ``load_state_dict(state)``: where it is, small and
-  JSON-safe, so a pipeline resumes exactly (nodes that only pass items on
-  delegate to their upstream);
+  JSON-safe, so a pipeline resumes exactly: the count of items it gave out; a
+  node made again over the same upstream and given that state reads those
+  items again and drops them (a node that reads ahead cannot ask its upstream
+  where it is: that is past the items in flight, which were never given out);
 * ``stats()``: a list of :class:`~fastload.pipeline.stats.StageStats`, its
   upstream's first, for ``stats()`` reports and ``fastload doctor``;
 * ``close()``: stop the threads it started, close its upstream, idempotent;
@@ -180,17 +182,34 @@ class Node:
     def __iter__(self) -> "Node":
         return self
 
+    _given = 0   # items given out: the position state_dict() saves
+    _skip = 0    # items a loaded state says were given out before: produced again and dropped
+
     def __next__(self) -> Any:
+        return self._give(self._produce)
+
+    def _produce(self) -> Any:
         raise NotImplementedError
 
+    def _give(self, produce: Callable[[], Any]) -> Any:
+        while self._skip:
+            produce()
+            self._skip -= 1
+            self._given += 1
+        item = produce()
+        self._given += 1
+        return item
+
     def state_dict(self) -> dict:
-        up = self.upstream
-        return up.state_dict() if isinstance(up, Node) else {}
+        return {"given": self._given + self._skip}
 
     def load_state_dict(self, state: dict) -> None:
-        up = self.upstream
-        if isinstance(up, Node):
-            up.load_state_dict(state)
+        given = state.get("given") if isinstance(state, dict) else None
+        if isinstance(given, bool) or not isinstance(given, int) or given < 0:
+            raise ValueError(f"{self.name}: load_state_dict needs the dict state_dict() returned, got {state!r}")
+        if self._given:
+            raise RuntimeError(f"{self.name}: load_state_dict() goes before the first item, on a node made anew")
+        self._skip = given
 
     def stats(self) -> list[StageStats]:
         up = self.upstream
@@ -223,7 +242,7 @@ class IterNode(Node):
         self._stats = StageStats(name, kind)
         self._closed = False
 
-    def __next__(self) -> Any:
+    def _produce(self) -> Any:
         if self._closed:
             raise StopIteration
         if self._it is None:
@@ -289,7 +308,7 @@ class Prefetcher(Node):
     def qsize(self) -> int:
         return self._chan.qsize()
 
-    def __next__(self) -> Any:
+    def _produce(self) -> Any:
         if self._done:
             raise StopIteration
         if self.thread is not None:
@@ -409,11 +428,14 @@ class ThreadMap(Node):
         """Whether the next item is already computed (nothing to wait for)."""
         return bool(self._pending) and self._pending[0][2].done()
 
-    def __next__(self) -> Any:
+    def _produce(self) -> Any:
         return self._next(top_up=True)
 
     def take(self) -> Any:
         """The next result without topping the window up first (to pace what is started)."""
+        return self._give(self._untopped)
+
+    def _untopped(self) -> Any:
         return self._next(top_up=False)
 
     def _next(self, top_up: bool) -> Any:

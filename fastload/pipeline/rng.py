@@ -14,7 +14,7 @@ import numbers
 
 import numpy as np
 
-__all__ = ["generator", "check_seed", "ORDER", "SPLIT", "SHUFFLE", "BATCHES", "MIX", "STAGE"]
+__all__ = ["generator", "check_seed", "ORDER", "SPLIT", "SHUFFLE", "BATCHES", "MIX", "STAGE", "STAGE_EPOCH"]
 
 # Domains: the same seed gives unrelated streams for unrelated decisions.
 ORDER = ()              # an epoch's record order: [seed, epoch] (kept short: it defines resumable state)
@@ -22,7 +22,8 @@ SPLIT = (0x5B117,)
 SHUFFLE = (0x5D0FF,)
 BATCHES = (0xBA7C5,)   # a random-access source's order under .batches(shuffle=True), per pass
 MIX = (0x313C5,)
-STAGE = (0x57A6E,)
+STAGE = (0x57A6E,)         # a compiled stage's batch by its count: [seed, STAGE, count]
+STAGE_EPOCH = (0x57A6F,)   # by its place in an epoch's pass: [seed, STAGE_EPOCH, epoch, position]
 
 _U64 = 1 << 64
 _WORD = 1 << 32
