@@ -2,6 +2,7 @@
 import importlib.util
 import json
 import os
+import pathlib
 import subprocess
 import sys
 import time
@@ -15,6 +16,7 @@ from fastload._kernels import _batch
 from fastload.bench import report
 from fastload.bench.datasets import dataset, linked_copies
 from fastload.bench.suite import TASKS, contenders, run_suite, run_worker
+from fastload.synthetic import make_image_folder, photo_like
 
 pytest.importorskip("matplotlib")
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="fastload bench runs on Linux only")
@@ -199,6 +201,16 @@ def test_command_line_help_lists_the_options():
                          env={**os.environ, "PYTHONPATH": home}).stdout
     for option in ("--quick", "--full", "--out", "--readme", "--no-envs", "--contenders", "path"):
         assert option in out
+    flat = " ".join(out.split())   # argparse wraps the help text
+    assert "torch-0, torch-1, torch-N" in flat and "torch-2" not in flat   # N: the thread count, not always 2
+
+
+def test_bench_threads_default_to_the_cores_this_process_may_use(tmp_path, capsys, monkeypatch):
+    from fastload.pipeline import node
+    monkeypatch.setattr(node, "usable_cores", lambda: 3)
+    monkeypatch.setattr(os, "cpu_count", lambda: 8)
+    missing = tmp_path / "missing"   # torch-3 is known (3 threads), so the run gets as far as the path
+    assert str(missing) in _usage_error(capsys, "bench", str(missing), "--contenders", "torch-3")
 
 
 def test_the_suite_says_it_runs_on_linux_only(monkeypatch, tmp_path):
@@ -603,3 +615,93 @@ def test_the_decode_limit_of_other_formats_names_pillows_decoders(tmp_path):
     limits = decode_limits(paths, TASKS[0].transforms(), threads=1, runs=1)
     assert list(limits) == ["full"] and limits["full"]["images"] == 3
     assert limits["full"]["decoder"] == f"Pillow {Image.__version__} (its own decoders)"
+
+
+def test_shards_and_packs_made_from_a_folder_are_made_anew_when_its_images_change(tmp_path):
+    # The cache was keyed by the folder and its file names only: images replaced under the same
+    # names were benchmarked as the old ones by every contender reading shards or a pack.
+    import tarfile
+
+    from fastload.bench import _worker
+    from fastload.synthetic import encode, photo_like
+    root = tmp_path / "data" / "c"
+    root.mkdir(parents=True)
+    files = [(str(root / f"{i}.jpg"), 0) for i in range(3)]
+    task = {"path": str(tmp_path / "data"), "dataset": "user", "batch": 2, "transform": "rrc", "size": 16}
+    spec = {"cache": str(tmp_path / "cache"), "workers": 1}
+
+    def write(seed):
+        for i, (path, _) in enumerate(files):
+            with open(path, "wb") as f:
+                f.write(encode(photo_like(24 + 8 * seed, 24, seed=seed + i), quality=90))
+
+    def member_bytes(shards):
+        got = {}
+        for shard in shards:
+            with tarfile.open(shard) as tar:
+                got.update({m.name: tar.extractfile(m).read() for m in tar if m.name.endswith(".jpg")})
+        return [got[k] for k in sorted(got)]
+    write(0)
+    old = _worker._tar_shards(files, task, spec)
+    write(1)
+    new = _worker._tar_shards(files, task, spec)
+    assert old != new and member_bytes(new) == [pathlib.Path(p).read_bytes() for p, _ in files] != member_bytes(old)
+    assert _worker._tar_shards(files, task, spec) == new   # unchanged files: the same shards, not made again
+
+
+def test_readme_markers_out_of_pairs_are_refused_and_the_file_left_as_it_was(suite, tmp_path, capsys):
+    # A start marker with no end: the first run appended a section, the second deleted everything
+    # from the stray marker to the new section's end.
+    _, out, _ = suite
+    readme = tmp_path / "R.md"
+    for text in ("# T\n<!-- bench:start -->\nIMPORTANT\n## More\n",
+                 "# T\n<!-- bench:end -->\nIMPORTANT\n<!-- bench:start -->\n",
+                 "# T\n<!-- bench:start -->\n<!-- bench:end -->\nIMPORTANT\n<!-- bench:start -->\n<!-- bench:end -->\n"):
+        readme.write_text(text)
+        line = _usage_error(capsys, "bench", "--readme", str(readme), "--out", out)
+        assert f"{readme} holds" in line and "mend them by hand" in line
+        assert readme.read_text() == text
+
+
+def test_a_cache_that_cannot_be_a_folder_is_one_line_before_the_run(tmp_path, capsys, monkeypatch):
+    make_image_folder(tmp_path / "imgs", classes=1, per_class=2, size=(20, 24))
+    (tmp_path / "afile").write_text("x")
+    monkeypatch.setenv("FASTLOAD_BENCH_CACHE", str(tmp_path / "afile"))
+    line = _usage_error(capsys, "bench", str(tmp_path / "imgs"), "--out", str(tmp_path / "out"), "--threads", "1")
+    assert line.startswith(f"fastload: error: cache {tmp_path / 'afile'} (FASTLOAD_BENCH_CACHE): ")
+
+
+def test_a_failure_carried_out_of_a_worker_process_is_reported_by_its_cause():
+    from fastload.bench._worker import failure_reason
+    carried = OSError("Caught OSError in DataLoader worker process 0.\nOriginal Traceback (most recent call last):\n"
+                      '  File "fetch.py", line 44, in fetch\n    data = self.dataset[i]\n'
+                      "OSError: image file is truncated (76 bytes not processed)\n")
+    assert failure_reason(carried) == "OSError: image file is truncated (76 bytes not processed)"
+    assert failure_reason(ValueError("bad")) == "ValueError: bad" and failure_reason(KeyError()) == "KeyError: "
+    assert len(failure_reason(RuntimeError("x" * 1000))) == 400
+
+
+@pytest.mark.filterwarnings("ignore:Tight layout not applied")   # the plot of a task with one contender
+def test_a_folder_of_names_that_are_not_utf8_and_of_no_jpegs_or_pngs(tmp_path, capsys, monkeypatch):
+    # The report crashed writing a name that is not UTF-8 (results.md left empty, no plots); the
+    # scaling figures showed the full-decode limit as a region limit never measured; a run with
+    # nothing measured exited 0.
+    monkeypatch.setenv("FASTLOAD_BENCH_CACHE", str(tmp_path / "cache"))
+    root = tmp_path / "data" / "c"
+    root.mkdir(parents=True)
+    for i in range(3):
+        Image.fromarray(photo_like(24, 24, seed=i)).save(root / f"{i}.bmp")
+    with open(os.path.join(os.fsencode(root), b"bad\xfe.bmp"), "wb") as f:
+        f.write(b"BM garbage")
+    out = tmp_path / "out"
+    argv = ["bench", str(tmp_path / "data"), "--contenders", "fastload", "--threads", "1", "--out", str(out),
+            "--no-envs"]
+    assert cli.main(argv) == 1   # fastload fails on the corrupt file, so nothing is measured
+    with open(out / "results.json") as f:
+        results = json.load(f)
+    assert results["scaling"]["limit_region"] == [None] and results["scaling"]["limit_full"][0] > 0
+    md = (out / "results.md").read_text(encoding="utf-8")
+    assert "bad\\udcfe.bmp" in md and "| limit_region | — |" in md
+    assert "no contender measured anything" in capsys.readouterr().err
+    os.remove(os.path.join(os.fsencode(root), b"bad\xfe.bmp"))
+    assert cli.main(argv) == 0

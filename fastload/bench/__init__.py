@@ -38,7 +38,8 @@ examples:
 
 def add_parser(subparsers):
     """Register ``bench`` on an argparse subparsers object; ``args.func`` runs it."""
-    from .suite import CONTENDERS
+    from .suite import contenders
+    names = ", ".join("torch-N" if c.name == "torch-2" else c.name for c in contenders(2))
     p = subparsers.add_parser("bench", help="benchmark fastload against its peers (plots and a table)",
                               description=BENCH_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("path", nargs="?", help="class-per-subfolder image directory (default: generated sets)")
@@ -47,9 +48,10 @@ def add_parser(subparsers):
     mode.add_argument("--full", dest="mode", action="store_const", const="full", help="under 20 minutes")
     p.set_defaults(mode="quick", func=run)
     p.add_argument("--out", default=os.path.join("benchmarks", "results"), help="output folder (%(default)s)")
-    p.add_argument("--threads", type=int, default=None, help="threads/workers per contender (default: all cores)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="threads/workers per contender (default: the cores this process may use)")
     p.add_argument("--contenders", default=None,
-                   help=f"comma-separated subset of: {', '.join(CONTENDERS)} (default: all)")
+                   help=f"comma-separated subset of: {names} (default: all; torch-N: N the thread count)")
     p.add_argument("--no-envs", action="store_true", help="skip the contenders that need their own environment")
     p.add_argument("--rebuild-envs", action="store_true", help="rebuild those environments (or retry failed ones)")
     p.add_argument("--seed", type=int, default=0, help="seed of the generated data sets")
@@ -66,13 +68,17 @@ def run(args) -> int:
             if not os.path.isfile(need):
                 raise UsageError(f"{need}: no such file{hint}")
         from .report import update_readme
-        update_readme(args.readme, args.out)
+        try:
+            update_readme(args.readme, args.out)
+        except ValueError as e:   # markers out of order: said, nothing written
+            raise UsageError(str(e)) from e
         print(f"updated {args.readme} from {results}")
         return 0
     from .suite import contenders, run_suite
     if args.threads is not None and args.threads < 1:   # 0 is no count of threads; all cores is the default
         raise UsageError("--threads must be at least 1")
-    threads = args.threads or os.cpu_count() or 1
+    from ..pipeline.node import usable_cores
+    threads = args.threads or usable_cores()   # a taskset or a container's cpuset, not the machine's count
     if args.contenders is not None and not args.contenders.strip(", "):   # an unset shell variable: not "all"
         raise UsageError("--contenders is empty; name at least one (or leave the option out for all)")
     only = [c.strip() for c in args.contenders.split(",")] if args.contenders is not None else None
@@ -90,13 +96,24 @@ def run(args) -> int:
         raise UsageError(f"--out {args.out}: {e.strerror or e}") from e
     if not os.access(args.out, os.W_OK | os.X_OK):
         raise UsageError(f"--out {args.out}: the folder is not writable")
+    from .datasets import cache_dir
+    cache = cache_dir()
+    try:   # found now, not after the first contender's work
+        os.makedirs(os.path.join(cache, "work"), exist_ok=True)
+    except OSError as e:
+        raise UsageError(f"cache {cache} (FASTLOAD_BENCH_CACHE): {e.strerror or e}") from e
+    if not os.access(cache, os.W_OK | os.X_OK):
+        raise UsageError(f"cache {cache} (FASTLOAD_BENCH_CACHE): the folder is not writable")
     from .report import can_plot
     plots = can_plot()
     if not plots:   # said before the run, not found after it
         print("fastload bench: matplotlib is not installed, so the results are written without plots "
               "(pip install fastload[bench])", file=sys.stderr)
-    run_suite(args.path, mode=args.mode, out=args.out, threads=threads, only=only,
-              use_envs=not args.no_envs, seed=args.seed, rebuild_envs=args.rebuild_envs)
+    results = run_suite(args.path, mode=args.mode, out=args.out, threads=threads, only=only,
+                        use_envs=not args.no_envs, seed=args.seed, rebuild_envs=args.rebuild_envs)
     print(f"wrote {', '.join(os.path.join(args.out, n) for n in ('results.json', 'results.md'))}"
           + (" and plots" if plots else ""))
+    if not any(r.get("status") == "ok" for task in results["tasks"] for r in task["results"].values()):
+        print("fastload bench: no contender measured anything (see the reasons above)", file=sys.stderr)
+        return 1
     return 0

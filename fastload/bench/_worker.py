@@ -136,13 +136,27 @@ def build_fastload(files, task, workers, spec):
     return lambda: iter(loader)
 
 
+def _cache_key(task, files, *more) -> str:
+    """The name part of a file the suite derives from ``files`` (a pack, shards, a .beton): the folder,
+    the files, and each file's size and modification time, so images replaced under the same names
+    are packed anew, not read from the old ones."""
+    def stamp(path):
+        try:
+            st = os.stat(path)
+        except OSError:
+            return None
+        return st.st_size, st.st_mtime_ns
+    listing = [(path, label, stamp(path)) for path, label in files]
+    return hashlib.sha1(repr((task["path"], listing, *more)).encode()).hexdigest()[:12]
+
+
 def build_fastload_packed(files, task, workers, spec):
     """fastload on its own shard format (``fastload pack``, the files' bytes unchanged), as FFCV
     reads its .beton: page-aligned shards, memory-mapped, no file opened per image."""
     import fastload as fl
     from fastload.pack import pack
     source = _fastload_images(task, spec)
-    key = hashlib.sha1(repr((task["path"], [source[i] for i in range(len(source))])).encode()).hexdigest()[:12]
+    key = _cache_key(task, [source[i] for i in range(len(source))])
     out = os.path.join(spec["cache"], f"{task['dataset']}-{len(source)}-{key}.packed")
     if not os.path.exists(os.path.join(out, "meta.json")):
         pack(source, out, workers=max(1, workers), progress=False)   # resumes a run that stopped
@@ -293,7 +307,7 @@ def build_ffcv(files, task, workers, spec):
     from ffcv.writer import DatasetWriter
     from PIL import Image
 
-    key = hashlib.sha1(repr((task["path"], files)).encode()).hexdigest()[:12]   # the folder and its files
+    key = _cache_key(task, files)
     beton = os.path.join(spec["cache"], f"{task['dataset']}-{len(files)}-{key}.beton")
     if not os.path.exists(beton):
         class Images:   # FFCV re-encodes the decoded pixels at the same quality (90)
@@ -327,7 +341,7 @@ def _tar_shards(files, task, spec) -> list[str]:
     import shutil
     import tarfile
     ext = _member(files)
-    key = hashlib.sha1(repr((task["path"], files, ext)).encode()).hexdigest()[:12]
+    key = _cache_key(task, files, ext)
     out = os.path.join(spec["cache"], f"{task['dataset']}-{len(files)}-{key}.wds")
     if not os.path.exists(os.path.join(out, "complete")):
         shutil.rmtree(out, ignore_errors=True)
@@ -336,8 +350,9 @@ def _tar_shards(files, task, spec) -> list[str]:
         for s in range(0, len(files), per):
             with tarfile.open(os.path.join(out, f"shard-{s // per:05d}.tar"), "w", format=tarfile.USTAR_FORMAT) as tar:
                 for i, (path, label) in enumerate(files[s:s + per], start=s):
-                    for name, data in ((f"{i:07d}.{ext}", open(path, "rb").read()),
-                                       (f"{i:07d}.cls", str(label).encode())):
+                    with open(path, "rb") as f:
+                        image = f.read()
+                    for name, data in ((f"{i:07d}.{ext}", image), (f"{i:07d}.cls", str(label).encode())):
                         info = tarfile.TarInfo(name)
                         info.size = len(data)
                         tar.addfile(info, io.BytesIO(data))
@@ -545,6 +560,15 @@ def versions() -> dict:
     return out
 
 
+def failure_reason(e: BaseException) -> str:
+    """One line saying why a contender failed. An error carried out of a worker process (torch's
+    DataLoader re-raises it as "Caught X in DataLoader worker process 0. Original Traceback ...") has
+    the cause on its last line, not its first."""
+    lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+    text = lines[-1] if len(lines) > 1 else f"{type(e).__name__}: {lines[0] if lines else ''}"
+    return text[:400]
+
+
 def main() -> None:
     spec = json.loads(sys.argv[1])
     try:
@@ -555,8 +579,7 @@ def main() -> None:
         result = {"ok": False, "status": "not installed", "reason": f"{type(e).__name__}: {e}"}
     except Exception as e:   # reported in the results, never dropped
         tb = traceback.format_exc().strip().splitlines()
-        result = {"ok": False, "status": "failed", "reason": f"{type(e).__name__}: {e}"[:400],
-                  "traceback": tb[-6:]}
+        result = {"ok": False, "status": "failed", "reason": failure_reason(e), "traceback": tb[-6:]}
     result["versions"] = versions()
     sys.stdout.flush()
     print("\n" + ANSWER + json.dumps(result), flush=True)

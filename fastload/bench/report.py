@@ -152,7 +152,8 @@ def summary(results: dict) -> str:
 
 def write_report(results: dict, out: str) -> None:
     """results.md, and the plots where matplotlib is installed (see :func:`can_plot`)."""
-    with open(os.path.join(out, "results.md"), "w") as f:
+    # A file name that is not UTF-8 (kept by Python as surrogates) is written escaped, as \udcfe.
+    with open(os.path.join(out, "results.md"), "w", encoding="utf-8", errors="backslashreplace") as f:
         f.write(markdown(results) + "\n")
     if can_plot():
         _plots(results, out)
@@ -239,7 +240,7 @@ def update_readme(readme: str, results_dir: str) -> None:
     between README's bench markers (appending the section when they are missing)."""
     with open(os.path.join(results_dir, "results.json")) as f:
         results = json.load(f)
-    with open(readme) as f:
+    with open(readme, encoding="utf-8") as f:
         text = f.read()
     here = os.path.dirname(os.path.abspath(readme))
     plot = os.path.join(results_dir, "throughput.png")
@@ -250,11 +251,16 @@ def update_readme(readme: str, results_dir: str) -> None:
     table = summary(results).replace("{results_md}", os.path.relpath(os.path.join(results_dir, "results.md"), here))
     body = (f"{README_START}\n<!-- written by `fastload bench --readme`; do not edit by hand -->\n\n"
             f"{table}\n\n{linked}{README_END}")
-    if README_START in text and README_END in text:
+    starts, ends = text.count(README_START), text.count(README_END)
+    if (starts, ends) != (0, 0) and not (starts == ends == 1 and text.index(README_START) < text.index(README_END)):
+        raise ValueError(f"{readme} holds {starts} {README_START} and {ends} {README_END} marker(s); the bench "
+                         "section is one start marker, then one end marker: mend them by hand, as what lies "
+                         "between them is replaced")
+    if starts:
         text = re.sub(re.escape(README_START) + ".*?" + re.escape(README_END), lambda _: body, text, flags=re.S)
     else:
         text = text.rstrip("\n") + "\n\n## Benchmark suite\n\n`fastload bench` runs every contender on the " \
                "same generated files (`--quick` or `--full`; `fastload bench PATH` on your own folder) and " \
                "writes JSON, this table and plots to `benchmarks/results/`.\n\n" + body + "\n"
-    with open(readme, "w") as f:
+    with open(readme, "w", encoding="utf-8", errors="backslashreplace") as f:
         f.write(text)

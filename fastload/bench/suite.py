@@ -27,7 +27,7 @@ from . import envs
 from ._worker import ANSWER, TURN, fastload_transforms
 from .datasets import KINDS, cache_dir, dataset, linked_copies
 
-__all__ = ["CONTENDERS", "MODES", "TASKS", "Contender", "Task", "run_suite"]
+__all__ = ["MODES", "TASKS", "Contender", "Task", "run_suite"]
 
 _WORKER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_worker.py")
 _PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -84,8 +84,6 @@ def contenders(threads: int) -> list[Contender]:
         Contender("dali", f"NVIDIA DALI (GPU decode), {threads} CPU threads", "dali", env="dali", gpu=True),
     ]
 
-
-CONTENDERS = [c.name for c in contenders(2)]
 
 #: per mode: the tasks, samples per data set, the memory-curve file counts, timed runs, the cap for slow contenders,
 #: and the seconds a contender may take to start (build, first batch, warm-up epoch) or for one timed epoch
@@ -327,7 +325,10 @@ def _machine() -> dict:
 
 def _progress(line: str) -> None:
     """A progress line, shown now: piped into tee or a CI log, stdout would hold it until the exit."""
-    print(line, flush=True)
+    try:
+        print(line, flush=True)
+    except UnicodeEncodeError:   # a file name that is not UTF-8 (surrogates), or a terminal that is not
+        print(line.encode("ascii", "backslashreplace").decode("ascii"), flush=True)
 
 
 def run_suite(path: str | None = None, *, mode: str = "quick", out: str = "benchmarks/results",
@@ -462,7 +463,7 @@ def _scaling(task: Task, results: dict, threads: int, cfg: dict, cache: str, onl
     for t in counts:
         lim = decode_limits(paths, task.transforms(), t, runs=cfg["runs"])
         out["limit_full"].append(lim["full"]["rate"] if lim else None)
-        out["limit_region"].append(lim.get("region", lim["full"])["rate"] if lim else None)
+        out["limit_region"].append(lim["region"]["rate"] if lim and "region" in lim else None)   # none for other formats
         jobs = {name: (sys.executable, _spec(f"{name}-scaling-{t}", name, task, root, t, cfg["runs"],
                                              cfg["cap"] if name == "torch" else 0, cache, listing))
                 for name in ("fastload", "torch")
@@ -473,7 +474,9 @@ def _scaling(task: Task, results: dict, threads: int, cfg: dict, cache: str, onl
             res = _summarise(answers[name]) if name in answers else None
             out[name].append(res.get("median") if res else None)
             said.append(f"{name} {_figure(out[name][-1], 'img/s', res)}")
-        log(f"  {t} threads: {', '.join(said)}, region-decode limit {_figure(out['limit_region'][-1], 'img/s', {})}")
+        limit = ("region-decode", out["limit_region"][-1]) if out["limit_region"][-1] is not None else \
+            ("decode", out["limit_full"][-1])
+        log(f"  {t} threads: {', '.join(said)}, {limit[0]} limit {_figure(limit[1], 'img/s', {})}")
     return out
 
 
