@@ -612,11 +612,19 @@ static void vpass_neon(const uint8_t *in, ptrdiff_t in_stride, int rowbytes,
 
 /* ---- nearest ----------------------------------------------------------- */
 
+/* NEAREST_EXACT's floor((i + 0.5) * in / out), of the box's part of the resized
+ * grid. A centre exactly on a pixel edge takes the pixel to its right; through a
+ * crop's fractional offset (Resize then CenterCrop, fused into one box) it lands
+ * a rounding error to the left, which moved whole columns: NEAREST_EPS puts it
+ * back, far below the least distance of any other centre from an edge
+ * (1 / (2 * the resized size) pixels). */
+#define NEAREST_EPS 1e-9
+
 static void nearest_index(int in_size, double in0, double in1, int out_size, int32_t *idx)
 {
     double scale = (in1 - in0) / out_size;
     for (int i = 0; i < out_size; i++) {
-        double c = floor(in0 + (i + 0.5) * scale);
+        double c = floor(in0 + (i + 0.5) * scale + NEAREST_EPS);
         idx[i] = c < 0 ? 0 : c >= in_size ? in_size - 1 : (int32_t)c;
     }
 }

@@ -590,3 +590,38 @@ def test_hue_says_the_range_it_accepts():
     assert fl.ColorJitter(hue=0.5).hue == 0.5
     with pytest.raises(ValueError, match=r"hue must be in \[0, 0\.5\], got 0\.6"):
         fl.ColorJitter(hue=0.6)
+
+
+def test_nearest_resize_then_crop_takes_the_pixels_of_resizing_then_cropping(tmp_path):
+    # A centre exactly on a pixel edge of the resize's grid came out a rounding error to the left
+    # through the crop's fractional offset: a whole column from the wrong source pixel.
+    from fractions import Fraction as F
+    img = np.random.default_rng(2).integers(0, 256, (64, 80, 3), dtype=np.uint8)
+    Image.fromarray(img).save(tmp_path / "a.png")
+    got = first_batch(tmp_path, [fl.Resize(50, interpolation="nearest"), fl.CenterCrop(41)], dtype="uint8",
+                      layout="NHWC")[0]
+    # NEAREST_EXACT in exact arithmetic: floor((i + 0.5) * in / out) on the 50 x 62 resize, then the crop
+    rows = [int((i + F(1, 2)) * F(64, 50)) for i in range(50)]
+    cols = [int((i + F(1, 2)) * F(80, 62)) for i in range(62)]
+    top, left = round((50 - 41) / 2), round((62 - 41) / 2)
+    np.testing.assert_array_equal(got, img[rows][:, cols][top:top + 41, left:left + 41])
+
+
+def test_bilinear_without_antialiasing_never_reads_a_dct_scaled_jpeg(tmp_path):
+    # A scaled decode averages 8x8 blocks, which a two-tap bilinear never does: JPEG bytes came out
+    # up to 38 levels from the same JPEG given decoded.
+    data = encode(photo_like(480, 640, 3, seed=1), quality=90)
+    (tmp_path / "a.jpg").write_bytes(data)
+    decoded = np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
+    for transforms in ([fl.Resize((48, 64), antialias=False)], [fl.RandomResizedCrop(32, antialias=False)]):
+        plan, _ = compile_plan(transforms)
+        assert plan.max_denom == 1
+        from_file = first_batch(tmp_path, transforms, dtype="uint8", layout="NHWC")[0]
+        from_pixels = next(iter(fl.Loader(fl.ListSource([(decoded, 0)]), batch_size=1, transforms=transforms,
+                                          dtype="uint8", layout="NHWC", seed=0)))[0][0]
+        np.testing.assert_array_equal(from_file, from_pixels)
+
+
+def test_normalize_max_value_refuses_a_bool():
+    with pytest.raises(ValueError, match="max_value must be a positive finite number, got True"):
+        fl.Normalize(0.5, 0.5, max_value=True)

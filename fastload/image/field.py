@@ -133,9 +133,10 @@ def compile_plan(transforms: Sequence, *, dtype="float32", layout: str = "NCHW",
     plan = _batch.Plan(
         [g.op() for g in geometry], size[1], size[0],
         # nearest returns source pixels: a DCT-scaled decode has none to return; area takes whole
-        # source pixels into each box, so a scaled decode would move the box edges by a source pixel
+        # source pixels into each box, so a scaled decode would move the box edges by a source pixel;
+        # bilinear without antialiasing reads two source pixels, which a scaled decode has averaged
         filter=INTERPOLATIONS[interp], antialias=antialias,
-        max_denom=8 if dct_scale and interp == "bilinear" else 1,
+        max_denom=8 if dct_scale and interp == "bilinear" and antialias else 1,
         reducing_gap=float(reducing_gap),
         exif=exif, max_pixels=max_pixels or 0,
         p_hflip=flips.get(RandomHorizontalFlip, 0.0), p_vflip=flips.get(RandomVerticalFlip, 0.0),

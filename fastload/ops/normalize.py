@@ -51,7 +51,7 @@ class Normalize:
             raise ValueError("Normalize std must be non-zero")
         if self.order not in ("RGB", "BGR"):
             raise ValueError(f"order must be 'RGB' or 'BGR', got {self.order!r}")
-        if not isinstance(self.max_value, (int, float, np.number)) or not (
+        if isinstance(self.max_value, bool) or not isinstance(self.max_value, (int, float, np.number)) or not (
                 math.isfinite(self.max_value) and self.max_value > 0):
             raise ValueError(f"Normalize max_value must be a positive finite number, got {self.max_value!r}")
 
