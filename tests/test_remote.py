@@ -721,3 +721,62 @@ def test_image_folder_over_http_names_classes_and_orders_files_as_on_disk(http, 
     assert rel == [os.path.relpath(p, tmp_path / "local") for p in local.paths]
     np.testing.assert_array_equal(remote.labels(), local.labels())
     assert [remote[i][0] for i in range(len(remote))] == [pathlib.Path(p).read_bytes() for p in local.paths]
+
+
+def test_a_class_folder_whose_listing_fails_is_an_error_not_a_missing_class(http, tmp_path):
+    # fsspec's walk left out a folder whose page timed out: two classes of three, the labels after
+    # the missing one shifted, and no word of it.
+    root = pathlib.Path(http.root) / "imgs"
+    for c in range(3):
+        os.makedirs(root / f"class_{c}")
+        for i in range(2):
+            Image.fromarray(np.full((4, 4, 3), 40 * c + i, np.uint8)).save(root / f"class_{c}" / f"{i}.png")
+    http.slow["/imgs/class_1"] = 10 ** 6
+    http.slow_s = 2
+    with pytest.raises(OSError, match=rf"{re.escape(http.url)}/imgs.*Timeout"):
+        fl.ImageFolder(f"{http.url}/imgs", read_timeout=0.5, retries=1, backoff=0.01)
+    http.slow.clear()
+    folder = fl.ImageFolder(f"{http.url}/imgs")
+    assert folder.classes == ["class_0", "class_1", "class_2"] and folder.labels().tolist() == [0, 0, 1, 1, 2, 2]
+
+
+def test_a_stalled_s3_endpoint_fails_after_the_tries_asked_for(tmp_path):
+    # botocore's own 5 tries of each request and s3fs's 5 of each call held a 1 s read_timeout
+    # with retries=0 for two minutes, over 50 connections, and the error said "after 1 tries".
+    pytest.importorskip("s3fs")
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(64)
+    accepted = []
+
+    def accept():   # takes connections and never answers
+        while True:
+            try:
+                accepted.append(srv.accept()[0])
+            except OSError:
+                return
+    threading.Thread(target=accept, daemon=True).start()
+    opts = {"key": "x", "secret": "x", "endpoint_url": f"http://127.0.0.1:{srv.getsockname()[1]}",
+            "client_kwargs": {"region_name": "us-east-1"}}
+    t = time.monotonic()
+    try:
+        with pytest.raises(OSError, match=r"s3://bkt/a\.tar: ReadTimeoutError.*\(after 2 tries\)"):
+            len(fl.TarShards("s3://bkt/a.tar", storage_options=opts, read_timeout=0.5, retries=1, backoff=0.01))
+    finally:
+        srv.close()
+        for c in accepted:
+            c.close()
+    assert time.monotonic() - t < 15 and len(accepted) <= 4, (time.monotonic() - t, len(accepted))
+
+
+def test_an_s3_key_named_with_glob_characters_is_that_key(s3, tmp_path):
+    import webdataset as wds
+    local = tmp_path / "brackets"
+    local.mkdir()
+    for name, text in (("a[1].tar", "A-BRACKET"), ("a1.tar", "A-ONE")):
+        with wds.TarWriter(str(local / name)) as w:
+            w.write({"__key__": "k0", "txt": text})
+    base = upload(s3, str(local), "brackets")
+    shards = fl.TarShards(f"{base}/a[1].tar", storage_options=s3)
+    assert shards.urls == [f"{base}/a[1].tar"] and shards[0]["txt"] == "A-BRACKET"
+    assert fl.TarShards(f"{base}/a?.tar", storage_options=s3).urls == [f"{base}/a1.tar"]

@@ -660,3 +660,15 @@ def test_a_streams_state_loads_only_into_a_stream_of_the_same_shards(shards, tmp
     for part in state["stream"]["parts"]:
         del part["shards"], part["names"]
     assert got + keys(loader(shards[:2]).load_state_dict(state)) == whole
+
+
+def test_a_shard_named_with_glob_characters_is_that_shard(tmp_path):
+    # "a[1].tar" was taken for a pattern: a1.tar was read in its place, or, without one, no shard matched.
+    import webdataset as wds
+    for name, text in (("a[1].tar", "A-BRACKET"), ("a1.tar", "A-ONE"), ("b*.tar", "B-STAR")):
+        with wds.TarWriter(str(tmp_path / name)) as w:
+            w.write({"__key__": "k0", "txt": text})
+    for name, text in (("a[1].tar", "A-BRACKET"), ("b*.tar", "B-STAR")):
+        shards = fl.TarShards([str(tmp_path / name)])
+        assert shards.urls == [str(tmp_path / name)] and shards[0]["txt"] == text   # webdataset decodes .txt
+    assert fl.TarShards([str(tmp_path / "a?.tar")]).urls == [str(tmp_path / "a1.tar")]   # a pattern still

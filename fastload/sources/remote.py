@@ -168,11 +168,43 @@ def _with_timeout(protocol: str, options: dict, seconds: float) -> dict:
             client["timeout"] = aiohttp.ClientTimeout(total=None, sock_connect=seconds, sock_read=seconds)
             return {**options, "client_kwargs": client}
     elif protocol in ("s3", "s3a"):
+        # botocore tries each request up to 5 times on its own, and s3fs each call 5 times more: a
+        # stalled endpoint held a read_timeout of 1 s for two minutes. One try each; this storage's
+        # retries are the ones asked for.
         config = dict(options.get("config_kwargs") or {})
+        config.setdefault("retries", {"total_max_attempts": 1})
         if "read_timeout" not in config:
             config.setdefault("connect_timeout", seconds)
-            return {**options, "config_kwargs": {**config, "read_timeout": seconds}}
+            config["read_timeout"] = seconds
+        return {**options, "config_kwargs": config}
     return options
+
+
+def _find(fs, path: str) -> dict:
+    """``fs.find(path, detail=True)``, in which a folder whose listing fails is an error. fsspec's own
+    walk (HTTP's find) leaves such a folder out, its ``on_error`` reaching only the top one: a page
+    that timed out was a class gone missing, with the labels after it shifted. A filesystem with a
+    flat listing of its own (S3's) raises its errors already."""
+    from fsspec.asyn import AsyncFileSystem
+    from fsspec.spec import AbstractFileSystem
+    walks = type(fs)._find is AsyncFileSystem._find if isinstance(fs, AsyncFileSystem) else \
+        type(fs).find is AbstractFileSystem.find
+    if not walks:
+        return fs.find(path, detail=True)
+    found, folders, seen = {}, [path.rstrip("/")], set()
+    while folders:
+        folder = folders.pop()
+        if folder in seen:   # a page linking back to itself
+            continue
+        seen.add(folder)
+        for info in fs.ls(folder, detail=True):
+            name = info["name"].rstrip("/")
+            if info["type"] == "directory":
+                if name != folder:
+                    folders.append(name)
+            elif name != folder or not found:
+                found[name] = info
+    return dict(sorted(found.items()))
 
 
 def _describe(e: BaseException) -> str:
@@ -256,17 +288,26 @@ class Storage:
             # made: sizes and ETags from before a rewrite at the same URLs. This storage lists anew.
             if hasattr(fs, "invalidate_cache"):
                 fs.invalidate_cache()
+            if protocol in ("s3", "s3a") and hasattr(fs, "retries"):   # s3fs's own tries of a call (see _with_timeout)
+                fs.retries = 1
             with self._lock:
                 fs = self._fs.setdefault(protocol, fs)
         return fs, fs._strip_protocol(url)
 
     def glob(self, pattern: str) -> list[str]:
-        """Every file matching a ``*``/``?`` pattern, sorted, listed once."""
+        """Every file matching a ``*``/``?``/``[...]`` pattern, sorted, listed once; a file named
+        as written (``a[1].tar``) is that file, not the pattern's ``a1.tar``."""
         if not is_url(pattern):
             import glob
-            return sorted(glob.glob(pattern))
+            return [pattern] if os.path.isfile(pattern) else sorted(glob.glob(pattern))
         fs, path = self.filesystem(pattern)
         protocol = pattern.split("://", 1)[0]
+        try:
+            literal = fs.isfile(path)
+        except Exception:   # a pattern no store holds as a name: matched below, where errors are reported
+            literal = False
+        if literal:
+            return [pattern]
         found = listed_once(pattern, lambda: self._call(pattern, lambda: fs.glob(path, detail=True)))
         urls = []
         for p, info in sorted(found.items()):
@@ -281,7 +322,7 @@ class Storage:
         server's percent-encoded links, the order of the same tree on disk); their sizes are
         remembered for :meth:`read_ranges`."""
         fs, path = self.filesystem(root)
-        found = listed_once(root, lambda: self._call(root, lambda: fs.find(path, detail=True)))
+        found = listed_once(root, lambda: self._call(root, lambda: _find(fs, path)))
         base, exts = root.rstrip("/"), tuple(e.lower() for e in extensions)
         named = []
         for p, info in found.items():
