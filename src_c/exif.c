@@ -38,8 +38,10 @@ int fl_exif_orientation(const uint8_t *p, size_t n)
         if (rd16(e, le) != 0x0112)
             continue;
         unsigned type = rd16(e + 2, le);
-        uint32_t v = type == 3 ? rd16(e + 8, le) : type == 4 ? rd32(e + 8, le) : 0;
-        return rd32(e + 4, le) == 1 && v >= 1 && v <= 8 ? (int)v : -1;
+        if ((type != 3 && type != 4) || rd32(e + 4, le) != 1)
+            return -2;   /* an SSHORT, a count of 2, ...: Pillow's getexif may still read a turn in it */
+        uint32_t v = type == 3 ? rd16(e + 8, le) : rd32(e + 8, le);
+        return v >= 1 && v <= 8 ? (int)v : -1;
     }
     return cut ? -1 : 0;
 }

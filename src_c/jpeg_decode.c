@@ -40,11 +40,14 @@ static int is_xmp(const uint8_t *p, size_t n)
  * Exif block's tag (fl_exif_orientation; 0 when there is no block) and the
  * last XMP packet's (fl_xmp_orientation), which Pillow's getexif falls back
  * on when the Exif block has no tag. A block that may or may not hold one
- * (malformed, or a value out of range) leaves an XMP turn to Pillow. */
+ * (malformed, or a value out of range) leaves an XMP turn to Pillow; a tag
+ * of another type or count (-2) leaves the file to Pillow. */
 static int jpeg_orientation(int exif, int xmp)
 {
     if (exif > 0)
         return exif;
+    if (exif == -2)
+        return -1;
     if (xmp < 2 || xmp > 8)
         return 0;
     return exif == 0 ? xmp : -1;
@@ -348,14 +351,17 @@ static void read_header(fl_jpeg_decoder *d, const uint8_t *data, size_t size, fl
     info->progressive = c->progressive_mode ? 1 : 0;
 }
 
-/* A libjpeg error: its own message, and the object back at its start state. */
+/* A libjpeg error: its own message, and the object back at its start state. A
+ * stream that ends early is Pillow's to judge: it refuses it, or with
+ * LOAD_TRUNCATED_IMAGES decodes what is there, as on its own route. */
 static int libjpeg_failed(fl_jpeg_decoder *d, char *err)
 {
     char msg[JMSG_LENGTH_MAX];
     d->jerr.pub.format_message((j_common_ptr)&d->cinfo, msg);
-    fl_set_err(err, "%s", msg);
+    const int cut = d->cinfo.err->msg_code == JWRN_JPEG_EOF;
+    fl_set_err(err, cut ? "%s (truncated): Pillow decides" : "%s", msg);
     jpeg_abort_decompress(&d->cinfo);
-    return FL_ERR_DECODE;
+    return cut ? FL_UNSUPPORTED : FL_ERR_DECODE;
 }
 
 int fl_jpeg_read_info(fl_jpeg_decoder *d, const uint8_t *data, size_t size,

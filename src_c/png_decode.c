@@ -246,8 +246,14 @@ const char *fl_png_version(void)
 
 static int spng_failed(fl_png_decoder *d, int rc, const char *what, char *err)
 {
-    fl_set_err(err, "%s: %s (libspng error %d)", what, spng_strerror(rc), rc);
     fl_png_abort(d);
+    if (rc == SPNG_ECHUNK_CRC) {
+        /* A chunk before the image data with a wrong CRC: Pillow refuses the file, or, with
+         * LOAD_TRUNCATED_IMAGES, skips an ancillary one; it decides, as on its route. */
+        fl_set_err(err, "a chunk's CRC is wrong: Pillow decides");
+        return FL_UNSUPPORTED;
+    }
+    fl_set_err(err, "%s: %s (libspng error %d)", what, spng_strerror(rc), rc);
     return rc == SPNG_EMEM ? FL_ERR_NOMEM : FL_ERR_DECODE;
 }
 
@@ -260,6 +266,8 @@ static int open_ctx(fl_png_decoder *d, int flags, struct spng_ihdr *ihdr, char *
         return FL_ERR_NOMEM;
     }
     int rc = spng_set_chunk_limits(d->ctx, FL_PNG_CHUNK_LIMIT, FL_PNG_CACHE_LIMIT);
+    if (!rc)   /* libspng would drop an ancillary chunk with a wrong CRC without a word (see spng_failed) */
+        rc = spng_set_crc_action(d->ctx, SPNG_CRC_ERROR, SPNG_CRC_ERROR);
     if (!rc)
         rc = spng_set_png_buffer(d->ctx, d->data, d->size);
     if (rc)
@@ -588,7 +596,8 @@ int fl_png_decode_begun(fl_png_decoder *d, int x0, int y0, int x1, int y1, fl_vi
             || (info.interlaced && fl_buffer_reserve(&d->raw, row_bytes) != FL_OK))
         return no_memory(d, err);
     /* Any getter has libspng read the chunks before the image data and check
-     * them, CRCs included. Pillow checks no IDAT chunk's CRC; neither does
+     * them, CRCs included, ancillary chunks' too (see open_ctx). Pillow checks
+     * no IDAT chunk's CRC; neither does
      * the non-interlaced path, which reads the IDAT chunks itself, nor, once
      * told, libspng (though it still computes the first one's). */
     struct spng_trns trns;

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import struct
 import threading
 import warnings
@@ -23,6 +24,7 @@ import PIL
 import pytest
 from PIL import Image, ImageOps, features
 
+import fastload as fl
 from fastload._kernels import _batch
 from fastload.errors import DecodeError
 from fastload.image.decode import DEFAULT_MAX_PIXELS, image_size, pillow_decode, read_image
@@ -198,7 +200,8 @@ def test_a_truncated_stream_fails_whatever_the_region(decoder, photo, progressiv
     the missing data (skipping to the very end would decode nothing)."""
     data = encode(photo, quality=90, progressive=progressive)[:-300]
     for region, max_denom in (((10, 10, 40, 30), 1), ((0, 0, 463, 8), 8), (None, 1)):
-        with pytest.raises(DecodeError, match="Premature end"):
+        # Pillow's to judge (it refuses it, or decodes it under LOAD_TRUNCATED_IMAGES)
+        with pytest.raises(_batch.Unsupported, match=r"Premature end of JPEG file \(truncated\): Pillow decides"):
             decoder.decode(data, region, min_size=(4, 4), max_denom=max_denom)
     full = encode(photo, quality=90, progressive=progressive)
     assert decoder.decode(full, (10, 10, 40, 30))[0].shape == (20, 30, 3)
@@ -213,7 +216,7 @@ def test_decoder_reused_across_sizes_and_errors(decoder):
     images.insert(4, encode(photo_like(50, 60)[..., 0]))
     for data in images * 2:
         if len(data) == 5000:
-            with pytest.raises(DecodeError):
+            with pytest.raises(_batch.Unsupported, match="truncated"):
                 decoder.decode(data)
         else:
             assert_close(decoder.decode(data)[0], pil_rgb(data))
@@ -567,3 +570,25 @@ def test_shared_decoder_refuses_concurrent_use():
         t.join()
     assert all("two threads" in str(e) for e in errors)   # an error, never a crash
     assert_close(d.decode(data)[0], pil_rgb(data))
+
+
+@pytest.mark.parametrize("load_truncated", [False, True])
+def test_a_truncated_jpeg_gets_pillows_verdict_under_its_setting(tmp_path, monkeypatch, load_truncated):
+    # LOAD_TRUNCATED_IMAGES, which the README says is read, had Pillow's route decode a cut JPEG
+    # while the linked route still refused it (a cut PNG was already left to Pillow).
+    from PIL import ImageFile
+    for progressive in (False, True):
+        data = encode(photo_like(24, 32, seed=3), quality=90, progressive=progressive)
+        sos = data.index(b"\xff\xda")
+        path = tmp_path / f"cut{int(progressive)}.jpg"
+        path.write_bytes(data[:sos + (len(data) - sos) // 2])
+        monkeypatch.setattr(ImageFile, "LOAD_TRUNCATED_IMAGES", load_truncated)
+        loader = fl.Loader(fl.ImageFiles([str(path)]), batch_size=1, transforms=[fl.Resize((24, 32))],
+                           dtype="uint8", layout="NHWC")
+        if load_truncated:
+            with Image.open(path) as im:
+                want = np.asarray(im.convert("RGB"))
+            np.testing.assert_array_equal(next(iter(loader))[0], want)
+        else:
+            with pytest.raises(DecodeError, match=rf"{re.escape(str(path))}: .*truncated"):
+                next(iter(loader))

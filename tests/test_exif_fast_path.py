@@ -285,3 +285,22 @@ if __name__ == "__main__":   # timing: python tests/test_exif_fast_path.py
 
         print(f"EXIF {o}: Pillow route {median_us(via_pillow):.0f} us, fast path {median_us(via_fast):.0f} us",
               file=sys.stderr)
+
+
+@pytest.mark.parametrize("kind, count", [(8, 1), (9, 1), (6, 1), (3, 2)])   # SSHORT, SLONG, SBYTE; SHORT x 2
+def test_an_orientation_tag_of_another_type_or_count_is_left_to_pillow(tmp_path, kind, count):
+    # Only a SHORT or LONG of count 1 was read; any other form was taken for no turn, where
+    # Pillow's getexif reads the 6 and exif_transpose turns the image.
+    pack = {3: ">HHIHH", 8: ">HHIhH", 9: ">HHIi", 6: ">HHIbxxx"}[kind]
+    entry = struct.pack(pack, 0x112, kind, count, 6, *([0] if kind in (3, 8) else []))
+    tiff = b"MM\0*" + struct.pack(">IH", 8, 1) + entry + b"\0\0\0\0"
+    app1 = b"Exif\0\0" + tiff
+    jpg = encode(photo_like(16, 24, seed=4), quality=95)
+    (tmp_path / "a.jpg").write_bytes(jpg[:2] + b"\xff\xe1" + struct.pack(">H", len(app1) + 2) + app1 + jpg[2:])
+    with warnings.catch_warnings():   # Pillow warns of a count of 2
+        warnings.simplefilter("ignore", UserWarning)
+        want = np.asarray(ImageOps.exif_transpose(Image.open(tmp_path / "a.jpg")).convert("RGB"))
+        got = next(iter(fl.Loader(fl.ImageFiles([str(tmp_path / "a.jpg")]), batch_size=1,
+                                  transforms=[fl.Resize(want.shape[:2])], dtype="uint8", layout="NHWC")))[0]
+    assert want.shape == (24, 16, 3)
+    np.testing.assert_array_equal(got, want)

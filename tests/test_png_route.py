@@ -657,14 +657,15 @@ def test_bad_pngs_fail_or_decode_exactly_as_on_the_pillow_route(tmp_path, name):
 @needs_spng
 def test_the_kernel_reports_what_is_wrong():
     d = _batch.PngDecoder()
-    for name, pattern in (("corrupt-zlib", "row|stream|zlib"),
-                          ("bad-ihdr-crc", "CRC|crc"), ("zero-width", "width"), ("bad-depth", "depth"),
+    for name, pattern in (("corrupt-zlib", "row|stream|zlib"), ("zero-width", "width"), ("bad-depth", "depth"),
                           ("palette-missing", "PLTE|palette"), ("bad-adler", "row|stream")):
         with pytest.raises(DecodeError, match=pattern):
             d.decode(BAD[name], name=name)
     for name in ("truncated-half", "truncated-header", "truncated-before-iend", "signature-only"):
         with pytest.raises(_batch.Unsupported, match="ends before its IEND chunk"):   # Pillow decides
             d.decode(BAD[name], name=name)
+    with pytest.raises(_batch.Unsupported, match="a chunk's CRC is wrong: Pillow decides"):   # as a tEXt's would
+        d.decode(BAD["bad-ihdr-crc"], name="bad-ihdr-crc")
     with pytest.raises(DecodeError, match=r"200000x100000 = 20000000000 pixels, over the limit of 1000"):
         d.decode(BAD["huge"], max_pixels=1000)
     with pytest.raises(_batch.Unsupported, match="not a PNG"):
@@ -774,3 +775,30 @@ def test_features_name_the_png_route():
     else:
         assert _batch.png_version() == "none"
         assert "libspng" in f["png_decoder"] and "pip install" in f["png_decoder"]
+
+
+@pytest.mark.parametrize("truncated_ok", [False, True])
+def test_a_chunk_with_a_wrong_crc_before_the_image_data_gets_pillows_verdict(tmp_path, monkeypatch, truncated_ok):
+    # libspng dropped an ancillary chunk with a wrong CRC without a word and decoded the file, which
+    # Pillow refuses (or, under LOAD_TRUNCATED_IMAGES, reads past the chunk).
+    from PIL import ImageFile
+
+    def chunk(kind, data, crc=None):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) if crc is None
+                                                                         else crc)
+    rows = b"".join(b"\0" + bytes(range(i, i + 12)) for i in range(3))
+    path = tmp_path / "crc.png"
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 4, 3, 8, 2, 0, 0, 0))
+                     + chunk(b"tEXt", b"Comment\0hi", crc=1234) + chunk(b"IDAT", zlib.compress(rows))
+                     + chunk(b"IEND", b""))
+    monkeypatch.setattr(ImageFile, "LOAD_TRUNCATED_IMAGES", truncated_ok)
+    loader = fl.Loader(fl.ImageFiles([str(path)]), batch_size=1, transforms=[fl.Resize((3, 4))], dtype="uint8",
+                       layout="NHWC")
+    if not truncated_ok:
+        with pytest.raises(PIL.UnidentifiedImageError):
+            Image.open(path).load()
+        with pytest.raises(fl.DecodeError, match=re.escape(str(path))):
+            next(iter(loader))
+    else:
+        want = np.asarray(Image.open(path).convert("RGB"))
+        np.testing.assert_array_equal(next(iter(loader))[0], want)

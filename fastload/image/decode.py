@@ -187,6 +187,8 @@ def pillow_jpeg(data, name: str, *, max_pixels: int | None = DEFAULT_MAX_PIXELS,
     _check_pixels((w, h), max_pixels, name)
     if Image.MAX_IMAGE_PIXELS and w * h > 2 * Image.MAX_IMAGE_PIXELS:
         raise DecodeError(name, f"over the limit of Pillow's decompression-bomb guard: {w}x{h} pixels")
+    if _batch.jpeg_check(data):   # what Pillow's decoder, ignoring libjpeg's warnings, lets pass: pillow_decode says
+        return None
     want = draft_size(w, h) if callable(draft_size) else draft_size
     scale = 1
     if want is not None:   # as JpegImageFile.draft
@@ -231,7 +233,7 @@ def _size_from(f, exif: bool, name: str) -> tuple[int, int]:
     if _is_jpeg(head) and _batch.HAVE_LIBJPEG_TURBO:
         try:
             info = _decoder().info(head, name)
-        except DecodeError:   # the header may go on past what was read
+        except (DecodeError, _batch.Unsupported):   # the header may go on past what was read
             rest = f.read()
             if not rest:
                 raise
