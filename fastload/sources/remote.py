@@ -35,6 +35,7 @@ backends are imported only when a URL is given.
 from __future__ import annotations
 
 import collections
+import email.utils
 import hashlib
 import importlib.util
 import io
@@ -90,6 +91,26 @@ def url_name(root: str, part: str) -> str:
     """The name a part of a URL under ``root`` stands for: percent-decoded for ``http(s)://``
     (whose listings are links, ``cat%20dog``), as it is for object stores (whose keys are names)."""
     return urllib.parse.unquote(part) if root.startswith(("http://", "https://")) else part
+
+
+def _racy(identity: dict) -> bool:
+    """Whether a copy fetched now may be of a version its identity cannot tell from the next one: an
+    object known by no identity, or only by a modification time (HTTP's Last-Modified counts whole
+    seconds) less than two seconds before now, when a rewrite of the same size may follow within
+    the same second."""
+    if not identity:
+        return True
+    if set(identity) != {"modified"}:
+        return False
+    stamp = identity["modified"]
+    try:
+        when = float(stamp)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(stamp).timestamp()
+        except (TypeError, ValueError):   # a form not read: not trusted
+            return True
+    return time.time() - when < 2.0
 
 
 def _identity(info: dict) -> dict:
@@ -367,8 +388,11 @@ class Storage:
         if got is not None:
             return got
         parent = url.rsplit("/", 1)[0]
+        # A web URL with a query (a presigned one) names one object: its "directory" is no page to
+        # list, and a "/" inside the query would make one out of a file, downloaded whole.
+        query = url.startswith(("http://", "https://")) and "?" in url
         with self._list_lock:   # the first asker lists; the others wait for its answer
-            if url not in self._stats and parent not in self._listed:
+            if url not in self._stats and parent not in self._listed and not query:
                 self._listed.add(parent)
                 fs, path = self.filesystem(parent)
                 try:   # not every store lists (plain HTTP servers): then each file is asked once
@@ -850,8 +874,10 @@ class DiskCache:
             got = os.path.getsize(tmp)
             if got != size:
                 raise StorageError(url, f"downloaded {got} bytes, expected {size}")
-            # the record first: a file is never beside another version's record, even after a crash
-            self._write_record(name, record)
+            # the record first: a file is never beside another version's record, even after a crash.
+            # A racy one is trusted by this cache only: the next dataset to open the directory fetches
+            # the object again, whose rewrite within the second would have the same identity.
+            self._write_record(name, {**record, "racy": True} if _racy(identity or {}) else record)
             os.replace(tmp, final)
             with self._lock:
                 self._lru[name] = size

@@ -43,7 +43,7 @@ from ..pipeline.fluent import SHUFFLE_INITIAL, Fluent, buffered_shuffle
 from . import _tar
 from .base import Source
 from .paths import PathTable
-from .remote import Storage, StorageError, cache_name, expand_urls, is_url
+from .remote import Storage, StorageError, _racy, cache_name, expand_urls, is_url
 
 __all__ = ["TarShards", "TarStream", "decode_member", "split_key"]
 
@@ -257,7 +257,7 @@ class TarShards(Source):
                 pass   # a stale or damaged index is rebuilt
         with self.storage.open_stream(url, local_buffer=io.DEFAULT_BUFFER_SIZE) as f:   # headers only: data skipped
             samples = _group(_members(f, size, url), size)
-        if path is not None:
+        if path is not None and not (is_url(url) and _racy(stamp["remote"])):   # racy: see remote._racy
             try:
                 os.makedirs(os.path.dirname(path), exist_ok=True)
                 tmp = f"{path}.{os.getpid()}.tmp"
