@@ -65,9 +65,15 @@ def _lib_dirs(prefix, multiarch):
     return [p for p in libs if os.path.isdir(p)]
 
 
+def left_out(variable):
+    """Whether FASTLOAD_NO_<LIB> asks to build without the library: 1, true, yes or on ("0" or
+    "false" leave it in)."""
+    return os.environ.get(variable, "").strip().lower() in ("1", "true", "yes", "on")
+
+
 def find_libjpeg_turbo():
     """Return (include_dirs, library_dirs, version) or None."""
-    if os.environ.get("FASTLOAD_NO_LIBJPEG"):
+    if left_out("FASTLOAD_NO_LIBJPEG"):
         return None
     multiarch = _multiarch()
     for prefix in _prefixes("FASTLOAD_JPEG_PREFIX", "libjpeg", ["/opt/libjpeg-turbo"]):
@@ -86,7 +92,7 @@ def find_libjpeg_turbo():
 
 def find_libspng():
     """Return (include_dirs, library_dirs, version) or None."""
-    if os.environ.get("FASTLOAD_NO_SPNG"):
+    if left_out("FASTLOAD_NO_SPNG"):
         return None
     multiarch = _multiarch()
     for prefix in _prefixes("FASTLOAD_PNG_PREFIX", "spng", ["/opt/libspng", "/opt/homebrew"]):
@@ -103,7 +109,7 @@ def find_libspng():
 
 def find_libdeflate():
     """Return (include_dirs, library_dirs, version) or None."""
-    if os.environ.get("FASTLOAD_NO_LIBDEFLATE"):
+    if left_out("FASTLOAD_NO_LIBDEFLATE"):
         return None
     multiarch = _multiarch()
     for prefix in _prefixes("FASTLOAD_DEFLATE_PREFIX", "libdeflate", ["/opt/homebrew"]):

@@ -23,11 +23,14 @@ def jpeg_path() -> str:
     pil = "pillow-simd" if _is_pillow_simd(PIL.__version__) else "Pillow"
     how = "leading rows into reused buffers from the compiled loop" if jpeg_route() == "pillow" else \
         "one Python call per image (Pillow < 11.2)"
-    return (f"{pil} {PIL.__version__}'s {lib}, DCT-scaled by draft(), {how}; no region decode "
-            f"(fastload was built without libjpeg-turbo's headers)")
+    why = "without libjpeg-turbo: left out by FASTLOAD_NO_LIBJPEG, or its headers installed since" \
+        if _jpeg_headers() else "without libjpeg-turbo's headers"
+    return f"{pil} {PIL.__version__}'s {lib}, DCT-scaled by draft(), {how}; no region decode (fastload was built {why})"
 
 
-_REINSTALL = "pip install --force-reinstall --no-deps --no-binary fastload fastload (in a checkout: pip install -e .)"
+# A rebuild from fastload's own source: "pip install --no-binary fastload fastload" would fetch another
+# project of that name from PyPI.
+_REINSTALL = "pip install --force-reinstall --no-deps <fastload's source folder: a checkout or an unpacked sdist>"
 
 
 def how_to_link() -> str | None:
@@ -40,7 +43,7 @@ def how_to_link() -> str | None:
     found = _jpeg_headers()
     if found:
         return (f"for the faster linked JPEG route (libjpeg-turbo's headers are in {found}), rebuild fastload "
-                f"without FASTLOAD_NO_LIBJPEG: {_REINSTALL}")
+                f"without FASTLOAD_NO_LIBJPEG set: {_REINSTALL}")
     prefix = ""
     if os.environ.get("CONDA_PREFIX") or os.path.isdir(os.path.join(sys.prefix, "conda-meta")):
         step = "conda install -c conda-forge libjpeg-turbo"
@@ -111,9 +114,18 @@ def png_path() -> str:
     pil = "pillow-simd" if _is_pillow_simd(PIL.__version__) else "Pillow"
     ng = "zlib_ng" in pil_features.features and pil_features.version_feature("zlib_ng")
     lib = f"zlib-ng {ng}" if ng else f"zlib {pil_features.version('zlib')}"
-    return (f"{pil}'s {lib} (fastload was built without libspng; for the linked "
-            f"route install its headers, e.g. apt install libspng-dev or brew install libspng, then pip "
-            f"install --force-reinstall --no-binary fastload fastload)")
+    found = _headers("spng.h", "FASTLOAD_PNG_PREFIX")
+    step = (f"libspng's headers are in {found}: rebuild without FASTLOAD_NO_SPNG set" if found else
+            "install its headers, e.g. apt install libspng-dev or brew install libspng, then rebuild")
+    return f"{pil}'s {lib} (fastload was built without libspng; for the linked route {step}: {_REINSTALL})"
+
+
+def _headers(name: str, prefix_variable: str) -> str | None:
+    """The include folder holding ``name`` among those the build looks in, or None."""
+    for prefix in filter(None, (os.environ.get(prefix_variable), sys.prefix, "/usr/local", "/usr", "/opt/homebrew")):
+        if os.path.exists(os.path.join(prefix, "include", name)):
+            return os.path.join(prefix, "include")
+    return None
 
 
 def _is_pillow_simd(pil_version: str) -> bool:

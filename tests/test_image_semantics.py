@@ -4,6 +4,7 @@ itself is not a test dependency), NumPy. Each test fails on a build that
 deviates from the convention it names."""
 import io
 import math
+import os
 
 import numpy as np
 import pytest
@@ -485,8 +486,14 @@ def test_pillow_jpeg_hands_everything_else_to_pillow_decode():
     exif = Image.Exif()
     exif[274] = 6
     img.save(rotated, "JPEG", exif=exif.tobytes())
-    for data in (png.getvalue(), cmyk.getvalue(), rotated.getvalue(), jpeg.getvalue()[:300]):
+    data = jpeg.getvalue()
+    sos = data.index(b"\xff\xda")
+    corrupt = data[:sos + 40] + b"\xff\xd0\xff\xd3" + data[sos + 44:]   # restart markers in a scan without an interval
+    for data in (png.getvalue(), cmyk.getvalue(), rotated.getvalue(), jpeg.getvalue()[:300], corrupt):
         assert pillow_jpeg(data, "x") is None
+    # Pillow's decoder takes the corrupt scan (Pillow < 11.2 decoded it through this route); pillow_decode says why
+    with pytest.raises(fl.DecodeError, match="RST3 marker inside a scan without a restart interval"):
+        pillow_decode(corrupt, "x")
     with pytest.raises(fl.DecodeError, match="over the limit"):
         pillow_jpeg(jpeg.getvalue(), "x", max_pixels=100)
 
@@ -625,3 +632,40 @@ def test_bilinear_without_antialiasing_never_reads_a_dct_scaled_jpeg(tmp_path):
 def test_normalize_max_value_refuses_a_bool():
     with pytest.raises(ValueError, match="max_value must be a positive finite number, got True"):
         fl.Normalize(0.5, 0.5, max_value=True)
+
+
+def test_the_rebuild_advice_names_this_project_and_why_a_library_is_missing(monkeypatch):
+    # It said "pip install --no-binary fastload fastload", which installs another PyPI project of that
+    # name, and "apt install libspng-dev" where the headers were there and FASTLOAD_NO_SPNG left it out.
+    import importlib
+    feats = importlib.import_module("fastload.features")   # the module, not the function fl.features
+    monkeypatch.setattr(_batch, "jpeg_version", lambda: "none")
+    monkeypatch.setattr(_batch, "png_version", lambda: "none")
+    monkeypatch.setattr(feats, "_jpeg_headers", lambda: "/usr/include")
+    monkeypatch.setattr(feats, "_headers", lambda name, variable: "/usr/include")
+    for line in (feats.how_to_link(), feats.png_path()):
+        assert "--no-binary" not in line and "fastload's source folder" in line and "\n" not in line
+    assert "without FASTLOAD_NO_LIBJPEG set" in feats.how_to_link()
+    assert "libspng's headers are in /usr/include: rebuild without FASTLOAD_NO_SPNG set" in feats.png_path()
+    assert "left out by FASTLOAD_NO_LIBJPEG" in feats.jpeg_path()
+    monkeypatch.setattr(feats, "_headers", lambda name, variable: None)
+    assert "apt install libspng-dev" in feats.png_path()
+
+
+def test_the_build_leaves_a_library_out_only_when_asked_to(monkeypatch):
+    # FASTLOAD_NO_LIBJPEG=0 (or "false") left libjpeg-turbo out as =1 does.
+    import ast
+    import pathlib
+    source = pathlib.Path(__file__).resolve().parents[1] / "setup.py"
+    if not source.exists():
+        pytest.skip("run from an installed copy without the checkout's setup.py")
+    tree = ast.parse(source.read_text())
+    fn = next(node for node in tree.body if isinstance(node, ast.FunctionDef) and node.name == "left_out")
+    scope = {"os": os}
+    exec(compile(ast.Module([fn], []), str(source), "exec"), scope)
+    for value, out in (("1", True), ("true", True), ("YES", True), ("on", True), ("0", False), ("false", False),
+                       ("", False), ("no", False)):
+        monkeypatch.setenv("FASTLOAD_NO_LIBJPEG", value)
+        assert scope["left_out"]("FASTLOAD_NO_LIBJPEG") is out, value
+    monkeypatch.delenv("FASTLOAD_NO_LIBJPEG")
+    assert scope["left_out"]("FASTLOAD_NO_LIBJPEG") is False

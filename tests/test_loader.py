@@ -196,7 +196,9 @@ def test_more_workers_than_cores_run_as_many_threads_as_cores(image_folder, monk
         it = iter(loader)
         rows.append(it.rows_per_chunk)
         threads.append(it.upstream.workers)
-        for (x, y), (rx, ry) in zip(batches(it), reference[epoch], strict=True):
+        got = list(batches(it))
+        assert len(got) == len(reference[epoch])
+        for (x, y), (rx, ry) in zip(got, reference[epoch]):
             np.testing.assert_array_equal(x, rx)
             np.testing.assert_array_equal(y, ry)
     # Then a batch in at most 2 chunks (whole once its cost, by wall time, is under _WHOLE_BATCH_S:

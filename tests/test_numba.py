@@ -222,3 +222,26 @@ def test_float16_rows_are_refused_when_the_kernels_compile():
     else:   # plain Python kernels take float16 rows
         assert KernelField(transforms, [leave_alone], dtype="float16").outputs()[0].dtype == np.float16
     assert KernelField(transforms, [leave_alone], dtype="float32").outputs()[0].dtype == np.float32
+
+
+def test_numba_caches_the_users_kernels_beside_them_and_nothing_inside_fastload(tmp_path):
+    # fastload's own helpers were cached in the installed package's __pycache__, which pip uninstall
+    # left behind: a "fastload" folder that imported as an empty namespace package.
+    pytest.importorskip("numba")
+    package = os.path.dirname(os.path.abspath(fl.__file__))
+
+    def cached(folder):
+        return {os.path.join(d, n): os.stat(os.path.join(d, n)).st_mtime_ns for d, _, names in os.walk(folder)
+                for n in names if n.endswith((".nbi", ".nbc"))}
+    before = cached(package)
+    (tmp_path / "kern.py").write_text(
+        "import numpy as np\nimport fastload as fl\nfrom fastload.ops.numba_ops import KernelField, normal\n"
+        "@fl.numba_transform\ndef add_noise(x, rng):\n    for i in range(x.shape[0]):\n"
+        "        x[i] += np.float32(normal(rng))\n"
+        "src = fl.ListSource([{'x': [float(i)] * 4} for i in range(8)])\n"
+        "loader = fl.Loader(src, batch_size=4, fields={'x': KernelField(fl.Numeric(4), [add_noise])})\n"
+        "print(sum(len(b['x']) for b in loader))\n")
+    out = run_python([str(tmp_path / "kern.py")], cwd=str(tmp_path), env={DISABLE_ENV: ""})
+    assert out.strip().splitlines()[-1] == "8"
+    assert cached(package) == before   # nothing new, nothing rewritten
+    assert any(n.startswith("kern.add_noise") for n in os.listdir(tmp_path / "__pycache__"))

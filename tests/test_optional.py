@@ -23,6 +23,7 @@ L = fl.Loader(src, batch_size=2, fields={"x": fl.Numeric(1)})
 calls = {
     "output=torch": lambda: fl.Loader(src, batch_size=2, output="torch", fields={"x": fl.Numeric(1)}),
     "output=jax": lambda: fl.Loader(src, batch_size=2, output="jax", fields={"x": fl.Numeric(1)}),
+    "device": lambda: fl.Loader(src, batch_size=2, device="cuda", fields={"x": fl.Numeric(1)}),
     "keras": L.keras, "tf": L.tf_dataset, "hf": lambda: fl.HFDataset([1]),
     "tar": lambda: len(fl.TarShards("s3://b/t-{0000..0003}.tar")),
     "folder": lambda: fl.ImageFolder("http://127.0.0.1:9/train/"),
@@ -50,13 +51,17 @@ def said_by(out: str) -> dict:
 def test_missing_optional_packages_are_named_at_the_call():
     out = run_python(["-c", CHILD], env={"FASTLOAD_DISABLE_JIT": ""})
     said = said_by(out)
-    expect = {"output=torch": ("torch", "pip install torch"), "output=jax": ("jax", "pip install jax"),
+    # the extras, not "pip install torch", which brings several GB of CUDA libraries on Linux
+    expect = {"output=torch": ("torch", "pip install fastload[torch]"), "output=jax": ("jax", "pip install fastload[jax]"),
               "keras": ("keras", "pip install keras"), "tf": ("tensorflow", "pip install fastload[tf]"),
               "hf": ("datasets", "pip install fastload[hf]"), "tar": ("fsspec", "pip install fastload[remote]"),
               "folder": ("fsspec", "pip install fastload[remote]"), "json": ("fsspec", "pip install fastload[remote]")}
     for name, (package, install) in expect.items():
         kind, _, message = said[name].partition(" | ")
         assert kind == "ImportError" and f"needs {package}," in message and install in message, (name, said[name])
+    kind, _, message = said["device"].partition(" | ")
+    assert kind == "RuntimeError" and "needs torch, which cannot be imported" in message and \
+        "pip install fastload[torch]" in message, said["device"]
     assert "Numba is not installed, so the kernel 'kernel' runs as plain Python" in said["numba"], said["numba"]
     assert "pip install numba" in said["numba"]
     # asked for (FASTLOAD_DISABLE_JIT=1): plain Python without a word
@@ -73,3 +78,19 @@ def test_the_test_extra_holds_the_reference_writer_the_core_tests_use():
         text = f.read()
     test_extra = re.search(r"^test = \[(.*)\]", text, re.M).group(1)
     assert "webdataset" in test_extra
+
+
+@pytest.mark.skipif(not os.path.isdir(os.path.join(os.path.dirname(HERE), "fastload")), reason="needs the checkout")
+def test_importing_an_unbuilt_source_tree_says_so(tmp_path):
+    # "cannot import name '_batch' from 'fastload._kernels'" said nothing of why: a checkout's own
+    # folder, first on sys.path, was imported instead of the installed package.
+    import shutil
+    import subprocess
+    import sys
+    shutil.copytree(os.path.join(os.path.dirname(HERE), "fastload"), tmp_path / "fastload",
+                    ignore=shutil.ignore_patterns("*.so", "*.pyd", "__pycache__"))
+    run = subprocess.run([sys.executable, "-c", "import fastload"], cwd=tmp_path, capture_output=True, text=True)
+    assert run.returncode == 1
+    last = run.stderr.strip().splitlines()[-1]
+    assert last.startswith("ImportError: fastload's compiled kernels are not built in ") and \
+        "pip install -e ." in last, run.stderr

@@ -4,6 +4,7 @@ NUL bytes. References are Python's own json, csv and float()."""
 import csv
 import json
 import string
+import sys
 import warnings
 
 import numpy as np
@@ -246,7 +247,9 @@ def test_csv_trailing_nul_is_refused_whatever_the_neighbouring_rows(tmp_path):
         p.write_bytes(b"a,b\n" + body)
         src = CSVRows(p)
         assert 0 in src.errors and src.record_id(0) == f"{p}:line 2"
-        with pytest.raises(RecordError, match=r"line 2: column 1: not a number: '2\\x00'"):
+        # Python before 3.11's csv module refuses a NUL itself: the same record fails, as malformed
+        why = r"column 1: not a number: '2\\x00'" if sys.version_info >= (3, 11) else "malformed CSV: line contains NUL"
+        with pytest.raises(RecordError, match=rf"line 2: {why}"):
             src[0]
         if name == "a.csv":
             assert src.errors.keys() == {0} and src[1].tolist() == [3, 4]

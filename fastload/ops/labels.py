@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import numbers
+import warnings
 
 import numpy as np
 
@@ -11,6 +12,9 @@ from ..pipeline.fields import Field, Output
 __all__ = ["Labels"]
 
 _INT64_END = 2**63   # labels are written as int64
+# NumPy before 1.24 makes an object array of a ragged column (a [2] among ints), with a warning that
+# later versions turn into the ValueError caught below: the same answer, without the warning.
+_RAGGED_WARNS = np.lib.NumpyVersion(np.__version__) < "1.24.0"
 
 
 class Labels(Field):
@@ -36,7 +40,12 @@ class Labels(Field):
     def fill(self, values, outs, ctx):
         out = outs[self.name]
         try:   # the common case: a clean integer column, no Python loop
-            labels = np.asarray(values)
+            if _RAGGED_WARNS:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", np.VisibleDeprecationWarning)
+                    labels = np.asarray(values)
+            else:
+                labels = np.asarray(values)
         except (TypeError, ValueError, OverflowError):
             labels = None
         # Floats would be truncated (1.7 -> 1) and uint64 wrapped by a cast: those take the loop.

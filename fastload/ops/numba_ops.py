@@ -21,7 +21,9 @@ are, and resuming reproduces them.
 
 One policy compiles everything here (:func:`njit`): nopython mode,
 ``nogil=True`` so worker threads run kernels in parallel, ``cache=True`` so a
-kernel compiles once per machine. ``FASTLOAD_DISABLE_JIT=1`` in the environment
+user's kernel compiles once per machine (fastload's own helpers compile once a
+process: their cache would be written inside the installed package, which
+``pip uninstall`` leaves behind). ``FASTLOAD_DISABLE_JIT=1`` in the environment
 (read when a kernel is decorated) runs every kernel as plain Python instead,
 which is how tests step through them; without Numba they run so too, and a
 user kernel (:class:`NumbaOp`) made then warns, naming the package.
@@ -66,15 +68,26 @@ def _numba_installed() -> bool:
     return True
 
 
+_PACKAGE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))   # fastload/
+
+
+def _inside(path: str, folder: str) -> bool:
+    try:
+        return os.path.commonpath([os.path.abspath(path), folder]) == folder
+    except ValueError:   # another drive
+        return False
+
+
 def njit(fn: Callable | None = None, *, cache: bool = True):
     """The one compilation policy: ``numba.njit(nogil=True, cache=cache)``, or ``fn`` itself with JIT off."""
     def wrap(f):
         if not jit_enabled():
             return f
         import numba
-        # A function typed at a prompt or built by exec has no file to cache beside.
-        on_disk = os.path.isfile(getattr(getattr(f, "__code__", None), "co_filename", ""))
-        return numba.njit(nogil=True, cache=cache and on_disk)(f)
+        # A function typed at a prompt or built by exec has no file to cache beside; fastload's own
+        # would be cached inside the installed package, which pip uninstall then leaves behind.
+        source = getattr(getattr(f, "__code__", None), "co_filename", "")
+        return numba.njit(nogil=True, cache=cache and os.path.isfile(source) and not _inside(source, _PACKAGE))(f)
     return wrap if fn is None else wrap(fn)
 
 

@@ -121,7 +121,8 @@ class DeviceTransfer:
         try:
             import torch
         except ImportError as e:
-            raise RuntimeError(f"device={device!r} needs torch (pip install torch)") from e
+            raise RuntimeError(f"device={device!r} needs torch, which cannot be imported ({e}): pip install "
+                               "fastload[torch], with the torch build for your CUDA") from e
         try:
             dev = torch.device(device)
         except (RuntimeError, TypeError):   # "gpu", "cuda:x": torch's own message lists its every device type

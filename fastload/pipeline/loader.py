@@ -166,7 +166,7 @@ class Loader(Fluent):
         if output not in _OUTPUTS:
             raise ValueError(f"output must be one of {list(_OUTPUTS)}, got {output!r}")
         if output != "numpy":   # here, not at the first batch
-            check(output, f"output={output!r}")
+            check(output, f"output={output!r}", f"fastload[{output}]")
         if on_error is None:
             on_error = "skip" if max_failures is not None else "raise"
         if on_error not in ("raise", "skip"):
