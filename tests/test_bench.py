@@ -392,8 +392,9 @@ def test_the_decode_limit_reads_files_as_the_loader_does_and_names_those_it_leav
     """A CMYK JPEG stopped the bench with a traceback from the decode limit (fastload's decoder refuses
     it; the loader reads it through Pillow), and so did a corrupt JPEG or a dangling link, naming no
     file. The limit times the CMYK file through Pillow, leaves the others out, counts them and names
-    the first; the contender that fails on them says which file."""
-    from fastload.bench.limits import decode_limits
+    the first; and so are they left out of every contender, which failed on them and measured
+    nothing."""
+    from fastload.bench.limits import decode_limits, unreadable_files
     paths = _odd_folder(tmp_path / "odd")
     limits = decode_limits(paths, TASKS[0].transforms(), threads=1, runs=1)
     assert list(limits) == (["full", "region"] if _batch.HAVE_LIBJPEG_TURBO else ["full"])
@@ -402,16 +403,22 @@ def test_the_decode_limit_reads_files_as_the_loader_does_and_names_those_it_leav
         assert lim["first_unreadable"]["path"] == paths[3] and lim["first_unreadable"]["reason"]
         assert lim["pillow_images"] == (1 if _batch.HAVE_LIBJPEG_TURBO else 0)
         assert "2 unreadable file(s) left out" in lim["decoder"]
+    assert unreadable_files(paths) == [(p, r) for p, r in [(paths[3], limits["full"]["first_unreadable"]["reason"]),
+                                                          (paths[4], unreadable_files(paths)[1][1])]]
     lines = []
-    results = run_suite(str(tmp_path / "odd"), out=str(tmp_path / "res"), threads=1, only=["fastload"],
-                        sizes={"runs": 1}, cache=str(tmp_path / "cache"), scaling=False, log=lines.append)
-    assert any(line.startswith("  left out of the decode limit: 2 unreadable file(s), the first " + paths[3])
+    results = run_suite(str(tmp_path / "odd"), out=str(tmp_path / "res"), threads=1,
+                        only=["fastload", "fastload-packed", "generator", "torch-0"], sizes={"runs": 1},
+                        cache=str(tmp_path / "cache"), scaling=False, log=lines.append)
+    assert any(line.startswith("  left out of every contender: 2 unreadable file(s), the first " + paths[3])
                for line in lines), lines
-    fast = results["tasks"][0]["results"]["fastload"]
-    assert fast["status"] == "failed" and (paths[3] in fast["reason"] or paths[4] in fast["reason"])
+    task = results["tasks"][0]
+    assert task["samples"] == 3 and task["left_out"]["files"] == 2 and task["left_out"]["first"]["path"] == paths[3]
+    for name in ("fastload", "fastload-packed", "generator", "torch-0"):
+        assert task["results"][name]["status"] == "ok" and task["results"][name]["images"] == 3, task["results"][name]
     assert results["targets"] == []   # the project's targets are figures of the generated sets
     with open(tmp_path / "res" / "results.md") as f:
-        assert f"(the first: {paths[3]}: " in f.read()
+        md = f.read()
+    assert f"2 unreadable file(s) left out of every contender* (the first: {paths[3]}: " in md
 
 
 def test_bench_out_that_cannot_be_a_folder_is_one_line_before_the_run(tmp_path, capsys, monkeypatch):
@@ -684,8 +691,8 @@ def test_a_failure_carried_out_of_a_worker_process_is_reported_by_its_cause():
 @pytest.mark.filterwarnings("ignore:Tight layout not applied")   # the plot of a task with one contender
 def test_a_folder_of_names_that_are_not_utf8_and_of_no_jpegs_or_pngs(tmp_path, capsys, monkeypatch):
     # The report crashed writing a name that is not UTF-8 (results.md left empty, no plots); the
-    # scaling figures showed the full-decode limit as a region limit never measured; a run with
-    # nothing measured exited 0.
+    # scaling figures showed the full-decode limit as a region limit never measured; a run that
+    # measured nothing (every file unreadable) exited 0.
     monkeypatch.setenv("FASTLOAD_BENCH_CACHE", str(tmp_path / "cache"))
     root = tmp_path / "data" / "c"
     root.mkdir(parents=True)
@@ -696,12 +703,16 @@ def test_a_folder_of_names_that_are_not_utf8_and_of_no_jpegs_or_pngs(tmp_path, c
     out = tmp_path / "out"
     argv = ["bench", str(tmp_path / "data"), "--contenders", "fastload", "--threads", "1", "--out", str(out),
             "--no-envs"]
-    assert cli.main(argv) == 1   # fastload fails on the corrupt file, so nothing is measured
+    assert cli.main(argv) == 0   # the corrupt file left out of every contender, and named
     with open(out / "results.json") as f:
         results = json.load(f)
     assert results["scaling"]["limit_region"] == [None] and results["scaling"]["limit_full"][0] > 0
+    assert results["tasks"][0]["results"]["fastload"]["images"] == 3
     md = (out / "results.md").read_text(encoding="utf-8")
     assert "bad\\udcfe.bmp" in md and "| limit_region | — |" in md
+    for i in range(3):   # now every file is unreadable: nothing measured
+        (root / f"{i}.bmp").write_bytes(b"BM garbage")
+    assert cli.main(argv) == 1
     assert "no contender measured anything" in capsys.readouterr().err
-    os.remove(os.path.join(os.fsencode(root), b"bad\xfe.bmp"))
-    assert cli.main(argv) == 0
+    with open(out / "results.json") as f:
+        assert json.load(f)["tasks"][0]["results"]["fastload"]["reason"] == "no file of the task reads"

@@ -166,9 +166,14 @@ def build_fastload_packed(files, task, workers, spec):
 
 
 def _fastload_images(task, spec):
-    """The task's folder (the harness's fixed subset of it for a capped run)."""
+    """The task's folder as the user has it (ImageFolder), read on the files the harness lists (less
+    those no decoder reads), and its fixed subset of them for a capped run."""
     import fastload as fl
     source = fl.ImageFolder(task["path"])
+    files = folder_files(spec)
+    if len(files) != len(source):   # files left out as unreadable: the same files as every contender
+        where = {path: i for i, path in enumerate(source.paths)}
+        source = fl.Subset(source, [where[path] for path, _ in files])
     indices = subset(len(source), spec.get("max_images", 0))
     return source if len(indices) == len(source) else fl.Subset(source, indices)
 

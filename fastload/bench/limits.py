@@ -22,8 +22,8 @@ Each file is decoded once beforehand by the route the loader takes for it: a fil
 fastload's decoder hands to Pillow (a CMYK JPEG, a PNG libspng rejects) is timed
 through Pillow, as the loader reads it, and a file neither reads (corrupt,
 unreadable, a dangling link) is left out of the limit, counted and named in its
-figures (``unreadable``, ``first_unreadable``), as a contender that fails on it
-is reported with its reason.
+figures (``unreadable``, ``first_unreadable``); the suite leaves the same files
+(:func:`unreadable_files`) out of every contender, which would fail on them.
 """
 from __future__ import annotations
 
@@ -37,7 +37,7 @@ import sys
 import threading
 import time
 
-__all__ = ["decode_limits"]
+__all__ = ["decode_limits", "unreadable_files"]
 
 
 def _share(args) -> list[float]:
@@ -222,9 +222,20 @@ def _pillow_work(paths):
     return work, len(blobs)
 
 
-@functools.lru_cache(maxsize=4)   # the scaling curve asks again for each thread count
 def _routes(paths: tuple, fmt: str | None) -> tuple[tuple, tuple]:
-    """The files of ``paths`` the loader's decoder hands to Pillow, and (path, reason) of those neither
+    """:func:`_decoded_routes` of ``paths``, asked again only of files changed since (size, time)."""
+    def stamp(path):
+        try:
+            st = os.stat(path)
+        except OSError:
+            return None
+        return st.st_size, st.st_mtime_ns
+    return _decoded_routes(tuple((p, stamp(p)) for p in paths), fmt)
+
+
+@functools.lru_cache(maxsize=4)   # the scaling curve, and the files left out of the contenders, ask again
+def _decoded_routes(stamped: tuple, fmt: str | None) -> tuple[tuple, tuple]:
+    """The files of ``stamped`` ((path, stat stamp) pairs) the loader's decoder hands to Pillow, and (path, reason) of those neither
     reads: one decode of each file, by the route fastload's loader takes for it (see
     ``fastload.image.decode.read_image``); ``fmt`` "jpeg" or "png" for fastload's own decoder,
     None for Pillow's alone."""
@@ -234,7 +245,7 @@ def _routes(paths: tuple, fmt: str | None) -> tuple[tuple, tuple]:
               "png": (_batch.PngDecoder, (_batch.Unsupported, DecodeError))}.get(fmt)
     decoder = native and native[0]()
     pillow, unreadable = [], []
-    for path in paths:
+    for path, _ in stamped:
         try:
             with open(path, "rb") as f:
                 data = f.read()
@@ -268,14 +279,12 @@ def _turned(info: dict) -> int:
     return orientation if 2 <= orientation <= 8 else 0
 
 
-def decode_limits(paths: list[str], transforms, threads: int, runs: int = 3) -> dict:
-    """{"full": {...}, "region": {...}} for JPEGs ({"full"} for other formats; PNGs with libspng linked
-    add {"pillow"}), each with images/s (the best pass, and every pass), the decoder used, the thread
-    count, the images timed, how many of them went through Pillow (``pillow_images``), and the
-    files left out as unreadable (``unreadable``, the first with its reason in ``first_unreadable``).
-    {} when no file can be read."""
-    from PIL import features
-
+def _survey(paths: list[str]):
+    """What :func:`decode_limits` times: (the files of the format most of ``paths`` are in, or all of
+    them, readable ones only; that format ("jpeg", "png" or None); fastload's decoder of it ("jpeg",
+    "png", or None for Pillow's); those of the files the loader hands to Pillow; (path, reason) of
+    the unreadable ones, in listing order; a note on what was left out, for the decoder's
+    description)."""
     from .._kernels import _batch
     listed, heads, unopened = paths, [], []
     for p in paths:
@@ -304,12 +313,38 @@ def decode_limits(paths: list[str], transforms, threads: int, runs: int = 3) -> 
     unreadable = sorted(unopened + list(unreadable), key=lambda u: order[u[0]])   # the first as listed
     left_out = {p for p, _ in unreadable}
     paths = [p for p in paths if p not in left_out]
-    if not paths:
-        return {}
     if through_pillow:
         share += f"; {len(through_pillow)} file(s) through Pillow, as the loader reads them"
     if unreadable:
         share += f"; {len(unreadable)} unreadable file(s) left out"
+    return paths, "jpeg" if jpeg else "png" if png else None, fmt, through_pillow, unreadable, share
+
+
+def unreadable_files(paths: list[str]) -> list[tuple[str, str]]:
+    """(path, reason) of every file of ``paths`` that neither fastload's decoders nor Pillow read, in
+    listing order: those :func:`decode_limits` leaves out (its decodes are reused), and those of the
+    formats it does not time, decoded by Pillow."""
+    timed, _, _, _, unreadable, _ = _survey(paths)
+    seen = set(timed) | {p for p, _ in unreadable}
+    others = tuple(p for p in paths if p not in seen)
+    bad = list(unreadable) + (list(_routes(others, None)[1]) if others else [])
+    order = {p: i for i, p in enumerate(paths)}
+    return sorted(bad, key=lambda u: order[u[0]])
+
+
+def decode_limits(paths: list[str], transforms, threads: int, runs: int = 3) -> dict:
+    """{"full": {...}, "region": {...}} for JPEGs ({"full"} for other formats; PNGs with libspng linked
+    add {"pillow"}), each with images/s (the best pass, and every pass), the decoder used, the thread
+    count, the images timed, how many of them went through Pillow (``pillow_images``), and the
+    files left out as unreadable (``unreadable``, the first with its reason in ``first_unreadable``).
+    {} when no file can be read."""
+    from PIL import features
+
+    from .._kernels import _batch
+    paths, majority, fmt, through_pillow, unreadable, share = _survey(paths)
+    if not paths:
+        return {}
+    jpeg, png = majority == "jpeg", majority == "png"
     codec = ("libjpeg-turbo" if features.check_feature("libjpeg_turbo") else "libjpeg") if jpeg else \
         "zlib" if png else "its own decoders"   # a folder of no one format: each file by its plugin
     pillow = f"Pillow {features.version('pil')} ({codec}){share}"

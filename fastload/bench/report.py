@@ -57,6 +57,10 @@ def markdown(results: dict) -> str:
                    f"{r.get('peak_rss_mb', 0):.0f}", f"{r['first_batch_s']:.2f}"]
             row += [f"{r.get(f'efficiency_{k}', 0):.2f}" for k in limits]
             lines.append("| " + " | ".join(row) + " |")
+        if task.get("left_out"):
+            bad = task["left_out"]
+            lines.append(f"| *{bad['files']} unreadable file(s) left out of every contender* (the first: "
+                         f"{_cell(bad['first']['path'])}: {_cell(bad['first']['reason'])}) |" + " |" * (len(cols) - 1))
         for k, lim in limits.items():
             bad = lim.get("first_unreadable")
             left_out = f" (the first: {_cell(bad['path'])}: {_cell(bad['reason'])})" if bad else ""
@@ -213,11 +217,11 @@ def _curves(plt, out, name, series, title, missing, xlabel, ylabel, *, xticks=No
     """One line plot of ``series`` [(label, style, [(x, y or None), ...])] saved as ``out/name``;
     ``missing`` written in its place when there are none."""
     fig, ax = plt.subplots(figsize=(6, 4))
+    series = [(label, style, [(x, y) for x, y in points if y]) for label, style, points in series or ()]
+    series = [s for s in series if s[2]]   # a curve with no figure measured is not drawn
     if series:
         for label, style, points in series:
-            pts = [(x, y) for x, y in points if y]
-            if pts:
-                ax.plot(*zip(*pts), style, label=label)
+            ax.plot(*zip(*points), style, label=label)
         if xticks:
             ax.set_xticks(xticks)
         if log_x:

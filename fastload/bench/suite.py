@@ -296,12 +296,13 @@ def _interpreter(c: Contender, cache: str, use_envs: bool, rebuild: bool, log) -
         return None, {"ok": False, "status": "not installed", "reason": str(e)}
 
 
-def _listing(root: str, cache: str) -> tuple[str, list[str]]:
-    """The images of ``root`` as fastload.ImageFolder lists them, written for the workers as
-    ``[path, label]`` pairs (a file: a long list does not fit on a command line), and their paths:
-    every contender, the decode limit and the sample count take these files and no others."""
+def _listing(root: str, cache: str, leave_out=frozenset()) -> tuple[str, list[str]]:
+    """The images of ``root`` as fastload.ImageFolder lists them, less the paths in ``leave_out`` (the
+    unreadable ones), written for the workers as ``[path, label]`` pairs (a file: a long list does
+    not fit on a command line), and their paths: every contender, the decode limit and the sample
+    count take these files and no others."""
     import fastload as fl
-    files = [(path, int(label)) for path, label in fl.ImageFolder(root)]
+    files = [(path, int(label)) for path, label in fl.ImageFolder(root) if path not in leave_out]
     os.makedirs(os.path.join(cache, "work"), exist_ok=True)
     key = hashlib.sha1(os.fsencode(root)).hexdigest()[:12]
     name = os.path.join(cache, "work", f"files-{key}.json")
@@ -345,7 +346,7 @@ def run_suite(path: str | None = None, *, mode: str = "quick", out: str = "bench
     if not sys.platform.startswith("linux"):
         raise RuntimeError(f"fastload bench runs on Linux only (this is {sys.platform}): it reads CPU time and "
                            "memory from /proc and forks its decode-limit processes")
-    from .limits import decode_limits
+    from .limits import decode_limits, unreadable_files
     from .report import PLOTS, can_plot, write_report
     os.makedirs(out, exist_ok=True)   # before the run: a path that cannot be a folder fails now, not after it
     cfg = {**MODES[mode], **(sizes or {})}
@@ -364,6 +365,7 @@ def run_suite(path: str | None = None, *, mode: str = "quick", out: str = "bench
                "datasets": {}, "tasks": []}
     roster = contenders(threads)
     interpreters = {}
+    unreadable = {}   # root -> its files no decoder reads, left out of every contender
     for task in tasks:
         if task.dataset == "user":
             root = os.path.abspath(path)
@@ -376,11 +378,22 @@ def run_suite(path: str | None = None, *, mode: str = "quick", out: str = "bench
                 log(f"  generated {cfg[task.dataset]} samples of '{task.dataset}' in {time.perf_counter() - t:.0f} s")
         listing, paths = (None, os.listdir(os.path.join(root, "images"))) if task.transform == "multimodal" \
             else _listing(root, cache)
+        left_out = None
+        if listing is not None:   # a file no decoder reads fails every contender: all are timed without it
+            bad = unreadable_files(paths)
+            if bad:
+                unreadable[root] = frozenset(p for p, _ in bad)
+                listing, paths = _listing(root, cache, unreadable[root])
+                left_out = {"files": len(bad), "first": {"path": bad[0][0], "reason": bad[0][1]}}
         n = len(paths)
         results["datasets"][task.dataset] = {"path": root, "samples": n, "description": desc}
         log(f"== {task.name}: {task.title} ({n} samples, batch {task.batch}, {threads} threads)")
         entry = {"name": task.name, "title": task.title, "dataset": task.dataset, "samples": n,
                  "batch": task.batch, "limits": {}, "results": {}}
+        if left_out:
+            entry["left_out"] = left_out
+            log(f"  left out of every contender: {left_out['files']} unreadable file(s), the first "
+                f"{left_out['first']['path']}: {left_out['first']['reason']}")
         if task.transform != "multimodal":
             entry["limits"] = decode_limits(paths, task.transforms(), threads, runs=cfg["runs"])
             for kind, lim in entry["limits"].items():
@@ -394,7 +407,9 @@ def run_suite(path: str | None = None, *, mode: str = "quick", out: str = "bench
                     f"{bad['path']}: {bad['reason']}")
         jobs = {}   # contender -> (interpreter, spec): timed together, in turns
         for c in roster:
-            if (reason := _not_applicable(c, task)):
+            if not n:
+                entry["results"][c.name] = {"ok": False, "status": "not run", "reason": "no file of the task reads"}
+            elif (reason := _not_applicable(c, task)):
                 entry["results"][c.name] = {"ok": False, "status": "n/a", "reason": reason}
             elif only is not None and c.name not in only:
                 entry["results"][c.name] = {"ok": False, "status": "not run", "reason": "not selected (--contenders)"}
@@ -416,7 +431,7 @@ def run_suite(path: str | None = None, *, mode: str = "quick", out: str = "bench
             log("  " + _line(c.name, res))
         results["tasks"].append(entry)
     if scaling and (only is None or "fastload" in only):
-        results["scaling"] = _scaling(tasks[0], results, threads, cfg, cache, only, log)
+        results["scaling"] = _scaling(tasks[0], results, threads, cfg, cache, only, log, unreadable)
     if memory:
         results["memory"] = _memory(cfg, seed, cache, threads, only, log)
     results["targets"] = [] if path else _targets(results)   # set on the generated sets, not on a user's folder
@@ -452,14 +467,18 @@ def _line(name: str, res: dict) -> str:
             f"rss {res.get('peak_rss_mb', 0):.0f} MB  first batch {res['first_batch_s']:.2f} s")
 
 
-def _scaling(task: Task, results: dict, threads: int, cfg: dict, cache: str, only, log) -> dict:
-    """Throughput against thread count: fastload, torch DataLoader workers, and the decode limit."""
+def _scaling(task: Task, results: dict, threads: int, cfg: dict, cache: str, only, log, unreadable: dict) -> dict:
+    """Throughput against thread count: fastload, torch DataLoader workers, and the decode limit
+    (``unreadable``: root -> the files left out, as in the task)."""
     from .limits import decode_limits
     root = results["datasets"][task.dataset]["path"]
     counts = list(range(1, threads + 1))
     out = {"task": task.name, "threads": counts, "fastload": [], "torch": [], "limit_region": [], "limit_full": []}
     log(f"== scaling: {task.name}, 1..{threads} threads")
-    listing, paths = _listing(root, cache)
+    listing, paths = _listing(root, cache, unreadable.get(root, frozenset()))
+    if not paths:
+        log("  not measured: no file of the task reads")
+        return None
     for t in counts:
         lim = decode_limits(paths, task.transforms(), t, runs=cfg["runs"])
         out["limit_full"].append(lim["full"]["rate"] if lim else None)
