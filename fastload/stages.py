@@ -106,6 +106,11 @@ class Stage:
     def __call__(self, batch):
         raise NotImplementedError
 
+    def trim(self) -> None:
+        """Give back output buffers grown for batches a consumer kept in the last pass (a pipeline
+        calls it as each run starts, as a Loader trims its slots each epoch)."""
+        self._buffers.trim()
+
     def close(self) -> None:
         """Release threads; the stage stays usable."""
 

@@ -576,3 +576,25 @@ def test_compiled_stage_threads_end_with_a_run_that_reached_its_end(tmp_path):
     for _ in range(2):   # and the next run starts them again
         assert sum(len(x) for x, _ in pipeline) == 8
         assert new_threads(before) == []
+
+
+def test_buffers_grown_for_a_kept_pass_are_given_back_after_a_pass_that_did_not_need_them(tmp_path):
+    # A pipeline kept, for its whole life, one output buffer per batch of a pass once held in a list.
+    write_image_folder(tmp_path, classes=2, per_class=24, size_range=(20, 30), fmt="PNG")
+    read = stages.read_images((16, 16))
+    pipeline = GeneratorPipeline(ImageFolder(tmp_path).batches(4), read)
+
+    def buffers():
+        return sum(len(pool) for pool in read._buffers._pools.values())
+    for _ in pipeline:
+        pass
+    warm = buffers()
+    held = [x for x, _ in pipeline]
+    kept = [x.copy() for x in held]
+    assert buffers() >= len(held) == 12 > warm
+    assert all(np.array_equal(a, b) for a, b in zip(held, kept))   # none overwritten while held
+    del held
+    for _ in range(2):
+        for _ in pipeline:
+            pass
+    assert buffers() <= warm

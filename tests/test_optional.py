@@ -53,7 +53,7 @@ def test_missing_optional_packages_are_named_at_the_call():
     said = said_by(out)
     # the extras, not "pip install torch", which brings several GB of CUDA libraries on Linux
     expect = {"output=torch": ("torch", "pip install fastload[torch]"), "output=jax": ("jax", "pip install fastload[jax]"),
-              "keras": ("keras", "pip install keras"), "tf": ("tensorflow", "pip install fastload[tf]"),
+              "keras": ("keras", "pip install fastload[keras]"), "tf": ("tensorflow", "pip install fastload[tf]"),
               "hf": ("datasets", "pip install fastload[hf]"), "tar": ("fsspec", "pip install fastload[remote]"),
               "folder": ("fsspec", "pip install fastload[remote]"), "json": ("fsspec", "pip install fastload[remote]")}
     for name, (package, install) in expect.items():
@@ -94,3 +94,16 @@ def test_importing_an_unbuilt_source_tree_says_so(tmp_path):
     last = run.stderr.strip().splitlines()[-1]
     assert last.startswith("ImportError: fastload's compiled kernels are not built in ") and \
         "pip install -e ." in last, run.stderr
+
+
+def test_public_classes_document_the_options_they_take():
+    # fl.Labels showed the base class's one line; Resize's max_size and the Loader's collate and
+    # as_tuple were documented nowhere.
+    import inspect
+
+    import fastload as fl
+    for cls, words in ((fl.Labels, ("num_classes", "onehot", "index")), (fl.Resize, ("max_size", "antialias")),
+                       (fl.Loader, ("collate", "as_tuple", "max_memory", "pin_memory", "on_error")),
+                       (fl.RandomHorizontalFlip, ("probability",)), (fl.RandomVerticalFlip, ("probability",))):
+        doc = inspect.getdoc(cls) or ""
+        assert cls.__doc__ and all(w in doc for w in words), (cls.__name__, [w for w in words if w not in doc])

@@ -265,3 +265,10 @@ class ArrayPool:
                                 max_bytes=self._max_bytes)
             self._pools[key] = pool     # most recently used last
         return pool.acquire().view("x", shape[0])
+
+    def trim(self) -> int:
+        """:meth:`SlotPool.trim` of every shape's pool: buffers grown for batches a consumer kept go
+        once a pass went by without needing them. Returns how many went."""
+        with self._lock:
+            pools = list(self._pools.values())
+        return sum(pool.trim() for pool in pools)

@@ -45,6 +45,7 @@ class PixelOp:
 
 @dataclass(frozen=True)
 class RandomHorizontalFlip(PixelOp):
+    """Mirror left-right with probability ``p``, drawn per sample from (seed, epoch, index)."""
     p: float = 0.5
 
     def __post_init__(self):
@@ -53,6 +54,7 @@ class RandomHorizontalFlip(PixelOp):
 
 @dataclass(frozen=True)
 class RandomVerticalFlip(PixelOp):
+    """Mirror top-bottom with probability ``p``, drawn per sample from (seed, epoch, index)."""
     p: float = 0.5
 
     def __post_init__(self):

@@ -105,7 +105,10 @@ class GeometricOp:
 
 @dataclass(frozen=True)
 class Resize(GeometricOp):
-    """Resize to ``(h, w)``, or an int: the shorter side to ``size`` keeping the aspect ratio."""
+    """Resize to ``(h, w)``, or an int: the shorter side to ``size`` keeping the aspect ratio, the
+    longer one then at most ``max_size`` (both sides scaled down to fit), as torchvision's.
+    ``interpolation``: "bilinear", "nearest" or "area"; ``antialias`` (bilinear): Pillow's filter
+    widened when shrinking (False: two source pixels per output pixel)."""
     size: int | tuple[int, int]
     interpolation: str = "bilinear"
     antialias: bool = True

@@ -18,6 +18,10 @@ _RAGGED_WARNS = np.lib.NumpyVersion(np.__version__) < "1.24.0"
 
 
 class Labels(Field):
+    """Class labels: ``mode="index"`` writes int64 class indices, ``"onehot"`` float32 rows of
+    ``num_classes`` (needed for one-hot). A label that is not a whole number in [0, num_classes),
+    or not a single value (``[2]``), fails its record. ``name``: the output's key."""
+
     error_class = RecordError
 
     def __init__(self, num_classes: int | None = None, mode: str = "index", name: str = "label"):

@@ -161,6 +161,10 @@ class GeneratorPipeline:
 
     def _start(self) -> list[Prefetcher]:
         self._runs += 1
+        for step in self._steps:   # buffers a consumer kept last run, given back (see fastload.stages)
+            trim = getattr(step.obj, "trim", None)
+            if step.kind == "compiled" and callable(trim):
+                trim()
         self._pid = os.getpid()   # the threads below are this process's
         if self._started is None:
             self._started = time.perf_counter()

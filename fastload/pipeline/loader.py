@@ -129,6 +129,14 @@ class Loader(Fluent):
     default) is NHWC for JAX output, else NCHW. A built image field owns its
     options: a keyword (or JAX's NHWC) that differs from its own is refused.
 
+    A batch is a tuple ``(images, labels)`` for a source of ``(path, label)`` records given
+    ``transforms=``, else a dict by field name; ``as_tuple=True``/``False`` asks for either
+    (a tuple in ``fields=`` order). ``collate``: a function applied to each batch as it is
+    yielded (after the framework conversion). ``workers`` threads fill batches, at most
+    ``prefetch`` ahead; ``on_error`` ("raise" or "skip") and ``max_failures`` say what a record
+    that fails does; ``max_memory`` bounds the reused batch buffers a consumer keeping batches
+    makes grow; ``pin_memory`` page-locks them for a GPU (torch output).
+
     Under ``torchrun`` (or with ``rank=``/``world_size=``) each rank yields its
     part of every global step; see :mod:`fastload.pipeline.sampler`.
     """
@@ -235,7 +243,7 @@ class Loader(Fluent):
         Keyword arguments (``inputs=``, ``targets=`` for dict batches) go to
         :class:`fastload.integrations.keras.KerasDataset`.
         """
-        need("keras", "loader.keras()", "keras (and a backend: torch, jax or tensorflow)")
+        need("keras", "loader.keras()", "fastload[keras] (and a backend: torch, jax or tensorflow)")
         from ..integrations.keras import KerasDataset
         return KerasDataset(self, **kwargs)
 
