@@ -136,17 +136,20 @@ def build_fastload(files, task, workers, spec):
     return lambda: iter(loader)
 
 
+def file_stamp(path: str):
+    """(size, modification time) of a file, or None when it cannot be stat'ed: what tells it changed."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_size, st.st_mtime_ns
+
+
 def _cache_key(task, files, *more) -> str:
     """The name part of a file the suite derives from ``files`` (a pack, shards, a .beton): the folder,
     the files, and each file's size and modification time, so images replaced under the same names
     are packed anew, not read from the old ones."""
-    def stamp(path):
-        try:
-            st = os.stat(path)
-        except OSError:
-            return None
-        return st.st_size, st.st_mtime_ns
-    listing = [(path, label, stamp(path)) for path, label in files]
+    listing = [(path, label, file_stamp(path)) for path, label in files]
     return hashlib.sha1(repr((task["path"], listing, *more)).encode()).hexdigest()[:12]
 
 

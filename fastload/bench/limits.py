@@ -224,21 +224,16 @@ def _pillow_work(paths):
 
 def _routes(paths: tuple, fmt: str | None) -> tuple[tuple, tuple]:
     """:func:`_decoded_routes` of ``paths``, asked again only of files changed since (size, time)."""
-    def stamp(path):
-        try:
-            st = os.stat(path)
-        except OSError:
-            return None
-        return st.st_size, st.st_mtime_ns
-    return _decoded_routes(tuple((p, stamp(p)) for p in paths), fmt)
+    from ._worker import file_stamp
+    return _decoded_routes(tuple((p, file_stamp(p)) for p in paths), fmt)
 
 
 @functools.lru_cache(maxsize=4)   # the scaling curve, and the files left out of the contenders, ask again
 def _decoded_routes(stamped: tuple, fmt: str | None) -> tuple[tuple, tuple]:
-    """The files of ``stamped`` ((path, stat stamp) pairs) the loader's decoder hands to Pillow, and (path, reason) of those neither
-    reads: one decode of each file, by the route fastload's loader takes for it (see
-    ``fastload.image.decode.read_image``); ``fmt`` "jpeg" or "png" for fastload's own decoder,
-    None for Pillow's alone."""
+    """The files of ``stamped`` ((path, stat stamp) pairs) the loader's decoder hands to Pillow, and
+    (path, reason) of those neither reads: one decode of each file, by the route fastload's loader
+    takes for it (see ``fastload.image.decode.read_image``); ``fmt`` "jpeg" or "png" for fastload's
+    own decoder, None for Pillow's alone."""
     from .._kernels import _batch
     from ..errors import DecodeError
     native = {"jpeg": (_batch.JpegDecoder, (_batch.Unsupported,)),

@@ -220,10 +220,11 @@ def _find(fs, path: str) -> dict:
         seen.add(folder)
         for info in fs.ls(folder, detail=True):
             name = info["name"].rstrip("/")
+            if name == folder:   # a page's link to itself
+                continue
             if info["type"] == "directory":
-                if name != folder:
-                    folders.append(name)
-            elif name != folder or not found:
+                folders.append(name)
+            else:
                 found[name] = info
     return dict(sorted(found.items()))
 
