@@ -597,4 +597,5 @@ def test_buffers_grown_for_a_kept_pass_are_given_back_after_a_pass_that_did_not_
     for _ in range(2):
         for _ in pipeline:
             pass
-    assert buffers() <= warm
+    # what a plain run holds at once varies by a buffer or two with the threads' timing (queues of 2)
+    assert buffers() <= warm + 2 < len(kept)
