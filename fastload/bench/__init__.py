@@ -88,22 +88,9 @@ def run(args) -> int:
         raise UsageError(f"--contenders: unknown {', '.join(map(repr, unknown))}; choose from {', '.join(known)}")
     if args.path:
         image_folder(args.path)   # a missing, empty or flat folder: one line, before any work
-    if os.path.exists(args.out) and not os.path.isdir(args.out):   # found now, not after the run
-        raise UsageError(f"--out {args.out}: not a folder")
-    try:
-        os.makedirs(args.out, exist_ok=True)
-    except OSError as e:
-        raise UsageError(f"--out {args.out}: {e.strerror or e}") from e
-    if not os.access(args.out, os.W_OK | os.X_OK):
-        raise UsageError(f"--out {args.out}: the folder is not writable")
+    _writable_folder(args.out, f"--out {args.out}")   # found now, not after the run
     from .datasets import cache_dir
-    cache = cache_dir()
-    try:   # found now, not after the first contender's work
-        os.makedirs(os.path.join(cache, "work"), exist_ok=True)
-    except OSError as e:
-        raise UsageError(f"cache {cache} (FASTLOAD_BENCH_CACHE): {e.strerror or e}") from e
-    if not os.access(cache, os.W_OK | os.X_OK):
-        raise UsageError(f"cache {cache} (FASTLOAD_BENCH_CACHE): the folder is not writable")
+    _writable_folder(cache_dir(), f"cache {cache_dir()} (FASTLOAD_BENCH_CACHE)")
     from .report import can_plot
     plots = can_plot()
     if not plots:   # said before the run, not found after it
@@ -117,3 +104,17 @@ def run(args) -> int:
         print("fastload bench: no contender measured anything (see the reasons above)", file=sys.stderr)
         return 1
     return 0
+
+
+def _writable_folder(path: str, what: str) -> None:
+    """Make the folder ``path`` if need be; a UsageError naming ``what`` when it cannot be one or is
+    not writable."""
+    from ..cli import UsageError
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise UsageError(f"{what}: not a folder")
+    try:
+        os.makedirs(path, exist_ok=True)
+    except OSError as e:
+        raise UsageError(f"{what}: {e.strerror or e}") from e
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise UsageError(f"{what}: the folder is not writable")

@@ -161,10 +161,8 @@ class GeneratorPipeline:
 
     def _start(self) -> list[Prefetcher]:
         self._runs += 1
-        for step in self._steps:   # buffers a consumer kept last run, given back (see fastload.stages)
-            trim = getattr(step.obj, "trim", None)
-            if step.kind == "compiled" and callable(trim):
-                trim()
+        for step in self._steps:
+            step.trim()
         self._pid = os.getpid()   # the threads below are this process's
         if self._started is None:
             self._started = time.perf_counter()
@@ -261,6 +259,11 @@ class _Step:
         if self.mode == "generator function":
             return self.obj(inputs)
         return _apply(self.obj, self.name, inputs)
+
+    def trim(self) -> None:
+        """A compiled stage gives back buffers a consumer kept in the last run (see fastload.stages)."""
+        if self.kind == "compiled" and callable(getattr(self.obj, "trim", None)):
+            self.obj.trim()
 
     def close(self) -> None:
         if self.mode == "coroutine":
