@@ -4,6 +4,7 @@ and with the same images loaded as a folder; then every kind of broken shard."""
 import io
 import json
 import os
+import pickle
 import re
 import shutil
 import tarfile
@@ -581,6 +582,52 @@ def test_a_resumed_stream_gives_each_shard_as_many_records_as_the_pass_it_resume
     st.resume_pass(0, state)
     with pytest.raises(OSError, match=rf"^{re.escape(urls[1])}: the shard gave {PER_SHARD + 1} records in the pass"):
         list(st)
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")   # the skips are counted, not the point here
+@pytest.mark.parametrize("prepared", [False, True])
+def test_a_stream_resumes_its_pass_after_a_preparation_pass(tmp_path, prepared):
+    """Standardize() without its statistics reads the stream once before the first epoch: that
+    pass must not take the place of the pass a loaded state resumes. A shard cut short when the
+    state was saved and whole when it is loaded gives as many records as then, so the records of
+    the other shards land in the batches they had in the pass uninterrupted."""
+    rng = np.random.default_rng(0)
+    paths = [str(tmp_path / f"shard-{s}.tar") for s in range(3)]
+    for s, path in enumerate(paths):
+        with wds.TarWriter(path) as w:
+            for j in range(12):
+                w.write({"__key__": f"s{s}_{j:02d}", "png": encode(rng.integers(0, 256, (12, 12, 3), np.uint8), "PNG"),
+                         "json": [float(s * 12 + j), float(j % 5)]})
+    whole = (tmp_path / "shard-1.tar").read_bytes()
+
+    def cut(n):
+        with open(paths[1], "wb") as f:
+            f.write(whole[:n])
+        for p in tmp_path.glob("*.idx.json"):
+            p.unlink()
+
+    def loader():
+        std = fl.Standardize() if prepared else fl.Standardize(mean=[0, 0], std=[1, 1])
+        return fl.Loader(fl.TarShards(paths).stream(), batch_size=5, on_error="skip",
+                         fields={"png": [fl.CenterCrop(8)], "json": std, "__key__": None})
+
+    def keys(batches):
+        return [list(b["__key__"]) for b in batches]
+
+    cut(len(whole) // 3)
+    uninterrupted = keys(loader())
+    L = loader()
+    it = iter(L)
+    head = keys([next(it), next(it)])
+    state = json.loads(json.dumps(L.state_dict()))
+    del it
+    cut(len(whole))
+    L = loader().load_state_dict(state)
+    assert L.state_dict()["stream"] == state["stream"]   # saved again before the pass: the same
+    resumed = head + keys(L)
+    assert resumed == uninterrupted
+    assert head + keys(pickle.loads(pickle.dumps(loader().load_state_dict(state)))) == uninterrupted   # spawn
+    assert sum(k.startswith("s1_") for b in resumed for k in b) < 12 and len(resumed) == len(uninterrupted)
 
 
 def test_a_stream_has_the_fields_of_every_sample_as_its_indexed_source(tmp_path):

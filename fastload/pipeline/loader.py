@@ -162,7 +162,8 @@ class Loader(Fluent):
         if not self._random_access and not hasattr(source, "__iter__"):
             raise TypeError(f"Loader needs a Source or an iterable of records, got {type(source).__name__}")
         # IterableRecords says so itself: iter() on it would spend the iterator it wraps.
-        if not self._random_access and (getattr(source, "one_shot", False) or iter(source) is source):
+        # Not iter(source) is source: that begins a pass of a stream (a TarStream drops a resumed plan).
+        if not self._random_access and (getattr(source, "one_shot", False) or isinstance(source, Iterator)):
             raise TypeError("Loader needs a re-iterable stream (each epoch iterates it again), got a one-shot "
                             "iterator: wrap its factory, e.g. fl.IterableRecords(lambda: cursor_rows())")
         if not self._random_access and shuffle:
@@ -229,6 +230,7 @@ class Loader(Fluent):
         self._tuple = None     # a tuple batch's array names, in order (see _prepare)
         self._pool: SlotPool | None = None
         self._position = (0, 0)          # (epoch, global sample offset) of the next batch
+        self._stream_plan = None         # (epoch, a stream's pass state) loaded, for its resumed pass
         self._lock = threading.Lock()
         self._epoch_failures: dict[int, _EpochFailures] = {}   # by epoch: a peek at another keeps this one's
         self._report_epoch = None        # whose failures stats() gives: the epoch last iterated
@@ -258,7 +260,7 @@ class Loader(Fluent):
 
     def __reduce__(self):
         """Pickles as its arguments and position (the compiled plan is rebuilt), e.g. across spawn."""
-        return _rebuild, (self._init, self._position)
+        return _rebuild, (self._init, self._position, self._stream_plan)
 
     # -- construction ---------------------------------------------------------------
     def _bind(self, source, transforms, fields, labels, image_options, given):
@@ -406,7 +408,7 @@ class Loader(Fluent):
         Without it a Loader continues where its last iterator stopped: the rest
         of an epoch left early, else the next epoch.
         """
-        self._position = (_check_epoch(epoch), 0)
+        self._position, self._stream_plan = (_check_epoch(epoch), 0), None
 
     # -- resumable state ------------------------------------------------------------
     def state_dict(self) -> dict:
@@ -426,7 +428,8 @@ class Loader(Fluent):
             state["lineage"] = lineage()
         pass_state = getattr(self.source, "pass_state", None)
         if offset and pass_state is not None and not self._random_access:   # what the pass gave, to give again
-            state["stream"] = pass_state(epoch)
+            plan = self._stream_plan
+            state["stream"] = plan[1] if plan is not None and plan[0] == epoch else pass_state(epoch)
         with self._lock:   # this rank's failures so far this epoch: max_failures bounds the whole epoch
             failures = self._epoch_failures.get(epoch)
             if offset and failures is not None and failures.count:
@@ -471,8 +474,10 @@ class Loader(Fluent):
                 kept = self._epoch_state(epoch)
                 kept.count, kept.samples = int(failed["count"]), int(failed["samples"])
         resume = getattr(self.source, "resume_pass", None)
+        self._stream_plan = None
         if state.get("stream") is not None and resume is not None and not self._random_access:
-            resume(epoch, state["stream"])
+            resume(epoch, state["stream"])   # checked now; applied when the pass resumed begins (_plan),
+            self._stream_plan = (epoch, state["stream"])   # after any preparation pass over the stream
         return self
 
     def _num_records(self):
@@ -1031,8 +1036,9 @@ def _plan(L, pool, epoch, offset):
     if set_epoch is not None:
         set_epoch(epoch)
     resume = getattr(L.source, "resume_pass", None)
+    plan, L._stream_plan = L._stream_plan, None
     if offset and resume is not None:   # the records skipped must be those the pass left had given
-        resume(epoch)
+        resume(epoch, plan[1] if plan is not None and plan[0] == epoch else None)
     it = iter(L.source)
     try:
         G, B, r = L._sampler.global_batch, L.batch_size, L.rank
@@ -1272,9 +1278,9 @@ def _place(arrays: dict, key, value) -> None:
     inner[key[-1]] = value
 
 
-def _rebuild(init: dict, position: tuple) -> Loader:
+def _rebuild(init: dict, position: tuple, stream_plan=None) -> Loader:
     loader = Loader(**init)
-    loader._position = tuple(position)
+    loader._position, loader._stream_plan = tuple(position), stream_plan
     return loader
 
 
