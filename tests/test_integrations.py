@@ -46,6 +46,25 @@ def test_batch_at_is_iteration_by_index(image_folder):
         loader.batch_at(5, 0)
 
 
+def test_batch_at_draws_an_epochs_order_once(image_folder, monkeypatch):
+    """An epoch read through batch_at (a Keras PyDataset) draws its permutation once, not once a
+    batch (quadratic in the records); order() still gives a copy of its own."""
+    import fastload.pipeline.loader as loader_module
+    ref = reference(image_folder, 2)
+    drawn = []
+    real = loader_module.epoch_order
+    monkeypatch.setattr(loader_module, "epoch_order", lambda *a: drawn.append(a[3]) or real(*a))
+    loader = make_loader(image_folder)
+    for epoch in (0, 1):
+        for b in range(len(loader)):
+            assert_same(loader.batch_at(b, epoch), ref[epoch][b])
+    assert drawn == [0, 1]
+    order = loader.order(1)
+    order[:] = 0   # the caller's own
+    np.testing.assert_array_equal(loader.order(1), real(24, True, 11, 1))
+    assert_same(loader.batch_at(0, 1), ref[1][0])
+
+
 def test_batch_at_from_threads(image_folder):
     ref = reference(image_folder, 2)
     loader = make_loader(image_folder, workers=0)

@@ -179,6 +179,26 @@ def test_stratified_split_keeps_class_proportions_within_one():
             assert abs(int((labels[test.indices] == c).sum()) - size * 0.25) < 1
 
 
+def test_stratified_split_of_an_array_of_labels_is_that_of_the_same_labels_listed():
+    """Labels given as one array (or a source's labels()) are grouped without a Python step per
+    record: the split is the one the same labels give as a list, with classes numbered by first
+    appearance, for ints, strings and classes out of order; floats (a NaN its own class) stay listed."""
+    rng = np.random.default_rng(3)
+    raw = rng.integers(0, 40, 600) * 7 - 100   # negative and positive, first seen in no sorted order
+    for labels in (raw, (raw + 100).astype(np.uint16), np.array([f"k{v}" for v in raw]),
+                   np.where(raw % 3 == 0, np.nan, raw.astype(float))):
+        src = ArrayRecords(x=np.arange(600))
+        for seed in (0, 5):
+            got = split(src, test_size=0.3, seed=seed, stratify=labels)
+            want = split(src, test_size=0.3, seed=seed, stratify=labels.tolist())
+            for g, w in zip(got, want):
+                np.testing.assert_array_equal(g.indices, w.indices)
+    src = ArrayRecords(x=np.arange(600), label=raw + 100)
+    got, want = split(src, test_size=0.3, seed=1, stratify="label"), split(src, test_size=0.3, seed=1, stratify=(raw + 100).tolist())
+    for g, w in zip(got, want):
+        np.testing.assert_array_equal(g.indices, w.indices)
+
+
 def test_stratify_on_a_dict_field_of_a_zipped_source():
     z = fl_zip(text=[f"t{i}" for i in range(40)], kind=["a"] * 30 + ["b"] * 10)
     train, test = split(z, test_size=0.5, stratify="kind", seed=1)

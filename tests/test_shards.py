@@ -134,7 +134,7 @@ def test_loader_batches_equal_the_same_images_as_a_folder(image_folder, shards):
         assert n == 3
 
 
-def test_index_is_built_once_and_kept_beside_the_shard(shards, tmp_path):
+def test_index_is_built_once_and_kept_beside_the_shard(shards, tmp_path, monkeypatch):
     fl.TarShards(shards).__len__()
     idx = [s + ".idx.json" for s in shards]
     assert all(os.path.exists(p) for p in idx)
@@ -151,6 +151,11 @@ def test_index_is_built_once_and_kept_beside_the_shard(shards, tmp_path):
     ts = fl.TarShards(shards[1], cache_dir=tmp_path / "cache")
     assert len(ts) == PER_SHARD and not os.path.exists(idx[1])
     assert len(os.listdir(tmp_path / "cache" / "index")) == 1
+    # named from its own folder, by a bare name or a glob, a shard's index is kept beside it too
+    for name in ("*.tar", os.path.basename(shards[2])):
+        os.unlink(idx[2])
+        monkeypatch.chdir(os.path.dirname(shards[2]))
+        assert len(fl.TarShards(name)) > 0 and os.path.exists(idx[2])
 
 
 def test_brace_pattern_and_glob(shards):

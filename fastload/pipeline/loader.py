@@ -231,6 +231,7 @@ class Loader(Fluent):
         self._pool: SlotPool | None = None
         self._position = (0, 0)          # (epoch, global sample offset) of the next batch
         self._stream_plan = None         # (epoch, a stream's pass state) loaded, for its resumed pass
+        self._kept_order = None          # (epoch, records, order) of the epoch last ordered
         self._lock = threading.Lock()
         self._epoch_failures: dict[int, _EpochFailures] = {}   # by epoch: a peek at another keeps this one's
         self._report_epoch = None        # whose failures stats() gives: the epoch last iterated
@@ -400,7 +401,17 @@ class Loader(Fluent):
 
     def order(self, epoch: int) -> np.ndarray:
         """The record indices of ``epoch`` in the global order they are batched."""
-        return epoch_order(len(self.source), self.shuffled, self.seed, _check_epoch(epoch))
+        return self._epoch_order(_check_epoch(epoch)).copy()
+
+    def _epoch_order(self, epoch: int) -> np.ndarray:
+        """``order(epoch)``, kept for the epoch last asked (read-only): batch_at(b) would otherwise
+        draw the whole permutation for each batch, an epoch of them quadratic in its records."""
+        n, kept = len(self.source), self._kept_order
+        if kept is None or kept[:2] != (epoch, n):
+            order = epoch_order(n, self.shuffled, self.seed, epoch)
+            order.flags.writeable = False
+            self._kept_order = kept = (epoch, n, order)
+        return kept[2]
 
     def set_epoch(self, epoch: int) -> None:
         """Start the next iteration at the beginning of ``epoch``.
@@ -619,7 +630,7 @@ class Loader(Fluent):
     def _fill_now(self, epoch: int, b: int, count: bool = True, base: int = 0, peek: bool = False):
         """(job, batch or None) of batch ``b`` of ``epoch`` (counted from global sample ``base``),
         filled in the calling thread (``peek``: for batch_at)."""
-        job = _Job(self, self._slots(), epoch, b, self.order(epoch)[self._sampler.positions(base, b)], None)
+        job = _Job(self, self._slots(), epoch, b, self._epoch_order(epoch)[self._sampler.positions(base, b)], None)
         job.peek = peek
         return job, self._fill_whole(job, count)
 
@@ -826,7 +837,7 @@ class Loader(Fluent):
         base = start % G
         steps = self._sampler.steps(base)
         b = (start - base) // G + step
-        order = self.order(epoch)
+        order = self._epoch_order(epoch)
         shares = itertools.chain(((self.rank, (b + k) % steps) for k in range(1, steps)),
                                  (((self.rank + j) % W, (b + k) % steps) for k in range(steps) for j in range(1, W)))
         samplers = {self.rank: self._sampler}   # another rank's made once, when first asked
@@ -1026,7 +1037,7 @@ def _fill(loader, stop, chunk):
 def _plan(L, pool, epoch, offset):
     """The jobs (leased slot + record indices) of an epoch from ``offset``."""
     if L._random_access:
-        order = L.order(epoch)
+        order = L._epoch_order(epoch)
         for step, idx in L._sampler.batches(order, offset):
             yield _Job(L, pool, epoch, step, idx, None)
         return

@@ -259,7 +259,7 @@ class TarShards(Source):
             samples = _group(_members(f, size, url), size)
         if path is not None and not (is_url(url) and _racy(stamp["remote"])):   # racy: see remote._racy
             try:
-                os.makedirs(os.path.dirname(path), exist_ok=True)
+                os.makedirs(os.path.dirname(path) or ".", exist_ok=True)   # "" for a shard named from its folder
                 tmp = f"{path}.{os.getpid()}.tmp"
                 with open(tmp, "w") as f:
                     json.dump({**stamp, "samples": [[s.key, s.members, s.error, s.label] for s in samples]}, f)

@@ -55,11 +55,18 @@ def _labels(source: Source, stratify: Any) -> np.ndarray:
                         f"record, got {type(stratify).__name__} {stratify!r}")
     elif hasattr(stratify, "__array__"):   # one array (NumPy, torch): its values, as Python scalars
         arr = np.asarray(stratify)
-        values = arr.tolist() if arr.ndim == 1 else list(arr)
+        values = arr if arr.ndim == 1 else list(arr)
     else:
         values = stratify
     if len(values) != n:
         raise ValueError(f"split: stratify has {len(values)} labels for {n} records")
+    arr = values if isinstance(values, np.ndarray) else None
+    if arr is not None and arr.ndim == 1 and arr.dtype.kind in "biuU":   # (not floats: each NaN is its own class)
+        # The codes below, numbered by first appearance, without a Python step per record.
+        _, first, inverse = np.unique(arr, return_index=True, return_inverse=True)
+        rank = np.empty(len(first), dtype=np.int64)
+        rank[np.argsort(first, kind="stable")] = np.arange(len(first))
+        return rank[inverse.reshape(-1)]
     codes: dict[Any, int] = {}
     return np.fromiter((codes.setdefault(_class_key(v), len(codes)) for v in values), dtype=np.int64, count=n)
 
@@ -130,8 +137,10 @@ def split(source: Source, test_size: float | int | None = None, train_size: floa
         test_counts = _stratified_counts(sizes, n_test, rng)
         train_counts = _stratified_counts(sizes - test_counts, n_train, rng)
         test_parts, train_parts = [], []
+        by_class = np.argsort(codes, kind="stable")   # each class's records in index order, side by side
+        bounds = np.concatenate([[0], np.cumsum(sizes)])
         for c in range(len(sizes)):
-            members = rng.permutation(np.flatnonzero(codes == c))
+            members = rng.permutation(by_class[bounds[c]:bounds[c + 1]])
             test_parts.append(members[:test_counts[c]])
             train_parts.append(members[test_counts[c]:test_counts[c] + train_counts[c]])
         test, train = np.concatenate(test_parts), np.concatenate(train_parts)
