@@ -9,6 +9,7 @@ import re
 import shutil
 import tarfile
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -633,6 +634,31 @@ def test_a_stream_resumes_its_pass_after_a_preparation_pass(tmp_path, prepared):
     assert resumed == uninterrupted
     assert head + keys(pickle.loads(pickle.dumps(loader().load_state_dict(state)))) == uninterrupted   # spawn
     assert sum(k.startswith("s1_") for b in resumed for k in b) < 12 and len(resumed) == len(uninterrupted)
+
+
+def test_a_stream_reads_ahead_a_bounded_number_of_bytes(tmp_path, monkeypatch):
+    """Large samples (video clips) are read ahead by bytes, not only by count: while the consumer
+    holds the first, at most READ_AHEAD_BYTES more (or one sample) have been read; all come out whole."""
+    import fastload.sources.shards as shards_module
+    monkeypatch.setattr(shards_module, "READ_AHEAD_BYTES", 1 << 20)
+    blobs = [bytes([i]) * (256 << 10) for i in range(40)]
+    with wds.TarWriter(str(tmp_path / "clips.tar")) as w:
+        for i, blob in enumerate(blobs):
+            w.write({"__key__": f"c{i:02d}", "mp4": blob, "cls": i})
+    st = fl.TarShards(str(tmp_path / "clips.tar")).stream()
+    st.set_epoch(0)
+    it = iter(st)
+    first = next(it)
+    read, deadline = -1, time.monotonic() + 10
+    while time.monotonic() < deadline:   # until the reading thread waits for room
+        time.sleep(0.2)
+        now = st.pass_state(0)["counts"][0]
+        if now == read:
+            break
+        read = now
+    assert first["mp4"] == blobs[0] and 2 <= read <= 8   # 4 queued of 256 KiB, one being put, one yielded
+    got = [first] + list(it)
+    assert [r["cls"] for r in got] == list(range(40)) and all(r["mp4"] == b for r, b in zip(got, blobs))
 
 
 def test_a_stream_has_the_fields_of_every_sample_as_its_indexed_source(tmp_path):

@@ -87,6 +87,12 @@ def _decoder(ext: str):
 
 #: Samples of at least this many bytes in a local shard are read member by member (see gather).
 _MEMBER_READS = 64 << 10
+#: What a stream reads ahead of its consumer at most, in member bytes (and 256 records).
+READ_AHEAD_BYTES = 64 << 20
+
+
+def _payload_bytes(record) -> int:
+    return sum(len(v) for v in record.values() if isinstance(v, (bytes, bytearray))) if isinstance(record, dict) else 0
 
 
 def decode_member(ext: str, data: bytes):
@@ -408,6 +414,10 @@ class TarStream(Fluent):
     (however it reads now), and a shard that fails now where it did not gives a
     FailedRecord for each record it gave then. A shard that gives another number of
     records without failing (rewritten since) is an error naming it.
+
+    A thread reads and parses the shards ahead of the consumer: up to 256 records and
+    ``READ_AHEAD_BYTES`` (64 MiB) of their members, or one record where that is larger
+    (a long video clip). The shuffle buffer holds its ``shuffle_buffer`` records besides.
     """
 
     def __init__(self, urls: Sequence[str], storage: Storage, *, shuffle_buffer: int = 0, seed: int = 0,
@@ -571,24 +581,30 @@ class TarStream(Fluent):
 
     def _read_ahead(self, urls: list[str], plan: dict | None, memo: dict, chunk: int = 32,
                     chunks: int = 8) -> Iterator[dict]:
-        """The records of ``urls`` in order, read and parsed on a thread up to ``chunk * chunks`` ahead.
+        """The records of ``urls`` in order, read and parsed on a thread up to ``chunk * chunks``
+        records ahead, and ``READ_AHEAD_BYTES`` of their members (always one record: a larger one
+        waits alone for the consumer).
 
         Network waits and tar parsing then overlap the consumer; the order is the
         shards' own, so the pass stays a pure function of (seed, epoch).
         """
-        q, stop = queue.Queue(chunks), threading.Event()
+        q, stop, max_bytes = queue.Queue(), threading.Event(), READ_AHEAD_BYTES
+        room = threading.Condition()
+        held = [0, 0]   # bytes and chunks queued, not yet taken
 
-        def put(item) -> bool:
-            while not stop.is_set():
-                try:
-                    q.put(item, timeout=0.1)
-                    return True
-                except queue.Full:
-                    continue
-            return False
+        def put(item, size: int = 0) -> bool:
+            with room:
+                while held[1] and (held[1] >= chunks or held[0] + size > max_bytes) and not stop.is_set():
+                    room.wait(0.1)
+                if stop.is_set():
+                    return False
+                held[0] += size
+                held[1] += 1
+            q.put((item, size))
+            return True
 
         def produce():
-            batch, counts, failed = [], memo["counts"], memo["failed"]
+            batch, size, counts, failed = [], 0, memo["counts"], memo["failed"]
             try:
                 for i, url in enumerate(urls):
                     if plan is not None and i < len(plan["counts"]):
@@ -605,22 +621,27 @@ class TarStream(Fluent):
                         n += 1
                         counts[i] = max(counts[i], n)
                         batch.append(r)
-                        if len(batch) == chunk:
-                            if not put(batch):
+                        size += _payload_bytes(r)
+                        if len(batch) == chunk or size * chunks >= max_bytes:
+                            if not put(batch, size):
                                 return
-                            batch = []
+                            batch, size = [], 0
                     memo["done"] = i + 1
-                put(batch)
+                put(batch, size)
                 put(None)
             except BaseException as e:   # handed to the consumer after the records before it
-                if put(batch):
+                if put(batch, size):
                     put(e)
 
         t = threading.Thread(target=produce, name="fastload-tar-stream", daemon=True)
         t.start()
         try:
             while True:
-                item = q.get()
+                item, size = q.get()
+                with room:
+                    held[0] -= size
+                    held[1] -= 1
+                    room.notify()
                 if item is None:
                     return
                 if isinstance(item, BaseException):
