@@ -68,6 +68,31 @@ def test_malformed_json_array_is_an_error_naming_the_line(tmp_path):
         JSONRecords(p)
 
 
+@pytest.mark.parametrize("chunk_size", [1, 2, 3, 5, 64, 1 << 20])
+def test_jsonl_index_is_every_line_holding_more_than_whitespace(tmp_path, chunk_size):
+    """Against a reference made line by line in Python: which lines are records, their bytes and
+    line numbers, for blank and whitespace-only lines (spaces, tabs, CR), CRLF endings, a leading
+    byte-order mark, a last line with and without a newline, at chunk sizes that cut lines anywhere."""
+    rng = np.random.default_rng(chunk_size)
+    pieces = ["", " ", "\t", "\r", "  \t\r ", '{"a": 1}', ' {"b": [2, 3]} ', '"s"', "7\r", " \x0c", "\x01"]
+    for trial in range(30):
+        lines = [pieces[k] for k in rng.integers(0, len(pieces), int(rng.integers(0, 12)))]
+        text = "\n".join(lines) + ("\n" if rng.random() < 0.5 else "")
+        bom = b"\xef\xbb\xbf" if rng.random() < 0.3 else b""
+        p = tmp_path / f"t{trial}.jsonl"
+        p.write_bytes(bom + text.encode())
+        src = JSONRecords(p, chunk_size=chunk_size)
+        want = [(i + 1, line) for i, line in enumerate(text.split("\n")) if line.strip(" \t\r")]
+        assert len(src) == len(want), (text, bom)
+        for r, (number, line) in enumerate(want):
+            assert src.record_id(r) == f"{p}:line {number}"
+            if line.strip() in ("", "\x01"):   # a control character is not whitespace: a record that fails
+                with pytest.raises(RecordError, match=f"line {number}: malformed JSON"):
+                    src[r]
+            else:
+                assert src[r] == json.loads(line)
+
+
 def test_jsonl_index_is_built_in_chunks_not_from_the_whole_file(tmp_path):
     p = tmp_path / "big.jsonl"
     line = json.dumps({"text": "x" * 2000}) + "\n"
