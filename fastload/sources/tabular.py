@@ -20,6 +20,7 @@ from __future__ import annotations
 import csv
 import io
 import itertools
+import operator
 import os
 from typing import Sequence
 
@@ -67,35 +68,32 @@ def _row_problem(row: list[str] | str, width: int, keep: list[int]) -> str:
     return ""
 
 
-def _records(reader):
-    """(first line, fields) of each record that is not a blank line: a quoted field may span
-    lines, and a record is named by the line it starts on. A record the csv module refuses (a
-    field over its size limit) is (first line, reason): it fails alone, the reader goes on at the
-    next line (inside a quoted field, the field's later lines are read as records of their own)."""
-    end = 0
+def _blocks(reader, size: int):
+    """``(first lines, rows, refused)`` of up to ``size`` records that are not blank lines: a quoted
+    field may span lines, and a record is named by the line it starts on. A record the csv module
+    refuses (a field over its size limit) is the reason, a str, in place of its fields: it fails
+    alone, the reader goes on at the next line (inside a quoted field, the field's later lines are
+    read as records of their own); ``refused`` says whether the block holds one."""
+    end, lines, rows, refused = 0, [], [], False
     while True:
         try:
             for row in reader:
                 start, end = end + 1, reader.line_num
-                if row and not (len(row) == 1 and not row[0].strip()):   # a line of spaces is blank too
-                    yield start, row
-            return
+                if row and (len(row) > 1 or row[0].strip()):   # a line of spaces is blank too
+                    lines.append(start)
+                    rows.append(row)
+                    if len(rows) == size:
+                        yield lines, rows, refused
+                        lines, rows, refused = [], [], False
+            break
         except csv.Error as e:
             start, end = end + 1, reader.line_num
             hint = "; csv.field_size_limit(n) raises the limit" if "field limit" in str(e) else ""
-            yield start, f"malformed CSV: {e}{hint}"
-
-
-class _NulWatch(io.FileIO):
-    """The file, noting whether any chunk read holds a NUL byte: NumPy's str_ drops a cell's
-    trailing NULs (float() refuses "2\\x00"), so only a file holding one needs blocks checked."""
-    nul = False
-
-    def readinto(self, b):
-        n = super().readinto(b)
-        if n and not self.nul:
-            self.nul = b"\x00" in memoryview(b)[:n].tobytes()
-        return n
+            lines.append(start)
+            rows.append(f"malformed CSV: {e}{hint}")
+            refused = True
+    if rows:
+        yield lines, rows, refused
 
 
 class CSVRows(Source):
@@ -129,11 +127,11 @@ class CSVRows(Source):
         # utf-8-sig: a byte-order mark (Excel writes one) must not become part of the first column's name;
         # surrogateescape: a byte that is not UTF-8 fails its row if in a kept column, not the whole file
         _, fd = local_copy(self.path, "CSVRows", **storage)
-        raw = _NulWatch(fd, closefd=True)
-        with io.TextIOWrapper(io.BufferedReader(raw), encoding="utf-8-sig", errors="surrogateescape",
+        with io.TextIOWrapper(io.FileIO(fd, closefd=True), encoding="utf-8-sig", errors="surrogateescape",
                               newline="") as f:
-            records = _records(csv.reader(f, delimiter=delimiter))
-            first = next(records, None)
+            blocks = _blocks(csv.reader(f, delimiter=delimiter), _BLOCK)
+            head = next(blocks, ([], [], False))
+            first = (head[0][0], head[1][0]) if head[0] else None
             if first is not None and isinstance(first[1], str) and not isinstance(header, (list, tuple)):
                 raise ValueError(f"{self.path}:line {first[0]}: {first[1]} (in the first row, which names "
                                  "or counts the columns)")
@@ -142,7 +140,8 @@ class CSVRows(Source):
             keep = self._keep(columns, names)
             if first is not None and not first_is_data:
                 self._check_names(first[0], names, keep)
-            self._read(records, first if first_is_data else None, names, keep, raw)
+                head = (head[0][1:], head[1][1:], head[2])
+            self._read(itertools.chain([head], blocks), names, keep)
 
     def _resolve_header(self, first: list[str] | None, header) -> tuple[list[str], bool]:
         if first is None:
@@ -170,43 +169,32 @@ class CSVRows(Source):
                                  "save the file as UTF-8 (e.g. iconv -f latin1 -t utf-8), or leave the "
                                  "column out with columns=")
 
-    def _read(self, records, first: tuple[int, list[str]] | None, names: list[str], keep: list[int],
-              raw: _NulWatch) -> None:
+    def _read(self, blocks, names: list[str], keep: list[int]) -> None:
         width = len(names)
-        blocks, lines, self.errors = [], [], {}
-        rows: list[list[str] | str] = []   # a str: the reason csv refused that record
-        row_lines: list[int] = []
-
-        def flush():
+        every = keep == list(range(width))
+        pick = operator.itemgetter(*keep) if len(keep) > 1 else (lambda row: (row[keep[0]],)) if keep else None
+        parts, lines, self.errors = [], [], {}
+        for row_lines, rows, refused in blocks:
             block = np.full((len(rows), len(keep)), np.nan, dtype=self.dtype)
             try:
-                values = np.asarray(rows, dtype=np.str_)   # a refused record (a str) makes the rows ragged
-                if values.shape != (len(rows), width):   # rows of one other width would broadcast
-                    raise ValueError("rows of the wrong width")
-                if raw.nul and "\x00" in "".join(map("".join, rows)):
-                    raise ValueError("a NUL, which str_ would drop")
-                block[...] = values[:, keep].astype(np.float64)
-            except ValueError:  # a bad row in this block: convert row by row to find it
-                start = sum(len(b) for b in blocks)
+                # float() of each cell, as NumPy converts str objects (its str_ dtype parses on its
+                # own: it dropped a trailing NUL); a refused record (a str) or a row of another
+                # width fails the block, which is then converted row by row to find it.
+                if refused or set(map(len, rows)) - {width}:
+                    raise ValueError("a row refused, or of another width")
+                if keep:
+                    block[...] = np.array(rows if every else list(map(pick, rows)), dtype=np.float64)
+            except ValueError:
+                start = sum(len(b) for b in parts)
                 for k, row in enumerate(rows):
                     problem = _row_problem(row, width, keep)
                     if problem:
                         self.errors[start + k] = problem
                     else:
-                        block[k] = np.asarray([row[i] for i in keep], dtype=np.str_).astype(np.float64)
-            blocks.append(block)
+                        block[k] = [float(row[i]) for i in keep]
+            parts.append(block)
             lines.append(np.asarray(row_lines, dtype=np.int64))
-            rows.clear()
-            row_lines.clear()
-
-        for line, row in itertools.chain([first] if first is not None else [], records):
-            rows.append(row)
-            row_lines.append(line)
-            if len(rows) == _BLOCK:
-                flush()
-        if rows:
-            flush()
-        self.data = np.concatenate(blocks) if blocks else np.zeros((0, len(keep)), self.dtype)
+        self.data = np.concatenate(parts) if parts else np.zeros((0, len(keep)), self.dtype)
         self.data.flags.writeable = False
         self._lines = np.concatenate(lines) if lines else np.zeros(0, np.int64)
         self.columns = tuple(names[i] for i in keep)
