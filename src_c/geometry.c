@@ -1,3 +1,4 @@
+#include <limits.h>
 #include <math.h>
 #include <stdio.h>
 #include "geometry.h"
@@ -24,19 +25,26 @@ static void crop(vimage *v, int left, int top, int w, int h)
     v->vh = h;
 }
 
-/* Shorter side to `size`, aspect kept (truncating, as torchvision does). */
-static void resize_shorter(vimage *v, int size, int max_size)
+/* Shorter side to `size`, aspect kept (truncating, as torchvision does).
+ * FL_ERR_TOO_LARGE when the longer side would pass INT_MAX. */
+static int resize_shorter(vimage *v, int size, int max_size)
 {
     int w_short = v->vw <= v->vh;
     double s = w_short ? v->vw : v->vh, l = w_short ? v->vh : v->vw;
-    int ns = size, nl = (int)(size * l / s);
-    if (max_size > 0 && nl > max_size) {
-        ns = (int)((double)max_size * ns / nl);
+    double long_side = floor(size * l / s);
+    int ns = size, nl;
+    if (max_size > 0 && long_side > max_size) {
+        ns = (int)((double)max_size * ns / long_side);
         nl = max_size;
+    } else if (long_side > INT_MAX) {
+        return FL_ERR_TOO_LARGE;
+    } else {
+        nl = (int)long_side;
     }
     if (ns < 1) ns = 1;
     if (nl < 1) nl = 1;
     resize_to(v, w_short ? ns : nl, w_short ? nl : ns);
+    return FL_OK;
 }
 
 static void random_resized_crop(vimage *v, const fl_geom_op *op, const fl_rng *rng, uint64_t slot)
@@ -45,9 +53,9 @@ static void random_resized_crop(vimage *v, const fl_geom_op *op, const fl_rng *r
     for (int attempt = 0; attempt < 10; attempt++, slot += 4) {
         double target = area * (op->scale_lo + (op->scale_hi - op->scale_lo) * fl_rng_uniform(rng, slot));
         double ratio = exp(op->log_ratio_lo + (op->log_ratio_hi - op->log_ratio_lo) * fl_rng_uniform(rng, slot + 1));
-        int w = (int)rint(sqrt(target * ratio));
-        int h = (int)rint(sqrt(target / ratio));
-        if (w > 0 && h > 0 && w <= v->vw && h <= v->vh) {
+        double wd = rint(sqrt(target * ratio)), hd = rint(sqrt(target / ratio));   /* may pass INT_MAX */
+        if (wd >= 1 && hd >= 1 && wd <= v->vw && hd <= v->vh) {
+            int w = (int)wd, h = (int)hd;
             int top = (int)(fl_rng_uniform(rng, slot + 2) * (v->vh - h + 1));
             int left = (int)(fl_rng_uniform(rng, slot + 3) * (v->vw - w + 1));
             crop(v, left, top, w, h);
@@ -58,15 +66,13 @@ static void random_resized_crop(vimage *v, const fl_geom_op *op, const fl_rng *r
      * crop whose aspect lies within the allowed range. */
     double in_ratio = (double)v->vw / v->vh;
     double rlo = exp(op->log_ratio_lo), rhi = exp(op->log_ratio_hi);
-    int w = v->vw, h = v->vh;
+    double wd = v->vw, hd = v->vh;
     if (in_ratio < rlo)
-        h = (int)rint(w / rlo);
+        hd = rint(wd / rlo);
     else if (in_ratio > rhi)
-        w = (int)rint(h * rhi);
-    if (w < 1) w = 1;
-    if (h < 1) h = 1;
-    if (w > v->vw) w = v->vw;
-    if (h > v->vh) h = v->vh;
+        wd = rint(hd * rhi);
+    int w = wd < 1 ? 1 : wd > v->vw ? v->vw : (int)wd;
+    int h = hd < 1 ? 1 : hd > v->vh ? v->vh : (int)hd;
     crop(v, (v->vw - w) / 2, (v->vh - h) / 2, w, h);
 }
 
@@ -127,9 +133,13 @@ int fl_geom_plan(const fl_geom_op *ops, int nops, int src_w, int src_h,
         case FL_GEOM_RESIZE:
             if (op->h < 1 || op->w < 0)
                 return FL_ERR_ARG;
-            if (op->w == 0)
-                resize_shorter(&v, op->h, op->max_size);
-            else
+            if (op->w == 0) {
+                if (resize_shorter(&v, op->h, op->max_size) != FL_OK) {
+                    if (fail)
+                        *fail = (fl_geom_fail){i, v.vw, v.vh};
+                    return FL_ERR_TOO_LARGE;
+                }
+            } else
                 resize_to(&v, op->w, op->h);
             break;
         case FL_GEOM_CENTER_CROP:
@@ -167,9 +177,14 @@ int fl_geom_plan(const fl_geom_op *ops, int nops, int src_w, int src_h,
     return FL_OK;
 }
 
-void fl_geom_crop_error(const fl_geom_op *ops, const fl_geom_fail *fail, char *err)
+void fl_geom_error(const fl_geom_op *ops, int rc, const fl_geom_fail *fail, char *err)
 {
     const fl_geom_op *op = &ops[fail->op];
+    if (rc == FL_ERR_TOO_LARGE) {
+        snprintf(err, FL_ERRLEN, "%.40s: the %dx%d image would be over %d pixels on its longer side",
+                 op->name, fail->w, fail->h, INT_MAX);
+        return;
+    }
     static const char why[] = "only a crop that is the last geometric transform pads, RandomCrop with "
                               "pad_if_needed=True";
     if (fail->op == 0)

@@ -39,8 +39,9 @@ typedef struct {
     uint8_t fill[3];
 } fl_pad;
 
-/* Which crop found the image smaller than itself, and the size it saw there
- * (the earlier ops' result, not the decoded image's). */
+/* Which crop found the image smaller than itself (or which Resize would make
+ * it too long), and the size it saw there (the earlier ops' result, not the
+ * decoded image's). */
 typedef struct {
     int op;
     int w, h;
@@ -49,14 +50,15 @@ typedef struct {
 /* Run ops on a src_w x src_h image. Writes the source rectangle of the shown
  * part to `box`, the output size, and (if pad is not NULL) the part of the
  * output it fills. FL_OK, FL_ERR_CROP (a crop without padding larger than
- * the image it is given; `fail`, when not NULL, says which) or FL_ERR_ARG. */
+ * the image it is given; `fail`, when not NULL, says which), FL_ERR_TOO_LARGE
+ * (a Resize(size) whose longer side would pass INT_MAX; `fail` too) or FL_ERR_ARG. */
 int fl_geom_plan(const fl_geom_op *ops, int nops, int src_w, int src_h,
                  const fl_rng *rng, fl_rect *box, int *out_w, int *out_h, fl_pad *pad, fl_geom_fail *fail);
 
-/* The message of an FL_ERR_CROP: the crop, the size it was given and by
- * which transform, e.g. "RandomCrop(30): the image is 20x20 after
- * Resize((20, 20)), smaller than the 30x30 crop (...)". */
-void fl_geom_crop_error(const fl_geom_op *ops, const fl_geom_fail *fail, char *err);
+/* The message of an FL_ERR_CROP or FL_ERR_TOO_LARGE (rc) from fl_geom_plan:
+ * the transform, the size it was given and by which, e.g. "RandomCrop(30):
+ * the image is 20x20 after Resize((20, 20)), smaller than the 30x30 crop (...)". */
+void fl_geom_error(const fl_geom_op *ops, int rc, const fl_geom_fail *fail, char *err);
 
 /* The displayed-coordinate rectangle `b` of an image stored as sw x sh and
  * shown through EXIF orientation `orientation` (0 or 1: none), in stored

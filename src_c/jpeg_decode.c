@@ -75,7 +75,8 @@ int fl_jpeg_scan(const uint8_t *data, size_t size, fl_jpeg_info *info)
             i++;
             continue;
         }
-        if (m == 0xD8 || (m >= 0xD0 && m <= 0xD7) || m == 0x01) {   /* markers without a length */
+        if (m == 0x00 || m == 0x01 || m == 0xD8 || (m >= 0xD0 && m <= 0xD7)) {   /* no length (FF 00: not a
+                                                                                 * marker, as libjpeg and Pillow read it) */
             i += 2;
             continue;
         }

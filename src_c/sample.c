@@ -260,8 +260,8 @@ static int plan_box(const fl_plan *p, int w, int h, const fl_rng *rng, fl_rect *
     int ow = 0, oh = 0;
     fl_geom_fail fail;
     int rc = fl_geom_plan(p->ops, p->nops, w, h, rng, box, &ow, &oh, pad, &fail);
-    if (rc == FL_ERR_CROP) {
-        fl_geom_crop_error(p->ops, &fail, err);
+    if (rc == FL_ERR_CROP || rc == FL_ERR_TOO_LARGE) {
+        fl_geom_error(p->ops, rc, &fail, err);
         return rc;
     }
     if (rc != FL_OK || ow != p->out_w || oh != p->out_h) {
@@ -379,8 +379,10 @@ static int process_begun(fl_worker *w, const fl_plan *p, const uint8_t *data, si
     /* DCT scaling keeps the decoded crop at least reducing_gap x the output,
      * as Pillow's thumbnail(reducing_gap=...) does with draft(). */
     double gap = p->reducing_gap > 1 ? p->reducing_gap : 1;
-    int min_w = (int)ceil(gap * shown_w * (double)(x1 - x0) / (box.x1 - box.x0));
-    int min_h = (int)ceil(gap * shown_h * (double)(y1 - y0) / (box.y1 - box.y0));
+    /* (a huge upscale of a sliver of a pixel asks more than an int: as much as can be) */
+    double want_w = ceil(gap * shown_w * (double)(x1 - x0) / (box.x1 - box.x0));
+    double want_h = ceil(gap * shown_h * (double)(y1 - y0) / (box.y1 - box.y0));
+    int min_w = want_w < INT_MAX ? (int)want_w : INT_MAX, min_h = want_h < INT_MAX ? (int)want_h : INT_MAX;
 
     fl_view img;
     fl_jpeg_region reg;

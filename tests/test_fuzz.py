@@ -1,6 +1,8 @@
 """Byte-mutation fuzzing of the decode kernel, the sample kernel and the image field, over valid
 JPEG/PNG seeds made here. Deterministic (derandomized Hypothesis), bounded for CI; the long run is
 ``python tools/fuzz.py``. A crash kills the test process, which fails the run."""
+import io
+
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
@@ -8,6 +10,7 @@ from PIL import Image
 
 import fastload as fl
 from fastload._kernels import _batch
+from fastload.image.decode import read_image
 from fastload.image.field import ImageField, compile_plan
 from fastload.pipeline.fields import ChunkContext
 from helpers import encode, photo_like
@@ -162,3 +165,63 @@ def test_the_long_fuzzer_runs_and_finds_nothing_in_a_short_run(tmp_path):
                        capture_output=True, text=True, timeout=300, env=env, cwd=str(tmp_path))
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
     assert "crashes: 0, hangs: 0, unexpected: 0" in r.stdout
+
+
+# -- sizes at the edge of the kernels' integer range ----------------------------------------------
+
+def test_a_resize_past_the_int_range_is_an_error_naming_it(tmp_path):
+    """Resize(1024) of a 1 x 2,200,000 image would be 1024 x 2,252,800,000: the planned size
+    overflowed an int (a 1024 x 1 image, mostly padding) and came out as zeros; now an error."""
+    (tmp_path / "a").mkdir()
+    Image.fromarray(np.full((1, 2_200_000, 3), 200, np.uint8)).save(tmp_path / "a" / "long.png")
+    loader = fl.Loader(fl.ImageFolder(tmp_path), batch_size=1, dtype="uint8",
+                       transforms=[fl.Resize(1024), fl.CenterCrop(16)])
+    with pytest.raises(fl.DecodeError, match=r"long\.png.*Resize\(1024\): the 2200000x1 image would be over "
+                                             r"2147483647 pixels on its longer side"):
+        next(iter(loader))
+
+
+def test_an_upscale_of_a_sliver_decodes_on_the_jpeg_route_as_on_the_png_route(tmp_path):
+    """The decode size a huge upscale asks for passed the int range on the JPEG route (refused as
+    'bad min size'); the same pixels as lossless PNG go the other route: the same output."""
+    jpeg = encode(photo_like(3, 2, seed=4), quality=95)
+    pixels = np.asarray(Image.open(io.BytesIO(jpeg)).convert("RGB"))
+    transforms = [fl.Resize((2**31 - 1, 2**31 - 1)), fl.CenterCrop(4)]
+    p, size = compile_plan(transforms, dtype="uint8", layout="NHWC")
+    outs = []
+    for data in (jpeg, encode(pixels, "PNG")):
+        out = np.zeros((1, *size, 3), np.uint8)
+        status = np.empty(1, np.int32)
+        failed = _batch.Worker().run_chunk(p, [data], False, np.zeros(1, np.uint64), 0, 0, out, status)
+        assert not failed, failed
+        outs.append(out)
+    np.testing.assert_array_equal(outs[0], outs[1])
+
+
+def test_color_jitter_factors_past_float_range_are_refused():
+    for kw in ({"brightness": (1e39, 1e39)}, {"contrast": (0, 1e31)}, {"saturation": 1e39}):
+        with pytest.raises(ValueError, match="must be at most 1e\\+30"):
+            fl.ColorJitter(**kw)
+
+
+def test_an_out_row_too_small_for_the_plan_is_refused():
+    p, size = compile_plan([fl.Resize((8, 8))], dtype="float32", layout="NHWC")
+    data = encode(photo_like(8, 8, seed=1))
+    for out in (np.zeros((1, 4), np.float32), np.zeros((1, 8, 8, 3), np.uint8)):
+        with pytest.raises(ValueError, match="cannot hold a 8x8 sample of float32"):
+            _batch.Worker().run_chunk(p, [data], False, np.zeros(1, np.uint64), 0, 0, out, np.empty(1, np.int32))
+
+
+def test_a_stuffed_zero_before_the_frame_is_skipped_as_libjpeg_and_pillow_skip_it():
+    """FF 00 is no marker: read as one, its "length" jumped into an APP1 payload holding a fake
+    8x8 frame header; libjpeg and Pillow see the real 64x48 frame."""
+    import struct
+    real = encode(photo_like(48, 64, seed=2), quality=90)
+    fake_sof = b"\xff\xc0" + struct.pack(">HBHHB", 17, 8, 8, 8, 3) + b"\x01\x22\x00\x02\x11\x01\x03\x11\x01"
+    payload = b"\0" * 10 + fake_sof + b"\0" * 11
+    confused = real[:2] + b"\xff\x00\x00\x10" + b"\xff\xe1" + struct.pack(">H", len(payload) + 2) + payload + real[2:]
+    with Image.open(io.BytesIO(confused)) as im:
+        assert im.size == (64, 48)
+        want = np.asarray(im.convert("RGB"))
+    assert _batch.jpeg_scan(confused)[:2] == (64, 48)
+    np.testing.assert_array_equal(read_image(confused), want)

@@ -145,8 +145,14 @@ def test_kernel_rejects_undersized_outputs():
     with pytest.raises(ValueError, match="too few"):
         _tokenize.encode_words(data, lengths, table, small["text"], small["text_length"], small["text_mask"], 0, 1)
     ok = buffers(2, 4)
-    with pytest.raises(ValueError, match="lengths sum to 3"):
+    with pytest.raises(ValueError, match="lengths sum past the 2 bytes data holds, at text 1"):
         _tokenize.encode_bytes(data, np.array([1, 2], np.int64), ok["text"], ok["text_length"], ok["text_mask"], 2, 0)
+    with pytest.raises(ValueError, match="lengths sum to 1 bytes but data holds 2"):
+        _tokenize.encode_bytes(data, np.array([1, 0], np.int64), ok["text"], ok["text_length"], ok["text_mask"], 2, 0)
+    big = buffers(3, 4)   # lengths whose sum wraps around to len(data) read far outside it
+    with pytest.raises(ValueError, match="lengths sum past"):
+        _tokenize.encode_bytes(data, np.array([2**63 - 1, 2**63 - 1, 4], np.int64), big["text"], big["text_length"],
+                               big["text_mask"], 2, 0)
     narrow = buffers(2, 1)
     with pytest.raises(ValueError, match="cannot hold"):
         _tokenize.encode_words(data, lengths, table, narrow["text"], narrow["text_length"], narrow["text_mask"],

@@ -63,6 +63,7 @@ cdef class Plan:
     ``names``: the geometric ops as errors name them (a crop too large for the image it is given)."""
     cdef fl_plan p
     cdef object lut   # keeps the lookup table alive while C holds its pointer
+    cdef Py_ssize_t sample_bytes   # what one sample writes: an out row must hold as much, of lut's dtype
 
     def __init__(self, ops, int out_w, int out_h, *, int filter, bint antialias, int max_denom,
                  double reducing_gap,
@@ -100,6 +101,7 @@ cdef class Plan:
         if self.lut.shape[0] != 3 or self.lut.shape[1] != 256:
             raise ValueError("lut must be (3, 256)")
         self.p.lut = cnp.PyArray_DATA(self.lut)
+        self.sample_bytes = <Py_ssize_t>out_w * out_h * 3 * self.lut.itemsize
 
     @property
     def max_denom(self):
@@ -119,8 +121,8 @@ cdef class Plan:
         cdef bint swap = 5 <= orientation <= 8
         cdef int rc = fl_geom_plan(self.p.ops, self.p.nops, height if swap else width, width if swap else height,
                                    &rng, &b, &ow, &oh, &pad, &fail)
-        if rc == FL_ERR_CROP:
-            fl_geom_crop_error(self.p.ops, &fail, err)
+        if rc == FL_ERR_CROP or rc == FL_ERR_TOO_LARGE:
+            fl_geom_error(self.p.ops, rc, &fail, err)
             raise ValueError(err.decode("utf-8", "replace"))
         if rc != FL_OK:
             raise ValueError("invalid geometry")
@@ -201,13 +203,15 @@ cdef class Worker:
         fl_buffer_free(&self.ptrs)
         fl_buffer_free(&self.errs)
 
-    cdef int stage(self, list items, const uint64_t[::1] indices, cnp.ndarray out, int[::1] status) except -1:
+    cdef int stage(self, Plan plan, list items, const uint64_t[::1] indices, cnp.ndarray out,
+                   int[::1] status) except -1:
         """Check a chunk's arguments and note where each item's bytes are (for payload)."""
         cdef Py_ssize_t n = len(items), i
-        if indices.shape[0] != n or status.shape[0] != n or out.shape[0] < n:
+        if indices.shape[0] != n or status.shape[0] != n or out.ndim < 2 or out.shape[0] < n:
             raise ValueError("items, indices, status and out disagree in length")
-        if not out.flags.c_contiguous and not (out.ndim > 1 and out[0].flags.c_contiguous):
+        if not out.flags.c_contiguous and not out[0].flags.c_contiguous:
             raise ValueError("out rows must be C-contiguous")
+        _check_row(plan, out[0])
         if fl_buffer_reserve(&self.ptrs, n * (sizeof(char *) + sizeof(size_t))) != FL_OK or \
                 fl_buffer_reserve(&self.errs, n * FL_ERRLEN) != FL_OK:
             raise MemoryError()
@@ -246,7 +250,7 @@ cdef class Worker:
                   uint64_t seed, uint64_t epoch, cnp.ndarray out, int[::1] status):
         """Process items[i] into out[i]; status[i] gets the code. Returns {i: message} for codes < 0."""
         cdef Py_ssize_t n = len(items), i
-        self.stage(items, indices, out, status)
+        self.stage(plan, items, indices, out, status)
         cdef char *errs = <char *>self.errs.data
         cdef char *base = <char *>cnp.PyArray_DATA(out)
         cdef Py_ssize_t row = out.strides[0]
@@ -282,7 +286,7 @@ cdef class Worker:
         none). Needs :func:`pillow_direct_supported`.
         """
         cdef Py_ssize_t n = len(items), i = 0, pending = -1
-        self.stage(items, indices, out, status)
+        self.stage(plan, items, indices, out, status)
         cdef char *errs = <char *>self.errs.data
         cdef char *base = <char *>cnp.PyArray_DATA(out)
         cdef Py_ssize_t row = out.strides[0]
@@ -418,6 +422,7 @@ cdef class Worker:
             raise ValueError("img must be HxWx3 uint8")
         if not out_row.flags.c_contiguous:
             raise ValueError("out_row must be C-contiguous")
+        _check_row(plan, out_row)
         cdef fl_view v
         view_of(img, &v, "img")
         cdef char err[256]
@@ -815,6 +820,14 @@ cdef class JpegDecoder(_OneThread):
         finally:
             self.busy = False
         return result, region_dict(&r)
+
+
+cdef int _check_row(Plan plan, cnp.ndarray row) except -1:
+    """An out row the plan's sample fits: what the kernels write is not checked again."""
+    if row.itemsize != plan.lut.itemsize or row.nbytes < plan.sample_bytes:
+        raise ValueError(f"an out row of {row.nbytes} bytes of {row.dtype} cannot hold a {plan.p.out_w}x"
+                         f"{plan.p.out_h} sample of {plan.lut.dtype} ({plan.sample_bytes} bytes)")
+    return 0
 
 
 cdef object _copied(const fl_view *view, out):

@@ -105,6 +105,8 @@ cdef int _check(Py_ssize_t n, const int64_t[::1] lengths, Py_ssize_t data_len, i
     for r in range(n):
         if lengths[r] < 0:
             raise ValueError("negative text length")
+        if lengths[r] > data_len - total:   # (not total + length > data_len: the sum may wrap)
+            raise ValueError(f"lengths sum past the {data_len} bytes data holds, at text {r}")
         total += lengths[r]
     if total != data_len:
         raise ValueError(f"lengths sum to {total} bytes but data holds {data_len}")

@@ -40,7 +40,7 @@ cdef extern from "geometry.h" nogil:
         int op, w, h
     int fl_geom_plan(const fl_geom_op *ops, int nops, int src_w, int src_h,
                      const fl_rng *rng, fl_rect *box, int *out_w, int *out_h, fl_pad *pad, fl_geom_fail *fail)
-    void fl_geom_crop_error(const fl_geom_op *ops, const fl_geom_fail *fail, char *err)
+    void fl_geom_error(const fl_geom_op *ops, int rc, const fl_geom_fail *fail, char *err)
     fl_rect fl_stored_box(int orientation, fl_rect b, int sw, int sh)
 
 cdef extern from "jpeg_decode.h" nogil:

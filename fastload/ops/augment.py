@@ -18,12 +18,19 @@ def _prob(p: float, what: str) -> float:
     return float(p)
 
 
+#: Factors past this saturate every pixel long before; beyond float32's range the kernels' tables
+#: would hold inf - inf (NaN).
+_MAX_FACTOR = 1e30
+
+
 def _range(v, name: str, center: float, lo: float, hi: float) -> tuple[float, float]:
     """torchvision's ColorJitter._check_input: a number s gives [center - s, center + s]
     (clipped at lo), a (min, max) pair is taken as it is, within [lo, hi]."""
     def number(x):
         if isinstance(x, bool) or not isinstance(x, numbers.Real) or not math.isfinite(x):
             raise ValueError(f"ColorJitter {name} must be a finite number or a (min, max) pair, got {v!r}")
+        if abs(x) > _MAX_FACTOR:
+            raise ValueError(f"ColorJitter {name} must be at most {_MAX_FACTOR:g}, got {v!r}")
         return float(x)
 
     if isinstance(v, numbers.Number) or isinstance(v, bool):
