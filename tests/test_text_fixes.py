@@ -260,6 +260,10 @@ def test_csv_trailing_nul_is_refused_whatever_the_neighbouring_rows(tmp_path):
     p = tmp_path / "c.csv"
     p.write_bytes(b"a,b\n" + b"\n".join(rows) + b"\n")
     assert list(CSVRows(p).errors) == [7000]
-    t = tmp_path / "t.csv"   # a NUL in a column that is not kept is no error
+    t = tmp_path / "t.csv"   # a NUL in a column that is not kept is no error (where csv reads the line)
     t.write_bytes(b"name,b\nx\x00,1\ny,2\n")
-    assert CSVRows(t, columns=["b"]).errors == {} and CSVRows(t, columns=["b"]).data.tolist() == [[1], [2]]
+    kept = CSVRows(t, columns=["b"])
+    if sys.version_info >= (3, 11):
+        assert kept.errors == {} and kept.data.tolist() == [[1], [2]]
+    else:
+        assert kept.errors == {0: "malformed CSV: line contains NUL"} and kept.data[1].tolist() == [2]

@@ -200,7 +200,7 @@ class Stream(Fluent):
         self._epoch = None
         self.name = name
         self._keyed = keyed
-        self._passes = itertools.count()
+        self._passes = 0   # passes begun (an int, not itertools.count: Python 3.14 cannot pickle that)
 
     # What a Loader asks of the stream it reads, answered by what this one reads: its steps
     # give the records of the same pass of their sources in the same order, so a source's
@@ -268,7 +268,10 @@ class Stream(Fluent):
             return self._make_iter()
         if self._keyed == "epoch":
             return self._make_iter(self._epoch)
-        return self._make_iter(next(self._passes) if self._epoch is None else self._epoch)
+        if self._epoch is not None:
+            return self._make_iter(self._epoch)
+        p, self._passes = self._passes, self._passes + 1
+        return self._make_iter(p)
 
     def set_epoch(self, epoch: int) -> None:
         """Draw the shuffles of later passes, here and upstream, from ``epoch`` instead of the pass count."""

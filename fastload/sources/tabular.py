@@ -13,7 +13,8 @@ file: it is recorded with its line number and reason, and reading it raises
 :class:`~fastload.errors.RecordError` naming ``path:line N``, so a loader's skip
 policy drops that one record and keeps the rest aligned. Bytes that are not
 UTF-8 in a column left out by ``columns=`` are no error: that column is never
-parsed.
+parsed. (A NUL byte is, on Python before 3.11, anywhere in the line: the ``csv``
+module there refuses the line.)
 """
 from __future__ import annotations
 
