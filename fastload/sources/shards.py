@@ -263,7 +263,7 @@ class TarShards(Source):
         if not self.urls:
             raise FileNotFoundError(f"TarShards: no shards match {urls!r}")
         self.require = tuple(e.lstrip(".").lower() for e in require)
-        self._shards = None   # the _Table of every shard's samples, once indexed
+        self._table: _Table | None = None   # every shard's samples, once indexed
 
     def _resolve(self, urls) -> list[str]:
         found = []
@@ -278,7 +278,7 @@ class TarShards(Source):
 
     # -- the index ------------------------------------------------------------------
     def _index(self):
-        if self._shards is None:
+        if self._table is None:
             workers = min(len(self.urls), self.storage.max_in_flight, 8)
             with concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix="fastload-index") as pool:
                 futures = [pool.submit(self._shard_index, u) for u in self.urls]
@@ -297,9 +297,8 @@ class TarShards(Source):
             self._bad = np.zeros(len(table), dtype=bool)
             self._bad[list(table.errors)] = True
             self._unchecked = np.full(len(table), bool(self.require))
-            self._table = self._shards = table
             self.fields = tuple(sorted(table.exts))
-        return self._shards
+            self._table = table   # last: another thread takes the index as built once it is set
 
     def _index_path(self, url: str) -> str | None:
         if self.index_dir is not None:
@@ -448,7 +447,7 @@ class TarShards(Source):
                          shuffle_initial=shuffle_initial, require=self.require, indexes=self)
 
     def __repr__(self):
-        n = f"{len(self)} samples" if self._shards is not None else "not indexed yet"
+        n = f"{len(self)} samples" if self._table is not None else "not indexed yet"
         return f"TarShards({len(self.urls)} shards, {n})"
 
 
