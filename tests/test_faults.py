@@ -551,3 +551,95 @@ def test_an_outputs_shape_is_checked_when_it_is_declared():
         with pytest.raises(TypeError, match=r"^Output 'v': shape must be a tuple of sizes >= 0"):
             Output("v", shape, np.dtype(np.float32))
     assert Output("v", [np.int64(2), 3], np.dtype(np.float32)).shape == (2, 3)
+
+
+# -- an interrupt at any moment: a KeyboardInterrupt, every thread stopped, close() returning -----
+
+def _interrupting_start(monkeypatch, prefix, nth, after_start):
+    """Thread.start raising KeyboardInterrupt for the nth thread named ``prefix...``, as a Ctrl-C
+    arriving while start() waits for the new thread does (before or after the thread runs)."""
+    real, seen = threading.Thread.start, [0]
+
+    def start(self):
+        if self.name.startswith(prefix):
+            seen[0] += 1
+            if seen[0] == nth:
+                if after_start:
+                    real(self)
+                raise KeyboardInterrupt
+        return real(self)
+    monkeypatch.setattr(threading.Thread, "start", start)
+
+
+@pytest.mark.parametrize("after_start", [False, True])
+def test_an_interrupt_while_a_pipeline_starts_its_threads_is_a_keyboard_interrupt(monkeypatch, after_start):
+    """The join of a stage thread whose start() was interrupted raised RuntimeError ("cannot join
+    thread before it is started"), which replaced the KeyboardInterrupt."""
+    _interrupting_start(monkeypatch, "fastload-", 2, after_start)
+    pipeline = fl.GeneratorPipeline(list(range(10)), lambda x: x + 1)
+    with pytest.raises(KeyboardInterrupt):
+        list(pipeline)
+    monkeypatch.undo()
+    assert wait_for_no_threads() == []
+
+
+def test_an_interrupt_in_a_workers_start_leaves_no_thread_behind(image_folder, monkeypatch):
+    """A fill thread interrupted in its start() once running was not listed by its pool, whose
+    shutdown sent a stop to each thread listed: it waited for work for ever, one per Ctrl-C."""
+    loader = fl.Loader(fl.ImageFolder(image_folder), batch_size=4, workers=2, transforms=[fl.CenterCrop(16)])
+    want = [y.tolist() for _, y in loader]
+    for _ in range(3):   # three notebook cells, each interrupted
+        _interrupting_start(monkeypatch, "fastload-fill", 1, after_start=True)
+        with pytest.raises(KeyboardInterrupt):
+            list(loader)
+        monkeypatch.undo()
+        assert wait_for_no_threads(2.0) == []
+    assert [y.tolist() for _, y in loader] == want   # the epoch again, whole
+
+
+def test_closing_a_pipeline_whose_coroutine_step_is_stuck_warns_and_returns():
+    """close() warned of the stuck stage, then closed its coroutine while that thread ran it:
+    "ValueError: generator already executing" (and, leaving a loop, an "Exception ignored")."""
+    release = threading.Event()
+
+    def stuck():
+        n = 0
+        while True:
+            x = yield
+            n += 1
+            if n == 3:
+                release.wait()
+            yield x
+    pipeline = fl.GeneratorPipeline(list(range(100)), stuck())
+    it = iter(pipeline)
+    next(it), next(it)
+    time.sleep(0.3)   # the step's thread is now waiting inside it
+    t0 = time.monotonic()
+    with pytest.warns(RuntimeWarning, match="still inside"):
+        pipeline.close()
+    assert time.monotonic() - t0 < 3
+    release.set()
+    assert wait_for_no_threads(2.0) == []
+
+
+@pytest.mark.parametrize("workers", [0, 4])
+def test_an_interrupt_raised_from_another_thread_reaches_a_consumer_waiting_on_a_map(workers):
+    """_thread.interrupt_main (a watchdog's, a notebook kernel's) is taken between bytecodes: a
+    consumer waiting on a threaded map's result with no timeout never saw it."""
+    release = threading.Event()
+    stream = fl.ListSource(list(range(50))).map(lambda r: release.wait() if r == 2 else r, workers=workers)
+    if not workers:
+        stream = stream.prefetch(2)
+    timer = threading.Timer(0.5, _thread.interrupt_main)
+    timer.start()
+    t0 = time.monotonic()
+    try:
+        with pytest.raises(KeyboardInterrupt), warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)   # the stalled call's thread, named at the stop
+            for _ in stream:
+                pass
+        assert time.monotonic() - t0 < 2.5
+    finally:
+        release.set()
+        timer.cancel()
+    assert wait_for_no_threads(2.0) == []

@@ -68,7 +68,7 @@ from typing import Any, Iterator
 
 from ..errors import StageError
 from .fluent import record_context, stage_name
-from .node import Prefetcher, check_process, close_iterator, join_threads
+from .node import Prefetcher, check_process, close_iterator, close_unless_running, join_threads
 from .stats import StageStats, Stats
 
 __all__ = ["GeneratorPipeline"]
@@ -267,7 +267,7 @@ class _Step:
 
     def close(self) -> None:
         if self.mode == "coroutine":
-            self.obj.close()
+            close_unless_running(self.obj)   # one stuck in its thread: join_threads warned of it
         elif self.kind == "compiled":
             close_iterator(self.obj)
 

@@ -45,7 +45,7 @@ import time
 import warnings
 from typing import Any, Callable, Iterator
 
-from .channel import END, STOPPED, Channel, Failure
+from .channel import END, POLL_S, STOPPED, Channel, Failure
 from .stats import StageStats
 
 __all__ = ["Node", "IterNode", "Prefetcher", "ThreadMap", "check_process", "join_threads", "close_iterator", "JOIN_S"]
@@ -92,7 +92,10 @@ def join_threads(threads, what: str, inside: str = USER_CALL) -> None:
     for t in threads:
         if t is me:
             continue
-        t.join(max(0.0, deadline - time.monotonic()))
+        try:
+            t.join(max(0.0, deadline - time.monotonic()))
+        except RuntimeError:   # its start() was interrupted (a Ctrl-C) before it ran: nothing to wait for
+            continue
         if t.is_alive():
             stuck.append(t.name)
     if stuck:
@@ -132,8 +135,9 @@ class DaemonPool(cf.Executor):
             if len(self.threads) < self._workers:
                 t = threading.Thread(target=_serve, args=(self._work,), daemon=True,
                                      name=f"{self._name}_{len(self.threads)}")
-                t.start()
-                self.threads.append(t)
+                self.threads.append(t)   # first: a start() interrupted once the thread runs leaves it listed,
+                t.start()                # so shutdown() sends it its stop
+
         return fut
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
@@ -152,7 +156,18 @@ class DaemonPool(cf.Executor):
             self._work.put(None)   # one stop per thread, after the work already queued
         if wait:
             for t in self.threads:
-                t.join()
+                if t.ident is not None:   # (one whose start() was interrupted before it ran)
+                    t.join()
+
+
+def _result(fut: cf.Future):
+    """``fut.result()``, waited for in slices: an interrupt another thread raises in this one
+    (``_thread.interrupt_main``, a notebook's) is taken at the next, not when the call returns."""
+    while True:
+        try:
+            return fut.result(POLL_S)
+        except cf.TimeoutError:
+            continue
 
 
 def _serve(work: queue.SimpleQueue) -> None:
@@ -461,13 +476,15 @@ class ThreadMap(Node):
         if self.ordered:
             index, item, fut = self._pending.popleft()
         else:
-            done, _ = cf.wait([p[2] for p in self._pending], return_when=cf.FIRST_COMPLETED)
+            done = ()
+            while not done:   # in slices, as _result waits
+                done, _ = cf.wait([p[2] for p in self._pending], POLL_S, return_when=cf.FIRST_COMPLETED)
             entry = next(p for p in self._pending if p[2] in done)
             self._pending.remove(entry)
             index, item, fut = entry
         t0 = time.perf_counter()
         try:
-            return fut.result()
+            return _result(fut)
         except Exception as e:
             if self._wrap is None:
                 raise

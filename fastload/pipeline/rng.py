@@ -13,6 +13,8 @@ from __future__ import annotations
 import numbers
 
 import numpy as np
+import numpy.random  # noqa: F401  (NumPy 2 imports it on first use: in a training loop, where its
+#                                    module set-up swallowed a Ctrl-C arriving meanwhile)
 
 __all__ = ["generator", "check_seed", "ORDER", "SPLIT", "SHUFFLE", "BATCHES", "MIX", "STAGE", "STAGE_EPOCH"]
 
