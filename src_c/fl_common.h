@@ -17,7 +17,7 @@ enum {
                            * decoder alone, a PNG libspng rejects, no libjpeg-turbo or libspng) */
     FL_ERR_DECODE = -1,   /* corrupt or truncated data */
     FL_ERR_NOMEM = -2,
-    FL_ERR_TOO_LARGE = -3,/* more pixels than the configured limit */
+    FL_ERR_TOO_LARGE = -3,/* more pixels than the configured limit, or a resize past INT_MAX a side */
     FL_ERR_IO = -4,       /* the file could not be read */
     FL_ERR_ARG = -5,      /* invalid arguments (a bug in the caller) */
     FL_ERR_CROP = -6      /* a crop larger than the image, without padding */

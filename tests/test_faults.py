@@ -602,18 +602,21 @@ def test_closing_a_pipeline_whose_coroutine_step_is_stuck_warns_and_returns():
     "ValueError: generator already executing" (and, leaving a loop, an "Exception ignored")."""
     release = threading.Event()
 
+    entered = threading.Event()
+
     def stuck():
         n = 0
         while True:
             x = yield
             n += 1
             if n == 3:
+                entered.set()
                 release.wait()
             yield x
     pipeline = fl.GeneratorPipeline(list(range(100)), stuck())
     it = iter(pipeline)
     next(it), next(it)
-    time.sleep(0.3)   # the step's thread is now waiting inside it
+    assert entered.wait(10)   # the step's thread is now waiting inside it
     t0 = time.monotonic()
     with pytest.warns(RuntimeWarning, match="still inside"):
         pipeline.close()
@@ -638,8 +641,31 @@ def test_an_interrupt_raised_from_another_thread_reaches_a_consumer_waiting_on_a
             warnings.simplefilter("ignore", RuntimeWarning)   # the stalled call's thread, named at the stop
             for _ in stream:
                 pass
-        assert time.monotonic() - t0 < 2.5
+        assert time.monotonic() - t0 < 0.5 + 1 + 3   # the timer, the stop's wait for the stalled call, slack
     finally:
         release.set()
         timer.cancel()
     assert wait_for_no_threads(2.0) == []
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_a_call_raising_timeout_error_is_raised_not_waited_for(workers):
+    """TimeoutError is concurrent.futures.TimeoutError: a wait for a result in slices took the
+    call's own (a socket timeout, a urlopen(timeout=)) for "not done yet", and spun for ever."""
+    def fetch(r):
+        if r == 3:
+            raise TimeoutError("the server did not answer in 5 s")
+        return r
+    done = threading.Event()
+    failure = []
+
+    def consume():
+        try:
+            list(fl.ListSource(list(range(10))).map(fetch, workers=workers))
+        except Exception as e:   # noqa: BLE001  (what reaches the consumer, checked below)
+            failure.append(e)
+        done.set()
+    threading.Thread(target=consume, daemon=True).start()
+    assert done.wait(10), "the consumer is still waiting"
+    assert isinstance(failure[0].__cause__ or failure[0], TimeoutError), failure
+    assert "did not answer" in str(failure[0].__cause__ or failure[0])

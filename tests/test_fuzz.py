@@ -210,6 +210,11 @@ def test_an_out_row_too_small_for_the_plan_is_refused():
     for out in (np.zeros((1, 4), np.float32), np.zeros((1, 8, 8, 3), np.uint8)):
         with pytest.raises(ValueError, match="cannot hold a 8x8 sample of float32"):
             _batch.Worker().run_chunk(p, [data], False, np.zeros(1, np.uint64), 0, 0, out, np.empty(1, np.int32))
+    with pytest.raises(ValueError, match="one sample a row, got 1-D"):
+        _batch.Worker().run_chunk(p, [data], False, np.zeros(1, np.uint64), 0, 0, np.zeros(192, np.float32),
+                                  np.empty(1, np.int32))
+    empty = np.zeros((0, 8, 8, 3), np.float32)   # an empty chunk: nothing to do, nothing refused
+    assert _batch.Worker().run_chunk(p, [], False, np.zeros(0, np.uint64), 0, 0, empty, np.empty(0, np.int32)) == {}
 
 
 def test_a_stuffed_zero_before_the_frame_is_skipped_as_libjpeg_and_pillow_skip_it():

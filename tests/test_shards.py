@@ -177,11 +177,16 @@ def test_the_index_holds_a_few_dozen_bytes_a_sample(tmp_path):
             held, _ = tracemalloc.get_traced_memory()
         finally:
             tracemalloc.stop()
-        assert held / n < 150, f"{held / n:.0f} bytes a sample"   # (the key alone is 30)
+        assert held / n < 250, f"{held / n:.0f} bytes a sample"   # (the key alone is 30; ~600 before)
         assert ts[5432]["cls"] == 432 and ts[5432]["jpg"] == b"x" * (5432 % 7 + 1)
         assert ts.labels().tolist() == [i % 1000 for i in range(n)] and ts.fields == ("cls", "jpg")
         assert ts.record_id(n - 1) == f"{path}:n01440764/img_{n - 1:08d}"
         os.unlink(path + ".idx.json")
+    with wds.TarWriter(path) as w:   # a .cls past int64 (up to 32 bytes are kept): no labels, as one missing
+        w.write({"__key__": "a", "cls": 1})
+        w.write({"__key__": "b", "cls": b"99999999999999999999"})
+    ts = fl.TarShards(path)
+    assert len(ts) == 2 and ts.labels() is None and ts[1]["cls"] == 99999999999999999999
 
 
 def test_brace_pattern_and_glob(shards):
@@ -674,14 +679,9 @@ def test_a_stream_reads_ahead_a_bounded_number_of_bytes(tmp_path, monkeypatch):
     st.set_epoch(0)
     it = iter(st)
     first = next(it)
-    read, deadline = -1, time.monotonic() + 10
-    while time.monotonic() < deadline:   # until the reading thread waits for room
-        time.sleep(0.2)
-        now = st.pass_state(0)["counts"][0]
-        if now == read:
-            break
-        read = now
-    assert first["mp4"] == blobs[0] and 2 <= read <= 8   # 4 queued of 256 KiB, one being put, one yielded
+    time.sleep(1.5)   # time enough to read all 40 where nothing bounds it
+    read = st.pass_state(0)["counts"][0]
+    assert first["mp4"] == blobs[0] and read <= 8   # 4 queued of 256 KiB, one being put, one yielded
     got = [first] + list(it)
     assert [r["cls"] for r in got] == list(range(40)) and all(r["mp4"] == b for r, b in zip(got, blobs))
 

@@ -267,3 +267,23 @@ def test_csv_trailing_nul_is_refused_whatever_the_neighbouring_rows(tmp_path):
         assert kept.errors == {} and kept.data.tolist() == [[1], [2]]
     else:
         assert kept.errors == {0: "malformed CSV: line contains NUL"} and kept.data[1].tolist() == [2]
+
+
+def test_csv_blocks_stay_their_size_after_a_refused_record(tmp_path, monkeypatch):
+    """A refused record filling a block's last place let the next good row pass the size check
+    (==), so the rest of the file became one block, converted row by row."""
+    import fastload.sources.tabular as tabular
+    monkeypatch.setattr(tabular, "_BLOCK", 4)
+    seen = []
+    real = tabular._blocks
+    monkeypatch.setattr(tabular, "_blocks", lambda reader, size: (seen.append(len(b[1])) or b for b in real(reader, size)))
+    p = tmp_path / "big.csv"
+    rows = [f"{i},{i + 1}".encode() for i in range(24)]
+    rows[6] = b"6," + b"9" * 200_000   # the second block's last place (the header is the first's first)
+    p.write_bytes(b"a,b\n" + b"\n".join(rows) + b"\n")
+    src = CSVRows(p)
+    assert max(seen) <= 4 and sum(seen) == 25   # the header's block holds it too
+    assert sorted(src.errors) == [6] and len(src) == 24
+    assert src.data[np.arange(24) != 6].tolist() == [[i, i + 1] for i in range(24) if i != 6]
+    (tmp_path / "head.csv").write_bytes(b"a,b\n")
+    assert len(CSVRows(tmp_path / "head.csv")) == 0 and CSVRows(tmp_path / "head.csv").columns == ("a", "b")

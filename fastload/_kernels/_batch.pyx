@@ -207,11 +207,14 @@ cdef class Worker:
                    int[::1] status) except -1:
         """Check a chunk's arguments and note where each item's bytes are (for payload)."""
         cdef Py_ssize_t n = len(items), i
-        if indices.shape[0] != n or status.shape[0] != n or out.ndim < 2 or out.shape[0] < n:
+        if out.ndim < 2:
+            raise ValueError(f"out must hold one sample a row, got {out.ndim}-D")
+        if indices.shape[0] != n or status.shape[0] != n or out.shape[0] < n:
             raise ValueError("items, indices, status and out disagree in length")
-        if not out.flags.c_contiguous and not out[0].flags.c_contiguous:
+        if n and not out.flags.c_contiguous and not out[0].flags.c_contiguous:
             raise ValueError("out rows must be C-contiguous")
-        _check_row(plan, out[0])
+        if n:
+            _check_row(plan, out[0])
         if fl_buffer_reserve(&self.ptrs, n * (sizeof(char *) + sizeof(size_t))) != FL_OK or \
                 fl_buffer_reserve(&self.errs, n * FL_ERRLEN) != FL_OK:
             raise MemoryError()

@@ -30,7 +30,7 @@ def _range(v, name: str, center: float, lo: float, hi: float) -> tuple[float, fl
         if isinstance(x, bool) or not isinstance(x, numbers.Real) or not math.isfinite(x):
             raise ValueError(f"ColorJitter {name} must be a finite number or a (min, max) pair, got {v!r}")
         if abs(x) > _MAX_FACTOR:
-            raise ValueError(f"ColorJitter {name} must be at most {_MAX_FACTOR:g}, got {v!r}")
+            raise ValueError(f"ColorJitter {name} must be at most {_MAX_FACTOR:g} in magnitude, got {v!r}")
         return float(x)
 
     if isinstance(v, numbers.Number) or isinstance(v, bool):

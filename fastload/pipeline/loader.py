@@ -231,7 +231,7 @@ class Loader(Fluent):
         self._pool: SlotPool | None = None
         self._position = (0, 0)          # (epoch, global sample offset) of the next batch
         self._stream_plan = None         # (epoch, a stream's pass state) loaded, for its resumed pass
-        self._kept_order = None          # (epoch, records, order) of the epoch last ordered
+        self._kept_order = None          # ((epoch, records, shuffle, seed), order) last drawn
         self._lock = threading.Lock()
         self._epoch_failures: dict[int, _EpochFailures] = {}   # by epoch: a peek at another keeps this one's
         self._report_epoch = None        # whose failures stats() gives: the epoch last iterated
@@ -406,12 +406,12 @@ class Loader(Fluent):
     def _epoch_order(self, epoch: int) -> np.ndarray:
         """``order(epoch)``, kept for the epoch last asked (read-only): batch_at(b) would otherwise
         draw the whole permutation for each batch, an epoch of them quadratic in its records."""
-        n, kept = len(self.source), self._kept_order
-        if kept is None or kept[:2] != (epoch, n):
-            order = epoch_order(n, self.shuffled, self.seed, epoch)
+        key, kept = (epoch, len(self.source), self.shuffled, self.seed), self._kept_order
+        if kept is None or kept[0] != key:
+            order = epoch_order(key[1], self.shuffled, self.seed, epoch)
             order.flags.writeable = False
-            self._kept_order = kept = (epoch, n, order)
-        return kept[2]
+            self._kept_order = kept = (key, order)
+        return kept[1]
 
     def set_epoch(self, epoch: int) -> None:
         """Start the next iteration at the beginning of ``epoch``.

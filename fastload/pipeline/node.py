@@ -90,18 +90,22 @@ def join_threads(threads, what: str, inside: str = USER_CALL) -> None:
     me = threading.current_thread()
     stuck = []
     for t in threads:
-        if t is me:
-            continue
-        try:
-            t.join(max(0.0, deadline - time.monotonic()))
-        except RuntimeError:   # its start() was interrupted (a Ctrl-C) before it ran: nothing to wait for
-            continue
-        if t.is_alive():
+        if t is not me and not _join(t, max(0.0, deadline - time.monotonic())):
             stuck.append(t.name)
     if stuck:
         warnings.warn(f"fastload: {what} thread(s) {', '.join(stuck)} still inside {inside} {JOIN_S:.0f}s "
                       "after the stop; each exits when its call returns",
                       RuntimeWarning, stacklevel=3)
+
+
+def _join(t: threading.Thread, timeout: float | None = None) -> bool:
+    """Join ``t``; False if it is still alive. One whose start() was interrupted (a Ctrl-C) before
+    it ran has nothing to wait for: join() would raise RuntimeError."""
+    try:
+        t.join(timeout)
+    except RuntimeError:
+        return True
+    return not t.is_alive()
 
 
 def usable_cores() -> int:
@@ -137,7 +141,6 @@ class DaemonPool(cf.Executor):
                                      name=f"{self._name}_{len(self.threads)}")
                 self.threads.append(t)   # first: a start() interrupted once the thread runs leaves it listed,
                 t.start()                # so shutdown() sends it its stop
-
         return fut
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
@@ -156,18 +159,15 @@ class DaemonPool(cf.Executor):
             self._work.put(None)   # one stop per thread, after the work already queued
         if wait:
             for t in self.threads:
-                if t.ident is not None:   # (one whose start() was interrupted before it ran)
-                    t.join()
+                _join(t)
 
 
 def _result(fut: cf.Future):
     """``fut.result()``, waited for in slices: an interrupt another thread raises in this one
     (``_thread.interrupt_main``, a notebook's) is taken at the next, not when the call returns."""
-    while True:
-        try:
-            return fut.result(POLL_S)
-        except cf.TimeoutError:
-            continue
+    while not fut.done():   # (not result(POLL_S): a call that raised TimeoutError would look unfinished)
+        cf.wait([fut], POLL_S)
+    return fut.result()
 
 
 def _serve(work: queue.SimpleQueue) -> None:

@@ -87,7 +87,8 @@ def _decoder(ext: str):
 
 #: Samples of at least this many bytes in a local shard are read member by member (see gather).
 _MEMBER_READS = 64 << 10
-#: What a stream reads ahead of its consumer at most, in member bytes (and 256 records).
+#: What a stream queues ahead of its consumer at most, in bytes of members kept as bytes (and 256
+#: records), besides the chunk being read and the one being yielded.
 READ_AHEAD_BYTES = 64 << 20
 
 
@@ -197,7 +198,10 @@ class _Table:
         self.codes = np.array(codes, dtype=np.int32)
         self.offsets, self.sizes = np.array(offsets, dtype=np.int64), np.array(sizes, dtype=np.int64)
         self.first = np.concatenate([[0], np.cumsum(members, dtype=np.int64)])   # sample i: rows [first[i], first[i+1])
-        self.labels = None if any(lab is None for lab in labels) else np.array(labels, dtype=np.int64)
+        try:   # (a .cls of up to 32 digits may pass int64: then, as for a sample without one, no labels)
+            self.labels = None if any(lab is None for lab in labels) else np.array(labels, dtype=np.int64)
+        except OverflowError:
+            self.labels = None
         # (lo, hi): the bytes a sample's members span, one read where they sit together
         count = np.diff(self.first)
         self.span = np.zeros((len(count), 2), dtype=np.int64)
@@ -478,9 +482,10 @@ class TarStream(Fluent):
     FailedRecord for each record it gave then. A shard that gives another number of
     records without failing (rewritten since) is an error naming it.
 
-    A thread reads and parses the shards ahead of the consumer: up to 256 records and
-    ``READ_AHEAD_BYTES`` (64 MiB) of their members, or one record where that is larger
-    (a long video clip). The shuffle buffer holds its ``shuffle_buffer`` records besides.
+    A thread reads and parses the shards ahead of the consumer: it queues up to 256 records
+    and ``READ_AHEAD_BYTES`` (64 MiB) of their undecoded members, or one record where that is
+    larger (a long video clip), besides a chunk of up to 8 MiB it reads and the one the
+    consumer takes from. The shuffle buffer holds its ``shuffle_buffer`` records besides.
     """
 
     def __init__(self, urls: Sequence[str], storage: Storage, *, shuffle_buffer: int = 0, seed: int = 0,

@@ -54,8 +54,8 @@ def _labels(source: Source, stratify: Any) -> np.ndarray:
         raise TypeError(f"split: stratify takes 'label', a field name of dict records, or one label per "
                         f"record, got {type(stratify).__name__} {stratify!r}")
     elif hasattr(stratify, "__array__"):   # one array (NumPy, torch): its values, as Python scalars
-        arr = np.asarray(stratify)
-        values = arr if arr.ndim == 1 else list(arr)
+        arr = np.asarray(stratify)   # grouped by value below: ints and strings as they are, others as Python scalars
+        values = arr if arr.ndim == 1 and arr.dtype.kind in "biuU" else arr.tolist() if arr.ndim == 1 else list(arr)
     else:
         values = stratify
     if len(values) != n:

@@ -13,8 +13,8 @@ file: it is recorded with its line number and reason, and reading it raises
 :class:`~fastload.errors.RecordError` naming ``path:line N``, so a loader's skip
 policy drops that one record and keeps the rest aligned. Bytes that are not
 UTF-8 in a column left out by ``columns=`` are no error: that column is never
-parsed. (A NUL byte is, on Python before 3.11, anywhere in the line: the ``csv``
-module there refuses the line.)
+parsed. On Python before 3.11 the ``csv`` module refuses any line holding a NUL
+byte, even in a column left out.
 """
 from __future__ import annotations
 
@@ -77,6 +77,9 @@ def _blocks(reader, size: int):
     read as records of their own); ``refused`` says whether the block holds one."""
     end, lines, rows, refused = 0, [], [], False
     while True:
+        if len(rows) >= size:   # (a record refused may have filled it)
+            yield lines, rows, refused
+            lines, rows, refused = [], [], False
         try:
             for row in reader:
                 start, end = end + 1, reader.line_num
@@ -176,6 +179,8 @@ class CSVRows(Source):
         pick = operator.itemgetter(*keep) if len(keep) > 1 else (lambda row: (row[keep[0]],)) if keep else None
         parts, lines, self.errors = [], [], {}
         for row_lines, rows, refused in blocks:
+            if not rows:   # a file of a header alone
+                continue
             block = np.full((len(rows), len(keep)), np.nan, dtype=self.dtype)
             try:
                 # float() of each cell, as NumPy converts str objects (its str_ dtype parses on its

@@ -83,7 +83,7 @@ def _index_lines(f, chunk_size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray
         cuts = np.concatenate([[0], nl + 1])
         if cuts[-1] == n:   # the chunk ends with a newline: no line begun after it here
             cuts = cuts[:-1]
-        has = np.logical_or.reduceat(filled, cuts) if len(cuts) else np.zeros(0, bool)
+        has = np.logical_or.reduceat(filled, cuts)   # cuts holds 0 at least: n > 0
         has[0] |= line_has
         if len(nl):   # lines ended in this chunk: the one carried in, then one after each newline but the last
             line_starts = np.concatenate([[line_start], nl[:-1] + 1 + base])
