@@ -165,9 +165,12 @@ class DaemonPool(cf.Executor):
 def _result(fut: cf.Future):
     """``fut.result()``, waited for in slices: an interrupt another thread raises in this one
     (``_thread.interrupt_main``, a notebook's) is taken at the next, not when the call returns."""
-    while not fut.done():   # (not result(POLL_S): a call that raised TimeoutError would look unfinished)
-        cf.wait([fut], POLL_S)
-    return fut.result()
+    while True:
+        try:
+            return fut.result(POLL_S)
+        except cf.TimeoutError:
+            if fut.done():   # the call's own TimeoutError (a socket's), not the wait's
+                raise
 
 
 def _serve(work: queue.SimpleQueue) -> None:
