@@ -439,8 +439,8 @@ class Loader(Fluent):
             state["lineage"] = lineage()
         pass_state = getattr(self.source, "pass_state", None)
         if offset and pass_state is not None and not self._random_access:   # what the pass gave, to give again
-            plan = self._stream_plan
-            state["stream"] = plan[1] if plan is not None and plan[0] == epoch else pass_state(epoch)
+            loaded = self._loaded_plan(epoch)
+            state["stream"] = loaded if loaded is not None else pass_state(epoch)
         with self._lock:   # this rank's failures so far this epoch: max_failures bounds the whole epoch
             failures = self._epoch_failures.get(epoch)
             if offset and failures is not None and failures.count:
@@ -490,6 +490,11 @@ class Loader(Fluent):
             resume(epoch, state["stream"])   # checked now; applied when the pass resumed begins (_plan),
             self._stream_plan = (epoch, state["stream"])   # after any preparation pass over the stream
         return self
+
+    def _loaded_plan(self, epoch: int) -> dict | None:
+        """The stream pass state load_state_dict gave for ``epoch``, not yet resumed."""
+        plan = self._stream_plan
+        return plan[1] if plan is not None and plan[0] == epoch else None
 
     def _num_records(self):
         return len(self.source) if self._random_access else None
@@ -1047,9 +1052,9 @@ def _plan(L, pool, epoch, offset):
     if set_epoch is not None:
         set_epoch(epoch)
     resume = getattr(L.source, "resume_pass", None)
-    plan, L._stream_plan = L._stream_plan, None
+    loaded, L._stream_plan = L._loaded_plan(epoch), None
     if offset and resume is not None:   # the records skipped must be those the pass left had given
-        resume(epoch, plan[1] if plan is not None and plan[0] == epoch else None)
+        resume(epoch, loaded)
     it = iter(L.source)
     try:
         G, B, r = L._sampler.global_batch, L.batch_size, L.rank
