@@ -238,7 +238,8 @@ class Loader(Fluent):
         self._warned = False
         self._stats = collections.Counter()
         self._per_sample_s = 0.0         # running mean fill time of one sample (sizes sub-chunks)
-        self._per_sample_cpu_s = 0.0     # the same in the filling thread's CPU time
+        self._cost = [0.0, 0.0, 0]       # wall s, CPU s, samples of the chunks filled since a pass began
+        self._measured = None            # (wall s, CPU s) a sample took in a pass before (see _begin)
 
     def keras(self, **kwargs):
         """This loader as a Keras 3 data adapter: ``model.fit(loader.keras(), epochs=...)``.
@@ -759,7 +760,7 @@ class Loader(Fluent):
                 return {}
             n = max(1, min(64, int(_STOP_S / self._per_sample_s))) if self._per_sample_s else 1
             b_ = min(a + n, len(idx))
-            t_sub, cpu_sub = time.perf_counter(), time.thread_time()
+            t_sub = time.perf_counter()
             for r0, r1 in _runs(a, b_, failures):   # a record that could not be read has no values to fill
                 ctx = ChunkContext(self.seed, job.epoch, indices[r0:r1])
                 part = records[r0:r1]
@@ -773,16 +774,19 @@ class Loader(Fluent):
                     for j, reason in bad.items():
                         failures.setdefault(r0 + j, (b.field, self._named(b.field) + reason))
             per = (time.perf_counter() - t_sub) / (b_ - a)
-            cpu = (time.thread_time() - cpu_sub) / (b_ - a)
             self._per_sample_s = per if not self._per_sample_s else 0.8 * self._per_sample_s + 0.2 * per
-            self._per_sample_cpu_s = cpu if not self._per_sample_cpu_s else 0.8 * self._per_sample_cpu_s + 0.2 * cpu
             a = b_
         hi = lo + len(idx)
         for name in job.extra:
             job.extra[name][lo:hi] = _Binding(name, None).values(records)
+        wall, cpu = time.perf_counter() - t, time.thread_time() - cpu0
         with self._lock:
-            self._stats["busy_s"] += time.perf_counter() - t
-            self._stats["cpu_s"] += time.thread_time() - cpu0
+            self._stats["busy_s"] += wall
+            self._stats["cpu_s"] += cpu
+            cost = self._cost
+            cost[0] += wall
+            cost[1] += cpu
+            cost[2] += len(idx)
         return {lo + j: (field, reason, self._record_id(int(idx[j]), ids[j]))
                 for j, (field, reason) in failures.items()}
 
@@ -1099,10 +1103,17 @@ class _LoaderIter(Node):
         # them, each batch finishing late, in chunks that each pay their Python (16 workers on 2
         # cores were 1.7x slower at 64 px). Its CPU time is near its wall time once the stretch of
         # threads sharing the cores is allowed for; then as many threads run as there are cores. A
-        # fill that waits (on reads) keeps every worker.
-        per, cores, workers = loader._per_sample_s, _cores(), loader.workers
-        computes = bool(per) and workers > 0 and \
-            loader._per_sample_cpu_s >= 0.5 * min(1.0, cores / workers) * per
+        # fill that waits (on reads, the source's included) keeps every worker. Judged by a pass's
+        # totals, not by the last few chunks: these, taking turns with 7 others for the GIL, read
+        # as waiting one pass in four. A pass of under a batch (a peek) keeps the judgement before.
+        with loader._lock:
+            wall, cpu, n = loader._cost
+            if n >= loader.batch_size or (n and loader._measured is None):
+                loader._measured = (wall / n, cpu / n)
+            loader._cost = [0.0, 0.0, 0]
+        wall, cpu = loader._measured or (0.0, 0.0)
+        cores, workers = _cores(), loader.workers
+        computes = bool(wall) and workers > 0 and cpu >= 0.5 * min(1.0, cores / workers) * wall
         threads = min(workers, cores) if computes else workers
         loader._threads = max(threads, 1)   # what stats() divides the busy time by
         # Cheap samples (small images; known from the epochs before): each batch is one thread's
@@ -1110,6 +1121,7 @@ class _LoaderIter(Node):
         # hand-offs are paid once a batch rather than once per thread (5% of the CPU at 64 px).
         # Only where the window still keeps every thread busy; otherwise a batch is split across
         # the threads, which also gives the first batch soonest.
+        per = loader._per_sample_s
         whole = bool(per) and per * loader.batch_size <= _WHOLE_BATCH_S \
             and loader.prefetch_depth + 1 >= threads > 1
         rows = self.rows_per_chunk = loader.batch_size if whole else math.ceil(loader.batch_size / max(threads, 1))
