@@ -238,7 +238,7 @@ class Loader(Fluent):
         self._warned = False
         self._stats = collections.Counter()
         self._per_sample_s = 0.0         # running mean fill time of one sample (sizes sub-chunks)
-        self._cost = [0.0, 0.0, 0]       # wall s, CPU s, samples of the chunks filled since a pass began
+        self._pass_began = (0.0, 0.0, 0)  # busy_s, cpu_s, filled of _stats when the latest pass began
         self._measured = None            # (wall s, CPU s) a sample took in a pass before (see _begin)
 
     def keras(self, **kwargs):
@@ -783,10 +783,7 @@ class Loader(Fluent):
         with self._lock:
             self._stats["busy_s"] += wall
             self._stats["cpu_s"] += cpu
-            cost = self._cost
-            cost[0] += wall
-            cost[1] += cpu
-            cost[2] += len(idx)
+            self._stats["filled"] += len(idx)
         return {lo + j: (field, reason, self._record_id(int(idx[j]), ids[j]))
                 for j, (field, reason) in failures.items()}
 
@@ -1107,10 +1104,11 @@ class _LoaderIter(Node):
         # totals, not by the last few chunks: these, taking turns with 7 others for the GIL, read
         # as waiting one pass in four. A pass of under a batch (a peek) keeps the judgement before.
         with loader._lock:
-            wall, cpu, n = loader._cost
+            now = tuple(loader._stats[k] for k in ("busy_s", "cpu_s", "filled"))
+            wall, cpu, n = (a - b for a, b in zip(now, loader._pass_began))
             if n >= loader.batch_size or (n and loader._measured is None):
                 loader._measured = (wall / n, cpu / n)
-            loader._cost = [0.0, 0.0, 0]
+            loader._pass_began = now
         wall, cpu = loader._measured or (0.0, 0.0)
         cores, workers = _cores(), loader.workers
         computes = bool(wall) and workers > 0 and cpu >= 0.5 * min(1.0, cores / workers) * wall
