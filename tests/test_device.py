@@ -1,11 +1,15 @@
 """The device path without a GPU: a stand-in backend with host copies and events completed by
 hand exercises the same slot, event and normalisation logic CUDA runs (tests/test_gpu.py runs the
 real thing where a GPU is present)."""
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 
 import fastload as fl
-from fastload.pipeline.device import normalize_images
+from fastload.memory.pool import SlotPool
+from fastload.pipeline.device import current_streams_event, normalize_images
+from fastload.pipeline.fields import Output
 
 torch = pytest.importorskip("torch")
 
@@ -186,3 +190,48 @@ def test_a_float16_that_would_overflow_is_refused_on_the_device_as_on_the_host(i
         fl.Loader(fl.ImageFolder(image_folder), batch_size=4, transforms=tr, dtype="float16")
     with pytest.raises(ValueError, match=r"beyond the largest float16 \(65504\)"):
         fl.Loader(fl.ImageFolder(image_folder), batch_size=4, transforms=tr, dtype="float16", device=StandIn())
+
+
+class Devices:
+    """torch's CUDA calls that current_streams_event makes, over ``count`` devices, those in
+    ``contexts`` with a context (None: a torch without the probe); events record their stream."""
+
+    def __init__(self, count: int, current: int, contexts):
+        self.recorded = []
+        devices = self
+
+        class Recorded(Event):
+            def record(self, stream):
+                devices.recorded.append(stream)
+        self.cuda = SimpleNamespace(device_count=lambda: count, current_device=lambda: current,
+                                    current_stream=lambda d: f"stream of cuda:{d}", Event=Recorded)
+        probe = {} if contexts is None else {"_cuda_hasPrimaryContext": lambda d: d in contexts}
+        self.torch = SimpleNamespace(cuda=self.cuda, _C=SimpleNamespace(**probe))
+
+
+@pytest.mark.parametrize("current, contexts, streams", [(0, {0, 2}, [0, 2]), (0, {0, 1, 2}, [0, 1, 2]),
+                                                         (1, {1}, [1]), (2, None, [2])])
+def test_a_released_slot_waits_for_copies_queued_on_any_device_in_use(current, contexts, streams):
+    """torchrun without set_device: the user copies to cuda:2 while cuda:0 is current. The release
+    guard covers the current stream of every device with a context, and the slot is refilled only
+    once every one of those events completed."""
+    devices = Devices(3, current, contexts)
+    events = []
+
+    def guard():
+        events.append(current_streams_event(devices.torch))
+        return events[-1]
+    pool = SlotPool([Output("x", (4,), np.dtype(np.uint8))], batch_size=2, slots=1, guard_release=guard)
+    lease = pool.acquire()
+    first = lease.arrays["x"]
+    del lease                                   # the user's non-blocking copies may still read it
+    assert devices.recorded == [f"stream of cuda:{d}" for d in streams]
+    parts = getattr(events[0], "events", [events[0]])
+    assert len(parts) == len(streams)
+    for part in parts[:-1]:
+        part.done = True
+        again = pool.acquire()
+        assert again.arrays["x"] is not first   # one device's copy may still be reading it
+        del again
+    parts[-1].done = True
+    assert pool.acquire().arrays["x"] is first  # every copy done: reused

@@ -39,11 +39,35 @@ def test_users_own_non_blocking_copy_never_races_slot_reuse(image_folder):
     on_device = []
     for _ in range(5):
         loader.set_epoch(0)
+        torch.cuda._sleep(50_000_000)   # the copies wait behind ~25 ms of spinning while the workers refill
         on_device = [x.to("cuda", non_blocking=True) for x, _ in loader]   # CPU batches dropped at once
     torch.cuda.synchronize()
+    assert len(on_device) == len(host)
     for d, (hx, _) in zip(on_device, host):
         np.testing.assert_array_equal(d.cpu().numpy(), hx)
     assert all(x.is_pinned() for x, _ in loader)            # what makes the user's copy asynchronous
+
+
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two CUDA devices")
+def test_a_copy_to_a_device_other_than_the_current_one_never_races_slot_reuse(image_folder):
+    """torchrun without set_device: cuda:0 stays current while the batches go to cuda:1, whose
+    current stream the copies are queued on."""
+    host = host_batches(image_folder)
+    loader = fl.Loader(fl.ImageFolder(image_folder), batch_size=4, shuffle=True, seed=2, transforms=TR,
+                       output="torch", prefetch=1)
+    torch.empty(1, device="cuda:1")   # the process works on cuda:1 (its model would be there)
+    assert torch.cuda.current_device() == 0
+    on_device = []
+    for _ in range(5):
+        loader.set_epoch(0)
+        with torch.cuda.device(1):
+            torch.cuda._sleep(50_000_000)   # cuda:1's current stream busy: the copies wait behind it
+        on_device = [x.to("cuda:1", non_blocking=True) for x, _ in loader]
+    torch.cuda.synchronize(1)
+    assert len(on_device) == len(host)
+    for d, (hx, _) in zip(on_device, host):
+        assert d.device == torch.device("cuda", 1)
+        np.testing.assert_array_equal(d.cpu().numpy(), hx)
 
 
 @pytest.mark.parametrize("device", ["cuda:0", "torch.device"])

@@ -12,8 +12,9 @@ path makes the host wait for the device.
 
 Without ``device=`` but with torch output on a CUDA machine, slots are pinned
 too, and releasing a batch records an event on the releasing thread's current
-stream (``guard_release``): a user's own ``batch.to("cuda", non_blocking=True)``
-has finished reading the slot before it is refilled.
+stream of each device the process uses (``guard_release``): a user's own
+``batch.to("cuda", non_blocking=True)`` has finished reading the slot before it
+is refilled.
 
 The logic talks to a backend (:class:`CudaBackend`): copy asynchronously,
 record an event on the current stream, make the current stream wait, place
@@ -64,9 +65,7 @@ class CudaBackend:
             t.record_stream(cur)
 
     def current_event(self):
-        event = self.torch.cuda.Event()
-        event.record()
-        return event
+        return current_streams_event(self.torch)
 
     def constants(self, values):
         """Per-channel float32 constants on the device (made once: a copy from pageable host
@@ -75,6 +74,39 @@ class CudaBackend:
 
     def normalize(self, x, dtype: str, layout: str, scale, bias):
         return normalize_images(x, dtype, layout, scale, bias)
+
+
+class AllEvents:
+    """Several events read as one: done when every one is."""
+
+    def __init__(self, events):
+        self.events = events
+
+    def query(self) -> bool:
+        return all(e.query() for e in self.events)
+
+    def synchronize(self) -> None:
+        for e in self.events:
+            e.synchronize()
+
+
+def current_streams_event(torch):
+    """An event on the current stream of every CUDA device this process has a context on.
+
+    A user's ``batch.to("cuda:1", non_blocking=True)`` is queued on cuda:1's current stream even
+    while cuda:0 is the current device (``torchrun`` without ``torch.cuda.set_device``): an event
+    on the current device's stream alone would let the slot be refilled under that copy. Devices
+    without a context are left alone (an event there would create one, and its memory). Where
+    torch cannot tell which have one, the current device's stream."""
+    cuda = torch.cuda
+    has_context = getattr(torch._C, "_cuda_hasPrimaryContext", None)
+    devices = [d for d in range(cuda.device_count()) if has_context(d)] if has_context is not None else []
+    events = []
+    for d in devices or [cuda.current_device()]:
+        event = cuda.Event()
+        event.record(cuda.current_stream(d))
+        events.append(event)
+    return events[0] if len(events) == 1 else AllEvents(events)
 
 
 def normalize_images(x, dtype: str, layout: str, scale, bias):
@@ -164,7 +196,8 @@ class DeviceTransfer:
 
     # -- slots ---------------------------------------------------------------------------
     def guard_release(self):
-        """On release of a pinned slot: an event on the releasing thread's current stream."""
+        """On release of a pinned slot: an event on the releasing thread's current stream of each
+        device in use (:func:`current_streams_event`)."""
         return None if self.to_device else self.backend.current_event()
 
     def transfer(self, arrays: dict, lease) -> dict:
