@@ -203,14 +203,14 @@ class Devices:
         class Recorded(Event):
             def record(self, stream):
                 devices.recorded.append(stream)
-        self.cuda = SimpleNamespace(device_count=lambda: count, current_device=lambda: current,
-                                    current_stream=lambda d: f"stream of cuda:{d}", Event=Recorded)
+        cuda = SimpleNamespace(device_count=lambda: count, current_device=lambda: current,
+                               current_stream=lambda d: f"stream of cuda:{d}", Event=Recorded)
         probe = {} if contexts is None else {"_cuda_hasPrimaryContext": lambda d: d in contexts}
-        self.torch = SimpleNamespace(cuda=self.cuda, _C=SimpleNamespace(**probe))
+        self.torch = SimpleNamespace(cuda=cuda, _C=SimpleNamespace(**probe))
 
 
 @pytest.mark.parametrize("current, contexts, streams", [(0, {0, 2}, [0, 2]), (0, {0, 1, 2}, [0, 1, 2]),
-                                                         (1, {1}, [1]), (2, None, [2])])
+                                                         (1, {1}, [1]), (0, {1}, [1]), (2, None, [2])])
 def test_a_released_slot_waits_for_copies_queued_on_any_device_in_use(current, contexts, streams):
     """torchrun without set_device: the user copies to cuda:2 while cuda:0 is current. The release
     guard covers the current stream of every device with a context, and the slot is refilled only
