@@ -217,7 +217,6 @@ def test_more_workers_than_cores_run_as_many_threads_as_cores(image_folder, monk
     assert it.upstream.workers == 8 and it.rows_per_chunk == 1
 
 
-
 class SlowReads(fl.Source):
     """Image paths behind a storage that takes 20 ms a record to answer (a network share)."""
 
@@ -258,6 +257,7 @@ def test_workers_waiting_on_the_source_are_all_kept(image_folder, monkeypatch):
             assert x.shape == (6, 3, 8, 8) and x.dtype == np.uint8
             np.testing.assert_array_equal(x, rx)
     assert threads == [8, 8, 8]
+
 
 def test_shuffle_is_a_permutation_per_epoch_and_labels_follow_records(image_folder):
     src = fl.ImageFolder(image_folder)
