@@ -49,9 +49,13 @@ def main():
             dst.copy_(batch, non_blocking=True)
         torch.cuda.synchronize()
         return n * batch.numel() / (time.perf_counter() - t) / 1e9
+    from fastload.memory.pool import SlotPool
     from fastload.pipeline.device import CudaBackend
+    from fastload.pipeline.fields import Output
     backend = CudaBackend(dev)
-    host = batch.numpy()
+    lease = SlotPool([Output("image", (224, 224, 3), "uint8")], args.batch, 1, pin=True).acquire()
+    host = lease.arrays["image"]     # one of the ring's slots: memory the pool page-locked itself
+    host[:] = batch.numpy()
 
     def ring():
         torch.cuda.synchronize()

@@ -1,14 +1,16 @@
 """The device path without a GPU: a stand-in backend with host copies and events completed by
 hand exercises the same slot, event and normalisation logic CUDA runs (tests/test_gpu.py runs the
 real thing where a GPU is present)."""
+import mmap
 from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
 import fastload as fl
+from fastload.memory import pool as pool_module
 from fastload.memory.pool import SlotPool
-from fastload.pipeline.device import current_streams_event, normalize_images
+from fastload.pipeline.device import CudaBackend, current_streams_event, normalize_images
 from fastload.pipeline.fields import Output
 
 torch = pytest.importorskip("torch")
@@ -45,7 +47,7 @@ class StandIn:
     def current_event(self):
         return Event()
 
-    def constants(self, values):
+    def constants(self, values, device):
         self.constants_made += 1
         return torch.tensor(values, dtype=torch.float32)
 
@@ -235,3 +237,106 @@ def test_a_released_slot_waits_for_copies_queued_on_any_device_in_use(current, c
         del again
     parts[-1].done = True
     assert pool.acquire().arrays["x"] is first  # every copy done: reused
+
+
+def test_cuda_without_an_index_is_the_device_current_when_a_batch_is_copied():
+    """A Loader made before torch.cuda.set_device(local_rank) once copied every rank's batches to
+    cuda:0, having made its copy stream (and so a CUDA context there) when it was built."""
+    made, current = [], [0]
+    backend = CudaBackend("cuda")
+    backend.torch = SimpleNamespace(device=torch.device, cuda=SimpleNamespace(
+        current_device=lambda: current[0], Stream=lambda device: made.append(device) or f"stream of cuda:{device}"))
+    assert made == []                               # nothing made on a device until a batch goes there
+    assert backend._target() == (torch.device("cuda", 0), "stream of cuda:0")
+    current[0] = 1                                  # torch.cuda.set_device(1)
+    assert backend._target() == (torch.device("cuda", 1), "stream of cuda:1")
+    assert backend._target() == (torch.device("cuda", 1), "stream of cuda:1")
+    assert made == [0, 1]                           # one stream per device, made once
+    fixed = CudaBackend("cuda:2")
+    fixed.torch = backend.torch
+    assert fixed._target() == (torch.device("cuda", 2), "stream of cuda:2")
+
+
+class Cudart:
+    """The CUDA runtime's host-memory registration, as a record of {address: bytes} locked now."""
+
+    def __init__(self, error: int = 0):
+        self.locked, self.error = {}, error
+
+    def cudaHostRegister(self, ptr, size, flags):
+        if not self.error:
+            assert ptr % mmap.PAGESIZE == 0 and flags == 1   # whole pages, pinned for every device
+            self.locked[ptr] = size
+        return self.error
+
+    def cudaHostUnregister(self, ptr):
+        del self.locked[ptr]
+        return 0
+
+
+def test_pinned_slots_lock_their_own_size_and_give_it_back_when_trimmed(monkeypatch):
+    """torch's pinned allocator rounded each slot up to a power of two (38.5 MB of images locked
+    64 MB) and kept what a trim freed locked for the life of the process."""
+    cudart = Cudart()
+    monkeypatch.setattr(pool_module, "_cudart", lambda: cudart)
+    outputs = [Output("image", (224, 224, 3), np.dtype(np.uint8)), Output("label", (), np.dtype(np.int64)),
+               Output("box", (3,), np.dtype(np.float32))]
+    pool = SlotPool(outputs, batch_size=257, slots=2, pin=True)
+    image, label, box = 257 * 224 * 224 * 3, 257 * 8, 257 * 3 * 4
+    aligned = lambda n: (n + 63) // 64 * 64
+    assert sorted(cudart.locked.values()) == [aligned(image) + aligned(label) + box] * 2   # one block a slot
+    for slot in pool.slots():
+        (base, size), = [(p, n) for p, n in cudart.locked.items()
+                         if p <= slot["image"].ctypes.data < p + n]
+        ends = []
+        for name, shape, dtype in (("image", (257, 224, 224, 3), np.uint8), ("label", (257,), np.int64),
+                                   ("box", (257, 3), np.float32)):
+            a = slot[name]
+            assert a.shape == shape and a.dtype == dtype and a.flags.c_contiguous and a.flags.writeable
+            assert a.ctypes.data % 64 == 0 and base <= a.ctypes.data and a.ctypes.data + a.nbytes <= base + size
+            ends.append((a.ctypes.data, a.ctypes.data + a.nbytes))
+        assert all(e <= s for (_, e), (s, _) in zip(ends, ends[1:]))   # the outputs do not overlap
+        slot["image"][:] = 7
+        slot["label"][:] = -1
+        slot["box"][:] = 0.5
+        assert (slot["image"] == 7).all() and (slot["label"] == -1).all() and (slot["box"] == 0.5).all()
+    held = [pool.acquire() for _ in range(3)]      # a consumer keeps three batches: the pool grows
+    assert len(cudart.locked) == len(pool) == 3
+    batch = torch.from_numpy(held[2].view("image", 5))
+    del held
+    pool.trim(), pool.trim()                        # a pass later, the grown slot goes, and its lock
+    assert len(pool) == 2 and sorted(cudart.locked.values()) == [aligned(image) + aligned(label) + box] * 2
+    assert any(p <= batch.data_ptr() < p + n for p, n in cudart.locked.items())   # the one still viewed stays
+
+
+def test_memory_that_cannot_be_locked_is_a_clear_error(monkeypatch):
+    monkeypatch.setattr(pool_module, "_cudart", lambda: Cudart(error=2))
+    with pytest.raises(RuntimeError, match=r"could not page-lock 36\.75 MiB for a batch slot \(cudaHostRegister: "
+                                           r"CUDA error 2\); pin_memory=False gives pageable slots"):
+        SlotPool([Output("image", (224, 224, 3), np.dtype(np.uint8))], batch_size=256, slots=2, pin=True)
+
+
+def test_a_loaders_pinned_slots_give_the_batches_its_pageable_ones_do(image_folder, monkeypatch):
+    """Images and labels laid out in one locked block per slot, over epochs that reuse the slots."""
+    import fastload.pipeline.device as device_module
+    cudart = Cudart()
+    monkeypatch.setattr(pool_module, "_cudart", lambda: cudart)
+    monkeypatch.setattr(device_module, "cuda_available", lambda: True)
+    kw = dict(batch_size=3, shuffle=True, seed=4, prefetch=1, output="torch",
+              transforms=[fl.RandomResizedCrop(12), fl.Normalize(MEAN, STD)])
+    pageable = fl.Loader(fl.ImageFolder(image_folder), pin_memory=False, **kw)
+    pinned = fl.Loader(fl.ImageFolder(image_folder), **kw)
+    for epoch in range(3):
+        pageable.set_epoch(epoch)
+        pinned.set_epoch(epoch)
+        want = [(x.clone(), y.clone()) for x, y in pageable]
+        got = [(x.clone(), y.clone()) for x, y in pinned]
+        assert len(got) == len(want) > 2
+        for (x, y), (wx, wy) in zip(got, want):
+            assert x.dtype == wx.dtype == torch.float32 and y.dtype == wy.dtype == torch.int64
+            assert torch.equal(x, wx) and torch.equal(y, wy)
+    assert pinned._pool.pinned and not pageable._pool.pinned
+    assert len(cudart.locked) == len(pinned._pool) >= 3
+    for slot in pinned._pool.slots():
+        for a in slot.values():
+            assert any(p <= a.ctypes.data and a.ctypes.data + a.nbytes <= p + n for p, n in cudart.locked.items())

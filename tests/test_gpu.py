@@ -1,5 +1,8 @@
 """Pinned batch slots and asynchronous host-to-device copies on a real GPU (run where CUDA is available;
 tests/test_device.py runs the same logic through a stand-in backend everywhere)."""
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
@@ -22,9 +25,12 @@ def test_device_batches_match_host_and_slots_are_pinned(image_folder, dtype, tol
     host = host_batches(image_folder, dtype=dtype)
     loader = fl.Loader(fl.ImageFolder(image_folder), batch_size=4, shuffle=True, seed=2, transforms=TR,
                        output="torch", device="cuda", dtype=dtype)
+    torch_pinned = torch.cuda.host_memory_stats()["allocated_bytes.current"]
     got = [(x, y) for x, y in loader]
     assert loader._pool.pinned and all(torch.from_numpy(a).is_pinned() for s in loader._pool.slots()
                                        for a in s.values())
+    # locked by the pool itself, at their own size: nothing from torch's power-of-two pinned allocator
+    assert torch.cuda.host_memory_stats()["allocated_bytes.current"] == torch_pinned
     assert all(s["image"].dtype == np.uint8 for s in loader._pool.slots())     # images cross as uint8
     for (x, y), (hx, hy) in zip(got, host):
         assert x.is_cuda and x.dtype == getattr(torch, dtype) and tuple(x.shape) == hx.shape
@@ -68,6 +74,36 @@ def test_a_copy_to_a_device_other_than_the_current_one_never_races_slot_reuse(im
     for d, (hx, _) in zip(on_device, host):
         assert d.device == torch.device("cuda", 1)
         np.testing.assert_array_equal(d.cpu().numpy(), hx)
+
+
+def test_making_a_loader_creates_no_cuda_context(image_folder):
+    """Under torchrun each rank often makes its Loader before torch.cuda.set_device(local_rank): a
+    context made then would sit on cuda:0, one per rank, each taking that GPU's memory."""
+    code = ("import sys, torch, fastload as fl\n"
+            "for device in ('cuda', None):\n"
+            "    fl.Loader(fl.ImageFolder(sys.argv[1]), batch_size=4, transforms=[fl.CenterCrop(8)],\n"
+            "              output='torch', device=device)\n"
+            "print([torch._C._cuda_hasPrimaryContext(d) for d in range(torch.cuda.device_count())])")
+    out = subprocess.run([sys.executable, "-c", code, image_folder], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split("\n")[-2] == str([False] * torch.cuda.device_count())
+
+
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two CUDA devices")
+def test_device_cuda_is_the_device_current_when_batches_are_made(image_folder):
+    """device="cuda" reads as torch reads x.to("cuda"): a Loader made while cuda:0 was current feeds
+    cuda:1 once the loop runs there."""
+    host = host_batches(image_folder)
+    loader = fl.Loader(fl.ImageFolder(image_folder), batch_size=4, shuffle=True, seed=2, transforms=TR,
+                       output="torch", device="cuda")
+    for device in (1, 0):
+        with torch.cuda.device(device):
+            got = list(loader)
+        assert len(got) == len(host)
+        for (x, y), (hx, hy) in zip(got, host):
+            assert x.device == y.device == torch.device("cuda", device)
+            np.testing.assert_allclose(x.cpu().numpy(), hx, atol=8e-6, rtol=2e-6)
+            np.testing.assert_array_equal(y.cpu().numpy(), hy)
 
 
 @pytest.mark.parametrize("device", ["cuda:0", "torch.device"])

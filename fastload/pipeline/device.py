@@ -39,27 +39,43 @@ def cuda_available() -> bool:
 
 
 class CudaBackend:
-    """torch.cuda: one side stream for host-to-device copies."""
+    """torch.cuda: a side stream per device for host-to-device copies, made on first use.
+
+    ``"cuda"`` without an index is the current device when a batch is copied, as torch reads it
+    in ``x.to("cuda")``: a Loader made before ``torch.cuda.set_device(local_rank)`` feeds that
+    rank's device, and making a Loader creates no CUDA context (under ``torchrun`` one on cuda:0
+    per rank would take that GPU's memory)."""
 
     def __init__(self, device):
         import torch
         self.torch, self.device = torch, torch.device(device)
-        self.stream = torch.cuda.Stream(device=self.device)
+        self._streams: dict = {}     # device index -> its copy stream
+
+    def _target(self):
+        """(the device a copy goes to now, its copy stream)."""
+        cuda = self.torch.cuda
+        index = self.device.index if self.device.index is not None else cuda.current_device()
+        stream = self._streams.get(index)
+        if stream is None:
+            stream = self._streams[index] = cuda.Stream(device=index)
+        return self.torch.device("cuda", index), stream
 
     def copy_async(self, host: np.ndarray):
         """The device copy of ``host`` (pinned) and the event that completes with it."""
         torch = self.torch
+        device, stream = self._target()
         src = torch.from_numpy(host)
-        with torch.cuda.stream(self.stream):
-            dst = torch.empty(src.shape, dtype=src.dtype, device=self.device)
+        with torch.cuda.stream(stream):
+            dst = torch.empty(src.shape, dtype=src.dtype, device=device)
             dst.copy_(src, non_blocking=True)
             event = torch.cuda.Event()
-            event.record(self.stream)
+            event.record(stream)
         return dst, event
 
     def wait(self, event, tensors) -> None:
-        """The consumer's current stream waits for ``event``; the tensors are then in use on it."""
-        cur = self.torch.cuda.current_stream(self.device)
+        """The consumer's current stream on the tensors' device waits for ``event``; the tensors
+        are then in use on it."""
+        cur = self.torch.cuda.current_stream(tensors[0].device)
         cur.wait_event(event)
         for t in tensors:
             t.record_stream(cur)
@@ -67,10 +83,10 @@ class CudaBackend:
     def current_event(self):
         return current_streams_event(self.torch)
 
-    def constants(self, values):
-        """Per-channel float32 constants on the device (made once: a copy from pageable host
-        memory would make the host wait for the consumer's stream)."""
-        return self.torch.tensor(values, dtype=self.torch.float32, device=self.device)
+    def constants(self, values, device):
+        """Per-channel float32 constants on ``device`` (made once per device: a copy from pageable
+        host memory would make the host wait for the consumer's stream)."""
+        return self.torch.tensor(values, dtype=self.torch.float32, device=device)
 
     def normalize(self, x, dtype: str, layout: str, scale, bias):
         return normalize_images(x, dtype, layout, scale, bias)
@@ -131,7 +147,8 @@ class DeviceTransfer:
 
     def __init__(self, backend, pin: bool, to_device: bool):
         self.backend, self.pin, self.to_device = backend, pin, to_device
-        self._image_ops: dict[str, tuple] = {}    # output name -> (dtype, layout, bgr, scale, bias on the device)
+        self._image_ops: dict[str, tuple] = {}    # output name -> (dtype, layout, bgr, scale, bias)
+        self._constants: dict[tuple, object] = {}   # (values, device) -> those values on that device
 
     @classmethod
     def create(cls, device, output: str, pin_memory: bool | None):
@@ -189,8 +206,7 @@ class DeviceTransfer:
         make_lut(mean=mean, std=std, max_value=max_value, dtype=dtype)
         bgr = norm is not None and norm.order == "BGR"
         self._image_ops[name] = (str(np.dtype(dtype)), options.get("layout", "NCHW"), bgr,
-                                 self.backend.constants((1.0 / (max_value * std)).tolist()),
-                                 self.backend.constants((-mean / std).tolist()))
+                                 tuple((1.0 / (max_value * std)).tolist()), tuple((-mean / std).tolist()))
         host = dict(options, dtype="uint8", layout="NHWC")
         return [t for t in transforms if t is not norm], host
 
@@ -215,5 +231,12 @@ class DeviceTransfer:
             x = out[k]
             if bgr:
                 x = x.flip(-1)   # on the device: an index list would first be copied from the host, blocking
-            out[k] = self.backend.normalize(x, dtype, layout, scale, bias)
+            out[k] = self.backend.normalize(x, dtype, layout, self._on(scale, x.device), self._on(bias, x.device))
         return out
+
+    def _on(self, values: tuple, device):
+        """``values`` as constants on ``device``, placed there once (the first batch that goes there)."""
+        key = (values, device)
+        if key not in self._constants:
+            self._constants[key] = self.backend.constants(list(values), device)
+        return self._constants[key]
