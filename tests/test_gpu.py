@@ -86,7 +86,7 @@ def test_making_a_loader_creates_no_cuda_context(image_folder):
             "print([torch._C._cuda_hasPrimaryContext(d) for d in range(torch.cuda.device_count())])")
     out = subprocess.run([sys.executable, "-c", code, image_folder], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
-    assert out.stdout.split("\n")[-2] == str([False] * torch.cuda.device_count())
+    assert out.stdout.splitlines()[-1] == str([False] * torch.cuda.device_count())
 
 
 @pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two CUDA devices")
