@@ -1,7 +1,8 @@
 """Feeding a GPU: (a) host-to-device bandwidth through the Loader's pinned ring vs a raw pinned
 ``copy_(non_blocking=True)`` of the same bytes; (b) a small convnet's training step fed by the
 Loader (``device="cuda"``, uint8 over the link, normalised on the device) vs fed by a batch already
-resident on the GPU. Targets: ring >= 90% of raw pinned bandwidth; loader-fed step <= 1.05x the
+resident on the GPU, both with the host running ahead and with it waiting for every step
+(``loss.item()``). Targets: ring >= 90% of raw pinned bandwidth; loader-fed step <= 1.05x the
 resident step while the loader outpaces the model. Needs torch with CUDA.
 
     python benchmarks/bench_gpu.py [--images 2048] [--batch 256] [--workers N] [--width 1]
@@ -56,12 +57,13 @@ def main():
     lease = SlotPool([Output("image", (224, 224, 3), "uint8")], args.batch, 1, pin=True).acquire()
     host = lease.arrays["image"]     # one of the ring's slots: memory the pool page-locked itself
     host[:] = batch.numpy()
+    target = backend.target()
 
     def ring():
         torch.cuda.synchronize()
         t = time.perf_counter()
         for _ in range(n):
-            out, ev = backend.copy_async(host)
+            out, ev = backend.copy_async(host, target)
             backend.wait(ev, [out])
         torch.cuda.synchronize()
         return n * batch.numel() / (time.perf_counter() - t) / 1e9
@@ -84,23 +86,28 @@ def main():
         loss = loss_fn(model(x), y)
         loss.backward()
         opt.step()
+        return loss
     loader = fl.Loader(src, batch_size=args.batch, shuffle=True, workers=args.workers, prefetch=4, drop_last=True,
                        transforms=[fl.RandomResizedCrop(224), fl.RandomHorizontalFlip(),
                                    fl.Normalize([0.485, 0.456, 0.406], [0.229, 0.224, 0.225])],
                        output="torch", device="cuda", dtype="float16")
     x0, y0 = next(iter(loader))          # stays on the GPU: the resident batch
 
-    def resident():
+    def resident(sync):
         step(x0.float(), y0)
         torch.cuda.synchronize()
         t = time.perf_counter()
         for _ in range(len(loader) - 1):
-            step(x0.float(), y0)
+            loss = step(x0.float(), y0)
+            if sync:
+                loss.item()
         torch.cuda.synchronize()
         return (time.perf_counter() - t) / (len(loader) - 1)
 
-    def fed():
-        """Steps after an epoch's first batch (its start-up is time to first batch, not the feed)."""
+    def fed(sync):
+        """Steps after an epoch's first batch (its start-up is time to first batch, not the feed).
+        ``sync``: the host waits for each step (loss.item(), as logging or a GradScaler does), so
+        only a copy queued before the loop asks for the batch overlaps the step before."""
         it = iter(loader)
         x, y = next(it)
         step(x.float(), y)
@@ -108,19 +115,26 @@ def main():
         t = time.perf_counter()
         k = 0
         for x, y in it:
-            step(x.float(), y)
+            loss = step(x.float(), y)
+            if sync:
+                loss.item()
             k += 1
         torch.cuda.synchronize()
         return (time.perf_counter() - t) / k
-    resident(), fed()
-    t_res, t_fed = median_of(resident, 3), median_of(fed, 3)
+    times = {}
+    for sync in (False, True):
+        resident(sync), fed(sync)
+        times[sync] = median_of(lambda: resident(sync), 3), median_of(lambda: fed(sync), 3)
+    t_res = times[False][0]
     t = time.perf_counter()
     k = sum(len(x) for x, _ in loader)
     torch.cuda.synchronize()
     feed, demand = k / (time.perf_counter() - t), args.batch / t_res
-    print(f"  step, resident batch  {t_res * 1e3:8.2f} ms")
-    print(f"  step, fed by loader   {t_fed * 1e3:8.2f} ms   ratio {t_fed / t_res:.3f} (target <= 1.05 when the "
-          f"loader outpaces the model)")
+    for sync, (t_res_s, t_fed_s) in times.items():
+        how = ", loss.item() each step" if sync else ""
+        print(f"  step, resident batch{how}  {t_res_s * 1e3:8.2f} ms")
+        print(f"  step, fed by loader{how}   {t_fed_s * 1e3:8.2f} ms   ratio {t_fed_s / t_res_s:.3f} (target <= 1.05 "
+              f"when the loader outpaces the model)")
     print(f"  loader alone          {feed:8.0f} img/s; model alone {demand:8.0f} img/s"
           + ("" if feed > demand else "  (the loader is the slower of the two: the step ratio then measures it, "
                                      "not the feed; raise --workers or --width)"))

@@ -36,10 +36,15 @@ class StandIn:
     def __init__(self):
         self.copies, self.waited, self.constants_made = [], [], 0
 
-    def copy_async(self, host):
+    def target(self):
+        return "the device"
+
+    def copy_async(self, host, target):
+        assert target == "the device"
         ev = Event()
-        self.copies.append((host.__array_interface__["data"][0], host.dtype, host.shape, ev))
-        return torch.from_numpy(host.copy()), ev
+        copy = torch.from_numpy(host.copy())
+        self.copies.append((host.__array_interface__["data"][0], host.dtype, host.shape, ev, copy))
+        return copy, ev
 
     def wait(self, event, tensors):
         self.waited.append(event)
@@ -239,7 +244,7 @@ def test_a_released_slot_waits_for_copies_queued_on_any_device_in_use(current, c
     assert pool.acquire().arrays["x"] is first  # every copy done: reused
 
 
-def test_cuda_without_an_index_is_the_device_current_when_a_batch_is_copied():
+def test_cuda_without_an_index_is_the_device_current_as_a_pass_begins():
     """A Loader made before torch.cuda.set_device(local_rank) once copied every rank's batches to
     cuda:0, having made its copy stream (and so a CUDA context there) when it was built."""
     made, current = [], [0]
@@ -247,14 +252,14 @@ def test_cuda_without_an_index_is_the_device_current_when_a_batch_is_copied():
     backend.torch = SimpleNamespace(device=torch.device, cuda=SimpleNamespace(
         current_device=lambda: current[0], Stream=lambda device: made.append(device) or f"stream of cuda:{device}"))
     assert made == []                               # nothing made on a device until a batch goes there
-    assert backend._target() == (torch.device("cuda", 0), "stream of cuda:0")
+    assert backend.target() == (torch.device("cuda", 0), "stream of cuda:0")
     current[0] = 1                                  # torch.cuda.set_device(1)
-    assert backend._target() == (torch.device("cuda", 1), "stream of cuda:1")
-    assert backend._target() == (torch.device("cuda", 1), "stream of cuda:1")
+    assert backend.target() == (torch.device("cuda", 1), "stream of cuda:1")
+    assert backend.target() == (torch.device("cuda", 1), "stream of cuda:1")
     assert made == [0, 1]                           # one stream per device, made once
     fixed = CudaBackend("cuda:2")
     fixed.torch = backend.torch
-    assert fixed._target() == (torch.device("cuda", 2), "stream of cuda:2")
+    assert fixed.target() == (torch.device("cuda", 2), "stream of cuda:2")
 
 
 class Cudart:
@@ -340,3 +345,90 @@ def test_a_loaders_pinned_slots_give_the_batches_its_pageable_ones_do(image_fold
     for slot in pinned._pool.slots():
         for a in slot.values():
             assert any(p <= a.ctypes.data and a.ctypes.data + a.nbytes <= p + n for p, n in cudart.locked.items())
+
+
+def test_a_batch_is_on_its_way_to_the_device_before_the_consumer_asks_for_it(image_folder):
+    """A loop that waits for each step (loss.item(), a GradScaler) asks for the next batch only once
+    the GPU is idle: its copy, queued only then, made the GPU wait for it every step. The worker
+    that fills a slot's last rows queues its copy at once."""
+    import time
+    backend = StandIn()
+    it = iter(loader(image_folder, backend, prefetch=2))
+    next(it)
+    deadline = time.monotonic() + 10
+    while len(backend.copies) < 3 * 2 and time.monotonic() < deadline:   # images and labels of 3 batches
+        time.sleep(0.01)
+    queued = list(backend.copies)
+    assert len(queued) >= 6
+    _, y = next(it)                                  # the next batch: its labels are the copy made before
+    assert any(y is c[4] for c in queued)
+    assert sum(c[1] == np.uint8 for c in backend.copies) <= len(loader(image_folder, backend))
+
+
+@pytest.mark.parametrize("workers", [1, 2, 3])
+def test_copies_queued_by_the_workers_read_whole_batches(image_folder, workers):
+    """A batch split into chunks on several threads is copied once, by whichever fills the last
+    chunk, after every chunk: the stand-in copies at once, so an early copy would show as wrong rows."""
+    kw = dict(batch_size=8, shuffle=True, seed=5, workers=workers, prefetch=2, dtype="float32", layout="NCHW",
+              transforms=[fl.RandomResizedCrop(16), fl.RandomHorizontalFlip(), fl.Normalize(MEAN, STD)])
+    host = fl.Loader(fl.ImageFolder(image_folder), **kw)
+    backend = StandIn()
+    device = fl.Loader(fl.ImageFolder(image_folder), device=backend, **kw)
+    for epoch in range(4):
+        host.set_epoch(epoch)
+        device.set_epoch(epoch)
+        want = [(np.array(x), np.array(y)) for x, y in host]
+        got = [(np.asarray(x), np.asarray(y)) for x, y in device]
+        assert len(got) == len(want) == 3
+        for (x, y), (wx, wy) in zip(got, want):
+            np.testing.assert_allclose(x, wx, atol=1e-5, rtol=2e-6)
+            np.testing.assert_array_equal(y, wy)
+    images = [c for c in backend.copies if c[1] == np.uint8]
+    assert len(images) == 4 * 3 and all(c[2] == (8, 16, 16, 3) for c in images)   # one copy a batch, whole
+
+
+def test_a_batch_with_a_failed_record_is_copied_after_the_policy_rewrote_it(image_folder, tmp_path):
+    """Skipping a record moves the rows after it up: a copy queued once the slot was filled would
+    carry the rows as they were before."""
+    import shutil
+    root = tmp_path / "folder"
+    shutil.copytree(image_folder, root)
+    victim = sorted((root / sorted(p.name for p in root.iterdir())[1]).iterdir())[2]
+    victim.write_bytes(victim.read_bytes()[:200])          # truncated: fails to decode
+    kw = dict(batch_size=8, shuffle=True, seed=5, prefetch=2, on_error="skip",
+              transforms=[fl.RandomResizedCrop(16), fl.Normalize(MEAN, STD)])
+    backend = StandIn()
+    with pytest.warns(RuntimeWarning, match="skipping records that fail"):
+        want = [(np.array(x), np.array(y)) for x, y in fl.Loader(fl.ImageFolder(str(root)), **kw)]
+    with pytest.warns(RuntimeWarning, match="skipping records that fail"):
+        got = [(np.asarray(x), np.asarray(y)) for x, y in fl.Loader(fl.ImageFolder(str(root)), device=backend, **kw)]
+    assert [len(y) for _, y in got] == [len(y) for _, y in want] and sum(len(y) for _, y in got) == 23
+    for (x, y), (wx, wy) in zip(got, want):
+        np.testing.assert_allclose(x, wx, atol=1e-5, rtol=2e-6)
+        np.testing.assert_array_equal(y, wy)
+    assert sum(c[1] == np.uint8 for c in backend.copies) == len(got)   # each batch copied once
+
+
+def test_pass_through_numbers_follow_the_slots_copies_to_the_device():
+    """The slot's outputs are copied once filled; the pass-through columns, collated when the batch is
+    presented, after them on the same stream, and the consumer waits for the last of them."""
+    recs = [{"x": [float(i), -i], "score": i * 0.5, "meta": {"id": i}, "note": f"r{i}"} for i in range(10)]
+    backend = StandIn()
+    kw = dict(batch_size=4, shuffle=True, seed=3, workers=2, fields={"x": fl.Numeric(2), "note": None})
+    want = list(fl.Loader(fl.ListSource(recs), output="numpy", **kw))
+    got = list(fl.Loader(fl.ListSource(recs), device=backend, **kw))
+    assert len(got) == len(want) == 3
+    for b, w in zip(got, want):
+        assert list(b) == list(w)
+        np.testing.assert_array_equal(np.asarray(b["x"]), w["x"])
+        np.testing.assert_array_equal(np.asarray(b["score"]), w["score"])
+        np.testing.assert_array_equal(np.asarray(b["meta"]["id"]), w["meta"]["id"])
+        assert b["note"] == w["note"]
+    # per batch: x (its slot, queued by a worker), then score and meta.id as it is presented; the
+    # consumer waited once a batch, on the last of them
+    at = {kind: [i for i, c in enumerate(backend.copies) if (c[1], c[2][1:]) == kind]
+          for kind in ((np.float32, (2,)), (np.float64, ()), (np.int64, ()))}
+    xs, scores, ids = at.values()
+    assert len(xs) == len(scores) == len(ids) == 3 and len(backend.copies) == 9
+    assert all(x < score < i for x, score, i in zip(xs, scores, ids))
+    assert backend.waited == [backend.copies[i][3] for i in ids]

@@ -76,21 +76,30 @@ def test_a_copy_to_a_device_other_than_the_current_one_never_races_slot_reuse(im
         np.testing.assert_array_equal(d.cpu().numpy(), hx)
 
 
-def test_making_a_loader_creates_no_cuda_context(image_folder):
+def test_a_loader_creates_cuda_contexts_only_on_the_device_it_feeds(image_folder):
     """Under torchrun each rank often makes its Loader before torch.cuda.set_device(local_rank): a
-    context made then would sit on cuda:0, one per rank, each taking that GPU's memory."""
+    context made then would sit on cuda:0, one per rank, each taking that GPU's memory. The worker
+    threads that copy filled slots start on cuda:0 too, and must not make one there either."""
+    last = torch.cuda.device_count() - 1
     code = ("import sys, torch, fastload as fl\n"
-            "for device in ('cuda', None):\n"
-            "    fl.Loader(fl.ImageFolder(sys.argv[1]), batch_size=4, transforms=[fl.CenterCrop(8)],\n"
-            "              output='torch', device=device)\n"
-            "print([torch._C._cuda_hasPrimaryContext(d) for d in range(torch.cuda.device_count())])")
+            "contexts = lambda: [torch._C._cuda_hasPrimaryContext(d) for d in range(torch.cuda.device_count())]\n"
+            "loaders = [fl.Loader(fl.ImageFolder(sys.argv[1]), batch_size=4, transforms=[fl.CenterCrop(8)],\n"
+            "                     output='torch', device=device, workers=2) for device in ('cuda', None)]\n"
+            "print(contexts())\n"
+            f"torch.cuda.set_device({last})\n"
+            "for loader in loaders:\n"
+            "    for epoch in range(2):\n"
+            "        batches = [x.sum().item() for x, _ in loader]\n"
+            "print(contexts(), len(batches))")
     out = subprocess.run([sys.executable, "-c", code, image_folder], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
-    assert out.stdout.splitlines()[-1] == str([False] * torch.cuda.device_count())
+    made, used = out.stdout.splitlines()[-2:]
+    assert made == str([False] * (last + 1))
+    assert used == f"{[d == last for d in range(last + 1)]} 6"
 
 
 @pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two CUDA devices")
-def test_device_cuda_is_the_device_current_when_batches_are_made(image_folder):
+def test_device_cuda_is_the_device_current_as_a_pass_begins(image_folder):
     """device="cuda" reads as torch reads x.to("cuda"): a Loader made while cuda:0 was current feeds
     cuda:1 once the loop runs there."""
     host = host_batches(image_folder)

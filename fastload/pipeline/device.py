@@ -1,10 +1,13 @@
 """Feeding an accelerator: pinned slots, copies on a side stream, normalisation on the device.
 
 With ``device="cuda"`` a Loader's slots are page-locked host memory allocated
-once. Each filled slot is copied on a dedicated copy stream; an event recorded
-after the copy is attached to the slot's lease (``Lease.release_after``), so
-the slot is refilled only once the copy has read it, and the consumer's
-current stream waits on that event, never the whole device. Images travel as
+once. A slot is copied on a dedicated copy stream as soon as it is filled,
+by the worker thread that filled its last rows (:meth:`DeviceTransfer.prefetch`),
+so a loop that waits for each step (``loss.item()``, a ``GradScaler``) finds
+the next batch already on the device; an event recorded after the copy is
+attached to the slot's lease (``Lease.release_after``), so the slot is refilled
+only once the copy has read it, and the consumer's current stream waits on
+that event when it takes the batch, never the whole device. Images travel as
 uint8 NHWC (a quarter of float32's bytes); conversion to float, normalisation
 and NHWC -> NCHW then run on the device in one kernel (:func:`normalize_images`),
 with per-channel constants placed on the device once: nothing in a batch's
@@ -16,11 +19,11 @@ stream of each device the process uses (``guard_release``): a user's own
 ``batch.to("cuda", non_blocking=True)`` has finished reading the slot before it
 is refilled.
 
-The logic talks to a backend (:class:`CudaBackend`): copy asynchronously,
-record an event on the current stream, make the current stream wait, place
-constants, normalise. Tests
-run it without a GPU through a stand-in backend with host copies and events
-they complete by hand.
+The logic talks to a backend (:class:`CudaBackend`): name the target of a
+pass's copies, copy asynchronously, record an event on the current stream,
+make the current stream wait, place constants, normalise. Tests run it without
+a GPU through a stand-in backend with host copies and events they complete by
+hand.
 """
 from __future__ import annotations
 
@@ -41,18 +44,19 @@ def cuda_available() -> bool:
 class CudaBackend:
     """torch.cuda: a side stream per device for host-to-device copies, made on first use.
 
-    ``"cuda"`` without an index is the current device when a batch is copied, as torch reads it
-    in ``x.to("cuda")``: a Loader made before ``torch.cuda.set_device(local_rank)`` feeds that
-    rank's device, and making a Loader creates no CUDA context (under ``torchrun`` one on cuda:0
-    per rank would take that GPU's memory)."""
+    ``"cuda"`` without an index is the iterating thread's current device as a pass begins, as
+    torch reads it in ``x.to("cuda")``: a Loader made before ``torch.cuda.set_device(local_rank)``
+    feeds that rank's device, and making a Loader creates no CUDA context (under ``torchrun`` one
+    on cuda:0 per rank would take that GPU's memory)."""
 
     def __init__(self, device):
         import torch
         self.torch, self.device = torch, torch.device(device)
         self._streams: dict = {}     # device index -> its copy stream
 
-    def _target(self):
-        """(the device a copy goes to now, its copy stream)."""
+    def target(self):
+        """(the device a copy made now goes to, its copy stream), read on the iterating thread: a
+        worker thread's current device is its own."""
         cuda = self.torch.cuda
         index = self.device.index if self.device.index is not None else cuda.current_device()
         stream = self._streams.get(index)
@@ -60,12 +64,15 @@ class CudaBackend:
             stream = self._streams[index] = cuda.Stream(device=index)
         return self.torch.device("cuda", index), stream
 
-    def copy_async(self, host: np.ndarray):
-        """The device copy of ``host`` (pinned) and the event that completes with it."""
+    def copy_async(self, host: np.ndarray, target):
+        """The copy of ``host`` (pinned) on ``target`` (from :meth:`target`) and the event that
+        completes with it."""
         torch = self.torch
-        device, stream = self._target()
+        device, stream = target
         src = torch.from_numpy(host)
-        with torch.cuda.stream(stream):
+        # torch.cuda.device first: leaving a stream context alone switches back to the thread's
+        # device even where it has no context (a worker thread's cuda:0), creating one there.
+        with torch.cuda.device(device), torch.cuda.stream(stream):
             dst = torch.empty(src.shape, dtype=src.dtype, device=device)
             dst.copy_(src, non_blocking=True)
             event = torch.cuda.Event()
@@ -211,21 +218,41 @@ class DeviceTransfer:
         return [t for t in transforms if t is not norm], host
 
     # -- slots ---------------------------------------------------------------------------
+    def target(self):
+        """Where a pass's batches go, read as it begins on the thread that iterates (None: they stay
+        on the host)."""
+        return self.backend.target() if self.to_device else None
+
+    def prefetch(self, arrays: dict, lease, target) -> tuple[dict, object]:
+        """Queue the copies of ``arrays`` (rows of ``lease``'s slot) to ``target`` now; the slot is
+        refilled only once they have read it. Returns (device tensors, the last copy's event)."""
+        out, last = {}, None
+        for k, v in arrays.items():
+            out[k], last = self.backend.copy_async(np.ascontiguousarray(v), target)
+        if last is not None:
+            lease.release_after(last)    # the copy stream finishes in order: the last event covers all
+        return out, last
+
     def guard_release(self):
         """On release of a pinned slot: an event on the releasing thread's current stream of each
         device in use (:func:`current_streams_event`)."""
         return None if self.to_device else self.backend.current_event()
 
-    def transfer(self, arrays: dict, lease) -> dict:
-        """Host slot views -> what the consumer gets (device tensors, or pinned host tensors)."""
+    def transfer(self, arrays: dict, lease, target=None, copied=None) -> dict:
+        """Host slot views -> what the consumer gets (device tensors, or pinned host tensors).
+
+        ``copied``: what :meth:`prefetch` queued already for some of them, to ``target`` (None:
+        the device current now)."""
         if not self.to_device:
             import torch
             return {k: torch.from_numpy(v) for k, v in arrays.items()}
-        out, last = {}, None
-        for k, v in arrays.items():
-            out[k], last = self.backend.copy_async(np.ascontiguousarray(v))
+        out, last = copied if copied is not None else ({}, None)
+        out = dict(out)
+        rest = {k: v for k, v in arrays.items() if k not in out}
+        if rest:   # queued on the same stream after any prefetched: their event covers those too
+            more, last = self.prefetch(rest, lease, self.backend.target() if target is None else target)
+            out.update(more)
         if last is not None:
-            lease.release_after(last)    # the copy stream finishes in order: the last event covers all
             self.backend.wait(last, list(out.values()))
         for k, (dtype, layout, bgr, scale, bias) in self._image_ops.items():
             x = out[k]

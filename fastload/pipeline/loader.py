@@ -986,7 +986,7 @@ class Loader(Fluent):
             tensors.update(_numeric_leaves(arrays[k], k))
         converted = None
         if self._device is not None:
-            converted = self._device.transfer(tensors, lease)
+            converted = self._device.transfer(tensors, lease, job.target, job.copied if n == job.n else None)
         elif self.output == "torch":
             import torch
             converted = {k: torch.from_numpy(v) for k, v in tensors.items()}
@@ -1016,13 +1016,16 @@ class _EpochFailures:
 
 class _Job:
     """One batch being filled: its lease, record indices and the raw values collected alongside.
-    ``peek``: made for batch_at, not for the pass being iterated."""
-    __slots__ = ("epoch", "step", "idx", "records", "lease", "extra", "n", "kept", "step_records", "peek")
+    ``peek``: made for batch_at, not for the pass being iterated. ``target``, ``copied``: where a
+    pass sends its batches, and the copies queued there once every chunk was filled."""
+    __slots__ = ("epoch", "step", "idx", "records", "lease", "extra", "n", "kept", "step_records", "peek",
+                 "left", "failed", "target", "copied")
 
     def __init__(self, loader, pool, epoch, step, idx, records):
         self.epoch, self.step, self.idx, self.records = epoch, step, idx, records
         self.step_records = None
-        self.peek = False
+        self.peek = self.failed = False
+        self.left = self.target = self.copied = None
         self.lease = pool.acquire()
         self.n = self.kept = len(idx)
         names = list(loader._raw) + list(loader._passthrough)
@@ -1031,13 +1034,28 @@ class _Job:
     def chunks(self, rows: int | None = None):
         """(job, first row, indices, records) per chunk of ``rows`` (the whole batch by default)."""
         step = rows or self.n
+        self.left = -(-self.n // step)
         for lo in range(0, self.n, step):
             yield self, lo, self.idx[lo:lo + step], None if self.records is None else self.records[lo:lo + step]
 
+    def chunk_filled(self, failed: bool, lock) -> bool:
+        """Counts one filled chunk: True for the last of a job none of whose records failed."""
+        with lock:
+            self.failed |= failed
+            self.left -= 1
+            return self.left == 0 and not self.failed
 
-def _fill(loader, stop, chunk):
-    """A worker's task: (job, rows, failures) of one chunk."""
-    return chunk[0], len(chunk[2]), loader._fill_chunk(chunk, stop)
+
+def _fill(loader, stop, target, chunk):
+    """A worker's task: (job, rows, failures) of one chunk. With ``target`` (a device), the thread
+    that fills a job's last chunk queues its copy there at once, not when the consumer asks for the
+    batch. A job with failures is copied when it is presented: the error policy may rewrite its rows."""
+    job = chunk[0]
+    failures = loader._fill_chunk(chunk, stop)
+    job.target = target
+    if target is not None and job.chunk_filled(bool(failures), loader._lock) and not stop.is_set():
+        job.copied = loader._device.prefetch({k: a[:job.n] for k, a in job.lease.arrays.items()}, job.lease, target)
+    return job, len(chunk[2]), failures
 
 
 def _plan(L, pool, epoch, offset):
@@ -1126,7 +1144,8 @@ class _LoaderIter(Node):
         chunks = (c for job in self._jobs for c in job.chunks(rows))   # (not self: dropping it closes it)
         per_batch = math.ceil(loader.batch_size / self.rows_per_chunk)
         stop = threading.Event()
-        self.upstream = ThreadMap(chunks, functools.partial(_fill, loader, stop), threads,
+        target = loader._device.target() if loader._device is not None else None
+        self.upstream = ThreadMap(chunks, functools.partial(_fill, loader, stop, target), threads,
                                   window=(loader.prefetch_depth + 1) * per_batch, name="fill", kind="compiled",
                                   stop=stop, inside="a chunk fill (reading its records, or one sample's decode "
                                   "or Field.fill)")
