@@ -321,6 +321,37 @@ def test_pinned_slots_lock_their_own_size_and_give_it_back_when_trimmed(monkeypa
     assert any(p <= batch.data_ptr() < p + n for p, n in cudart.locked.items())   # the one still viewed stays
 
 
+FORK_CHILD_WRITES = """
+import os, numpy as np
+from fastload.memory import pool
+from fastload.pipeline.fields import Output
+class Cudart:
+    def cudaHostRegister(self, ptr, size, flags): return 0
+    def cudaHostUnregister(self, ptr): return 0
+pool._cudart = Cudart
+lease = pool.SlotPool([Output("image", (8, 8, 3), np.dtype(np.uint8))], batch_size=4, slots=2, pin=True).acquire()
+lease.arrays["image"][:] = 1
+pid = os.fork()
+if pid == 0:   # the child fills the slot the parent's batch is in
+    lease.arrays["image"][:] = 9
+    os._exit(0 if (lease.arrays["image"] == 9).all() else 1)
+_, status = os.waitpid(pid, 0)
+print(os.waitstatus_to_exitcode(status), np.unique(lease.arrays["image"]).tolist())
+"""
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "fork"), reason="needs os.fork")
+def test_a_forked_childs_writes_to_a_pinned_slot_stay_in_the_child():
+    """The locked blocks were mmap's default, MAP_SHARED: a child forked after the pool was made, filling
+    a slot (a new iterator of the same Loader does), wrote into the parent's batches. (In a process of
+    its own: JAX, once imported, refuses forks.)"""
+    import subprocess
+    import sys
+    out = subprocess.run([sys.executable, "-c", FORK_CHILD_WRITES], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["0", "[1]"]
+
+
 def test_memory_that_cannot_be_locked_is_a_clear_error(monkeypatch):
     monkeypatch.setattr(pool_module, "_cudart", lambda: Cudart(error=2))
     with pytest.raises(RuntimeError, match=r"could not page-lock 36\.75 MiB for a batch slot \(cudaHostRegister: "

@@ -67,7 +67,10 @@ class _PageLocked:
 
     def __init__(self, nbytes: int):
         cudart = _cudart()
-        memory = np.frombuffer(mmap.mmap(-1, max(nbytes, 1)), np.uint8)   # page-aligned
+        # Page-aligned, and private: mmap's default is MAP_SHARED, which a forked child would share,
+        # its fills landing in the parent's batches.
+        private = {"flags": mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS} if hasattr(mmap, "MAP_PRIVATE") else {}
+        memory = np.frombuffer(mmap.mmap(-1, max(nbytes, 1), **private), np.uint8)
         ptr = memory.ctypes.data
         err = int(cudart.cudaHostRegister(ptr, memory.nbytes, 1))   # Portable: pinned for every device
         if err:
