@@ -12,6 +12,7 @@ from fastload.memory import pool as pool_module
 from fastload.memory.pool import SlotPool
 from fastload.pipeline.device import CudaBackend, current_streams_event, normalize_images
 from fastload.pipeline.fields import Output
+from _child import run_python
 
 torch = pytest.importorskip("torch")
 
@@ -345,11 +346,7 @@ def test_a_forked_childs_writes_to_a_pinned_slot_stay_in_the_child():
     """The locked blocks were mmap's default, MAP_SHARED: a child forked after the pool was made, filling
     a slot (a new iterator of the same Loader does), wrote into the parent's batches. (In a process of
     its own: JAX, once imported, refuses forks.)"""
-    import subprocess
-    import sys
-    out = subprocess.run([sys.executable, "-c", FORK_CHILD_WRITES], capture_output=True, text=True, timeout=60)
-    assert out.returncode == 0, out.stderr
-    assert out.stdout.split() == ["0", "[1]"]
+    assert run_python(["-c", FORK_CHILD_WRITES], timeout=60).split() == ["0", "[1]"]
 
 
 def test_memory_that_cannot_be_locked_is_a_clear_error(monkeypatch):

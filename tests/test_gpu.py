@@ -1,12 +1,10 @@
 """Pinned batch slots and asynchronous host-to-device copies on a real GPU (run where CUDA is available;
 tests/test_device.py runs the same logic through a stand-in backend everywhere)."""
-import subprocess
-import sys
-
 import numpy as np
 import pytest
 
 import fastload as fl
+from _child import run_python
 
 torch = pytest.importorskip("torch")
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
@@ -91,9 +89,7 @@ def test_a_loader_creates_cuda_contexts_only_on_the_device_it_feeds(image_folder
             "    for epoch in range(2):\n"
             "        batches = [x.sum().item() for x, _ in loader]\n"
             "print(contexts(), len(batches))")
-    out = subprocess.run([sys.executable, "-c", code, image_folder], capture_output=True, text=True, timeout=120)
-    assert out.returncode == 0, out.stderr
-    made, used = out.stdout.splitlines()[-2:]
+    made, used = run_python(["-c", code, image_folder], timeout=120).splitlines()[-2:]
     assert made == str([False] * (last + 1))
     assert used == f"{[d == last for d in range(last + 1)]} 6"
 
