@@ -191,11 +191,13 @@ class SlotPool:
         if not (self.pinned and tracked):
             arrays = {name: np.empty(shape, dtype) for name, shape, dtype in shapes}
         else:   # one locked block per slot, each output at a 64-byte boundary in it
-            sizes = [int(np.prod(shape)) * dtype.itemsize for _, shape, dtype in shapes]
-            starts = [sum((n + 63) // 64 * 64 for n in sizes[:i]) for i in range(len(sizes))]
-            block = page_locked(starts[-1] + sizes[-1] if sizes else 0)
-            arrays = {name: block[start:start + n].view(dtype).reshape(shape)
-                      for (name, shape, dtype), start, n in zip(shapes, starts, sizes)}
+            spans, end = [], 0
+            for name, shape, dtype in shapes:
+                start = (end + 63) // 64 * 64
+                end = start + int(np.prod(shape)) * dtype.itemsize
+                spans.append((name, shape, dtype, start, end))
+            block = page_locked(end)
+            arrays = {name: block[start:end].view(dtype).reshape(shape) for name, shape, dtype, start, end in spans}
         slot = _Slot(arrays, tracked)
         if tracked:
             self._all.append(slot)
