@@ -311,3 +311,32 @@ def test_freed_memory_is_kept_rather_than_faulted_back_page_by_page(tmp_path):
     assert int(kept[3]) <= 1 and int(left[3]) >= int(kept[3]), (kept, left)
     user = run_python(["-c", FAULTS_PER_EPOCH, str(tmp_path)], env={"MALLOC_TOP_PAD_": str(1 << 20)}).split()
     assert user[:2] == ["pad", "None"]   # the user's own setting stands
+
+
+FAULTS_PER_COPY = """
+import resource, sys
+import numpy as np
+from fastload.memory.heap import keep_freed_memory
+print("pad", keep_freed_memory())   # as the first Loader to iterate does, before the process freed a large block
+batch = np.ones((64, 3, 64, 64), np.float32)   # 3 MiB: a 64 px batch, as copy=True or a user's own code copies it
+f0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+for _ in range(50):
+    kept = batch.copy()
+    del kept
+print("faults", resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0)
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc, and page faults counted by Linux")
+def test_keeping_freed_memory_leaves_large_allocations_on_the_heap():
+    """Setting M_TOP_PAD turns off glibc's sliding mmap threshold: left at 128 KiB, each copy of a batch
+    (copy=True, a user's np.stack) would be mapped afresh and faulted in a zeroed page at a time, every
+    time (768 faults per 3 MiB copy; copy=True ran at half speed at 64 px). The threshold is set with the
+    pad to where it would have slid, unless the user set it."""
+    from _child import run_python
+    kept = run_python(["-c", FAULTS_PER_COPY]).split()
+    assert kept[:2] == ["pad", str(64 << 20)]
+    assert int(kept[3]) < 2 * 768, kept   # the first copy faults its pages in, the other 49 reuse them
+    user = run_python(["-c", FAULTS_PER_COPY], env={"MALLOC_MMAP_THRESHOLD_": str(128 << 10)}).split()
+    assert user[:2] == ["pad", str(64 << 20)]
+    assert int(user[3]) >= 50 * 768, user   # the user's own threshold stands: every copy mapped afresh

@@ -15,6 +15,15 @@ Loader iterates, and only where the user has not set it: ``MALLOC_TOP_PAD_`` or
 ``FASTLOAD_MALLOC_TOP_PAD`` (bytes; ``0``: leave malloc alone) overrides the
 default. Memory kept this way was in use a moment before, so the peak resident
 size does not grow; what changes is that it is not returned between batches.
+
+Setting any of malloc's thresholds turns off glibc's sliding mmap threshold, which
+otherwise rises to the size of the largest block freed (up to 32 MiB): left at
+its start value of 128 KiB, every larger allocation in the process (a NumPy
+copy of a batch, a training step's tensors) would be a fresh ``mmap``,
+faulted in a zeroed page at a time and unmapped when freed; a 3 MB copy took
+23 times as long. So ``M_MMAP_THRESHOLD`` is set with it, to where the sliding
+threshold would have risen, unless the user set that one too
+(``MALLOC_MMAP_THRESHOLD_``, ``glibc.malloc.mmap_threshold``).
 """
 from __future__ import annotations
 
@@ -27,7 +36,11 @@ __all__ = ["TOP_PAD", "keep_freed_memory"]
 #: Bytes each glibc heap keeps free at its top once a Loader has run.
 TOP_PAD = 64 << 20
 
-_M_TOP_PAD = -2   # mallopt's parameter number, from <malloc.h>
+#: The highest the sliding mmap threshold goes (glibc's DEFAULT_MMAP_THRESHOLD_MAX).
+MMAP_THRESHOLD = 4 * 1024 * 1024 * ctypes.sizeof(ctypes.c_long) if ctypes.sizeof(ctypes.c_void_p) == 8 \
+    else 512 * 1024
+
+_M_TOP_PAD, _M_MMAP_THRESHOLD = -2, -3   # mallopt's parameter numbers, from <malloc.h>
 _lock = threading.Lock()
 _done: list = []   # the result, once decided
 
@@ -45,7 +58,7 @@ def keep_freed_memory() -> int | None:
 
 
 def _set() -> int | None:
-    if "MALLOC_TOP_PAD_" in os.environ or "glibc.malloc.top_pad" in os.environ.get("GLIBC_TUNABLES", ""):
+    if _user_set("MALLOC_TOP_PAD_", "glibc.malloc.top_pad"):
         return None
     try:
         pad = int(os.environ.get("FASTLOAD_MALLOC_TOP_PAD", TOP_PAD))
@@ -61,4 +74,10 @@ def _set() -> int | None:
     except (ValueError, OSError, AttributeError):   # not glibc (macOS, Windows, musl)
         return None
     mallopt.argtypes, mallopt.restype = (ctypes.c_int, ctypes.c_int), ctypes.c_int
+    if not _user_set("MALLOC_MMAP_THRESHOLD_", "glibc.malloc.mmap_threshold"):
+        mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD)   # the pad alone would leave it fixed at 128 KiB
     return pad if mallopt(_M_TOP_PAD, min(pad, 2**31 - 1)) == 1 else None
+
+
+def _user_set(variable: str, tunable: str) -> bool:
+    return variable in os.environ or tunable in os.environ.get("GLIBC_TUNABLES", "")
