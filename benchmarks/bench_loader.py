@@ -5,6 +5,7 @@
 Task: RandomResizedCrop + horizontal flip + normalise into float32 NCHW
 batches of 64; 224 px on an ImageNet-like set (JPEG q90, ~460x400), 64 px on a
 64x64 set. fastload and torch both get 2 workers (threads vs processes).
+fastload also runs with ``copy=True`` (batches the caller owns: a copy each).
 Targets: >= 2.3x torch on the ImageNet-like set, >= 5x on the 64x64 set.
 """
 from __future__ import annotations
@@ -66,8 +67,8 @@ def make_torch_loader(source, size):
                                        num_workers=2, persistent_workers=True)
 
 
-def make_fastload_loader(source, size):
-    return fl.Loader(source, batch_size=BATCH, shuffle=True, seed=0, workers=2,
+def make_fastload_loader(source, size, copy=False):
+    return fl.Loader(source, batch_size=BATCH, shuffle=True, seed=0, workers=2, copy=copy,
                      transforms=[fl.RandomResizedCrop(size), fl.RandomHorizontalFlip(),
                                  fl.Normalize(MEAN, STD)], dtype="float32", layout="NCHW")
 
@@ -90,6 +91,9 @@ def compare(title, path, size, repeats, naive_limit):
            f"float32 NCHW, batch {BATCH}")
     rate_fl, runs_fl = epochs_per_second(counting_epoch(make_fastload_loader(source, size)), len(source), repeats)
     print(line("fastload (2 threads)", rate_fl, runs_fl))
+    rate_cp, runs_cp = epochs_per_second(counting_epoch(make_fastload_loader(source, size, copy=True)), len(source),
+                                         repeats)
+    print(line("fastload, copy=True (arrays you own)", rate_cp, runs_cp))
     sub = fl.Subset(source, range(min(len(source), naive_limit)))
     rate_nv, runs_nv = epochs_per_second(lambda: naive_epoch(sub, size), len(sub), max(3, repeats // 2))
     print(line("naive generator (PIL + np.stack)", rate_nv, runs_nv))
@@ -104,7 +108,7 @@ def compare(title, path, size, repeats, naive_limit):
         print(line("torch DataLoader (2 processes)", rate_t, runs_t))
         print(f"  time to first batch: fastload {first_batch_seconds(make_fastload_loader, source, size):.3f} s, "
               f"torch {first_batch_seconds(make_torch_loader, source, size):.3f} s")
-    ratios = f"  ratios: fastload/naive = {rate_fl / rate_nv:.2f}x"
+    ratios = f"  ratios: fastload/naive = {rate_fl / rate_nv:.2f}x, copy=True/default = {rate_cp / rate_fl:.2f}x"
     if rate_t:
         ratios += f", fastload/torch = {rate_fl / rate_t:.2f}x, torch/naive = {rate_t / rate_nv:.2f}x"
     print(ratios)

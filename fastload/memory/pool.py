@@ -168,8 +168,12 @@ class SlotPool:
     """Leased batch slots for ``outputs`` (see the module docstring)."""
 
     def __init__(self, outputs, batch_size: int, slots: int, *, pin: bool = False,
-                 max_bytes: int | None = None, guard_release: Callable[[], object] | None = None):
-        self.outputs, self.batch_size, self.pinned = list(outputs), batch_size, pin
+                 max_bytes: int | None = None, guard_release: Callable[[], object] | None = None,
+                 owned: bool = False):
+        """``owned``: every lease is on a new buffer the pool neither keeps nor reuses, which its
+        batch's consumer then owns outright (a Loader's ``copy=True``: filled in place, not copied
+        out of a slot); ``slots`` only bounds the memory check."""
+        self.outputs, self.batch_size, self.pinned, self.owned = list(outputs), batch_size, pin, owned
         self.slot_bytes = sum(batch_size * int(np.prod(o.shape)) * np.dtype(o.dtype).itemsize for o in self.outputs)
         limit = max_bytes if max_bytes is not None else DEFAULT_MAX_BYTES
         check_memory(self.slot_bytes * slots, f"{slots} batch slots of {_size(self.slot_bytes)}",
@@ -183,7 +187,7 @@ class SlotPool:
         self._waiting: list[_Slot] = []       # released, but an asynchronous reader may still be reading
         self._all: list[_Slot] = []
         self._untracked = 0
-        for _ in range(slots):
+        for _ in range(0 if owned else slots):
             self._free.append(self._new(True))
 
     def _new(self, tracked: bool) -> _Slot:
@@ -217,6 +221,8 @@ class SlotPool:
 
     def acquire(self) -> Lease:
         """A lease on a slot nobody can see: a free one, else one whose reader finished, else a new one."""
+        if self.owned:
+            return Lease(self, self._new(False))
         with self._lock:
             slot = self._free.pop() if self._free else self._reclaim()
             if slot is None and len(self._all) < self.max_slots:

@@ -109,7 +109,8 @@ class Loader(Fluent):
     yields NumPy arrays (torch tensors with ``output="torch"``, JAX arrays with
     ``output="jax"``) that are views of reused buffers, each holding a lease on
     its buffer: a batch stays valid for as long as it is referenced. ``copy=True``
-    yields arrays the caller owns outright.
+    yields arrays the caller owns outright (each batch filled in a new buffer of its own,
+    so nothing is copied).
 
     Records with several fields (``fl.zip``/``fl.join``, dicts) take
     ``fields={name: spec}``: a list of image transforms, a :class:`Field`
@@ -695,10 +696,13 @@ class Loader(Fluent):
         with self._lock:
             if self._pool is None:
                 self._prepare()
+                # copy=True: workers fill buffers the consumer will own (a device's tensors are new anyway)
+                owned = self.copy and not (self._device and self._device.to_device)
                 self._pool = SlotPool(self._outputs, self.batch_size, self.prefetch_depth + 2,
                                       pin=bool(self._device and self._device.pin),
                                       max_bytes=self.max_memory,
-                                      guard_release=self._device.guard_release if self._device else None)
+                                      guard_release=self._device.guard_release if self._device else None,
+                                      owned=owned)
             return self._pool
 
     # -- work on worker threads -------------------------------------------------------
@@ -970,8 +974,8 @@ class Loader(Fluent):
 
     def _present(self, job, n):
         lease = job.lease
-        if self.copy:
-            arrays = {o.name: lease.arrays[o.name][:n].copy() for o in self._pool.outputs}
+        if self._pool.owned:   # nothing else holds or reuses these buffers
+            arrays = {o.name: lease.arrays[o.name][:n] for o in self._pool.outputs}
         else:
             arrays = {o.name: lease.view(o.name, n) for o in self._pool.outputs}
         for name in self._raw:
