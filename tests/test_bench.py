@@ -718,3 +718,13 @@ def test_a_folder_of_names_that_are_not_utf8_and_of_no_jpegs_or_pngs(tmp_path, c
     assert "no contender measured anything" in capsys.readouterr().err
     with open(out / "results.json") as f:
         assert json.load(f)["tasks"][0]["results"]["fastload"]["reason"] == "no file of the task reads"
+
+
+def test_scaling_curve_thread_counts():
+    """Every count up to 4, then powers of two and every core: a 16-core machine's curve is six runs
+    of each contender, not sixteen."""
+    from fastload.bench.suite import _thread_counts
+    assert _thread_counts(1) == [1] and _thread_counts(2) == [1, 2] and _thread_counts(4) == [1, 2, 3, 4]
+    assert _thread_counts(16) == [1, 2, 3, 4, 8, 16]
+    assert _thread_counts(12) == [1, 2, 3, 4, 8, 12]
+    assert _thread_counts(64) == [1, 2, 3, 4, 8, 16, 32, 64]

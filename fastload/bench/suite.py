@@ -467,14 +467,20 @@ def _line(name: str, res: dict) -> str:
             f"rss {res.get('peak_rss_mb', 0):.0f} MB  first batch {res['first_batch_s']:.2f} s")
 
 
+def _thread_counts(threads: int) -> list[int]:
+    """The thread counts of the scaling curve: each one up to 4, then powers of two and ``threads``."""
+    return sorted({t for t in range(1, min(threads, 4) + 1)} | {1 << k for k in range(threads.bit_length())
+                                                                 if 1 << k <= threads} | {threads})
+
+
 def _scaling(task: Task, results: dict, threads: int, cfg: dict, cache: str, only, log, unreadable: dict) -> dict:
     """Throughput against thread count: fastload, torch DataLoader workers, and the decode limit
     (``unreadable``: root -> the files left out, as in the task)."""
     from .limits import decode_limits
     root = results["datasets"][task.dataset]["path"]
-    counts = list(range(1, threads + 1))
+    counts = _thread_counts(threads)
     out = {"task": task.name, "threads": counts, "fastload": [], "torch": [], "limit_region": [], "limit_full": []}
-    log(f"== scaling: {task.name}, 1..{threads} threads")
+    log(f"== scaling: {task.name}, {', '.join(map(str, counts))} threads")
     listing, paths = _listing(root, cache, unreadable.get(root, frozenset()))
     if not paths:
         log("  not measured: no file of the task reads")
