@@ -57,15 +57,15 @@ def test_last_batch_survives_the_next_epoch(image_folder):
 def test_copy_true_batches_are_filled_in_buffers_of_their_own(image_folder):
     """copy=True: the workers fill a new buffer for each batch, which the consumer then owns outright:
     no ring of slots is kept and nothing is copied out of one; the values are the leased batches'."""
-    loader = make(image_folder, copy=True)
+    loader = make(image_folder, copy=True, batch_size=5)   # 24 images: the last batch has 4
     got = list(loader)
-    leased = [tuple(np.array(a) for a in b) for b in make(image_folder)]
+    leased = [tuple(np.array(a) for a in b) for b in make(image_folder, batch_size=5)]
     assert_same(got, leased)
+    assert [len(x) for x, _ in got] == [5, 5, 5, 5, 4]
     assert loader.stats()["buffer_slots"] == 0 and loader.stats()["buffer_bytes"] == 0
-    arrays = [a for batch in got for a in batch]
-    bases = [a if a.base is None else a.base for a in arrays]
-    assert all(type(b) is np.ndarray and b.flags.owndata and b.flags.writeable for b in bases)
-    assert len({b.__array_interface__["data"][0] for b in bases}) == len(arrays)   # one buffer each
+    arrays = [a for batch in got for a in batch]   # the short last batch too: a buffer of its own size
+    assert all(type(a) is np.ndarray and a.base is None and a.flags.owndata and a.flags.writeable for a in arrays)
+    assert len({a.__array_interface__["data"][0] for a in arrays}) == len(arrays)
     got[0][0][...] = 0   # the caller's to write into: no other batch changes
     assert_same(got[1:], leased[1:])
 

@@ -37,8 +37,7 @@ __all__ = ["TOP_PAD", "keep_freed_memory"]
 TOP_PAD = 64 << 20
 
 #: The highest the sliding mmap threshold goes (glibc's DEFAULT_MMAP_THRESHOLD_MAX).
-MMAP_THRESHOLD = 4 * 1024 * 1024 * ctypes.sizeof(ctypes.c_long) if ctypes.sizeof(ctypes.c_void_p) == 8 \
-    else 512 * 1024
+MMAP_THRESHOLD = 32 << 20 if ctypes.sizeof(ctypes.c_void_p) == 8 else 512 << 10
 
 _M_TOP_PAD, _M_MMAP_THRESHOLD = -2, -3   # mallopt's parameter numbers, from <malloc.h>
 _lock = threading.Lock()

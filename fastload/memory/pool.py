@@ -190,8 +190,8 @@ class SlotPool:
         for _ in range(0 if owned else slots):
             self._free.append(self._new(True))
 
-    def _new(self, tracked: bool) -> _Slot:
-        shapes = [(o.name, (self.batch_size, *o.shape), np.dtype(o.dtype)) for o in self.outputs]
+    def _new(self, tracked: bool, rows: int | None = None) -> _Slot:
+        shapes = [(o.name, (rows or self.batch_size, *o.shape), np.dtype(o.dtype)) for o in self.outputs]
         if not (self.pinned and tracked):
             arrays = {name: np.empty(shape, dtype) for name, shape, dtype in shapes}
         else:   # one locked block per slot, each output at a 64-byte boundary in it
@@ -219,10 +219,11 @@ class SlotPool:
         """Batches handed out in buffers of their own because the pool was at its bound."""
         return self._untracked
 
-    def acquire(self) -> Lease:
-        """A lease on a slot nobody can see: a free one, else one whose reader finished, else a new one."""
+    def acquire(self, rows: int | None = None) -> Lease:
+        """A lease on a slot nobody can see: a free one, else one whose reader finished, else a new one.
+        ``rows``: an owned pool's new buffer holds that many rows (a short last batch), not a batch."""
         if self.owned:
-            return Lease(self, self._new(False))
+            return Lease(self, self._new(False, rows))
         with self._lock:
             slot = self._free.pop() if self._free else self._reclaim()
             if slot is None and len(self._all) < self.max_slots:

@@ -974,8 +974,8 @@ class Loader(Fluent):
 
     def _present(self, job, n):
         lease = job.lease
-        if self._pool.owned:   # nothing else holds or reuses these buffers
-            arrays = {o.name: lease.arrays[o.name][:n] for o in self._pool.outputs}
+        if self._pool.owned:   # nothing else holds or reuses these buffers (rows of records that failed cut off)
+            arrays = {k: a if len(a) == n else a[:n] for k, a in lease.arrays.items()}
         else:
             arrays = {o.name: lease.view(o.name, n) for o in self._pool.outputs}
         for name in self._raw:
@@ -1030,7 +1030,7 @@ class _Job:
         self.step_records = None
         self.peek = self.failed = False
         self.left = self.target = self.copied = None
-        self.lease = pool.acquire()
+        self.lease = pool.acquire(len(idx))
         self.n = self.kept = len(idx)
         names = list(loader._raw) + list(loader._passthrough)
         self.extra = {name: [None] * self.n for name in names}
