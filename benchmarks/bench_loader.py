@@ -5,7 +5,7 @@
 Task: RandomResizedCrop + horizontal flip + normalise into float32 NCHW
 batches of 64; 224 px on an ImageNet-like set (JPEG q90, ~460x400), 64 px on a
 64x64 set. fastload and torch both get 2 workers (threads vs processes).
-fastload also runs with ``copy=True`` (batches the caller owns: a copy each).
+fastload also runs with ``copy=True`` (batches the caller owns: a new buffer each).
 Targets: >= 2.3x torch on the ImageNet-like set, >= 5x on the 64x64 set.
 """
 from __future__ import annotations
