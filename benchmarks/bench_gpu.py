@@ -81,12 +81,14 @@ def main():
     opt = torch.optim.SGD(model.parameters(), lr=0.01)
     loss_fn = torch.nn.CrossEntropyLoss()
 
-    def step(x, y):
+    def step(x, y, sync=False):
+        """One training step; ``sync``: the host then waits for it (loss.item(), as logging does)."""
         opt.zero_grad(set_to_none=True)
         loss = loss_fn(model(x), y)
         loss.backward()
         opt.step()
-        return loss
+        if sync:
+            loss.item()
     loader = fl.Loader(src, batch_size=args.batch, shuffle=True, workers=args.workers, prefetch=4, drop_last=True,
                        transforms=[fl.RandomResizedCrop(224), fl.RandomHorizontalFlip(),
                                    fl.Normalize([0.485, 0.456, 0.406], [0.229, 0.224, 0.225])],
@@ -98,9 +100,7 @@ def main():
         torch.cuda.synchronize()
         t = time.perf_counter()
         for _ in range(len(loader) - 1):
-            loss = step(x0.float(), y0)
-            if sync:
-                loss.item()
+            step(x0.float(), y0, sync)
         torch.cuda.synchronize()
         return (time.perf_counter() - t) / (len(loader) - 1)
 
@@ -115,9 +115,7 @@ def main():
         t = time.perf_counter()
         k = 0
         for x, y in it:
-            loss = step(x.float(), y)
-            if sync:
-                loss.item()
+            step(x.float(), y, sync)
             k += 1
         torch.cuda.synchronize()
         return (time.perf_counter() - t) / k

@@ -1035,10 +1035,11 @@ class _Job:
         names = list(loader._raw) + list(loader._passthrough)
         self.extra = {name: [None] * self.n for name in names}
 
-    def chunks(self, rows: int | None = None):
-        """(job, first row, indices, records) per chunk of ``rows`` (the whole batch by default)."""
+    def chunks(self, rows: int | None = None, target=None):
+        """(job, first row, indices, records) per chunk of ``rows`` (the whole batch by default);
+        ``target``: where the pass sends the batch."""
         step = rows or self.n
-        self.left = -(-self.n // step)
+        self.left, self.target = -(-self.n // step), target
         for lo in range(0, self.n, step):
             yield self, lo, self.idx[lo:lo + step], None if self.records is None else self.records[lo:lo + step]
 
@@ -1050,15 +1051,15 @@ class _Job:
             return self.left == 0 and not self.failed
 
 
-def _fill(loader, stop, target, chunk):
-    """A worker's task: (job, rows, failures) of one chunk. With ``target`` (a device), the thread
+def _fill(loader, stop, chunk):
+    """A worker's task: (job, rows, failures) of one chunk. With a target (a device), the thread
     that fills a job's last chunk queues its copy there at once, not when the consumer asks for the
     batch. A job with failures is copied when it is presented: the error policy may rewrite its rows."""
     job = chunk[0]
     failures = loader._fill_chunk(chunk, stop)
-    job.target = target
-    if target is not None and job.chunk_filled(bool(failures), loader._lock) and not stop.is_set():
-        job.copied = loader._device.prefetch({k: a[:job.n] for k, a in job.lease.arrays.items()}, job.lease, target)
+    if job.target is not None and job.chunk_filled(bool(failures), loader._lock) and not stop.is_set():
+        job.copied = loader._device.prefetch({k: a[:job.n] for k, a in job.lease.arrays.items()}, job.lease,
+                                             job.target)
     return job, len(chunk[2]), failures
 
 
@@ -1145,11 +1146,11 @@ class _LoaderIter(Node):
         whole = bool(per) and per * loader.batch_size <= _WHOLE_BATCH_S \
             and loader.prefetch_depth + 1 >= threads > 1
         rows = self.rows_per_chunk = loader.batch_size if whole else math.ceil(loader.batch_size / max(threads, 1))
-        chunks = (c for job in self._jobs for c in job.chunks(rows))   # (not self: dropping it closes it)
+        target = loader._device.target() if loader._device is not None else None
+        chunks = (c for job in self._jobs for c in job.chunks(rows, target))   # (not self: dropping it closes it)
         per_batch = math.ceil(loader.batch_size / self.rows_per_chunk)
         stop = threading.Event()
-        target = loader._device.target() if loader._device is not None else None
-        self.upstream = ThreadMap(chunks, functools.partial(_fill, loader, stop, target), threads,
+        self.upstream = ThreadMap(chunks, functools.partial(_fill, loader, stop), threads,
                                   window=(loader.prefetch_depth + 1) * per_batch, name="fill", kind="compiled",
                                   stop=stop, inside="a chunk fill (reading its records, or one sample's decode "
                                   "or Field.fill)")
