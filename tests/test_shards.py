@@ -119,6 +119,92 @@ def test_key_split_follows_webdataset(tmp_path):
                                         ["__key__", "__url__", "d.e.cls", "d.e.txt"], ["__key__", "__url__", "y.txt"]]
 
 
+def tar_of(path, members, fmt=tarfile.PAX_FORMAT):
+    """A shard of ``members`` (name, bytes) in this order, written by tarfile."""
+    with tarfile.open(path, "w", format=fmt) as tf:
+        for name, data in members:
+            ti = tarfile.TarInfo(name)
+            ti.size = len(data)
+            tf.addfile(ti, io.BytesIO(data))
+    return path
+
+
+@pytest.mark.parametrize("chunk", [1024, 4096, None])
+def test_a_stream_read_in_runs_of_members_gives_webdatasets_records(tmp_path, monkeypatch, chunk):
+    """A stream reads a shard a chunk at a time and makes the records of a run of members in one
+    compiled call: with chunks that end inside headers, members and samples, members larger than a
+    chunk, extended headers (a long name), names in folders, upper-case extensions and a metadata
+    member among them, the records are webdataset's own reader's, in order."""
+    from fastload.sources import _tar
+    if chunk:
+        monkeypatch.setattr(_tar, "CHUNK", chunk)
+    rng = np.random.default_rng(5)
+    members = []
+    for i in range(60):
+        key = f"Train/n{i % 3}/{i:04d}" if i % 4 else f"K{i:04d}"
+        if i == 17:
+            key = "long/" + "k" * 150   # over 100 characters: a pax header before its members
+        size = 20_000 if i == 30 else int(rng.integers(0, 3000))
+        members.append((f"{key}.{'JPG' if i % 5 == 0 else 'jpg'}", rng.integers(0, 256, size, dtype=np.uint8).tobytes()))
+        members.append((f"{key}.cls", str(i).encode()))
+        if i % 7 == 0:
+            members.append((f"{key}.json", json.dumps({"i": i}).encode()))
+        if i == 40:
+            members.append(("__info__", b"not a sample"))
+    path = tar_of(str(tmp_path / "mixed.tar"), members)
+    written = str(tmp_path / "written.tar")   # webdataset's writer: a pax header before every member
+    with wds.TarWriter(written) as w:
+        for i in range(40):
+            size = 9_000 if i == 11 else int(rng.integers(0, 2500))
+            w.write({"__key__": f"Val/{i:04d}", "jpg": rng.integers(0, 256, size, dtype=np.uint8).tobytes(),
+                     "cls": i, "json": {"i": i}})
+    ref = [plain(r) for r in webdataset_samples([path, written])]
+    got = list(fl.TarShards([path, written]).stream())
+    assert [plain(r) for r in got] == ref and len(ref) == 100
+    assert [r["cls"] for r in got] == list(range(60)) + list(range(40))
+    assert [r["__url__"] for r in got] == [path] * 60 + [written] * 40
+    assert got[17]["__key__"] == "long/" + "k" * 150 and len(got[30]["jpg"]) == 20_000
+
+
+def test_a_streams_records_follow_the_key_split_and_the_metadata_rule(tmp_path):
+    """The compiled reader groups members by the key ``split_key`` gives and passes over what
+    ``_is_meta`` calls metadata, on names of underscores, dots and slashes in any order."""
+    from fastload.sources.shards import _is_meta, split_key
+    rng = np.random.default_rng(1)
+    names = [n for n in dict.fromkeys("".join(rng.choice(list("a__/."), size=int(rng.integers(1, 9))))
+                                      for _ in range(4000)) if not n.endswith("/")]
+    path = tar_of(str(tmp_path / "names.tar"), [(n, n.encode()) for n in names])
+    want = []
+    for n in names:
+        key, ext = (None, None) if _is_meta(n) else split_key(n)
+        if key is None:
+            continue
+        if not want or want[-1]["__key__"] != key:
+            want.append({"__key__": key, "__url__": path})
+        want[-1][ext] = n.encode()
+    assert sum(_is_meta(n) for n in names) > 20 and sum(split_key(n)[0] is None for n in names) > 100
+    assert list(fl.TarShards(path).stream()) == want and len(want) > 500
+
+
+@pytest.mark.parametrize("chunk", [1024, None])
+def test_a_streamed_sample_fails_alone_for_a_duplicated_undecodable_or_missing_member(tmp_path, monkeypatch, chunk):
+    """Read in runs too: two members of one name, a label that does not decode and a required member
+    missing each fail their own sample, named by shard and key, and the samples around them read."""
+    from fastload.sources import _tar
+    if chunk:
+        monkeypatch.setattr(_tar, "CHUNK", chunk)
+    members = [("a.jpg", b"1" * 700), ("a.cls", b"0"), ("b.jpg", b"2"), ("b.jpg", b"3"), ("b.cls", b"1"),
+               ("c.jpg", b"4" * 900), ("c.cls", b"x"), ("d.jpg", b"5"), ("e.jpg", b"6"), ("e.cls", b"4")]
+    path = tar_of(str(tmp_path / "bad.tar"), members)
+    got = list(fl.TarShards(path, require=("jpg", "cls")).stream())
+    assert [type(r).__name__ for r in got] == ["dict", "FailedRecord", "FailedRecord", "FailedRecord", "dict"]
+    assert [(r["__key__"], r["jpg"], r["cls"]) for r in (got[0], got[4])] == [("a", b"1" * 700, 0), ("e", b"6", 4)]
+    assert [r.where for r in got[1:4]] == [f"{path}:b", f"{path}:c", f"{path}:d"]
+    assert got[1].reason == "two members named b.jpg"
+    assert re.fullmatch(r"member c\.cls cannot be decoded: invalid literal .*", got[2].reason)
+    assert got[3].reason == "no .cls member (the sample has .jpg)"
+
+
 def test_loader_batches_equal_the_same_images_as_a_folder(image_folder, shards):
     """Same images, same order, same seed: the same pixels and labels, batch for batch."""
     tar = fl.Loader(fl.TarShards(shards), batch_size=8, shuffle=True, seed=1, workers=2,

@@ -19,9 +19,43 @@ def tarfile_listing(data: bytes):
 
 
 def listing(data: bytes):
-    """The same, by fastload's reader, reading each member's data where it leaves the file."""
+    """The same, by fastload's reader, reading each member's data where it leaves the file; checked
+    against its reader of members with their bytes (``member_runs``), in chunks that end on a block,
+    inside a header and inside members, and of the default size: the same members, bytes, errors."""
     f = io.BytesIO(data)
-    return [(name, off, size, f.read(size)) for name, off, size in _tar.members(f, len(data))]
+    try:
+        got = [(name, off, size, f.read(size)) for name, off, size in _tar.members(f, len(data))]
+    except _tar.TarError as e:
+        got = e
+    for chunk in (1024, 1300, 4000, _tar.CHUNK):
+        runs = runs_listing(data, chunk)
+        if isinstance(got, _tar.TarError):
+            assert isinstance(runs, _tar.TarError) and (runs.offset, runs.reason) == (got.offset, got.reason), chunk
+        else:
+            assert runs == got, chunk
+    if isinstance(got, _tar.TarError):
+        raise got
+    return got
+
+
+def runs_listing(data: bytes, chunk: int):
+    """``member_runs``' members, read ``chunk`` bytes at a time, as :func:`listing` gives them (a
+    member cut short: its bytes that are there), or the TarError it raised."""
+    saved, _tar.CHUNK = _tar.CHUNK, chunk
+    out = []
+    try:
+        for run in _tar.member_runs(io.BytesIO(data), len(data)):
+            assert run and all(len(m) == 4 for m in run)
+            for name, off, size, blob in run:
+                if blob is None:   # reaches past the end: the last member
+                    assert off + size > len(data) and run[-1][0] == name
+                    blob = data[off:off + size]
+                out.append((name, off, size, blob))
+    except _tar.TarError as e:
+        return e
+    finally:
+        _tar.CHUNK = saved
+    return out
 
 
 def archive(fmt, members, pax_headers=None) -> bytes:
@@ -112,6 +146,36 @@ def test_webdataset_writer():
     data = buf.getvalue()
     got = listing(data)
     assert got == tarfile_listing(data) and len(got) == 60
+
+
+def test_pax_records_before_each_member_as_webdatasets_writer_puts_them():
+    """tarfile, and so webdataset's writer, puts a pax header before every member (its fractional
+    mtime). Read in runs, one that names no path, size or sparse map is passed over in the compiled
+    scan; the others are the Python reader's: both list what tarfile lists, and a record of length
+    0 is refused by both."""
+    from fastload._kernels._tarheader import scan
+    cases = [{"mtime": "1700000000.25"}, {"mtime": "1.5", "comment": "c" * 700}, {"path": "renamed.bin"},
+             {"mtime": "2.5"}, {"size": "2"}, {"GNU.sparse.major": "1"}]
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tf:
+        for i, pax in enumerate(cases):
+            ti = tarfile.TarInfo(f"k{i}.bin")
+            ti.size, ti.pax_headers = 5, dict(pax)
+            tf.addfile(ti, io.BytesIO(b"abcd%d" % i))
+    data = buf.getvalue()
+    with pytest.raises(_tar.TarError, match="sparse members are not supported"):
+        listing(data)
+    ok = data[:tarfile_listing(data)[-1][1] - 1536]   # the archive before the sparse member's pax header
+    assert listing(ok) == tarfile_listing(ok)
+    assert [m[0] for m in listing(ok)] == ["k0.bin", "k1.bin", "renamed.bin", "k3.bin", "k4.bin"]
+    assert listing(ok)[-1][2:] == (2, b"ab")   # the pax size stands
+    run, stop, need = scan(ok, 0, len(ok))
+    assert [m[0] for m in run] == ["k0.bin", "k1.bin"] and need == 0   # the path record is the Python reader's
+    assert ok[stop + 512:stop + 532] == b"20 path=renamed.bin\n"
+    at = ok.index(b" mtime=1700000000.25")
+    zero = ok[:at - 2] + b"00" + ok[at:]   # the record's length, "23", made 0
+    with pytest.raises(_tar.TarError, match="invalid pax header at byte 0"):
+        listing(zero)
 
 
 def test_base256_size_and_signed_checksum():

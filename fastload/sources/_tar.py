@@ -26,10 +26,13 @@ import zlib
 from typing import BinaryIO, Iterator
 
 from .._kernels._tarheader import header as _header
+from .._kernels._tarheader import scan as _scan
 
-__all__ = ["TarError", "members"]
+__all__ = ["TarError", "member_runs", "members"]
 
 BLOCK = 512
+#: Bytes :func:`member_runs` reads at a time; a larger member is read alone.
+CHUNK = 1 << 20
 _REGULAR = frozenset(b"0\x007")
 _PASSED = frozenset(b"123456")   # links, devices, directories, FIFOs: no data follows, as in tarfile
 _PAX_RECORD = re.compile(rb"(\d+) ([^=]+)=")
@@ -110,8 +113,27 @@ def members(f: BinaryIO, length: int) -> Iterator[tuple[str, int, int]]:
     (a truncated archive): it is the last one, and the caller checks before reading. Raises
     :class:`TarError` for an unreadable header, and ``OSError`` from ``f``.
     """
+    yield from _named(_members(f, length, False), f)
+
+
+def member_runs(f: BinaryIO, length: int) -> Iterator[list[tuple[str, int, int, bytes | None]]]:
+    """The regular members of the archive with their bytes, as :func:`members` lists them, in lists:
+    ``(name, data offset, size, bytes)``, the bytes shorter than ``size`` where the file ends first,
+    None for a member that reaches past ``length`` (the last). ``f``'s position is this reader's.
+
+    For a reader that wants every member's bytes (a stream of samples): runs of plain members are
+    read ``CHUNK`` bytes at a time and their headers in one compiled call per run
+    (:func:`~fastload._kernels._tarheader.scan`), a list of them at once; any other member comes
+    in a list of its own. Against :func:`members` and a read of each: 0.77 us a member instead
+    of 1.07, and 1.23 instead of 2.09 where a pax header comes before each (webdataset's writer).
+    """
+    yield from _named(_members(f, length, True), f)
+
+
+def _named(items: Iterator, f: BinaryIO) -> Iterator:
+    """``items``, with an unreadable first header of a compressed file named as such."""
     try:
-        yield from _members(f, length)
+        yield from items
     except TarError as e:
         if e.offset != 0:
             raise
@@ -124,14 +146,37 @@ def members(f: BinaryIO, length: int) -> Iterator[tuple[str, int, int]]:
         raise TarError(0, f"it is {packed}-compressed; decompress it to a plain .tar") from None
 
 
-def _members(f: BinaryIO, length: int) -> Iterator[tuple[str, int, int]]:
+def _members(f: BinaryIO, length: int, runs: bool) -> Iterator:
     offset = 0
     glob: dict[str, bytes] = {}   # pax global records: they apply to every later member
     ext: dict[str, bytes] = {}    # the extended records (pax, GNU long name) of the next member
     ext_at = None                 # where those began, to name in an error
+    chunk, base = b"", 0          # runs: bytes [base, base + len(chunk)) of the file
+
+    def read(at: int, n: int) -> bytes:
+        """Bytes ``[at, at + n)`` of the file, fewer where it ends first. With runs, from the chunk,
+        read on from ``at`` where they are not in it: the file is read front to back, once."""
+        nonlocal chunk, base
+        if runs and base <= at and at + n <= base + len(chunk):
+            return chunk[at - base:at - base + n]
+        f.seek(at)
+        if not runs or n > CHUNK:
+            return f.read(n)
+        chunk, base = f.read(CHUNK), at
+        return chunk[:n]
+
     while True:
-        f.seek(offset)
-        block = f.read(BLOCK)
+        if runs and not glob and ext_at is None:   # a run of plain members, read from the chunk
+            while True:
+                run, stop, need = _scan(chunk, offset - base, length - base, base)
+                if run:
+                    yield run
+                offset = base + stop
+                # Read on where the next member runs past the chunk, unless it is large (read alone) or
+                # past the archive's length or the file's end (the Python reader says what is wrong).
+                if not need or need > CHUNK or offset + need > length or len(read(offset, need)) < need:
+                    break
+        block = read(offset, BLOCK)
         if len(block) < BLOCK:   # the end of the file: after a header, only zeros may be left
             if offset == 0 or block.strip(b"\0"):
                 raise TarError(offset, "empty file" if not block else "truncated header")
@@ -154,7 +199,7 @@ def _members(f: BinaryIO, length: int) -> Iterator[tuple[str, int, int]]:
         if kind in (0x78, 0x67, 0x4C, 0x4B):   # x g: pax records; L K: GNU long name or link
             if data_at + size > length:   # checked first: a damaged size must not become a huge read
                 raise TarError(offset, "truncated extended header")
-            here = f.read(size)
+            here = read(data_at, size)
             if len(here) != size:
                 raise TarError(offset, "truncated extended header")
             if kind == 0x78:
@@ -179,8 +224,12 @@ def _members(f: BinaryIO, length: int) -> Iterator[tuple[str, int, int]]:
         ext, ext_at = {}, None
         offset = data_at + -(-size // BLOCK) * BLOCK
         if kind in _REGULAR and not (kind == 0 and name.endswith("/")):
-            yield name, data_at, size
-            if data_at + size > length:   # cut inside this member's data: nothing follows it
+            cut = data_at + size > length   # cut inside this member's data: nothing follows it
+            if not runs:
+                yield name, data_at, size
+            else:
+                yield [(name, data_at, size, None if cut else read(data_at, size))]
+            if cut:
                 return
         elif kind in _PASSED:
             offset = data_at   # as tarfile: these types carry no data, whatever the size field says

@@ -37,6 +37,8 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
+from .._kernels._tarheader import payload_bytes as _payload_bytes
+from .._kernels._tarheader import samples as _samples
 from ..errors import FailedRecord, RecordError
 from ..pipeline import rng as randomness
 from ..pipeline.fluent import SHUFFLE_INITIAL, Fluent, buffered_shuffle
@@ -90,10 +92,6 @@ _MEMBER_READS = 64 << 10
 #: What a stream queues ahead of its consumer at most, in bytes of members kept as bytes (and 256
 #: records), besides the chunk being read and the one being yielded.
 READ_AHEAD_BYTES = 64 << 20
-
-
-def _payload_bytes(record) -> int:
-    return sum(len(v) for v in record.values() if isinstance(v, (bytes, bytearray))) if isinstance(record, dict) else 0
 
 
 def decode_member(ext: str, data: bytes):
@@ -485,7 +483,9 @@ class TarStream(Fluent):
     A thread reads and parses the shards ahead of the consumer: it queues up to 256 records
     and ``READ_AHEAD_BYTES`` (64 MiB) of their undecoded members, or one record where that is
     larger (a long video clip), besides a chunk of up to 8 MiB it reads and the one the
-    consumer takes from. The shuffle buffer holds its ``shuffle_buffer`` records besides.
+    consumer takes from. It reads a shard 1 MiB at a time (``_tar.CHUNK``; a larger member
+    alone) and makes the records of that MiB at once. The shuffle buffer holds its
+    ``shuffle_buffer`` records besides.
     """
 
     def __init__(self, urls: Sequence[str], storage: Storage, *, shuffle_buffer: int = 0, seed: int = 0,
@@ -764,43 +764,32 @@ class TarStream(Fluent):
             return
         with f:
             rec, error, lost = None, None, None   # the sample being gathered, why it fails, why the rest is lost
+            decoders = {}   # extension -> its decoder
             try:
                 total = self.storage.size(url)
-                for name, off, size in _tar.members(f, total):
-                    if _is_meta(name):
+                for run in _tar.member_runs(f, total):
+                    if self._partial is not None:   # a member no field lists: a warning, once
+                        for name, *_ in run:
+                            key, ext = (None, None) if _is_meta(name) else split_key(name)
+                            if key is not None and ext not in self._fields:
+                                self._unlisted(url, name, ext)
+                                break
+                    done, i, rec, error = _samples(run, 0, url, rec, error, decoders, _decoder, split_key,
+                                                   self.require, self._sample)
+                    yield from done
+                    if i == len(run):
                         continue
-                    key, ext = split_key(name)
+                    # A member cut short, the shard's last: lost with its sample and the rest of the
+                    # shard, which one record says.
+                    name, off, size, data = run[i]
+                    key, _ = (None, None) if _is_meta(name) else split_key(name)
                     if key is None:
                         continue
-                    if self._partial is not None and ext not in self._fields:
-                        self._unlisted(url, name, ext)
                     if rec is not None and rec["__key__"] != key:
                         yield self._sample(rec, error)
-                        rec = None
-                    if rec is None:
-                        rec, error = {"__key__": key, "__url__": url}, None
-                    # A cut member is lost with its sample and the rest of the shard: one record says so.
-                    if off + size > total:
-                        yield FailedRecord(url, f"member {name}: {max(0, total - off)} of {size} bytes "
-                                                "(truncated shard)")
-                        return
-                    try:
-                        data = f.read(size)
-                    except OSError as e:
-                        yield FailedRecord(url, f"reading failed at byte {f.tell()}: {e}")
-                        return
-                    if len(data) != size:
-                        yield FailedRecord(url, f"member {name}: {len(data)} of {size} bytes (truncated shard)")
-                        return
-                    if error is not None:
-                        continue
-                    if ext in rec:
-                        error = f"two members named {name}"
-                        continue
-                    try:
-                        rec[ext] = decode_member(ext, data)
-                    except (ValueError, UnicodeDecodeError) as e:
-                        error = f"member {name} cannot be decoded: {e}"
+                    got = max(0, total - off) if data is None else len(data)
+                    yield FailedRecord(url, f"member {name}: {got} of {size} bytes (truncated shard)")
+                    return
             except _tar.TarError as e:
                 lost = FailedRecord(url, _tar_error(e))
             except OSError as e:   # a StorageError too
