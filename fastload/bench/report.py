@@ -186,9 +186,11 @@ def _plots(results: dict, out: str) -> None:
         for y, (n, v, top) in enumerate(zip(names, rates, [r["max"] for _, r in ok][::-1])):
             label = f"{v:,.0f}" + (f"  (fastload {fast / v:.2f}x)" if fast and n != "fastload" else "")
             ax.text(top, y, "  " + label, va="center", fontsize=7)   # past the error bar
-        for i, (k, lim) in enumerate(task["limits"].items()):
-            ax.axvline(lim["rate"], color="gray" if k == "full" else "black", ls="--", lw=1)
-            ax.text(lim["rate"], -0.6 - 0.45 * i, f" {k}-decode limit", fontsize=6, color="dimgray", va="top")
+        for k, lim in task["limits"].items():
+            ax.axvline(lim["rate"], color={"full": "gray", "region": "black"}.get(k, "tab:red"), ls="--", lw=1,
+                       label=f"{k}-decode limit")
+        if task["limits"]:   # in the lower right, which the longest bars (at the top) leave empty
+            ax.legend(loc="lower right", fontsize=6, frameon=False)
         missing = [n for n, r in task["results"].items() if r.get("status") != "ok"]
         ax.set_title(task["title"] + (f"\nnot run: {', '.join(missing)}" if missing else ""), fontsize=8)
         ax.set_xlabel("images/s" if task["name"] != "multimodal" else "samples/s", fontsize=7)
