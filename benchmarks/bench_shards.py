@@ -1,6 +1,6 @@
 """The same images as a folder, as tar shards, packed, and as tar shards on a loopback S3 server.
 
-    python benchmarks/bench_shards.py [--n 640] [--small-n 4000] [--repeats 3] [--window 32]
+    python benchmarks/bench_shards.py [--n 640] [--small-n 4000] [--repeats 3] [--window 32] [--min-seconds 1]
 
 Task: RandomResizedCrop + horizontal flip + normalise into float32 NCHW batches
 of 64 with 2 worker threads; 224 px on an ImageNet-like set (JPEG q90, ~460x400)
@@ -8,7 +8,9 @@ and 64 px on a 64x64 set. The S3 server is moto in server mode in its own
 process on 127.0.0.1, read through s3fs with ranged requests (no disk cache)
 and ``max_in_flight`` requests outstanding.
 Targets: tar shards within 10% of the folder; S3 >= 80% of local disk at 224 px.
-Timed epochs are interleaved across the rows (medians of ``--repeats``).
+Timed runs are interleaved across the rows (medians of ``--repeats``); a run is as many whole
+epochs as last ``--min-seconds`` together (an epoch of 4,000 64 px images is a tenth of a second:
+too short to time alone on a shared machine).
 """
 from __future__ import annotations
 
@@ -71,7 +73,8 @@ def start_s3():
     return proc, opts
 
 
-def run(kind: str, n: int, size: int, repeats: int, window: int, tmp: str, s3opts: dict) -> None:
+def run(kind: str, n: int, size: int, repeats: int, window: int, tmp: str, s3opts: dict,
+        min_seconds: float) -> None:
     folder_path = dataset(kind, n)
     folder = fl.ImageFolder(folder_path)
     tars = write_tars(folder, os.path.join(tmp, f"{kind}-tar"))
@@ -84,6 +87,13 @@ def run(kind: str, n: int, size: int, repeats: int, window: int, tmp: str, s3opt
 
     def epoch(loader):
         return lambda: sum(len(b[0] if isinstance(b, tuple) else b["jpg"]) for b in loader)
+
+    def timed(loader) -> float:
+        """images/s over whole epochs that last ``min_seconds`` together."""
+        count, t = 0, time.perf_counter()
+        while (elapsed := time.perf_counter() - t) < min_seconds or not count:
+            count += epoch(loader)()
+        return count / elapsed
 
     kw = dict(batch_size=BATCH, shuffle=True, seed=0, workers=2)
     fields = {"jpg": transforms, "cls": "index"}
@@ -114,9 +124,7 @@ def run(kind: str, n: int, size: int, repeats: int, window: int, tmp: str, s3opt
         first[name] = time.perf_counter() - t
     for _ in range(repeats):
         for name, loader in sources:
-            t = time.perf_counter()
-            count = epoch(loader)()
-            runs[name].append(count / (time.perf_counter() - t))
+            runs[name].append(timed(loader))
     rates = {name: statistics.median(r) for name, r in runs.items()}
     for name, _ in sources:
         extra = f"   first epoch {len(folder) / first[name]:.0f} img/s (downloads)" if "cache" in name else ""
@@ -134,13 +142,14 @@ def main() -> None:
     ap.add_argument("--small-n", type=int, default=4000)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--window", type=int, default=32)
+    ap.add_argument("--min-seconds", type=float, default=1.0)
     args = ap.parse_args()
     proc, opts = start_s3()
     try:
         with tempfile.TemporaryDirectory(prefix="fastload-bench-shards-") as tmp:
-            run("imagenet", args.n, 224, args.repeats, args.window, tmp, opts)
+            run("imagenet", args.n, 224, args.repeats, args.window, tmp, opts, args.min_seconds)
             if args.small_n:
-                run("small", args.small_n, 64, args.repeats, args.window, tmp, opts)
+                run("small", args.small_n, 64, args.repeats, args.window, tmp, opts, args.min_seconds)
     finally:
         proc.terminate()
         proc.wait()

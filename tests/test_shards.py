@@ -119,9 +119,9 @@ def test_key_split_follows_webdataset(tmp_path):
                                         ["__key__", "__url__", "d.e.cls", "d.e.txt"], ["__key__", "__url__", "y.txt"]]
 
 
-def tar_of(path, members, fmt=tarfile.PAX_FORMAT):
+def tar_of(path, members):
     """A shard of ``members`` (name, bytes) in this order, written by tarfile."""
-    with tarfile.open(path, "w", format=fmt) as tf:
+    with tarfile.open(path, "w", format=tarfile.PAX_FORMAT) as tf:
         for name, data in members:
             ti = tarfile.TarInfo(name)
             ti.size = len(data)
