@@ -57,13 +57,13 @@ cdef str _text(const unsigned char *b, Py_ssize_t at, Py_ssize_t n):
     return PyUnicode_DecodeUTF8(<const char *>&b[at], end - at, "surrogateescape")
 
 
-cdef object _plain(const unsigned char *b, long long *size, unsigned char *kind):
-    """The name of the plain header block at ``b`` (512 bytes; see the module docstring), its size
-    and type byte through the pointers; None for any other header."""
+cdef bint _plain(const unsigned char *b, long long *size, unsigned char *kind) noexcept nogil:
+    """Whether the header block at ``b`` (512 bytes) is plain (see the module docstring); its size
+    and type byte through the pointers."""
     cdef long long want = _octal(b, CHKSUM, 8)
     size[0] = _octal(b, SIZE, 12)
     if want < 0 or size[0] < 0:
-        return None
+        return False
     # The sum of the bytes as unsigned, and as signed: less 256 for each byte from 0x80 up. One pass
     # of plain adds, which the compiler vectorises.
     cdef unsigned int total = 0, high = 0
@@ -75,11 +75,14 @@ cdef object _plain(const unsigned char *b, long long *size, unsigned char *kind)
         total -= b[i]
         high -= b[i] >> 7
     cdef long long unsigned_sum = <long long>total + 8 * 0x20
-    if want != unsigned_sum and want != unsigned_sum - 256 * <long long>high:
-        return None
     kind[0] = b[TYPE]
+    return want == unsigned_sum or want == unsigned_sum - 256 * <long long>high
+
+
+cdef str _name(const unsigned char *b, unsigned char kind):
+    """The member name of a plain header block: its ustar prefix, a slash, and its name field."""
     name = _text(b, NAME, 100)
-    if b[PREFIX] and kind[0] != 0x53:   # S: GNU sparse, whose header holds sparse maps there
+    if b[PREFIX] and kind != 0x53:   # S: GNU sparse, whose header holds sparse maps there
         name = _text(b, PREFIX, 155) + "/" + name
     return name
 
@@ -90,8 +93,9 @@ def header(const unsigned char[::1] block not None):
         return None
     cdef long long size
     cdef unsigned char kind
-    name = _plain(&block[0], &size, &kind)
-    return None if name is None else (name, size, kind)
+    if not _plain(&block[0], &size, &kind):
+        return None
+    return _name(&block[0], kind), size, kind
 
 
 def scan(const unsigned char[::1] buf not None, Py_ssize_t pos, Py_ssize_t end, long long base=0):
@@ -115,8 +119,9 @@ def scan(const unsigned char[::1] buf not None, Py_ssize_t pos, Py_ssize_t end, 
             return out, at, 512
         if buf[pos] == 0:   # a zero block, or a header without a name: either is for the Python reader
             return out, at, 0
-        name = _plain(&buf[pos], &size, &kind)
-        if name is not None and kind == 0x78:
+        if not _plain(&buf[pos], &size, &kind):
+            return out, at, 0
+        if kind == 0x78:
             # A pax header: the one tarfile (and so webdataset's writer) puts before every member
             # for its fractional mtime. One that names no path, size or sparse map changes nothing
             # the listing has, and its member is read by its own header.
@@ -127,10 +132,12 @@ def scan(const unsigned char[::1] buf not None, Py_ssize_t pos, Py_ssize_t end, 
             pos += 512 + (size + 511) // 512 * 512
             if pos + 512 > n:
                 return out, at, pos + 512 - at
-            if buf[pos] == 0:
+            if buf[pos] == 0 or not _plain(&buf[pos], &size, &kind):
                 return out, at, 0
-            name = _plain(&buf[pos], &size, &kind)
-        if name is None or not (kind == 0x30 or kind == 0x37 or (kind == 0 and not name.endswith("/"))):
+        if not (kind == 0x30 or kind == 0x37 or kind == 0):
+            return out, at, 0
+        name = _name(&buf[pos], kind)
+        if kind == 0 and name.endswith("/"):   # a directory, as V7 names one
             return out, at, 0
         if pos + 512 + size > n:
             return out, at, pos + 512 + size - at

@@ -72,6 +72,11 @@ def split_key(name: str) -> tuple[str | None, str | None]:
     return (m.group(1), m.group(2).lower()) if m else (None, None)
 
 
+def _sample_key(name: str) -> tuple[str | None, str | None]:
+    """:func:`split_key`, and ``(None, None)`` for metadata: the key and extension a stream groups by."""
+    return (None, None) if _is_meta(name) else split_key(name)
+
+
 def _as_int(data: bytes) -> int:
     return int(data.decode("ascii").strip())
 
@@ -564,7 +569,7 @@ class TarStream(Fluent):
                 with self.storage.open_stream(url, 1 << 16, local_buffer=io.DEFAULT_BUFFER_SIZE) as f:
                     first, exts = None, []
                     for name, _, _ in _tar.members(f, self.storage.size(url)):
-                        key, ext = (None, None) if _is_meta(name) else split_key(name)
+                        key, ext = _sample_key(name)
                         if key is None:
                             continue
                         if first is not None and key != first:
@@ -770,7 +775,7 @@ class TarStream(Fluent):
                 for run in _tar.member_runs(f, total):
                     if self._partial is not None:   # a member no field lists: a warning, once
                         for name, *_ in run:
-                            key, ext = (None, None) if _is_meta(name) else split_key(name)
+                            key, ext = _sample_key(name)
                             if key is not None and ext not in self._fields:
                                 self._unlisted(url, name, ext)
                                 break
@@ -782,7 +787,7 @@ class TarStream(Fluent):
                     # A member cut short, the shard's last: lost with its sample and the rest of the
                     # shard, which one record says.
                     name, off, size, data = run[i]
-                    key, _ = (None, None) if _is_meta(name) else split_key(name)
+                    key, _ = _sample_key(name)
                     if key is None:
                         continue
                     if rec is not None and rec["__key__"] != key:
