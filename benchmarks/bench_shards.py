@@ -1,12 +1,15 @@
-"""The same images as a folder, as tar shards, packed, and as tar shards on a loopback S3 server.
+"""The same images as a folder, as tar shards, packed, and as tar shards on a loopback S3 server and on
+an HTTP server that answers 25 ms late.
 
     python benchmarks/bench_shards.py [--n 640] [--small-n 4000] [--repeats 3] [--window 32] [--min-seconds 1]
+                                      [--latency 0.025]
 
 Task: RandomResizedCrop + horizontal flip + normalise into float32 NCHW batches
 of 64 with 2 worker threads; 224 px on an ImageNet-like set (JPEG q90, ~460x400)
 and 64 px on a 64x64 set. The S3 server is moto in server mode in its own
 process on 127.0.0.1, read through s3fs with ranged requests (no disk cache)
-and ``max_in_flight`` requests outstanding.
+and ``max_in_flight`` requests outstanding. The far HTTP server is the tests' ranged one in a
+process of its own, answering every read ``--latency`` seconds (25 ms) late, as a store some way off.
 Targets: tar shards within 10% of the folder; S3 >= 80% of local disk at 224 px.
 Timed runs are interleaved across the rows (medians of ``--repeats``); a run is as many whole
 epochs as last ``--min-seconds`` together (an epoch of 4,000 64 px images is a tenth of a second:
@@ -73,8 +76,29 @@ def start_s3():
     return proc, opts
 
 
+# The tests' ranged HTTP server (tests/_http.py) in a process of its own, answering every GET late.
+_FAR_SERVER = """
+import sys, time
+sys.path.insert(0, sys.argv[1])
+import _http
+with _http.serve(sys.argv[2]) as server:
+    server.latency = float(sys.argv[3])
+    print(server.url, flush=True)
+    time.sleep(10 ** 6)
+"""
+
+
+def start_far_http(root: str, latency: float):
+    """A server of the files under ``root`` on loopback that answers each read ``latency`` s late, as an
+    object store some way off does: (process, its URL)."""
+    tests = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests")
+    proc = subprocess.Popen([sys.executable, "-c", _FAR_SERVER, tests, root, str(latency)],
+                            stdout=subprocess.PIPE, text=True)
+    return proc, proc.stdout.readline().strip()
+
+
 def run(kind: str, n: int, size: int, repeats: int, window: int, tmp: str, s3opts: dict,
-        min_seconds: float) -> None:
+        min_seconds: float, far: str, latency: float) -> None:
     folder_path = dataset(kind, n)
     folder = fl.ImageFolder(folder_path)
     tars = write_tars(folder, os.path.join(tmp, f"{kind}-tar"))
@@ -98,6 +122,7 @@ def run(kind: str, n: int, size: int, repeats: int, window: int, tmp: str, s3opt
     kw = dict(batch_size=BATCH, shuffle=True, seed=0, workers=2)
     fields = {"jpg": transforms, "cls": "index"}
     s3_urls = f"s3://{BUCKET}/{kind}/*.tar"
+    far_urls = [f"{far}/{kind}-tar/{os.path.basename(t)}" for t in tars]
     cache = os.path.join(tmp, f"{kind}-cache")
     stream_kw = dict(kw, shuffle=False)
     sources = [
@@ -113,6 +138,8 @@ def run(kind: str, n: int, size: int, repeats: int, window: int, tmp: str, s3opt
                                        fields=fields, **stream_kw)),
         ("tar, S3 via cache_dir", fl.Loader(fl.TarShards(s3_urls, storage_options=s3opts, cache_dir=cache),
                                             fields=fields, **kw)),
+        (f"tar, HTTP {latency * 1000:.0f} ms away, streamed",
+         fl.Loader(fl.TarShards(far_urls).stream(shuffle_buffer=1000), fields=fields, **stream_kw)),
     ]
     header(f"{kind}: {len(folder)} images, RandomResizedCrop({size}) + flip + normalise, batch {BATCH}, 2 threads")
     # One warm-up epoch each (the cached source downloads its shards in it), then the
@@ -132,8 +159,8 @@ def run(kind: str, n: int, size: int, repeats: int, window: int, tmp: str, s3opt
     base, tar = rates["image folder"], rates["tar shards, local"]
     print(f"  ratios: tar/folder = {tar / base:.2f} (target >= 0.90); packed/folder = "
           f"{rates['packed, local'] / base:.2f}; " + "; ".join(
-              f"{name.split(', ', 1)[1]}/local tar = {rates[name] / tar:.2f}" for name, _ in sources if "S3" in name)
-          + ("  (target >= 0.80)" if size == 224 else ""))
+              f"{name.split(', ', 1)[1]}/local tar = {rates[name] / tar:.2f}" for name, _ in sources
+              if "S3" in name or "HTTP" in name) + ("  (S3 target >= 0.80)" if size == 224 else ""))
 
 
 def main() -> None:
@@ -143,16 +170,20 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--window", type=int, default=32)
     ap.add_argument("--min-seconds", type=float, default=1.0)
+    ap.add_argument("--latency", type=float, default=0.025, help="seconds the far HTTP server waits to answer")
     args = ap.parse_args()
     proc, opts = start_s3()
-    try:
-        with tempfile.TemporaryDirectory(prefix="fastload-bench-shards-") as tmp:
-            run("imagenet", args.n, 224, args.repeats, args.window, tmp, opts, args.min_seconds)
+    with tempfile.TemporaryDirectory(prefix="fastload-bench-shards-") as tmp:
+        server, far = start_far_http(tmp, args.latency)
+        try:
+            common = (args.repeats, args.window, tmp, opts, args.min_seconds, far, args.latency)
+            run("imagenet", args.n, 224, *common)
             if args.small_n:
-                run("small", args.small_n, 64, args.repeats, args.window, tmp, opts, args.min_seconds)
-    finally:
-        proc.terminate()
-        proc.wait()
+                run("small", args.small_n, 64, *common)
+        finally:
+            for p in (proc, server):
+                p.terminate()
+                p.wait()
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
-"""A local HTTP server for the storage tests: byte ranges, ETags, directory pages and failures on demand."""
+"""A local HTTP server for the storage tests (and bench_shards.py's far-off server): byte ranges,
+ETags, directory pages and failures on demand."""
 import contextlib
 import html
 import os
@@ -17,7 +18,8 @@ class RangeHandler(BaseHTTPRequestHandler):
     The next server.fail[path] GETs and server.fail_head[path] HEADs of a path answer 500; its
     next server.slow[path] requests wait server.slow_s seconds first; its next server.stall[path]
     GETs send half the body and then nothing until the server closes (a stalled connection);
-    every file GET waits server.latency seconds (a server some way off)."""
+    every file GET waits server.latency seconds (a server some way off), and server.peak is the
+    most file GETs that waited at once."""
 
     def do_HEAD(self):
         self._serve(body=False)
@@ -53,7 +55,14 @@ class RangeHandler(BaseHTTPRequestHandler):
             self.send_error(404)
             return
         if body:
-            time.sleep(srv.latency)
+            with srv.lock:
+                srv.active += 1
+                srv.peak = max(srv.peak, srv.active)
+            try:
+                time.sleep(srv.latency)
+            finally:
+                with srv.lock:
+                    srv.active -= 1
         with open(full, "rb") as f:
             data = f.read()
             st = os.fstat(f.fileno())
@@ -100,17 +109,22 @@ class RangeHandler(BaseHTTPRequestHandler):
             pass
 
 
+class Server(ThreadingHTTPServer):
+    request_queue_size = 128   # socketserver's 5 drops the connections of a reader with many ranges in flight
+
+
 @contextlib.contextmanager
 def serve(root):
     """A server of the files under ``root`` on loopback, at ``server.url``, for the ``with`` block; the
     test is skipped where fastload cannot read http:// URLs (fsspec and aiohttp: fastload[remote])."""
     for client in ("fsspec", "aiohttp"):
         pytest.importorskip(client)
-    server = ThreadingHTTPServer(("127.0.0.1", 0), RangeHandler)
+    server = Server(("127.0.0.1", 0), RangeHandler)
     server.daemon_threads = True
     server.root, server.requests, server.fail, server.lock = str(root), [], {}, threading.Lock()
     server.fail_head, server.slow, server.slow_s, server.latency = {}, {}, 0.0, 0.0
     server.stall, server.closing, server.etag = {}, threading.Event(), True
+    server.active = server.peak = 0
     server.url = f"http://127.0.0.1:{server.server_address[1]}"
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:

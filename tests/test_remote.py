@@ -820,3 +820,113 @@ def test_a_url_with_a_query_is_asked_about_alone_not_through_a_listing(http, loc
     assert len(ts) == len(fl.TarShards(shards[:1]))
     gets = [(p, r) for m, p, r in http.requests if m == "GET"]
     assert gets and all(r is not None for _, r in gets), gets   # ranged reads only, no whole-file GET
+
+
+# ------------------------------------------------------------ a stream reads ahead
+
+def served_shards(http, count, per=6, pad=8000):
+    """``count`` shards of ``per`` samples (.cls, and .txt of ``pad`` bytes) on the server: their URLs
+    and local paths."""
+    www = pathlib.Path(http.root)
+    paths = []
+    for s in range(count):
+        paths.append(www / f"r{s:02d}.tar")
+        paths[-1].write_bytes(tar_of(range(s * per, (s + 1) * per), "x" * pad))
+    return [f"{http.url}/{p.name}" for p in paths], [str(p) for p in paths]
+
+
+def without_url(got):
+    return [r if isinstance(r, fl.FailedRecord) else {k: v for k, v in r.items() if k != "__url__"} for r in got]
+
+
+def test_a_remote_stream_requests_ranges_and_shards_before_it_reads_them(http, monkeypatch):
+    """A stream of a far-off store's shards read one range at a time paid its latency for each range
+    and each shard. It asks for the STREAM_AHEAD ranges after the one it reads, and opens the shards
+    after it while it reads one: each range is asked for once, within max_in_flight, and the
+    records are the local ones, in order."""
+    import fastload.sources.shards as shards_module
+    block = 16 << 10
+    monkeypatch.setattr(shards_module, "STREAM_RANGE", block)
+    urls, paths = served_shards(http, 5)
+    http.latency = 0.1
+    got = list(fl.TarShards(urls, max_in_flight=6).stream())
+    assert without_url(got) == without_url(fl.TarShards(paths).stream()) and len(got) == 30
+    ranges = {}
+    for method, path, rng in http.requests:
+        if method == "GET" and path.endswith(".tar"):
+            a, b = map(int, re.fullmatch(r"bytes=(\d+)-(\d+)", rng).groups())
+            ranges.setdefault(path, []).append((a, b + 1))
+    for p in paths:
+        size = os.path.getsize(p)
+        want = [(a, min(a + block, size)) for a in range(0, size, block)]
+        assert sorted(ranges["/" + os.path.basename(p)]) == want and len(want) > shards_module.STREAM_AHEAD
+    assert shards_module.STREAM_AHEAD + 1 < http.peak <= 6
+
+
+def test_a_stream_through_the_disk_cache_downloads_the_next_shards_while_it_reads_one(http, tmp_path):
+    urls, paths = served_shards(http, 4)
+    http.latency = 0.1
+    st = fl.TarShards(urls, cache_dir=tmp_path / "cache").stream()
+    local = without_url(fl.TarShards(paths).stream())
+    assert without_url(st) == local and http.peak >= 2   # downloads overlapped
+    gets = [p for m, p, _ in http.requests if m == "GET" and p.endswith(".tar")]
+    assert sorted(gets) == sorted("/" + os.path.basename(p) for p in paths)   # each shard fetched once
+    del http.requests[:]
+    assert without_url(st) == local and not [r for r in http.requests if r[0] == "GET"]
+
+
+def test_a_range_read_ahead_that_fails_loses_no_record_before_it(http, monkeypatch):
+    """A shard cut short after its size was listed: the range past the cut fails when it is asked
+    for, before the reader gets there; the samples before it still come first, then one failed
+    record naming the shard and the sample whose members were being read (never that sample with
+    the members read so far), then the next shard whole."""
+    import fastload.sources._tar as tar_module
+    import fastload.sources.shards as shards_module
+    monkeypatch.setattr(shards_module, "STREAM_RANGE", 16 << 10)
+    monkeypatch.setattr(tar_module, "CHUNK", 16 << 10)
+    urls, paths = served_shards(http, 3)
+    ts = fl.TarShards(urls, retries=0)
+    assert [ts.storage.size(u) for u in urls] == [os.path.getsize(p) for p in paths]
+    whole = without_url(fl.TarShards(paths).stream())
+    with open(paths[1], "r+b") as f:
+        f.truncate(40000)
+    got = without_url(ts.stream())
+    failed = [i for i, r in enumerate(got) if isinstance(r, fl.FailedRecord)]
+    assert len(failed) == 1 and 6 + 2 <= failed[0] < 12
+    assert got[:failed[0]] == whole[:failed[0]] and got[failed[0] + 1:] == whole[12:]
+    assert got[failed[0]].where == urls[1]
+    assert re.fullmatch(rf"reading failed at byte \d+, within sample k{failed[0]}: .*file ends at byte "
+                        r"40000, before \d+ \(truncated\?\)", got[failed[0]].reason)
+
+
+def test_a_remote_file_read_ahead_reads_as_the_file_whatever_the_seeks(http):
+    from fastload.sources.remote import Storage
+    data = bytes(np.random.default_rng(0).integers(0, 256, 50_000, dtype=np.uint8))
+    (pathlib.Path(http.root) / "blob.bin").write_bytes(data)
+    url = f"{http.url}/blob.bin"
+    rng = np.random.default_rng(1)
+    with Storage().open_stream(url, buffer_size=4096, ahead=2) as f:
+        for _ in range(200):
+            if rng.random() < 0.2:
+                f.seek(int(rng.integers(0, len(data) + 100)))
+            at, n = f.tell(), int(rng.integers(0, 9000))
+            assert f.read(n) == data[at:at + n]
+    gets = [rng for m, p, rng in http.requests if m == "GET" and p == "/blob.bin"]
+    assert gets and all(int(r.split("=")[1].split("-")[0]) % 4096 == 0 for r in gets)   # whole blocks only
+
+
+def test_small_shards_are_opened_ahead_at_most_max_in_flight_at_once(http):
+    """Remote shards of a few bytes are opened ahead by count, not bytes: at most max_in_flight of
+    them besides the one read. Local shards are opened when their turn comes."""
+    urls, paths = served_shards(http, 400, per=1, pad=10)   # more records than a stream queues
+    st = fl.TarShards(urls, max_in_flight=4).stream()
+    st.set_epoch(0)
+    it = iter(st)
+    assert next(it)["cls"] == 0
+    time.sleep(0.5)   # while the consumer holds the first record, the thread reads on, then waits
+    begun = {p for m, p, _ in http.requests if m == "GET" and p.endswith(".tar")}
+    read = len(st.pass_state(0)["counts"])
+    assert 100 < read < 400 and read < len(begun) <= read + 4
+    it.close()
+    assert [r["cls"] for r in st] == list(range(400))
+    assert [r["cls"] for r in fl.TarShards(paths, max_in_flight=4).stream()] == list(range(400))

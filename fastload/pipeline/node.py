@@ -162,7 +162,7 @@ class DaemonPool(cf.Executor):
                 _join(t)
 
 
-def _result(fut: cf.Future):
+def interruptible_result(fut: cf.Future):
     """``fut.result()``, waited for in slices: an interrupt another thread raises in this one
     (``_thread.interrupt_main``, a notebook's) is taken at the next, not when the call returns."""
     while True:
@@ -480,14 +480,14 @@ class ThreadMap(Node):
             index, item, fut = self._pending.popleft()
         else:
             done = ()
-            while not done:   # in slices, as _result waits
+            while not done:   # in slices, as interruptible_result waits
                 done, _ = cf.wait([p[2] for p in self._pending], POLL_S, return_when=cf.FIRST_COMPLETED)
             entry = next(p for p in self._pending if p[2] in done)
             self._pending.remove(entry)
             index, item, fut = entry
         t0 = time.perf_counter()
         try:
-            return _result(fut)
+            return interruptible_result(fut)
         except Exception as e:
             if self._wrap is None:
                 raise

@@ -35,6 +35,7 @@ backends are imported only when a URL is given.
 from __future__ import annotations
 
 import collections
+import concurrent.futures as cf
 import email.utils
 import hashlib
 import importlib.util
@@ -50,7 +51,7 @@ from typing import Callable, Sequence
 
 from .._kernels import _pread
 from .._optional import need
-from ..pipeline.node import DaemonPool
+from ..pipeline.node import DaemonPool, interruptible_result
 from . import _files
 
 __all__ = ["Storage", "StorageError", "cache_name", "expand_urls", "is_url", "listed_once", "local_copy",
@@ -461,9 +462,11 @@ class Storage:
         fs, path = self.filesystem(url)
         self._call(url, lambda: fs.get_file(path, dst))
 
-    def open_stream(self, url: str, buffer_size: int = 1 << 22, *, local_buffer: int = 1 << 20):
+    def open_stream(self, url: str, buffer_size: int = 1 << 22, *, local_buffer: int = 1 << 20, ahead: int = 0):
         """A binary file object over ``url``: seekable, read in ``buffer_size`` ranges, each retried.
 
+        ``ahead``: for a reader that goes front to back, the ranges after the one it
+        reads that are requested before it gets to them (see :class:`_RangeReader`).
         A local file is read ``local_buffer`` bytes at a time: large for reading it
         through, small for skipping through it (a scan of tar headers). A file in the
         disk cache is opened before anything can evict it."""
@@ -477,7 +480,29 @@ class Storage:
             raise
         except OSError as e:
             raise StorageError(url, _describe(e)) from e
-        return io.BufferedReader(_RangeReader(self, url), buffer_size)
+        return io.BufferedReader(_RangeReader(self, url, buffer_size, ahead), buffer_size)
+
+    def opening(self, url: str, **kw) -> cf.Future:
+        """:meth:`open_stream` begun before the file is read: a local file, or a remote one read in
+        ranges, is opened now (its first ranges requested: ``ahead=``); one the disk cache is to
+        hold is downloaded and opened on the I/O threads. Its ``result()`` is the file or the
+        StorageError of opening it."""
+        if self._direct(url) is None and self.cache is not None:
+            return self._io_pool().submit(self.open_stream, url, **kw)
+        # Opened by the thread that reads it: each pool thread started to open one took a memory arena
+        # glibc kept for the stream's next reader thread, whose samples were then faulted in afresh.
+        opened = cf.Future()
+        try:
+            opened.set_result(self.open_stream(url, **kw))
+        except StorageError as e:
+            opened.set_exception(e)
+        return opened
+
+    def _io_pool(self) -> DaemonPool:
+        with self._lock:
+            if self._pool is None:
+                self._pool = DaemonPool(self.max_in_flight, "fastload-io")
+            return self._pool
 
     def read(self, url: str, start: int, end: int) -> bytes:
         """Bytes ``[start, end)`` of ``url``."""
@@ -512,11 +537,7 @@ class Storage:
             return self._pread_many(ranges)
         if len(ranges) <= 1:
             return [one(r) for r in ranges]
-        with self._lock:
-            if self._pool is None:
-                self._pool = DaemonPool(self.max_in_flight, "fastload-io")
-            pool = self._pool
-        return list(pool.map(one, ranges))
+        return list(self._io_pool().map(one, ranges))
 
     def local_path_cached(self, url: str) -> str | None:
         """Like :meth:`local_path` but never downloads (None for a URL not in the cache, or not yet
@@ -710,10 +731,23 @@ def local_copy(path_or_url, owner: str, **storage) -> tuple[str, int]:
 
 
 class _RangeReader(io.RawIOBase):
-    """A remote file as a raw stream: every read is one ranged request through the Storage."""
+    """A remote file as a raw stream: every read is ranged requests through the Storage.
 
-    def __init__(self, storage: Storage, url: str):
+    With ``ahead=0`` a read is one request for the bytes asked for. With ``ahead=k`` the file
+    is read in aligned blocks of ``block`` bytes, and the k blocks after the one being read
+    are requested before the reader gets to them (on the Storage's I/O threads, within its
+    window): a reader going front to back waits for the network once per file, not once per
+    block, and a far-off server's latency overlaps the work on the blocks already there. The
+    first blocks are requested on opening. A seek outside them drops them; a block's failure
+    is raised when the reader gets to it, where a read of it alone would have failed.
+    """
+
+    def __init__(self, storage: Storage, url: str, block: int = 1 << 22, ahead: int = 0):
         self.storage, self.url, self.size, self.pos = storage, url, storage.size(url), 0
+        self.block, self.ahead = int(block), int(ahead)
+        self._blocks: dict[int, cf.Future] = {}   # block number -> the future of its bytes
+        if self.ahead:
+            self._request(0)
 
     def readable(self):
         return True
@@ -729,14 +763,39 @@ class _RangeReader(io.RawIOBase):
             else self.size + offset
         return self.pos
 
+    def _request(self, k: int) -> None:
+        """Blocks ``k`` to ``k + ahead`` requested, and none other kept."""
+        last = min(k + self.ahead, (self.size - 1) // self.block)
+        for j in [j for j in self._blocks if not k <= j <= last]:
+            self._blocks.pop(j).cancel()
+        for j in range(k, last + 1):
+            if j not in self._blocks:
+                start = j * self.block
+                self._blocks[j] = self.storage._io_pool().submit(
+                    self.storage.read, self.url, start, min(start + self.block, self.size))
+
     def readinto(self, b):
         end = min(self.pos + len(b), self.size)
         if end <= self.pos:
             return 0
-        data = self.storage.read(self.url, self.pos, end)
-        b[:len(data)] = data
-        self.pos += len(data)
-        return len(data)
+        if not self.ahead:
+            data = self.storage.read(self.url, self.pos, end)
+            b[:len(data)] = data
+            self.pos += len(data)
+            return len(data)
+        k, at = divmod(self.pos, self.block)
+        self._request(k)
+        data = interruptible_result(self._blocks[k])   # the block's StorageError, raised here
+        n = min(end - self.pos, len(data) - at)
+        b[:n] = memoryview(data)[at:at + n]
+        self.pos += n
+        return n
+
+    def close(self):
+        for fut in self._blocks.values():
+            fut.cancel()   # those running finish on their thread and are dropped
+        self._blocks.clear()
+        super().close()
 
 
 class DiskCache:
