@@ -830,7 +830,7 @@ def served_shards(http, count, per=6, pad=8000):
     www = pathlib.Path(http.root)
     paths = []
     for s in range(count):
-        paths.append(www / f"r{s:02d}.tar")
+        paths.append(www / f"r{s:03d}.tar")
         paths[-1].write_bytes(tar_of(range(s * per, (s + 1) * per), "x" * pad))
     return [f"{http.url}/{p.name}" for p in paths], [str(p) for p in paths]
 
@@ -911,7 +911,7 @@ def test_a_remote_file_read_ahead_reads_as_the_file_whatever_the_seeks(http):
                 f.seek(int(rng.integers(0, len(data) + 100)))
             at, n = f.tell(), int(rng.integers(0, 9000))
             assert f.read(n) == data[at:at + n]
-    gets = [rng for m, p, rng in http.requests if m == "GET" and p == "/blob.bin"]
+    gets = [r for m, p, r in http.requests if m == "GET" and p == "/blob.bin"]
     assert gets and all(int(r.split("=")[1].split("-")[0]) % 4096 == 0 for r in gets)   # whole blocks only
 
 
@@ -919,14 +919,23 @@ def test_small_shards_are_opened_ahead_at_most_max_in_flight_at_once(http):
     """Remote shards of a few bytes are opened ahead by count, not bytes: at most max_in_flight of
     them besides the one read. Local shards are opened when their turn comes."""
     urls, paths = served_shards(http, 400, per=1, pad=10)   # more records than a stream queues
-    st = fl.TarShards(urls, max_in_flight=4).stream()
-    st.set_epoch(0)
-    it = iter(st)
-    assert next(it)["cls"] == 0
-    time.sleep(0.5)   # while the consumer holds the first record, the thread reads on, then waits
+    def held(stream):
+        """Shards begun when the stream's thread, reading on while the consumer holds its first record,
+        waits for room."""
+        stream.set_epoch(0)
+        it = iter(stream)
+        assert next(it)["cls"] == 0
+        read, deadline = -1, time.monotonic() + 10
+        while read != (read := len(stream.pass_state(0)["counts"])) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        return it, read
+
+    it, read = held(fl.TarShards(urls, max_in_flight=4).stream())
     begun = {p for m, p, _ in http.requests if m == "GET" and p.endswith(".tar")}
-    read = len(st.pass_state(0)["counts"])
     assert 100 < read < 400 and read < len(begun) <= read + 4
     it.close()
-    assert [r["cls"] for r in st] == list(range(400))
-    assert [r["cls"] for r in fl.TarShards(paths, max_in_flight=4).stream()] == list(range(400))
+    local = fl.TarShards(paths, max_in_flight=4).stream()
+    it, read = held(local)
+    if os.path.isdir("/proc/self/fd"):
+        assert len(open_files_under(http.root)) <= 1
+    assert [r["cls"] for r in it] == list(range(1, 400)) and 100 < read < 400
