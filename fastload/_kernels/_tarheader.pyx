@@ -102,8 +102,9 @@ def scan(const unsigned char[::1] buf not None, Py_ssize_t pos, Py_ssize_t end, 
     """The run of plain regular members from ``buf[pos]`` on, each header and its data before ``end``.
 
     Returns ``(members, stop, need)``: ``members`` a list of ``(name, data offset, size, bytes)``,
-    the offsets ``base`` plus the position in ``buf``; ``stop`` where the run ended. ``need`` is how many bytes from ``stop`` the next header and
-    its data take where they run past ``end`` (a read that far lets the scan go on); 0 where the
+    the offsets ``base`` plus the position in ``buf``; ``stop`` where the run ended. ``need`` is
+    how many bytes from ``stop`` the next header and its data take where they run past ``end``
+    (a read that far lets the scan go on); 0 where the
     header at ``stop`` is one the Python reader takes: a zero block (the archive's end), an
     extended header, another type, a directory named as V7 does, or a header :func:`header`
     leaves to Python. A shard's samples are read by runs: a member's header costs a slice of a
@@ -198,7 +199,7 @@ def samples(list run, Py_ssize_t i, str url, rec, error, dict decoders, decoder_
         if value is None or len(<bytes>value) != item[2]:
             break
         i += 1
-        if _meta(name):
+        if is_meta(name):
             continue
         if "/" in name:   # WebDataset's rule is a regular expression there
             key, ext = split(name)
@@ -227,9 +228,10 @@ def samples(list run, Py_ssize_t i, str url, rec, error, dict decoders, decoder_
     return done, i, rec, error
 
 
-cdef bint _meta(str name):
-    """WebDataset's metadata, which readers pass over: ``__[^/]*__($|/)`` at the start, that is a
-    first path part of 4 characters or more that starts and ends with two underscores."""
+cpdef bint is_meta(str name):
+    """Whether a member is WebDataset's metadata (``__info__``, ``__index__/...``), which readers
+    pass over: ``__[^/]*__($|/)`` at the start, that is a first path part of 4 characters or more
+    that starts and ends with two underscores."""
     if not name.startswith("__"):
         return False
     cdef Py_ssize_t cut = name.find("/")

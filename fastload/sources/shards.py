@@ -39,6 +39,7 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
+from .._kernels._tarheader import is_meta as _is_meta   # webdataset's skip_meta
 from .._kernels._tarheader import payload_bytes as _payload_bytes
 from .._kernels._tarheader import samples as _samples
 from ..errors import FailedRecord, RecordError
@@ -56,13 +57,6 @@ _INT_EXTS = frozenset("cls cls2 class count index inx id".split())
 _TEXT_EXTS = frozenset("txt text transcript".split())
 _JSON_EXTS = frozenset("json jsn".split())
 _KEY = re.compile(r"^((?:.*/|)[^.]+)[.]([^/]*)$")   # webdataset.tariterators.base_plus_ext
-_META = re.compile(r"__[^/]*__($|/)")                 # webdataset's skip_meta
-
-
-def _is_meta(name: str) -> bool:
-    """Whether a member is metadata (``__info__``, ``__index__/...``) that readers pass over, by
-    WebDataset's rule; the prefix test spares the regex for every other name."""
-    return name.startswith("__") and _META.match(name) is not None
 
 
 def split_key(name: str) -> tuple[str | None, str | None]:
@@ -789,10 +783,18 @@ class TarStream(Fluent):
         when its turn comes."""
         budget, most = (STREAM_AHEAD + 1) * STREAM_RANGE, self.storage.max_in_flight
         ahead, nxt = collections.deque(), 0   # (opening, bytes it requests) of shards not yet taken
+
+        def more() -> bool:
+            """Whether the shard at ``nxt`` is opened now: the next to take, or a remote one within the
+            budget of those after it."""
+            if nxt == len(urls):
+                return False
+            return not ahead or (self.storage._direct(urls[nxt]) is None and len(ahead) <= most
+                    and sum(n for _, n in ahead) - ahead[0][1] < budget)
+
         try:
             for _ in urls:
-                while nxt < len(urls) and (not ahead or self.storage._direct(urls[nxt]) is None and len(ahead) <= most
-                                           and sum(n for _, n in ahead) - ahead[0][1] < budget):
+                while more():
                     try:
                         n = min(self.storage.size(urls[nxt]), budget)
                     except StorageError:   # opening it says so, in its place
